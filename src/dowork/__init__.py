@@ -1,0 +1,141 @@
+"""dowork: run Python functions in the background, with retries, backoff and scheduling.
+
+The quickest use is the global queue::
+
+    import dowork
+    task = dowork.submit(send_email, "ada@example.org")
+    dowork.shutdown()          # refuse new tasks, finish the queued ones
+
+Everything else (named queues, options, typed task functions, a fake clock for tests) is
+re-exported here; see the README for a tour.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any, ParamSpec, TypeVar, overload
+
+from . import _global
+from ._global import global_queue, reset_global_queue
+from .clock import Clock, FakeClock, SystemClock
+from .errors import (
+    AlreadyComplete,
+    DoNotRetry,
+    DoWorkError,
+    MaxRetriesExceeded,
+    QueueFull,
+    QueueShuttingDown,
+    TaskCancelled,
+    TaskFrozen,
+    TaskNotDone,
+    TaskTimeout,
+    UnknownTask,
+)
+from .function import TaskFunction
+from .hooks import Hooks, LoggingHooks
+from .queue import Queue, ajoin, default_concurrency, join
+from .retry import Backoff, RetryPolicy
+from .schedule import Cron, Every
+from .scheduling import Schedule
+from .task import Task, TaskStatus, current_task
+
+__all__ = [
+    # the global queue
+    "submit",
+    "enqueue",
+    "start",
+    "shutdown",
+    "task",
+    "global_queue",
+    "reset_global_queue",
+    # queues and tasks
+    "Queue",
+    "Task",
+    "TaskStatus",
+    "TaskFunction",
+    "Schedule",
+    "join",
+    "ajoin",
+    "current_task",
+    "default_concurrency",
+    # policies and time
+    "RetryPolicy",
+    "Backoff",
+    "Every",
+    "Cron",
+    "Clock",
+    "SystemClock",
+    "FakeClock",
+    # hooks
+    "Hooks",
+    "LoggingHooks",
+    # errors
+    "DoWorkError",
+    "DoNotRetry",
+    "MaxRetriesExceeded",
+    "AlreadyComplete",
+    "QueueShuttingDown",
+    "QueueFull",
+    "TaskCancelled",
+    "TaskFrozen",
+    "TaskNotDone",
+    "TaskTimeout",
+    "UnknownTask",
+    "__version__",
+]
+
+try:
+    __version__ = version("dowork")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0"
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@overload
+def submit(
+    fn: Callable[P, Coroutine[Any, Any, R]], /, *args: P.args, **kwargs: P.kwargs
+) -> Task[R]: ...
+@overload
+def submit(fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Task[R]: ...
+def submit(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Task[Any]:
+    """Run ``fn(*args, **kwargs)`` in the background on the global queue (started lazily)."""
+    return global_queue().submit(fn, *args, **kwargs)
+
+
+def enqueue(task: Task[R]) -> Task[R]:
+    """Enqueue a ``Task`` (built with options) on the global queue."""
+    return global_queue().enqueue(task)
+
+
+def start() -> Queue:
+    """Make sure the global queue exists and runs; return it."""
+    return global_queue()
+
+
+def shutdown(timeout: float | None = None) -> bool:
+    """Soft-shut the global queue: refuse new tasks and wait for the queued ones.
+
+    Does nothing (and returns True) if the global queue was never used.
+    """
+    queue = _global.existing_global_queue()
+    if queue is None:
+        return True
+    return queue.shutdown(timeout)
+
+
+@overload
+def task(fn: Callable[P, Coroutine[Any, Any, R]], /) -> TaskFunction[P, R]: ...
+@overload
+def task(fn: Callable[P, R], /) -> TaskFunction[P, R]: ...
+@overload
+def task(**options: Any) -> Callable[[Callable[P, R]], TaskFunction[P, R]]: ...
+def task(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+    """Decorate a function as a typed task of the global queue: ``@dowork.task(retries=3)``."""
+    from .queue import _Decorator
+
+    if fn is not None:
+        return TaskFunction(fn, None, options)
+    return _Decorator(None, options)

@@ -1,0 +1,783 @@
+"""The engine: the loop-side state machine of one queue, shared by sync and async callers.
+
+Everything that changes a queue's state runs on the queue's one event loop (its "home"): a
+private daemon thread for sync users, or the caller's loop for ``await queue.astart()``. Other
+threads hand tasks over through a lock-free inbox and wake the loop once per batch. Due tasks
+wait in a FIFO, future ones in a heap keyed by time with one clock timer armed for the
+earliest. Async attempts run in long-lived worker coroutines, sync attempts in ``ThreadLane``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import heapq
+import itertools
+import logging
+import random
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ._capacity import Capacity
+from ._loop_thread import LoopThread
+from ._threads import Result, ThreadLane
+from .clock import Clock, TimerHandle
+from .errors import (
+    AlreadyComplete,
+    DoNotRetry,
+    MaxRetriesExceeded,
+    QueueShuttingDown,
+    TaskCancelled,
+    TaskTimeout,
+)
+from .hooks import HOOK_EVENTS, Hooks
+from .retry import RetryPolicy
+from .task import Task, TaskStatus, _current, build_policy
+
+if TYPE_CHECKING:
+    from .scheduling import Schedule
+
+__all__ = ["Engine"]
+
+T = TypeVar("T")
+log = logging.getLogger("dowork")
+
+_PENDING = TaskStatus.PENDING
+_SCHEDULED = TaskStatus.SCHEDULED
+_RUNNING = TaskStatus.RUNNING
+_RETRYING = TaskStatus.RETRYING
+_SUCCEEDED = TaskStatus.SUCCEEDED
+_FAILED = TaskStatus.FAILED
+_CANCELLED = TaskStatus.CANCELLED
+_WAITING = frozenset({_PENDING, _SCHEDULED, _RETRYING})
+_CANCEL: Any = object()  # the runner mark of a task cancelled while running
+
+
+class Engine:
+    """Loop-side core of a ``Queue``; see the module docstring."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        concurrency: int,
+        maxsize: int,
+        clock: Clock,
+        retry: RetryPolicy,
+        rng: random.Random,
+        hooks: Iterable[Hooks],
+        keep_finished: int,
+    ) -> None:
+        self.name = name
+        self.clock = clock
+        self.concurrency = concurrency
+        self.default_policy = retry
+        self.rng = rng
+        self.keep_finished = keep_finished
+        self.capacity = Capacity(maxsize) if maxsize else None
+        hooks = list(hooks)
+        self._hooks: dict[str, list[Callable[..., None]]] = {
+            event: [
+                getattr(h, event)
+                for h in hooks
+                if getattr(type(h), event, None) is not getattr(Hooks, event)
+            ]
+            for event in HOOK_EVENTS
+        }
+        self._h_enqueue = self._hooks["on_enqueue"]
+        self._h_before = self._hooks["before_attempt"]
+        self._h_after = self._hooks["after_attempt"]
+        self._policy_cache: dict[int, tuple[object, RetryPolicy]] = {}
+
+        # Home loop binding.
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.loop_thread_id: int | None = None
+        self._own_thread: LoopThread | None = None
+        self._bind_lock = threading.Lock()
+
+        # Cross-thread inbox (append from any thread, drained on the loop).
+        self._inbox: deque[Task[Any]] = deque()
+        self._inbox_wake = False
+
+        # Loop-side state.
+        self._ready: deque[Task[Any]] = deque()
+        self._batch: deque[Task[Any]] = deque()
+        self._source = self._batch  # where launches come from: ready (serving) or batch (dispatch)
+        self._heap: list[tuple[float, int, Task[Any] | Schedule]] = []
+        self._seq = itertools.count(1)
+        self._timer: TimerHandle | None = None
+        self._timer_when = 0.0
+        self._inflight = 0  # attempts holding a concurrency slot (abandoned threads included)
+        self._active = 0  # attempts launched and not yet settled
+        self._running: set[Task[Any]] = set()
+        self._unfinished = 0
+        self._afters: set[asyncio.Task[None]] = set()
+        self._schedules: set[Schedule] = set()
+        self.accepting = True
+        self.serving = False
+        self.started = False
+        self.closed = False
+        self._dispatch_done: asyncio.Future[None] | None = None
+        self._quiet: list[asyncio.Future[None]] = []  # waiting for no attempt in progress
+        self._drained: asyncio.Event | None = None
+        self._stopped: asyncio.Future[None] | None = None
+
+        # Lanes.
+        self._async_ready: deque[Task[Any]] = deque()
+        self._idle: list[asyncio.Future[None]] = []
+        self._workers: set[asyncio.Task[None]] = set()
+        self._threads: ThreadLane | None = None
+
+        # Ids.
+        self._by_id: dict[str, Task[Any]] = {}
+        self._finished_ids: OrderedDict[str, None] = OrderedDict()
+
+    # -- home loop -------------------------------------------------------------------------
+
+    def on_loop(self) -> bool:
+        """Whether the caller runs on this queue's event loop thread."""
+        return threading.get_ident() == self.loop_thread_id
+
+    def ensure_loop(self) -> asyncio.AbstractEventLoop:
+        """Return the home loop, starting a private loop thread if the queue has none yet."""
+        loop = self.loop
+        if loop is None:
+            with self._bind_lock:
+                if self.loop is None:
+                    thread = LoopThread(f"dowork-{self.name}-loop")
+                    self._own_thread = thread
+                    self._bind(thread.loop, thread.ident)
+                loop = self.loop
+        assert loop is not None
+        return loop
+
+    def bind_running(self) -> asyncio.AbstractEventLoop:
+        """Make the running loop the home loop if the queue has none yet; return the home."""
+        if self.loop is None:
+            with self._bind_lock:
+                if self.loop is None:
+                    self._bind(asyncio.get_running_loop(), threading.get_ident())
+        assert self.loop is not None
+        return self.loop
+
+    def _bind(self, loop: asyncio.AbstractEventLoop, thread_id: int) -> None:
+        self.loop = loop
+        self.loop_thread_id = thread_id
+        self._threads = ThreadLane(self.name, self.concurrency, loop, self._sync_done)
+        if self._inbox:
+            self._inbox_wake = True
+            loop.call_soon_threadsafe(self._drain_inbox)
+
+    def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a loop-side function from any thread and return its result."""
+        loop = self.loop
+        if loop is None or self.on_loop() or self.closed:
+            return fn(*args)
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        def run() -> None:
+            try:
+                future.set_result(fn(*args))
+            except BaseException as exc:
+                future.set_exception(exc)
+
+        loop.call_soon_threadsafe(run)
+        return future.result()
+
+    async def acall(self, fn: Callable[..., T], *args: Any) -> T:
+        """``call()`` for coroutines running on any loop."""
+        if self.loop is None or self.on_loop() or self.closed:
+            return fn(*args)
+        return await self.arun_on_home(_as_coro(fn, *args))
+
+    def run_on_home(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        """Run a coroutine on the home loop and block the calling thread for its result."""
+        loop = self.ensure_loop()
+        if self.on_loop():
+            coro.close()
+            raise RuntimeError(
+                "this blocking call would deadlock on the queue's own event loop; "
+                "use its 'a'-prefixed coroutine twin there"
+            )
+        return asyncio.run_coroutine_threadsafe(coro, loop).result(timeout)
+
+    async def arun_on_home(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Await a coroutine on the home loop from any loop (binding the running one if none)."""
+        loop = self.bind_running()
+        if self.on_loop():
+            return await coro
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop))
+
+    # -- accepting -------------------------------------------------------------------------
+
+    def enqueue(self, task: Task[Any]) -> None:
+        """Hand a frozen task to the queue from any thread (capacity already reserved)."""
+        task._engine = self
+        if threading.get_ident() == self.loop_thread_id:
+            self._accept(task)
+            self._pump()
+            return
+        self._inbox.append(task)
+        if not self._inbox_wake:
+            loop = self.loop
+            if loop is not None:
+                self._inbox_wake = True
+                try:
+                    loop.call_soon_threadsafe(self._drain_inbox)
+                except RuntimeError:  # the home loop is gone: the queue was shut down
+                    self._inbox_wake = False
+                    raise QueueShuttingDown(f"queue {self.name!r} is shut down") from None
+
+    def check_new(self, task: Task[Any]) -> None:
+        """Refuse a task that is finished, already enqueued, or arrives after shutdown."""
+        if not self.accepting:
+            raise QueueShuttingDown(
+                f"queue {self.name!r} is shutting down; new tasks are not accepted"
+            )
+        if task._engine is not None:
+            if task.done:
+                raise AlreadyComplete(f"{task!r} already finished; tasks run to completion once")
+            raise ValueError(f"{task!r} is already enqueued")
+
+    def _drain_inbox(self) -> None:
+        self._inbox_wake = False
+        inbox = self._inbox
+        while inbox:
+            self._accept(inbox.popleft())
+        self._pump()
+
+    def _accept(self, task: Task[Any]) -> None:
+        now = self.clock.now()
+        task._seq = next(self._seq)
+        overrides = task._overrides
+        if overrides is None:
+            task._policy = self.default_policy
+        else:
+            cached = self._policy_cache.get(id(overrides))
+            if cached is not None and cached[0] is overrides:
+                task._policy = cached[1]
+            else:
+                task._policy = build_policy(self.default_policy, overrides)
+                self._policy_cache[id(overrides)] = (overrides, task._policy)
+        self._unfinished += 1
+        if task._id is not None:
+            self._by_id[task._id] = task
+        if self._h_enqueue:
+            self._call_hooks(self._h_enqueue, task)
+        when = task._not_before
+        if task._delay is not None:
+            when = max(when or now, now + task._delay)
+        if when is None or when <= now:
+            self._ready.append(task)
+        else:
+            task._status = _SCHEDULED
+            task._next_attempt = when
+            self._push(when, task)
+
+    def register(self, task: Task[Any]) -> None:
+        """Remember a task by id (called when its id is first read)."""
+        assert task._id is not None
+        self._by_id[task._id] = task
+        if task.done and task._finished:
+            self._remember_finished(task._id)
+
+    def get(self, task_id: str) -> Task[Any] | None:
+        """Return the task with this id, if known."""
+        return self._by_id.get(task_id)
+
+    # -- timers and the pump ---------------------------------------------------------------
+
+    def _push(self, when: float, item: Task[Any] | Schedule) -> None:
+        heapq.heappush(self._heap, (when, next(self._seq), item))
+        if self.serving and (self._timer is None or when < self._timer_when):
+            self._arm(when)
+
+    def _arm(self, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_when = when
+        self._timer = self.clock.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if not self.serving:
+            return
+        self._release_due(self.clock.now(), self._ready)
+        self._pump()
+        if self._heap and self._timer is None:
+            self._arm(self._heap[0][0])
+
+    def _release_due(self, now: float, into: deque[Task[Any]]) -> None:
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            item = heapq.heappop(heap)[2]
+            if isinstance(item, Task):
+                if item._status in _WAITING:
+                    into.append(item)
+            else:
+                item._fire(now)
+
+    def _pump(self) -> None:
+        source = self._source
+        while source and self._inflight < self.concurrency:
+            task = source.popleft()
+            if task._status in _WAITING:
+                self._launch(task)
+        done = self._dispatch_done
+        if done is not None and not source and not self._active and not done.done():
+            done.set_result(None)
+        if not self.accepting and self._drained is not None:
+            self._check_drained()
+        if self._quiet and not self._active:
+            for future in self._quiet:
+                if not future.done():
+                    future.set_result(None)
+            self._quiet.clear()
+
+    def _launch(self, task: Task[Any]) -> None:
+        self._inflight += 1
+        self._active += 1
+        self._running.add(task)
+        task._status = _RUNNING
+        task._attempts += 1
+        task._next_attempt = None
+        if task._cancel_requested and task._runner is not _CANCEL:
+            task._cancel_requested = False  # a timed-out attempt's flag does not carry over
+        if self._h_before:
+            self._call_hooks(self._h_before, task)
+        if task.is_async:
+            self._async_ready.append(task)
+            if self._idle:
+                self._idle.pop().set_result(None)
+            elif len(self._workers) < self.concurrency:
+                worker = asyncio.get_running_loop().create_task(self._async_worker())
+                self._workers.add(worker)
+        else:
+            token = object()
+            task._runner = token
+            if task._within is not None:
+                self._arm_deadline(task, token)
+            assert self._threads is not None
+            self._threads.submit(task, token)
+
+    def _arm_deadline(self, task: Task[Any], token: object) -> TimerHandle:
+        assert task._within is not None
+        deadline = self.clock.now() + task._within
+        return self.clock.call_at(deadline, lambda: self._deadline(task, token))
+
+    def _deadline(self, task: Task[Any], token: object) -> None:
+        if task._runner is not token or task._status is not _RUNNING:
+            return
+        task._cancel_requested = True
+        if isinstance(token, asyncio.Task):
+            task._started_at = -1.0  # marks "stopped by the deadline" for the worker
+            token.cancel()
+        else:  # a sync attempt cannot be interrupted: abandon it, its thread runs on
+            task._runner = None
+            error = TaskTimeout(f"{task.name}: attempt exceeded within={task._within}s")
+            self._settle(task, None, error, float(task._within or 0.0))
+
+    # -- running attempts ------------------------------------------------------------------
+
+    async def _async_worker(self) -> None:
+        ready = self._async_ready
+        loop = asyncio.get_running_loop()
+        me = asyncio.current_task()
+        assert me is not None
+        try:
+            while True:
+                if not ready:
+                    if self.closed:
+                        return
+                    idle: asyncio.Future[None] = loop.create_future()
+                    self._idle.append(idle)
+                    await idle
+                    continue
+                await self._attempt_async(ready.popleft(), me)
+        finally:
+            self._workers.discard(me)
+
+    async def _attempt_async(self, task: Task[Any], me: asyncio.Task[None]) -> None:
+        task._runner = me
+        timer = self._arm_deadline(task, me) if task._within is not None else None
+        reset = _current.set(task)
+        start = time.perf_counter()
+        task._started_at = start
+        error: BaseException | None = None
+        value: Any = None
+        try:
+            value = await task.fn(*task.args, **task.kwargs)
+        except asyncio.CancelledError as exc:
+            if not task._cancel_requested:  # not ours: the loop is going away; put it back
+                self._interrupted(task)
+                raise
+            me.uncancel()
+            error = exc
+        except BaseException as exc:
+            error = exc
+        finally:
+            _current.reset(reset)
+            if timer is not None:
+                timer.cancel()
+        if task._cancel_requested:
+            if me.cancelling():
+                me.uncancel()  # the function swallowed our cancellation
+            if task._runner is not _CANCEL and task._started_at == -1.0:
+                error = TaskTimeout(f"{task.name}: attempt exceeded within={task._within}s")
+                value = None
+        if task._runner is me:
+            task._runner = None
+        self._inflight -= 1
+        self._settle(task, value, error, time.perf_counter() - start)
+        self._pump()
+
+    def _interrupted(self, task: Task[Any]) -> None:
+        """Put back an attempt cut short by the loop closing; it does not count."""
+        self._inflight -= 1
+        self._active -= 1
+        self._running.discard(task)
+        task._runner = None
+        task._attempts -= 1
+        task._status = _PENDING
+        self._ready.appendleft(task)
+
+    def _sync_done(self, item: Result) -> None:
+        task, token, value, error, duration = item
+        self._inflight -= 1
+        if task._runner is token:
+            task._runner = None
+            self._settle(task, value, error, duration)
+        elif task._runner is _CANCEL and task._status is _RUNNING:
+            self._settle(task, value, error, duration)
+        self._pump()
+
+    # -- settling --------------------------------------------------------------------------
+
+    def _settle(
+        self, task: Task[Any], value: Any, error: BaseException | None, took: float
+    ) -> None:
+        self._active -= 1
+        self._running.discard(task)
+        if self._h_after:
+            self._call_hooks(self._h_after, task, error, took)
+        if task._runner is _CANCEL:
+            self._finish(task, _CANCELLED, None, TaskCancelled(f"{task.name} was cancelled"))
+            return
+        if error is None:
+            self._finish(task, _SUCCEEDED, value, None)
+            return
+        task._last_error = error
+        if isinstance(error, DoNotRetry):
+            self._finish(task, _FAILED, None, error)
+            return
+        policy = task._policy or self.default_policy
+        attempts = task._attempts
+        if policy.retries != -1 and attempts > policy.retries:
+            self._finish(task, _FAILED, None, MaxRetriesExceeded(attempts, error))
+            return
+        if policy.should_retry is not None and not self._should_retry(policy, error):
+            self._finish(task, _FAILED, None, error)
+            return
+        delay = policy.delay(attempts, task._prev_delay, self.rng)
+        task._prev_delay = delay
+        when = self.clock.now() + delay
+        task._next_attempt = when
+        task._status = _RETRYING
+        for hook in self._hooks["on_retry"]:
+            self._call_hook(hook, task, error, delay)
+        if delay <= 0 and self.serving:
+            self._ready.append(task)
+        else:
+            self._push(when, task)
+
+    def _should_retry(self, policy: RetryPolicy, error: BaseException) -> bool:
+        assert policy.should_retry is not None
+        try:
+            return bool(policy.should_retry(error))
+        except Exception:
+            log.exception("should_retry raised; the task will not be retried")
+            return False
+
+    def _finish(
+        self,
+        task: Task[Any],
+        status: TaskStatus,
+        value: Any,
+        error: BaseException | None,
+    ) -> None:
+        task._status = status
+        task._value = value
+        task._error = error
+        task._next_attempt = None
+        self._unfinished -= 1
+        if self.capacity is not None:
+            self.capacity.release()
+        if error is None:
+            for hook in self._hooks["on_success"]:
+                self._call_hook(hook, task)
+        else:
+            for hook in self._hooks["on_failure"]:
+                self._call_hook(hook, task, error)
+        after = task._after
+        if after is not None:
+            task._after = None
+            try:
+                pending = after(task)
+            except Exception:
+                log.exception("after-callback of %s raised; the task's outcome stands", task.name)
+                pending = None
+            if pending is not None and isinstance(pending, Awaitable):
+                aft = asyncio.get_running_loop().create_task(self._await_after(task, pending))
+                self._afters.add(aft)
+                aft.add_done_callback(self._afters.discard)
+                return
+        self._done(task)
+
+    async def _await_after(self, task: Task[Any], pending: Awaitable[object]) -> None:
+        try:
+            await pending
+        except Exception:
+            log.exception("after-callback of %s raised; the task's outcome stands", task.name)
+        finally:
+            self._done(task)
+            if not self.accepting:
+                self._check_drained()
+
+    def _done(self, task: Task[Any]) -> None:
+        task._wake_waiters()
+        if task._id is not None:
+            self._remember_finished(task._id)
+
+    def _remember_finished(self, task_id: str) -> None:
+        finished = self._finished_ids
+        finished[task_id] = None
+        while len(finished) > self.keep_finished:
+            old, _ = finished.popitem(last=False)
+            self._by_id.pop(old, None)
+
+    def _call_hooks(self, hooks: list[Callable[..., None]], *args: Any) -> None:
+        for hook in hooks:
+            self._call_hook(hook, *args)
+
+    @staticmethod
+    def _call_hook(hook: Callable[..., None], *args: Any) -> None:
+        try:
+            hook(*args)
+        except Exception:
+            log.exception("hook %r raised; ignored", hook)
+
+    # -- cancel ----------------------------------------------------------------------------
+
+    def cancel_task(self, task: Task[Any]) -> bool:
+        """Cancel ``task`` (on the loop); see ``Task.cancel``."""
+        if self._inbox and self.loop is not None:
+            self._drain_inbox()
+        elif self._inbox:
+            while self._inbox:
+                self._accept(self._inbox.popleft())
+        status = task._status
+        if status.final or task._engine is not self:
+            return False
+        task._cancel_requested = True
+        if status in _WAITING:
+            task._runner = _CANCEL
+            self._finish(task, _CANCELLED, None, TaskCancelled(f"{task.name} was cancelled"))
+            return True
+        runner = task._runner
+        task._runner = _CANCEL
+        if isinstance(runner, asyncio.Task):
+            runner.cancel(f"dowork: {task.name} cancelled")
+        return True
+
+    # -- schedules -------------------------------------------------------------------------
+
+    def add_schedule(self, schedule: Schedule, first: float) -> None:
+        """Start a recurring schedule whose first run is at ``first`` (on the loop)."""
+        if not self.accepting:
+            raise QueueShuttingDown(f"queue {self.name!r} is shutting down")
+        self._schedules.add(schedule)
+        self._push(first, schedule)
+
+    def reschedule(self, schedule: Schedule, when: float) -> None:
+        """Put a schedule back in the heap for its next run (on the loop)."""
+        if schedule.active and self.accepting:
+            self._push(when, schedule)
+
+    def drop_schedule(self, schedule: Schedule) -> None:
+        """Forget a cancelled schedule (its heap entry is skipped when it comes up)."""
+        self._schedules.discard(schedule)
+
+    # -- driving: dispatch, serve, stop, shutdown -----------------------------------------
+
+    async def dispatch(self) -> bool:
+        """Attempt every due task once, wait for those attempts, report if work remains."""
+        if self.serving:
+            raise RuntimeError("dispatch() drives a queue by hand; this queue is running")
+        if self.closed:
+            raise RuntimeError(f"queue {self.name!r} is shut down")
+        inbox = self._inbox
+        self._inbox_wake = False
+        while inbox:
+            self._accept(inbox.popleft())
+        now = self.clock.now()
+        batch: list[Task[Any]] = []
+        self._release_due(now, self._ready)
+        batch.extend(t for t in self._ready if t._status in _WAITING)
+        self._ready.clear()
+        if batch:
+            batch.sort(key=_by_seq)
+            self._batch.extend(batch)
+            self._source = self._batch
+            done = self._dispatch_done = asyncio.get_running_loop().create_future()
+            try:
+                self._pump()
+                await done
+            finally:
+                self._dispatch_done = None
+        while self._afters:
+            await asyncio.gather(*self._afters, return_exceptions=True)
+        return self.has_work()
+
+    def has_work(self) -> bool:
+        """Whether unfinished tasks remain (due or not)."""
+        return self._unfinished > 0 or bool(self._inbox)
+
+    def serve(self) -> None:
+        """Start processing continuously on the home loop (call on the loop)."""
+        if self.closed:
+            raise RuntimeError(f"queue {self.name!r} was shut down and cannot start again")
+        if self.serving:
+            raise RuntimeError(f"queue {self.name!r} is already running")
+        self.serving = self.started = True
+        self._stopped = asyncio.get_running_loop().create_future()
+        self._ready.extend(self._batch)
+        self._batch.clear()
+        self._source = self._ready
+        inbox = self._inbox
+        self._inbox_wake = False
+        while inbox:
+            self._accept(inbox.popleft())
+        self._release_due(self.clock.now(), self._ready)
+        if self._heap:
+            self._arm(self._heap[0][0])
+        self._pump()
+
+    def halt(self) -> None:
+        """Stop launching attempts (on the loop); waiting tasks stay queued for a restart."""
+        if not self.serving:
+            return
+        self.serving = False
+        self._source = self._batch
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        stopped = self._stopped
+        if stopped is not None and not stopped.done():
+            stopped.set_result(None)
+
+    async def wait_stopped(self) -> None:
+        """Wait until ``halt()`` or shutdown ends serving, then for running attempts to end."""
+        if self._stopped is not None:
+            await asyncio.shield(self._stopped)
+        if self._active:
+            quiet = asyncio.get_running_loop().create_future()
+            self._quiet.append(quiet)
+            await quiet
+
+    async def shutdown(self, timeout: float | None) -> bool:
+        """Refuse new tasks, let the queued ones finish, then stop; see ``Queue.shutdown``."""
+        self.accepting = False
+        if self.closed:
+            return True
+        for schedule in list(self._schedules):
+            schedule._deactivate()
+        self._schedules.clear()
+        inbox = self._inbox
+        while inbox:
+            self._accept(inbox.popleft())
+        if not self.serving and self.has_work():
+            self.serve()
+        drained = self._drained = asyncio.Event()
+        self._check_drained()
+        clean = True
+        try:
+            async with asyncio.timeout(timeout):
+                await drained.wait()
+        except TimeoutError:
+            clean = False
+            await self._cancel_everything()
+        self.halt()
+        self._close()
+        return clean
+
+    def _check_drained(self) -> None:
+        if self._drained is None or self._inbox or self._afters:
+            return
+        if self._unfinished == 0 and not self._active:
+            self._drained.set()
+
+    async def _cancel_everything(self) -> None:
+        for _, _, item in self._heap:
+            if isinstance(item, Task):
+                self.cancel_task(item)
+        for task in [*self._ready, *self._batch]:
+            self.cancel_task(task)
+        for task in list(self._running):
+            self.cancel_task(task)
+            if not task.is_async and task._status is _RUNNING:  # its thread may never return
+                self._settle(task, None, None, 0.0)
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + 1.0
+        while (self._running or self._afters) and loop.time() < give_up:  # noqa: ASYNC110
+            await asyncio.sleep(0.005)  # bounded: a task may swallow its cancellation
+
+    def _close(self) -> None:
+        self.closed = True
+        for idle in self._idle:
+            if not idle.done():
+                idle.set_result(None)
+        self._idle.clear()
+        if self._threads is not None:
+            self._threads.stop()
+        while self._inbox:  # a submit that raced with shutdown: it will never run
+            task = self._inbox.popleft()
+            task._status = _CANCELLED
+            task._error = TaskCancelled(f"{task.name}: queue {self.name!r} shut down")
+            self._done(task)
+
+    def release_thread(self) -> None:
+        """Stop the private loop thread, if the queue has one (after shutdown, off the loop)."""
+        thread = self._own_thread
+        if thread is not None and not self.on_loop():
+            thread.stop_soon()
+            thread.join(5.0)
+
+    def unbind(self) -> None:
+        """Forget a home loop that is closing (after ``run()``), keeping the queued tasks."""
+        self.halt()
+        for worker in self._workers:
+            worker.cancel()
+        self._workers.clear()
+        self._idle.clear()
+        self._async_ready.clear()
+        if self._threads is not None:
+            self._threads.stop()
+            self._threads = None
+        self.loop = None
+        self.loop_thread_id = None
+
+    def abandon(self) -> list[Task[Any]]:
+        """Return the tasks that never finished (for a caller that stops without draining)."""
+        waiting = [t for _, _, t in self._heap if isinstance(t, Task) and not t.done]
+        return waiting + [t for t in self._ready if not t.done] + list(self._inbox)
+
+
+def _by_seq(task: Task[Any]) -> int:
+    return task._seq
+
+
+async def _as_coro(fn: Callable[..., T], *args: Any) -> T:
+    return fn(*args)

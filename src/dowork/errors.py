@@ -1,0 +1,92 @@
+"""Exceptions raised by dowork, and the one that tasks raise themselves.
+
+The hierarchy::
+
+    DoWorkError
+     ├── DoNotRetry            a task raises it to end at once, without further attempts
+     ├── MaxRetriesExceeded    a task's attempts ran out; chained to the last real error
+     ├── TaskCancelled         the task was cancelled before it could finish
+     ├── TaskTimeout           an attempt ran past its ``within`` deadline (also a TimeoutError)
+     ├── TaskNotDone           the result was asked for too early (also a TimeoutError)
+     ├── AlreadyComplete       a finished task was attempted again
+     ├── TaskFrozen            a task's options were changed after it was enqueued
+     ├── QueueShuttingDown     the queue no longer accepts tasks
+     ├── QueueFull             a bounded queue has no room and the caller asked not to wait
+     └── UnknownTask           no task with that id is known to the queue (also a KeyError)
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AlreadyComplete",
+    "DoNotRetry",
+    "DoWorkError",
+    "MaxRetriesExceeded",
+    "QueueFull",
+    "QueueShuttingDown",
+    "TaskCancelled",
+    "TaskFrozen",
+    "TaskNotDone",
+    "TaskTimeout",
+    "UnknownTask",
+]
+
+
+class DoWorkError(Exception):
+    """Base class of every exception dowork raises, so ``except DoWorkError`` catches them all."""
+
+
+class DoNotRetry(DoWorkError):
+    """Raised by a task function to end the task now: no further attempt is made.
+
+    The seed's ``ErrDoNotReattempt``. Raise it bare, with a message, or ``from`` the error that
+    makes a retry pointless; the task finishes as failed with this exception as its outcome.
+    """
+
+
+class MaxRetriesExceeded(DoWorkError):
+    """The task failed on its last permitted attempt.
+
+    The last real error is kept as ``last_error`` and as ``__cause__``, so tracebacks show it.
+    """
+
+    def __init__(self, attempts: int, last_error: BaseException) -> None:
+        super().__init__(f"task failed after {attempts} attempt(s): {last_error!r}")
+        self.attempts = attempts
+        self.last_error = last_error
+        self.__cause__ = last_error
+
+
+class TaskCancelled(DoWorkError):
+    """The task was cancelled (by ``Task.cancel()`` or a shutdown that timed out)."""
+
+
+class TaskTimeout(DoWorkError, TimeoutError):
+    """An attempt ran longer than the task's ``within`` deadline; the attempt counts as failed."""
+
+
+class TaskNotDone(DoWorkError, TimeoutError):
+    """The task's result was asked for, but the task had not finished within the timeout."""
+
+
+class AlreadyComplete(DoWorkError):
+    """A task that already finished was attempted again (tasks run to completion only once)."""
+
+
+class TaskFrozen(DoWorkError):
+    """A task's options were changed after it was enqueued (a race the seed forbids)."""
+
+
+class QueueShuttingDown(DoWorkError):
+    """The queue is shutting down or shut down and refuses new tasks."""
+
+
+class QueueFull(DoWorkError):
+    """The queue holds ``maxsize`` unfinished tasks and the caller asked not to wait for room."""
+
+
+class UnknownTask(DoWorkError, KeyError):
+    """No task with this id is known to the queue (never existed, or forgotten after retention)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "unknown task"

@@ -1,0 +1,109 @@
+"""TaskFunction: a function made into a typed task by ``@queue.task`` or ``@dowork.task``.
+
+It keeps the function's signature (``ParamSpec``), so ``send.submit(to, body)`` is checked by
+mypy like ``send(to, body)``, and the handle it returns is ``Task[R]`` for the function's
+return type (the awaited type for ``async def``). Options are parsed once, at decoration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Coroutine
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+
+from .schedule import Cron, Every
+from .scheduling import Schedule
+from .task import Task
+
+if TYPE_CHECKING:
+    from .queue import Queue
+
+__all__ = ["TaskFunction"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class TaskFunction(Generic[P, R]):
+    """A function bound to a queue (or the global queue) with default task options.
+
+    Calling it runs the function directly; ``submit`` runs it in the background.
+    """
+
+    def __init__(
+        self,
+        fn: Callable[P, Coroutine[Any, Any, R]] | Callable[P, R],
+        queue: Queue | None,
+        options: dict[str, Any],
+    ) -> None:
+        if not callable(fn):
+            raise TypeError(f"@task needs a function, not {fn!r}")
+        template: Task[Any] = Task(fn, **options)  # validates every option once
+        self.fn = fn
+        self.queue = queue
+        self.options = dict(options)
+        self._template = template
+        self._is_async = template.is_async
+        self.__name__ = getattr(fn, "__name__", type(fn).__name__)
+        self.__qualname__ = getattr(fn, "__qualname__", self.__name__)
+        self.__doc__ = getattr(fn, "__doc__", None)
+        self.__wrapped__ = fn
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R | Awaitable[R]:
+        """Run the function now, in the caller, without the queue."""
+        return self.fn(*args, **kwargs)
+
+    def _queue(self) -> Queue:
+        if self.queue is not None:
+            return self.queue
+        from ._global import global_queue
+
+        return global_queue()
+
+    def task(self, *args: P.args, **kwargs: P.kwargs) -> Task[R]:
+        """Build (but do not enqueue) a task of this function, with its default options."""
+        template = self._template
+        task: Task[R] = Task._fast(self.fn, args, kwargs, self._is_async)
+        task._overrides = template._overrides
+        task._within = template._within
+        task._after = template._after
+        task._not_before = template._not_before
+        task._delay = template._delay
+        return task
+
+    def submit(self, *args: P.args, **kwargs: P.kwargs) -> Task[R]:
+        """Enqueue a call on the function's queue and return its handle (waits if full)."""
+        return self._queue().enqueue(self.task(*args, **kwargs))
+
+    def submit_nowait(self, *args: P.args, **kwargs: P.kwargs) -> Task[R]:
+        """Enqueue a call, raising ``QueueFull`` instead of waiting for room."""
+        return self._queue().enqueue(self.task(*args, **kwargs), block=False)
+
+    async def asubmit(self, *args: P.args, **kwargs: P.kwargs) -> Task[R]:
+        """Enqueue a call from async code; waits for room without blocking the event loop."""
+        return await self._queue().aenqueue(self.task(*args, **kwargs))
+
+    def call_later(self, delay: float | timedelta, /, *args: P.args, **kwargs: P.kwargs) -> Task[R]:
+        """Enqueue a call to run no earlier than ``delay`` seconds from now."""
+        return self._queue().enqueue(self.task(*args, **kwargs).configure(delay=delay))
+
+    def call_at(self, when: datetime | float, /, *args: P.args, **kwargs: P.kwargs) -> Task[R]:
+        """Enqueue a call to run no earlier than ``when`` (aware datetime or epoch seconds)."""
+        return self._queue().enqueue(self.task(*args, **kwargs).configure(not_before=when))
+
+    def every(self, interval: float | timedelta, /, *args: P.args, **kwargs: P.kwargs) -> Schedule:
+        """Run the function every ``interval`` (first run one interval from now)."""
+        return self._queue().schedule(Every.of(interval), lambda: self.task(*args, **kwargs))
+
+    def cron(self, expression: str | Cron, /, *args: P.args, **kwargs: P.kwargs) -> Schedule:
+        """Run the function at the times a cron expression names (UTC unless a ``Cron`` says)."""
+        trigger = expression if isinstance(expression, Cron) else Cron(expression)
+        return self._queue().schedule(trigger, lambda: self.task(*args, **kwargs))
+
+    def with_options(self, **options: Any) -> TaskFunction[P, R]:
+        """Return a copy of this task function with some options changed."""
+        return TaskFunction(self.fn, self.queue, self.options | options)
+
+    def __repr__(self) -> str:
+        where = self.queue.name if self.queue is not None else "global"
+        return f"<TaskFunction {self.__qualname__} on {where}>"

@@ -1,0 +1,99 @@
+"""Hooks: the one extension point for watching tasks (logging, metrics, tracing, auditing).
+
+Subclass ``Hooks``, override the methods you need and pass instances to ``Queue(hooks=[...])``.
+Every method runs on the queue's event loop, so it must be quick and must not block. An
+exception raised by a hook is logged with the hook's name and never changes a task's outcome.
+Only overridden methods are called, so an unused event costs nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from .task import Task
+
+__all__ = ["Hooks", "LoggingHooks"]
+
+
+class Hooks:
+    """Base class with a no-op method per event; override the ones you need."""
+
+    def on_enqueue(self, task: Task[Any]) -> None:
+        """A task was accepted by the queue."""
+
+    def before_attempt(self, task: Task[Any]) -> None:
+        """An attempt is about to start (``task.attempts`` already counts it)."""
+
+    def after_attempt(self, task: Task[Any], error: BaseException | None, duration: float) -> None:
+        """An attempt ended after ``duration`` seconds, with ``error`` or None on success."""
+
+    def on_retry(self, task: Task[Any], error: BaseException, delay: float) -> None:
+        """An attempt failed and the task will run again in ``delay`` seconds."""
+
+    def on_success(self, task: Task[Any]) -> None:
+        """The task finished successfully."""
+
+    def on_failure(self, task: Task[Any], error: BaseException) -> None:
+        """The task finished unsuccessfully (failed or cancelled) with ``error``."""
+
+
+HOOK_EVENTS = (
+    "on_enqueue",
+    "before_attempt",
+    "after_attempt",
+    "on_retry",
+    "on_success",
+    "on_failure",
+)
+
+
+class LoggingHooks(Hooks):
+    """dowork's own logging, built on hooks: retries at INFO, final failures at WARNING.
+
+    Records carry ``task_id``, ``task_name``, ``queue``, ``attempt`` and, on retry, ``delay`` as
+    extra fields so structured log handlers can pick them up.
+    """
+
+    def __init__(self, logger: logging.Logger | None = None) -> None:
+        self.logger = logger or logging.getLogger("dowork")
+
+    def _extra(self, task: Task[Any]) -> dict[str, Any]:
+        return {
+            "task_id": task.id,
+            "task_name": task.name,
+            "queue": task.queue_name,
+            "attempt": task.attempts,
+        }
+
+    def on_retry(self, task: Task[Any], error: BaseException, delay: float) -> None:
+        """Log the seed's "Attempt i/max failed (err), retrying in d" line."""
+        logger = self.logger
+        if logger.isEnabledFor(logging.INFO):
+            retries = task.policy.retries
+            budget = "inf" if retries == -1 else str(retries + 1)
+            extra = self._extra(task) | {"delay": delay}
+            logger.info(
+                "%s [%s]: attempt %d/%s failed (%r), retrying in %.3gs",
+                task.name,
+                task.queue_name,
+                task.attempts,
+                budget,
+                error,
+                delay,
+                extra=extra,
+            )
+
+    def on_failure(self, task: Task[Any], error: BaseException) -> None:
+        """Log a task that ended without success."""
+        logger = self.logger
+        if logger.isEnabledFor(logging.WARNING):
+            logger.warning(
+                "%s [%s]: %s after %d attempt(s): %r",
+                task.name,
+                task.queue_name,
+                task.status.value,
+                task.attempts,
+                error,
+                extra=self._extra(task),
+            )

@@ -1,0 +1,557 @@
+"""Queue: the public face of one named task queue, for sync and async callers alike.
+
+Naming convention: every method that may block has an ``a``-prefixed coroutine twin that never
+blocks the caller's event loop (``shutdown``/``ashutdown``, ``dispatch``/``adispatch``, ...).
+The engine behind both lives in ``dowork._engine``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import re
+import threading
+from collections.abc import Callable, Coroutine, Iterable
+from datetime import datetime, timedelta
+from types import TracebackType
+from typing import Any, ParamSpec, Self, TypeVar, overload
+
+from ._engine import Engine
+from .clock import Clock, SystemClock
+from .errors import QueueFull, QueueShuttingDown, UnknownTask
+from .function import TaskFunction
+from .hooks import Hooks, LoggingHooks
+from .retry import DEFAULT_POLICY, RetryPolicy
+from .schedule import Cron, Every, Trigger
+from .scheduling import Schedule
+from .task import Task, TaskStatus, is_async_callable
+
+__all__ = ["Queue", "ajoin", "default_concurrency", "join"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_NAME = re.compile(r"[A-Za-z0-9:_]+")
+
+
+def default_concurrency() -> int:
+    """The default number of concurrent attempts: ``min(32, cpu_count + 4)``, as stdlib pools."""
+    return min(32, (os.cpu_count() or 1) + 4)
+
+
+class Queue:
+    """A named task queue with a pool of workers, retries, scheduling and a soft shutdown.
+
+    Args:
+        name: used in logs and metric labels; letters, digits, ``:`` and ``_`` only.
+        concurrency: most attempts running at once (sync ones each take a thread);
+            default ``min(32, cpu_count + 4)``.
+        maxsize: most unfinished tasks held; ``submit`` then waits for room (``0``: unbounded).
+        clock: time source; pass a ``FakeClock`` in tests to move time by hand.
+        retry: the default ``RetryPolicy`` of tasks that set no retry options.
+        rng: random source for backoff jitter (seed it for repeatable delays).
+        hooks: ``Hooks`` instances notified of every task event.
+        log: install dowork's ``LoggingHooks`` (retries at INFO, failures at WARNING).
+        keep_finished: how many finished tasks stay findable by id with ``get()``.
+    """
+
+    def __init__(
+        self,
+        name: str = "default",
+        *,
+        concurrency: int | None = None,
+        maxsize: int = 0,
+        clock: Clock | None = None,
+        retry: RetryPolicy | None = None,
+        rng: random.Random | None = None,
+        hooks: Iterable[Hooks] = (),
+        log: bool = True,
+        keep_finished: int = 10_000,
+    ) -> None:
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
+            raise ValueError(
+                f"queue name {name!r} must match [A-Za-z0-9:_]+ (it is used as a metric label)"
+            )
+        if concurrency is None:
+            concurrency = default_concurrency()
+        _check_int(concurrency, "concurrency", 1)
+        _check_int(maxsize, "maxsize", 0)
+        _check_int(keep_finished, "keep_finished", 0)
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise TypeError(f"retry must be a RetryPolicy, not {retry!r}")
+        hook_list = list(hooks)
+        for hook in hook_list:
+            if not isinstance(hook, Hooks):
+                raise TypeError(f"hooks must be dowork.Hooks instances, not {hook!r}")
+        if log:
+            hook_list.insert(0, LoggingHooks())
+        self._engine = Engine(
+            name,
+            concurrency=concurrency,
+            maxsize=maxsize,
+            clock=clock if clock is not None else SystemClock(),
+            retry=retry if retry is not None else DEFAULT_POLICY,
+            rng=rng if rng is not None else random.Random(),
+            hooks=hook_list,
+            keep_finished=keep_finished,
+        )
+
+    # -- properties ------------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        """The queue's name."""
+        return self._engine.name
+
+    @property
+    def concurrency(self) -> int:
+        """Most attempts running at once."""
+        return self._engine.concurrency
+
+    @property
+    def maxsize(self) -> int:
+        """Most unfinished tasks held (0: unbounded)."""
+        cap = self._engine.capacity
+        return cap.maxsize if cap is not None else 0
+
+    @property
+    def clock(self) -> Clock:
+        """The queue's clock."""
+        return self._engine.clock
+
+    @property
+    def running(self) -> bool:
+        """Whether the queue is processing tasks (started and not stopped)."""
+        return self._engine.serving
+
+    @property
+    def accepting(self) -> bool:
+        """Whether the queue accepts new tasks (False once shutdown began)."""
+        return self._engine.accepting
+
+    def __len__(self) -> int:
+        """The number of unfinished tasks (waiting, scheduled, retrying or running)."""
+        engine = self._engine
+        return engine._unfinished + len(engine._inbox)
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else ("closed" if self._engine.closed else "idle")
+        return f"<Queue {self.name!r} {state} unfinished={len(self)}>"
+
+    # -- submitting ------------------------------------------------------------------------
+
+    @overload
+    def submit(
+        self, fn: Callable[P, Coroutine[Any, Any, R]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> Task[R]: ...
+    @overload
+    def submit(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Task[R]: ...
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Task[Any]:
+        """Run ``fn(*args, **kwargs)`` in the background with default options.
+
+        The returned task's options cannot be changed (``TaskFrozen``); build a ``Task`` and
+        ``enqueue`` it to set options. Waits for room if the queue is bounded and full.
+
+        Raises:
+            QueueShuttingDown: the queue no longer accepts tasks.
+            TypeError: ``fn`` is not callable.
+        """
+        return self._put(_make(fn, args, kwargs), True, None)
+
+    @overload
+    def submit_nowait(
+        self, fn: Callable[P, Coroutine[Any, Any, R]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> Task[R]: ...
+    @overload
+    def submit_nowait(
+        self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> Task[R]: ...
+    def submit_nowait(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Task[Any]:
+        """``submit`` that raises ``QueueFull`` instead of waiting when the queue is full."""
+        return self._put(_make(fn, args, kwargs), False, None)
+
+    @overload
+    async def asubmit(
+        self, fn: Callable[P, Coroutine[Any, Any, R]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> Task[R]: ...
+    @overload
+    async def asubmit(
+        self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> Task[R]: ...
+    async def asubmit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Task[Any]:
+        """``submit`` for async code: waits for room without blocking the event loop."""
+        return await self.aenqueue(_make(fn, args, kwargs))
+
+    def enqueue(
+        self, task: Task[R], *, block: bool = True, timeout: float | None = None
+    ) -> Task[R]:
+        """Enqueue a ``Task`` built with options; its options are frozen from now on.
+
+        Args:
+            task: the task to run.
+            block: wait for room in a full bounded queue (else raise ``QueueFull``).
+            timeout: most seconds to wait for room before ``QueueFull``.
+
+        Raises:
+            QueueShuttingDown, QueueFull, AlreadyComplete (a finished task), ValueError (a task
+            that is already enqueued).
+        """
+        if not isinstance(task, Task):
+            raise TypeError(f"enqueue() takes a dowork.Task; use submit() for {task!r}")
+        return self._put(task, block, timeout)
+
+    async def aenqueue(self, task: Task[R], *, timeout: float | None = None) -> Task[R]:
+        """``enqueue`` for async code: waits for room without blocking the event loop."""
+        if not isinstance(task, Task):
+            raise TypeError(f"aenqueue() takes a dowork.Task; use asubmit() for {task!r}")
+        engine = self._engine
+        cap = engine.capacity
+        if cap is None or cap.try_acquire():
+            return self._put(task, False, None, reserved=cap is not None)
+        engine.check_new(task)
+        if engine.on_loop() and not await cap.aacquire(timeout):
+            raise QueueFull(f"queue {self.name!r} is full ({cap.maxsize} unfinished tasks)")
+        if not engine.on_loop() and not await cap.aacquire(timeout):
+            raise QueueFull(f"queue {self.name!r} is full ({cap.maxsize} unfinished tasks)")
+        return self._put(task, False, None, reserved=True)
+
+    def _put(
+        self, task: Task[R], block: bool, timeout: float | None, reserved: bool = False
+    ) -> Task[R]:
+        engine = self._engine
+        engine.check_new(task)
+        task._frozen = True
+        cap = engine.capacity
+        if (
+            cap is not None
+            and not reserved
+            and not cap.try_acquire()
+            and (not block or engine.on_loop() or not cap.acquire(timeout))
+        ):
+            raise QueueFull(f"queue {self.name!r} is full ({cap.maxsize} unfinished tasks)")
+        try:
+            engine.enqueue(task)
+        except BaseException:
+            if cap is not None:
+                cap.release()
+            raise
+        return task
+
+    @overload
+    def call_later(
+        self,
+        delay: float | timedelta,
+        fn: Callable[P, Coroutine[Any, Any, R]],
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> Task[R]: ...
+    @overload
+    def call_later(
+        self, delay: float | timedelta, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> Task[R]: ...
+    def call_later(
+        self, delay: float | timedelta, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
+    ) -> Task[Any]:
+        """Run ``fn(*args, **kwargs)`` no earlier than ``delay`` seconds from now."""
+        return self._put(_make(fn, args, kwargs).configure(delay=delay), True, None)
+
+    @overload
+    def call_at(
+        self,
+        when: datetime | float,
+        fn: Callable[P, Coroutine[Any, Any, R]],
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> Task[R]: ...
+    @overload
+    def call_at(
+        self, when: datetime | float, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> Task[R]: ...
+    def call_at(
+        self, when: datetime | float, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
+    ) -> Task[Any]:
+        """Run ``fn(*args, **kwargs)`` no earlier than ``when`` (aware datetime or epoch s).
+
+        A time in the past runs at once.
+        """
+        return self._put(_make(fn, args, kwargs).configure(not_before=when), True, None)
+
+    def every(
+        self, interval: float | timedelta, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
+    ) -> Schedule:
+        """Run ``fn(*args, **kwargs)`` every ``interval``; the first run is one interval away.
+
+        ``fn`` may be a ``TaskFunction`` (its options apply to every run).
+        """
+        return self.schedule(Every.of(interval), _factory(fn, args, kwargs))
+
+    def cron(
+        self, expression: str | Cron, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
+    ) -> Schedule:
+        """Run ``fn(*args, **kwargs)`` at the times of a cron expression (UTC by default).
+
+        Raises:
+            ValueError: the expression is not valid cron.
+        """
+        trigger = expression if isinstance(expression, Cron) else Cron(expression)
+        return self.schedule(trigger, _factory(fn, args, kwargs))
+
+    def schedule(self, trigger: Trigger, factory: Callable[[], Task[Any]]) -> Schedule:
+        """Start a recurring schedule that enqueues ``factory()`` at each firing of ``trigger``."""
+        engine = self._engine
+        if not engine.accepting:
+            raise QueueShuttingDown(f"queue {self.name!r} is shutting down")
+        probe = factory()
+        schedule = Schedule(engine, trigger, factory, probe.name)
+        engine.call(schedule._start, engine.clock.now())
+        return schedule
+
+    @overload
+    def task(self, fn: Callable[P, Coroutine[Any, Any, R]], /) -> TaskFunction[P, R]: ...
+    @overload
+    def task(self, fn: Callable[P, R], /) -> TaskFunction[P, R]: ...
+    @overload
+    def task(self, /, **options: Any) -> _Decorator: ...
+    def task(self, fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+        """Decorate a function as a typed task of this queue: ``@queue.task(retries=3)``.
+
+        Takes the same options as ``Task``; ``fn.submit(...)`` then enqueues with the
+        function's own parameters, checked by mypy.
+        """
+        if fn is not None:
+            return TaskFunction(fn, self, options)
+        return _Decorator(self, options)
+
+    # -- looking tasks up ------------------------------------------------------------------
+
+    def get(self, task_id: str) -> Task[Any] | None:
+        """Return the task with this id, or None (finished tasks are kept ``keep_finished``)."""
+        return self._engine.get(task_id)
+
+    def status(self, task_id: str) -> TaskStatus:
+        """Return the status of the task with this id.
+
+        Raises:
+            UnknownTask: no such task (or it was forgotten after retention).
+        """
+        task = self._engine.get(task_id)
+        if task is None:
+            raise UnknownTask(f"no task {task_id!r} in queue {self.name!r}")
+        return task.status
+
+    # -- driving ---------------------------------------------------------------------------
+
+    def dispatch(self) -> bool:
+        """Attempt every due task, wait for those attempts, and say if unfinished tasks remain.
+
+        Returns True while tasks are due later, retrying, or were enqueued meanwhile. Each due
+        task is attempted at most once per call, in enqueue order, up to ``concurrency`` at a
+        time. For driving a queue by hand (tests, cron-like scripts); a started queue
+        dispatches by itself and raises ``RuntimeError`` here.
+        """
+        engine = self._engine
+        if engine.loop is None:  # unbound: run this pass on a short-lived loop in this thread
+            try:
+                return asyncio.run(self._dispatch_here())
+            finally:
+                engine.unbind()
+        return engine.run_on_home(engine.dispatch())
+
+    async def _dispatch_here(self) -> bool:
+        engine = self._engine
+        engine.bind_running()
+        return await engine.dispatch()
+
+    async def adispatch(self) -> bool:
+        """``dispatch`` for async code (binds the queue to the running loop if unbound)."""
+        engine = self._engine
+        return await engine.arun_on_home(engine.dispatch())
+
+    def start(self) -> Self:
+        """Start processing in the background (a private loop thread); returns the queue.
+
+        Raises:
+            RuntimeError: already started, or shut down.
+        """
+        engine = self._engine
+        engine.ensure_loop()
+        engine.call(engine.serve)
+        return self
+
+    async def astart(self) -> Self:
+        """Start processing on the running event loop (async tasks then run on it)."""
+        engine = self._engine
+        engine.bind_running()
+        await engine.acall(engine.serve)
+        return self
+
+    def run(self) -> None:
+        """Process tasks in the calling thread until ``stop()``/``shutdown()`` or Ctrl-C.
+
+        Tasks not started when it returns stay queued; ``start()`` or ``run()`` resume them.
+        """
+        engine = self._engine
+        if engine.loop is None:
+            try:
+                asyncio.run(self.arun())
+            finally:
+                engine.unbind()
+            return
+        engine.call(engine.serve)
+        try:
+            engine.run_on_home(engine.wait_stopped())
+        except KeyboardInterrupt:
+            engine.call(engine.halt)
+            raise
+
+    async def arun(self) -> None:
+        """Process tasks on the running loop until ``stop()``, ``shutdown()`` or cancelled."""
+        engine = self._engine
+        engine.bind_running()
+        await engine.acall(engine.serve)
+        try:
+            await engine.arun_on_home(engine.wait_stopped())
+        except asyncio.CancelledError:
+            await asyncio.shield(engine.acall(engine.halt))
+            raise
+
+    def stop(self) -> None:
+        """Stop starting new attempts (running ones finish); queued tasks stay for a restart."""
+        engine = self._engine
+        engine.call(engine.halt)
+
+    def shutdown(self, timeout: float | None = None) -> bool:
+        """Refuse new tasks, block until every queued task finished, then stop.
+
+        Tasks waiting out a backoff or a not-before time are waited for too (as in the seed).
+        With ``timeout``, tasks still unfinished after that many seconds are cancelled (their
+        after-callbacks run) and False is returned; True means everything finished. Calling
+        it again returns at once.
+
+        Raises:
+            RuntimeError: the queue was never started (drive it with ``dispatch()`` instead),
+                or this is the queue's own event loop (use ``ashutdown``).
+        """
+        engine = self._engine
+        if engine.closed:
+            return True
+        if not engine.started:
+            raise RuntimeError(
+                f"queue {self.name!r} was never started; call start() first, or drive it with "
+                "dispatch() until it returns False"
+            )
+        engine.accepting = False
+        clean = engine.run_on_home(engine.shutdown(timeout))
+        engine.release_thread()
+        return clean
+
+    async def ashutdown(self, timeout: float | None = None) -> bool:
+        """``shutdown`` for async code: never blocks the caller's event loop."""
+        engine = self._engine
+        if engine.closed:
+            return True
+        if not engine.started:
+            raise RuntimeError(f"queue {self.name!r} was never started; call start() first")
+        engine.accepting = False
+        clean = await engine.arun_on_home(engine.shutdown(timeout))
+        if not engine.on_loop():
+            await asyncio.to_thread(engine.release_thread)
+        return clean
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.shutdown()
+
+    async def __aenter__(self) -> Self:
+        return await self.astart()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.ashutdown()
+
+
+class _Decorator:
+    """What ``queue.task(**options)`` returns: applied to a function, gives a TaskFunction."""
+
+    def __init__(self, queue: Queue | None, options: dict[str, Any]) -> None:
+        Task(_noop, **options)  # validate the options where the decorator is written
+        self._queue = queue
+        self._options = options
+
+    @overload
+    def __call__(self, fn: Callable[P, Coroutine[Any, Any, R]], /) -> TaskFunction[P, R]: ...
+    @overload
+    def __call__(self, fn: Callable[P, R], /) -> TaskFunction[P, R]: ...
+    def __call__(self, fn: Callable[..., Any], /) -> TaskFunction[..., Any]:
+        return TaskFunction(fn, self._queue, self._options)
+
+
+def _noop() -> None:
+    return None
+
+
+def _make(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Task[Any]:
+    if isinstance(fn, TaskFunction):
+        return fn.task(*args, **kwargs)
+    if not callable(fn):
+        raise TypeError(f"submit() needs a callable, not {fn!r}")
+    return Task._fast(fn, args, kwargs, is_async_callable(fn))
+
+
+def _factory(
+    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Callable[[], Task[Any]]:
+    if not callable(fn):
+        raise TypeError(f"a schedule needs a callable, not {fn!r}")
+    return lambda: _make(fn, args, kwargs)
+
+
+def _check_int(value: object, what: str, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an int, not {value!r}")
+    if value < minimum:
+        raise ValueError(f"{what} must be >= {minimum}, got {value}")
+
+
+def join(*queues: Queue, timeout: float | None = None) -> bool:
+    """Shut several queues down in parallel; return True if all drained within ``timeout``."""
+    results: list[bool] = [False] * len(queues)
+    errors: list[BaseException] = []
+
+    def one(i: int, queue: Queue) -> None:
+        try:
+            results[i] = queue.shutdown(timeout)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [
+        threading.Thread(target=one, args=(i, q), name=f"dowork-join-{q.name}")
+        for i, q in enumerate(queues)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return all(results)
+
+
+async def ajoin(*queues: Queue, timeout: float | None = None) -> bool:
+    """``join`` for async code."""
+    results = await asyncio.gather(*(q.ashutdown(timeout) for q in queues))
+    return all(results)

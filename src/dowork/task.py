@@ -1,0 +1,552 @@
+"""Task: one unit of work, its options, its state, and the handle to wait for its outcome.
+
+A ``Task`` is the seed's ``*Task`` and go_do_work's task handle in one object: it carries the
+function, arguments and options (retries, backoff, deadline, not-before time, after-callback),
+then, once enqueued, its status, attempt count, next-attempt time and final outcome. Its options
+can be changed only until it is enqueued; after that they raise ``TaskFrozen``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import math
+import threading
+import uuid
+from collections.abc import Awaitable, Callable, Generator, Mapping
+from contextvars import ContextVar
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
+
+from .errors import TaskFrozen, TaskNotDone
+from .retry import Backoff, RetryPolicy, seconds
+
+if TYPE_CHECKING:
+    from ._engine import Engine
+
+__all__ = ["AfterCallback", "Task", "TaskStatus", "current_task"]
+
+R = TypeVar("R")
+
+#: The after-callback: called once with the finished task; may be ``def`` or ``async def``.
+AfterCallback = Callable[["Task[Any]"], object]
+
+_Waiter = threading.Event | tuple[asyncio.AbstractEventLoop, "asyncio.Future[None]"]
+_current: ContextVar[Task[Any] | None] = ContextVar("dowork_current_task", default=None)
+_waiter_lock = threading.Lock()
+
+#: Option names that make up a task's retry policy (see ``RetryPolicy``).
+RETRY_FIELDS = ("retries", "backoff", "base_delay", "max_delay", "jitter", "should_retry")
+_RETRY_ATTR = {"base_delay": "base"}
+_UNSET: Any = object()
+
+
+class TaskStatus(StrEnum):
+    """Where a task is in its life; the last three are final."""
+
+    PENDING = "pending"  #: enqueued and due, waiting for a free worker
+    SCHEDULED = "scheduled"  #: enqueued, waiting for its not-before time
+    RUNNING = "running"  #: an attempt is in progress
+    RETRYING = "retrying"  #: an attempt failed; waiting out the backoff before the next one
+    SUCCEEDED = "succeeded"  #: an attempt returned; the result is available
+    FAILED = "failed"  #: the last attempt failed and no further attempt will be made
+    CANCELLED = "cancelled"  #: cancelled before it could finish
+
+    @property
+    def final(self) -> bool:
+        """Whether the task has finished (succeeded, failed or cancelled)."""
+        return self in _FINAL
+
+
+_FINAL = frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED})
+
+
+def current_task() -> Task[Any]:
+    """Return the task whose attempt is running in this thread or coroutine.
+
+    A task reads its ``attempts``, ``deadline`` and ``cancel_requested`` from it, which is how a
+    synchronous function notices a cancellation or a passed deadline it cannot be interrupted for.
+
+    Raises:
+        RuntimeError: when called outside a task attempt.
+    """
+    task = _current.get()
+    if task is None:
+        raise RuntimeError("dowork.current_task() called outside a running task")
+    return task
+
+
+def is_async_callable(fn: object) -> bool:
+    """Return whether calling ``fn`` gives a coroutine (``async def``, partials and callables)."""
+    while True:
+        if inspect.iscoroutinefunction(fn):
+            return True
+        inner = getattr(fn, "func", None)  # functools.partial
+        if inner is None or inner is fn:
+            break
+        fn = inner
+    call = getattr(fn, "__call__", None)  # noqa: B004 - we want the bound __call__ itself
+    return call is not None and not inspect.isfunction(fn) and inspect.iscoroutinefunction(call)
+
+
+def to_epoch(value: datetime | float | None, what: str) -> float | None:
+    """Return a point in time as epoch seconds; naive datetimes are refused (ambiguous zone)."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
+            raise ValueError(
+                f"{what} must be timezone-aware (e.g. datetime.now(UTC) + timedelta(...)); "
+                "a naive datetime is ambiguous"
+            )
+        return value.timestamp()
+    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+        raise TypeError(f"{what} must be an aware datetime or epoch seconds, not {value!r}")
+    return float(value)
+
+
+class Task(Generic[R]):
+    """A function call to run in the background, with its options and, once enqueued, its state.
+
+    Args:
+        fn: a plain or ``async def`` function; plain ones run in the queue's thread pool.
+        args, kwargs: the arguments ``fn`` is called with.
+        retries: re-runs allowed after the first failure (at most ``retries + 1`` runs);
+            ``-1`` retries forever. Default 0: run once.
+        max_delay: cap on the delay between attempts in seconds or a timedelta (default 30 min);
+            ``None`` or ``0`` for no cap.
+        base_delay: the base of the backoff (default 60 s).
+        backoff: ``"exponential"`` (default), ``"fixed"``, ``"linear"`` or ``"immediate"``.
+        jitter: randomise delays (default on for exponential backoff); ``False`` is the seed's
+            ``NoJitter``.
+        should_retry: a predicate on the exception; False ends the task at once.
+        within: deadline for each attempt in seconds; an async attempt is cancelled when it
+            passes, a sync attempt is abandoned (its thread runs on; the attempt fails with
+            ``TaskTimeout`` and ``cancel_requested`` turns true for it to see).
+        not_before: the earliest first run, an aware datetime or epoch seconds.
+        delay: run no earlier than this many seconds after being enqueued.
+        after: called exactly once when the task finishes (succeeded, failed or cancelled), with
+            the task; exceptions it raises are logged and do not change the outcome.
+        policy: a whole ``RetryPolicy`` to start from; the retry options above override it.
+
+    Unset retry options take the queue's defaults (``Queue(retry=...)``).
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_after",
+        "_attempts",
+        "_cancel_requested",
+        "_delay",
+        "_engine",
+        "_error",
+        "_finished",
+        "_frozen",
+        "_id",
+        "_last_error",
+        "_next_attempt",
+        "_not_before",
+        "_overrides",
+        "_policy",
+        "_prev_delay",
+        "_runner",
+        "_seq",
+        "_started_at",
+        "_status",
+        "_value",
+        "_waiters",
+        "_within",
+        "args",
+        "fn",
+        "is_async",
+        "kwargs",
+    )
+
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    kwargs: Mapping[str, Any]
+    is_async: bool
+
+    @overload
+    def __init__(
+        self: Task[R],
+        fn: Callable[..., Awaitable[R]],
+        args: tuple[Any, ...] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: Task[R],
+        fn: Callable[..., R],
+        args: tuple[Any, ...] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> None: ...
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> None:
+        if not callable(fn):
+            raise TypeError(f"a task needs a callable, not {fn!r}")
+        if not isinstance(args, tuple):
+            args = tuple(args)
+        self._init(fn, args, kwargs if kwargs is not None else _EMPTY, is_async_callable(fn))
+        if options:
+            self.configure(**options)
+
+    def _init(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        is_async: bool,
+    ) -> None:
+        self.fn = fn
+        self.args = args
+        self.kwargs = kwargs
+        self.is_async = is_async
+        self._overrides: dict[str, Any] | None = None
+        self._policy: RetryPolicy | None = None
+        self._within: float | None = None
+        self._after: AfterCallback | None = None
+        self._not_before: float | None = None
+        self._delay: float | None = None
+        self._frozen = False
+        self._status = TaskStatus.PENDING
+        self._attempts = 0
+        self._next_attempt: float | None = None
+        self._prev_delay: float | None = None
+        self._value: Any = None
+        self._error: BaseException | None = None
+        self._last_error: BaseException | None = None
+        self._id: str | None = None
+        self._engine: Engine | None = None
+        self._waiters: list[_Waiter] | None = None
+        self._seq = 0
+        self._started_at = 0.0
+        self._cancel_requested = False
+        self._finished = False
+        self._runner: object = None
+
+    @classmethod
+    def _fast(
+        cls,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        is_async: bool,
+    ) -> Task[Any]:
+        """Build a task without option parsing (the hot path of ``submit``)."""
+        task = cls.__new__(cls)
+        task._init(fn, args, kwargs, is_async)
+        return task
+
+    # -- options ---------------------------------------------------------------------------
+
+    def configure(
+        self,
+        *,
+        retries: int = _UNSET,
+        max_delay: float | timedelta | None = _UNSET,
+        base_delay: float | timedelta = _UNSET,
+        backoff: Backoff | str = _UNSET,
+        jitter: bool | None = _UNSET,
+        should_retry: Callable[[BaseException], bool] | None = _UNSET,
+        within: float | timedelta | None = _UNSET,
+        not_before: datetime | float | None = _UNSET,
+        delay: float | timedelta | None = _UNSET,
+        after: AfterCallback | None = _UNSET,
+        policy: RetryPolicy | None = _UNSET,
+    ) -> Task[R]:
+        """Change options before the task is enqueued; returns the task for chaining.
+
+        Raises:
+            TaskFrozen: the task was already submitted or enqueued.
+            ValueError, TypeError: an option is out of range or of the wrong type; an
+                after-callback is already set.
+        """
+        if self._frozen:
+            raise TaskFrozen(
+                "task options cannot change after the task was submitted or enqueued; "
+                "build a Task(...) with its options, then enqueue it"
+            )
+        given = {
+            "retries": retries,
+            "max_delay": max_delay,
+            "base_delay": base_delay,
+            "backoff": backoff,
+            "jitter": jitter,
+            "should_retry": should_retry,
+        }
+        overrides = dict(self._overrides or {})
+        if policy is not _UNSET:
+            if policy is not None and not isinstance(policy, RetryPolicy):
+                raise TypeError(f"policy must be a RetryPolicy, not {policy!r}")
+            overrides = {"policy": policy} if policy is not None else {}
+        overrides.update({k: v for k, v in given.items() if v is not _UNSET})
+        if overrides:
+            build_policy(RetryPolicy(), overrides)  # validate now, where the mistake is made
+            self._overrides = overrides
+        if within is not _UNSET:
+            value = seconds(within, "within")
+            self._within = value or None
+        if not_before is not _UNSET:
+            self._not_before = to_epoch(not_before, "not_before")
+        if delay is not _UNSET:
+            self._delay = seconds(delay, "delay")
+        if after is not _UNSET:
+            if after is not None and not callable(after):
+                raise TypeError(f"after must be callable, not {after!r}")
+            if self._after is not None and after is not None:
+                raise ValueError("this task already has an after-callback")
+            self._after = after
+        return self
+
+    @property
+    def frozen(self) -> bool:
+        """Whether the options are fixed (the task was submitted or enqueued)."""
+        return self._frozen
+
+    @property
+    def policy(self) -> RetryPolicy:
+        """The retry policy in force (the queue's default merged with this task's options)."""
+        if self._policy is not None:
+            return self._policy
+        return build_policy(RetryPolicy(), self._overrides)
+
+    @property
+    def within(self) -> float | None:
+        """The per-attempt deadline in seconds, or None."""
+        return self._within
+
+    @property
+    def not_before(self) -> datetime | None:
+        """The earliest first run, or None."""
+        nb = self._not_before
+        return None if nb is None else datetime.fromtimestamp(nb, UTC)
+
+    # -- state -----------------------------------------------------------------------------
+
+    @property
+    def id(self) -> str:
+        """A unique id (hex UUID4); ``Queue.get(id)`` finds the task by it."""
+        tid = self._id
+        if tid is None:
+            tid = self._id = uuid.uuid4().hex
+            engine = self._engine
+            if engine is not None:
+                engine.register(self)
+        return tid
+
+    @property
+    def name(self) -> str:
+        """The function's qualified name, for logs."""
+        fn = getattr(self.fn, "func", self.fn)
+        return getattr(fn, "__qualname__", None) or type(fn).__qualname__
+
+    @property
+    def queue_name(self) -> str | None:
+        """The name of the queue the task was enqueued on, or None."""
+        return self._engine.name if self._engine is not None else None
+
+    @property
+    def status(self) -> TaskStatus:
+        """The task's current status."""
+        return self._status
+
+    @property
+    def done(self) -> bool:
+        """Whether the task finished: succeeded, failed or cancelled."""
+        return self._status in _FINAL
+
+    @property
+    def attempts(self) -> int:
+        """How many times the function was called (the running attempt included)."""
+        return self._attempts
+
+    @property
+    def next_attempt(self) -> datetime | None:
+        """When the next attempt is due (after a failure or for a not-before task), else None."""
+        na = self._next_attempt
+        return None if na is None else datetime.fromtimestamp(na, UTC)
+
+    @property
+    def last_error(self) -> BaseException | None:
+        """The exception of the most recent failed attempt, even while the task retries."""
+        return self._last_error
+
+    @property
+    def cancel_requested(self) -> bool:
+        """Whether the task was asked to stop (cancelled, or its attempt's deadline passed)."""
+        return self._cancel_requested
+
+    # -- outcome ---------------------------------------------------------------------------
+
+    def _outcome(self) -> R:
+        if self._status is TaskStatus.SUCCEEDED:
+            return self._value  # type: ignore[no-any-return]
+        error = self._error
+        assert error is not None
+        raise error
+
+    def _ready_here(self) -> bool:
+        """Whether the outcome can be read without waiting.
+
+        True once finished, or once final when asked on the queue's own loop (after-callback).
+        """
+        if self._finished:
+            return True
+        engine = self._engine
+        return self._status in _FINAL and engine is not None and engine.on_loop()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the task finished; return False if ``timeout`` seconds passed first."""
+        if self._ready_here():
+            return True
+        if timeout is not None and timeout <= 0:
+            return False
+        engine = self._engine
+        if engine is None:
+            raise RuntimeError("the task was never enqueued, so it will never finish")
+        if engine.on_loop():
+            raise RuntimeError(
+                "blocking on a task from its queue's event loop would deadlock; "
+                "use 'await task' or 'await task.aresult()' there"
+            )
+        event = threading.Event()
+        self._add_waiter(event)
+        if self._finished:
+            return True
+        return event.wait(timeout)
+
+    def result(self, timeout: float | None = None) -> R:
+        """Wait for the task and return its value, or raise its final exception.
+
+        ``result(timeout=0)`` is the seed's ``Result()``: it raises at once if unfinished.
+
+        Raises:
+            TaskNotDone: the task did not finish within ``timeout`` seconds.
+            MaxRetriesExceeded: the attempts ran out (chained to the last error).
+            TaskCancelled: the task was cancelled.
+            DoNotRetry, TaskTimeout, or the task's own exception: the task failed with it.
+        """
+        if not self.wait(timeout):
+            raise TaskNotDone(f"task {self.name} is {self._status.value}, not finished")
+        return self._outcome()
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        """Wait for the task and return its final exception, or None if it succeeded."""
+        if not self.wait(timeout):
+            raise TaskNotDone(f"task {self.name} is {self._status.value}, not finished")
+        return None if self._status is TaskStatus.SUCCEEDED else self._error
+
+    async def aresult(self, timeout: float | None = None) -> R:
+        """Await the task's value without blocking the event loop; see ``result()``."""
+        if not self._ready_here():
+            if self._engine is None:
+                raise RuntimeError("the task was never enqueued, so it will never finish")
+            loop = asyncio.get_running_loop()
+            future: asyncio.Future[None] = loop.create_future()
+            self._add_waiter((loop, future))
+            if not self._finished:
+                try:
+                    async with asyncio.timeout(timeout):
+                        await asyncio.shield(future)
+                except TimeoutError:
+                    raise TaskNotDone(
+                        f"task {self.name} is {self._status.value}, not finished"
+                    ) from None
+        return self._outcome()
+
+    async def aexception(self, timeout: float | None = None) -> BaseException | None:
+        """Await the task and return its final exception, or None if it succeeded."""
+        try:
+            await self.aresult(timeout)
+        except TaskNotDone:
+            if not self._finished:
+                raise
+        except BaseException:
+            pass
+        return None if self._status is TaskStatus.SUCCEEDED else self._error
+
+    def __await__(self) -> Generator[Any, None, R]:
+        return self.aresult().__await__()
+
+    def _add_waiter(self, waiter: _Waiter) -> None:
+        with _waiter_lock:
+            if self._waiters is None:
+                self._waiters = []
+            self._waiters.append(waiter)
+
+    def _wake_waiters(self) -> None:
+        """Mark the task finished and release everyone waiting (any thread, any loop)."""
+        self._finished = True
+        waiters = self._waiters
+        if not waiters:
+            return
+        with _waiter_lock:
+            self._waiters = None
+        for waiter in waiters:
+            if isinstance(waiter, threading.Event):
+                waiter.set()
+            else:
+                loop, future = waiter
+                with contextlib.suppress(RuntimeError):  # a closed loop has nobody to wake
+                    loop.call_soon_threadsafe(_resolve, future)
+
+    # -- control ---------------------------------------------------------------------------
+
+    def cancel(self) -> bool:
+        """Cancel the task: a waiting task never runs, a running async attempt is cancelled.
+
+        A running sync attempt cannot be interrupted: ``cancel_requested`` turns true for it to
+        check, and the task ends as cancelled when the attempt returns. Returns False if the
+        task had already finished (or was never enqueued).
+        """
+        engine = self._engine
+        if engine is None or self.done:
+            return False
+        return engine.call(engine.cancel_task, self)
+
+    async def acancel(self) -> bool:
+        """``cancel()`` for async callers: never blocks the caller's event loop."""
+        engine = self._engine
+        if engine is None or self.done:
+            return False
+        return await engine.acall(engine.cancel_task, self)
+
+    def __repr__(self) -> str:
+        tid = self._id or "?"
+        return f"<Task {self.name} id={tid} {self._status.value} attempts={self._attempts}>"
+
+
+_EMPTY: Mapping[str, Any] = {}
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def build_policy(base: RetryPolicy, overrides: Mapping[str, Any] | None) -> RetryPolicy:
+    """Return ``base`` with a task's retry options applied (validated by RetryPolicy)."""
+    if not overrides:
+        return base
+    start = overrides.get("policy", base)
+    fields = {_RETRY_ATTR.get(k, k): v for k, v in overrides.items() if k != "policy"}
+    if not fields:
+        return start  # type: ignore[no-any-return]
+    return RetryPolicy(
+        retries=fields.get("retries", start.retries),
+        backoff=fields.get("backoff", start.backoff),
+        base=fields.get("base", start.base),
+        max_delay=fields.get("max_delay", start.max_delay),
+        jitter=fields.get("jitter", start.jitter),
+        should_retry=fields.get("should_retry", start.should_retry),
+    )
