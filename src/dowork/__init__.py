@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import Any, ParamSpec, TypeVar, Unpack, overload
 
 from . import _global
 from ._global import global_queue, reset_global_queue
@@ -32,13 +32,13 @@ from .errors import (
     TaskTimeout,
     UnknownTask,
 )
-from .function import TaskFunction
+from .function import AsyncTaskFunction, SyncTaskFunction, TaskFunction, make_task_function
 from .hooks import Hooks, LoggingHooks
-from .queue import Queue, ajoin, default_concurrency, join
+from .queue import Queue, _Decorator, ajoin, default_concurrency, join
 from .retry import Backoff, RetryPolicy
 from .schedule import Cron, Every
 from .scheduling import Schedule
-from .task import Task, TaskStatus, current_task
+from .task import Task, TaskOptions, TaskStatus, current_task
 
 __all__ = [
     # the global queue
@@ -54,6 +54,9 @@ __all__ = [
     "Task",
     "TaskStatus",
     "TaskFunction",
+    "SyncTaskFunction",
+    "AsyncTaskFunction",
+    "TaskOptions",
     "Schedule",
     "join",
     "ajoin",
@@ -127,15 +130,13 @@ def shutdown(timeout: float | None = None) -> bool:
 
 
 @overload
-def task(fn: Callable[P, Coroutine[Any, Any, R]], /) -> TaskFunction[P, R]: ...
+def task(fn: Callable[P, Coroutine[Any, Any, R]], /) -> AsyncTaskFunction[P, R]: ...  # type: ignore[overload-overlap]
 @overload
-def task(fn: Callable[P, R], /) -> TaskFunction[P, R]: ...
+def task(fn: Callable[P, R], /) -> SyncTaskFunction[P, R]: ...
 @overload
-def task(**options: Any) -> Callable[[Callable[P, R]], TaskFunction[P, R]]: ...
-def task(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+def task(**options: Unpack[TaskOptions]) -> _Decorator: ...
+def task(fn: Callable[..., Any] | None = None, /, **options: Unpack[TaskOptions]) -> Any:
     """Decorate a function as a typed task of the global queue: ``@dowork.task(retries=3)``."""
-    from .queue import _Decorator
-
     if fn is not None:
-        return TaskFunction(fn, None, options)
+        return make_task_function(fn, None, options)
     return _Decorator(None, options)

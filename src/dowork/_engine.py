@@ -344,6 +344,8 @@ class Engine:
         task._status = _RUNNING
         task._attempts += 1
         task._next_attempt = None
+        task._deadline_at = None
+        task._timed_out = False
         if task._cancel_requested and task._runner is not _CANCEL:
             task._cancel_requested = False  # a timed-out attempt's flag does not carry over
         if self._h_before:
@@ -365,7 +367,7 @@ class Engine:
 
     def _arm_deadline(self, task: Task[Any], token: object) -> TimerHandle:
         assert task._within is not None
-        deadline = self.clock.now() + task._within
+        deadline = task._deadline_at = self.clock.now() + task._within
         return self.clock.call_at(deadline, lambda: self._deadline(task, token))
 
     def _deadline(self, task: Task[Any], token: object) -> None:
@@ -373,7 +375,7 @@ class Engine:
             return
         task._cancel_requested = True
         if isinstance(token, asyncio.Task):
-            task._started_at = -1.0  # marks "stopped by the deadline" for the worker
+            task._timed_out = True
             token.cancel()
         else:  # a sync attempt cannot be interrupted: abandon it, its thread runs on
             task._runner = None
@@ -405,7 +407,6 @@ class Engine:
         timer = self._arm_deadline(task, me) if task._within is not None else None
         reset = _current.set(task)
         start = time.perf_counter()
-        task._started_at = start
         error: BaseException | None = None
         value: Any = None
         try:
@@ -425,7 +426,7 @@ class Engine:
         if task._cancel_requested:
             if me.cancelling():
                 me.uncancel()  # the function swallowed our cancellation
-            if task._runner is not _CANCEL and task._started_at == -1.0:
+            if task._runner is not _CANCEL and task._timed_out:
                 error = TaskTimeout(f"{task.name}: attempt exceeded within={task._within}s")
                 value = None
         if task._runner is me:

@@ -7,18 +7,18 @@ return type (the awaited type for ``async def``). Options are parsed once, at de
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Self, TypeVar, Unpack
 
 from .schedule import Cron, Every
 from .scheduling import Schedule
-from .task import Task
+from .task import Task, TaskOptions
 
 if TYPE_CHECKING:
     from .queue import Queue
 
-__all__ = ["TaskFunction"]
+__all__ = ["AsyncTaskFunction", "SyncTaskFunction", "TaskFunction", "make_task_function"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -27,31 +27,28 @@ R = TypeVar("R")
 class TaskFunction(Generic[P, R]):
     """A function bound to a queue (or the global queue) with default task options.
 
-    Calling it runs the function directly; ``submit`` runs it in the background.
+    ``submit`` runs it in the background; calling it (``SyncTaskFunction`` or
+    ``AsyncTaskFunction``, by what it wraps) runs the function directly.
     """
 
     def __init__(
         self,
         fn: Callable[P, Coroutine[Any, Any, R]] | Callable[P, R],
         queue: Queue | None,
-        options: dict[str, Any],
+        options: TaskOptions,
     ) -> None:
         if not callable(fn):
             raise TypeError(f"@task needs a function, not {fn!r}")
         template: Task[Any] = Task(fn, **options)  # validates every option once
         self.fn = fn
         self.queue = queue
-        self.options = dict(options)
+        self.options = options
         self._template = template
-        self._is_async = template.is_async
+        self._dowork_is_async = template.is_async
         self.__name__ = getattr(fn, "__name__", type(fn).__name__)
         self.__qualname__ = getattr(fn, "__qualname__", self.__name__)
         self.__doc__ = getattr(fn, "__doc__", None)
         self.__wrapped__ = fn
-
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R | Awaitable[R]:
-        """Run the function now, in the caller, without the queue."""
-        return self.fn(*args, **kwargs)
 
     def _queue(self) -> Queue:
         if self.queue is not None:
@@ -63,7 +60,7 @@ class TaskFunction(Generic[P, R]):
     def task(self, *args: P.args, **kwargs: P.kwargs) -> Task[R]:
         """Build (but do not enqueue) a task of this function, with its default options."""
         template = self._template
-        task: Task[R] = Task._fast(self.fn, args, kwargs, self._is_async)
+        task: Task[R] = Task._fast(self.fn, args, kwargs, self._dowork_is_async)
         task._overrides = template._overrides
         task._within = template._within
         task._after = template._after
@@ -100,10 +97,39 @@ class TaskFunction(Generic[P, R]):
         trigger = expression if isinstance(expression, Cron) else Cron(expression)
         return self._queue().schedule(trigger, lambda: self.task(*args, **kwargs))
 
-    def with_options(self, **options: Any) -> TaskFunction[P, R]:
+    def with_options(self, **options: Unpack[TaskOptions]) -> Self:
         """Return a copy of this task function with some options changed."""
-        return TaskFunction(self.fn, self.queue, self.options | options)
+        merged: TaskOptions = {**self.options, **options}
+        return type(self)(self.fn, self.queue, merged)
 
     def __repr__(self) -> str:
         where = self.queue.name if self.queue is not None else "global"
         return f"<TaskFunction {self.__qualname__} on {where}>"
+
+
+class SyncTaskFunction(TaskFunction[P, R]):
+    """A task function wrapping a plain function; calling it runs the function inline."""
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run the function now, in the caller, without the queue."""
+        return self.fn(*args, **kwargs)  # type: ignore[return-value]
+
+
+class AsyncTaskFunction(TaskFunction[P, R]):
+    """A task function wrapping an ``async def``; calling it returns the coroutine."""
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]:
+        """Return the coroutine of a direct call, without the queue."""
+        return self.fn(*args, **kwargs)  # type: ignore[return-value]
+
+
+def make_task_function(
+    fn: Callable[..., Any], queue: Queue | None, options: TaskOptions
+) -> TaskFunction[..., Any]:
+    """Wrap ``fn`` in the sync or async task function class that fits it."""
+    from .task import is_async_callable
+
+    if not callable(fn):
+        raise TypeError(f"@task needs a function, not {fn!r}")
+    cls = AsyncTaskFunction if is_async_callable(fn) else SyncTaskFunction
+    return cls(fn, queue, options)

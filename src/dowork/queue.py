@@ -15,17 +15,17 @@ import threading
 from collections.abc import Callable, Coroutine, Iterable
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import Any, ParamSpec, Self, TypeVar, overload
+from typing import Any, ParamSpec, Self, TypeVar, Unpack, overload
 
 from ._engine import Engine
 from .clock import Clock, SystemClock
 from .errors import QueueFull, QueueShuttingDown, UnknownTask
-from .function import TaskFunction
+from .function import AsyncTaskFunction, SyncTaskFunction, TaskFunction, make_task_function
 from .hooks import Hooks, LoggingHooks
 from .retry import DEFAULT_POLICY, RetryPolicy
 from .schedule import Cron, Every, Trigger
 from .scheduling import Schedule
-from .task import Task, TaskStatus, is_async_callable
+from .task import Task, TaskOptions, TaskStatus, is_async_callable
 
 __all__ = ["Queue", "ajoin", "default_concurrency", "join"]
 
@@ -280,7 +280,12 @@ class Queue:
         return self._put(_make(fn, args, kwargs).configure(not_before=when), True, None)
 
     def every(
-        self, interval: float | timedelta, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
+        self,
+        interval: float | timedelta,
+        fn: Callable[P, object],
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
     ) -> Schedule:
         """Run ``fn(*args, **kwargs)`` every ``interval``; the first run is one interval away.
 
@@ -289,7 +294,7 @@ class Queue:
         return self.schedule(Every.of(interval), _factory(fn, args, kwargs))
 
     def cron(
-        self, expression: str | Cron, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
+        self, expression: str | Cron, fn: Callable[P, object], /, *args: P.args, **kwargs: P.kwargs
     ) -> Schedule:
         """Run ``fn(*args, **kwargs)`` at the times of a cron expression (UTC by default).
 
@@ -310,19 +315,21 @@ class Queue:
         return schedule
 
     @overload
-    def task(self, fn: Callable[P, Coroutine[Any, Any, R]], /) -> TaskFunction[P, R]: ...
+    def task(  # type: ignore[overload-overlap]
+        self, fn: Callable[P, Coroutine[Any, Any, R]], /
+    ) -> AsyncTaskFunction[P, R]: ...
     @overload
-    def task(self, fn: Callable[P, R], /) -> TaskFunction[P, R]: ...
+    def task(self, fn: Callable[P, R], /) -> SyncTaskFunction[P, R]: ...
     @overload
-    def task(self, /, **options: Any) -> _Decorator: ...
-    def task(self, fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+    def task(self, /, **options: Unpack[TaskOptions]) -> _Decorator: ...
+    def task(self, fn: Callable[..., Any] | None = None, /, **options: Unpack[TaskOptions]) -> Any:
         """Decorate a function as a typed task of this queue: ``@queue.task(retries=3)``.
 
         Takes the same options as ``Task``; ``fn.submit(...)`` then enqueues with the
         function's own parameters, checked by mypy.
         """
         if fn is not None:
-            return TaskFunction(fn, self, options)
+            return make_task_function(fn, self, options)
         return _Decorator(self, options)
 
     # -- looking tasks up ------------------------------------------------------------------
@@ -423,6 +430,11 @@ class Queue:
         engine = self._engine
         engine.call(engine.halt)
 
+    async def astop(self) -> None:
+        """``stop`` for async code."""
+        engine = self._engine
+        await engine.acall(engine.halt)
+
     def shutdown(self, timeout: float | None = None) -> bool:
         """Refuse new tasks, block until every queued task finished, then stop.
 
@@ -487,17 +499,19 @@ class Queue:
 class _Decorator:
     """What ``queue.task(**options)`` returns: applied to a function, gives a TaskFunction."""
 
-    def __init__(self, queue: Queue | None, options: dict[str, Any]) -> None:
+    def __init__(self, queue: Queue | None, options: TaskOptions) -> None:
         Task(_noop, **options)  # validate the options where the decorator is written
         self._queue = queue
         self._options = options
 
     @overload
-    def __call__(self, fn: Callable[P, Coroutine[Any, Any, R]], /) -> TaskFunction[P, R]: ...
+    def __call__(  # type: ignore[overload-overlap]
+        self, fn: Callable[P, Coroutine[Any, Any, R]], /
+    ) -> AsyncTaskFunction[P, R]: ...
     @overload
-    def __call__(self, fn: Callable[P, R], /) -> TaskFunction[P, R]: ...
+    def __call__(self, fn: Callable[P, R], /) -> SyncTaskFunction[P, R]: ...
     def __call__(self, fn: Callable[..., Any], /) -> TaskFunction[..., Any]:
-        return TaskFunction(fn, self._queue, self._options)
+        return make_task_function(fn, self._queue, self._options)
 
 
 def _noop() -> None:

@@ -82,6 +82,13 @@ class Schedule:
         self._engine.call(self._deactivate)
         return True
 
+    async def acancel(self) -> bool:
+        """``cancel`` for async code: never blocks the caller's event loop."""
+        if not self.active:
+            return False
+        await self._engine.acall(self._deactivate)
+        return True
+
     def _deactivate(self) -> None:
         self.active = False
         self._engine.drop_schedule(self)

@@ -14,11 +14,11 @@ import inspect
 import math
 import threading
 import uuid
-from collections.abc import Awaitable, Callable, Generator, Mapping
+from collections.abc import Callable, Coroutine, Generator, Mapping
 from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, TypedDict, TypeVar, Unpack, overload
 
 from .errors import TaskFrozen, TaskNotDone
 from .retry import Backoff, RetryPolicy, seconds
@@ -26,7 +26,7 @@ from .retry import Backoff, RetryPolicy, seconds
 if TYPE_CHECKING:
     from ._engine import Engine
 
-__all__ = ["AfterCallback", "Task", "TaskStatus", "current_task"]
+__all__ = ["AfterCallback", "Task", "TaskOptions", "TaskStatus", "current_task"]
 
 R = TypeVar("R")
 
@@ -41,6 +41,22 @@ _waiter_lock = threading.Lock()
 RETRY_FIELDS = ("retries", "backoff", "base_delay", "max_delay", "jitter", "should_retry")
 _RETRY_ATTR = {"base_delay": "base"}
 _UNSET: Any = object()
+
+
+class TaskOptions(TypedDict, total=False):
+    """The keyword options of ``Task``, ``@queue.task`` and ``@dowork.task`` (see ``Task``)."""
+
+    retries: int
+    max_delay: float | timedelta | None
+    base_delay: float | timedelta
+    backoff: Backoff | str
+    jitter: bool | None
+    should_retry: Callable[[BaseException], bool] | None
+    within: float | timedelta | None
+    not_before: datetime | float | None
+    delay: float | timedelta | None
+    after: AfterCallback | None
+    policy: RetryPolicy | None
 
 
 class TaskStatus(StrEnum):
@@ -80,6 +96,9 @@ def current_task() -> Task[Any]:
 
 def is_async_callable(fn: object) -> bool:
     """Return whether calling ``fn`` gives a coroutine (``async def``, partials and callables)."""
+    flag = getattr(fn, "_dowork_is_async", None)  # a TaskFunction knows what it wraps
+    if isinstance(flag, bool):
+        return flag
     while True:
         if inspect.iscoroutinefunction(fn):
             return True
@@ -139,6 +158,7 @@ class Task(Generic[R]):
         "_after",
         "_attempts",
         "_cancel_requested",
+        "_deadline_at",
         "_delay",
         "_engine",
         "_error",
@@ -153,8 +173,8 @@ class Task(Generic[R]):
         "_prev_delay",
         "_runner",
         "_seq",
-        "_started_at",
         "_status",
+        "_timed_out",
         "_value",
         "_waiters",
         "_within",
@@ -172,10 +192,10 @@ class Task(Generic[R]):
     @overload
     def __init__(
         self: Task[R],
-        fn: Callable[..., Awaitable[R]],
+        fn: Callable[..., Coroutine[Any, Any, R]],
         args: tuple[Any, ...] = (),
         kwargs: Mapping[str, Any] | None = None,
-        **options: Any,
+        **options: Unpack[TaskOptions],
     ) -> None: ...
     @overload
     def __init__(
@@ -183,14 +203,14 @@ class Task(Generic[R]):
         fn: Callable[..., R],
         args: tuple[Any, ...] = (),
         kwargs: Mapping[str, Any] | None = None,
-        **options: Any,
+        **options: Unpack[TaskOptions],
     ) -> None: ...
     def __init__(
         self,
         fn: Callable[..., Any],
         args: tuple[Any, ...] = (),
         kwargs: Mapping[str, Any] | None = None,
-        **options: Any,
+        **options: Unpack[TaskOptions],
     ) -> None:
         if not callable(fn):
             raise TypeError(f"a task needs a callable, not {fn!r}")
@@ -229,7 +249,8 @@ class Task(Generic[R]):
         self._engine: Engine | None = None
         self._waiters: list[_Waiter] | None = None
         self._seq = 0
-        self._started_at = 0.0
+        self._deadline_at: float | None = None
+        self._timed_out = False
         self._cancel_requested = False
         self._finished = False
         self._runner: object = None
@@ -380,6 +401,12 @@ class Task(Generic[R]):
     def last_error(self) -> BaseException | None:
         """The exception of the most recent failed attempt, even while the task retries."""
         return self._last_error
+
+    @property
+    def deadline(self) -> datetime | None:
+        """When the running attempt's ``within`` deadline passes, or None (no deadline)."""
+        at = self._deadline_at
+        return None if at is None else datetime.fromtimestamp(at, UTC)
 
     @property
     def cancel_requested(self) -> bool:

@@ -370,3 +370,31 @@ def test_concurrency_bounds_parallel_attempts(make_queue: Callable[..., Queue]) 
     queue.dispatch()
     assert all(t.status is TaskStatus.SUCCEEDED for t in tasks)
     assert running[1] == 2
+
+
+def test_task_of_an_async_task_function_runs_on_the_loop(queue: Queue) -> None:
+    @queue.task
+    async def fetch(x: int) -> str:
+        return f"got {x}"
+
+    assert isinstance(fetch, dowork.AsyncTaskFunction)
+    task = queue.enqueue(Task(fetch, args=(1,)))
+    by_submit = queue.submit(fetch, 2)
+    queue.dispatch()
+    assert task.result(0) == "got 1"
+    assert by_submit.result(0) == "got 2"
+
+
+def test_task_function_with_options_keeps_its_class(queue: Queue) -> None:
+    @queue.task(retries=2)
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    assert add(1, 2) == 3
+    other = add.with_options(retries=5)
+    assert isinstance(other, dowork.SyncTaskFunction)
+    assert other.options == {"retries": 5}
+    task = other.submit(2, 3)
+    queue.dispatch()
+    assert task.result(0) == 5
+    assert task.policy.retries == 5

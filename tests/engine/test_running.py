@@ -407,3 +407,25 @@ def test_sync_function_returning_a_coroutine_is_a_clear_error(
 
 def _unused(_: Any) -> None:  # keeps the Any import honest for type checkers
     return None
+
+
+def test_d15_deadline_is_readable_inside_the_attempt(
+    make_queue: Callable[..., Queue], clock: FakeClock
+) -> None:
+    """D15: each attempt's deadline is `within` after the attempt starts."""
+    queue = make_queue()
+    seen: list[float | None] = []
+
+    def look() -> None:
+        deadline = dowork.current_task().deadline
+        seen.append(None if deadline is None else deadline.timestamp())
+
+    queue.enqueue(Task(look, within=30))
+    queue.submit(look)
+    queue.dispatch()
+    assert seen == [clock.now() + 30, None]
+
+
+def test_current_task_outside_a_task_raises() -> None:
+    with pytest.raises(RuntimeError, match="outside"):
+        dowork.current_task()
