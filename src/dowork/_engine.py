@@ -111,6 +111,11 @@ class Engine:
         self._timer: TimerHandle | None = None
         self._timer_when = 0.0
         self._inflight = 0  # attempts holding a concurrency slot (abandoned threads included)
+        self._async_running = 0  # async attempts in progress
+        # Sync attempts may be staged for the threads beyond ``concurrency`` (threads stay
+        # capped at ``concurrency``), so a finishing thread takes the next task at once
+        # instead of waiting for a round trip through the loop.
+        self._stage_limit = concurrency * 4
         self._active = 0  # attempts launched and not yet settled
         self._running: set[Task[Any]] = set()
         self._unfinished = 0
@@ -250,7 +255,6 @@ class Engine:
         self._pump()
 
     def _accept(self, task: Task[Any]) -> None:
-        now = self.clock.now()
         task._seq = next(self._seq)
         overrides = task._overrides
         if overrides is None:
@@ -268,6 +272,10 @@ class Engine:
         if self._h_enqueue:
             self._call_hooks(self._h_enqueue, task)
         when = task._not_before
+        if when is None and task._delay is None:
+            self._ready.append(task)
+            return
+        now = self.clock.now()
         if task._delay is not None:
             when = max(when or now, now + task._delay)
         if when is None or when <= now:
@@ -322,14 +330,26 @@ class Engine:
 
     def _pump(self) -> None:
         source = self._source
-        while source and self._inflight < self.concurrency:
-            task = source.popleft()
-            if task._status in _WAITING:
-                self._launch(task)
+        concurrency = self.concurrency
+        while source:
+            head = source[0]
+            if head._status not in _WAITING:
+                source.popleft()
+                continue
+            inflight = self._inflight
+            if inflight >= concurrency and (
+                head.is_async
+                or head._within is not None
+                or self._async_running
+                or inflight >= self._stage_limit
+            ):
+                break
+            source.popleft()
+            self._launch(head)
         done = self._dispatch_done
         if done is not None and not source and not self._active and not done.done():
             done.set_result(None)
-        if not self.accepting and self._drained is not None:
+        if not self.accepting and self._drained is not None and not self._unfinished:
             self._check_drained()
         if self._quiet and not self._active:
             for future in self._quiet:
@@ -351,6 +371,7 @@ class Engine:
         if self._h_before:
             self._call_hooks(self._h_before, task)
         if task.is_async:
+            self._async_running += 1
             self._async_ready.append(task)
             if self._idle:
                 self._idle.pop().set_result(None)
@@ -432,12 +453,14 @@ class Engine:
         if task._runner is me:
             task._runner = None
         self._inflight -= 1
+        self._async_running -= 1
         self._settle(task, value, error, time.perf_counter() - start)
         self._pump()
 
     def _interrupted(self, task: Task[Any]) -> None:
         """Put back an attempt cut short by the loop closing; it does not count."""
         self._inflight -= 1
+        self._async_running -= 1
         self._active -= 1
         self._running.discard(task)
         task._runner = None

@@ -8,6 +8,7 @@ which is what lets sync no-op tasks go faster than ``ThreadPoolExecutor``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import queue
 import threading
@@ -86,12 +87,19 @@ class ThreadLane:
             if item is None:
                 return
             task, token = item
+            if task._runner is not token:  # cancelled while staged: do not run it
+                results.append((task, token, None, None, 0.0))
+                if not self._wake_pending:
+                    self._wake_pending = True
+                    with contextlib.suppress(RuntimeError):
+                        self._loop.call_soon_threadsafe(self._drain)
+                continue
             reset = _current.set(task)
             start = perf()
             try:
                 value = task.fn(*task.args, **task.kwargs)
                 error: BaseException | None = None
-                if inspect.isawaitable(value):
+                if value is not None and inspect.isawaitable(value):
                     error = _sync_returned_awaitable(task, value)
                     value = None
             except BaseException as exc:

@@ -12,7 +12,11 @@ The hierarchy::
      ├── TaskFrozen            a task's options were changed after it was enqueued
      ├── QueueShuttingDown     the queue no longer accepts tasks
      ├── QueueFull             a bounded queue has no room and the caller asked not to wait
-     └── UnknownTask           no task with that id is known to the queue (also a KeyError)
+     ├── UnknownTask           no task with that id is known to the queue (also a KeyError)
+     ├── NotRegistered         a durable queue was given a function it has no name for
+     ├── NotSerializable       arguments or a result the queue's codec cannot encode
+     ├── DecodeError           stored bytes the codec cannot decode (keeps the bytes)
+     └── BackendError          the backend failed (also BackendUnavailable: cannot reach it)
 """
 
 from __future__ import annotations
@@ -21,7 +25,12 @@ __all__ = [
     "AlreadyComplete",
     "DoNotRetry",
     "DoWorkError",
+    "BackendError",
+    "BackendUnavailable",
+    "DecodeError",
     "MaxRetriesExceeded",
+    "NotRegistered",
+    "NotSerializable",
     "QueueFull",
     "QueueShuttingDown",
     "TaskCancelled",
@@ -90,3 +99,32 @@ class UnknownTask(DoWorkError, KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else "unknown task"
+
+
+class NotRegistered(DoWorkError, TypeError):
+    """A durable queue was given a function that is not a registered task.
+
+    Durable backends store a task's *name*, never code: declare the function with
+    ``@queue.task`` (a module-level function) and submit that.
+    """
+
+
+class NotSerializable(DoWorkError, TypeError):
+    """Task arguments (or a result) cannot be encoded by the queue's codec (JSON by default)."""
+
+
+class DecodeError(DoWorkError, ValueError):
+    """Stored bytes could not be decoded; ``data`` keeps them for inspection."""
+
+    def __init__(self, data: bytes, cause: BaseException) -> None:
+        super().__init__(f"cannot decode {len(data)} stored bytes: {cause}")
+        self.data = data
+        self.__cause__ = cause
+
+
+class BackendError(DoWorkError):
+    """The backend (SQLite file, Redis server) reported an error."""
+
+
+class BackendUnavailable(BackendError, ConnectionError):
+    """The backend cannot be reached (Redis down, SQLite file locked past the busy timeout)."""

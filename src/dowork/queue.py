@@ -12,9 +12,10 @@ import os
 import random
 import re
 import threading
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from datetime import datetime, timedelta
-from types import TracebackType
+from inspect import CO_COROUTINE
+from types import FunctionType, TracebackType
 from typing import Any, ParamSpec, Self, TypeVar, Unpack, overload
 
 from ._engine import Engine
@@ -157,6 +158,14 @@ class Queue:
             QueueShuttingDown: the queue no longer accepts tasks.
             TypeError: ``fn`` is not callable.
         """
+        engine = self._engine
+        if type(fn) is FunctionType and engine.capacity is None and engine.accepting:
+            task: Task[Any] = Task._fast(
+                fn, args, kwargs or _EMPTY, bool(fn.__code__.co_flags & CO_COROUTINE)
+            )  # the hot path: a plain function on an unbounded queue
+            task._frozen = True
+            engine.enqueue(task)
+            return task
         return self._put(_make(fn, args, kwargs), True, None)
 
     @overload
@@ -514,6 +523,9 @@ class _Decorator:
         return make_task_function(fn, self._queue, self._options)
 
 
+_EMPTY: Mapping[str, Any] = {}
+
+
 def _noop() -> None:
     return None
 
@@ -523,7 +535,7 @@ def _make(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any])
         return fn.task(*args, **kwargs)
     if not callable(fn):
         raise TypeError(f"submit() needs a callable, not {fn!r}")
-    return Task._fast(fn, args, kwargs, is_async_callable(fn))
+    return Task._fast(fn, args, kwargs or _EMPTY, is_async_callable(fn))
 
 
 def _factory(

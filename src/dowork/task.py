@@ -18,6 +18,8 @@ from collections.abc import Callable, Coroutine, Generator, Mapping
 from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from inspect import CO_COROUTINE
+from types import FunctionType
 from typing import TYPE_CHECKING, Any, Generic, TypedDict, TypeVar, Unpack, overload
 
 from .errors import TaskFrozen, TaskNotDone
@@ -96,6 +98,8 @@ def current_task() -> Task[Any]:
 
 def is_async_callable(fn: object) -> bool:
     """Return whether calling ``fn`` gives a coroutine (``async def``, partials and callables)."""
+    if type(fn) is FunctionType:  # the common case, fast
+        return bool(fn.__code__.co_flags & CO_COROUTINE)
     flag = getattr(fn, "_dowork_is_async", None)  # a TaskFunction knows what it wraps
     if isinstance(flag, bool):
         return flag

@@ -1,0 +1,190 @@
+"""The one contract between the engine and a store of tasks (in-memory, SQLite, Redis).
+
+A backend stores records and leases; it knows nothing of retries, backoff or functions. The
+engine claims due records (each claim is a *lease* with a fencing token: the attempt number),
+runs them, and settles each with one ``Settlement``. A settlement whose token no longer
+matches (the lease expired and another worker took the task) is refused, so a worker that was
+paused past its lease cannot overwrite the newer attempt's outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol, runtime_checkable
+
+__all__ = [
+    "WAITING",
+    "Backend",
+    "Outcome",
+    "Record",
+    "Settlement",
+    "Wakeups",
+]
+
+
+class Outcome(StrEnum):
+    """What a settlement does to a claimed record."""
+
+    SUCCEEDED = "succeeded"  #: finished; the result is kept for the retention time
+    RETRY = "retry"  #: back to waiting until ``run_at``
+    FAILED = "failed"  #: finished unsuccessfully (attempts ran out, DoNotRetry, ...)
+    CANCELLED = "cancelled"  #: finished because it was cancelled
+    DEAD = "dead"  #: dead-lettered: could not run at all (unknown name, undecodable, crashes)
+
+
+#: Record statuses in which a task waits to be claimed.
+WAITING = ("pending", "scheduled", "retrying")
+
+
+@dataclass(slots=True)
+class Record:
+    """One task as a backend stores it. ``payload`` and ``result`` are codec bytes."""
+
+    id: str
+    queue: str
+    name: str
+    payload: bytes
+    run_at: float
+    created_at: float
+    status: str = "pending"
+    options: str | None = None  #: JSON of per-enqueue option overrides
+    attempts: int = 0  #: attempts started; the fencing token of the current lease
+    lease_until: float | None = None
+    owner: str | None = None
+    crashes: int = 0  #: leases that expired without a settlement
+    cancel_requested: bool = False
+    error: str | None = None
+    reason: str | None = None
+    result: bytes | None = None
+    updated_at: float = 0.0
+    finished_at: float | None = None
+    keep: float | None = field(default=None)  #: seconds to keep the finished record
+
+
+@dataclass(slots=True)
+class Settlement:
+    """The outcome of one claimed attempt, written back to the backend."""
+
+    id: str
+    token: int  #: the attempts count the lease was granted with
+    outcome: Outcome
+    now: float
+    run_at: float = 0.0  #: for RETRY
+    error: str | None = None
+    reason: str | None = None
+    result: bytes | None = None
+    keep: float | None = None  #: retention of a finished record (None: the backend default)
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A store of task records shared by every process that opens it."""
+
+    #: False for the in-process store (closures allowed, nothing survives the process).
+    durable: bool
+
+    async def open(self) -> None:
+        """Connect and create what is missing (tables, scripts); idempotent."""
+
+    async def close(self) -> None:
+        """Release connections."""
+
+    async def push(self, records: Sequence[Record]) -> None:
+        """Store new records atomically: all of them or none; return once confirmed."""
+
+    async def claim(
+        self, queue: str, now: float, limit: int, lease: float, owner: str
+    ) -> list[Record]:
+        """Lease up to ``limit`` due records (``run_at <= now``), oldest first.
+
+        Each claimed record has ``attempts`` incremented (the fencing token), ``status``
+        running, ``lease_until = now + lease`` and ``owner`` set, all in one atomic step.
+        """
+
+    async def settle(self, settlements: Sequence[Settlement]) -> list[str]:
+        """Apply settlements; return the ids refused because their lease was lost."""
+
+    async def heartbeat(
+        self, leases: Sequence[tuple[str, int]], now: float, lease: float
+    ) -> tuple[list[str], list[str]]:
+        """Extend the leases ``(id, token)`` to ``now + lease``.
+
+        Returns ``(lost, cancel_requested)``: ids whose lease was lost (refused), and ids
+        someone asked to cancel.
+        """
+
+    async def reap(self, queue: str, now: float, crash_budget: int) -> tuple[int, int]:
+        """Requeue running records whose lease expired; dead-letter those over the budget.
+
+        Returns ``(requeued, dead_lettered)``.
+        """
+
+    async def get(self, ids: Sequence[str]) -> list[Record]:
+        """Return the records with these ids (unknown ids are left out)."""
+
+    async def cancel(self, task_id: str, now: float) -> str:
+        """Cancel a task by id and say what happened.
+
+        ``"cancelled"``: it was waiting and will never run; ``"requested"``: it is running and
+        its worker is told; ``"finished"`` or ``"unknown"``: nothing to do.
+        """
+
+    async def next_due(self, queue: str) -> float | None:
+        """Return the earliest ``run_at`` of the queue's waiting records, or None."""
+
+    async def counts(self, queue: str) -> dict[str, int]:
+        """Return the number of records per status in the queue."""
+
+    async def wait(self, queue: str, timeout: float) -> None:
+        """Return when new work may have arrived, or after ``timeout`` seconds."""
+
+    async def purge_finished(self, now: float) -> int:
+        """Delete finished records whose retention has passed; return how many."""
+
+
+class Wakeups:
+    """In-process wake-ups for idle workers, safe across threads and event loops.
+
+    A push in one thread wakes workers of the same queue waiting on any loop of this process;
+    other processes are found by polling (SQLite) or blocking reads (Redis).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiters: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]] = {}
+
+    def notify(self, queues: Iterable[str]) -> None:
+        """Wake every worker waiting on one of ``queues``."""
+        with self._lock:
+            woken = [w for q in queues for w in self._waiters.pop(q, ())]
+        for loop, future in woken:
+            with contextlib.suppress(RuntimeError):  # a closed loop has nobody to wake
+                loop.call_soon_threadsafe(_wake, future)
+
+    async def wait(self, queue: str, timeout: float) -> None:
+        """Return on ``notify(queue)`` or after ``timeout`` seconds."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        entry = (loop, future)
+        with self._lock:
+            self._waiters.setdefault(queue, set()).add(entry)
+        try:
+            async with asyncio.timeout(max(0.0, timeout)):
+                await future
+        except TimeoutError:
+            pass
+        finally:
+            with self._lock:
+                waiting = self._waiters.get(queue)
+                if waiting is not None:
+                    waiting.discard(entry)
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

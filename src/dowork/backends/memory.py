@@ -1,0 +1,208 @@
+"""The in-process reference implementation of the backend protocol.
+
+It keeps records in dicts behind one lock, so any thread or event loop of the process may use
+it. Nothing survives the process. It exists so the backend contract can be checked without
+a server and so code written for a durable queue can run in a test with no file at all; the
+plain ``Queue()`` default does not go through it (it keeps live Task objects, closures
+included, with no encoding step).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import replace
+
+from ..errors import BackendError
+from ._protocol import WAITING, Outcome, Record, Settlement, Wakeups
+
+__all__ = ["MemoryBackend"]
+
+_FINAL = {
+    Outcome.SUCCEEDED: "succeeded",
+    Outcome.FAILED: "failed",
+    Outcome.CANCELLED: "cancelled",
+    Outcome.DEAD: "dead",
+}
+
+
+class MemoryBackend:
+    """Records in a dict, for tests and single-process use of the durable code path."""
+
+    durable = False
+
+    def __init__(self, *, keep_finished: float = 7 * 24 * 3600.0) -> None:
+        self.keep_finished = keep_finished
+        self._lock = threading.Lock()
+        self._records: dict[str, Record] = {}
+        self._order: dict[str, int] = {}
+        self._seq = 0
+        self._expires: dict[str, float] = {}
+        self._wakeups = Wakeups()
+
+    def __repr__(self) -> str:
+        return "MemoryBackend()"
+
+    async def open(self) -> None:
+        """Nothing to open."""
+
+    async def close(self) -> None:
+        """Nothing to close."""
+
+    async def push(self, records: Sequence[Record]) -> None:
+        """Store copies of the records."""
+        with self._lock:
+            for record in records:
+                if record.id in self._records:
+                    raise BackendError(f"a task with id {record.id!r} already exists")
+            for record in records:
+                self._seq += 1
+                self._records[record.id] = replace(record, updated_at=record.created_at)
+                self._order[record.id] = self._seq
+        self._wakeups.notify({r.queue for r in records})
+
+    async def claim(
+        self, queue: str, now: float, limit: int, lease: float, owner: str
+    ) -> list[Record]:
+        """Lease the oldest due records."""
+        with self._lock:
+            due = [
+                r
+                for r in self._records.values()
+                if r.queue == queue and r.status in WAITING and r.run_at <= now
+            ]
+            due.sort(key=lambda r: (r.run_at, self._order[r.id]))
+            claimed = []
+            for record in due[: max(0, limit)]:
+                record.status = "running"
+                record.attempts += 1
+                record.lease_until = now + lease
+                record.owner = owner
+                record.updated_at = now
+                claimed.append(replace(record))
+            return claimed
+
+    async def settle(self, settlements: Sequence[Settlement]) -> list[str]:
+        """Apply outcomes, refusing stale tokens."""
+        refused = []
+        with self._lock:
+            for s in settlements:
+                record = self._records.get(s.id)
+                if record is None or record.status != "running" or record.attempts != s.token:
+                    refused.append(s.id)
+                    continue
+                record.lease_until = None
+                record.owner = None
+                record.updated_at = s.now
+                if s.outcome is Outcome.RETRY:
+                    record.status = "retrying"
+                    record.run_at = s.run_at
+                    record.error = s.error
+                    continue
+                keep = self.keep_finished if s.keep is None else s.keep
+                if keep <= 0:
+                    del self._records[s.id]
+                    continue
+                record.status = _FINAL[s.outcome]
+                record.result = s.result
+                record.error = s.error
+                record.reason = s.reason
+                record.finished_at = s.now
+                self._expires[s.id] = s.now + keep
+        return refused
+
+    async def heartbeat(
+        self, leases: Sequence[tuple[str, int]], now: float, lease: float
+    ) -> tuple[list[str], list[str]]:
+        """Extend leases."""
+        lost, cancel = [], []
+        with self._lock:
+            for task_id, token in leases:
+                record = self._records.get(task_id)
+                if record is None or record.status != "running" or record.attempts != token:
+                    lost.append(task_id)
+                    continue
+                record.lease_until = now + lease
+                if record.cancel_requested:
+                    cancel.append(task_id)
+        return lost, cancel
+
+    async def reap(self, queue: str, now: float, crash_budget: int) -> tuple[int, int]:
+        """Requeue expired leases, dead-letter repeat crashers."""
+        requeued = dead = 0
+        with self._lock:
+            for record in self._records.values():
+                if record.queue != queue or record.status != "running":
+                    continue
+                if record.lease_until is None or record.lease_until >= now:
+                    continue
+                record.crashes += 1
+                record.lease_until = None
+                record.owner = None
+                record.updated_at = now
+                if record.crashes >= crash_budget:
+                    record.status = "dead"
+                    record.reason = "crashed_worker"
+                    record.error = (
+                        f"the worker running it stopped renewing its lease {record.crashes} times"
+                    )
+                    record.finished_at = now
+                    self._expires[record.id] = now + self.keep_finished
+                    dead += 1
+                else:
+                    record.status = "retrying"
+                    record.run_at = now
+                    requeued += 1
+        return requeued, dead
+
+    async def get(self, ids: Sequence[str]) -> list[Record]:
+        """Copies of the records with these ids."""
+        with self._lock:
+            return [replace(self._records[i]) for i in ids if i in self._records]
+
+    async def cancel(self, task_id: str, now: float) -> str:
+        """Cancel a waiting record or flag a running one."""
+        with self._lock:
+            record = self._records.get(task_id)
+            if record is None:
+                return "unknown"
+            if record.status in WAITING:
+                record.status = "cancelled"
+                record.error = "cancelled"
+                record.finished_at = record.updated_at = now
+                self._expires[task_id] = now + self.keep_finished
+                return "cancelled"
+            if record.status == "running":
+                record.cancel_requested = True
+                return "requested"
+            return "finished"
+
+    async def next_due(self, queue: str) -> float | None:
+        """Earliest run time of a waiting record."""
+        with self._lock:
+            times = [
+                r.run_at for r in self._records.values() if r.queue == queue and r.status in WAITING
+            ]
+        return min(times) if times else None
+
+    async def counts(self, queue: str) -> dict[str, int]:
+        """Records per status."""
+        counts: dict[str, int] = {}
+        with self._lock:
+            for record in self._records.values():
+                if record.queue == queue:
+                    counts[record.status] = counts.get(record.status, 0) + 1
+        return counts
+
+    async def wait(self, queue: str, timeout: float) -> None:
+        """Wait for a push to the queue, up to ``timeout`` seconds."""
+        await self._wakeups.wait(queue, timeout)
+
+    async def purge_finished(self, now: float) -> int:
+        """Forget finished records past their retention."""
+        with self._lock:
+            gone = [i for i, at in self._expires.items() if at < now]
+            for task_id in gone:
+                self._records.pop(task_id, None)
+                del self._expires[task_id]
+        return len(gone)

@@ -1,0 +1,417 @@
+"""SQLite backend: the embedded durable store (stdlib ``sqlite3``, WAL, no server).
+
+Several processes on one machine can share one file: every claim runs in a ``BEGIN
+IMMEDIATE`` transaction (one writer at a time, readers never blocked), a busy timeout rides
+out short lock waits, and a partial index on ``(queue, run_at)`` of waiting rows keeps a claim
+O(log n) however many finished rows the file holds. Finished rows are deleted when their
+retention passes, and the file is created with ``auto_vacuum=INCREMENTAL`` so freed pages go
+back to the file system. Every call runs on one dedicated thread holding the connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from ..errors import BackendError, BackendUnavailable
+from ._protocol import Outcome, Record, Settlement, Wakeups
+
+__all__ = ["SQLiteBackend"]
+
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS dowork_tasks (
+    id TEXT PRIMARY KEY,
+    queue TEXT NOT NULL,
+    name TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    options TEXT,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    run_at REAL NOT NULL,
+    lease_until REAL,
+    owner TEXT,
+    crashes INTEGER NOT NULL DEFAULT 0,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    error TEXT,
+    reason TEXT,
+    result BLOB,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    finished_at REAL,
+    expires_at REAL
+);
+CREATE INDEX IF NOT EXISTS dowork_due ON dowork_tasks (queue, run_at)
+    WHERE status IN ('pending', 'scheduled', 'retrying');
+CREATE INDEX IF NOT EXISTS dowork_leases ON dowork_tasks (queue, lease_until)
+    WHERE status = 'running';
+CREATE INDEX IF NOT EXISTS dowork_expiry ON dowork_tasks (expires_at)
+    WHERE expires_at IS NOT NULL;
+"""
+
+_COLUMNS = (
+    "id, queue, name, payload, run_at, created_at, status, options, attempts, lease_until, "
+    "owner, crashes, cancel_requested, error, reason, result, updated_at, finished_at"
+)
+_WAITING_SQL = "status IN ('pending', 'scheduled', 'retrying')"
+_FINAL = {
+    Outcome.SUCCEEDED: "succeeded",
+    Outcome.FAILED: "failed",
+    Outcome.CANCELLED: "cancelled",
+    Outcome.DEAD: "dead",
+}
+
+
+def _record(row: tuple[Any, ...]) -> Record:
+    return Record(
+        id=row[0],
+        queue=row[1],
+        name=row[2],
+        payload=bytes(row[3]),
+        run_at=row[4],
+        created_at=row[5],
+        status=row[6],
+        options=row[7],
+        attempts=row[8],
+        lease_until=row[9],
+        owner=row[10],
+        crashes=row[11],
+        cancel_requested=bool(row[12]),
+        error=row[13],
+        reason=row[14],
+        result=None if row[15] is None else bytes(row[15]),
+        updated_at=row[16],
+        finished_at=row[17],
+    )
+
+
+class SQLiteBackend:
+    """A task store in one SQLite file, shareable by the processes of one machine.
+
+    Args:
+        path: the database file (created if missing).
+        keep_finished: default seconds a finished task's record (status, result, error) is
+            kept for lookups by id; ``0`` deletes it at once.
+        busy_timeout: seconds a writer waits for another process's transaction.
+        poll_interval: how often an idle worker looks for work written by other processes
+            (work submitted in the same process wakes it at once).
+        synchronous: SQLite's ``synchronous`` pragma; ``NORMAL`` (default) survives process
+            crashes, ``FULL`` also survives power loss at some cost per write.
+    """
+
+    durable = True
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        keep_finished: float = 7 * 24 * 3600.0,
+        busy_timeout: float = 10.0,
+        poll_interval: float = 0.05,
+        synchronous: str = "NORMAL",
+    ) -> None:
+        if synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
+            raise ValueError(f"synchronous must be OFF, NORMAL, FULL or EXTRA, not {synchronous!r}")
+        self.path = os.fspath(path)
+        self.keep_finished = keep_finished
+        self.busy_timeout = busy_timeout
+        self.poll_interval = poll_interval
+        self.synchronous = synchronous.upper()
+        self._executor: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._open_lock = threading.Lock()
+        self._wakeups = Wakeups()
+
+    def __repr__(self) -> str:
+        return f"SQLiteBackend({self.path!r})"
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._executor is None:
+            await self.open()
+        assert self._executor is not None
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, fn, *args)
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise BackendUnavailable(f"{self.path}: {exc}") from exc
+            raise BackendError(f"{self.path}: {exc}") from exc
+        except sqlite3.DatabaseError as exc:  # integrity errors, a corrupt or full file
+            raise BackendError(f"{self.path}: {exc}") from exc
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn
+        assert conn is not None
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def _connect(self) -> None:
+        conn = sqlite3.connect(
+            self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
+        )
+        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")  # only takes effect on a new file
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+        with contextlib.suppress(sqlite3.OperationalError):  # another process made it first
+            conn.executescript(_SCHEMA)
+        self._conn = conn
+
+    async def open(self) -> None:
+        """Open the file, switch it to WAL and create the table and indexes if missing."""
+        with self._open_lock:
+            if self._executor is not None:
+                return
+            executor = ThreadPoolExecutor(1, thread_name_prefix="dowork-sqlite")
+            try:
+                executor.submit(self._connect).result()
+            except BaseException:
+                executor.shutdown(wait=False)
+                raise
+            self._executor = executor
+
+    async def close(self) -> None:
+        """Close the connection and its thread."""
+        executor, self._executor = self._executor, None
+        if executor is None:
+            return
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await asyncio.get_running_loop().run_in_executor(executor, conn.close)
+        executor.shutdown(wait=True)
+
+    # -- the protocol ----------------------------------------------------------------------
+
+    async def push(self, records: Sequence[Record]) -> None:
+        """Insert records in one transaction."""
+        if not records:
+            return
+        await self._run(self._push, records)
+        self._wakeups.notify({r.queue for r in records})
+
+    def _push(self, records: Sequence[Record]) -> None:
+        rows = [
+            (
+                r.id, r.queue, r.name, r.payload, r.options, r.status, r.attempts, r.run_at,
+                r.created_at, r.created_at,
+            )
+            for r in records
+        ]  # fmt: skip
+        with self._tx() as conn:
+            conn.executemany(
+                "INSERT INTO dowork_tasks (id, queue, name, payload, options, status, attempts,"
+                " run_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+
+    async def claim(
+        self, queue: str, now: float, limit: int, lease: float, owner: str
+    ) -> list[Record]:
+        """Lease up to ``limit`` due records in one transaction."""
+        if limit <= 0:
+            return []
+        return await self._run(self._claim, queue, now, limit, lease, owner)
+
+    def _claim(self, queue: str, now: float, limit: int, lease: float, owner: str) -> list[Record]:
+        with self._tx() as conn:
+            rows = conn.execute(
+                f"UPDATE dowork_tasks SET status = 'running', attempts = attempts + 1,"
+                f" lease_until = ?, owner = ?, updated_at = ? WHERE id IN ("
+                f"  SELECT id FROM dowork_tasks WHERE queue = ? AND {_WAITING_SQL}"
+                f"  AND run_at <= ? ORDER BY run_at, rowid LIMIT ?"
+                f") RETURNING {_COLUMNS}",
+                (now + lease, owner, now, queue, now, limit),
+            ).fetchall()
+        records = [_record(row) for row in rows]
+        records.sort(key=lambda r: (r.run_at, r.created_at))
+        return records
+
+    async def settle(self, settlements: Sequence[Settlement]) -> list[str]:
+        """Write outcomes in one transaction; refuse those whose lease token is stale."""
+        if not settlements:
+            return []
+        return await self._run(self._settle, settlements)
+
+    def _settle(self, settlements: Sequence[Settlement]) -> list[str]:
+        refused: list[str] = []
+        with self._tx() as conn:
+            for s in settlements:
+                if s.outcome is Outcome.RETRY:
+                    cur = conn.execute(
+                        "UPDATE dowork_tasks SET status = 'retrying', run_at = ?, error = ?,"
+                        " lease_until = NULL, owner = NULL, updated_at = ?"
+                        " WHERE id = ? AND status = 'running' AND attempts = ?",
+                        (s.run_at, s.error, s.now, s.id, s.token),
+                    )
+                else:
+                    keep = self.keep_finished if s.keep is None else s.keep
+                    if keep <= 0:
+                        cur = conn.execute(
+                            "DELETE FROM dowork_tasks"
+                            " WHERE id = ? AND status = 'running' AND attempts = ?",
+                            (s.id, s.token),
+                        )
+                    else:
+                        cur = conn.execute(
+                            "UPDATE dowork_tasks SET status = ?, result = ?, error = ?,"
+                            " reason = ?, lease_until = NULL, owner = NULL, updated_at = ?,"
+                            " finished_at = ?, expires_at = ?"
+                            " WHERE id = ? AND status = 'running' AND attempts = ?",
+                            (
+                                _FINAL[s.outcome], s.result, s.error, s.reason, s.now, s.now,
+                                s.now + keep, s.id, s.token,
+                            ),
+                        )  # fmt: skip
+                if cur.rowcount == 0:
+                    refused.append(s.id)
+        return refused
+
+    async def heartbeat(
+        self, leases: Sequence[tuple[str, int]], now: float, lease: float
+    ) -> tuple[list[str], list[str]]:
+        """Extend leases; report the lost ones and those asked to cancel."""
+        if not leases:
+            return [], []
+        return await self._run(self._heartbeat, leases, now, lease)
+
+    def _heartbeat(
+        self, leases: Sequence[tuple[str, int]], now: float, lease: float
+    ) -> tuple[list[str], list[str]]:
+        lost: list[str] = []
+        cancel: list[str] = []
+        with self._tx() as conn:
+            for task_id, token in leases:
+                row = conn.execute(
+                    "UPDATE dowork_tasks SET lease_until = ? WHERE id = ? AND status = 'running'"
+                    " AND attempts = ? RETURNING cancel_requested",
+                    (now + lease, task_id, token),
+                ).fetchone()
+                if row is None:
+                    lost.append(task_id)
+                elif row[0]:
+                    cancel.append(task_id)
+        return lost, cancel
+
+    async def reap(self, queue: str, now: float, crash_budget: int) -> tuple[int, int]:
+        """Requeue expired leases; dead-letter tasks that crashed their workers too often."""
+        return await self._run(self._reap, queue, now, crash_budget)
+
+    def _reap(self, queue: str, now: float, crash_budget: int) -> tuple[int, int]:
+        with self._tx() as conn:
+            dead = conn.execute(
+                "UPDATE dowork_tasks SET status = 'dead', reason = 'crashed_worker',"
+                " error = 'the worker running it stopped renewing its lease ' || (crashes + 1)"
+                " || ' times', crashes = crashes + 1, lease_until = NULL, owner = NULL,"
+                " updated_at = ?, finished_at = ?, expires_at = ?"
+                " WHERE queue = ? AND status = 'running' AND lease_until < ?"
+                " AND crashes + 1 >= ?",
+                (now, now, now + self.keep_finished, queue, now, crash_budget),
+            ).rowcount
+            requeued = conn.execute(
+                "UPDATE dowork_tasks SET status = 'retrying', run_at = ?, crashes = crashes + 1,"
+                " lease_until = NULL, owner = NULL, updated_at = ?"
+                " WHERE queue = ? AND status = 'running' AND lease_until < ?",
+                (now, now, queue, now),
+            ).rowcount
+        return requeued, dead
+
+    async def get(self, ids: Sequence[str]) -> list[Record]:
+        """Fetch records by id."""
+        if not ids:
+            return []
+        return await self._run(self._get, list(ids))
+
+    def _get(self, ids: list[str]) -> list[Record]:
+        conn = self._conn
+        assert conn is not None
+        found: list[Record] = []
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = conn.execute(
+                f"SELECT {_COLUMNS} FROM dowork_tasks WHERE id IN ({marks})", chunk
+            ).fetchall()
+            found.extend(_record(row) for row in rows)
+        return found
+
+    async def cancel(self, task_id: str, now: float) -> str:
+        """Cancel a waiting task, or flag a running one for its worker."""
+        return await self._run(self._cancel, task_id, now)
+
+    def _cancel(self, task_id: str, now: float) -> str:
+        with self._tx() as conn:
+            row = conn.execute(
+                "SELECT status FROM dowork_tasks WHERE id = ?", (task_id,)
+            ).fetchone()
+            if row is None:
+                return "unknown"
+            status = row[0]
+            if status in ("pending", "scheduled", "retrying"):
+                conn.execute(
+                    "UPDATE dowork_tasks SET status = 'cancelled', error = 'cancelled',"
+                    " updated_at = ?, finished_at = ?, expires_at = ? WHERE id = ?",
+                    (now, now, now + self.keep_finished, task_id),
+                )
+                return "cancelled"
+            if status == "running":
+                conn.execute(
+                    "UPDATE dowork_tasks SET cancel_requested = 1 WHERE id = ?", (task_id,)
+                )
+                return "requested"
+            return "finished"
+
+    async def next_due(self, queue: str) -> float | None:
+        """Earliest run time of the queue's waiting records."""
+        return await self._run(self._next_due, queue)
+
+    def _next_due(self, queue: str) -> float | None:
+        conn = self._conn
+        assert conn is not None
+        row = conn.execute(
+            f"SELECT MIN(run_at) FROM dowork_tasks WHERE queue = ? AND {_WAITING_SQL}", (queue,)
+        ).fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
+    async def counts(self, queue: str) -> dict[str, int]:
+        """Records per status."""
+        return await self._run(self._counts, queue)
+
+    def _counts(self, queue: str) -> dict[str, int]:
+        conn = self._conn
+        assert conn is not None
+        rows = conn.execute(
+            "SELECT status, COUNT(*) FROM dowork_tasks WHERE queue = ? GROUP BY status", (queue,)
+        ).fetchall()
+        return {status: count for status, count in rows}
+
+    async def wait(self, queue: str, timeout: float) -> None:
+        """Wait for a push from this process, or ``min(timeout, poll_interval)`` seconds."""
+        await self._wakeups.wait(queue, min(timeout, self.poll_interval))
+
+    async def purge_finished(self, now: float) -> int:
+        """Delete finished records past their retention and return freed pages to the OS."""
+        return await self._run(self._purge, now)
+
+    def _purge(self, now: float) -> int:
+        with self._tx() as conn:
+            deleted = conn.execute(
+                "DELETE FROM dowork_tasks WHERE expires_at IS NOT NULL AND expires_at < ?", (now,)
+            ).rowcount
+        if deleted and self._conn is not None:
+            self._conn.execute("PRAGMA incremental_vacuum")
+        return deleted

@@ -1,0 +1,76 @@
+"""Codecs: how a durable backend turns task arguments and results into bytes and back.
+
+JSON is the default: it is safe to decode (no code runs) and readable in the store. Pickle is
+available only by explicit choice (``PickleCodec``), because decoding a pickle from a shared
+store runs whatever code it names.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from typing import Any, Protocol
+
+from .errors import DecodeError, NotSerializable
+
+__all__ = ["Codec", "JSONCodec", "PickleCodec"]
+
+
+class Codec(Protocol):
+    """Turns values into bytes and back; ``encode`` raises ``NotSerializable`` when it cannot."""
+
+    name: str
+
+    def encode(self, value: Any) -> bytes:
+        """Return ``value`` as bytes."""
+
+    def decode(self, data: bytes) -> Any:
+        """Return the value ``data`` holds; raise ``DecodeError`` for bytes it cannot read."""
+
+
+class JSONCodec:
+    """JSON (UTF-8, no NaN or infinity): str, int, float, bool, None, lists and string-keyed dicts.
+
+    Tuples come back as lists, as in every JSON-based queue.
+    """
+
+    name = "json"
+
+    def __init__(self) -> None:
+        self._encoder = json.JSONEncoder(
+            ensure_ascii=False, allow_nan=False, separators=(",", ":"), check_circular=True
+        )
+
+    def encode(self, value: Any) -> bytes:
+        """Encode to JSON bytes, refusing anything JSON cannot represent exactly."""
+        try:
+            return self._encoder.encode(value).encode()
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise NotSerializable(f"cannot encode as JSON: {exc}") from exc
+
+    def decode(self, data: bytes) -> Any:
+        """Decode JSON bytes."""
+        try:
+            return json.loads(data)
+        except (ValueError, TypeError) as exc:
+            raise DecodeError(data, exc) from exc
+
+
+class PickleCodec:
+    """Pickle: any picklable value. Only for stores that no untrusted party can write to."""
+
+    name = "pickle"
+
+    def encode(self, value: Any) -> bytes:
+        """Pickle ``value``."""
+        try:
+            return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        except (pickle.PicklingError, TypeError, AttributeError, RecursionError) as exc:
+            raise NotSerializable(f"cannot pickle: {exc}") from exc
+
+    def decode(self, data: bytes) -> Any:
+        """Unpickle ``data`` (runs code named in it: trusted stores only)."""
+        try:
+            return pickle.loads(data)  # opt-in codec, trusted stores only
+        except Exception as exc:
+            raise DecodeError(data, exc) from exc

@@ -1,0 +1,296 @@
+"""The backend contract: every backend must pass these unchanged (memory, SQLite; Redis next)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+import uuid
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import pytest
+
+from dowork.backends import Backend, Outcome, Record, Settlement
+from dowork.errors import BackendError
+
+NOW = 1_700_000_000.0
+LEASE = 30.0
+_ids = itertools.count()
+
+
+def rec(queue: str = "q", run_at: float = NOW, name: str = "job", **kw: Any) -> Record:
+    return Record(
+        id=kw.pop("id", None) or uuid.uuid4().hex,
+        queue=queue,
+        name=name,
+        payload=b'{"a":[%d]}' % next(_ids),
+        run_at=run_at,
+        created_at=kw.pop("created_at", NOW),
+        **kw,
+    )
+
+
+def run(
+    factory: Callable[[], Backend], test: Callable[[Backend], Coroutine[Any, Any, None]]
+) -> None:
+    async def main() -> None:
+        backend = factory()
+        await backend.open()
+        try:
+            await test(backend)
+        finally:
+            await backend.close()
+
+    asyncio.run(main())
+
+
+def test_push_then_get(backend_factory: Callable[[], Backend]) -> None:
+    async def body(b: Backend) -> None:
+        records = [rec(), rec(status="scheduled", run_at=NOW + 60)]
+        await b.push(records)
+        got = {r.id: r for r in await b.get([r.id for r in records] + ["missing"])}
+        assert set(got) == {r.id for r in records}
+        first = got[records[0].id]
+        assert first.payload == records[0].payload
+        assert first.status == "pending"
+        assert first.attempts == 0
+        assert await b.counts("q") == {"pending": 1, "scheduled": 1}
+
+    run(backend_factory, body)
+
+
+def test_push_is_atomic(backend_factory: Callable[[], Backend]) -> None:
+    async def body(b: Backend) -> None:
+        existing = rec()
+        await b.push([existing])
+        fresh = rec()
+        with pytest.raises(BackendError):
+            await b.push([fresh, rec(id=existing.id)])
+        assert await b.get([fresh.id]) == []
+
+    run(backend_factory, body)
+
+
+def test_claim_leases_due_records_oldest_first(backend_factory: Callable[[], Backend]) -> None:
+    async def body(b: Backend) -> None:
+        late = rec(run_at=NOW - 1)
+        early = rec(run_at=NOW - 10)
+        future = rec(run_at=NOW + 100, status="scheduled")
+        other = rec(queue="other")
+        await b.push([late, early, future, other])
+        claimed = await b.claim("q", NOW, 10, LEASE, "w1")
+        assert [r.id for r in claimed] == [early.id, late.id]
+        for r in claimed:
+            assert r.status == "running"
+            assert r.attempts == 1
+            assert r.lease_until == NOW + LEASE
+            assert r.owner == "w1"
+        assert await b.claim("q", NOW, 10, LEASE, "w2") == []  # leased records are taken
+        assert [r.id for r in await b.claim("q", NOW + 100, 10, LEASE, "w2")] == [future.id]
+        assert await b.claim("q", NOW, 0, LEASE, "w2") == []
+
+    run(backend_factory, body)
+
+
+def test_claim_respects_the_limit_and_fifo(backend_factory: Callable[[], Backend]) -> None:
+    async def body(b: Backend) -> None:
+        records = [rec() for _ in range(10)]
+        await b.push(records)
+        first = await b.claim("q", NOW, 4, LEASE, "w")
+        second = await b.claim("q", NOW, 100, LEASE, "w")
+        assert [r.id for r in first + second] == [r.id for r in records]
+
+    run(backend_factory, body)
+
+
+def test_settle_success_and_fencing(backend_factory: Callable[[], Backend]) -> None:
+    async def body(b: Backend) -> None:
+        await b.push([rec(), rec()])
+        one, two = await b.claim("q", NOW, 2, LEASE, "w")
+        refused = await b.settle(
+            [
+                Settlement(one.id, one.attempts, Outcome.SUCCEEDED, NOW + 1, result=b"42"),
+                Settlement(two.id, two.attempts + 1, Outcome.SUCCEEDED, NOW + 1),  # stale token
+            ]
+        )
+        assert refused == [two.id]
+        (done,) = await b.get([one.id])
+        (still,) = await b.get([two.id])
+        assert done.status == "succeeded"
+        assert done.result == b"42"
+        assert done.finished_at == NOW + 1
+        assert still.status == "running"
+        assert await b.settle([Settlement(one.id, one.attempts, Outcome.FAILED, NOW)]) == [one.id]
+
+    run(backend_factory, body)
+
+
+def test_retry_waits_until_run_at(backend_factory: Callable[[], Backend]) -> None:
+    async def body(b: Backend) -> None:
+        await b.push([rec()])
+        (r,) = await b.claim("q", NOW, 1, LEASE, "w")
+        await b.settle([Settlement(r.id, 1, Outcome.RETRY, NOW, run_at=NOW + 60, error="boom")])
+        (stored,) = await b.get([r.id])
+        assert stored.status == "retrying"
+        assert stored.error == "boom"
+        assert await b.next_due("q") == NOW + 60
+        assert await b.claim("q", NOW + 59, 1, LEASE, "w") == []
+        (again,) = await b.claim("q", NOW + 60, 1, LEASE, "w")
+        assert again.attempts == 2
+
+    run(backend_factory, body)
+
+
+@pytest.mark.parametrize(
+    ("outcome", "status"),
+    [(Outcome.FAILED, "failed"), (Outcome.CANCELLED, "cancelled"), (Outcome.DEAD, "dead")],
+)
+def test_final_outcomes(
+    backend_factory: Callable[[], Backend], outcome: Outcome, status: str
+) -> None:
+    async def body(b: Backend) -> None:
+        await b.push([rec()])
+        (r,) = await b.claim("q", NOW, 1, LEASE, "w")
+        await b.settle([Settlement(r.id, 1, outcome, NOW, error="E", reason="why")])
+        (stored,) = await b.get([r.id])
+        assert (stored.status, stored.error, stored.reason) == (status, "E", "why")
+        assert await b.claim("q", NOW + 10**6, 1, LEASE, "w") == []
+
+    run(backend_factory, body)
+
+
+def test_keep_zero_forgets_and_purge_expires(backend_factory: Callable[[], Backend]) -> None:
+    async def body(b: Backend) -> None:
+        await b.push([rec(), rec()])
+        one, two = await b.claim("q", NOW, 2, LEASE, "w")
+        await b.settle(
+            [
+                Settlement(one.id, 1, Outcome.SUCCEEDED, NOW, keep=0),
+                Settlement(two.id, 1, Outcome.SUCCEEDED, NOW, keep=100),
+            ]
+        )
+        assert await b.get([one.id]) == []
+        assert await b.purge_finished(NOW + 99) == 0
+        assert len(await b.get([two.id])) == 1
+        assert await b.purge_finished(NOW + 101) == 1
+        assert await b.get([two.id]) == []
+
+    run(backend_factory, body)
+
+
+def test_heartbeat_extends_and_reports(backend_factory: Callable[[], Backend]) -> None:
+    async def body(b: Backend) -> None:
+        await b.push([rec(), rec()])
+        one, two = await b.claim("q", NOW, 2, LEASE, "w")
+        assert await b.cancel(two.id, NOW) == "requested"
+        lost, cancel = await b.heartbeat([(one.id, 1), (two.id, 1), ("gone", 1)], NOW + 20, LEASE)
+        assert lost == ["gone"]
+        assert cancel == [two.id]
+        (stored,) = await b.get([one.id])
+        assert stored.lease_until == NOW + 20 + LEASE
+        assert await b.reap("q", NOW + 40, 3) == (0, 0)  # the renewed lease has not expired
+        lost, _ = await b.heartbeat([(one.id, 7)], NOW, LEASE)
+        assert lost == [one.id]
+
+    run(backend_factory, body)
+
+
+def test_reaper_requeues_expired_leases_and_fences_the_old_owner(
+    backend_factory: Callable[[], Backend],
+) -> None:
+    async def body(b: Backend) -> None:
+        await b.push([rec()])
+        (r,) = await b.claim("q", NOW, 1, LEASE, "dead-worker")
+        assert await b.reap("q", NOW + LEASE - 1, 3) == (0, 0)
+        assert await b.reap("q", NOW + LEASE + 1, 3) == (1, 0)
+        (again,) = await b.claim("q", NOW + LEASE + 1, 1, LEASE, "w2")
+        assert again.id == r.id
+        assert again.attempts == 2
+        assert again.crashes == 1
+        late = Settlement(r.id, r.attempts, Outcome.SUCCEEDED, NOW + 50)
+        assert await b.settle([late]) == [r.id]  # the paused worker is refused
+        assert await b.settle([Settlement(r.id, 2, Outcome.SUCCEEDED, NOW + 50)]) == []
+
+    run(backend_factory, body)
+
+
+def test_crash_budget_dead_letters(backend_factory: Callable[[], Backend]) -> None:
+    async def body(b: Backend) -> None:
+        await b.push([rec()])
+        now = NOW
+        for crash in range(1, 4):
+            (r,) = await b.claim("q", now, 1, LEASE, f"w{crash}")
+            now += LEASE + 1
+            requeued, dead = await b.reap("q", now, 3)
+            assert (requeued, dead) == ((1, 0) if crash < 3 else (0, 1))
+        (stored,) = await b.get([r.id])
+        assert stored.status == "dead"
+        assert stored.reason == "crashed_worker"
+        assert stored.crashes == 3
+
+    run(backend_factory, body)
+
+
+def test_cancel(backend_factory: Callable[[], Backend]) -> None:
+    async def body(b: Backend) -> None:
+        waiting, running = rec(), rec()
+        await b.push([running])
+        await b.claim("q", NOW, 1, LEASE, "w")
+        await b.push([waiting])
+        assert await b.cancel(waiting.id, NOW) == "cancelled"
+        assert await b.cancel(running.id, NOW) == "requested"
+        assert await b.cancel("nope", NOW) == "unknown"
+        assert await b.claim("q", NOW + 10, 5, LEASE, "w") == []
+        await b.settle([Settlement(running.id, 1, Outcome.CANCELLED, NOW)])
+        assert await b.cancel(running.id, NOW) == "finished"
+        assert await b.counts("q") == {"cancelled": 2}
+
+    run(backend_factory, body)
+
+
+def test_next_due_and_counts(backend_factory: Callable[[], Backend]) -> None:
+    async def body(b: Backend) -> None:
+        assert await b.next_due("q") is None
+        await b.push([rec(run_at=NOW + 5), rec(run_at=NOW + 3), rec(queue="x", run_at=NOW)])
+        assert await b.next_due("q") == NOW + 3
+        assert await b.counts("q") == {"pending": 2}
+
+    run(backend_factory, body)
+
+
+def test_wait_returns_on_push_or_timeout(backend_factory: Callable[[], Backend]) -> None:
+    async def body(b: Backend) -> None:
+        started = time.monotonic()
+        await b.wait("q", 0.05)
+        assert time.monotonic() - started >= 0.009
+        waiter = asyncio.create_task(b.wait("q", 5.0))
+        await asyncio.sleep(0.01)
+        await b.push([rec()])
+        await asyncio.wait_for(waiter, 1.0)
+
+    run(backend_factory, body)
+
+
+def test_two_handles_never_claim_the_same_record(backend_factory: Callable[[], Backend]) -> None:
+    """Several workers (separate backend objects on one store) claiming at once."""
+
+    async def body(b: Backend) -> None:
+        records = [rec() for _ in range(300)]
+        await b.push(records)
+        others = [backend_factory() for _ in range(3)]
+        for other in others:
+            await other.open()
+        seen: list[str] = []
+
+        async def worker(handle: Backend, name: str) -> None:
+            while batch := await handle.claim("q", NOW, 7, LEASE, name):
+                seen.extend(r.id for r in batch)
+
+        await asyncio.gather(*(worker(h, f"w{i}") for i, h in enumerate([b, *others])))
+        for other in others:
+            if other is not b:
+                await other.close()
+        assert sorted(seen) == sorted(r.id for r in records)
+
+    run(backend_factory, body)
