@@ -17,16 +17,24 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any, ParamSpec, TypeVar, Unpack, overload
 
 from . import _global
+from ._durable import DurableSettings
 from ._global import global_queue, reset_global_queue
 from .clock import Clock, FakeClock, SystemClock
+from .codec import Codec, JSONCodec, PickleCodec
 from .errors import (
     AlreadyComplete,
+    BackendError,
+    BackendUnavailable,
+    DecodeError,
     DoNotRetry,
     DoWorkError,
     MaxRetriesExceeded,
+    NotRegistered,
+    NotSerializable,
     QueueFull,
     QueueShuttingDown,
     TaskCancelled,
+    TaskFailed,
     TaskFrozen,
     TaskNotDone,
     TaskTimeout,
@@ -62,6 +70,11 @@ __all__ = [
     "ajoin",
     "current_task",
     "default_concurrency",
+    # durable queues
+    "DurableSettings",
+    "Codec",
+    "JSONCodec",
+    "PickleCodec",
     # policies and time
     "RetryPolicy",
     "Backoff",
@@ -81,10 +94,16 @@ __all__ = [
     "QueueShuttingDown",
     "QueueFull",
     "TaskCancelled",
+    "TaskFailed",
     "TaskFrozen",
     "TaskNotDone",
     "TaskTimeout",
     "UnknownTask",
+    "NotRegistered",
+    "NotSerializable",
+    "DecodeError",
+    "BackendError",
+    "BackendUnavailable",
     "__version__",
 ]
 

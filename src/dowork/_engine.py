@@ -59,6 +59,9 @@ _CANCEL: Any = object()  # the runner mark of a task cancelled while running
 class Engine:
     """Loop-side core of a ``Queue``; see the module docstring."""
 
+    #: Whether tasks go through a durable backend (``_durable.BackendEngine``).
+    durable = False
+
     def __init__(
         self,
         name: str,
@@ -296,6 +299,17 @@ class Engine:
         """Return the task with this id, if known."""
         return self._by_id.get(task_id)
 
+    def watch(self, task: Task[Any]) -> None:
+        """Someone waits for ``task``; a durable engine polls for outcomes from other workers."""
+
+    def cancel_handle(self, task: Task[Any]) -> bool:
+        """Cancel from any thread (``Task.cancel``)."""
+        return self.call(self.cancel_task, task)
+
+    async def acancel_handle(self, task: Task[Any]) -> bool:
+        """Cancel from any event loop (``Task.acancel``)."""
+        return await self.acall(self.cancel_task, task)
+
     # -- timers and the pump ---------------------------------------------------------------
 
     def _push(self, when: float, item: Task[Any] | Schedule) -> None:
@@ -512,6 +526,12 @@ class Engine:
         task._status = _RETRYING
         for hook in self._hooks["on_retry"]:
             self._call_hook(hook, task, error, delay)
+        self._retry_later(task, when, delay, error)
+
+    def _retry_later(
+        self, task: Task[Any], when: float, delay: float, error: BaseException
+    ) -> None:
+        """Queue a failed task's next attempt for ``when`` (the durable engine overrides)."""
         if delay <= 0 and self.serving:
             self._ready.append(task)
         else:

@@ -16,6 +16,7 @@ The hierarchy::
      ├── NotRegistered         a durable queue was given a function it has no name for
      ├── NotSerializable       arguments or a result the queue's codec cannot encode
      ├── DecodeError           stored bytes the codec cannot decode (keeps the bytes)
+     ├── TaskFailed            a task run by another process failed (its error, as text)
      └── BackendError          the backend failed (also BackendUnavailable: cannot reach it)
 """
 
@@ -31,6 +32,7 @@ __all__ = [
     "MaxRetriesExceeded",
     "NotRegistered",
     "NotSerializable",
+    "TaskFailed",
     "QueueFull",
     "QueueShuttingDown",
     "TaskCancelled",
@@ -128,3 +130,16 @@ class BackendError(DoWorkError):
 
 class BackendUnavailable(BackendError, ConnectionError):
     """The backend cannot be reached (Redis down, SQLite file locked past the busy timeout)."""
+
+
+class TaskFailed(DoWorkError):
+    """A durable task ended unsuccessfully in some worker process.
+
+    The original exception object lives in that process; this one carries its description
+    (``type: message``) and the final status (``failed``, ``dead`` or ``cancelled``).
+    """
+
+    def __init__(self, message: str, status: str = "failed", reason: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason

@@ -11,6 +11,7 @@ from collections.abc import Callable, Coroutine
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Self, TypeVar, Unpack
 
+from .registry import default_name
 from .schedule import Cron, Every
 from .scheduling import Schedule
 from .task import Task, TaskOptions
@@ -36,12 +37,16 @@ class TaskFunction(Generic[P, R]):
         fn: Callable[P, Coroutine[Any, Any, R]] | Callable[P, R],
         queue: Queue | None,
         options: TaskOptions,
+        name: str | None = None,
     ) -> None:
         if not callable(fn):
             raise TypeError(f"@task needs a function, not {fn!r}")
         template: Task[Any] = Task(fn, **options)  # validates every option once
         self.fn = fn
         self.queue = queue
+        #: The registered name a durable queue stores (``module:qualname`` unless given).
+        self.name = name if name is not None else default_name(fn)
+        self.explicit_name = name is not None
         self.options = options
         self._template = template
         self._dowork_is_async = template.is_async
@@ -100,7 +105,7 @@ class TaskFunction(Generic[P, R]):
     def with_options(self, **options: Unpack[TaskOptions]) -> Self:
         """Return a copy of this task function with some options changed."""
         merged: TaskOptions = {**self.options, **options}
-        return type(self)(self.fn, self.queue, merged)
+        return type(self)(self.fn, self.queue, merged, self.name if self.explicit_name else None)
 
     def __repr__(self) -> str:
         where = self.queue.name if self.queue is not None else "global"
@@ -124,12 +129,19 @@ class AsyncTaskFunction(TaskFunction[P, R]):
 
 
 def make_task_function(
-    fn: Callable[..., Any], queue: Queue | None, options: TaskOptions
+    fn: Callable[..., Any], queue: Queue | None, options: TaskOptions, name: str | None = None
 ) -> TaskFunction[..., Any]:
-    """Wrap ``fn`` in the sync or async task function class that fits it."""
+    """Wrap ``fn`` in the sync or async task function class that fits it.
+
+    On a durable queue the function is registered under its name at once, so mistakes (a
+    lambda, a duplicate name) are reported where the task is declared.
+    """
     from .task import is_async_callable
 
     if not callable(fn):
         raise TypeError(f"@task needs a function, not {fn!r}")
     cls = AsyncTaskFunction if is_async_callable(fn) else SyncTaskFunction
-    return cls(fn, queue, options)
+    task_function = cls(fn, queue, options, name)
+    if queue is not None:
+        queue._register(task_function)
+    return task_function

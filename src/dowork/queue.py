@@ -18,11 +18,15 @@ from inspect import CO_COROUTINE
 from types import FunctionType, TracebackType
 from typing import Any, ParamSpec, Self, TypeVar, Unpack, overload
 
+from ._durable import BackendEngine, DurableSettings
 from ._engine import Engine
+from .backends import Backend, open_backend
 from .clock import Clock, SystemClock
+from .codec import Codec, JSONCodec
 from .errors import QueueFull, QueueShuttingDown, UnknownTask
 from .function import AsyncTaskFunction, SyncTaskFunction, TaskFunction, make_task_function
 from .hooks import Hooks, LoggingHooks
+from .registry import Registry
 from .retry import DEFAULT_POLICY, RetryPolicy
 from .schedule import Cron, Every, Trigger
 from .scheduling import Schedule
@@ -69,6 +73,9 @@ class Queue:
         hooks: Iterable[Hooks] = (),
         log: bool = True,
         keep_finished: int = 10_000,
+        backend: Backend | str | None = None,
+        codec: Codec | None = None,
+        durable: DurableSettings | None = None,
     ) -> None:
         if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise ValueError(
@@ -87,16 +94,32 @@ class Queue:
                 raise TypeError(f"hooks must be dowork.Hooks instances, not {hook!r}")
         if log:
             hook_list.insert(0, LoggingHooks())
-        self._engine = Engine(
-            name,
-            concurrency=concurrency,
-            maxsize=maxsize,
-            clock=clock if clock is not None else SystemClock(),
-            retry=retry if retry is not None else DEFAULT_POLICY,
-            rng=rng if rng is not None else random.Random(),
-            hooks=hook_list,
-            keep_finished=keep_finished,
-        )
+        options: dict[str, Any] = {
+            "concurrency": concurrency,
+            "maxsize": maxsize,
+            "clock": clock if clock is not None else SystemClock(),
+            "retry": retry if retry is not None else DEFAULT_POLICY,
+            "rng": rng if rng is not None else random.Random(),
+            "hooks": hook_list,
+            "keep_finished": keep_finished,
+        }
+        self._registry = Registry()
+        self._engine: Engine
+        if backend is None:
+            if codec is not None or durable is not None:
+                raise ValueError("codec= and durable= only apply to a queue with a backend=")
+            self._engine = Engine(name, **options)
+        else:
+            if maxsize:
+                raise ValueError("maxsize= applies to in-memory queues; a backend holds the tasks")
+            self._engine = BackendEngine(
+                name,
+                backend=open_backend(backend) if isinstance(backend, str) else backend,
+                codec=codec if codec is not None else JSONCodec(),
+                registry=self._registry,
+                settings=durable if durable is not None else DurableSettings(),
+                **options,
+            )
 
     # -- properties ------------------------------------------------------------------------
 
@@ -120,6 +143,27 @@ class Queue:
     def clock(self) -> Clock:
         """The queue's clock."""
         return self._engine.clock
+
+    @property
+    def durable(self) -> bool:
+        """Whether tasks go through a backend (named tasks only) rather than memory."""
+        return self._engine.durable
+
+    @property
+    def backend(self) -> Backend | None:
+        """The backend holding this queue's tasks, or None for an in-memory queue."""
+        engine = self._engine
+        return engine.backend if isinstance(engine, BackendEngine) else None
+
+    @property
+    def registry(self) -> Registry:
+        """The task functions declared on this queue with ``@queue.task``, by name."""
+        return self._registry
+
+    def _register(self, task_function: TaskFunction[..., Any]) -> None:
+        """Record a task function declared on this queue (durable queues need its name)."""
+        if self._engine.durable:
+            self._registry.add(task_function, task_function.explicit_name)
 
     @property
     def running(self) -> bool:
@@ -159,7 +203,12 @@ class Queue:
             TypeError: ``fn`` is not callable.
         """
         engine = self._engine
-        if type(fn) is FunctionType and engine.capacity is None and engine.accepting:
+        if (
+            type(fn) is FunctionType
+            and engine.capacity is None
+            and engine.accepting
+            and not engine.durable
+        ):
             task: Task[Any] = Task._fast(
                 fn, args, kwargs or _EMPTY, bool(fn.__code__.co_flags & CO_COROUTINE)
             )  # the hot path: a plain function on an unbounded queue
@@ -215,6 +264,11 @@ class Queue:
         if not isinstance(task, Task):
             raise TypeError(f"aenqueue() takes a dowork.Task; use asubmit() for {task!r}")
         engine = self._engine
+        if isinstance(engine, BackendEngine):
+            engine.check_new(task)
+            task._frozen = True
+            await engine.aenqueue(task)
+            return task
         cap = engine.capacity
         if cap is None or cap.try_acquire():
             return self._put(task, False, None, reserved=cap is not None)
@@ -316,6 +370,11 @@ class Queue:
     def schedule(self, trigger: Trigger, factory: Callable[[], Task[Any]]) -> Schedule:
         """Start a recurring schedule that enqueues ``factory()`` at each firing of ``trigger``."""
         engine = self._engine
+        if engine.durable:
+            raise NotImplementedError(
+                "recurring schedules on a durable queue (fired once across all workers) are "
+                "not available yet; use an in-memory queue that submits to the durable one"
+            )
         if not engine.accepting:
             raise QueueShuttingDown(f"queue {self.name!r} is shutting down")
         probe = factory()
@@ -330,22 +389,36 @@ class Queue:
     @overload
     def task(self, fn: Callable[P, R], /) -> SyncTaskFunction[P, R]: ...
     @overload
-    def task(self, /, **options: Unpack[TaskOptions]) -> _Decorator: ...
-    def task(self, fn: Callable[..., Any] | None = None, /, **options: Unpack[TaskOptions]) -> Any:
+    def task(self, /, *, name: str | None = None, **options: Unpack[TaskOptions]) -> _Decorator: ...
+    def task(
+        self,
+        fn: Callable[..., Any] | None = None,
+        /,
+        *,
+        name: str | None = None,
+        **options: Unpack[TaskOptions],
+    ) -> Any:
         """Decorate a function as a typed task of this queue: ``@queue.task(retries=3)``.
 
         Takes the same options as ``Task``; ``fn.submit(...)`` then enqueues with the
         function's own parameters, checked by mypy.
         """
         if fn is not None:
-            return make_task_function(fn, self, options)
-        return _Decorator(self, options)
+            return make_task_function(fn, self, options, name)
+        return _Decorator(self, options, name)
 
     # -- looking tasks up ------------------------------------------------------------------
 
     def get(self, task_id: str) -> Task[Any] | None:
-        """Return the task with this id, or None (finished tasks are kept ``keep_finished``)."""
-        return self._engine.get(task_id)
+        """Return the task with this id, or None (finished tasks are kept ``keep_finished``).
+
+        On a durable queue the backend is asked too, so a task enqueued or run by another
+        process is found; its handle shows the stored status, attempts and outcome.
+        """
+        engine = self._engine
+        if isinstance(engine, BackendEngine):
+            return engine.lookup(task_id)
+        return engine.get(task_id)
 
     def status(self, task_id: str) -> TaskStatus:
         """Return the status of the task with this id.
@@ -353,10 +426,18 @@ class Queue:
         Raises:
             UnknownTask: no such task (or it was forgotten after retention).
         """
-        task = self._engine.get(task_id)
+        task = self.get(task_id)
         if task is None:
             raise UnknownTask(f"no task {task_id!r} in queue {self.name!r}")
         return task.status
+
+    def cancel(self, task_id: str) -> bool:
+        """Cancel a task by id (on a durable queue, whichever process holds it).
+
+        Returns False if the task is unknown or already finished.
+        """
+        task = self.get(task_id)
+        return task.cancel() if task is not None else False
 
     # -- driving ---------------------------------------------------------------------------
 
@@ -459,7 +540,7 @@ class Queue:
         engine = self._engine
         if engine.closed:
             return True
-        if not engine.started:
+        if not engine.started and not engine.durable:
             raise RuntimeError(
                 f"queue {self.name!r} was never started; call start() first, or drive it with "
                 "dispatch() until it returns False"
@@ -474,7 +555,7 @@ class Queue:
         engine = self._engine
         if engine.closed:
             return True
-        if not engine.started:
+        if not engine.started and not engine.durable:
             raise RuntimeError(f"queue {self.name!r} was never started; call start() first")
         engine.accepting = False
         clean = await engine.arun_on_home(engine.shutdown(timeout))
@@ -508,10 +589,11 @@ class Queue:
 class _Decorator:
     """What ``queue.task(**options)`` returns: applied to a function, gives a TaskFunction."""
 
-    def __init__(self, queue: Queue | None, options: TaskOptions) -> None:
+    def __init__(self, queue: Queue | None, options: TaskOptions, name: str | None = None) -> None:
         Task(_noop, **options)  # validate the options where the decorator is written
         self._queue = queue
         self._options = options
+        self._name = name
 
     @overload
     def __call__(  # type: ignore[overload-overlap]
@@ -520,7 +602,7 @@ class _Decorator:
     @overload
     def __call__(self, fn: Callable[P, R], /) -> SyncTaskFunction[P, R]: ...
     def __call__(self, fn: Callable[..., Any], /) -> TaskFunction[..., Any]:
-        return make_task_function(fn, self._queue, self._options)
+        return make_task_function(fn, self._queue, self._options, self._name)
 
 
 _EMPTY: Mapping[str, Any] = {}

@@ -71,6 +71,7 @@ class TaskStatus(StrEnum):
     SUCCEEDED = "succeeded"  #: an attempt returned; the result is available
     FAILED = "failed"  #: the last attempt failed and no further attempt will be made
     CANCELLED = "cancelled"  #: cancelled before it could finish
+    DEAD = "dead"  #: dead-lettered: could not run (unknown name, bad payload, crashed workers)
 
     @property
     def final(self) -> bool:
@@ -78,7 +79,7 @@ class TaskStatus(StrEnum):
         return self in _FINAL
 
 
-_FINAL = frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED})
+_FINAL = frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.DEAD})
 
 
 def current_task() -> Task[Any]:
@@ -450,6 +451,7 @@ class Task(Generic[R]):
                 "blocking on a task from its queue's event loop would deadlock; "
                 "use 'await task' or 'await task.aresult()' there"
             )
+        engine.watch(self)
         event = threading.Event()
         self._add_waiter(event)
         if self._finished:
@@ -485,6 +487,7 @@ class Task(Generic[R]):
             loop = asyncio.get_running_loop()
             future: asyncio.Future[None] = loop.create_future()
             self._add_waiter((loop, future))
+            self._engine.watch(self)
             if not self._finished:
                 try:
                     async with asyncio.timeout(timeout):
@@ -543,14 +546,14 @@ class Task(Generic[R]):
         engine = self._engine
         if engine is None or self.done:
             return False
-        return engine.call(engine.cancel_task, self)
+        return engine.cancel_handle(self)
 
     async def acancel(self) -> bool:
         """``cancel()`` for async callers: never blocks the caller's event loop."""
         engine = self._engine
         if engine is None or self.done:
             return False
-        return await engine.acall(engine.cancel_task, self)
+        return await engine.acancel_handle(self)
 
     def __repr__(self) -> str:
         tid = self._id or "?"

@@ -6,8 +6,48 @@ backend (``dowork[redis]``) is imported only when asked for.
 
 from __future__ import annotations
 
+from urllib.parse import unquote, urlsplit
+
 from ._protocol import Backend, Outcome, Record, Settlement
 from .memory import MemoryBackend
 from .sqlite import SQLiteBackend
 
-__all__ = ["Backend", "MemoryBackend", "Outcome", "Record", "SQLiteBackend", "Settlement"]
+__all__ = [
+    "Backend",
+    "MemoryBackend",
+    "Outcome",
+    "Record",
+    "SQLiteBackend",
+    "Settlement",
+    "open_backend",
+]
+
+
+def open_backend(url: str) -> Backend:
+    """Build a backend from a URL.
+
+    ``sqlite:///abs/path.db`` or ``sqlite:relative.db`` (a file), ``memory://`` (in-process),
+    ``redis://[user:password@]host:port/db`` or ``rediss://...`` (needs ``dowork[redis]``).
+
+    Raises:
+        ValueError: an unknown scheme or a URL without the parts it needs.
+    """
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme == "sqlite":
+        path = unquote(parts.netloc + parts.path) if parts.netloc else unquote(parts.path)
+        if not path:
+            raise ValueError(
+                f"a sqlite URL needs a file path, e.g. sqlite:///var/dowork.db: {url!r}"
+            )
+        return SQLiteBackend(path)
+    if scheme == "memory":
+        return MemoryBackend()
+    if scheme in ("redis", "rediss", "unix"):
+        from .redis import RedisBackend  # type: ignore[import-not-found, unused-ignore]
+
+        backend: Backend = RedisBackend(url)
+        return backend
+    raise ValueError(
+        f"unknown backend URL {url!r}: use sqlite:///path.db, redis://host:port/0 or memory://"
+    )

@@ -1,0 +1,71 @@
+"""Task names: how a durable queue refers to functions without storing code.
+
+A durable backend stores a task's registered *name*; the worker process that claims it looks
+the name up here to find the function. Only functions declared with ``@queue.task`` are in the
+registry, so a message can never make a worker run arbitrary code.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .errors import NotRegistered
+
+if TYPE_CHECKING:
+    from .function import TaskFunction
+
+__all__ = ["Registry", "default_name"]
+
+
+def default_name(fn: Any) -> str:
+    """Return ``module:qualname`` for a function, the default registered name."""
+    module = getattr(fn, "__module__", None) or "?"
+    qualname = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    return f"{module}:{qualname}"
+
+
+class Registry:
+    """Maps task names to task functions (and back) for one queue."""
+
+    def __init__(self) -> None:
+        self._by_name: dict[str, TaskFunction[..., Any]] = {}
+        self._by_fn: dict[int, tuple[Any, str]] = {}
+
+    def add(self, task_function: TaskFunction[..., Any], explicit: bool) -> None:
+        """Register a task function under its name.
+
+        Raises:
+            NotRegistered: the function is a lambda or a nested function without an explicit
+                ``name=`` (another process could not find it).
+            ValueError: another function already has that name.
+        """
+        name = task_function.name
+        if not explicit and ("<locals>" in name or "<lambda>" in name):
+            raise NotRegistered(
+                f"{name} is a lambda or a nested function; a durable queue can only run "
+                "module-level functions (or pass name='...' and define it in the worker too)"
+            )
+        existing = self._by_name.get(name)
+        if existing is not None and existing.fn is not task_function.fn:
+            raise ValueError(f"a different task is already registered as {name!r}")
+        self._by_name[name] = task_function
+        self._by_fn[id(task_function.fn)] = (task_function.fn, name)
+        self._by_fn[id(task_function)] = (task_function, name)
+
+    def get(self, name: str) -> TaskFunction[..., Any] | None:
+        """Return the task function registered as ``name``."""
+        return self._by_name.get(name)
+
+    def name_of(self, fn: Any) -> str | None:
+        """Return the registered name of ``fn`` (a task function or the function it wraps)."""
+        found = self._by_fn.get(id(fn))
+        if found is None or found[0] is not fn:
+            return None
+        return found[1]
+
+    def names(self) -> list[str]:
+        """All registered names, sorted."""
+        return sorted(self._by_name)
+
+    def __len__(self) -> int:
+        return len(self._by_name)

@@ -1,0 +1,329 @@
+"""A queue on the SQLite backend: named tasks, leases, several processes, crashes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import dowork
+from dowork import DurableSettings, FakeClock, Queue, Task, TaskStatus
+from dowork.backends import Record, SQLiteBackend
+
+ROOT = Path(__file__).resolve().parents[2]
+WAIT = 10.0
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "tasks.sqlite3"
+
+
+@pytest.fixture
+def queues(db: Path) -> Iterator[Callable[..., Queue]]:
+    made: list[Queue] = []
+
+    def make(**options: Any) -> Queue:
+        options.setdefault("backend", f"sqlite:///{db}")
+        options.setdefault("log", False)
+        options.setdefault("durable", DurableSettings(lease=2.0, maintenance=0.25))
+        queue = Queue("jobs", **options)
+        made.append(queue)
+        return queue
+
+    yield make
+    for queue in made:
+        queue.shutdown(timeout=2)
+
+
+def declare(queue: Queue) -> dict[str, Any]:
+    """Declare the same three tasks on a queue (as each process would import them)."""
+
+    @queue.task(name="add")
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    @queue.task(name="boom", retries=2, backoff="fixed", base_delay=10)
+    def boom() -> None:
+        raise OSError("always")
+
+    @queue.task(name="nap")
+    async def nap(seconds: float) -> str:
+        await asyncio.sleep(seconds)
+        return "rested"
+
+    return {"add": add, "boom": boom, "nap": nap}
+
+
+def test_submit_run_and_read_back(queues: Callable[..., Queue]) -> None:
+    queue = queues()
+    tasks = declare(queue)
+    queue.start()
+    handle = tasks["add"].submit(2, 3)
+    assert handle.result(WAIT) == 5
+    assert queue.status(handle.id) is TaskStatus.SUCCEEDED
+
+
+def test_closures_and_unencodable_arguments_are_refused_at_enqueue(
+    queues: Callable[..., Queue], db: Path
+) -> None:
+    queue = queues()
+    tasks = declare(queue)
+    with pytest.raises(dowork.NotRegistered, match="not a registered task"):
+        queue.submit(lambda: 1)
+
+    def local() -> None: ...
+
+    with pytest.raises(dowork.NotRegistered, match="nested function"):
+        queue.task(local)
+    with pytest.raises(dowork.NotSerializable):
+        tasks["add"].submit(object(), 1)  # type: ignore[arg-type]
+    with pytest.raises(dowork.NotSerializable, match="after-callback"):
+        queue.enqueue(Task(tasks["add"].fn, args=(1, 2), after=lambda t: None))
+    with pytest.raises(ValueError, match="already registered"):
+        queue.task(name="add")(lambda: None)
+    assert asyncio.run(_counts(db)) == {}
+
+
+async def _counts(db: Path) -> dict[str, int]:
+    backend = SQLiteBackend(db)
+    try:
+        return await backend.counts("jobs")
+    finally:
+        await backend.close()
+
+
+def test_retries_follow_the_fake_clock_and_are_stored(
+    queues: Callable[..., Queue], db: Path
+) -> None:
+    clock = FakeClock()
+    queue = queues(clock=clock)
+    tasks = declare(queue)
+    handle = tasks["boom"].submit()
+    assert queue.dispatch() is True
+    assert queue.status(handle.id) is TaskStatus.RETRYING
+    assert queue.dispatch() is True  # not due yet
+    clock.advance(10)
+    assert queue.dispatch() is True
+    clock.advance(10)
+    assert queue.dispatch() is False
+    other = queues(clock=clock)
+    seen = other.get(handle.id)
+    assert seen is not None
+    assert seen.status is TaskStatus.FAILED
+    assert seen.attempts == 3
+    with pytest.raises(dowork.TaskFailed, match="MaxRetriesExceeded after 3"):
+        seen.result(0)
+
+
+def test_another_queue_object_runs_what_one_submitted(queues: Callable[..., Queue]) -> None:
+    """Producer and worker are separate objects on one file, as separate processes would be."""
+    producer, worker = queues(), queues()
+    declare(producer)
+    declare(worker)
+    handles = [producer.submit(producer.registry.get("add"), i, i) for i in range(50)]  # type: ignore[arg-type]
+    worker.start()
+    assert [h.result(WAIT) for h in handles] == [2 * i for i in range(50)]
+
+
+def test_unknown_names_and_garbage_are_dead_lettered(
+    queues: Callable[..., Queue], db: Path
+) -> None:
+    queue = queues()
+    tasks = declare(queue)
+    now = time.time()
+    garbage = [
+        Record("x1", "jobs", "no.such:task", b'{"a":[],"k":{}}', now, now),
+        Record("x2", "jobs", "add", b"\x00not json", now, now),
+        Record("x3", "jobs", "add", b'{"a":"not a list","k":{}}', now, now),
+    ]
+    asyncio.run(_push(db, garbage))
+    good = tasks["add"].submit(1, 1)
+    queue.start()
+    assert good.result(WAIT) == 2
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        statuses = {r: queue.status(r) for r in ("x1", "x2", "x3")}
+        if all(s is TaskStatus.DEAD for s in statuses.values()):
+            break
+        time.sleep(0.02)
+    assert all(s is TaskStatus.DEAD for s in statuses.values()), statuses
+    reasons = asyncio.run(_reasons(db))
+    assert reasons == {"x1": "unknown_task", "x2": "undecodable", "x3": "undecodable"}
+
+
+async def _push(db: Path, records: list[Record]) -> None:
+    backend = SQLiteBackend(db)
+    try:
+        await backend.push(records)
+    finally:
+        await backend.close()
+
+
+async def _reasons(db: Path) -> dict[str, str | None]:
+    backend = SQLiteBackend(db)
+    try:
+        return {r.id: r.reason for r in await backend.get(["x1", "x2", "x3"])}
+    finally:
+        await backend.close()
+
+
+def test_cancel_by_id_from_another_process_object(queues: Callable[..., Queue]) -> None:
+    producer, worker = queues(), queues()
+    declare(producer)
+    w = declare(worker)
+    waiting = producer.call_later(3600, producer.registry.get("add"), 1, 2)  # type: ignore[arg-type]
+    assert producer.cancel(waiting.id) is True
+    assert producer.status(waiting.id) is TaskStatus.CANCELLED
+    worker.start()
+    running = w["nap"].submit(60)
+    deadline = time.monotonic() + WAIT
+    while worker.status(running.id) is not TaskStatus.RUNNING:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert producer.cancel(running.id) is True
+    seen = producer.get(running.id)
+    assert seen is not None
+    with pytest.raises(dowork.TaskFailed, match="cancel"):
+        seen.result(WAIT)
+    assert seen.status is TaskStatus.CANCELLED
+
+
+def test_tasks_survive_a_restart(queues: Callable[..., Queue], db: Path) -> None:
+    first = queues()
+    t = declare(first)
+    handles = [t["add"].submit(i, 0) for i in range(20)]
+    assert first.shutdown(timeout=2) is True  # never started: nothing ran
+    second = queues()
+    declare(second)
+    second.start()
+    for handle in handles:
+        seen = second.get(handle.id)
+        assert seen is not None
+        assert seen.result(WAIT) == handles.index(handle)
+
+
+def test_url_and_settings_validation(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown backend URL"):
+        Queue("q", backend="ftp://nowhere")
+    with pytest.raises(ValueError, match="half the lease"):
+        DurableSettings(lease=10, maintenance=6)
+    with pytest.raises(ValueError, match="maxsize"):
+        Queue("q", backend=f"sqlite:///{tmp_path / 'x.db'}", maxsize=3)
+    with pytest.raises(ValueError, match="backend"):
+        Queue("q", codec=dowork.JSONCodec())
+    with pytest.raises(NotImplementedError, match="recurring"):
+        Queue("q", backend="memory://").every(5, print)
+
+
+# -- several processes -------------------------------------------------------------------------
+
+
+def _env(db: Path, ledger: Path, lease: float = 2.0) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        DOWORK_TEST_DB=str(db),
+        DOWORK_TEST_LEDGER=str(ledger),
+        DOWORK_TEST_LEASE=str(lease),
+        PYTHONPATH=str(ROOT),
+    )
+    return env
+
+
+def _worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    code = "from tests.durable import app; app.main()"
+    return subprocess.Popen([sys.executable, "-c", code], env=env, cwd=ROOT)
+
+
+def _wait_ledger(
+    ledger: Path, predicate: Callable[[Counter[str]], bool], timeout: float
+) -> Counter[str]:
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = ledger.read_text().splitlines() if ledger.exists() else []
+        counts = Counter(lines)
+        if predicate(counts) or time.monotonic() > deadline:
+            return counts
+        time.sleep(0.05)
+
+
+@pytest.mark.realtime
+def test_four_worker_processes_run_each_task_exactly_once(
+    db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ledger = tmp_path / "ledger.txt"
+    env = _env(db, ledger)
+    n = 20_000
+    monkeypatch.setenv("DOWORK_TEST_DB", str(db))
+    producer = Queue("app", backend=f"sqlite:///{db}", log=False)
+    record = producer.task(name="record")(_record_stub)
+    for i in range(n):
+        record.submit(i)
+    workers = [_worker(env) for _ in range(4)]
+    try:
+        counts = _wait_ledger(ledger, lambda c: sum(c.values()) >= n, 60)
+    finally:
+        for w in workers:
+            w.send_signal(signal.SIGTERM)
+        for w in workers:
+            w.wait(10)
+    done = {line: c for line, c in counts.items()}
+    assert len(done) == n, f"lost {n - len(done)}"
+    assert max(done.values()) == 1, "a task ran twice without any crash"
+    producer.shutdown(timeout=1)
+
+
+def _record_stub(n: int) -> int:  # the producer only needs the name; workers run the real one
+    return n
+
+
+@pytest.mark.realtime
+def test_sigkill_mid_task_is_recovered_by_another_worker(db: Path, tmp_path: Path) -> None:
+    ledger = tmp_path / "ledger.txt"
+    env = _env(db, ledger, lease=1.0)
+    producer = Queue("app", backend=f"sqlite:///{db}", log=False)
+    slow = producer.task(name="slow")(_slow_stub)
+    handles = [slow.submit(i, 0.5) for i in range(4)]
+    victim = _worker(env)
+    try:
+        _wait_ledger(ledger, lambda c: sum(1 for k in c if k.startswith("started")) >= 4, 20)
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(10)
+        killed_at = time.monotonic()
+        rescuer = _worker(env)
+        try:
+            counts = _wait_ledger(ledger, lambda c: all(c[f"done {i}"] >= 1 for i in range(4)), 30)
+            recovery = time.monotonic() - killed_at
+        finally:
+            rescuer.send_signal(signal.SIGTERM)
+            rescuer.wait(10)
+    finally:
+        if victim.poll() is None:
+            victim.kill()
+    assert all(counts[f"done {i}"] >= 1 for i in range(4)), counts  # nothing lost
+    twice = sum(1 for i in range(4) if counts[f"started {i}"] > 1)
+    print(f"\nSIGKILL: lost 0, started twice {twice}/4, recovered in {recovery:.2f}s")
+    assert recovery < 2 * 1.0 + 5  # within two leases plus process start-up
+    for h in handles:
+        seen = producer.get(h.id)
+        assert seen is not None
+        assert seen.result(WAIT) == handles.index(h)
+    producer.shutdown(timeout=1)
+
+
+def _slow_stub(n: int, seconds: float) -> int:
+    return n
+
+
+def _unused() -> str:
+    return json.dumps({})
