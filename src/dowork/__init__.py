@@ -19,6 +19,7 @@ from typing import Any, ParamSpec, TypeVar, Unpack, overload
 from . import _global
 from ._durable import DurableSettings
 from ._global import global_queue, reset_global_queue
+from .chain import ArgsMap, ChainFailed, ChainLog, Reentrant, StepLog, reentrant
 from .clock import Clock, FakeClock, SystemClock
 from .codec import Codec, JSONCodec, PickleCodec
 from .errors import (
@@ -70,6 +71,13 @@ __all__ = [
     "ajoin",
     "current_task",
     "default_concurrency",
+    # chained jobs (gotasks)
+    "ArgsMap",
+    "ChainFailed",
+    "ChainLog",
+    "StepLog",
+    "Reentrant",
+    "reentrant",
     # durable queues
     "DurableSettings",
     "Codec",

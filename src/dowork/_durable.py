@@ -11,6 +11,7 @@ at-least-once: a task whose worker dies runs again after its lease expires.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import os
@@ -26,6 +27,7 @@ from .codec import Codec
 from .errors import (
     BackendError,
     DecodeError,
+    DuplicateTask,
     MaxRetriesExceeded,
     NotRegistered,
     NotSerializable,
@@ -36,6 +38,7 @@ from .task import Task, TaskStatus, build_policy
 
 if TYPE_CHECKING:
     from .function import TaskFunction
+    from .scheduling import Schedule
 
 __all__ = ["BackendEngine", "DurableSettings"]
 
@@ -65,6 +68,8 @@ class DurableSettings:
         keep_result: seconds a finished record stays readable (``None``: the backend's
             default, ``0``: not stored at all).
         purge_every: how often finished records past their retention are deleted.
+        max_running: most tasks of the queue running at once across *all* worker processes
+            (gotasks' ``WithMaxLimit``), enforced by the backend at claim time.
     """
 
     lease: float = 30.0
@@ -73,6 +78,7 @@ class DurableSettings:
     batch: int = 64
     keep_result: float | None = None
     purge_every: float = 60.0
+    max_running: int | None = None
 
     def __post_init__(self) -> None:
         if self.lease <= 0 or self.maintenance <= 0:
@@ -81,6 +87,8 @@ class DurableSettings:
             raise ValueError("maintenance must be at most half the lease, or leases lapse")
         if self.crash_budget < 1 or self.batch < 1:
             raise ValueError("crash_budget and batch must be at least 1")
+        if self.max_running is not None and self.max_running < 1:
+            raise ValueError("max_running must be at least 1")
 
 
 class BackendEngine(Engine):
@@ -207,6 +215,44 @@ class BackendEngine(Engine):
         if self._h_enqueue:
             self._call_hooks(self._h_enqueue, task)
 
+    def fire_schedule(self, schedule: Schedule, planned: float) -> None:
+        """Enqueue one firing of a recurring schedule, once across every worker process.
+
+        The task id is derived from the schedule (name, trigger, arguments) and the planned
+        time, so when several workers fire the same due time only the first push is stored;
+        the others get ``DuplicateTask`` and count it in ``schedule.fired_elsewhere``.
+        """
+        task = schedule._factory()
+        task._not_before = planned
+        try:
+            record = self.prepare(task)
+        except Exception:
+            log.exception("queue %s: schedule %s cannot enqueue its task", self.name, schedule.name)
+            return
+        digest = hashlib.sha1(
+            f"{record.name}|{schedule.trigger!r}|".encode() + record.payload, usedforsecurity=False
+        ).hexdigest()[:20]
+        record.id = task._id = f"schedule:{digest}:{planned:.3f}"
+        record.run_at = planned
+        record.status = "pending"
+        task._engine = self
+        task._frozen = True
+        pushing = asyncio.get_running_loop().create_task(self._push_fired(schedule, task, record))
+        self._afters.add(pushing)
+        pushing.add_done_callback(self._afters.discard)
+
+    async def _push_fired(self, schedule: Schedule, task: Task[Any], record: Record) -> None:
+        try:
+            await self._push_record(task, record)
+        except DuplicateTask:
+            schedule.fired_elsewhere += 1
+            return
+        except BackendError as exc:
+            log.warning("queue %s: schedule %s firing lost (%r)", self.name, schedule.name, exc)
+            return
+        schedule.runs += 1
+        schedule.last_task = task
+
     # -- working ---------------------------------------------------------------------------
 
     def serve(self) -> None:
@@ -221,6 +267,8 @@ class BackendEngine(Engine):
         self._source = self._ready
         self._slot_free = asyncio.Event()
         self._fetcher = loop.create_task(self._fetch_loop())
+        if self._heap:  # recurring schedules fire from every worker (once per due time)
+            self._arm(self._heap[0][0])
 
     async def _fetch_loop(self) -> None:
         settings = self.settings
@@ -235,7 +283,12 @@ class BackendEngine(Engine):
                 free = self.concurrency - self._inflight
                 if free > 0:
                     claimed = await self.backend.claim(
-                        self.name, now, min(free, settings.batch), settings.lease, self.owner
+                        self.name,
+                        now,
+                        min(free, settings.batch),
+                        settings.lease,
+                        self.owner,
+                        settings.max_running,
                     )
                     for record in claimed:
                         self._take(record)
@@ -312,10 +365,16 @@ class BackendEngine(Engine):
         token = self._claimed.pop(task.id, None)
         self._unfinished -= 1
         if token is not None:
+            payload = None
+            if getattr(error, "resume", None) is not None:  # store where to resume from
+                try:
+                    payload = self.codec.encode({"a": list(task.args), "k": dict(task.kwargs)})
+                except NotSerializable as exc:
+                    log.warning("queue %s: cannot store resume point (%s)", self.name, exc)
             self._settle_out(
                 Settlement(
                     task.id, token, Outcome.RETRY, self.clock.now(), run_at=when,
-                    error=_describe(error),
+                    error=_describe(error), payload=payload,
                 )
             )  # fmt: skip
         self._freed()
@@ -335,6 +394,12 @@ class BackendEngine(Engine):
                     result = self.codec.encode(value)
                 except NotSerializable as exc:
                     status, value, error = TaskStatus.FAILED, None, exc
+            log_of = _chain_log_of(error)
+            if log_of is not None:  # a failed chain keeps its result log in the record
+                try:
+                    result = self.codec.encode({"chain_log": log_of})
+                except NotSerializable:
+                    result = None
             self._settle_out(
                 Settlement(
                     task.id,
@@ -495,6 +560,21 @@ class BackendEngine(Engine):
         self._apply(task, record)
         return task
 
+    def chain_log(self, task_id: str) -> Any:
+        """Read a chained job's result log from its stored record (blocking)."""
+        from .chain import ChainLog
+
+        records = self.run_on_home(self.backend.get([task_id]))
+        if not records or records[0].result is None:
+            return None
+        try:
+            data = self.codec.decode(records[0].result)
+        except DecodeError:
+            return None
+        if isinstance(data, dict) and isinstance(data.get("chain_log"), dict):
+            return ChainLog.from_dict(data["chain_log"])
+        return None
+
     # -- cancel ------------------------------------------------------------------------------
 
     def cancel_handle(self, task: Task[Any]) -> bool:
@@ -523,7 +603,9 @@ class BackendEngine(Engine):
             raise RuntimeError("dispatch() drives a queue by hand; this queue is running")
         now = self.clock.now()
         await self._maintain(now)
-        claimed = await self.backend.claim(self.name, now, 10_000, self.settings.lease, self.owner)
+        claimed = await self.backend.claim(
+            self.name, now, 10_000, self.settings.lease, self.owner, self.settings.max_running
+        )
         for record in claimed:
             self._take(record)
         if self._ready:
@@ -589,6 +671,17 @@ class BackendEngine(Engine):
             await quiet
         elif self._afters:
             await asyncio.gather(*self._afters, return_exceptions=True)
+
+
+def _chain_log_of(error: BaseException | None) -> dict[str, Any] | None:
+    """Return the chain log carried by a (possibly wrapped) ChainFailed, as plain data."""
+    while error is not None:
+        log_ = getattr(error, "log", None)
+        if log_ is not None and hasattr(log_, "to_dict"):
+            data: dict[str, Any] = log_.to_dict()
+            return data
+        error = error.__cause__ if isinstance(error, MaxRetriesExceeded) else None
+    return None
 
 
 def _describe(error: BaseException) -> str:

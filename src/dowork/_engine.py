@@ -526,6 +526,9 @@ class Engine:
         task._status = _RETRYING
         for hook in self._hooks["on_retry"]:
             self._call_hook(hook, task, error, delay)
+        resume = getattr(error, "resume", None)  # e.g. a chain resumes at its failed step
+        if isinstance(resume, tuple) and len(resume) == 2:
+            task.args, task.kwargs = tuple(resume[0]), dict(resume[1])
         self._retry_later(task, when, delay, error)
 
     def _retry_later(

@@ -17,7 +17,8 @@ The hierarchy::
      ├── NotSerializable       arguments or a result the queue's codec cannot encode
      ├── DecodeError           stored bytes the codec cannot decode (keeps the bytes)
      ├── TaskFailed            a task run by another process failed (its error, as text)
-     └── BackendError          the backend failed (also BackendUnavailable: cannot reach it)
+     └── BackendError          the backend failed (also BackendUnavailable: cannot reach it,
+                               and DuplicateTask: a task with that id exists already)
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ __all__ = [
     "BackendError",
     "BackendUnavailable",
     "DecodeError",
+    "DuplicateTask",
     "MaxRetriesExceeded",
     "NotRegistered",
     "NotSerializable",
@@ -143,3 +145,7 @@ class TaskFailed(DoWorkError):
         super().__init__(message)
         self.status = status
         self.reason = reason
+
+
+class DuplicateTask(BackendError):
+    """A task with the same id is already stored; nothing was written (ids are unique)."""

@@ -16,19 +16,20 @@ from collections.abc import Callable, Coroutine, Iterable, Mapping
 from datetime import datetime, timedelta
 from inspect import CO_COROUTINE
 from types import FunctionType, TracebackType
-from typing import Any, ParamSpec, Self, TypeVar, Unpack, overload
+from typing import Any, ParamSpec, Self, TypeVar, Unpack, cast, overload
 
 from ._durable import BackendEngine, DurableSettings
 from ._engine import Engine
 from .backends import Backend, open_backend
+from .chain import ArgsMap, ChainFailed, ChainLog, Handler, Reentrant, make_job_function
 from .clock import Clock, SystemClock
 from .codec import Codec, JSONCodec
-from .errors import QueueFull, QueueShuttingDown, UnknownTask
+from .errors import MaxRetriesExceeded, QueueFull, QueueShuttingDown, UnknownTask
 from .function import AsyncTaskFunction, SyncTaskFunction, TaskFunction, make_task_function
 from .hooks import Hooks, LoggingHooks
 from .registry import Registry
 from .retry import DEFAULT_POLICY, RetryPolicy
-from .schedule import Cron, Every, Trigger
+from .schedule import Cron, Every, Trigger, aligned
 from .scheduling import Schedule
 from .task import Task, TaskOptions, TaskStatus, is_async_callable
 
@@ -104,6 +105,7 @@ class Queue:
             "keep_finished": keep_finished,
         }
         self._registry = Registry()
+        self._jobs: dict[str, TaskFunction[[ArgsMap], ArgsMap]] = {}
         self._engine: Engine
         if backend is None:
             if codec is not None or durable is not None:
@@ -371,10 +373,7 @@ class Queue:
         """Start a recurring schedule that enqueues ``factory()`` at each firing of ``trigger``."""
         engine = self._engine
         if engine.durable:
-            raise NotImplementedError(
-                "recurring schedules on a durable queue (fired once across all workers) are "
-                "not available yet; use an in-memory queue that submits to the durable one"
-            )
+            trigger = aligned(trigger)  # every worker must agree on the firing times
         if not engine.accepting:
             raise QueueShuttingDown(f"queue {self.name!r} is shutting down")
         probe = factory()
@@ -406,6 +405,54 @@ class Queue:
         if fn is not None:
             return make_task_function(fn, self, options, name)
         return _Decorator(self, options, name)
+
+    # -- chained jobs (gotasks) -------------------------------------------------------------
+
+    def chain(
+        self, name: str, /, *handlers: Handler | Reentrant, **options: Unpack[TaskOptions]
+    ) -> TaskFunction[[ArgsMap], ArgsMap]:
+        """Register a named job made of handlers that pass an args dict along (gotasks).
+
+        ``job.submit({"k": 1})`` (or ``queue.submit_job(name, args)``) runs the handlers in
+        order; the result is the last handler's dict. A failing handler stops the job with
+        ``ChainFailed``, whose ``log`` records where it stopped; with ``retries=`` the next
+        attempt resumes at that handler with the args it had. Wrap a handler with
+        ``dowork.reentrant(h, max_times=3, sleep=0.1)`` to retry just that step.
+
+        Raises:
+            ValueError: the name is taken, or no handler is given.
+        """
+        if name in self._jobs:
+            raise ValueError(f"a job named {name!r} is already registered on {self.name!r}")
+        fn = make_job_function(name, handlers)
+        job = cast(TaskFunction[[ArgsMap], ArgsMap], make_task_function(fn, self, options, name))
+        self._jobs[name] = job
+        return job
+
+    def submit_job(self, name: str, args: Mapping[str, Any] | None = None) -> Task[ArgsMap]:
+        """Enqueue the registered job ``name`` with an args dict (gotasks' ``Enqueue``).
+
+        Raises:
+            UnknownTask: no job of that name is registered on this queue.
+        """
+        job = self._jobs.get(name)
+        if job is None:
+            raise UnknownTask(f"no job named {name!r} on queue {self.name!r}")
+        return job.submit(dict(args or {}))
+
+    def chain_log(self, task_id: str) -> ChainLog | None:
+        """Return where a failed chained job stopped (handler, args, error, times), or None.
+
+        Works across processes on a durable queue (the log is kept with the task's record).
+        """
+        engine = self._engine
+        local = engine.get(task_id)
+        if local is not None and local.done:
+            return _local_chain_log(local)
+        if isinstance(engine, BackendEngine):
+            found: ChainLog | None = engine.chain_log(task_id)
+            return found
+        return None
 
     # -- looking tasks up ------------------------------------------------------------------
 
@@ -606,6 +653,15 @@ class _Decorator:
 
 
 _EMPTY: Mapping[str, Any] = {}
+
+
+def _local_chain_log(task: Task[Any]) -> ChainLog | None:
+    error = task._error
+    while error is not None:
+        if isinstance(error, ChainFailed):
+            return error.log
+        error = error.__cause__ if isinstance(error, MaxRetriesExceeded) else None
+    return None
 
 
 def _noop() -> None:

@@ -6,7 +6,8 @@ parsed by ``cronsim`` (the parser behind healthchecks.io), never by hand.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Protocol
 from zoneinfo import ZoneInfo
@@ -15,7 +16,14 @@ from cronsim import CronSim, CronSimError
 
 from .retry import seconds
 
-__all__ = ["Cron", "Every", "Trigger"]
+__all__ = ["Cron", "Every", "Trigger", "aligned"]
+
+
+def aligned(trigger: Trigger) -> Trigger:
+    """Return ``trigger`` with firing times every process agrees on (cron already does)."""
+    if isinstance(trigger, Every) and not trigger.aligned:
+        return replace(trigger, aligned=True)
+    return trigger
 
 
 class Trigger(Protocol):
@@ -27,9 +35,14 @@ class Trigger(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Every:
-    """Fire every ``interval`` seconds; the first run comes one interval after the start."""
+    """Fire every ``interval`` seconds; the first run comes one interval after the start.
+
+    With ``aligned=True`` the firings sit on a grid of multiples of ``interval`` since the
+    epoch, so every process computes the same times (durable queues use this to fire once).
+    """
 
     interval: float
+    aligned: bool = False
 
     def __post_init__(self) -> None:
         value = seconds(self.interval, "interval")
@@ -44,7 +57,9 @@ class Every:
         return cls(value if value is not None else 0.0)
 
     def next_after(self, now: float) -> float:
-        """Return ``now + interval``."""
+        """Return ``now + interval``, or the next grid point after ``now`` when aligned."""
+        if self.aligned:
+            return (math.floor(now / self.interval) + 1) * self.interval
         return now + self.interval
 
 

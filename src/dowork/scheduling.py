@@ -39,6 +39,8 @@ class Schedule:
         self.active = True
         self.runs = 0
         self.skipped = 0
+        #: Durable queues: firings another worker process enqueued first.
+        self.fired_elsewhere = 0
         self.last_task: Task[Any] | None = None
         self._next: float | None = None
 
@@ -58,6 +60,16 @@ class Schedule:
         if not self.active:
             return
         engine = self._engine
+        planned = self._next if self._next is not None else now
+        if engine.durable:
+            from ._durable import BackendEngine
+
+            assert isinstance(engine, BackendEngine)
+            engine.fire_schedule(self, planned)
+            following = self.trigger.next_after(max(now, planned))
+            self._next = following
+            engine.reschedule(self, following)
+            return
         last = self.last_task
         if (last is not None and not last.done) or (
             engine.capacity is not None and not engine.capacity.try_acquire()
@@ -70,7 +82,6 @@ class Schedule:
             engine._accept(task)
             self.runs += 1
             self.last_task = task
-        planned = self._next if self._next is not None else now
         following = self.trigger.next_after(max(now, planned))
         self._next = following
         engine.reschedule(self, following)

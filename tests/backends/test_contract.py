@@ -294,3 +294,16 @@ def test_two_handles_never_claim_the_same_record(backend_factory: Callable[[], B
         assert sorted(seen) == sorted(r.id for r in records)
 
     run(backend_factory, body)
+
+
+def test_max_running_caps_claims_across_workers(backend_factory: Callable[[], Backend]) -> None:
+    async def body(b: Backend) -> None:
+        await b.push([rec() for _ in range(5)])
+        first = await b.claim("q", NOW, 10, LEASE, "w1", max_running=2)
+        assert len(first) == 2
+        assert await b.claim("q", NOW, 10, LEASE, "w2", max_running=2) == []
+        await b.settle([Settlement(first[0].id, 1, Outcome.SUCCEEDED, NOW)])
+        assert len(await b.claim("q", NOW, 10, LEASE, "w2", max_running=2)) == 1
+        assert len(await b.claim("q", NOW, 10, LEASE, "w3")) == 2  # no cap given
+
+    run(backend_factory, body)

@@ -222,8 +222,6 @@ def test_url_and_settings_validation(tmp_path: Path) -> None:
         Queue("q", backend=f"sqlite:///{tmp_path / 'x.db'}", maxsize=3)
     with pytest.raises(ValueError, match="backend"):
         Queue("q", codec=dowork.JSONCodec())
-    with pytest.raises(NotImplementedError, match="recurring"):
-        Queue("q", backend="memory://").every(5, print)
 
 
 # -- several processes -------------------------------------------------------------------------
@@ -327,3 +325,123 @@ def _slow_stub(n: int, seconds: float) -> int:
 
 def _unused() -> str:
     return json.dumps({})
+
+
+def test_recurring_schedule_fires_once_across_workers(db: Path) -> None:
+    """Three worker objects on one file run the same schedule: each due time runs once."""
+    clock = FakeClock(1_700_000_000.0)
+    runs: list[float] = []
+    workers = []
+    for _ in range(3):
+        queue = Queue(
+            "sched",
+            backend=f"sqlite:///{db}",
+            clock=clock,
+            log=False,
+            durable=DurableSettings(lease=2.0, maintenance=0.25),
+        )
+
+        @queue.task(name="tick")
+        def tick(label: str) -> None:
+            runs.append(clock.now())
+
+        schedule = queue.every(60, tick, "a")
+        workers.append((queue, schedule))
+        queue.start()
+    try:
+        for step in range(1, 4):
+            clock.set(1_700_000_000.0 + 60 * step + 1)  # past the next grid point
+            deadline = time.monotonic() + WAIT
+            while len(runs) < step and time.monotonic() < deadline:
+                time.sleep(0.01)
+        time.sleep(0.2)
+        assert len(runs) == 3
+        fired = sum(s.runs for _, s in workers)
+        elsewhere = sum(s.fired_elsewhere for _, s in workers)
+        assert fired == 3
+        assert elsewhere == 6
+    finally:
+        for queue, _ in workers:
+            queue.shutdown(timeout=2)
+
+
+_LOADS: Counter[int] = Counter()
+
+
+def _load(args: dict[str, Any]) -> dict[str, Any]:
+    _LOADS[args["n"]] += 1
+    return args | {"loaded": True}
+
+
+_FAILS = {"left": 1}
+
+
+def _store(args: dict[str, Any]) -> dict[str, Any]:
+    if _FAILS["left"] > 0:
+        _FAILS["left"] -= 1
+        raise ConnectionError("store unavailable")
+    return args | {"stored": True}
+
+
+def _explode(args: dict[str, Any]) -> dict[str, Any]:
+    raise ValueError(f"bad input {args['n']}")
+
+
+def test_durable_chain_resumes_and_keeps_its_log(queues: Callable[..., Queue]) -> None:
+    clock = FakeClock()
+    producer, worker = queues(clock=clock), queues(clock=clock)
+    for queue in (producer, worker):
+        queue.chain("etl", _load, _store, retries=1, backoff="fixed", base_delay=5)
+        queue.chain("bad", _load, _explode)
+    _FAILS["left"] = 1
+    _LOADS.clear()
+    good = producer.submit_job("etl", {"n": 1})
+    bad = producer.submit_job("bad", {"n": 2})
+    assert worker.dispatch() is True  # etl failed at _store, retry stored with its resume point
+    clock.advance(5)
+    assert worker.dispatch() is False
+    seen = producer.get(good.id)
+    assert seen is not None
+    assert seen.result(0) == {"n": 1, "loaded": True, "stored": True}
+    assert _LOADS[1] == 1  # the retry resumed at _store, _load did not run again
+    log = producer.chain_log(bad.id)  # read back in another "process"
+    assert log is not None
+    assert (log.reached, log.args, log.error) == (
+        1,
+        {"n": 2, "loaded": True},
+        "ValueError: bad input 2",
+    )
+
+
+def test_max_running_holds_across_worker_objects(db: Path) -> None:
+    """gotasks' WithMaxLimit: at most 2 running in the whole queue, whatever the workers."""
+    import threading
+
+    lock = threading.Lock()
+    running = [0, 0]
+    workers = []
+    settings = DurableSettings(lease=2.0, maintenance=0.25, max_running=2)
+    for _ in range(3):
+        queue = Queue("cap", backend=f"sqlite:///{db}", log=False, concurrency=4, durable=settings)
+
+        @queue.task(name="work")
+        def work(n: int) -> int:
+            with lock:
+                running[0] += 1
+                running[1] = max(running[1], running[0])
+            time.sleep(0.01)
+            with lock:
+                running[0] -= 1
+            return n
+
+        workers.append((queue, work))
+    handles = [workers[0][1].submit(i) for i in range(30)]
+    for queue, _ in workers:
+        queue.start()
+    try:
+        for handle in handles:
+            assert handle.result(WAIT) == handles.index(handle)
+    finally:
+        for queue, _ in workers:
+            queue.shutdown(timeout=2)
+    assert running[1] == 2

@@ -79,6 +79,7 @@ class Settlement:
     reason: str | None = None
     result: bytes | None = None
     keep: float | None = None  #: retention of a finished record (None: the backend default)
+    payload: bytes | None = None  #: for RETRY: new arguments to resume from (a chain's step)
 
 
 @runtime_checkable
@@ -98,12 +99,20 @@ class Backend(Protocol):
         """Store new records atomically: all of them or none; return once confirmed."""
 
     async def claim(
-        self, queue: str, now: float, limit: int, lease: float, owner: str
+        self,
+        queue: str,
+        now: float,
+        limit: int,
+        lease: float,
+        owner: str,
+        max_running: int | None = None,
     ) -> list[Record]:
         """Lease up to ``limit`` due records (``run_at <= now``), oldest first.
 
         Each claimed record has ``attempts`` incremented (the fencing token), ``status``
         running, ``lease_until = now + lease`` and ``owner`` set, all in one atomic step.
+        With ``max_running``, fewer are claimed so that the queue never has more than that
+        many running records across every worker (gotasks' ``WithMaxLimit``).
         """
 
     async def settle(self, settlements: Sequence[Settlement]) -> list[str]:

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import replace
 
-from ..errors import BackendError
+from ..errors import DuplicateTask
 from ._protocol import WAITING, Outcome, Record, Settlement, Wakeups
 
 __all__ = ["MemoryBackend"]
@@ -52,9 +52,11 @@ class MemoryBackend:
     async def push(self, records: Sequence[Record]) -> None:
         """Store copies of the records."""
         with self._lock:
+            if len({r.id for r in records}) != len(records):
+                raise DuplicateTask("the same task id appears twice in one push")
             for record in records:
                 if record.id in self._records:
-                    raise BackendError(f"a task with id {record.id!r} already exists")
+                    raise DuplicateTask(f"a task with id {record.id!r} already exists")
             for record in records:
                 self._seq += 1
                 self._records[record.id] = replace(record, updated_at=record.created_at)
@@ -62,10 +64,21 @@ class MemoryBackend:
         self._wakeups.notify({r.queue for r in records})
 
     async def claim(
-        self, queue: str, now: float, limit: int, lease: float, owner: str
+        self,
+        queue: str,
+        now: float,
+        limit: int,
+        lease: float,
+        owner: str,
+        max_running: int | None = None,
     ) -> list[Record]:
         """Lease the oldest due records."""
         with self._lock:
+            if max_running is not None:
+                running = sum(
+                    1 for r in self._records.values() if r.queue == queue and r.status == "running"
+                )
+                limit = min(limit, max_running - running)
             due = [
                 r
                 for r in self._records.values()
@@ -98,6 +111,8 @@ class MemoryBackend:
                     record.status = "retrying"
                     record.run_at = s.run_at
                     record.error = s.error
+                    if s.payload is not None:
+                        record.payload = s.payload
                     continue
                 keep = self.keep_finished if s.keep is None else s.keep
                 if keep <= 0:

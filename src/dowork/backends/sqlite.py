@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from ..errors import BackendError, BackendUnavailable
+from ..errors import BackendError, BackendUnavailable, DuplicateTask
 from ._protocol import Outcome, Record, Settlement, Wakeups
 
 __all__ = ["SQLiteBackend"]
@@ -145,7 +145,9 @@ class SQLiteBackend:
             if "locked" in str(exc) or "busy" in str(exc):
                 raise BackendUnavailable(f"{self.path}: {exc}") from exc
             raise BackendError(f"{self.path}: {exc}") from exc
-        except sqlite3.DatabaseError as exc:  # integrity errors, a corrupt or full file
+        except sqlite3.IntegrityError as exc:
+            raise DuplicateTask(f"{self.path}: {exc}") from exc
+        except sqlite3.DatabaseError as exc:  # a corrupt or full file
             raise BackendError(f"{self.path}: {exc}") from exc
 
     @contextlib.contextmanager
@@ -220,15 +222,37 @@ class SQLiteBackend:
             )
 
     async def claim(
-        self, queue: str, now: float, limit: int, lease: float, owner: str
+        self,
+        queue: str,
+        now: float,
+        limit: int,
+        lease: float,
+        owner: str,
+        max_running: int | None = None,
     ) -> list[Record]:
         """Lease up to ``limit`` due records in one transaction."""
         if limit <= 0:
             return []
-        return await self._run(self._claim, queue, now, limit, lease, owner)
+        return await self._run(self._claim, queue, now, limit, lease, owner, max_running)
 
-    def _claim(self, queue: str, now: float, limit: int, lease: float, owner: str) -> list[Record]:
+    def _claim(
+        self,
+        queue: str,
+        now: float,
+        limit: int,
+        lease: float,
+        owner: str,
+        max_running: int | None,
+    ) -> list[Record]:
         with self._tx() as conn:
+            if max_running is not None:
+                (running,) = conn.execute(
+                    "SELECT COUNT(*) FROM dowork_tasks WHERE queue = ? AND status = 'running'",
+                    (queue,),
+                ).fetchone()
+                limit = min(limit, max_running - running)
+                if limit <= 0:
+                    return []
             rows = conn.execute(
                 f"UPDATE dowork_tasks SET status = 'running', attempts = attempts + 1,"
                 f" lease_until = ?, owner = ?, updated_at = ? WHERE id IN ("
@@ -254,9 +278,10 @@ class SQLiteBackend:
                 if s.outcome is Outcome.RETRY:
                     cur = conn.execute(
                         "UPDATE dowork_tasks SET status = 'retrying', run_at = ?, error = ?,"
-                        " lease_until = NULL, owner = NULL, updated_at = ?"
+                        " lease_until = NULL, owner = NULL, updated_at = ?,"
+                        " payload = COALESCE(?, payload)"
                         " WHERE id = ? AND status = 'running' AND attempts = ?",
-                        (s.run_at, s.error, s.now, s.id, s.token),
+                        (s.run_at, s.error, s.now, s.payload, s.id, s.token),
                     )
                 else:
                     keep = self.keep_finished if s.keep is None else s.keep
