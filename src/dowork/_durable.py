@@ -200,6 +200,30 @@ class BackendEngine(Engine):
             return
         self.run_on_home(self._push_record(task, record))
 
+    def enqueue_many(self, tasks: list[Task[Any]]) -> None:
+        """Encode all, then push them in one atomic batch (one round trip)."""
+        records = [self.prepare(task) for task in tasks]
+        for task in tasks:
+            task._engine = self
+        self.run_on_home(self._push_batch(tasks, records))
+
+    async def aenqueue_many(self, tasks: list[Task[Any]]) -> None:
+        """``enqueue_many`` from async code."""
+        records = [self.prepare(task) for task in tasks]
+        for task in tasks:
+            task._engine = self
+        await self.arun_on_home(self._push_batch(tasks, records))
+
+    async def _push_batch(self, tasks: list[Task[Any]], records: list[Record]) -> None:
+        await self.backend.push(records)
+        for task, record in zip(tasks, records, strict=True):
+            if record.status == "scheduled":
+                task._status = TaskStatus.SCHEDULED
+                task._next_attempt = record.run_at
+            self._by_id[record.id] = task
+            if self._h_enqueue:
+                self._call_hooks(self._h_enqueue, task)
+
     async def aenqueue(self, task: Task[Any]) -> None:
         """Encode and push from async code; returns once the backend confirmed."""
         record = self.prepare(task)

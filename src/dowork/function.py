@@ -7,7 +7,7 @@ return type (the awaited type for ``async def``). Options are parsed once, at de
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Self, TypeVar, Unpack
 
@@ -80,6 +80,15 @@ class TaskFunction(Generic[P, R]):
     def submit_nowait(self, *args: P.args, **kwargs: P.kwargs) -> Task[R]:
         """Enqueue a call, raising ``QueueFull`` instead of waiting for room."""
         return self._queue().enqueue(self.task(*args, **kwargs), block=False)
+
+    def map(self, calls: Iterable[tuple[Any, ...]]) -> list[Task[R]]:
+        """Enqueue one call per tuple of positional arguments, in one batch.
+
+        ``send.map([("ada",), ("bob",)])`` is ``send.submit("ada")`` and ``send.submit("bob")``
+        in a single write to a durable backend.
+        """
+        make: Callable[..., Task[R]] = self.task
+        return self._queue().enqueue_many(make(*args) for args in calls)
 
     async def asubmit(self, *args: P.args, **kwargs: P.kwargs) -> Task[R]:
         """Enqueue a call from async code; waits for room without blocking the event loop."""

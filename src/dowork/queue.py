@@ -261,6 +261,41 @@ class Queue:
             raise TypeError(f"enqueue() takes a dowork.Task; use submit() for {task!r}")
         return self._put(task, block, timeout)
 
+    def enqueue_many(self, tasks: Iterable[Task[R]]) -> list[Task[R]]:
+        """Enqueue several tasks at once; on a durable queue in one atomic write.
+
+        Every task is checked (and encoded) before anything is stored, so a bad one means
+        none is enqueued. The fast way to load a backlog (one round trip per call).
+        """
+        batch = list(tasks)
+        engine = self._engine
+        for task in batch:
+            if not isinstance(task, Task):
+                raise TypeError(f"enqueue_many() takes dowork.Task objects, not {task!r}")
+            engine.check_new(task)
+        if len({id(t) for t in batch}) != len(batch):
+            raise ValueError("the same task appears twice")
+        for task in batch:
+            task._frozen = True
+        if isinstance(engine, BackendEngine):
+            engine.enqueue_many(batch)
+            return batch
+        for task in batch:
+            self._put(task, True, None)
+        return batch
+
+    async def aenqueue_many(self, tasks: Iterable[Task[R]]) -> list[Task[R]]:
+        """``enqueue_many`` for async code."""
+        batch = list(tasks)
+        engine = self._engine
+        if not isinstance(engine, BackendEngine):
+            return [await self.aenqueue(task) for task in batch]
+        for task in batch:
+            engine.check_new(task)
+            task._frozen = True
+        await engine.aenqueue_many(batch)
+        return batch
+
     async def aenqueue(self, task: Task[R], *, timeout: float | None = None) -> Task[R]:
         """``enqueue`` for async code: waits for room without blocking the event loop."""
         if not isinstance(task, Task):

@@ -456,3 +456,16 @@ def test_max_running_holds_across_worker_objects(db: Path) -> None:
         for queue, _ in workers:
             queue.shutdown(timeout=2)
     assert running[1] == 2
+
+
+def test_bulk_enqueue_is_atomic(queues: Callable[..., Queue], db: Path) -> None:
+    queue = queues()
+    tasks = declare(queue)
+    handles = tasks["add"].map([(i, 1) for i in range(500)])
+    assert asyncio.run(_counts(db)) == {"pending": 500}
+    bad = [tasks["add"].task(1, 2), tasks["add"].task(object(), 2)]  # type: ignore[arg-type]
+    with pytest.raises(dowork.NotSerializable):
+        queue.enqueue_many(bad)
+    assert asyncio.run(_counts(db)) == {"pending": 500}  # nothing of the bad batch stored
+    queue.start()
+    assert [h.result(WAIT) for h in handles[:3]] == [1, 2, 3]
