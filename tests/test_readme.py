@@ -40,3 +40,6 @@ def test_readme_example_outputs() -> None:
     assert "['succeeded', 'succeeded', 'cancelled']" in joined
     assert "succeeded [0.0, 120.0, 360.0]" in joined
     assert "retry in 5s" in joined
+    assert "refused: NotRegistered" in joined
+    assert "\nsucceeded\n" in joined
+    assert "1 parse ValueError: not found" in joined
