@@ -51,7 +51,7 @@ _OUTCOME = {
     TaskStatus.DEAD: Outcome.DEAD,
 }
 #: Per-enqueue options a durable record can carry (callables cannot be stored).
-_STORABLE = ("retries", "backoff", "base_delay", "max_delay", "jitter")
+_STORABLE = ("retries", "backoff", "base_delay", "max_delay", "jitter", "keep_result")
 
 
 @dataclass(frozen=True, slots=True)
@@ -369,6 +369,7 @@ class BackendEngine(Engine):
             within = overrides.pop("within", None)
             if within is not None:
                 task._within = float(within)
+            task._overrides = overrides
             task._policy = build_policy(self.default_policy, overrides)
         else:
             task._policy = build_policy(self.default_policy, template._overrides)
@@ -413,7 +414,8 @@ class BackendEngine(Engine):
         token = self._claimed.pop(task.id, None)
         if token is not None:
             result = None
-            if status is TaskStatus.SUCCEEDED and self.settings.keep_result != 0:
+            keep = (task._overrides or {}).get("keep_result", self.settings.keep_result)
+            if status is TaskStatus.SUCCEEDED and keep != 0:
                 try:
                     result = self.codec.encode(value)
                 except NotSerializable as exc:
@@ -432,7 +434,7 @@ class BackendEngine(Engine):
                     self.clock.now(),
                     error=None if error is None else _describe(error),
                     result=result,
-                    keep=self.settings.keep_result,
+                    keep=keep,
                 )
             )
         super()._finish(task, status, value, error)

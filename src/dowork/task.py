@@ -59,6 +59,7 @@ class TaskOptions(TypedDict, total=False):
     delay: float | timedelta | None
     after: AfterCallback | None
     policy: RetryPolicy | None
+    keep_result: float | timedelta | None
 
 
 class TaskStatus(StrEnum):
@@ -154,6 +155,8 @@ class Task(Generic[R]):
         after: called exactly once when the task finishes (succeeded, failed or cancelled), with
             the task; exceptions it raises are logged and do not change the outcome.
         policy: a whole ``RetryPolicy`` to start from; the retry options above override it.
+        keep_result: durable queues: seconds to keep the finished record (status, result,
+            error) readable by id; ``0`` stores no result at all.
 
     Unset retry options take the queue's defaults (``Queue(retry=...)``).
     """
@@ -289,6 +292,7 @@ class Task(Generic[R]):
         delay: float | timedelta | None = _UNSET,
         after: AfterCallback | None = _UNSET,
         policy: RetryPolicy | None = _UNSET,
+        keep_result: float | timedelta | None = _UNSET,
     ) -> Task[R]:
         """Change options before the task is enqueued; returns the task for chaining.
 
@@ -316,6 +320,8 @@ class Task(Generic[R]):
                 raise TypeError(f"policy must be a RetryPolicy, not {policy!r}")
             overrides = {"policy": policy} if policy is not None else {}
         overrides.update({k: v for k, v in given.items() if v is not _UNSET})
+        if keep_result is not _UNSET:
+            overrides["keep_result"] = seconds(keep_result, "keep_result")
         if overrides:
             build_policy(RetryPolicy(), overrides)  # validate now, where the mistake is made
             self._overrides = overrides

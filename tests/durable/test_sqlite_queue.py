@@ -469,3 +469,26 @@ def test_bulk_enqueue_is_atomic(queues: Callable[..., Queue], db: Path) -> None:
     assert asyncio.run(_counts(db)) == {"pending": 500}  # nothing of the bad batch stored
     queue.start()
     assert [h.result(WAIT) for h in handles[:3]] == [1, 2, 3]
+
+
+def test_keep_result_per_task(queues: Callable[..., Queue]) -> None:
+    queue = queues()
+    tasks = declare(queue)
+    kept = tasks["add"].submit(1, 1)
+    gone = queue.enqueue(tasks["add"].task(2, 2).configure(keep_result=0))
+    queue.start()
+    assert kept.result(WAIT) == 2
+    deadline = time.monotonic() + WAIT
+    while queue.backend is not None and time.monotonic() < deadline:
+        if asyncio.run(_counts(queue_db(queue))).get("succeeded") == 1 and gone.done:
+            break
+        time.sleep(0.01)
+    other = queues()
+    assert other.get(kept.id) is not None
+    assert other.get(gone.id) is None  # finished and not stored
+
+
+def queue_db(queue: Queue) -> Path:
+    backend = queue.backend
+    assert isinstance(backend, SQLiteBackend)
+    return Path(backend.path)
