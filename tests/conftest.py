@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 import dowork
+from tests.redis_server import INSTALL_HINT, RedisServer
 
 
 @pytest.fixture
@@ -45,3 +46,20 @@ def make_queue(
 def _fresh_global_queue() -> Iterator[None]:
     yield
     dowork.reset_global_queue()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A real redis-server on a free loopback port for the whole session (stop()/start() it).
+
+    A missing binary fails the tests that need it, never skips them.
+    """
+    try:
+        server = RedisServer(tmp_path_factory.mktemp("redis"))
+    except FileNotFoundError:
+        pytest.fail(INSTALL_HINT)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

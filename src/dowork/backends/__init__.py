@@ -6,11 +6,15 @@ backend (``dowork[redis]``) is imported only when asked for.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from ._protocol import Backend, Outcome, Record, Settlement
 from .memory import MemoryBackend
 from .sqlite import SQLiteBackend
+
+if TYPE_CHECKING:
+    from .redis import RedisBackend as RedisBackend
 
 __all__ = [
     "Backend",
@@ -44,10 +48,19 @@ def open_backend(url: str) -> Backend:
     if scheme == "memory":
         return MemoryBackend()
     if scheme in ("redis", "rediss", "unix"):
-        from .redis import RedisBackend  # type: ignore[import-not-found, unused-ignore]
+        from .redis import RedisBackend
 
         backend: Backend = RedisBackend(url)
         return backend
     raise ValueError(
         f"unknown backend URL {url!r}: use sqlite:///path.db, redis://host:port/0 or memory://"
     )
+
+
+def __getattr__(name: str) -> Any:
+    """Import ``RedisBackend`` on first use, so that the core never imports redis."""
+    if name == "RedisBackend":
+        from .redis import RedisBackend
+
+        return RedisBackend
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

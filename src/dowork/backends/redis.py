@@ -1,0 +1,754 @@
+"""Redis backend: one Redis (5.0+) shared by every worker process on any host.
+
+Every state change is one Lua script, so it is atomic and a crash can never leave a task half
+moved. A task is leased, never popped: a claim moves its id from the queue's waiting set to
+its running set and bumps ``attempts`` (the fencing token) in the same script, and it stays
+there until a settlement naming that token arrives or the reaper finds the lease expired.
+
+Key schema (``P`` is the prefix, ``dowork`` by default; ``Q`` a queue name)::
+
+    P:task:{id}         hash, one per task: id queue name payload options status attempts
+                        run_at created_at updated_at lease_until owner crashes
+                        cancel_requested error reason result finished_at expires_at seq
+                        (a field that is None is absent)
+    P:q:Q:waiting       zset of waiting tasks (pending, scheduled, retrying); score run_at,
+                        member "%016x:{id}" % seq, so equal run_at sort first in, first out
+    P:q:Q:running       zset of leased tasks; score lease_until, member id
+    P:q:Q:counts        hash status -> number of the queue's tasks in that status
+    P:expiry            zset of finished tasks kept for lookups; score expires_at, member id
+    P:seq               counter giving each pushed task its FIFO sequence number
+    P:notify            pub/sub channel: "{sender} {queue}" after every push
+
+Times (``run_at``, ``lease_until``, ...) are the caller's clock, as in the other backends,
+and are passed to the scripts as exact ``repr(float)`` strings. The scripts touch keys they
+compute from the prefix, so they need a single Redis (or a primary with replicas), not a
+cluster. Finished records carry no Redis TTL: ``purge_finished(now)`` deletes them, so that
+the retention follows the same clock as everything else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import threading
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+import redis.asyncio
+import redis.exceptions
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
+
+from ..errors import BackendError, BackendUnavailable, DuplicateTask
+from ._protocol import Outcome, Record, Settlement, Wakeups
+
+__all__ = ["RedisBackend"]
+
+log = logging.getLogger("dowork")
+
+_FINAL = {
+    Outcome.SUCCEEDED: "succeeded",
+    Outcome.FAILED: "failed",
+    Outcome.CANCELLED: "cancelled",
+    Outcome.DEAD: "dead",
+}
+
+# -- the scripts -------------------------------------------------------------------------------
+#
+# ARGV[1] of every script is the key prefix with its colon ("dowork:"). An optional string
+# argument is "" for None and "=" followed by the value otherwise, so "" stays distinct.
+# Scripts check everything before their first write, so none stops half way.
+
+_PRELUDE = """
+local P = ARGV[1]
+local WAITING = {pending = true, scheduled = true, retrying = true}
+local function tkey(id) return P .. 'task:' .. id end
+local function qkey(queue, kind) return P .. 'q:' .. queue .. ':' .. kind end
+local function member(seq, id) return string.format('%016x', tonumber(seq)) .. ':' .. id end
+local function count(queue, status, delta)
+    redis.call('HINCRBY', qkey(queue, 'counts'), status, delta)
+end
+local function setopt(key, name, value)
+    if value == '' then
+        redis.call('HDEL', key, name)
+    else
+        redis.call('HSET', key, name, string.sub(value, 2))
+    end
+end
+"""
+
+# ARGV: P, n, sender, then n x (id, queue, name, payload, run_at, created_at, status, options?,
+# attempts). Returns {'ok'}, or {'duplicate', id} having written nothing.
+_PUSH = """
+local n = tonumber(ARGV[2])
+local seen = {}
+for i = 0, n - 1 do
+    local id = ARGV[4 + i * 9]
+    if seen[id] or redis.call('EXISTS', tkey(id)) == 1 then return {'duplicate', id} end
+    seen[id] = true
+end
+local seq = redis.call('INCRBY', P .. 'seq', n) - n
+local queues = {}
+for i = 0, n - 1 do
+    local b = 4 + i * 9
+    local id, queue, status = ARGV[b], ARGV[b + 1], ARGV[b + 6]
+    local key = tkey(id)
+    seq = seq + 1
+    redis.call('HSET', key, 'id', id, 'queue', queue, 'name', ARGV[b + 2],
+        'payload', ARGV[b + 3], 'run_at', ARGV[b + 4], 'created_at', ARGV[b + 5],
+        'updated_at', ARGV[b + 5], 'status', status, 'attempts', ARGV[b + 8],
+        'seq', string.format('%d', seq))
+    setopt(key, 'options', ARGV[b + 7])
+    if WAITING[status] then
+        redis.call('ZADD', qkey(queue, 'waiting'), ARGV[b + 4], member(seq, id))
+    end
+    count(queue, status, 1)
+    queues[queue] = true
+end
+for queue in pairs(queues) do redis.call('PUBLISH', P .. 'notify', ARGV[3] .. ' ' .. queue) end
+return {'ok'}
+"""
+
+# ARGV: P, queue, now, limit, lease_until, owner, max_running ('' = no cap).
+# Returns the claimed records as HGETALL lists, oldest first.
+_CLAIM = """
+local queue, now = ARGV[2], ARGV[3]
+local running = qkey(queue, 'running')
+local limit = tonumber(ARGV[4])
+if ARGV[7] ~= '' then
+    limit = math.min(limit, tonumber(ARGV[7]) - redis.call('ZCARD', running))
+end
+if limit <= 0 then return {} end
+local waiting = qkey(queue, 'waiting')
+local out = {}
+for _, m in ipairs(redis.call('ZRANGEBYSCORE', waiting, '-inf', now, 'LIMIT', 0, limit)) do
+    redis.call('ZREM', waiting, m)
+    local id = string.sub(m, 18)
+    local key = tkey(id)
+    local status = redis.call('HGET', key, 'status')
+    if status and WAITING[status] then
+        redis.call('HINCRBY', key, 'attempts', 1)
+        redis.call('HSET', key, 'status', 'running', 'lease_until', ARGV[5],
+            'owner', ARGV[6], 'updated_at', now)
+        redis.call('ZADD', running, ARGV[5], id)
+        count(queue, status, -1)
+        count(queue, 'running', 1)
+        out[#out + 1] = redis.call('HGETALL', key)
+    end
+end
+return out
+"""
+
+# ARGV: P, n, then n x (id, token, status, now, run_at, error?, reason?, result?,
+# expires_at ('' = forget the record), payload?). status 'retrying' means RETRY.
+# Returns the ids refused because the record is not running under that token.
+_SETTLE = """
+local refused = {}
+for i = 0, tonumber(ARGV[2]) - 1 do
+    local b = 3 + i * 10
+    local id, status, now = ARGV[b], ARGV[b + 2], ARGV[b + 3]
+    local key = tkey(id)
+    local rec = redis.call('HMGET', key, 'status', 'attempts', 'queue', 'seq')
+    if rec[1] ~= 'running' or tonumber(rec[2]) ~= tonumber(ARGV[b + 1]) then
+        refused[#refused + 1] = id
+    else
+        local queue = rec[3]
+        redis.call('ZREM', qkey(queue, 'running'), id)
+        count(queue, 'running', -1)
+        if status == 'retrying' then
+            redis.call('HSET', key, 'status', status, 'run_at', ARGV[b + 4], 'updated_at', now)
+            redis.call('HDEL', key, 'lease_until', 'owner')
+            setopt(key, 'error', ARGV[b + 5])
+            if ARGV[b + 9] ~= '' then setopt(key, 'payload', ARGV[b + 9]) end
+            redis.call('ZADD', qkey(queue, 'waiting'), ARGV[b + 4], member(rec[4], id))
+            count(queue, status, 1)
+        elseif ARGV[b + 8] == '' then
+            redis.call('DEL', key)
+        else
+            redis.call('HSET', key, 'status', status, 'updated_at', now, 'finished_at', now,
+                'expires_at', ARGV[b + 8])
+            redis.call('HDEL', key, 'lease_until', 'owner')
+            setopt(key, 'error', ARGV[b + 5])
+            setopt(key, 'reason', ARGV[b + 6])
+            setopt(key, 'result', ARGV[b + 7])
+            redis.call('ZADD', P .. 'expiry', ARGV[b + 8], id)
+            count(queue, status, 1)
+        end
+    end
+end
+return refused
+"""
+
+# ARGV: P, lease_until, n, then n x (id, token). Returns one code per lease:
+# 0 lost, 1 extended, 2 extended and asked to cancel.
+_HEARTBEAT = """
+local codes = {}
+for i = 0, tonumber(ARGV[3]) - 1 do
+    local id = ARGV[4 + i * 2]
+    local key = tkey(id)
+    local rec = redis.call('HMGET', key, 'status', 'attempts', 'queue', 'cancel_requested')
+    if rec[1] ~= 'running' or tonumber(rec[2]) ~= tonumber(ARGV[5 + i * 2]) then
+        codes[#codes + 1] = 0
+    else
+        redis.call('HSET', key, 'lease_until', ARGV[2])
+        redis.call('ZADD', qkey(rec[3], 'running'), ARGV[2], id)
+        codes[#codes + 1] = rec[4] == '1' and 2 or 1
+    end
+end
+return codes
+"""
+
+# ARGV: P, queue, now, crash_budget, expires_at. Returns {requeued, dead_lettered}.
+_REAP = """
+local queue, now = ARGV[2], ARGV[3]
+local running = qkey(queue, 'running')
+local requeued, dead = 0, 0
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', running, '-inf', '(' .. now)) do
+    redis.call('ZREM', running, id)
+    local key = tkey(id)
+    local rec = redis.call('HMGET', key, 'status', 'seq')
+    if rec[1] == 'running' then
+        local crashes = redis.call('HINCRBY', key, 'crashes', 1)
+        redis.call('HDEL', key, 'lease_until', 'owner')
+        count(queue, 'running', -1)
+        if crashes >= tonumber(ARGV[4]) then
+            redis.call('HSET', key, 'status', 'dead', 'reason', 'crashed_worker',
+                'error', 'the worker running it stopped renewing its lease ' .. crashes ..
+                ' times', 'updated_at', now, 'finished_at', now, 'expires_at', ARGV[5])
+            redis.call('ZADD', P .. 'expiry', ARGV[5], id)
+            count(queue, 'dead', 1)
+            dead = dead + 1
+        else
+            redis.call('HSET', key, 'status', 'retrying', 'run_at', now, 'updated_at', now)
+            redis.call('ZADD', qkey(queue, 'waiting'), now, member(rec[2], id))
+            count(queue, 'retrying', 1)
+            requeued = requeued + 1
+        end
+    end
+end
+return {requeued, dead}
+"""
+
+# ARGV: P, id, now, expires_at. Returns cancelled, requested, finished or unknown.
+_CANCEL = """
+local id, now = ARGV[2], ARGV[3]
+local key = tkey(id)
+local rec = redis.call('HMGET', key, 'status', 'queue', 'seq')
+local status, queue = rec[1], rec[2]
+if not status then return 'unknown' end
+if WAITING[status] then
+    redis.call('HSET', key, 'status', 'cancelled', 'error', 'cancelled', 'updated_at', now,
+        'finished_at', now, 'expires_at', ARGV[4])
+    redis.call('ZREM', qkey(queue, 'waiting'), member(rec[3], id))
+    redis.call('ZADD', P .. 'expiry', ARGV[4], id)
+    count(queue, status, -1)
+    count(queue, 'cancelled', 1)
+    return 'cancelled'
+end
+if status == 'running' then
+    redis.call('HSET', key, 'cancel_requested', '1')
+    return 'requested'
+end
+return 'finished'
+"""
+
+# ARGV: P, now, batch. Deletes up to batch finished records whose expires_at < now.
+_PURGE = """
+local ids = redis.call('ZRANGEBYSCORE', P .. 'expiry', '-inf', '(' .. ARGV[2],
+    'LIMIT', 0, ARGV[3])
+for _, id in ipairs(ids) do
+    redis.call('ZREM', P .. 'expiry', id)
+    local key = tkey(id)
+    local rec = redis.call('HMGET', key, 'status', 'queue')
+    if rec[1] then
+        redis.call('DEL', key)
+        count(rec[2], rec[1], -1)
+    end
+end
+return #ids
+"""
+
+_SCRIPTS = {
+    "push": _PUSH,
+    "claim": _CLAIM,
+    "settle": _SETTLE,
+    "heartbeat": _HEARTBEAT,
+    "reap": _REAP,
+    "cancel": _CANCEL,
+    "purge": _PURGE,
+}
+_PURGE_BATCH = 500
+
+# -- encoding ----------------------------------------------------------------------------------
+
+
+def _num(value: float) -> str:
+    """An exact decimal form of a time: ``repr`` round-trips every float."""
+    return repr(float(value))
+
+
+def _opt(value: str | bytes | None) -> bytes:
+    """An optional string argument: empty for None, ``=`` then the value otherwise."""
+    if value is None:
+        return b""
+    return b"=" + (value if isinstance(value, bytes) else _text(value))
+
+
+def _text(value: str) -> bytes:
+    return value.encode("utf-8", "surrogatepass")
+
+
+def _str(value: bytes | None) -> str | None:
+    return None if value is None else value.decode("utf-8", "surrogatepass")
+
+
+def _float(value: bytes | None) -> float | None:
+    return None if value is None else float(value)
+
+
+def _record(flat: Sequence[bytes] | dict[bytes, bytes]) -> Record:
+    """Build a record from a task hash (an HGETALL dict, or the flat list a script returns)."""
+    h = flat if isinstance(flat, dict) else dict(zip(flat[::2], flat[1::2], strict=True))
+    return Record(
+        id=h[b"id"].decode("utf-8", "surrogatepass"),
+        queue=h[b"queue"].decode("utf-8", "surrogatepass"),
+        name=h[b"name"].decode("utf-8", "surrogatepass"),
+        payload=h[b"payload"],
+        run_at=float(h[b"run_at"]),
+        created_at=float(h[b"created_at"]),
+        status=h[b"status"].decode(),
+        options=_str(h.get(b"options")),
+        attempts=int(h.get(b"attempts", b"0")),
+        lease_until=_float(h.get(b"lease_until")),
+        owner=_str(h.get(b"owner")),
+        crashes=int(h.get(b"crashes", b"0")),
+        cancel_requested=h.get(b"cancel_requested") == b"1",
+        error=_str(h.get(b"error")),
+        reason=_str(h.get(b"reason")),
+        result=h.get(b"result"),
+        updated_at=float(h.get(b"updated_at", b"0")),
+        finished_at=_float(h.get(b"finished_at")),
+    )
+
+
+def _redact(url: str) -> str:
+    """Return ``url`` with its password (in the user part or the query) replaced by ``***``."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    userinfo, at, hostport = netloc.rpartition("@")
+    if at:
+        user, colon, _ = userinfo.partition(":")
+        netloc = f"{user}:***@{hostport}" if colon else netloc
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        query = urlencode([(k, "***" if k.lower() == "password" else v) for k, v in pairs])
+    if (netloc, query) == (parts.netloc, parts.query):
+        return url
+    shown = f"{parts.scheme}://{netloc}{parts.path}"
+    return shown + (f"?{query}" if query else "") + (f"#{parts.fragment}" if parts.fragment else "")
+
+
+# -- per-loop connections ----------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class _Link:
+    """The backend's connections on one event loop (redis.asyncio clients are loop-bound)."""
+
+    loop: asyncio.AbstractEventLoop
+    client: redis.asyncio.Redis
+    scripts: dict[str, AsyncScript]
+    keeper: asyncio.Task[None] | None = None
+    listener: asyncio.Task[None] | None = None
+    subscribed: asyncio.Event = field(default_factory=asyncio.Event)
+    ready: bool = False
+    released: bool = False
+    queues: set[str] = field(default_factory=set)  #: queues waited on through this link
+    waiting: dict[str, int] = field(default_factory=dict)  #: wait() calls in progress
+    dirty: set[str] = field(default_factory=set)  #: pushed to while nobody waited
+
+
+class RedisBackend:
+    """A task store in Redis, shared by worker processes on any number of hosts.
+
+    Args:
+        url: ``redis://[[user]:password@]host[:port][/db]``, ``rediss://...`` (TLS, the
+            server certificate is verified) or ``unix:///path.sock``; see redis-py's
+            ``from_url`` for query options.
+        prefix: the first part of every key, so several apps can share one Redis.
+        keep_finished: default seconds a finished task's record (status, result, error) is
+            kept for lookups by id; ``0`` deletes it at once.
+        client: a ``redis.asyncio.Redis`` to use instead of connecting to ``url``; the caller
+            keeps ownership (``close()`` leaves it open) and it serves one event loop only.
+        socket_timeout: seconds to wait for a reply before the server counts as unreachable.
+        connect_timeout: seconds to wait for a connection.
+        ping_interval: seconds of silence after which the wake-up subscription is checked.
+    """
+
+    durable = True
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        *,
+        prefix: str = "dowork",
+        keep_finished: float = 7 * 24 * 3600.0,
+        client: redis.asyncio.Redis | None = None,
+        socket_timeout: float = 10.0,
+        connect_timeout: float = 5.0,
+        ping_interval: float = 5.0,
+    ) -> None:
+        scheme = urlsplit(url).scheme.lower()
+        if scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(
+                f"a Redis URL starts with redis://, rediss:// or unix://: {_redact(url)!r}"
+            )
+        if not prefix:
+            raise ValueError("prefix must not be empty")
+        if client is not None and client.connection_pool.connection_kwargs.get("decode_responses"):
+            raise ValueError("the client must return bytes: create it with decode_responses=False")
+        self.url = url
+        self.prefix = prefix
+        self.keep_finished = keep_finished
+        self.socket_timeout = socket_timeout
+        self.connect_timeout = connect_timeout
+        self.ping_interval = ping_interval
+        self._client = client
+        self._keys = f"{prefix}:"
+        self._channel = f"{prefix}:notify"
+        self._sender = uuid.uuid4().hex[:16]
+        self._links: dict[asyncio.AbstractEventLoop, _Link] = {}
+        self._links_lock = threading.Lock()
+        self._wakeups = Wakeups()
+        self._checked_memory = False
+
+    def __repr__(self) -> str:
+        where = "client=..." if self._client is not None else repr(_redact(self.url))
+        return f"RedisBackend({where}, prefix={self.prefix!r})"
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def _new_client(self) -> redis.asyncio.Redis:
+        try:
+            return redis.asyncio.Redis.from_url(
+                self.url,
+                retry=Retry(NoBackoff(), 0),  # a lost reply must not run a script twice
+                socket_timeout=self.socket_timeout,
+                socket_connect_timeout=self.connect_timeout,
+            )
+        except ValueError as exc:  # redis-py names the bad part of the URL
+            raise ValueError(f"{_redact(self.url)}: {exc}") from None
+
+    def _link(self) -> _Link:
+        """The connections for the running event loop, created on first use."""
+        loop = asyncio.get_running_loop()
+        link = self._links.get(loop)
+        if link is not None:
+            return link
+        with self._links_lock:
+            for old in [old for old in self._links if old.is_closed()]:
+                del self._links[old]  # a loop closed without cancelling our keeper
+            client = self._client if self._client is not None else self._new_client()
+            scripts = {name: client.register_script(_PRELUDE + s) for name, s in _SCRIPTS.items()}
+            link = _Link(loop, client, scripts)
+            link.keeper = loop.create_task(self._keep(link), name="dowork-redis-keeper")
+            self._links[loop] = link
+        return link
+
+    async def _keep(self, link: _Link) -> None:
+        """Live as long as the loop: closing the loop cancels it, which closes the link."""
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await self._release(link)
+
+    async def _release(self, link: _Link) -> None:
+        if link.released:
+            return
+        link.released = True
+        with self._links_lock:
+            if self._links.get(link.loop) is link:
+                del self._links[link.loop]
+        listener, link.listener = link.listener, None
+        if listener is not None:
+            listener.cancel()
+            await asyncio.wait([listener])
+        if link.client is not self._client:
+            with contextlib.suppress(Exception):
+                await link.client.aclose()
+        self._wakeups.notify(link.queues)
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        """Turn redis-py's exceptions into dowork's (never showing a password)."""
+        try:
+            yield
+        except redis.exceptions.AuthenticationError as exc:
+            raise BackendError(f"{_redact(self.url)}: {exc}") from exc
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+            raise BackendUnavailable(f"{_redact(self.url)}: {exc}") from exc
+        except redis.exceptions.ResponseError as exc:
+            if str(exc).startswith(("READONLY", "MASTERDOWN", "LOADING", "TRYAGAIN")):
+                raise BackendUnavailable(f"{_redact(self.url)}: {exc}") from exc
+            raise BackendError(f"{_redact(self.url)}: {exc}") from exc
+        except redis.exceptions.RedisError as exc:
+            raise BackendError(f"{_redact(self.url)}: {exc}") from exc
+
+    async def _script(self, name: str, *args: str | bytes | int) -> Any:
+        link = self._link()
+        with self._errors():
+            return await link.scripts[name](args=[self._keys, *args], client=link.client)
+
+    # -- opening and closing ---------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Connect (PING) and load the scripts; other calls connect lazily too."""
+        link = self._link()
+        if link.ready:
+            return
+        with self._errors():
+            await link.client.ping()
+            for script in link.scripts.values():
+                script.sha = await link.client.script_load(script.script)
+            if not self._checked_memory:
+                self._checked_memory = True
+                await self._check_eviction(link.client)
+        link.ready = True
+
+    async def _check_eviction(self, client: redis.asyncio.Redis) -> None:
+        with contextlib.suppress(redis.exceptions.ResponseError):  # INFO not allowed
+            policy = (await client.info("memory")).get("maxmemory_policy", "noeviction")
+            if policy != "noeviction":
+                log.warning(
+                    "%r: maxmemory-policy is %s; Redis may evict task records, use noeviction",
+                    self,
+                    policy,
+                )
+
+    async def close(self) -> None:
+        """Close this event loop's connections (and ask other loops to close theirs)."""
+        running = asyncio.get_running_loop()
+        with self._links_lock:
+            links = list(self._links.values())
+        for link in links:
+            keeper = link.keeper
+            if keeper is None:
+                continue
+            if link.loop is running:
+                keeper.cancel()
+                await asyncio.wait([keeper])
+                await self._release(link)  # a keeper cancelled before it ran did not
+            else:
+                with contextlib.suppress(RuntimeError):  # that loop is closed already
+                    link.loop.call_soon_threadsafe(keeper.cancel)
+
+    # -- the protocol ----------------------------------------------------------------------
+
+    async def push(self, records: Sequence[Record]) -> None:
+        """Store the records in one script: all of them, or none if an id is taken."""
+        if not records:
+            return
+        args: list[str | bytes | int] = [len(records), self._sender]
+        for r in records:
+            args += [
+                _text(r.id), _text(r.queue), _text(r.name), r.payload, _num(r.run_at),
+                _num(r.created_at), r.status, _opt(r.options), r.attempts,
+            ]  # fmt: skip
+        answer = await self._script("push", *args)
+        if answer[0] != b"ok":
+            task_id = answer[1].decode("utf-8", "surrogatepass")
+            raise DuplicateTask(f"a task with id {task_id!r} already exists (nothing written)")
+        self._wakeups.notify({r.queue for r in records})
+
+    async def claim(
+        self,
+        queue: str,
+        now: float,
+        limit: int,
+        lease: float,
+        owner: str,
+        max_running: int | None = None,
+    ) -> list[Record]:
+        """Lease up to ``limit`` due records (fewer under ``max_running``) in one script."""
+        if limit <= 0:
+            return []
+        cap = "" if max_running is None else str(max_running)
+        rows = await self._script(
+            "claim", _text(queue), _num(now), limit, _num(now + lease), _text(owner), cap
+        )
+        return [_record(row) for row in rows]
+
+    async def settle(self, settlements: Sequence[Settlement]) -> list[str]:
+        """Write outcomes in one script; refuse those whose lease token is stale."""
+        if not settlements:
+            return []
+        args: list[str | bytes | int] = [len(settlements)]
+        for s in settlements:
+            if s.outcome is Outcome.RETRY:
+                status, expires = "retrying", ""
+            else:
+                keep = self.keep_finished if s.keep is None else s.keep
+                status, expires = _FINAL[s.outcome], (_num(s.now + keep) if keep > 0 else "")
+            args += [
+                _text(s.id), s.token, status, _num(s.now), _num(s.run_at), _opt(s.error),
+                _opt(s.reason), _opt(s.result), expires, _opt(s.payload),
+            ]  # fmt: skip
+        refused = await self._script("settle", *args)
+        return [i.decode("utf-8", "surrogatepass") for i in refused]
+
+    async def heartbeat(
+        self, leases: Sequence[tuple[str, int]], now: float, lease: float
+    ) -> tuple[list[str], list[str]]:
+        """Extend leases; report the lost ones and those asked to cancel."""
+        if not leases:
+            return [], []
+        args: list[str | bytes | int] = [_num(now + lease), len(leases)]
+        for task_id, token in leases:
+            args += [_text(task_id), token]
+        codes = await self._script("heartbeat", *args)
+        lost = [i for (i, _), code in zip(leases, codes, strict=True) if code == 0]
+        cancel = [i for (i, _), code in zip(leases, codes, strict=True) if code == 2]
+        return lost, cancel
+
+    async def reap(self, queue: str, now: float, crash_budget: int) -> tuple[int, int]:
+        """Requeue expired leases; dead-letter tasks that crashed their workers too often."""
+        requeued, dead = await self._script(
+            "reap", _text(queue), _num(now), crash_budget, _num(now + self.keep_finished)
+        )
+        return int(requeued), int(dead)
+
+    async def get(self, ids: Sequence[str]) -> list[Record]:
+        """Fetch records by id (one pipelined round trip)."""
+        if not ids:
+            return []
+        link = self._link()
+        with self._errors():
+            async with link.client.pipeline(transaction=False) as pipe:
+                for task_id in ids:
+                    pipe.hgetall(_text(self._keys + "task:" + task_id))
+                hashes = await pipe.execute()
+        return [_record(h) for h in hashes if h]
+
+    async def cancel(self, task_id: str, now: float) -> str:
+        """Cancel a waiting task, or flag a running one for its worker."""
+        answer = await self._script(
+            "cancel", _text(task_id), _num(now), _num(now + self.keep_finished)
+        )
+        return bytes(answer).decode()
+
+    async def next_due(self, queue: str) -> float | None:
+        """Earliest run time of the queue's waiting records."""
+        link = self._link()
+        with self._errors():
+            first = await link.client.zrange(
+                _text(f"{self._keys}q:{queue}:waiting"), 0, 0, withscores=True
+            )
+        return float(first[0][1]) if first else None
+
+    async def counts(self, queue: str) -> dict[str, int]:
+        """Records per status (kept up to date by every script)."""
+        link = self._link()
+        with self._errors():
+            raw = await link.client.hgetall(_text(f"{self._keys}q:{queue}:counts"))
+        counts = {k.decode() if isinstance(k, bytes) else k: int(v) for k, v in raw.items()}
+        return {status: n for status, n in counts.items() if n > 0}
+
+    async def wait(self, queue: str, timeout: float) -> None:
+        """Return on a push to ``queue`` from any process, or after ``timeout`` seconds.
+
+        The first call subscribes this event loop to the notify channel for good; a push seen
+        while nobody waits makes the next call return at once, so nothing pushed while the
+        worker was busy is slept through.
+        """
+        link = self._link()
+        deadline = link.loop.time() + max(0.0, timeout)
+        link.queues.add(queue)
+        if link.listener is None or link.listener.done():
+            link.listener = link.loop.create_task(self._listen(link), name="dowork-redis-wakeups")
+        if not link.subscribed.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(deadline):
+                    await link.subscribed.wait()
+        if queue in link.dirty:
+            link.dirty.discard(queue)
+            return
+        link.waiting[queue] = link.waiting.get(queue, 0) + 1
+        try:
+            await self._wakeups.wait(queue, deadline - link.loop.time())
+        finally:
+            link.waiting[queue] -= 1
+
+    def _signal(self, link: _Link, queues: Sequence[str] | set[str]) -> None:
+        """Wake this loop's waiters on ``queues``, or remember the push for the next wait."""
+        for queue in queues:
+            if link.waiting.get(queue):
+                self._wakeups.notify([queue])
+            elif queue in link.queues:
+                link.dirty.add(queue)
+
+    async def _listen(self, link: _Link) -> None:
+        """Follow the notify channel, reconnecting with capped, jittered backoff."""
+        delay = 0.05
+        first = True
+        while True:
+            pubsub = link.client.pubsub()
+            try:
+                await pubsub.subscribe(self._channel)
+                pong_due = False
+                while True:
+                    message = await pubsub.get_message(timeout=self.ping_interval)
+                    if message is None:
+                        if pong_due:
+                            raise redis.exceptions.ConnectionError("no answer to PING")
+                        await pubsub.ping()
+                        pong_due = True
+                        continue
+                    pong_due = False
+                    if message["type"] == "subscribe":
+                        delay = 0.05
+                        link.subscribed.set()
+                        if not first:  # pushes made while we were away were not heard
+                            self._signal(link, set(link.queues))
+                        first = False
+                    elif message["type"] == "message":
+                        text = bytes(message["data"]).decode("utf-8", "surrogatepass")
+                        sender, _, queue = text.partition(" ")
+                        if sender != self._sender:  # our own pushes woke us directly
+                            self._signal(link, [queue])
+            except Exception as exc:  # the listener must outlive any failure
+                link.subscribed.clear()
+                expected = isinstance(exc, redis.exceptions.RedisError | OSError)
+                log.log(
+                    logging.DEBUG if expected else logging.WARNING,
+                    "%r: wake-up subscription lost (%r); reconnecting",
+                    self,
+                    exc,
+                )
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            delay = min(delay * 2, 5.0)
+
+    async def purge_finished(self, now: float) -> int:
+        """Delete finished records past their retention, a batch per script call."""
+        total = 0
+        while True:
+            deleted = int(await self._script("purge", _num(now), _PURGE_BATCH))
+            total += deleted
+            if deleted < _PURGE_BATCH:
+                return total
+
+    async def server_time(self) -> float:
+        """The Redis server's clock (``TIME``), for leases that must share one clock."""
+        link = self._link()
+        with self._errors():
+            seconds, micros = await link.client.time()
+        return seconds + micros / 1e6

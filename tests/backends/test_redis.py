@@ -1,0 +1,306 @@
+"""Redis-only behaviour: URLs and secrets, prefixes, wake-ups across processes, outages."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from typing import Any
+
+import pytest
+import redis
+import redis.asyncio
+import redis.exceptions
+
+import dowork
+from dowork.backends import Backend, Outcome, RedisBackend, Settlement, open_backend
+from dowork.errors import BackendUnavailable, DuplicateTask
+from tests.backends.test_contract import LEASE, NOW, rec
+from tests.redis_server import RedisServer
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"test-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def server(redis_server: RedisServer) -> Iterator[RedisServer]:
+    """The session's server, running again after the test whatever the test did to it."""
+    redis_server.start()
+    yield redis_server
+    redis_server.start()
+
+
+def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    asyncio.run(main())
+
+
+# -- URLs and secrets ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://:s3cret@example.org:6380/2", "redis://:***@example.org:6380/2"),
+        ("rediss://alice:s3cret@example.org/0", "rediss://alice:***@example.org/0"),
+        ("redis://example.org/0?password=s3cret", "redis://example.org/0?password=%2A%2A%2A"),
+        ("unix:///run/redis.sock?db=1", "unix:///run/redis.sock?db=1"),
+        ("unix://:s3cret@/run/redis.sock", "unix://:***@/run/redis.sock"),
+    ],
+)
+def test_repr_never_shows_the_password(url: str, shown: str) -> None:
+    backend = RedisBackend(url, prefix="app")
+    assert "s3cret" not in repr(backend)
+    assert repr(backend) == f"RedisBackend({shown!r}, prefix='app')"
+
+
+def test_rediss_means_tls_with_certificate_checks() -> None:
+    client = RedisBackend("rediss://alice:s3cret@example.org:6390/3")._new_client()
+    kwargs = client.connection_pool.connection_kwargs
+    assert client.connection_pool.connection_class is redis.asyncio.SSLConnection
+    assert kwargs["username"] == "alice"
+    assert kwargs["password"] == "s3cret"
+    assert (kwargs["host"], kwargs["port"], kwargs["db"]) == ("example.org", 6390, 3)
+    assert kwargs.get("ssl_cert_reqs", "required") == "required"
+
+
+def test_bad_urls_and_prefixes_are_refused() -> None:
+    with pytest.raises(ValueError, match="redis://"):
+        RedisBackend("http://example.org")
+    with pytest.raises(ValueError, match="prefix"):
+        RedisBackend(prefix="")
+
+
+def test_lazy_import_and_open_backend() -> None:
+    assert isinstance(open_backend("redis://127.0.0.1:1/0"), RedisBackend)
+    assert isinstance(RedisBackend(), Backend)
+    code = "import sys, dowork, dowork.backends; assert 'redis' not in sys.modules, 'redis'"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_errors_never_show_the_password(server: RedisServer) -> None:
+    url = f"redis://alice:s3cret@127.0.0.1:{server.port}/0"
+    server.stop()
+
+    async def main() -> None:
+        backend = RedisBackend(url, connect_timeout=1.0)
+        with pytest.raises(BackendUnavailable) as caught:
+            await backend.open()
+        assert "s3cret" not in str(caught.value)
+        assert "***" in str(caught.value)
+        await backend.close()
+
+    run(main)
+
+
+# -- sharing one Redis -----------------------------------------------------------------------
+
+
+def test_prefixes_keep_apps_apart(redis_server: RedisServer) -> None:
+    async def main() -> None:
+        one = RedisBackend(redis_server.url, prefix=f"a-{uuid.uuid4().hex}")
+        two = RedisBackend(redis_server.url, prefix=f"b-{uuid.uuid4().hex}")
+        record = rec()
+        await one.push([record])
+        await two.push([rec(id=record.id)])  # the same id is a different task there
+        with pytest.raises(DuplicateTask):
+            await one.push([rec(id=record.id)])
+        assert len(await one.claim("q", NOW, 10, LEASE, "w")) == 1
+        assert await one.counts("q") == {"running": 1}
+        assert await two.counts("q") == {"pending": 1}
+        (other,) = await two.get([record.id])
+        assert other.status == "pending"
+        await one.close()
+        await two.close()
+
+    run(main)
+
+
+def test_acl_user_limited_to_its_prefix(redis_server: RedisServer, prefix: str) -> None:
+    """Everything runs as a user that may touch only the prefix's keys and channel."""
+    admin = redis.Redis.from_url(redis_server.url)
+    user = f"dowork-{uuid.uuid4().hex[:8]}"
+    rules = ["on", ">s3cret", f"~{prefix}:*", "resetchannels", f"&{prefix}:*"]
+    rules += ["+@read", "+@write", "+@scripting", "+@pubsub", "+@connection", "+time"]
+    admin.acl_setuser(user, reset=True, enabled=True)
+    admin.execute_command("ACL", "SETUSER", user, *rules)
+    url = f"redis://{user}:s3cret@127.0.0.1:{redis_server.port}/0"
+
+    async def main() -> None:
+        backend = RedisBackend(url, prefix=prefix)
+        await backend.open()
+        await backend.push([rec()])
+        (claimed,) = await backend.claim("q", NOW, 1, LEASE, "w")
+        assert await backend.settle([Settlement(claimed.id, 1, Outcome.SUCCEEDED, NOW)]) == []
+        await backend.wait("q", 0.01)
+        with pytest.raises(redis.exceptions.NoPermissionError):  # the ACL is in force
+            await backend._link().client.get("elsewhere")
+        await backend.close()
+
+    try:
+        run(main)
+    finally:
+        admin.acl_deluser(user)
+        admin.close()
+
+
+def test_times_round_trip_exactly(redis_server: RedisServer, prefix: str) -> None:
+    async def main() -> None:
+        backend = RedisBackend(redis_server.url, prefix=prefix)
+        odd = 0.1 + 0.2 + 1_700_000_000.000_001
+        record = rec(run_at=odd, created_at=odd / 3)
+        await backend.push([record])
+        assert await backend.next_due("q") == odd
+        (got,) = await backend.get([record.id])
+        assert (got.run_at, got.created_at) == (odd, odd / 3)
+        (claimed,) = await backend.claim("q", odd, 1, 1 / 3, "w")
+        assert claimed.lease_until == odd + 1 / 3
+        assert abs(await backend.server_time() - time.time()) < 5
+        await backend.close()
+
+    run(main)
+
+
+# -- wake-ups across processes ---------------------------------------------------------------
+
+
+def test_a_push_from_another_client_wakes_wait(redis_server: RedisServer, prefix: str) -> None:
+    """Separate backend objects have separate connections, like separate processes."""
+
+    async def main() -> None:
+        producer = RedisBackend(redis_server.url, prefix=prefix)
+        worker = RedisBackend(redis_server.url, prefix=prefix)
+        started = time.monotonic()
+        await worker.wait("q", 0.2)  # nothing pushed: the timeout passes (and we subscribe)
+        assert time.monotonic() - started >= 0.15
+        waiter = asyncio.create_task(worker.wait("q", 30.0))
+        await asyncio.sleep(0.05)
+        assert not waiter.done()
+        await producer.push([rec()])
+        await asyncio.wait_for(waiter, 2.0)
+
+        await producer.push([rec(queue="other")])  # not our queue: no wake-up
+        started = time.monotonic()
+        await worker.wait("q", 0.2)
+        assert time.monotonic() - started >= 0.15
+
+        await producer.push([rec()])  # pushed while the worker was busy: not slept through
+        await asyncio.sleep(0.05)
+        started = time.monotonic()
+        await worker.wait("q", 30.0)
+        assert time.monotonic() - started < 1.0
+        await producer.close()
+        await worker.close()
+
+    run(main)
+
+
+def test_one_backend_serves_successive_event_loops(redis_server: RedisServer, prefix: str) -> None:
+    """A queue's home loop can change; each loop gets its own connections, closed with it."""
+    backend = RedisBackend(redis_server.url, prefix=prefix)
+    record = rec()
+
+    async def push() -> None:
+        await backend.push([record])
+        await backend.wait("q", 0.01)
+
+    async def get() -> None:
+        (got,) = await backend.get([record.id])
+        assert got.id == record.id
+
+    run(push)  # never closed: the loop's shutdown closes its connections
+    run(get)
+    gc.collect()  # an unclosed connection would warn here (warnings are errors)
+    assert backend._links == {}
+
+
+# -- a server that goes away -----------------------------------------------------------------
+
+
+def test_server_down_raises_unavailable_then_recovers(server: RedisServer, prefix: str) -> None:
+    async def main() -> None:
+        backend = RedisBackend(server.url, prefix=prefix, connect_timeout=1.0)
+        other = RedisBackend(server.url, prefix=prefix)
+        await backend.open()
+        await backend.wait("q", 0.01)  # subscribed for wake-ups
+        server.stop()
+        calls: list[Callable[[], Awaitable[Any]]] = [
+            lambda: backend.push([rec()]),
+            lambda: backend.claim("q", NOW, 1, LEASE, "w"),
+            lambda: backend.get(["x"]),
+            lambda: backend.counts("q"),
+        ]
+        for call in calls:
+            started = time.monotonic()
+            with pytest.raises(BackendUnavailable):
+                await call()
+            assert time.monotonic() - started < 3.0
+        started = time.monotonic()
+        await backend.wait("q", 0.2)  # no server: wait still returns in time
+        assert time.monotonic() - started < 1.0
+
+        server.start()  # empty: nothing was persisted
+        await backend.push([rec()])  # the same object reconnects
+        assert await backend.counts("q") == {"pending": 1}
+        for _ in range(100):  # the wake-up subscription comes back by itself
+            if backend._link().subscribed.is_set():
+                break
+            await asyncio.sleep(0.05)
+        await backend.claim("q", NOW, 10, LEASE, "w")
+        await backend.wait("q", 0.01)  # anything flagged while reconnecting is consumed
+        waiter = asyncio.create_task(backend.wait("q", 30.0))
+        await asyncio.sleep(0.05)
+        await other.push([rec()])
+        await asyncio.wait_for(waiter, 2.0)
+        await backend.close()
+        await other.close()
+
+    run(main)
+
+
+# -- the durable engine on Redis -------------------------------------------------------------
+
+
+def test_a_queue_runs_tasks_through_redis(redis_server: RedisServer, prefix: str) -> None:
+    backend = RedisBackend(redis_server.url, prefix=prefix)
+    queue = dowork.Queue(
+        "jobs",
+        backend=backend,
+        log=False,
+        durable=dowork.DurableSettings(lease=2.0, maintenance=0.25),
+    )
+    try:
+
+        @queue.task(name="add")
+        def add(a: int, b: int) -> int:
+            return a + b
+
+        queue.start()
+        handles = [add.submit(i, i) for i in range(20)]
+        assert [h.result(10.0) for h in handles] == [2 * i for i in range(20)]
+        assert queue.status(handles[0].id) is dowork.TaskStatus.SUCCEEDED
+    finally:
+        queue.shutdown(timeout=5)
+
+
+def test_a_given_client_is_used_and_left_open(redis_server: RedisServer, prefix: str) -> None:
+    with pytest.raises(ValueError, match="decode_responses"):
+        RedisBackend(client=redis.asyncio.Redis.from_url(redis_server.url, decode_responses=True))
+
+    async def main() -> None:
+        client = redis.asyncio.Redis.from_url(redis_server.url)
+        backend = RedisBackend(client=client, prefix=prefix)
+        assert repr(backend) == f"RedisBackend(client=..., prefix={prefix!r})"
+        await backend.open()
+        await backend.push([rec()])
+        await backend.wait("q", 0.01)
+        await backend.close()
+        assert await client.exists(f"{prefix}:q:q:waiting") == 1  # still usable
+        await client.aclose()
+
+    run(main)
