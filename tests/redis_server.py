@@ -40,7 +40,9 @@ def ping(port: int, timeout: float = 0.5) -> bool:
 class RedisServer:
     """One ``redis-server`` process owned by the tests."""
 
-    def __init__(self, directory: Path, binary: str | None = None) -> None:
+    def __init__(
+        self, directory: Path, binary: str | None = None, *, persistent: bool = False
+    ) -> None:
         found = binary or shutil.which("redis-server")
         if found is None:
             raise FileNotFoundError(INSTALL_HINT)
@@ -48,6 +50,9 @@ class RedisServer:
         self.directory = directory
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
+        #: With persistence, every write is in the append-only file before it is
+        #: acknowledged (appendfsync always), so a restart loses nothing.
+        self.persistent = persistent
 
     @property
     def url(self) -> str:
@@ -65,7 +70,11 @@ class RedisServer:
             return
         self.directory.mkdir(parents=True, exist_ok=True)
         argv = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1"]
-        argv += ["--save", "", "--appendonly", "no", "--dir", str(self.directory)]
+        if self.persistent:
+            argv += ["--save", "", "--appendonly", "yes", "--appendfsync", "always"]
+        else:
+            argv += ["--save", "", "--appendonly", "no"]
+        argv += ["--dir", str(self.directory)]
         argv += ["--logfile", str(self.directory / "redis.log")]
         self.process = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL

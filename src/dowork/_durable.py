@@ -11,6 +11,7 @@ at-least-once: a task whose worker dies runs again after its lease expires.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -65,6 +66,8 @@ class DurableSettings:
         crash_budget: lease expiries after which a task is dead-lettered (``crashed_worker``)
             instead of being run again.
         batch: most records claimed at once.
+        prefetch: claimed tasks a worker may hold beyond ``concurrency``, waiting to start
+            (leased, so no other worker takes them); more means fewer round trips per task.
         keep_result: seconds a finished record stays readable (``None``: the backend's
             default, ``0``: not stored at all).
         purge_every: how often finished records past their retention are deleted.
@@ -76,6 +79,7 @@ class DurableSettings:
     maintenance: float = 5.0
     crash_budget: int = 3
     batch: int = 64
+    prefetch: int = 32
     keep_result: float | None = None
     purge_every: float = 60.0
     max_running: int | None = None
@@ -87,6 +91,8 @@ class DurableSettings:
             raise ValueError("maintenance must be at most half the lease, or leases lapse")
         if self.crash_budget < 1 or self.batch < 1:
             raise ValueError("crash_budget and batch must be at least 1")
+        if self.prefetch < 0:
+            raise ValueError("prefetch must not be negative")
         if self.max_running is not None and self.max_running < 1:
             raise ValueError("max_running must be at least 1")
 
@@ -104,6 +110,7 @@ class BackendEngine(Engine):
         codec: Codec,
         registry: Registry,
         settings: DurableSettings,
+        owns_backend: bool = False,
         **engine_options: Any,
     ) -> None:
         super().__init__(name, **engine_options)
@@ -111,6 +118,7 @@ class BackendEngine(Engine):
         self.codec = codec
         self.registry = registry
         self.settings = settings
+        self.owns_backend = owns_backend  # built from a URL: closed at shutdown
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._claimed: dict[str, int] = {}  # id -> lease token
         self._outbox: list[Settlement] = []
@@ -304,23 +312,20 @@ class BackendEngine(Engine):
                 if now >= next_maintenance:
                     await self._maintain(now)
                     next_maintenance = now + settings.maintenance
-                free = self.concurrency - self._inflight
-                if free > 0:
+                held = len(self._claimed)
+                room = settings.prefetch + self.concurrency - held
+                if room > 0 and (held < self.concurrency or room * 2 >= settings.prefetch):
+                    ask = min(room, settings.batch)
                     claimed = await self.backend.claim(
-                        self.name,
-                        now,
-                        min(free, settings.batch),
-                        settings.lease,
-                        self.owner,
-                        settings.max_running,
+                        self.name, now, ask, settings.lease, self.owner, settings.max_running
                     )
                     for record in claimed:
                         self._take(record)
                     self._pump()
                     failures = 0
-                    if len(claimed) == min(free, settings.batch):
+                    if len(claimed) == ask:
                         continue  # there may be more
-                    await self.backend.wait(self.name, settings.maintenance)
+                    await self.backend.wait(self.name, await self._idle_for(now))
                 else:
                     slot = self._slot_free
                     assert slot is not None
@@ -339,6 +344,14 @@ class BackendEngine(Engine):
                     "queue %s: backend error (%r); retrying in %.2fs", self.name, exc, delay
                 )
                 await asyncio.sleep(delay)
+
+    async def _idle_for(self, now: float) -> float:
+        """How long an idle worker may wait: until the next maintenance or the next due task."""
+        pause = self.settings.maintenance
+        due = await self.backend.next_due(self.name)
+        if due is not None:
+            pause = min(pause, max(0.0, due - now))
+        return pause
 
     def _take(self, record: Record) -> None:
         """Turn a claimed record into a running task, or dead-letter it if it cannot run."""
@@ -479,6 +492,7 @@ class BackendEngine(Engine):
         leases = list(self._claimed.items())
         if leases:
             lost, cancel = await self.backend.heartbeat(leases, now, settings.lease)
+            lost = [i for i in lost if i in self._claimed]  # not those settled meanwhile
             for task_id in cancel:
                 task = self._by_id.get(task_id)
                 if task is not None and not task.done:
@@ -650,6 +664,14 @@ class BackendEngine(Engine):
         counts = await self.backend.counts(self.name)
         return any(counts.get(s, 0) for s in ("pending", "scheduled", "retrying", "running"))
 
+    async def wait_stopped(self) -> None:
+        """Wait until stopped and the running attempts ended, then write their outcomes."""
+        await super().wait_stopped()
+        if self._fetcher is not None and not self._fetcher.done():
+            self._fetcher.cancel()
+            await asyncio.gather(self._fetcher, return_exceptions=True)
+        await self._drain_outbox()
+
     async def _drain_outbox(self) -> None:
         while self._outbox or (self._flushing is not None and not self._flushing.done()):
             if self._flushing is None or self._flushing.done():
@@ -688,6 +710,9 @@ class BackendEngine(Engine):
             self._watcher.cancel()
         self.halt()
         self._close()
+        if self.owns_backend:
+            with contextlib.suppress(BackendError):
+                await self.backend.close()
         return clean
 
     async def _quiet_or_after(self) -> None:

@@ -55,6 +55,10 @@ class TaskFunction(Generic[P, R]):
         self.__doc__ = getattr(fn, "__doc__", None)
         self.__wrapped__ = fn
 
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Any:
+        """Run the function now, in the caller, without the queue."""
+        return self.fn(*args, **kwargs)
+
     def _queue(self) -> Queue:
         if self.queue is not None:
             return self.queue
@@ -65,7 +69,9 @@ class TaskFunction(Generic[P, R]):
     def task(self, *args: P.args, **kwargs: P.kwargs) -> Task[R]:
         """Build (but do not enqueue) a task of this function, with its default options."""
         template = self._template
-        task: Task[R] = Task._fast(self.fn, args, kwargs, self._dowork_is_async)
+        # The task calls the task function (not the bare function) so it always knows its
+        # registered name, even when one function is registered under several names.
+        task: Task[R] = Task._fast(self, args, kwargs, self._dowork_is_async)
         task._overrides = template._overrides
         task._within = template._within
         task._after = template._after

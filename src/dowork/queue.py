@@ -120,6 +120,7 @@ class Queue:
                 codec=codec if codec is not None else JSONCodec(),
                 registry=self._registry,
                 settings=durable if durable is not None else DurableSettings(),
+                owns_backend=isinstance(backend, str),
                 **options,
             )
 

@@ -49,8 +49,12 @@ class Registry:
         if existing is not None and existing.fn is not task_function.fn:
             raise ValueError(f"a different task is already registered as {name!r}")
         self._by_name[name] = task_function
-        self._by_fn[id(task_function.fn)] = (task_function.fn, name)
         self._by_fn[id(task_function)] = (task_function, name)
+        known = self._by_fn.get(id(task_function.fn))
+        if known is not None and known[0] is task_function.fn and known[1] != name:
+            self._by_fn[id(task_function.fn)] = (task_function.fn, "")  # ambiguous
+        else:
+            self._by_fn[id(task_function.fn)] = (task_function.fn, name)
 
     def get(self, name: str) -> TaskFunction[..., Any] | None:
         """Return the task function registered as ``name``."""
@@ -59,8 +63,8 @@ class Registry:
     def name_of(self, fn: Any) -> str | None:
         """Return the registered name of ``fn`` (a task function or the function it wraps)."""
         found = self._by_fn.get(id(fn))
-        if found is None or found[0] is not fn:
-            return None
+        if found is None or found[0] is not fn or not found[1]:
+            return None  # unknown, or one function registered under several names
         return found[1]
 
     def names(self) -> list[str]:

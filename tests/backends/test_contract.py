@@ -307,3 +307,20 @@ def test_max_running_caps_claims_across_workers(backend_factory: Callable[[], Ba
         assert len(await b.claim("q", NOW, 10, LEASE, "w3")) == 2  # no cap given
 
     run(backend_factory, body)
+
+
+def test_retry_can_replace_the_payload(backend_factory: Callable[[], Backend]) -> None:
+    """A chained job stores where to resume: the retry settlement carries new arguments."""
+
+    async def body(b: Backend) -> None:
+        original = rec()
+        await b.push([original])
+        (r,) = await b.claim("q", NOW, 1, LEASE, "w")
+        await b.settle([Settlement(r.id, 1, Outcome.RETRY, NOW, run_at=NOW, payload=b'{"new":1}')])
+        (again,) = await b.claim("q", NOW, 1, LEASE, "w")
+        assert again.payload == b'{"new":1}'
+        await b.settle([Settlement(r.id, 2, Outcome.RETRY, NOW, run_at=NOW)])
+        (third,) = await b.claim("q", NOW, 1, LEASE, "w")
+        assert third.payload == b'{"new":1}'  # no payload given: kept
+
+    run(backend_factory, body)

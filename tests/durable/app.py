@@ -14,12 +14,13 @@ import dowork
 from dowork import DurableSettings
 
 DB = os.environ.get("DOWORK_TEST_DB", "dowork-test.sqlite3")
+BACKEND = os.environ.get("DOWORK_TEST_BACKEND") or f"sqlite:///{DB}"
 LEDGER = os.environ.get("DOWORK_TEST_LEDGER")
 LEASE = float(os.environ.get("DOWORK_TEST_LEASE", "2.0"))
 
 queue = dowork.Queue(
     "app",
-    backend=f"sqlite:///{DB}",
+    backend=BACKEND,
     concurrency=4,
     durable=DurableSettings(lease=LEASE, maintenance=LEASE / 4),
     log=False,

@@ -7,7 +7,7 @@ backend (``dowork[redis]``) is imported only when asked for.
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from ._protocol import Backend, Outcome, Record, Settlement
 from .memory import MemoryBackend
@@ -31,7 +31,8 @@ def open_backend(url: str) -> Backend:
     """Build a backend from a URL.
 
     ``sqlite:///abs/path.db`` or ``sqlite:relative.db`` (a file), ``memory://`` (in-process),
-    ``redis://[user:password@]host:port/db`` or ``rediss://...`` (needs ``dowork[redis]``).
+    ``redis://[user:password@]host:port/db`` or ``rediss://...`` (needs ``dowork[redis]``;
+    ``?prefix=myapp`` sets the key prefix, ``dowork`` by default).
 
     Raises:
         ValueError: an unknown scheme or a URL without the parts it needs.
@@ -50,7 +51,12 @@ def open_backend(url: str) -> Backend:
     if scheme in ("redis", "rediss", "unix"):
         from .redis import RedisBackend
 
-        backend: Backend = RedisBackend(url)
+        query = parse_qsl(parts.query, keep_blank_values=True)
+        prefix = [v for k, v in query if k == "prefix"]
+        rest = urlencode([(k, v) for k, v in query if k != "prefix"])
+        backend: Backend = RedisBackend(
+            urlunsplit(parts._replace(query=rest)), prefix=prefix[-1] if prefix else "dowork"
+        )
         return backend
     raise ValueError(
         f"unknown backend URL {url!r}: use sqlite:///path.db, redis://host:port/0 or memory://"

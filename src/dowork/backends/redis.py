@@ -466,8 +466,11 @@ class RedisBackend:
         """Live as long as the loop: closing the loop cancels it, which closes the link."""
         try:
             await asyncio.Event().wait()
-        finally:
+        except asyncio.CancelledError:
             await self._release(link)
+            raise
+        # A GeneratorExit (the loop was dropped without cancelling us) passes through:
+        # with no loop left there is nothing to await, and the connections die with it.
 
     async def _release(self, link: _Link) -> None:
         if link.released:
