@@ -715,6 +715,32 @@ class BackendEngine(Engine):
                 await self.backend.close()
         return clean
 
+    async def abort(self) -> list[Any]:
+        """Stop at once: hand every claimed task back to the store (nothing to dump)."""
+        self.accepting = False
+        self.serving = False
+        if self._fetcher is not None:
+            self._fetcher.cancel()
+            await asyncio.gather(self._fetcher, return_exceptions=True)
+        now = self.clock.now()
+        for task_id, token in list(self._claimed.items()):
+            self._settle_out(
+                Settlement(
+                    task_id, token, Outcome.RETRY, now, run_at=now,
+                    error="released: the worker was stopped at once",
+                )
+            )  # fmt: skip
+        self._claimed.clear()
+        for task in list(self._running):
+            self.cancel_task(task)
+        await self._drain_outbox()
+        self.halt()
+        self._close()
+        if self.owns_backend:
+            with contextlib.suppress(BackendError):
+                await self.backend.close()
+        return []
+
     async def _quiet_or_after(self) -> None:
         if self._active:
             quiet = asyncio.get_running_loop().create_future()

@@ -760,6 +760,36 @@ class Engine:
         self._close()
         return clean
 
+    async def abort(self) -> list[Any]:
+        """Stop at once (the second signal): describe every unfinished task for a dump file.
+
+        Running async attempts are cancelled; every unfinished task ends as cancelled (its
+        after-callback runs once) and is returned as a ``DumpLine`` so it can be re-queued.
+        """
+        from .dump import line_of
+
+        self.accepting = False
+        inbox = self._inbox
+        while inbox:
+            self._accept(inbox.popleft())
+        seen: dict[int, Task[Any]] = {}
+        heap_tasks = [t for _, _, t in self._heap if isinstance(t, Task)]
+        for task in [*self._running, *self._ready, *self._batch, *heap_tasks]:
+            if not task.done:
+                seen[id(task)] = task
+        lines = [line_of(task, self.name) for task in seen.values()]
+        for schedule in list(self._schedules):
+            schedule._deactivate()
+        for task in seen.values():
+            self.cancel_task(task)
+            if task._status is _RUNNING and not task.is_async:
+                self._settle(task, None, None, 0.0)
+        self.halt()
+        self._close()
+        if self._drained is not None:
+            self._drained.set()
+        return lines
+
     def _check_drained(self) -> None:
         if self._drained is None or self._inbox or self._afters:
             return

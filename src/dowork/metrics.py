@@ -11,14 +11,23 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from .hooks import Hooks
 from .task import Task, TaskStatus
 
-__all__ = ["PrometheusHooks", "MetricsServer", "serve_metrics"]
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+
+    from prometheus_client.metrics_core import Metric
+
+    from .queue import Queue
+
+__all__ = ["BackendCollector", "MetricsServer", "PrometheusHooks", "serve_metrics"]
 
 _ATTEMPT_BUCKETS = (1, 2, 3, 5, 8, 13, 21)
 _DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 120, 300, 900, 1800)
@@ -77,11 +86,18 @@ class PrometheusHooks(Hooks):
     def _queue(task: Task[Any]) -> str:
         return task.queue_name or "unknown"
 
+    @staticmethod
+    def _local(task: Task[Any]) -> bool:
+        """Whether the task lives in memory (a durable queue's pending count is the store's)."""
+        engine = task._engine
+        return engine is None or not engine.durable
+
     def on_enqueue(self, task: Task[Any]) -> None:
         """Count the task and remember when it arrived."""
         name = self._queue(task)
         self.enqueued.labels(name).inc()
-        self.pending.labels(name).inc()
+        if self._local(task):
+            self.pending.labels(name).inc()
         with self._lock:
             self._enqueued_at[id(task)] = time.monotonic()
 
@@ -121,7 +137,8 @@ class PrometheusHooks(Hooks):
 
     def _completed(self, task: Task[Any], name: str) -> None:
         self.completed.labels(name).inc()
-        self.pending.labels(name).dec()
+        if self._local(task):
+            self.pending.labels(name).dec()
         self.attempts.labels(name).observe(task.attempts)
         with self._lock:
             self._enqueued_at.pop(id(task), None)
@@ -161,3 +178,32 @@ def serve_metrics(
         registry = registry.registry
     server, thread = start_http_server(port, addr=host, registry=registry)
     return MetricsServer(server, thread, host)
+
+
+class BackendCollector(Collector):
+    """``queue_tasks{queue,status}``: the durable queues' tasks by status, read from the store.
+
+    Every worker process sees the same figures (they come from the shared store), so any one
+    scrape shows the whole queue; in-memory queues are skipped (their hooks count them).
+    """
+
+    def __init__(self, queues: Sequence[Queue], timeout: float = 2.0) -> None:
+        self.queues = list(queues)
+        self.timeout = timeout
+
+    def collect(self) -> Iterator[Metric]:
+        """Read each durable queue's counts by status (bounded by ``timeout``)."""
+        family = GaugeMetricFamily(
+            "queue_tasks", "Tasks in the store by status", labels=["queue", "status"]
+        )
+        for queue in self.queues:
+            backend = queue.backend
+            if backend is None:
+                continue
+            try:
+                counts = queue._engine.run_on_home(backend.counts(queue.name), self.timeout)
+            except Exception:  # a scrape must not fail because the store is slow or down
+                continue
+            for status, count in sorted(counts.items()):
+                family.add_metric([queue.name, status], count)
+        yield family

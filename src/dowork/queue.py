@@ -8,6 +8,7 @@ The engine behind both lives in ``dowork._engine``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import re
@@ -24,7 +25,8 @@ from .backends import Backend, open_backend
 from .chain import ArgsMap, ChainFailed, ChainLog, Handler, Reentrant, make_job_function
 from .clock import Clock, SystemClock
 from .codec import Codec, JSONCodec
-from .errors import MaxRetriesExceeded, QueueFull, QueueShuttingDown, UnknownTask
+from .dump import DumpLine
+from .errors import MaxRetriesExceeded, NotRegistered, QueueFull, QueueShuttingDown, UnknownTask
 from .function import AsyncTaskFunction, SyncTaskFunction, TaskFunction, make_task_function
 from .hooks import Hooks, LoggingHooks
 from .registry import Registry
@@ -82,6 +84,40 @@ class Queue:
             raise ValueError(
                 f"queue name {name!r} must match [A-Za-z0-9:_]+ (it is used as a metric label)"
             )
+        self._settings: dict[str, Any] = {
+            "concurrency": concurrency,
+            "maxsize": maxsize,
+            "clock": clock,
+            "retry": retry,
+            "rng": rng,
+            "hooks": tuple(hooks),
+            "log": log,
+            "keep_finished": keep_finished,
+            "backend": backend,
+            "codec": codec,
+            "durable": durable,
+        }
+        self._registry = Registry()
+        self._jobs: dict[str, TaskFunction[[ArgsMap], ArgsMap]] = {}
+        self._engine = self._build(name, **self._settings)
+
+    def _build(
+        self,
+        name: str,
+        *,
+        concurrency: int | None,
+        maxsize: int,
+        clock: Clock | None,
+        retry: RetryPolicy | None,
+        rng: random.Random | None,
+        hooks: Iterable[Hooks],
+        log: bool,
+        keep_finished: int,
+        backend: Backend | str | None,
+        codec: Codec | None,
+        durable: DurableSettings | None,
+    ) -> Engine:
+        """Check the options and build the engine (in memory, or over a backend)."""
         if concurrency is None:
             concurrency = default_concurrency()
         _check_int(concurrency, "concurrency", 1)
@@ -104,25 +140,44 @@ class Queue:
             "hooks": hook_list,
             "keep_finished": keep_finished,
         }
-        self._registry = Registry()
-        self._jobs: dict[str, TaskFunction[[ArgsMap], ArgsMap]] = {}
-        self._engine: Engine
         if backend is None:
             if codec is not None or durable is not None:
                 raise ValueError("codec= and durable= only apply to a queue with a backend=")
-            self._engine = Engine(name, **options)
-        else:
-            if maxsize:
-                raise ValueError("maxsize= applies to in-memory queues; a backend holds the tasks")
-            self._engine = BackendEngine(
-                name,
-                backend=open_backend(backend) if isinstance(backend, str) else backend,
-                codec=codec if codec is not None else JSONCodec(),
-                registry=self._registry,
-                settings=durable if durable is not None else DurableSettings(),
-                owns_backend=isinstance(backend, str),
-                **options,
-            )
+            return Engine(name, **options)
+        if maxsize:
+            raise ValueError("maxsize= applies to in-memory queues; a backend holds the tasks")
+        for task_function in self._registry.task_functions():
+            if not task_function.explicit_name:
+                self._registry.add(task_function, False)  # lambdas cannot go durable
+        return BackendEngine(
+            name,
+            backend=open_backend(backend) if isinstance(backend, str) else backend,
+            codec=codec if codec is not None else JSONCodec(),
+            registry=self._registry,
+            settings=durable if durable is not None else DurableSettings(),
+            owns_backend=isinstance(backend, str),
+            **options,
+        )
+
+    def reconfigure(self, **changes: Any) -> None:
+        """Change constructor options (``backend``, ``concurrency``, ``hooks``, ...) before use.
+
+        The ``dowork worker`` command uses it for ``--backend`` and ``--concurrency``; task
+        functions already declared on the queue stay registered.
+
+        Raises:
+            RuntimeError: the queue was started or already holds tasks.
+            TypeError, ValueError: as the constructor.
+        """
+        engine = self._engine
+        if engine.started or engine.loop is not None or len(self) or engine.closed:
+            raise RuntimeError(f"queue {self.name!r} is in use; reconfigure it before using it")
+        unknown = set(changes) - set(self._settings)
+        if unknown:
+            raise TypeError(f"unknown queue option(s): {', '.join(sorted(unknown))}")
+        settings = self._settings | changes
+        self._engine = self._build(self.name, **settings)
+        self._settings = settings
 
     # -- properties ------------------------------------------------------------------------
 
@@ -164,9 +219,16 @@ class Queue:
         return self._registry
 
     def _register(self, task_function: TaskFunction[..., Any]) -> None:
-        """Record a task function declared on this queue (durable queues need its name)."""
+        """Record a task function declared on this queue, by name.
+
+        Durable queues need the name to run it; in-memory queues use it to restore dumped
+        tasks. Only a durable queue refuses functions another process could not find.
+        """
         if self._engine.durable:
             self._registry.add(task_function, task_function.explicit_name)
+        else:
+            with contextlib.suppress(NotRegistered):
+                self._registry.add(task_function, task_function.explicit_name)
 
     @property
     def running(self) -> bool:
@@ -645,6 +707,21 @@ class Queue:
         if not engine.on_loop():
             await asyncio.to_thread(engine.release_thread)
         return clean
+
+    def abort(self) -> list[DumpLine]:
+        """Stop at once (a second Ctrl-C): return the unfinished tasks as dump lines.
+
+        An in-memory queue cancels running async attempts and returns every unfinished task
+        (write them with ``dowork.dump.write_dump``); a durable queue hands its claimed tasks
+        back to the store and returns nothing. The queue cannot be used afterwards.
+        """
+        engine = self._engine
+        if engine.closed or engine.loop is None:
+            engine.accepting = False
+            return []
+        lines: list[DumpLine] = engine.run_on_home(engine.abort())
+        engine.release_thread()
+        return lines
 
     def __enter__(self) -> Self:
         return self.start()

@@ -67,6 +67,10 @@ class Registry:
             return None  # unknown, or one function registered under several names
         return found[1]
 
+    def task_functions(self) -> list[TaskFunction[..., Any]]:
+        """Every registered task function."""
+        return list(self._by_name.values())
+
     def names(self) -> list[str]:
         """All registered names, sorted."""
         return sorted(self._by_name)

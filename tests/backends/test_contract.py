@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import random
 import time
 import uuid
 from collections.abc import Callable, Coroutine
@@ -322,5 +323,263 @@ def test_retry_can_replace_the_payload(backend_factory: Callable[[], Backend]) -
         await b.settle([Settlement(r.id, 2, Outcome.RETRY, NOW, run_at=NOW)])
         (third,) = await b.claim("q", NOW, 1, LEASE, "w")
         assert third.payload == b'{"new":1}'  # no payload given: kept
+
+    run(backend_factory, body)
+
+
+# -- inspection and maintenance ----------------------------------------------------------------
+
+
+async def assert_consistent(b: Backend, queue: str, ids: list[str]) -> None:
+    """counts() and list() agree with the statuses get() reports for the queue's records."""
+    records = [r for r in await b.get(ids) if r.queue == queue]
+    real: dict[str, int] = {}
+    for r in records:
+        real[r.status] = real.get(r.status, 0) + 1
+    assert await b.counts(queue) == real
+    assert sorted(r.id for r in await b.list(queue, limit=10_000)) == sorted(r.id for r in records)
+    for status in real:
+        listed = await b.list(queue, [status], limit=10_000)
+        assert sorted(r.id for r in listed) == sorted(r.id for r in records if r.status == status)
+
+
+def test_queues_names_the_queues_with_records(backend_factory: Callable[[], Backend]) -> None:
+    async def body(b: Backend) -> None:
+        assert await b.queues() == []
+        gone = rec(queue="c")
+        await b.push([rec(queue="b"), rec(queue="a"), rec(queue="a"), gone])
+        assert await b.queues() == ["a", "b", "c"]
+        (r,) = await b.claim("c", NOW, 1, LEASE, "w")
+        await b.settle([Settlement(r.id, 1, Outcome.SUCCEEDED, NOW, keep=0)])  # forgotten
+        assert await b.queues() == ["a", "b"]
+        assert await b.purge("a") == 2
+        assert await b.queues() == ["b"]
+
+    run(backend_factory, body)
+
+
+def test_list_orders_by_creation_and_pages(backend_factory: Callable[[], Backend]) -> None:
+    async def body(b: Backend) -> None:
+        created = [NOW + (i * 7 % 25) // 2 for i in range(25)]  # shuffled, with ties
+        records = [rec(created_at=at) for at in created]
+        await b.push(records[:12])
+        await b.push(records[12:])  # ties across pushes keep push order too
+        await b.push([rec(queue="other")])
+        oldest = [records[i].id for i in sorted(range(25), key=lambda i: (created[i], i))]
+
+        pages = [await b.list("q", limit=10, offset=o) for o in (0, 10, 20)]
+        assert [len(p) for p in pages] == [10, 10, 5]
+        assert [r.id for p in pages for r in p] == oldest[::-1]  # newest first by default
+        pages = [await b.list("q", limit=10, offset=o, newest_first=False) for o in (0, 10, 20)]
+        assert [r.id for p in pages for r in p] == oldest
+        first = pages[0][0]
+        assert (first.payload, first.status, first.created_at) == (
+            next(r.payload for r in records if r.id == first.id),
+            "pending",
+            min(created),
+        )
+        assert await b.list("q", offset=30) == []
+        assert await b.list("q", limit=0) == []
+        assert [r.id for r in await b.list("q")] == oldest[::-1]  # the default page holds all
+        assert await b.list("nowhere") == []
+        with pytest.raises(ValueError, match="negative"):
+            await b.list("q", limit=-1)
+        with pytest.raises(ValueError, match="negative"):
+            await b.list("q", offset=-1)
+
+    run(backend_factory, body)
+
+
+def test_list_filters_by_status(backend_factory: Callable[[], Backend]) -> None:
+    async def body(b: Backend) -> None:
+        records = [rec(run_at=NOW - 20 + i, created_at=NOW + i) for i in range(12)]
+        await b.push(records)
+        claimed = await b.claim("q", NOW, 7, LEASE, "w")  # the seven oldest
+        assert [r.id for r in claimed] == [r.id for r in records[:7]]
+        await b.settle(
+            [Settlement(r.id, 1, Outcome.FAILED, NOW, error="E") for r in claimed[:3]]
+            + [Settlement(r.id, 1, Outcome.SUCCEEDED, NOW) for r in claimed[3:5]]
+        )
+        ids = [r.id for r in records]
+        failed = await b.list("q", ["failed"], newest_first=False)
+        assert [r.id for r in failed] == ids[:3]
+        assert all(r.status == "failed" and r.error == "E" for r in failed)
+        assert [r.id for r in await b.list("q", ["running"])] == [ids[6], ids[5]]
+        assert [r.id for r in await b.list("q", ("pending",), limit=2)] == [ids[11], ids[10]]
+
+        several = ["running", "failed", "pending"]  # merged by created_at across statuses
+        expected = [i for i in ids[::-1] if i not in ids[3:5]]
+        pages = [await b.list("q", several, limit=3, offset=o) for o in range(0, 12, 3)]
+        assert [len(p) for p in pages] == [3, 3, 3, 1]
+        assert [r.id for p in pages for r in p] == expected
+        oldest = await b.list("q", several, limit=4, offset=2, newest_first=False)
+        assert [r.id for r in oldest] == expected[::-1][2:6]
+        assert await b.list("q", ["dead"]) == []
+        assert await b.list("q", []) == []
+        await assert_consistent(b, "q", ids)
+
+    run(backend_factory, body)
+
+
+def test_requeue_revives_finished_failures(backend_factory: Callable[[], Backend]) -> None:
+    async def body(b: Backend) -> None:
+        crashed, cancelled, done, running, waiting = (rec(run_at=NOW - 5 + i) for i in range(5))
+        await b.push([crashed, cancelled, done, running])
+        await b.claim("q", NOW, 1, LEASE, "w")
+        assert await b.reap("q", NOW + LEASE + 1, 1) == (0, 1)  # crashed: dead, crashes 1
+        await b.claim("q", NOW, 3, LEASE, "w")
+        assert await b.cancel(cancelled.id, NOW) == "requested"
+        await b.settle(
+            [
+                Settlement(cancelled.id, 1, Outcome.CANCELLED, NOW, error="E", reason="why"),
+                Settlement(done.id, 1, Outcome.SUCCEEDED, NOW, result=b"42"),
+            ]
+        )
+        await b.push([waiting])
+        ids = [crashed.id, cancelled.id, done.id, running.id, waiting.id]
+        await assert_consistent(b, "q", ids)
+
+        asked = [crashed.id, done.id, running.id, waiting.id, "nope", cancelled.id, crashed.id]
+        assert await b.requeue(asked, NOW + 100) == [crashed.id, cancelled.id]
+        await assert_consistent(b, "q", ids)
+        assert await b.counts("q") == {"pending": 3, "running": 1, "succeeded": 1}
+        for r in await b.get([crashed.id, cancelled.id]):
+            assert r.status == "pending"
+            assert r.run_at == NOW + 100
+            assert r.attempts == 1  # the fencing token never goes down
+            assert (r.error, r.reason, r.result) == (None, None, None)
+            assert (r.crashes, r.cancel_requested) == (0, False)
+            assert (r.finished_at, r.lease_until, r.owner) == (None, None, None)
+        (untouched,) = await b.get([done.id])
+        assert (untouched.status, untouched.result) == ("succeeded", b"42")
+        assert await b.requeue([crashed.id], NOW + 100) == []  # already waiting
+        assert await b.requeue([], NOW) == []
+
+        assert await b.purge_finished(NOW + 10**9) == 1  # their retention was cleared
+        assert await b.next_due("q") == waiting.run_at
+        again = await b.claim("q", NOW + 100, 10, LEASE, "w2")
+        assert [r.id for r in again] == [waiting.id, crashed.id, cancelled.id]
+        assert [r.attempts for r in again] == [1, 2, 2]
+        late = Settlement(crashed.id, 1, Outcome.SUCCEEDED, NOW + 100)
+        assert await b.settle([late]) == [crashed.id]  # the old lease stays fenced off
+        lost, cancel = await b.heartbeat([(crashed.id, 2), (cancelled.id, 2)], NOW + 100, LEASE)
+        assert (lost, cancel) == ([], [])
+        await assert_consistent(b, "q", ids)
+
+    run(backend_factory, body)
+
+
+def test_requeue_wakes_waiting_workers(backend_factory: Callable[[], Backend]) -> None:
+    async def body(b: Backend) -> None:
+        await b.push([rec()])
+        (r,) = await b.claim("q", NOW, 1, LEASE, "w")
+        await b.settle([Settlement(r.id, 1, Outcome.DEAD, NOW)])
+        waiter = asyncio.create_task(b.wait("q", 5.0))
+        await asyncio.sleep(0.01)
+        assert await b.requeue([r.id], NOW) == [r.id]
+        await asyncio.wait_for(waiter, 1.0)
+
+    run(backend_factory, body)
+
+
+def test_purge_by_status_and_everything_but_running(
+    backend_factory: Callable[[], Backend],
+) -> None:
+    async def body(b: Backend) -> None:
+        records = [rec(run_at=NOW - 10 + i) for i in range(6)]
+        scheduled = rec(status="scheduled", run_at=NOW + 1000)
+        other = rec(queue="other")
+        await b.push([*records, scheduled, other])
+        claimed = await b.claim("q", NOW, 4, LEASE, "w")
+        await b.settle(
+            [
+                Settlement(claimed[0].id, 1, Outcome.SUCCEEDED, NOW),
+                Settlement(claimed[1].id, 1, Outcome.FAILED, NOW),
+            ]
+        )
+        assert await b.cancel(records[5].id, NOW) == "cancelled"
+        ids = [r.id for r in [*records, scheduled]]
+        assert await b.counts("q") == {
+            "succeeded": 1,
+            "failed": 1,
+            "running": 2,
+            "pending": 1,
+            "cancelled": 1,
+            "scheduled": 1,
+        }
+
+        assert await b.purge("q", ["failed"]) == 1
+        assert await b.get([records[1].id]) == []
+        await assert_consistent(b, "q", ids)
+        assert await b.purge("q", ["dead"]) == 0
+        assert await b.purge("q", []) == 0
+        assert await b.purge("nowhere") == 0
+
+        assert await b.purge("q") == 4  # succeeded, pending, cancelled, scheduled
+        assert await b.counts("q") == {"running": 2}
+        await assert_consistent(b, "q", ids)
+        assert [r.id for r in await b.list("q")] == [records[3].id, records[2].id]
+        assert await b.next_due("q") is None
+        assert await b.claim("q", NOW + 10**4, 10, LEASE, "w") == []
+        assert await b.purge_finished(NOW + 10**9) == 0  # nothing finished is left
+        assert await b.queues() == ["other", "q"]
+        assert await b.settle([Settlement(records[2].id, 1, Outcome.FAILED, NOW)]) == []
+
+        assert await b.purge("q", ["running", "failed"]) == 2  # named: running ones go too
+        assert await b.counts("q") == {}
+        await assert_consistent(b, "q", ids)
+        assert await b.queues() == ["other"]
+        assert await b.settle([Settlement(records[3].id, 1, Outcome.SUCCEEDED, NOW)]) == [
+            records[3].id
+        ]
+        assert await b.heartbeat([(records[3].id, 1)], NOW, LEASE) == ([records[3].id], [])
+        assert await b.reap("q", NOW + 10**4, 3) == (0, 0)
+        assert await b.counts("other") == {"pending": 1}
+
+        await b.push([rec()])  # the queue comes back with its next record
+        assert await b.queues() == ["other", "q"]
+        assert await b.counts("q") == {"pending": 1}
+
+    run(backend_factory, body)
+
+
+def test_list_pages_agree_with_the_records(backend_factory: Callable[[], Backend]) -> None:
+    """Any filter, direction and page, checked against an order computed from get()."""
+
+    async def body(b: Backend) -> None:
+        rng = random.Random(7)
+        records = [
+            rec(run_at=NOW - rng.random(), created_at=NOW + rng.randrange(8)) for _ in range(40)
+        ]
+        for start in range(0, 40, 9):
+            await b.push(records[start : start + 9])
+        claimed = await b.claim("q", NOW, 30, LEASE, "w")
+        outcomes = [Outcome.SUCCEEDED, Outcome.FAILED, Outcome.DEAD, Outcome.RETRY, None]
+        await b.settle(
+            [
+                Settlement(r.id, 1, outcome, NOW, run_at=NOW + 5)
+                for r in claimed
+                if (outcome := rng.choice(outcomes)) is not None
+            ]
+        )
+        position = {r.id: i for i, r in enumerate(records)}
+        stored = await b.get(list(position))
+        statuses = sorted({r.status for r in stored})
+        assert len(statuses) >= 5
+        filters: list[list[str] | None] = [None, *([s] for s in statuses)]
+        filters += [rng.sample(statuses, k) for k in (2, 3, 4) for _ in range(2)]
+        for wanted in filters:
+            for newest in (True, False):
+                expected = sorted(
+                    (r for r in stored if wanted is None or r.status in wanted),
+                    key=lambda r: (r.created_at, position[r.id]),
+                    reverse=newest,
+                )
+                for limit, offset in [(5, 0), (5, 5), (7, 3), (100, 0), (3, len(expected) - 1)]:
+                    page = await b.list(
+                        "q", wanted, limit=limit, offset=max(0, offset), newest_first=newest
+                    )
+                    want = expected[max(0, offset) : max(0, offset) + limit]
+                    assert [r.id for r in page] == [r.id for r in want], (wanted, newest)
 
     run(backend_factory, body)

@@ -304,3 +304,42 @@ def test_a_given_client_is_used_and_left_open(redis_server: RedisServer, prefix:
         await client.aclose()
 
     run(main)
+
+
+def test_listing_keys_follow_every_change_and_go_with_the_queue(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    """The created zsets and the queues set track each status change; an empty queue leaves
+    no key behind."""
+
+    async def main() -> None:
+        backend = RedisBackend(redis_server.url, prefix=prefix)
+        client = backend._link().client
+        records = [rec() for _ in range(5)]
+        await backend.push(records)
+        one, two, three, _running = await backend.claim("q", NOW, 4, LEASE, "w")
+        await backend.settle(
+            [
+                Settlement(one.id, 1, Outcome.SUCCEEDED, NOW),
+                Settlement(two.id, 1, Outcome.RETRY, NOW, run_at=NOW),
+                Settlement(three.id, 1, Outcome.DEAD, NOW),
+            ]
+        )
+        assert await backend.cancel(records[4].id, NOW) == "cancelled"
+        assert await backend.requeue([three.id], NOW) == [three.id]
+        sizes = {
+            s: await client.zcard(f"{prefix}:q:q:created.{s}")
+            for s in ("pending", "retrying", "running", "succeeded", "cancelled", "dead")
+        }
+        assert sizes == {
+            "pending": 1, "retrying": 1, "running": 1, "succeeded": 1, "cancelled": 1, "dead": 0,
+        }  # fmt: skip
+        assert await client.zcard(f"{prefix}:q:q:created") == 5
+        assert await client.smembers(f"{prefix}:queues") == {b"q"}
+        assert await backend.purge("q", ["pending", "retrying", "running"]) == 3
+        assert await backend.purge_finished(NOW + 10**9) == 2
+        assert await client.keys(f"{prefix}:q:*") == []
+        assert await client.exists(f"{prefix}:queues", f"{prefix}:expiry") == 0
+        await backend.close()
+
+    run(main)

@@ -18,12 +18,15 @@ from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
 __all__ = [
+    "REQUEUABLE",
     "WAITING",
     "Backend",
     "Outcome",
     "Record",
     "Settlement",
     "Wakeups",
+    "check_page",
+    "status_filter",
 ]
 
 
@@ -39,6 +42,9 @@ class Outcome(StrEnum):
 
 #: Record statuses in which a task waits to be claimed.
 WAITING = ("pending", "scheduled", "retrying")
+
+#: Record statuses of a task that finished unsuccessfully, which ``Backend.requeue`` revives.
+REQUEUABLE = ("failed", "cancelled", "dead")
 
 
 @dataclass(slots=True)
@@ -155,6 +161,47 @@ class Backend(Protocol):
     async def purge_finished(self, now: float) -> int:
         """Delete finished records whose retention has passed; return how many."""
 
+    # -- inspection and maintenance (dashboards, the command line, dead-letter handling) --
+
+    async def queues(self) -> list[str]:
+        """Return the sorted names of the queues that hold at least one record."""
+
+    async def requeue(self, ids: Sequence[str], now: float) -> list[str]:
+        """Send finished-unsuccessfully records (failed, cancelled, dead) back to waiting.
+
+        Each becomes ``pending`` with ``run_at = now``, its error, reason, result, crashes,
+        cancel request and retention cleared; ``attempts`` is kept, since it is the fencing
+        token and must never go down. Atomic per call. Returns the ids requeued, in the order
+        given; unknown ids and records in any other status are left alone and left out.
+        """
+
+    async def purge(self, queue: str, statuses: Sequence[str] | None = None) -> int:
+        """Delete the queue's records in ``statuses`` and return how many were deleted.
+
+        ``None`` means every status except ``running``: a leased record is deleted only when
+        ``"running"`` is named, since its worker still holds it (its settlement is refused).
+        """
+
+    # ``list`` comes last: a method of that name hides the builtin in annotations below it.
+    async def list(
+        self,
+        queue: str,
+        statuses: Sequence[str] | None = None,
+        *,
+        limit: int = 100,
+        offset: int = 0,
+        newest_first: bool = True,
+    ) -> list[Record]:
+        """Return one page of the queue's records, for inspection without loading the queue.
+
+        Records are ordered by ``created_at`` (ties in push order), newest first unless
+        ``newest_first`` is false, optionally only those in ``statuses``; ``offset`` records
+        are skipped and at most ``limit`` returned.
+
+        Raises:
+            ValueError: a negative ``limit`` or ``offset``.
+        """
+
 
 class Wakeups:
     """In-process wake-ups for idle workers, safe across threads and event loops.
@@ -192,6 +239,29 @@ class Wakeups:
                 waiting = self._waiters.get(queue)
                 if waiting is not None:
                     waiting.discard(entry)
+
+
+def check_page(limit: int, offset: int) -> None:
+    """Refuse a negative page size or offset for ``Backend.list``.
+
+    Raises:
+        ValueError: ``limit`` or ``offset`` is negative.
+    """
+    if limit < 0 or offset < 0:
+        raise ValueError(f"limit and offset must not be negative, not {limit} and {offset}")
+
+
+def status_filter(statuses: Sequence[str] | str | None) -> tuple[str, ...] | None:
+    """Return the distinct statuses of a filter, sorted; a lone string is one status.
+
+    A plain ``str`` is a ``Sequence[str]`` too, so ``purge(q, "failed")`` would otherwise
+    match by its letters.
+    """
+    if statuses is None:
+        return None
+    if isinstance(statuses, str):
+        return (statuses,)
+    return tuple(sorted(set(statuses)))
 
 
 def _wake(future: asyncio.Future[None]) -> None:

@@ -14,7 +14,16 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from ..errors import DuplicateTask
-from ._protocol import WAITING, Outcome, Record, Settlement, Wakeups
+from ._protocol import (
+    REQUEUABLE,
+    WAITING,
+    Outcome,
+    Record,
+    Settlement,
+    Wakeups,
+    check_page,
+    status_filter,
+)
 
 __all__ = ["MemoryBackend"]
 
@@ -117,6 +126,7 @@ class MemoryBackend:
                 keep = self.keep_finished if s.keep is None else s.keep
                 if keep <= 0:
                     del self._records[s.id]
+                    del self._order[s.id]
                     continue
                 record.status = _FINAL[s.outcome]
                 record.result = s.result
@@ -219,5 +229,70 @@ class MemoryBackend:
             gone = [i for i, at in self._expires.items() if at < now]
             for task_id in gone:
                 self._records.pop(task_id, None)
+                self._order.pop(task_id, None)
                 del self._expires[task_id]
         return len(gone)
+
+    async def queues(self) -> list[str]:
+        """Names of the queues with records, sorted."""
+        with self._lock:
+            return sorted({r.queue for r in self._records.values()})
+
+    async def requeue(self, ids: Sequence[str], now: float) -> list[str]:
+        """Send failed, cancelled and dead records back to pending, keeping ``attempts``."""
+        requeued = []
+        queues = set()
+        with self._lock:
+            for task_id in dict.fromkeys(ids):
+                record = self._records.get(task_id)
+                if record is None or record.status not in REQUEUABLE:
+                    continue
+                record.status = "pending"
+                record.run_at = record.updated_at = now
+                record.error = record.reason = record.result = None
+                record.crashes = 0
+                record.cancel_requested = False
+                record.lease_until = record.owner = record.finished_at = None
+                self._expires.pop(task_id, None)
+                requeued.append(task_id)
+                queues.add(record.queue)
+        self._wakeups.notify(queues)
+        return requeued
+
+    async def purge(self, queue: str, statuses: Sequence[str] | None = None) -> int:
+        """Delete the queue's records in ``statuses`` (all but running ones for None)."""
+        wanted = status_filter(statuses)
+        with self._lock:
+            gone = [
+                r.id
+                for r in self._records.values()
+                if r.queue == queue
+                and (r.status != "running" if wanted is None else r.status in wanted)
+            ]
+            for task_id in gone:
+                del self._records[task_id]
+                self._order.pop(task_id, None)
+                self._expires.pop(task_id, None)
+        return len(gone)
+
+    # ``list`` comes last: a method of that name hides the builtin in annotations below it.
+    async def list(
+        self,
+        queue: str,
+        statuses: Sequence[str] | None = None,
+        *,
+        limit: int = 100,
+        offset: int = 0,
+        newest_first: bool = True,
+    ) -> list[Record]:
+        """One page of the queue's records by ``created_at`` (sorted in memory)."""
+        check_page(limit, offset)
+        wanted = status_filter(statuses)
+        with self._lock:
+            found = [
+                r
+                for r in self._records.values()
+                if r.queue == queue and (wanted is None or r.status in wanted)
+            ]
+            found.sort(key=lambda r: (r.created_at, self._order[r.id]), reverse=newest_first)
+            return [replace(r) for r in found[offset : offset + limit]]

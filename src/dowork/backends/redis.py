@@ -14,10 +14,20 @@ Key schema (``P`` is the prefix, ``dowork`` by default; ``Q`` a queue name)::
     P:q:Q:waiting       zset of waiting tasks (pending, scheduled, retrying); score run_at,
                         member "%016x:{id}" % seq, so equal run_at sort first in, first out
     P:q:Q:running       zset of leased tasks; score lease_until, member id
-    P:q:Q:counts        hash status -> number of the queue's tasks in that status
+    P:q:Q:counts        hash status -> number of the queue's tasks in that status (deleted
+                        with the queue's last task)
+    P:q:Q:created       zset of all the queue's tasks; score created_at, member as in
+                        waiting ("%016x:{id}" % seq), so ties list in push order
+    P:q:Q:created.S     the same for the queue's tasks in status S only (one zset per status
+                        in use), so a page of one status never reads the others
+    P:queues            set of the queue names that have tasks
     P:expiry            zset of finished tasks kept for lookups; score expires_at, member id
     P:seq               counter giving each pushed task its FIFO sequence number
     P:notify            pub/sub channel: "{sender} {queue}" after every push
+
+Every script that changes a task's status moves it between the ``created.S`` zsets and
+updates ``counts`` in the same step; ``list()`` reads one page of a ``created`` zset (or merges
+the first pages of a few ``created.S``), never the whole queue.
 
 Times (``run_at``, ``lease_until``, ...) are the caller's clock, as in the other backends,
 and are passed to the scripts as exact ``repr(float)`` strings. The scripts touch keys they
@@ -46,7 +56,7 @@ from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 
 from ..errors import BackendError, BackendUnavailable, DuplicateTask
-from ._protocol import Outcome, Record, Settlement, Wakeups
+from ._protocol import Outcome, Record, Settlement, Wakeups, check_page, status_filter
 
 __all__ = ["RedisBackend"]
 
@@ -73,6 +83,29 @@ local function qkey(queue, kind) return P .. 'q:' .. queue .. ':' .. kind end
 local function member(seq, id) return string.format('%016x', tonumber(seq)) .. ':' .. id end
 local function count(queue, status, delta)
     redis.call('HINCRBY', qkey(queue, 'counts'), status, delta)
+end
+-- A task (zset member m, created_at at) leaves status old and/or enters status new (nil:
+-- none): counts and the per-status listing zsets follow.
+local function move(queue, m, at, old, new)
+    if old then
+        count(queue, old, -1)
+        redis.call('ZREM', qkey(queue, 'created.' .. old), m)
+    end
+    if new then
+        count(queue, new, 1)
+        redis.call('ZADD', qkey(queue, 'created.' .. new), at, m)
+    end
+end
+-- After a task hash was deleted: drop it from the listings, and the queue once it is empty.
+local function forget(queue, status, m)
+    move(queue, m, nil, status, nil)
+    redis.call('ZREM', qkey(queue, 'created'), m)
+    local counts = qkey(queue, 'counts')
+    for _, n in ipairs(redis.call('HVALS', counts)) do
+        if tonumber(n) ~= 0 then return end
+    end
+    redis.call('DEL', counts)
+    redis.call('SREM', P .. 'queues', queue)
 end
 local function setopt(key, name, value)
     if value == '' then
@@ -105,13 +138,18 @@ for i = 0, n - 1 do
         'updated_at', ARGV[b + 5], 'status', status, 'attempts', ARGV[b + 8],
         'seq', string.format('%d', seq))
     setopt(key, 'options', ARGV[b + 7])
+    local m = member(seq, id)
     if WAITING[status] then
-        redis.call('ZADD', qkey(queue, 'waiting'), ARGV[b + 4], member(seq, id))
+        redis.call('ZADD', qkey(queue, 'waiting'), ARGV[b + 4], m)
     end
-    count(queue, status, 1)
+    redis.call('ZADD', qkey(queue, 'created'), ARGV[b + 5], m)
+    move(queue, m, ARGV[b + 5], nil, status)
     queues[queue] = true
 end
-for queue in pairs(queues) do redis.call('PUBLISH', P .. 'notify', ARGV[3] .. ' ' .. queue) end
+for queue in pairs(queues) do
+    redis.call('SADD', P .. 'queues', queue)
+    redis.call('PUBLISH', P .. 'notify', ARGV[3] .. ' ' .. queue)
+end
 return {'ok'}
 """
 
@@ -131,14 +169,14 @@ for _, m in ipairs(redis.call('ZRANGEBYSCORE', waiting, '-inf', now, 'LIMIT', 0,
     redis.call('ZREM', waiting, m)
     local id = string.sub(m, 18)
     local key = tkey(id)
-    local status = redis.call('HGET', key, 'status')
+    local rec = redis.call('HMGET', key, 'status', 'created_at')
+    local status = rec[1]
     if status and WAITING[status] then
         redis.call('HINCRBY', key, 'attempts', 1)
         redis.call('HSET', key, 'status', 'running', 'lease_until', ARGV[5],
             'owner', ARGV[6], 'updated_at', now)
         redis.call('ZADD', running, ARGV[5], id)
-        count(queue, status, -1)
-        count(queue, 'running', 1)
+        move(queue, m, rec[2], status, 'running')
         out[#out + 1] = redis.call('HGETALL', key)
     end
 end
@@ -154,22 +192,22 @@ for i = 0, tonumber(ARGV[2]) - 1 do
     local b = 3 + i * 10
     local id, status, now = ARGV[b], ARGV[b + 2], ARGV[b + 3]
     local key = tkey(id)
-    local rec = redis.call('HMGET', key, 'status', 'attempts', 'queue', 'seq')
+    local rec = redis.call('HMGET', key, 'status', 'attempts', 'queue', 'seq', 'created_at')
     if rec[1] ~= 'running' or tonumber(rec[2]) ~= tonumber(ARGV[b + 1]) then
         refused[#refused + 1] = id
     else
-        local queue = rec[3]
+        local queue, m = rec[3], member(rec[4], id)
         redis.call('ZREM', qkey(queue, 'running'), id)
-        count(queue, 'running', -1)
         if status == 'retrying' then
             redis.call('HSET', key, 'status', status, 'run_at', ARGV[b + 4], 'updated_at', now)
             redis.call('HDEL', key, 'lease_until', 'owner')
             setopt(key, 'error', ARGV[b + 5])
             if ARGV[b + 9] ~= '' then setopt(key, 'payload', ARGV[b + 9]) end
-            redis.call('ZADD', qkey(queue, 'waiting'), ARGV[b + 4], member(rec[4], id))
-            count(queue, status, 1)
+            redis.call('ZADD', qkey(queue, 'waiting'), ARGV[b + 4], m)
+            move(queue, m, rec[5], 'running', status)
         elseif ARGV[b + 8] == '' then
             redis.call('DEL', key)
+            forget(queue, 'running', m)
         else
             redis.call('HSET', key, 'status', status, 'updated_at', now, 'finished_at', now,
                 'expires_at', ARGV[b + 8])
@@ -178,7 +216,7 @@ for i = 0, tonumber(ARGV[2]) - 1 do
             setopt(key, 'reason', ARGV[b + 6])
             setopt(key, 'result', ARGV[b + 7])
             redis.call('ZADD', P .. 'expiry', ARGV[b + 8], id)
-            count(queue, status, 1)
+            move(queue, m, rec[5], 'running', status)
         end
     end
 end
@@ -212,22 +250,22 @@ local requeued, dead = 0, 0
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', running, '-inf', '(' .. now)) do
     redis.call('ZREM', running, id)
     local key = tkey(id)
-    local rec = redis.call('HMGET', key, 'status', 'seq')
+    local rec = redis.call('HMGET', key, 'status', 'seq', 'created_at')
     if rec[1] == 'running' then
+        local m = member(rec[2], id)
         local crashes = redis.call('HINCRBY', key, 'crashes', 1)
         redis.call('HDEL', key, 'lease_until', 'owner')
-        count(queue, 'running', -1)
         if crashes >= tonumber(ARGV[4]) then
             redis.call('HSET', key, 'status', 'dead', 'reason', 'crashed_worker',
                 'error', 'the worker running it stopped renewing its lease ' .. crashes ..
                 ' times', 'updated_at', now, 'finished_at', now, 'expires_at', ARGV[5])
             redis.call('ZADD', P .. 'expiry', ARGV[5], id)
-            count(queue, 'dead', 1)
+            move(queue, m, rec[3], 'running', 'dead')
             dead = dead + 1
         else
             redis.call('HSET', key, 'status', 'retrying', 'run_at', now, 'updated_at', now)
-            redis.call('ZADD', qkey(queue, 'waiting'), now, member(rec[2], id))
-            count(queue, 'retrying', 1)
+            redis.call('ZADD', qkey(queue, 'waiting'), now, m)
+            move(queue, m, rec[3], 'running', 'retrying')
             requeued = requeued + 1
         end
     end
@@ -239,16 +277,16 @@ return {requeued, dead}
 _CANCEL = """
 local id, now = ARGV[2], ARGV[3]
 local key = tkey(id)
-local rec = redis.call('HMGET', key, 'status', 'queue', 'seq')
+local rec = redis.call('HMGET', key, 'status', 'queue', 'seq', 'created_at')
 local status, queue = rec[1], rec[2]
 if not status then return 'unknown' end
 if WAITING[status] then
+    local m = member(rec[3], id)
     redis.call('HSET', key, 'status', 'cancelled', 'error', 'cancelled', 'updated_at', now,
         'finished_at', now, 'expires_at', ARGV[4])
-    redis.call('ZREM', qkey(queue, 'waiting'), member(rec[3], id))
+    redis.call('ZREM', qkey(queue, 'waiting'), m)
     redis.call('ZADD', P .. 'expiry', ARGV[4], id)
-    count(queue, status, -1)
-    count(queue, 'cancelled', 1)
+    move(queue, m, rec[4], status, 'cancelled')
     return 'cancelled'
 end
 if status == 'running' then
@@ -265,13 +303,113 @@ local ids = redis.call('ZRANGEBYSCORE', P .. 'expiry', '-inf', '(' .. ARGV[2],
 for _, id in ipairs(ids) do
     redis.call('ZREM', P .. 'expiry', id)
     local key = tkey(id)
-    local rec = redis.call('HMGET', key, 'status', 'queue')
+    local rec = redis.call('HMGET', key, 'status', 'queue', 'seq')
     if rec[1] then
         redis.call('DEL', key)
-        count(rec[2], rec[1], -1)
+        forget(rec[2], rec[1], member(rec[3], id))
     end
 end
 return #ids
+"""
+
+# ARGV: P, now, sender, n, then n ids. Sends failed, cancelled and dead tasks back to pending
+# (attempts kept: it is the fencing token). Returns id, queue of each task requeued.
+_REQUEUE = """
+local now = ARGV[2]
+local done, queues = {}, {}
+for i = 1, tonumber(ARGV[4]) do
+    local id = ARGV[4 + i]
+    local key = tkey(id)
+    local rec = redis.call('HMGET', key, 'status', 'queue', 'seq', 'created_at')
+    local status, queue = rec[1], rec[2]
+    if status == 'failed' or status == 'cancelled' or status == 'dead' then
+        local m = member(rec[3], id)
+        redis.call('HSET', key, 'status', 'pending', 'run_at', now, 'updated_at', now,
+            'crashes', '0')
+        redis.call('HDEL', key, 'error', 'reason', 'result', 'cancel_requested',
+            'lease_until', 'owner', 'finished_at', 'expires_at')
+        redis.call('ZREM', P .. 'expiry', id)
+        redis.call('ZADD', qkey(queue, 'waiting'), now, m)
+        move(queue, m, rec[4], status, 'pending')
+        done[#done + 1] = id
+        done[#done + 1] = queue
+        queues[queue] = true
+    end
+end
+for queue in pairs(queues) do
+    redis.call('PUBLISH', P .. 'notify', ARGV[3] .. ' ' .. queue)
+end
+return done
+"""
+
+# ARGV: P, queue, batch, then the statuses to delete (none: every status but running).
+# Deletes up to batch of the queue's tasks in those statuses; returns how many.
+_PURGE_QUEUE = """
+local queue, left = ARGV[2], tonumber(ARGV[3])
+local statuses = {}
+if #ARGV > 3 then
+    for i = 4, #ARGV do statuses[#statuses + 1] = ARGV[i] end
+else
+    for _, status in ipairs(redis.call('HKEYS', qkey(queue, 'counts'))) do
+        if status ~= 'running' then statuses[#statuses + 1] = status end
+    end
+end
+for _, status in ipairs(statuses) do
+    if left <= 0 then break end
+    local members = redis.call('ZRANGE', qkey(queue, 'created.' .. status), 0, left - 1)
+    for _, m in ipairs(members) do
+        local id = string.sub(m, 18)
+        redis.call('DEL', tkey(id))
+        if WAITING[status] then
+            redis.call('ZREM', qkey(queue, 'waiting'), m)
+        elseif status == 'running' then
+            redis.call('ZREM', qkey(queue, 'running'), id)
+        else
+            redis.call('ZREM', P .. 'expiry', id)
+        end
+        forget(queue, status, m)
+    end
+    left = left - #members
+end
+return tonumber(ARGV[3]) - left
+"""
+
+# ARGV: P, queue, offset, limit, newest ('1' or ''), then the statuses (none: all).
+# Returns one page of the queue's task hashes (HGETALL lists) in created_at order.
+_LIST = """
+local queue, offset, limit = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local newest = ARGV[5] == '1'
+local range = newest and 'ZREVRANGE' or 'ZRANGE'
+local page
+if #ARGV <= 6 then
+    local key = #ARGV == 6 and qkey(queue, 'created.' .. ARGV[6]) or qkey(queue, 'created')
+    page = redis.call(range, key, offset, offset + limit - 1)
+else
+    -- Several statuses: the page lies within the first offset + limit of each listing.
+    local all = {}
+    for i = 6, #ARGV do
+        local key = qkey(queue, 'created.' .. ARGV[i])
+        local flat = redis.call(range, key, 0, offset + limit - 1, 'WITHSCORES')
+        for j = 1, #flat, 2 do
+            local m = flat[j]
+            all[#all + 1] = {tonumber(flat[j + 1]), tonumber(string.sub(m, 1, 16), 16), m}
+        end
+    end
+    table.sort(all, function(a, b)  -- by (created_at, seq), like the zsets
+        local x, y = a, b
+        if newest then x, y = b, a end
+        if x[1] ~= y[1] then return x[1] < y[1] end
+        return x[2] < y[2]
+    end)
+    page = {}
+    for i = offset + 1, math.min(#all, offset + limit) do page[#page + 1] = all[i][3] end
+end
+local out = {}
+for _, m in ipairs(page) do
+    local h = redis.call('HGETALL', tkey(string.sub(m, 18)))
+    if #h > 0 then out[#out + 1] = h end
+end
+return out
 """
 
 _SCRIPTS = {
@@ -282,6 +420,9 @@ _SCRIPTS = {
     "reap": _REAP,
     "cancel": _CANCEL,
     "purge": _PURGE,
+    "requeue": _REQUEUE,
+    "purge_queue": _PURGE_QUEUE,
+    "list": _LIST,
 }
 _PURGE_BATCH = 500
 
@@ -755,3 +896,59 @@ class RedisBackend:
         with self._errors():
             seconds, micros = await link.client.time()
         return seconds + micros / 1e6
+
+    async def queues(self) -> list[str]:
+        """Names of the queues with records, sorted (the ``P:queues`` set)."""
+        link = self._link()
+        with self._errors():
+            names = await link.client.smembers(_text(f"{self._keys}queues"))
+        return sorted(
+            n.decode("utf-8", "surrogatepass") if isinstance(n, bytes) else n for n in names
+        )
+
+    async def requeue(self, ids: Sequence[str], now: float) -> list[str]:
+        """Send failed, cancelled and dead records back to pending in one script."""
+        unique = [_text(i) for i in dict.fromkeys(ids)]
+        if not unique:
+            return []
+        flat = await self._script("requeue", _num(now), self._sender, len(unique), *unique)
+        done = [bytes(i).decode("utf-8", "surrogatepass") for i in flat]
+        self._wakeups.notify(set(done[1::2]))  # other processes hear the script's PUBLISH
+        return done[::2]
+
+    async def purge(self, queue: str, statuses: Sequence[str] | None = None) -> int:
+        """Delete the queue's records in ``statuses`` (all but running ones for None).
+
+        Runs a batch per script call, so a large queue never blocks Redis for long.
+        """
+        wanted = status_filter(statuses)
+        if wanted == ():
+            return 0
+        total = 0
+        while True:
+            deleted = int(
+                await self._script("purge_queue", _text(queue), _PURGE_BATCH, *(wanted or ()))
+            )
+            total += deleted
+            if deleted < _PURGE_BATCH:
+                return total
+
+    # ``list`` comes last: a method of that name hides the builtin in annotations below it.
+    async def list(
+        self,
+        queue: str,
+        statuses: Sequence[str] | None = None,
+        *,
+        limit: int = 100,
+        offset: int = 0,
+        newest_first: bool = True,
+    ) -> list[Record]:
+        """One page of the queue's records by ``created_at``, read from its listing zsets."""
+        check_page(limit, offset)
+        wanted = status_filter(statuses)
+        if limit == 0 or wanted == ():
+            return []
+        rows = await self._script(
+            "list", _text(queue), offset, limit, "1" if newest_first else "", *(wanted or ())
+        )
+        return [_record(row) for row in rows]

@@ -3,9 +3,11 @@
 Several processes on one machine can share one file: every claim runs in a ``BEGIN
 IMMEDIATE`` transaction (one writer at a time, readers never blocked), a busy timeout rides
 out short lock waits, and a partial index on ``(queue, run_at)`` of waiting rows keeps a claim
-O(log n) however many finished rows the file holds. Finished rows are deleted when their
-retention passes, and the file is created with ``auto_vacuum=INCREMENTAL`` so freed pages go
-back to the file system. Every call runs on one dedicated thread holding the connection.
+O(log n) however many finished rows the file holds; indexes on ``(queue, created_at)`` and
+``(queue, status, created_at)`` serve ``queues()``, ``list()`` and ``counts()``. Finished rows
+are deleted when their retention passes, and the file is created with
+``auto_vacuum=INCREMENTAL`` so freed pages go back to the file system. Every call runs on one
+dedicated thread holding the connection.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from ..errors import BackendError, BackendUnavailable, DuplicateTask
-from ._protocol import Outcome, Record, Settlement, Wakeups
+from ._protocol import REQUEUABLE, Outcome, Record, Settlement, Wakeups, check_page, status_filter
 
 __all__ = ["SQLiteBackend"]
 
@@ -54,6 +56,8 @@ CREATE INDEX IF NOT EXISTS dowork_leases ON dowork_tasks (queue, lease_until)
     WHERE status = 'running';
 CREATE INDEX IF NOT EXISTS dowork_expiry ON dowork_tasks (expires_at)
     WHERE expires_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS dowork_created ON dowork_tasks (queue, created_at);
+CREATE INDEX IF NOT EXISTS dowork_listing ON dowork_tasks (queue, status, created_at);
 """
 
 _COLUMNS = (
@@ -440,3 +444,104 @@ class SQLiteBackend:
         if deleted and self._conn is not None:
             self._conn.execute("PRAGMA incremental_vacuum")
         return deleted
+
+    async def queues(self) -> list[str]:
+        """Names of the queues with records, sorted (one index probe per queue)."""
+        return await self._run(self._queues)
+
+    def _queues(self) -> list[str]:
+        conn = self._conn
+        assert conn is not None
+        rows = conn.execute(  # a loose index scan: jump from one queue name to the next
+            "WITH RECURSIVE names(queue) AS ("
+            " SELECT MIN(queue) FROM dowork_tasks"
+            " UNION ALL SELECT (SELECT MIN(queue) FROM dowork_tasks WHERE queue > names.queue)"
+            " FROM names WHERE names.queue IS NOT NULL"
+            ") SELECT queue FROM names WHERE queue IS NOT NULL"
+        ).fetchall()
+        return [row[0] for row in rows]
+
+    async def requeue(self, ids: Sequence[str], now: float) -> list[str]:
+        """Send failed, cancelled and dead records back to pending in one transaction."""
+        if not ids:
+            return []
+        requeued, queues = await self._run(self._requeue, list(dict.fromkeys(ids)), now)
+        self._wakeups.notify(queues)
+        return requeued
+
+    def _requeue(self, ids: list[str], now: float) -> tuple[list[str], set[str]]:
+        done: dict[str, str] = {}
+        finished = ",".join(f"'{status}'" for status in REQUEUABLE)
+        with self._tx() as conn:
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                rows = conn.execute(
+                    "UPDATE dowork_tasks SET status = 'pending', run_at = ?, updated_at = ?,"
+                    " error = NULL, reason = NULL, result = NULL, crashes = 0,"
+                    " cancel_requested = 0, lease_until = NULL, owner = NULL,"
+                    " finished_at = NULL, expires_at = NULL"
+                    f" WHERE id IN ({marks}) AND status IN ({finished}) RETURNING id, queue",
+                    (now, now, *chunk),
+                ).fetchall()
+                done.update(rows)
+        return [i for i in ids if i in done], set(done.values())
+
+    async def purge(self, queue: str, statuses: Sequence[str] | None = None) -> int:
+        """Delete the queue's records in ``statuses`` (all but running ones for None)."""
+        wanted = status_filter(statuses)
+        if wanted == ():
+            return 0
+        return await self._run(self._purge_queue, queue, wanted)
+
+    def _purge_queue(self, queue: str, wanted: tuple[str, ...] | None) -> int:
+        args: tuple[str, ...] = ()
+        if wanted is None:
+            where = "status != 'running'"
+        else:
+            where, args = f"status IN ({','.join('?' * len(wanted))})", wanted
+        with self._tx() as conn:
+            deleted = conn.execute(
+                f"DELETE FROM dowork_tasks WHERE queue = ? AND {where}", (queue, *args)
+            ).rowcount
+        if deleted and self._conn is not None:
+            self._conn.execute("PRAGMA incremental_vacuum")
+        return deleted
+
+    def _list(
+        self,
+        queue: str,
+        wanted: tuple[str, ...] | None,
+        limit: int,
+        offset: int,
+        newest_first: bool,
+    ) -> list[Record]:
+        conn = self._conn
+        assert conn is not None
+        where = ""
+        if wanted is not None:
+            where = f" AND status IN ({','.join('?' * len(wanted))})"
+        order = "DESC" if newest_first else "ASC"
+        rows = conn.execute(
+            f"SELECT {_COLUMNS} FROM dowork_tasks WHERE queue = ?{where}"
+            f" ORDER BY created_at {order}, rowid {order} LIMIT ? OFFSET ?",
+            (queue, *(wanted or ()), limit, offset),
+        ).fetchall()
+        return [_record(row) for row in rows]
+
+    # ``list`` comes last: a method of that name hides the builtin in annotations below it.
+    async def list(
+        self,
+        queue: str,
+        statuses: Sequence[str] | None = None,
+        *,
+        limit: int = 100,
+        offset: int = 0,
+        newest_first: bool = True,
+    ) -> list[Record]:
+        """One page of the queue's records by ``created_at``, read through an index."""
+        check_page(limit, offset)
+        wanted = status_filter(statuses)
+        if limit == 0 or wanted == ():
+            return []
+        return await self._run(self._list, queue, wanted, limit, offset, newest_first)

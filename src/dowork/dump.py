@@ -1,0 +1,198 @@
+"""Dump files: unfinished tasks written out on a forced stop, to be reviewed and re-queued.
+
+The format is JSON Lines, one task per line, so a person can read it, delete lines with
+``grep -v`` or an editor, and feed the rest to ``dowork requeue FILE``. Each line::
+
+    {"v": 1, "queue": "email", "id": "…", "task": "app.mail:send", "args": […],
+     "kwargs": {…}, "options": {…}, "status": "pending", "attempts": 0,
+     "not_before": 1700000000.0 or null, "restorable": true, "why": null}
+
+``restorable`` is false for a task that cannot be run again from its line: a lambda or a
+nested function (no name another process can find) or arguments JSON cannot hold; ``why``
+says which. Such tasks are listed so nothing disappears silently, and skipped on requeue.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .backends._protocol import Backend, Record
+from .codec import JSONCodec
+from .errors import NotSerializable
+from .registry import default_name
+from .task import Task
+
+if TYPE_CHECKING:
+    from .queue import Queue
+
+__all__ = ["DumpLine", "read_dump", "requeue_into_backend", "requeue_into_queue", "write_dump"]
+
+VERSION = 1
+_STORABLE = ("retries", "backoff", "base_delay", "max_delay", "jitter", "keep_result")
+
+
+@dataclass(frozen=True, slots=True)
+class DumpLine:
+    """One task of a dump file."""
+
+    queue: str
+    id: str
+    task: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+    options: dict[str, Any]
+    status: str
+    attempts: int
+    not_before: float | None
+    restorable: bool
+    why: str | None = None
+
+    def to_json(self) -> str:
+        """One line of JSON (no newline)."""
+        data = {
+            "v": VERSION,
+            "queue": self.queue,
+            "id": self.id,
+            "task": self.task,
+            "args": self.args,
+            "kwargs": self.kwargs,
+            "options": self.options,
+            "status": self.status,
+            "attempts": self.attempts,
+            "not_before": self.not_before,
+            "restorable": self.restorable,
+            "why": self.why,
+        }
+        return json.dumps(data, ensure_ascii=False, default=repr)
+
+
+def line_of(task: Task[Any], queue: str) -> DumpLine:
+    """Describe an unfinished task for a dump file (never raises)."""
+    fn = task.fn
+    name = getattr(fn, "name", None) if hasattr(fn, "explicit_name") else None
+    if not isinstance(name, str):
+        name = default_name(getattr(fn, "func", fn))
+    why = None
+    if "<lambda>" in name or "<locals>" in name:
+        why = "a lambda or nested function has no name another process can find"
+    args: list[Any] = list(task.args)
+    kwargs: dict[str, Any] = dict(task.kwargs)
+    try:
+        JSONCodec().encode({"a": args, "k": kwargs})
+    except NotSerializable as exc:
+        why = why or f"arguments JSON cannot hold: {exc}"
+        args = [repr(a) for a in args]
+        kwargs = {k: repr(v) for k, v in kwargs.items()}
+    options = {k: v for k, v in (task._overrides or {}).items() if k in _STORABLE}
+    options = {k: (str(v) if k == "backoff" else v) for k, v in options.items()}
+    if task._within is not None:
+        options["within"] = task._within
+    return DumpLine(
+        queue=queue,
+        id=task.id,
+        task=name,
+        args=args,
+        kwargs=kwargs,
+        options=options,
+        status=task.status.value,
+        attempts=task.attempts,
+        not_before=task._next_attempt or task._not_before,
+        restorable=why is None,
+        why=why,
+    )
+
+
+def write_dump(path: str | os.PathLike[str], lines: Iterable[DumpLine]) -> int:
+    """Write (or extend) a dump file, one line per task; return how many were written."""
+    target = Path(path)
+    text = "".join(line.to_json() + "\n" for line in lines)
+    if not text:
+        return 0
+    target.parent.mkdir(parents=True, exist_ok=True)
+    existing = target.read_text() if target.exists() else ""
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".dowork-dump-")
+    with os.fdopen(fd, "w") as f:  # write aside, then rename: never a half-written dump
+        f.write(existing + text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, target)
+    return text.count("\n")
+
+
+def read_dump(path: str | os.PathLike[str]) -> Iterator[DumpLine | str]:
+    """Yield each line of a dump file as a ``DumpLine``, or an error message for a bad line."""
+    with open(path, encoding="utf-8") as f:
+        for number, raw in enumerate(f, 1):
+            raw = raw.strip()
+            if not raw or raw.startswith("#"):
+                continue
+            try:
+                data = json.loads(raw)
+                if data.get("v") != VERSION:
+                    raise ValueError(f"unknown dump version {data.get('v')!r}")
+                yield DumpLine(
+                    queue=str(data["queue"]),
+                    id=str(data["id"]),
+                    task=str(data["task"]),
+                    args=list(data.get("args") or []),
+                    kwargs=dict(data.get("kwargs") or {}),
+                    options=dict(data.get("options") or {}),
+                    status=str(data.get("status", "pending")),
+                    attempts=int(data.get("attempts", 0)),
+                    not_before=data.get("not_before"),
+                    restorable=bool(data.get("restorable", True)),
+                    why=data.get("why"),
+                )
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                yield f"line {number}: {exc}"
+
+
+def requeue_into_queue(line: DumpLine, queue: Queue) -> Task[Any]:
+    """Enqueue a dumped task on ``queue`` through its registry (the name must be declared).
+
+    Raises:
+        NotRegistered: no task of that name is declared on the queue.
+    """
+    from .errors import NotRegistered
+
+    entry = queue.registry.get(line.task)
+    if entry is None:
+        raise NotRegistered(f"{line.task} is not declared on queue {queue.name!r}")
+    task = entry.task(*line.args, **line.kwargs)
+    options = dict(line.options)
+    if options:
+        task.configure(**options)
+    if line.not_before is not None and line.not_before > time.time():
+        task.configure(not_before=line.not_before)
+    return queue.enqueue(task)
+
+
+async def requeue_into_backend(
+    lines: Iterable[DumpLine], backend: Backend, queue: str | None, now: float
+) -> int:
+    """Store dumped tasks straight into a backend by name (no code needed); return the count."""
+    codec = JSONCodec()
+    records = []
+    for line in lines:
+        run_at = max(now, line.not_before or now)
+        records.append(
+            Record(
+                id=line.id,
+                queue=queue or line.queue,
+                name=line.task,
+                payload=codec.encode({"a": line.args, "k": line.kwargs}),
+                run_at=run_at,
+                created_at=now,
+                status="pending" if run_at <= now else "scheduled",
+                options=json.dumps(line.options) if line.options else None,
+            )
+        )
+    await backend.push(records)
+    return len(records)

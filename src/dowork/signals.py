@@ -1,0 +1,134 @@
+"""Warm shutdown on SIGINT/SIGTERM, and stop-at-once with a dump on the second signal.
+
+The dowork blog's plan, done: the first signal stops new work and lets what runs finish
+(in-memory queues also drain what is queued, as ``shutdown()`` does), up to a grace period;
+the second signal (or the end of the grace period) stops at once. Then durable queues hand
+their claimed tasks back to the store, and in-memory queues write every unfinished task to a
+JSON Lines dump file that ``dowork requeue FILE`` can enqueue again after review.
+
+A library must not take signals by default: call ``run_until_signalled()`` (or use the
+``dowork worker`` command) to opt in.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING
+
+from .dump import DumpLine, write_dump
+
+if TYPE_CHECKING:
+    from .queue import Queue
+
+__all__ = ["ShutdownResult", "run_until_signalled"]
+
+log = logging.getLogger("dowork")
+
+
+class ShutdownResult:
+    """How a signalled shutdown ended: ``clean``, and what was dumped where."""
+
+    def __init__(self, clean: bool, dumped: int, dump_path: Path | None) -> None:
+        self.clean = clean
+        self.dumped = dumped
+        self.dump_path = dump_path
+
+    @property
+    def exit_code(self) -> int:
+        """0 after a warm shutdown, 1 after a forced stop."""
+        return 0 if self.clean else 1
+
+
+class _Signals:
+    def __init__(self) -> None:
+        self.count = 0
+        self.first = threading.Event()
+        self.second = threading.Event()
+
+    def handle(self, signum: int, frame: FrameType | None) -> None:
+        self.count += 1
+        name = signal.Signals(signum).name
+        if self.count == 1:
+            log.warning("%s caught: warm shutdown (again to stop at once and dump)", name)
+            self.first.set()
+        else:
+            log.warning("%s caught again: stopping at once", name)
+            self.second.set()
+
+
+def run_until_signalled(
+    queues: Sequence[Queue],
+    *,
+    grace: float | None = 30.0,
+    dump_path: str | os.PathLike[str] = "dowork-dump.jsonl",
+    signals: Sequence[int] = (signal.SIGINT, signal.SIGTERM),
+) -> ShutdownResult:
+    """Start the queues (if needed), block until a signal, then shut them down.
+
+    First signal: warm shutdown, up to ``grace`` seconds (None: no limit). Second signal, or
+    the grace period running out: stop at once, release durable tasks back to their store
+    and write in-memory ones to ``dump_path``. Must run in the main thread.
+    """
+    caught = _Signals()
+    previous = {sig: signal.signal(sig, caught.handle) for sig in signals}
+    try:
+        for queue in queues:
+            if not queue.running:
+                queue.start()
+        while not caught.first.wait(0.2):
+            pass
+        return _shutdown(queues, caught, grace, Path(dump_path))
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _shutdown(
+    queues: Sequence[Queue], caught: _Signals, grace: float | None, dump_path: Path
+) -> ShutdownResult:
+    results: dict[str, bool] = {}
+
+    def warm(queue: Queue) -> None:
+        try:
+            results[queue.name] = queue.shutdown()
+        except Exception:
+            log.exception("queue %s: shutdown failed", queue.name)
+            results[queue.name] = False
+
+    threads = [threading.Thread(target=warm, args=(q,), daemon=True) for q in queues]
+    for thread in threads:
+        thread.start()
+    waited = 0.0
+    while any(t.is_alive() for t in threads):
+        if caught.second.wait(0.1):
+            break
+        waited += 0.1
+        if grace is not None and waited >= grace:
+            log.warning("grace period of %ss is over: stopping at once", grace)
+            break
+    else:
+        return ShutdownResult(all(results.values()), 0, None)
+    lines: list[DumpLine] = []
+    for queue in queues:
+        try:
+            lines.extend(queue.abort())
+        except Exception:
+            log.exception("queue %s: could not stop at once cleanly", queue.name)
+    dumped = write_dump(dump_path, lines) if lines else 0
+    if dumped:
+        skipped = sum(1 for line in lines if not line.restorable)
+        log.warning(
+            "dumped %d unfinished task(s) to %s (%d not restorable); re-queue them with "
+            "'dowork requeue %s'",
+            dumped,
+            dump_path,
+            skipped,
+            dump_path,
+        )
+    return ShutdownResult(False, dumped, dump_path if dumped else None)

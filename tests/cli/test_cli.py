@@ -1,0 +1,223 @@
+"""The dowork command end to end, in subprocesses: errors, warm shutdown, dump and requeue,
+metrics, status and the demo."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+import dowork
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def env(**extra: str) -> dict[str, str]:
+    out = dict(os.environ)
+    out["PYTHONPATH"] = str(ROOT)
+    out.update(extra)
+    return out
+
+
+def dowork_cmd(*args: str, **kw: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "dowork", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        check=False,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def start_worker(*args: str, environ: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "dowork", "worker", *args],
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env=environ,
+    )
+
+
+def ledger(path: Path) -> Counter[str]:
+    return Counter(path.read_text().splitlines() if path.exists() else [])
+
+
+def wait_for(predicate, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("no_such_module_xyz:queue", "no module named 'no_such_module_xyz'"),
+        ("tests.cli.memapp:missing", "has no attribute 'missing'"),
+        ("tests.cli.memapp:not_a_queue", "is a int, not a dowork.Queue"),
+        ("tests.cli.memapp:queue -q nope", "no queue named nope"),
+    ],
+)
+def test_clear_errors_without_tracebacks(target: str, message: str) -> None:
+    result = dowork_cmd("worker", *target.split())
+    assert result.returncode == 1
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_backend_url_is_one_line() -> None:
+    result = dowork_cmd("status", "--backend", "ftp://nowhere")
+    assert result.returncode == 1
+    assert "unknown backend URL" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.realtime
+def test_sigterm_lets_running_tasks_finish_and_exits_zero(tmp_path: Path) -> None:
+    db = tmp_path / "t.sqlite3"
+    led = tmp_path / "ledger.txt"
+    environ = env(DOWORK_TEST_DB=str(db), DOWORK_TEST_LEDGER=str(led), DOWORK_TEST_LEASE="5")
+    producer = dowork.Queue("app", backend=f"sqlite:///{db}", log=False)
+    slow = producer.task(name="slow")(lambda n, s: n)
+    for i in range(4):
+        slow.submit(i, 1.0)
+    worker = start_worker("tests.durable.app:queue", "--no-metrics", environ=environ)
+    wait_for(lambda: sum(1 for k in ledger(led) if k.startswith("started")) >= 4)
+    worker.send_signal(signal.SIGTERM)
+    _, err = worker.communicate(timeout=30)
+    assert worker.returncode == 0, err
+    counts = ledger(led)
+    assert all(counts[f"done {i}"] == 1 for i in range(4)), counts  # finished, not abandoned
+    producer.shutdown(timeout=1)
+
+
+@pytest.mark.realtime
+def test_double_sigint_dumps_and_requeue_restores(tmp_path: Path) -> None:
+    led = tmp_path / "ledger.txt"
+    dump = tmp_path / "dump.jsonl"
+    n = 12
+    environ = env(DOWORK_TEST_LEDGER=str(led), DOWORK_TEST_TASKS=str(n), DOWORK_TEST_SECONDS="0.5")
+    worker = start_worker(
+        "tests.cli.memapp:queue", "--no-metrics", "--dump-file", str(dump), environ=environ
+    )
+    wait_for(lambda: sum(1 for k in ledger(led) if k.startswith("started")) >= 4)
+    worker.send_signal(signal.SIGINT)
+    time.sleep(0.2)
+    worker.send_signal(signal.SIGINT)
+    _, err = worker.communicate(timeout=30)
+    assert worker.returncode == 1, err
+    lines = [json.loads(line) for line in dump.read_text().splitlines()]
+    restorable = [line for line in lines if line["restorable"]]
+    closures = [line for line in lines if not line["restorable"]]
+    before = ledger(led)
+    finished = {i for i in range(n) if before[f"done {i}"]}
+    assert {line["args"][0] for line in restorable} == set(range(n)) - finished
+    assert len(closures) == 1  # the lambda is listed, with the reason
+    assert "lambda" in closures[0]["why"]
+    result = dowork_cmd(
+        "requeue",
+        str(dump),
+        "--app",
+        "tests.cli.memapp:queue",
+        env=env(DOWORK_TEST_LEDGER=str(led)),
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"re-queued {len(restorable)} task(s)" in result.stdout
+    assert "not restorable" in result.stderr
+    after = ledger(led)
+    assert all(after[f"done {i}"] == 1 for i in range(n)), after  # nothing lost, none twice
+    twice = sum(1 for i in range(n) if after[f"started {i}"] > 1)
+    print(f"\ndouble SIGINT: {len(restorable)} dumped and restored, {twice} started twice")
+
+
+@pytest.mark.realtime
+def test_worker_serves_metrics_and_status_reads_the_store(tmp_path: Path) -> None:
+    db = tmp_path / "t.sqlite3"
+    environ = env(DOWORK_TEST_DB=str(db), DOWORK_TEST_LEASE="5")
+    producer = dowork.Queue("app", backend=f"sqlite:///{db}", log=False)
+    record = producer.task(name="record")(lambda n: n)
+    handles = record.map([(i,) for i in range(30)])
+    worker = start_worker("tests.durable.app:queue", environ=environ)
+    try:
+        url = None
+        assert worker.stderr is not None
+        for line in worker.stderr:
+            found = re.search(r"metrics on (http://127\.0\.0\.1:\d+/metrics)", line)
+            if found:
+                url = found.group(1)
+                break
+        assert url is not None
+        assert handles[-1].result(30) == 29
+        wait_for(lambda: _scrape(url).get(("queue_tasks", "succeeded")) == 30)
+        samples = _scrape(url)
+        assert samples[("queue_tasks_succeeded_total", None)] == 30
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.communicate(timeout=30)
+    assert worker.returncode == 0
+    status = dowork_cmd("status", "--backend", f"sqlite:///{db}", "--json")
+    assert json.loads(status.stdout) == {"app": {"succeeded": 30}}
+    listing = dowork_cmd("list", "--backend", f"sqlite:///{db}", "-q", "app", "--limit", "5")
+    assert len(listing.stdout.splitlines()) == 5
+    shown = dowork_cmd("inspect", handles[0].id, "--backend", f"sqlite:///{db}", "--json")
+    assert json.loads(shown.stdout)["status"] == "succeeded"
+    producer.shutdown(timeout=1)
+
+
+def _scrape(url: str) -> dict[tuple[str, str | None], float]:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    out: dict[tuple[str, str | None], float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out[(sample.name, sample.labels.get("status"))] = sample.value
+    return out
+
+
+def test_requeue_dead_and_purge(tmp_path: Path) -> None:
+    db = tmp_path / "t.sqlite3"
+    queue = dowork.Queue("jobs", backend=f"sqlite:///{db}", log=False)
+    now = time.time()
+    import asyncio
+
+    from dowork.backends import Record
+
+    assert queue.backend is not None
+    queue._engine.run_on_home(
+        queue.backend.push([Record("gone1", "jobs", "no.such:task", b'{"a":[],"k":{}}', now, now)])
+    )
+    queue.dispatch()
+    assert queue.status("gone1") is dowork.TaskStatus.DEAD
+    queue.shutdown()
+    back = dowork_cmd("requeue", "--dead", "--backend", f"sqlite:///{db}", "-q", "jobs")
+    assert back.returncode == 0, back.stderr
+    assert "re-queued 1 task(s)" in back.stdout
+    status = json.loads(dowork_cmd("status", "--backend", f"sqlite:///{db}", "--json").stdout)
+    assert status == {"jobs": {"pending": 1}}
+    refused = dowork_cmd("purge", "--backend", f"sqlite:///{db}", "-q", "jobs", input="n\n")
+    assert refused.returncode == 1
+    gone = dowork_cmd("purge", "--backend", f"sqlite:///{db}", "-q", "jobs", "--yes")
+    assert "deleted 1 task(s)" in gone.stdout
+    assert asyncio is not None
+
+
+@pytest.mark.realtime
+def test_demo_runs_end_to_end(tmp_path: Path) -> None:
+    result = dowork_cmd("demo", "--tasks", "300", "--workers", "2", "--db", str(tmp_path / "d.db"))
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"done\s+\d+", result.stdout)
+    assert re.search(r"dead-lettered\s+1", result.stdout)
+    assert "metrics were served on http://127.0.0.1:" in result.stdout
