@@ -250,7 +250,9 @@ def _supervise(argv: list[str], count: int, metrics_port: int, dump_file: str) -
         if metrics_port:
             child += ["--metrics-port", str(metrics_port + index)]
         child += ["--dump-file", f"{dump_file}.{index}"]
-        return subprocess.Popen(child)
+        process = subprocess.Popen(child)
+        click.echo(f"dowork: worker {index} started (pid {process.pid})", err=True)
+        return process
 
     children = {i: spawn(i) for i in range(count)}
 
@@ -281,8 +283,10 @@ def _supervise(argv: list[str], count: int, metrics_port: int, dump_file: str) -
             children[index] = spawn(index)
             alive = True
         if not alive:
-            codes = [c.returncode for c in children.values()]
-            return 0 if all(code == 0 for code in codes) else 1
+            # A child stopped by the signal we forwarded before it set up its handlers
+            # ended as cleanly as one that handled it.
+            clean = (0, -signal.SIGTERM, -signal.SIGINT)
+            return 0 if all(c.returncode in clean for c in children.values()) else 1
 
 
 # -- looking at queues ---------------------------------------------------------------------

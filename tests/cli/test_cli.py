@@ -86,15 +86,24 @@ def test_bad_backend_url_is_one_line() -> None:
 
 
 @pytest.mark.realtime
-def test_sigterm_lets_running_tasks_finish_and_exits_zero(tmp_path: Path) -> None:
-    db = tmp_path / "t.sqlite3"
+@pytest.mark.parametrize("store", ["sqlite", "redis"])
+def test_sigterm_lets_running_tasks_finish_and_exits_zero(
+    tmp_path: Path, store: str, request: pytest.FixtureRequest
+) -> None:
     led = tmp_path / "ledger.txt"
-    environ = env(DOWORK_TEST_DB=str(db), DOWORK_TEST_LEDGER=str(led), DOWORK_TEST_LEASE="5")
-    producer = dowork.Queue("app", backend=f"sqlite:///{db}", log=False)
+    if store == "redis":
+        server = request.getfixturevalue("redis_server")
+        url = f"{server.url}?prefix=cli{os.getpid()}{int(time.time() * 1000)}"
+    else:
+        url = f"sqlite:///{tmp_path / 't.sqlite3'}"
+    environ = env(DOWORK_TEST_LEDGER=str(led), DOWORK_TEST_LEASE="5")
+    producer = dowork.Queue("app", backend=url, log=False)
     slow = producer.task(name="slow")(lambda n, s: n)
     for i in range(4):
         slow.submit(i, 1.0)
-    worker = start_worker("tests.durable.app:queue", "--no-metrics", environ=environ)
+    worker = start_worker(
+        "tests.durable.app:queue", "--backend", url, "--no-metrics", environ=environ
+    )
     wait_for(lambda: sum(1 for k in ledger(led) if k.startswith("started")) >= 4)
     worker.send_signal(signal.SIGTERM)
     _, err = worker.communicate(timeout=30)
@@ -221,3 +230,59 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert re.search(r"done\s+\d+", result.stdout)
     assert re.search(r"dead-lettered\s+1", result.stdout)
     assert "metrics were served on http://127.0.0.1:" in result.stdout
+
+
+@pytest.mark.realtime
+def test_processes_supervisor_restarts_a_dead_child(tmp_path: Path) -> None:
+    db = tmp_path / "t.sqlite3"
+    environ = env(DOWORK_TEST_DB=str(db), DOWORK_TEST_LEASE="5")
+    supervisor = subprocess.Popen(
+        [sys.executable, "-m", "dowork", "worker", "tests.durable.app:queue", "--processes", "2",
+         "--no-metrics"],
+        stderr=subprocess.PIPE, text=True, cwd=ROOT, env=environ,
+    )  # fmt: skip
+    assert supervisor.stderr is not None
+    pids: list[int] = []
+    for line in supervisor.stderr:
+        found = re.search(r"worker \d+ started \(pid (\d+)\)", line)
+        if found:
+            pids.append(int(found.group(1)))
+        if len(pids) == 2:
+            break
+    time.sleep(1.0)  # let the children start
+    os.kill(pids[0], signal.SIGKILL)
+    for line in supervisor.stderr:
+        found = re.search(r"worker \d+ started \(pid (\d+)\)", line)
+        if found:
+            pids.append(int(found.group(1)))
+            break
+    assert len(pids) == 3  # a replacement was started
+    time.sleep(1.0)
+    supervisor.send_signal(signal.SIGTERM)
+    supervisor.communicate(timeout=30)
+    assert supervisor.returncode == 0
+
+
+@pytest.mark.realtime
+def test_reload_restarts_the_worker_when_code_changes(tmp_path: Path) -> None:
+    code = "import dowork\nqueue = dowork.Queue('dev')\n"
+    (tmp_path / "proj.py").write_text(code)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "dowork", "worker", "proj:queue", "--reload", "--no-metrics"],
+        stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env(),
+    )  # fmt: skip
+    assert worker.stderr is not None
+    seen: list[str] = []
+    try:
+        for line in worker.stderr:
+            seen.append(line)
+            if "running dev" in line:
+                if sum("running dev" in s for s in seen) == 1:
+                    (tmp_path / "proj.py").write_text(code + "# changed\n")
+                else:
+                    break
+    finally:
+        worker.send_signal(signal.SIGINT)
+        worker.communicate(timeout=30)
+    assert any("restarting" in s for s in seen), seen
+    assert sum("running dev" in s for s in seen) == 2
