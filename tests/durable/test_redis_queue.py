@@ -82,13 +82,15 @@ def _producer(
 
 
 @pytest.mark.realtime
+@pytest.mark.timeout(240)
 def test_four_processes_on_redis_run_each_task_exactly_once(url: str, tmp_path: Path) -> None:
     ledger = tmp_path / "ledger.txt"
     producer, record, _ = _producer(url)
     n = 20_000
     for start in range(0, n, 1000):
         record.map([(i,) for i in range(start, start + 1000)])
-    workers = [_worker(_env(url, ledger)) for _ in range(4)]
+    # A lease far longer than any stall of a loaded machine: no crash, so no rerun allowed.
+    workers = [_worker(_env(url, ledger, lease=10.0)) for _ in range(4)]
     try:
         counts = _wait(ledger, lambda c: sum(c.values()) >= n, 50)
         time.sleep(0.3)  # let a late duplicate show up if there were one

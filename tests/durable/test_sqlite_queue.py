@@ -264,11 +264,12 @@ def _wait_ledger(
 
 
 @pytest.mark.realtime
+@pytest.mark.timeout(240)
 def test_four_worker_processes_run_each_task_exactly_once(
     db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ledger = tmp_path / "ledger.txt"
-    env = _env(db, ledger)
+    env = _env(db, ledger, lease=10.0)  # far longer than any stall: no crash, no rerun
     n = 20_000
     monkeypatch.setenv("DOWORK_TEST_DB", str(db))
     producer = Queue("app", backend=f"sqlite:///{db}", log=False)
@@ -492,3 +493,18 @@ def queue_db(queue: Queue) -> Path:
     backend = queue.backend
     assert isinstance(backend, SQLiteBackend)
     return Path(backend.path)
+
+
+def test_sqlite_urls_follow_sqlalchemy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dowork.backends import open_backend
+
+    monkeypatch.chdir(tmp_path)
+    relative = open_backend("sqlite:///rel.db")
+    absolute = open_backend(f"sqlite:///{tmp_path / 'abs.db'}")
+    bare = open_backend("sqlite:bare.db")
+    assert isinstance(relative, SQLiteBackend)
+    assert isinstance(absolute, SQLiteBackend)
+    assert isinstance(bare, SQLiteBackend)
+    assert relative.path == "rel.db"
+    assert absolute.path == str(tmp_path / "abs.db")
+    assert bare.path == "bare.db"

@@ -30,7 +30,8 @@ __all__ = [
 def open_backend(url: str) -> Backend:
     """Build a backend from a URL.
 
-    ``sqlite:///abs/path.db`` or ``sqlite:relative.db`` (a file), ``memory://`` (in-process),
+    ``sqlite:///relative.db`` or ``sqlite:////absolute/path.db`` (a file, as SQLAlchemy
+    spells it), ``memory://`` (in-process),
     ``redis://[user:password@]host:port/db`` or ``rediss://...`` (needs ``dowork[redis]``;
     ``?prefix=myapp`` sets the key prefix, ``dowork`` by default).
 
@@ -41,6 +42,8 @@ def open_backend(url: str) -> Backend:
     scheme = parts.scheme.lower()
     if scheme == "sqlite":
         path = unquote(parts.netloc + parts.path) if parts.netloc else unquote(parts.path)
+        if not parts.netloc and path.startswith("/"):
+            path = path[1:]  # as SQLAlchemy: sqlite:///rel.db is relative, sqlite:////abs absolute
         if not path:
             raise ValueError(
                 f"a sqlite URL needs a file path, e.g. sqlite:///var/dowork.db: {url!r}"
