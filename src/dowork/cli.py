@@ -77,7 +77,7 @@ def _backend(url: str) -> Backend:
 class _Fields(logging.Formatter):
     """Log lines with dowork's task fields appended when a record carries them."""
 
-    FIELDS = ("queue", "task_name", "task_id", "attempt", "delay")
+    FIELDS = ("queue", "task_name", "task_id", "attempt", "delay", "duration", "outcome")
 
     def format(self, record: logging.LogRecord) -> str:
         """Format the message, then the task fields as ``key=value``."""
@@ -153,6 +153,7 @@ def worker(
         raise _fail(str(exc), exc) from None
     metrics_at = None if no_metrics else (metrics_host, metrics_port)
     server = _prepare(queues, backend, concurrency, metrics_at)
+    _check_reachable(queues)
     from .signals import run_until_signalled
 
     names = ", ".join(f"{q.name} ({_where(q)})" for q in queues)
@@ -203,6 +204,22 @@ def _prepare(
         return serve_metrics(metrics, host=host, port=port)
     except OSError as exc:
         raise _fail(f"cannot serve metrics on {host}:{port}: {exc}") from None
+
+
+def _check_reachable(queues: list[Queue]) -> None:
+    """Fail at start, in one line, when a queue's store cannot be reached."""
+    for queue in queues:
+        backend = queue.backend
+        if backend is None:
+            continue
+        try:
+            queue._engine.run_on_home(backend.counts(queue.name), 10.0)
+        except Exception as exc:
+            raise _fail(
+                f"queue {queue.name}: cannot reach {backend!r}: {exc}; is the server running "
+                "and the URL right?",
+                exc,
+            ) from None
 
 
 def _where(queue: Queue) -> str:

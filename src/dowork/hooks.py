@@ -49,10 +49,11 @@ HOOK_EVENTS = (
 
 
 class LoggingHooks(Hooks):
-    """dowork's own logging, built on hooks: retries at INFO, final failures at WARNING.
+    """dowork's own logging, built on hooks.
 
-    Records carry ``task_id``, ``task_name``, ``queue``, ``attempt`` and, on retry, ``delay`` as
-    extra fields so structured log handlers can pick them up.
+    Retries at INFO, final failures at WARNING, every attempt's outcome and duration at DEBUG.
+    Records carry ``task_id``, ``task_name``, ``queue``, ``attempt`` and, where they apply,
+    ``delay``, ``duration`` and ``outcome`` as extra fields for structured log handlers.
     """
 
     def __init__(self, logger: logging.Logger | None = None) -> None:
@@ -65,6 +66,22 @@ class LoggingHooks(Hooks):
             "queue": task.queue_name,
             "attempt": task.attempts,
         }
+
+    def after_attempt(self, task: Task[Any], error: BaseException | None, duration: float) -> None:
+        """Log each attempt's outcome and duration at DEBUG."""
+        logger = self.logger
+        if logger.isEnabledFor(logging.DEBUG):
+            outcome = "ok" if error is None else type(error).__name__
+            extra = self._extra(task) | {"duration": round(duration, 6), "outcome": outcome}
+            logger.debug(
+                "%s [%s]: attempt %d %s in %.3fs",
+                task.name,
+                task.queue_name,
+                task.attempts,
+                outcome,
+                duration,
+                extra=extra,
+            )
 
     def on_retry(self, task: Task[Any], error: BaseException, delay: float) -> None:
         """Log the seed's "Attempt i/max failed (err), retrying in d" line."""

@@ -286,3 +286,64 @@ def test_reload_restarts_the_worker_when_code_changes(tmp_path: Path) -> None:
         worker.communicate(timeout=30)
     assert any("restarting" in s for s in seen), seen
     assert sum("running dev" in s for s in seen) == 2
+
+
+def test_unreachable_redis_fails_at_start_in_one_line() -> None:
+    from tests.redis_server import free_port
+
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    result = dowork_cmd("worker", "tests.durable.app:queue", "--backend", url, "--no-metrics")
+    assert result.returncode == 1
+    assert "cannot reach" in result.stderr
+    assert "Traceback" not in result.stderr
+    status = dowork_cmd("status", "--backend", url)
+    assert status.returncode == 1
+    assert "Traceback" not in status.stderr
+
+
+@pytest.mark.realtime
+def test_each_worker_process_serves_its_own_metrics_port(tmp_path: Path) -> None:
+    from tests.redis_server import free_port
+
+    db = tmp_path / "t.sqlite3"
+    port = free_port()
+    while True:  # two free ports in a row
+        try:
+            import socket
+
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", port + 1))
+            break
+        except OSError:
+            port = free_port()
+    environ = env(DOWORK_TEST_DB=str(db), DOWORK_TEST_LEASE="5")
+    producer = dowork.Queue("app", backend=f"sqlite:///{db}", log=False)
+    record = producer.task(name="record")(lambda n: n)
+    record.map([(i,) for i in range(20)])
+    supervisor = subprocess.Popen(
+        [sys.executable, "-m", "dowork", "worker", "tests.durable.app:queue", "--processes", "2",
+         "--metrics-port", str(port)],
+        stderr=subprocess.DEVNULL, cwd=ROOT, env=environ,
+    )  # fmt: skip
+    try:
+        for p in (port, port + 1):
+            url = f"http://127.0.0.1:{p}/metrics"
+            wait_for(lambda url=url: _try_scrape(url) is not None)
+        wait_for(lambda: (_try_scrape(f"http://127.0.0.1:{port}/metrics") or {}).get(
+            ("queue_tasks", "succeeded")) == 20)  # fmt: skip
+        both = [_scrape(f"http://127.0.0.1:{p}/metrics") for p in (port, port + 1)]
+        # The store's gauge is the same on every worker; the counters add up across them.
+        assert both[0][("queue_tasks", "succeeded")] == both[1][("queue_tasks", "succeeded")] == 20
+        total = sum(s.get(("queue_tasks_succeeded_total", None), 0) for s in both)
+        assert total == 20
+    finally:
+        supervisor.send_signal(signal.SIGTERM)
+        supervisor.wait(30)
+    producer.shutdown(timeout=1)
+
+
+def _try_scrape(url: str) -> dict[tuple[str, str | None], float] | None:
+    try:
+        return _scrape(url)
+    except OSError:
+        return None
