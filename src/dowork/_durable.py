@@ -393,6 +393,17 @@ class BackendEngine(Engine):
     def _dead(self, record: Record, reason: str, error: str) -> None:
         log.error("queue %s: task %s dead-lettered (%s): %s", self.name, record.id, reason, error)
         token = self._claimed.pop(record.id)
+        failure_hooks = self._hooks["on_failure"]
+        if failure_hooks:  # hooks (metrics) see dead letters too, through a stand-in task
+            stand_in = Task._fast(_placeholder(record.name), (), {}, False)
+            stand_in._id = record.id
+            stand_in._engine = self
+            stand_in._status = TaskStatus.DEAD
+            stand_in._attempts = record.attempts - record.crashes
+            dead = TaskFailed(error, "dead", reason)
+            stand_in._error = dead
+            for hook in failure_hooks:
+                self._call_hook(hook, stand_in, dead)
         self._settle_out(
             Settlement(record.id, token, Outcome.DEAD, self.clock.now(), error=error, reason=reason)
         )

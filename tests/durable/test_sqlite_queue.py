@@ -508,3 +508,17 @@ def test_sqlite_urls_follow_sqlalchemy(tmp_path: Path, monkeypatch: pytest.Monke
     assert relative.path == "rel.db"
     assert absolute.path == str(tmp_path / "abs.db")
     assert bare.path == "bare.db"
+
+
+def test_dead_letters_reach_the_hooks(queues: Callable[..., Queue], db: Path) -> None:
+    from dowork.metrics import PrometheusHooks
+
+    metrics = PrometheusHooks()
+    queue = queues(hooks=[metrics])
+    now = time.time()
+    asyncio.run(_push(db, [Record("zz", "jobs", "gone:task", b'{"a":[],"k":{}}', now, now)]))
+    queue.dispatch()
+    value = metrics.registry.get_sample_value(
+        "queue_tasks_failed_total", {"queue": "jobs", "status": "dead"}
+    )
+    assert value == 1
