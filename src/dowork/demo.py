@@ -113,7 +113,7 @@ def _read_urls(stream: IO[str], urls: list[str]) -> None:
         found = re.search(r"metrics on (\S+)", line)
         if found:
             urls.append(found.group(1))
-        elif "ERROR" in line or "Error" in line:
+        elif line.startswith(("Error:", "Traceback")):  # a worker that could not start
             sys.stderr.write(line)
 
 
