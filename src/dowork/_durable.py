@@ -228,6 +228,8 @@ class BackendEngine(Engine):
             if record.status == "scheduled":
                 task._status = TaskStatus.SCHEDULED
                 task._next_attempt = record.run_at
+            else:
+                task._status = TaskStatus.PENDING
             self._by_id[record.id] = task
             if self._h_enqueue:
                 self._call_hooks(self._h_enqueue, task)
@@ -239,13 +241,7 @@ class BackendEngine(Engine):
         await self.arun_on_home(self._push_record(task, record))
 
     async def _push_record(self, task: Task[Any], record: Record) -> None:
-        task._status = TaskStatus.PENDING if record.status == "pending" else TaskStatus.SCHEDULED
-        if record.status == "scheduled":
-            task._next_attempt = record.run_at
-        await self.backend.push([record])
-        self._by_id[record.id] = task
-        if self._h_enqueue:
-            self._call_hooks(self._h_enqueue, task)
+        await self._push_batch([task], [record])
 
     def fire_schedule(self, schedule: Schedule, planned: float) -> None:
         """Enqueue one firing of a recurring schedule, once across every worker process.
@@ -659,18 +655,9 @@ class BackendEngine(Engine):
         )
         for record in claimed:
             self._take(record)
-        if self._ready:
-            self._batch.extend(self._ready)
-            self._ready.clear()
-            self._source = self._batch
-            done = self._dispatch_done = asyncio.get_running_loop().create_future()
-            try:
-                self._pump()
-                await done
-            finally:
-                self._dispatch_done = None
-        while self._afters:
-            await asyncio.gather(*self._afters, return_exceptions=True)
+        batch = list(self._ready)
+        self._ready.clear()
+        await self._run_batch(batch)
         await self._drain_outbox()
         counts = await self.backend.counts(self.name)
         return any(counts.get(s, 0) for s in ("pending", "scheduled", "retrying", "running"))

@@ -250,11 +250,15 @@ class Engine:
                 raise AlreadyComplete(f"{task!r} already finished; tasks run to completion once")
             raise ValueError(f"{task!r} is already enqueued")
 
-    def _drain_inbox(self) -> None:
+    def _accept_inbox(self) -> None:
+        """Accept every task other threads handed over (on the loop)."""
         self._inbox_wake = False
         inbox = self._inbox
         while inbox:
             self._accept(inbox.popleft())
+
+    def _drain_inbox(self) -> None:
+        self._accept_inbox()
         self._pump()
 
     def _accept(self, task: Task[Any]) -> None:
@@ -620,11 +624,10 @@ class Engine:
 
     def cancel_task(self, task: Task[Any]) -> bool:
         """Cancel ``task`` (on the loop); see ``Task.cancel``."""
-        if self._inbox and self.loop is not None:
-            self._drain_inbox()
-        elif self._inbox:
-            while self._inbox:
-                self._accept(self._inbox.popleft())
+        if self._inbox:
+            self._accept_inbox()
+            if self.loop is not None:
+                self._pump()
         status = task._status
         if status.final or task._engine is not self:
             return False
@@ -665,17 +668,20 @@ class Engine:
             raise RuntimeError("dispatch() drives a queue by hand; this queue is running")
         if self.closed:
             raise RuntimeError(f"queue {self.name!r} is shut down")
-        inbox = self._inbox
-        self._inbox_wake = False
-        while inbox:
-            self._accept(inbox.popleft())
-        now = self.clock.now()
-        batch: list[Task[Any]] = []
-        self._release_due(now, self._ready)
-        batch.extend(t for t in self._ready if t._status in _WAITING)
+        self._accept_inbox()
+        self._release_due(self.clock.now(), self._ready)
+        batch = [t for t in self._ready if t._status in _WAITING]
         self._ready.clear()
+        batch.sort(key=_by_seq)
+        await self._run_batch(batch)
+        return self.has_work()
+
+    async def _run_batch(self, batch: list[Task[Any]]) -> None:
+        """Attempt each task of ``batch`` once, ``concurrency`` at a time, and wait for them.
+
+        The after-callbacks are waited for too. Every ``dispatch`` (in memory or durable) ends here.
+        """
         if batch:
-            batch.sort(key=_by_seq)
             self._batch.extend(batch)
             self._source = self._batch
             done = self._dispatch_done = asyncio.get_running_loop().create_future()
@@ -686,7 +692,6 @@ class Engine:
                 self._dispatch_done = None
         while self._afters:
             await asyncio.gather(*self._afters, return_exceptions=True)
-        return self.has_work()
 
     def has_work(self) -> bool:
         """Whether unfinished tasks remain (due or not)."""
@@ -703,10 +708,7 @@ class Engine:
         self._ready.extend(self._batch)
         self._batch.clear()
         self._source = self._ready
-        inbox = self._inbox
-        self._inbox_wake = False
-        while inbox:
-            self._accept(inbox.popleft())
+        self._accept_inbox()
         self._release_due(self.clock.now(), self._ready)
         if self._heap:
             self._arm(self._heap[0][0])
@@ -742,9 +744,7 @@ class Engine:
         for schedule in list(self._schedules):
             schedule._deactivate()
         self._schedules.clear()
-        inbox = self._inbox
-        while inbox:
-            self._accept(inbox.popleft())
+        self._accept_inbox()
         if not self.serving and self.has_work():
             self.serve()
         drained = self._drained = asyncio.Event()
@@ -769,9 +769,7 @@ class Engine:
         from .dump import line_of
 
         self.accepting = False
-        inbox = self._inbox
-        while inbox:
-            self._accept(inbox.popleft())
+        self._accept_inbox()
         seen: dict[int, Task[Any]] = {}
         heap_tasks = [t for _, _, t in self._heap if isinstance(t, Task)]
         for task in [*self._running, *self._ready, *self._batch, *heap_tasks]:
