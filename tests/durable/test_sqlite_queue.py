@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -19,8 +14,8 @@ import pytest
 import dowork
 from dowork import DurableSettings, FakeClock, Queue, Task, TaskStatus
 from dowork.backends import Record, SQLiteBackend
+from tests.durable.harness import each_runs_once, sigkill_recovers
 
-ROOT = Path(__file__).resolve().parents[2]
 WAIT = 10.0
 
 
@@ -235,105 +230,15 @@ def test_url_and_settings_validation(tmp_path: Path) -> None:
 # -- several processes -------------------------------------------------------------------------
 
 
-def _env(db: Path, ledger: Path, lease: float = 2.0) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        DOWORK_TEST_DB=str(db),
-        DOWORK_TEST_LEDGER=str(ledger),
-        DOWORK_TEST_LEASE=str(lease),
-        PYTHONPATH=str(ROOT),
-    )
-    return env
-
-
-def _worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
-    code = "from tests.durable import app; app.main()"
-    return subprocess.Popen([sys.executable, "-c", code], env=env, cwd=ROOT)
-
-
-def _wait_ledger(
-    ledger: Path, predicate: Callable[[Counter[str]], bool], timeout: float
-) -> Counter[str]:
-    deadline = time.monotonic() + timeout
-    while True:
-        lines = ledger.read_text().splitlines() if ledger.exists() else []
-        counts = Counter(lines)
-        if predicate(counts) or time.monotonic() > deadline:
-            return counts
-        time.sleep(0.05)
-
-
 @pytest.mark.realtime
 @pytest.mark.timeout(240)
-def test_four_worker_processes_run_each_task_exactly_once(
-    db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    ledger = tmp_path / "ledger.txt"
-    env = _env(db, ledger, lease=10.0)  # far longer than any stall: no crash, no rerun
-    n = 20_000
-    monkeypatch.setenv("DOWORK_TEST_DB", str(db))
-    producer = Queue("app", backend=f"sqlite:///{db}", log=False)
-    record = producer.task(name="record")(_record_stub)
-    for i in range(n):
-        record.submit(i)
-    workers = [_worker(env) for _ in range(4)]
-    try:
-        counts = _wait_ledger(ledger, lambda c: sum(c.values()) >= n, 60)
-    finally:
-        for w in workers:
-            w.send_signal(signal.SIGTERM)
-        for w in workers:
-            w.wait(10)
-    done = {line: c for line, c in counts.items()}
-    assert len(done) == n, f"lost {n - len(done)}"
-    assert max(done.values()) == 1, "a task ran twice without any crash"
-    producer.shutdown(timeout=1)
-
-
-def _record_stub(n: int) -> int:  # the producer only needs the name; workers run the real one
-    return n
+def test_four_worker_processes_run_each_task_exactly_once(db: Path, tmp_path: Path) -> None:
+    each_runs_once(f"sqlite:///{db}", tmp_path / "ledger.txt", 20_000, bulk=False)
 
 
 @pytest.mark.realtime
 def test_sigkill_mid_task_is_recovered_by_another_worker(db: Path, tmp_path: Path) -> None:
-    ledger = tmp_path / "ledger.txt"
-    env = _env(db, ledger, lease=1.0)
-    producer = Queue("app", backend=f"sqlite:///{db}", log=False)
-    slow = producer.task(name="slow")(_slow_stub)
-    handles = [slow.submit(i, 0.5) for i in range(4)]
-    victim = _worker(env)
-    try:
-        _wait_ledger(ledger, lambda c: sum(1 for k in c if k.startswith("started")) >= 4, 20)
-        victim.send_signal(signal.SIGKILL)
-        victim.wait(10)
-        killed_at = time.monotonic()
-        rescuer = _worker(env)
-        try:
-            counts = _wait_ledger(ledger, lambda c: all(c[f"done {i}"] >= 1 for i in range(4)), 30)
-            recovery = time.monotonic() - killed_at
-        finally:
-            rescuer.send_signal(signal.SIGTERM)
-            rescuer.wait(10)
-    finally:
-        if victim.poll() is None:
-            victim.kill()
-    assert all(counts[f"done {i}"] >= 1 for i in range(4)), counts  # nothing lost
-    twice = sum(1 for i in range(4) if counts[f"started {i}"] > 1)
-    print(f"\nSIGKILL: lost 0, started twice {twice}/4, recovered in {recovery:.2f}s")
-    assert recovery < 2 * 1.0 + 5  # within two leases plus process start-up
-    for h in handles:
-        seen = producer.get(h.id)
-        assert seen is not None
-        assert seen.result(WAIT) == handles.index(h)
-    producer.shutdown(timeout=1)
-
-
-def _slow_stub(n: int, seconds: float) -> int:
-    return n
-
-
-def _unused() -> str:
-    return json.dumps({})
+    sigkill_recovers(f"sqlite:///{db}", tmp_path / "ledger.txt", "SQLite")
 
 
 def test_recurring_schedule_fires_once_across_workers(db: Path) -> None:
