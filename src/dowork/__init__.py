@@ -47,7 +47,7 @@ from .queue import Queue, _Decorator, ajoin, default_concurrency, join
 from .retry import Backoff, RetryPolicy
 from .schedule import Cron, Every
 from .scheduling import Schedule
-from .task import Task, TaskOptions, TaskStatus, current_task
+from .task import Progress, Task, TaskOptions, TaskStatus, current_task
 
 __all__ = [
     # the global queue
@@ -70,6 +70,7 @@ __all__ = [
     "join",
     "ajoin",
     "current_task",
+    "Progress",
     "default_concurrency",
     # chained jobs (gotasks)
     "ArgsMap",

@@ -20,6 +20,7 @@ import socket
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from ._engine import Engine
@@ -35,7 +36,7 @@ from .errors import (
     TaskFailed,
 )
 from .registry import Registry
-from .task import Task, TaskStatus, build_policy
+from .task import Progress, Task, TaskStatus, build_policy
 
 if TYPE_CHECKING:
     from .function import TaskFunction
@@ -131,6 +132,8 @@ class BackendEngine(Engine):
         self._next_purge = 0.0
         #: Settlements refused because the lease had been lost (counted, never hidden).
         self.refused = 0
+        self._progress_out: dict[str, tuple[int, str]] = {}  # id -> (lease token, JSON)
+        self._progressing: asyncio.Task[None] | None = None
 
     # -- producing -------------------------------------------------------------------------
 
@@ -156,13 +159,15 @@ class BackendEngine(Engine):
                 "a durable task's after-callback cannot be stored; declare it on the task "
                 "function (@queue.task(after=...)) so every worker has it"
             )
+        if self._h_submit:
+            self._call_hooks(self._h_submit, task)
         options = None
         overrides = task._overrides
         if overrides is not None and overrides is not template._overrides:
             options = self._encode_options(overrides, task._within)
         elif task._within is not None and task._within != template._within:
             options = self._encode_options({}, task._within)
-        payload = self.codec.encode({"a": list(task.args), "k": dict(task.kwargs)})
+        payload = self.codec.encode(_payload_of(task))
         now = self.clock.now()
         run_at = now
         if task._not_before is not None:
@@ -358,9 +363,11 @@ class BackendEngine(Engine):
             return
         try:
             payload = self.codec.decode(record.payload)
-            args, kwargs = payload["a"], payload["k"]
+            args, kwargs, headers = payload["a"], payload["k"], payload.get("h")
             if not isinstance(args, list) or not isinstance(kwargs, dict):
                 raise TypeError("payload must hold a list 'a' and a dict 'k'")
+            if headers is not None and not isinstance(headers, dict):
+                raise TypeError("payload headers 'h' must be a dict")
             overrides = json.loads(record.options) if record.options else None
         except (DecodeError, KeyError, TypeError, ValueError) as exc:
             self._dead(record, "undecodable", f"{type(exc).__name__}: {exc}")
@@ -371,6 +378,8 @@ class BackendEngine(Engine):
             task._id = record.id
         task._frozen = True
         task._engine = self
+        if headers:
+            task._headers = headers
         task._attempts = record.attempts - 1 - record.crashes
         task._status = TaskStatus.PENDING
         template = entry._template
@@ -413,7 +422,7 @@ class BackendEngine(Engine):
             payload = None
             if getattr(error, "resume", None) is not None:  # store where to resume from
                 try:
-                    payload = self.codec.encode({"a": list(task.args), "k": dict(task.kwargs)})
+                    payload = self.codec.encode(_payload_of(task))
                 except NotSerializable as exc:
                     log.warning("queue %s: cannot store resume point (%s)", self.name, exc)
             self._settle_out(
@@ -464,6 +473,30 @@ class BackendEngine(Engine):
         slot = self._slot_free
         if slot is not None:
             slot.set()
+
+    def progress_changed(self, task: Task[Any]) -> None:
+        """Tell the hooks, and store the latest report so other processes can read it."""
+        super().progress_changed(task)
+        progress = task._progress
+        if progress is not None:
+            self.call_on_loop(self._progress_to_store, task.id, encode_progress(progress))
+
+    def _progress_to_store(self, task_id: str, text: str) -> None:
+        token = self._claimed.get(task_id)
+        if token is None:  # not running here (any more): nothing to store
+            return
+        self._progress_out[task_id] = (token, text)  # only the latest report is written
+        if self._progressing is None or self._progressing.done():
+            self._progressing = asyncio.get_running_loop().create_task(self._flush_progress())
+
+    async def _flush_progress(self) -> None:
+        while self._progress_out:
+            batch, self._progress_out = self._progress_out, {}
+            try:
+                await self.backend.progress([(i, t, p) for i, (t, p) in batch.items()])
+            except BackendError as exc:  # progress is advisory: log, do not retry forever
+                log.warning("queue %s: cannot store progress (%r)", self.name, exc)
+                return
 
     def _settle_out(self, settlement: Settlement) -> None:
         self._outbox.append(settlement)
@@ -562,6 +595,8 @@ class BackendEngine(Engine):
         """Copy a record's state into a local handle; wake waiters if it is final."""
         status = TaskStatus(record.status)
         task._attempts = record.attempts - record.crashes
+        if record.progress is not None:
+            task._progress = decode_progress(record.progress)
         if not status.final:
             task._status = status
             task._next_attempt = record.run_at if status is not TaskStatus.RUNNING else None
@@ -746,6 +781,28 @@ class BackendEngine(Engine):
             await quiet
         elif self._afters:
             await asyncio.gather(*self._afters, return_exceptions=True)
+
+
+def _payload_of(task: Task[Any]) -> dict[str, Any]:
+    """What a durable record stores of a call: arguments, and headers when there are any."""
+    payload: dict[str, Any] = {"a": list(task.args), "k": dict(task.kwargs)}
+    if task._headers:
+        payload["h"] = task._headers
+    return payload
+
+
+def encode_progress(progress: Progress) -> str:
+    """A progress report as the JSON text backends store."""
+    return json.dumps([progress.value, progress.message, progress.at.timestamp()])
+
+
+def decode_progress(text: str) -> Progress | None:
+    """Read back ``encode_progress``; None for anything malformed."""
+    try:
+        value, message, at = json.loads(text)
+        return Progress(float(value), message, datetime.fromtimestamp(float(at), UTC))
+    except (TypeError, ValueError, OverflowError):
+        return None
 
 
 def _chain_log_of(error: BaseException | None) -> dict[str, Any] | None:

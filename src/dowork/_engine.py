@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import heapq
 import itertools
 import logging
@@ -90,6 +91,7 @@ class Engine:
             ]
             for event in HOOK_EVENTS
         }
+        self._h_submit = self._hooks["before_enqueue"]
         self._h_enqueue = self._hooks["on_enqueue"]
         self._h_before = self._hooks["before_attempt"]
         self._h_after = self._hooks["after_attempt"]
@@ -223,6 +225,8 @@ class Engine:
 
     def enqueue(self, task: Task[Any]) -> None:
         """Hand a frozen task to the queue from any thread (capacity already reserved)."""
+        if self._h_submit:
+            self._call_hooks(self._h_submit, task)
         task._engine = self
         if threading.get_ident() == self.loop_thread_id:
             self._accept(task)
@@ -608,6 +612,22 @@ class Engine:
         while len(finished) > self.keep_finished:
             old, _ = finished.popitem(last=False)
             self._by_id.pop(old, None)
+
+    def progress_changed(self, task: Task[Any]) -> None:
+        """A running task reported progress (any thread): tell the ``on_progress`` hooks."""
+        hooks = self._hooks["on_progress"]
+        if hooks:
+            self.call_on_loop(self._call_hooks, hooks, task, task._progress)
+
+    def call_on_loop(self, fn: Callable[..., None], *args: Any) -> None:
+        """Run ``fn(*args)`` on the home loop: now if called there, else soon (thread-safe)."""
+        if threading.get_ident() == self.loop_thread_id:
+            fn(*args)
+            return
+        loop = self.loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody is listening
+                loop.call_soon_threadsafe(fn, *args)
 
     def _call_hooks(self, hooks: list[Callable[..., None]], *args: Any) -> None:
         for hook in hooks:

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 import click
 
+from ._durable import decode_progress
 from ._load import LoadError, load_queues
 from .backends import Backend, Record, open_backend
 from .errors import DoWorkError
@@ -424,7 +425,15 @@ def _record_json(record: Record) -> dict[str, Any]:
         "error": record.error,
         "reason": record.reason,
         "result": result,
+        "progress": _progress_json(record.progress),
     }
+
+
+def _progress_json(text: str | None) -> dict[str, Any] | None:
+    progress = None if text is None else decode_progress(text)
+    if progress is None:
+        return None
+    return {"value": progress.value, "message": progress.message, "at": progress.at.isoformat()}
 
 
 def _time(value: float | None) -> str | None:

@@ -1,9 +1,9 @@
 """Hooks: the one extension point for watching tasks (logging, metrics, tracing, auditing).
 
 Subclass ``Hooks``, override the methods you need and pass instances to ``Queue(hooks=[...])``.
-Every method runs on the queue's event loop, so it must be quick and must not block. An
-exception raised by a hook is logged with the hook's name and never changes a task's outcome.
-Only overridden methods are called, so an unused event costs nothing.
+Every method but ``before_enqueue`` runs on the queue's event loop, so it must be quick and
+must not block. An exception raised by a hook is logged with the hook's name and never changes
+a task's outcome. Only overridden methods are called, so an unused event costs nothing.
 """
 
 from __future__ import annotations
@@ -11,13 +11,20 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from .task import Task
+from .task import Progress, Task
 
 __all__ = ["Hooks", "LoggingHooks"]
 
 
 class Hooks:
     """Base class with a no-op method per event; override the ones you need."""
+
+    def before_enqueue(self, task: Task[Any]) -> None:
+        """A task is about to be stored; runs in the submitting thread, before encoding.
+
+        The one hook that runs off the queue's loop: it may add ``task.headers`` (which
+        travel with the task to the process that runs it), e.g. a trace context.
+        """
 
     def on_enqueue(self, task: Task[Any]) -> None:
         """A task was accepted by the queue."""
@@ -31,6 +38,9 @@ class Hooks:
     def on_retry(self, task: Task[Any], error: BaseException, delay: float) -> None:
         """An attempt failed and the task will run again in ``delay`` seconds."""
 
+    def on_progress(self, task: Task[Any], progress: Progress) -> None:
+        """The running task reported ``progress`` (``task.progress`` may be newer by now)."""
+
     def on_success(self, task: Task[Any]) -> None:
         """The task finished successfully."""
 
@@ -39,10 +49,12 @@ class Hooks:
 
 
 HOOK_EVENTS = (
+    "before_enqueue",
     "on_enqueue",
     "before_attempt",
     "after_attempt",
     "on_retry",
+    "on_progress",
     "on_success",
     "on_failure",
 )

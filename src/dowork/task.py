@@ -19,8 +19,9 @@ from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from inspect import CO_COROUTINE
+from time import time as time_now
 from types import FunctionType
-from typing import TYPE_CHECKING, Any, Generic, TypedDict, TypeVar, Unpack, overload
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypedDict, TypeVar, Unpack, overload
 
 from .errors import TaskFrozen, TaskNotDone
 from .retry import Backoff, RetryPolicy, seconds
@@ -28,7 +29,7 @@ from .retry import Backoff, RetryPolicy, seconds
 if TYPE_CHECKING:
     from ._engine import Engine
 
-__all__ = ["AfterCallback", "Task", "TaskOptions", "TaskStatus", "current_task"]
+__all__ = ["AfterCallback", "Progress", "Task", "TaskOptions", "TaskStatus", "current_task"]
 
 R = TypeVar("R")
 
@@ -81,6 +82,14 @@ class TaskStatus(StrEnum):
 
 
 _FINAL = frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.DEAD})
+
+
+class Progress(NamedTuple):
+    """How far a running task says it got: a number, an optional message, and when."""
+
+    value: float
+    message: str | None
+    at: datetime
 
 
 def current_task() -> Task[Any]:
@@ -172,6 +181,7 @@ class Task(Generic[R]):
         "_error",
         "_finished",
         "_frozen",
+        "_headers",
         "_id",
         "_last_error",
         "_next_attempt",
@@ -179,6 +189,7 @@ class Task(Generic[R]):
         "_overrides",
         "_policy",
         "_prev_delay",
+        "_progress",
         "_runner",
         "_seq",
         "_status",
@@ -262,6 +273,8 @@ class Task(Generic[R]):
         self._cancel_requested = False
         self._finished = False
         self._runner: object = None
+        self._headers: dict[str, str] | None = None
+        self._progress: Progress | None = None
 
     @classmethod
     def _fast(
@@ -423,6 +436,42 @@ class Task(Generic[R]):
     def cancel_requested(self) -> bool:
         """Whether the task was asked to stop (cancelled, or its attempt's deadline passed)."""
         return self._cancel_requested
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """String metadata that travels with the task to whichever process runs it.
+
+        Set them before the task is stored (a ``before_enqueue`` hook is the place: tracing
+        puts its context here); on a durable queue they are stored with the arguments.
+        """
+        headers = self._headers
+        if headers is None:
+            headers = self._headers = {}
+        return headers
+
+    @property
+    def progress(self) -> Progress | None:
+        """The latest progress the running task reported, or None if it reported none."""
+        return self._progress
+
+    def report_progress(self, value: float, message: str | None = None) -> None:
+        """Record how far the task got (e.g. ``0.4`` or ``40`` items) with an optional message.
+
+        Call it from inside the task, usually as ``current_task().report_progress(...)``; any
+        thread may call it. Handles, ``on_progress`` hooks and, on durable queues, every
+        process reading the task by id see the latest value. Reports are cheap: on a durable
+        queue only the latest one is written, coalesced between writes.
+        """
+        value = float(value)
+        if not math.isfinite(value):
+            raise ValueError(f"progress must be a finite number, not {value!r}")
+        if message is not None and not isinstance(message, str):
+            raise TypeError(f"a progress message must be a str, not {type(message).__name__}")
+        engine = self._engine
+        at = time_now() if engine is None else engine.clock.now()
+        self._progress = Progress(value, message, datetime.fromtimestamp(at, UTC))
+        if engine is not None:
+            engine.progress_changed(self)
 
     # -- outcome ---------------------------------------------------------------------------
 

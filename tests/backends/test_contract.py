@@ -197,6 +197,26 @@ def test_heartbeat_extends_and_reports(backend_factory: Callable[[], Backend]) -
     run(backend_factory, body)
 
 
+def test_progress_is_stored_for_the_current_attempt_only(
+    backend_factory: Callable[[], Backend],
+) -> None:
+    async def body(b: Backend) -> None:
+        await b.push([rec(), rec()])
+        one, two = await b.claim("q", NOW, 2, LEASE, "w")
+        assert one.progress is None
+        await b.progress([(one.id, 1, '[0.5, "half", 1]'), (two.id, 9, "[1, null, 1]")])
+        await b.progress([("gone", 1, "[1, null, 1]")])  # a purged record is not recreated
+        got = {r.id: r for r in await b.get([one.id, two.id, "gone"])}
+        assert set(got) == {one.id, two.id}
+        assert got[one.id].progress == '[0.5, "half", 1]'
+        assert got[two.id].progress is None  # a stale token (lost lease) is ignored
+        await b.settle([Settlement(one.id, 1, Outcome.SUCCEEDED, NOW + 1)])
+        (done,) = await b.get([one.id])
+        assert done.progress == '[0.5, "half", 1]'  # the last report outlives the attempt
+
+    run(backend_factory, body)
+
+
 def test_reaper_requeues_expired_leases_and_fences_the_old_owner(
     backend_factory: Callable[[], Backend],
 ) -> None:

@@ -392,3 +392,30 @@ def test_double_signal_hands_durable_tasks_back(tmp_path: Path) -> None:
         rescuer.send_signal(signal.SIGTERM)
         rescuer.communicate(timeout=30)
     producer.shutdown(timeout=1)
+
+
+def test_inspect_shows_the_reported_progress(tmp_path: Path) -> None:
+    import asyncio
+
+    from dowork.backends import Record, SQLiteBackend
+
+    db = tmp_path / "t.sqlite3"
+
+    async def running_task_with_progress() -> None:
+        store = SQLiteBackend(db)
+        await store.open()
+        try:
+            now = time.time()
+            await store.push([Record("t1", "jobs", "resize", b'{"a":[],"k":{}}', now, now)])
+            (claimed,) = await store.claim("jobs", now, 1, 30.0, "w")
+            await store.progress([(claimed.id, claimed.attempts, '[40, "40 of 100", 0]')])
+        finally:
+            await store.close()
+
+    asyncio.run(running_task_with_progress())
+    shown = dowork_cmd("inspect", "t1", "--backend", f"sqlite:///{db}", "--json")
+    assert shown.returncode == 0, shown.stderr
+    progress = json.loads(shown.stdout)["progress"]
+    assert progress == {"value": 40.0, "message": "40 of 100", "at": "1970-01-01T00:00:00+00:00"}
+    plain = dowork_cmd("inspect", "t1", "--backend", f"sqlite:///{db}")
+    assert "40 of 100" in plain.stdout

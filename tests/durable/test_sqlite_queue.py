@@ -427,3 +427,32 @@ def test_dead_letters_reach_the_hooks(queues: Callable[..., Queue], db: Path) ->
         "queue_tasks_failed_total", {"queue": "jobs", "status": "dead"}
     )
     assert value == 1
+
+
+def test_a_file_from_before_progress_gains_the_column(db: Path) -> None:
+    import sqlite3
+
+    from dowork.backends.sqlite import _SCHEMA
+
+    old_schema = _SCHEMA.replace(",\n    progress TEXT", "")
+    assert old_schema != _SCHEMA
+    with sqlite3.connect(db) as conn:
+        conn.executescript(old_schema)
+        conn.execute(
+            "INSERT INTO dowork_tasks (id, queue, name, payload, status, run_at, created_at,"
+            " updated_at) VALUES ('old', 'jobs', 'add', x'7b7d', 'pending', 1, 1, 1)"
+        )
+    conn.close()
+
+    async def body() -> None:
+        backend = SQLiteBackend(db)
+        await backend.open()
+        try:
+            (claimed,) = await backend.claim("jobs", 2.0, 1, 30.0, "w")
+            await backend.progress([(claimed.id, claimed.attempts, "[1, null, 2]")])
+            (stored,) = await backend.get(["old"])
+            assert stored.progress == "[1, null, 2]"
+        finally:
+            await backend.close()
+
+    asyncio.run(body())

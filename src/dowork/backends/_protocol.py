@@ -70,6 +70,7 @@ class Record:
     updated_at: float = 0.0
     finished_at: float | None = None
     keep: float | None = field(default=None)  #: seconds to keep the finished record
+    progress: str | None = None  #: JSON ``[value, message, at]`` the task last reported
 
 
 @dataclass(slots=True)
@@ -131,6 +132,14 @@ class Backend(Protocol):
 
         Returns ``(lost, cancel_requested)``: ids whose lease was lost (refused), and ids
         someone asked to cancel.
+        """
+
+    async def progress(self, updates: Sequence[tuple[str, int, str]]) -> None:
+        """Store the progress ``(id, token, JSON)`` tasks reported; ignore stale tokens.
+
+        An update whose token is not the record's current attempt (the lease was lost and the
+        task runs elsewhere now) or whose record is gone is dropped silently: progress is
+        advisory.
         """
 
     async def reap(self, queue: str, now: float, crash_budget: int) -> tuple[int, int]:

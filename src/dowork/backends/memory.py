@@ -152,6 +152,14 @@ class MemoryBackend:
                     cancel.append(task_id)
         return lost, cancel
 
+    async def progress(self, updates: Sequence[tuple[str, int, str]]) -> None:
+        """Store reported progress for records still on the reporting attempt."""
+        with self._lock:
+            for task_id, token, text in updates:
+                record = self._records.get(task_id)
+                if record is not None and record.attempts == token:
+                    record.progress = text
+
     async def reap(self, queue: str, now: float, crash_budget: int) -> tuple[int, int]:
         """Requeue expired leases, dead-letter repeat crashers."""
         requeued = dead = 0

@@ -278,6 +278,18 @@ end
 return codes
 """
 
+# ARGV: P, n, then n x (id, token, progress). Stores progress on records still on that attempt.
+_PROGRESS = """
+for i = 0, tonumber(ARGV[2]) - 1 do
+    local key = tkey(ARGV[3 + i * 3])
+    local attempts = redis.call('HGET', key, 'attempts')
+    if attempts and tonumber(attempts) == tonumber(ARGV[4 + i * 3]) then
+        redis.call('HSET', key, 'progress', ARGV[5 + i * 3])
+    end
+end
+return 0
+"""
+
 # ARGV: P, queue, now, crash_budget, expires_at. Returns {requeued, dead_lettered}.
 _REAP = """
 local queue, now = ARGV[2], ARGV[3]
@@ -453,6 +465,7 @@ _SCRIPTS = {
     "claim": _CLAIM,
     "settle": _SETTLE,
     "heartbeat": _HEARTBEAT,
+    "progress": _PROGRESS,
     "reap": _REAP,
     "cancel": _CANCEL,
     "purge": _PURGE,
@@ -511,6 +524,7 @@ def _record(flat: Sequence[bytes] | dict[bytes, bytes]) -> Record:
         result=h.get(b"result"),
         updated_at=float(h.get(b"updated_at", b"0")),
         finished_at=_float(h.get(b"finished_at")),
+        progress=_str(h.get(b"progress")),
     )
 
 
@@ -796,6 +810,15 @@ class RedisBackend:
         lost = [i for (i, _), code in zip(leases, codes, strict=True) if code == 0]
         cancel = [i for (i, _), code in zip(leases, codes, strict=True) if code == 2]
         return lost, cancel
+
+    async def progress(self, updates: Sequence[tuple[str, int, str]]) -> None:
+        """Store reported progress for records still on the reporting attempt (one script)."""
+        if not updates:
+            return
+        args: list[str | bytes | int] = [len(updates)]
+        for task_id, token, text in updates:
+            args += [_text(task_id), token, _text(text)]
+        await self._script("progress", *args)
 
     async def reap(self, queue: str, now: float, crash_budget: int) -> tuple[int, int]:
         """Requeue expired leases; dead-letter tasks that crashed their workers too often."""

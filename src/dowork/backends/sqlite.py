@@ -48,7 +48,8 @@ CREATE TABLE IF NOT EXISTS dowork_tasks (
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL,
     finished_at REAL,
-    expires_at REAL
+    expires_at REAL,
+    progress TEXT
 );
 CREATE INDEX IF NOT EXISTS dowork_due ON dowork_tasks (queue, run_at)
     WHERE status IN ('pending', 'scheduled', 'retrying');
@@ -62,7 +63,7 @@ CREATE INDEX IF NOT EXISTS dowork_listing ON dowork_tasks (queue, status, create
 
 _COLUMNS = (
     "id, queue, name, payload, run_at, created_at, status, options, attempts, lease_until, "
-    "owner, crashes, cancel_requested, error, reason, result, updated_at, finished_at"
+    "owner, crashes, cancel_requested, error, reason, result, updated_at, finished_at, progress"
 )
 _WAITING_SQL = "status IN ('pending', 'scheduled', 'retrying')"
 _FINAL = {
@@ -93,7 +94,21 @@ def _record(row: tuple[Any, ...]) -> Record:
         result=None if row[15] is None else bytes(row[15]),
         updated_at=row[16],
         finished_at=row[17],
+        progress=row[18],
     )
+
+
+#: Columns added after the first release, created in files made by an older dowork.
+_ADDED_COLUMNS = {"progress": "TEXT"}
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Add the columns an older file lacks (each ``ADD COLUMN`` is cheap: no table rewrite)."""
+    have = {row[1] for row in conn.execute("PRAGMA table_info(dowork_tasks)")}
+    for column, kind in _ADDED_COLUMNS.items():
+        if column not in have:
+            with contextlib.suppress(sqlite3.OperationalError):  # another process added it
+                conn.execute(f"ALTER TABLE dowork_tasks ADD COLUMN {column} {kind}")
 
 
 class SQLiteBackend:
@@ -176,6 +191,7 @@ class SQLiteBackend:
         conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
         with contextlib.suppress(sqlite3.OperationalError):  # another process made it first
             conn.executescript(_SCHEMA)
+        _migrate(conn)
         self._conn = conn
 
     async def open(self) -> None:
@@ -335,6 +351,18 @@ class SQLiteBackend:
                 elif row[0]:
                     cancel.append(task_id)
         return lost, cancel
+
+    async def progress(self, updates: Sequence[tuple[str, int, str]]) -> None:
+        """Store reported progress for records still on the reporting attempt."""
+        if updates:
+            await self._run(self._progress, updates)
+
+    def _progress(self, updates: Sequence[tuple[str, int, str]]) -> None:
+        with self._tx() as conn:
+            conn.executemany(
+                "UPDATE dowork_tasks SET progress = ? WHERE id = ? AND attempts = ?",
+                [(text, task_id, token) for task_id, token, text in updates],
+            )
 
     async def reap(self, queue: str, now: float, crash_budget: int) -> tuple[int, int]:
         """Requeue expired leases; dead-letter tasks that crashed their workers too often."""
