@@ -36,7 +36,7 @@ from .errors import (
     TaskFailed,
 )
 from .registry import Registry
-from .task import Progress, Task, TaskStatus, build_policy
+from .task import Progress, Task, TaskStatus, build_policy, expiry_of
 
 if TYPE_CHECKING:
     from .function import TaskFunction
@@ -53,7 +53,10 @@ _OUTCOME = {
     TaskStatus.DEAD: Outcome.DEAD,
 }
 #: Per-enqueue options a durable record can carry (callables cannot be stored).
-_STORABLE = ("retries", "backoff", "base_delay", "max_delay", "jitter", "keep_result")
+_STORABLE = (
+    "retries", "backoff", "base_delay", "max_delay", "jitter", "keep_result", "expires",
+    "expires_at",
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,12 +166,14 @@ class BackendEngine(Engine):
             self._call_hooks(self._h_submit, task)
         options = None
         overrides = task._overrides
-        if overrides is not None and overrides is not template._overrides:
-            options = self._encode_options(overrides, task._within)
-        elif task._within is not None and task._within != template._within:
-            options = self._encode_options({}, task._within)
-        payload = self.codec.encode(_payload_of(task))
         now = self.clock.now()
+        expires_at = expiry_of(overrides, now)
+        if overrides is not None and overrides is not template._overrides:
+            options = self._encode_options(overrides, task._within, expires_at)
+        elif (task._within is not None and task._within != template._within) or expires_at:
+            within = task._within if task._within != template._within else None
+            options = self._encode_options({}, within, expires_at)
+        payload = self.codec.encode(_payload_of(task))
         run_at = now
         if task._not_before is not None:
             run_at = max(run_at, task._not_before)
@@ -185,7 +190,9 @@ class BackendEngine(Engine):
             options=options,
         )
 
-    def _encode_options(self, overrides: Mapping[str, Any], within: float | None) -> str:
+    def _encode_options(
+        self, overrides: Mapping[str, Any], within: float | None, expires_at: float | None = None
+    ) -> str:
         stored: dict[str, Any] = {}
         for key, value in overrides.items():
             if key not in _STORABLE:
@@ -194,6 +201,10 @@ class BackendEngine(Engine):
                     "function (@queue.task(...)) instead"
                 )
             stored[key] = str(value) if key == "backoff" else value
+        stored.pop("expires", None)  # relative to the enqueue: stored as expires_at instead
+        stored.pop("expires_at", None)
+        if expires_at is not None:
+            stored["expires_at"] = expires_at
         if within is not None:
             stored["within"] = within
         try:
@@ -371,6 +382,11 @@ class BackendEngine(Engine):
             overrides = json.loads(record.options) if record.options else None
         except (DecodeError, KeyError, TypeError, ValueError) as exc:
             self._dead(record, "undecodable", f"{type(exc).__name__}: {exc}")
+            return
+        expires_at = overrides.pop("expires_at", None) if overrides else None
+        if expires_at is not None and self.clock.now() >= expires_at:
+            when = datetime.fromtimestamp(expires_at, UTC).isoformat()
+            self._dead(record, "expired", f"not started by {when}")
             return
         task = self._by_id.get(record.id)
         if task is None or task.done:

@@ -32,11 +32,12 @@ from .errors import (
     MaxRetriesExceeded,
     QueueShuttingDown,
     TaskCancelled,
+    TaskExpired,
     TaskTimeout,
 )
 from .hooks import HOOK_EVENTS, Hooks
 from .retry import RetryPolicy
-from .task import Task, TaskStatus, _current, build_policy
+from .task import Task, TaskStatus, _current, build_policy, expiry_of
 
 if TYPE_CHECKING:
     from .scheduling import Schedule
@@ -227,6 +228,9 @@ class Engine:
         """Hand a frozen task to the queue from any thread (capacity already reserved)."""
         if self._h_submit:
             self._call_hooks(self._h_submit, task)
+        overrides = task._overrides
+        if overrides is not None and ("expires" in overrides or "expires_at" in overrides):
+            task._expires_at = expiry_of(overrides, self.clock.now())  # counted from now
         task._engine = self
         if threading.get_ident() == self.loop_thread_id:
             self._accept(task)
@@ -277,6 +281,8 @@ class Engine:
             else:
                 task._policy = build_policy(self.default_policy, overrides)
                 self._policy_cache[id(overrides)] = (overrides, task._policy)
+            if task._expires_at is None and ("expires" in overrides or "expires_at" in overrides):
+                task._expires_at = expiry_of(overrides, self.clock.now())
         self._unfinished += 1
         if task._id is not None:
             self._by_id[task._id] = task
@@ -367,6 +373,9 @@ class Engine:
             ):
                 break
             source.popleft()
+            if head._expires_at is not None and self.clock.now() >= head._expires_at:
+                self._expire(head)
+                continue
             self._launch(head)
         done = self._dispatch_done
         if done is not None and not source and not self._active and not done.done():
@@ -378,6 +387,11 @@ class Engine:
                 if not future.done():
                     future.set_result(None)
             self._quiet.clear()
+
+    def _expire(self, task: Task[Any]) -> None:
+        """Drop a task whose ``expires`` time passed before an attempt could start."""
+        at = task.expires_at
+        self._finish(task, TaskStatus.DEAD, None, TaskExpired(f"{task.name}: not started by {at}"))
 
     def _launch(self, task: Task[Any]) -> None:
         self._inflight += 1

@@ -24,6 +24,7 @@ The hierarchy::
 from __future__ import annotations
 
 __all__ = [
+    "TaskExpired",
     "AlreadyComplete",
     "DoNotRetry",
     "DoWorkError",
@@ -76,6 +77,10 @@ class TaskCancelled(DoWorkError):
 
 class TaskTimeout(DoWorkError, TimeoutError):
     """An attempt ran longer than the task's ``within`` deadline; the attempt counts as failed."""
+
+
+class TaskExpired(DoWorkError):
+    """The task was not started before its ``expires`` time, so it never ran (status dead)."""
 
 
 class TaskNotDone(DoWorkError, TimeoutError):

@@ -61,6 +61,7 @@ class TaskOptions(TypedDict, total=False):
     after: AfterCallback | None
     policy: RetryPolicy | None
     keep_result: float | timedelta | None
+    expires: float | timedelta | datetime | None
 
 
 class TaskStatus(StrEnum):
@@ -166,6 +167,9 @@ class Task(Generic[R]):
         policy: a whole ``RetryPolicy`` to start from; the retry options above override it.
         keep_result: durable queues: seconds to keep the finished record (status, result,
             error) readable by id; ``0`` stores no result at all.
+        expires: drop the task if no attempt has started by then: seconds after it is
+            enqueued, or an aware datetime. An expired task is not run; it ends ``dead``
+            with ``TaskExpired`` (reason ``expired`` on durable queues).
 
     Unset retry options take the queue's defaults (``Queue(retry=...)``).
     """
@@ -179,6 +183,7 @@ class Task(Generic[R]):
         "_delay",
         "_engine",
         "_error",
+        "_expires_at",
         "_finished",
         "_frozen",
         "_headers",
@@ -274,6 +279,7 @@ class Task(Generic[R]):
         self._finished = False
         self._runner: object = None
         self._headers: dict[str, str] | None = None
+        self._expires_at: float | None = None
         self._progress: Progress | None = None
 
     @classmethod
@@ -306,6 +312,7 @@ class Task(Generic[R]):
         after: AfterCallback | None = _UNSET,
         policy: RetryPolicy | None = _UNSET,
         keep_result: float | timedelta | None = _UNSET,
+        expires: float | timedelta | datetime | None = _UNSET,
     ) -> Task[R]:
         """Change options before the task is enqueued; returns the task for chaining.
 
@@ -319,7 +326,7 @@ class Task(Generic[R]):
                 "task options cannot change after the task was submitted or enqueued; "
                 "build a Task(...) with its options, then enqueue it"
             )
-        given = {
+        given: dict[str, Any] = {
             "retries": retries,
             "max_delay": max_delay,
             "base_delay": base_delay,
@@ -327,17 +334,14 @@ class Task(Generic[R]):
             "jitter": jitter,
             "should_retry": should_retry,
         }
-        overrides = dict(self._overrides or {})
-        if policy is not _UNSET:
-            if policy is not None and not isinstance(policy, RetryPolicy):
-                raise TypeError(f"policy must be a RetryPolicy, not {policy!r}")
-            overrides = {"policy": policy} if policy is not None else {}
-        overrides.update({k: v for k, v in given.items() if v is not _UNSET})
-        if keep_result is not _UNSET:
-            overrides["keep_result"] = seconds(keep_result, "keep_result")
+        given["keep_result"] = keep_result
+        given["expires"] = expires
+        overrides = _merge_overrides(self._overrides, policy, given)
         if overrides:
             build_policy(RetryPolicy(), overrides)  # validate now, where the mistake is made
             self._overrides = overrides
+        elif self._overrides:  # the last override was cleared (e.g. expires=None)
+            self._overrides = None
         if within is not _UNSET:
             value = seconds(within, "within")
             self._within = value or None
@@ -369,6 +373,12 @@ class Task(Generic[R]):
     def within(self) -> float | None:
         """The per-attempt deadline in seconds, or None."""
         return self._within
+
+    @property
+    def expires_at(self) -> datetime | None:
+        """When an enqueued task that has not started by then is dropped as expired."""
+        at = self._expires_at
+        return None if at is None else datetime.fromtimestamp(at, UTC)
 
     @property
     def not_before(self) -> datetime | None:
@@ -621,6 +631,46 @@ _EMPTY: Mapping[str, Any] = {}
 def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
+
+
+def _merge_overrides(
+    current: dict[str, Any] | None, policy: RetryPolicy | None, given: dict[str, Any]
+) -> dict[str, Any]:
+    """A task's option overrides after ``configure``: ``_UNSET`` values leave an option as is."""
+    overrides = dict(current or {})
+    if policy is not _UNSET:
+        if policy is not None and not isinstance(policy, RetryPolicy):
+            raise TypeError(f"policy must be a RetryPolicy, not {policy!r}")
+        overrides = {"policy": policy} if policy is not None else {}
+    keep_result = given.pop("keep_result")
+    expires = given.pop("expires")
+    overrides.update({k: v for k, v in given.items() if v is not _UNSET})
+    if keep_result is not _UNSET:
+        overrides["keep_result"] = seconds(keep_result, "keep_result")
+    if expires is not _UNSET:
+        _set_expiry(overrides, expires)
+    return overrides
+
+
+def _set_expiry(overrides: dict[str, Any], expires: float | timedelta | datetime | None) -> None:
+    """Record the ``expires`` option: relative seconds, or an absolute time for a datetime."""
+    overrides.pop("expires", None)
+    overrides.pop("expires_at", None)
+    if isinstance(expires, datetime):
+        overrides["expires_at"] = to_epoch(expires, "expires")
+    elif expires is not None:
+        overrides["expires"] = seconds(expires, "expires")
+
+
+def expiry_of(overrides: Mapping[str, Any] | None, now: float) -> float | None:
+    """The absolute expiry a task's ``expires`` option gives when enqueued at ``now``."""
+    if not overrides:
+        return None
+    at = overrides.get("expires_at")
+    relative = overrides.get("expires")
+    if relative is not None:
+        at = now + relative if at is None else min(at, now + relative)
+    return at
 
 
 def build_policy(base: RetryPolicy, overrides: Mapping[str, Any] | None) -> RetryPolicy:

@@ -235,21 +235,24 @@ def test_sync_deadline_abandons_the_attempt(
 ) -> None:
     queue = make_queue().start()
     release = threading.Event()
+    started = threading.Event()
     flags: list[bool] = []
 
     def stuck() -> None:
+        started.set()
         release.wait(WAIT)
         flags.append(dowork.current_task().cancel_requested)
 
     task = queue.enqueue(Task(stuck, within=5))
-    wait_for(lambda: task.status is TaskStatus.RUNNING)
+    assert started.wait(WAIT)  # RUNNING alone may mean staged for a thread, not yet called
     clock.advance(5)
     assert task.wait(WAIT)
     error = task.exception(0)
     assert isinstance(error, dowork.MaxRetriesExceeded)
     assert isinstance(error.last_error, dowork.TaskTimeout)
     release.set()
-    wait_for(lambda: flags == [True])
+    wait_for(lambda: bool(flags))
+    assert flags == [True]
     assert task.status is TaskStatus.FAILED  # the late return changes nothing
 
 
