@@ -47,6 +47,7 @@ def test_readme_example_outputs() -> None:
     assert "\nsucceeded\n" in joined
     assert "1 parse ValueError: not found" in joined
     assert "1.0 resized b.png" in joined
+    assert "report: 6 words in 3 parts" in joined
     assert "['enqueue print', 'run print']" in joined
 
 

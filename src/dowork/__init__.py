@@ -29,6 +29,7 @@ from .errors import (
     DecodeError,
     DoNotRetry,
     DoWorkError,
+    GroupFailed,
     MaxRetriesExceeded,
     NotRegistered,
     NotSerializable,
@@ -43,6 +44,7 @@ from .errors import (
     UnknownTask,
 )
 from .function import AsyncTaskFunction, SyncTaskFunction, TaskFunction, make_task_function
+from .group import Group, GroupPolicy
 from .hooks import Hooks, LoggingHooks
 from .queue import Queue, _Decorator, ajoin, default_concurrency, join
 from .retry import Backoff, RetryPolicy
@@ -68,6 +70,8 @@ __all__ = [
     "AsyncTaskFunction",
     "TaskOptions",
     "Schedule",
+    "Group",
+    "GroupPolicy",
     "join",
     "ajoin",
     "current_task",
@@ -103,6 +107,7 @@ __all__ = [
     "AlreadyComplete",
     "QueueShuttingDown",
     "QueueFull",
+    "GroupFailed",
     "TaskExpired",
     "TaskCancelled",
     "TaskFailed",

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from ._engine import Engine
-from .backends._protocol import Backend, Outcome, Record, Settlement
+from .backends._protocol import WAITING, Backend, Outcome, Record, Settlement
 from .codec import Codec
 from .errors import (
     BackendError,
@@ -35,6 +35,7 @@ from .errors import (
     NotSerializable,
     TaskFailed,
 )
+from .group import group_error
 from .registry import Registry
 from .task import Progress, Task, TaskStatus, build_policy, expiry_of
 
@@ -52,6 +53,8 @@ _OUTCOME = {
     TaskStatus.CANCELLED: Outcome.CANCELLED,
     TaskStatus.DEAD: Outcome.DEAD,
 }
+#: Record statuses of a finished task.
+_FINISHED = ("succeeded", "failed", "cancelled", "dead")
 #: Per-enqueue options a durable record can carry (callables cannot be stored).
 _STORABLE = (
     "retries", "backoff", "base_delay", "max_delay", "jitter", "keep_result", "expires",
@@ -136,6 +139,7 @@ class BackendEngine(Engine):
         #: Settlements refused because the lease had been lost (counted, never hidden).
         self.refused = 0
         self._progress_out: dict[str, tuple[int, str]] = {}  # id -> (lease token, JSON)
+        self._group_of: dict[str, str] = {}  # claimed group member id -> its callback's id
         self._progressing: asyncio.Task[None] | None = None
 
     # -- producing -------------------------------------------------------------------------
@@ -238,6 +242,43 @@ class BackendEngine(Engine):
             task._engine = self
         await self.arun_on_home(self._push_batch(tasks, records))
 
+    def enqueue_group(
+        self, members: list[Task[Any]], callback: Task[Any], policy: str, check_every: float
+    ) -> None:
+        """Push a group's members and its held callback in one atomic write."""
+        tasks, records = self._group_records(members, callback, policy, check_every)
+        self.run_on_home(self._push_batch(tasks, records))
+
+    async def aenqueue_group(
+        self, members: list[Task[Any]], callback: Task[Any], policy: str, check_every: float
+    ) -> None:
+        """``enqueue_group`` from async code."""
+        tasks, records = self._group_records(members, callback, policy, check_every)
+        await self.arun_on_home(self._push_batch(tasks, records))
+
+    def _group_records(
+        self, members: list[Task[Any]], callback: Task[Any], policy: str, check_every: float
+    ) -> tuple[list[Task[Any]], list[Record]]:
+        """Encode a group: members name their callback, the callback waits with their ids."""
+        for task in (*members, callback):
+            task._frozen = True
+        records = [self.prepare(task) for task in members]
+        held = self.prepare(callback)
+        for record in records:
+            record.options = _with_options(record.options, group=held.id)
+        held.options = _with_options(
+            held.options,
+            group_of=[r.id for r in records],
+            group_policy=policy,
+            group_check=check_every,
+        )
+        held.status = "scheduled"
+        held.run_at = held.created_at + check_every
+        tasks = [*members, callback]
+        for task in tasks:
+            task._engine = self
+        return tasks, [*records, held]
+
     async def _push_batch(self, tasks: list[Task[Any]], records: list[Record]) -> None:
         await self.backend.push(records)
         for task, record in zip(tasks, records, strict=True):
@@ -331,8 +372,7 @@ class BackendEngine(Engine):
                     claimed = await self.backend.claim(
                         self.name, now, ask, settings.lease, self.owner, settings.max_running
                     )
-                    for record in claimed:
-                        self._take(record)
+                    await self._admit(claimed)
                     self._pump()
                     failures = 0
                     if len(claimed) == ask:
@@ -365,33 +405,94 @@ class BackendEngine(Engine):
             pause = min(pause, max(0.0, due - now))
         return pause
 
-    def _take(self, record: Record) -> None:
-        """Turn a claimed record into a running task, or dead-letter it if it cannot run."""
+    async def _admit(self, records: list[Record]) -> None:
+        """Take claimed records; a group's callback first gathers its members' outcomes."""
+        for record in records:
+            options = record.options
+            if options is not None and '"group_of"' in options:
+                await self._open_group(record)
+            else:
+                self._take(record)
+
+    async def _open_group(self, record: Record) -> None:
+        """Run a group's callback with its members' results (or wait, or fail it unrun).
+
+        It waits longer if a member has not finished, and fails unrun under
+        ``on_failure="fail"`` if one did not succeed.
+        """
+        try:
+            assert record.options is not None
+            options = json.loads(record.options)
+            members = [str(m) for m in options["group_of"]]
+            policy = options.get("group_policy", "fail")
+            check = float(options.get("group_check", 60.0))
+        except (AssertionError, KeyError, TypeError, ValueError):
+            self._take(record)  # dead-letters it as undecodable, or runs it plainly
+            return
+        states = {r.id: r for r in await self.backend.get(members)}
+        now = self.clock.now()
+        if any(r.status not in _FINISHED for r in states.values()):
+            self._settle_out(
+                Settlement(record.id, record.attempts, Outcome.RETRY, now, run_at=now + check)
+            )
+            return
+        results: list[Any] = []
+        failures: list[tuple[str, BaseException]] = []
+        for member in members:
+            state = states.get(member)  # gone: finished and not kept
+            if state is not None and state.status != "succeeded":
+                error = TaskFailed(state.error or state.status, state.status, state.reason)
+                results.append(error)
+                failures.append((member, error))
+                continue
+            try:
+                value = (
+                    None
+                    if state is None or state.result is None
+                    else self.codec.decode(state.result)
+                )
+            except DecodeError as exc:
+                results.append(exc)
+                failures.append((member, exc))
+                continue
+            results.append(value)
+        if failures and policy == "fail":
+            task = self._take(record, queued=False)
+            if task is not None:
+                self._finish(task, TaskStatus.FAILED, None, group_error(len(members), failures))
+            return
+        self._take(record, lead=results)
+
+    def _take(
+        self, record: Record, lead: list[Any] | None = None, queued: bool = True
+    ) -> Task[Any] | None:
+        """Turn a claimed record into a running task, or dead-letter it if it cannot run.
+
+        ``lead`` (a group's results) goes before the stored arguments; ``queued=False`` builds
+        the task without putting it in line to run.
+        """
         self._claimed[record.id] = record.attempts
         entry = self.registry.get(record.name)
         if entry is None:
             self._dead(record, "unknown_task", f"no task named {record.name!r} is registered")
-            return
+            return None
         try:
-            payload = self.codec.decode(record.payload)
-            args, kwargs, headers = payload["a"], payload["k"], payload.get("h")
-            if not isinstance(args, list) or not isinstance(kwargs, dict):
-                raise TypeError("payload must hold a list 'a' and a dict 'k'")
-            if headers is not None and not isinstance(headers, dict):
-                raise TypeError("payload headers 'h' must be a dict")
-            overrides = json.loads(record.options) if record.options else None
+            args, kwargs, headers, overrides = self._decode(record)
         except (DecodeError, KeyError, TypeError, ValueError) as exc:
             self._dead(record, "undecodable", f"{type(exc).__name__}: {exc}")
-            return
+            return None
         expires_at = overrides.pop("expires_at", None) if overrides else None
         if expires_at is not None and self.clock.now() >= expires_at:
             when = datetime.fromtimestamp(expires_at, UTC).isoformat()
             self._dead(record, "expired", f"not started by {when}")
-            return
+            return None
         task = self._by_id.get(record.id)
         if task is None or task.done:
             task = entry.task(*args, **kwargs)
             task._id = record.id
+        if lead is not None:
+            task.args = (lead, *args)
+            task.kwargs = kwargs
         task._frozen = True
         task._engine = self
         if headers:
@@ -409,7 +510,28 @@ class BackendEngine(Engine):
             task._policy = build_policy(self.default_policy, template._overrides)
         self._by_id[record.id] = task
         self._unfinished += 1
-        self._ready.append(task)
+        if queued:
+            self._ready.append(task)
+        return task
+
+    def _decode(
+        self, record: Record
+    ) -> tuple[list[Any], dict[str, Any], dict[str, str] | None, dict[str, Any] | None]:
+        """A record's arguments, headers and options; group bookkeeping is taken out."""
+        payload = self.codec.decode(record.payload)
+        args, kwargs, headers = payload["a"], payload["k"], payload.get("h")
+        if not isinstance(args, list) or not isinstance(kwargs, dict):
+            raise TypeError("payload must hold a list 'a' and a dict 'k'")
+        if headers is not None and not isinstance(headers, dict):
+            raise TypeError("payload headers 'h' must be a dict")
+        overrides = json.loads(record.options) if record.options else None
+        if overrides:
+            group = overrides.pop("group", None)
+            if group is not None:
+                self._group_of[record.id] = str(group)
+            for key in ("group_of", "group_policy", "group_check"):
+                overrides.pop(key, None)
+        return args, kwargs, headers, overrides
 
     def _dead(self, record: Record, reason: str, error: str) -> None:
         log.error("queue %s: task %s dead-lettered (%s): %s", self.name, record.id, reason, error)
@@ -542,6 +664,31 @@ class BackendEngine(Engine):
                     self.name,
                     len(refused),
                 )
+            if self._group_of:
+                await self._release_groups(batch, refused)
+
+    async def _release_groups(self, settled: list[Settlement], refused: list[str]) -> None:
+        """Release the callbacks of groups whose last member was just settled here."""
+        callbacks = set()
+        for s in settled:
+            callback = self._group_of.pop(s.id, None)
+            if callback is not None and s.outcome is not Outcome.RETRY and s.id not in refused:
+                callbacks.add(callback)
+        if not callbacks:
+            return
+        try:
+            ready = []
+            for held in await self.backend.get(sorted(callbacks)):
+                if held.status not in WAITING or not held.options:
+                    continue
+                members = json.loads(held.options).get("group_of") or []
+                states = await self.backend.get(members)
+                if all(state.status in _FINISHED for state in states):
+                    ready.append(held.id)
+            if ready:
+                await self.backend.release(ready, self.clock.now())
+        except (BackendError, ValueError) as exc:  # the callback checks by itself later
+            log.warning("queue %s: cannot release group callbacks (%r)", self.name, exc)
 
     async def _maintain(self, now: float) -> None:
         settings = self.settings
@@ -704,8 +851,7 @@ class BackendEngine(Engine):
         claimed = await self.backend.claim(
             self.name, now, 10_000, self.settings.lease, self.owner, self.settings.max_running
         )
-        for record in claimed:
-            self._take(record)
+        await self._admit(claimed)
         batch = list(self._ready)
         self._ready.clear()
         await self._run_batch(batch)
@@ -797,6 +943,13 @@ class BackendEngine(Engine):
             await quiet
         elif self._afters:
             await asyncio.gather(*self._afters, return_exceptions=True)
+
+
+def _with_options(options: str | None, **extra: Any) -> str:
+    """A record's options JSON with ``extra`` keys added."""
+    stored = json.loads(options) if options else {}
+    stored.update(extra)
+    return json.dumps(stored)
 
 
 def _payload_of(task: Task[Any]) -> dict[str, Any]:

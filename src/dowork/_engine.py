@@ -35,6 +35,7 @@ from .errors import (
     TaskExpired,
     TaskTimeout,
 )
+from .group import group_error
 from .hooks import HOOK_EVENTS, Hooks
 from .retry import RetryPolicy
 from .task import Task, TaskStatus, _current, build_policy, expiry_of
@@ -288,6 +289,10 @@ class Engine:
             self._by_id[task._id] = task
         if self._h_enqueue:
             self._call_hooks(self._h_enqueue, task)
+        group = task._group
+        if group is not None and group.callback is task:
+            task._status = TaskStatus.SCHEDULED  # held until the group's members finished
+            return
         when = task._not_before
         if when is None and task._delay is None:
             self._ready.append(task)
@@ -387,6 +392,23 @@ class Engine:
                 if not future.done():
                     future.set_result(None)
             self._quiet.clear()
+
+    def group_complete(
+        self,
+        callback: Task[Any],
+        results: list[Any],
+        failures: list[tuple[str, BaseException]],
+        policy: str,
+    ) -> None:
+        """Every member of ``callback``'s group finished (on the loop): run or fail it."""
+        if callback.done:  # cancelled while it waited
+            return
+        if failures and policy == "fail":
+            self._finish(callback, TaskStatus.FAILED, None, group_error(len(results), failures))
+            return
+        callback.args = (results, *callback.args)
+        callback._status = TaskStatus.PENDING
+        self._ready.append(callback)
 
     def _expire(self, task: Task[Any]) -> None:
         """Drop a task whose ``expires`` time passed before an attempt could start."""
@@ -590,6 +612,9 @@ class Engine:
         else:
             for hook in self._hooks["on_failure"]:
                 self._call_hook(hook, task, error)
+        group = task._group
+        if group is not None and group.callback is not task:
+            group.member_done(self)
         after = task._after
         if after is not None:
             task._after = None
@@ -669,6 +694,8 @@ class Engine:
         if status in _WAITING:
             task._runner = _CANCEL
             self._finish(task, _CANCELLED, None, TaskCancelled(f"{task.name} was cancelled"))
+            if task._group is not None and self.serving:
+                self._pump()  # the last member of a group: its callback may start now
             return True
         runner = task._runner
         task._runner = _CANCEL

@@ -24,6 +24,7 @@ The hierarchy::
 from __future__ import annotations
 
 __all__ = [
+    "GroupFailed",
     "TaskExpired",
     "AlreadyComplete",
     "DoNotRetry",
@@ -81,6 +82,17 @@ class TaskTimeout(DoWorkError, TimeoutError):
 
 class TaskExpired(DoWorkError):
     """The task was not started before its ``expires`` time, so it never ran (status dead)."""
+
+
+class GroupFailed(DoWorkError):
+    """A group's callback did not run because members failed (``on_failure="fail"``).
+
+    ``failures`` lists ``(member id, exception)`` for each member that did not succeed.
+    """
+
+    def __init__(self, message: str, failures: list[tuple[str, BaseException]]) -> None:
+        super().__init__(message)
+        self.failures = failures
 
 
 class TaskNotDone(DoWorkError, TimeoutError):

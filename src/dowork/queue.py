@@ -28,6 +28,7 @@ from .codec import Codec, JSONCodec
 from .dump import DumpLine
 from .errors import MaxRetriesExceeded, NotRegistered, QueueFull, QueueShuttingDown, UnknownTask
 from .function import AsyncTaskFunction, SyncTaskFunction, TaskFunction, make_task_function
+from .group import POLICIES, Group, GroupPolicy, LocalGroup
 from .hooks import Hooks, LoggingHooks
 from .registry import Registry
 from .retry import DEFAULT_POLICY, RetryPolicy
@@ -358,6 +359,81 @@ class Queue:
             task._frozen = True
         await engine.aenqueue_many(batch)
         return batch
+
+    def group(
+        self,
+        members: Iterable[Task[Any]],
+        then: Task[R],
+        *,
+        on_failure: GroupPolicy = "fail",
+        check_every: float = 60.0,
+    ) -> Group[R]:
+        """Enqueue ``members`` and hold ``then`` until every one of them has finished.
+
+        ``then`` runs once, with the list of the members' results (in member order) before its
+        own arguments. ``on_failure="fail"`` fails it unrun with ``GroupFailed`` if a member
+        did not succeed; ``"pass"`` runs it with the member's exception in the list. Members
+        may be any tasks, chained jobs included. On a durable queue everything is written in
+        one atomic push and the members' results must be kept (``keep_result`` not 0);
+        ``check_every`` bounds how late the callback runs if the worker that finished the last
+        member died before releasing it.
+
+        Raises:
+            ValueError: an unknown ``on_failure``, a task given twice, no members.
+        """
+        batch, callback = self._group_check(members, then, on_failure, check_every)
+        engine = self._engine
+        if isinstance(engine, BackendEngine):
+            engine.enqueue_group(batch, callback, on_failure, check_every)
+            return Group(batch, callback)
+        state = LocalGroup(batch, callback, on_failure)
+        callback._group = state
+        for member in batch:
+            member._group = state
+        self._put(callback, True, None)  # accepted, and held until the members finish
+        try:
+            for member in batch:
+                self._put(member, True, None)
+        except BaseException:
+            callback.cancel()
+            raise
+        return Group(batch, callback)
+
+    async def agroup(
+        self,
+        members: Iterable[Task[Any]],
+        then: Task[R],
+        *,
+        on_failure: GroupPolicy = "fail",
+        check_every: float = 60.0,
+    ) -> Group[R]:
+        """``group`` for async code."""
+        engine = self._engine
+        if not isinstance(engine, BackendEngine):
+            return self.group(members, then, on_failure=on_failure, check_every=check_every)
+        batch, callback = self._group_check(members, then, on_failure, check_every)
+        await engine.aenqueue_group(batch, callback, on_failure, check_every)
+        return Group(batch, callback)
+
+    def _group_check(
+        self, members: Iterable[Task[Any]], then: Task[R], on_failure: str, check_every: float
+    ) -> tuple[list[Task[Any]], Task[R]]:
+        batch = list(members)
+        if on_failure not in POLICIES:
+            raise ValueError(f"on_failure must be one of {POLICIES}, not {on_failure!r}")
+        if not batch:
+            raise ValueError("a group needs at least one member")
+        if not check_every > 0:
+            raise ValueError(f"check_every must be positive, not {check_every!r}")
+        everything = [*batch, then]
+        if len({id(t) for t in everything}) != len(everything):
+            raise ValueError("the same task appears twice in the group")
+        engine = self._engine
+        for task in everything:
+            if not isinstance(task, Task):
+                raise TypeError(f"a group takes dowork.Task objects, not {task!r}")
+            engine.check_new(task)
+        return batch, then
 
     async def aenqueue(self, task: Task[R], *, timeout: float | None = None) -> Task[R]:
         """``enqueue`` for async code: waits for room without blocking the event loop."""

@@ -28,6 +28,7 @@ from .retry import Backoff, RetryPolicy, seconds
 
 if TYPE_CHECKING:
     from ._engine import Engine
+    from .group import LocalGroup
 
 __all__ = ["AfterCallback", "Progress", "Task", "TaskOptions", "TaskStatus", "current_task"]
 
@@ -186,6 +187,7 @@ class Task(Generic[R]):
         "_expires_at",
         "_finished",
         "_frozen",
+        "_group",
         "_headers",
         "_id",
         "_last_error",
@@ -280,6 +282,7 @@ class Task(Generic[R]):
         self._runner: object = None
         self._headers: dict[str, str] | None = None
         self._expires_at: float | None = None
+        self._group: LocalGroup | None = None
         self._progress: Progress | None = None
 
     @classmethod

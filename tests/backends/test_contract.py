@@ -197,6 +197,23 @@ def test_heartbeat_extends_and_reports(backend_factory: Callable[[], Backend]) -
     run(backend_factory, body)
 
 
+def test_release_makes_held_records_due_now(backend_factory: Callable[[], Backend]) -> None:
+    async def body(b: Backend) -> None:
+        held = rec(status="scheduled", run_at=NOW + 3600)
+        due = rec()
+        await b.push([held, due])
+        assert [r.id for r in await b.claim("q", NOW, 10, LEASE, "w")] == [due.id]
+        assert await b.release([held.id, due.id, "missing"], NOW + 1) == [held.id]
+        assert await b.release([held.id], NOW + 2) == []  # already due: nothing to do
+        (stored,) = await b.get([held.id])
+        assert (stored.status, stored.run_at) == ("pending", NOW + 1)
+        assert await b.counts("q") == {"pending": 1, "running": 1}
+        (claimed,) = await b.claim("q", NOW + 1, 10, LEASE, "w")
+        assert claimed.id == held.id
+
+    run(backend_factory, body)
+
+
 def test_progress_is_stored_for_the_current_attempt_only(
     backend_factory: Callable[[], Backend],
 ) -> None:

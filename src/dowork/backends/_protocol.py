@@ -134,6 +134,13 @@ class Backend(Protocol):
         someone asked to cancel.
         """
 
+    async def release(self, ids: Sequence[str], now: float) -> list[str]:
+        """Make waiting records due at ``now`` if they were due later (a held task's turn came).
+
+        ``scheduled`` ones become ``pending``; others (running, finished, unknown) are left
+        alone. Returns the ids released, and wakes the workers of their queues.
+        """
+
     async def progress(self, updates: Sequence[tuple[str, int, str]]) -> None:
         """Store the progress ``(id, token, JSON)`` tasks reported; ignore stale tokens.
 

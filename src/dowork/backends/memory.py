@@ -152,6 +152,22 @@ class MemoryBackend:
                     cancel.append(task_id)
         return lost, cancel
 
+    async def release(self, ids: Sequence[str], now: float) -> list[str]:
+        """Make later-due waiting records due now."""
+        released = []
+        with self._lock:
+            for task_id in ids:
+                record = self._records.get(task_id)
+                if record is None or record.status not in WAITING or record.run_at <= now:
+                    continue
+                record.run_at = now
+                record.updated_at = now
+                if record.status == "scheduled":
+                    record.status = "pending"
+                released.append(record)
+        self._wakeups.notify({r.queue for r in released})
+        return [r.id for r in released]
+
     async def progress(self, updates: Sequence[tuple[str, int, str]]) -> None:
         """Store reported progress for records still on the reporting attempt."""
         with self._lock:

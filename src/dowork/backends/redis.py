@@ -278,6 +278,32 @@ end
 return codes
 """
 
+# ARGV: P, now, sender, n, then n ids. Makes later-due waiting records due now; returns
+# {id, queue, ...} of those released.
+_RELEASE = """
+local now, released, queues = ARGV[2], {}, {}
+for i = 1, tonumber(ARGV[4]) do
+    local id = ARGV[4 + i]
+    local key = tkey(id)
+    local rec = redis.call('HMGET', key, 'status', 'queue', 'seq', 'created_at', 'run_at')
+    local status, queue = rec[1], rec[2]
+    if status and WAITING[status] and tonumber(rec[5]) > tonumber(now) then
+        local m = member(rec[3], id)
+        local new = status == 'scheduled' and 'pending' or status
+        redis.call('HSET', key, 'status', new, 'run_at', now, 'updated_at', now)
+        redis.call('ZADD', qkey(queue, 'waiting'), now, m)
+        if new ~= status then move(queue, m, rec[4], status, new) end
+        released[#released + 1] = id
+        released[#released + 1] = queue
+        queues[queue] = true
+    end
+end
+for queue in pairs(queues) do
+    redis.call('PUBLISH', P .. 'notify', ARGV[3] .. ' ' .. queue)
+end
+return released
+"""
+
 # ARGV: P, n, then n x (id, token, progress). Stores progress on records still on that attempt.
 _PROGRESS = """
 for i = 0, tonumber(ARGV[2]) - 1 do
@@ -466,6 +492,7 @@ _SCRIPTS = {
     "settle": _SETTLE,
     "heartbeat": _HEARTBEAT,
     "progress": _PROGRESS,
+    "release": _RELEASE,
     "reap": _REAP,
     "cancel": _CANCEL,
     "purge": _PURGE,
@@ -810,6 +837,17 @@ class RedisBackend:
         lost = [i for (i, _), code in zip(leases, codes, strict=True) if code == 0]
         cancel = [i for (i, _), code in zip(leases, codes, strict=True) if code == 2]
         return lost, cancel
+
+    async def release(self, ids: Sequence[str], now: float) -> list[str]:
+        """Make later-due waiting records due now (one script); wakes their queues' workers."""
+        if not ids:
+            return []
+        flat = await self._script(
+            "release", _num(now), self._sender, len(ids), *[_text(i) for i in ids]
+        )
+        released = [v.decode("utf-8", "surrogatepass") for v in flat]
+        self._wakeups.notify(set(released[1::2]))
+        return released[::2]
 
     async def progress(self, updates: Sequence[tuple[str, int, str]]) -> None:
         """Store reported progress for records still on the reporting attempt (one script)."""

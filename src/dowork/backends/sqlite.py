@@ -352,6 +352,28 @@ class SQLiteBackend:
                     cancel.append(task_id)
         return lost, cancel
 
+    async def release(self, ids: Sequence[str], now: float) -> list[str]:
+        """Make later-due waiting records due now."""
+        if not ids:
+            return []
+        released = await self._run(self._release, list(ids), now)
+        self._wakeups.notify({queue for _, queue in released})
+        return [task_id for task_id, _ in released]
+
+    def _release(self, ids: list[str], now: float) -> list[tuple[str, str]]:
+        released: list[tuple[str, str]] = []
+        with self._tx() as conn:
+            for task_id in ids:
+                row = conn.execute(
+                    "UPDATE dowork_tasks SET run_at = ?, updated_at = ?,"
+                    " status = CASE status WHEN 'scheduled' THEN 'pending' ELSE status END"
+                    f" WHERE id = ? AND {_WAITING_SQL} AND run_at > ? RETURNING queue",
+                    (now, now, task_id, now),
+                ).fetchone()
+                if row is not None:
+                    released.append((task_id, row[0]))
+        return released
+
     async def progress(self, updates: Sequence[tuple[str, int, str]]) -> None:
         """Store reported progress for records still on the reporting attempt."""
         if updates:
