@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import os
+import random
 import socket
 import uuid
 from collections.abc import Mapping
@@ -32,6 +33,7 @@ from .errors import (
     MaxRetriesExceeded,
     NotRegistered,
     NotSerializable,
+    PayloadTooLarge,
     TaskFailed,
 )
 from .registry import Registry
@@ -73,6 +75,10 @@ class DurableSettings:
         purge_every: how often finished records past their retention are deleted.
         max_running: most tasks of the queue running at once across *all* worker processes
             (gotasks' ``WithMaxLimit``), enforced by the backend at claim time.
+        max_payload: most bytes of encoded arguments per task; a bigger call raises
+            ``PayloadTooLarge`` before anything is written.
+        idempotency_window: seconds an enqueue's ``idempotency_key`` stays taken: another
+            enqueue with the same key on the same queue within it returns the first task.
     """
 
     lease: float = 30.0
@@ -83,6 +89,8 @@ class DurableSettings:
     keep_result: float | None = None
     purge_every: float = 60.0
     max_running: int | None = None
+    max_payload: int = 512 * 1024
+    idempotency_window: float = 24 * 3600.0
 
     def __post_init__(self) -> None:
         if self.lease <= 0 or self.maintenance <= 0:
@@ -95,6 +103,8 @@ class DurableSettings:
             raise ValueError("prefetch must not be negative")
         if self.max_running is not None and self.max_running < 1:
             raise ValueError("max_running must be at least 1")
+        if self.max_payload < 1 or self.idempotency_window <= 0:
+            raise ValueError("max_payload and idempotency_window must be positive")
 
 
 class BackendEngine(Engine):
@@ -140,6 +150,7 @@ class BackendEngine(Engine):
         Raises:
             NotRegistered: the function is not a task registered with this queue.
             NotSerializable: the arguments or options cannot be stored.
+            PayloadTooLarge: the encoded arguments exceed ``settings.max_payload``.
         """
         fn = task.fn
         name = self.registry.name_of(fn)
@@ -163,12 +174,15 @@ class BackendEngine(Engine):
         elif task._within is not None and task._within != template._within:
             options = self._encode_options({}, task._within)
         payload = self.codec.encode({"a": list(task.args), "k": dict(task.kwargs)})
+        if len(payload) > self.settings.max_payload:
+            raise PayloadTooLarge(len(payload), self.settings.max_payload)
         now = self.clock.now()
         run_at = now
         if task._not_before is not None:
             run_at = max(run_at, task._not_before)
         if task._delay is not None:
             run_at = max(run_at, now + task._delay)
+        key = task._idempotency_key
         return Record(
             id=task.id,
             queue=self.name,
@@ -178,6 +192,8 @@ class BackendEngine(Engine):
             created_at=now,
             status="pending" if run_at <= now else "scheduled",
             options=options,
+            idempotency_key=key,
+            idempotency_until=None if key is None else now + self.settings.idempotency_window,
         )
 
     def _encode_options(self, overrides: Mapping[str, Any], within: float | None) -> str:
@@ -223,8 +239,12 @@ class BackendEngine(Engine):
         await self.arun_on_home(self._push_batch(tasks, records))
 
     async def _push_batch(self, tasks: list[Task[Any]], records: list[Record]) -> None:
-        await self.backend.push(records)
+        same = await self.backend.push(records)
         for task, record in zip(tasks, records, strict=True):
+            if same and record.id in same:  # its idempotency key is held: a handle on that task
+                task._id = same[record.id]
+                task._status = TaskStatus.PENDING  # until the stored record is read
+                continue
             if record.status == "scheduled":
                 task._status = TaskStatus.SCHEDULED
                 task._next_attempt = record.run_at
@@ -335,7 +355,7 @@ class BackendEngine(Engine):
                 raise
             except Exception as exc:
                 failures += 1
-                delay = min(30.0, 0.05 * 2 ** min(failures, 10))
+                delay = min(30.0, 0.05 * 2 ** min(failures, 10)) * random.uniform(0.5, 1.0)
                 log.warning(
                     "queue %s: backend error (%r); retrying in %.2fs", self.name, exc, delay
                 )
@@ -362,7 +382,10 @@ class BackendEngine(Engine):
             if not isinstance(args, list) or not isinstance(kwargs, dict):
                 raise TypeError("payload must hold a list 'a' and a dict 'k'")
             overrides = json.loads(record.options) if record.options else None
-        except (DecodeError, KeyError, TypeError, ValueError) as exc:
+        except DecodeError as exc:
+            self._dead(record, exc.reason, f"{type(exc).__name__}: {exc}")
+            return
+        except (KeyError, TypeError, ValueError) as exc:
             self._dead(record, "undecodable", f"{type(exc).__name__}: {exc}")
             return
         task = self._by_id.get(record.id)
@@ -372,6 +395,7 @@ class BackendEngine(Engine):
         task._frozen = True
         task._engine = self
         task._attempts = record.attempts - 1 - record.crashes
+        task._deliveries = record.attempts
         task._status = TaskStatus.PENDING
         template = entry._template
         if overrides:
