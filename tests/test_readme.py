@@ -46,6 +46,8 @@ def test_readme_example_outputs() -> None:
     assert "refused: NotRegistered" in joined
     assert "\nsucceeded\n" in joined
     assert "1 parse ValueError: not found" in joined
+    assert "order 42: attempt 1, delivery 1" in joined
+    assert "refused: True\n0o600\n6\n" in joined
 
 
 def test_readme_web_app_example_runs_with_a_worker(tmp_path: Path) -> None:

@@ -179,7 +179,8 @@ class SQLiteBackend:
         try:
             yield conn
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:  # SQLITE_FULL and some I/O errors roll back by themselves
+                conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
 
