@@ -304,8 +304,9 @@ class Task(Generic[R]):
         """Change options before the task is enqueued; returns the task for chaining.
 
         ``idempotency_key`` (durable queues only): enqueueing another task with the same key on
-        the same queue within ``DurableSettings.idempotency_window`` stores nothing and gives a
-        handle on the first task instead, so a client may safely retry an enqueue.
+        the same queue within ``DurableSettings.idempotency_window`` stores nothing and makes
+        this task a handle on the first one (its ``id`` becomes the first task's), so a client
+        may safely retry an enqueue.
 
         Raises:
             TaskFrozen: the task was already submitted or enqueued.

@@ -13,10 +13,12 @@ from pathlib import Path
 import pytest
 import redis
 import redis.exceptions
+from prometheus_client import CollectorRegistry
 
 import dowork
 from dowork.backends import Outcome, RedisBackend, Settlement, open_backend
 from dowork.errors import BackendFull, BackendUnavailable
+from dowork.metrics import BackendCollector
 from tests.backends.conftest import add_acl_user
 from tests.backends.test_contract import LEASE, NOW, rec
 from tests.redis_server import RedisServer
@@ -112,6 +114,9 @@ def test_a_wiped_redis_is_reported_and_workers_keep_running(
                 time.sleep(0.05)
         assert backend.resets == 1
         assert any("backend data reset" in r.getMessage() for r in caplog.records)
+        registry = CollectorRegistry()
+        registry.register(BackendCollector([queue]))
+        assert registry.get_sample_value("queue_backend_resets_total", {"queue": "safety"}) == 1
         assert queue.running
         assert queue.submit(double, 21).result(timeout=10) == 42  # working on
     finally:

@@ -44,9 +44,9 @@ def test_a_working_worker_and_status_never_print_the_password(tmp_path: Path) ->
     server.start()
     add_acl_user(server.url, "alice", SECRET)
     url = f"redis://alice:{SECRET}@127.0.0.1:{server.port}/0"
+    argv = ["worker", "tests.durable.app:queue", "--backend", url, "--no-metrics"]
     worker = subprocess.Popen(
-        [sys.executable, "-m", "dowork", "worker", "tests.durable.app:queue"]
-        + ["--backend", url, "--no-metrics"],
+        [sys.executable, "-m", "dowork", *argv],
         cwd=ROOT,
         env=env(DOWORK_TEST_LEASE="1.0"),
         stderr=subprocess.PIPE,

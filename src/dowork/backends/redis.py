@@ -764,10 +764,10 @@ class RedisBackend:
         without persistence, FLUSHALL, eviction): tasks stored before are gone.
         """
         key = _text(self._keys + "epoch")
-        fresh = uuid.uuid4().hex.encode()
-        current: Any = fresh
-        if not await client.set(key, fresh, nx=True):
-            current = await client.get(key)
+        async with client.pipeline(transaction=False) as pipe:  # one round trip
+            pipe.set(key, uuid.uuid4().hex, nx=True)
+            pipe.get(key)
+            _, current = await pipe.execute()
         if self._epoch is not None and current != self._epoch:
             self.resets += 1
             log.critical(

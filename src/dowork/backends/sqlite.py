@@ -198,8 +198,8 @@ class SQLiteBackend:
             return
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            return  # an existing file keeps the mode its owner gave it
+        except OSError:
+            return  # an existing file keeps its owner's mode; other errors are SQLite's to report
         try:
             os.fchmod(fd, 0o600)  # a umask such as 0o277 would have taken bits away
         finally:
