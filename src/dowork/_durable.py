@@ -586,6 +586,7 @@ class BackendEngine(Engine):
         """Copy a record's state into a local handle; wake waiters if it is final."""
         status = TaskStatus(record.status)
         task._attempts = record.attempts - record.crashes
+        task._deliveries = record.attempts
         if not status.final:
             task._status = status
             task._next_attempt = record.run_at if status is not TaskStatus.RUNNING else None

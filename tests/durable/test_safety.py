@@ -339,6 +339,7 @@ def test_a_sigkill_redelivered_task_sees_delivery_count_two(tmp_path: Path) -> N
         second.wait(timeout=30)
         producer.shutdown(timeout=2)
     assert ledger.read_text().split("\n")[:2] == ["1 1", "1 2"]  # attempt 1 both times
+    assert (task.attempts, task.deliveries) == (1, 2)  # the producer's handle knows too
 
 
 def test_in_memory_deliveries_equal_attempts(make_queue: Callable[..., Queue]) -> None:
