@@ -20,16 +20,13 @@ SECRET = "s3cret-Pa55"
 @pytest.mark.parametrize("verbose", [[], ["-v"]])
 def test_unreachable_redis_errors_hide_the_password(verbose: list[str]) -> None:
     url = f"redis://alice:{SECRET}@127.0.0.1:{free_port()}/0"
-    commands = [
+    commands = [  # reading, writing, and the worker's start-up check
         ["status", "--backend", url],
-        ["list", "--backend", url, "-q", "app"],
-        ["inspect", "some-id", "--backend", url],
-        ["purge", "--backend", url, "-q", "app", "--yes"],
         ["requeue", "--dead", "--backend", url, "-q", "app"],
         ["worker", "tests.durable.app:queue", "--backend", url, "--no-metrics"],
     ]
-    if verbose:  # tracebacks too: the commands that connect in different ways
-        commands = [commands[0], commands[-1]]
+    if verbose:  # tracebacks too
+        commands = commands[::2]
     for command in commands:
         result = dowork_cmd(*verbose, *command)
         assert result.returncode == 1, (command, result.stderr)
