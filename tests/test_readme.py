@@ -49,6 +49,8 @@ def test_readme_example_outputs() -> None:
     assert "1.0 resized b.png" in joined
     assert "report: 6 words in 3 parts" in joined
     assert "['enqueue print', 'run print']" in joined
+    assert "order 42: attempt 1, delivery 1" in joined
+    assert "refused: True\n0o600\n6\n" in joined
 
 
 def test_readme_web_app_example_runs_with_a_worker(tmp_path: Path) -> None:

@@ -24,7 +24,9 @@ from .clock import Clock, FakeClock, SystemClock
 from .codec import Codec, JSONCodec, PickleCodec
 from .errors import (
     AlreadyComplete,
+    BackendBusy,
     BackendError,
+    BackendFull,
     BackendUnavailable,
     DecodeError,
     DoNotRetry,
@@ -33,6 +35,7 @@ from .errors import (
     MaxRetriesExceeded,
     NotRegistered,
     NotSerializable,
+    PayloadTooLarge,
     QueueFull,
     QueueShuttingDown,
     TaskCancelled,
@@ -117,9 +120,12 @@ __all__ = [
     "UnknownTask",
     "NotRegistered",
     "NotSerializable",
+    "PayloadTooLarge",
     "DecodeError",
     "BackendError",
     "BackendUnavailable",
+    "BackendBusy",
+    "BackendFull",
     "__version__",
 ]
 

@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import os
+import random
 import socket
 import uuid
 from collections.abc import Mapping
@@ -33,6 +34,7 @@ from .errors import (
     MaxRetriesExceeded,
     NotRegistered,
     NotSerializable,
+    PayloadTooLarge,
     TaskFailed,
 )
 from .group import group_error
@@ -80,6 +82,10 @@ class DurableSettings:
         purge_every: how often finished records past their retention are deleted.
         max_running: most tasks of the queue running at once across *all* worker processes
             (gotasks' ``WithMaxLimit``), enforced by the backend at claim time.
+        max_payload: most bytes of encoded arguments per task; a bigger call raises
+            ``PayloadTooLarge`` before anything is written.
+        idempotency_window: seconds an enqueue's ``idempotency_key`` stays taken: another
+            enqueue with the same key on the same queue within it returns the first task.
     """
 
     lease: float = 30.0
@@ -90,6 +96,8 @@ class DurableSettings:
     keep_result: float | None = None
     purge_every: float = 60.0
     max_running: int | None = None
+    max_payload: int = 512 * 1024
+    idempotency_window: float = 24 * 3600.0
 
     def __post_init__(self) -> None:
         if self.lease <= 0 or self.maintenance <= 0:
@@ -102,6 +110,8 @@ class DurableSettings:
             raise ValueError("prefetch must not be negative")
         if self.max_running is not None and self.max_running < 1:
             raise ValueError("max_running must be at least 1")
+        if self.max_payload < 1 or self.idempotency_window <= 0:
+            raise ValueError("max_payload and idempotency_window must be positive")
 
 
 class BackendEngine(Engine):
@@ -150,6 +160,7 @@ class BackendEngine(Engine):
         Raises:
             NotRegistered: the function is not a task registered with this queue.
             NotSerializable: the arguments or options cannot be stored.
+            PayloadTooLarge: the encoded arguments exceed ``settings.max_payload``.
         """
         fn = task.fn
         name = self.registry.name_of(fn)
@@ -178,11 +189,14 @@ class BackendEngine(Engine):
             within = task._within if task._within != template._within else None
             options = self._encode_options({}, within, expires_at)
         payload = self.codec.encode(_payload_of(task))
+        if len(payload) > self.settings.max_payload:
+            raise PayloadTooLarge(len(payload), self.settings.max_payload)
         run_at = now
         if task._not_before is not None:
             run_at = max(run_at, task._not_before)
         if task._delay is not None:
             run_at = max(run_at, now + task._delay)
+        key = task._idempotency_key
         return Record(
             id=task.id,
             queue=self.name,
@@ -192,6 +206,8 @@ class BackendEngine(Engine):
             created_at=now,
             status="pending" if run_at <= now else "scheduled",
             options=options,
+            idempotency_key=key,
+            idempotency_until=None if key is None else now + self.settings.idempotency_window,
         )
 
     def _encode_options(
@@ -280,8 +296,12 @@ class BackendEngine(Engine):
         return tasks, [*records, held]
 
     async def _push_batch(self, tasks: list[Task[Any]], records: list[Record]) -> None:
-        await self.backend.push(records)
+        same = await self.backend.push(records)
         for task, record in zip(tasks, records, strict=True):
+            if same and record.id in same:  # its idempotency key is held: a handle on that task
+                task._id = same[record.id]
+                task._status = TaskStatus.PENDING  # until the stored record is read
+                continue
             if record.status == "scheduled":
                 task._status = TaskStatus.SCHEDULED
                 task._next_attempt = record.run_at
@@ -391,7 +411,7 @@ class BackendEngine(Engine):
                 raise
             except Exception as exc:
                 failures += 1
-                delay = min(30.0, 0.05 * 2 ** min(failures, 10))
+                delay = min(30.0, 0.05 * 2 ** min(failures, 10)) * random.uniform(0.5, 1.0)
                 log.warning(
                     "queue %s: backend error (%r); retrying in %.2fs", self.name, exc, delay
                 )
@@ -478,7 +498,10 @@ class BackendEngine(Engine):
             return None
         try:
             args, kwargs, headers, overrides = self._decode(record)
-        except (DecodeError, KeyError, TypeError, ValueError) as exc:
+        except DecodeError as exc:
+            self._dead(record, exc.reason, f"{type(exc).__name__}: {exc}")
+            return None
+        except (KeyError, TypeError, ValueError) as exc:
             self._dead(record, "undecodable", f"{type(exc).__name__}: {exc}")
             return None
         expires_at = overrides.pop("expires_at", None) if overrides else None
@@ -498,6 +521,7 @@ class BackendEngine(Engine):
         if headers:
             task._headers = headers
         task._attempts = record.attempts - 1 - record.crashes
+        task._deliveries = record.attempts
         task._status = TaskStatus.PENDING
         template = entry._template
         if overrides:
@@ -758,6 +782,7 @@ class BackendEngine(Engine):
         """Copy a record's state into a local handle; wake waiters if it is final."""
         status = TaskStatus(record.status)
         task._attempts = record.attempts - record.crashes
+        task._deliveries = record.attempts
         if record.progress is not None:
             task._progress = decode_progress(record.progress)
         if not status.final:

@@ -258,6 +258,11 @@ class Engine:
             if task.done:
                 raise AlreadyComplete(f"{task!r} already finished; tasks run to completion once")
             raise ValueError(f"{task!r} is already enqueued")
+        if task._idempotency_key is not None and not self.durable:
+            raise ValueError(
+                "idempotency_key needs a durable queue (backend=...): an in-memory queue "
+                "keeps no record of past enqueues"
+            )
 
     def _accept_inbox(self) -> None:
         """Accept every task other threads handed over (on the loop)."""

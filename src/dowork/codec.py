@@ -2,11 +2,14 @@
 
 JSON is the default: it is safe to decode (no code runs) and readable in the store. Pickle is
 available only by explicit choice (``PickleCodec``), because decoding a pickle from a shared
-store runs whatever code it names.
+store runs whatever code it names; so ``PickleCodec`` signs every payload with HMAC-SHA256 under
+a secret key and checks the signature, in constant time, before it unpickles anything.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import pickle
 from typing import Any, Protocol
@@ -57,20 +60,58 @@ class JSONCodec:
 
 
 class PickleCodec:
-    """Pickle: any picklable value. Only for stores that no untrusted party can write to."""
+    """Pickle, signed: any picklable value, for stores only your own processes write to.
+
+    Every payload is ``b"dwp1" + HMAC-SHA256(key, pickle) + pickle``. ``decode`` checks the
+    signature with ``hmac.compare_digest`` *before* unpickling, so bytes written by someone
+    without the key (or altered in the store) are refused with a ``DecodeError`` whose
+    ``reason`` is ``bad_signature``, and a worker dead-letters the task instead of running it.
+    Give every producer and worker the same key (e.g. from an environment variable).
+
+    Args:
+        key: the shared secret, at least 16 bytes (``str`` is encoded as UTF-8).
+
+    Raises:
+        ValueError: a missing or short key.
+    """
 
     name = "pickle"
+    _MAGIC = b"dwp1"
+    _SIG = hashlib.sha256().digest_size
+
+    def __init__(self, key: bytes | str) -> None:
+        secret = key.encode() if isinstance(key, str) else bytes(key)
+        if len(secret) < 16:
+            raise ValueError("PickleCodec needs a secret key of at least 16 bytes to sign with")
+        self._key = secret
+
+    def __repr__(self) -> str:
+        return "PickleCodec(key=***)"
+
+    def _sign(self, data: bytes) -> bytes:
+        return hmac.new(self._key, data, hashlib.sha256).digest()
 
     def encode(self, value: Any) -> bytes:
-        """Pickle ``value``."""
+        """Pickle ``value`` and sign it."""
         try:
-            return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+            data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
         except (pickle.PicklingError, TypeError, AttributeError, RecursionError) as exc:
             raise NotSerializable(f"cannot pickle: {exc}") from exc
+        return self._MAGIC + self._sign(data) + data
 
     def decode(self, data: bytes) -> Any:
-        """Unpickle ``data`` (runs code named in it: trusted stores only)."""
+        """Check the signature, then unpickle; unsigned or altered bytes are never unpickled."""
+        head = len(self._MAGIC) + self._SIG
+        if len(data) < head or not data.startswith(self._MAGIC):
+            raise DecodeError(data, ValueError("not a signed dowork pickle"), "bad_signature")
+        signature, body = data[len(self._MAGIC) : head], data[head:]
+        if not hmac.compare_digest(signature, self._sign(body)):
+            raise DecodeError(
+                data,
+                ValueError("the pickle's signature does not match (altered, or another key)"),
+                "bad_signature",
+            )
         try:
-            return pickle.loads(data)  # opt-in codec, trusted stores only
+            return pickle.loads(body)  # signed by a holder of the key: checked above
         except Exception as exc:
             raise DecodeError(data, exc) from exc

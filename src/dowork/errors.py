@@ -15,10 +15,14 @@ The hierarchy::
      ├── UnknownTask           no task with that id is known to the queue (also a KeyError)
      ├── NotRegistered         a durable queue was given a function it has no name for
      ├── NotSerializable       arguments or a result the queue's codec cannot encode
+     ├── PayloadTooLarge       encoded arguments over the durable queue's size cap
      ├── DecodeError           stored bytes the codec cannot decode (keeps the bytes)
      ├── TaskFailed            a task run by another process failed (its error, as text)
-     └── BackendError          the backend failed (also BackendUnavailable: cannot reach it,
-                               and DuplicateTask: a task with that id exists already)
+     └── BackendError          the backend failed; also
+          ├── BackendUnavailable   cannot reach it (also a ConnectionError)
+          │    └── BackendBusy     a SQLite file stayed locked past the busy timeout
+          ├── BackendFull          no room to write (SQLite disk full, Redis out of memory)
+          └── DuplicateTask        a task with that id exists already
 """
 
 from __future__ import annotations
@@ -29,13 +33,16 @@ __all__ = [
     "AlreadyComplete",
     "DoNotRetry",
     "DoWorkError",
+    "BackendBusy",
     "BackendError",
+    "BackendFull",
     "BackendUnavailable",
     "DecodeError",
     "DuplicateTask",
     "MaxRetriesExceeded",
     "NotRegistered",
     "NotSerializable",
+    "PayloadTooLarge",
     "TaskFailed",
     "QueueFull",
     "QueueShuttingDown",
@@ -134,12 +141,33 @@ class NotSerializable(DoWorkError, TypeError):
     """Task arguments (or a result) cannot be encoded by the queue's codec (JSON by default)."""
 
 
-class DecodeError(DoWorkError, ValueError):
-    """Stored bytes could not be decoded; ``data`` keeps them for inspection."""
+class PayloadTooLarge(DoWorkError, ValueError):
+    """A durable task's encoded arguments exceed the queue's cap; nothing was stored.
 
-    def __init__(self, data: bytes, cause: BaseException) -> None:
+    The cap (``DurableSettings.max_payload``, 512 KiB by default) keeps one oversized call from
+    filling the store or a worker's memory; pass a reference (a path, a key) instead.
+    """
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(
+            f"encoded task arguments are {size} bytes, over the queue's cap of {limit} bytes "
+            "(DurableSettings(max_payload=...)); store large data elsewhere and pass a reference"
+        )
+        self.size = size
+        self.limit = limit
+
+
+class DecodeError(DoWorkError, ValueError):
+    """Stored bytes could not be decoded; ``data`` keeps them for inspection.
+
+    ``reason`` is the dead-letter reason a worker records for such a payload:
+    ``undecodable``, or ``bad_signature`` for a signed payload whose signature does not match.
+    """
+
+    def __init__(self, data: bytes, cause: BaseException, reason: str = "undecodable") -> None:
         super().__init__(f"cannot decode {len(data)} stored bytes: {cause}")
         self.data = data
+        self.reason = reason
         self.__cause__ = cause
 
 
@@ -149,6 +177,17 @@ class BackendError(DoWorkError):
 
 class BackendUnavailable(BackendError, ConnectionError):
     """The backend cannot be reached (Redis down, SQLite file locked past the busy timeout)."""
+
+
+class BackendBusy(BackendUnavailable):
+    """The store stayed locked by another process past the busy timeout (SQLite)."""
+
+
+class BackendFull(BackendError):
+    """The store refused a write for lack of room (SQLite disk full, Redis ``maxmemory``).
+
+    Nothing of the refused write was stored; records already stored are intact.
+    """
 
 
 class TaskFailed(DoWorkError):

@@ -14,7 +14,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from .hooks import Hooks
@@ -183,6 +183,8 @@ def serve_metrics(
 class BackendCollector(Collector):
     """``queue_tasks{queue,status}``: the durable queues' tasks by status, read from the store.
 
+    Also ``queue_backend_resets_total{queue}`` for backends that detect a wiped store (Redis).
+
     Every worker process sees the same figures (they come from the shared store), so any one
     scrape shows the whole queue; in-memory queues are skipped (their hooks count them).
     """
@@ -207,3 +209,13 @@ class BackendCollector(Collector):
             for status, count in sorted(counts.items()):
                 family.add_metric([queue.name, status], count)
         yield family
+        resets = CounterMetricFamily(
+            "queue_backend_resets",
+            "Times this process found the store wiped (Redis lost its data: tasks were lost)",
+            labels=["queue"],
+        )
+        for queue in self.queues:
+            found = getattr(queue.backend, "resets", None)
+            if isinstance(found, int):
+                resets.add_metric([queue.name], found)
+        yield resets

@@ -97,8 +97,10 @@ class Progress(NamedTuple):
 def current_task() -> Task[Any]:
     """Return the task whose attempt is running in this thread or coroutine.
 
-    A task reads its ``attempts``, ``deadline`` and ``cancel_requested`` from it, which is how a
-    synchronous function notices a cancellation or a passed deadline it cannot be interrupted for.
+    A task reads its ``attempts``, ``deliveries``, ``deadline`` and ``cancel_requested`` from
+    it, which is how a synchronous function notices a cancellation or a passed deadline it cannot
+    be interrupted for, and how it learns that an earlier delivery may have crashed half way
+    (``deliveries > attempts``).
 
     Raises:
         RuntimeError: when called outside a task attempt.
@@ -182,6 +184,7 @@ class Task(Generic[R]):
         "_cancel_requested",
         "_deadline_at",
         "_delay",
+        "_deliveries",
         "_engine",
         "_error",
         "_expires_at",
@@ -190,6 +193,7 @@ class Task(Generic[R]):
         "_group",
         "_headers",
         "_id",
+        "_idempotency_key",
         "_last_error",
         "_next_attempt",
         "_not_before",
@@ -284,6 +288,8 @@ class Task(Generic[R]):
         self._expires_at: float | None = None
         self._group: LocalGroup | None = None
         self._progress: Progress | None = None
+        self._idempotency_key: str | None = None
+        self._deliveries: int | None = None
 
     @classmethod
     def _fast(
@@ -316,8 +322,14 @@ class Task(Generic[R]):
         policy: RetryPolicy | None = _UNSET,
         keep_result: float | timedelta | None = _UNSET,
         expires: float | timedelta | datetime | None = _UNSET,
+        idempotency_key: str | None = _UNSET,
     ) -> Task[R]:
         """Change options before the task is enqueued; returns the task for chaining.
+
+        ``idempotency_key`` (durable queues only): enqueueing another task with the same key on
+        the same queue within ``DurableSettings.idempotency_window`` stores nothing and makes
+        this task a handle on the first one (its ``id`` becomes the first task's), so a client
+        may safely retry an enqueue.
 
         Raises:
             TaskFrozen: the task was already submitted or enqueued.
@@ -352,6 +364,7 @@ class Task(Generic[R]):
             self._not_before = to_epoch(not_before, "not_before")
         if delay is not _UNSET:
             self._delay = seconds(delay, "delay")
+        self._idempotency_key = _checked_key(idempotency_key, self._idempotency_key)
         if after is not _UNSET:
             if after is not None and not callable(after):
                 raise TypeError(f"after must be callable, not {after!r}")
@@ -425,8 +438,28 @@ class Task(Generic[R]):
 
     @property
     def attempts(self) -> int:
-        """How many times the function was called (the running attempt included)."""
+        """How many times the function was called (the running attempt included).
+
+        On a durable queue, a run cut short by its worker dying (SIGKILL, power loss) is not
+        counted here: see ``deliveries``.
+        """
         return self._attempts
+
+    @property
+    def deliveries(self) -> int:
+        """How many times the task was handed to a worker, the current time included.
+
+        On a durable queue every claim counts, also those that ended with the worker dying
+        (the task ran again once its lease expired), so ``deliveries > attempts`` inside a task
+        means an earlier run may have done part of its work: make side effects idempotent
+        (e.g. keyed by ``task.id``). In memory it equals ``attempts``.
+        """
+        return self._attempts if self._deliveries is None else self._deliveries
+
+    @property
+    def idempotency_key(self) -> str | None:
+        """The key that de-duplicates this task's enqueue, or None."""
+        return self._idempotency_key
 
     @property
     def next_attempt(self) -> datetime | None:
@@ -629,6 +662,15 @@ class Task(Generic[R]):
 
 
 _EMPTY: Mapping[str, Any] = {}
+
+
+def _checked_key(key: object, current: str | None) -> str | None:
+    """Return a valid idempotency key (a non-empty str) or None; ``current`` when unset."""
+    if key is _UNSET:
+        return current
+    if key is not None and (not isinstance(key, str) or not key):
+        raise TypeError(f"idempotency_key must be a non-empty str, not {key!r}")
+    return key
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

@@ -65,3 +65,16 @@ def test_two_hook_sets_do_not_collide(make_queue: Callable[..., Queue]) -> None:
     first, second = PrometheusHooks(), PrometheusHooks()
     make_queue("a", hooks=[first]).submit(print)
     assert first.registry is not second.registry
+
+
+def test_metrics_listen_on_loopback_only_by_default() -> None:
+    """The server socket is bound to 127.0.0.1, and so is the worker command's default."""
+    from dowork.cli import worker
+
+    server = serve_metrics(PrometheusHooks())
+    try:
+        assert server._server.server_address[:2] == ("127.0.0.1", server.port)
+    finally:
+        server.close()
+    (host,) = [p for p in worker.params if p.name == "metrics_host"]
+    assert host.default == "127.0.0.1"

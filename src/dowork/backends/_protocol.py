@@ -71,6 +71,10 @@ class Record:
     finished_at: float | None = None
     keep: float | None = field(default=None)  #: seconds to keep the finished record
     progress: str | None = None  #: JSON ``[value, message, at]`` the task last reported
+    #: A caller's key de-duplicating enqueues: while an earlier record of the same queue holds
+    #: it (until ``idempotency_until``), a push stores nothing for this record.
+    idempotency_key: str | None = None
+    idempotency_until: float | None = None
 
 
 @dataclass(slots=True)
@@ -102,8 +106,17 @@ class Backend(Protocol):
     async def close(self) -> None:
         """Release connections."""
 
-    async def push(self, records: Sequence[Record]) -> None:
-        """Store new records atomically: all of them or none; return once confirmed."""
+    async def push(self, records: Sequence[Record]) -> dict[str, str]:
+        """Store new records atomically: all of them or none; return once confirmed.
+
+        A record with an ``idempotency_key`` that an earlier record of its queue still holds
+        (its ``idempotency_until`` is after this record's ``created_at``) is not stored; the
+        others are, and the key then names the new record until its ``idempotency_until``.
+        Returns ``{id of each record not stored: id of the record holding its key}``.
+
+        Raises:
+            DuplicateTask: a record's id is taken (nothing is stored).
+        """
 
     async def claim(
         self,
@@ -175,7 +188,12 @@ class Backend(Protocol):
         """Return when new work may have arrived, or after ``timeout`` seconds."""
 
     async def purge_finished(self, now: float) -> int:
-        """Delete finished records whose retention has passed; return how many."""
+        """Delete finished records (and idempotency keys) past their retention; return how many.
+
+        A dead-lettered record is kept ``keep_dead`` seconds when the backend has that set
+        (dead letters may hold personal data, or be wanted longer for inspection), else as any
+        finished record.
+        """
 
     # -- inspection and maintenance (dashboards, the command line, dead-letter handling) --
 

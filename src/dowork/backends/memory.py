@@ -40,9 +40,13 @@ class MemoryBackend:
 
     durable = False
 
-    def __init__(self, *, keep_finished: float = 7 * 24 * 3600.0) -> None:
+    def __init__(
+        self, *, keep_finished: float = 7 * 24 * 3600.0, keep_dead: float | None = None
+    ) -> None:
         self.keep_finished = keep_finished
+        self.keep_dead = keep_dead
         self._lock = threading.Lock()
+        self._idempotency: dict[tuple[str, str], tuple[str, float]] = {}
         self._records: dict[str, Record] = {}
         self._order: dict[str, int] = {}
         self._seq = 0
@@ -58,8 +62,9 @@ class MemoryBackend:
     async def close(self) -> None:
         """Nothing to close."""
 
-    async def push(self, records: Sequence[Record]) -> None:
-        """Store copies of the records."""
+    async def push(self, records: Sequence[Record]) -> dict[str, str]:
+        """Store copies of the records (those whose idempotency key is free)."""
+        same: dict[str, str] = {}
         with self._lock:
             if len({r.id for r in records}) != len(records):
                 raise DuplicateTask("the same task id appears twice in one push")
@@ -67,10 +72,27 @@ class MemoryBackend:
                 if record.id in self._records:
                     raise DuplicateTask(f"a task with id {record.id!r} already exists")
             for record in records:
+                key = record.idempotency_key
+                if key is not None:
+                    held = self._idempotency.get((record.queue, key))
+                    if held is not None and held[1] > record.created_at:
+                        same[record.id] = held[0]
+                        continue
+                    until = record.idempotency_until or record.created_at
+                    self._idempotency[(record.queue, key)] = (record.id, until)
                 self._seq += 1
                 self._records[record.id] = replace(record, updated_at=record.created_at)
                 self._order[record.id] = self._seq
-        self._wakeups.notify({r.queue for r in records})
+        self._wakeups.notify({r.queue for r in records if r.id not in same})
+        return same
+
+    def _retention(self, outcome: Outcome | None, keep: float | None) -> float:
+        """Seconds to keep a finished record: its own, else ``keep_dead`` or ``keep_finished``."""
+        if keep is not None:
+            return keep
+        if outcome is Outcome.DEAD and self.keep_dead is not None:
+            return self.keep_dead
+        return self.keep_finished
 
     async def claim(
         self,
@@ -123,7 +145,7 @@ class MemoryBackend:
                     if s.payload is not None:
                         record.payload = s.payload
                     continue
-                keep = self.keep_finished if s.keep is None else s.keep
+                keep = self._retention(s.outcome, s.keep)
                 if keep <= 0:
                     del self._records[s.id]
                     del self._order[s.id]
@@ -196,7 +218,7 @@ class MemoryBackend:
                         f"the worker running it stopped renewing its lease {record.crashes} times"
                     )
                     record.finished_at = now
-                    self._expires[record.id] = now + self.keep_finished
+                    self._expires[record.id] = now + self._retention(Outcome.DEAD, None)
                     dead += 1
                 else:
                     record.status = "retrying"
@@ -248,13 +270,15 @@ class MemoryBackend:
         await self._wakeups.wait(queue, timeout)
 
     async def purge_finished(self, now: float) -> int:
-        """Forget finished records past their retention."""
+        """Forget finished records and idempotency keys past their retention."""
         with self._lock:
             gone = [i for i, at in self._expires.items() if at < now]
             for task_id in gone:
                 self._records.pop(task_id, None)
                 self._order.pop(task_id, None)
                 del self._expires[task_id]
+            for key in [k for k, (_, until) in self._idempotency.items() if until < now]:
+                del self._idempotency[key]
         return len(gone)
 
     async def queues(self) -> list[str]:

@@ -24,6 +24,11 @@ Key schema (``P`` is the prefix, ``dowork`` by default; ``Q`` a queue name)::
     P:expiry            zset of finished tasks kept for lookups; score expires_at, member id
     P:seq               counter giving each pushed task its FIFO sequence number
     P:notify            pub/sub channel: "{sender} {queue}" after every push
+    P:idem:K            hash id, until: the task holding idempotency key K (K is
+                        "{len(queue)}:{queue}:{key}") until the caller's time until; a Redis
+                        TTL of the window drops it later
+    P:epoch             a random value written at first connect: if it vanishes, the data was
+                        wiped (a restart without persistence, FLUSHALL), which is logged
 
 Every script that changes a task's status moves it between the ``created.S`` zsets and
 updates ``counts`` in the same step; ``list()`` reads one page of a ``created`` zset (or merges
@@ -55,7 +60,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 
-from ..errors import BackendError, BackendUnavailable, DuplicateTask
+from ..errors import BackendError, BackendFull, BackendUnavailable, DuplicateTask
 from ._protocol import Outcome, Record, Settlement, Wakeups, check_page, status_filter
 
 __all__ = ["RedisBackend"]
@@ -146,7 +151,9 @@ end
 
 
 # ARGV: P, n, sender, then n x (id, queue, name, payload, run_at, created_at, status, options?,
-# attempts). Returns {'ok'}, or {'duplicate', id} having written nothing.
+# attempts), then k and k x (record index, idempotency key, until, ttl ms).
+# Returns {'ok', then the id and holder id of each record whose idempotency key was held (not
+# written)}, or {'duplicate', id} having written nothing.
 def _wrap(script: str) -> str:
     """Run a script body as a function, then write what it gathered (see ``flush``)."""
     return (
@@ -162,9 +169,26 @@ for i = 0, n - 1 do
     if seen[id] or redis.call('EXISTS', tkey(id)) == 1 then return {'duplicate', id} end
     seen[id] = true
 end
+local ok, todo, keyed, k0 = {'ok'}, {}, {}, 4 + n * 9
+for j = 0, tonumber(ARGV[k0] or '0') - 1 do
+    keyed[tonumber(ARGV[k0 + 1 + j * 4])] = k0 + 2 + j * 4
+end
+for i = 0, n - 1 do
+    local b, kb = 4 + i * 9, keyed[i]
+    local held = kb and redis.call('HMGET', P .. 'idem:' .. ARGV[kb], 'id', 'until') or {}
+    if held[1] and tonumber(held[2]) > tonumber(ARGV[b + 5]) then
+        ok[#ok + 1] = ARGV[b]; ok[#ok + 1] = held[1]
+    else
+        if kb then
+            redis.call('HSET', P .. 'idem:' .. ARGV[kb], 'id', ARGV[b], 'until', ARGV[kb + 1])
+            redis.call('PEXPIRE', P .. 'idem:' .. ARGV[kb], ARGV[kb + 2])
+        end
+        todo[#todo + 1] = i
+    end
+end
 local seq = redis.call('INCRBY', P .. 'seq', n) - n
 local queues = {}
-for i = 0, n - 1 do
+for _, i in ipairs(todo) do
     local b = 4 + i * 9
     local id, queue, status = ARGV[b], ARGV[b + 1], ARGV[b + 6]
     local key = tkey(id)
@@ -186,7 +210,7 @@ for queue in pairs(queues) do
     redis.call('SADD', P .. 'queues', queue)
     redis.call('PUBLISH', P .. 'notify', ARGV[3] .. ' ' .. queue)
 end
-return {'ok'}
+return ok
 """
 
 # ARGV: P, queue, now, limit, lease_until, owner, max_running ('' = no cap).
@@ -555,6 +579,18 @@ def _record(flat: Sequence[bytes] | dict[bytes, bytes]) -> Record:
     )
 
 
+def _idempotency_args(records: Sequence[Record]) -> list[str | bytes | int]:
+    """The push script's tail: k, then (record index, key, until, ttl ms) per keyed record."""
+    tail: list[str | bytes | int] = []
+    for index, r in enumerate(records):
+        if r.idempotency_key is not None:
+            until = r.idempotency_until or r.created_at
+            ttl = max(1, int((until - r.created_at) * 1000) + 60_000)  # GC only: a minute spare
+            name = f"{len(r.queue)}:{r.queue}:{r.idempotency_key}"
+            tail += [index, _text(name), _num(until), ttl]
+    return [len(tail) // 4, *tail] if tail else []
+
+
 def _redact(url: str) -> str:
     """Return ``url`` with its password (in the user part or the query) replaced by ``***``."""
     parts = urlsplit(url)
@@ -608,6 +644,10 @@ class RedisBackend:
         socket_timeout: seconds to wait for a reply before the server counts as unreachable.
         connect_timeout: seconds to wait for a connection.
         ping_interval: seconds of silence after which the wake-up subscription is checked.
+        keep_dead: seconds a dead-lettered record is kept (``None``: ``keep_finished``).
+
+    Attributes:
+        resets: how many times this process found the store wiped (its ``epoch`` key gone).
     """
 
     durable = True
@@ -618,6 +658,7 @@ class RedisBackend:
         *,
         prefix: str = "dowork",
         keep_finished: float = 7 * 24 * 3600.0,
+        keep_dead: float | None = None,
         client: redis.asyncio.Redis | None = None,
         socket_timeout: float = 10.0,
         connect_timeout: float = 5.0,
@@ -635,6 +676,7 @@ class RedisBackend:
         self.url = url
         self.prefix = prefix
         self.keep_finished = keep_finished
+        self.keep_dead = keep_dead
         self.socket_timeout = socket_timeout
         self.connect_timeout = connect_timeout
         self.ping_interval = ping_interval
@@ -646,12 +688,22 @@ class RedisBackend:
         self._links_lock = threading.Lock()
         self._wakeups = Wakeups()
         self._checked_memory = False
+        self._epoch: bytes | None = None
+        self.resets = 0
 
     def __repr__(self) -> str:
         where = "client=..." if self._client is not None else repr(_redact(self.url))
         return f"RedisBackend({where}, prefix={self.prefix!r})"
 
     # -- plumbing --------------------------------------------------------------------------
+
+    def _retention(self, outcome: Outcome | None, keep: float | None) -> float:
+        """Seconds to keep a finished record: its own, else ``keep_dead`` or ``keep_finished``."""
+        if keep is not None:
+            return keep
+        if outcome is Outcome.DEAD and self.keep_dead is not None:
+            return self.keep_dead
+        return self.keep_finished
 
     def _new_client(self) -> redis.asyncio.Redis:
         try:
@@ -718,6 +770,8 @@ class RedisBackend:
         except redis.exceptions.ResponseError as exc:
             if str(exc).startswith(("READONLY", "MASTERDOWN", "LOADING", "TRYAGAIN")):
                 raise BackendUnavailable(f"{_redact(self.url)}: {exc}") from exc
+            if isinstance(exc, redis.exceptions.OutOfMemoryError) or "OOM " in str(exc):
+                raise BackendFull(f"{_redact(self.url)}: {exc} (maxmemory reached)") from exc
             raise BackendError(f"{_redact(self.url)}: {exc}") from exc
         except redis.exceptions.RedisError as exc:
             raise BackendError(f"{_redact(self.url)}: {exc}") from exc
@@ -741,7 +795,28 @@ class RedisBackend:
             if not self._checked_memory:
                 self._checked_memory = True
                 await self._check_eviction(link.client)
+            await self._check_epoch(link.client)
         link.ready = True
+
+    async def _check_epoch(self, client: redis.asyncio.Redis) -> None:
+        """Write the epoch key if missing; say loudly when the one we saw before is gone.
+
+        A different or missing epoch means Redis lost its data since we last looked (a restart
+        without persistence, FLUSHALL, eviction): tasks stored before are gone.
+        """
+        key = _text(self._keys + "epoch")
+        async with client.pipeline(transaction=False) as pipe:  # one round trip
+            pipe.set(key, uuid.uuid4().hex, nx=True)
+            pipe.get(key)
+            _, current = await pipe.execute()
+        if self._epoch is not None and current != self._epoch:
+            self.resets += 1
+            log.critical(
+                "%r: backend data reset: the Redis data was wiped (restart without persistence, "
+                "FLUSHALL or eviction); tasks stored before are lost. Working on.",
+                self,
+            )
+        self._epoch = current
 
     async def _check_eviction(self, client: redis.asyncio.Redis) -> None:
         with contextlib.suppress(redis.exceptions.ResponseError):  # INFO not allowed
@@ -772,21 +847,28 @@ class RedisBackend:
 
     # -- the protocol ----------------------------------------------------------------------
 
-    async def push(self, records: Sequence[Record]) -> None:
-        """Store the records in one script: all of them, or none if an id is taken."""
+    async def push(self, records: Sequence[Record]) -> dict[str, str]:
+        """Store the records in one script: all of them, or none if an id is taken.
+
+        Records whose idempotency key is held are left out (see ``Backend.push``).
+        """
         if not records:
-            return
+            return {}
         args: list[str | bytes | int] = [len(records), self._sender]
         for r in records:
             args += [
                 _text(r.id), _text(r.queue), _text(r.name), r.payload, _num(r.run_at),
                 _num(r.created_at), r.status, _opt(r.options), r.attempts,
             ]  # fmt: skip
+        args += _idempotency_args(records)
         answer = await self._script("push", *args)
         if answer[0] != b"ok":
             task_id = answer[1].decode("utf-8", "surrogatepass")
             raise DuplicateTask(f"a task with id {task_id!r} already exists (nothing written)")
-        self._wakeups.notify({r.queue for r in records})
+        held = [bytes(i).decode("utf-8", "surrogatepass") for i in answer[1:]]
+        same = dict(zip(held[::2], held[1::2], strict=True))
+        self._wakeups.notify({r.queue for r in records if r.id not in same})
+        return same
 
     async def claim(
         self,
@@ -815,7 +897,7 @@ class RedisBackend:
             if s.outcome is Outcome.RETRY:
                 status, expires = "retrying", ""
             else:
-                keep = self.keep_finished if s.keep is None else s.keep
+                keep = self._retention(s.outcome, s.keep)
                 status, expires = _FINAL[s.outcome], (_num(s.now + keep) if keep > 0 else "")
             args += [
                 _text(s.id), s.token, status, _num(s.now), _num(s.run_at), _opt(s.error),
@@ -859,9 +941,19 @@ class RedisBackend:
         await self._script("progress", *args)
 
     async def reap(self, queue: str, now: float, crash_budget: int) -> tuple[int, int]:
-        """Requeue expired leases; dead-letter tasks that crashed their workers too often."""
+        """Requeue expired leases; dead-letter tasks that crashed their workers too often.
+
+        Every worker reaps on a timer, so this is also where a wiped store is noticed.
+        """
+        link = self._link()
+        with self._errors():
+            await self._check_epoch(link.client)
         requeued, dead = await self._script(
-            "reap", _text(queue), _num(now), crash_budget, _num(now + self.keep_finished)
+            "reap",
+            _text(queue),
+            _num(now),
+            crash_budget,
+            _num(now + self._retention(Outcome.DEAD, None)),
         )
         return int(requeued), int(dead)
 

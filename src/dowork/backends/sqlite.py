@@ -7,7 +7,9 @@ O(log n) however many finished rows the file holds; indexes on ``(queue, created
 ``(queue, status, created_at)`` serve ``queues()``, ``list()`` and ``counts()``. Finished rows
 are deleted when their retention passes, and the file is created with
 ``auto_vacuum=INCREMENTAL`` so freed pages go back to the file system. Every call runs on one
-dedicated thread holding the connection.
+dedicated thread holding the connection. A new file is created with mode 0600 whatever the
+umask (SQLite gives its ``-wal`` and ``-shm`` files the database file's mode), since task
+arguments and results may hold personal data.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from ..errors import BackendError, BackendUnavailable, DuplicateTask
+from ..errors import BackendBusy, BackendError, BackendFull, DuplicateTask
 from ._protocol import REQUEUABLE, Outcome, Record, Settlement, Wakeups, check_page, status_filter
 
 __all__ = ["SQLiteBackend"]
@@ -59,6 +61,13 @@ CREATE INDEX IF NOT EXISTS dowork_expiry ON dowork_tasks (expires_at)
     WHERE expires_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS dowork_created ON dowork_tasks (queue, created_at);
 CREATE INDEX IF NOT EXISTS dowork_listing ON dowork_tasks (queue, status, created_at);
+CREATE TABLE IF NOT EXISTS dowork_idempotency (
+    queue TEXT NOT NULL,
+    key TEXT NOT NULL,
+    task_id TEXT NOT NULL,
+    expires_at REAL NOT NULL,
+    PRIMARY KEY (queue, key)
+) WITHOUT ROWID;
 """
 
 _COLUMNS = (
@@ -123,6 +132,7 @@ class SQLiteBackend:
             (work submitted in the same process wakes it at once).
         synchronous: SQLite's ``synchronous`` pragma; ``NORMAL`` (default) survives process
             crashes, ``FULL`` also survives power loss at some cost per write.
+        keep_dead: seconds a dead-lettered record is kept (``None``: ``keep_finished``).
     """
 
     durable = True
@@ -135,11 +145,13 @@ class SQLiteBackend:
         busy_timeout: float = 10.0,
         poll_interval: float = 0.05,
         synchronous: str = "NORMAL",
+        keep_dead: float | None = None,
     ) -> None:
         if synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
             raise ValueError(f"synchronous must be OFF, NORMAL, FULL or EXTRA, not {synchronous!r}")
         self.path = os.fspath(path)
         self.keep_finished = keep_finished
+        self.keep_dead = keep_dead
         self.busy_timeout = busy_timeout
         self.poll_interval = poll_interval
         self.synchronous = synchronous.upper()
@@ -162,7 +174,12 @@ class SQLiteBackend:
             return await loop.run_in_executor(self._executor, fn, *args)
         except sqlite3.OperationalError as exc:
             if "locked" in str(exc) or "busy" in str(exc):
-                raise BackendUnavailable(f"{self.path}: {exc}") from exc
+                raise BackendBusy(
+                    f"{self.path}: {exc} (another process held it past the busy timeout of "
+                    f"{self.busy_timeout:g}s)"
+                ) from exc
+            if "full" in str(exc):
+                raise BackendFull(f"{self.path}: {exc}; nothing of this write was stored") from exc
             raise BackendError(f"{self.path}: {exc}") from exc
         except sqlite3.IntegrityError as exc:
             raise DuplicateTask(f"{self.path}: {exc}") from exc
@@ -177,11 +194,34 @@ class SQLiteBackend:
         try:
             yield conn
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:  # SQLITE_FULL and some I/O errors roll back by themselves
+                conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
 
+    def _retention(self, outcome: Outcome | None, keep: float | None) -> float:
+        """Seconds to keep a finished record: its own, else ``keep_dead`` or ``keep_finished``."""
+        if keep is not None:
+            return keep
+        if outcome is Outcome.DEAD and self.keep_dead is not None:
+            return self.keep_dead
+        return self.keep_finished
+
+    def _create_private(self) -> None:
+        """Create the database file with mode 0600 (umask or not) if it does not exist yet."""
+        if self.path == ":memory:" or self.path.startswith("file:"):
+            return
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        except OSError:
+            return  # an existing file keeps its owner's mode; other errors are SQLite's to report
+        try:
+            os.fchmod(fd, 0o600)  # a umask such as 0o277 would have taken bits away
+        finally:
+            os.close(fd)
+
     def _connect(self) -> None:
+        self._create_private()
         conn = sqlite3.connect(
             self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
         )
@@ -219,27 +259,57 @@ class SQLiteBackend:
 
     # -- the protocol ----------------------------------------------------------------------
 
-    async def push(self, records: Sequence[Record]) -> None:
-        """Insert records in one transaction."""
+    async def push(self, records: Sequence[Record]) -> dict[str, str]:
+        """Insert records in one transaction (those whose idempotency key is free)."""
         if not records:
-            return
-        await self._run(self._push, records)
-        self._wakeups.notify({r.queue for r in records})
+            return {}
+        same = await self._run(self._push, records)
+        self._wakeups.notify({r.queue for r in records if r.id not in same})
+        return same
 
-    def _push(self, records: Sequence[Record]) -> None:
-        rows = [
-            (
-                r.id, r.queue, r.name, r.payload, r.options, r.status, r.attempts, r.run_at,
-                r.created_at, r.created_at,
-            )
-            for r in records
-        ]  # fmt: skip
+    def _push(self, records: Sequence[Record]) -> dict[str, str]:
+        same: dict[str, str] = {}
         with self._tx() as conn:
+            if any(r.idempotency_key is not None for r in records):
+                records = self._claim_keys(conn, records, same)
+            rows = [
+                (
+                    r.id, r.queue, r.name, r.payload, r.options, r.status, r.attempts, r.run_at,
+                    r.created_at, r.created_at,
+                )
+                for r in records
+            ]  # fmt: skip
             conn.executemany(
                 "INSERT INTO dowork_tasks (id, queue, name, payload, options, status, attempts,"
                 " run_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
+        return same
+
+    @staticmethod
+    def _claim_keys(
+        conn: sqlite3.Connection, records: Sequence[Record], same: dict[str, str]
+    ) -> list[Record]:
+        """Take the free idempotency keys; return the records to store, fill ``same``."""
+        fresh: list[Record] = []
+        for r in records:
+            key = r.idempotency_key
+            if key is not None:
+                held = conn.execute(
+                    "SELECT task_id FROM dowork_idempotency"
+                    " WHERE queue = ? AND key = ? AND expires_at > ?",
+                    (r.queue, key, r.created_at),
+                ).fetchone()
+                if held is not None:
+                    same[r.id] = held[0]
+                    continue
+                conn.execute(
+                    "INSERT OR REPLACE INTO dowork_idempotency (queue, key, task_id, expires_at)"
+                    " VALUES (?, ?, ?, ?)",
+                    (r.queue, key, r.id, r.idempotency_until or r.created_at),
+                )
+            fresh.append(r)
+        return fresh
 
     async def claim(
         self,
@@ -304,7 +374,7 @@ class SQLiteBackend:
                         (s.run_at, s.error, s.now, s.payload, s.id, s.token),
                     )
                 else:
-                    keep = self.keep_finished if s.keep is None else s.keep
+                    keep = self._retention(s.outcome, s.keep)
                     if keep <= 0:
                         cur = conn.execute(
                             "DELETE FROM dowork_tasks"
@@ -399,7 +469,7 @@ class SQLiteBackend:
                 " updated_at = ?, finished_at = ?, expires_at = ?"
                 " WHERE queue = ? AND status = 'running' AND lease_until < ?"
                 " AND crashes + 1 >= ?",
-                (now, now, now + self.keep_finished, queue, now, crash_budget),
+                (now, now, now + self._retention(Outcome.DEAD, None), queue, now, crash_budget),
             ).rowcount
             requeued = conn.execute(
                 "UPDATE dowork_tasks SET status = 'retrying', run_at = ?, crashes = crashes + 1,"
@@ -491,6 +561,7 @@ class SQLiteBackend:
             deleted = conn.execute(
                 "DELETE FROM dowork_tasks WHERE expires_at IS NOT NULL AND expires_at < ?", (now,)
             ).rowcount
+            conn.execute("DELETE FROM dowork_idempotency WHERE expires_at < ?", (now,))
         if deleted and self._conn is not None:
             self._conn.execute("PRAGMA incremental_vacuum")
         return deleted
