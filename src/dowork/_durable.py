@@ -559,7 +559,13 @@ class BackendEngine(Engine):
     async def _beat(self, now: float, ttl: float) -> None:
         """Tell the store this worker is alive, what it runs, and what it finished."""
         host, pid, _ = self.owner.split(":", 2)
-        running = [[i, t.name] for i, t in ((i, self._by_id.get(i)) for i in self._claimed) if t]
+        running = []
+        for task_id in self._claimed:
+            task = self._by_id.get(task_id)
+            if task is not None:
+                running.append([task_id, self.registry.name_of(task.fn) or task.name])
+            if len(running) == 20:
+                break
         schedules = [
             {
                 "name": s.name,
@@ -579,7 +585,7 @@ class BackendEngine(Engine):
             seen_at=now,
             concurrency=self.concurrency,
             held=len(self._claimed),
-            running=running[:20],
+            running=running,
             schedules=schedules,
         )
         finished, self._finished_counts = self._finished_counts, {}

@@ -45,8 +45,8 @@ class Chart:
     """Finished attempts per minute over the last ``CHART_MINUTES``, as SVG bar geometry."""
 
     minutes: list[tuple[int, int, int]]  #: (minute, succeeded, failed or dead)
-    width: int = 300
-    height: int = 60
+    width: int = 210
+    height: int = 40
 
     @property
     def peak(self) -> int:
@@ -76,8 +76,8 @@ class Chart:
 
     @property
     def throughput(self) -> float:
-        """Finished tasks per minute over the last five full minutes."""
-        recent = self.minutes[-6:-1] or self.minutes
+        """Finished tasks per minute over the last five minutes (this one included)."""
+        recent = self.minutes[-5:]
         return sum(ok + bad for _, ok, bad in recent) / max(1, len(recent))
 
     @property
@@ -208,6 +208,12 @@ class TaskView:
     result: str | None
     chain: dict[str, Any] | None
     attempts: list[Attempt] = field(default_factory=list)
+
+    @property
+    def chain_args(self) -> str:
+        """The args dict where a chained job stopped, as pretty JSON."""
+        args = (self.chain or {}).get("args")
+        return json.dumps(args, indent=2, ensure_ascii=False, default=repr)
 
     @property
     def requeuable(self) -> bool:
