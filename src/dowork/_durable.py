@@ -422,6 +422,8 @@ class BackendEngine(Engine):
         took, error = self._attempt.pop(task_id, (None, None))
         if took is None:
             return None
+        if error is None:  # the common case, without json.dumps
+            return f'{{"n":{token},"start":{now - took!r},"took":{took!r},"outcome":"{outcome}"}}'
         entry: dict[str, Any] = {
             "n": token,
             "start": now - took,

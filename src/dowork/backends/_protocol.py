@@ -122,9 +122,12 @@ class WorkerBeat:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> WorkerBeat:
-        """Decode what ``to_json`` stored."""
-        return cls(**json.loads(text))
+        """Decode what ``to_json`` stored (fields this version does not know are ignored)."""
+        data = json.loads(text)
+        return cls(**{k: v for k, v in data.items() if k in _BEAT_FIELDS})
 
+
+_BEAT_FIELDS = frozenset(WorkerBeat.__dataclass_fields__)
 
 #: Minutes of per-minute outcome counts a backend keeps for ``stats``.
 STATS_MINUTES = 60
