@@ -24,7 +24,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ._engine import Engine
-from .backends._protocol import Backend, Outcome, Record, Settlement, WorkerBeat, minute_of
+from .backends._protocol import (
+    STATS_MINUTES,
+    Backend,
+    Outcome,
+    Record,
+    Settlement,
+    WorkerBeat,
+    minute_of,
+)
 from .codec import Codec
 from .errors import (
     BackendError,
@@ -429,11 +437,9 @@ class BackendEngine(Engine):
             "start": now - took,
             "took": took,
             "outcome": str(outcome),
+            "error": _describe(error),
+            "traceback": "".join(traceback.format_exception(error))[-_TRACE_LIMIT:],
         }
-        if error is not None:
-            entry["error"] = _describe(error)
-            trace = "".join(traceback.format_exception(error))
-            entry["traceback"] = trace[-_TRACE_LIMIT:]
         return json.dumps(entry, separators=(",", ":"), default=str)
 
     def _retry_later(
@@ -501,7 +507,12 @@ class BackendEngine(Engine):
         settlement.attempt = self._attempt_line(
             settlement.id, settlement.token, settlement.outcome, settlement.now
         )
-        counts = self._finished_counts.setdefault(minute_of(settlement.now), {})
+        minute = minute_of(settlement.now)
+        counts = self._finished_counts.get(minute)
+        if counts is None:  # a process that never beats (dispatch) keeps the last hour only
+            counts = self._finished_counts[minute] = {}
+            if len(self._finished_counts) > STATS_MINUTES:
+                del self._finished_counts[min(self._finished_counts)]
         outcome = str(settlement.outcome)
         counts[outcome] = counts.get(outcome, 0) + 1
         self._outbox.append(settlement)
@@ -560,7 +571,7 @@ class BackendEngine(Engine):
 
     async def _beat(self, now: float, ttl: float) -> None:
         """Tell the store this worker is alive, what it runs, and what it finished."""
-        host, pid, _ = self.owner.split(":", 2)
+        host, pid, _ = self.owner.rsplit(":", 2)
         running = []
         for task_id in self._claimed:
             task = self._by_id.get(task_id)
