@@ -22,10 +22,19 @@ pytestmark = pytest.mark.realtime
 
 
 def until(check: Callable[[], Any], timeout: float = 15.0) -> Any:
-    """Poll ``check`` until it returns something true; return that."""
+    """Poll ``check`` until it returns something true; return that.
+
+    The overview's live region is replaced every refresh, so an element found a moment ago
+    may be gone: that counts as "not yet" and the check runs again.
+    """
+    from selenium.common.exceptions import StaleElementReferenceException
+
     deadline = time.monotonic() + timeout
     while True:
-        value = check()
+        try:
+            value = check()
+        except StaleElementReferenceException:
+            value = None
         if value:
             return value
         assert time.monotonic() < deadline, "condition not reached in the browser"
@@ -60,13 +69,16 @@ def test_overview_live_counts_and_requeue_from_the_browser(sqlite_url: str, tmp_
 
             failed = worker.flaky.submit(str(switch))  # type: ignore[attr-defined]
             assert failed.wait(10)
-            link = until(
-                lambda: browser.find_elements(
-                    By.CSS_SELECTOR, 'tr[data-queue="shop"] td[data-status="failed"] a'
-                )
-            )
-            link[0].click()  # the failed tasks of the queue
-            until(lambda: browser.find_elements(By.PARTIAL_LINK_TEXT, failed.id[:18]))[0].click()
+
+            def click(by: str, what: str) -> bool:
+                found = browser.find_elements(by, what)
+                if found:
+                    found[0].click()
+                return bool(found)
+
+            failed_cell = 'tr[data-queue="shop"] td[data-status="failed"] a'
+            until(lambda: click(By.CSS_SELECTOR, failed_cell))  # the queue's failed tasks
+            until(lambda: click(By.PARTIAL_LINK_TEXT, failed.id[:18]))
             assert "the service behind" in browser.find_element(By.TAG_NAME, "main").text
             switch.touch()  # fix the cause, then re-queue from the page
             browser.find_element(By.XPATH, '//button[normalize-space()="Re-queue"]').click()
