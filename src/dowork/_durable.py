@@ -18,6 +18,7 @@ import logging
 import os
 import random
 import socket
+import traceback
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -25,7 +26,16 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from ._engine import Engine
-from .backends._protocol import WAITING, Backend, Outcome, Record, Settlement
+from .backends._protocol import (
+    STATS_MINUTES,
+    WAITING,
+    Backend,
+    Outcome,
+    Record,
+    Settlement,
+    WorkerBeat,
+    minute_of,
+)
 from .codec import Codec
 from .errors import (
     BackendError,
@@ -146,6 +156,9 @@ class BackendEngine(Engine):
         self._watch_pause = 0.002
         self._slot_free: asyncio.Event | None = None
         self._next_purge = 0.0
+        self._attempt: dict[str, tuple[float, BaseException | None]] = {}  # id -> (took, error)
+        self._finished_counts: dict[int, dict[str, int]] = {}  # minute -> outcome -> n
+        self._serving_since = 0.0
         #: Settlements refused because the lease had been lost (counted, never hidden).
         self.refused = 0
         self._progress_out: dict[str, tuple[int, str]] = {}  # id -> (lease token, JSON)
@@ -370,6 +383,7 @@ class BackendEngine(Engine):
         loop = asyncio.get_running_loop()
         self._stopped = loop.create_future()
         self._source = self._ready
+        self._serving_since = self.clock.now()
         self._slot_free = asyncio.Event()
         self._fetcher = loop.create_task(self._fetch_loop())
         if self._heap:  # recurring schedules fire from every worker (once per due time)
@@ -575,6 +589,31 @@ class BackendEngine(Engine):
             Settlement(record.id, token, Outcome.DEAD, self.clock.now(), error=error, reason=reason)
         )
 
+    def _settle(
+        self, task: Task[Any], value: Any, error: BaseException | None, took: float
+    ) -> None:
+        """Note the attempt's duration and error for the record's history, then settle it."""
+        if task.id in self._claimed:
+            self._attempt[task.id] = (took, error)
+        super()._settle(task, value, error, took)
+
+    def _attempt_line(self, task_id: str, token: int, outcome: Outcome, now: float) -> str | None:
+        """One JSON line for the record's history: when, how long, how it ended and why."""
+        took, error = self._attempt.pop(task_id, (None, None))
+        if took is None:
+            return None
+        if error is None:  # the common case, without json.dumps
+            return f'{{"n":{token},"start":{now - took!r},"took":{took!r},"outcome":"{outcome}"}}'
+        entry: dict[str, Any] = {
+            "n": token,
+            "start": now - took,
+            "took": took,
+            "outcome": str(outcome),
+            "error": _describe(error),
+            "traceback": "".join(traceback.format_exception(error))[-_TRACE_LIMIT:],
+        }
+        return json.dumps(entry, separators=(",", ":"), default=str)
+
     def _retry_later(
         self, task: Task[Any], when: float, delay: float, error: BaseException
     ) -> None:
@@ -661,6 +700,17 @@ class BackendEngine(Engine):
                 return
 
     def _settle_out(self, settlement: Settlement) -> None:
+        settlement.attempt = self._attempt_line(
+            settlement.id, settlement.token, settlement.outcome, settlement.now
+        )
+        minute = minute_of(settlement.now)
+        counts = self._finished_counts.get(minute)
+        if counts is None:  # a process that never beats (dispatch) keeps the last hour only
+            counts = self._finished_counts[minute] = {}
+            if len(self._finished_counts) > STATS_MINUTES:
+                del self._finished_counts[min(self._finished_counts)]
+        outcome = str(settlement.outcome)
+        counts[outcome] = counts.get(outcome, 0) + 1
         self._outbox.append(settlement)
         if self._flushing is None or self._flushing.done():
             self._flushing = asyncio.get_running_loop().create_task(self._flush())
@@ -726,6 +776,8 @@ class BackendEngine(Engine):
                     self.cancel_task(task)
             if lost:
                 log.warning("queue %s: lost the lease of %d task(s)", self.name, len(lost))
+        if self.serving:
+            await self._beat(now, settings.lease)
         requeued, dead = await self.backend.reap(self.name, now, settings.crash_budget)
         if requeued or dead:
             log.warning(
@@ -737,6 +789,56 @@ class BackendEngine(Engine):
         if now >= self._next_purge:
             self._next_purge = now + settings.purge_every
             await self.backend.purge_finished(now)
+
+    async def _beat(self, now: float, ttl: float) -> None:
+        """Tell the store this worker is alive, what it runs, and what it finished."""
+        host, pid, _ = self.owner.rsplit(":", 2)
+        running = []
+        for task_id in self._claimed:
+            task = self._by_id.get(task_id)
+            if task is not None:
+                running.append([task_id, self.registry.name_of(task.fn) or task.name])
+            if len(running) == 20:
+                break
+        schedules = [
+            {
+                "name": s.name,
+                "trigger": repr(s.trigger),
+                "next_run": s._next,
+                "runs": s.runs,
+            }
+            for s in self._schedules
+            if s.active
+        ]
+        beat = WorkerBeat(
+            id=self.owner,
+            queue=self.name,
+            host=host,
+            pid=int(pid),
+            started_at=self._serving_since,
+            seen_at=now,
+            concurrency=self.concurrency,
+            held=len(self._claimed),
+            running=running,
+            schedules=schedules,
+        )
+        finished, self._finished_counts = self._finished_counts, {}
+        try:
+            await self.backend.beat(beat, now, ttl, finished)
+        except BaseException:
+            for minute, counts in finished.items():  # keep them for the next beat
+                mine = self._finished_counts.setdefault(minute, {})
+                for outcome, n in counts.items():
+                    mine[outcome] = mine.get(outcome, 0) + n
+            raise
+
+    async def _leave(self) -> None:
+        """Remove this worker's beat from the store (it stopped), keeping its last counts."""
+        if not self._serving_since:
+            return
+        self._serving_since = 0.0
+        with contextlib.suppress(Exception):
+            await self._beat(self.clock.now(), 0.0)
 
     # -- waiting for results from other workers --------------------------------------------
 
@@ -926,6 +1028,7 @@ class BackendEngine(Engine):
                 for task in list(self._running):
                     self.cancel_task(task)
         await self._drain_outbox()
+        await self._leave()
         if self._watcher is not None:
             self._watcher.cancel()
         self.halt()
@@ -954,6 +1057,7 @@ class BackendEngine(Engine):
         for task in list(self._running):
             self.cancel_task(task)
         await self._drain_outbox()
+        await self._leave()
         self.halt()
         self._close()
         if self.owns_backend:
@@ -997,6 +1101,9 @@ def decode_progress(text: str) -> Progress | None:
         return Progress(float(value), message, datetime.fromtimestamp(float(at), UTC))
     except (TypeError, ValueError, OverflowError):
         return None
+
+
+_TRACE_LIMIT = 8000  #: characters of a traceback kept in a record's history
 
 
 def _chain_log_of(error: BaseException | None) -> dict[str, Any] | None:

@@ -514,14 +514,10 @@ def _requeue_finished(backend: str, queue: str, dead: bool, failed: bool, as_jso
     store = _backend(backend)
 
     async def go() -> list[str]:
+        from .admin import requeue_finished
+
         try:
-            ids: list[str] = []
-            while True:
-                batch = await store.list(queue, statuses, limit=500, offset=len(ids))
-                if not batch:
-                    break
-                ids.extend(r.id for r in batch)
-            return await store.requeue(ids, time.time()) if ids else []
+            return await requeue_finished(store, queue, statuses, time.time())
         finally:
             await store.close()
 
@@ -557,8 +553,10 @@ def purge(
     store = _backend(backend)
 
     async def go() -> int:
+        from .admin import purge_queue
+
         try:
-            return await store.purge(queue_name, chosen)
+            return await purge_queue(store, queue_name, chosen)
         finally:
             await store.close()
 
@@ -567,6 +565,48 @@ def purge(
         click.echo(json.dumps({"deleted": deleted}))
     else:
         click.echo(f"deleted {deleted} task(s)")
+
+
+# -- dashboard -----------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--backend", metavar="URL", required=True, help="The store to show.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8787, show_default=True)
+@click.option("--token", envvar="DOWORK_DASHBOARD_TOKEN", help="Require this secret.")
+@click.option("--auth", envvar="DOWORK_DASHBOARD_AUTH", metavar="USER:PASSWORD",
+              help="Require HTTP basic auth.")  # fmt: skip
+@click.option("--insecure", is_flag=True, help="Serve a non-loopback address without auth.")
+def dashboard(
+    backend: str, host: str, port: int, token: str | None, auth: str | None, insecure: bool
+) -> None:
+    """Serve the web dashboard for the queues in URL (needs dowork[dashboard])."""
+    try:
+        import uvicorn
+
+        from .dashboard import InsecureBind, check_bind, create_app, is_loopback
+    except ImportError as exc:
+        raise _fail(
+            f"the dashboard needs its extra: pip install 'dowork[dashboard]' ({exc})", exc
+        ) from None
+    basic = None
+    if auth:
+        user, colon, password = auth.partition(":")
+        if not colon or not password:
+            raise _fail("--auth takes USER:PASSWORD")
+        basic = (user, password)
+    try:
+        check_bind(host, protected=bool(token or basic), insecure=insecure)
+    except InsecureBind as exc:
+        raise _fail(str(exc)) from None
+    hosts = None
+    if not (token or basic) and is_loopback(host):  # no DNS-rebinding page may read it
+        hosts = ["localhost", "127.0.0.1", "::1", host]
+    app = create_app(_backend(backend), token=token, basic_auth=basic, allowed_hosts=hosts)
+    shown = f"[{host}]" if ":" in host else host
+    click.echo(f"dowork: dashboard on http://{shown}:{port}/", err=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
 # -- demo ----------------------------------------------------------------------------------

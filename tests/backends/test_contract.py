@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from dowork.backends import Backend, Outcome, Record, Settlement
+from dowork.backends._protocol import STATS_MINUTES, WorkerBeat
 from dowork.errors import BackendError
 
 NOW = 1_700_000_000.0
@@ -618,5 +619,87 @@ def test_list_pages_agree_with_the_records(backend_factory: Callable[[], Backend
                     )
                     want = expected[max(0, offset) : max(0, offset) + limit]
                     assert [r.id for r in page] == [r.id for r in want], (wanted, newest)
+
+    run(backend_factory, body)
+
+
+# -- workers, throughput and attempt history (dashboards) -------------------------------------
+
+
+def test_settlements_append_attempts_to_the_history(
+    backend_factory: Callable[[], Backend],
+) -> None:
+    async def body(b: Backend) -> None:
+        await b.push([rec()])
+        (r,) = await b.claim("q", NOW, 1, LEASE, "w")
+        assert r.history is None
+        first = '{"n":1,"error":"boom <b>"}'
+        await b.settle([Settlement(r.id, 1, Outcome.RETRY, NOW, run_at=NOW, attempt=first)])
+        (r,) = await b.claim("q", NOW, 1, LEASE, "w")
+        assert r.history == first + "\n"
+        await b.settle([Settlement(r.id, 2, Outcome.SUCCEEDED, NOW, attempt='{"n":2}')])
+        (done,) = await b.get([r.id])
+        assert done.history == first + '\n{"n":2}\n'
+        assert await b.requeue([r.id], NOW) == []  # succeeded: not requeuable, history kept
+
+    run(backend_factory, body)
+
+
+def test_settlement_without_attempt_keeps_the_history(
+    backend_factory: Callable[[], Backend],
+) -> None:
+    async def body(b: Backend) -> None:
+        await b.push([rec()])
+        (r,) = await b.claim("q", NOW, 1, LEASE, "w")
+        await b.settle([Settlement(r.id, 1, Outcome.FAILED, NOW, error="x", attempt='{"n":1}')])
+        assert await b.requeue([r.id], NOW) == [r.id]
+        (r,) = await b.claim("q", NOW, 1, LEASE, "w")
+        await b.settle([Settlement(r.id, 2, Outcome.DEAD, NOW, error="y")])
+        (dead,) = await b.get([r.id])
+        assert dead.history == '{"n":1}\n'
+
+    run(backend_factory, body)
+
+
+def beat(worker_id: str, queue: str = "q", **kw: Any) -> WorkerBeat:
+    return WorkerBeat(id=worker_id, queue=queue, host="h", pid=1, started_at=NOW, **kw)
+
+
+def test_workers_are_listed_until_their_beat_expires(
+    backend_factory: Callable[[], Backend],
+) -> None:
+    async def body(b: Backend) -> None:
+        assert await b.workers(NOW) == []
+        await b.beat(beat("w1", running=[["t1", "job <x>"]], held=1), NOW, 10.0)
+        await b.beat(beat("w2", queue="other", concurrency=4), NOW + 5, 10.0)
+        alive = await b.workers(NOW + 6)
+        assert [w.id for w in alive] == ["w1", "w2"]
+        assert alive[0].running == [["t1", "job <x>"]]
+        assert alive[0].held == 1
+        assert alive[1].queue == "other"
+        assert alive[1].concurrency == 4
+        assert [w.id for w in await b.workers(NOW + 11)] == ["w2"]  # w1's beat expired
+        await b.beat(beat("w2", queue="other"), NOW + 12, 0.0)  # w2 left
+        assert await b.workers(NOW + 12) == []
+
+    run(backend_factory, body)
+
+
+def test_beats_add_up_per_minute_outcome_counts(backend_factory: Callable[[], Backend]) -> None:
+    async def body(b: Backend) -> None:
+        minute = int(NOW // 60) * 60
+        await b.beat(beat("w1"), NOW, 10.0, {minute: {"succeeded": 3, "failed": 1}})
+        await b.beat(beat("w2"), NOW, 10.0, {minute: {"succeeded": 2}, minute + 60: {"dead": 1}})
+        await b.beat(beat("w3", queue="other"), NOW, 10.0, {minute: {"succeeded": 7}})
+        assert await b.stats("q", NOW - 600) == {
+            minute: {"succeeded": 5, "failed": 1},
+            minute + 60: {"dead": 1},
+        }
+        assert await b.stats("q", minute + 60) == {minute + 60: {"dead": 1}}
+        assert await b.stats("other", NOW - 600) == {minute: {"succeeded": 7}}
+        assert await b.stats("none", NOW - 600) == {}
+        later = NOW + (STATS_MINUTES + 2) * 60  # old minutes are dropped
+        await b.beat(beat("w1"), later, 10.0, {int(later // 60) * 60: {"succeeded": 1}})
+        assert await b.stats("q", 0) == {int(later // 60) * 60: {"succeeded": 1}}
 
     run(backend_factory, body)

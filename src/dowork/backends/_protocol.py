@@ -11,21 +11,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import threading
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from enum import StrEnum
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 __all__ = [
     "REQUEUABLE",
+    "STATS_MINUTES",
     "WAITING",
     "Backend",
     "Outcome",
     "Record",
     "Settlement",
     "Wakeups",
+    "WorkerBeat",
     "check_page",
+    "minute_of",
     "status_filter",
 ]
 
@@ -75,6 +79,8 @@ class Record:
     #: it (until ``idempotency_until``), a push stores nothing for this record.
     idempotency_key: str | None = None
     idempotency_until: float | None = None
+    #: One JSON object per settled attempt, a line each (times, duration, error, traceback).
+    history: str | None = None
 
 
 @dataclass(slots=True)
@@ -91,6 +97,45 @@ class Settlement:
     result: bytes | None = None
     keep: float | None = None  #: retention of a finished record (None: the backend default)
     payload: bytes | None = None  #: for RETRY: new arguments to resume from (a chain's step)
+    #: One JSON line describing the attempt, appended to the record's ``history``.
+    attempt: str | None = None
+
+
+@dataclass(slots=True)
+class WorkerBeat:
+    """What a worker process says about itself at each maintenance step, for dashboards.
+
+    ``running`` lists ``[task id, task name]`` of (at most 20 of) the ``held`` tasks it has
+    claimed; ``schedules`` describes its recurring schedules (``name``, ``trigger``,
+    ``next_run``, ``runs``).
+    """
+
+    id: str  #: the engine's lease owner, ``host:pid:random``
+    queue: str
+    host: str
+    pid: int
+    started_at: float
+    seen_at: float = 0.0
+    concurrency: int = 0
+    held: int = 0
+    running: list[list[str]] = field(default_factory=list)
+    schedules: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        """Encode for storage."""
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> WorkerBeat:
+        """Decode what ``to_json`` stored (fields this version does not know are ignored)."""
+        data = json.loads(text)
+        return cls(**{k: v for k, v in data.items() if k in _BEAT_FIELDS})
+
+
+_BEAT_FIELDS = frozenset(WorkerBeat.__dataclass_fields__)
+
+#: Minutes of per-minute outcome counts a backend keeps for ``stats``.
+STATS_MINUTES = 60
 
 
 @runtime_checkable
@@ -216,6 +261,28 @@ class Backend(Protocol):
         ``"running"`` is named, since its worker still holds it (its settlement is refused).
         """
 
+    # -- workers and throughput (dashboards) --
+
+    async def beat(
+        self,
+        worker: WorkerBeat,
+        now: float,
+        ttl: float,
+        finished: Mapping[int, Mapping[str, int]] | None = None,
+    ) -> None:
+        """Record that ``worker`` is alive until ``now + ttl`` (``ttl <= 0``: it left).
+
+        ``finished`` maps a minute (epoch seconds, a multiple of 60) to the outcomes the
+        worker settled in it since its last beat (``succeeded``, ``retry``, ``failed``, ...);
+        they are added to the queue's per-minute counts, kept for ``STATS_MINUTES``.
+        """
+
+    async def workers(self, now: float) -> list[WorkerBeat]:
+        """Return the workers whose last beat has not expired at ``now``, by id."""
+
+    async def stats(self, queue: str, since: float) -> dict[int, dict[str, int]]:
+        """Return the queue's per-minute outcome counts for the minutes from ``since`` on."""
+
     # ``list`` comes last: a method of that name hides the builtin in annotations below it.
     async def list(
         self,
@@ -296,6 +363,11 @@ def status_filter(statuses: Sequence[str] | str | None) -> tuple[str, ...] | Non
     if isinstance(statuses, str):
         return (statuses,)
     return tuple(sorted(set(statuses)))
+
+
+def minute_of(when: float) -> int:
+    """The start of the minute holding ``when`` (epoch seconds), as ``stats`` keys it."""
+    return int(when // 60) * 60
 
 
 def _wake(future: asyncio.Future[None]) -> None:

@@ -10,18 +10,21 @@ included, with no encoding step).
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 from ..errors import DuplicateTask
 from ._protocol import (
     REQUEUABLE,
+    STATS_MINUTES,
     WAITING,
     Outcome,
     Record,
     Settlement,
     Wakeups,
+    WorkerBeat,
     check_page,
+    minute_of,
     status_filter,
 )
 
@@ -52,6 +55,8 @@ class MemoryBackend:
         self._seq = 0
         self._expires: dict[str, float] = {}
         self._wakeups = Wakeups()
+        self._workers: dict[str, tuple[float, str]] = {}  # id -> (expires_at, beat JSON)
+        self._stats: dict[str, dict[int, dict[str, int]]] = {}  # queue -> minute -> counts
 
     def __repr__(self) -> str:
         return "MemoryBackend()"
@@ -138,6 +143,8 @@ class MemoryBackend:
                 record.lease_until = None
                 record.owner = None
                 record.updated_at = s.now
+                if s.attempt is not None:
+                    record.history = (record.history or "") + s.attempt + "\n"
                 if s.outcome is Outcome.RETRY:
                     record.status = "retrying"
                     record.run_at = s.run_at
@@ -322,6 +329,44 @@ class MemoryBackend:
                 self._order.pop(task_id, None)
                 self._expires.pop(task_id, None)
         return len(gone)
+
+    async def beat(
+        self,
+        worker: WorkerBeat,
+        now: float,
+        ttl: float,
+        finished: Mapping[int, Mapping[str, int]] | None = None,
+    ) -> None:
+        """Keep the worker's beat until ``now + ttl`` and add its outcome counts."""
+        with self._lock:
+            for gone in [i for i, (until, _) in self._workers.items() if until <= now]:
+                del self._workers[gone]
+            if ttl > 0:
+                self._workers[worker.id] = (now + ttl, worker.to_json())
+            else:
+                self._workers.pop(worker.id, None)
+            if finished:
+                minutes = self._stats.setdefault(worker.queue, {})
+                for minute, by_outcome in finished.items():
+                    counts = minutes.setdefault(int(minute), {})
+                    for outcome, n in by_outcome.items():
+                        counts[outcome] = counts.get(outcome, 0) + n
+                oldest = minute_of(now) - STATS_MINUTES * 60
+                for minute in [m for m in minutes if m < oldest]:
+                    del minutes[minute]
+
+    async def workers(self, now: float) -> list[WorkerBeat]:
+        """The workers whose beat has not expired."""
+        with self._lock:
+            alive = sorted((i, text) for i, (until, text) in self._workers.items() if until > now)
+        return [WorkerBeat.from_json(text) for _, text in alive]
+
+    async def stats(self, queue: str, since: float) -> dict[int, dict[str, int]]:
+        """Per-minute outcome counts of the queue from ``since`` on."""
+        first = minute_of(since)
+        with self._lock:
+            minutes = self._stats.get(queue, {})
+            return {m: dict(c) for m, c in sorted(minutes.items()) if m >= first}
 
     # ``list`` comes last: a method of that name hides the builtin in annotations below it.
     async def list(

@@ -49,7 +49,7 @@ import logging
 import random
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -61,7 +61,17 @@ from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 
 from ..errors import BackendError, BackendFull, BackendUnavailable, DuplicateTask
-from ._protocol import Outcome, Record, Settlement, Wakeups, check_page, status_filter
+from ._protocol import (
+    STATS_MINUTES,
+    Outcome,
+    Record,
+    Settlement,
+    Wakeups,
+    WorkerBeat,
+    check_page,
+    minute_of,
+    status_filter,
+)
 
 __all__ = ["RedisBackend"]
 
@@ -244,12 +254,19 @@ return out
 """
 
 # ARGV: P, n, then n x (id, token, status, now, run_at, error?, reason?, result?,
-# expires_at ('' = forget the record), payload?). status 'retrying' means RETRY.
+# expires_at ('' = forget the record), payload?, attempt?). status 'retrying' means RETRY;
+# attempt is a line appended to the task's history.
 # Returns the ids refused because the record is not running under that token.
 _SETTLE = """
 local refused = {}
+local function log_attempt(key, line)
+    if line ~= '' then
+        local old = redis.call('HGET', key, 'history') or ''
+        redis.call('HSET', key, 'history', old .. string.sub(line, 2) .. '\\n')
+    end
+end
 for i = 0, tonumber(ARGV[2]) - 1 do
-    local b = 3 + i * 10
+    local b = 3 + i * 11
     local id, status, now = ARGV[b], ARGV[b + 2], ARGV[b + 3]
     local key = tkey(id)
     local rec = redis.call('HMGET', key, 'status', 'attempts', 'queue', 'seq', 'created_at')
@@ -263,6 +280,7 @@ for i = 0, tonumber(ARGV[2]) - 1 do
             redis.call('HDEL', key, 'lease_until', 'owner')
             setopt(key, 'error', ARGV[b + 5])
             if ARGV[b + 9] ~= '' then setopt(key, 'payload', ARGV[b + 9]) end
+            log_attempt(key, ARGV[b + 10])
             redis.call('ZADD', qkey(queue, 'waiting'), ARGV[b + 4], m)
             move(queue, m, rec[5], 'running', status)
         elseif ARGV[b + 8] == '' then
@@ -275,6 +293,7 @@ for i = 0, tonumber(ARGV[2]) - 1 do
             setopt(key, 'error', ARGV[b + 5])
             setopt(key, 'reason', ARGV[b + 6])
             setopt(key, 'result', ARGV[b + 7])
+            log_attempt(key, ARGV[b + 10])
             redis.call('ZADD', P .. 'expiry', ARGV[b + 8], id)
             move(queue, m, rec[5], 'running', status)
         end
@@ -510,6 +529,32 @@ end
 return out
 """
 
+# ARGV: P, worker id, queue, beat JSON, now, expires_at ('' = the worker left), oldest minute
+# kept, then pairs of "minute:outcome", n. Stores the beat, drops expired ones, adds the counts.
+_BEAT = """
+local id, now = ARGV[2], ARGV[5]
+local workers, alive = P .. 'workers', P .. 'workers:alive'
+for _, gone in ipairs(redis.call('ZRANGEBYSCORE', alive, '-inf', now)) do
+    redis.call('HDEL', workers, gone)
+    redis.call('ZREM', alive, gone)
+end
+if ARGV[6] == '' then
+    redis.call('HDEL', workers, id)
+    redis.call('ZREM', alive, id)
+else
+    redis.call('HSET', workers, id, ARGV[4])
+    redis.call('ZADD', alive, ARGV[6], id)
+end
+if #ARGV > 7 then
+    local stats = qkey(ARGV[3], 'stats')
+    for i = 8, #ARGV, 2 do redis.call('HINCRBY', stats, ARGV[i], ARGV[i + 1]) end
+    local oldest = tonumber(ARGV[7])
+    for _, f in ipairs(redis.call('HKEYS', stats)) do
+        if tonumber(string.match(f, '^(%d+):')) < oldest then redis.call('HDEL', stats, f) end
+    end
+end
+"""
+
 _SCRIPTS = {
     "push": _PUSH,
     "claim": _CLAIM,
@@ -523,6 +568,7 @@ _SCRIPTS = {
     "requeue": _REQUEUE,
     "purge_queue": _PURGE_QUEUE,
     "list": _LIST,
+    "beat": _BEAT,
 }
 _PURGE_BATCH = 500
 
@@ -576,6 +622,7 @@ def _record(flat: Sequence[bytes] | dict[bytes, bytes]) -> Record:
         updated_at=float(h.get(b"updated_at", b"0")),
         finished_at=_float(h.get(b"finished_at")),
         progress=_str(h.get(b"progress")),
+        history=_str(h.get(b"history")),
     )
 
 
@@ -901,7 +948,7 @@ class RedisBackend:
                 status, expires = _FINAL[s.outcome], (_num(s.now + keep) if keep > 0 else "")
             args += [
                 _text(s.id), s.token, status, _num(s.now), _num(s.run_at), _opt(s.error),
-                _opt(s.reason), _opt(s.result), expires, _opt(s.payload),
+                _opt(s.reason), _opt(s.result), expires, _opt(s.payload), _opt(s.attempt),
             ]  # fmt: skip
         refused = await self._script("settle", *args)
         return [i.decode("utf-8", "surrogatepass") for i in refused]
@@ -1121,6 +1168,51 @@ class RedisBackend:
             total += deleted
             if deleted < _PURGE_BATCH:
                 return total
+
+    async def beat(
+        self,
+        worker: WorkerBeat,
+        now: float,
+        ttl: float,
+        finished: Mapping[int, Mapping[str, int]] | None = None,
+    ) -> None:
+        """Store the worker's beat and add its outcome counts, in one script."""
+        args: list[str | bytes | int] = [
+            _text(worker.id),
+            _text(worker.queue),
+            _text(worker.to_json()),
+            _num(now),
+            _num(now + ttl) if ttl > 0 else "",
+            minute_of(now) - STATS_MINUTES * 60,
+        ]
+        for minute, by_outcome in (finished or {}).items():
+            for outcome, n in by_outcome.items():
+                args += [f"{int(minute)}:{outcome}", n]
+        await self._script("beat", *args)
+
+    async def workers(self, now: float) -> list[WorkerBeat]:
+        """The workers whose beat has not expired (one round trip)."""
+        link = self._link()
+        with self._errors():
+            async with link.client.pipeline(transaction=False) as pipe:
+                pipe.zrangebyscore(_text(f"{self._keys}workers:alive"), f"({_num(now)}", "+inf")
+                pipe.hgetall(_text(f"{self._keys}workers"))
+                alive, beats = await pipe.execute()
+        return [WorkerBeat.from_json(beats[i]) for i in sorted(alive) if i in beats]
+
+    async def stats(self, queue: str, since: float) -> dict[int, dict[str, int]]:
+        """Per-minute outcome counts of the queue from ``since`` on."""
+        link = self._link()
+        with self._errors():
+            raw = await link.client.hgetall(_text(f"{self._keys}q:{queue}:stats"))
+        first = minute_of(since)
+        out: dict[int, dict[str, int]] = {}
+        for field_, n in raw.items():
+            text = field_.decode() if isinstance(field_, bytes) else field_
+            minute, _, outcome = text.partition(":")
+            if int(minute) >= first:
+                out.setdefault(int(minute), {})[outcome] = int(n)
+        return dict(sorted(out.items()))
 
     # ``list`` comes last: a method of that name hides the builtin in annotations below it.
     async def list(

@@ -19,12 +19,23 @@ import contextlib
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from ..errors import BackendBusy, BackendError, BackendFull, DuplicateTask
-from ._protocol import REQUEUABLE, Outcome, Record, Settlement, Wakeups, check_page, status_filter
+from ._protocol import (
+    REQUEUABLE,
+    STATS_MINUTES,
+    Outcome,
+    Record,
+    Settlement,
+    Wakeups,
+    WorkerBeat,
+    check_page,
+    minute_of,
+    status_filter,
+)
 
 __all__ = ["SQLiteBackend"]
 
@@ -51,7 +62,8 @@ CREATE TABLE IF NOT EXISTS dowork_tasks (
     updated_at REAL NOT NULL,
     finished_at REAL,
     expires_at REAL,
-    progress TEXT
+    progress TEXT,
+    history TEXT
 );
 CREATE INDEX IF NOT EXISTS dowork_due ON dowork_tasks (queue, run_at)
     WHERE status IN ('pending', 'scheduled', 'retrying');
@@ -68,11 +80,24 @@ CREATE TABLE IF NOT EXISTS dowork_idempotency (
     expires_at REAL NOT NULL,
     PRIMARY KEY (queue, key)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS dowork_workers (
+    id TEXT PRIMARY KEY,
+    expires_at REAL NOT NULL,
+    beat TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS dowork_stats (
+    queue TEXT NOT NULL,
+    minute INTEGER NOT NULL,
+    outcome TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY (queue, minute, outcome)
+) WITHOUT ROWID;
 """
 
 _COLUMNS = (
     "id, queue, name, payload, run_at, created_at, status, options, attempts, lease_until, "
-    "owner, crashes, cancel_requested, error, reason, result, updated_at, finished_at, progress"
+    "owner, crashes, cancel_requested, error, reason, result, updated_at, finished_at, progress,"
+    " history"
 )
 _WAITING_SQL = "status IN ('pending', 'scheduled', 'retrying')"
 _FINAL = {
@@ -104,11 +129,12 @@ def _record(row: tuple[Any, ...]) -> Record:
         updated_at=row[16],
         finished_at=row[17],
         progress=row[18],
+        history=row[19] or None,
     )
 
 
 #: Columns added after the first release, created in files made by an older dowork.
-_ADDED_COLUMNS = {"progress": "TEXT"}
+_ADDED_COLUMNS = {"progress": "TEXT", "history": "TEXT"}
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
@@ -365,13 +391,15 @@ class SQLiteBackend:
         refused: list[str] = []
         with self._tx() as conn:
             for s in settlements:
+                line = None if s.attempt is None else s.attempt + "\n"
                 if s.outcome is Outcome.RETRY:
                     cur = conn.execute(
                         "UPDATE dowork_tasks SET status = 'retrying', run_at = ?, error = ?,"
                         " lease_until = NULL, owner = NULL, updated_at = ?,"
-                        " payload = COALESCE(?, payload)"
+                        " payload = COALESCE(?, payload),"
+                        " history = COALESCE(history || ?, ?, history)"
                         " WHERE id = ? AND status = 'running' AND attempts = ?",
-                        (s.run_at, s.error, s.now, s.payload, s.id, s.token),
+                        (s.run_at, s.error, s.now, s.payload, line, line, s.id, s.token),
                     )
                 else:
                     keep = self._retention(s.outcome, s.keep)
@@ -385,11 +413,12 @@ class SQLiteBackend:
                         cur = conn.execute(
                             "UPDATE dowork_tasks SET status = ?, result = ?, error = ?,"
                             " reason = ?, lease_until = NULL, owner = NULL, updated_at = ?,"
-                            " finished_at = ?, expires_at = ?"
+                            " finished_at = ?, expires_at = ?,"
+                            " history = COALESCE(history || ?, ?, history)"
                             " WHERE id = ? AND status = 'running' AND attempts = ?",
                             (
                                 _FINAL[s.outcome], s.result, s.error, s.reason, s.now, s.now,
-                                s.now + keep, s.id, s.token,
+                                s.now + keep, line, line, s.id, s.token,
                             ),
                         )  # fmt: skip
                 if cur.rowcount == 0:
@@ -628,6 +657,72 @@ class SQLiteBackend:
         if deleted and self._conn is not None:
             self._conn.execute("PRAGMA incremental_vacuum")
         return deleted
+
+    async def beat(
+        self,
+        worker: WorkerBeat,
+        now: float,
+        ttl: float,
+        finished: Mapping[int, Mapping[str, int]] | None = None,
+    ) -> None:
+        """Store the worker's beat and add its outcome counts, in one transaction."""
+        rows = [
+            (worker.queue, int(minute), outcome, n)
+            for minute, by_outcome in (finished or {}).items()
+            for outcome, n in by_outcome.items()
+        ]
+        await self._run(self._beat, worker, now, ttl, rows)
+
+    def _beat(
+        self, worker: WorkerBeat, now: float, ttl: float, rows: list[tuple[str, int, str, int]]
+    ) -> None:
+        with self._tx() as conn:
+            conn.execute("DELETE FROM dowork_workers WHERE expires_at <= ?", (now,))
+            if ttl > 0:
+                conn.execute(
+                    "INSERT OR REPLACE INTO dowork_workers (id, expires_at, beat) VALUES (?, ?, ?)",
+                    (worker.id, now + ttl, worker.to_json()),
+                )
+            else:
+                conn.execute("DELETE FROM dowork_workers WHERE id = ?", (worker.id,))
+            if rows:
+                conn.executemany(
+                    "INSERT INTO dowork_stats (queue, minute, outcome, n) VALUES (?, ?, ?, ?)"
+                    " ON CONFLICT (queue, minute, outcome) DO UPDATE SET n = n + excluded.n",
+                    rows,
+                )
+                conn.execute(
+                    "DELETE FROM dowork_stats WHERE queue = ? AND minute < ?",
+                    (worker.queue, minute_of(now) - STATS_MINUTES * 60),
+                )
+
+    async def workers(self, now: float) -> list[WorkerBeat]:
+        """The workers whose beat has not expired."""
+        return await self._run(self._workers, now)
+
+    def _workers(self, now: float) -> list[WorkerBeat]:
+        conn = self._conn
+        assert conn is not None
+        rows = conn.execute(
+            "SELECT beat FROM dowork_workers WHERE expires_at > ? ORDER BY id", (now,)
+        ).fetchall()
+        return [WorkerBeat.from_json(row[0]) for row in rows]
+
+    async def stats(self, queue: str, since: float) -> dict[int, dict[str, int]]:
+        """Per-minute outcome counts of the queue from ``since`` on."""
+        return await self._run(self._stats, queue, minute_of(since))
+
+    def _stats(self, queue: str, first: int) -> dict[int, dict[str, int]]:
+        conn = self._conn
+        assert conn is not None
+        out: dict[int, dict[str, int]] = {}
+        for minute, outcome, n in conn.execute(
+            "SELECT minute, outcome, n FROM dowork_stats WHERE queue = ? AND minute >= ?"
+            " ORDER BY minute",
+            (queue, first),
+        ):
+            out.setdefault(int(minute), {})[outcome] = int(n)
+        return out
 
     def _list(
         self,
