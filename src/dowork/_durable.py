@@ -995,6 +995,9 @@ class BackendEngine(Engine):
         await self._drain_outbox()
 
     async def _drain_outbox(self) -> None:
+        progressing = self._progressing
+        if progressing is not None and not progressing.done():
+            await asyncio.shield(progressing)  # the last progress reports, then the outcomes
         while self._outbox or (self._flushing is not None and not self._flushing.done()):
             if self._flushing is None or self._flushing.done():
                 self._flushing = asyncio.get_running_loop().create_task(self._flush())

@@ -240,6 +240,21 @@ def test_task_page_shows_escaped_arguments_attempts_tracebacks_and_result(
     assert client.get("/task", params={"id": "unknown"}).status_code == 404
 
 
+def test_task_page_shows_the_reported_progress_escaped(store_url: str, client: TestClient) -> None:
+    jobs = make_queue(store_url, "reports")
+
+    def build(n: int) -> int:
+        dowork.current_task().report_progress(0.75, "<b>3 of 4</b> parts")
+        return n
+
+    jobs.task(name="build")(build)
+    task = jobs.registry.get("build").submit(4)  # type: ignore[union-attr]
+    jobs.dispatch()
+    page = client.get("/task", params={"id": task.id}).text
+    assert '<dd id="progress">0.75 · &lt;b&gt;3 of 4&lt;/b&gt; parts' in page
+    jobs.shutdown()
+
+
 def test_task_page_shows_a_chained_jobs_log(store_url: str, client: TestClient) -> None:
     jobs = make_queue(store_url, "jobs")
 

@@ -13,9 +13,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from .._durable import decode_progress
 from ..admin import STATUSES
 from ..backends import Backend, Record
 from ..backends._protocol import WorkerBeat
+from ..task import Progress
 
 __all__ = [
     "CHART_MINUTES",
@@ -208,6 +210,12 @@ class TaskView:
     result: str | None
     chain: dict[str, Any] | None
     attempts: list[Attempt] = field(default_factory=list)
+
+    @property
+    def progress(self) -> Progress | None:
+        """The progress the task last reported, if any."""
+        text = self.record.progress
+        return None if text is None else decode_progress(text)
 
     @property
     def chain_args(self) -> str:
