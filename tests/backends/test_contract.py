@@ -209,6 +209,7 @@ def test_reaper_requeues_expired_leases_and_fences_the_old_owner(
         assert again.id == r.id
         assert again.attempts == 2
         assert again.crashes == 1
+        assert again.run_at == r.run_at  # back to its place in the queue, not behind the rest
         late = Settlement(r.id, r.attempts, Outcome.SUCCEEDED, NOW + 50)
         assert await b.settle([late]) == [r.id]  # the paused worker is refused
         assert await b.settle([Settlement(r.id, 2, Outcome.SUCCEEDED, NOW + 50)]) == []

@@ -175,8 +175,7 @@ class MemoryBackend:
                     self._expires[record.id] = now + self.keep_finished
                     dead += 1
                 else:
-                    record.status = "retrying"
-                    record.run_at = now
+                    record.status = "retrying"  # run_at kept: back to its place at the head
                     requeued += 1
         return requeued, dead
 

@@ -286,7 +286,7 @@ local requeued, dead = 0, 0
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', running, '-inf', '(' .. now)) do
     redis.call('ZREM', running, id)
     local key = tkey(id)
-    local rec = redis.call('HMGET', key, 'status', 'seq', 'created_at')
+    local rec = redis.call('HMGET', key, 'status', 'seq', 'created_at', 'run_at')
     if rec[1] == 'running' then
         local m = member(rec[2], id)
         local crashes = redis.call('HINCRBY', key, 'crashes', 1)
@@ -299,8 +299,9 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', running, '-inf', '(' .. now)) do
             move(queue, m, rec[3], 'running', 'dead')
             dead = dead + 1
         else
-            redis.call('HSET', key, 'status', 'retrying', 'run_at', now, 'updated_at', now)
-            redis.call('ZADD', qkey(queue, 'waiting'), now, m)
+            -- run_at is kept: the orphan goes back to its place at the head of the queue
+            redis.call('HSET', key, 'status', 'retrying', 'updated_at', now)
+            redis.call('ZADD', qkey(queue, 'waiting'), rec[4] or now, m)
             move(queue, m, rec[3], 'running', 'retrying')
             requeued = requeued + 1
         end

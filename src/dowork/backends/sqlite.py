@@ -351,11 +351,13 @@ class SQLiteBackend:
                 " AND crashes + 1 >= ?",
                 (now, now, now + self.keep_finished, queue, now, crash_budget),
             ).rowcount
+            # run_at is kept: an orphan goes back to its place at the head of the queue, so
+            # it runs again within about two leases however long the backlog behind it.
             requeued = conn.execute(
-                "UPDATE dowork_tasks SET status = 'retrying', run_at = ?, crashes = crashes + 1,"
+                "UPDATE dowork_tasks SET status = 'retrying', crashes = crashes + 1,"
                 " lease_until = NULL, owner = NULL, updated_at = ?"
                 " WHERE queue = ? AND status = 'running' AND lease_until < ?",
-                (now, now, queue, now),
+                (now, queue, now),
             ).rowcount
         return requeued, dead
 
