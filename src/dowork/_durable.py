@@ -121,6 +121,11 @@ class BackendEngine(Engine):
         self.owns_backend = owns_backend  # built from a URL: closed at shutdown
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._claimed: dict[str, int] = {}  # id -> lease token
+        #: Claimed tasks on their last crash (``crash_budget - 1`` crashes): the backend hands
+        #: them out alone and nothing more is claimed while one is held, so a poison task
+        #: cannot use up the crash budget of healthy tasks held next to it.
+        self._suspects: set[str] = set()
+        self._alone_from = max(1, settings.crash_budget - 1)
         self._outbox: list[Settlement] = []
         self._flushing: asyncio.Task[None] | None = None
         self._fetcher: asyncio.Task[None] | None = None
@@ -305,16 +310,22 @@ class BackendEngine(Engine):
         while self.serving:
             try:
                 now = self.clock.now()
-                if now >= next_maintenance:
+                # A clock stepped back (NTP) must not stop heartbeats and reaping until it
+                # catches up with the last due time: run maintenance then too.
+                if now >= next_maintenance or now < next_maintenance - settings.maintenance:
                     await self._maintain(now)
                     next_maintenance = now + settings.maintenance
+                if self._suspects:
+                    self._suspects.intersection_update(self._claimed)
                 held = len(self._claimed)
                 room = settings.prefetch + self.concurrency - held
-                if room > 0 and (held < self.concurrency or room * 2 >= settings.prefetch):
+                fits = held < self.concurrency or room * 2 >= settings.prefetch
+                if room > 0 and fits and not self._suspects:
                     ask = min(room, settings.batch)
                     claimed = await self.backend.claim(
-                        self.name, now, ask, settings.lease, self.owner, settings.max_running
-                    )
+                        self.name, now, ask, settings.lease, self.owner, settings.max_running,
+                        self._alone_from,
+                    )  # fmt: skip
                     for record in claimed:
                         self._take(record)
                     self._pump()
@@ -352,6 +363,8 @@ class BackendEngine(Engine):
     def _take(self, record: Record) -> None:
         """Turn a claimed record into a running task, or dead-letter it if it cannot run."""
         self._claimed[record.id] = record.attempts
+        if record.crashes >= self._alone_from:
+            self._suspects.add(record.id)
         entry = self.registry.get(record.name)
         if entry is None:
             self._dead(record, "unknown_task", f"no task named {record.name!r} is registered")
@@ -384,7 +397,10 @@ class BackendEngine(Engine):
             task._policy = build_policy(self.default_policy, template._overrides)
         self._by_id[record.id] = task
         self._unfinished += 1
-        self._ready.append(task)
+        if record.crashes:  # an orphan runs first: the less it waits, the less it is exposed
+            self._ready.appendleft(task)
+        else:
+            self._ready.append(task)
 
     def _dead(self, record: Record, reason: str, error: str) -> None:
         log.error("queue %s: task %s dead-lettered (%s): %s", self.name, record.id, reason, error)
@@ -651,8 +667,9 @@ class BackendEngine(Engine):
         now = self.clock.now()
         await self._maintain(now)
         claimed = await self.backend.claim(
-            self.name, now, 10_000, self.settings.lease, self.owner, self.settings.max_running
-        )
+            self.name, now, 10_000, self.settings.lease, self.owner, self.settings.max_running,
+            self._alone_from,
+        )  # fmt: skip
         for record in claimed:
             self._take(record)
         batch = list(self._ready)

@@ -217,6 +217,28 @@ def test_reaper_requeues_expired_leases_and_fences_the_old_owner(
     run(backend_factory, body)
 
 
+def test_a_repeat_crasher_is_claimed_alone(
+    backend_factory: Callable[[], Backend],
+) -> None:
+    async def body(b: Backend) -> None:
+        first, second, third = rec(), rec(), rec()
+        await b.push([first, second, third])
+        now = NOW
+        for _ in range(2):  # the first two crash their workers
+            claimed = await b.claim("q", now, 2, LEASE, "dead-worker", alone_from=2)
+            assert [r.id for r in claimed] == [first.id, second.id]
+            now += LEASE + 1
+            assert await b.reap("q", now, 3) == (2, 0)
+        (alone,) = await b.claim("q", now, 10, LEASE, "w2", alone_from=2)
+        assert alone.id == first.id  # on its last crash: alone
+        (alone,) = await b.claim("q", now, 10, LEASE, "w2", alone_from=2)
+        assert alone.id == second.id
+        rest = await b.claim("q", now, 10, LEASE, "w2", alone_from=2)
+        assert [r.id for r in rest] == [third.id]
+
+    run(backend_factory, body)
+
+
 def test_crash_budget_dead_letters(backend_factory: Callable[[], Backend]) -> None:
     async def body(b: Backend) -> None:
         await b.push([rec()])

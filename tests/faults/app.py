@@ -21,12 +21,19 @@ LEDGER = os.environ.get("DOWORK_FAULTS_LEDGER", ".")
 LEASE = float(os.environ.get("DOWORK_FAULTS_LEASE", "1.0"))
 MAINTENANCE = float(os.environ.get("DOWORK_FAULTS_MAINTENANCE", "0.2"))
 PREFETCH = int(os.environ.get("DOWORK_FAULTS_PREFETCH", "32"))
+KEEP = os.environ.get("DOWORK_FAULTS_KEEP")  # seconds finished records are kept (soak)
 
 queue = dowork.Queue(
     "faults",
     backend=BACKEND,
     concurrency=4,
-    durable=DurableSettings(lease=LEASE, maintenance=MAINTENANCE, prefetch=PREFETCH),
+    durable=DurableSettings(
+        lease=LEASE,
+        maintenance=MAINTENANCE,
+        prefetch=PREFETCH,
+        keep_result=None if KEEP is None else float(KEEP),
+        purge_every=min(60.0, float(KEEP or 60)),
+    ),
     log=False,
 )
 _fd: int | None = None
@@ -56,3 +63,14 @@ def crash(n: int) -> None:
     """A poison task: it kills the worker process running it (row 17)."""
     note("started", n)
     os._exit(1)
+
+
+@queue.task(name="mixed", retries=1, backoff="fixed", base_delay=0.05)
+def mixed(n: int, seconds: float, mode: int) -> int:
+    """The soak's mix: mode 0 succeeds, 1 fails once then succeeds, 2 always fails."""
+    note("started", n)
+    time.sleep(seconds)
+    if mode == 2 or (mode == 1 and dowork.current_task().attempts == 1):
+        raise RuntimeError(f"planned failure of {n}")
+    note("done", n)
+    return n

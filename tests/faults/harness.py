@@ -185,7 +185,9 @@ def check(
         for n in orphans:
             figures.orphaned += 1
             later = [
-                e.t for e in events if e.n == n and e.kind == "started" and e.t > at and e.pid != pid
+                e.t
+                for e in events
+                if e.n == n and e.kind == "started" and e.t > at and e.pid != pid
             ]
             figures.recovery.append(min(later) - at if later else math.inf)
     return figures

@@ -38,7 +38,7 @@ def sigkill_mid_task(
     label: str,
     *,
     tasks: int = 8,
-    seconds: float = 1.0,
+    seconds: float = 3.0,
     lease: float = LEASE,
     maintenance: float = MAINTENANCE,
 ) -> Figures:
@@ -86,8 +86,9 @@ def kill_producers(
         before = len(read_submitted(ledger))
         proc = producer_process(url, ledger, start, count, batch)
         wait_until(
-            lambda before=before, proc=proc: len(read_submitted(ledger)) > before
-            or proc.poll() is not None,
+            lambda before=before, proc=proc: (
+                len(read_submitted(ledger)) > before or proc.poll() is not None
+            ),
             30,
             "the producer's first submit",
         )
@@ -154,8 +155,12 @@ def kill_storm(
         wanted = set(range(tasks))
         deadline = time.monotonic() + timeout
         next_kill = time.monotonic() + rng.uniform(*every)
+        polls = 0
         while not wanted <= done_ids(ledger):
             assert time.monotonic() < deadline, f"storm not drained in {timeout}s"
+            polls += 1
+            if polls % 20 == 0 and len(wanted - done_ids(ledger)) <= counts(url).get("dead", 0):
+                break  # the rest was dead-lettered: report it (as lost) rather than hang
             if time.monotonic() >= next_kill:
                 victim = rng.choice(cluster.alive())
                 cluster.kill(victim)
@@ -167,6 +172,7 @@ def kill_storm(
         figures = check(ledger, "13 kill storm", label, cluster.faults)
     final = counts(url)
     figures.extra.update(
+        lease=lease,
         kills=len(cluster.faults),
         dead=final.get("dead", 0),
         wall_s=round(wall, 1),
@@ -212,7 +218,7 @@ def redis_restart(
         down_s=round(up - killed, 2),
         first_done_after_up_s=round(min(after) - up, 2) if after else None,
         workers_alive=alive,
-        clean_exits=sum(1 for code in exits.values() if code == 0),
+        unclean_exits=unclean(cluster, exits),
     )
     return figures
 
@@ -255,9 +261,10 @@ def sigstop_worker(
         figures = check(ledger, "6 SIGSTOP a worker", label, cluster.faults)
     final = counts(url)
     figures.extra.update(
+        lease=lease,
         refused=_refused(cluster, victim),
         succeeded=final.get("succeeded", 0),
-        clean_exits=sum(1 for code in exits.values() if code == 0),
+        unclean_exits=unclean(cluster, exits),
     )
     assert rescuer.pid in exits
     return figures
@@ -289,6 +296,192 @@ def pause_redis(
         pause_s=pause,
         first_done_after_resume_s=round(min(after) - resumed, 2) if after else None,
         workers_alive=alive,
-        clean_exits=sum(1 for code in exits.values() if code == 0),
+        unclean_exits=unclean(cluster, exits),
+    )
+    return figures
+
+
+def bad_input(url: str, ledger: Path, label: str, *, good: int = 50, each: int = 3) -> Figures:
+    """Rows 9 and 10: garbage, truncated, wrong-schema payloads and unknown task names.
+
+    Written straight into the store next to good tasks; one worker process must survive them
+    all, dead-letter each with its reason, and run the good ones.
+    """
+    from tests.faults.store import inject_bad
+
+    bad = inject_bad(url, each)
+    submit(url, ledger, ((n, 0.0) for n in range(good)))
+    with Cluster(url, ledger) as cluster:
+        worker = cluster.spawn()
+        wait_all_done(ledger, set(range(good)), 30)
+        wait_until(lambda: counts(url).get("dead", 0) >= len(bad), 30, "the dead letters")
+        time.sleep(2 * MAINTENANCE)
+        alive = worker.poll() is None
+        exits = cluster.stop_all()
+        figures = check(ledger, "9-10 bad input", label)
+    from tests.faults.store import reasons
+
+    found = reasons(url, list(bad))
+    figures.extra.update(
+        injected=len(bad),
+        dead_letters=sum(1 for i, why in found.items() if why == bad[i]),
+        wrong_reason=sum(1 for i, why in found.items() if why != bad[i]),
+        worker_crashes=0 if alive and exits[worker.pid] == 0 else 1,
+        worker_pids=len({e.pid for e in read_events(ledger)}),
+    )
+    return figures
+
+
+def warm_shutdown(url: str, ledger: Path, label: str, *, seconds: float = 1.0) -> Figures:
+    """Row 15: SIGTERM a worker with tasks running and more claimed: the running ones finish.
+
+    Exit 0; the tasks it had not started go back to the store; a second worker runs them;
+    nothing lost, nothing run twice.
+    """
+    tasks = 12
+    submit(url, ledger, ((n, seconds) for n in range(tasks)))
+    with Cluster(url, ledger, lease=5.0, maintenance=1.0) as cluster:
+        worker = cluster.spawn()
+        wait_until(lambda: started_by(ledger, worker.pid) >= 4, 30, "tasks to start")
+        signalled = time.monotonic()
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(30)
+        took = time.monotonic() - signalled
+        mine = [e for e in read_events(ledger) if e.pid == worker.pid]
+        unfinished = {e.n for e in mine if e.kind == "started"} - {
+            e.n for e in mine if e.kind == "done"
+        }
+        left = counts(url)
+        cluster.spawn()
+        wait_all_done(ledger, set(range(tasks)), 30)
+        cluster.stop_all()
+        figures = check(ledger, "15 warm shutdown", label)
+    started = [e.n for e in read_events(ledger) if e.kind == "started"]
+    figures.extra.update(
+        exit=worker.returncode,
+        shutdown_s=round(took, 2),
+        unfinished_at_exit=len(unfinished),
+        running_at_exit=left.get("running", 0),
+        started_twice=len(started) - len(set(started)),
+    )
+    return figures
+
+
+def double_signal(url: str, ledger: Path, label: str, *, seconds: float = 3.0) -> Figures:
+    """Row 16: two SIGTERMs: stop at once, hand claimed tasks back, a new worker runs them."""
+    tasks = 6
+    submit(url, ledger, ((n, seconds) for n in range(tasks)))
+    with Cluster(url, ledger, lease=30.0, maintenance=5.0) as cluster:
+        worker = cluster.spawn()
+        wait_until(lambda: started_by(ledger, worker.pid) >= 4, 30, "tasks to start")
+        signalled = time.monotonic()
+        worker.send_signal(signal.SIGTERM)
+        time.sleep(0.2)
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(30)
+        took = time.monotonic() - signalled
+        left = counts(url)
+        back = time.time()
+        cluster.spawn()
+        wait_all_done(ledger, set(range(tasks)), 60)
+        cluster.stop_all()
+        figures = check(ledger, "16 double signal, requeue", label, [(worker.pid, back)])
+    figures.extra.update(
+        exit=worker.returncode,
+        exit_s=round(took, 2),
+        running_after_exit=left.get("running", 0),
+        rerun=figures.orphaned,
+    )
+    return figures
+
+
+def poison_task(
+    url: str, ledger: Path, label: str, *, healthy: int = 200, budget: int = 3
+) -> Figures:
+    """Row 17: a task that kills its worker (``os._exit``) next to healthy tasks.
+
+    Two worker processes, respawned by the harness when one dies. The poison task is
+    dead-lettered ``crashed_worker`` after ``budget`` deaths; the healthy ones all run.
+    """
+    from tests.faults.harness import producer, record_submitted
+    from tests.faults.store import reasons
+
+    queue, work = producer(url)
+    crash = queue.task(name="crash")(lambda n: None)
+    poison = crash.submit(-1)
+    work.map([(n, 0.01) for n in range(healthy)])
+    record_submitted(ledger, range(healthy))
+    queue.shutdown(timeout=1)
+    deaths = 0
+    with Cluster(url, ledger) as cluster:
+        for _ in range(2):
+            cluster.spawn(ready=False)
+        deadline = time.monotonic() + 60
+        while not (set(range(healthy)) <= done_ids(ledger) and counts(url).get("dead", 0)):
+            assert time.monotonic() < deadline, "the poison task was not quarantined"
+            for proc in list(cluster.workers):
+                if proc.returncode is None and proc.poll() is not None:
+                    deaths += 1
+                    cluster.spawn(ready=False)
+            time.sleep(0.05)
+        cluster.stop_all()
+        figures = check(ledger, "17 poison task", label)
+    final = counts(url)
+    figures.extra.update(
+        worker_deaths=deaths,
+        poison_runs=sum(1 for e in read_events(ledger) if e.n == -1),
+        poison_reason=reasons(url, [poison.id]).get(poison.id),
+        healthy_dead=final.get("dead", 0) - 1,
+    )
+    return figures
+
+
+def sqlite_crash_while_writing(
+    url: str, ledger: Path, label: str, *, rounds: int = 4, seed: int = 18
+) -> Figures:
+    """Row 18: SIGKILL a batch producer and the workers acking at once, several times.
+
+    After each crash the file must pass ``integrity_check`` and hold whole batches only;
+    then every acknowledged task runs.
+    """
+    from tests.faults.store import audit
+
+    rng = random.Random(seed)
+    plan: list[tuple[int, int, int]] = []
+    integrity: list[str] = []
+    torn = 0
+    with Cluster(url, ledger) as cluster:
+        start = 0
+        for _ in range(rounds):
+            workers = [cluster.spawn(ready=False) for _ in range(2)]
+            proc = producer_process(url, ledger, start, 100_000, 200)
+            before = len(read_submitted(ledger))
+            wait_until(
+                lambda before=before: len(read_submitted(ledger)) > before + 1000, 30, "batches"
+            )
+            time.sleep(rng.uniform(0.1, 0.5))
+            for p in (proc, *workers):
+                p.kill()
+            for p in (proc, *workers):
+                p.wait(10)
+            plan.append((start, 100_000, 200))
+            start += 100_000
+            found = audit(url, plan)
+            integrity.append(found.integrity)
+            torn += found.torn_batches + found.broken
+        acked = read_submitted(ledger)
+        cluster.spawn()
+        cluster.spawn()
+        stored = audit(url, plan).ids
+        wait_all_done(ledger, acked, 120)
+        cluster.stop_all()
+        attempted = {n for s, c, _ in plan for n in range(s, s + c)}
+        figures = check(
+            ledger, "18 kill -9 while SQLite writes", label, uncertain=attempted - acked
+        )
+    figures.extra.update(
+        integrity="ok" if all(i == "ok" for i in integrity) else ",".join(integrity),
+        torn=torn,
+        missing=len(acked - stored),
     )
     return figures

@@ -7,8 +7,8 @@ test, so a backend bug cannot hide itself.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, urlsplit
 
@@ -102,7 +102,9 @@ def _audit_redis(url: str, queue: str) -> Audit:
         created = set(client.zrange(f"{q}created", 0, -1))
         waiting = set(client.zrange(f"{q}waiting", 0, -1))
         running = set(client.zrange(f"{q}running", 0, -1))
-        waiting_want = {m for m, s in members.items() if s in (b"pending", b"scheduled", b"retrying")}
+        waiting_want = {
+            m for m, s in members.items() if s in (b"pending", b"scheduled", b"retrying")
+        }
         running_want = {m.split(b":", 1)[1] for m, s in members.items() if s == b"running"}
         for name, have, want in (
             ("created", created, set(members)),
@@ -111,7 +113,9 @@ def _audit_redis(url: str, queue: str) -> Audit:
         ):
             if have != want:
                 found.orphans += len(have ^ want)
-                found.problems.append(f"{name}: {len(have - want)} extra, {len(want - have)} missing")
+                found.problems.append(
+                    f"{name}: {len(have - want)} extra, {len(want - have)} missing"
+                )
         stored_counts = {
             k.decode(): int(v) for k, v in client.hgetall(f"{q}counts").items() if int(v)
         }
@@ -124,3 +128,88 @@ def _audit_redis(url: str, queue: str) -> Audit:
     finally:
         client.close()
     return found
+
+
+#: Bad payloads written straight into a store, and the reason each must be dead-lettered with.
+BAD: list[tuple[str, bytes, str | None, str]] = [
+    ("work", b"\xff\xfe\x00 random bytes", None, "undecodable"),
+    ("work", b'{"a": [1, 0.0], "k"', None, "undecodable"),  # truncated JSON
+    ("work", b'{"a": "not a list", "k": {}}', None, "undecodable"),  # wrong schema
+    ("work", b'{"args": [1]}', None, "undecodable"),  # wrong schema: no "a"/"k"
+    ("work", b'{"a": [1, 0.0], "k": {}}', "{not json", "undecodable"),  # garbage options
+    ("no.such:task", b'{"a": [], "k": {}}', None, "unknown_task"),  # rolling deploy
+    ("os:system", b'{"a": ["echo pwned"], "k": {}}', None, "unknown_task"),  # never imported
+]
+
+
+def inject_bad(url: str, each: int, queue: str = "faults") -> dict[str, str]:
+    """Write ``each`` copies of every ``BAD`` record straight into the store (no backend code).
+
+    Returns task id -> the dead-letter reason expected.
+    """
+    import time
+    import uuid
+
+    now = time.time()
+    rows = []
+    for name, payload, options, why in BAD:
+        for _ in range(each):
+            rows.append((f"bad-{uuid.uuid4().hex[:12]}", name, payload, options, why))
+    if url.startswith("sqlite"):
+        import asyncio
+
+        from dowork.backends import SQLiteBackend
+
+        async def create() -> None:  # the schema, through the backend, before any row
+            backend = SQLiteBackend(sqlite_path(url))
+            await backend.open()
+            await backend.close()
+
+        asyncio.run(create())
+        conn = sqlite3.connect(sqlite_path(url), timeout=30)
+        with conn:
+            conn.executemany(
+                "INSERT INTO dowork_tasks (id, queue, name, payload, options, status, attempts,"
+                " run_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?)",
+                [(i, queue, n, p, o, now, now, now) for i, n, p, o, _ in rows],
+            )
+        conn.close()
+    else:
+        parts = urlsplit(url)
+        p = dict(parse_qsl(parts.query)).get("prefix", "dowork") + ":"
+        client = redis.Redis.from_url(parts._replace(query="").geturl())
+        try:
+            for seq, (i, n, payload, options, _) in enumerate(rows, start=10**9):
+                fields: dict[str, str | bytes | float | int] = {
+                    "id": i, "queue": queue, "name": n, "payload": payload,
+                    "status": "pending", "attempts": 0, "run_at": repr(now),
+                    "created_at": repr(now), "updated_at": repr(now), "seq": seq,
+                }  # fmt: skip
+                if options is not None:
+                    fields["options"] = options
+                member = b"%016x:" % seq + i.encode()
+                client.hset(f"{p}task:{i}", mapping=fields)  # type: ignore[arg-type]
+                client.zadd(f"{p}q:{queue}:waiting", {member: now})
+                client.zadd(f"{p}q:{queue}:created", {member: now})
+                client.zadd(f"{p}q:{queue}:created.pending", {member: now})
+                client.hincrby(f"{p}q:{queue}:counts", "pending", 1)
+                client.sadd(f"{p}queues", queue)
+        finally:
+            client.close()
+    return {i: why for i, _, _, _, why in rows}
+
+
+def reasons(url: str, ids: list[str]) -> dict[str, str | None]:
+    """The dead-letter reason of each record (None when it has none)."""
+    import asyncio
+
+    from dowork.backends import open_backend
+
+    async def read() -> dict[str, str | None]:
+        backend = open_backend(url)
+        try:
+            return {r.id: r.reason for r in await backend.get(ids)}
+        finally:
+            await backend.close()
+
+    return asyncio.run(read())

@@ -189,7 +189,8 @@ end
 return {'ok'}
 """
 
-# ARGV: P, queue, now, limit, lease_until, owner, max_running ('' = no cap).
+# ARGV: P, queue, now, limit, lease_until, owner, max_running ('' = no cap), alone_from
+# ('' = none).
 # Returns the claimed records as HGETALL lists, oldest first.
 _CLAIM = """
 local queue, now = ARGV[2], ARGV[3]
@@ -202,11 +203,14 @@ if limit <= 0 then return {} end
 local waiting = qkey(queue, 'waiting')
 local out = {}
 for _, m in ipairs(redis.call('ZRANGEBYSCORE', waiting, '-inf', now, 'LIMIT', 0, limit)) do
-    gather(ZREMS, waiting, m)
     local id = string.sub(m, 18)
     local key = tkey(id)
-    local rec = redis.call('HMGET', key, 'status', 'created_at')
+    local rec = redis.call('HMGET', key, 'status', 'created_at', 'crashes')
     local status = rec[1]
+    -- A repeat crasher is claimed alone (see Backend.claim).
+    local crasher = ARGV[8] ~= '' and tonumber(rec[3] or '0') >= tonumber(ARGV[8])
+    if crasher and #out > 0 then break end
+    gather(ZREMS, waiting, m)
     if status and WAITING[status] then
         redis.call('HINCRBY', key, 'attempts', 1)
         redis.call('HSET', key, 'status', 'running', 'lease_until', ARGV[5],
@@ -214,6 +218,7 @@ for _, m in ipairs(redis.call('ZRANGEBYSCORE', waiting, '-inf', now, 'LIMIT', 0,
         gather(ZADDS, running, ARGV[5], id)
         move(queue, m, rec[2], status, 'running')
         out[#out + 1] = redis.call('HGETALL', key)
+        if crasher then break end
     end
 end
 return out
@@ -756,13 +761,15 @@ class RedisBackend:
         lease: float,
         owner: str,
         max_running: int | None = None,
+        alone_from: int | None = None,
     ) -> list[Record]:
         """Lease up to ``limit`` due records (fewer under ``max_running``) in one script."""
         if limit <= 0:
             return []
         cap = "" if max_running is None else str(max_running)
+        alone = "" if alone_from is None else str(alone_from)
         rows = await self._script(
-            "claim", _text(queue), _num(now), limit, _num(now + lease), _text(owner), cap
+            "claim", _text(queue), _num(now), limit, _num(now + lease), _text(owner), cap, alone
         )
         return [_record(row) for row in rows]
 
