@@ -92,20 +92,24 @@ def ledger_dir(workdir: Path) -> Path:
     return where
 
 
-def run_scenario(row: str, backend: str, stores: Stores, quick: bool, lease: float) -> Figures:
+def run_scenario(
+    row: str, backend: str, stores: Stores, quick: bool, lease: float, prefetch: int = 8
+) -> Figures:
     """One row on one backend, with CI timings (quick) or full-length ones."""
     label = "SQLite" if backend == "sqlite" else "Redis AOF always"
     led = ledger_dir(stores.workdir)
     maintenance = min(5.0, lease / 5)
     timing = {} if quick else {"lease": lease, "maintenance": maintenance}
     if row == "1":
-        extra = {} if quick else {"tasks": 32, "seconds": 10.0}
+        extra = {} if quick else {"seconds": 10.0}
         return scenarios.sigkill_mid_task(stores.url(backend), led, label, **timing, **extra)
     if row == "2":
         return scenarios.enqueue_kill(stores.url(backend), led, label)
     if row == "13":
         extra = {} if quick else {"tasks": 10_000, "every": (1.0, 3.0), "timeout": 1800}
-        return scenarios.kill_storm(stores.url(backend), led, label, **timing, **extra)
+        return scenarios.kill_storm(
+            stores.url(backend), led, label, prefetch=prefetch, **timing, **extra
+        )
     if row == "6":
         extra = {} if quick else {"seconds": 10.0}
         return scenarios.sigstop_worker(stores.url(backend), led, label, **timing, **extra)
@@ -177,6 +181,25 @@ def table(rows: list[Figures]) -> str:
         out.append(
             f"| {number} | {name} | {f.backend} | {f.submitted} | {f.lost} | {f.duplicates} "
             f"| {rec} | {lease if lease else '-'} | {verdict(f)} |"
+        )
+    return "\n".join(out)
+
+
+def soak_table(rows: list[Figures]) -> str:
+    """Resource figures of soak runs: from the end of the warm-up to the end of the run."""
+    out = [
+        "| backend | seconds | tasks/s | RSS MiB (2 workers) | RSS slope MiB/h | open files "
+        "| keys / pages | failed as planned |",
+        "|---|---:|---:|---|---:|---|---|---|",
+    ]
+    for f in rows:
+        e = f.extra
+        size = e.get("keys") or e.get("pages")
+        unit = "keys" if "keys" in e else "pages"
+        planned = "yes" if e["failed"] == e["expected_failed"] else f"{e['failed']}"
+        out.append(
+            f"| {f.backend} | {e['seconds']:g} | {e['rate']:g} | {e['rss_mib']} "
+            f"| {e['rss_slope_mib_per_h']} | {e['open_files']} | {size} {unit} | {planned} |"
         )
     return "\n".join(out)
 
@@ -307,6 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lease", type=float, default=30.0, help="lease of the full runs (s)")
     parser.add_argument("--backends", default="sqlite,redis", help="comma-separated")
     parser.add_argument("--rows", default=",".join(ALL), help=f"comma-separated of {ALL}")
+    parser.add_argument("--prefetch", type=int, default=8, help="kill storm workers' prefetch")
     parser.add_argument("--redis-url", help="use this Redis (AOF always!) instead of starting one")
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON lines")
     parser.add_argument("--soak", type=float, nargs="?", const=3600.0, metavar="SECONDS",
@@ -337,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
                         continue
                     print(f"row {row} ({NAMES[row]}) on {backend} ...", flush=True)
                     started = time.monotonic()
-                    figures = run_scenario(row, backend, stores, args.quick, lease)
+                    figures = run_scenario(row, backend, stores, args.quick, lease, args.prefetch)
                     took = time.monotonic() - started
                     print(f"  {figures.line()} ({took:.0f}s)", flush=True)
                     results.append(figures)
@@ -346,6 +370,10 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run(["rm", "-rf", str(workdir)], check=False)
     print()
     print(table(results))
+    soaks = [f for f in results if f.scenario == "14 soak"]
+    if soaks:
+        print()
+        print(soak_table(soaks))
     if args.json:
         with open(args.json, "w") as out:
             for f in results:

@@ -326,8 +326,7 @@ class BackendEngine(Engine):
                         self.name, now, ask, settings.lease, self.owner, settings.max_running,
                         self._alone_from,
                     )  # fmt: skip
-                    for record in claimed:
-                        self._take(record)
+                    self._take_all(claimed)
                     self._pump()
                     failures = 0
                     if len(claimed) == ask:
@@ -360,7 +359,20 @@ class BackendEngine(Engine):
             pause = min(pause, max(0.0, due - now))
         return pause
 
-    def _take(self, record: Record) -> None:
+    def _take_all(self, records: list[Record]) -> None:
+        """Take a claimed batch; orphans (they crashed a worker) run first, in queue order.
+
+        The less an orphan waits in this process, the less it is exposed to another crash,
+        and the sooner the task a dead worker left runs again.
+        """
+        for record in reversed(records):
+            if record.crashes:
+                self._take(record, first=True)
+        for record in records:
+            if not record.crashes:
+                self._take(record)
+
+    def _take(self, record: Record, first: bool = False) -> None:
         """Turn a claimed record into a running task, or dead-letter it if it cannot run."""
         self._claimed[record.id] = record.attempts
         if record.crashes >= self._alone_from:
@@ -397,7 +409,7 @@ class BackendEngine(Engine):
             task._policy = build_policy(self.default_policy, template._overrides)
         self._by_id[record.id] = task
         self._unfinished += 1
-        if record.crashes:  # an orphan runs first: the less it waits, the less it is exposed
+        if first:
             self._ready.appendleft(task)
         else:
             self._ready.append(task)
@@ -670,8 +682,7 @@ class BackendEngine(Engine):
             self.name, now, 10_000, self.settings.lease, self.owner, self.settings.max_running,
             self._alone_from,
         )  # fmt: skip
-        for record in claimed:
-            self._take(record)
+        self._take_all(claimed)
         batch = list(self._ready)
         self._ready.clear()
         await self._run_batch(batch)
