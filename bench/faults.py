@@ -167,12 +167,57 @@ def fmt(value: float) -> str:
     return "-" if value is None or math.isnan(value) else f"{value:.2f}"
 
 
+def notes(f: Figures) -> str:
+    """The scenario-specific figures, in words."""
+    e = f.extra
+    row = f.scenario.split()[0]
+    if row == "1":
+        return f"{f.orphaned} running when killed; an idle worker took them over"
+    if row == "2":
+        return (
+            f"every acknowledged task stored whole; {e['orphan_records']} orphan records, "
+            f"{e['torn_batches']} torn batches; {e['stored_unacknowledged']} stored but "
+            "unacknowledged (calls cut short)"
+        )
+    if row == "3":
+        return (
+            f"down {e['down_s']} s; workers stayed up; first task done "
+            f"{e['first_done_after_up_s']} s after Redis was back"
+        )
+    if row == "6" and "refused" in e:
+        return f"{e['refused']} stale completions refused and counted"
+    if row == "6":
+        return f"{e['pause_s']} s pause; no worker exited"
+    if row == "9-10":
+        return (
+            f"{e['dead_letters']}/{e['injected']} dead-lettered with their reason; "
+            f"worker crashes {e['worker_crashes']}"
+        )
+    if row == "13":
+        return f"{e['kills']} kills, prefetch {e['prefetch']}; {e['dead']} dead-lettered"
+    if row == "15":
+        return f"exit {e['exit']} after {e['shutdown_s']} s; none started twice"
+    if row == "16":
+        return (
+            f"exit {e['exit']} in {e['exit_s']} s; {e['rerun']} handed back and run by a "
+            "new worker (recovery includes its start)"
+        )
+    if row == "17":
+        return (
+            f"{e['poison_reason']} after {e['worker_deaths']} worker deaths; "
+            f"{e['healthy_dead']} healthy tasks dead"
+        )
+    if row == "18":
+        return f"integrity_check {e['integrity']}; {e['torn']} torn batches"
+    return ""
+
+
 def table(rows: list[Figures]) -> str:
     """The figures table (markdown), the same columns as the README's."""
     out = [
         "| # | scenario | backend | submitted | lost | duplicates | recovery p50 / p99 s "
-        "| lease s | result |",
-        "|---|---|---|---:|---:|---:|---|---:|---|",
+        "| lease s | result | notes |",
+        "|---|---|---|---:|---:|---:|---|---:|---|---|",
     ]
     for f in rows:
         number, _, name = f.scenario.partition(" ")
@@ -180,7 +225,7 @@ def table(rows: list[Figures]) -> str:
         lease = f.extra.get("lease")
         out.append(
             f"| {number} | {name} | {f.backend} | {f.submitted} | {f.lost} | {f.duplicates} "
-            f"| {rec} | {lease if lease else '-'} | {verdict(f)} |"
+            f"| {rec} | {lease if lease else '-'} | {verdict(f)} | {notes(f)} |"
         )
     return "\n".join(out)
 

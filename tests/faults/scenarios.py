@@ -136,7 +136,7 @@ def kill_storm(
     ledger: Path,
     label: str,
     *,
-    tasks: int = 2000,
+    tasks: int = 3000,
     workers: int = 4,
     every: tuple[float, float] = (0.5, 1.5),
     task_ms: tuple[float, float] = (5, 50),
