@@ -64,7 +64,8 @@ class DurableSettings:
             worker died runs again between ``lease`` and ``lease + maintenance`` later.
         maintenance: how often leases are renewed and expired ones requeued.
         crash_budget: lease expiries after which a task is dead-lettered (``crashed_worker``)
-            instead of being run again.
+            instead of being run again; on its last one the task is claimed alone, so a
+            poison task cannot use up the budget of the tasks claimed with it.
         batch: most records claimed at once.
         prefetch: claimed tasks a worker may hold beyond ``concurrency``, waiting to start
             (leased, so no other worker takes them); more means fewer round trips per task.
