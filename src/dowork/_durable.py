@@ -83,7 +83,8 @@ class DurableSettings:
             worker died runs again between ``lease`` and ``lease + maintenance`` later.
         maintenance: how often leases are renewed and expired ones requeued.
         crash_budget: lease expiries after which a task is dead-lettered (``crashed_worker``)
-            instead of being run again.
+            instead of being run again; on its last one the task is claimed alone, so a
+            poison task cannot use up the budget of the tasks claimed with it.
         batch: most records claimed at once.
         prefetch: claimed tasks a worker may hold beyond ``concurrency``, waiting to start
             (leased, so no other worker takes them); more means fewer round trips per task.
@@ -148,6 +149,11 @@ class BackendEngine(Engine):
         self.owns_backend = owns_backend  # built from a URL: closed at shutdown
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._claimed: dict[str, int] = {}  # id -> lease token
+        #: Claimed tasks on their last crash (``crash_budget - 1`` crashes): the backend hands
+        #: them out alone and nothing more is claimed while one is held, so a poison task
+        #: cannot use up the crash budget of healthy tasks held next to it.
+        self._suspects: set[str] = set()
+        self._alone_from = max(1, settings.crash_budget - 1)
         self._outbox: list[Settlement] = []
         self._flushing: asyncio.Task[None] | None = None
         self._fetcher: asyncio.Task[None] | None = None
@@ -396,16 +402,22 @@ class BackendEngine(Engine):
         while self.serving:
             try:
                 now = self.clock.now()
-                if now >= next_maintenance:
+                # A clock stepped back (NTP) must not stop heartbeats and reaping until it
+                # catches up with the last due time: run maintenance then too.
+                if now >= next_maintenance or now < next_maintenance - settings.maintenance:
                     await self._maintain(now)
                     next_maintenance = now + settings.maintenance
+                if self._suspects:
+                    self._suspects.intersection_update(self._claimed)
                 held = len(self._claimed)
                 room = settings.prefetch + self.concurrency - held
-                if room > 0 and (held < self.concurrency or room * 2 >= settings.prefetch):
+                fits = held < self.concurrency or room * 2 >= settings.prefetch
+                if room > 0 and fits and not self._suspects:
                     ask = min(room, settings.batch)
                     claimed = await self.backend.claim(
-                        self.name, now, ask, settings.lease, self.owner, settings.max_running
-                    )
+                        self.name, now, ask, settings.lease, self.owner, settings.max_running,
+                        self._alone_from,
+                    )  # fmt: skip
                     await self._admit(claimed)
                     self._pump()
                     failures = 0
@@ -440,13 +452,25 @@ class BackendEngine(Engine):
         return pause
 
     async def _admit(self, records: list[Record]) -> None:
-        """Take claimed records; a group's callback first gathers its members' outcomes."""
+        """Take a claimed batch; orphans (they crashed a worker) run first, in queue order.
+
+        The less an orphan waits in this process, the less it is exposed to another crash,
+        and the sooner the task a dead worker left runs again. A group's callback first
+        gathers its members' outcomes.
+        """
+        for record in reversed(records):
+            if record.crashes:
+                await self._admit_one(record, first=True)
         for record in records:
-            options = record.options
-            if options is not None and '"group_of"' in options:
-                await self._open_group(record)
-            else:
-                self._take(record)
+            if not record.crashes:
+                await self._admit_one(record)
+
+    async def _admit_one(self, record: Record, first: bool = False) -> None:
+        options = record.options
+        if options is not None and '"group_of"' in options:
+            await self._open_group(record)
+        else:
+            self._take(record, first=first)
 
     async def _open_group(self, record: Record) -> None:
         """Run a group's callback with its members' results (or wait, or fail it unrun).
@@ -498,14 +522,20 @@ class BackendEngine(Engine):
         self._take(record, lead=results)
 
     def _take(
-        self, record: Record, lead: list[Any] | None = None, queued: bool = True
+        self,
+        record: Record,
+        lead: list[Any] | None = None,
+        queued: bool = True,
+        first: bool = False,
     ) -> Task[Any] | None:
         """Turn a claimed record into a running task, or dead-letter it if it cannot run.
 
         ``lead`` (a group's results) goes before the stored arguments; ``queued=False`` builds
-        the task without putting it in line to run.
+        the task without putting it in line to run; ``first`` puts it at the head of the line.
         """
         self._claimed[record.id] = record.attempts
+        if record.crashes >= self._alone_from:
+            self._suspects.add(record.id)
         entry = self.registry.get(record.name)
         if entry is None:
             self._dead(record, "unknown_task", f"no task named {record.name!r} is registered")
@@ -537,7 +567,20 @@ class BackendEngine(Engine):
         task._attempts = record.attempts - 1 - record.crashes
         task._deliveries = record.attempts
         task._status = TaskStatus.PENDING
-        template = entry._template
+        self._apply_options(task, overrides, entry._template)
+        self._by_id[record.id] = task
+        self._unfinished += 1
+        if queued:
+            if first:
+                self._ready.appendleft(task)
+            else:
+                self._ready.append(task)
+        return task
+
+    def _apply_options(
+        self, task: Task[Any], overrides: dict[str, Any] | None, template: Task[Any]
+    ) -> None:
+        """Give a claimed task the options stored with it, or its function's defaults."""
         if overrides:
             within = overrides.pop("within", None)
             if within is not None:
@@ -546,11 +589,6 @@ class BackendEngine(Engine):
             task._policy = build_policy(self.default_policy, overrides)
         else:
             task._policy = build_policy(self.default_policy, template._overrides)
-        self._by_id[record.id] = task
-        self._unfinished += 1
-        if queued:
-            self._ready.append(task)
-        return task
 
     def _decode(
         self, record: Record
@@ -976,8 +1014,9 @@ class BackendEngine(Engine):
         now = self.clock.now()
         await self._maintain(now)
         claimed = await self.backend.claim(
-            self.name, now, 10_000, self.settings.lease, self.owner, self.settings.max_running
-        )
+            self.name, now, 10_000, self.settings.lease, self.owner, self.settings.max_running,
+            self._alone_from,
+        )  # fmt: skip
         await self._admit(claimed)
         batch = list(self._ready)
         self._ready.clear()

@@ -351,7 +351,8 @@ class Engine:
         self._timer = None
         if not self.serving:
             return
-        self._release_due(self.clock.now(), self._ready)
+        # What the timer was armed for is due, even if the wall clock was stepped back since.
+        self._release_due(max(self.clock.now(), self._timer_when), self._ready)
         self._pump()
         if self._heap and self._timer is None:
             self._arm(self._heap[0][0])

@@ -247,9 +247,32 @@ def test_reaper_requeues_expired_leases_and_fences_the_old_owner(
         assert again.id == r.id
         assert again.attempts == 2
         assert again.crashes == 1
+        assert again.run_at == r.run_at  # back to its place in the queue, not behind the rest
         late = Settlement(r.id, r.attempts, Outcome.SUCCEEDED, NOW + 50)
         assert await b.settle([late]) == [r.id]  # the paused worker is refused
         assert await b.settle([Settlement(r.id, 2, Outcome.SUCCEEDED, NOW + 50)]) == []
+
+    run(backend_factory, body)
+
+
+def test_a_repeat_crasher_is_claimed_alone(
+    backend_factory: Callable[[], Backend],
+) -> None:
+    async def body(b: Backend) -> None:
+        first, second, third = rec(), rec(), rec()
+        await b.push([first, second, third])
+        now = NOW
+        for _ in range(2):  # the first two crash their workers
+            claimed = await b.claim("q", now, 2, LEASE, "dead-worker", alone_from=2)
+            assert [r.id for r in claimed] == [first.id, second.id]
+            now += LEASE + 1
+            assert await b.reap("q", now, 3) == (2, 0)
+        (alone,) = await b.claim("q", now, 10, LEASE, "w2", alone_from=2)
+        assert alone.id == first.id  # on its last crash: alone
+        (alone,) = await b.claim("q", now, 10, LEASE, "w2", alone_from=2)
+        assert alone.id == second.id
+        rest = await b.claim("q", now, 10, LEASE, "w2", alone_from=2)
+        assert [r.id for r in rest] == [third.id]
 
     run(backend_factory, body)
 

@@ -86,34 +86,6 @@ def test_bad_backend_url_is_one_line() -> None:
 
 
 @pytest.mark.realtime
-@pytest.mark.parametrize("store", ["sqlite", "redis"])
-def test_sigterm_lets_running_tasks_finish_and_exits_zero(
-    tmp_path: Path, store: str, request: pytest.FixtureRequest
-) -> None:
-    led = tmp_path / "ledger.txt"
-    if store == "redis":
-        server = request.getfixturevalue("redis_server")
-        url = f"{server.url}?prefix=cli{os.getpid()}{int(time.time() * 1000)}"
-    else:
-        url = f"sqlite:///{tmp_path / 't.sqlite3'}"
-    environ = env(DOWORK_TEST_LEDGER=str(led), DOWORK_TEST_LEASE="5")
-    producer = dowork.Queue("app", backend=url, log=False)
-    slow = producer.task(name="slow")(lambda n, s: n)
-    for i in range(4):
-        slow.submit(i, 1.0)
-    worker = start_worker(
-        "tests.durable.app:queue", "--backend", url, "--no-metrics", environ=environ
-    )
-    wait_for(lambda: sum(1 for k in ledger(led) if k.startswith("started")) >= 4)
-    worker.send_signal(signal.SIGTERM)
-    _, err = worker.communicate(timeout=30)
-    assert worker.returncode == 0, err
-    counts = ledger(led)
-    assert all(counts[f"done {i}"] == 1 for i in range(4)), counts  # finished, not abandoned
-    producer.shutdown(timeout=1)
-
-
-@pytest.mark.realtime
 def test_double_sigint_dumps_and_requeue_restores(tmp_path: Path) -> None:
     led = tmp_path / "ledger.txt"
     dump = tmp_path / "dump.jsonl"
@@ -347,51 +319,6 @@ def _try_scrape(url: str) -> dict[tuple[str, str | None], float] | None:
         return _scrape(url)
     except OSError:
         return None
-
-
-@pytest.mark.realtime
-def test_double_signal_hands_durable_tasks_back(tmp_path: Path) -> None:
-    """A second SIGTERM stops at once; claimed tasks go back to the store, not to a dump."""
-    import asyncio
-
-    from dowork.backends import SQLiteBackend
-
-    db = tmp_path / "t.sqlite3"
-    led = tmp_path / "ledger.txt"
-    dump = tmp_path / "dump.jsonl"
-    environ = env(DOWORK_TEST_DB=str(db), DOWORK_TEST_LEDGER=str(led), DOWORK_TEST_LEASE="30")
-    producer = dowork.Queue("app", backend=f"sqlite:///{db}", log=False)
-    slow = producer.task(name="slow")(lambda n, s: n)
-    for i in range(6):
-        slow.submit(i, 3.0)
-    worker = start_worker(
-        "tests.durable.app:queue", "--no-metrics", "--dump-file", str(dump), environ=environ
-    )
-    wait_for(lambda: sum(1 for k in ledger(led) if k.startswith("started")) >= 4)
-    worker.send_signal(signal.SIGTERM)
-    time.sleep(0.2)
-    worker.send_signal(signal.SIGTERM)
-    worker.communicate(timeout=30)
-    assert worker.returncode == 1
-    assert not dump.exists()  # durable tasks are not dumped: they are still in the store
-
-    async def counts() -> dict[str, int]:
-        backend = SQLiteBackend(db)
-        try:
-            return await backend.counts("app")
-        finally:
-            await backend.close()
-
-    found = asyncio.run(counts())
-    assert found.get("running", 0) == 0  # released at once, no waiting for a 30 s lease
-    assert sum(found.values()) == 6
-    rescuer = start_worker("tests.durable.app:queue", "--no-metrics", environ=environ)
-    try:
-        wait_for(lambda: all(ledger(led)[f"done {i}"] >= 1 for i in range(6)), timeout=60)
-    finally:
-        rescuer.send_signal(signal.SIGTERM)
-        rescuer.communicate(timeout=30)
-    producer.shutdown(timeout=1)
 
 
 def test_inspect_shows_the_reported_progress(tmp_path: Path) -> None:

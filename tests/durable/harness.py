@@ -1,6 +1,6 @@
 """Shared by the SQLite and Redis multi-process tests: worker processes running
-``tests/durable/app.py``, the ledger they write outside the store, and the two scenarios
-(many workers, exactly once; SIGKILL mid-task, recovered) run against each backend."""
+``tests/durable/app.py``, the ledger they write outside the store, and the many-workers
+exactly-once scenario run against each backend. Fault scenarios live in ``tests/faults``."""
 
 from __future__ import annotations
 
@@ -86,36 +86,4 @@ def each_runs_once(backend: str, ledger: Path, n: int, *, bulk: bool) -> None:
             w.wait(20)
     assert len(counts) == n, f"lost {n - len(counts)}"
     assert max(counts.values()) == 1, "a task ran twice without any crash"
-    queue.shutdown(timeout=1)
-
-
-def sigkill_recovers(backend: str, ledger: Path, label: str) -> None:
-    """A worker SIGKILLed with 4 tasks running: another worker runs them; nothing is lost."""
-    queue, _, slow = producer(backend)
-    handles = [slow.submit(i, 0.5) for i in range(4)]
-    env = worker_env(backend, ledger, lease=1.0)
-    victim = start_worker(env)
-    try:
-        wait_ledger(ledger, lambda c: sum(1 for k in c if k.startswith("started")) >= 4, 20)
-        victim.send_signal(signal.SIGKILL)
-        victim.wait(10)
-        killed = time.monotonic()
-        rescuer = start_worker(env)
-        try:
-            counts = wait_ledger(ledger, lambda c: all(c[f"done {i}"] for i in range(4)), 30)
-            recovery = time.monotonic() - killed
-        finally:
-            rescuer.send_signal(signal.SIGTERM)
-            rescuer.wait(10)
-    finally:
-        if victim.poll() is None:
-            victim.kill()
-    assert all(counts[f"done {i}"] >= 1 for i in range(4)), counts  # nothing lost
-    twice = sum(1 for i in range(4) if counts[f"started {i}"] > 1)
-    print(f"\n{label} SIGKILL: lost 0, started twice {twice}/4, recovered in {recovery:.2f}s")
-    assert recovery < 2 * 1.0 + 5  # within two leases plus process start-up
-    for h in handles:
-        seen = queue.get(h.id)
-        assert seen is not None
-        assert seen.result(WAIT) == handles.index(h)
     queue.shutdown(timeout=1)

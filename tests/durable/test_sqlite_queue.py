@@ -14,7 +14,7 @@ import pytest
 import dowork
 from dowork import DurableSettings, FakeClock, Queue, Task, TaskStatus
 from dowork.backends import Record, SQLiteBackend
-from tests.durable.harness import each_runs_once, sigkill_recovers
+from tests.durable.harness import each_runs_once
 
 WAIT = 10.0
 
@@ -234,11 +234,6 @@ def test_url_and_settings_validation(tmp_path: Path) -> None:
 @pytest.mark.timeout(240)
 def test_four_worker_processes_run_each_task_exactly_once(db: Path, tmp_path: Path) -> None:
     each_runs_once(f"sqlite:///{db}", tmp_path / "ledger.txt", 20_000, bulk=False)
-
-
-@pytest.mark.realtime
-def test_sigkill_mid_task_is_recovered_by_another_worker(db: Path, tmp_path: Path) -> None:
-    sigkill_recovers(f"sqlite:///{db}", tmp_path / "ledger.txt", "SQLite")
 
 
 def test_recurring_schedule_fires_once_across_workers(db: Path) -> None:

@@ -171,11 +171,17 @@ class Backend(Protocol):
         lease: float,
         owner: str,
         max_running: int | None = None,
+        alone_from: int | None = None,
     ) -> list[Record]:
         """Lease up to ``limit`` due records (``run_at <= now``), oldest first.
 
         Each claimed record has ``attempts`` incremented (the fencing token), ``status``
         running, ``lease_until = now + lease`` and ``owner`` set, all in one atomic step.
+        With ``alone_from``, a record that crashed workers that many times or more is claimed
+        alone: the claim returns either that one record, or the due records before the first
+        such one. The engine passes ``crash_budget - 1``, so a task on its last crash runs in a
+        worker that holds nothing else, and a poison task cannot use up the crash budget of
+        the healthy tasks claimed with it.
         With ``max_running``, fewer are claimed so that the queue never has more than that
         many running records across every worker (gotasks' ``WithMaxLimit``).
         """

@@ -107,6 +107,7 @@ class MemoryBackend:
         lease: float,
         owner: str,
         max_running: int | None = None,
+        alone_from: int | None = None,
     ) -> list[Record]:
         """Lease the oldest due records."""
         with self._lock:
@@ -121,14 +122,19 @@ class MemoryBackend:
                 if r.queue == queue and r.status in WAITING and r.run_at <= now
             ]
             due.sort(key=lambda r: (r.run_at, self._order[r.id]))
-            claimed = []
+            claimed: list[Record] = []
             for record in due[: max(0, limit)]:
+                alone = alone_from is not None and record.crashes >= alone_from
+                if alone and claimed:  # a repeat crasher is claimed alone (Backend.claim)
+                    break
                 record.status = "running"
                 record.attempts += 1
                 record.lease_until = now + lease
                 record.owner = owner
                 record.updated_at = now
                 claimed.append(replace(record))
+                if alone:
+                    break
             return claimed
 
     async def settle(self, settlements: Sequence[Settlement]) -> list[str]:
@@ -228,8 +234,7 @@ class MemoryBackend:
                     self._expires[record.id] = now + self._retention(Outcome.DEAD, None)
                     dead += 1
                 else:
-                    record.status = "retrying"
-                    record.run_at = now
+                    record.status = "retrying"  # run_at kept: back to its place at the head
                     requeued += 1
         return requeued, dead
 

@@ -223,7 +223,8 @@ end
 return ok
 """
 
-# ARGV: P, queue, now, limit, lease_until, owner, max_running ('' = no cap).
+# ARGV: P, queue, now, limit, lease_until, owner, max_running ('' = no cap), alone_from
+# ('' = none).
 # Returns the claimed records as HGETALL lists, oldest first.
 _CLAIM = """
 local queue, now = ARGV[2], ARGV[3]
@@ -236,11 +237,14 @@ if limit <= 0 then return {} end
 local waiting = qkey(queue, 'waiting')
 local out = {}
 for _, m in ipairs(redis.call('ZRANGEBYSCORE', waiting, '-inf', now, 'LIMIT', 0, limit)) do
-    gather(ZREMS, waiting, m)
     local id = string.sub(m, 18)
     local key = tkey(id)
-    local rec = redis.call('HMGET', key, 'status', 'created_at')
+    local rec = redis.call('HMGET', key, 'status', 'created_at', 'crashes')
     local status = rec[1]
+    -- A repeat crasher is claimed alone (see Backend.claim).
+    local crasher = ARGV[8] ~= '' and tonumber(rec[3] or '0') >= tonumber(ARGV[8])
+    if crasher and #out > 0 then break end
+    gather(ZREMS, waiting, m)
     if status and WAITING[status] then
         redis.call('HINCRBY', key, 'attempts', 1)
         redis.call('HSET', key, 'status', 'running', 'lease_until', ARGV[5],
@@ -248,6 +252,7 @@ for _, m in ipairs(redis.call('ZRANGEBYSCORE', waiting, '-inf', now, 'LIMIT', 0,
         gather(ZADDS, running, ARGV[5], id)
         move(queue, m, rec[2], status, 'running')
         out[#out + 1] = redis.call('HGETALL', key)
+        if crasher then break end
     end
 end
 return out
@@ -367,7 +372,7 @@ local requeued, dead = 0, 0
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', running, '-inf', '(' .. now)) do
     redis.call('ZREM', running, id)
     local key = tkey(id)
-    local rec = redis.call('HMGET', key, 'status', 'seq', 'created_at')
+    local rec = redis.call('HMGET', key, 'status', 'seq', 'created_at', 'run_at')
     if rec[1] == 'running' then
         local m = member(rec[2], id)
         local crashes = redis.call('HINCRBY', key, 'crashes', 1)
@@ -380,8 +385,9 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', running, '-inf', '(' .. now)) do
             move(queue, m, rec[3], 'running', 'dead')
             dead = dead + 1
         else
-            redis.call('HSET', key, 'status', 'retrying', 'run_at', now, 'updated_at', now)
-            redis.call('ZADD', qkey(queue, 'waiting'), now, m)
+            -- run_at is kept: the orphan goes back to its place at the head of the queue
+            redis.call('HSET', key, 'status', 'retrying', 'updated_at', now)
+            redis.call('ZADD', qkey(queue, 'waiting'), rec[4] or now, m)
             move(queue, m, rec[3], 'running', 'retrying')
             requeued = requeued + 1
         end
@@ -925,13 +931,15 @@ class RedisBackend:
         lease: float,
         owner: str,
         max_running: int | None = None,
+        alone_from: int | None = None,
     ) -> list[Record]:
         """Lease up to ``limit`` due records (fewer under ``max_running``) in one script."""
         if limit <= 0:
             return []
         cap = "" if max_running is None else str(max_running)
+        alone = "" if alone_from is None else str(alone_from)
         rows = await self._script(
-            "claim", _text(queue), _num(now), limit, _num(now + lease), _text(owner), cap
+            "claim", _text(queue), _num(now), limit, _num(now + lease), _text(owner), cap, alone
         )
         return [_record(row) for row in rows]
 

@@ -146,6 +146,23 @@ def _migrate(conn: sqlite3.Connection) -> None:
                 conn.execute(f"ALTER TABLE dowork_tasks ADD COLUMN {column} {kind}")
 
 
+def _alone_or_rest(due: Sequence[tuple[str, int]], alone_from: int | None) -> list[str]:
+    """The ids to claim from ``(id, crashes)`` in queue order (see ``Backend.claim``).
+
+    A repeat crasher (``crashes >= alone_from``) alone, or the records before the first one.
+    """
+    if alone_from is None:
+        return [task_id for task_id, _ in due]
+    if due and due[0][1] >= alone_from:
+        return [due[0][0]]
+    ids = []
+    for task_id, crashes in due:
+        if crashes >= alone_from:
+            break
+        ids.append(task_id)
+    return ids
+
+
 class SQLiteBackend:
     """A task store in one SQLite file, shareable by the processes of one machine.
 
@@ -345,11 +362,14 @@ class SQLiteBackend:
         lease: float,
         owner: str,
         max_running: int | None = None,
+        alone_from: int | None = None,
     ) -> list[Record]:
         """Lease up to ``limit`` due records in one transaction."""
         if limit <= 0:
             return []
-        return await self._run(self._claim, queue, now, limit, lease, owner, max_running)
+        return await self._run(
+            self._claim, queue, now, limit, lease, owner, max_running, alone_from
+        )
 
     def _claim(
         self,
@@ -359,6 +379,7 @@ class SQLiteBackend:
         lease: float,
         owner: str,
         max_running: int | None,
+        alone_from: int | None,
     ) -> list[Record]:
         with self._tx() as conn:
             if max_running is not None:
@@ -369,13 +390,19 @@ class SQLiteBackend:
                 limit = min(limit, max_running - running)
                 if limit <= 0:
                     return []
+            due = conn.execute(
+                f"SELECT id, crashes FROM dowork_tasks WHERE queue = ? AND {_WAITING_SQL}"
+                f" AND run_at <= ? ORDER BY run_at, rowid LIMIT ?",
+                (queue, now, limit),
+            ).fetchall()
+            ids = _alone_or_rest(due, alone_from)
+            if not ids:
+                return []
             rows = conn.execute(
                 f"UPDATE dowork_tasks SET status = 'running', attempts = attempts + 1,"
-                f" lease_until = ?, owner = ?, updated_at = ? WHERE id IN ("
-                f"  SELECT id FROM dowork_tasks WHERE queue = ? AND {_WAITING_SQL}"
-                f"  AND run_at <= ? ORDER BY run_at, rowid LIMIT ?"
-                f") RETURNING {_COLUMNS}",
-                (now + lease, owner, now, queue, now, limit),
+                f" lease_until = ?, owner = ?, updated_at = ?"
+                f" WHERE id IN ({','.join('?' * len(ids))}) RETURNING {_COLUMNS}",
+                (now + lease, owner, now, *ids),
             ).fetchall()
         records = [_record(row) for row in rows]
         records.sort(key=lambda r: (r.run_at, r.created_at))
@@ -500,11 +527,13 @@ class SQLiteBackend:
                 " AND crashes + 1 >= ?",
                 (now, now, now + self._retention(Outcome.DEAD, None), queue, now, crash_budget),
             ).rowcount
+            # run_at is kept: an orphan goes back to its place at the head of the queue, so
+            # it runs again within about two leases however long the backlog behind it.
             requeued = conn.execute(
-                "UPDATE dowork_tasks SET status = 'retrying', run_at = ?, crashes = crashes + 1,"
+                "UPDATE dowork_tasks SET status = 'retrying', crashes = crashes + 1,"
                 " lease_until = NULL, owner = NULL, updated_at = ?"
                 " WHERE queue = ? AND status = 'running' AND lease_until < ?",
-                (now, now, queue, now),
+                (now, queue, now),
             ).rowcount
         return requeued, dead
 

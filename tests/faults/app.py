@@ -1,0 +1,76 @@
+"""The application the fault-injection workers run (``dowork worker tests.faults.app:queue``).
+
+Configured by environment variables so that one module serves every backend and timing:
+``DOWORK_FAULTS_BACKEND`` (a backend URL), ``DOWORK_FAULTS_LEDGER`` (a directory outside the
+backend under test), ``DOWORK_FAULTS_LEASE`` and ``DOWORK_FAULTS_MAINTENANCE`` (seconds),
+``DOWORK_FAULTS_PREFETCH``. Every task run appends ``started`` and ``done`` lines to a
+per-process ledger file with one ``O_APPEND`` write each, so a SIGKILL can cut a run between
+the two lines but never inside one.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import dowork
+from dowork import DurableSettings
+
+BACKEND = os.environ.get("DOWORK_FAULTS_BACKEND", "sqlite:///dowork-faults.sqlite3")
+LEDGER = os.environ.get("DOWORK_FAULTS_LEDGER", ".")
+LEASE = float(os.environ.get("DOWORK_FAULTS_LEASE", "1.0"))
+MAINTENANCE = float(os.environ.get("DOWORK_FAULTS_MAINTENANCE", "0.2"))
+PREFETCH = int(os.environ.get("DOWORK_FAULTS_PREFETCH", "32"))
+KEEP = os.environ.get("DOWORK_FAULTS_KEEP")  # seconds finished records are kept (soak)
+
+queue = dowork.Queue(
+    "faults",
+    backend=BACKEND,
+    concurrency=4,
+    durable=DurableSettings(
+        lease=LEASE,
+        maintenance=MAINTENANCE,
+        prefetch=PREFETCH,
+        keep_result=None if KEEP is None else float(KEEP),
+        purge_every=min(60.0, float(KEEP or 60)),
+    ),
+    log=False,
+)
+_fd: int | None = None
+
+
+def note(event: str, n: int) -> None:
+    """Append ``event id attempt pid time`` to this process's ledger in one write."""
+    global _fd
+    if _fd is None:
+        path = os.path.join(LEDGER, f"worker-{os.getpid()}.log")
+        _fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    attempt = dowork.current_task().attempts
+    os.write(_fd, f"{event} {n} {attempt} {os.getpid()} {time.time():.6f}\n".encode())
+
+
+@queue.task(name="work")
+def work(n: int, seconds: float) -> int:
+    """The harness's task: note the start, sleep ``seconds``, note the end."""
+    note("started", n)
+    time.sleep(seconds)
+    note("done", n)
+    return n
+
+
+@queue.task(name="crash")
+def crash(n: int) -> None:
+    """A poison task: it kills the worker process running it (row 17)."""
+    note("started", n)
+    os._exit(1)
+
+
+@queue.task(name="mixed", retries=1, backoff="fixed", base_delay=0.05)
+def mixed(n: int, seconds: float, mode: int) -> int:
+    """The soak's mix: mode 0 succeeds, 1 fails once then succeeds, 2 always fails."""
+    note("started", n)
+    time.sleep(seconds)
+    if mode == 2 or (mode == 1 and dowork.current_task().attempts == 1):
+        raise RuntimeError(f"planned failure of {n}")
+    note("done", n)
+    return n

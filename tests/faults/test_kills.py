@@ -1,0 +1,52 @@
+"""Rows 1, 2 and 13 of the test plan: SIGKILL a worker, the producer, or workers at random."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.faults.harness import LEASE, report
+from tests.faults.scenarios import enqueue_kill, kill_storm, sigkill_mid_task
+
+pytestmark = [pytest.mark.faults, pytest.mark.realtime]
+
+
+def test_sigkill_mid_task_is_recovered_within_two_leases(
+    store: tuple[str, str], ledger: Path
+) -> None:
+    label, url = store
+    figures = report(sigkill_mid_task(url, ledger, label))
+    assert figures.lost == 0
+    assert figures.unexpected == 0
+    assert figures.orphaned == 4
+    assert figures.duplicates <= figures.orphaned  # only the runs cut short run again
+    assert figures.p99 <= 2 * LEASE
+    assert figures.extra["rescuer_exit"] == 0
+
+
+@pytest.mark.timeout(240)
+def test_sigkill_during_enqueue_keeps_every_acknowledged_task_whole(
+    store: tuple[str, str], ledger: Path
+) -> None:
+    label, url = store
+    figures = report(enqueue_kill(url, ledger, label))
+    assert figures.submitted > 0
+    assert figures.lost == 0
+    assert figures.unexpected == 0
+    assert figures.extra["orphan_records"] == 0
+    assert figures.extra["torn_batches"] == 0
+    # At most the one call in progress per round was stored without its acknowledgement.
+    assert figures.extra["stored_unacknowledged"] <= 3 * 1 + 2 * 100
+
+
+@pytest.mark.timeout(240)
+def test_kill_storm_loses_nothing(store: tuple[str, str], ledger: Path) -> None:
+    label, url = store
+    figures = report(kill_storm(url, ledger, label))
+    assert figures.extra["kills"] >= 3
+    assert figures.lost == 0
+    assert figures.unexpected == 0
+    assert figures.extra["dead"] == 0  # the crash budget is not reached by healthy tasks
+    assert figures.p99 <= 2 * figures.extra["lease"]
+    assert figures.extra["unclean_exits"] == 0
