@@ -39,10 +39,11 @@ from tests.faults.harness import (  # noqa: E402
 )
 from tests.redis_server import RedisServer  # noqa: E402
 
-ALL = ("1", "2", "3", "6", "6r", "9", "13", "15", "16", "17", "18")
+ALL = ("1", "2", "2r", "3", "6", "6r", "9", "13", "15", "16", "17", "18")
 NAMES = {
     "1": "SIGKILL a worker mid-task",
     "2": "SIGKILL the producer during enqueue",
+    "2r": "SIGKILL a keyed producer, retry with the same keys",
     "3": "kill -9 and restart redis-server",
     "6": "SIGSTOP a worker past its lease",
     "6r": "SIGSTOP redis-server",
@@ -105,6 +106,9 @@ def run_scenario(
         return scenarios.sigkill_mid_task(stores.url(backend), led, label, **timing, **extra)
     if row == "2":
         return scenarios.enqueue_kill(stores.url(backend), led, label)
+    if row == "2r":
+        extra2 = {} if quick else {"count": 20_000}
+        return scenarios.enqueue_kill_then_retry(stores.url(backend), led, label, **extra2)
     if row == "13":
         extra = {} if quick else {"tasks": 10_000, "every": (1.0, 3.0), "timeout": 1800}
         return scenarios.kill_storm(

@@ -131,6 +131,38 @@ def enqueue_kill(url: str, ledger: Path, label: str, *, seed: int = 2) -> Figure
     return figures
 
 
+def enqueue_kill_then_retry(
+    url: str, ledger: Path, label: str, *, count: int = 3000, seed: int = 5
+) -> Figures:
+    """Row 2, the client's side: SIGKILL a keyed producer, then retry the whole range.
+
+    Every submit carries the idempotency key ``n<id>``; the retry submits every id again with
+    the same key, as a client that does not know what its crashed predecessor stored. Each id
+    must then run exactly once: the retry adds what was missing and nothing twice.
+    """
+    rng = random.Random(seed)
+    code = (
+        "from tests.faults.producer import main; "
+        f"main({url!r}, {str(ledger)!r}, 0, {count}, 0, keyed=True)"
+    )
+    first = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stderr=subprocess.DEVNULL)
+    wait_until(lambda: bool(read_submitted(ledger)) or first.poll() is not None, 30, "a submit")
+    time.sleep(rng.uniform(0.05, 0.3))
+    first.kill()
+    first.wait(10)
+    acked_before_kill = len(read_submitted(ledger))
+    retry = subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=False, timeout=120)
+    assert retry.returncode == 0, "the retrying producer failed"
+    with Cluster(url, ledger) as cluster:
+        for _ in range(2):
+            cluster.spawn()
+        wait_all_done(ledger, set(range(count)), 120)
+        cluster.stop_all()
+    figures = check(ledger, "2 keyed producer killed, retried", label)
+    figures.extra.update(acked_before_kill=acked_before_kill)
+    return figures
+
+
 def kill_storm(
     url: str,
     ledger: Path,

@@ -7,7 +7,12 @@ from pathlib import Path
 import pytest
 
 from tests.faults.harness import LEASE, report
-from tests.faults.scenarios import enqueue_kill, kill_storm, sigkill_mid_task
+from tests.faults.scenarios import (
+    enqueue_kill,
+    enqueue_kill_then_retry,
+    kill_storm,
+    sigkill_mid_task,
+)
 
 pytestmark = [pytest.mark.faults, pytest.mark.realtime]
 
@@ -38,6 +43,18 @@ def test_sigkill_during_enqueue_keeps_every_acknowledged_task_whole(
     assert figures.extra["torn_batches"] == 0
     # At most the one call in progress per round was stored without its acknowledgement.
     assert figures.extra["stored_unacknowledged"] <= 3 * 1 + 2 * 100
+
+
+@pytest.mark.timeout(240)
+def test_a_retry_with_the_same_idempotency_keys_adds_nothing_twice(
+    store: tuple[str, str], ledger: Path
+) -> None:
+    label, url = store
+    figures = report(enqueue_kill_then_retry(url, ledger, label))
+    assert 0 < figures.extra["acked_before_kill"] < 3000  # the kill fell inside the loop
+    assert figures.lost == 0
+    assert figures.duplicates == 0  # ids stored before the kill were not stored again
+    assert figures.unexpected == 0
 
 
 @pytest.mark.timeout(240)
