@@ -22,6 +22,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -99,48 +100,52 @@ def run_scenario(
     """One row on one backend, with CI timings (quick) or full-length ones."""
     label = "SQLite" if backend == "sqlite" else "Redis AOF always"
     led = ledger_dir(stores.workdir)
-    maintenance = min(5.0, lease / 5)
-    timing = {} if quick else {"lease": lease, "maintenance": maintenance}
-    if row == "1":
-        extra = {} if quick else {"seconds": 10.0}
-        return scenarios.sigkill_mid_task(stores.url(backend), led, label, **timing, **extra)
-    if row == "2":
-        return scenarios.enqueue_kill(stores.url(backend), led, label)
-    if row == "2r":
-        extra2 = {} if quick else {"count": 20_000}
-        return scenarios.enqueue_kill_then_retry(stores.url(backend), led, label, **extra2)
-    if row == "13":
-        extra = {} if quick else {"tasks": 10_000, "every": (1.0, 3.0), "timeout": 1800}
-        return scenarios.kill_storm(
-            stores.url(backend), led, label, prefetch=prefetch, **timing, **extra
-        )
-    if row == "6":
-        extra = {} if quick else {"seconds": 10.0}
-        return scenarios.sigstop_worker(stores.url(backend), led, label, **timing, **extra)
     if row in ("3", "6r"):
-        server = stores.own_redis()
-        try:
-            if row == "3":
-                extra3 = {} if quick else {"tasks": 20_000, "down": 5.0}
-                return scenarios.redis_restart(server, led, label, **extra3)
-            extra6 = {} if quick else {"tasks": 20_000, "pause": 10.0}
-            return scenarios.pause_redis(server, led, label, **extra6)
-        finally:
-            server.stop()
-    if row == "9":
-        extra = {} if quick else {"good": 2000, "each": 100}
-        return scenarios.bad_input(stores.url(backend), led, label, **extra)
-    if row == "15":
-        return scenarios.warm_shutdown(stores.url(backend), led, label)
-    if row == "16":
-        return scenarios.double_signal(stores.url(backend), led, label)
-    if row == "17":
-        extra = {} if quick else {"healthy": 2000}
-        return scenarios.poison_task(stores.url(backend), led, label, **extra)
-    if row == "18":
-        extra = {} if quick else {"rounds": 20}
-        return scenarios.sqlite_crash_while_writing(stores.url(backend), led, label, **extra)
-    raise ValueError(f"unknown scenario {row}")
+        return _redis_scenario(row, stores, led, label, quick)
+    maintenance = min(5.0, lease / 5)
+    timing: dict[str, Any] = {} if quick else {"lease": lease, "maintenance": maintenance}
+    url = stores.url(backend)
+    full: dict[str, dict[str, Any]] = {
+        "1": {"seconds": 10.0, **timing},
+        "2r": {"count": 20_000},
+        "13": {"tasks": 10_000, "every": (1.0, 3.0), "timeout": 1800, **timing},
+        "6": {"seconds": 10.0, **timing},
+        "9": {"good": 2000, "each": 100},
+        "17": {"healthy": 2000},
+        "18": {"rounds": 20},
+    }
+    extra = {} if quick else full.get(row, {})
+    if quick and row in ("1", "13", "6"):
+        extra = timing
+    runs: dict[str, Any] = {
+        "1": scenarios.sigkill_mid_task,
+        "2": scenarios.enqueue_kill,
+        "2r": scenarios.enqueue_kill_then_retry,
+        "6": scenarios.sigstop_worker,
+        "9": scenarios.bad_input,
+        "13": lambda *a, **k: scenarios.kill_storm(*a, prefetch=prefetch, **k),
+        "15": scenarios.warm_shutdown,
+        "16": scenarios.double_signal,
+        "17": scenarios.poison_task,
+        "18": scenarios.sqlite_crash_while_writing,
+    }
+    if row not in runs:
+        raise ValueError(f"unknown scenario {row}")
+    figures: Figures = runs[row](url, led, label, **extra)
+    return figures
+
+
+def _redis_scenario(row: str, stores: Stores, led: Path, label: str, quick: bool) -> Figures:
+    """Rows 3 and 6r kill or pause a redis-server of their own."""
+    server = stores.own_redis()
+    try:
+        if row == "3":
+            extra3 = {} if quick else {"tasks": 20_000, "down": 5.0}
+            return scenarios.redis_restart(server, led, label, **extra3)
+        extra6 = {} if quick else {"tasks": 20_000, "pause": 10.0}
+        return scenarios.pause_redis(server, led, label, **extra6)
+    finally:
+        server.stop()
 
 
 def applies(row: str, backend: str) -> bool:
@@ -175,45 +180,45 @@ def notes(f: Figures) -> str:
     """The scenario-specific figures, in words."""
     e = f.extra
     row = f.scenario.split()[0]
-    if row == "1":
-        return f"{f.orphaned} running when killed; an idle worker took them over"
-    if row == "2":
-        return (
-            f"every acknowledged task stored whole; {e['orphan_records']} orphan records, "
-            f"{e['torn_batches']} torn batches; {e['stored_unacknowledged']} stored but "
-            "unacknowledged (calls cut short)"
-        )
-    if row == "3":
-        return (
-            f"down {e['down_s']} s; workers stayed up; first task done "
-            f"{e['first_done_after_up_s']} s after Redis was back"
-        )
-    if row == "6" and "refused" in e:
-        return f"{e['refused']} stale completions refused and counted"
     if row == "6":
+        if "refused" in e:
+            return f"{e['refused']} stale completions refused and counted"
         return f"{e['pause_s']} s pause; no worker exited"
-    if row == "9-10":
-        return (
-            f"{e['dead_letters']}/{e['injected']} dead-lettered with their reason; "
-            f"worker crashes {e['worker_crashes']}"
-        )
-    if row == "13":
-        return f"{e['kills']} kills, prefetch {e['prefetch']}; {e['dead']} dead-lettered"
-    if row == "15":
-        return f"exit {e['exit']} after {e['shutdown_s']} s; none started twice"
-    if row == "16":
-        return (
-            f"exit {e['exit']} in {e['exit_s']} s; {e['rerun']} handed back and run by a "
-            "new worker (recovery includes its start)"
-        )
-    if row == "17":
-        return (
-            f"{e['poison_reason']} after {e['worker_deaths']} worker deaths; "
-            f"{e['healthy_dead']} healthy tasks dead"
-        )
-    if row == "18":
-        return f"integrity_check {e['integrity']}; {e['torn']} torn batches"
-    return ""
+    words = _NOTES.get(row)
+    return "" if words is None else words(f, e)
+
+
+_NOTES: dict[str, Any] = {
+    "1": lambda f, e: f"{f.orphaned} running when killed; an idle worker took them over",
+    "2": lambda f, e: (
+        f"every acknowledged task stored whole; {e['orphan_records']} orphan records, "
+        f"{e['torn_batches']} torn batches; {e['stored_unacknowledged']} stored but "
+        "unacknowledged (calls cut short)"
+    ),
+    "2r": lambda f, e: (
+        f"{e['acked_before_kill']} acknowledged before the kill; the retry of all "
+        f"{f.submitted} stored only what was missing (idempotency keys)"
+    ),
+    "3": lambda f, e: (
+        f"down {e['down_s']} s; workers stayed up; first task done "
+        f"{e['first_done_after_up_s']} s after Redis was back"
+    ),
+    "9-10": lambda f, e: (
+        f"{e['dead_letters']}/{e['injected']} dead-lettered with their reason; "
+        f"worker crashes {e['worker_crashes']}"
+    ),
+    "13": lambda f, e: f"{e['kills']} kills, prefetch {e['prefetch']}; {e['dead']} dead-lettered",
+    "15": lambda f, e: f"exit {e['exit']} after {e['shutdown_s']} s; none started twice",
+    "16": lambda f, e: (
+        f"exit {e['exit']} in {e['exit_s']} s; {e['rerun']} handed back and run by a "
+        "new worker (recovery includes its start)"
+    ),
+    "17": lambda f, e: (
+        f"{e['poison_reason']} after {e['worker_deaths']} worker deaths; "
+        f"{e['healthy_dead']} healthy tasks dead"
+    ),
+    "18": lambda f, e: f"integrity_check {e['integrity']}; {e['torn']} torn batches",
+}
 
 
 def table(rows: list[Figures]) -> str:

@@ -158,7 +158,7 @@ def enqueue_kill_then_retry(
             cluster.spawn()
         wait_all_done(ledger, set(range(count)), 120)
         cluster.stop_all()
-    figures = check(ledger, "2 keyed producer killed, retried", label)
+    figures = check(ledger, "2r keyed producer killed, retried", label)
     figures.extra.update(acked_before_kill=acked_before_kill)
     return figures
 
