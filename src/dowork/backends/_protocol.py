@@ -29,6 +29,7 @@ __all__ = [
     "Wakeups",
     "WorkerBeat",
     "check_page",
+    "retention",
     "minute_of",
     "status_filter",
 ]
@@ -346,6 +347,21 @@ class Wakeups:
                 waiting = self._waiters.get(queue)
                 if waiting is not None:
                     waiting.discard(entry)
+
+
+def retention(
+    outcome: Outcome | None, keep: float | None, keep_finished: float, keep_dead: float | None
+) -> float:
+    """Seconds to keep a finished record.
+
+    Its own ``keep`` if set, else ``keep_dead`` for a dead letter (when set), else the
+    backend's ``keep_finished``.
+    """
+    if keep is not None:
+        return keep
+    if outcome is Outcome.DEAD and keep_dead is not None:
+        return keep_dead
+    return keep_finished
 
 
 def check_page(limit: int, offset: int) -> None:

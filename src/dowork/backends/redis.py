@@ -70,6 +70,7 @@ from ._protocol import (
     WorkerBeat,
     check_page,
     minute_of,
+    retention,
     status_filter,
 )
 
@@ -751,12 +752,8 @@ class RedisBackend:
     # -- plumbing --------------------------------------------------------------------------
 
     def _retention(self, outcome: Outcome | None, keep: float | None) -> float:
-        """Seconds to keep a finished record: its own, else ``keep_dead`` or ``keep_finished``."""
-        if keep is not None:
-            return keep
-        if outcome is Outcome.DEAD and self.keep_dead is not None:
-            return self.keep_dead
-        return self.keep_finished
+        """Seconds to keep a finished record (see ``retention``)."""
+        return retention(outcome, keep, self.keep_finished, self.keep_dead)
 
     def _new_client(self) -> redis.asyncio.Redis:
         try:

@@ -34,6 +34,7 @@ from ._protocol import (
     WorkerBeat,
     check_page,
     minute_of,
+    retention,
     status_filter,
 )
 
@@ -243,12 +244,8 @@ class SQLiteBackend:
         conn.execute("COMMIT")
 
     def _retention(self, outcome: Outcome | None, keep: float | None) -> float:
-        """Seconds to keep a finished record: its own, else ``keep_dead`` or ``keep_finished``."""
-        if keep is not None:
-            return keep
-        if outcome is Outcome.DEAD and self.keep_dead is not None:
-            return self.keep_dead
-        return self.keep_finished
+        """Seconds to keep a finished record (see ``retention``)."""
+        return retention(outcome, keep, self.keep_finished, self.keep_dead)
 
     def _create_private(self) -> None:
         """Create the database file with mode 0600 (umask or not) if it does not exist yet."""
