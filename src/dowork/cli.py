@@ -24,6 +24,7 @@ import click
 
 from ._durable import decode_progress
 from ._load import LoadError, load_queues
+from .admin import STATUSES
 from .backends import Backend, Record, open_backend
 from .errors import DoWorkError
 from .queue import Queue
@@ -32,17 +33,6 @@ __all__ = ["main"]
 
 T = TypeVar("T")
 log = logging.getLogger("dowork")
-
-_STATUSES = (
-    "pending",
-    "scheduled",
-    "running",
-    "retrying",
-    "succeeded",
-    "failed",
-    "cancelled",
-    "dead",
-)
 
 
 class CliError(click.ClickException):
@@ -332,16 +322,16 @@ def status(backend: str, queue_names: tuple[str, ...], as_json: bool) -> None:
     if not counts:
         click.echo("no queues")
         return
-    header = f"{'queue':<20}" + "".join(f"{s:>11}" for s in _STATUSES)
+    header = f"{'queue':<20}" + "".join(f"{s:>11}" for s in STATUSES)
     click.echo(header)
     for name, by_status in sorted(counts.items()):
-        click.echo(f"{name:<20}" + "".join(f"{by_status.get(s, 0):>11}" for s in _STATUSES))
+        click.echo(f"{name:<20}" + "".join(f"{by_status.get(s, 0):>11}" for s in STATUSES))
 
 
 @main.command(name="list")
 @click.option("--backend", metavar="URL", required=True)
 @click.option("-q", "--queue", "queue_name", required=True)
-@click.option("-s", "--status", "statuses", multiple=True, type=click.Choice(_STATUSES))
+@click.option("-s", "--status", "statuses", multiple=True, type=click.Choice(STATUSES))
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option("--offset", type=click.IntRange(min=0), default=0)
 @click.option("--json", "as_json", is_flag=True)
@@ -537,7 +527,7 @@ def _report(summary: dict[str, Any], as_json: bool) -> None:
 @main.command()
 @click.option("--backend", metavar="URL", required=True)
 @click.option("-q", "--queue", "queue_name", required=True)
-@click.option("-s", "--status", "statuses", multiple=True, type=click.Choice(_STATUSES),
+@click.option("-s", "--status", "statuses", multiple=True, type=click.Choice(STATUSES),
               help="Only tasks in these statuses (default: all but running).")  # fmt: skip
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--json", "as_json", is_flag=True)
@@ -545,7 +535,7 @@ def purge(
     backend: str, queue_name: str, statuses: tuple[str, ...], yes: bool, as_json: bool
 ) -> None:
     """Delete a queue's tasks (never running ones unless -s running is given)."""
-    chosen = list(statuses) or [s for s in _STATUSES if s != "running"]
+    chosen = list(statuses) or [s for s in STATUSES if s != "running"]
     if not yes:
         click.confirm(
             f"Delete the {'/'.join(chosen)} tasks of queue {queue_name!r}?", abort=True, err=True
