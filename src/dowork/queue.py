@@ -432,6 +432,8 @@ class Queue:
         for task in everything:
             if not isinstance(task, Task):
                 raise TypeError(f"a group takes dowork.Task objects, not {task!r}")
+            if task._idempotency_key is not None:  # a de-duplicated member would never report
+                raise ValueError("a group's tasks cannot carry an idempotency_key")
             engine.check_new(task)
         return batch, then
 

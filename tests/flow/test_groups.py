@@ -121,6 +121,15 @@ def test_bad_groups_are_refused(make_queue: Callable[..., Queue]) -> None:
     assert not member.frozen  # nothing was enqueued
 
 
+def test_group_tasks_cannot_be_de_duplicated(durable_queue: Callable[..., Queue]) -> None:
+    queue = durable_queue()
+    tasks = _declare(queue, [])
+    keyed = tasks["square"].task(1).configure(idempotency_key="once")
+    with pytest.raises(ValueError, match="idempotency_key"):
+        queue.group([keyed], then=tasks["total"].task("x"))
+    assert not keyed.frozen
+
+
 # -- on every backend ----------------------------------------------------------------------
 
 
