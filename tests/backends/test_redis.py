@@ -227,7 +227,7 @@ def test_server_down_raises_unavailable_then_recovers(server: RedisServer, prefi
         backend = RedisBackend(server.url, prefix=prefix, connect_timeout=1.0)
         other = RedisBackend(server.url, prefix=prefix)
         await backend.open()
-        await backend.wait("q", 0.01)  # subscribed for wake-ups
+        await backend.wait("q", 0.01)
         server.stop()
         calls: list[Callable[[], Awaitable[Any]]] = [
             lambda: backend.push([rec()]),
@@ -247,12 +247,8 @@ def test_server_down_raises_unavailable_then_recovers(server: RedisServer, prefi
         server.start()  # empty: nothing was persisted
         await backend.push([rec()])  # the same object reconnects
         assert await backend.counts("q") == {"pending": 1}
-        for _ in range(100):  # the wake-up subscription comes back by itself
-            if backend._link().subscribed.is_set():
-                break
-            await asyncio.sleep(0.05)
         await backend.claim("q", NOW, 10, LEASE, "w")
-        await backend.wait("q", 0.01)  # anything flagged while reconnecting is consumed
+        await backend.wait("q", 0.01)  # the push's wake-up token is consumed
         waiter = asyncio.create_task(backend.wait("q", 30.0))
         await asyncio.sleep(0.05)
         await other.push([rec()])
@@ -309,8 +305,8 @@ def test_a_given_client_is_used_and_left_open(redis_server: RedisServer, prefix:
 def test_listing_keys_follow_every_change_and_go_with_the_queue(
     redis_server: RedisServer, prefix: str
 ) -> None:
-    """The created zsets and the queues set track each status change; an empty queue leaves
-    no key behind."""
+    """The per-status created zsets (running tasks: the running zset) and the queues set track
+    each status change; an empty queue leaves no key behind."""
 
     async def main() -> None:
         backend = RedisBackend(redis_server.url, prefix=prefix)
@@ -332,9 +328,12 @@ def test_listing_keys_follow_every_change_and_go_with_the_queue(
             for s in ("pending", "retrying", "running", "succeeded", "cancelled", "dead")
         }
         assert sizes == {
-            "pending": 1, "retrying": 1, "running": 1, "succeeded": 1, "cancelled": 1, "dead": 0,
+            "pending": 1, "retrying": 1, "running": 0, "succeeded": 1, "cancelled": 1, "dead": 0,
         }  # fmt: skip
-        assert await client.zcard(f"{prefix}:q:q:created") == 5
+        running = await client.zrangebyscore(f"{prefix}:q:q:running", "-inf", "(inf")
+        assert running == [_running.id.encode()]  # and a member that keeps it a skiplist
+        assert await client.object("encoding", f"{prefix}:q:q:running") == b"skiplist"
+        assert await client.exists(f"{prefix}:q:q:created") == 0
         assert await client.smembers(f"{prefix}:queues") == {b"q"}
         assert await backend.purge("q", ["pending", "retrying", "running"]) == 3
         assert await backend.purge_finished(NOW + 10**9) == 2

@@ -1,4 +1,4 @@
-"""Redis backend: one Redis (5.0+) shared by every worker process on any host.
+"""Redis backend: one Redis (6.0+) shared by every worker process on any host.
 
 Every state change is one Lua script, so it is atomic and a crash can never leave a task half
 moved. A task is leased, never popped: a claim moves its id from the queue's waiting set to
@@ -10,24 +10,31 @@ Key schema (``P`` is the prefix, ``dowork`` by default; ``Q`` a queue name)::
     P:task:{id}         hash, one per task: id queue name payload options status attempts
                         run_at created_at updated_at lease_until owner crashes
                         cancel_requested error reason result finished_at expires_at seq
-                        (a field that is None is absent)
+                        (a field that is None is absent; absent attempts is 0, absent
+                        updated_at is created_at; lease_until and owner mean something only
+                        while status is running)
     P:q:Q:waiting       zset of waiting tasks (pending, scheduled, retrying); score run_at,
-                        member "%016x:{id}" % seq, so equal run_at sort first in, first out
-    P:q:Q:running       zset of leased tasks; score lease_until, member id
+                        member "{seq}:{id}" (seq: 16 hex digits), so equal run_at sort first
+                        in, first out
+    P:q:Q:running       zset of leased tasks; score lease_until, member id (plus one long
+                        member that keeps it a skiplist, see KEEPER)
     P:q:Q:counts        hash status -> number of the queue's tasks in that status (deleted
                         with the queue's last task)
-    P:q:Q:created       zset of all the queue's tasks; score created_at, member as in
-                        waiting ("%016x:{id}" % seq), so ties list in push order
-    P:q:Q:created.S     the same for the queue's tasks in status S only (one zset per status
-                        in use), so a page of one status never reads the others
+    P:q:Q:created.S     zset of the queue's tasks in status S (every status but running,
+                        which is listed from the running zset); score created_at, member
+                        as in waiting, so ties list in push order
+    P:q:Q:wake          list of wake-up tokens (at most 8): every push adds one, idle workers
+                        block on it (BRPOPLPUSH into P:q:Q:got:{owner}, read by the claim
+                        sent in the same round trip)
     P:queues            set of the queue names that have tasks
     P:expiry            zset of finished tasks kept for lookups; score expires_at, member id
     P:seq               counter giving each pushed task its FIFO sequence number
-    P:notify            pub/sub channel: "{sender} {queue}" after every push
 
 Every script that changes a task's status moves it between the ``created.S`` zsets and
-updates ``counts`` in the same step; ``list()`` reads one page of a ``created`` zset (or merges
-the first pages of a few ``created.S``), never the whole queue.
+updates ``counts`` in the same step; ``list()`` reads one page of a ``created.S`` zset (or
+merges the first pages of several, and the running zset), never the whole queue. A push
+from a thread (``push_sync``, what ``submit()`` uses) is one ``EVALSHA`` on a blocking
+client: records that share their fields but id and payload travel as one run.
 
 Times (``run_at``, ``lease_until``, ...) are the caller's clock, as in the other backends,
 and are passed to the scripts as exact ``repr(float)`` strings. The scripts touch keys they
@@ -41,19 +48,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import threading
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+import redis
 import redis.asyncio
 import redis.exceptions
+import redis.retry
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.commands.core import AsyncScript
+from redis.commands.core import AsyncScript, Script
 
 from ..errors import BackendError, BackendUnavailable, DuplicateTask
 from ._protocol import Outcome, Record, Settlement, Wakeups, check_page, status_filter
@@ -75,16 +83,46 @@ _FINAL = {
 # argument is "" for None and "=" followed by the value otherwise, so "" stays distinct.
 # Scripts check everything before their first write, so none stops half way.
 
-_PRELUDE = """
+# What every script needs; _PUSH (the producers' hot path) needs only this.
+_BASE = """
 local P = ARGV[1]
 local WAITING = {pending = true, scheduled = true, retrying = true}
 local function tkey(id) return P .. 'task:' .. id end
 local function qkey(queue, kind) return P .. 'q:' .. queue .. ':' .. kind end
-local function member(seq, id) return string.format('%016x', tonumber(seq)) .. ':' .. id end
+local function chunks(cmd, key, list, step)
+    for i = 1, #list, step do
+        redis.call(cmd, key, unpack(list, i, math.min(i + step - 1, #list)))
+    end
+end
+-- The running zset keeps this member (longer than zset-max-listpack-value, 64 by default),
+-- so Redis stores it as a skiplist from the start: leases churn in batches, and every insert
+-- into a small (listpack) zset parses the scores before it, several times slower.
+local KEEPER = string.rep('~', 80)
+-- Wake up to n idle workers of the queue (blocked on its wake list). The list holds at most
+-- WAKE_CAP tokens, so pushes while every worker is busy cost nothing more. A token is a time
+-- (the caller's now) by which the work it announces was due: a worker whose claim was sent
+-- before it blocked claims what was due by then.
+local WAKE_CAP = 8
+local function wake(queue, n, at)
+    local key = qkey(queue, 'wake')
+    local tokens = {}
+    for i = 1, math.min(n, WAKE_CAP) do tokens[i] = at end
+    if redis.call('RPUSH', key, unpack(tokens)) > WAKE_CAP then
+        redis.call('LTRIM', key, 0, WAKE_CAP - 1)
+    end
+end
+"""
+
+_PRELUDE = """
+local function running_count(running)
+    return redis.call('ZCARD', running) - (redis.call('ZSCORE', running, KEEPER) and 1 or 0)
+end
+-- seq is stored as 16 hex digits, so a listing member is "seq:id" (ordered by push).
+local function member(seq, id) return seq .. ':' .. id end
 -- Count changes and listing-zset moves are gathered while a script runs and written once at
 -- its end (flush), one HINCRBY per queue and status and one ZREM/ZADD per key, instead of a
 -- few commands per task: that is most of the Redis CPU a task costs.
-local DELTAS, ZREMS, ZADDS = {}, {}, {}
+local DELTAS, ZREMS, ZADDS, EMPTIED = {}, {}, {}, {}
 local function count(queue, status, delta)
     local q = DELTAS[queue]
     if not q then q = {}; DELTAS[queue] = q end
@@ -96,11 +134,6 @@ local function gather(t, key, a, b)
     list[#list + 1] = a
     if b then list[#list + 1] = b end
 end
-local function chunks(cmd, key, list, step)
-    for i = 1, #list, step do
-        redis.call(cmd, key, unpack(list, i, math.min(i + step - 1, #list)))
-    end
-end
 local function flush()
     for queue, by in pairs(DELTAS) do
         for status, delta in pairs(by) do
@@ -109,31 +142,36 @@ local function flush()
     end
     for key, list in pairs(ZREMS) do chunks('ZREM', key, list, 4000) end
     for key, list in pairs(ZADDS) do chunks('ZADD', key, list, 4000) end
-    DELTAS, ZREMS, ZADDS = {}, {}, {}
+    for queue in pairs(EMPTIED) do  -- a queue whose last task went is forgotten
+        local counts = qkey(queue, 'counts')
+        local empty = true
+        for _, n in ipairs(redis.call('HVALS', counts)) do
+            if tonumber(n) ~= 0 then empty = false; break end
+        end
+        if empty then
+            redis.call('DEL', counts, qkey(queue, 'wake'), qkey(queue, 'running'))
+            redis.call('SREM', P .. 'queues', queue)
+        end
+    end
+    DELTAS, ZREMS, ZADDS, EMPTIED = {}, {}, {}, {}
 end
 -- A task (zset member m, created_at at) leaves status old and/or enters status new (nil:
--- none): counts and the per-status listing zsets follow (written at flush).
+-- none): counts and the per-status listing zsets follow (written at flush). Running tasks
+-- are listed from the running zset, so they have no listing zset of their own.
 local function move(queue, m, at, old, new)
     if old then
         count(queue, old, -1)
-        gather(ZREMS, qkey(queue, 'created.' .. old), m)
+        if old ~= 'running' then gather(ZREMS, qkey(queue, 'created.' .. old), m) end
     end
     if new then
         count(queue, new, 1)
-        gather(ZADDS, qkey(queue, 'created.' .. new), at, m)
+        if new ~= 'running' then gather(ZADDS, qkey(queue, 'created.' .. new), at, m) end
     end
 end
 -- After a task hash was deleted: drop it from the listings, and the queue once it is empty.
 local function forget(queue, status, m)
     move(queue, m, nil, status, nil)
-    flush()  -- the counts are read just below
-    redis.call('ZREM', qkey(queue, 'created'), m)
-    local counts = qkey(queue, 'counts')
-    for _, n in ipairs(redis.call('HVALS', counts)) do
-        if tonumber(n) ~= 0 then return end
-    end
-    redis.call('DEL', counts)
-    redis.call('SREM', P .. 'queues', queue)
+    EMPTIED[queue] = true
 end
 local function setopt(key, name, value)
     if value == '' then
@@ -145,113 +183,198 @@ end
 """
 
 
-# ARGV: P, n, sender, then n x (id, queue, name, payload, run_at, created_at, status, options?,
-# attempts). Returns {'ok'}, or {'duplicate', id} having written nothing.
 def _wrap(script: str) -> str:
     """Run a script body as a function, then write what it gathered (see ``flush``)."""
     return (
-        f"{_PRELUDE}\nlocal function body()\n{script}\nend\nlocal r = body()\nflush()\nreturn r\n"
+        f"{_BASE}{_PRELUDE}\nlocal function body()\n{script}\nend\n"
+        "local r = body()\nflush()\nreturn r\n"
     )
 
 
+# ARGV: P, check, then groups of records sharing their fields: queue, name, run_at,
+# created_at, status, options?, attempts, k, then k x (id, payload). check is "1" to refuse
+# ids already taken, or the name of a flag key (see _CHECK): write nothing if it exists.
+# Returns {'ok'}, {'duplicate', id} having written nothing, or {'skipped'}.
 _PUSH = """
-local n = tonumber(ARGV[2])
-local seen = {}
-for i = 0, n - 1 do
-    local id = ARGV[4 + i * 9]
-    if seen[id] or redis.call('EXISTS', tkey(id)) == 1 then return {'duplicate', id} end
-    seen[id] = true
-end
-local seq = redis.call('INCRBY', P .. 'seq', n) - n
-local queues = {}
-for i = 0, n - 1 do
-    local b = 4 + i * 9
-    local id, queue, status = ARGV[b], ARGV[b + 1], ARGV[b + 6]
-    local key = tkey(id)
-    seq = seq + 1
-    redis.call('HSET', key, 'id', id, 'queue', queue, 'name', ARGV[b + 2],
-        'payload', ARGV[b + 3], 'run_at', ARGV[b + 4], 'created_at', ARGV[b + 5],
-        'updated_at', ARGV[b + 5], 'status', status, 'attempts', ARGV[b + 8],
-        'seq', string.format('%d', seq))
-    setopt(key, 'options', ARGV[b + 7])
-    local m = member(seq, id)
-    if WAITING[status] then
-        redis.call('ZADD', qkey(queue, 'waiting'), ARGV[b + 4], m)
+local check = ARGV[2]
+if check == '1' then
+    local seen, i = {}, 3
+    while i <= #ARGV do
+        local k = tonumber(ARGV[i + 7])
+        for j = i + 8, i + 6 + k * 2, 2 do
+            local id = ARGV[j]
+            if seen[id] or redis.call('EXISTS', tkey(id)) == 1 then return {'duplicate', id} end
+            seen[id] = true
+        end
+        i = i + 8 + k * 2
     end
-    redis.call('ZADD', qkey(queue, 'created'), ARGV[b + 5], m)
-    move(queue, m, ARGV[b + 5], nil, status)
-    queues[queue] = true
+elseif check ~= '' and redis.call('EXISTS', check) == 1 then
+    return {'skipped'}
 end
-for queue in pairs(queues) do
-    redis.call('SADD', P .. 'queues', queue)
-    redis.call('PUBLISH', P .. 'notify', ARGV[3] .. ' ' .. queue)
+local i, woken, woken_at = 3, {}, {}
+while i <= #ARGV do
+    local queue, name, run_at, at, status = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3],
+        ARGV[i + 4]
+    local options, attempts, k = ARGV[i + 5], ARGV[i + 6], tonumber(ARGV[i + 7])
+    local seq = redis.call('INCRBY', P .. 'seq', k) - k
+    local extra = {}
+    if options ~= '' then extra[1] = 'options'; extra[2] = string.sub(options, 2) end
+    if attempts ~= '0' then extra[#extra + 1] = 'attempts'; extra[#extra + 1] = attempts end
+    local listed, n = {}, 0  -- (score, member) pairs: run_at for waiting, at for the listing
+    local ids = {}
+    local taskp = P .. 'task:'
+    for j = i + 8, i + 6 + k * 2, 2 do
+        local id = ARGV[j]
+        seq = seq + 1
+        local s = string.format('%016x', seq)
+        redis.call('HSET', taskp .. id, 'id', id, 'queue', queue, 'name', name,
+            'payload', ARGV[j + 1], 'run_at', run_at, 'created_at', at, 'status', status,
+            'seq', s, unpack(extra))
+        n = n + 2
+        listed[n - 1] = at
+        listed[n] = s .. ':' .. id
+        if status == 'running' then ids[#ids + 1] = id end
+    end
+    if WAITING[status] then
+        local waiting = {}
+        for j = 1, n, 2 do waiting[j] = run_at; waiting[j + 1] = listed[j + 1] end
+        chunks('ZADD', qkey(queue, 'waiting'), waiting, 4000)
+    end
+    if status == 'running' then  -- never expires, like a lease nobody holds
+        for _, id in ipairs(ids) do
+            redis.call('ZADD', qkey(queue, 'running'), '+inf', KEEPER, '+inf', id)
+        end
+    else
+        chunks('ZADD', qkey(queue, 'created.' .. status), listed, 4000)
+    end
+    if redis.call('HINCRBY', qkey(queue, 'counts'), status, k) == k then
+        redis.call('SADD', P .. 'queues', queue)  -- maybe the queue's first task
+    end
+    woken[queue] = (woken[queue] or 0) + k
+    woken_at[queue] = at
+    i = i + 8 + k * 2
 end
+for queue, n in pairs(woken) do wake(queue, n, woken_at[queue]) end
 return {'ok'}
 """
 
-# ARGV: P, queue, now, limit, lease_until, owner, max_running ('' = no cap).
-# Returns the claimed records as HGETALL lists, oldest first.
+# ARGV: P, flag, then ids. Sets the flag key and returns the first id already taken (or
+# repeated), else returns "". Runs first in a transaction of several _PUSH calls, so that a
+# taken id anywhere means none of them writes.
+_CHECK = """
+local seen = {}
+for i = 3, #ARGV do
+    local id = ARGV[i]
+    if seen[id] or redis.call('EXISTS', tkey(id)) == 1 then
+        redis.call('SET', ARGV[2], '1')
+        return id
+    end
+    seen[id] = true
+end
+return ''
+"""
+
+# ARGV: P, queue, now, limit, lease_until, owner, max_running ('' = no cap), then optionally
+# a list key and the lease in seconds: a wake-up token found there (see wake) later than now
+# replaces now, and the lease runs from it. Returns now and lease_until as used, then the
+# claimed records as HGETALL lists, oldest first, read before the claim: the caller applies
+# it (status running, attempts + 1, lease_until, owner, updated_at).
 _CLAIM = """
-local queue, now = ARGV[2], ARGV[3]
+local queue, now, lease, owner = ARGV[2], ARGV[3], ARGV[5], ARGV[6]
+if ARGV[8] then
+    local token = redis.call('LPOP', ARGV[8])
+    if token and tonumber(token) > tonumber(now) then
+        now = token
+        lease = string.format('%.17g', tonumber(token) + tonumber(ARGV[9]))
+    end
+end
 local running = qkey(queue, 'running')
 local limit = tonumber(ARGV[4])
 if ARGV[7] ~= '' then
-    limit = math.min(limit, tonumber(ARGV[7]) - redis.call('ZCARD', running))
+    limit = math.min(limit, tonumber(ARGV[7]) - running_count(running))
 end
-if limit <= 0 then return {} end
+if limit <= 0 then return {now, lease} end
 local waiting = qkey(queue, 'waiting')
-local out = {}
-for _, m in ipairs(redis.call('ZRANGEBYSCORE', waiting, '-inf', now, 'LIMIT', 0, limit)) do
+local out = {now, lease}
+local due = redis.call('ZRANGEBYSCORE', waiting, '-inf', now, 'LIMIT', 0, limit)
+if #due > 0 then redis.call('ZADD', running, '+inf', KEEPER) end
+for _, m in ipairs(due) do
     gather(ZREMS, waiting, m)
     local id = string.sub(m, 18)
     local key = tkey(id)
-    local rec = redis.call('HMGET', key, 'status', 'created_at')
-    local status = rec[1]
+    local h = redis.call('HGETALL', key)
+    local status, at, attempts
+    for j = 1, #h, 2 do
+        local f = h[j]
+        if f == 'status' then status = h[j + 1]
+        elseif f == 'created_at' then at = h[j + 1]
+        elseif f == 'attempts' then attempts = h[j + 1] end
+    end
     if status and WAITING[status] then
-        redis.call('HINCRBY', key, 'attempts', 1)
-        redis.call('HSET', key, 'status', 'running', 'lease_until', ARGV[5],
-            'owner', ARGV[6], 'updated_at', now)
-        gather(ZADDS, running, ARGV[5], id)
-        move(queue, m, rec[2], status, 'running')
-        out[#out + 1] = redis.call('HGETALL', key)
+        local a = string.format('%d', (attempts and tonumber(attempts) or 0) + 1)
+        redis.call('HSET', key, 'status', 'running', 'attempts', a, 'lease_until', lease,
+            'owner', owner, 'updated_at', now)
+        gather(ZADDS, running, lease, id)
+        move(queue, m, at, status, 'running')
+        out[#out + 1] = h
     end
 end
+if #due == limit then wake(queue, 1, now) end  -- more may be due: another idle worker helps
 return out
 """
 
 # ARGV: P, n, then n x (id, token, status, now, run_at, error?, reason?, result?,
 # expires_at ('' = forget the record), payload?). status 'retrying' means RETRY.
 # Returns the ids refused because the record is not running under that token.
+# lease_until and owner are left in the hash: they mean nothing once status is not running.
 _SETTLE = """
 local refused = {}
 for i = 0, tonumber(ARGV[2]) - 1 do
     local b = 3 + i * 10
     local id, status, now = ARGV[b], ARGV[b + 2], ARGV[b + 3]
     local key = tkey(id)
-    local rec = redis.call('HMGET', key, 'status', 'attempts', 'queue', 'seq', 'created_at')
+    local rec = redis.call('HMGET', key, 'status', 'attempts', 'queue', 'seq', 'created_at',
+        'error')
     if rec[1] ~= 'running' or tonumber(rec[2]) ~= tonumber(ARGV[b + 1]) then
         refused[#refused + 1] = id
     else
         local queue, m = rec[3], member(rec[4], id)
-        redis.call('ZREM', qkey(queue, 'running'), id)
-        if status == 'retrying' then
-            redis.call('HSET', key, 'status', status, 'run_at', ARGV[b + 4], 'updated_at', now)
-            redis.call('HDEL', key, 'lease_until', 'owner')
-            setopt(key, 'error', ARGV[b + 5])
-            if ARGV[b + 9] ~= '' then setopt(key, 'payload', ARGV[b + 9]) end
-            redis.call('ZADD', qkey(queue, 'waiting'), ARGV[b + 4], m)
-            move(queue, m, rec[5], 'running', status)
-        elseif ARGV[b + 8] == '' then
+        gather(ZREMS, qkey(queue, 'running'), id)
+        local err = ARGV[b + 5]
+        if ARGV[b + 8] == '' and status ~= 'retrying' then
             redis.call('DEL', key)
             forget(queue, 'running', m)
         else
-            redis.call('HSET', key, 'status', status, 'updated_at', now, 'finished_at', now,
-                'expires_at', ARGV[b + 8])
-            redis.call('HDEL', key, 'lease_until', 'owner')
-            setopt(key, 'error', ARGV[b + 5])
-            setopt(key, 'reason', ARGV[b + 6])
-            setopt(key, 'result', ARGV[b + 7])
-            redis.call('ZADD', P .. 'expiry', ARGV[b + 8], id)
+            if err == '' and rec[6] then redis.call('HDEL', key, 'error') end
+            local fields = {'status', status, 'updated_at', now}
+            if err ~= '' then
+                fields[#fields + 1] = 'error'
+                fields[#fields + 1] = string.sub(err, 2)
+            end
+            if status == 'retrying' then
+                fields[#fields + 1] = 'run_at'
+                fields[#fields + 1] = ARGV[b + 4]
+                if ARGV[b + 9] ~= '' then
+                    fields[#fields + 1] = 'payload'
+                    fields[#fields + 1] = string.sub(ARGV[b + 9], 2)
+                end
+                gather(ZADDS, qkey(queue, 'waiting'), ARGV[b + 4], m)
+            else
+                fields[#fields + 1] = 'finished_at'
+                fields[#fields + 1] = now
+                fields[#fields + 1] = 'expires_at'
+                fields[#fields + 1] = ARGV[b + 8]
+                if ARGV[b + 6] ~= '' then
+                    fields[#fields + 1] = 'reason'
+                    fields[#fields + 1] = string.sub(ARGV[b + 6], 2)
+                end
+                if ARGV[b + 7] ~= '' then
+                    fields[#fields + 1] = 'result'
+                    fields[#fields + 1] = string.sub(ARGV[b + 7], 2)
+                end
+                gather(ZADDS, P .. 'expiry', ARGV[b + 8], id)
+            end
+            redis.call('HSET', key, unpack(fields))
             move(queue, m, rec[5], 'running', status)
         end
     end
@@ -271,7 +394,7 @@ for i = 0, tonumber(ARGV[3]) - 1 do
         codes[#codes + 1] = 0
     else
         redis.call('HSET', key, 'lease_until', ARGV[2])
-        redis.call('ZADD', qkey(rec[3], 'running'), ARGV[2], id)
+        gather(ZADDS, qkey(rec[3], 'running'), ARGV[2], id)
         codes[#codes + 1] = rec[4] == '1' and 2 or 1
     end
 end
@@ -306,6 +429,7 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', running, '-inf', '(' .. now)) do
         end
     end
 end
+if requeued > 0 then wake(queue, requeued, now) end
 return {requeued, dead}
 """
 
@@ -348,13 +472,13 @@ end
 return #ids
 """
 
-# ARGV: P, now, sender, n, then n ids. Sends failed, cancelled and dead tasks back to pending
+# ARGV: P, now, n, then n ids. Sends failed, cancelled and dead tasks back to pending
 # (attempts kept: it is the fencing token). Returns id, queue of each task requeued.
 _REQUEUE = """
 local now = ARGV[2]
 local done, queues = {}, {}
-for i = 1, tonumber(ARGV[4]) do
-    local id = ARGV[4 + i]
+for i = 1, tonumber(ARGV[3]) do
+    local id = ARGV[3 + i]
     local key = tkey(id)
     local rec = redis.call('HMGET', key, 'status', 'queue', 'seq', 'created_at')
     local status, queue = rec[1], rec[2]
@@ -369,12 +493,10 @@ for i = 1, tonumber(ARGV[4]) do
         move(queue, m, rec[4], status, 'pending')
         done[#done + 1] = id
         done[#done + 1] = queue
-        queues[queue] = true
+        queues[queue] = (queues[queue] or 0) + 1
     end
 end
-for queue in pairs(queues) do
-    redis.call('PUBLISH', P .. 'notify', ARGV[3] .. ' ' .. queue)
-end
+for queue, n in pairs(queues) do wake(queue, n, now) end
 return done
 """
 
@@ -392,18 +514,30 @@ else
 end
 for _, status in ipairs(statuses) do
     if left <= 0 then break end
-    local members = redis.call('ZRANGE', qkey(queue, 'created.' .. status), 0, left - 1)
+    local members
+    if status == 'running' then
+        members = redis.call('ZRANGE', qkey(queue, 'running'), 0, left - 1)
+    else
+        members = redis.call('ZRANGE', qkey(queue, 'created.' .. status), 0, left - 1)
+    end
     for _, m in ipairs(members) do
-        local id = string.sub(m, 18)
-        redis.call('DEL', tkey(id))
-        if WAITING[status] then
-            redis.call('ZREM', qkey(queue, 'waiting'), m)
-        elseif status == 'running' then
-            redis.call('ZREM', qkey(queue, 'running'), id)
+        if m == KEEPER then
+            left = left + 1  -- not a task
         else
-            redis.call('ZREM', P .. 'expiry', id)
+            if status == 'running' then
+                redis.call('DEL', tkey(m))
+                redis.call('ZREM', qkey(queue, 'running'), m)
+            else
+                local id = string.sub(m, 18)
+                redis.call('DEL', tkey(id))
+                if WAITING[status] then
+                    redis.call('ZREM', qkey(queue, 'waiting'), m)
+                else
+                    redis.call('ZREM', P .. 'expiry', id)
+                end
+            end
+            forget(queue, status, m)
         end
-        forget(queue, status, m)
     end
     left = left - #members
 end
@@ -416,19 +550,38 @@ _LIST = """
 local queue, offset, limit = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local newest = ARGV[5] == '1'
 local range = newest and 'ZREVRANGE' or 'ZRANGE'
-local page
-if #ARGV <= 6 then
-    local key = #ARGV == 6 and qkey(queue, 'created.' .. ARGV[6]) or qkey(queue, 'created')
-    page = redis.call(range, key, offset, offset + limit - 1)
+local statuses = {}
+for i = 6, #ARGV do statuses[#statuses + 1] = ARGV[i] end
+if #statuses == 0 then
+    statuses = {'pending', 'scheduled', 'retrying', 'running', 'succeeded', 'failed',
+        'cancelled', 'dead'}
+end
+local page = {}
+if #statuses == 1 and statuses[1] ~= 'running' then
+    local key = qkey(queue, 'created.' .. statuses[1])
+    for _, m in ipairs(redis.call(range, key, offset, offset + limit - 1)) do
+        page[#page + 1] = string.sub(m, 18)
+    end
 else
-    -- Several statuses: the page lies within the first offset + limit of each listing.
+    -- Merge by (created_at, seq): the page lies within the first offset + limit of each
+    -- listing; running tasks (a few per worker) come from the running zset.
     local all = {}
-    for i = 6, #ARGV do
-        local key = qkey(queue, 'created.' .. ARGV[i])
-        local flat = redis.call(range, key, 0, offset + limit - 1, 'WITHSCORES')
-        for j = 1, #flat, 2 do
-            local m = flat[j]
-            all[#all + 1] = {tonumber(flat[j + 1]), tonumber(string.sub(m, 1, 16), 16), m}
+    for _, status in ipairs(statuses) do
+        if status == 'running' then
+            for _, id in ipairs(redis.call('ZRANGE', qkey(queue, 'running'), 0, -1)) do
+                local rec = redis.call('HMGET', tkey(id), 'created_at', 'seq', 'status')
+                if rec[3] == 'running' then
+                    all[#all + 1] = {tonumber(rec[1]), tonumber(rec[2], 16), id}
+                end
+            end
+        else
+            local key = qkey(queue, 'created.' .. status)
+            local flat = redis.call(range, key, 0, offset + limit - 1, 'WITHSCORES')
+            for j = 1, #flat, 2 do
+                local m = flat[j]
+                all[#all + 1] = {tonumber(flat[j + 1]), tonumber(string.sub(m, 1, 16), 16),
+                    string.sub(m, 18)}
+            end
         end
     end
     table.sort(all, function(a, b)  -- by (created_at, seq), like the zsets
@@ -437,30 +590,35 @@ else
         if x[1] ~= y[1] then return x[1] < y[1] end
         return x[2] < y[2]
     end)
-    page = {}
     for i = offset + 1, math.min(#all, offset + limit) do page[#page + 1] = all[i][3] end
 end
 local out = {}
-for _, m in ipairs(page) do
-    local h = redis.call('HGETALL', tkey(string.sub(m, 18)))
+for _, id in ipairs(page) do
+    local h = redis.call('HGETALL', tkey(id))
     if #h > 0 then out[#out + 1] = h end
 end
 return out
 """
 
+#: The scripts' full sources by name.
 _SCRIPTS = {
-    "push": _PUSH,
-    "claim": _CLAIM,
-    "settle": _SETTLE,
-    "heartbeat": _HEARTBEAT,
-    "reap": _REAP,
-    "cancel": _CANCEL,
-    "purge": _PURGE,
-    "requeue": _REQUEUE,
-    "purge_queue": _PURGE_QUEUE,
-    "list": _LIST,
+    "push": _BASE + _PUSH,
+    "check": _BASE + _CHECK,
+    "claim": _wrap(_CLAIM),
+    "settle": _wrap(_SETTLE),
+    "heartbeat": _wrap(_HEARTBEAT),
+    "reap": _wrap(_REAP),
+    "cancel": _wrap(_CANCEL),
+    "purge": _wrap(_PURGE),
+    "requeue": _wrap(_REQUEUE),
+    "purge_queue": _wrap(_PURGE_QUEUE),
+    "list": _wrap(_LIST),
 }
 _PURGE_BATCH = 500
+#: Records per script call of a large push (one transaction of several calls).
+_PUSH_CHUNK = 1000
+#: The scripts the blocking client runs (``push_sync``).
+_SYNC = ("push", "check")
 
 # -- encoding ----------------------------------------------------------------------------------
 
@@ -490,28 +648,92 @@ def _float(value: bytes | None) -> float | None:
 
 
 def _record(flat: Sequence[bytes] | dict[bytes, bytes]) -> Record:
-    """Build a record from a task hash (an HGETALL dict, or the flat list a script returns)."""
+    """Build a record from a task hash (an HGETALL dict, or the flat list a script returns).
+
+    ``lease_until`` and ``owner`` count only while the task runs (settling leaves them), an
+    absent ``attempts`` is 0 and an absent ``updated_at`` is ``created_at``.
+    """
     h = flat if isinstance(flat, dict) else dict(zip(flat[::2], flat[1::2], strict=True))
+    status = h[b"status"].decode()
+    running = status == "running"
+    created_at = float(h[b"created_at"])
+    updated = h.get(b"updated_at")
     return Record(
         id=h[b"id"].decode("utf-8", "surrogatepass"),
         queue=h[b"queue"].decode("utf-8", "surrogatepass"),
         name=h[b"name"].decode("utf-8", "surrogatepass"),
         payload=h[b"payload"],
         run_at=float(h[b"run_at"]),
-        created_at=float(h[b"created_at"]),
-        status=h[b"status"].decode(),
+        created_at=created_at,
+        status=status,
         options=_str(h.get(b"options")),
         attempts=int(h.get(b"attempts", b"0")),
-        lease_until=_float(h.get(b"lease_until")),
-        owner=_str(h.get(b"owner")),
+        lease_until=_float(h.get(b"lease_until")) if running else None,
+        owner=_str(h.get(b"owner")) if running else None,
         crashes=int(h.get(b"crashes", b"0")),
         cancel_requested=h.get(b"cancel_requested") == b"1",
         error=_str(h.get(b"error")),
         reason=_str(h.get(b"reason")),
         result=h.get(b"result"),
-        updated_at=float(h.get(b"updated_at", b"0")),
+        updated_at=created_at if updated is None else float(updated),
         finished_at=_float(h.get(b"finished_at")),
     )
+
+
+def _claimed(rows: Sequence[Any], owner: str) -> list[Record]:
+    """The records of a ``_CLAIM`` answer (now and lease_until used, then the hashes)."""
+    now, lease_until = float(rows[0]), float(rows[1])
+    claimed = []
+    for row in rows[2:]:
+        record = _record(row)
+        record.status = "running"
+        record.attempts += 1
+        record.lease_until = lease_until
+        record.owner = owner
+        record.updated_at = now
+        claimed.append(record)
+    return claimed
+
+
+def _push_args(records: Sequence[Record], check: bytes) -> list[bytes | str | int]:
+    """The ``_PUSH`` arguments after the prefix.
+
+    Runs of records that share every field but id and payload (a ``map()`` is one run) are
+    sent as one header followed by (id, payload) pairs.
+    """
+    args: list[bytes | str | int] = [check]
+    header: tuple[str, str, float, float, str, str | None, int] | None = None
+    count_at = 0
+    for r in records:
+        key = (r.queue, r.name, r.run_at, r.created_at, r.status, r.options, r.attempts)
+        if key != header:
+            if header is not None:
+                args[count_at] = (len(args) - count_at - 1) // 2
+            header = key
+            args += [
+                _text(r.queue), _text(r.name), _num(r.run_at), _num(r.created_at), r.status,
+                _opt(r.options), r.attempts, 0,
+            ]  # fmt: skip
+            count_at = len(args) - 1
+        args.append(_text(r.id))
+        args.append(r.payload)
+    if header is not None:
+        args[count_at] = (len(args) - count_at - 1) // 2
+    return args
+
+
+def _check_push(answer: Any) -> None:
+    """Raise ``DuplicateTask`` if a push was refused (a ``_PUSH`` list or a ``_CHECK`` id)."""
+    if isinstance(answer, list):
+        if answer[0] == b"ok":
+            return
+        taken = answer[1]
+    elif not answer:
+        return
+    else:
+        taken = answer
+    task_id = bytes(taken).decode("utf-8", "surrogatepass")
+    raise DuplicateTask(f"a task with id {task_id!r} already exists (nothing written)")
 
 
 def _redact(url: str) -> str:
@@ -543,13 +765,8 @@ class _Link:
     client: redis.asyncio.Redis
     scripts: dict[str, AsyncScript]
     keeper: asyncio.Task[None] | None = None
-    listener: asyncio.Task[None] | None = None
-    subscribed: asyncio.Event = field(default_factory=asyncio.Event)
     ready: bool = False
     released: bool = False
-    queues: set[str] = field(default_factory=set)  #: queues waited on through this link
-    waiting: dict[str, int] = field(default_factory=dict)  #: wait() calls in progress
-    dirty: set[str] = field(default_factory=set)  #: pushed to while nobody waited
 
 
 class RedisBackend:
@@ -566,7 +783,8 @@ class RedisBackend:
             keeps ownership (``close()`` leaves it open) and it serves one event loop only.
         socket_timeout: seconds to wait for a reply before the server counts as unreachable.
         connect_timeout: seconds to wait for a connection.
-        ping_interval: seconds of silence after which the wake-up subscription is checked.
+        ping_interval: longest single blocking read of an idle worker, so that a dead
+            connection is noticed within about that time.
     """
 
     durable = True
@@ -599,9 +817,8 @@ class RedisBackend:
         self.ping_interval = ping_interval
         self._client = client
         self._keys = f"{prefix}:"
-        self._channel = f"{prefix}:notify"
-        self._sender = uuid.uuid4().hex[:16]
         self._links: dict[asyncio.AbstractEventLoop, _Link] = {}
+        self._sync: tuple[redis.Redis, dict[str, Script]] | None = None
         self._links_lock = threading.Lock()
         self._wakeups = Wakeups()
         self._checked_memory = False
@@ -623,6 +840,26 @@ class RedisBackend:
         except ValueError as exc:  # redis-py names the bad part of the URL
             raise ValueError(f"{_redact(self.url)}: {exc}") from None
 
+    def _sync_client(self) -> tuple[redis.Redis, dict[str, Script]]:
+        """The blocking client (thread-safe, shared by every thread) and its push scripts."""
+        pair = self._sync
+        if pair is None:
+            with self._links_lock:
+                pair = self._sync
+                if pair is None:
+                    try:
+                        client = redis.Redis.from_url(
+                            self.url,
+                            retry=redis.retry.Retry(NoBackoff(), 0),  # never run twice
+                            socket_timeout=self.socket_timeout,
+                            socket_connect_timeout=self.connect_timeout,
+                        )
+                    except ValueError as exc:
+                        raise ValueError(f"{_redact(self.url)}: {exc}") from None
+                    scripts = {n: client.register_script(_SCRIPTS[n]) for n in _SYNC}
+                    pair = self._sync = (client, scripts)
+        return pair
+
     def _link(self) -> _Link:
         """The connections for the running event loop, created on first use."""
         loop = asyncio.get_running_loop()
@@ -633,7 +870,7 @@ class RedisBackend:
             for old in [old for old in self._links if old.is_closed()]:
                 del self._links[old]  # a loop closed without cancelling our keeper
             client = self._client if self._client is not None else self._new_client()
-            scripts = {name: client.register_script(_wrap(s)) for name, s in _SCRIPTS.items()}
+            scripts = {name: client.register_script(s) for name, s in _SCRIPTS.items()}
             link = _Link(loop, client, scripts)
             link.keeper = loop.create_task(self._keep(link), name="dowork-redis-keeper")
             self._links[loop] = link
@@ -656,14 +893,9 @@ class RedisBackend:
         with self._links_lock:
             if self._links.get(link.loop) is link:
                 del self._links[link.loop]
-        listener, link.listener = link.listener, None
-        if listener is not None:
-            listener.cancel()
-            await asyncio.wait([listener])
         if link.client is not self._client:
             with contextlib.suppress(Exception):
                 await link.client.aclose()
-        self._wakeups.notify(link.queues)
 
     @contextlib.contextmanager
     def _errors(self) -> Iterator[None]:
@@ -728,24 +960,74 @@ class RedisBackend:
             else:
                 with contextlib.suppress(RuntimeError):  # that loop is closed already
                     link.loop.call_soon_threadsafe(keeper.cancel)
+        pair, self._sync = self._sync, None
+        if pair is not None:
+            pair[0].close()  # a later push_sync connects again
 
     # -- the protocol ----------------------------------------------------------------------
 
     async def push(self, records: Sequence[Record]) -> None:
-        """Store the records in one script: all of them, or none if an id is taken."""
+        """Store the records in one transaction: all of them, or none if an id is taken."""
         if not records:
             return
-        args: list[str | bytes | int] = [len(records), self._sender]
-        for r in records:
-            args += [
-                _text(r.id), _text(r.queue), _text(r.name), r.payload, _num(r.run_at),
-                _num(r.created_at), r.status, _opt(r.options), r.attempts,
-            ]  # fmt: skip
-        answer = await self._script("push", *args)
-        if answer[0] != b"ok":
-            task_id = answer[1].decode("utf-8", "surrogatepass")
-            raise DuplicateTask(f"a task with id {task_id!r} already exists (nothing written)")
+        link = self._link()
+        if len(records) <= _PUSH_CHUNK:
+            answer = await self._script("push", *_push_args(records, b"1"))
+            _check_push(answer)
+        else:
+            flag = f"{self._keys}abort:{uuid.uuid4().hex}"
+            with self._errors():
+                async with link.client.pipeline(transaction=True) as pipe:
+                    for name, args in self._push_calls(records, flag):
+                        await link.scripts[name](args=args, client=pipe)
+                    pipe.delete(flag)
+                    answers = await pipe.execute()
+            _check_push(answers[0])
         self._wakeups.notify({r.queue for r in records})
+
+    def push_sync(self, records: Sequence[Record]) -> bool:
+        """``push`` from the calling thread (blocking, thread-safe), with no event loop.
+
+        One round trip on a blocking client. Returns False, having done nothing, for a
+        backend built on a caller's ``client`` (an asyncio client): use ``push`` then.
+        """
+        if self._client is not None:
+            return False
+        if not records:
+            return True
+        client, scripts = self._sync_client()
+        with self._errors():
+            if len(records) <= _PUSH_CHUNK:
+                script = scripts["push"]
+                args = [self._keys, *_push_args(records, b"1")]
+                try:
+                    answer = client.evalsha(script.sha, 0, *args)
+                except redis.exceptions.NoScriptError:
+                    answer = script(args=args)  # loads it, then runs it
+            else:
+                flag = f"{self._keys}abort:{uuid.uuid4().hex}"
+                with client.pipeline(transaction=True) as pipe:
+                    for name, args in self._push_calls(records, flag):
+                        scripts[name](args=args, client=pipe)
+                    pipe.delete(flag)
+                    answer = pipe.execute()[0]
+        _check_push(answer)
+        self._wakeups.notify({r.queue for r in records})
+        return True
+
+    def _push_calls(
+        self, records: Sequence[Record], flag: str
+    ) -> Iterator[tuple[str, list[str | bytes | int]]]:
+        """The script calls of a large push, to run in one transaction (then delete ``flag``).
+
+        First every id is checked (a taken one sets ``flag``), then one ``_PUSH`` per chunk
+        writes only if the flag is unset.
+        """
+        keys = self._keys
+        yield "check", [keys, flag, *(_text(r.id) for r in records)]
+        for start in range(0, len(records), _PUSH_CHUNK):
+            chunk = records[start : start + _PUSH_CHUNK]
+            yield "push", [keys, *_push_args(chunk, _text(flag))]
 
     async def claim(
         self,
@@ -763,7 +1045,49 @@ class RedisBackend:
         rows = await self._script(
             "claim", _text(queue), _num(now), limit, _num(now + lease), _text(owner), cap
         )
-        return [_record(row) for row in rows]
+        return _claimed(rows, owner)
+
+    async def wait_claim(
+        self,
+        queue: str,
+        timeout: float,
+        now: float,
+        limit: int,
+        lease: float,
+        owner: str,
+        max_running: int | None = None,
+    ) -> list[Record]:
+        """``wait`` then ``claim`` in one round trip: what an idle worker does.
+
+        The blocking pop of a wake-up token and the claim script go out together in a
+        pipeline, so the claim runs in Redis the moment a push wakes this worker. A token
+        holds the pusher's clock when the task was due, and the claim uses it as ``now``
+        when it is later than the ``now`` given (taken before the wait); leases run from
+        that time.
+        """
+        if timeout <= 0 or limit <= 0:
+            return await self.claim(queue, now, limit, lease, owner, max_running)
+        link = self._link()
+        wake = _text(f"{self._keys}q:{queue}:wake")
+        got = _text(f"{self._keys}q:{queue}:got:{owner}")
+        cap = "" if max_running is None else str(max_running)
+        block = max(0.01, min(timeout, self.ping_interval, self.socket_timeout / 2))
+        script = link.scripts["claim"]
+        args: list[str | bytes | int] = [
+            self._keys, _text(queue), _num(now), limit, _num(now + lease), _text(owner), cap,
+            got, _num(lease),
+        ]  # fmt: skip
+        with self._errors():
+            try:
+                async with link.client.pipeline(transaction=False) as pipe:
+                    pipe.brpoplpush(wake, got, block)
+                    pipe.evalsha(script.sha, 0, *args)
+                    _, rows = await pipe.execute()
+            except redis.exceptions.NoScriptError:  # Redis restarted: load the scripts again
+                link.ready = False  # (the token waits in the got list for the next call)
+                await self.open()
+                return []
+        return _claimed(rows, owner)
 
     async def settle(self, settlements: Sequence[Settlement]) -> list[str]:
         """Write outcomes in one script; refuse those whose lease token is stale."""
@@ -843,79 +1167,25 @@ class RedisBackend:
     async def wait(self, queue: str, timeout: float) -> None:
         """Return on a push to ``queue`` from any process, or after ``timeout`` seconds.
 
-        The first call subscribes this event loop to the notify channel for good; a push seen
-        while nobody waits makes the next call return at once, so nothing pushed while the
-        worker was busy is slept through.
+        Blocks on the queue's wake list (``BLPOP``): every push adds a token (a few at most
+        are kept), so one idle worker wakes per push and a push made while every worker was
+        busy makes the next call return at once. Without a server it sleeps out the timeout.
         """
         link = self._link()
-        deadline = link.loop.time() + max(0.0, timeout)
-        link.queues.add(queue)
-        if link.listener is None or link.listener.done():
-            link.listener = link.loop.create_task(self._listen(link), name="dowork-redis-wakeups")
-        if not link.subscribed.is_set():
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout_at(deadline):
-                    await link.subscribed.wait()
-        if queue in link.dirty:
-            link.dirty.discard(queue)
-            return
-        link.waiting[queue] = link.waiting.get(queue, 0) + 1
-        try:
-            await self._wakeups.wait(queue, deadline - link.loop.time())
-        finally:
-            link.waiting[queue] -= 1
-
-    def _signal(self, link: _Link, queues: Sequence[str] | set[str]) -> None:
-        """Wake this loop's waiters on ``queues``, or remember the push for the next wait."""
-        for queue in queues:
-            if link.waiting.get(queue):
-                self._wakeups.notify([queue])
-            elif queue in link.queues:
-                link.dirty.add(queue)
-
-    async def _listen(self, link: _Link) -> None:
-        """Follow the notify channel, reconnecting with capped, jittered backoff."""
-        delay = 0.05
-        first = True
+        key = _text(f"{self._keys}q:{queue}:wake")
+        deadline = link.loop.time() + timeout
+        longest = max(0.01, min(self.ping_interval, self.socket_timeout / 2))
         while True:
-            pubsub = link.client.pubsub()
+            left = deadline - link.loop.time()
+            if left <= 0:
+                return
             try:
-                await pubsub.subscribe(self._channel)
-                pong_due = False
-                while True:
-                    message = await pubsub.get_message(timeout=self.ping_interval)
-                    if message is None:
-                        if pong_due:
-                            raise redis.exceptions.ConnectionError("no answer to PING")
-                        await pubsub.ping()
-                        pong_due = True
-                        continue
-                    pong_due = False
-                    if message["type"] == "subscribe":
-                        delay = 0.05
-                        link.subscribed.set()
-                        if not first:  # pushes made while we were away were not heard
-                            self._signal(link, set(link.queues))
-                        first = False
-                    elif message["type"] == "message":
-                        text = bytes(message["data"]).decode("utf-8", "surrogatepass")
-                        sender, _, queue = text.partition(" ")
-                        if sender != self._sender:  # our own pushes woke us directly
-                            self._signal(link, [queue])
-            except Exception as exc:  # the listener must outlive any failure
-                link.subscribed.clear()
-                expected = isinstance(exc, redis.exceptions.RedisError | OSError)
-                log.log(
-                    logging.DEBUG if expected else logging.WARNING,
-                    "%r: wake-up subscription lost (%r); reconnecting",
-                    self,
-                    exc,
-                )
-            finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
-            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-            delay = min(delay * 2, 5.0)
+                if await link.client.blpop([key], min(left, longest)) is not None:
+                    return
+            except (redis.exceptions.RedisError, OSError) as exc:
+                log.debug("%r: blocking wait failed (%r)", self, exc)
+                await self._wakeups.wait(queue, deadline - link.loop.time())
+                return
 
     async def purge_finished(self, now: float) -> int:
         """Delete finished records past their retention, a batch per script call."""
@@ -947,9 +1217,9 @@ class RedisBackend:
         unique = [_text(i) for i in dict.fromkeys(ids)]
         if not unique:
             return []
-        flat = await self._script("requeue", _num(now), self._sender, len(unique), *unique)
+        flat = await self._script("requeue", _num(now), len(unique), *unique)
         done = [bytes(i).decode("utf-8", "surrogatepass") for i in flat]
-        self._wakeups.notify(set(done[1::2]))  # other processes hear the script's PUBLISH
+        self._wakeups.notify(set(done[1::2]))  # other processes wake on the script's tokens
         return done[::2]
 
     async def purge(self, queue: str, statuses: Sequence[str] | None = None) -> int:
