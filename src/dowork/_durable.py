@@ -202,6 +202,7 @@ class BackendEngine(Engine):
 
     def enqueue(self, task: Task[Any]) -> None:
         """Encode, push and wait for the backend's confirmation (any thread but the loop's)."""
+        fresh = task._id is None  # its id is drawn now: no need to check it is free
         record = self.prepare(task)
         task._engine = self
         if self.on_loop():  # e.g. a task submitting another: cannot block here
@@ -210,24 +211,27 @@ class BackendEngine(Engine):
             self._afters.add(pushing)
             pushing.add_done_callback(self._afters.discard)
             return
-        if not self._push_here([task], [record]):
+        if not self._push_here([task], [record], fresh):
             self.run_on_home(self._push_record(task, record))
 
     def enqueue_many(self, tasks: list[Task[Any]]) -> None:
         """Encode all, then push them in one atomic batch (one round trip)."""
         now = self.clock.now()
+        fresh = all(task._id is None for task in tasks)
         records = [self.prepare(task, now) for task in tasks]
         for task in tasks:
             task._engine = self
-        if not self._push_here(tasks, records):
+        if not self._push_here(tasks, records, fresh):
             self.run_on_home(self._push_batch(tasks, records))
 
-    def _push_here(self, tasks: list[Task[Any]], records: list[Record]) -> bool:
+    def _push_here(self, tasks: list[Task[Any]], records: list[Record], fresh: bool) -> bool:
         """Push from the calling thread, without a hop to the home loop, if possible.
 
         Needs a backend with ``push_sync``; returns False (nothing done) without one, or when
-        enqueue hooks must run on the loop. The handles are registered first, so that this
-        process's worker, claiming a task before the call returns, runs the caller's handle.
+        enqueue hooks must run on the loop. ``fresh``: every id was drawn at random just now,
+        so the backend need not check that it is free. The handles are registered first, so
+        that this process's worker, claiming a task before the call returns, runs the
+        caller's handle.
         """
         push_sync = getattr(self.backend, "push_sync", None)
         if push_sync is None or self._h_enqueue:
@@ -241,7 +245,7 @@ class BackendEngine(Engine):
                 task._status = TaskStatus.PENDING
             self._by_id[record.id] = task
         try:
-            pushed = bool(push_sync(records))
+            pushed = bool(push_sync(records, fresh=fresh))
         except BaseException:
             pushed = False
             raise

@@ -105,10 +105,11 @@ local KEEPER = string.rep('~', 80)
 local WAKE_CAP = 8
 local function wake(queue, n, at)
     local key = qkey(queue, 'wake')
-    local tokens = {}
-    for i = 1, math.min(n, WAKE_CAP) do tokens[i] = at end
-    if redis.call('RPUSH', key, unpack(tokens)) > WAKE_CAP then
-        redis.call('LTRIM', key, 0, WAKE_CAP - 1)
+    local room = WAKE_CAP - redis.call('LLEN', key)
+    if room > 0 then
+        local tokens = {}
+        for i = 1, math.min(n, room) do tokens[i] = at end
+        redis.call('RPUSH', key, unpack(tokens))
     end
 end
 """
@@ -196,6 +197,16 @@ def _wrap(script: str) -> str:
 # ids already taken, or the name of a flag key (see _CHECK): write nothing if it exists.
 # Returns {'ok'}, {'duplicate', id} having written nothing, or {'skipped'}.
 _PUSH = """
+local P = ARGV[1]
+local function zadd(key, list)  -- chunks (see _BASE)
+    if #list <= 8000 then
+        redis.call('ZADD', key, unpack(list))
+        return
+    end
+    for i = 1, #list, 8000 do
+        redis.call('ZADD', key, unpack(list, i, math.min(i + 7999, #list)))
+    end
+end
 local check = ARGV[2]
 if check == '1' then
     local seen, i = {}, 3
@@ -203,7 +214,9 @@ if check == '1' then
         local k = tonumber(ARGV[i + 7])
         for j = i + 8, i + 6 + k * 2, 2 do
             local id = ARGV[j]
-            if seen[id] or redis.call('EXISTS', tkey(id)) == 1 then return {'duplicate', id} end
+            if seen[id] or redis.call('EXISTS', P .. 'task:' .. id) == 1 then
+                return {'duplicate', id}
+            end
             seen[id] = true
         end
         i = i + 8 + k * 2
@@ -235,26 +248,36 @@ while i <= #ARGV do
         listed[n] = s .. ':' .. id
         if status == 'running' then ids[#ids + 1] = id end
     end
-    if WAITING[status] then
+    local q = P .. 'q:' .. queue .. ':'
+    if status == 'pending' or status == 'scheduled' or status == 'retrying' then
         local waiting = {}
         for j = 1, n, 2 do waiting[j] = run_at; waiting[j + 1] = listed[j + 1] end
-        chunks('ZADD', qkey(queue, 'waiting'), waiting, 4000)
+        zadd(q .. 'waiting', waiting)
     end
     if status == 'running' then  -- never expires, like a lease nobody holds
+        local keeper = string.rep('~', 80)  -- KEEPER
         for _, id in ipairs(ids) do
-            redis.call('ZADD', qkey(queue, 'running'), '+inf', KEEPER, '+inf', id)
+            redis.call('ZADD', q .. 'running', '+inf', keeper, '+inf', id)
         end
     else
-        chunks('ZADD', qkey(queue, 'created.' .. status), listed, 4000)
+        zadd(q .. 'created.' .. status, listed)
     end
-    if redis.call('HINCRBY', qkey(queue, 'counts'), status, k) == k then
+    if redis.call('HINCRBY', q .. 'counts', status, k) == k then
         redis.call('SADD', P .. 'queues', queue)  -- maybe the queue's first task
     end
     woken[queue] = (woken[queue] or 0) + k
     woken_at[queue] = at
     i = i + 8 + k * 2
 end
-for queue, n in pairs(woken) do wake(queue, n, woken_at[queue]) end
+for queue, n in pairs(woken) do  -- wake (see _BASE), inlined
+    local key = P .. 'q:' .. queue .. ':wake'
+    local room = 8 - redis.call('LLEN', key)
+    if room > 0 then
+        local tokens = {}
+        for t = 1, math.min(n, room) do tokens[t] = woken_at[queue] end
+        redis.call('RPUSH', key, unpack(tokens))
+    end
+end
 return {'ok'}
 """
 
@@ -602,7 +625,7 @@ return out
 
 #: The scripts' full sources by name.
 _SCRIPTS = {
-    "push": _BASE + _PUSH,
+    "push": _PUSH,  # the producers' hot path: no shared prelude (a few us per call)
     "check": _BASE + _CHECK,
     "claim": _wrap(_CLAIM),
     "settle": _wrap(_SETTLE),
@@ -975,21 +998,23 @@ class RedisBackend:
             answer = await self._script("push", *_push_args(records, b"1"))
             _check_push(answer)
         else:
-            flag = f"{self._keys}abort:{uuid.uuid4().hex}"
             with self._errors():
+                calls, flag = self._push_calls(records)
                 async with link.client.pipeline(transaction=True) as pipe:
-                    for name, args in self._push_calls(records, flag):
+                    for name, args in calls:
                         await link.scripts[name](args=args, client=pipe)
                     pipe.delete(flag)
                     answers = await pipe.execute()
             _check_push(answers[0])
         self._wakeups.notify({r.queue for r in records})
 
-    def push_sync(self, records: Sequence[Record]) -> bool:
+    def push_sync(self, records: Sequence[Record], *, fresh: bool = False) -> bool:
         """``push`` from the calling thread (blocking, thread-safe), with no event loop.
 
-        One round trip on a blocking client. Returns False, having done nothing, for a
-        backend built on a caller's ``client`` (an asyncio client): use ``push`` then.
+        One round trip on a blocking client. ``fresh`` says every id was just drawn at
+        random (128 bits), so the check for ids already taken is skipped. Returns False,
+        having done nothing, for a backend built on a caller's ``client`` (an asyncio
+        client): use ``push`` then.
         """
         if self._client is not None:
             return False
@@ -999,35 +1024,42 @@ class RedisBackend:
         with self._errors():
             if len(records) <= _PUSH_CHUNK:
                 script = scripts["push"]
-                args = [self._keys, *_push_args(records, b"1")]
+                args = [self._keys, *_push_args(records, b"" if fresh else b"1")]
                 try:
                     answer = client.evalsha(script.sha, 0, *args)
                 except redis.exceptions.NoScriptError:
                     answer = script(args=args)  # loads it, then runs it
             else:
-                flag = f"{self._keys}abort:{uuid.uuid4().hex}"
+                calls, flag = self._push_calls(records, fresh)
                 with client.pipeline(transaction=True) as pipe:
-                    for name, args in self._push_calls(records, flag):
+                    for name, args in calls:
                         scripts[name](args=args, client=pipe)
-                    pipe.delete(flag)
+                    if flag:
+                        pipe.delete(flag)
                     answer = pipe.execute()[0]
         _check_push(answer)
         self._wakeups.notify({r.queue for r in records})
         return True
 
     def _push_calls(
-        self, records: Sequence[Record], flag: str
-    ) -> Iterator[tuple[str, list[str | bytes | int]]]:
-        """The script calls of a large push, to run in one transaction (then delete ``flag``).
+        self, records: Sequence[Record], fresh: bool = False
+    ) -> tuple[list[tuple[str, list[str | bytes | int]]], bytes]:
+        """The script calls of a large push (one transaction) and the flag key to delete.
 
-        First every id is checked (a taken one sets ``flag``), then one ``_PUSH`` per chunk
-        writes only if the flag is unset.
+        Unless the ids are ``fresh``, every id is checked first (a taken one sets the flag
+        key), then one ``_PUSH`` per chunk writes only if the flag is unset. The first
+        answer says whether the push happened.
         """
         keys = self._keys
-        yield "check", [keys, flag, *(_text(r.id) for r in records)]
+        calls: list[tuple[str, list[str | bytes | int]]] = []
+        flag = b""
+        if not fresh:
+            flag = _text(f"{keys}abort:{uuid.uuid4().hex}")
+            calls.append(("check", [keys, flag, *(_text(r.id) for r in records)]))
         for start in range(0, len(records), _PUSH_CHUNK):
             chunk = records[start : start + _PUSH_CHUNK]
-            yield "push", [keys, *_push_args(chunk, _text(flag))]
+            calls.append(("push", [keys, *_push_args(chunk, flag)]))
+        return calls, flag
 
     async def claim(
         self,
