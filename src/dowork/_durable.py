@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -407,6 +408,10 @@ class BackendEngine(Engine):
         for record in claimed:
             self._take(record)
         self._pump()
+        if claimed:
+            # Let a worker thread that was just handed a task take the GIL now, rather than
+            # after this thread's next round trips (a no-op task then starts ~0.3 ms sooner).
+            time.sleep(0)  # noqa: ASYNC251  # releases the GIL for a moment, on purpose
 
     async def _idle_for(self, now: float) -> float:
         """How long an idle worker may wait: until the next maintenance or the next due task."""

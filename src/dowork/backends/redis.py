@@ -47,10 +47,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -67,6 +68,23 @@ from ..errors import BackendError, BackendUnavailable, DuplicateTask
 from ._protocol import Outcome, Record, Settlement, Wakeups, check_page, status_filter
 
 __all__ = ["RedisBackend"]
+
+#: redis-py before 5.3 wants a command name for ``ConnectionPool.get_connection``; later
+#: versions warn about it.
+_CONNECTION_ARGS = (
+    ()
+    if inspect.signature(redis.asyncio.ConnectionPool.get_connection)
+    .parameters["command_name"]
+    .default
+    is None
+    else ("EVALSHA",)
+)
+_pack: Callable[[tuple[Any, ...]], bytes] | None
+try:
+    from hiredis import pack_command as _pack
+except ImportError:  # pragma: no cover - hiredis comes with dowork[redis]
+    _pack = None
+
 
 log = logging.getLogger("dowork")
 
@@ -745,6 +763,30 @@ def _push_args(records: Sequence[Record], check: bytes) -> list[bytes | str | in
     return args
 
 
+def _evalsha_sync(client: redis.Redis, sha: str, args: Sequence[str | bytes | int]) -> Any:
+    """``EVALSHA`` on a pooled connection of a blocking client, packed in C (hiredis).
+
+    The same round trip as ``client.evalsha``, without the layers of redis-py's command
+    execution (a good part of a single push's cost in the caller's thread).
+    """
+    if _pack is None:
+        return client.evalsha(sha, 0, *args)
+    pool = client.connection_pool
+    conn = pool.get_connection(*_CONNECTION_ARGS)
+    try:
+        packed = _pack(("EVALSHA", sha, 0, *args))
+        conn.send_packed_command([packed], check_health=False)  # type: ignore[no-untyped-call]
+        answer = conn.read_response()
+    except redis.exceptions.ResponseError:
+        raise  # the answer was read whole: the connection is fine
+    except BaseException:
+        conn.disconnect()  # type: ignore[no-untyped-call]  # mid-answer: out of step
+        raise
+    finally:
+        pool.release(conn)
+    return answer
+
+
 def _check_push(answer: Any) -> None:
     """Raise ``DuplicateTask`` if a push was refused (a ``_PUSH`` list or a ``_CHECK`` id)."""
     if isinstance(answer, list):
@@ -938,8 +980,44 @@ class RedisBackend:
 
     async def _script(self, name: str, *args: str | bytes | int) -> Any:
         link = self._link()
+        script = link.scripts[name]
+        command = ("EVALSHA", script.sha, 0, self._keys, *args)
         with self._errors():
-            return await link.scripts[name](args=[self._keys, *args], client=link.client)
+            (answer,) = await self._raw(link, command)
+            if isinstance(answer, redis.exceptions.NoScriptError):  # Redis restarted
+                await link.client.script_load(script.script)
+                (answer,) = await self._raw(link, command)
+            if isinstance(answer, Exception):
+                raise answer
+            return answer
+
+    async def _raw(self, link: _Link, *commands: Sequence[str | bytes | int]) -> list[Any]:
+        """Send ``commands`` in one write on a pooled connection and read their answers.
+
+        The commands are packed in C (hiredis) when available: redis-py's asyncio client
+        packs in Python, which for a batch of settlements costs more than the round trip.
+        An error answer is returned (not raised), so the answers after it are still read.
+        """
+        pool = link.client.connection_pool
+        conn = await pool.get_connection(*_CONNECTION_ARGS)  # type: ignore[no-untyped-call]
+        try:
+            if _pack is not None:
+                packed: bytes | list[bytes] = b"".join(_pack(tuple(c)) for c in commands)
+            else:
+                packed = conn.pack_commands(commands)
+            await conn.send_packed_command(packed, check_health=False)
+            answers: list[Any] = []
+            for _ in commands:
+                try:
+                    answers.append(await conn.read_response())
+                except redis.exceptions.ResponseError as exc:
+                    answers.append(exc)
+        except BaseException:
+            await conn.disconnect(nowait=True)  # mid-answer: the connection is out of step
+            raise
+        finally:
+            await pool.release(conn)
+        return answers
 
     # -- opening and closing ---------------------------------------------------------------
 
@@ -1026,7 +1104,7 @@ class RedisBackend:
                 script = scripts["push"]
                 args = [self._keys, *_push_args(records, b"" if fresh else b"1")]
                 try:
-                    answer = client.evalsha(script.sha, 0, *args)
+                    answer = _evalsha_sync(client, script.sha, args)
                 except redis.exceptions.NoScriptError:
                     answer = script(args=args)  # loads it, then runs it
             else:
@@ -1105,20 +1183,18 @@ class RedisBackend:
         cap = "" if max_running is None else str(max_running)
         block = max(0.01, min(timeout, self.ping_interval, self.socket_timeout / 2))
         script = link.scripts["claim"]
-        args: list[str | bytes | int] = [
-            self._keys, _text(queue), _num(now), limit, _num(now + lease), _text(owner), cap,
-            got, _num(lease),
-        ]  # fmt: skip
+        claim = (
+            "EVALSHA", script.sha, 0, self._keys, _text(queue), _num(now), limit,
+            _num(now + lease), _text(owner), cap, got, _num(lease),
+        )  # fmt: skip
         with self._errors():
-            try:
-                async with link.client.pipeline(transaction=False) as pipe:
-                    pipe.brpoplpush(wake, got, block)
-                    pipe.evalsha(script.sha, 0, *args)
-                    _, rows = await pipe.execute()
-            except redis.exceptions.NoScriptError:  # Redis restarted: load the scripts again
-                link.ready = False  # (the token waits in the got list for the next call)
-                await self.open()
+            popped, rows = await self._raw(link, ("BRPOPLPUSH", wake, got, _num(block)), claim)
+            if isinstance(rows, redis.exceptions.NoScriptError):  # Redis restarted
+                await link.client.script_load(script.script)  # (the token waits in got)
                 return []
+            for answer in (popped, rows):
+                if isinstance(answer, Exception):
+                    raise answer
         return _claimed(rows, owner)
 
     async def settle(self, settlements: Sequence[Settlement]) -> list[str]:
