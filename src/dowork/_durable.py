@@ -237,6 +237,25 @@ class BackendEngine(Engine):
         push_sync = getattr(self.backend, "push_sync", None)
         if push_sync is None or self._h_enqueue:
             return False
+        if len(tasks) == 1:  # submit(): the same, without the loops
+            task, record = tasks[0], records[0]
+            status = task._status
+            if record.status == "scheduled":
+                task._status = TaskStatus.SCHEDULED
+                task._next_attempt = record.run_at
+            else:
+                task._status = TaskStatus.PENDING
+            self._by_id[record.id] = task
+            try:
+                if push_sync(records, fresh=fresh):
+                    return True
+            except BaseException:
+                self._by_id.pop(record.id, None)
+                task._status = status
+                raise
+            self._by_id.pop(record.id, None)
+            task._status = status
+            return False
         previous = [task._status for task in tasks]
         for task, record in zip(tasks, records, strict=True):
             if record.status == "scheduled":

@@ -742,6 +742,12 @@ def _push_args(records: Sequence[Record], check: bytes) -> list[bytes | str | in
     Runs of records that share every field but id and payload (a ``map()`` is one run) are
     sent as one header followed by (id, payload) pairs.
     """
+    if len(records) == 1:
+        r = records[0]
+        return [
+            check, _text(r.queue), _text(r.name), _num(r.run_at), _num(r.created_at), r.status,
+            _opt(r.options), r.attempts, 1, _text(r.id), r.payload,
+        ]  # fmt: skip
     args: list[bytes | str | int] = [check]
     header: tuple[str, str, float, float, str, str | None, int] | None = None
     count_at = 0
@@ -1099,7 +1105,7 @@ class RedisBackend:
         if not records:
             return True
         client, scripts = self._sync_client()
-        with self._errors():
+        try:
             if len(records) <= _PUSH_CHUNK:
                 script = scripts["push"]
                 args = [self._keys, *_push_args(records, b"" if fresh else b"1")]
@@ -1110,13 +1116,15 @@ class RedisBackend:
             else:
                 calls, flag = self._push_calls(records, fresh)
                 with client.pipeline(transaction=True) as pipe:
-                    for name, args in calls:
-                        scripts[name](args=args, client=pipe)
+                    for name, call in calls:
+                        scripts[name](args=call, client=pipe)
                     if flag:
                         pipe.delete(flag)
                     answer = pipe.execute()[0]
-        _check_push(answer)
-        self._wakeups.notify({r.queue for r in records})
+        except (redis.exceptions.RedisError, OSError) as exc:  # (no context manager: hot path)
+            with self._errors():
+                raise exc from None
+        _check_push(answer)  # other processes wake on the script's tokens, and so do we
         return True
 
     def _push_calls(
