@@ -793,6 +793,60 @@ def _evalsha_sync(client: redis.Redis, sha: str, args: Sequence[str | bytes | in
     return answer
 
 
+def _transaction_sync(
+    client: redis.Redis,
+    scripts: dict[str, Script],
+    calls: Sequence[tuple[str, Sequence[str | bytes | int]]],
+    flag: bytes,
+) -> Any:
+    """Run script calls in one ``MULTI``/``EXEC`` (then delete ``flag``); the first answer.
+
+    Packed in C (hiredis) and read by hand: redis-py's pipeline encodes every argument in
+    Python, a good part of a bulk push's cost.
+    """
+    if _pack is None:
+        with client.pipeline(transaction=True) as pipe:
+            for name, args in calls:
+                scripts[name](args=args, client=pipe)
+            if flag:
+                pipe.delete(flag)
+            return pipe.execute()[0]
+    commands: list[tuple[Any, ...]] = [("MULTI",)]
+    commands += [("EVALSHA", scripts[name].sha, 0, *args) for name, args in calls]
+    if flag:
+        commands.append(("DEL", flag))
+    commands.append(("EXEC",))
+    pool = client.connection_pool
+    conn = pool.get_connection(*_CONNECTION_ARGS)
+    try:
+        conn.send_packed_command(  # type: ignore[no-untyped-call]
+            [_pack(c) for c in commands], check_health=False
+        )
+        error: redis.exceptions.ResponseError | None = None
+        for _ in commands[:-1]:  # +OK, then +QUEUED each (or an error: EXEC then aborts)
+            try:
+                conn.read_response()
+            except redis.exceptions.ResponseError as exc:
+                error = error or exc
+        try:
+            answers = conn.read_response()
+        except redis.exceptions.ResponseError as exc:  # EXECABORT
+            raise error or exc from None
+    except redis.exceptions.ResponseError:
+        raise  # every answer was read: the connection is fine
+    except BaseException:
+        conn.disconnect()  # type: ignore[no-untyped-call]  # mid-answer: out of step
+        raise
+    finally:
+        pool.release(conn)
+    first = answers[0]
+    if isinstance(first, redis.exceptions.ResponseError):
+        if str(first).startswith("NOSCRIPT"):
+            raise redis.exceptions.NoScriptError(str(first))
+        raise first
+    return first
+
+
 def _check_push(answer: Any) -> None:
     """Raise ``DuplicateTask`` if a push was refused (a ``_PUSH`` list or a ``_CHECK`` id)."""
     if isinstance(answer, list):
@@ -1115,12 +1169,12 @@ class RedisBackend:
                     answer = script(args=args)  # loads it, then runs it
             else:
                 calls, flag = self._push_calls(records, fresh)
-                with client.pipeline(transaction=True) as pipe:
-                    for name, call in calls:
-                        scripts[name](args=call, client=pipe)
-                    if flag:
-                        pipe.delete(flag)
-                    answer = pipe.execute()[0]
+                try:
+                    answer = _transaction_sync(client, scripts, calls, flag)
+                except redis.exceptions.NoScriptError:  # Redis restarted: load, then again
+                    for script in scripts.values():
+                        script.sha = client.script_load(script.script)
+                    answer = _transaction_sync(client, scripts, calls, flag)
         except (redis.exceptions.RedisError, OSError) as exc:  # (no context manager: hot path)
             with self._errors():
                 raise exc from None
