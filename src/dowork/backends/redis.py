@@ -133,9 +133,6 @@ end
 """
 
 _PRELUDE = """
-local function running_count(running)
-    return redis.call('ZCARD', running) - (redis.call('ZSCORE', running, KEEPER) and 1 or 0)
-end
 -- seq is stored as 16 hex digits, so a listing member is "seq:id" (ordered by push).
 local function member(seq, id) return seq .. ':' .. id end
 -- Count changes and listing-zset moves are gathered while a script runs and written once at
@@ -321,7 +318,7 @@ return ''
 # claimed records as HGETALL lists, oldest first, read before the claim: the caller applies
 # it (status running, attempts + 1, lease_until, owner, updated_at).
 _CLAIM = """
-local queue, now, lease, owner = ARGV[2], ARGV[3], ARGV[5], ARGV[6]
+local P, queue, now, lease, owner = ARGV[1], ARGV[2], ARGV[3], ARGV[5], ARGV[6]
 if ARGV[8] then
     local token = redis.call('LPOP', ARGV[8])
     if token and tonumber(token) > tonumber(now) then
@@ -329,38 +326,61 @@ if ARGV[8] then
         lease = string.format('%.17g', tonumber(token) + tonumber(ARGV[9]))
     end
 end
-local running = qkey(queue, 'running')
+local function many(cmd, key, list)  -- chunks (see _BASE)
+    for i = 1, #list, 4000 do
+        redis.call(cmd, key, unpack(list, i, math.min(i + 3999, #list)))
+    end
+end
+local q = P .. 'q:' .. queue .. ':'
+local running = q .. 'running'
+local keeper = string.rep('~', 80)  -- KEEPER
 local limit = tonumber(ARGV[4])
 if ARGV[7] ~= '' then
-    limit = math.min(limit, tonumber(ARGV[7]) - running_count(running))
+    local held = redis.call('ZCARD', running)
+    if redis.call('ZSCORE', running, keeper) then held = held - 1 end
+    limit = math.min(limit, tonumber(ARGV[7]) - held)
 end
-if limit <= 0 then return {now, lease} end
-local waiting = qkey(queue, 'waiting')
 local out = {now, lease}
+if limit <= 0 then return out end
+local waiting = q .. 'waiting'
 local due = redis.call('ZRANGEBYSCORE', waiting, '-inf', now, 'LIMIT', 0, limit)
-if #due > 0 then redis.call('ZADD', running, '+inf', KEEPER) end
+if #due == 0 then return out end
+local leased, left, n = {'+inf', keeper}, {}, 0
 for _, m in ipairs(due) do
-    gather(ZREMS, waiting, m)
     local id = string.sub(m, 18)
-    local key = tkey(id)
+    local key = P .. 'task:' .. id
     local h = redis.call('HGETALL', key)
-    local status, at, attempts
+    local status, attempts
     for j = 1, #h, 2 do
         local f = h[j]
-        if f == 'status' then status = h[j + 1]
-        elseif f == 'created_at' then at = h[j + 1]
-        elseif f == 'attempts' then attempts = h[j + 1] end
+        if f == 'status' then status = h[j + 1] elseif f == 'attempts' then attempts = h[j + 1] end
     end
-    if status and WAITING[status] then
+    if status == 'pending' or status == 'scheduled' or status == 'retrying' then
         local a = string.format('%d', (attempts and tonumber(attempts) or 0) + 1)
         redis.call('HSET', key, 'status', 'running', 'attempts', a, 'lease_until', lease,
             'owner', owner, 'updated_at', now)
-        gather(ZADDS, running, lease, id)
-        move(queue, m, at, status, 'running')
+        leased[#leased + 1] = lease
+        leased[#leased + 1] = id
+        local l = left[status]
+        if not l then l = {}; left[status] = l end
+        l[#l + 1] = m
+        n = n + 1
         out[#out + 1] = h
     end
 end
-if #due == limit then wake(queue, 1, now) end  -- more may be due: another idle worker helps
+many('ZREM', waiting, due)
+if n > 0 then
+    many('ZADD', running, leased)
+    for status, l in pairs(left) do
+        many('ZREM', q .. 'created.' .. status, l)
+        redis.call('HINCRBY', q .. 'counts', status, -#l)
+    end
+    redis.call('HINCRBY', q .. 'counts', 'running', n)
+end
+if #due == limit then  -- more may be due: wake another idle worker to help (see wake)
+    local wake = q .. 'wake'
+    if redis.call('LLEN', wake) < 8 then redis.call('RPUSH', wake, now) end
+end
 return out
 """
 
@@ -645,7 +665,7 @@ return out
 _SCRIPTS = {
     "push": _PUSH,  # the producers' hot path: no shared prelude (a few us per call)
     "check": _BASE + _CHECK,
-    "claim": _wrap(_CLAIM),
+    "claim": _CLAIM,  # an idle worker's wake-up: self-contained, like push
     "settle": _wrap(_SETTLE),
     "heartbeat": _wrap(_HEARTBEAT),
     "reap": _wrap(_REAP),
