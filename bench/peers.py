@@ -1529,7 +1529,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--only", default=",".join(SECTIONS), help=f"comma-separated sections: {','.join(SECTIONS)}"
     )
-    parser.add_argument("--peers", default="", help="comma-separated Redis peers (default all)")
+    parser.add_argument(
+        "--peers", default="", help="comma-separated Redis peers (default all, none: only Huey)"
+    )
     parser.add_argument("--quick", action="store_true", help="small sizes (~30 s smoke test)")
     parser.add_argument("--strict", action="store_true", help="exit 1 if a target is missed")
     # internal: the child process modes
@@ -1547,7 +1549,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if unknown:
         parser.error(f"unknown section(s) {sorted(unknown)}; choose from {SECTIONS}")
     args.peers = {p.strip() for p in args.peers.split(",") if p.strip()}
-    unknown = args.peers - set(REDIS_KEYS)
+    unknown = args.peers - set(REDIS_KEYS) - {"none"}  # "none": dowork and Huey only
     if unknown:
         parser.error(f"unknown peer(s) {sorted(unknown)}; choose from {REDIS_KEYS}")
     return args

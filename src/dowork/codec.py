@@ -43,10 +43,20 @@ class JSONCodec:
         self._encoder = json.JSONEncoder(
             ensure_ascii=False, allow_nan=False, separators=(",", ":"), check_circular=True
         )
+        # The C encoder, built once rather than on every call as JSONEncoder.encode does: a
+        # cycle raises RecursionError instead of being spotted by a marker dict.
+        make = getattr(json.encoder, "c_make_encoder", None)
+        self._fast: Any = None
+        if make is not None:
+            self._fast = make(
+                None, _refuse, json.encoder.encode_basestring, None, ":", ",", False, False, False
+            )
 
     def encode(self, value: Any) -> bytes:
         """Encode to JSON bytes, refusing anything JSON cannot represent exactly."""
         try:
+            if self._fast is not None:
+                return "".join(self._fast(value, 0)).encode()
             return self._encoder.encode(value).encode()
         except (TypeError, ValueError, RecursionError) as exc:
             raise NotSerializable(f"cannot encode as JSON: {exc}") from exc
@@ -115,3 +125,8 @@ class PickleCodec:
             return pickle.loads(body)  # signed by a holder of the key: checked above
         except Exception as exc:
             raise DecodeError(data, exc) from exc
+
+
+def _refuse(value: Any) -> Any:
+    """The JSON encoder's fallback for a value it does not know: refuse it."""
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")

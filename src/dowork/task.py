@@ -12,8 +12,8 @@ import asyncio
 import contextlib
 import inspect
 import math
+import os
 import threading
-import uuid
 from collections.abc import Callable, Coroutine, Generator, Mapping
 from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
@@ -406,10 +406,10 @@ class Task(Generic[R]):
 
     @property
     def id(self) -> str:
-        """A unique id (hex UUID4); ``Queue.get(id)`` finds the task by it."""
+        """A unique id (128 random bits in hex); ``Queue.get(id)`` finds the task by it."""
         tid = self._id
         if tid is None:
-            tid = self._id = uuid.uuid4().hex
+            tid = self._id = os.urandom(16).hex()
             engine = self._engine
             if engine is not None:
                 engine.register(self)

@@ -200,6 +200,71 @@ def test_a_push_from_another_client_wakes_wait(redis_server: RedisServer, prefix
     run(main)
 
 
+def test_an_idle_worker_claims_in_the_round_trip_that_wakes_it(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    """wait_claim sends its claim with the blocking pop; the wake-up token's time (the
+    pusher's now) makes a task pushed after the call began due, and the lease runs from it."""
+
+    async def main() -> None:
+        producer = RedisBackend(redis_server.url, prefix=prefix)
+        worker = RedisBackend(redis_server.url, prefix=prefix)
+        started = time.monotonic()
+        assert await worker.wait_claim("q", 0.2, NOW, 10, LEASE, "w") == []  # timed out
+        assert time.monotonic() - started >= 0.15
+        waiting = asyncio.create_task(worker.wait_claim("q", 30.0, NOW, 10, LEASE, "w"))
+        await asyncio.sleep(0.05)
+        assert not waiting.done()
+        later = rec(run_at=NOW + 7, created_at=NOW + 7)  # due by the pusher's clock
+        await producer.push([later])
+        (claimed,) = await asyncio.wait_for(waiting, 2.0)
+        assert (claimed.id, claimed.status, claimed.attempts) == (later.id, "running", 1)
+        assert (claimed.lease_until, claimed.owner) == (NOW + 7 + LEASE, "w")
+        (stored,) = await worker.get([later.id])
+        assert (stored.status, stored.lease_until, stored.updated_at) == (
+            "running", NOW + 7 + LEASE, NOW + 7,
+        )  # fmt: skip
+        scheduled = rec(run_at=NOW + 100, created_at=NOW + 8, status="scheduled")
+        await producer.push([scheduled])  # wakes the worker, but is not due yet
+        assert await worker.wait_claim("q", 5.0, NOW, 10, LEASE, "w") == []
+        assert await worker.counts("q") == {"running": 1, "scheduled": 1}
+        await producer.close()
+        await worker.close()
+
+    run(main)
+
+
+def test_push_from_a_thread_is_one_atomic_write(redis_server: RedisServer, prefix: str) -> None:
+    """push_sync (what submit() and map() use) checks ids unless they are fresh, and a large
+    push (several script calls in one transaction) writes all or nothing."""
+    backend = RedisBackend(redis_server.url, prefix=prefix)
+    taken = rec()
+    assert backend.push_sync([taken]) is True
+    with pytest.raises(DuplicateTask):
+        backend.push_sync([rec(), rec(id=taken.id)])
+    many = [rec() for _ in range(2500)]
+    with pytest.raises(DuplicateTask, match=taken.id):
+        backend.push_sync([*many, rec(id=taken.id)])
+
+    async def check_and_push_async() -> None:
+        assert await backend.counts("q") == {"pending": 1}  # nothing of the refused pushes
+        with pytest.raises(DuplicateTask):
+            await backend.push([*many, rec(id=taken.id)])
+        assert await backend.counts("q") == {"pending": 1}
+        await backend.push(many[:1500])
+        assert await backend.counts("q") == {"pending": 1501}
+        await backend.close()
+
+    run(check_and_push_async)
+    admin = redis.Redis.from_url(redis_server.url)
+    admin.script_flush()  # as after a restart
+    admin.close()
+    assert backend.push_sync(many[1500:], fresh=True) is True  # loads the scripts again
+    pages = asyncio.run(backend.list("q", limit=10_000, newest_first=False))
+    assert [r.id for r in pages] == [taken.id, *(r.id for r in many)]  # in push order
+    assert RedisBackend(client=redis.asyncio.Redis(), prefix=prefix).push_sync([rec()]) is False
+
+
 def test_one_backend_serves_successive_event_loops(redis_server: RedisServer, prefix: str) -> None:
     """A queue's home loop can change; each loop gets its own connections, closed with it."""
     backend = RedisBackend(redis_server.url, prefix=prefix)
@@ -227,7 +292,7 @@ def test_server_down_raises_unavailable_then_recovers(server: RedisServer, prefi
         backend = RedisBackend(server.url, prefix=prefix, connect_timeout=1.0)
         other = RedisBackend(server.url, prefix=prefix)
         await backend.open()
-        await backend.wait("q", 0.01)  # subscribed for wake-ups
+        await backend.wait("q", 0.01)
         server.stop()
         calls: list[Callable[[], Awaitable[Any]]] = [
             lambda: backend.push([rec()]),
@@ -247,12 +312,8 @@ def test_server_down_raises_unavailable_then_recovers(server: RedisServer, prefi
         server.start()  # empty: nothing was persisted
         await backend.push([rec()])  # the same object reconnects
         assert await backend.counts("q") == {"pending": 1}
-        for _ in range(100):  # the wake-up subscription comes back by itself
-            if backend._link().subscribed.is_set():
-                break
-            await asyncio.sleep(0.05)
         await backend.claim("q", NOW, 10, LEASE, "w")
-        await backend.wait("q", 0.01)  # anything flagged while reconnecting is consumed
+        await backend.wait("q", 0.01)  # the push's wake-up token is consumed
         waiter = asyncio.create_task(backend.wait("q", 30.0))
         await asyncio.sleep(0.05)
         await other.push([rec()])
@@ -309,8 +370,8 @@ def test_a_given_client_is_used_and_left_open(redis_server: RedisServer, prefix:
 def test_listing_keys_follow_every_change_and_go_with_the_queue(
     redis_server: RedisServer, prefix: str
 ) -> None:
-    """The created zsets and the queues set track each status change; an empty queue leaves
-    no key behind."""
+    """The per-status created zsets (running tasks: the running zset) and the queues set track
+    each status change; an empty queue leaves no key behind."""
 
     async def main() -> None:
         backend = RedisBackend(redis_server.url, prefix=prefix)
@@ -332,9 +393,12 @@ def test_listing_keys_follow_every_change_and_go_with_the_queue(
             for s in ("pending", "retrying", "running", "succeeded", "cancelled", "dead")
         }
         assert sizes == {
-            "pending": 1, "retrying": 1, "running": 1, "succeeded": 1, "cancelled": 1, "dead": 0,
+            "pending": 1, "retrying": 1, "running": 0, "succeeded": 1, "cancelled": 1, "dead": 0,
         }  # fmt: skip
-        assert await client.zcard(f"{prefix}:q:q:created") == 5
+        running = await client.zrangebyscore(f"{prefix}:q:q:running", "-inf", "(inf")
+        assert running == [_running.id.encode()]  # and a member that keeps it a skiplist
+        assert await client.object("encoding", f"{prefix}:q:q:running") == b"skiplist"
+        assert await client.exists(f"{prefix}:q:q:created") == 0
         assert await client.smembers(f"{prefix}:queues") == {b"q"}
         assert await backend.purge("q", ["pending", "retrying", "running"]) == 3
         assert await backend.purge_finished(NOW + 10**9) == 2

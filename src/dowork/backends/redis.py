@@ -1,4 +1,4 @@
-"""Redis backend: one Redis (5.0+) shared by every worker process on any host.
+"""Redis backend: one Redis (6.0+) shared by every worker process on any host.
 
 Every state change is one Lua script, so it is atomic and a crash can never leave a task half
 moved. A task is leased, never popped: a claim moves its id from the queue's waiting set to
@@ -10,29 +10,39 @@ Key schema (``P`` is the prefix, ``dowork`` by default; ``Q`` a queue name)::
     P:task:{id}         hash, one per task: id queue name payload options status attempts
                         run_at created_at updated_at lease_until owner crashes
                         cancel_requested error reason result finished_at expires_at seq
-                        (a field that is None is absent)
+                        (a field that is None is absent; absent attempts is 0, absent
+                        updated_at is created_at; lease_until and owner mean something only
+                        while status is running)
     P:q:Q:waiting       zset of waiting tasks (pending, scheduled, retrying); score run_at,
-                        member "%016x:{id}" % seq, so equal run_at sort first in, first out
-    P:q:Q:running       zset of leased tasks; score lease_until, member id
+                        member "{seq}:{id}" (seq: 16 hex digits), so equal run_at sort first
+                        in, first out
+    P:q:Q:running       zset of leased tasks; score lease_until, member id (plus one long
+                        member that keeps it a skiplist, see KEEPER)
     P:q:Q:counts        hash status -> number of the queue's tasks in that status (deleted
                         with the queue's last task)
-    P:q:Q:created       zset of all the queue's tasks; score created_at, member as in
-                        waiting ("%016x:{id}" % seq), so ties list in push order
-    P:q:Q:created.S     the same for the queue's tasks in status S only (one zset per status
-                        in use), so a page of one status never reads the others
+    P:q:Q:created.S     zset of the queue's tasks in status S (every status but running,
+                        which is listed from the running zset); score created_at, member
+                        as in waiting, so ties list in push order
+    P:q:Q:wake          list of wake-up tokens (at most 8): every push adds one, idle workers
+                        block on it (BRPOPLPUSH into P:q:Q:got:{owner}, read by the claim
+                        sent in the same round trip)
     P:queues            set of the queue names that have tasks
     P:expiry            zset of finished tasks kept for lookups; score expires_at, member id
     P:seq               counter giving each pushed task its FIFO sequence number
-    P:notify            pub/sub channel: "{sender} {queue}" after every push
     P:idem:K            hash id, until: the task holding idempotency key K (K is
                         "{len(queue)}:{queue}:{key}") until the caller's time until; a Redis
                         TTL of the window drops it later
     P:epoch             a random value written at first connect: if it vanishes, the data was
                         wiped (a restart without persistence, FLUSHALL), which is logged
+    P:workers           hash worker id -> its last beat (JSON), for dashboards
+    P:workers:alive     zset worker id -> when its beat expires
+    P:q:Q:stats         hash "minute:outcome" -> tasks finished that minute (the last hour)
 
 Every script that changes a task's status moves it between the ``created.S`` zsets and
-updates ``counts`` in the same step; ``list()`` reads one page of a ``created`` zset (or merges
-the first pages of a few ``created.S``), never the whole queue.
+updates ``counts`` in the same step; ``list()`` reads one page of a ``created.S`` zset (or
+merges the first pages of several, and the running zset), never the whole queue. A push
+from a thread (``push_sync``, what ``submit()`` uses) is one ``EVALSHA`` on a blocking
+client: records that share their fields but id and payload travel as one run.
 
 Times (``run_at``, ``lease_until``, ...) are the caller's clock, as in the other backends,
 and are passed to the scripts as exact ``repr(float)`` strings. The scripts touch keys they
@@ -45,20 +55,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
-import random
 import threading
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+import redis
 import redis.asyncio
 import redis.exceptions
+import redis.retry
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.commands.core import AsyncScript
+from redis.commands.core import AsyncScript, Script
 
 from ..errors import BackendError, BackendFull, BackendUnavailable, DuplicateTask
 from ._protocol import (
@@ -76,6 +88,23 @@ from ._protocol import (
 
 __all__ = ["RedisBackend"]
 
+#: redis-py before 5.3 wants a command name for ``ConnectionPool.get_connection``; later
+#: versions warn about it.
+_CONNECTION_ARGS = (
+    ()
+    if inspect.signature(redis.asyncio.ConnectionPool.get_connection)
+    .parameters["command_name"]
+    .default
+    is None
+    else ("EVALSHA",)
+)
+_pack: Callable[[tuple[Any, ...]], bytes] | None
+try:
+    from hiredis import pack_command as _pack
+except ImportError:  # pragma: no cover - hiredis comes with dowork[redis]
+    _pack = None
+
+
 log = logging.getLogger("dowork")
 
 _FINAL = {
@@ -91,16 +120,44 @@ _FINAL = {
 # argument is "" for None and "=" followed by the value otherwise, so "" stays distinct.
 # Scripts check everything before their first write, so none stops half way.
 
-_PRELUDE = """
+# What every script needs; _PUSH (the producers' hot path) needs only this.
+_BASE = """
 local P = ARGV[1]
 local WAITING = {pending = true, scheduled = true, retrying = true}
 local function tkey(id) return P .. 'task:' .. id end
 local function qkey(queue, kind) return P .. 'q:' .. queue .. ':' .. kind end
-local function member(seq, id) return string.format('%016x', tonumber(seq)) .. ':' .. id end
+local function chunks(cmd, key, list, step)
+    for i = 1, #list, step do
+        redis.call(cmd, key, unpack(list, i, math.min(i + step - 1, #list)))
+    end
+end
+-- The running zset keeps this member (longer than zset-max-listpack-value, 64 by default),
+-- so Redis stores it as a skiplist from the start: leases churn in batches, and every insert
+-- into a small (listpack) zset parses the scores before it, several times slower.
+local KEEPER = string.rep('~', 80)
+-- Wake up to n idle workers of the queue (blocked on its wake list). The list holds at most
+-- WAKE_CAP tokens, so pushes while every worker is busy cost nothing more. A token is a time
+-- (the caller's now) by which the work it announces was due: a worker whose claim was sent
+-- before it blocked claims what was due by then.
+local WAKE_CAP = 8
+local function wake(queue, n, at)
+    local key = qkey(queue, 'wake')
+    local room = WAKE_CAP - redis.call('LLEN', key)
+    if room > 0 then
+        local tokens = {}
+        for i = 1, math.min(n, room) do tokens[i] = at end
+        redis.call('RPUSH', key, unpack(tokens))
+    end
+end
+"""
+
+_PRELUDE = """
+-- seq is stored as 16 hex digits, so a listing member is "seq:id" (ordered by push).
+local function member(seq, id) return seq .. ':' .. id end
 -- Count changes and listing-zset moves are gathered while a script runs and written once at
 -- its end (flush), one HINCRBY per queue and status and one ZREM/ZADD per key, instead of a
 -- few commands per task: that is most of the Redis CPU a task costs.
-local DELTAS, ZREMS, ZADDS = {}, {}, {}
+local DELTAS, ZREMS, ZADDS, EMPTIED = {}, {}, {}, {}
 local function count(queue, status, delta)
     local q = DELTAS[queue]
     if not q then q = {}; DELTAS[queue] = q end
@@ -112,11 +169,6 @@ local function gather(t, key, a, b)
     list[#list + 1] = a
     if b then list[#list + 1] = b end
 end
-local function chunks(cmd, key, list, step)
-    for i = 1, #list, step do
-        redis.call(cmd, key, unpack(list, i, math.min(i + step - 1, #list)))
-    end
-end
 local function flush()
     for queue, by in pairs(DELTAS) do
         for status, delta in pairs(by) do
@@ -125,31 +177,36 @@ local function flush()
     end
     for key, list in pairs(ZREMS) do chunks('ZREM', key, list, 4000) end
     for key, list in pairs(ZADDS) do chunks('ZADD', key, list, 4000) end
-    DELTAS, ZREMS, ZADDS = {}, {}, {}
+    for queue in pairs(EMPTIED) do  -- a queue whose last task went is forgotten
+        local counts = qkey(queue, 'counts')
+        local empty = true
+        for _, n in ipairs(redis.call('HVALS', counts)) do
+            if tonumber(n) ~= 0 then empty = false; break end
+        end
+        if empty then
+            redis.call('DEL', counts, qkey(queue, 'wake'), qkey(queue, 'running'))
+            redis.call('SREM', P .. 'queues', queue)
+        end
+    end
+    DELTAS, ZREMS, ZADDS, EMPTIED = {}, {}, {}, {}
 end
 -- A task (zset member m, created_at at) leaves status old and/or enters status new (nil:
--- none): counts and the per-status listing zsets follow (written at flush).
+-- none): counts and the per-status listing zsets follow (written at flush). Running tasks
+-- are listed from the running zset, so they have no listing zset of their own.
 local function move(queue, m, at, old, new)
     if old then
         count(queue, old, -1)
-        gather(ZREMS, qkey(queue, 'created.' .. old), m)
+        if old ~= 'running' then gather(ZREMS, qkey(queue, 'created.' .. old), m) end
     end
     if new then
         count(queue, new, 1)
-        gather(ZADDS, qkey(queue, 'created.' .. new), at, m)
+        if new ~= 'running' then gather(ZADDS, qkey(queue, 'created.' .. new), at, m) end
     end
 end
 -- After a task hash was deleted: drop it from the listings, and the queue once it is empty.
 local function forget(queue, status, m)
     move(queue, m, nil, status, nil)
-    flush()  -- the counts are read just below
-    redis.call('ZREM', qkey(queue, 'created'), m)
-    local counts = qkey(queue, 'counts')
-    for _, n in ipairs(redis.call('HVALS', counts)) do
-        if tonumber(n) ~= 0 then return end
-    end
-    redis.call('DEL', counts)
-    redis.call('SREM', P .. 'queues', queue)
+    EMPTIED[queue] = true
 end
 local function setopt(key, name, value)
     if value == '' then
@@ -161,31 +218,138 @@ end
 """
 
 
-# ARGV: P, n, sender, then n x (id, queue, name, payload, run_at, created_at, status, options?,
-# attempts), then k and k x (record index, idempotency key, until, ttl ms).
-# Returns {'ok', then the id and holder id of each record whose idempotency key was held (not
-# written)}, or {'duplicate', id} having written nothing.
 def _wrap(script: str) -> str:
     """Run a script body as a function, then write what it gathered (see ``flush``)."""
     return (
-        f"{_PRELUDE}\nlocal function body()\n{script}\nend\nlocal r = body()\nflush()\nreturn r\n"
+        f"{_BASE}{_PRELUDE}\nlocal function body()\n{script}\nend\n"
+        "local r = body()\nflush()\nreturn r\n"
     )
 
 
+# ARGV: P, check, then groups of records sharing their fields: queue, name, run_at,
+# created_at, status, options?, attempts, k, then k x (id, payload). check is "1" to refuse
+# ids already taken, or the name of a flag key (see _CHECK): write nothing if it exists.
+# Returns {'ok'}, {'duplicate', id} having written nothing, or {'skipped'}.
 _PUSH = """
+local P = ARGV[1]
+local function zadd(key, list)  -- chunks (see _BASE)
+    if #list <= 8000 then
+        redis.call('ZADD', key, unpack(list))
+        return
+    end
+    for i = 1, #list, 8000 do
+        redis.call('ZADD', key, unpack(list, i, math.min(i + 7999, #list)))
+    end
+end
+local check = ARGV[2]
+if check == '1' then
+    local seen, i = {}, 3
+    while i <= #ARGV do
+        local k = tonumber(ARGV[i + 7])
+        for j = i + 8, i + 6 + k * 2, 2 do
+            local id = ARGV[j]
+            if seen[id] or redis.call('EXISTS', P .. 'task:' .. id) == 1 then
+                return {'duplicate', id}
+            end
+            seen[id] = true
+        end
+        i = i + 8 + k * 2
+    end
+elseif check ~= '' and redis.call('EXISTS', check) == 1 then
+    return {'skipped'}
+end
+local i, woken, woken_at = 3, {}, {}
+while i <= #ARGV do
+    local queue, name, run_at, at, status = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3],
+        ARGV[i + 4]
+    local options, attempts, k = ARGV[i + 5], ARGV[i + 6], tonumber(ARGV[i + 7])
+    local seq = redis.call('INCRBY', P .. 'seq', k) - k
+    local extra = {}
+    if options ~= '' then extra[1] = 'options'; extra[2] = string.sub(options, 2) end
+    if attempts ~= '0' then extra[#extra + 1] = 'attempts'; extra[#extra + 1] = attempts end
+    local listed, n = {}, 0  -- (score, member) pairs: run_at for waiting, at for the listing
+    local ids = {}
+    local taskp = P .. 'task:'
+    for j = i + 8, i + 6 + k * 2, 2 do
+        local id = ARGV[j]
+        seq = seq + 1
+        local s = string.format('%016x', seq)
+        redis.call('HSET', taskp .. id, 'id', id, 'queue', queue, 'name', name,
+            'payload', ARGV[j + 1], 'run_at', run_at, 'created_at', at, 'status', status,
+            'seq', s, unpack(extra))
+        n = n + 2
+        listed[n - 1] = at
+        listed[n] = s .. ':' .. id
+        if status == 'running' then ids[#ids + 1] = id end
+    end
+    local q = P .. 'q:' .. queue .. ':'
+    if status == 'pending' or status == 'scheduled' or status == 'retrying' then
+        local waiting = {}
+        for j = 1, n, 2 do waiting[j] = run_at; waiting[j + 1] = listed[j + 1] end
+        zadd(q .. 'waiting', waiting)
+    end
+    if status == 'running' then  -- never expires, like a lease nobody holds
+        local keeper = string.rep('~', 80)  -- KEEPER
+        for _, id in ipairs(ids) do
+            redis.call('ZADD', q .. 'running', '+inf', keeper, '+inf', id)
+        end
+    else
+        zadd(q .. 'created.' .. status, listed)
+    end
+    if redis.call('HINCRBY', q .. 'counts', status, k) == k then
+        redis.call('SADD', P .. 'queues', queue)  -- maybe the queue's first task
+    end
+    woken[queue] = (woken[queue] or 0) + k
+    woken_at[queue] = at
+    i = i + 8 + k * 2
+end
+for queue, n in pairs(woken) do  -- wake (see _BASE), inlined
+    local key = P .. 'q:' .. queue .. ':wake'
+    local room = 8 - redis.call('LLEN', key)
+    if room > 0 then
+        local tokens = {}
+        for t = 1, math.min(n, room) do tokens[t] = woken_at[queue] end
+        redis.call('RPUSH', key, unpack(tokens))
+    end
+end
+return {'ok'}
+"""
+
+# ARGV: P, flag, then ids. Sets the flag key and returns the first id already taken (or
+# repeated), else returns "". Runs first in a transaction of several _PUSH calls, so that a
+# taken id anywhere means none of them writes.
+_CHECK = """
+local seen = {}
+for i = 3, #ARGV do
+    local id = ARGV[i]
+    if seen[id] or redis.call('EXISTS', tkey(id)) == 1 then
+        redis.call('SET', ARGV[2], '1')
+        return id
+    end
+    seen[id] = true
+end
+return ''
+"""
+
+# ARGV: P, n, then n x (id, queue, name, payload, run_at, created_at, status, options?,
+# attempts), then k and k x (record index, idempotency key, until, ttl ms). The push of
+# records that carry idempotency keys (``_PUSH`` is the fast path for those that do not).
+# Returns {'ok', then the id and holder id of each record whose idempotency key was held (not
+# written)}, or {'duplicate', id} having written nothing.
+_PUSH_KEYED = """
 local n = tonumber(ARGV[2])
 local seen = {}
 for i = 0, n - 1 do
-    local id = ARGV[4 + i * 9]
+    local id = ARGV[3 + i * 9]
     if seen[id] or redis.call('EXISTS', tkey(id)) == 1 then return {'duplicate', id} end
     seen[id] = true
 end
-local ok, todo, keyed, k0 = {'ok'}, {}, {}, 4 + n * 9
+local ok, todo, keyed, k0 = {'ok'}, {}, {}, 3 + n * 9
 for j = 0, tonumber(ARGV[k0] or '0') - 1 do
     keyed[tonumber(ARGV[k0 + 1 + j * 4])] = k0 + 2 + j * 4
 end
 for i = 0, n - 1 do
-    local b, kb = 4 + i * 9, keyed[i]
+    local b, kb = 3 + i * 9, keyed[i]
     local held = kb and redis.call('HMGET', P .. 'idem:' .. ARGV[kb], 'id', 'until') or {}
     if held[1] and tonumber(held[2]) > tonumber(ARGV[b + 5]) then
         ok[#ok + 1] = ARGV[b]; ok[#ok + 1] = held[1]
@@ -198,63 +362,107 @@ for i = 0, n - 1 do
     end
 end
 local seq = redis.call('INCRBY', P .. 'seq', n) - n
-local queues = {}
+local woken = {}
 for _, i in ipairs(todo) do
-    local b = 4 + i * 9
-    local id, queue, status = ARGV[b], ARGV[b + 1], ARGV[b + 6]
+    local b = 3 + i * 9
+    local id, queue, status, at = ARGV[b], ARGV[b + 1], ARGV[b + 6], ARGV[b + 5]
     local key = tkey(id)
     seq = seq + 1
+    local m = member(string.format('%016x', seq), id)
     redis.call('HSET', key, 'id', id, 'queue', queue, 'name', ARGV[b + 2],
-        'payload', ARGV[b + 3], 'run_at', ARGV[b + 4], 'created_at', ARGV[b + 5],
-        'updated_at', ARGV[b + 5], 'status', status, 'attempts', ARGV[b + 8],
-        'seq', string.format('%d', seq))
+        'payload', ARGV[b + 3], 'run_at', ARGV[b + 4], 'created_at', at, 'status', status,
+        'attempts', ARGV[b + 8], 'seq', string.format('%016x', seq))
     setopt(key, 'options', ARGV[b + 7])
-    local m = member(seq, id)
     if WAITING[status] then
         redis.call('ZADD', qkey(queue, 'waiting'), ARGV[b + 4], m)
+    elseif status == 'running' then  -- never expires, like a lease nobody holds
+        redis.call('ZADD', qkey(queue, 'running'), '+inf', KEEPER, '+inf', id)
     end
-    redis.call('ZADD', qkey(queue, 'created'), ARGV[b + 5], m)
-    move(queue, m, ARGV[b + 5], nil, status)
-    queues[queue] = true
-end
-for queue in pairs(queues) do
+    move(queue, m, at, nil, status)
     redis.call('SADD', P .. 'queues', queue)
-    redis.call('PUBLISH', P .. 'notify', ARGV[3] .. ' ' .. queue)
+    woken[queue] = {(woken[queue] or {0})[1] + 1, at}
 end
+for queue, w in pairs(woken) do wake(queue, w[1], w[2]) end
 return ok
 """
 
 # ARGV: P, queue, now, limit, lease_until, owner, max_running ('' = no cap), alone_from
-# ('' = none).
-# Returns the claimed records as HGETALL lists, oldest first.
+# ('' = none: see Backend.claim), then optionally a list key and the lease in seconds: a
+# wake-up token found there (see wake) later than now replaces now, and the lease runs from
+# it. Returns now and lease_until as used, then the claimed records as HGETALL lists, oldest
+# first, read before the claim: the caller applies it (status running, attempts + 1,
+# lease_until, owner, updated_at).
 _CLAIM = """
-local queue, now = ARGV[2], ARGV[3]
-local running = qkey(queue, 'running')
+local P, queue, now, lease, owner = ARGV[1], ARGV[2], ARGV[3], ARGV[5], ARGV[6]
+local alone = ARGV[8] ~= '' and tonumber(ARGV[8])
+if ARGV[9] then
+    local token = redis.call('LPOP', ARGV[9])
+    if token and tonumber(token) > tonumber(now) then
+        now = token
+        lease = string.format('%.17g', tonumber(token) + tonumber(ARGV[10]))
+    end
+end
+local function many(cmd, key, list)  -- chunks (see _BASE)
+    for i = 1, #list, 4000 do
+        redis.call(cmd, key, unpack(list, i, math.min(i + 3999, #list)))
+    end
+end
+local q = P .. 'q:' .. queue .. ':'
+local running = q .. 'running'
+local keeper = string.rep('~', 80)  -- KEEPER
 local limit = tonumber(ARGV[4])
 if ARGV[7] ~= '' then
-    limit = math.min(limit, tonumber(ARGV[7]) - redis.call('ZCARD', running))
+    local held = redis.call('ZCARD', running)
+    if redis.call('ZSCORE', running, keeper) then held = held - 1 end
+    limit = math.min(limit, tonumber(ARGV[7]) - held)
 end
-if limit <= 0 then return {} end
-local waiting = qkey(queue, 'waiting')
-local out = {}
-for _, m in ipairs(redis.call('ZRANGEBYSCORE', waiting, '-inf', now, 'LIMIT', 0, limit)) do
+local out = {now, lease}
+if limit <= 0 then return out end
+local waiting = q .. 'waiting'
+local due = redis.call('ZRANGEBYSCORE', waiting, '-inf', now, 'LIMIT', 0, limit)
+if #due == 0 then return out end
+local leased, left, n, taken = {'+inf', keeper}, {}, 0, {}
+for _, m in ipairs(due) do
     local id = string.sub(m, 18)
-    local key = tkey(id)
-    local rec = redis.call('HMGET', key, 'status', 'created_at', 'crashes')
-    local status = rec[1]
+    local key = P .. 'task:' .. id
+    local h = redis.call('HGETALL', key)
+    local status, attempts, crashes
+    for j = 1, #h, 2 do
+        local f = h[j]
+        if f == 'status' then status = h[j + 1]
+        elseif f == 'attempts' then attempts = h[j + 1]
+        elseif f == 'crashes' then crashes = h[j + 1] end
+    end
     -- A repeat crasher is claimed alone (see Backend.claim).
-    local crasher = ARGV[8] ~= '' and tonumber(rec[3] or '0') >= tonumber(ARGV[8])
-    if crasher and #out > 0 then break end
-    gather(ZREMS, waiting, m)
-    if status and WAITING[status] then
-        redis.call('HINCRBY', key, 'attempts', 1)
-        redis.call('HSET', key, 'status', 'running', 'lease_until', ARGV[5],
-            'owner', ARGV[6], 'updated_at', now)
-        gather(ZADDS, running, ARGV[5], id)
-        move(queue, m, rec[2], status, 'running')
-        out[#out + 1] = redis.call('HGETALL', key)
+    local crasher = alone and tonumber(crashes or '0') >= alone
+    if crasher and n > 0 then break end
+    taken[#taken + 1] = m
+    if status == 'pending' or status == 'scheduled' or status == 'retrying' then
+        local a = string.format('%d', (attempts and tonumber(attempts) or 0) + 1)
+        redis.call('HSET', key, 'status', 'running', 'attempts', a, 'lease_until', lease,
+            'owner', owner, 'updated_at', now)
+        leased[#leased + 1] = lease
+        leased[#leased + 1] = id
+        local l = left[status]
+        if not l then l = {}; left[status] = l end
+        l[#l + 1] = m
+        n = n + 1
+        out[#out + 1] = h
         if crasher then break end
     end
+end
+many('ZREM', waiting, taken)
+if n > 0 then
+    many('ZADD', running, leased)
+    for status, l in pairs(left) do
+        many('ZREM', q .. 'created.' .. status, l)
+        redis.call('HINCRBY', q .. 'counts', status, -#l)
+    end
+    redis.call('HINCRBY', q .. 'counts', 'running', n)
+end
+if #due == limit then  -- more may be due: wake another idle worker to help (see wake)
+    local wake = q .. 'wake'
+    if redis.call('LLEN', wake) < 8 then redis.call('RPUSH', wake, now) end
 end
 return out
 """
@@ -263,44 +471,68 @@ return out
 # expires_at ('' = forget the record), payload?, attempt?). status 'retrying' means RETRY;
 # attempt is a line appended to the task's history.
 # Returns the ids refused because the record is not running under that token.
+# lease_until and owner are left in the hash: they mean nothing once status is not running.
 _SETTLE = """
-local refused = {}
-local function log_attempt(key, line)
-    if line ~= '' then
-        local old = redis.call('HGET', key, 'history') or ''
-        redis.call('HSET', key, 'history', old .. string.sub(line, 2) .. '\\n')
-    end
-end
+local refused, accepted, leases = {}, {}, {}
 for i = 0, tonumber(ARGV[2]) - 1 do
     local b = 3 + i * 11
+    local rec = redis.call('HMGET', tkey(ARGV[b]), 'status', 'attempts', 'queue', 'seq',
+        'created_at', 'error', 'history')
+    if rec[1] ~= 'running' or tonumber(rec[2]) ~= tonumber(ARGV[b + 1]) then
+        refused[#refused + 1] = ARGV[b]
+    else
+        accepted[#accepted + 1] = {b, rec}
+        gather(leases, qkey(rec[3], 'running'), ARGV[b])
+    end
+end
+-- The leases go first: a write that frees memory, after which Redis lets this script finish
+-- its writes even at maxmemory (noeviction), so outcomes are stored while submits are refused.
+for key, list in pairs(leases) do chunks('ZREM', key, list, 4000) end
+for _, a in ipairs(accepted) do
+    local b, rec = a[1], a[2]
     local id, status, now = ARGV[b], ARGV[b + 2], ARGV[b + 3]
     local key = tkey(id)
-    local rec = redis.call('HMGET', key, 'status', 'attempts', 'queue', 'seq', 'created_at')
-    if rec[1] ~= 'running' or tonumber(rec[2]) ~= tonumber(ARGV[b + 1]) then
-        refused[#refused + 1] = id
-    else
+    do
         local queue, m = rec[3], member(rec[4], id)
-        redis.call('ZREM', qkey(queue, 'running'), id)
-        if status == 'retrying' then
-            redis.call('HSET', key, 'status', status, 'run_at', ARGV[b + 4], 'updated_at', now)
-            redis.call('HDEL', key, 'lease_until', 'owner')
-            setopt(key, 'error', ARGV[b + 5])
-            if ARGV[b + 9] ~= '' then setopt(key, 'payload', ARGV[b + 9]) end
-            log_attempt(key, ARGV[b + 10])
-            redis.call('ZADD', qkey(queue, 'waiting'), ARGV[b + 4], m)
-            move(queue, m, rec[5], 'running', status)
-        elseif ARGV[b + 8] == '' then
+        local err = ARGV[b + 5]
+        if ARGV[b + 8] == '' and status ~= 'retrying' then
             redis.call('DEL', key)
             forget(queue, 'running', m)
         else
-            redis.call('HSET', key, 'status', status, 'updated_at', now, 'finished_at', now,
-                'expires_at', ARGV[b + 8])
-            redis.call('HDEL', key, 'lease_until', 'owner')
-            setopt(key, 'error', ARGV[b + 5])
-            setopt(key, 'reason', ARGV[b + 6])
-            setopt(key, 'result', ARGV[b + 7])
-            log_attempt(key, ARGV[b + 10])
-            redis.call('ZADD', P .. 'expiry', ARGV[b + 8], id)
+            if err == '' and rec[6] then redis.call('HDEL', key, 'error') end
+            local fields = {'status', status, 'updated_at', now}
+            if err ~= '' then
+                fields[#fields + 1] = 'error'
+                fields[#fields + 1] = string.sub(err, 2)
+            end
+            if status == 'retrying' then
+                fields[#fields + 1] = 'run_at'
+                fields[#fields + 1] = ARGV[b + 4]
+                if ARGV[b + 9] ~= '' then
+                    fields[#fields + 1] = 'payload'
+                    fields[#fields + 1] = string.sub(ARGV[b + 9], 2)
+                end
+                gather(ZADDS, qkey(queue, 'waiting'), ARGV[b + 4], m)
+            else
+                fields[#fields + 1] = 'finished_at'
+                fields[#fields + 1] = now
+                fields[#fields + 1] = 'expires_at'
+                fields[#fields + 1] = ARGV[b + 8]
+                if ARGV[b + 6] ~= '' then
+                    fields[#fields + 1] = 'reason'
+                    fields[#fields + 1] = string.sub(ARGV[b + 6], 2)
+                end
+                if ARGV[b + 7] ~= '' then
+                    fields[#fields + 1] = 'result'
+                    fields[#fields + 1] = string.sub(ARGV[b + 7], 2)
+                end
+                gather(ZADDS, P .. 'expiry', ARGV[b + 8], id)
+            end
+            if ARGV[b + 10] ~= '' then
+                fields[#fields + 1] = 'history'
+                fields[#fields + 1] = (rec[7] or '') .. string.sub(ARGV[b + 10], 2) .. '\\n'
+            end
+            redis.call('HSET', key, unpack(fields))
             move(queue, m, rec[5], 'running', status)
         end
     end
@@ -320,49 +552,11 @@ for i = 0, tonumber(ARGV[3]) - 1 do
         codes[#codes + 1] = 0
     else
         redis.call('HSET', key, 'lease_until', ARGV[2])
-        redis.call('ZADD', qkey(rec[3], 'running'), ARGV[2], id)
+        gather(ZADDS, qkey(rec[3], 'running'), ARGV[2], id)
         codes[#codes + 1] = rec[4] == '1' and 2 or 1
     end
 end
 return codes
-"""
-
-# ARGV: P, now, sender, n, then n ids. Makes later-due waiting records due now; returns
-# {id, queue, ...} of those released.
-_RELEASE = """
-local now, released, queues = ARGV[2], {}, {}
-for i = 1, tonumber(ARGV[4]) do
-    local id = ARGV[4 + i]
-    local key = tkey(id)
-    local rec = redis.call('HMGET', key, 'status', 'queue', 'seq', 'created_at', 'run_at')
-    local status, queue = rec[1], rec[2]
-    if status and WAITING[status] and tonumber(rec[5]) > tonumber(now) then
-        local m = member(rec[3], id)
-        local new = status == 'scheduled' and 'pending' or status
-        redis.call('HSET', key, 'status', new, 'run_at', now, 'updated_at', now)
-        redis.call('ZADD', qkey(queue, 'waiting'), now, m)
-        if new ~= status then move(queue, m, rec[4], status, new) end
-        released[#released + 1] = id
-        released[#released + 1] = queue
-        queues[queue] = true
-    end
-end
-for queue in pairs(queues) do
-    redis.call('PUBLISH', P .. 'notify', ARGV[3] .. ' ' .. queue)
-end
-return released
-"""
-
-# ARGV: P, n, then n x (id, token, progress). Stores progress on records still on that attempt.
-_PROGRESS = """
-for i = 0, tonumber(ARGV[2]) - 1 do
-    local key = tkey(ARGV[3 + i * 3])
-    local attempts = redis.call('HGET', key, 'attempts')
-    if attempts and tonumber(attempts) == tonumber(ARGV[4 + i * 3]) then
-        redis.call('HSET', key, 'progress', ARGV[5 + i * 3])
-    end
-end
-return 0
 """
 
 # ARGV: P, queue, now, crash_budget, expires_at. Returns {requeued, dead_lettered}.
@@ -394,6 +588,7 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', running, '-inf', '(' .. now)) do
         end
     end
 end
+if requeued > 0 then wake(queue, requeued, now) end
 return {requeued, dead}
 """
 
@@ -436,13 +631,13 @@ end
 return #ids
 """
 
-# ARGV: P, now, sender, n, then n ids. Sends failed, cancelled and dead tasks back to pending
+# ARGV: P, now, n, then n ids. Sends failed, cancelled and dead tasks back to pending
 # (attempts kept: it is the fencing token). Returns id, queue of each task requeued.
 _REQUEUE = """
 local now = ARGV[2]
 local done, queues = {}, {}
-for i = 1, tonumber(ARGV[4]) do
-    local id = ARGV[4 + i]
+for i = 1, tonumber(ARGV[3]) do
+    local id = ARGV[3 + i]
     local key = tkey(id)
     local rec = redis.call('HMGET', key, 'status', 'queue', 'seq', 'created_at')
     local status, queue = rec[1], rec[2]
@@ -457,12 +652,10 @@ for i = 1, tonumber(ARGV[4]) do
         move(queue, m, rec[4], status, 'pending')
         done[#done + 1] = id
         done[#done + 1] = queue
-        queues[queue] = true
+        queues[queue] = (queues[queue] or 0) + 1
     end
 end
-for queue in pairs(queues) do
-    redis.call('PUBLISH', P .. 'notify', ARGV[3] .. ' ' .. queue)
-end
+for queue, n in pairs(queues) do wake(queue, n, now) end
 return done
 """
 
@@ -480,18 +673,30 @@ else
 end
 for _, status in ipairs(statuses) do
     if left <= 0 then break end
-    local members = redis.call('ZRANGE', qkey(queue, 'created.' .. status), 0, left - 1)
+    local members
+    if status == 'running' then
+        members = redis.call('ZRANGE', qkey(queue, 'running'), 0, left - 1)
+    else
+        members = redis.call('ZRANGE', qkey(queue, 'created.' .. status), 0, left - 1)
+    end
     for _, m in ipairs(members) do
-        local id = string.sub(m, 18)
-        redis.call('DEL', tkey(id))
-        if WAITING[status] then
-            redis.call('ZREM', qkey(queue, 'waiting'), m)
-        elseif status == 'running' then
-            redis.call('ZREM', qkey(queue, 'running'), id)
+        if m == KEEPER then
+            left = left + 1  -- not a task
         else
-            redis.call('ZREM', P .. 'expiry', id)
+            if status == 'running' then
+                redis.call('DEL', tkey(m))
+                redis.call('ZREM', qkey(queue, 'running'), m)
+            else
+                local id = string.sub(m, 18)
+                redis.call('DEL', tkey(id))
+                if WAITING[status] then
+                    redis.call('ZREM', qkey(queue, 'waiting'), m)
+                else
+                    redis.call('ZREM', P .. 'expiry', id)
+                end
+            end
+            forget(queue, status, m)
         end
-        forget(queue, status, m)
     end
     left = left - #members
 end
@@ -504,19 +709,38 @@ _LIST = """
 local queue, offset, limit = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local newest = ARGV[5] == '1'
 local range = newest and 'ZREVRANGE' or 'ZRANGE'
-local page
-if #ARGV <= 6 then
-    local key = #ARGV == 6 and qkey(queue, 'created.' .. ARGV[6]) or qkey(queue, 'created')
-    page = redis.call(range, key, offset, offset + limit - 1)
+local statuses = {}
+for i = 6, #ARGV do statuses[#statuses + 1] = ARGV[i] end
+if #statuses == 0 then
+    statuses = {'pending', 'scheduled', 'retrying', 'running', 'succeeded', 'failed',
+        'cancelled', 'dead'}
+end
+local page = {}
+if #statuses == 1 and statuses[1] ~= 'running' then
+    local key = qkey(queue, 'created.' .. statuses[1])
+    for _, m in ipairs(redis.call(range, key, offset, offset + limit - 1)) do
+        page[#page + 1] = string.sub(m, 18)
+    end
 else
-    -- Several statuses: the page lies within the first offset + limit of each listing.
+    -- Merge by (created_at, seq): the page lies within the first offset + limit of each
+    -- listing; running tasks (a few per worker) come from the running zset.
     local all = {}
-    for i = 6, #ARGV do
-        local key = qkey(queue, 'created.' .. ARGV[i])
-        local flat = redis.call(range, key, 0, offset + limit - 1, 'WITHSCORES')
-        for j = 1, #flat, 2 do
-            local m = flat[j]
-            all[#all + 1] = {tonumber(flat[j + 1]), tonumber(string.sub(m, 1, 16), 16), m}
+    for _, status in ipairs(statuses) do
+        if status == 'running' then
+            for _, id in ipairs(redis.call('ZRANGE', qkey(queue, 'running'), 0, -1)) do
+                local rec = redis.call('HMGET', tkey(id), 'created_at', 'seq', 'status')
+                if rec[3] == 'running' then
+                    all[#all + 1] = {tonumber(rec[1]), tonumber(rec[2], 16), id}
+                end
+            end
+        else
+            local key = qkey(queue, 'created.' .. status)
+            local flat = redis.call(range, key, 0, offset + limit - 1, 'WITHSCORES')
+            for j = 1, #flat, 2 do
+                local m = flat[j]
+                all[#all + 1] = {tonumber(flat[j + 1]), tonumber(string.sub(m, 1, 16), 16),
+                    string.sub(m, 18)}
+            end
         end
     end
     table.sort(all, function(a, b)  -- by (created_at, seq), like the zsets
@@ -525,15 +749,50 @@ else
         if x[1] ~= y[1] then return x[1] < y[1] end
         return x[2] < y[2]
     end)
-    page = {}
     for i = offset + 1, math.min(#all, offset + limit) do page[#page + 1] = all[i][3] end
 end
 local out = {}
-for _, m in ipairs(page) do
-    local h = redis.call('HGETALL', tkey(string.sub(m, 18)))
+for _, id in ipairs(page) do
+    local h = redis.call('HGETALL', tkey(id))
     if #h > 0 then out[#out + 1] = h end
 end
 return out
+"""
+
+# ARGV: P, now, n, then n ids. Makes later-due waiting records due now; returns
+# {id, queue, ...} of those released.
+_RELEASE = """
+local now, released, woken = ARGV[2], {}, {}
+for i = 1, tonumber(ARGV[3]) do
+    local id = ARGV[3 + i]
+    local key = tkey(id)
+    local rec = redis.call('HMGET', key, 'status', 'queue', 'seq', 'created_at', 'run_at')
+    local status, queue = rec[1], rec[2]
+    if status and WAITING[status] and tonumber(rec[5]) > tonumber(now) then
+        local m = member(rec[3], id)
+        local new = status == 'scheduled' and 'pending' or status
+        redis.call('HSET', key, 'status', new, 'run_at', now, 'updated_at', now)
+        redis.call('ZADD', qkey(queue, 'waiting'), now, m)
+        if new ~= status then move(queue, m, rec[4], status, new) end
+        released[#released + 1] = id
+        released[#released + 1] = queue
+        woken[queue] = (woken[queue] or 0) + 1
+    end
+end
+for queue, k in pairs(woken) do wake(queue, k, now) end
+return released
+"""
+
+# ARGV: P, n, then n x (id, token, progress). Stores progress on records still on that attempt.
+_PROGRESS = """
+for i = 0, tonumber(ARGV[2]) - 1 do
+    local key = tkey(ARGV[3 + i * 3])
+    local attempts = redis.call('HGET', key, 'attempts')
+    if attempts and tonumber(attempts) == tonumber(ARGV[4 + i * 3]) then
+        redis.call('HSET', key, 'progress', ARGV[5 + i * 3])
+    end
+end
+return 0
 """
 
 # ARGV: P, worker id, queue, beat JSON, now, expires_at ('' = the worker left), oldest minute
@@ -562,22 +821,29 @@ if #ARGV > 7 then
 end
 """
 
+#: The scripts' full sources by name.
 _SCRIPTS = {
-    "push": _PUSH,
-    "claim": _CLAIM,
-    "settle": _SETTLE,
-    "heartbeat": _HEARTBEAT,
-    "progress": _PROGRESS,
-    "release": _RELEASE,
-    "reap": _REAP,
-    "cancel": _CANCEL,
-    "purge": _PURGE,
-    "requeue": _REQUEUE,
-    "purge_queue": _PURGE_QUEUE,
-    "list": _LIST,
-    "beat": _BEAT,
+    "push": _PUSH,  # the producers' hot path: no shared prelude (a few us per call)
+    "check": _BASE + _CHECK,
+    "claim": _CLAIM,  # an idle worker's wake-up: self-contained, like push
+    "settle": _wrap(_SETTLE),
+    "heartbeat": _wrap(_HEARTBEAT),
+    "reap": _wrap(_REAP),
+    "cancel": _wrap(_CANCEL),
+    "purge": _wrap(_PURGE),
+    "requeue": _wrap(_REQUEUE),
+    "purge_queue": _wrap(_PURGE_QUEUE),
+    "list": _wrap(_LIST),
+    "push_keyed": _wrap(_PUSH_KEYED),
+    "release": _wrap(_RELEASE),
+    "progress": _wrap(_PROGRESS),
+    "beat": _wrap(_BEAT),
 }
 _PURGE_BATCH = 500
+#: Records per script call of a large push (one transaction of several calls).
+_PUSH_CHUNK = 1000
+#: The scripts the blocking client runs (``push_sync``).
+_SYNC = ("push", "check")
 
 # -- encoding ----------------------------------------------------------------------------------
 
@@ -607,34 +873,48 @@ def _float(value: bytes | None) -> float | None:
 
 
 def _record(flat: Sequence[bytes] | dict[bytes, bytes]) -> Record:
-    """Build a record from a task hash (an HGETALL dict, or the flat list a script returns)."""
+    """Build a record from a task hash (an HGETALL dict, or the flat list a script returns).
+
+    ``lease_until`` and ``owner`` count only while the task runs (settling leaves them), an
+    absent ``attempts`` is 0 and an absent ``updated_at`` is ``created_at``.
+    """
     h = flat if isinstance(flat, dict) else dict(zip(flat[::2], flat[1::2], strict=True))
+    status = h[b"status"].decode()
+    running = status == "running"
+    created_at = float(h[b"created_at"])
+    updated = h.get(b"updated_at")
     return Record(
         id=h[b"id"].decode("utf-8", "surrogatepass"),
         queue=h[b"queue"].decode("utf-8", "surrogatepass"),
         name=h[b"name"].decode("utf-8", "surrogatepass"),
         payload=h[b"payload"],
         run_at=float(h[b"run_at"]),
-        created_at=float(h[b"created_at"]),
-        status=h[b"status"].decode(),
+        created_at=created_at,
+        status=status,
         options=_str(h.get(b"options")),
         attempts=int(h.get(b"attempts", b"0")),
-        lease_until=_float(h.get(b"lease_until")),
-        owner=_str(h.get(b"owner")),
+        lease_until=_float(h.get(b"lease_until")) if running else None,
+        owner=_str(h.get(b"owner")) if running else None,
         crashes=int(h.get(b"crashes", b"0")),
         cancel_requested=h.get(b"cancel_requested") == b"1",
         error=_str(h.get(b"error")),
         reason=_str(h.get(b"reason")),
         result=h.get(b"result"),
-        updated_at=float(h.get(b"updated_at", b"0")),
+        updated_at=created_at if updated is None else float(updated),
         finished_at=_float(h.get(b"finished_at")),
         progress=_str(h.get(b"progress")),
         history=_str(h.get(b"history")),
     )
 
 
-def _idempotency_args(records: Sequence[Record]) -> list[str | bytes | int]:
-    """The push script's tail: k, then (record index, key, until, ttl ms) per keyed record."""
+def _keyed_args(records: Sequence[Record]) -> list[str | bytes | int]:
+    """The ``_PUSH_KEYED`` arguments after the prefix (see that script)."""
+    args: list[str | bytes | int] = [len(records)]
+    for r in records:
+        args += [
+            _text(r.id), _text(r.queue), _text(r.name), r.payload, _num(r.run_at),
+            _num(r.created_at), r.status, _opt(r.options), r.attempts,
+        ]  # fmt: skip
     tail: list[str | bytes | int] = []
     for index, r in enumerate(records):
         if r.idempotency_key is not None:
@@ -642,7 +922,147 @@ def _idempotency_args(records: Sequence[Record]) -> list[str | bytes | int]:
             ttl = max(1, int((until - r.created_at) * 1000) + 60_000)  # GC only: a minute spare
             name = f"{len(r.queue)}:{r.queue}:{r.idempotency_key}"
             tail += [index, _text(name), _num(until), ttl]
-    return [len(tail) // 4, *tail] if tail else []
+    return [*args, len(tail) // 4, *tail]
+
+
+def _claimed(rows: Sequence[Any], owner: str) -> list[Record]:
+    """The records of a ``_CLAIM`` answer (now and lease_until used, then the hashes)."""
+    now, lease_until = float(rows[0]), float(rows[1])
+    claimed = []
+    for row in rows[2:]:
+        record = _record(row)
+        record.status = "running"
+        record.attempts += 1
+        record.lease_until = lease_until
+        record.owner = owner
+        record.updated_at = now
+        claimed.append(record)
+    return claimed
+
+
+def _push_args(records: Sequence[Record], check: bytes) -> list[bytes | str | int]:
+    """The ``_PUSH`` arguments after the prefix.
+
+    Runs of records that share every field but id and payload (a ``map()`` is one run) are
+    sent as one header followed by (id, payload) pairs.
+    """
+    if len(records) == 1:
+        r = records[0]
+        return [
+            check, _text(r.queue), _text(r.name), _num(r.run_at), _num(r.created_at), r.status,
+            _opt(r.options), r.attempts, 1, _text(r.id), r.payload,
+        ]  # fmt: skip
+    args: list[bytes | str | int] = [check]
+    header: tuple[str, str, float, float, str, str | None, int] | None = None
+    count_at = 0
+    for r in records:
+        key = (r.queue, r.name, r.run_at, r.created_at, r.status, r.options, r.attempts)
+        if key != header:
+            if header is not None:
+                args[count_at] = (len(args) - count_at - 1) // 2
+            header = key
+            args += [
+                _text(r.queue), _text(r.name), _num(r.run_at), _num(r.created_at), r.status,
+                _opt(r.options), r.attempts, 0,
+            ]  # fmt: skip
+            count_at = len(args) - 1
+        args.append(_text(r.id))
+        args.append(r.payload)
+    if header is not None:
+        args[count_at] = (len(args) - count_at - 1) // 2
+    return args
+
+
+def _evalsha_sync(client: redis.Redis, sha: str, args: Sequence[str | bytes | int]) -> Any:
+    """``EVALSHA`` on a pooled connection of a blocking client, packed in C (hiredis).
+
+    The same round trip as ``client.evalsha``, without the layers of redis-py's command
+    execution (a good part of a single push's cost in the caller's thread).
+    """
+    if _pack is None:
+        return client.evalsha(sha, 0, *args)
+    pool = client.connection_pool
+    conn = pool.get_connection(*_CONNECTION_ARGS)
+    try:
+        packed = _pack(("EVALSHA", sha, 0, *args))
+        conn.send_packed_command([packed], check_health=False)  # type: ignore[no-untyped-call]
+        answer = conn.read_response()
+    except redis.exceptions.ResponseError:
+        raise  # the answer was read whole: the connection is fine
+    except BaseException:
+        conn.disconnect()  # type: ignore[no-untyped-call]  # mid-answer: out of step
+        raise
+    finally:
+        pool.release(conn)
+    return answer
+
+
+def _transaction_sync(
+    client: redis.Redis,
+    scripts: dict[str, Script],
+    calls: Sequence[tuple[str, Sequence[str | bytes | int]]],
+    flag: bytes,
+) -> Any:
+    """Run script calls in one ``MULTI``/``EXEC`` (then delete ``flag``); the first answer.
+
+    Packed in C (hiredis) and read by hand: redis-py's pipeline encodes every argument in
+    Python, a good part of a bulk push's cost.
+    """
+    if _pack is None:
+        with client.pipeline(transaction=True) as pipe:
+            for name, args in calls:
+                scripts[name](args=args, client=pipe)
+            if flag:
+                pipe.delete(flag)
+            return pipe.execute()[0]
+    commands: list[tuple[Any, ...]] = [("MULTI",)]
+    commands += [("EVALSHA", scripts[name].sha, 0, *args) for name, args in calls]
+    if flag:
+        commands.append(("DEL", flag))
+    commands.append(("EXEC",))
+    pool = client.connection_pool
+    conn = pool.get_connection(*_CONNECTION_ARGS)
+    try:
+        conn.send_packed_command(  # type: ignore[no-untyped-call]
+            [_pack(c) for c in commands], check_health=False
+        )
+        error: redis.exceptions.ResponseError | None = None
+        for _ in commands[:-1]:  # +OK, then +QUEUED each (or an error: EXEC then aborts)
+            try:
+                conn.read_response()
+            except redis.exceptions.ResponseError as exc:
+                error = error or exc
+        try:
+            answers = conn.read_response()
+        except redis.exceptions.ResponseError as exc:  # EXECABORT
+            raise error or exc from None
+    except redis.exceptions.ResponseError:
+        raise  # every answer was read: the connection is fine
+    except BaseException:
+        conn.disconnect()  # type: ignore[no-untyped-call]  # mid-answer: out of step
+        raise
+    finally:
+        pool.release(conn)
+    first = answers[0]
+    if isinstance(first, redis.exceptions.ResponseError):
+        if str(first).startswith("NOSCRIPT"):
+            raise redis.exceptions.NoScriptError(str(first))
+        raise first
+    return first
+
+
+def _check_push(answer: Any) -> None:
+    """Raise ``DuplicateTask`` if a push was refused (a ``_PUSH`` list or a ``_CHECK`` id)."""
+    if isinstance(answer, list):
+        if answer[0] == b"ok":
+            return
+        taken = answer[1]
+    elif not answer:
+        return
+    else:
+        taken = answer
+    task_id = bytes(taken).decode("utf-8", "surrogatepass")
+    raise DuplicateTask(f"a task with id {task_id!r} already exists (nothing written)")
 
 
 def _redact(url: str) -> str:
@@ -674,13 +1094,8 @@ class _Link:
     client: redis.asyncio.Redis
     scripts: dict[str, AsyncScript]
     keeper: asyncio.Task[None] | None = None
-    listener: asyncio.Task[None] | None = None
-    subscribed: asyncio.Event = field(default_factory=asyncio.Event)
     ready: bool = False
     released: bool = False
-    queues: set[str] = field(default_factory=set)  #: queues waited on through this link
-    waiting: dict[str, int] = field(default_factory=dict)  #: wait() calls in progress
-    dirty: set[str] = field(default_factory=set)  #: pushed to while nobody waited
 
 
 class RedisBackend:
@@ -697,7 +1112,8 @@ class RedisBackend:
             keeps ownership (``close()`` leaves it open) and it serves one event loop only.
         socket_timeout: seconds to wait for a reply before the server counts as unreachable.
         connect_timeout: seconds to wait for a connection.
-        ping_interval: seconds of silence after which the wake-up subscription is checked.
+        ping_interval: longest single blocking read of an idle worker, so that a dead
+            connection is noticed within about that time.
         keep_dead: seconds a dead-lettered record is kept (``None``: ``keep_finished``).
 
     Attributes:
@@ -736,9 +1152,8 @@ class RedisBackend:
         self.ping_interval = ping_interval
         self._client = client
         self._keys = f"{prefix}:"
-        self._channel = f"{prefix}:notify"
-        self._sender = uuid.uuid4().hex[:16]
         self._links: dict[asyncio.AbstractEventLoop, _Link] = {}
+        self._sync: tuple[redis.Redis, dict[str, Script]] | None = None
         self._links_lock = threading.Lock()
         self._wakeups = Wakeups()
         self._checked_memory = False
@@ -766,6 +1181,26 @@ class RedisBackend:
         except ValueError as exc:  # redis-py names the bad part of the URL
             raise ValueError(f"{_redact(self.url)}: {exc}") from None
 
+    def _sync_client(self) -> tuple[redis.Redis, dict[str, Script]]:
+        """The blocking client (thread-safe, shared by every thread) and its push scripts."""
+        pair = self._sync
+        if pair is None:
+            with self._links_lock:
+                pair = self._sync
+                if pair is None:
+                    try:
+                        client = redis.Redis.from_url(
+                            self.url,
+                            retry=redis.retry.Retry(NoBackoff(), 0),  # never run twice
+                            socket_timeout=self.socket_timeout,
+                            socket_connect_timeout=self.connect_timeout,
+                        )
+                    except ValueError as exc:
+                        raise ValueError(f"{_redact(self.url)}: {exc}") from None
+                    scripts = {n: client.register_script(_SCRIPTS[n]) for n in _SYNC}
+                    pair = self._sync = (client, scripts)
+        return pair
+
     def _link(self) -> _Link:
         """The connections for the running event loop, created on first use."""
         loop = asyncio.get_running_loop()
@@ -776,7 +1211,7 @@ class RedisBackend:
             for old in [old for old in self._links if old.is_closed()]:
                 del self._links[old]  # a loop closed without cancelling our keeper
             client = self._client if self._client is not None else self._new_client()
-            scripts = {name: client.register_script(_wrap(s)) for name, s in _SCRIPTS.items()}
+            scripts = {name: client.register_script(s) for name, s in _SCRIPTS.items()}
             link = _Link(loop, client, scripts)
             link.keeper = loop.create_task(self._keep(link), name="dowork-redis-keeper")
             self._links[loop] = link
@@ -799,14 +1234,9 @@ class RedisBackend:
         with self._links_lock:
             if self._links.get(link.loop) is link:
                 del self._links[link.loop]
-        listener, link.listener = link.listener, None
-        if listener is not None:
-            listener.cancel()
-            await asyncio.wait([listener])
         if link.client is not self._client:
             with contextlib.suppress(Exception):
                 await link.client.aclose()
-        self._wakeups.notify(link.queues)
 
     @contextlib.contextmanager
     def _errors(self) -> Iterator[None]:
@@ -828,8 +1258,44 @@ class RedisBackend:
 
     async def _script(self, name: str, *args: str | bytes | int) -> Any:
         link = self._link()
+        script = link.scripts[name]
+        command = ("EVALSHA", script.sha, 0, self._keys, *args)
         with self._errors():
-            return await link.scripts[name](args=[self._keys, *args], client=link.client)
+            (answer,) = await self._raw(link, command)
+            if isinstance(answer, redis.exceptions.NoScriptError):  # Redis restarted
+                await link.client.script_load(script.script)
+                (answer,) = await self._raw(link, command)
+            if isinstance(answer, Exception):
+                raise answer
+            return answer
+
+    async def _raw(self, link: _Link, *commands: Sequence[str | bytes | int]) -> list[Any]:
+        """Send ``commands`` in one write on a pooled connection and read their answers.
+
+        The commands are packed in C (hiredis) when available: redis-py's asyncio client
+        packs in Python, which for a batch of settlements costs more than the round trip.
+        An error answer is returned (not raised), so the answers after it are still read.
+        """
+        pool = link.client.connection_pool
+        conn = await pool.get_connection(*_CONNECTION_ARGS)  # type: ignore[no-untyped-call]
+        try:
+            if _pack is not None:
+                packed: bytes | list[bytes] = b"".join(_pack(tuple(c)) for c in commands)
+            else:
+                packed = conn.pack_commands(commands)
+            await conn.send_packed_command(packed, check_health=False)
+            answers: list[Any] = []
+            for _ in commands:
+                try:
+                    answers.append(await conn.read_response())
+                except redis.exceptions.ResponseError as exc:
+                    answers.append(exc)
+        except BaseException:
+            await conn.disconnect(nowait=True)  # mid-answer: the connection is out of step
+            raise
+        finally:
+            await pool.release(conn)
+        return answers
 
     # -- opening and closing ---------------------------------------------------------------
 
@@ -894,24 +1360,40 @@ class RedisBackend:
             else:
                 with contextlib.suppress(RuntimeError):  # that loop is closed already
                     link.loop.call_soon_threadsafe(keeper.cancel)
+        pair, self._sync = self._sync, None
+        if pair is not None:
+            pair[0].close()  # a later push_sync connects again
 
     # -- the protocol ----------------------------------------------------------------------
 
     async def push(self, records: Sequence[Record]) -> dict[str, str]:
-        """Store the records in one script: all of them, or none if an id is taken.
+        """Store the records in one transaction: all of them, or none if an id is taken.
 
         Records whose idempotency key is held are left out (see ``Backend.push``).
         """
         if not records:
             return {}
-        args: list[str | bytes | int] = [len(records), self._sender]
-        for r in records:
-            args += [
-                _text(r.id), _text(r.queue), _text(r.name), r.payload, _num(r.run_at),
-                _num(r.created_at), r.status, _opt(r.options), r.attempts,
-            ]  # fmt: skip
-        args += _idempotency_args(records)
-        answer = await self._script("push", *args)
+        if any(r.idempotency_key is not None for r in records):
+            return await self._push_keyed(records)
+        link = self._link()
+        if len(records) <= _PUSH_CHUNK:
+            answer = await self._script("push", *_push_args(records, b"1"))
+            _check_push(answer)
+        else:
+            with self._errors():
+                calls, flag = self._push_calls(records)
+                async with link.client.pipeline(transaction=True) as pipe:
+                    for name, args in calls:
+                        await link.scripts[name](args=args, client=pipe)
+                    pipe.delete(flag)
+                    answers = await pipe.execute()
+            _check_push(answers[0])
+        self._wakeups.notify({r.queue for r in records})
+        return {}
+
+    async def _push_keyed(self, records: Sequence[Record]) -> dict[str, str]:
+        """Push records of which some carry idempotency keys, in one script."""
+        answer = await self._script("push_keyed", *_keyed_args(records))
         if answer[0] != b"ok":
             task_id = answer[1].decode("utf-8", "surrogatepass")
             raise DuplicateTask(f"a task with id {task_id!r} already exists (nothing written)")
@@ -919,6 +1401,61 @@ class RedisBackend:
         same = dict(zip(held[::2], held[1::2], strict=True))
         self._wakeups.notify({r.queue for r in records if r.id not in same})
         return same
+
+    def push_sync(self, records: Sequence[Record], *, fresh: bool = False) -> bool:
+        """``push`` from the calling thread (blocking, thread-safe), with no event loop.
+
+        One round trip on a blocking client. ``fresh`` says every id was just drawn at
+        random (128 bits), so the check for ids already taken is skipped. Returns False,
+        having done nothing, for a backend built on a caller's ``client`` (an asyncio
+        client), or for records with idempotency keys: use ``push`` then.
+        """
+        if self._client is not None or any(r.idempotency_key is not None for r in records):
+            return False
+        if not records:
+            return True
+        client, scripts = self._sync_client()
+        try:
+            if len(records) <= _PUSH_CHUNK:
+                script = scripts["push"]
+                args = [self._keys, *_push_args(records, b"" if fresh else b"1")]
+                try:
+                    answer = _evalsha_sync(client, script.sha, args)
+                except redis.exceptions.NoScriptError:
+                    answer = script(args=args)  # loads it, then runs it
+            else:
+                calls, flag = self._push_calls(records, fresh)
+                try:
+                    answer = _transaction_sync(client, scripts, calls, flag)
+                except redis.exceptions.NoScriptError:  # Redis restarted: load, then again
+                    for script in scripts.values():
+                        script.sha = client.script_load(script.script)
+                    answer = _transaction_sync(client, scripts, calls, flag)
+        except (redis.exceptions.RedisError, OSError) as exc:  # (no context manager: hot path)
+            with self._errors():
+                raise exc from None
+        _check_push(answer)  # other processes wake on the script's tokens, and so do we
+        return True
+
+    def _push_calls(
+        self, records: Sequence[Record], fresh: bool = False
+    ) -> tuple[list[tuple[str, list[str | bytes | int]]], bytes]:
+        """The script calls of a large push (one transaction) and the flag key to delete.
+
+        Unless the ids are ``fresh``, every id is checked first (a taken one sets the flag
+        key), then one ``_PUSH`` per chunk writes only if the flag is unset. The first
+        answer says whether the push happened.
+        """
+        keys = self._keys
+        calls: list[tuple[str, list[str | bytes | int]]] = []
+        flag = b""
+        if not fresh:
+            flag = _text(f"{keys}abort:{uuid.uuid4().hex}")
+            calls.append(("check", [keys, flag, *(_text(r.id) for r in records)]))
+        for start in range(0, len(records), _PUSH_CHUNK):
+            chunk = records[start : start + _PUSH_CHUNK]
+            calls.append(("push", [keys, *_push_args(chunk, flag)]))
+        return calls, flag
 
     async def claim(
         self,
@@ -938,7 +1475,49 @@ class RedisBackend:
         rows = await self._script(
             "claim", _text(queue), _num(now), limit, _num(now + lease), _text(owner), cap, alone
         )
-        return [_record(row) for row in rows]
+        return _claimed(rows, owner)
+
+    async def wait_claim(
+        self,
+        queue: str,
+        timeout: float,
+        now: float,
+        limit: int,
+        lease: float,
+        owner: str,
+        max_running: int | None = None,
+        alone_from: int | None = None,
+    ) -> list[Record]:
+        """``wait`` then ``claim`` in one round trip: what an idle worker does.
+
+        The blocking pop of a wake-up token and the claim script go out together in a
+        pipeline, so the claim runs in Redis the moment a push wakes this worker. A token
+        holds the pusher's clock when the task was due, and the claim uses it as ``now``
+        when it is later than the ``now`` given (taken before the wait); leases run from
+        that time.
+        """
+        if timeout <= 0 or limit <= 0:
+            return await self.claim(queue, now, limit, lease, owner, max_running, alone_from)
+        link = self._link()
+        wake = _text(f"{self._keys}q:{queue}:wake")
+        got = _text(f"{self._keys}q:{queue}:got:{owner}")
+        cap = "" if max_running is None else str(max_running)
+        alone = "" if alone_from is None else str(alone_from)
+        block = max(0.01, min(timeout, self.ping_interval, self.socket_timeout / 2))
+        script = link.scripts["claim"]
+        claim = (
+            "EVALSHA", script.sha, 0, self._keys, _text(queue), _num(now), limit,
+            _num(now + lease), _text(owner), cap, alone, got, _num(lease),
+        )  # fmt: skip
+        with self._errors():
+            popped, rows = await self._raw(link, ("BRPOPLPUSH", wake, got, _num(block)), claim)
+            if isinstance(rows, redis.exceptions.NoScriptError):  # Redis restarted
+                await link.client.script_load(script.script)  # (the token waits in got)
+                return []
+            for answer in (popped, rows):
+                if isinstance(answer, Exception):
+                    raise answer
+        return _claimed(rows, owner)
 
     async def settle(self, settlements: Sequence[Settlement]) -> list[str]:
         """Write outcomes in one script; refuse those whose lease token is stale."""
@@ -976,10 +1555,8 @@ class RedisBackend:
         """Make later-due waiting records due now (one script); wakes their queues' workers."""
         if not ids:
             return []
-        flat = await self._script(
-            "release", _num(now), self._sender, len(ids), *[_text(i) for i in ids]
-        )
-        released = [v.decode("utf-8", "surrogatepass") for v in flat]
+        flat = await self._script("release", _num(now), len(ids), *[_text(i) for i in ids])
+        released = [bytes(v).decode("utf-8", "surrogatepass") for v in flat]
         self._wakeups.notify(set(released[1::2]))
         return released[::2]
 
@@ -1048,79 +1625,25 @@ class RedisBackend:
     async def wait(self, queue: str, timeout: float) -> None:
         """Return on a push to ``queue`` from any process, or after ``timeout`` seconds.
 
-        The first call subscribes this event loop to the notify channel for good; a push seen
-        while nobody waits makes the next call return at once, so nothing pushed while the
-        worker was busy is slept through.
+        Blocks on the queue's wake list (``BLPOP``): every push adds a token (a few at most
+        are kept), so one idle worker wakes per push and a push made while every worker was
+        busy makes the next call return at once. Without a server it sleeps out the timeout.
         """
         link = self._link()
-        deadline = link.loop.time() + max(0.0, timeout)
-        link.queues.add(queue)
-        if link.listener is None or link.listener.done():
-            link.listener = link.loop.create_task(self._listen(link), name="dowork-redis-wakeups")
-        if not link.subscribed.is_set():
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout_at(deadline):
-                    await link.subscribed.wait()
-        if queue in link.dirty:
-            link.dirty.discard(queue)
-            return
-        link.waiting[queue] = link.waiting.get(queue, 0) + 1
-        try:
-            await self._wakeups.wait(queue, deadline - link.loop.time())
-        finally:
-            link.waiting[queue] -= 1
-
-    def _signal(self, link: _Link, queues: Sequence[str] | set[str]) -> None:
-        """Wake this loop's waiters on ``queues``, or remember the push for the next wait."""
-        for queue in queues:
-            if link.waiting.get(queue):
-                self._wakeups.notify([queue])
-            elif queue in link.queues:
-                link.dirty.add(queue)
-
-    async def _listen(self, link: _Link) -> None:
-        """Follow the notify channel, reconnecting with capped, jittered backoff."""
-        delay = 0.05
-        first = True
+        key = _text(f"{self._keys}q:{queue}:wake")
+        deadline = link.loop.time() + timeout
+        longest = max(0.01, min(self.ping_interval, self.socket_timeout / 2))
         while True:
-            pubsub = link.client.pubsub()
+            left = deadline - link.loop.time()
+            if left <= 0:
+                return
             try:
-                await pubsub.subscribe(self._channel)
-                pong_due = False
-                while True:
-                    message = await pubsub.get_message(timeout=self.ping_interval)
-                    if message is None:
-                        if pong_due:
-                            raise redis.exceptions.ConnectionError("no answer to PING")
-                        await pubsub.ping()
-                        pong_due = True
-                        continue
-                    pong_due = False
-                    if message["type"] == "subscribe":
-                        delay = 0.05
-                        link.subscribed.set()
-                        if not first:  # pushes made while we were away were not heard
-                            self._signal(link, set(link.queues))
-                        first = False
-                    elif message["type"] == "message":
-                        text = bytes(message["data"]).decode("utf-8", "surrogatepass")
-                        sender, _, queue = text.partition(" ")
-                        if sender != self._sender:  # our own pushes woke us directly
-                            self._signal(link, [queue])
-            except Exception as exc:  # the listener must outlive any failure
-                link.subscribed.clear()
-                expected = isinstance(exc, redis.exceptions.RedisError | OSError)
-                log.log(
-                    logging.DEBUG if expected else logging.WARNING,
-                    "%r: wake-up subscription lost (%r); reconnecting",
-                    self,
-                    exc,
-                )
-            finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
-            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-            delay = min(delay * 2, 5.0)
+                if await link.client.blpop([key], min(left, longest)) is not None:
+                    return
+            except (redis.exceptions.RedisError, OSError) as exc:
+                log.debug("%r: blocking wait failed (%r)", self, exc)
+                await self._wakeups.wait(queue, deadline - link.loop.time())
+                return
 
     async def purge_finished(self, now: float) -> int:
         """Delete finished records past their retention, a batch per script call."""
@@ -1152,9 +1675,9 @@ class RedisBackend:
         unique = [_text(i) for i in dict.fromkeys(ids)]
         if not unique:
             return []
-        flat = await self._script("requeue", _num(now), self._sender, len(unique), *unique)
+        flat = await self._script("requeue", _num(now), len(unique), *unique)
         done = [bytes(i).decode("utf-8", "surrogatepass") for i in flat]
-        self._wakeups.notify(set(done[1::2]))  # other processes hear the script's PUBLISH
+        self._wakeups.notify(set(done[1::2]))  # other processes wake on the script's tokens
         return done[::2]
 
     async def purge(self, queue: str, statuses: Sequence[str] | None = None) -> int:
