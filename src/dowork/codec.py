@@ -8,6 +8,7 @@ a secret key and checks the signature, in constant time, before it unpickles any
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -48,9 +49,11 @@ class JSONCodec:
         make = getattr(json.encoder, "c_make_encoder", None)
         self._fast: Any = None
         if make is not None:
-            self._fast = make(
-                None, _refuse, json.encoder.encode_basestring, None, ":", ",", False, False, False
-            )
+            with contextlib.suppress(TypeError):  # another signature: use the encoder above
+                self._fast = make(
+                    None, _refuse, json.encoder.encode_basestring, None, ":", ",", False, False,
+                    False,
+                )  # fmt: skip
 
     def encode(self, value: Any) -> bytes:
         """Encode to JSON bytes, refusing anything JSON cannot represent exactly."""
