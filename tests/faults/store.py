@@ -96,18 +96,21 @@ def _audit_redis(url: str, queue: str) -> Audit:
                 found.problems.append(f"broken hash {key!r}: {sorted(rec)}")
                 continue
             found.ids.add(n)
-            member = b"%016x:" % int(rec[b"seq"]) + rec[b"id"]
+            member = rec[b"seq"] + b":" + rec[b"id"]  # seq: 16 hex digits
             members[member] = rec[b"status"]
         q = f"{p}q:{queue}:"
-        created = set(client.zrange(f"{q}created", 0, -1))
+        statuses = {s for s in members.values() if s != b"running"}
+        listed = {s: set(client.zrange(f"{q}created.{s.decode()}", 0, -1)) for s in statuses}
+        created = set().union(*listed.values()) if listed else set()
+        created_want = {m for m, s in members.items() if s != b"running"}
         waiting = set(client.zrange(f"{q}waiting", 0, -1))
-        running = set(client.zrange(f"{q}running", 0, -1))
+        running = {m for m in client.zrange(f"{q}running", 0, -1) if not m.startswith(b"~")}
         waiting_want = {
             m for m, s in members.items() if s in (b"pending", b"scheduled", b"retrying")
         }
         running_want = {m.split(b":", 1)[1] for m, s in members.items() if s == b"running"}
         for name, have, want in (
-            ("created", created, set(members)),
+            ("created", created, created_want),
             ("waiting", waiting, waiting_want),
             ("running", running, running_want),
         ):
