@@ -12,10 +12,14 @@ A library must not take signals by default: call ``run_until_signalled()`` (or u
 
 from __future__ import annotations
 
+import contextlib
+import faulthandler
 import logging
 import os
 import signal
+import sys
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
@@ -104,13 +108,14 @@ def _shutdown(
     threads = [threading.Thread(target=warm, args=(q,), daemon=True) for q in queues]
     for thread in threads:
         thread.start()
-    waited = 0.0
+    deadline = None if grace is None else time.monotonic() + grace
     while any(t.is_alive() for t in threads):
         if caught.second.wait(0.1):
             break
-        waited += 0.1
-        if grace is not None and waited >= grace:
+        if deadline is not None and time.monotonic() >= deadline:
             log.warning("grace period of %ss is over: stopping at once", grace)
+            with contextlib.suppress(Exception):  # show what the shutdown was waiting for
+                faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
             break
     else:
         return ShutdownResult(all(results.values()), 0, None)

@@ -41,7 +41,7 @@ def test_a_working_worker_and_status_never_print_the_password(tmp_path: Path) ->
     server.start()
     add_acl_user(server.url, "alice", SECRET)
     url = f"redis://alice:{SECRET}@127.0.0.1:{server.port}/0"
-    argv = ["worker", "tests.durable.app:queue", "--backend", url, "--no-metrics"]
+    argv = ["worker", "tests.durable.app:queue", "--backend", url, "--no-metrics", "--grace", "10"]
     worker = subprocess.Popen(
         [sys.executable, "-m", "dowork", *argv],
         cwd=ROOT,
@@ -61,7 +61,7 @@ def test_a_working_worker_and_status_never_print_the_password(tmp_path: Path) ->
         time.sleep(1.0)
     finally:
         worker.send_signal(signal.SIGTERM)
-        _, stderr = worker.communicate(timeout=30)
+        _, stderr = worker.communicate(timeout=60)
         server.stop()
     assert "alice:***@" in stderr, stderr
     assert "backend error" in stderr, stderr
