@@ -37,6 +37,7 @@ from .backends._protocol import (
     WorkerBeat,
     minute_of,
 )
+from .clock import SystemClock
 from .codec import Codec
 from .errors import (
     BackendError,
@@ -170,6 +171,8 @@ class BackendEngine(Engine):
         self.refused = 0
         self._progress_out: dict[str, tuple[int, str]] = {}  # id -> (lease token, JSON)
         self._group_of: dict[str, str] = {}  # claimed group member id -> its callback's id
+        self._offset = 0.0  # the store's clock minus ours (see _sync_clock)
+        self._next_clock_sync = 0.0
         self._progressing: asyncio.Task[None] | None = None
 
     # -- producing -------------------------------------------------------------------------
@@ -463,12 +466,13 @@ class BackendEngine(Engine):
         failures = 0
         while self.serving:
             try:
-                now = self.clock.now()
+                now = self._lease_now()
                 # A clock stepped back (NTP) must not stop heartbeats and reaping until it
                 # catches up with the last due time: run maintenance then too.
                 if now >= next_maintenance or now < next_maintenance - settings.maintenance:
                     await self._maintain(now)
                     next_maintenance = now + settings.maintenance
+                    now = self._lease_now()  # the shared clock may have been measured just now
                 if self._suspects:
                     self._suspects.intersection_update(self._claimed)
                 held = len(self._claimed)
@@ -520,7 +524,7 @@ class BackendEngine(Engine):
         claimed = await wait_claim(
             self.name,
             pause,
-            self.clock.now(),
+            self._lease_now(),
             min(room, settings.batch),
             settings.lease,
             self.owner,
@@ -893,8 +897,30 @@ class BackendEngine(Engine):
         except (BackendError, ValueError) as exc:  # the callback checks by itself later
             log.warning("queue %s: cannot release group callbacks (%r)", self.name, exc)
 
+    def _lease_now(self) -> float:
+        """Now on the store's clock, which every worker's leases share (see ``_sync_clock``)."""
+        return self.clock.now() + self._offset
+
+    async def _sync_clock(self) -> None:
+        """Measure how far the store's clock (Redis ``TIME``) is from ours, once a minute.
+
+        Leases are granted, renewed and reaped on that shared clock, so a worker whose clock
+        is off does not expire its peers' leases early or keep dead ones alive. Offsets under
+        50 ms are ignored, and only a real clock is corrected (a fake one is the test's).
+        """
+        server_time = getattr(self.backend, "server_time", None)
+        if server_time is None or not isinstance(self.clock, SystemClock):
+            return
+        before = self.clock.now()
+        server = float(await server_time())
+        offset = server - (before + self.clock.now()) / 2  # the round trip halved
+        self._offset = offset if abs(offset) >= 0.05 else 0.0
+
     async def _maintain(self, now: float) -> None:
         settings = self.settings
+        if now >= self._next_clock_sync:
+            self._next_clock_sync = now + 60.0
+            await self._sync_clock()
         leases = list(self._claimed.items())
         if leases:
             lost, cancel = await self.backend.heartbeat(leases, now, settings.lease)

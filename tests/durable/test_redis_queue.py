@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import redis
 
-from dowork import DurableSettings, Queue, TaskStatus
+from dowork import DurableSettings, Queue, SystemClock, TaskStatus
+from dowork.backends import RedisBackend
+from dowork.clock import TimerHandle
 from tests.durable.harness import each_runs_once
 from tests.redis_server import RedisServer
 
@@ -59,3 +64,54 @@ def test_garbage_written_straight_into_redis_is_dead_lettered(url: str) -> None:
     finally:
         queue.shutdown(timeout=2)
         client.close()
+
+
+class _BehindClock(SystemClock):
+    """A machine whose clock is two minutes slow."""
+
+    def now(self) -> float:
+        return time.time() - 120.0
+
+    def call_at(self, when: float, callback: Callable[[], object]) -> TimerHandle:
+        return asyncio.get_running_loop().call_later(max(0.0, when - self.now()), callback)
+
+
+@pytest.mark.realtime
+def test_leases_run_on_the_redis_clock_not_a_slow_worker_clock(url: str) -> None:
+    """A worker two minutes slow would grant leases that look expired to everyone else."""
+    queue = Queue(
+        "skew",
+        backend=url,
+        clock=_BehindClock(),
+        log=False,
+        durable=DurableSettings(lease=30.0, maintenance=0.2),
+    )
+    started, release = threading.Event(), threading.Event()
+
+    @queue.task(name="hold")
+    def hold() -> str:
+        started.set()
+        release.wait(10)
+        return "held"
+
+    handle = hold.submit()
+    queue.start()
+    try:
+        assert started.wait(WAIT)
+        store = RedisBackend(url.split("?")[0], prefix=url.rsplit("prefix=", 1)[1])
+
+        async def read() -> tuple[float, float | None]:
+            try:
+                (record,) = await store.get([handle.id])
+                return await store.server_time(), record.lease_until
+            finally:
+                await store.close()
+
+        server_now, lease_until = asyncio.run(read())
+        assert lease_until is not None
+        assert abs(lease_until - (server_now + 30.0)) < 5.0  # not ~90 s in the past
+        release.set()
+        assert handle.result(WAIT) == "held"
+    finally:
+        release.set()
+        queue.shutdown(timeout=10)
