@@ -168,9 +168,9 @@ def kill_storm(
     ledger: Path,
     label: str,
     *,
-    tasks: int = 3000,
+    tasks: int = 5000,
     workers: int = 4,
-    every: tuple[float, float] = (0.5, 1.5),
+    every: tuple[float, float] = (1.0, 3.0),  # reliability.md row 13: U(1, 3) s
     task_ms: tuple[float, float] = (5, 50),
     lease: float = LEASE,
     maintenance: float = MAINTENANCE,
