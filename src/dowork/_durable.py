@@ -30,6 +30,7 @@ from ._engine import Engine
 from .backends._protocol import (
     STATS_MINUTES,
     WAITING,
+    WHILE_UNFINISHED,
     Backend,
     Outcome,
     Record,
@@ -234,7 +235,11 @@ class BackendEngine(Engine):
             status="pending" if run_at <= now else "scheduled",
             options=options,
             idempotency_key=key,
-            idempotency_until=None if key is None else now + self.settings.idempotency_window,
+            idempotency_until=None
+            if key is None
+            else WHILE_UNFINISHED
+            if task._unique
+            else now + self.settings.idempotency_window,
         )
 
     def _encode_options(

@@ -259,8 +259,9 @@ class Engine:
                 raise AlreadyComplete(f"{task!r} already finished; tasks run to completion once")
             raise ValueError(f"{task!r} is already enqueued")
         if task._idempotency_key is not None and not self.durable:
+            what = "unique_key" if task._unique else "idempotency_key"
             raise ValueError(
-                "idempotency_key needs a durable queue (backend=...): an in-memory queue "
+                f"{what} needs a durable queue (backend=...): an in-memory queue "
                 "keeps no record of past enqueues"
             )
 

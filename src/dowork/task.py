@@ -205,6 +205,7 @@ class Task(Generic[R]):
         "_seq",
         "_status",
         "_timed_out",
+        "_unique",
         "_value",
         "_waiters",
         "_within",
@@ -289,6 +290,7 @@ class Task(Generic[R]):
         self._group: LocalGroup | None = None
         self._progress: Progress | None = None
         self._idempotency_key: str | None = None
+        self._unique = False
         self._deliveries: int | None = None
 
     @classmethod
@@ -323,6 +325,7 @@ class Task(Generic[R]):
         keep_result: float | timedelta | None = _UNSET,
         expires: float | timedelta | datetime | None = _UNSET,
         idempotency_key: str | None = _UNSET,
+        unique_key: str | None = _UNSET,
     ) -> Task[R]:
         """Change options before the task is enqueued; returns the task for chaining.
 
@@ -330,6 +333,9 @@ class Task(Generic[R]):
         the same queue within ``DurableSettings.idempotency_window`` stores nothing and makes
         this task a handle on the first one (its ``id`` becomes the first task's), so a client
         may safely retry an enqueue.
+
+        ``unique_key`` (durable queues only): the same, but the key is held only while its task
+        waits or runs: once that task finished, the next enqueue with the key is stored.
 
         Raises:
             TaskFrozen: the task was already submitted or enqueued.
@@ -364,7 +370,7 @@ class Task(Generic[R]):
             self._not_before = to_epoch(not_before, "not_before")
         if delay is not _UNSET:
             self._delay = seconds(delay, "delay")
-        self._idempotency_key = _checked_key(idempotency_key, self._idempotency_key)
+        self._set_key(idempotency_key, unique_key)
         if after is not _UNSET:
             if after is not None and not callable(after):
                 raise TypeError(f"after must be callable, not {after!r}")
@@ -372,6 +378,17 @@ class Task(Generic[R]):
                 raise ValueError("this task already has an after-callback")
             self._after = after
         return self
+
+    def _set_key(self, idempotency_key: object, unique_key: object) -> None:
+        """Apply ``configure``'s ``idempotency_key`` or ``unique_key`` (one of them at most)."""
+        if idempotency_key is not _UNSET and unique_key is not _UNSET:
+            raise ValueError("give idempotency_key or unique_key, not both")
+        if unique_key is not _UNSET:
+            self._idempotency_key = _checked_key(unique_key, None, "unique_key")
+            self._unique = self._idempotency_key is not None
+        elif idempotency_key is not _UNSET:
+            self._idempotency_key = _checked_key(idempotency_key, None)
+            self._unique = False
 
     @property
     def frozen(self) -> bool:
@@ -458,8 +475,13 @@ class Task(Generic[R]):
 
     @property
     def idempotency_key(self) -> str | None:
-        """The key that de-duplicates this task's enqueue, or None."""
+        """The key that de-duplicates this task's enqueue (or its ``unique_key``), or None."""
         return self._idempotency_key
+
+    @property
+    def unique_key(self) -> str | None:
+        """The key held while this task waits or runs (``configure(unique_key=...)``), or None."""
+        return self._idempotency_key if self._unique else None
 
     @property
     def next_attempt(self) -> datetime | None:
@@ -664,12 +686,12 @@ class Task(Generic[R]):
 _EMPTY: Mapping[str, Any] = {}
 
 
-def _checked_key(key: object, current: str | None) -> str | None:
-    """Return a valid idempotency key (a non-empty str) or None; ``current`` when unset."""
+def _checked_key(key: object, current: str | None, what: str = "idempotency_key") -> str | None:
+    """Return a valid key (a non-empty str) or None; ``current`` when unset."""
     if key is _UNSET:
         return current
     if key is not None and (not isinstance(key, str) or not key):
-        raise TypeError(f"idempotency_key must be a non-empty str, not {key!r}")
+        raise TypeError(f"{what} must be a non-empty str, not {key!r}")
     return key
 
 

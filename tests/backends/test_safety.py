@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from dowork.backends import Backend, Outcome, Settlement
+from dowork.backends._protocol import WHILE_UNFINISHED
 from dowork.errors import DuplicateTask
 from tests.backends.test_contract import LEASE, NOW, rec, run
 
@@ -118,5 +119,38 @@ def test_without_keep_dead_dead_letters_keep_as_long_as_results(
         await b.settle([Settlement(r.id, 1, Outcome.DEAD, NOW, reason="undecodable")])
         assert await b.purge_finished(NOW + 49) == 0
         assert await b.purge_finished(NOW + 51) == 1
+
+    run(backend_factory, body)
+
+
+def unique(key: str, created_at: float = NOW) -> Any:
+    return rec(
+        created_at=created_at,
+        run_at=created_at,
+        idempotency_key=key,
+        idempotency_until=WHILE_UNFINISHED,
+    )
+
+
+def test_a_unique_key_is_held_while_its_task_waits_or_runs(
+    backend_factory: Callable[[], Backend],
+) -> None:
+    async def body(b: Backend) -> None:
+        first = unique("refresh")
+        assert await b.push([first]) == {}
+        waiting = unique("refresh", NOW + 1)
+        assert await b.push([waiting]) == {waiting.id: first.id}  # pending: held
+        (claimed,) = await b.claim("q", NOW + 2, 10, LEASE, "w")
+        running = unique("refresh", NOW + 3)
+        assert await b.push([running]) == {running.id: first.id}  # running: held
+        await b.settle([Settlement(claimed.id, 1, Outcome.SUCCEEDED, NOW + 4)])
+        after = unique("refresh", NOW + 5)
+        assert await b.push([after]) == {}  # finished: the key is free again
+        again = unique("refresh", NOW + 6)
+        assert await b.push([again]) == {again.id: after.id}
+        assert await b.counts("q") == {"pending": 1, "succeeded": 1}
+        await b.purge_finished(NOW + 10**9)  # a finished holder's key is cleared, a live one kept
+        late = unique("refresh", NOW + 7)
+        assert await b.push([late]) == {late.id: after.id}
 
     run(backend_factory, body)

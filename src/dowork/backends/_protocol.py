@@ -22,6 +22,7 @@ __all__ = [
     "REQUEUABLE",
     "STATS_MINUTES",
     "WAITING",
+    "WHILE_UNFINISHED",
     "Backend",
     "Outcome",
     "Record",
@@ -47,6 +48,10 @@ class Outcome(StrEnum):
 
 #: Record statuses in which a task waits to be claimed.
 WAITING = ("pending", "scheduled", "retrying")
+
+#: ``Record.idempotency_until`` of a *unique* key: held while its task waits or runs, not for a
+#: time window (``Task.configure(unique_key=...)``).
+WHILE_UNFINISHED = float("inf")
 
 #: Record statuses of a task that finished unsuccessfully, which ``Backend.requeue`` revives.
 REQUEUABLE = ("failed", "cancelled", "dead")

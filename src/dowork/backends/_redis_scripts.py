@@ -228,7 +228,8 @@ return ''
 """
 
 # ARGV: P, n, then n x (id, queue, name, payload, run_at, created_at, status, options?,
-# attempts), then k and k x (record index, idempotency key, until, ttl ms). The push of
+# attempts), then k and k x (record index, idempotency key, until ('u': a unique key, held
+# while its task waits or runs), ttl ms). The push of
 # records that carry idempotency keys (``_PUSH`` is the fast path for those that do not).
 # Returns {'ok', then the id and holder id of each record whose idempotency key was held (not
 # written)}, or {'duplicate', id} having written nothing.
@@ -247,7 +248,14 @@ end
 for i = 0, n - 1 do
     local b, kb = 3 + i * 9, keyed[i]
     local held = kb and redis.call('HMGET', P .. 'idem:' .. ARGV[kb], 'id', 'until') or {}
-    if held[1] and tonumber(held[2]) > tonumber(ARGV[b + 5]) then
+    local taken = false
+    if held[1] and held[2] == 'u' then  -- a unique key: taken while its task waits or runs
+        local st = redis.call('HGET', tkey(held[1]), 'status')
+        taken = st and (WAITING[st] or st == 'running') or false
+    elseif held[1] then
+        taken = tonumber(held[2]) > tonumber(ARGV[b + 5])
+    end
+    if taken then
         ok[#ok + 1] = ARGV[b]; ok[#ok + 1] = held[1]
     else
         if kb then

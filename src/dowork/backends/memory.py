@@ -18,6 +18,7 @@ from ._protocol import (
     REQUEUABLE,
     STATS_MINUTES,
     WAITING,
+    WHILE_UNFINISHED,
     Outcome,
     Record,
     Settlement,
@@ -81,7 +82,7 @@ class MemoryBackend:
                 key = record.idempotency_key
                 if key is not None:
                     held = self._idempotency.get((record.queue, key))
-                    if held is not None and held[1] > record.created_at:
+                    if held is not None and self._holds(held, record.created_at):
                         same[record.id] = held[0]
                         continue
                     until = record.idempotency_until or record.created_at
@@ -91,6 +92,14 @@ class MemoryBackend:
                 self._order[record.id] = self._seq
         self._wakeups.notify({r.queue for r in records if r.id not in same})
         return same
+
+    def _holds(self, held: tuple[str, float], now: float) -> bool:
+        """Whether a key is still taken: its window is open, or its unique task unfinished."""
+        task_id, until = held
+        if until != WHILE_UNFINISHED:
+            return until > now
+        record = self._records.get(task_id)
+        return record is not None and (record.status in WAITING or record.status == "running")
 
     def _retention(self, outcome: Outcome | None, keep: float | None) -> float:
         """Seconds to keep a finished record (see ``retention``)."""
@@ -286,7 +295,7 @@ class MemoryBackend:
                 self._records.pop(task_id, None)
                 self._order.pop(task_id, None)
                 del self._expires[task_id]
-            for key in [k for k, (_, until) in self._idempotency.items() if until < now]:
+            for key in [k for k, held in self._idempotency.items() if not self._holds(held, now)]:
                 del self._idempotency[key]
         return len(gone)
 

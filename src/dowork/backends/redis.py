@@ -75,6 +75,7 @@ from redis.commands.core import AsyncScript, Script
 from ..errors import BackendError, BackendFull, BackendUnavailable, DuplicateTask
 from ._protocol import (
     STATS_MINUTES,
+    WHILE_UNFINISHED,
     Outcome,
     Record,
     Settlement,
@@ -116,6 +117,9 @@ _FINAL = {
 }
 
 _PURGE_BATCH = 500
+#: Redis TTL of a unique key (held while its task waits or runs): only clears keys of tasks
+#: that were purged or wiped; a task waiting longer than this loses its uniqueness.
+_UNIQUE_TTL_MS = 30 * 24 * 3600 * 1000
 #: Records per script call of a large push (one transaction of several calls).
 _PUSH_CHUNK = 1000
 #: The scripts the blocking client runs (``push_sync``).
@@ -194,9 +198,12 @@ def _keyed_args(records: Sequence[Record]) -> list[str | bytes | int]:
     tail: list[str | bytes | int] = []
     for index, r in enumerate(records):
         if r.idempotency_key is not None:
-            until = r.idempotency_until or r.created_at
-            ttl = max(1, int((until - r.created_at) * 1000) + 60_000)  # GC only: a minute spare
             name = f"{len(r.queue)}:{r.queue}:{r.idempotency_key}"
+            until = r.idempotency_until or r.created_at
+            if until == WHILE_UNFINISHED:  # a unique key; the TTL only clears forgotten ones
+                tail += [index, _text(name), "u", _UNIQUE_TTL_MS]
+                continue
+            ttl = max(1, int((until - r.created_at) * 1000) + 60_000)  # GC only: a minute spare
             tail += [index, _text(name), _num(until), ttl]
     return [*args, len(tail) // 4, *tail]
 

@@ -27,6 +27,7 @@ from ..errors import BackendBusy, BackendError, BackendFull, DuplicateTask
 from ._protocol import (
     REQUEUABLE,
     STATS_MINUTES,
+    WHILE_UNFINISHED,
     Outcome,
     Record,
     Settlement,
@@ -336,9 +337,11 @@ class SQLiteBackend:
             key = r.idempotency_key
             if key is not None:
                 held = conn.execute(
-                    "SELECT task_id FROM dowork_idempotency"
-                    " WHERE queue = ? AND key = ? AND expires_at > ?",
-                    (r.queue, key, r.created_at),
+                    "SELECT task_id FROM dowork_idempotency i"
+                    " WHERE queue = ? AND key = ? AND expires_at > ? AND (expires_at < ?"
+                    " OR EXISTS (SELECT 1 FROM dowork_tasks t WHERE t.id = i.task_id"
+                    f" AND (t.{_WAITING_SQL} OR t.status = 'running')))",
+                    (r.queue, key, r.created_at, WHILE_UNFINISHED),
                 ).fetchone()
                 if held is not None:
                     same[r.id] = held[0]
@@ -617,6 +620,12 @@ class SQLiteBackend:
                 "DELETE FROM dowork_tasks WHERE expires_at IS NOT NULL AND expires_at < ?", (now,)
             ).rowcount
             conn.execute("DELETE FROM dowork_idempotency WHERE expires_at < ?", (now,))
+            conn.execute(  # unique keys whose task finished (or is gone)
+                "DELETE FROM dowork_idempotency WHERE expires_at = ? AND NOT EXISTS (SELECT 1"
+                " FROM dowork_tasks t WHERE t.id = dowork_idempotency.task_id"
+                f" AND (t.{_WAITING_SQL} OR t.status = 'running'))",
+                (WHILE_UNFINISHED,),
+            )
         if deleted and self._conn is not None:
             self._conn.execute("PRAGMA incremental_vacuum")
         return deleted
