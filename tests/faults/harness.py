@@ -59,9 +59,13 @@ def read_events(ledger: Path) -> list[Event]:
     """Every ``started``/``done`` line of every worker process, in file order per process."""
     events: list[Event] = []
     for path in sorted(ledger.glob("worker-*.log")):
-        for line in path.read_text().splitlines():
+        text = path.read_text()
+        # A line being written while we read may show only in part: read whole lines only
+        # (what a worker wrote is one O_APPEND write, so a line is never torn on disk).
+        complete = text[: text.rfind("\n") + 1]
+        for line in complete.splitlines():
             parts = line.split()
-            if len(parts) != 5:  # a torn last line cannot happen with O_APPEND; be strict
+            if len(parts) != 5:  # a torn line on disk cannot happen with O_APPEND; be strict
                 raise AssertionError(f"malformed ledger line in {path.name}: {line!r}")
             kind, n, attempt, pid, t = parts
             events.append(Event(kind, int(n), int(attempt), int(pid), float(t)))
@@ -83,7 +87,9 @@ def read_submitted(ledger: Path) -> set[int]:
     path = ledger / "submitted.log"
     if not path.exists():
         return set()
-    return {int(line.split()[1]) for line in path.read_text().splitlines()}
+    text = path.read_text()
+    complete = text[: text.rfind("\n") + 1]  # a line being written may show only in part
+    return {int(line.split()[1]) for line in complete.splitlines()}
 
 
 def done_ids(ledger: Path) -> set[int]:
