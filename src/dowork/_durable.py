@@ -225,6 +225,9 @@ class BackendEngine(Engine):
         if task._delay is not None:
             run_at = max(run_at, now + task._delay)
         key = task._idempotency_key
+        until = None
+        if key is not None:
+            until = WHILE_UNFINISHED if task._unique else now + self.settings.idempotency_window
         return Record(
             id=task.id,
             queue=self.name,
@@ -235,11 +238,7 @@ class BackendEngine(Engine):
             status="pending" if run_at <= now else "scheduled",
             options=options,
             idempotency_key=key,
-            idempotency_until=None
-            if key is None
-            else WHILE_UNFINISHED
-            if task._unique
-            else now + self.settings.idempotency_window,
+            idempotency_until=until,
         )
 
     def _encode_options(

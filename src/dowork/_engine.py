@@ -229,9 +229,8 @@ class Engine:
         """Hand a frozen task to the queue from any thread (capacity already reserved)."""
         if self._h_submit:
             self._call_hooks(self._h_submit, task)
-        overrides = task._overrides
-        if overrides is not None and ("expires" in overrides or "expires_at" in overrides):
-            task._expires_at = expiry_of(overrides, self.clock.now())  # counted from now
+        if task._overrides is not None:
+            self._stamp_expiry(task)  # counted from now, not from when the loop accepts it
         task._engine = self
         if threading.get_ident() == self.loop_thread_id:
             self._accept(task)
@@ -265,6 +264,16 @@ class Engine:
                 "keeps no record of past enqueues"
             )
 
+    def _stamp_expiry(self, task: Task[Any]) -> None:
+        """Fix a task's ``expires`` option to an absolute time, once, when it is enqueued."""
+        overrides = task._overrides
+        if (
+            task._expires_at is None
+            and overrides is not None
+            and ("expires" in overrides or "expires_at" in overrides)
+        ):
+            task._expires_at = expiry_of(overrides, self.clock.now())
+
     def _accept_inbox(self) -> None:
         """Accept every task other threads handed over (on the loop)."""
         self._inbox_wake = False
@@ -288,8 +297,7 @@ class Engine:
             else:
                 task._policy = build_policy(self.default_policy, overrides)
                 self._policy_cache[id(overrides)] = (overrides, task._policy)
-            if task._expires_at is None and ("expires" in overrides or "expires_at" in overrides):
-                task._expires_at = expiry_of(overrides, self.clock.now())
+            self._stamp_expiry(task)  # tasks a schedule fires come here without enqueue()
         self._unfinished += 1
         if task._id is not None:
             self._by_id[task._id] = task

@@ -55,15 +55,20 @@ class Event:
     t: float
 
 
+def _whole_lines(path: Path) -> list[str]:
+    """The file's complete lines: one being written while we read may show only in part.
+
+    (Each line is one ``O_APPEND`` write, so a line is never torn on disk.)
+    """
+    text = path.read_text()
+    return text[: text.rfind("\n") + 1].splitlines()
+
+
 def read_events(ledger: Path) -> list[Event]:
     """Every ``started``/``done`` line of every worker process, in file order per process."""
     events: list[Event] = []
     for path in sorted(ledger.glob("worker-*.log")):
-        text = path.read_text()
-        # A line being written while we read may show only in part: read whole lines only
-        # (what a worker wrote is one O_APPEND write, so a line is never torn on disk).
-        complete = text[: text.rfind("\n") + 1]
-        for line in complete.splitlines():
+        for line in _whole_lines(path):
             parts = line.split()
             if len(parts) != 5:  # a torn line on disk cannot happen with O_APPEND; be strict
                 raise AssertionError(f"malformed ledger line in {path.name}: {line!r}")
@@ -87,9 +92,7 @@ def read_submitted(ledger: Path) -> set[int]:
     path = ledger / "submitted.log"
     if not path.exists():
         return set()
-    text = path.read_text()
-    complete = text[: text.rfind("\n") + 1]  # a line being written may show only in part
-    return {int(line.split()[1]) for line in complete.splitlines()}
+    return {int(line.split()[1]) for line in _whole_lines(path)}
 
 
 def done_ids(ledger: Path) -> set[int]:
