@@ -50,6 +50,7 @@ from .function import AsyncTaskFunction, SyncTaskFunction, TaskFunction, make_ta
 from .group import Group, GroupPolicy
 from .hooks import Hooks, LoggingHooks
 from .queue import Queue, _Decorator, ajoin, default_concurrency, join
+from .ratelimit import RateLimit
 from .retry import Backoff, RetryPolicy
 from .schedule import Cron, Every
 from .scheduling import Schedule
@@ -66,6 +67,7 @@ __all__ = [
     "reset_global_queue",
     # queues and tasks
     "Queue",
+    "RateLimit",
     "Task",
     "TaskStatus",
     "TaskFunction",

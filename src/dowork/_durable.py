@@ -37,6 +37,7 @@ from .backends._protocol import (
     Settlement,
     WorkerBeat,
     minute_of,
+    rank,
 )
 from .clock import SystemClock
 from .codec import Codec
@@ -100,6 +101,8 @@ class DurableSettings:
             ``PayloadTooLarge`` before anything is written.
         idempotency_window: seconds an enqueue's ``idempotency_key`` stays taken: another
             enqueue with the same key on the same queue within it returns the first task.
+        key_concurrency: most tasks of one ``concurrency_key`` running at once across *all*
+            worker processes (``None``: no cap; keys still take turns at claim).
     """
 
     lease: float = 30.0
@@ -112,6 +115,7 @@ class DurableSettings:
     max_running: int | None = None
     max_payload: int = 512 * 1024
     idempotency_window: float = 24 * 3600.0
+    key_concurrency: int | None = None
 
     def __post_init__(self) -> None:
         if self.lease <= 0 or self.maintenance <= 0:
@@ -124,6 +128,8 @@ class DurableSettings:
             raise ValueError("prefetch must not be negative")
         if self.max_running is not None and self.max_running < 1:
             raise ValueError("max_running must be at least 1")
+        if self.key_concurrency is not None and self.key_concurrency < 1:
+            raise ValueError("key_concurrency must be at least 1")
         if self.max_payload < 1 or self.idempotency_window <= 0:
             raise ValueError("max_payload and idempotency_window must be positive")
 
@@ -175,6 +181,9 @@ class BackendEngine(Engine):
         self._offset = 0.0  # the store's clock minus ours (see _sync_clock)
         self._next_clock_sync = 0.0
         self._progressing: asyncio.Task[None] | None = None
+        self._limited = False  # the backend enforces rate limits, at claim
+        self._rates_for = -1  # the registry size _rate_cache was computed for
+        self._rate_cache: dict[str, tuple[int, float]] | None = None
 
     # -- producing -------------------------------------------------------------------------
 
@@ -203,6 +212,11 @@ class BackendEngine(Engine):
             raise NotSerializable(
                 "a durable task's after-callback cannot be stored; declare it on the task "
                 "function (@queue.task(after=...)) so every worker has it"
+            )
+        if task._rate_limit is not template._rate_limit:
+            raise ValueError(
+                "a rate limit holds for every call of a task: declare it on the task function "
+                "(@queue.task(rate_limit=...)), not on one call"
             )
         if self._h_submit:
             self._call_hooks(self._h_submit, task)
@@ -239,6 +253,8 @@ class BackendEngine(Engine):
             options=options,
             idempotency_key=key,
             idempotency_until=until,
+            priority=task._priority,
+            concurrency_key=task._concurrency_key,
         )
 
     def _encode_options(
@@ -480,13 +496,14 @@ class BackendEngine(Engine):
                 if self._suspects:
                     self._suspects.intersection_update(self._claimed)
                 held = len(self._claimed)
-                room = settings.prefetch + self.concurrency - held
-                fits = held < self.concurrency or room * 2 >= settings.prefetch
+                prefetch = self._prefetch()
+                room = prefetch + self.concurrency - held
+                fits = held < self.concurrency or room * 2 >= prefetch
                 if room > 0 and fits and not self._suspects:
                     ask = min(room, settings.batch)
                     claimed = await self.backend.claim(
                         self.name, now, ask, settings.lease, self.owner, settings.max_running,
-                        self._alone_from,
+                        self._alone_from, **self._claim_options(),
                     )  # fmt: skip
                     await self._admit(claimed)
                     self._pump()
@@ -521,7 +538,7 @@ class BackendEngine(Engine):
         pause = await self._idle_for(now)
         wait_claim = getattr(self.backend, "wait_claim", None)
         settings = self.settings
-        room = settings.prefetch + self.concurrency - len(self._claimed)
+        room = self._prefetch() + self.concurrency - len(self._claimed)
         if wait_claim is None or room <= 0 or self._suspects:
             await self.backend.wait(self.name, pause)
             return
@@ -534,6 +551,7 @@ class BackendEngine(Engine):
             self.owner,
             settings.max_running,
             self._alone_from,
+            **self._claim_options(),
         )
         await self._admit(claimed)
         self._pump()
@@ -541,6 +559,36 @@ class BackendEngine(Engine):
             # Let a worker thread that was just handed a task take the GIL now, rather than
             # after this thread's next round trips (a no-op task then starts ~0.3 ms sooner).
             time.sleep(0)  # noqa: ASYNC251  # releases the GIL for a moment, on purpose
+
+    def _claim_options(self) -> dict[str, Any]:
+        """The flow-control arguments of every claim: aging, rate limits, per-key cap."""
+        options: dict[str, Any] = {"aging": self.priority_aging, "rates": self._rates()}
+        if self.settings.key_concurrency is not None:
+            options["per_key"] = self.settings.key_concurrency
+        return options
+
+    def _prefetch(self) -> int:
+        """Tasks to hold beyond ``concurrency``: none under a rate limit.
+
+        A rate limit spaces out claims, so a claimed task must start at once: one held back
+        behind busy workers would start late, next to the tasks claimed in the next period.
+        """
+        return 0 if self._rates() else self.settings.prefetch
+
+    def _rates(self) -> dict[str, tuple[int, float]] | None:
+        """The rate limits the backend enforces at claim: the queue's ``""`` and per task."""
+        if len(self.registry) != self._rates_for:
+            rates: dict[str, tuple[int, float]] = {}
+            limit = self.rate_limit
+            if limit is not None:
+                rates[""] = (limit.n, limit.per)
+            for fn in self.registry.task_functions():
+                own = fn._template._rate_limit
+                if own is not None:
+                    rates[fn.name] = (own.n, own.per)
+            self._rate_cache = rates or None
+            self._rates_for = len(self.registry)
+        return self._rate_cache
 
     async def _idle_for(self, now: float) -> float:
         """How long an idle worker may wait: until the next maintenance or the next due task."""
@@ -563,6 +611,15 @@ class BackendEngine(Engine):
         for record in records:
             if not record.crashes:
                 await self._admit_one(record)
+        if (
+            any(r.priority for r in records)
+            and len(self._ready) > 1
+            and not any(r.concurrency_key for r in records)  # keys take turns: keep them so
+        ):
+            # Tasks held from earlier claims wait behind more urgent ones claimed now.
+            ready = sorted(self._ready, key=_less_urgent)
+            self._ready.clear()
+            self._ready.extend(ready)
 
     async def _admit_one(self, record: Record, first: bool = False) -> None:
         options = record.options
@@ -666,6 +723,9 @@ class BackendEngine(Engine):
         task._attempts = record.attempts - 1 - record.crashes
         task._deliveries = record.attempts
         task._status = TaskStatus.PENDING
+        task._priority = record.priority
+        task._concurrency_key = record.concurrency_key
+        task._rank = rank(record.run_at, record.priority, self.priority_aging)
         self._apply_options(task, overrides, entry._template)
         self._by_id[record.id] = task
         self._unfinished += 1
@@ -1136,7 +1196,7 @@ class BackendEngine(Engine):
         await self._maintain(now)
         claimed = await self.backend.claim(
             self.name, now, 10_000, self.settings.lease, self.owner, self.settings.max_running,
-            self._alone_from,
+            self._alone_from, **self._claim_options(),
         )  # fmt: skip
         await self._admit(claimed)
         batch = list(self._ready)
@@ -1242,6 +1302,11 @@ def _with_options(options: str | None, **extra: Any) -> str:
     stored = json.loads(options) if options else {}
     stored.update(extra)
     return json.dumps(stored)
+
+
+def _less_urgent(task: Task[Any]) -> float:
+    """Sort key of held tasks: the backend's claim order (a stable sort keeps ties in line)."""
+    return task._rank
 
 
 def _payload_of(task: Task[Any]) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import contextlib
 import heapq
 import itertools
 import logging
+import math
 import random
 import threading
 import time
@@ -23,8 +24,10 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._capacity import Capacity
+from ._line import Line, PriorityLine
 from ._loop_thread import LoopThread
 from ._threads import Result, ThreadLane
+from .backends._protocol import PRIORITY_AGING, next_slot, rank
 from .clock import Clock, TimerHandle
 from .errors import (
     AlreadyComplete,
@@ -37,6 +40,7 @@ from .errors import (
 )
 from .group import group_error
 from .hooks import HOOK_EVENTS, Hooks
+from .ratelimit import RateLimit
 from .retry import RetryPolicy
 from .task import Task, TaskStatus, _current, build_policy, expiry_of
 
@@ -76,8 +80,14 @@ class Engine:
         rng: random.Random,
         hooks: Iterable[Hooks],
         keep_finished: int,
+        priority_aging: float = PRIORITY_AGING,
+        rate_limit: RateLimit | None = None,
     ) -> None:
         self.name = name
+        #: Seconds of waiting one priority level is worth (see ``Task.configure``).
+        self.priority_aging = priority_aging
+        #: The queue's limit on task starts, shared by tasks without their own.
+        self.rate_limit = rate_limit
         self.clock = clock
         self.concurrency = concurrency
         self.default_policy = retry
@@ -110,9 +120,14 @@ class Engine:
         self._inbox_wake = False
 
         # Loop-side state.
-        self._ready: deque[Task[Any]] = deque()
+        self._ready: Line = deque()  # a PriorityLine once a task with a priority arrived
+        self._prioritized = False
         self._batch: deque[Task[Any]] = deque()
-        self._source = self._batch  # where launches come from: ready (serving) or batch (dispatch)
+        # Where launches come from: ready (serving) or batch (dispatch).
+        self._source: Line = self._batch
+        #: Whether starts are rate limited here (the in-process queue; a backend limits its own).
+        self._limited = rate_limit is not None
+        self._starts: dict[object, list[float]] = {}  # rate limit key -> last start times
         self._heap: list[tuple[float, int, Task[Any] | Schedule]] = []
         self._seq = itertools.count(1)
         self._timer: TimerHandle | None = None
@@ -231,6 +246,8 @@ class Engine:
             self._call_hooks(self._h_submit, task)
         if task._overrides is not None:
             self._stamp_expiry(task)  # counted from now, not from when the loop accepts it
+        if task._priority or self._prioritized:  # aging counts from now, too
+            task._rank = rank(self.clock.now(), task._priority, self.priority_aging)
         task._engine = self
         if threading.get_ident() == self.loop_thread_id:
             self._accept(task)
@@ -263,6 +280,11 @@ class Engine:
                 f"{what} needs a durable queue (backend=...): an in-memory queue "
                 "keeps no record of past enqueues"
             )
+        if task._concurrency_key is not None and not self.durable:
+            raise ValueError(
+                "concurrency_key needs a queue with a backend (backend='memory://' keeps it "
+                "in this process): the plain in-process queue does not take turns by key"
+            )
 
     def _stamp_expiry(self, task: Task[Any]) -> None:
         """Fix a task's ``expires`` option to an absolute time, once, when it is enqueued."""
@@ -287,6 +309,10 @@ class Engine:
 
     def _accept(self, task: Task[Any]) -> None:
         task._seq = next(self._seq)
+        if task._priority and not self._prioritized:
+            self._use_priorities()
+        if task._rate_limit is not None:
+            self._limited = True
         overrides = task._overrides
         if overrides is None:
             task._policy = self.default_policy
@@ -319,6 +345,7 @@ class Engine:
         else:
             task._status = _SCHEDULED
             task._next_attempt = when
+            task._rank = math.nan  # it ages from when it is due
             self._push(when, task)
 
     def register(self, task: Task[Any]) -> None:
@@ -366,7 +393,43 @@ class Engine:
         if self._heap and self._timer is None:
             self._arm(self._heap[0][0])
 
-    def _release_due(self, now: float, into: deque[Task[Any]]) -> None:
+    def _use_priorities(self) -> None:
+        """Order ready tasks by priority from now on (plain FIFO until the first one came)."""
+        line = PriorityLine(self.clock, self.priority_aging, self._ready)
+        if self._source is self._ready:
+            self._source = line
+        self._ready = line
+        self._prioritized = True
+
+    def _throttled(self, task: Task[Any]) -> bool:
+        """Whether a rate limit puts off this start; if so the task waits for its slot.
+
+        The slot is reserved, so a task that waited for one starts then without asking again,
+        and tasks over the limit start in the order they reached it.
+        """
+        if task._slot is not None:
+            task._slot = None
+            return False
+        limit = task._rate_limit
+        key: object = task.fn
+        if limit is None:
+            limit, key = self.rate_limit, None
+            if limit is None:
+                return False
+        starts = self._starts.setdefault(key, [])
+        now = self.clock.now()
+        start = next_slot(starts, limit.n, limit.per, now)
+        starts.append(start)
+        del starts[: -limit.n]
+        if start <= now:
+            return False
+        task._slot = start
+        task._status = _SCHEDULED
+        task._next_attempt = start
+        self._push(start, task)
+        return True
+
+    def _release_due(self, now: float, into: Line) -> None:
         heap = self._heap
         while heap and heap[0][0] <= now:
             item = heapq.heappop(heap)[2]
@@ -395,6 +458,8 @@ class Engine:
             source.popleft()
             if head._expires_at is not None and self.clock.now() >= head._expires_at:
                 self._expire(head)
+                continue
+            if self._limited and self._throttled(head):
                 continue
             self._launch(head)
         done = self._dispatch_done
@@ -748,7 +813,8 @@ class Engine:
         self._release_due(self.clock.now(), self._ready)
         batch = [t for t in self._ready if t._status in _WAITING]
         self._ready.clear()
-        batch.sort(key=_by_seq)
+        if not self._prioritized:  # a priority line lists its tasks in order already
+            batch.sort(key=_by_seq)
         await self._run_batch(batch)
         return self.has_work()
 

@@ -416,6 +416,9 @@ def _record_json(record: Record) -> dict[str, Any]:
         "reason": record.reason,
         "result": result,
         "progress": _progress_json(record.progress),
+        "priority": record.priority,
+        "concurrency_key": record.concurrency_key,
+        "rate_slot": _time(record.slot),
     }
 
 

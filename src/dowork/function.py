@@ -77,6 +77,9 @@ class TaskFunction(Generic[P, R]):
         task._after = template._after
         task._not_before = template._not_before
         task._delay = template._delay
+        task._priority = template._priority
+        task._rate_limit = template._rate_limit
+        task._concurrency_key = template._concurrency_key
         return task
 
     def submit(self, *args: P.args, **kwargs: P.kwargs) -> Task[R]:

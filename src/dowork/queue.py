@@ -22,6 +22,7 @@ from typing import Any, ParamSpec, Self, TypeVar, Unpack, cast, overload
 from ._durable import BackendEngine, DurableSettings
 from ._engine import Engine
 from .backends import Backend, open_backend
+from .backends._protocol import PRIORITY_AGING
 from .chain import ArgsMap, ChainFailed, ChainLog, Handler, Reentrant, make_job_function
 from .clock import Clock, SystemClock
 from .codec import Codec, JSONCodec
@@ -30,6 +31,7 @@ from .errors import MaxRetriesExceeded, NotRegistered, QueueFull, QueueShuttingD
 from .function import AsyncTaskFunction, SyncTaskFunction, TaskFunction, make_task_function
 from .group import POLICIES, Group, GroupPolicy, LocalGroup
 from .hooks import Hooks, LoggingHooks
+from .ratelimit import RateLimit
 from .registry import Registry
 from .retry import DEFAULT_POLICY, RetryPolicy
 from .schedule import Cron, Every, Trigger, aligned
@@ -63,6 +65,12 @@ class Queue:
         hooks: ``Hooks`` instances notified of every task event.
         log: install dowork's ``LoggingHooks`` (retries at INFO, failures at WARNING).
         keep_finished: how many finished tasks stay findable by id with ``get()``.
+        priority_aging: seconds of waiting one priority level is worth: a ready task starts
+            before newer ones of higher priority once it has waited this long per level
+            between them, so no priority starves another for longer than that.
+        rate_limit: at most this many task starts per period (``"100/m"``, see
+            ``RateLimit.of``), across every worker of a queue with a backend; shared by the
+            tasks without a ``rate_limit`` of their own. Starts over it wait, they never fail.
     """
 
     def __init__(
@@ -80,6 +88,8 @@ class Queue:
         backend: Backend | str | None = None,
         codec: Codec | None = None,
         durable: DurableSettings | None = None,
+        priority_aging: float = PRIORITY_AGING,
+        rate_limit: RateLimit | str | tuple[int, float] | None = None,
     ) -> None:
         if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise ValueError(
@@ -97,6 +107,8 @@ class Queue:
             "backend": backend,
             "codec": codec,
             "durable": durable,
+            "priority_aging": priority_aging,
+            "rate_limit": rate_limit,
         }
         self._registry = Registry()
         self._jobs: dict[str, TaskFunction[[ArgsMap], ArgsMap]] = {}
@@ -117,6 +129,8 @@ class Queue:
         backend: Backend | str | None,
         codec: Codec | None,
         durable: DurableSettings | None,
+        priority_aging: float,
+        rate_limit: RateLimit | str | tuple[int, float] | None,
     ) -> Engine:
         """Check the options and build the engine (in memory, or over a backend)."""
         if concurrency is None:
@@ -140,6 +154,8 @@ class Queue:
             "rng": rng if rng is not None else random.Random(),
             "hooks": hook_list,
             "keep_finished": keep_finished,
+            "priority_aging": _check_aging(priority_aging),
+            "rate_limit": None if rate_limit is None else RateLimit.of(rate_limit),
         }
         if backend is None:
             if codec is not None or durable is not None:
@@ -844,6 +860,13 @@ class _Decorator:
 
 
 _EMPTY: Mapping[str, Any] = {}
+
+
+def _check_aging(aging: float) -> float:
+    """Return a valid ``priority_aging`` (a positive number of seconds)."""
+    if isinstance(aging, bool) or not isinstance(aging, int | float) or not aging > 0:
+        raise ValueError(f"priority_aging must be a positive number of seconds, not {aging!r}")
+    return float(aging)
 
 
 def _local_chain_log(task: Task[Any]) -> ChainLog | None:

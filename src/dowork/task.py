@@ -24,6 +24,7 @@ from types import FunctionType
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypedDict, TypeVar, Unpack, overload
 
 from .errors import TaskFrozen, TaskNotDone
+from .ratelimit import RateLimit
 from .retry import Backoff, RetryPolicy, seconds
 
 if TYPE_CHECKING:
@@ -63,6 +64,9 @@ class TaskOptions(TypedDict, total=False):
     policy: RetryPolicy | None
     keep_result: float | timedelta | None
     expires: float | timedelta | datetime | None
+    priority: int
+    rate_limit: RateLimit | str | tuple[int, float] | None
+    concurrency_key: str | None
 
 
 class TaskStatus(StrEnum):
@@ -182,6 +186,7 @@ class Task(Generic[R]):
         "_after",
         "_attempts",
         "_cancel_requested",
+        "_concurrency_key",
         "_deadline_at",
         "_delay",
         "_deliveries",
@@ -200,9 +205,13 @@ class Task(Generic[R]):
         "_overrides",
         "_policy",
         "_prev_delay",
+        "_priority",
         "_progress",
+        "_rank",
+        "_rate_limit",
         "_runner",
         "_seq",
+        "_slot",
         "_status",
         "_timed_out",
         "_unique",
@@ -292,6 +301,13 @@ class Task(Generic[R]):
         self._idempotency_key: str | None = None
         self._unique = False
         self._deliveries: int | None = None
+        self._priority = 0
+        self._concurrency_key: str | None = None
+        self._slot: float | None = None  # a start time a rate limit reserved (in-process)
+        #: Its place in line (``backends._protocol.rank``): from the backend's claim, or
+        #: stamped at enqueue by an in-process queue using priorities (NaN: not stamped).
+        self._rank = math.nan
+        self._rate_limit: RateLimit | None = None
 
     @classmethod
     def _fast(
@@ -326,6 +342,9 @@ class Task(Generic[R]):
         expires: float | timedelta | datetime | None = _UNSET,
         idempotency_key: str | None = _UNSET,
         unique_key: str | None = _UNSET,
+        priority: int = _UNSET,
+        rate_limit: RateLimit | str | tuple[int, float] | None = _UNSET,
+        concurrency_key: str | None = _UNSET,
     ) -> Task[R]:
         """Change options before the task is enqueued; returns the task for chaining.
 
@@ -336,6 +355,18 @@ class Task(Generic[R]):
 
         ``unique_key`` (durable queues only): the same, but the key is held only while its task
         waits or runs: once that task finished, the next enqueue with the key is stored.
+
+        ``priority`` (-9 to 9, default 0): higher runs sooner; equal priorities run in enqueue
+        order, and a waiting task overtakes newer ones of higher priority after
+        ``priority_aging`` seconds per level between them (see ``DurableSettings``).
+
+        ``rate_limit`` (queues with a backend; declare it on the task function,
+        ``@queue.task(rate_limit="10/s")``): at most that many starts of the task in any
+        period, across every worker; starts over it wait for a free slot (``RateLimit.of``).
+
+        ``concurrency_key`` (queues with a backend): a tenant or customer id. Tasks of
+        different keys take turns, so one key's backlog cannot hold back another's, and at
+        most ``DurableSettings.key_concurrency`` tasks of one key run at once, cluster-wide.
 
         Raises:
             TaskFrozen: the task was already submitted or enqueued.
@@ -371,6 +402,7 @@ class Task(Generic[R]):
         if delay is not _UNSET:
             self._delay = seconds(delay, "delay")
         self._set_key(idempotency_key, unique_key)
+        self._set_flow(priority, rate_limit, concurrency_key)
         if after is not _UNSET:
             if after is not None and not callable(after):
                 raise TypeError(f"after must be callable, not {after!r}")
@@ -378,6 +410,17 @@ class Task(Generic[R]):
                 raise ValueError("this task already has an after-callback")
             self._after = after
         return self
+
+    def _set_flow(self, priority: object, rate_limit: object, concurrency_key: object) -> None:
+        """Apply ``configure``'s flow-control options: priority, rate limit, concurrency key."""
+        if priority is not _UNSET:
+            self._priority = _checked_priority(priority)
+        if concurrency_key is not _UNSET:
+            self._concurrency_key = _checked_key(concurrency_key, None, "concurrency_key")
+        if rate_limit is not _UNSET:
+            self._rate_limit = (
+                None if rate_limit is None else RateLimit.of(rate_limit)  # type: ignore[arg-type]
+            )
 
     def _set_key(self, idempotency_key: object, unique_key: object) -> None:
         """Apply ``configure``'s ``idempotency_key`` or ``unique_key`` (one of them at most)."""
@@ -482,6 +525,21 @@ class Task(Generic[R]):
     def unique_key(self) -> str | None:
         """The key held while this task waits or runs (``configure(unique_key=...)``), or None."""
         return self._idempotency_key if self._unique else None
+
+    @property
+    def priority(self) -> int:
+        """How soon the task is claimed next to others (-9 to 9, higher sooner)."""
+        return self._priority
+
+    @property
+    def concurrency_key(self) -> str | None:
+        """The key whose tasks take turns with other keys' (``configure``), or None."""
+        return self._concurrency_key
+
+    @property
+    def rate_limit(self) -> RateLimit | None:
+        """The task function's rate limit (``configure(rate_limit=...)``), or None."""
+        return self._rate_limit
 
     @property
     def next_attempt(self) -> datetime | None:
@@ -693,6 +751,19 @@ def _checked_key(key: object, current: str | None, what: str = "idempotency_key"
     if key is not None and (not isinstance(key, str) or not key):
         raise TypeError(f"{what} must be a non-empty str, not {key!r}")
     return key
+
+
+#: The priorities a task may have (``configure(priority=...)``); higher runs sooner.
+PRIORITIES = range(-9, 10)
+
+
+def _checked_priority(priority: object) -> int:
+    """Return a valid priority (an int from -9 to 9)."""
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise TypeError(f"priority must be an int from -9 to 9, not {priority!r}")
+    if priority not in PRIORITIES:
+        raise ValueError(f"priority must be from -9 to 9, not {priority}")
+    return priority
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

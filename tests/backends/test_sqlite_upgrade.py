@@ -1,4 +1,4 @@
-"""A SQLite file made before tasks kept an attempt history gains the column when opened."""
+"""A SQLite file made by an older dowork gains the columns and indexes it lacks when opened."""
 
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ def test_an_older_file_gains_the_history_column(tmp_path: Path) -> None:
         try:
             (old,) = await store.get(["old"])
             assert old.history is None
+            assert (old.priority, old.slot) == (0, None)
             await store.push([Record("new", "q", "job", b"{}", 0.0, 1.0)])
             claimed = await store.claim("q", 1.0, 10, 30.0, "w")
             assert {r.id for r in claimed} == {"old", "new"}
@@ -44,3 +45,118 @@ def test_an_older_file_gains_the_history_column(tmp_path: Path) -> None:
             await store.close()
 
     asyncio.run(body())
+
+
+def test_a_file_from_before_priorities_is_upgraded_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "before-priorities.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(  # the table and due index as the release before priorities made them
+        "CREATE TABLE dowork_tasks (id TEXT PRIMARY KEY, queue TEXT NOT NULL, name TEXT NOT NULL,"
+        " payload BLOB NOT NULL, options TEXT, status TEXT NOT NULL, attempts INTEGER NOT NULL"
+        " DEFAULT 0, run_at REAL NOT NULL, lease_until REAL, owner TEXT, crashes INTEGER NOT NULL"
+        " DEFAULT 0, cancel_requested INTEGER NOT NULL DEFAULT 0, error TEXT, reason TEXT,"
+        " result BLOB, created_at REAL NOT NULL, updated_at REAL NOT NULL, finished_at REAL,"
+        " expires_at REAL, progress TEXT, history TEXT);"
+        "CREATE INDEX dowork_due ON dowork_tasks (queue, run_at)"
+        " WHERE status IN ('pending', 'scheduled', 'retrying');"
+    )
+    conn.executemany(
+        "INSERT INTO dowork_tasks (id, queue, name, payload, status, run_at, created_at,"
+        " updated_at) VALUES (?, 'q', 'job', x'7b7d', ?, ?, 0, 0)",
+        [("old2", "pending", 2.0), ("old1", "retrying", 1.0), ("later", "scheduled", 50.0)],
+    )
+    conn.commit()
+    conn.close()
+
+    async def body() -> None:
+        for _ in range(2):  # a second open finds nothing left to do
+            store = SQLiteBackend(path)
+            await store.open()
+            await store.close()
+        store = SQLiteBackend(path)
+        try:
+            old = await store.get(["old1", "old2", "later"])
+            assert {(r.priority, r.slot) for r in old} == {(0, None)}
+            await store.push([Record("urgent", "q", "job", b"{}", 3.0, 3.0, priority=1)])
+            assert await store.next_due("q") == 1.0
+            claimed = await store.claim("q", 10.0, 10, 30.0, "w", aging=60.0)
+            assert [r.id for r in claimed] == ["urgent", "old1", "old2"]
+            assert [r.priority for r in claimed] == [1, 0, 0]
+            assert await store.next_due("q") == 50.0
+        finally:
+            await store.close()
+
+    asyncio.run(body())
+    conn = sqlite3.connect(path)
+    try:
+        columns = {row[1]: row for row in conn.execute("PRAGMA table_info(dowork_tasks)")}
+        assert columns["priority"][2:5] == ("INTEGER", 1, "0")  # type, NOT NULL, default
+        assert columns["slot"][2] == "REAL"
+        assert columns["concurrency_key"][2:4] == ("TEXT", 0)
+        indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+        assert "dowork_due" not in indexes  # replaced by the index by priority
+        assert {"dowork_ready", "dowork_lanes", "dowork_rates", "dowork_turns"} <= indexes
+        plan = conn.execute(
+            "EXPLAIN QUERY PLAN SELECT id FROM dowork_tasks WHERE queue = 'q' AND status IN"
+            " ('pending', 'scheduled', 'retrying') AND concurrency_key IS NULL AND priority = 0"
+            " AND run_at <= 5 ORDER BY run_at, rowid LIMIT 3"
+        ).fetchall()
+        assert [row[3] for row in plan] == [
+            "SEARCH dowork_tasks USING INDEX dowork_ready (queue=? AND priority=? AND run_at<?)"
+        ]
+    finally:
+        conn.close()
+
+
+def test_a_file_from_before_concurrency_keys_is_upgraded_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "before-keys.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(  # the table and due index as the release before concurrency keys
+        "CREATE TABLE dowork_tasks (id TEXT PRIMARY KEY, queue TEXT NOT NULL, name TEXT NOT NULL,"
+        " payload BLOB NOT NULL, options TEXT, status TEXT NOT NULL, attempts INTEGER NOT NULL"
+        " DEFAULT 0, run_at REAL NOT NULL, lease_until REAL, owner TEXT, crashes INTEGER NOT NULL"
+        " DEFAULT 0, cancel_requested INTEGER NOT NULL DEFAULT 0, error TEXT, reason TEXT,"
+        " result BLOB, created_at REAL NOT NULL, updated_at REAL NOT NULL, finished_at REAL,"
+        " expires_at REAL, progress TEXT, history TEXT, priority INTEGER NOT NULL DEFAULT 0,"
+        " slot REAL);"
+        "CREATE INDEX dowork_ready ON dowork_tasks (queue, priority, run_at)"
+        " WHERE status IN ('pending', 'scheduled', 'retrying');"
+    )
+    conn.executemany(
+        "INSERT INTO dowork_tasks (id, queue, name, payload, status, run_at, created_at,"
+        " updated_at, priority) VALUES (?, 'q', 'job', x'7b7d', 'pending', ?, 0, 0, ?)",
+        [("old0", 1.0, 0), ("old1", 2.0, 0), ("old-high", 3.0, 1)],
+    )
+    conn.commit()
+    conn.close()
+
+    async def body() -> None:
+        for _ in range(2):  # a second open finds nothing left to do
+            store = SQLiteBackend(path)
+            await store.open()
+            await store.close()
+        store = SQLiteBackend(path)
+        try:
+            old = await store.get(["old0", "old1", "old-high"])
+            assert {r.concurrency_key for r in old} == {None}
+            await store.push(
+                [Record(f"k{i}", "q", "job", b"{}", 0.5, 0.5, concurrency_key="K") for i in (0, 1)]
+            )
+            # The old records take turns with the key as one lane: "" (theirs), ranked by
+            # their most urgent record, against K's.
+            claimed = await store.claim("q", 10.0, 4, 30.0, "w", aging=60.0)
+            assert [r.id for r in claimed] == ["old-high", "k0", "old0", "k1"]
+            assert [r.concurrency_key for r in claimed] == [None, "K", None, "K"]
+            assert await store.next_due("q") == 2.0
+        finally:
+            await store.close()
+
+    asyncio.run(body())
+    conn = sqlite3.connect(path)
+    try:
+        indexes = dict(conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index'"))
+        assert "concurrency_key IS NULL" in indexes["dowork_ready"]  # remade, without keys
+        assert "concurrency_key IS NOT NULL" in indexes["dowork_lanes"]
+        assert conn.execute("SELECT key FROM dowork_turns").fetchall() == [("",)]
+    finally:
+        conn.close()

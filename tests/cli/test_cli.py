@@ -346,3 +346,28 @@ def test_inspect_shows_the_reported_progress(tmp_path: Path) -> None:
     assert progress == {"value": 40.0, "message": "40 of 100", "at": "1970-01-01T00:00:00+00:00"}
     plain = dowork_cmd("inspect", "t1", "--backend", f"sqlite:///{db}")
     assert "40 of 100" in plain.stdout
+
+
+def test_inspect_shows_priority_and_concurrency_key(tmp_path: Path) -> None:
+    import asyncio
+
+    from dowork.backends import Record, SQLiteBackend
+
+    db = tmp_path / "t.sqlite3"
+
+    async def push() -> None:
+        store = SQLiteBackend(db)
+        await store.open()
+        try:
+            now = time.time()
+            record = Record("t1", "jobs", "export", b'{"a":[],"k":{}}', now, now, priority=4)
+            record.concurrency_key = "tenant-7"
+            await store.push([record])
+        finally:
+            await store.close()
+
+    asyncio.run(push())
+    shown = dowork_cmd("inspect", "t1", "--backend", f"sqlite:///{db}", "--json")
+    assert shown.returncode == 0, shown.stderr
+    data = json.loads(shown.stdout)
+    assert (data["priority"], data["concurrency_key"], data["rate_slot"]) == (4, "tenant-7", None)

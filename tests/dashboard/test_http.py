@@ -255,6 +255,18 @@ def test_task_page_shows_the_reported_progress_escaped(store_url: str, client: T
     jobs.shutdown()
 
 
+def test_task_page_shows_priority_and_concurrency_key(store_url: str, client: TestClient) -> None:
+    jobs = make_queue(store_url, "exports")
+    jobs.task(name="export")(abs)
+    fn = jobs.registry.get("export")
+    assert fn is not None
+    task = jobs.enqueue(fn.task(-3).configure(priority=7, concurrency_key="<tenant-9>"))
+    page = client.get("/task", params={"id": task.id}).text
+    assert "<dt>priority</dt><dd>7</dd>" in page
+    assert "<dd>&lt;tenant-9&gt;</dd>" in page
+    jobs.shutdown()
+
+
 def test_task_page_shows_a_chained_jobs_log(store_url: str, client: TestClient) -> None:
     jobs = make_queue(store_url, "jobs")
 

@@ -19,6 +19,7 @@ from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
 __all__ = [
+    "PRIORITY_AGING",
     "REQUEUABLE",
     "STATS_MINUTES",
     "WAITING",
@@ -30,6 +31,9 @@ __all__ = [
     "Wakeups",
     "WorkerBeat",
     "check_page",
+    "next_slot",
+    "rank",
+    "rate_key",
     "retention",
     "minute_of",
     "status_filter",
@@ -52,6 +56,11 @@ WAITING = ("pending", "scheduled", "retrying")
 #: ``Record.idempotency_until`` of a *unique* key: held while its task waits or runs, not for a
 #: time window (``Task.configure(unique_key=...)``).
 WHILE_UNFINISHED = float("inf")
+
+#: Seconds of waiting one priority level is worth by default (``Backend.claim``'s ``aging``): a
+#: due task is claimed before any task that became due more than this much later per level of
+#: priority above it has, so a low priority waits at most ``levels * aging`` behind high ones.
+PRIORITY_AGING = 60.0
 
 #: Record statuses of a task that finished unsuccessfully, which ``Backend.requeue`` revives.
 REQUEUABLE = ("failed", "cancelled", "dead")
@@ -87,6 +96,14 @@ class Record:
     idempotency_until: float | None = None
     #: One JSON object per settled attempt, a line each (times, duration, error, traceback).
     history: str | None = None
+    #: Higher is claimed sooner (``Backend.claim``); -9 to 9, 0 by default.
+    priority: int = 0
+    #: The key (a tenant, a customer) whose tasks take turns with other keys' at claim, and
+    #: of which at most ``per_key`` run at once (``Backend.claim``); a non-empty string.
+    concurrency_key: str | None = None
+    #: The start time a rate limit reserved for this task (then also its ``run_at``): when it
+    #: is due, the claim takes it without asking the limit again. Cleared by the claim.
+    slot: float | None = None
 
 
 @dataclass(slots=True)
@@ -178,11 +195,21 @@ class Backend(Protocol):
         owner: str,
         max_running: int | None = None,
         alone_from: int | None = None,
+        *,
+        aging: float = PRIORITY_AGING,
+        rates: Mapping[str, tuple[int, float]] | None = None,
+        per_key: int | None = None,
     ) -> list[Record]:
-        """Lease up to ``limit`` due records (``run_at <= now``), oldest first.
+        """Lease up to ``limit`` due records (``run_at <= now``), most urgent first.
+
+        Urgency is ``rank(run_at, priority, aging)``: the earlier, the sooner; equal ranks go
+        in push order. So equal priorities are first in, first out, and a record of priority
+        ``p`` is claimed before one of priority ``p + d`` that became due more than
+        ``d * aging`` seconds after it: no priority starves another beyond that bound.
 
         Each claimed record has ``attempts`` incremented (the fencing token), ``status``
-        running, ``lease_until = now + lease`` and ``owner`` set, all in one atomic step.
+        running, ``lease_until = now + lease``, ``owner`` set and ``slot`` cleared, all in one
+        atomic step.
         With ``alone_from``, a record that crashed workers that many times or more is claimed
         alone: the claim returns either that one record, or the due records before the first
         such one. The engine passes ``crash_budget - 1``, so a task on its last crash runs in a
@@ -190,6 +217,24 @@ class Backend(Protocol):
         the healthy tasks claimed with it.
         With ``max_running``, fewer are claimed so that the queue never has more than that
         many running records across every worker (gotasks' ``WithMaxLimit``).
+
+        ``rates`` maps a task name to ``(n, per)``: at most ``n`` of its records start (are
+        claimed) in any ``per`` seconds, across every worker; the name ``""`` is the queue's
+        limit, shared by the records whose name has none (``rate_key``). The backend keeps,
+        per queue and limit, the last ``n`` start times it gave out; a record whose start
+        time (``next_slot``) is later than ``now`` is not claimed but delayed: its ``run_at``
+        and ``slot`` become that time (its status is unchanged), and when it is due it is
+        claimed without asking the limit again. A claim looks at no more than ``2 * limit``
+        due records, so it may return fewer than ``limit`` while more are due.
+
+        Records are served by ``concurrency_key`` in turn (records without one share the key
+        ``""``): the backend remembers, per queue, the turn in which it last served each key
+        that has waiting records (a key with none is forgotten, and counts as never served).
+        Each step serves the key served longest ago (never served first; ties by its most
+        urgent record), claiming that key's most urgent due record, so one key's backlog of
+        any size cannot hold back another's. With ``per_key``, a key that already has that
+        many running records (across every worker) is passed over. A record delayed by a
+        rate limit does not use up its key's turn.
         """
 
     async def settle(self, settlements: Sequence[Settlement]) -> list[str]:
@@ -390,6 +435,29 @@ def status_filter(statuses: Sequence[str] | str | None) -> tuple[str, ...] | Non
     if isinstance(statuses, str):
         return (statuses,)
     return tuple(sorted(set(statuses)))
+
+
+def rank(run_at: float, priority: int, aging: float) -> float:
+    """The claim order of a due record (lower first): see ``Backend.claim``."""
+    return run_at - priority * aging
+
+
+def rate_key(name: str, rates: Mapping[str, tuple[int, float]]) -> str | None:
+    """The limit a record of task ``name`` counts against: its own, the queue's ``""``, or None."""
+    if name in rates:
+        return name
+    return "" if "" in rates else None
+
+
+def next_slot(starts: Sequence[float], n: int, per: float, now: float) -> float:
+    """The first start time from ``now`` on that keeps at most ``n`` starts in any ``per``.
+
+    ``starts`` are the start times already given out, ascending (only the last ``n`` matter):
+    the new one must come ``per`` after the ``n``-th latest of them.
+    """
+    if len(starts) < n:
+        return now
+    return max(now, starts[-n] + per)
 
 
 def minute_of(when: float) -> int:

@@ -22,6 +22,16 @@ local P = ARGV[1]
 local WAITING = {pending = true, scheduled = true, retrying = true}
 local function tkey(id) return P .. 'task:' .. id end
 local function qkey(queue, kind) return P .. 'q:' .. queue .. ':' .. kind end
+-- The waiting zset of a task of priority p (its hash field: absent or '0' is the plain one).
+local function wkey(queue, p)
+    if not p or p == '0' then return qkey(queue, 'waiting') end
+    return qkey(queue, 'waiting:' .. p)
+end
+-- A task of priority p enters its waiting zset again: list its level (claims drop a level
+-- whose zset they find gone).
+local function level(queue, p)
+    if p and p ~= '0' then redis.call('SADD', qkey(queue, 'levels'), p) end
+end
 local function chunks(cmd, key, list, step)
     for i = 1, #list, step do
         redis.call(cmd, key, unpack(list, i, math.min(i + step - 1, #list)))
@@ -47,13 +57,100 @@ local function wake(queue, n, at)
 end
 """
 
+# The lanes of concurrency keys (see the key layout in redis.py). q is the queue's key prefix
+# ("P:q:Q:") and k a concurrency key; a lane is the key's waiting tasks, a zset per priority.
+# Every lane with waiting tasks is awake (in lanes, its earliest run_at in lanes:due) or asleep
+# (lanes:later, its turn in lanes:turns); a lane that lost its last task stays in lanes with
+# its turn, listed in lanes:drained, until the next claim forgets it (see Backend.claim).
+_LANES = """
+local function lkey(q, p, k) return q .. 'lane:' .. p .. ':' .. k end
+-- The priorities of k's lane: '0', then the others listed in lanes:levels.
+local function lane_levels(q, k)
+    local ls, s = {'0'}, redis.call('HGET', q .. 'lanes:levels', k)
+    if s then for p in string.gmatch(s, '%S+') do ls[#ls + 1] = p end end
+    return ls
+end
+-- A task of priority p (false: 0) enters k's lane: list the level.
+local function lane_level(q, k, p)
+    if not p or p == '0' then return end
+    local s = redis.call('HGET', q .. 'lanes:levels', k)
+    if not s then
+        redis.call('HSET', q .. 'lanes:levels', k, p)
+    elseif not string.find(' ' .. s .. ' ', ' ' .. p .. ' ', 1, true) then
+        redis.call('HSET', q .. 'lanes:levels', k, s .. ' ' .. p)
+    end
+end
+-- A waiting task (run_at at) entered k's lane: the lane's earliest run_at follows, and a lane
+-- that had no waiting task is awake (with the turn it kept, or never served).
+local function lane_in(q, k, at)
+    local due = q .. 'lanes:due'
+    local old = redis.call('ZSCORE', due, k)
+    if not old then
+        old = redis.call('ZSCORE', q .. 'lanes:later', k)
+        if old then due = q .. 'lanes:later' end
+    end
+    if not old then
+        redis.call('ZADD', q .. 'lanes', 'NX', 0, k)
+        redis.call('ZADD', due, at, k)
+    elseif tonumber(at) < tonumber(old) then
+        redis.call('ZADD', due, at, k)
+    end
+end
+-- The earliest run_at (a score string) of k's waiting tasks, or nil; unlists empty levels.
+local function lane_head(q, k)
+    local ls, kept, best = lane_levels(q, k), {}, nil
+    for _, p in ipairs(ls) do
+        local h = redis.call('ZRANGE', lkey(q, p, k), 0, 0, 'WITHSCORES')
+        if h[2] then
+            if p ~= '0' then kept[#kept + 1] = p end
+            if not best or tonumber(h[2]) < tonumber(best) then best = h[2] end
+        end
+    end
+    if #kept < #ls - 1 then
+        if #kept == 0 then
+            redis.call('HDEL', q .. 'lanes:levels', k)
+        else
+            redis.call('HSET', q .. 'lanes:levels', k, table.concat(kept, ' '))
+        end
+    end
+    return best
+end
+-- A waiting task (run_at at) left k's lane (outside a claim): the earliest run_at follows;
+-- a lane left empty is listed in lanes:drained, awake with its turn, for the next claim.
+local function lane_out(q, k, at)
+    local due, asleep = q .. 'lanes:due', false
+    local old = redis.call('ZSCORE', due, k)
+    if not old then
+        old = redis.call('ZSCORE', q .. 'lanes:later', k)
+        if old then due, asleep = q .. 'lanes:later', true end
+    end
+    if not old then  -- (not listed: made consistent)
+        redis.call('ZADD', q .. 'lanes', 'NX', 0, k)
+    elseif tonumber(at) > tonumber(old) then
+        return  -- not its earliest task
+    end
+    local head = lane_head(q, k)
+    if head then
+        redis.call('ZADD', due, head, k)
+        return
+    end
+    redis.call('ZREM', due, k)
+    if asleep then
+        local turn = redis.call('HGET', q .. 'lanes:turns', k) or 0
+        redis.call('HDEL', q .. 'lanes:turns', k)
+        redis.call('ZADD', q .. 'lanes', turn, k)
+    end
+    redis.call('SADD', q .. 'lanes:drained', k)
+end
+"""
+
 _PRELUDE = """
 -- seq is stored as 16 hex digits, so a listing member is "seq:id" (ordered by push).
 local function member(seq, id) return seq .. ':' .. id end
 -- Count changes and listing-zset moves are gathered while a script runs and written once at
 -- its end (flush), one HINCRBY per queue and status and one ZREM/ZADD per key, instead of a
 -- few commands per task: that is most of the Redis CPU a task costs.
-local DELTAS, ZREMS, ZADDS, EMPTIED = {}, {}, {}, {}
+local DELTAS, ZREMS, ZADDS, EMPTIED, KEYRUN = {}, {}, {}, {}, {}
 local function count(queue, status, delta)
     local q = DELTAS[queue]
     if not q then q = {}; DELTAS[queue] = q end
@@ -73,18 +170,29 @@ local function flush()
     end
     for key, list in pairs(ZREMS) do chunks('ZREM', key, list, 4000) end
     for key, list in pairs(ZADDS) do chunks('ZADD', key, list, 4000) end
+    for key, by in pairs(KEYRUN) do  -- running tasks per concurrency key (see running_key)
+        for k, delta in pairs(by) do
+            if delta ~= 0 and redis.call('HINCRBY', key, k, delta) <= 0 then
+                redis.call('HDEL', key, k)
+            end
+        end
+    end
     for queue in pairs(EMPTIED) do  -- a queue whose last task went is forgotten
         local counts = qkey(queue, 'counts')
         local empty = true
         for _, n in ipairs(redis.call('HVALS', counts)) do
             if tonumber(n) ~= 0 then empty = false; break end
         end
-        if empty then
-            redis.call('DEL', counts, qkey(queue, 'wake'), qkey(queue, 'running'))
+        if empty then  -- (with no task left, no turn is worth remembering either)
+            redis.call('DEL', counts, qkey(queue, 'wake'), qkey(queue, 'running'),
+                qkey(queue, 'levels'), qkey(queue, 'turn'), qkey(queue, 'keyrun'),
+                qkey(queue, 'lanes'), qkey(queue, 'lanes:due'), qkey(queue, 'lanes:later'),
+                qkey(queue, 'lanes:turns'), qkey(queue, 'lanes:levels'),
+                qkey(queue, 'lanes:drained'))
             redis.call('SREM', P .. 'queues', queue)
         end
     end
-    DELTAS, ZREMS, ZADDS, EMPTIED = {}, {}, {}, {}
+    DELTAS, ZREMS, ZADDS, EMPTIED, KEYRUN = {}, {}, {}, {}, {}
 end
 -- A task (zset member m, created_at at) leaves status old and/or enters status new (nil:
 -- none): counts and the per-status listing zsets follow (written at flush). Running tasks
@@ -104,6 +212,30 @@ local function forget(queue, status, m)
     move(queue, m, nil, status, nil)
     EMPTIED[queue] = true
 end
+-- A running task of concurrency key k (false: none) of the queue stops running (delta -1) or
+-- starts (+1): the queue's keyrun hash follows (written at flush).
+local function running_key(queue, k, delta)
+    if not k then return end
+    local key = qkey(queue, 'keyrun')
+    local by = KEYRUN[key]
+    if not by then by = {}; KEYRUN[key] = by end
+    by[k] = (by[k] or 0) + delta
+end
+-- The waiting zset of a task of priority p (false: 0) and concurrency key k (false: none).
+local function zkey(queue, p, k)
+    if not k then return wkey(queue, p) end
+    return qkey(queue, 'lane:' .. (p or '0') .. ':' .. k)
+end
+-- A waiting task of priority p and key k (run_at at) entered its zset: list its level, and
+-- its key's lane (see lane_in).
+local function entered(queue, p, k, at)
+    if not k then
+        level(queue, p)
+    else
+        lane_level(qkey(queue, ''), k, p)
+        lane_in(qkey(queue, ''), k, at)
+    end
+end
 local function setopt(key, name, value)
     if value == '' then
         redis.call('HDEL', key, name)
@@ -117,14 +249,16 @@ end
 def _wrap(script: str) -> str:
     """Run a script body as a function, then write what it gathered (see ``flush``)."""
     return (
-        f"{_BASE}{_PRELUDE}\nlocal function body()\n{script}\nend\n"
+        f"{_BASE}{_LANES}{_PRELUDE}\nlocal function body()\n{script}\nend\n"
         "local r = body()\nflush()\nreturn r\n"
     )
 
 
 # ARGV: P, check, then groups of records sharing their fields: queue, name, run_at,
-# created_at, status, options?, attempts, k, then k x (id, payload). check is "1" to refuse
-# ids already taken, or the name of a flag key (see _CHECK): write nothing if it exists.
+# created_at, status, options?, attempts, priority, slot?, concurrency key?, k, then
+# k x (id, payload). A priority other than '0' puts the group in its level's waiting zset, a
+# concurrency key in its key's lane (see _LANES). check is "1" to refuse ids already taken,
+# or the name of a flag key (see _CHECK): write nothing if it exists.
 # Returns {'ok'}, {'duplicate', id} having written nothing, or {'skipped'}.
 _PUSH = """
 local P = ARGV[1]
@@ -141,15 +275,15 @@ local check = ARGV[2]
 if check == '1' then
     local seen, i = {}, 3
     while i <= #ARGV do
-        local k = tonumber(ARGV[i + 7])
-        for j = i + 8, i + 6 + k * 2, 2 do
+        local k = tonumber(ARGV[i + 10])
+        for j = i + 11, i + 9 + k * 2, 2 do
             local id = ARGV[j]
             if seen[id] or redis.call('EXISTS', P .. 'task:' .. id) == 1 then
                 return {'duplicate', id}
             end
             seen[id] = true
         end
-        i = i + 8 + k * 2
+        i = i + 11 + k * 2
     end
 elseif check ~= '' and redis.call('EXISTS', check) == 1 then
     return {'skipped'}
@@ -158,15 +292,20 @@ local i, woken, woken_at = 3, {}, {}
 while i <= #ARGV do
     local queue, name, run_at, at, status = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3],
         ARGV[i + 4]
-    local options, attempts, k = ARGV[i + 5], ARGV[i + 6], tonumber(ARGV[i + 7])
+    local options, attempts, prio, slot = ARGV[i + 5], ARGV[i + 6], ARGV[i + 7], ARGV[i + 8]
+    local ckey = ARGV[i + 9] ~= '' and string.sub(ARGV[i + 9], 2)
+    local k = tonumber(ARGV[i + 10])
     local seq = redis.call('INCRBY', P .. 'seq', k) - k
     local extra = {}
     if options ~= '' then extra[1] = 'options'; extra[2] = string.sub(options, 2) end
     if attempts ~= '0' then extra[#extra + 1] = 'attempts'; extra[#extra + 1] = attempts end
+    if prio ~= '0' then extra[#extra + 1] = 'priority'; extra[#extra + 1] = prio end
+    if slot ~= '' then extra[#extra + 1] = 'slot'; extra[#extra + 1] = string.sub(slot, 2) end
+    if ckey then extra[#extra + 1] = 'concurrency_key'; extra[#extra + 1] = ckey end
     local listed, n = {}, 0  -- (score, member) pairs: run_at for waiting, at for the listing
     local ids = {}
     local taskp = P .. 'task:'
-    for j = i + 8, i + 6 + k * 2, 2 do
+    for j = i + 11, i + 9 + k * 2, 2 do
         local id = ARGV[j]
         seq = seq + 1
         local s = string.format('%016x', seq)
@@ -182,13 +321,41 @@ while i <= #ARGV do
     if status == 'pending' or status == 'scheduled' or status == 'retrying' then
         local waiting = {}
         for j = 1, n, 2 do waiting[j] = run_at; waiting[j + 1] = listed[j + 1] end
-        zadd(q .. 'waiting', waiting)
+        if ckey then  -- the key's lane (see _LANES: lkey, lane_level, lane_in), inlined
+            zadd(q .. 'lane:' .. prio .. ':' .. ckey, waiting)
+            if prio ~= '0' then
+                local lv = redis.call('HGET', q .. 'lanes:levels', ckey)
+                if not lv then
+                    redis.call('HSET', q .. 'lanes:levels', ckey, prio)
+                elseif not string.find(' ' .. lv .. ' ', ' ' .. prio .. ' ', 1, true) then
+                    redis.call('HSET', q .. 'lanes:levels', ckey, lv .. ' ' .. prio)
+                end
+            end
+            local due = q .. 'lanes:due'
+            local old = redis.call('ZSCORE', due, ckey)
+            if not old then
+                old = redis.call('ZSCORE', q .. 'lanes:later', ckey)
+                if old then due = q .. 'lanes:later' end
+            end
+            if not old then
+                redis.call('ZADD', q .. 'lanes', 'NX', 0, ckey)
+                redis.call('ZADD', due, run_at, ckey)
+            elseif tonumber(run_at) < tonumber(old) then
+                redis.call('ZADD', due, run_at, ckey)
+            end
+        elseif prio == '0' then
+            zadd(q .. 'waiting', waiting)
+        else  -- a level of its own, listed in levels (see wkey)
+            zadd(q .. 'waiting:' .. prio, waiting)
+            redis.call('SADD', q .. 'levels', prio)
+        end
     end
     if status == 'running' then  -- never expires, like a lease nobody holds
         local keeper = string.rep('~', 80)  -- KEEPER
         for _, id in ipairs(ids) do
             redis.call('ZADD', q .. 'running', '+inf', keeper, '+inf', id)
         end
+        if ckey then redis.call('HINCRBY', q .. 'keyrun', ckey, k) end
     else
         zadd(q .. 'created.' .. status, listed)
     end
@@ -197,7 +364,7 @@ while i <= #ARGV do
     end
     woken[queue] = (woken[queue] or 0) + k
     woken_at[queue] = at
-    i = i + 8 + k * 2
+    i = i + 11 + k * 2
 end
 for queue, n in pairs(woken) do  -- wake (see _BASE), inlined
     local key = P .. 'q:' .. queue .. ':wake'
@@ -228,8 +395,8 @@ return ''
 """
 
 # ARGV: P, n, then n x (id, queue, name, payload, run_at, created_at, status, options?,
-# attempts), then k and k x (record index, idempotency key, until ('u': a unique key, held
-# while its task waits or runs), ttl ms). The push of
+# attempts, priority, slot?, concurrency key?), then k and k x (record index, idempotency
+# key, until ('u': a unique key, held while its task waits or runs), ttl ms). The push of
 # records that carry idempotency keys (``_PUSH`` is the fast path for those that do not).
 # Returns {'ok', then the id and holder id of each record whose idempotency key was held (not
 # written)}, or {'duplicate', id} having written nothing.
@@ -237,16 +404,16 @@ _PUSH_KEYED = """
 local n = tonumber(ARGV[2])
 local seen = {}
 for i = 0, n - 1 do
-    local id = ARGV[3 + i * 9]
+    local id = ARGV[3 + i * 12]
     if seen[id] or redis.call('EXISTS', tkey(id)) == 1 then return {'duplicate', id} end
     seen[id] = true
 end
-local ok, todo, keyed, k0 = {'ok'}, {}, {}, 3 + n * 9
+local ok, todo, keyed, k0 = {'ok'}, {}, {}, 3 + n * 12
 for j = 0, tonumber(ARGV[k0] or '0') - 1 do
     keyed[tonumber(ARGV[k0 + 1 + j * 4])] = k0 + 2 + j * 4
 end
 for i = 0, n - 1 do
-    local b, kb = 3 + i * 9, keyed[i]
+    local b, kb = 3 + i * 12, keyed[i]
     local held = kb and redis.call('HMGET', P .. 'idem:' .. ARGV[kb], 'id', 'until') or {}
     local taken = false
     if held[1] and held[2] == 'u' then  -- a unique key: taken while its task waits or runs
@@ -268,8 +435,10 @@ end
 local seq = redis.call('INCRBY', P .. 'seq', n) - n
 local woken = {}
 for _, i in ipairs(todo) do
-    local b = 3 + i * 9
+    local b = 3 + i * 12
     local id, queue, status, at = ARGV[b], ARGV[b + 1], ARGV[b + 6], ARGV[b + 5]
+    local prio = ARGV[b + 9]
+    local ckey = ARGV[b + 11] ~= '' and string.sub(ARGV[b + 11], 2)
     local key = tkey(id)
     seq = seq + 1
     local m = member(string.format('%016x', seq), id)
@@ -277,10 +446,15 @@ for _, i in ipairs(todo) do
         'payload', ARGV[b + 3], 'run_at', ARGV[b + 4], 'created_at', at, 'status', status,
         'attempts', ARGV[b + 8], 'seq', string.format('%016x', seq))
     setopt(key, 'options', ARGV[b + 7])
+    if prio ~= '0' then redis.call('HSET', key, 'priority', prio) end
+    if ARGV[b + 10] ~= '' then setopt(key, 'slot', ARGV[b + 10]) end
+    if ckey then redis.call('HSET', key, 'concurrency_key', ckey) end
     if WAITING[status] then
-        redis.call('ZADD', qkey(queue, 'waiting'), ARGV[b + 4], m)
+        redis.call('ZADD', zkey(queue, prio, ckey), ARGV[b + 4], m)
+        entered(queue, prio, ckey, ARGV[b + 4])
     elseif status == 'running' then  -- never expires, like a lease nobody holds
         redis.call('ZADD', qkey(queue, 'running'), '+inf', KEEPER, '+inf', id)
+        running_key(queue, ckey, 1)
     end
     move(queue, m, at, nil, status)
     redis.call('SADD', P .. 'queues', queue)
@@ -291,15 +465,17 @@ return ok
 """
 
 # ARGV: P, queue, now, limit, lease_until, owner, max_running ('' = no cap), alone_from
-# ('' = none: see Backend.claim), then optionally a list key and the lease in seconds: a
-# wake-up token found there (see wake) later than now replaces now, and the lease runs from
-# it. Returns now and lease_until as used, then the claimed records as HGETALL lists, oldest
-# first, read before the claim: the caller applies it (status running, attempts + 1,
-# lease_until, owner, updated_at).
-_CLAIM = """
+# ('' = none: see Backend.claim), got, lease, aging, per_key ('' = no cap), then (name, n,
+# per) per rate limit. got ('' = none) is a list key and lease the lease in seconds: a wake-up
+# token found there (see wake) later than now replaces now, and the lease runs from it.
+# Returns now and lease_until as used, then the claimed records as HGETALL lists, in claim
+# order, read before the claim: the caller applies it (status running, attempts + 1,
+# lease_until, owner, updated_at, no slot).
+_CLAIM = (
+    """
 local P, queue, now, lease, owner = ARGV[1], ARGV[2], ARGV[3], ARGV[5], ARGV[6]
 local alone = ARGV[8] ~= '' and tonumber(ARGV[8])
-if ARGV[9] then
+if ARGV[9] ~= '' then
     local token = redis.call('LPOP', ARGV[9])
     if token and tonumber(token) > tonumber(now) then
         now = token
@@ -322,41 +498,11 @@ if ARGV[7] ~= '' then
 end
 local out = {now, lease}
 if limit <= 0 then return out end
-local waiting = q .. 'waiting'
-local due = redis.call('ZRANGEBYSCORE', waiting, '-inf', now, 'LIMIT', 0, limit)
-if #due == 0 then return out end
-local leased, left, n, taken = {'+inf', keeper}, {}, 0, {}
-for _, m in ipairs(due) do
-    local id = string.sub(m, 18)
-    local key = P .. 'task:' .. id
-    local h = redis.call('HGETALL', key)
-    local status, attempts, crashes
-    for j = 1, #h, 2 do
-        local f = h[j]
-        if f == 'status' then status = h[j + 1]
-        elseif f == 'attempts' then attempts = h[j + 1]
-        elseif f == 'crashes' then crashes = h[j + 1] end
-    end
-    -- A repeat crasher is claimed alone (see Backend.claim).
-    local crasher = alone and tonumber(crashes or '0') >= alone
-    if crasher and n > 0 then break end
-    taken[#taken + 1] = m
-    if status == 'pending' or status == 'scheduled' or status == 'retrying' then
-        local a = string.format('%d', (attempts and tonumber(attempts) or 0) + 1)
-        redis.call('HSET', key, 'status', 'running', 'attempts', a, 'lease_until', lease,
-            'owner', owner, 'updated_at', now)
-        leased[#leased + 1] = lease
-        leased[#leased + 1] = id
-        local l = left[status]
-        if not l then l = {}; left[status] = l end
-        l[#l + 1] = m
-        n = n + 1
-        out[#out + 1] = h
-        if crasher then break end
-    end
-end
-many('ZREM', waiting, taken)
-if n > 0 then
+local waiting, turn = q .. 'waiting', q .. 'turn'
+local leased, left, n = {'+inf', keeper}, {}, 0
+-- The claimed records leave the created.S listings for running (counts follow).
+local function lease_all()
+    if n == 0 then return end
     many('ZADD', running, leased)
     for status, l in pairs(left) do
         many('ZREM', q .. 'created.' .. status, l)
@@ -364,12 +510,435 @@ if n > 0 then
     end
     redis.call('HINCRBY', q .. 'counts', 'running', n)
 end
-if #due == limit then  -- more may be due: wake another idle worker to help (see wake)
+local function wake_one()  -- more may be due: wake another idle worker to help (see wake)
     local wake = q .. 'wake'
     if redis.call('LLEN', wake) < 8 then redis.call('RPUSH', wake, now) end
 end
+
+if #ARGV <= 12 and redis.call('EXISTS', q .. 'levels', q .. 'lanes', q .. 'lanes:later') == 0
+then
+    -- Plain tasks only (priority 0, no concurrency key, no rate limits): the oldest due, by
+    -- (run_at, seq). The tasks without a key are the only ones taking turns, so all their
+    -- turn needs is to be marked served (1, less than any turn given later), and forgotten
+    -- once none waits (see Backend.claim).
+    local due = redis.call('ZRANGEBYSCORE', waiting, '-inf', now, 'LIMIT', 0, limit + 1)
+    local taken, served = {}, false
+    for i = 1, math.min(#due, limit) do
+        local m = due[i]
+        local id = string.sub(m, 18)
+        local key = P .. 'task:' .. id
+        local h = redis.call('HGETALL', key)
+        local status, attempts, crashes, reserved
+        for j = 1, #h, 2 do
+            local f = h[j]
+            if f == 'status' then status = h[j + 1]
+            elseif f == 'attempts' then attempts = h[j + 1]
+            elseif f == 'crashes' then crashes = h[j + 1]
+            elseif f == 'slot' then reserved = true end
+        end
+        -- A repeat crasher is claimed alone (see Backend.claim).
+        local crasher = alone and tonumber(crashes or '0') >= alone
+        if crasher and n > 0 then break end
+        taken[#taken + 1] = m
+        if status == 'pending' or status == 'scheduled' or status == 'retrying' then
+            local a = string.format('%d', (attempts and tonumber(attempts) or 0) + 1)
+            redis.call('HSET', key, 'status', 'running', 'attempts', a, 'lease_until', lease,
+                'owner', owner, 'updated_at', now)
+            if reserved then redis.call('HDEL', key, 'slot') end  -- delayed by an earlier limit
+            leased[#leased + 1] = lease
+            leased[#leased + 1] = id
+            local l = left[status]
+            if not l then l = {}; left[status] = l end
+            l[#l + 1] = m
+            n = n + 1
+            out[#out + 1] = h
+            if crasher then break end
+            served = true
+        end
+    end
+    if #taken > 0 then many('ZREM', waiting, taken) end
+    lease_all()
+    if #due > limit then
+        wake_one()
+        if served then redis.call('HSETNX', turn, '', 1) end
+    elseif redis.call('EXISTS', waiting) == 0 then
+        redis.call('DEL', turn)
+    elseif served then
+        redis.call('HSETNX', turn, '', 1)
+    end
+    return out
+end
+"""
+    + _LANES
+    + r"""
+-- Priorities, rate limits or concurrency keys. Each step serves the lane (the tasks of one
+-- concurrency key, or those without one) served longest ago, ties by its most urgent due
+-- task (rank = run_at - p * aging, then seq), and takes that task (see Backend.claim); a
+-- task over a rate limit is delayed to the start time the limit gives it. Lanes are read in
+-- turn order, a page at a time; a lane's due tasks a few at a time. Writes to the waiting
+-- zsets wait for the end, so that what was read stays in place.
+local aging, nowf, look = tonumber(ARGV[11]), tonumber(now), 2 * limit
+local cap = ARGV[12] ~= '' and tonumber(ARGV[12])
+local rates, starts = {}, {}
+for i = 13, #ARGV, 3 do rates[ARGV[i]] = {tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])} end
+local shared = rates[''] and ''
+local LANES, DUE, LATER = q .. 'lanes', q .. 'lanes:due', q .. 'lanes:later'
+local TURNS, LEVELS, KEYRUN = q .. 'lanes:turns', q .. 'lanes:levels', q .. 'keyrun'
+local function hmget(key, names)  -- in chunks
+    if #names <= 1000 then return redis.call('HMGET', key, unpack(names)) end
+    local all = {}
+    for i = 1, #names, 1000 do
+        local got = redis.call('HMGET', key, unpack(names, i, math.min(i + 999, #names)))
+        for j = 1, #got do all[i + j - 1] = got[j] end
+    end
+    return all
+end
+
+-- Sleeping lanes due by now wake, with the turn they kept.
+local woke = redis.call('ZRANGEBYSCORE', LATER, '-inf', now, 'WITHSCORES')
+if #woke > 0 then
+    local names = {}
+    for j = 1, #woke, 2 do names[#names + 1] = woke[j] end
+    local turns = hmget(TURNS, names)
+    for j, k in ipairs(names) do
+        redis.call('ZADD', LANES, turns[j] or 0, k)
+        redis.call('ZADD', DUE, woke[2 * j], k)
+    end
+    many('ZREM', LATER, names)
+    many('HDEL', TURNS, names)
+end
+local keyed = redis.call('EXISTS', LANES) == 1
+local tv = redis.call('HMGET', turn, 'n', '')
+local counter = math.max(tonumber(tv[1] or '0'), tonumber(tv[2] or '0'))
+local counter0 = counter
+
+-- A lane's levels: z (zset), p, shift (p * aging), and a buffer of its due members and
+-- scores, read size at a time (done: none left to read). The levels of the tasks without a
+-- key gather their writes (rm, add: written at the end), so they read on from offset off;
+-- a keyed lane's writes go at once (a lane gives a task or two per claim), and since every
+-- member taken leaves the due range (claimed, dropped, or delayed past now), it reads on from
+-- the start of the range.
+local EMPTY = {}
+local function fill(lv)
+    local flat = redis.call('ZRANGEBYSCORE', lv.z, '-inf', now, 'WITHSCORES', 'LIMIT', lv.off,
+        lv.size)
+    lv.buf, lv.pos, lv.done = flat, 1, #flat < 2 * lv.size
+    if lv.rm then lv.off = lv.off + #flat / 2 end
+    lv.size = math.min(2 * lv.size, look)
+end
+local function new_level(z, p, size, gathers)
+    return {z = z, p = p, shift = tonumber(p) * aging, buf = EMPTY, pos = 1, off = 0,
+        done = false, size = size, rm = gathers and {}, add = gathers and {}}
+end
+-- The lane's most urgent due task: lane.lv (its level, nil: none due), lane.rank and
+-- lane.m (its member).
+local function head(lane)
+    local best, br, bm
+    for _, lv in ipairs(lane.levels) do
+        if lv.pos > #lv.buf and not lv.done then fill(lv) end
+        if lv.pos <= #lv.buf then
+            local m = lv.buf[lv.pos]
+            local r = tonumber(lv.buf[lv.pos + 1]) - lv.shift
+            if not best or r < br or (r == br and m < bm) then best, br, bm = lv, r, m end
+        end
+    end
+    lane.lv, lane.rank, lane.m = best, br, bm
+    return best
+end
+-- The lanes with a due task, by (turn, rank of that task, its member): a binary heap. A lane
+-- is in it at most once, and not while it is served, so its fields are its key.
+local heap = {}
+local function before(a, b)
+    if a.turn ~= b.turn then return a.turn < b.turn end
+    if a.rank ~= b.rank then return a.rank < b.rank end
+    return a.m < b.m
+end
+local function offer(lane)
+    if not head(lane) then return false end
+    local i = #heap + 1
+    heap[i] = lane
+    while i > 1 do
+        local up = math.floor(i / 2)
+        if not before(lane, heap[up]) then break end
+        heap[i], heap[up] = heap[up], lane
+        i = up
+    end
+    return true
+end
+local function take()
+    local top, last = heap[1], heap[#heap]
+    heap[#heap] = nil
+    if #heap > 0 then
+        local i = 1
+        heap[1] = last
+        while true do
+            local l, r, m = 2 * i, 2 * i + 1, i
+            if l <= #heap and before(heap[l], heap[m]) then m = l end
+            if r <= #heap and before(heap[r], heap[m]) then m = r end
+            if m == i then break end
+            heap[i], heap[m] = heap[m], heap[i]
+            i = m
+        end
+    end
+    return top
+end
+
+-- The tasks without a key: one lane over the waiting zsets of every level.
+local levels = redis.call('SMEMBERS', q .. 'levels')
+levels[#levels + 1] = '0'
+local plain = {k = false, turn = tonumber(tv[2] or '0'), levels = {}}
+local first = keyed and math.min(look, 8) or look
+for _, p in ipairs(levels) do
+    local z = p == '0' and waiting or waiting .. ':' .. p
+    plain.levels[#plain.levels + 1] = new_level(z, p, first, true)
+end
+offer(plain)
+for _, lv in ipairs(plain.levels) do
+    if lv.p ~= '0' and lv.off == 0 and redis.call('EXISTS', lv.z) == 0 then
+        redis.call('SREM', q .. 'levels', lv.p)  -- a level no longer used
+    end
+end
+
+-- The keyed lanes read so far. Those never served (turn 0) are read at once, since their
+-- order is their heads'; the others a page at a time, in turn order, while the most
+-- urgent lane read may come after one not read yet (turns are unique, so a lane whose turn
+-- is at most the last read one's comes first).
+local lanes, read_all, frontier, offset, page = {}, not keyed, 0, 0, limit + 8
+local function add_lanes(names, turns)
+    if #names == 0 then return end
+    local lvs, held = hmget(LEVELS, names), hmget(KEYRUN, names)
+    for j, k in ipairs(names) do
+        local ran = tonumber(held[j] or '0')
+        local lane = {k = k, turn = tonumber(turns[j]), took = 0, held = ran, ran = ran}
+        lanes[#lanes + 1] = lane
+        if not (cap and lane.held >= cap) then  -- (else passed over: see the loop)
+            lane.levels = {new_level(lkey(q, '0', k), '0', math.min(look, 2))}
+            if lvs[j] then
+                for p in string.gmatch(lvs[j], '%S+') do
+                    lane.levels[#lane.levels + 1] = new_level(lkey(q, p, k), p, math.min(look, 2))
+                end
+            end
+            lane.idle = not offer(lane)  -- nothing due: it sleeps (see below)
+        end
+    end
+end
+if keyed then
+    local fresh = redis.call('ZRANGEBYSCORE', LANES, 0, 0)
+    local zeros = {}
+    for j = 1, #fresh do zeros[j] = 0 end
+    add_lanes(fresh, zeros)
+end
+local function more_lanes()
+    local flat = redis.call('ZRANGEBYSCORE', LANES, '(0', '+inf', 'WITHSCORES', 'LIMIT', offset,
+        page)
+    local names, turns = {}, {}
+    for j = 1, #flat, 2 do
+        names[#names + 1] = flat[j]
+        turns[#turns + 1] = flat[j + 1]
+    end
+    offset = offset + #names
+    if #names < page then read_all = true else frontier = tonumber(turns[#turns]) end
+    page = 2 * page
+    add_lanes(names, turns)
+end
+
+-- The start time the rate limit rk gives a record now (see next_slot); the last n start
+-- times of each limit are read once and written back at the end.
+local function slot(rk)
+    local st = starts[rk]
+    if not st then
+        local list = q .. 'rate:' .. rk
+        local times = redis.call('LRANGE', list, -rates[rk][1], -1)
+        for i, t in ipairs(times) do times[i] = tonumber(t) end
+        st = {rk = rk, list = list, times = times, added = {}}
+        starts[rk] = st
+    end
+    local times, cap_n, per = st.times, rates[rk][1], rates[rk][2]
+    local start = nowf
+    if #times >= cap_n then start = math.max(nowf, times[#times - cap_n + 1] + per) end
+    times[#times + 1] = start
+    st.added[#st.added + 1] = string.format('%.17g', start)
+    return start
+end
+
+local looked, stopped = 0, false
+local function drop(lv, m)  -- the member leaves its level's zset (see fill)
+    if lv.rm then lv.rm[#lv.rm + 1] = m else redis.call('ZREM', lv.z, m) end
+end
+local function delay(lv, s, m)  -- the member's score becomes s (after now)
+    if lv.add then
+        lv.add[#lv.add + 1] = s
+        lv.add[#lv.add + 1] = m
+    else
+        redis.call('ZADD', lv.z, s, m)
+    end
+end
+while n < limit and looked < look do
+    while not read_all and (#heap == 0 or heap[1].turn > frontier) do more_lanes() end
+    if #heap == 0 then break end
+    local lane = take()
+    local m, lv = lane.m, lane.lv
+    if not (lane.k and cap and lane.held >= cap) then  -- (a key at its cap is passed over)
+        lv.pos = lv.pos + 2
+        looked = looked + 1
+        lane.touched = true
+        local id = string.sub(m, 18)
+        local tk = P .. 'task:' .. id
+        local h = redis.call('HGETALL', tk)
+        local status, attempts, crashes, name, reserved
+        for j = 1, #h, 2 do
+            local f = h[j]
+            if f == 'status' then status = h[j + 1]
+            elseif f == 'attempts' then attempts = h[j + 1]
+            elseif f == 'crashes' then crashes = h[j + 1]
+            elseif f == 'name' then name = h[j + 1]
+            elseif f == 'slot' then reserved = true end
+        end
+        if status ~= 'pending' and status ~= 'scheduled' and status ~= 'retrying' then
+            drop(lv, m)  -- a stale member
+        else
+            -- A repeat crasher is claimed alone (see Backend.claim).
+            local crasher = alone and tonumber(crashes or '0') >= alone
+            if crasher and n > 0 then  -- (it stays at the head of its lane)
+                lv.pos = lv.pos - 2
+                stopped = true
+                break
+            end
+            local rk = not reserved and (rates[name] and name or shared)
+            local start = rk and slot(rk)
+            if start and start > nowf then  -- over the limit: delayed, its turn kept
+                local s = string.format('%.17g', start)
+                redis.call('HSET', tk, 'run_at', s, 'slot', s)
+                delay(lv, s, m)
+            else
+                local a = string.format('%d', (attempts and tonumber(attempts) or 0) + 1)
+                redis.call('HSET', tk, 'status', 'running', 'attempts', a, 'lease_until',
+                    lease, 'owner', owner, 'updated_at', now)
+                if reserved then redis.call('HDEL', tk, 'slot') end
+                drop(lv, m)
+                leased[#leased + 1] = lease
+                leased[#leased + 1] = id
+                local l = left[status]
+                if not l then l = {}; left[status] = l end
+                l[#l + 1] = m
+                n = n + 1
+                out[#out + 1] = h
+                lane.took = (lane.took or 0) + 1
+                if crasher then stopped = true; break end
+                counter = counter + 1
+                lane.turn, lane.served = counter, true
+                lane.held = (lane.held or 0) + 1
+            end
+        end
+        if n < limit and looked < look then offer(lane) end  -- its next due task, in turn
+    end
+end
+if stopped or n == limit or looked >= look then wake_one() end  -- (more may be due)
+for _, lv in ipairs(plain.levels) do
+    if #lv.rm > 0 then many('ZREM', lv.z, lv.rm) end
+    if #lv.add > 0 then many('ZADD', lv.z, lv.add) end
+end
+lease_all()
+for _, st in pairs(starts) do  -- keep the last n starts, for as long as they matter
+    local last = nowf
+    for _, t in ipairs(st.times) do last = math.max(last, t) end
+    many('RPUSH', st.list, st.added)
+    redis.call('LTRIM', st.list, -rates[st.rk][1], -1)
+    local ms = math.floor((last - nowf + rates[st.rk][2]) * 1000) + 1000
+    redis.call('PEXPIRE', st.list, string.format('%d', ms))
+end
+
+-- The earliest run_at of a lane's waiting tasks now (nil: none): the next buffered member
+-- of a level (members before it left, or moved after now), else the head of its zset; a
+-- level whose zset is gone is unlisted.
+local function lane_at(lane)
+    local best, kept, gone = nil, {}, false
+    for _, lv in ipairs(lane.levels) do
+        local at = lv.buf[lv.pos + 1]
+        if not at then at = redis.call('ZRANGE', lv.z, 0, 0, 'WITHSCORES')[2] end
+        if at and (not best or tonumber(at) < tonumber(best)) then best = at end
+        if lv.p ~= '0' then
+            if at then kept[#kept + 1] = lv.p else gone = true end
+        end
+    end
+    if gone then
+        if #kept == 0 then
+            redis.call('HDEL', LEVELS, lane.k)
+        else
+            redis.call('HSET', LEVELS, lane.k, table.concat(kept, ' '))
+        end
+    end
+    return best
+end
+-- Where each keyed lane read stands now: forgotten once it has no waiting task (see
+-- Backend.claim), asleep while none is due, else awake with its new turn.
+local function forget(k)
+    redis.call('ZREM', LANES, k)
+    redis.call('ZREM', DUE, k)
+    redis.call('ZREM', LATER, k)
+    redis.call('HDEL', TURNS, k)
+    redis.call('HDEL', LEVELS, k)
+end
+local dues, served, runs = {}, {}, {}  -- (score, key) and (key, count) pairs: one write each
+for _, lane in ipairs(lanes) do
+    if lane.took > 0 then
+        runs[#runs + 1] = lane.k
+        runs[#runs + 1] = lane.ran + lane.took
+    end
+    if lane.touched or lane.idle then
+        local at = lane_at(lane)
+        if not at then
+            forget(lane.k)
+        elseif tonumber(at) > nowf then
+            redis.call('ZREM', LANES, lane.k)
+            redis.call('ZREM', DUE, lane.k)
+            redis.call('ZADD', LATER, at, lane.k)
+            if lane.turn > 0 then redis.call('HSET', TURNS, lane.k, lane.turn) end
+        else
+            dues[#dues + 1] = at
+            dues[#dues + 1] = lane.k
+            if lane.served then
+                served[#served + 1] = lane.turn
+                served[#served + 1] = lane.k
+            end
+        end
+    end
+end
+if #dues > 0 then many('ZADD', DUE, dues) end
+if #runs > 0 then many('HSET', KEYRUN, runs) end
+if #served > 0 then many('ZADD', LANES, served) end
+if keyed then  -- lanes emptied since the last claim
+    local drained = redis.call('SMEMBERS', q .. 'lanes:drained')
+    for _, k in ipairs(drained) do
+        if not redis.call('ZSCORE', DUE, k) and not redis.call('ZSCORE', LATER, k) then
+            forget(k)
+        end
+    end
+    if #drained > 0 then redis.call('DEL', q .. 'lanes:drained') end
+end
+-- The tasks without a key lose their turn once none waits; with no turn left to remember,
+-- the count starts again.
+local t0 = plain.turn
+if t0 > 0 then
+    local zs = {}
+    for _, lv in ipairs(plain.levels) do zs[#zs + 1] = lv.z end
+    if redis.call('EXISTS', unpack(zs)) == 0 then t0 = 0 end
+end
+if t0 == 0 and redis.call('EXISTS', LANES, LATER) == 0 then
+    redis.call('DEL', turn)
+else
+    if counter ~= counter0 then redis.call('HSET', turn, 'n', string.format('%d', counter)) end
+    if t0 ~= tonumber(tv[2] or '0') then
+        if t0 == 0 then
+            redis.call('HDEL', turn, '')
+        else
+            redis.call('HSET', turn, '', string.format('%d', t0))
+        end
+    end
+end
 return out
 """
+)
 
 # ARGV: P, n, then n x (id, token, status, now, run_at, error?, reason?, result?,
 # expires_at ('' = forget the record), payload?, attempt?). status 'retrying' means RETRY;
@@ -381,7 +950,7 @@ local refused, accepted, leases = {}, {}, {}
 for i = 0, tonumber(ARGV[2]) - 1 do
     local b = 3 + i * 11
     local rec = redis.call('HMGET', tkey(ARGV[b]), 'status', 'attempts', 'queue', 'seq',
-        'created_at', 'error', 'history')
+        'created_at', 'error', 'history', 'concurrency_key')
     if rec[1] ~= 'running' or tonumber(rec[2]) ~= tonumber(ARGV[b + 1]) then
         refused[#refused + 1] = ARGV[b]
     else
@@ -399,6 +968,7 @@ for _, a in ipairs(accepted) do
     do
         local queue, m = rec[3], member(rec[4], id)
         local err = ARGV[b + 5]
+        running_key(queue, rec[8], -1)
         if ARGV[b + 8] == '' and status ~= 'retrying' then
             redis.call('DEL', key)
             forget(queue, 'running', m)
@@ -416,7 +986,14 @@ for _, a in ipairs(accepted) do
                     fields[#fields + 1] = 'payload'
                     fields[#fields + 1] = string.sub(ARGV[b + 9], 2)
                 end
-                gather(ZADDS, qkey(queue, 'waiting'), ARGV[b + 4], m)
+                -- (a finished task needs no priority: an absent field costs a hash scan)
+                local p = redis.call('HGET', key, 'priority')
+                if rec[8] then  -- (a lane's earliest run_at is read now: no gathering)
+                    redis.call('ZADD', zkey(queue, p, rec[8]), ARGV[b + 4], m)
+                else
+                    gather(ZADDS, wkey(queue, p), ARGV[b + 4], m)
+                end
+                entered(queue, p, rec[8], ARGV[b + 4])
             else
                 fields[#fields + 1] = 'finished_at'
                 fields[#fields + 1] = now
@@ -471,9 +1048,11 @@ local requeued, dead = 0, 0
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', running, '-inf', '(' .. now)) do
     redis.call('ZREM', running, id)
     local key = tkey(id)
-    local rec = redis.call('HMGET', key, 'status', 'seq', 'created_at', 'run_at')
+    local rec = redis.call('HMGET', key, 'status', 'seq', 'created_at', 'run_at', 'priority',
+        'concurrency_key')
     if rec[1] == 'running' then
         local m = member(rec[2], id)
+        running_key(queue, rec[6], -1)
         local crashes = redis.call('HINCRBY', key, 'crashes', 1)
         redis.call('HDEL', key, 'lease_until', 'owner')
         if crashes >= tonumber(ARGV[4]) then
@@ -486,7 +1065,8 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', running, '-inf', '(' .. now)) do
         else
             -- run_at is kept: the orphan goes back to its place at the head of the queue
             redis.call('HSET', key, 'status', 'retrying', 'updated_at', now)
-            redis.call('ZADD', qkey(queue, 'waiting'), rec[4] or now, m)
+            redis.call('ZADD', zkey(queue, rec[5], rec[6]), rec[4] or now, m)
+            entered(queue, rec[5], rec[6], rec[4] or now)
             move(queue, m, rec[3], 'running', 'retrying')
             requeued = requeued + 1
         end
@@ -500,14 +1080,16 @@ return {requeued, dead}
 _CANCEL = """
 local id, now = ARGV[2], ARGV[3]
 local key = tkey(id)
-local rec = redis.call('HMGET', key, 'status', 'queue', 'seq', 'created_at')
+local rec = redis.call('HMGET', key, 'status', 'queue', 'seq', 'created_at', 'priority',
+    'concurrency_key', 'run_at')
 local status, queue = rec[1], rec[2]
 if not status then return 'unknown' end
 if WAITING[status] then
     local m = member(rec[3], id)
     redis.call('HSET', key, 'status', 'cancelled', 'error', 'cancelled', 'updated_at', now,
         'finished_at', now, 'expires_at', ARGV[4])
-    redis.call('ZREM', qkey(queue, 'waiting'), m)
+    redis.call('ZREM', zkey(queue, rec[5], rec[6]), m)
+    if rec[6] then lane_out(qkey(queue, ''), rec[6], rec[7]) end
     redis.call('ZADD', P .. 'expiry', ARGV[4], id)
     move(queue, m, rec[4], status, 'cancelled')
     return 'cancelled'
@@ -543,7 +1125,8 @@ local done, queues = {}, {}
 for i = 1, tonumber(ARGV[3]) do
     local id = ARGV[3 + i]
     local key = tkey(id)
-    local rec = redis.call('HMGET', key, 'status', 'queue', 'seq', 'created_at')
+    local rec = redis.call('HMGET', key, 'status', 'queue', 'seq', 'created_at', 'priority',
+        'concurrency_key')
     local status, queue = rec[1], rec[2]
     if status == 'failed' or status == 'cancelled' or status == 'dead' then
         local m = member(rec[3], id)
@@ -552,7 +1135,8 @@ for i = 1, tonumber(ARGV[3]) do
         redis.call('HDEL', key, 'error', 'reason', 'result', 'cancel_requested',
             'lease_until', 'owner', 'finished_at', 'expires_at')
         redis.call('ZREM', P .. 'expiry', id)
-        redis.call('ZADD', qkey(queue, 'waiting'), now, m)
+        redis.call('ZADD', zkey(queue, rec[5], rec[6]), now, m)
+        entered(queue, rec[5], rec[6], now)
         move(queue, m, rec[4], status, 'pending')
         done[#done + 1] = id
         done[#done + 1] = queue
@@ -588,16 +1172,21 @@ for _, status in ipairs(statuses) do
             left = left + 1  -- not a task
         else
             if status == 'running' then
+                local rec = redis.call('HMGET', tkey(m), 'status', 'concurrency_key')
+                if rec[1] == 'running' then running_key(queue, rec[2], -1) end
                 redis.call('DEL', tkey(m))
                 redis.call('ZREM', qkey(queue, 'running'), m)
             else
                 local id = string.sub(m, 18)
-                redis.call('DEL', tkey(id))
                 if WAITING[status] then
-                    redis.call('ZREM', qkey(queue, 'waiting'), m)
+                    local rec = redis.call('HMGET', tkey(id), 'priority', 'concurrency_key',
+                        'run_at')  -- (false: 0, none)
+                    redis.call('ZREM', zkey(queue, rec[1], rec[2]), m)
+                    if rec[2] then lane_out(qkey(queue, ''), rec[2], rec[3]) end
                 else
                     redis.call('ZREM', P .. 'expiry', id)
                 end
+                redis.call('DEL', tkey(id))
             end
             forget(queue, status, m)
         end
@@ -670,13 +1259,15 @@ local now, released, woken = ARGV[2], {}, {}
 for i = 1, tonumber(ARGV[3]) do
     local id = ARGV[3 + i]
     local key = tkey(id)
-    local rec = redis.call('HMGET', key, 'status', 'queue', 'seq', 'created_at', 'run_at')
+    local rec = redis.call('HMGET', key, 'status', 'queue', 'seq', 'created_at', 'run_at',
+        'priority', 'concurrency_key')
     local status, queue = rec[1], rec[2]
     if status and WAITING[status] and tonumber(rec[5]) > tonumber(now) then
         local m = member(rec[3], id)
         local new = status == 'scheduled' and 'pending' or status
         redis.call('HSET', key, 'status', new, 'run_at', now, 'updated_at', now)
-        redis.call('ZADD', qkey(queue, 'waiting'), now, m)
+        redis.call('ZADD', zkey(queue, rec[6], rec[7]), now, m)
+        if rec[7] then lane_in(qkey(queue, ''), rec[7], now) end
         if new ~= status then move(queue, m, rec[4], status, new) end
         released[#released + 1] = id
         released[#released + 1] = queue

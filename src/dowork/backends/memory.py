@@ -9,12 +9,14 @@ included, with no encoding step).
 
 from __future__ import annotations
 
+import heapq
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 from ..errors import DuplicateTask
 from ._protocol import (
+    PRIORITY_AGING,
     REQUEUABLE,
     STATS_MINUTES,
     WAITING,
@@ -26,6 +28,9 @@ from ._protocol import (
     WorkerBeat,
     check_page,
     minute_of,
+    next_slot,
+    rank,
+    rate_key,
     retention,
     status_filter,
 )
@@ -59,6 +64,11 @@ class MemoryBackend:
         self._wakeups = Wakeups()
         self._workers: dict[str, tuple[float, str]] = {}  # id -> (expires_at, beat JSON)
         self._stats: dict[str, dict[int, dict[str, int]]] = {}  # queue -> minute -> counts
+        #: (queue, rate key) -> the last start times the rate limit gave out, ascending
+        self._starts: dict[tuple[str, str], list[float]] = {}
+        #: queue -> concurrency key ("" for none) -> the turn it was last served in
+        self._served: dict[str, dict[str, int]] = {}
+        self._turns: dict[str, int] = {}  # queue -> the last turn given
 
     def __repr__(self) -> str:
         return "MemoryBackend()"
@@ -114,34 +124,102 @@ class MemoryBackend:
         owner: str,
         max_running: int | None = None,
         alone_from: int | None = None,
+        *,
+        aging: float = PRIORITY_AGING,
+        rates: Mapping[str, tuple[int, float]] | None = None,
+        per_key: int | None = None,
     ) -> list[Record]:
-        """Lease the oldest due records."""
+        """Lease the most urgent due records, key by key in turn, within the limits."""
         with self._lock:
+            mine = [r for r in self._records.values() if r.queue == queue]
+            running = [r for r in mine if r.status == "running"]
             if max_running is not None:
-                running = sum(
-                    1 for r in self._records.values() if r.queue == queue and r.status == "running"
-                )
-                limit = min(limit, max_running - running)
-            due = [
-                r
-                for r in self._records.values()
-                if r.queue == queue and r.status in WAITING and r.run_at <= now
+                limit = min(limit, max_running - len(running))
+            if limit <= 0:
+                return []
+            lanes = self._lanes(mine, now, aging)
+            held: dict[str, int] = {}
+            for record in running:
+                if record.concurrency_key is not None:
+                    held[record.concurrency_key] = held.get(record.concurrency_key, 0) + 1
+            served = self._served.setdefault(queue, {})
+            turns = [
+                (served.get(k, 0), *self._urgency(lane[-1], aging), k) for k, lane in lanes.items()
             ]
-            due.sort(key=lambda r: (r.run_at, self._order[r.id]))
+            heapq.heapify(turns)
             claimed: list[Record] = []
-            for record in due[: max(0, limit)]:
+            looked = 0
+            while turns and looked < 2 * limit and len(claimed) < limit:
+                turn, _, _, key = heapq.heappop(turns)
+                lane = lanes[key]
+                if key and per_key is not None and held.get(key, 0) >= per_key:
+                    continue  # the key has its share running: its turn waits
+                record = lane.pop()
+                looked += 1
                 alone = alone_from is not None and record.crashes >= alone_from
                 if alone and claimed:  # a repeat crasher is claimed alone (Backend.claim)
                     break
-                record.status = "running"
-                record.attempts += 1
-                record.lease_until = now + lease
-                record.owner = owner
-                record.updated_at = now
-                claimed.append(replace(record))
-                if alone:
-                    break
+                if self._may_start(record, queue, now, rates):
+                    claimed.append(self._lease(record, now, lease, owner))
+                    if alone:
+                        break
+                    held[key] = held.get(key, 0) + 1
+                    turn = served[key] = self._turns[queue] = self._turns.get(queue, 0) + 1
+                # else: delayed by a rate limit, which does not use up the key's turn
+                if lane:
+                    heapq.heappush(turns, (turn, *self._urgency(lane[-1], aging), key))
+            waiting = {r.concurrency_key or "" for r in mine if r.status in WAITING}
+            for key in [k for k in served if k not in waiting]:
+                del served[key]  # a key with nothing waiting loses its place in turn
             return claimed
+
+    def _lanes(self, records: list[Record], now: float, aging: float) -> dict[str, list[Record]]:
+        """The due records by concurrency key ("" for none), each lane most urgent last."""
+        lanes: dict[str, list[Record]] = {}
+        for record in records:
+            if record.status in WAITING and record.run_at <= now:
+                lanes.setdefault(record.concurrency_key or "", []).append(record)
+        for lane in lanes.values():
+            lane.sort(key=lambda r: self._urgency(r, aging), reverse=True)
+        return lanes
+
+    @staticmethod
+    def _lease(record: Record, now: float, lease: float, owner: str) -> Record:
+        """Lease a record to ``owner``: running, a new attempt (the fencing token)."""
+        record.status = "running"
+        record.attempts += 1
+        record.lease_until = now + lease
+        record.owner = owner
+        record.updated_at = now
+        record.slot = None
+        return replace(record)
+
+    def _urgency(self, record: Record, aging: float) -> tuple[float, int]:
+        """A record's claim order within its key (``rank``, then push order)."""
+        return rank(record.run_at, record.priority, aging), self._order[record.id]
+
+    def _may_start(
+        self,
+        record: Record,
+        queue: str,
+        now: float,
+        rates: Mapping[str, tuple[int, float]] | None,
+    ) -> bool:
+        """Ask the record's rate limit for a start now; if refused it waits for its slot."""
+        key = None if record.slot is not None or not rates else rate_key(record.name, rates)
+        if key is None:
+            return True
+        assert rates is not None
+        n, per = rates[key]
+        starts = self._starts.setdefault((queue, key), [])
+        start = next_slot(starts, n, per, now)
+        starts.append(start)
+        del starts[:-n]
+        if start <= now:
+            return True
+        record.run_at = start
+        record.slot = start
+        return False
 
     async def settle(self, settlements: Sequence[Settlement]) -> list[str]:
         """Apply outcomes, refusing stale tokens."""

@@ -10,12 +10,36 @@ Key schema (``P`` is the prefix, ``dowork`` by default; ``Q`` a queue name)::
     P:task:{id}         hash, one per task: id queue name payload options status attempts
                         run_at created_at updated_at lease_until owner crashes
                         cancel_requested error reason result finished_at expires_at seq
-                        (a field that is None is absent; absent attempts is 0, absent
-                        updated_at is created_at; lease_until and owner mean something only
-                        while status is running)
-    P:q:Q:waiting       zset of waiting tasks (pending, scheduled, retrying); score run_at,
-                        member "{seq}:{id}" (seq: 16 hex digits), so equal run_at sort first
-                        in, first out
+                        priority slot concurrency_key (a field that is None is absent;
+                        absent attempts and priority are 0, absent updated_at is created_at;
+                        lease_until and owner mean something only while status is running)
+    P:q:Q:waiting       zset of waiting tasks (pending, scheduled, retrying) of priority 0
+                        without a concurrency key; score run_at, member "{seq}:{id}" (seq:
+                        16 hex digits), so equal run_at sort first in, first out
+    P:q:Q:waiting:{p}   the same for those of priority p (-9..9, not 0)
+    P:q:Q:levels        set of the priorities p with a waiting:{p} zset (added by every
+                        write to one; a claim drops a level whose zset it finds gone)
+    P:q:Q:lane:{p}:{K}  the same for the waiting tasks of concurrency key K and priority p
+                        (0 too): K's "lane"
+    P:q:Q:lanes:levels  hash K -> the priorities other than 0 of K's lane zsets ("3 -2");
+                        a level found empty is unlisted
+    P:q:Q:lanes         zset of the awake lanes: K -> the turn K was last served in (0:
+                        never); also a lane emptied since the last claim (see drained)
+    P:q:Q:lanes:due     zset K -> the earliest run_at of K's waiting tasks, for awake lanes
+    P:q:Q:lanes:later   zset K -> the same, for lanes asleep: a claim that finds nothing of K
+                        due moves K here, and the first claim at or after that time wakes it
+    P:q:Q:lanes:turns   hash K -> the turn a sleeping lane was last served in (absent: never)
+    P:q:Q:lanes:drained set of the keys whose lane lost its last waiting task outside a claim
+                        (cancel, purge): the next claim forgets those still empty
+    P:q:Q:turn          hash: n, the last turn given; "", the turn the tasks without a key
+                        were last served in (absent: never); deleted when no turn is left to
+                        remember. The plain claim only marks "" served (1) or forgets it
+    P:q:Q:keyrun        hash K -> the queue's running tasks of key K (absent: none), for
+                        per_key: +1 by a claim, -1 by every way out of running (settle, reap,
+                        purge)
+    P:q:Q:rate:{key}    list of the last n start times a rate limit (n, per) gave out,
+                        ascending (key: a task name, or "" for the queue's limit); a Redis
+                        TTL drops it once no start in it matters any more
     P:q:Q:running       zset of leased tasks; score lease_until, member id (plus one long
                         member that keeps it a skiplist, see KEEPER)
     P:q:Q:counts        hash status -> number of the queue's tasks in that status (deleted
@@ -37,6 +61,17 @@ Key schema (``P`` is the prefix, ``dowork`` by default; ``Q`` a queue name)::
     P:workers           hash worker id -> its last beat (JSON), for dashboards
     P:workers:alive     zset worker id -> when its beat expires
     P:q:Q:stats         hash "minute:outcome" -> tasks finished that minute (the last hour)
+
+A claim of plain tasks (no ``levels``, no lanes, no rate limits) reads the head of
+``waiting`` only. Otherwise it serves the lanes in turn (the tasks without a key are one more
+lane, over ``waiting`` and its levels; see ``Backend.claim``): each step takes the most urgent
+due task (by rank, ``run_at - p * aging``, then seq, merging the lane's levels) of the lane
+served longest ago. It reads the lanes never served at once (their order is their heads'),
+the others a page at a time in turn order while one not read yet may come first, and each
+lane's due tasks a few at a time; lanes with nothing due sleep in ``lanes:later``, so a claim
+does not pass over them again, and one key's backlog never stands in another's way. A queue
+left with no task at all forgets its turns with its other keys, at once (the in-memory
+reference waits for its next claim).
 
 Every script that changes a task's status moves it between the ``created.S`` zsets and
 updates ``counts`` in the same step; ``list()`` reads one page of a ``created.S`` zset (or
@@ -74,6 +109,7 @@ from redis.commands.core import AsyncScript, Script
 
 from ..errors import BackendError, BackendFull, BackendUnavailable, DuplicateTask
 from ._protocol import (
+    PRIORITY_AGING,
     STATS_MINUTES,
     WHILE_UNFINISHED,
     Outcome,
@@ -184,6 +220,9 @@ def _record(flat: Sequence[bytes] | dict[bytes, bytes]) -> Record:
         finished_at=_float(h.get(b"finished_at")),
         progress=_str(h.get(b"progress")),
         history=_str(h.get(b"history")),
+        priority=int(h.get(b"priority", 0)),
+        concurrency_key=_str(h.get(b"concurrency_key")),
+        slot=_float(h.get(b"slot")),
     )
 
 
@@ -193,7 +232,8 @@ def _keyed_args(records: Sequence[Record]) -> list[str | bytes | int]:
     for r in records:
         args += [
             _text(r.id), _text(r.queue), _text(r.name), r.payload, _num(r.run_at),
-            _num(r.created_at), r.status, _opt(r.options), r.attempts,
+            _num(r.created_at), r.status, _opt(r.options), r.attempts, r.priority,
+            _opt(None if r.slot is None else _num(r.slot)), _opt(r.concurrency_key),
         ]  # fmt: skip
     tail: list[str | bytes | int] = []
     for index, r in enumerate(records):
@@ -219,8 +259,33 @@ def _claimed(rows: Sequence[Any], owner: str) -> list[Record]:
         record.lease_until = lease_until
         record.owner = owner
         record.updated_at = now
+        record.slot = None
         claimed.append(record)
     return claimed
+
+
+def _score(head: Sequence[Any]) -> float:
+    """The score in a raw ``ZRANGE ... WITHSCORES`` answer of one member.
+
+    RESP2 gives ``[member, score]``, RESP3 (redis-py 8.1's default) ``[[member, score]]``.
+    """
+    first = head[0]
+    return float(first[1] if isinstance(first, list) else head[1])
+
+
+def _rate_args(rates: Mapping[str, tuple[int, float]] | None) -> list[str | bytes | int]:
+    """The ``_CLAIM`` arguments of the rate limits: (name, n, per) each."""
+    if not rates:
+        return []
+    args: list[str | bytes | int] = []
+    for name, (n, per) in rates.items():
+        args += [_text(name), int(n), _num(per)]
+    return args
+
+
+#: The fields a run of ``_PUSH`` records shares: queue, name, run_at, created_at, status,
+#: options, attempts, priority, slot, concurrency_key.
+_Header = tuple[str, str, float, float, str, str | None, int, int, float | None, str | None]
 
 
 def _push_args(records: Sequence[Record], check: bytes) -> list[bytes | str | int]:
@@ -233,20 +298,27 @@ def _push_args(records: Sequence[Record], check: bytes) -> list[bytes | str | in
         r = records[0]
         return [
             check, _text(r.queue), _text(r.name), _num(r.run_at), _num(r.created_at), r.status,
-            _opt(r.options), r.attempts, 1, _text(r.id), r.payload,
+            _opt(r.options), r.attempts, r.priority,
+            b"" if r.slot is None else b"=" + _num(r.slot).encode(), _opt(r.concurrency_key), 1,
+            _text(r.id), r.payload,
         ]  # fmt: skip
     args: list[bytes | str | int] = [check]
-    header: tuple[str, str, float, float, str, str | None, int] | None = None
+    header: _Header | None = None
     count_at = 0
     for r in records:
-        key = (r.queue, r.name, r.run_at, r.created_at, r.status, r.options, r.attempts)
+        key = (
+            r.queue, r.name, r.run_at, r.created_at, r.status, r.options, r.attempts,
+            r.priority, r.slot, r.concurrency_key,
+        )  # fmt: skip
         if key != header:
             if header is not None:
                 args[count_at] = (len(args) - count_at - 1) // 2
             header = key
             args += [
                 _text(r.queue), _text(r.name), _num(r.run_at), _num(r.created_at), r.status,
-                _opt(r.options), r.attempts, 0,
+                _opt(r.options), r.attempts, r.priority,
+                b"" if r.slot is None else b"=" + _num(r.slot).encode(),
+                _opt(r.concurrency_key), 0,
             ]  # fmt: skip
             count_at = len(args) - 1
         args.append(_text(r.id))
@@ -749,15 +821,21 @@ class RedisBackend:
         owner: str,
         max_running: int | None = None,
         alone_from: int | None = None,
+        *,
+        aging: float = PRIORITY_AGING,
+        rates: Mapping[str, tuple[int, float]] | None = None,
+        per_key: int | None = None,
     ) -> list[Record]:
         """Lease up to ``limit`` due records (fewer under ``max_running``) in one script."""
         if limit <= 0:
             return []
         cap = "" if max_running is None else str(max_running)
         alone = "" if alone_from is None else str(alone_from)
+        each = "" if per_key is None else str(per_key)
         rows = await self._script(
-            "claim", _text(queue), _num(now), limit, _num(now + lease), _text(owner), cap, alone
-        )
+            "claim", _text(queue), _num(now), limit, _num(now + lease), _text(owner), cap, alone,
+            "", "", _num(aging), each, *_rate_args(rates),
+        )  # fmt: skip
         return _claimed(rows, owner)
 
     async def wait_claim(
@@ -770,6 +848,10 @@ class RedisBackend:
         owner: str,
         max_running: int | None = None,
         alone_from: int | None = None,
+        *,
+        aging: float = PRIORITY_AGING,
+        rates: Mapping[str, tuple[int, float]] | None = None,
+        per_key: int | None = None,
     ) -> list[Record]:
         """``wait`` then ``claim`` in one round trip: what an idle worker does.
 
@@ -780,7 +862,10 @@ class RedisBackend:
         that time.
         """
         if timeout <= 0 or limit <= 0:
-            return await self.claim(queue, now, limit, lease, owner, max_running, alone_from)
+            return await self.claim(
+                queue, now, limit, lease, owner, max_running, alone_from, aging=aging,
+                rates=rates, per_key=per_key,
+            )  # fmt: skip
         link = self._link()
         wake = _text(f"{self._keys}q:{queue}:wake")
         got = _text(f"{self._keys}q:{queue}:got:{owner}")
@@ -790,7 +875,8 @@ class RedisBackend:
         script = link.scripts["claim"]
         claim = (
             "EVALSHA", script.sha, 0, self._keys, _text(queue), _num(now), limit,
-            _num(now + lease), _text(owner), cap, alone, got, _num(lease),
+            _num(now + lease), _text(owner), cap, alone, got, _num(lease), _num(aging),
+            "" if per_key is None else str(per_key), *_rate_args(rates),
         )  # fmt: skip
         with self._errors():
             popped, rows = await self._raw(link, ("BRPOPLPUSH", wake, got, _num(block)), claim)
@@ -889,13 +975,36 @@ class RedisBackend:
         return bytes(answer).decode()
 
     async def next_due(self, queue: str) -> float | None:
-        """Earliest run time of the queue's waiting records."""
+        """Earliest run time of the queue's waiting records, across levels and lanes.
+
+        One round trip for a queue without priority levels (the heads of the plain waiting
+        zset and of the lanes' earliest run times), a second for the heads of the levels'
+        zsets when there are some.
+        """
         link = self._link()
+        q = f"{self._keys}q:{queue}:"
+        waiting = _text(q + "waiting")
         with self._errors():
-            first = await link.client.zrange(
-                _text(f"{self._keys}q:{queue}:waiting"), 0, 0, withscores=True
+            heads = await self._raw(
+                link,
+                ("SMEMBERS", _text(q + "levels")),
+                ("ZRANGE", waiting, 0, 0, "WITHSCORES"),
+                ("ZRANGE", _text(q + "lanes:due"), 0, 0, "WITHSCORES"),
+                ("ZRANGE", _text(q + "lanes:later"), 0, 0, "WITHSCORES"),
             )
-        return float(first[0][1]) if first else None
+            for answer in heads:
+                if isinstance(answer, Exception):
+                    raise answer
+            levels, heads = heads[0], heads[1:]
+            if levels:
+                heads += await self._raw(
+                    link, *[("ZRANGE", waiting + b":" + p, 0, 0, "WITHSCORES") for p in levels]
+                )
+            for answer in heads:
+                if isinstance(answer, Exception):
+                    raise answer
+        times = [_score(head) for head in heads if head]
+        return min(times) if times else None
 
     async def counts(self, queue: str) -> dict[str, int]:
         """Records per status (kept up to date by every script)."""
