@@ -562,10 +562,11 @@ class BackendEngine(Engine):
 
     def _claim_options(self) -> dict[str, Any]:
         """The flow-control arguments of every claim: aging, rate limits, per-key cap."""
-        options: dict[str, Any] = {"aging": self.priority_aging, "rates": self._rates()}
-        if self.settings.key_concurrency is not None:
-            options["per_key"] = self.settings.key_concurrency
-        return options
+        return {
+            "aging": self.priority_aging,
+            "rates": self._rates(),
+            "per_key": self.settings.key_concurrency,
+        }
 
     def _prefetch(self) -> int:
         """Tasks to hold beyond ``concurrency``: none under a rate limit.

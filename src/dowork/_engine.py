@@ -27,7 +27,7 @@ from ._capacity import Capacity
 from ._line import Line, PriorityLine
 from ._loop_thread import LoopThread
 from ._threads import Result, ThreadLane
-from .backends._protocol import PRIORITY_AGING, next_slot, rank
+from .backends._protocol import PRIORITY_AGING, rank, take_slot
 from .clock import Clock, TimerHandle
 from .errors import (
     AlreadyComplete,
@@ -418,9 +418,7 @@ class Engine:
                 return False
         starts = self._starts.setdefault(key, [])
         now = self.clock.now()
-        start = next_slot(starts, limit.n, limit.per, now)
-        starts.append(start)
-        del starts[: -limit.n]
+        start = take_slot(starts, limit.n, limit.per, now)
         if start <= now:
             return False
         task._slot = start

@@ -31,7 +31,7 @@ __all__ = [
     "Wakeups",
     "WorkerBeat",
     "check_page",
-    "next_slot",
+    "take_slot",
     "rank",
     "rate_key",
     "retention",
@@ -222,7 +222,7 @@ class Backend(Protocol):
         claimed) in any ``per`` seconds, across every worker; the name ``""`` is the queue's
         limit, shared by the records whose name has none (``rate_key``). The backend keeps,
         per queue and limit, the last ``n`` start times it gave out; a record whose start
-        time (``next_slot``) is later than ``now`` is not claimed but delayed: its ``run_at``
+        time (``take_slot``) is later than ``now`` is not claimed but delayed: its ``run_at``
         and ``slot`` become that time (its status is unchanged), and when it is due it is
         claimed without asking the limit again. A claim looks at no more than ``2 * limit``
         due records, so it may return fewer than ``limit`` while more are due.
@@ -449,15 +449,16 @@ def rate_key(name: str, rates: Mapping[str, tuple[int, float]]) -> str | None:
     return "" if "" in rates else None
 
 
-def next_slot(starts: Sequence[float], n: int, per: float, now: float) -> float:
-    """The first start time from ``now`` on that keeps at most ``n`` starts in any ``per``.
+def take_slot(starts: list[float], n: int, per: float, now: float) -> float:
+    """Give out the first start time from ``now`` on that keeps at most ``n`` in any ``per``.
 
-    ``starts`` are the start times already given out, ascending (only the last ``n`` matter):
-    the new one must come ``per`` after the ``n``-th latest of them.
+    ``starts`` are the start times already given out, ascending: the new one comes ``per``
+    after the ``n``-th latest of them, and is added to them (only the last ``n`` are kept).
     """
-    if len(starts) < n:
-        return now
-    return max(now, starts[-n] + per)
+    start = now if len(starts) < n else max(now, starts[-n] + per)
+    starts.append(start)
+    del starts[:-n]
+    return start
 
 
 def minute_of(when: float) -> int:

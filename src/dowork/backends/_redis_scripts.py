@@ -742,7 +742,7 @@ local function more_lanes()
     add_lanes(names, turns)
 end
 
--- The start time the rate limit rk gives a record now (see next_slot); the last n start
+-- The start time the rate limit rk gives a record now (see take_slot); the last n start
 -- times of each limit are read once and written back at the end.
 local function slot(rk)
     local st = starts[rk]

@@ -28,11 +28,11 @@ from ._protocol import (
     WorkerBeat,
     check_page,
     minute_of,
-    next_slot,
     rank,
     rate_key,
     retention,
     status_filter,
+    take_slot,
 )
 
 __all__ = ["MemoryBackend"]
@@ -212,9 +212,7 @@ class MemoryBackend:
         assert rates is not None
         n, per = rates[key]
         starts = self._starts.setdefault((queue, key), [])
-        start = next_slot(starts, n, per, now)
-        starts.append(start)
-        del starts[:-n]
+        start = take_slot(starts, n, per, now)
         if start <= now:
             return True
         record.run_at = start

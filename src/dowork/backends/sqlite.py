@@ -42,11 +42,11 @@ from ._protocol import (
     WorkerBeat,
     check_page,
     minute_of,
-    next_slot,
     rank,
     rate_key,
     retention,
     status_filter,
+    take_slot,
 )
 
 __all__ = ["SQLiteBackend"]
@@ -425,7 +425,7 @@ class _Starts:
     """The start times a queue's rate limits gave out, read and written in a claim's transaction.
 
     One ``dowork_rates`` row per limit holds its last ``n`` start times (a JSON list,
-    ascending): enough for ``next_slot``, and what every worker on the file shares.
+    ascending): enough for ``take_slot``, and what every worker on the file shares.
     """
 
     def __init__(
@@ -445,10 +445,7 @@ class _Starts:
             ).fetchone()
             starts = self._starts[key] = [] if row is None else json.loads(row[0])
         n, per = self._rates[key]
-        start = next_slot(starts, n, per, now)
-        starts.append(start)
-        del starts[:-n]
-        return start
+        return take_slot(starts, n, per, now)
 
     def save(self) -> None:
         """Write back the start times of the limits ``take`` gave out from."""
