@@ -14,6 +14,8 @@ from urllib.parse import parse_qsl, urlsplit
 
 import redis
 
+from dowork.backends._redis_scripts import SCRIPTS
+
 
 @dataclass
 class Audit:
@@ -83,6 +85,10 @@ def _audit_redis(url: str, queue: str) -> Audit:
     found = Audit()
     p = f"{prefix}:"
     try:
+        # Tasks submitted one by one wait in the queue's inbox until a reader drains it, as
+        # every reader of the backend does first (see _INBOX in _redis_scripts.py).
+        while client.eval(SCRIPTS["drain"], 0, p, queue):
+            pass
         keys = list(client.scan_iter(match=f"{p}task:*", count=1000))
         members: dict[bytes, bytes] = {}  # listing member -> status
         for key in keys:

@@ -16,9 +16,119 @@ __all__ = ["SCRIPTS"]
 # argument is "" for None and "=" followed by the value otherwise, so "" stays distinct.
 # Scripts check everything before their first write, so none stops half way.
 
+
+# The inbox (see the key layout in redis.py): ``submit()`` appends a pending task there with
+# plain commands (RPUSH, SADD), no script, and an idle worker pops it straight into ``taken``
+# and starts it before any script runs (``_TAKE`` then records the lease). Every script that
+# reads or writes a queue's waiting tasks drains its inbox first, so that everything else sees
+# the tasks as if ``_PUSH`` had stored them; wake-up tokens ("t" then a time) go there too.
+# Self-contained: needs only P.
+_INBOX = r"""
+-- An entry: "r" id NUL name NUL created_at NUL options ("" or "=" json) NUL payload; nil if
+-- malformed.
+local function inbox_fields(e)
+    if string.sub(e, 1, 1) ~= 'r' then return nil end
+    local f, pos = {}, 2
+    for i = 1, 4 do
+        local z = string.find(e, '\0', pos, true)
+        if not z then return nil end
+        f[i] = string.sub(e, pos, z - 1)
+        pos = z + 1
+    end
+    f[5] = string.sub(e, pos)
+    if f[1] == '' or not tonumber(f[3]) then return nil end
+    return f
+end
+-- Store entry e of the queue's inbox as a task: waiting, or (owner given) running, leased
+-- to owner until lease with attempts 1, as a claim would have. A malformed entry becomes a
+-- task of no known name holding the entry as its payload, for a worker to dead-letter.
+-- Returns the entry's time and its id.
+local function inbox_put(queue, e, owner, lease)
+    local f = inbox_fields(e)
+    local s = string.format('%016x', redis.call('INCR', P .. 'seq'))
+    if not f then
+        local t = redis.call('TIME')
+        f = {'junk-' .. s, '', t[1] .. '.' .. string.format('%06d', t[2]), '', e}
+    end
+    local id, at = f[1], f[3]
+    local key, q, m = P .. 'task:' .. id, P .. 'q:' .. queue .. ':', s .. ':' .. id
+    local status = owner and 'running' or 'pending'
+    redis.call('HSET', key, 'id', id, 'queue', queue, 'name', f[2], 'payload', f[5],
+        'run_at', at, 'created_at', at, 'status', status, 'seq', s)
+    if f[4] ~= '' then redis.call('HSET', key, 'options', string.sub(f[4], 2)) end
+    if owner then
+        redis.call('HSET', key, 'attempts', '1', 'lease_until', lease, 'owner', owner,
+            'updated_at', at)
+        redis.call('ZADD', q .. 'running', '+inf', string.rep('~', 80), lease, id)  -- KEEPER
+    else
+        redis.call('ZADD', q .. 'waiting', at, m)
+        redis.call('ZADD', q .. 'created.pending', at, m)
+    end
+    if redis.call('HINCRBY', q .. 'counts', status, 1) == 1 then
+        redis.call('SADD', P .. 'queues', queue)
+    end
+    return at, id
+end
+-- Drain the queue's inbox into waiting tasks (at most 1000 entries, oldest first), and store
+-- the entries popped by workers that have not taken them yet (taken) as running, leased to
+-- no one ('~') for TRANSIT seconds of Redis's clock: the popping worker takes them over (see
+-- _TAKE), and the reaper requeues those of a worker that died in between. Returns the latest
+-- time of the drained tokens and waiting tasks (a time the pushers saw them due), or nil.
+local TRANSIT = 60
+local function drain(queue)
+    local q = P .. 'q:' .. queue .. ':'
+    local latest = nil
+    local entries = redis.call('LRANGE', q .. 'inbox', 0, 999)
+    if #entries > 0 then
+        redis.call('LTRIM', q .. 'inbox', #entries, -1)
+        for _, e in ipairs(entries) do
+            local at
+            if string.sub(e, 1, 1) == 't' then
+                at = string.sub(e, 2)
+            else
+                at = inbox_put(queue, e)
+            end
+            if tonumber(at) and (not latest or tonumber(at) > tonumber(latest)) then
+                latest = at
+            end
+        end
+    end
+    local popped = redis.call('LRANGE', q .. 'taken', 0, -1)
+    if #popped > 0 then
+        redis.call('DEL', q .. 'taken')
+        local t = redis.call('TIME')
+        local lease = tostring(tonumber(t[1]) + TRANSIT)
+        for _, e in ipairs(popped) do
+            if string.sub(e, 1, 1) ~= 't' then inbox_put(queue, e, '~', lease) end
+        end
+    end
+    return latest
+end
+local function drain_all()
+    for _, queue in ipairs(redis.call('SMEMBERS', P .. 'queues')) do drain(queue) end
+end
+-- Wake up to n idle workers of the queue: a token in its inbox, unless it holds 8 entries
+-- already (so pushes while every worker is busy cost nothing more). A token is a time (the
+-- caller's now) by which the work it announces was due: the claim that drains it uses it as
+-- its now when later.
+local function inbox_wake(queue, n, at)
+    local key = P .. 'q:' .. queue .. ':inbox'
+    local room = 8 - redis.call('LLEN', key)
+    if room > 0 then
+        local tokens = {}
+        for i = 1, math.min(n, room) do tokens[i] = 't' .. at end
+        redis.call('RPUSH', key, unpack(tokens))
+    end
+end
+"""
+
 # What every script needs; _PUSH (the producers' hot path) needs only this.
-_BASE = """
+_BASE = (
+    """
 local P = ARGV[1]
+"""
+    + _INBOX
+    + """
 local WAITING = {pending = true, scheduled = true, retrying = true}
 local function tkey(id) return P .. 'task:' .. id end
 local function qkey(queue, kind) return P .. 'q:' .. queue .. ':' .. kind end
@@ -41,21 +151,9 @@ end
 -- so Redis stores it as a skiplist from the start: leases churn in batches, and every insert
 -- into a small (listpack) zset parses the scores before it, several times slower.
 local KEEPER = string.rep('~', 80)
--- Wake up to n idle workers of the queue (blocked on its wake list). The list holds at most
--- WAKE_CAP tokens, so pushes while every worker is busy cost nothing more. A token is a time
--- (the caller's now) by which the work it announces was due: a worker whose claim was sent
--- before it blocked claims what was due by then.
-local WAKE_CAP = 8
-local function wake(queue, n, at)
-    local key = qkey(queue, 'wake')
-    local room = WAKE_CAP - redis.call('LLEN', key)
-    if room > 0 then
-        local tokens = {}
-        for i = 1, math.min(n, room) do tokens[i] = at end
-        redis.call('RPUSH', key, unpack(tokens))
-    end
-end
+local function wake(queue, n, at) inbox_wake(queue, n, at) end
 """
+)
 
 # The lanes of concurrency keys (see the key layout in redis.py). q is the queue's key prefix
 # ("P:q:Q:") and k a concurrency key; a lane is the key's waiting tasks, a zset per priority.
@@ -183,8 +281,9 @@ local function flush()
         for _, n in ipairs(redis.call('HVALS', counts)) do
             if tonumber(n) ~= 0 then empty = false; break end
         end
-        if empty then  -- (with no task left, no turn is worth remembering either)
-            redis.call('DEL', counts, qkey(queue, 'wake'), qkey(queue, 'running'),
+        if empty and redis.call('EXISTS', qkey(queue, 'inbox'), qkey(queue, 'taken')) == 0 then
+            -- (with no task left, no turn is worth remembering either)
+            redis.call('DEL', counts, qkey(queue, 'running'),
                 qkey(queue, 'levels'), qkey(queue, 'turn'), qkey(queue, 'keyrun'),
                 qkey(queue, 'lanes'), qkey(queue, 'lanes:due'), qkey(queue, 'lanes:later'),
                 qkey(queue, 'lanes:turns'), qkey(queue, 'lanes:levels'),
@@ -246,12 +345,58 @@ end
 """
 
 
-def _wrap(script: str) -> str:
-    """Run a script body as a function, then write what it gathered (see ``flush``)."""
+def _wrap(script: str, *, drains: bool = True) -> str:
+    """Run a script body as a function, then write what it gathered (see ``flush``).
+
+    A script that ``drains`` first moves every queue's inbox into the store (see ``_INBOX``),
+    so that it sees the tasks pushed there; those that only touch running tasks (settle,
+    heartbeat, progress) or finished ones need not.
+    """
+    first = "drain_all()\n" if drains else ""
     return (
         f"{_BASE}{_LANES}{_PRELUDE}\nlocal function body()\n{script}\nend\n"
-        "local r = body()\nflush()\nreturn r\n"
+        f"{first}local r = body()\nflush()\nreturn r\n"
     )
+
+
+# ARGV: P, queue ('' = every queue). Drains the inbox (see _INBOX); returns 1 if a queue's
+# inbox still holds entries (a drain takes 1000 at most), else 0.
+_DRAIN = """
+local queues = {ARGV[2]}
+if ARGV[2] == '' then queues = redis.call('SMEMBERS', P .. 'queues') end
+local more = 0
+for _, queue in ipairs(queues) do
+    drain(queue)
+    if redis.call('EXISTS', qkey(queue, 'inbox')) == 1 then more = 1 end
+end
+return more
+"""
+
+# ARGV: P, queue, entry, owner, lease_until, now. A worker popped entry (a task) from the
+# queue's inbox into taken and started it: lease it to owner until lease_until, with attempts
+# 1, as a claim would have. Returns 1, 2 if it is to be cancelled already, or 0 if the task is
+# not this worker's to run any more (drained, then reaped after TRANSIT, or wiped).
+_TAKE = """
+local P, queue, e, owner, lease, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+"""
+_TAKE += _INBOX
+_TAKE += """
+local q = P .. 'q:' .. queue .. ':'
+if redis.call('LREM', q .. 'taken', 1, e) == 1 then
+    inbox_put(queue, e, owner, lease)
+    redis.call('HSET', P .. 'task:' .. inbox_fields(e)[1], 'updated_at', now)
+    return 1
+end
+local f = inbox_fields(e)
+if not f then return 0 end
+local key = P .. 'task:' .. f[1]
+local h = redis.call('HMGET', key, 'status', 'owner', 'attempts', 'cancel_requested')
+if h[1] ~= 'running' or h[2] ~= '~' or h[3] ~= '1' then return 0 end
+redis.call('HSET', key, 'owner', owner, 'lease_until', lease, 'updated_at', now)
+redis.call('ZADD', q .. 'running', lease, f[1])
+if h[4] then return 2 end
+return 1
+"""
 
 
 # ARGV: P, check, then groups of records sharing their fields: queue, name, run_at,
@@ -366,12 +511,12 @@ while i <= #ARGV do
     woken_at[queue] = at
     i = i + 11 + k * 2
 end
-for queue, n in pairs(woken) do  -- wake (see _BASE), inlined
-    local key = P .. 'q:' .. queue .. ':wake'
+for queue, n in pairs(woken) do  -- inbox_wake (see _INBOX), inlined
+    local key = P .. 'q:' .. queue .. ':inbox'
     local room = 8 - redis.call('LLEN', key)
     if room > 0 then
         local tokens = {}
-        for t = 1, math.min(n, room) do tokens[t] = woken_at[queue] end
+        for t = 1, math.min(n, room) do tokens[t] = 't' .. woken_at[queue] end
         redis.call('RPUSH', key, unpack(tokens))
     end
 end
@@ -465,9 +610,11 @@ return ok
 """
 
 # ARGV: P, queue, now, limit, lease_until, owner, max_running ('' = no cap), alone_from
-# ('' = none: see Backend.claim), got, lease, aging, per_key ('' = no cap), then (name, n,
-# per) per rate limit. got ('' = none) is a list key and lease the lease in seconds: a wake-up
-# token found there (see wake) later than now replaces now, and the lease runs from it.
+# ('' = none: see Backend.claim), popped, lease, aging, per_key ('' = no cap), then (name,
+# n, per) per rate limit. The claim drains the queue's inbox first (see _INBOX); popped ('' =
+# none) is an entry the caller popped from the inbox into taken and gives back, and lease the
+# lease in seconds: the latest time of the drained tokens and tasks, when later than now,
+# replaces now, and the lease runs from it.
 # Returns now and lease_until as used, then the claimed records as HGETALL lists, in claim
 # order, read before the claim: the caller applies it (status running, attempts + 1,
 # lease_until, owner, updated_at, no slot).
@@ -475,12 +622,23 @@ _CLAIM = (
     """
 local P, queue, now, lease, owner = ARGV[1], ARGV[2], ARGV[3], ARGV[5], ARGV[6]
 local alone = ARGV[8] ~= '' and tonumber(ARGV[8])
-if ARGV[9] ~= '' then
-    local token = redis.call('LPOP', ARGV[9])
-    if token and tonumber(token) > tonumber(now) then
-        now = token
-        lease = string.format('%.17g', tonumber(token) + tonumber(ARGV[10]))
+"""
+    + _INBOX
+    + """
+local woke = nil
+if ARGV[9] ~= '' then  -- an entry this worker popped from the inbox and gives back
+    local e = ARGV[9]
+    if redis.call('LREM', P .. 'q:' .. queue .. ':taken', 1, e) == 1 then
+        woke = string.sub(e, 2)  -- a token's time
+        if string.sub(e, 1, 1) ~= 't' then woke = inbox_put(queue, e) end
+        if not tonumber(woke) then woke = nil end
     end
+end
+local drained = drain(queue)
+if drained and (not woke or tonumber(drained) > tonumber(woke)) then woke = drained end
+if woke and tonumber(woke) > tonumber(now) then
+    now = woke
+    lease = string.format('%.17g', tonumber(woke) + tonumber(ARGV[10]))
 end
 local function many(cmd, key, list)  -- chunks (see _BASE)
     for i = 1, #list, 4000 do
@@ -510,9 +668,8 @@ local function lease_all()
     end
     redis.call('HINCRBY', q .. 'counts', 'running', n)
 end
-local function wake_one()  -- more may be due: wake another idle worker to help (see wake)
-    local wake = q .. 'wake'
-    if redis.call('LLEN', wake) < 8 then redis.call('RPUSH', wake, now) end
+local function wake_one()  -- more may be due: wake another idle worker to help
+    inbox_wake(queue, 1, now)
 end
 
 if #ARGV <= 12 and redis.call('EXISTS', q .. 'levels', q .. 'lanes', q .. 'lanes:later') == 0
@@ -1321,16 +1478,18 @@ SCRIPTS = {
     "push": _PUSH,  # the producers' hot path: no shared prelude (a few us per call)
     "check": _BASE + _CHECK,
     "claim": _CLAIM,  # an idle worker's wake-up: self-contained, like push
-    "settle": _wrap(_SETTLE),
-    "heartbeat": _wrap(_HEARTBEAT),
+    "take": _TAKE,  # a worker that started a task popped from the inbox: self-contained
+    "drain": _wrap(_DRAIN, drains=False),
+    "settle": _wrap(_SETTLE, drains=False),
+    "heartbeat": _wrap(_HEARTBEAT, drains=False),
     "reap": _wrap(_REAP),
     "cancel": _wrap(_CANCEL),
-    "purge": _wrap(_PURGE),
+    "purge": _wrap(_PURGE, drains=False),
     "requeue": _wrap(_REQUEUE),
     "purge_queue": _wrap(_PURGE_QUEUE),
     "list": _wrap(_LIST),
     "push_keyed": _wrap(_PUSH_KEYED),
     "release": _wrap(_RELEASE),
-    "progress": _wrap(_PROGRESS),
-    "beat": _wrap(_BEAT),
+    "progress": _wrap(_PROGRESS, drains=False),
+    "beat": _wrap(_BEAT, drains=False),
 }

@@ -328,6 +328,78 @@ def _push_args(records: Sequence[Record], check: bytes) -> list[bytes | str | in
     return args
 
 
+def _inbox_entry(r: Record) -> bytes | None:
+    """The inbox entry of a record (see ``_INBOX``), or None if it must go through ``_PUSH``.
+
+    The inbox takes plain tasks due now: pending, priority 0, no concurrency key, no
+    reserved start, never attempted, and no NUL in the id or name that separate the fields.
+    """
+    if (
+        r.status != "pending"
+        or r.priority
+        or r.concurrency_key is not None
+        or r.slot is not None
+        or r.attempts
+        or r.run_at != r.created_at
+        or "\0" in r.id
+        or "\0" in r.name
+    ):
+        return None
+    options = b"" if r.options is None else b"=" + _text(r.options)
+    return b"r%s\0%s\0%s\0%s\0%s" % (
+        _text(r.id),
+        _text(r.name),
+        _num(r.created_at).encode(),
+        options,
+        r.payload,
+    )
+
+
+def _from_inbox(entry: bytes, queue: str) -> Record | None:
+    """The record of an inbox entry (see ``_inbox_entry``), or None if it is not one."""
+    if not entry.startswith(b"r"):
+        return None
+    parts = entry[1:].split(b"\0", 4)
+    if len(parts) != 5 or not parts[0]:
+        return None
+    task_id, name, at, options, payload = parts
+    try:
+        created = float(at)
+        return Record(
+            id=task_id.decode("utf-8", "surrogatepass"),
+            queue=queue,
+            name=name.decode("utf-8", "surrogatepass"),
+            payload=payload,
+            run_at=created,
+            created_at=created,
+            options=options[1:].decode("utf-8", "surrogatepass") if options else None,
+        )
+    except ValueError:  # (UnicodeDecodeError is one)
+        return None
+
+
+def _commands_sync(client: redis.Redis, *commands: Sequence[str | bytes | int]) -> list[Any]:
+    """Send plain commands in one write on a pooled connection of a blocking client."""
+    if _pack is None:
+        with client.pipeline(transaction=False) as pipe:
+            for command in commands:
+                pipe.execute_command(*command)  # type: ignore[no-untyped-call]
+            return pipe.execute()
+    pool = client.connection_pool
+    conn = pool.get_connection(*_CONNECTION_ARGS)
+    try:
+        conn.send_packed_command(  # type: ignore[no-untyped-call]
+            [_pack(tuple(c)) for c in commands], check_health=False
+        )
+        answers = [conn.read_response() for _ in commands]
+    except BaseException:
+        conn.disconnect()  # type: ignore[no-untyped-call]  # mid-answer: out of step
+        raise
+    finally:
+        pool.release(conn)
+    return answers
+
+
 def _evalsha_sync(client: redis.Redis, sha: str, args: Sequence[str | bytes | int]) -> Any:
     """``EVALSHA`` on a pooled connection of a blocking client, packed in C (hiredis).
 
@@ -511,6 +583,7 @@ class RedisBackend:
         self._sync: tuple[redis.Redis, dict[str, Script]] | None = None
         self._links_lock = threading.Lock()
         self._wakeups = Wakeups()
+        self._taking: dict[str, asyncio.Task[None]] = {}  # see _start_take
         self._checked_memory = False
         self._epoch: bytes | None = None
         self.resets = 0
@@ -771,6 +844,16 @@ class RedisBackend:
             return True
         client, scripts = self._sync_client()
         try:
+            if len(records) == 1 and fresh:
+                entry = _inbox_entry(records[0])
+                if entry is not None:  # submit(): two plain commands, no script
+                    queue = _text(records[0].queue)
+                    _commands_sync(
+                        client,
+                        ("RPUSH", _text(self._keys) + b"q:" + queue + b":inbox", entry),
+                        ("SADD", _text(self._keys) + b"queues", queue),
+                    )
+                    return True
             if len(records) <= _PUSH_CHUNK:
                 script = scripts["push"]
                 args = [self._keys, *_push_args(records, b"" if fresh else b"1")]
@@ -829,12 +912,31 @@ class RedisBackend:
         """Lease up to ``limit`` due records (fewer under ``max_running``) in one script."""
         if limit <= 0:
             return []
+        return await self._claim(
+            queue, now, limit, lease, owner, max_running, alone_from, aging, rates, per_key
+        )
+
+    async def _claim(
+        self,
+        queue: str,
+        now: float,
+        limit: int,
+        lease: float,
+        owner: str,
+        max_running: int | None,
+        alone_from: int | None,
+        aging: float,
+        rates: Mapping[str, tuple[int, float]] | None,
+        per_key: int | None,
+        popped: bytes = b"",
+    ) -> list[Record]:
+        """``claim``, giving back an entry the caller ``popped`` from the inbox (see _CLAIM)."""
         cap = "" if max_running is None else str(max_running)
         alone = "" if alone_from is None else str(alone_from)
         each = "" if per_key is None else str(per_key)
         rows = await self._script(
             "claim", _text(queue), _num(now), limit, _num(now + lease), _text(owner), cap, alone,
-            "", "", _num(aging), each, *_rate_args(rates),
+            popped, _num(lease), _num(aging), each, *_rate_args(rates),
         )  # fmt: skip
         return _claimed(rows, owner)
 
@@ -853,13 +955,17 @@ class RedisBackend:
         rates: Mapping[str, tuple[int, float]] | None = None,
         per_key: int | None = None,
     ) -> list[Record]:
-        """``wait`` then ``claim`` in one round trip: what an idle worker does.
+        """``wait`` then ``claim``: what an idle worker does.
 
-        The blocking pop of a wake-up token and the claim script go out together in a
-        pipeline, so the claim runs in Redis the moment a push wakes this worker. A token
-        holds the pusher's clock when the task was due, and the claim uses it as ``now``
-        when it is later than the ``now`` given (taken before the wait); leases run from
-        that time.
+        A worker with no flow control to apply (no ``max_running``, rate limits or
+        ``per_key``) pops the queue's inbox into ``taken`` and, when that gives it a task
+        pushed by ``submit()``, returns it at once, started before any script ran: ``take``
+        records its lease in the background, and every later call about that task waits
+        for it. A wake-up token it pops instead is given back to a claim. Any other worker
+        waits for the inbox to hold something (popping it back in place) and sends the
+        claim in the same round trip, so that it runs in Redis the moment a push comes.
+        Either way the drained tokens' and tasks' times serve as ``now`` when later than
+        the ``now`` given (taken before the wait); leases run from that time.
         """
         if timeout <= 0 or limit <= 0:
             return await self.claim(
@@ -867,31 +973,83 @@ class RedisBackend:
                 rates=rates, per_key=per_key,
             )  # fmt: skip
         link = self._link()
-        wake = _text(f"{self._keys}q:{queue}:wake")
-        got = _text(f"{self._keys}q:{queue}:got:{owner}")
+        q = f"{self._keys}q:{queue}:"
+        inbox = _text(q + "inbox")
+        block = _num(max(0.01, min(timeout, self.ping_interval, self.socket_timeout / 2)))
+        if max_running is None and not rates and per_key is None:
+            began = link.loop.time()
+            with self._errors():
+                (popped,) = await self._raw(
+                    link, ("BLMOVE", inbox, _text(q + "taken"), "LEFT", "RIGHT", block)
+                )
+                if isinstance(popped, Exception):
+                    raise popped
+            if popped is None:
+                return []
+            record = _from_inbox(popped, queue)
+            if record is None:  # a wake-up token (or garbage): give it back to a claim
+                return await self._claim(
+                    queue, now, limit, lease, owner, max_running, alone_from, aging, rates,
+                    per_key, popped,
+                )  # fmt: skip
+            now += link.loop.time() - began  # the blocking wait
+            record.status, record.attempts, record.owner = "running", 1, owner
+            record.lease_until, record.updated_at = now + lease, now
+            self._start_take(link, record, popped)
+            return [record]
+        script = link.scripts["claim"]
         cap = "" if max_running is None else str(max_running)
         alone = "" if alone_from is None else str(alone_from)
-        block = max(0.01, min(timeout, self.ping_interval, self.socket_timeout / 2))
-        script = link.scripts["claim"]
         claim = (
             "EVALSHA", script.sha, 0, self._keys, _text(queue), _num(now), limit,
-            _num(now + lease), _text(owner), cap, alone, got, _num(lease), _num(aging),
+            _num(now + lease), _text(owner), cap, alone, "", _num(lease), _num(aging),
             "" if per_key is None else str(per_key), *_rate_args(rates),
         )  # fmt: skip
         with self._errors():
-            popped, rows = await self._raw(link, ("BRPOPLPUSH", wake, got, _num(block)), claim)
+            wait = ("BLMOVE", inbox, inbox, "LEFT", "LEFT", block)  # (moves nothing)
+            popped, rows = await self._raw(link, wait, claim)
             if isinstance(rows, redis.exceptions.NoScriptError):  # Redis restarted
-                await link.client.script_load(script.script)  # (the token waits in got)
+                await link.client.script_load(script.script)
                 return []
             for answer in (popped, rows):
                 if isinstance(answer, Exception):
                     raise answer
         return _claimed(rows, owner)
 
+    def _start_take(self, link: _Link, record: Record, entry: bytes) -> None:
+        """Record in the background that this worker runs a task it popped (see ``_TAKE``)."""
+
+        async def take() -> None:
+            assert record.lease_until is not None
+            try:
+                code = await self._script(
+                    "take", _text(record.queue), entry, _text(record.owner or ""),
+                    _num(record.lease_until), _num(record.updated_at),
+                )  # fmt: skip
+                if code == 0:  # its settlement will be refused, like a lost lease's
+                    log.warning("%r: task %s is not this worker's to run any more", self, record.id)
+            except BackendError as exc:  # Redis away: the drain and the reaper take over
+                log.warning("%r: could not record the start of task %s (%r)", self, record.id, exc)
+            finally:
+                self._taking.pop(record.id, None)
+
+        self._taking[record.id] = link.loop.create_task(take())
+
+    async def _taken(self, ids: Sequence[str]) -> None:
+        """Wait until the starts of these tasks are recorded (see ``_start_take``)."""
+        if not self._taking:
+            return
+        loop = asyncio.get_running_loop()
+        taking = (self._taking.get(i) for i in ids)
+        pending = [t for t in taking if t is not None and t.get_loop() is loop]
+        if pending:
+            await asyncio.wait(pending)
+
     async def settle(self, settlements: Sequence[Settlement]) -> list[str]:
         """Write outcomes in one script; refuse those whose lease token is stale."""
         if not settlements:
             return []
+        await self._taken([s.id for s in settlements])
         args: list[str | bytes | int] = [len(settlements)]
         for s in settlements:
             if s.outcome is Outcome.RETRY:
@@ -912,6 +1070,7 @@ class RedisBackend:
         """Extend leases; report the lost ones and those asked to cancel."""
         if not leases:
             return [], []
+        await self._taken([i for i, _ in leases])
         args: list[str | bytes | int] = [_num(now + lease), len(leases)]
         for task_id, token in leases:
             args += [_text(task_id), token]
@@ -933,6 +1092,7 @@ class RedisBackend:
         """Store reported progress for records still on the reporting attempt (one script)."""
         if not updates:
             return
+        await self._taken([i for i, _, _ in updates])
         args: list[str | bytes | int] = [len(updates)]
         for task_id, token, text in updates:
             args += [_text(task_id), token, _text(text)]
@@ -959,6 +1119,18 @@ class RedisBackend:
         """Fetch records by id (one pipelined round trip)."""
         if not ids:
             return []
+        found = await self._get(ids)
+        if len(found) < len(set(ids)):  # maybe in an inbox: drain them all, and look again
+            for _ in range(1000):
+                if not await self._script("drain", b""):
+                    break
+            have = {r.id for r in found}
+            found += await self._get([i for i in ids if i not in have])
+            order = {task_id: n for n, task_id in enumerate(ids)}
+            found.sort(key=lambda r: order[r.id])
+        return found
+
+    async def _get(self, ids: Sequence[str]) -> list[Record]:
         link = self._link()
         with self._errors():
             async with link.client.pipeline(transaction=False) as pipe:
@@ -985,16 +1157,22 @@ class RedisBackend:
         q = f"{self._keys}q:{queue}:"
         waiting = _text(q + "waiting")
         with self._errors():
-            heads = await self._raw(
+            first, *heads = await self._raw(
                 link,
+                ("LRANGE", _text(q + "inbox"), 0, 8),
                 ("SMEMBERS", _text(q + "levels")),
                 ("ZRANGE", waiting, 0, 0, "WITHSCORES"),
                 ("ZRANGE", _text(q + "lanes:due"), 0, 0, "WITHSCORES"),
                 ("ZRANGE", _text(q + "lanes:later"), 0, 0, "WITHSCORES"),
             )
-            for answer in heads:
+            for answer in (first, *heads):
                 if isinstance(answer, Exception):
                     raise answer
+            # Tasks in the inbox (see _INBOX) are due at once; at most its first 8 entries are
+            # wake-up tokens, which announce tasks found below.
+            pushed = [_from_inbox(e, queue) for e in first]
+            if any(r is not None for r in pushed):
+                return min(r.run_at for r in pushed if r is not None)
             levels, heads = heads[0], heads[1:]
             if levels:
                 heads += await self._raw(
@@ -1007,7 +1185,8 @@ class RedisBackend:
         return min(times) if times else None
 
     async def counts(self, queue: str) -> dict[str, int]:
-        """Records per status (kept up to date by every script)."""
+        """Records per status (kept up to date by every script), after draining the inbox."""
+        await self._script("drain", _text(queue))
         link = self._link()
         with self._errors():
             raw = await link.client.hgetall(_text(f"{self._keys}q:{queue}:counts"))
@@ -1017,12 +1196,13 @@ class RedisBackend:
     async def wait(self, queue: str, timeout: float) -> None:
         """Return on a push to ``queue`` from any process, or after ``timeout`` seconds.
 
-        Blocks on the queue's wake list (``BLPOP``): every push adds a token (a few at most
-        are kept), so one idle worker wakes per push and a push made while every worker was
-        busy makes the next call return at once. Without a server it sleeps out the timeout.
+        Blocks until the queue's inbox holds something (``BLMOVE`` of its head back in
+        place), then drains it (see ``_INBOX``): every push adds a task or a wake-up token
+        there, so one idle worker wakes per push.
+        Without a server it sleeps out the timeout.
         """
         link = self._link()
-        key = _text(f"{self._keys}q:{queue}:wake")
+        key = _text(f"{self._keys}q:{queue}:inbox")
         deadline = link.loop.time() + timeout
         longest = max(0.01, min(self.ping_interval, self.socket_timeout / 2))
         while True:
@@ -1030,7 +1210,15 @@ class RedisBackend:
             if left <= 0:
                 return
             try:
-                if await link.client.blpop([key], min(left, longest)) is not None:
+                wait = ("BLMOVE", key, key, "LEFT", "LEFT", _num(min(left, longest)))
+                drain = ("EVALSHA", link.scripts["drain"].sha, 0, self._keys, _text(queue))
+                popped, drained = await self._raw(link, wait, drain)  # (the move moves nothing)
+                if isinstance(drained, redis.exceptions.NoScriptError):  # Redis restarted
+                    await link.client.script_load(link.scripts["drain"].script)
+                for answer in (popped, drained):
+                    if isinstance(answer, Exception):
+                        raise answer
+                if popped is not None:
                     return
             except (redis.exceptions.RedisError, OSError) as exc:
                 log.debug("%r: blocking wait failed (%r)", self, exc)
