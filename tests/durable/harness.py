@@ -87,3 +87,32 @@ def each_runs_once(backend: str, ledger: Path, n: int, *, bulk: bool) -> None:
     assert len(counts) == n, f"lost {n - len(counts)}"
     assert max(counts.values()) == 1, "a task ran twice without any crash"
     queue.shutdown(timeout=1)
+
+
+def idle_workers_run_each_once(backend: str, ledger: Path, n: int, workers: int = 3) -> None:
+    """n tasks submitted one by one to workers that are up and mostly idle: each runs once.
+
+    On Redis an idle worker pops a task straight from the inbox and records its lease after
+    starting it, while busy ones drain the inbox in their claims: both at once, many times.
+    """
+    queue, record, _ = producer(backend)
+    procs = [start_worker(worker_env(backend, ledger, lease=10.0)) for _ in range(workers)]
+    try:
+        for i in range(workers):  # one task each, so every worker is up
+            record.submit(-1 - i)
+        wait_ledger(ledger, lambda c: sum(c.values()) >= workers, 60)
+        for i in range(n):
+            record.submit(i)
+            if i % 50 == 0:
+                time.sleep(0.01)  # let the workers fall idle again
+        wait_ledger(ledger, lambda c: sum(c.values()) >= n + workers, 120)
+        time.sleep(0.3)  # let a late duplicate show up if there were one
+        counts = read_ledger(ledger)
+    finally:
+        for w in procs:
+            w.send_signal(signal.SIGTERM)
+        for w in procs:
+            w.wait(20)
+    assert len(counts) == n + workers, f"lost {n + workers - len(counts)}"
+    assert max(counts.values()) == 1, "a task ran twice without any crash"
+    queue.shutdown(timeout=1)

@@ -15,7 +15,7 @@ import redis
 from dowork import DurableSettings, Queue, SystemClock, TaskStatus
 from dowork.backends import RedisBackend
 from dowork.clock import TimerHandle
-from tests.durable.harness import each_runs_once
+from tests.durable.harness import each_runs_once, idle_workers_run_each_once
 from tests.redis_server import RedisServer
 
 WAIT = 20.0
@@ -31,6 +31,12 @@ def url(redis_server: RedisServer) -> str:
 @pytest.mark.timeout(240)
 def test_four_processes_on_redis_run_each_task_exactly_once(url: str, tmp_path: Path) -> None:
     each_runs_once(url, tmp_path / "ledger.txt", 20_000, bulk=True)
+
+
+@pytest.mark.realtime
+@pytest.mark.timeout(180)
+def test_tasks_submitted_to_idle_workers_run_exactly_once(url: str, tmp_path: Path) -> None:
+    idle_workers_run_each_once(url, tmp_path / "ledger.txt", 3000)
 
 
 def test_garbage_written_straight_into_redis_is_dead_lettered(url: str) -> None:
@@ -61,6 +67,40 @@ def test_garbage_written_straight_into_redis_is_dead_lettered(url: str) -> None:
         assert queue.status("bad1") is TaskStatus.DEAD
         after = ok.submit(8)
         assert after.result(WAIT) == 8  # the worker kept going
+    finally:
+        queue.shutdown(timeout=2)
+        client.close()
+
+
+def test_garbage_in_the_inbox_is_dead_lettered_and_the_worker_goes_on(url: str) -> None:
+    """Entries written straight into the inbox list that are no task (see _INBOX)."""
+    prefix = url.rsplit("prefix=", 1)[1]
+    client = redis.Redis.from_url(url.split("?")[0])
+    queue = Queue("junk", backend=url, log=False)
+
+    @queue.task(name="ok")
+    def ok(n: int) -> int:
+        return n
+
+    garbage = [b"garbage", b"r\0\0\0\0", b"rid\0ok\0not-a-time\0\0{}", b"rid-only", b"t", b""]
+    queue.start()
+    try:
+        assert ok.submit(1).result(WAIT) == 1  # the worker is idle now, blocked on the inbox
+        for entry in garbage:
+            client.rpush(f"{prefix}:q:junk:inbox", entry)
+            time.sleep(0.05)  # one at a time: some reach the idle worker, popped alone
+        assert ok.submit(2).result(WAIT) == 2  # the worker kept going
+        backend = RedisBackend(url.split("?")[0], prefix=prefix)
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline:
+            counts = asyncio.run(backend.counts("junk"))
+            if counts.get("dead") == 5:  # the token ("t", of no time) carries no task
+                break
+            time.sleep(0.05)
+        assert counts == {"succeeded": 2, "dead": 5}
+        dead = asyncio.run(backend.list("junk", statuses=["dead"]))
+        assert sorted(r.payload for r in dead) == sorted(set(garbage) - {b"t"})  # kept to see
+        assert all(r.id.startswith("junk-") and r.reason for r in dead)
     finally:
         queue.shutdown(timeout=2)
         client.close()

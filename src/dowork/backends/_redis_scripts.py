@@ -48,7 +48,8 @@ local function inbox_put(queue, e, owner, lease)
     local s = string.format('%016x', redis.call('INCR', P .. 'seq'))
     if not f then
         local t = redis.call('TIME')
-        f = {'junk-' .. s, '', t[1] .. '.' .. string.format('%06d', t[2]), '', e}
+        local at = t[1] .. '.' .. string.format('%06d', t[2])
+        f = {'junk-' .. s, '<malformed inbox entry>', at, '', e}
     end
     local id, at = f[1], f[3]
     local key, q, m = P .. 'task:' .. id, P .. 'q:' .. queue .. ':', s .. ':' .. id
@@ -98,8 +99,12 @@ local function drain(queue)
         redis.call('DEL', q .. 'taken')
         local t = redis.call('TIME')
         local lease = tostring(tonumber(t[1]) + TRANSIT)
-        for _, e in ipairs(popped) do
-            if string.sub(e, 1, 1) ~= 't' then inbox_put(queue, e, '~', lease) end
+        for _, e in ipairs(popped) do  -- (garbage waits for no one: dead-lettered soon)
+            if inbox_fields(e) then
+                inbox_put(queue, e, '~', lease)
+            elseif string.sub(e, 1, 1) ~= 't' then
+                inbox_put(queue, e)
+            end
         end
     end
     return latest

@@ -47,9 +47,15 @@ Key schema (``P`` is the prefix, ``dowork`` by default; ``Q`` a queue name)::
     P:q:Q:created.S     zset of the queue's tasks in status S (every status but running,
                         which is listed from the running zset); score created_at, member
                         as in waiting, so ties list in push order
-    P:q:Q:wake          list of wake-up tokens (at most 8): every push adds one, idle workers
-                        block on it (BRPOPLPUSH into P:q:Q:got:{owner}, read by the claim
-                        sent in the same round trip)
+    P:q:Q:inbox         list of tasks submitted one at a time (plain ones, due now: "r" id
+                        NUL name NUL created_at NUL options NUL payload), not stored as above
+                        yet, and of wake-up tokens ("t" then a time; scripts add one only
+                        while the list holds fewer than 8 entries). Idle workers block on it;
+                        every script that reads or writes waiting tasks drains it first
+    P:q:Q:taken         list of the inbox entries a worker popped (BLMOVE) and started but has
+                        not recorded yet (see _TAKE); a drain stores them as running, leased
+                        to no one ("~") for a minute of Redis's clock, so the reaper requeues
+                        those of a worker that died in between
     P:queues            set of the queue names that have tasks
     P:expiry            zset of finished tasks kept for lookups; score expires_at, member id
     P:seq               counter giving each pushed task its FIFO sequence number
@@ -76,8 +82,14 @@ reference waits for its next claim).
 Every script that changes a task's status moves it between the ``created.S`` zsets and
 updates ``counts`` in the same step; ``list()`` reads one page of a ``created.S`` zset (or
 merges the first pages of several, and the running zset), never the whole queue. A push
-from a thread (``push_sync``, what ``submit()`` uses) is one ``EVALSHA`` on a blocking
-client: records that share their fields but id and payload travel as one run.
+from a thread (``push_sync``) of one plain task due now (``submit()``) is ``RPUSH`` to the
+inbox and ``SADD`` to ``P:queues``, no script: about what a bare ``LPUSH`` costs, where a
+script costs Redis several times that (and ~0.15 ms more when Redis was idle). An idle
+worker with no flow control to apply pops that entry and starts the task before any script
+runs, so a submit reaches an idle worker in one hop, as in the simplest list-based queues;
+the ``take`` script then records the lease, and the worker's settlement waits for it. Any
+other push is one ``EVALSHA``: records that share their fields but id and payload travel as
+one run.
 
 Times (``run_at``, ``lease_until``, ...) are the caller's clock, as in the other backends,
 and are passed to the scripts as exact ``repr(float)`` strings. The scripts touch keys they
@@ -92,6 +104,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import math
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -365,6 +378,8 @@ def _from_inbox(entry: bytes, queue: str) -> Record | None:
     task_id, name, at, options, payload = parts
     try:
         created = float(at)
+        if not math.isfinite(created):
+            return None
         return Record(
             id=task_id.decode("utf-8", "surrogatepass"),
             queue=queue,

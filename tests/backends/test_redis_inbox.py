@@ -1,0 +1,196 @@
+"""The Redis inbox: submit() appends a task with plain commands, idle workers start it at once.
+
+A task pushed alone and due now waits in ``P:q:Q:inbox`` until a reader drains it; these
+tests check that every reader sees it as if a script had stored it, that a worker which pops
+it and dies loses nothing, and that garbage there is dead-lettered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Coroutine
+from typing import Any
+
+import pytest
+import redis
+
+from dowork.backends import Outcome, RedisBackend, Settlement
+from tests.backends.test_contract import LEASE, NOW, rec
+from tests.redis_server import RedisServer
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"test-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def admin(redis_server: RedisServer) -> Any:
+    client = redis.Redis.from_url(redis_server.url)
+    yield client
+    client.close()
+
+
+def run(main: Coroutine[Any, Any, None]) -> None:
+    asyncio.run(main)
+
+
+def test_a_submitted_task_waits_in_the_inbox_and_every_reader_sees_it(
+    redis_server: RedisServer, prefix: str, admin: Any
+) -> None:
+    backend = RedisBackend(redis_server.url, prefix=prefix)
+    inbox = f"{prefix}:q:q:inbox"
+    first, second, third = rec(), rec(options='{"retries": 2}'), rec()
+    for r in (first, second, third):
+        assert backend.push_sync([r], fresh=True) is True
+    assert admin.llen(inbox) == 3  # no script ran: not stored as a task yet
+    assert not admin.exists(f"{prefix}:task:{first.id}")
+    assert admin.sismember(f"{prefix}:queues", "q")
+
+    async def main() -> None:
+        assert await backend.next_due("q") == NOW  # read off the inbox, left in place
+        assert admin.llen(inbox) == 3
+        (got,) = await backend.get([second.id])  # not found: drains, then finds it
+        assert admin.llen(inbox) == 0
+        assert (got.status, got.attempts, got.options, got.payload) == (
+            "pending", 0, second.options, second.payload,
+        )  # fmt: skip
+        assert await backend.counts("q") == {"pending": 3}
+        listed = await backend.list("q", newest_first=False)
+        assert [r.id for r in listed] == [first.id, second.id, third.id]  # in push order
+        fourth = rec()
+        assert backend.push_sync([fourth], fresh=True) is True
+        assert await backend.cancel(fourth.id, NOW) == "cancelled"  # drains first too
+        claimed = await backend.claim("q", NOW, 10, LEASE, "w")
+        assert [r.id for r in claimed] == [first.id, second.id, third.id]
+        await backend.close()
+
+    run(main())
+
+
+def test_only_plain_tasks_due_now_travel_through_the_inbox(
+    redis_server: RedisServer, prefix: str, admin: Any
+) -> None:
+    backend = RedisBackend(redis_server.url, prefix=prefix)
+    others = [
+        rec(run_at=NOW + 60, status="scheduled"),
+        rec(priority=3),
+        rec(concurrency_key="tenant"),
+        rec(id="not\0plain"),
+    ]
+    for r in others:
+        assert backend.push_sync([r], fresh=True) is True
+    entries = admin.lrange(f"{prefix}:q:q:inbox", 0, -1)
+    assert all(e.startswith(b"t") for e in entries)  # wake-up tokens only
+    for r in others:
+        assert admin.exists(f"{prefix}:task:{r.id}")
+
+
+def test_an_idle_worker_starts_a_popped_task_and_its_lease_is_recorded_after(
+    redis_server: RedisServer, prefix: str, admin: Any
+) -> None:
+    producer = RedisBackend(redis_server.url, prefix=prefix)
+    worker = RedisBackend(redis_server.url, prefix=prefix)
+
+    async def main() -> None:
+        waiting = asyncio.create_task(worker.wait_claim("q", 30.0, NOW, 10, LEASE, "w"))
+        await asyncio.sleep(0.05)
+        task = rec()
+        assert producer.push_sync([task], fresh=True) is True
+        (claimed,) = await asyncio.wait_for(waiting, 2.0)
+        assert (claimed.id, claimed.status, claimed.attempts, claimed.owner) == (
+            task.id, "running", 1, "w",
+        )  # fmt: skip
+        assert claimed.payload == task.payload
+        await worker._taken([task.id])  # the take script ran
+        (stored,) = await producer.get([task.id])
+        assert (stored.status, stored.attempts, stored.owner) == ("running", 1, "w")
+        assert admin.zscore(f"{prefix}:q:q:running", task.id) == claimed.lease_until
+        assert await producer.counts("q") == {"running": 1}
+        refused = await worker.settle(
+            [Settlement(task.id, 1, Outcome.SUCCEEDED, NOW + 1, result=b"7")]
+        )
+        assert refused == []
+        (done,) = await producer.get([task.id])
+        assert (done.status, done.result) == ("succeeded", b"7")
+        await producer.close()
+        await worker.close()
+
+    run(main())
+
+
+def test_a_task_popped_by_a_worker_that_died_is_run_again(
+    redis_server: RedisServer, prefix: str, admin: Any
+) -> None:
+    """A worker pops an entry into taken and dies before its take: a drain stores the task
+    as running, leased to no one for a minute of Redis's clock, and the reaper requeues it."""
+    backend = RedisBackend(redis_server.url, prefix=prefix)
+    task = rec()
+    assert backend.push_sync([task], fresh=True) is True
+    assert admin.lmove(f"{prefix}:q:q:inbox", f"{prefix}:q:q:taken") is not None
+
+    async def main() -> None:
+        (stored,) = await backend.get([task.id])
+        assert (stored.status, stored.owner, stored.attempts) == ("running", "~", 1)
+        now = time.time()
+        assert await backend.reap("q", now + 30, 5) == (0, 0)  # within the minute
+        assert await backend.reap("q", now + 61, 5) == (1, 0)
+        (again,) = await backend.claim("q", now + 61, 10, LEASE, "w2")
+        assert (again.id, again.attempts, again.crashes) == (task.id, 2, 1)
+        await backend.close()
+
+    run(main())
+
+
+def test_a_take_after_a_drain_or_a_cancel_says_so(
+    redis_server: RedisServer, prefix: str, admin: Any
+) -> None:
+    backend = RedisBackend(redis_server.url, prefix=prefix)
+    inbox, taken = f"{prefix}:q:q:inbox", f"{prefix}:q:q:taken"
+
+    async def take(entry: bytes, owner: str) -> int:
+        code = await backend._script("take", b"q", entry, owner.encode(), repr(NOW + 30), "0")
+        return int(code)
+
+    async def main() -> None:
+        kept, cancelled = rec(), rec()
+        for r in (kept, cancelled):
+            assert backend.push_sync([r], fresh=True) is True
+        first = admin.lmove(inbox, taken)
+        second = admin.lmove(inbox, taken)
+        assert await backend.counts("q") == {"running": 2}  # drained while in transit
+        assert await backend.cancel(cancelled.id, NOW) == "requested"  # it runs
+        assert await take(first, "w") == 1  # taken over from the drain
+        assert await take(second, "w") == 2  # to be cancelled
+        assert await take(first, "w2") == 0  # not in transit any more
+        (stored,) = await backend.get([kept.id])
+        assert (stored.owner, stored.lease_until) == ("w", NOW + 30)
+        await backend.close()
+
+    run(main())
+
+
+def test_a_worker_with_flow_control_drains_the_inbox_and_claims_by_its_rules(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    producer = RedisBackend(redis_server.url, prefix=prefix)
+    worker = RedisBackend(redis_server.url, prefix=prefix)
+
+    async def main() -> None:
+        waiting = asyncio.create_task(
+            worker.wait_claim("q", 30.0, NOW, 10, LEASE, "w", max_running=1)
+        )
+        await asyncio.sleep(0.05)
+        tasks = [rec(), rec()]
+        producer.push_sync(tasks[:1], fresh=True)
+        (claimed,) = await asyncio.wait_for(waiting, 2.0)
+        assert claimed.id == tasks[0].id
+        producer.push_sync(tasks[1:], fresh=True)
+        assert await worker.wait_claim("q", 0.2, NOW, 10, LEASE, "w", max_running=1) == []
+        assert await worker.counts("q") == {"running": 1, "pending": 1}  # the cap held
+        await producer.close()
+        await worker.close()
+
+    run(main())
