@@ -286,12 +286,12 @@ class BackendEngine(Engine):
         task._engine = self
         if self.on_loop():  # e.g. a task submitting another: cannot block here
             loop = asyncio.get_running_loop()
-            pushing = loop.create_task(self._push_record(task, record))
+            pushing = loop.create_task(self._push_record(task, record, fresh))
             self._afters.add(pushing)
             pushing.add_done_callback(self._afters.discard)
             return
         if not self._push_here([task], [record], fresh):
-            self.run_on_home(self._push_record(task, record))
+            self.run_on_home(self._push_record(task, record, fresh))
 
     def enqueue_many(self, tasks: list[Task[Any]]) -> None:
         """Encode all, then push them in one atomic batch (one round trip)."""
@@ -399,8 +399,10 @@ class BackendEngine(Engine):
             task._engine = self
         return tasks, [*records, held]
 
-    async def _push_batch(self, tasks: list[Task[Any]], records: list[Record]) -> None:
-        same = await self.backend.push(records)
+    async def _push_batch(
+        self, tasks: list[Task[Any]], records: list[Record], fresh: bool = False
+    ) -> None:
+        same = await self.backend.push(records, fresh=fresh)
         for task, record in zip(tasks, records, strict=True):
             if same and record.id in same:  # its idempotency key is held: a handle on that task
                 task._id = same[record.id]
@@ -417,12 +419,13 @@ class BackendEngine(Engine):
 
     async def aenqueue(self, task: Task[Any]) -> None:
         """Encode and push from async code; returns once the backend confirmed."""
+        fresh = task._id is None  # its id is drawn now: no need to check it is free
         record = self.prepare(task)
         task._engine = self
-        await self.arun_on_home(self._push_record(task, record))
+        await self.arun_on_home(self._push_record(task, record, fresh))
 
-    async def _push_record(self, task: Task[Any], record: Record) -> None:
-        await self._push_batch([task], [record])
+    async def _push_record(self, task: Task[Any], record: Record, fresh: bool = False) -> None:
+        await self._push_batch([task], [record], fresh)
 
     def fire_schedule(self, schedule: Schedule, planned: float) -> None:
         """Enqueue one firing of a recurring schedule, once across every worker process.

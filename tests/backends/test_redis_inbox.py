@@ -194,3 +194,23 @@ def test_a_worker_with_flow_control_drains_the_inbox_and_claims_by_its_rules(
         await worker.close()
 
     run(main())
+
+
+def test_an_async_push_of_one_fresh_plain_task_goes_to_the_inbox(
+    redis_server: RedisServer, prefix: str, admin: Any
+) -> None:
+    """What asubmit() does; an id given by the caller is checked by the script instead."""
+    backend = RedisBackend(redis_server.url, prefix=prefix)
+    inbox = f"{prefix}:q:q:inbox"
+
+    async def main() -> None:
+        fresh, given = rec(), rec()
+        assert await backend.push([fresh], fresh=True) == {}
+        assert admin.lrange(inbox, 0, -1)[0].startswith(b"r" + fresh.id.encode())
+        await backend.push([given])  # not fresh: the _PUSH script, which wakes with a token
+        assert admin.exists(f"{prefix}:task:{given.id}")
+        (got,) = await backend.get([fresh.id])
+        assert (got.status, got.payload) == ("pending", fresh.payload)
+        await backend.close()
+
+    run(main())

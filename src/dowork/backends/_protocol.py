@@ -174,8 +174,11 @@ class Backend(Protocol):
     async def close(self) -> None:
         """Release connections."""
 
-    async def push(self, records: Sequence[Record]) -> dict[str, str]:
+    async def push(self, records: Sequence[Record], *, fresh: bool = False) -> dict[str, str]:
         """Store new records atomically: all of them or none; return once confirmed.
+
+        ``fresh`` says every id was just drawn at random (128 bits): a backend may skip the
+        check that it is free.
 
         A record with an ``idempotency_key`` that an earlier record of its queue still holds
         (its ``idempotency_until`` is after this record's ``created_at``) is not stored; the

@@ -79,7 +79,7 @@ class MemoryBackend:
     async def close(self) -> None:
         """Nothing to close."""
 
-    async def push(self, records: Sequence[Record]) -> dict[str, str]:
+    async def push(self, records: Sequence[Record], *, fresh: bool = False) -> dict[str, str]:
         """Store copies of the records (those whose idempotency key is free)."""
         same: dict[str, str] = {}
         with self._lock:

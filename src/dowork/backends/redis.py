@@ -809,13 +809,28 @@ class RedisBackend:
 
     # -- the protocol ----------------------------------------------------------------------
 
-    async def push(self, records: Sequence[Record]) -> dict[str, str]:
+    async def push(self, records: Sequence[Record], *, fresh: bool = False) -> dict[str, str]:
         """Store the records in one transaction: all of them, or none if an id is taken.
 
-        Records whose idempotency key is held are left out (see ``Backend.push``).
+        Records whose idempotency key is held are left out (see ``Backend.push``). A
+        ``fresh`` plain task due now goes to its queue's inbox, as in ``push_sync``.
         """
         if not records:
             return {}
+        if fresh and len(records) == 1 and records[0].idempotency_key is None:
+            entry = _inbox_entry(records[0])
+            if entry is not None:
+                queue = _text(records[0].queue)
+                with self._errors():
+                    answers = await self._raw(
+                        self._link(),
+                        ("RPUSH", _text(self._keys) + b"q:" + queue + b":inbox", entry),
+                        ("SADD", _text(self._keys) + b"queues", queue),
+                    )
+                    for answer in answers:
+                        if isinstance(answer, Exception):
+                            raise answer
+                return {}
         if any(r.idempotency_key is not None for r in records):
             return await self._push_keyed(records)
         link = self._link()

@@ -896,7 +896,7 @@ class SQLiteBackend:
 
     # -- the protocol ----------------------------------------------------------------------
 
-    async def push(self, records: Sequence[Record]) -> dict[str, str]:
+    async def push(self, records: Sequence[Record], *, fresh: bool = False) -> dict[str, str]:
         """Insert records in one transaction (those whose idempotency key is free)."""
         if not records:
             return {}
