@@ -341,6 +341,10 @@ def _push_args(records: Sequence[Record], check: bytes) -> list[bytes | str | in
     return args
 
 
+#: One Redis command and its arguments, as ``hiredis.pack_command`` takes them.
+_Command = tuple[str | bytes, ...]
+
+
 def _inbox_entry(r: Record) -> bytes | None:
     """The inbox entry of a record (see ``_INBOX``), or None if it must go through ``_PUSH``.
 
@@ -394,7 +398,12 @@ def _from_inbox(entry: bytes, queue: str) -> Record | None:
 
 
 def _commands_sync(client: redis.Redis, *commands: Sequence[str | bytes | int]) -> list[Any]:
-    """Send plain commands in one write on a pooled connection of a blocking client."""
+    """Send commands in one write from a thread and read their answers (errors are raised).
+
+    The commands are packed in C (hiredis) and go out on a pooled connection of a blocking
+    client: the same round trip as a redis-py pipeline, without the layers of its command execution
+    (a good part of a single push's cost in the caller's thread).
+    """
     if _pack is None:
         with client.pipeline(transaction=False) as pipe:
             for command in commands:
@@ -402,11 +411,17 @@ def _commands_sync(client: redis.Redis, *commands: Sequence[str | bytes | int]) 
             return pipe.execute()
     pool = client.connection_pool
     conn = pool.get_connection(*_CONNECTION_ARGS)
+    answers: list[Any] = []
     try:
         conn.send_packed_command(  # type: ignore[no-untyped-call]
             [_pack(tuple(c)) for c in commands], check_health=False
         )
-        answers = [conn.read_response() for _ in commands]
+        for _ in commands:
+            answers.append(conn.read_response())
+    except redis.exceptions.ResponseError:
+        if len(answers) < len(commands) - 1:  # answers left unread: out of step
+            conn.disconnect()  # type: ignore[no-untyped-call]
+        raise
     except BaseException:
         conn.disconnect()  # type: ignore[no-untyped-call]  # mid-answer: out of step
         raise
@@ -416,27 +431,8 @@ def _commands_sync(client: redis.Redis, *commands: Sequence[str | bytes | int]) 
 
 
 def _evalsha_sync(client: redis.Redis, sha: str, args: Sequence[str | bytes | int]) -> Any:
-    """``EVALSHA`` on a pooled connection of a blocking client, packed in C (hiredis).
-
-    The same round trip as ``client.evalsha``, without the layers of redis-py's command
-    execution (a good part of a single push's cost in the caller's thread).
-    """
-    if _pack is None:
-        return client.evalsha(sha, 0, *args)
-    pool = client.connection_pool
-    conn = pool.get_connection(*_CONNECTION_ARGS)
-    try:
-        packed = _pack(("EVALSHA", sha, 0, *args))
-        conn.send_packed_command([packed], check_health=False)  # type: ignore[no-untyped-call]
-        answer = conn.read_response()
-    except redis.exceptions.ResponseError:
-        raise  # the answer was read whole: the connection is fine
-    except BaseException:
-        conn.disconnect()  # type: ignore[no-untyped-call]  # mid-answer: out of step
-        raise
-    finally:
-        pool.release(conn)
-    return answer
+    """``EVALSHA`` from a thread (see ``_commands_sync``)."""
+    return _commands_sync(client, ("EVALSHA", sha, 0, *args))[0]
 
 
 def _transaction_sync(
@@ -817,20 +813,13 @@ class RedisBackend:
         """
         if not records:
             return {}
-        if fresh and len(records) == 1 and records[0].idempotency_key is None:
-            entry = _inbox_entry(records[0])
-            if entry is not None:
-                queue = _text(records[0].queue)
-                with self._errors():
-                    answers = await self._raw(
-                        self._link(),
-                        ("RPUSH", _text(self._keys) + b"q:" + queue + b":inbox", entry),
-                        ("SADD", _text(self._keys) + b"queues", queue),
-                    )
-                    for answer in answers:
-                        if isinstance(answer, Exception):
-                            raise answer
-                return {}
+        inboxed = self._to_inbox(records) if fresh else None
+        if inboxed is not None:  # asubmit(): two plain commands, no script
+            with self._errors():
+                for answer in await self._raw(self._link(), *inboxed):
+                    if isinstance(answer, Exception):
+                        raise answer
+            return {}
         if any(r.idempotency_key is not None for r in records):
             return await self._push_keyed(records)
         link = self._link()
@@ -874,16 +863,10 @@ class RedisBackend:
             return True
         client, scripts = self._sync_client()
         try:
-            if len(records) == 1 and fresh:
-                entry = _inbox_entry(records[0])
-                if entry is not None:  # submit(): two plain commands, no script
-                    queue = _text(records[0].queue)
-                    _commands_sync(
-                        client,
-                        ("RPUSH", _text(self._keys) + b"q:" + queue + b":inbox", entry),
-                        ("SADD", _text(self._keys) + b"queues", queue),
-                    )
-                    return True
+            inboxed = self._to_inbox(records) if fresh else None
+            if inboxed is not None:  # submit(): two plain commands, no script
+                _commands_sync(client, *inboxed)
+                return True
             if len(records) <= _PUSH_CHUNK:
                 script = scripts["push"]
                 args = [self._keys, *_push_args(records, b"" if fresh else b"1")]
@@ -904,6 +887,20 @@ class RedisBackend:
                 raise exc from None
         _check_push(answer)  # other processes wake on the script's tokens, and so do we
         return True
+
+    def _to_inbox(self, records: Sequence[Record]) -> tuple[_Command, _Command] | None:
+        """The commands pushing one plain task due now to its queue's inbox, or None.
+
+        None: the records must go through a script (see ``_inbox_entry`` and ``_INBOX``).
+        """
+        if len(records) != 1 or records[0].idempotency_key is not None:
+            return None
+        entry = _inbox_entry(records[0])
+        if entry is None:
+            return None
+        queue = _text(records[0].queue)
+        keys = _text(self._keys)
+        return ("RPUSH", keys + b"q:" + queue + b":inbox", entry), ("SADD", keys + b"queues", queue)
 
     def _push_calls(
         self, records: Sequence[Record], fresh: bool = False
