@@ -85,7 +85,9 @@ def test_garbage_in_the_inbox_is_dead_lettered_and_the_worker_goes_on(url: str) 
     garbage = [b"garbage", b"r\0\0\0\0", b"rid\0ok\0not-a-time\0\0{}", b"rid-only", b"t", b""]
     queue.start()
     try:
-        assert ok.submit(1).result(WAIT) == 1  # the worker is idle now, blocked on the inbox
+        first = ok.submit(1)
+        assert first.result(WAIT) == 1  # the worker is idle now, blocked on the inbox
+        garbage.append(b"r%s\0ok\0%r\0\0{}" % (first.id.encode(), time.time()))  # id taken
         for entry in garbage:
             client.rpush(f"{prefix}:q:junk:inbox", entry)
             time.sleep(0.05)  # one at a time: some reach the idle worker, popped alone
@@ -94,10 +96,11 @@ def test_garbage_in_the_inbox_is_dead_lettered_and_the_worker_goes_on(url: str) 
         deadline = time.monotonic() + WAIT
         while time.monotonic() < deadline:
             counts = asyncio.run(backend.counts("junk"))
-            if counts.get("dead") == 5:  # the token ("t", of no time) carries no task
+            if counts.get("dead") == 6:  # the token ("t", of no time) carries no task
                 break
             time.sleep(0.05)
-        assert counts == {"succeeded": 2, "dead": 5}
+        assert counts == {"succeeded": 2, "dead": 6}
+        assert queue.status(first.id) is TaskStatus.SUCCEEDED  # not overwritten
         dead = asyncio.run(backend.list("junk", statuses=["dead"]))
         assert sorted(r.payload for r in dead) == sorted(set(garbage) - {b"t"})  # kept to see
         assert all(r.id.startswith("junk-") and r.reason for r in dead)

@@ -40,13 +40,16 @@ local function inbox_fields(e)
     return f
 end
 -- Store entry e of the queue's inbox as a task: waiting, or (owner given) running, leased
--- to owner until lease with attempts 1, as a claim would have. A malformed entry becomes a
--- task of no known name holding the entry as its payload, for a worker to dead-letter.
--- Returns the entry's time and its id.
+-- to owner until lease with attempts 1, as a claim would have. A malformed entry, or one of
+-- an id already taken, becomes a task of no known name holding the entry as its payload, for
+-- a worker to dead-letter.
+-- Returns the entry's time, its id and its status.
 local function inbox_put(queue, e, owner, lease)
     local f = inbox_fields(e)
+    if f and redis.call('EXISTS', P .. 'task:' .. f[1]) == 1 then f = nil end  -- (written by hand)
     local s = string.format('%016x', redis.call('INCR', P .. 'seq'))
-    if not f then
+    if not f then  -- (waiting, never running: a worker dead-letters it at once)
+        owner = nil
         local t = redis.call('TIME')
         local at = t[1] .. '.' .. string.format('%06d', t[2])
         f = {'junk-' .. s, '<malformed inbox entry>', at, '', e}
@@ -68,7 +71,20 @@ local function inbox_put(queue, e, owner, lease)
     if redis.call('HINCRBY', q .. 'counts', status, 1) == 1 then
         redis.call('SADD', P .. 'queues', queue)
     end
-    return at, id
+    return at, id, status
+end
+-- Wake up to n idle workers of the queue: a token in its inbox, unless it holds 8 entries
+-- already (so pushes while every worker is busy cost nothing more). A token is a time (the
+-- caller's now) by which the work it announces was due: the claim that drains it uses it as
+-- its now when later.
+local function inbox_wake(queue, n, at)
+    local key = P .. 'q:' .. queue .. ':inbox'
+    local room = 8 - redis.call('LLEN', key)
+    if room > 0 then
+        local tokens = {}
+        for i = 1, math.min(n, room) do tokens[i] = 't' .. at end
+        redis.call('RPUSH', key, unpack(tokens))
+    end
 end
 -- Drain the queue's inbox into waiting tasks (at most 1000 entries, oldest first), and store
 -- the entries popped by workers that have not taken them yet (taken) as running, leased to
@@ -99,11 +115,10 @@ local function drain(queue)
         redis.call('DEL', q .. 'taken')
         local t = redis.call('TIME')
         local lease = tostring(tonumber(t[1]) + TRANSIT)
-        for _, e in ipairs(popped) do  -- (garbage waits for no one: dead-lettered soon)
-            if inbox_fields(e) then
-                inbox_put(queue, e, '~', lease)
-            elseif string.sub(e, 1, 1) ~= 't' then
-                inbox_put(queue, e)
+        for _, e in ipairs(popped) do
+            if string.sub(e, 1, 1) ~= 't' then
+                local at, _, status = inbox_put(queue, e, '~', lease)
+                if status == 'pending' then inbox_wake(queue, 1, at) end  -- garbage waits
             end
         end
     end
@@ -111,19 +126,6 @@ local function drain(queue)
 end
 local function drain_all()
     for _, queue in ipairs(redis.call('SMEMBERS', P .. 'queues')) do drain(queue) end
-end
--- Wake up to n idle workers of the queue: a token in its inbox, unless it holds 8 entries
--- already (so pushes while every worker is busy cost nothing more). A token is a time (the
--- caller's now) by which the work it announces was due: the claim that drains it uses it as
--- its now when later.
-local function inbox_wake(queue, n, at)
-    local key = P .. 'q:' .. queue .. ':inbox'
-    local room = 8 - redis.call('LLEN', key)
-    if room > 0 then
-        local tokens = {}
-        for i = 1, math.min(n, room) do tokens[i] = 't' .. at end
-        redis.call('RPUSH', key, unpack(tokens))
-    end
 end
 """
 
@@ -387,12 +389,16 @@ local P, queue, e, owner, lease, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[
 _TAKE += _INBOX
 _TAKE += """
 local q = P .. 'q:' .. queue .. ':'
+local f = inbox_fields(e)
 if redis.call('LREM', q .. 'taken', 1, e) == 1 then
+    if not f or redis.call('EXISTS', P .. 'task:' .. f[1]) == 1 then  -- (written by hand)
+        inbox_wake(queue, 1, inbox_put(queue, e))  -- dead-lettered soon
+        return 0
+    end
     inbox_put(queue, e, owner, lease)
-    redis.call('HSET', P .. 'task:' .. inbox_fields(e)[1], 'updated_at', now)
+    redis.call('HSET', P .. 'task:' .. f[1], 'updated_at', now)
     return 1
 end
-local f = inbox_fields(e)
 if not f then return 0 end
 local key = P .. 'task:' .. f[1]
 local h = redis.call('HMGET', key, 'status', 'owner', 'attempts', 'cancel_requested')
