@@ -75,6 +75,12 @@ def each_runs_once(backend: str, ledger: Path, n: int, *, bulk: bool) -> None:
             record.submit(i)
     # A lease far longer than any stall of a loaded machine: no crash, so no rerun allowed.
     workers = [start_worker(worker_env(backend, ledger, lease=10.0)) for _ in range(4)]
+    _each_ran_once(workers, ledger, n)
+    queue.shutdown(timeout=1)
+
+
+def _each_ran_once(workers: list[subprocess.Popen[bytes]], ledger: Path, n: int) -> None:
+    """Wait for n runs in the ledger, stop the workers, assert n tasks ran once each."""
     try:
         wait_ledger(ledger, lambda c: sum(c.values()) >= n, 120)
         time.sleep(0.3)  # let a late duplicate show up if there were one
@@ -86,7 +92,6 @@ def each_runs_once(backend: str, ledger: Path, n: int, *, bulk: bool) -> None:
             w.wait(20)
     assert len(counts) == n, f"lost {n - len(counts)}"
     assert max(counts.values()) == 1, "a task ran twice without any crash"
-    queue.shutdown(timeout=1)
 
 
 def idle_workers_run_each_once(backend: str, ledger: Path, n: int, workers: int = 3) -> None:
@@ -105,14 +110,9 @@ def idle_workers_run_each_once(backend: str, ledger: Path, n: int, workers: int 
             record.submit(i)
             if i % 50 == 0:
                 time.sleep(0.01)  # let the workers fall idle again
-        wait_ledger(ledger, lambda c: sum(c.values()) >= n + workers, 120)
-        time.sleep(0.3)  # let a late duplicate show up if there were one
-        counts = read_ledger(ledger)
-    finally:
+    except BaseException:
         for w in procs:
-            w.send_signal(signal.SIGTERM)
-        for w in procs:
-            w.wait(20)
-    assert len(counts) == n + workers, f"lost {n + workers - len(counts)}"
-    assert max(counts.values()) == 1, "a task ran twice without any crash"
+            w.kill()
+        raise
+    _each_ran_once(procs, ledger, n + workers)
     queue.shutdown(timeout=1)

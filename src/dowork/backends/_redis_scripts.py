@@ -86,6 +86,14 @@ local function inbox_wake(queue, n, at)
         redis.call('RPUSH', key, unpack(tokens))
     end
 end
+-- Store entry e, popped from the inbox into taken, as running for owner until lease; garbage
+-- waits instead (see inbox_put), with a token to wake a worker that dead-letters it. Returns
+-- its status.
+local function inbox_taken(queue, e, owner, lease)
+    local at, _, status = inbox_put(queue, e, owner, lease)
+    if status == 'pending' then inbox_wake(queue, 1, at) end
+    return status
+end
 -- Drain the queue's inbox into waiting tasks (at most 1000 entries, oldest first), and store
 -- the entries popped by workers that have not taken them yet (taken) as running, leased to
 -- no one ('~') for TRANSIT seconds of Redis's clock: the popping worker takes them over (see
@@ -116,10 +124,7 @@ local function drain(queue)
         local t = redis.call('TIME')
         local lease = tostring(tonumber(t[1]) + TRANSIT)
         for _, e in ipairs(popped) do
-            if string.sub(e, 1, 1) ~= 't' then
-                local at, _, status = inbox_put(queue, e, '~', lease)
-                if status == 'pending' then inbox_wake(queue, 1, at) end  -- garbage waits
-            end
+            if string.sub(e, 1, 1) ~= 't' then inbox_taken(queue, e, '~', lease) end
         end
     end
     return latest
@@ -158,7 +163,6 @@ end
 -- so Redis stores it as a skiplist from the start: leases churn in batches, and every insert
 -- into a small (listpack) zset parses the scores before it, several times slower.
 local KEEPER = string.rep('~', 80)
-local function wake(queue, n, at) inbox_wake(queue, n, at) end
 """
 )
 
@@ -391,11 +395,7 @@ _TAKE += """
 local q = P .. 'q:' .. queue .. ':'
 local f = inbox_fields(e)
 if redis.call('LREM', q .. 'taken', 1, e) == 1 then
-    if not f or redis.call('EXISTS', P .. 'task:' .. f[1]) == 1 then  -- (written by hand)
-        inbox_wake(queue, 1, inbox_put(queue, e))  -- dead-lettered soon
-        return 0
-    end
-    inbox_put(queue, e, owner, lease)
+    if inbox_taken(queue, e, owner, lease) ~= 'running' then return 0 end  -- (garbage)
     redis.call('HSET', P .. 'task:' .. f[1], 'updated_at', now)
     return 1
 end
@@ -616,7 +616,7 @@ for _, i in ipairs(todo) do
     redis.call('SADD', P .. 'queues', queue)
     woken[queue] = {(woken[queue] or {0})[1] + 1, at}
 end
-for queue, w in pairs(woken) do wake(queue, w[1], w[2]) end
+for queue, w in pairs(woken) do inbox_wake(queue, w[1], w[2]) end
 return ok
 """
 
@@ -1240,7 +1240,7 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', running, '-inf', '(' .. now)) do
         end
     end
 end
-if requeued > 0 then wake(queue, requeued, now) end
+if requeued > 0 then inbox_wake(queue, requeued, now) end
 return {requeued, dead}
 """
 
@@ -1311,7 +1311,7 @@ for i = 1, tonumber(ARGV[3]) do
         queues[queue] = (queues[queue] or 0) + 1
     end
 end
-for queue, n in pairs(queues) do wake(queue, n, now) end
+for queue, n in pairs(queues) do inbox_wake(queue, n, now) end
 return done
 """
 
@@ -1442,7 +1442,7 @@ for i = 1, tonumber(ARGV[3]) do
         woken[queue] = (woken[queue] or 0) + 1
     end
 end
-for queue, k in pairs(woken) do wake(queue, k, now) end
+for queue, k in pairs(woken) do inbox_wake(queue, k, now) end
 return released
 """
 

@@ -401,8 +401,8 @@ def _commands_sync(client: redis.Redis, *commands: Sequence[str | bytes | int]) 
     """Send commands in one write from a thread and read their answers (errors are raised).
 
     The commands are packed in C (hiredis) and go out on a pooled connection of a blocking
-    client: the same round trip as a redis-py pipeline, without the layers of its command execution
-    (a good part of a single push's cost in the caller's thread).
+    client: the same round trip as a redis-py pipeline, without the layers of its command
+    execution (a good part of a single push's cost in the caller's thread).
     """
     if _pack is None:
         with client.pipeline(transaction=False) as pipe:
@@ -1225,8 +1225,7 @@ class RedisBackend:
 
         Blocks until the queue's inbox holds something (``BLMOVE`` of its head back in
         place), then drains it (see ``_INBOX``): every push adds a task or a wake-up token
-        there, so one idle worker wakes per push.
-        Without a server it sleeps out the timeout.
+        there, so one idle worker wakes per push. Without a server it sleeps out the timeout.
         """
         link = self._link()
         key = _text(f"{self._keys}q:{queue}:inbox")
