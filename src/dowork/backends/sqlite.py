@@ -25,11 +25,12 @@ import json
 import os
 import sqlite3
 import threading
+import urllib.parse
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar, cast
 
-from ..errors import BackendBusy, BackendError, BackendFull, DuplicateTask
+from ..errors import BackendBusy, BackendError, BackendFull, BackendUnavailable, DuplicateTask
 from ._protocol import (
     PRIORITY_AGING,
     REQUEUABLE,
@@ -774,6 +775,13 @@ class SQLiteBackend:
         synchronous: SQLite's ``synchronous`` pragma; ``NORMAL`` (default) survives process
             crashes, ``FULL`` also survives power loss at some cost per write.
         keep_dead: seconds a dead-lettered record is kept (``None``: ``keep_finished``).
+        create: create the file and dowork's tables when missing; ``False`` (tools that only
+            look, such as ``dowork status``) raises ``BackendUnavailable`` instead, so a
+            mistyped path creates nothing.
+
+    A file that cannot be opened (a missing directory, a read-only file, not a database)
+    raises ``BackendUnavailable`` or ``BackendError`` naming the path, never a bare
+    ``sqlite3`` error.
     """
 
     durable = True
@@ -787,6 +795,7 @@ class SQLiteBackend:
         poll_interval: float = 0.05,
         synchronous: str = "NORMAL",
         keep_dead: float | None = None,
+        create: bool = True,
     ) -> None:
         if synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
             raise ValueError(f"synchronous must be OFF, NORMAL, FULL or EXTRA, not {synchronous!r}")
@@ -796,6 +805,7 @@ class SQLiteBackend:
         self.busy_timeout = busy_timeout
         self.poll_interval = poll_interval
         self.synchronous = synchronous.upper()
+        self.create = create
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
         self._open_lock = threading.Lock()
@@ -858,31 +868,86 @@ class SQLiteBackend:
             os.close(fd)
 
     def _connect(self) -> None:
-        self._create_private()
-        conn = sqlite3.connect(
-            self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
-        )
-        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")  # only takes effect on a new file
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute(f"PRAGMA synchronous = {self.synchronous}")
-        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
-        with contextlib.suppress(sqlite3.OperationalError):  # another process made it first
-            conn.executescript(_SCHEMA)
-        _migrate(conn)
+        memory = self.path == ":memory:" or self.path.startswith("file:")
+        if self.create or memory:
+            self._create_private()
+            conn = sqlite3.connect(
+                self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
+            )
+        else:  # only an existing file: mode=rw never creates one
+            target = urllib.parse.quote(os.path.abspath(self.path))
+            conn = sqlite3.connect(
+                f"file:{target}?mode=rw",
+                timeout=self.busy_timeout,
+                isolation_level=None,
+                check_same_thread=False,
+                uri=True,
+            )
+        try:
+            if (
+                not (self.create or memory)
+                and not conn.execute(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'dowork_tasks'"
+                ).fetchone()
+            ):
+                raise BackendUnavailable(
+                    f"{self.path} holds no dowork tasks (no dowork_tasks table): check the path"
+                )
+            conn.execute("PRAGMA auto_vacuum = INCREMENTAL")  # only takes effect on a new file
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+            with contextlib.suppress(sqlite3.OperationalError):  # another process made it first
+                conn.executescript(_SCHEMA)
+            _migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
         self._conn = conn
 
     async def open(self) -> None:
-        """Open the file, switch it to WAL and create the table and indexes if missing."""
+        """Open the file, switch it to WAL and create the table and indexes if missing.
+
+        Raises:
+            BackendUnavailable: the file cannot be opened (its directory is missing, it is
+                read-only, or it does not exist and ``create`` is off).
+            BackendError: it is not a SQLite database, or SQLite failed otherwise.
+        """
         with self._open_lock:
             if self._executor is not None:
                 return
             executor = ThreadPoolExecutor(1, thread_name_prefix="dowork-sqlite")
             try:
                 executor.submit(self._connect).result()
-            except BaseException:
+            except BaseException as exc:
                 executor.shutdown(wait=False)
+                if isinstance(exc, sqlite3.Error):
+                    raise self._open_error(exc) from exc
                 raise
             self._executor = executor
+
+    def _open_error(self, exc: sqlite3.Error) -> BackendError:
+        """A dowork error for a file SQLite cannot open, saying what to fix."""
+        path, text = self.path, str(exc)
+        folder = os.path.dirname(os.path.abspath(path))
+        if "readonly" in text or "read-only" in text:
+            return BackendUnavailable(
+                f"SQLite database {path} is read-only ({text}): dowork writes to the file and "
+                "to its directory (the -wal and -shm files); check their permissions"
+            )
+        if "not a database" in text:
+            return BackendError(f"{path} is not a SQLite database ({text}): check the path")
+        if isinstance(exc, sqlite3.OperationalError) and "unable to open" in text:
+            if not os.path.isdir(folder):
+                why = f"its directory {folder} does not exist"
+            elif os.path.isdir(path):
+                why = "it is a directory"
+            elif not self.create and not os.path.exists(path):
+                why = "no such file (nothing was created); check the path"
+            else:
+                why = f"{text}; check the permissions of the file and of {folder}"
+            return BackendUnavailable(f"cannot open SQLite database {path}: {why}")
+        return BackendError(f"{path}: {text}")
 
     async def close(self) -> None:
         """Close the connection and its thread."""
