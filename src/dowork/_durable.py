@@ -11,6 +11,7 @@ at-least-once: a task whose worker dies runs again after its lease expires.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hashlib
 import json
@@ -21,7 +22,7 @@ import socket
 import time
 import traceback
 import uuid
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -1231,14 +1232,38 @@ class BackendEngine(Engine):
         """Whether this process holds claimed tasks."""
         return bool(self._claimed)
 
+    #: The warm shutdown in progress (``shutdown()``'s asyncio task), which ``abort()`` ends.
+    _stopping: asyncio.Task[Any] | None = None
+    #: Set by ``abort()``: the warm shutdown it interrupts returns False instead of raising.
+    _aborting = False
+    #: Done when ``abort()`` has finished: the warm shutdown it ended returns only then, so
+    #: that its caller does not stop the loop under it.
+    _aborted: asyncio.Future[None] | None = None
+
     async def shutdown(self, timeout: float | None) -> bool:
         """Stop claiming, let running attempts finish, write their outcomes, then stop.
 
-        Tasks still waiting in the backend stay there for other (or later) workers.
+        Tasks still waiting in the backend stay there for other (or later) workers. An
+        ``abort()`` meanwhile (a second signal) ends it: it then returns False, and ``abort``
+        writes what is left.
         """
         self.accepting = False
         if self.closed:
             return True
+        self._stopping = asyncio.current_task()
+        try:
+            return await self._shut_down(timeout)
+        except asyncio.CancelledError:
+            if not self._aborting:
+                raise
+            self._stopping = None
+            if self._aborted is not None:  # abort() took over: it records outcomes, hands back
+                await asyncio.shield(self._aborted)
+            return False
+        finally:
+            self._stopping = None
+
+    async def _shut_down(self, timeout: float | None) -> bool:
         clean = True
         if self.serving:
             self.serving = False
@@ -1266,31 +1291,87 @@ class BackendEngine(Engine):
         return clean
 
     async def abort(self) -> list[Any]:
-        """Stop at once: hand every claimed task back to the store (nothing to dump)."""
+        """Stop at once (a second signal): nothing to dump, the store keeps every task.
+
+        Attempts whose function already returned are settled with their real outcome; every
+        other claimed task (running, or waiting to start) is handed back to the store at once,
+        to run again on any worker without waiting for its lease. No new attempt starts once
+        this begins, and a warm shutdown in progress is ended (it returns False). Writes to an
+        unreachable store are given up after ``_ABORT_WRITES`` seconds: those tasks run again
+        when their lease expires.
+        """
+        self._aborting = True
         self.accepting = False
         self.serving = False
+        self._source = collections.deque()  # launch nothing more, not even prefetched tasks
+        aborted = self._aborted = asyncio.get_running_loop().create_future()
+        try:
+            await self._abort()
+        finally:
+            aborted.set_result(None)
+        return []
+
+    async def _abort(self) -> None:
+        stopping = self._stopping
+        if stopping is not None and stopping is not asyncio.current_task():
+            stopping.cancel("dowork: stopped at once")  # it waits for us, then returns False
+        if self.closed:  # the warm shutdown had finished everything
+            return
         if self._fetcher is not None:
             self._fetcher.cancel()
             await asyncio.gather(self._fetcher, return_exceptions=True)
+        lane = self._threads
+        if lane is not None:
+            lane._drain()  # functions that returned but whose outcome was not taken in yet
         now = self.clock.now()
-        for task_id, token in list(self._claimed.items()):
+        handed = list(self._claimed.items())
+        self._claimed.clear()
+        for task_id, token in handed:
             self._settle_out(
                 Settlement(
                     task_id, token, Outcome.RETRY, now, run_at=now,
-                    error="released: the worker was stopped at once",
+                    error="handed back: the worker was stopped at once",
                 )
             )  # fmt: skip
-        self._claimed.clear()
         for task in list(self._running):
             self.cancel_task(task)
-        await self._drain_outbox()
-        await self._leave()
+        written = await self._bounded(self._drain_outbox(), "write outcomes and hand-backs")
+        if handed:
+            log.warning(
+                "queue %s: stopped at once: %s %d unfinished task(s) back to %r; they run "
+                "again on any worker%s",
+                self.name,
+                "handed" if written else "could not hand",
+                len(handed),
+                self.backend,
+                "" if written else " once their lease expires",
+            )
+        await self._bounded(self._leave(), "remove this worker's heartbeat")
+        if self._watcher is not None:
+            self._watcher.cancel()
         self.halt()
         self._close()
         if self.owns_backend:
-            with contextlib.suppress(BackendError):
-                await self.backend.close()
-        return []
+            await self._bounded(self.backend.close(), "close the store")
+
+    async def _bounded(self, step: Coroutine[Any, Any, None], what: str) -> bool:
+        """Run one step of ``abort()`` for at most ``_ABORT_WRITES`` seconds; say if it ended."""
+        try:
+            async with asyncio.timeout(_ABORT_WRITES):
+                await step
+        except TimeoutError:
+            log.warning(
+                "queue %s: stopping at once: could not %s within %gs (is %r reachable?)",
+                self.name,
+                what,
+                _ABORT_WRITES,
+                self.backend,
+            )
+            return False
+        except Exception as exc:
+            log.warning("queue %s: stopping at once: could not %s (%r)", self.name, what, exc)
+            return False
+        return True
 
     async def _quiet_or_after(self) -> None:
         if self._active:
@@ -1336,6 +1417,7 @@ def decode_progress(text: str) -> Progress | None:
 
 
 _TRACE_LIMIT = 8000  #: characters of a traceback kept in a record's history
+_ABORT_WRITES = 5.0  #: seconds a forced stop waits for each of its writes to the store
 
 
 def _chain_log_of(error: BaseException | None) -> dict[str, Any] | None:

@@ -1,10 +1,13 @@
-"""Warm shutdown on SIGINT/SIGTERM, and stop-at-once with a dump on the second signal.
+"""Warm shutdown on SIGINT/SIGTERM, and stop-at-once on the second signal.
 
 The dowork blog's plan, done: the first signal stops new work and lets what runs finish
 (in-memory queues also drain what is queued, as ``shutdown()`` does), up to a grace period;
-the second signal (or the end of the grace period) stops at once. Then durable queues hand
-their claimed tasks back to the store, and in-memory queues write every unfinished task to a
-JSON Lines dump file that ``dowork requeue FILE`` can enqueue again after review.
+the second signal (or the end of the grace period) stops at once. Then durable queues record
+the outcomes of functions that already returned and hand every other claimed task back to the
+store (nothing is dumped: the store keeps them), and in-memory queues write every unfinished
+task to a JSON Lines dump file that ``dowork requeue FILE`` can enqueue again after review.
+The log says which of the two happens to which queue; a forced stop logs no traceback (the
+threads' stacks at the end of the grace period only with debug logging, ``dowork -v``).
 
 A library must not take signals by default: call ``run_until_signalled()`` (or use the
 ``dowork worker`` command) to opt in.
@@ -12,6 +15,7 @@ A library must not take signals by default: call ``run_until_signalled()`` (or u
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import faulthandler
 import logging
@@ -50,8 +54,9 @@ class ShutdownResult:
 
 
 class _Signals:
-    def __init__(self) -> None:
+    def __init__(self, plan: str) -> None:
         self.count = 0
+        self.plan = plan  #: what a stop at once does, said on the first signal
         self.first = threading.Event()
         self.second = threading.Event()
 
@@ -59,11 +64,32 @@ class _Signals:
         self.count += 1
         name = signal.Signals(signum).name
         if self.count == 1:
-            log.warning("%s caught: warm shutdown (again to stop at once and dump)", name)
+            log.warning(
+                "%s caught: warm shutdown; send it again to stop at once (%s)", name, self.plan
+            )
             self.first.set()
         else:
             log.warning("%s caught again: stopping at once", name)
             self.second.set()
+
+
+def _plan(queues: Sequence[Queue], dump_path: Path) -> str:
+    """What stopping at once does to these queues, in words: hand back, or dump, or both."""
+    durable = [q.name for q in queues if q.backend is not None]
+    memory = [q.name for q in queues if q.backend is None]
+    said = []
+    if durable:
+        said.append(
+            f"queue {', '.join(durable)} hands its claimed tasks back to its store"
+            if len(durable) == 1
+            else f"queues {', '.join(durable)} hand their claimed tasks back to their stores"
+        )
+    if memory:
+        said.append(
+            f"{'queue' if len(memory) == 1 else 'queues'} {', '.join(memory)} "
+            f"dump{'s' if len(memory) == 1 else ''} unfinished tasks to {dump_path}"
+        )
+    return "; ".join(said) or "nothing to hand back or dump"
 
 
 def run_until_signalled(
@@ -76,10 +102,11 @@ def run_until_signalled(
     """Start the queues (if needed), block until a signal, then shut them down.
 
     First signal: warm shutdown, up to ``grace`` seconds (None: no limit). Second signal, or
-    the grace period running out: stop at once, release durable tasks back to their store
-    and write in-memory ones to ``dump_path``. Must run in the main thread.
+    the grace period running out: stop at once; durable queues record the outcomes of the
+    functions that returned and hand their other claimed tasks back to their store, in-memory
+    ones write their unfinished tasks to ``dump_path``. Must run in the main thread.
     """
-    caught = _Signals()
+    caught = _Signals(_plan(queues, Path(dump_path)))
     previous = {sig: signal.signal(sig, caught.handle) for sig in signals}
     try:
         for queue in queues:
@@ -101,8 +128,11 @@ def _shutdown(
     def warm(queue: Queue) -> None:
         try:
             results[queue.name] = queue.shutdown()
-        except Exception:
-            log.exception("queue %s: shutdown failed", queue.name)
+        except concurrent.futures.CancelledError:  # the stop at once took the queue over
+            results[queue.name] = False
+        except Exception as exc:
+            log.error("queue %s: warm shutdown failed: %r", queue.name, exc)
+            log.debug("queue %s: warm shutdown failed", queue.name, exc_info=True)
             results[queue.name] = False
 
     threads = [threading.Thread(target=warm, args=(q,), daemon=True) for q in queues]
@@ -113,9 +143,10 @@ def _shutdown(
         if caught.second.wait(0.1):
             break
         if deadline is not None and time.monotonic() >= deadline:
-            log.warning("grace period of %ss is over: stopping at once", grace)
-            with contextlib.suppress(Exception):  # show what the shutdown was waiting for
-                faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+            log.warning("grace period of %gs is over: stopping at once", grace)
+            if log.isEnabledFor(logging.DEBUG):
+                with contextlib.suppress(Exception):  # show what the shutdown waited for
+                    faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
             break
     else:
         return ShutdownResult(all(results.values()), 0, None)
@@ -123,8 +154,9 @@ def _shutdown(
     for queue in queues:
         try:
             lines.extend(queue.abort())
-        except Exception:
-            log.exception("queue %s: could not stop at once cleanly", queue.name)
+        except Exception as exc:
+            log.error("queue %s: could not stop at once cleanly: %r", queue.name, exc)
+            log.debug("queue %s: could not stop at once cleanly", queue.name, exc_info=True)
     dumped = write_dump(dump_path, lines) if lines else 0
     if dumped:
         skipped = sum(1 for line in lines if not line.restorable)

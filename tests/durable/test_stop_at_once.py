@@ -1,0 +1,98 @@
+"""``Queue.abort()`` of a durable queue, in-process, with the race a second Ctrl-C meets.
+
+The queue's event loop is held still while the abort is scheduled and a running function
+returns, so the finished attempts reach the loop only after the abort began. Their outcomes
+must still be recorded, and the tasks prefetched behind them must be handed back without being
+started here (were they started, they would run twice: here and on the next worker).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+import dowork
+from dowork import DurableSettings
+from tests.redis_server import RedisServer
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'stop.sqlite3'}"
+    server: RedisServer = request.getfixturevalue("redis_server")
+    return f"{server.url}?prefix=t{uuid.uuid4().hex[:8]}"
+
+
+def _wait(predicate: object, what: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():  # type: ignore[operator]
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.005)
+
+
+@pytest.mark.realtime
+def test_abort_records_a_returned_function_and_starts_nothing_more(url: str) -> None:
+    release = threading.Event()
+    returning = threading.Event()
+    ran: list[int] = []
+    queue = dowork.Queue(
+        "stop",
+        backend=url,
+        concurrency=1,
+        durable=DurableSettings(lease=30.0, maintenance=5.0, prefetch=8),
+        log=False,
+    )
+
+    @queue.task(name="gate")
+    def gate() -> str:
+        release.wait(20)
+        returning.set()
+        return "returned"
+
+    @queue.task(name="quick")
+    def quick(n: int) -> int:
+        ran.append(n)
+        return n
+
+    first = gate.submit()
+    behind = quick.map([(n,) for n in range(8)])
+    queue.start()
+    engine = queue._engine
+    _wait(lambda: len(engine._claimed) == 9 and engine._running, "all nine claimed")  # type: ignore[attr-defined]
+    loop = engine.loop
+    assert loop is not None
+    held, go_on = threading.Event(), threading.Event()
+
+    def hold_the_loop() -> None:
+        held.set()
+        go_on.wait(20)
+
+    loop.call_soon_threadsafe(hold_the_loop)
+    assert held.wait(5)
+    aborting = threading.Thread(target=queue.abort)
+    aborting.start()
+    time.sleep(0.1)  # the abort is now scheduled on the held loop
+    release.set()  # the function returns; its outcome is queued behind the abort
+    assert returning.wait(5)
+    time.sleep(0.05)
+    go_on.set()
+    aborting.join(20)
+    assert not aborting.is_alive()
+    producer = dowork.Queue("stop", backend=url, log=False)
+    try:
+        assert producer.status(first.id) is dowork.TaskStatus.SUCCEEDED  # its outcome is kept
+        assert producer.get(first.id).result(timeout=5) == "returned"  # type: ignore[union-attr]
+        status = {n: producer.status(t.id) for n, t in enumerate(behind)}
+    finally:
+        producer.shutdown(timeout=1)
+    # A function that ran here has its outcome recorded; any other was handed back at once
+    # (waiting to run again, not running until a lease expires), never both.
+    for n, now in status.items():
+        expected = dowork.TaskStatus.SUCCEEDED if n in ran else dowork.TaskStatus.RETRYING
+        assert now is expected, (n, ran, status)
+    assert len(ran) < len(behind), ran  # the prefetched ones did not start after the abort
