@@ -41,7 +41,7 @@ from .backends._protocol import (
     rank,
 )
 from .clock import SystemClock
-from .codec import Codec
+from .codec import Codec, decode_for, encode_for
 from .errors import (
     BackendError,
     DecodeError,
@@ -231,7 +231,7 @@ class BackendEngine(Engine):
         elif (task._within is not None and task._within != template._within) or expires_at:
             within = task._within if task._within != template._within else None
             options = self._encode_options({}, within, expires_at)
-        payload = self.codec.encode(_payload_of(task))
+        payload = encode_for(self.codec, _payload_of(task), name, task.id)
         if len(payload) > self.settings.max_payload:
             raise PayloadTooLarge(len(payload), self.settings.max_payload)
         run_at = now
@@ -442,10 +442,14 @@ class BackendEngine(Engine):
         except Exception:
             log.exception("queue %s: schedule %s cannot enqueue its task", self.name, schedule.name)
             return
+        bound = getattr(self.codec, "binds_task", False)  # signed for the id drawn above
+        plain = self.codec.encode(_payload_of(task)) if bound else record.payload
         digest = hashlib.sha1(
-            f"{record.name}|{schedule.trigger!r}|".encode() + record.payload, usedforsecurity=False
+            f"{record.name}|{schedule.trigger!r}|".encode() + plain, usedforsecurity=False
         ).hexdigest()[:20]
         record.id = task._id = f"schedule:{digest}:{planned:.3f}"
+        if bound:  # the same on every worker: signed for the firing's own id
+            record.payload = encode_for(self.codec, _payload_of(task), record.name, record.id)
         record.run_at = planned
         record.status = "pending"
         task._engine = self
@@ -758,7 +762,7 @@ class BackendEngine(Engine):
         self, record: Record
     ) -> tuple[list[Any], dict[str, Any], dict[str, str] | None, dict[str, Any] | None]:
         """A record's arguments, headers and options; group bookkeeping is taken out."""
-        payload = self.codec.decode(record.payload)
+        payload = decode_for(self.codec, record.payload, record.name, record.id)
         args, kwargs, headers = payload["a"], payload["k"], payload.get("h")
         if not isinstance(args, list) or not isinstance(kwargs, dict):
             raise TypeError("payload must hold a list 'a' and a dict 'k'")
@@ -825,7 +829,8 @@ class BackendEngine(Engine):
             payload = None
             if getattr(error, "resume", None) is not None:  # store where to resume from
                 try:
-                    payload = self.codec.encode(_payload_of(task))
+                    name = self.registry.name_of(task.fn) or task.name
+                    payload = encode_for(self.codec, _payload_of(task), name, task.id)
                 except NotSerializable as exc:
                     log.warning("queue %s: cannot store resume point (%s)", self.name, exc)
             self._settle_out(

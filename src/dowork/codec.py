@@ -3,7 +3,9 @@
 JSON is the default: it is safe to decode (no code runs) and readable in the store. Pickle is
 available only by explicit choice (``PickleCodec``), because decoding a pickle from a shared
 store runs whatever code it names; so ``PickleCodec`` signs every payload with HMAC-SHA256 under
-a secret key and checks the signature, in constant time, before it unpickles anything.
+a secret key and checks the signature, in constant time, before it unpickles anything. A task's
+arguments are signed together with the task's registered name and id (``encode_for`` and
+``decode_for``), so signed arguments copied into another record are refused too.
 """
 
 from __future__ import annotations
@@ -17,11 +19,17 @@ from typing import Any, Protocol
 
 from .errors import DecodeError, NotSerializable
 
-__all__ = ["Codec", "JSONCodec", "PickleCodec"]
+__all__ = ["Codec", "JSONCodec", "PickleCodec", "decode_for", "encode_for", "task_context"]
 
 
 class Codec(Protocol):
-    """Turns values into bytes and back; ``encode`` raises ``NotSerializable`` when it cannot."""
+    """Turns values into bytes and back; ``encode`` raises ``NotSerializable`` when it cannot.
+
+    A codec that signs what it writes may also bind it to the task it belongs to: with a
+    class attribute ``binds_task = True``, its ``encode`` and ``decode`` also take a keyword
+    ``context`` (bytes naming the task, see ``task_context``) and must refuse data written
+    for another context. Codecs without it are called with the value or data only.
+    """
 
     name: str
 
@@ -32,6 +40,36 @@ class Codec(Protocol):
         """Return the value ``data`` holds; raise ``DecodeError`` for bytes it cannot read."""
 
 
+def task_context(name: str, task_id: str) -> bytes:
+    """The bytes a binding codec ties a task's arguments to: its registered name and its id.
+
+    Each part is length-prefixed, so no two (name, id) pairs give the same bytes.
+    """
+    n = name.encode("utf-8", "surrogatepass")
+    i = task_id.encode("utf-8", "surrogatepass")
+    return b"%d:%s%d:%s" % (len(n), n, len(i), i)
+
+
+def encode_for(codec: Codec, value: Any, name: str, task_id: str) -> bytes:
+    """Encode a task's arguments; a codec with ``binds_task`` binds them to the name and id."""
+    if getattr(codec, "binds_task", False):
+        encoded: bytes = codec.encode(value, context=task_context(name, task_id))  # type: ignore[call-arg]
+        return encoded
+    return codec.encode(value)
+
+
+def decode_for(codec: Codec, data: bytes, name: str, task_id: str) -> Any:
+    """Decode a task's arguments stored under ``name`` and ``task_id`` (see ``encode_for``).
+
+    Raises:
+        DecodeError: bytes the codec cannot read, or (``binds_task``) bytes signed for another
+            task; its ``reason`` is then ``bad_signature``.
+    """
+    if getattr(codec, "binds_task", False):
+        return codec.decode(data, context=task_context(name, task_id))  # type: ignore[call-arg]
+    return codec.decode(data)
+
+
 class JSONCodec:
     """JSON (UTF-8, no NaN or infinity): str, int, float, bool, None, lists and string-keyed dicts.
 
@@ -39,6 +77,7 @@ class JSONCodec:
     """
 
     name = "json"
+    binds_task = False  #: JSON is not signed: nothing to bind
 
     def __init__(self) -> None:
         self._encoder = json.JSONEncoder(
@@ -75,11 +114,17 @@ class JSONCodec:
 class PickleCodec:
     """Pickle, signed: any picklable value, for stores only your own processes write to.
 
-    Every payload is ``b"dwp1" + HMAC-SHA256(key, pickle) + pickle``. ``decode`` checks the
-    signature with ``hmac.compare_digest`` *before* unpickling, so bytes written by someone
-    without the key (or altered in the store) are refused with a ``DecodeError`` whose
-    ``reason`` is ``bad_signature``, and a worker dead-letters the task instead of running it.
-    Give every producer and worker the same key (e.g. from an environment variable).
+    Every payload is ``b"dwp2" + HMAC-SHA256(key, b"dwp2" + context + pickle) + pickle``,
+    where ``context`` names the task (its registered name and id) for arguments and is empty
+    for results. ``decode`` checks the signature with ``hmac.compare_digest`` *before*
+    unpickling, so bytes written by someone without the key, altered in the store, or copied
+    from another task's record are refused with a ``DecodeError`` whose ``reason`` is
+    ``bad_signature``, and a worker dead-letters the task instead of running it. Give every
+    producer and worker the same key (e.g. from an environment variable).
+
+    Payloads of dowork 0.1's ``dwp1`` format (signed without the task's name and id) are
+    refused the same way: accepting them would let such a payload be copied into any record.
+    Let queues drain before upgrading, or submit their tasks again.
 
     Args:
         key: the shared secret, at least 16 bytes (``str`` is encoded as UTF-8).
@@ -89,7 +134,9 @@ class PickleCodec:
     """
 
     name = "pickle"
-    _MAGIC = b"dwp1"
+    binds_task = True  #: arguments are signed with the task's name and id (``encode_for``)
+    _MAGIC = b"dwp2"
+    _OLD = b"dwp1"
     _SIG = hashlib.sha256().digest_size
 
     def __init__(self, key: bytes | str) -> None:
@@ -101,27 +148,43 @@ class PickleCodec:
     def __repr__(self) -> str:
         return "PickleCodec(key=***)"
 
-    def _sign(self, data: bytes) -> bytes:
-        return hmac.new(self._key, data, hashlib.sha256).digest()
+    def _sign(self, context: bytes, data: bytes) -> bytes:
+        mac = hmac.new(self._key, self._MAGIC, hashlib.sha256)
+        mac.update(b"%d:" % len(context))  # length-prefixed: context and data cannot blur
+        mac.update(context)
+        mac.update(data)
+        return mac.digest()
 
-    def encode(self, value: Any) -> bytes:
-        """Pickle ``value`` and sign it."""
+    def encode(self, value: Any, *, context: bytes = b"") -> bytes:
+        """Pickle ``value`` and sign it, together with ``context`` (see ``task_context``)."""
         try:
             data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
         except (pickle.PicklingError, TypeError, AttributeError, RecursionError) as exc:
             raise NotSerializable(f"cannot pickle: {exc}") from exc
-        return self._MAGIC + self._sign(data) + data
+        return self._MAGIC + self._sign(context, data) + data
 
-    def decode(self, data: bytes) -> Any:
-        """Check the signature, then unpickle; unsigned or altered bytes are never unpickled."""
+    def decode(self, data: bytes, *, context: bytes = b"") -> Any:
+        """Check the signature for ``context``, then unpickle; bytes that fail it never are."""
         head = len(self._MAGIC) + self._SIG
+        if data.startswith(self._OLD):
+            raise DecodeError(
+                data,
+                ValueError(
+                    "a dwp1 pickle (an older dowork, signed without the task's name and id) "
+                    "is not accepted: submit the task again"
+                ),
+                "bad_signature",
+            )
         if len(data) < head or not data.startswith(self._MAGIC):
             raise DecodeError(data, ValueError("not a signed dowork pickle"), "bad_signature")
         signature, body = data[len(self._MAGIC) : head], data[head:]
-        if not hmac.compare_digest(signature, self._sign(body)):
+        if not hmac.compare_digest(signature, self._sign(context, body)):
             raise DecodeError(
                 data,
-                ValueError("the pickle's signature does not match (altered, or another key)"),
+                ValueError(
+                    "the pickle's signature does not match (altered, signed for another task, "
+                    "or with another key)"
+                ),
                 "bad_signature",
             )
         try:
