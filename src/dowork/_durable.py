@@ -50,6 +50,7 @@ from .errors import (
     NotRegistered,
     NotSerializable,
     PayloadTooLarge,
+    ResultTooLarge,
     TaskFailed,
 )
 from .group import group_error
@@ -100,6 +101,9 @@ class DurableSettings:
             (gotasks' ``WithMaxLimit``), enforced by the backend at claim time.
         max_payload: most bytes of encoded arguments per task; a bigger call raises
             ``PayloadTooLarge`` before anything is written.
+        max_result: most bytes of a task's encoded result; a bigger result fails the task
+            with ``ResultTooLarge`` (saying the size and the limit) and nothing of it is
+            stored.
         idempotency_window: seconds an enqueue's ``idempotency_key`` stays taken: another
             enqueue with the same key on the same queue within it returns the first task.
         key_concurrency: most tasks of one ``concurrency_key`` running at once across *all*
@@ -117,6 +121,7 @@ class DurableSettings:
     max_payload: int = 512 * 1024
     idempotency_window: float = 24 * 3600.0
     key_concurrency: int | None = None
+    max_result: int = 512 * 1024
 
     def __post_init__(self) -> None:
         if self.lease <= 0 or self.maintenance <= 0:
@@ -133,6 +138,8 @@ class DurableSettings:
             raise ValueError("key_concurrency must be at least 1")
         if self.max_payload < 1 or self.idempotency_window <= 0:
             raise ValueError("max_payload and idempotency_window must be positive")
+        if self.max_result < 1:
+            raise ValueError("max_result must be positive")
 
 
 class BackendEngine(Engine):
@@ -857,11 +864,24 @@ class BackendEngine(Engine):
                     result = self.codec.encode(value)
                 except NotSerializable as exc:
                     status, value, error = TaskStatus.FAILED, None, exc
+                else:
+                    if len(result) > self.settings.max_result:  # fails, nothing of it stored
+                        too_big = ResultTooLarge(len(result), self.settings.max_result)
+                        status, value, error, result = TaskStatus.FAILED, None, too_big, None
             log_of = _chain_log_of(error)
             if log_of is not None:  # a failed chain keeps its result log in the record
                 try:
                     result = self.codec.encode({"chain_log": log_of})
                 except NotSerializable:
+                    result = None
+                if result is not None and len(result) > self.settings.max_result:
+                    log.warning(
+                        "queue %s: task %s: its chain log (%d bytes) is over max_result; "
+                        "not stored",
+                        self.name,
+                        task.id,
+                        len(result),
+                    )
                     result = None
             self._settle_out(
                 Settlement(

@@ -16,6 +16,7 @@ The hierarchy::
      ├── NotRegistered         a durable queue was given a function it has no name for
      ├── NotSerializable       arguments or a result the queue's codec cannot encode
      ├── PayloadTooLarge       encoded arguments over the durable queue's size cap
+     ├── ResultTooLarge        an encoded result over the durable queue's size cap
      ├── DecodeError           stored bytes the codec cannot decode (keeps the bytes)
      ├── TaskFailed            a task run by another process failed (its error, as text)
      └── BackendError          the backend failed; also
@@ -43,6 +44,7 @@ __all__ = [
     "NotRegistered",
     "NotSerializable",
     "PayloadTooLarge",
+    "ResultTooLarge",
     "TaskFailed",
     "QueueFull",
     "QueueShuttingDown",
@@ -152,6 +154,24 @@ class PayloadTooLarge(DoWorkError, ValueError):
         super().__init__(
             f"encoded task arguments are {size} bytes, over the queue's cap of {limit} bytes "
             "(DurableSettings(max_payload=...)); store large data elsewhere and pass a reference"
+        )
+        self.size = size
+        self.limit = limit
+
+
+class ResultTooLarge(DoWorkError, ValueError):
+    """A durable task's encoded result exceeds the queue's cap: the task failed, nothing stored.
+
+    The cap (``DurableSettings.max_result``, 512 KiB by default) keeps one oversized result
+    from filling the store for its whole retention; store large data elsewhere and return a
+    reference. Nothing checks results of in-memory queues, which encode nothing.
+    """
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(
+            f"encoded task result is {size} bytes, over the queue's cap of {limit} bytes "
+            "(DurableSettings(max_result=...)); store large data elsewhere and return a "
+            "reference"
         )
         self.size = size
         self.limit = limit
