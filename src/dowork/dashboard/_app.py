@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -17,12 +18,15 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from .. import admin
+from .._redact import printable, redact_text
 from ..backends import Backend, open_backend
 from ..errors import BackendError
 from . import _data
 from ._security import CSRF_COOKIE, Guard, csrf_ok, new_csrf_token, same_origin
 
 __all__ = ["create_app"]
+
+log = logging.getLogger("dowork.dashboard")
 
 _MAX_FORM = 64 * 1024
 _REQUEUE_STATUSES = ("failed", "dead", "cancelled")
@@ -51,7 +55,7 @@ def create_app(
     Args:
         backend: the store to show: a backend object (e.g. the ``MemoryBackend`` of this very
             process) or a URL (``sqlite:///tasks.db``, ``redis://...``), then opened and closed
-            with the app.
+            with the app; a SQLite file that does not exist is not created.
         token: require this secret (``Authorization: Bearer``, or ``?token=`` once in a browser).
         basic_auth: require this ``(user, password)`` (HTTP basic auth).
         allowed_hosts: only answer requests whose ``Host`` is one of these (None: any).
@@ -59,10 +63,12 @@ def create_app(
         refresh: seconds between live updates of the overview.
 
     Mount it with Starlette's ``Mount("/dashboard", app=create_app(...))`` (or your
-    framework's way of mounting an ASGI app); links follow the mount path.
+    framework's way of mounting an ASGI app); links follow the mount path. While the store
+    cannot be read (unreachable, a missing or read-only file), every page answers 503 with
+    one line saying why, passwords hidden.
     """
     owns = isinstance(backend, str)
-    store = open_backend(backend) if isinstance(backend, str) else backend
+    store = open_backend(backend, create=False) if isinstance(backend, str) else backend
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("dowork.dashboard", "templates"),
         autoescape=True,
@@ -89,8 +95,13 @@ def create_app(
         async def endpoint(request: Request) -> Response:
             try:
                 return await handler(request, dashboard)
-            except BackendError as exc:
-                return _render(request, dashboard, "error.html", {"message": str(exc)}, status=503)
+            except (BackendError, OSError) as exc:  # OSError: also ConnectionError
+                return _unavailable(request, dashboard, exc)
+            except Exception as exc:  # never a traceback page: one line, the rest in the log
+                said = printable(redact_text(f"{type(exc).__name__}: {exc}"))
+                log.error("dashboard: %s %s failed: %s", request.method, request.url.path, said)
+                log.debug("dashboard: %s failed", request.url.path, exc_info=True)
+                return _unavailable(request, dashboard, exc, status=500)
 
         return endpoint
 
@@ -148,6 +159,20 @@ def _render(
     if cookie != token:
         response.set_cookie(CSRF_COOKIE, token, path=root or "/", httponly=True, samesite="strict")
     return response
+
+
+def _unavailable(
+    request: Request, dashboard: _Dashboard, error: BaseException, status: int = 503
+) -> Response:
+    """The error page for a store that cannot be read: one line, no password, no traceback."""
+    text = str(error) if isinstance(error, BackendError) else f"{type(error).__name__}: {error}"
+    first = (text.strip().splitlines() or [type(error).__name__])[0]
+    said = "the store cannot be read" if status == 503 else "this page failed (see the log)"
+    message = printable(redact_text(f"{said}: {first}"))
+    try:
+        return _render(request, dashboard, "error.html", {"message": message}, status=status)
+    except Exception:  # the page itself failed: plain text, still one line
+        return Response(message + "\n", status_code=status, media_type="text/plain")
 
 
 def _q(**params: Any) -> str:
