@@ -2,7 +2,8 @@
 
 Every command prints for people by default and JSON with ``--json``; a mistake (a module that
 does not import, a name that is not a queue, an unreachable backend) is one line saying what
-to fix and a non-zero exit, with the traceback only under ``--verbose``.
+to fix and exit status 1, with the traceback only under ``--verbose``. Messages never show a
+password, and text read from a store is printed with its control characters escaped.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -24,6 +25,7 @@ import click
 
 from ._durable import decode_progress
 from ._load import LoadError, load_queues
+from ._redact import printable, redact_text, redact_url
 from .admin import STATUSES
 from .backends import Backend, Record, open_backend
 from .errors import DoWorkError
@@ -32,7 +34,14 @@ from .queue import Queue
 __all__ = ["main"]
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("dowork")
+
+
+#: The environment variable ``--backend`` is read from when it is not given (every command),
+#: and through which ``--processes``/``--reload`` hand the URL to the processes they start, so
+#: a password never shows on a command line (``ps``).
+BACKEND_ENV = "DOWORK_BACKEND"
 
 
 class CliError(click.ClickException):
@@ -40,13 +49,31 @@ class CliError(click.ClickException):
 
 
 def _fail(message: str, exc: BaseException | None = None) -> CliError:
+    """The error to raise for ``message``: one line, no password, no control characters.
+
+    Under ``dowork -v`` the traceback of ``exc`` is printed first (passwords hidden there too).
+    """
     ctx = click.get_current_context(silent=True)
     verbose = bool(ctx and ctx.find_root().params.get("verbose"))
     if verbose and exc is not None:
         import traceback
 
-        traceback.print_exception(exc)
-    return CliError(message)
+        text = "".join(traceback.format_exception(exc))
+        click.echo(printable(redact_text(text), lines=True), err=True, nl=False)
+    return CliError(printable(redact_text(message)))
+
+
+class _Main(click.Group):
+    """The ``dowork`` group: an unexpected exception is one line too, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the command; turn any error that is not click's own into a ``CliError``."""
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Abort, click.exceptions.Exit):
+            raise
+        except Exception as exc:
+            raise _fail(f"{type(exc).__name__}: {exc}", exc) from None
 
 
 def _run(coro: Coroutine[Any, Any, T]) -> T:
@@ -54,13 +81,14 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run(coro)
     except DoWorkError as exc:
         raise _fail(str(exc), exc) from None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, ImportError) as exc:
         raise _fail(f"{type(exc).__name__}: {exc}", exc) from None
 
 
-def _backend(url: str) -> Backend:
+def _backend(url: str, *, create: bool = True) -> Backend:
+    """Open the store at ``url``; ``create=False`` for commands that only look at it."""
     try:
-        return open_backend(url)
+        return open_backend(url, create=create)
     except (ValueError, ImportError) as exc:
         raise _fail(str(exc), exc) from None
 
@@ -71,10 +99,14 @@ class _Fields(logging.Formatter):
     FIELDS = ("queue", "task_name", "task_id", "attempt", "delay", "duration", "outcome")
 
     def format(self, record: logging.LogRecord) -> str:
-        """Format the message, then the task fields as ``key=value``."""
+        """Format the message, then the task fields; hide passwords, escape control characters.
+
+        (Task errors and names come from the store: they must not drive the terminal.)
+        """
         text = super().format(record)
         extra = [f"{k}={getattr(record, k)}" for k in self.FIELDS if hasattr(record, k)]
-        return f"{text} [{' '.join(extra)}]" if extra else text
+        text = f"{text} [{' '.join(extra)}]" if extra else text
+        return printable(redact_text(text), lines=True)
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -86,7 +118,7 @@ def _setup_logging(verbose: bool) -> None:
     logging.getLogger("asyncio").setLevel(logging.WARNING)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", is_flag=True, help="Debug logs and full tracebacks.")
 @click.version_option(package_name="dowork")
 def main(verbose: bool) -> None:
@@ -98,7 +130,8 @@ def main(verbose: bool) -> None:
 
 @main.command()
 @click.argument("target")
-@click.option("--backend", metavar="URL", help="Use this backend instead of the queue's own.")
+@click.option("--backend", metavar="URL", envvar=BACKEND_ENV,
+              help=f"Use this backend instead of the queue's own (or ${BACKEND_ENV}).")  # fmt: skip
 @click.option("-c", "--concurrency", type=click.IntRange(min=1), help="Attempts at once.")
 @click.option("-q", "--queue", "queue_names", multiple=True, help="Only these queues.")
 @click.option("--metrics-port", type=click.IntRange(min=0), default=0, show_default=True,
@@ -111,7 +144,8 @@ def main(verbose: bool) -> None:
 @click.option("--grace", type=float, default=30.0, show_default=True,
               help="Seconds a warm shutdown may take before stopping at once.")  # fmt: skip
 @click.option("--dump-file", default="dowork-dump.jsonl", show_default=True,
-              help="Where a forced stop writes unfinished in-memory tasks.")  # fmt: skip
+              help="Where a forced stop writes unfinished in-memory tasks "
+              "(durable queues hand theirs back to the store).")  # fmt: skip
 def worker(
     target: str,
     backend: str | None,
@@ -134,6 +168,8 @@ def worker(
     _setup_logging(verbose)
     if reload or processes > 1:
         argv = _child_argv(sys.argv[1:])
+        if backend:  # the children read it from the environment: no password in 'ps'
+            os.environ[BACKEND_ENV] = backend
         if reload:
             _reload(argv)
             return
@@ -219,17 +255,23 @@ def _where(queue: Queue) -> str:
 
 
 def _child_argv(argv: Sequence[str]) -> list[str]:
-    """The worker's own arguments without --processes/--reload, for the processes it starts."""
+    """The worker's own arguments for the processes it starts.
+
+    Without --processes/--reload, and without --backend: the URL (which may hold a password)
+    goes through ``$DOWORK_BACKEND`` instead, which other users cannot read in ``ps``.
+    """
     out: list[str] = []
     skip = False
     for arg in argv:
         if skip:
             skip = False
             continue
-        if arg in ("-p", "--processes"):
+        if arg in ("-p", "--processes", "--backend"):
             skip = True
             continue
-        if arg.startswith("--processes=") or arg == "--reload":
+        if arg.startswith(("--processes=", "--backend=")) or arg == "--reload":
+            continue
+        if arg.startswith("-p") and not arg.startswith("--"):  # -p4
             continue
         out.append(arg)
     return [sys.executable, "-m", "dowork", *out]
@@ -300,13 +342,17 @@ def _supervise(argv: list[str], count: int, metrics_port: int, dump_file: str) -
 # -- looking at queues ---------------------------------------------------------------------
 
 
+def _backend_option(text: str = f"The store (or ${BACKEND_ENV}).") -> Callable[[F], F]:
+    return click.option("--backend", metavar="URL", envvar=BACKEND_ENV, required=True, help=text)
+
+
 @main.command()
-@click.option("--backend", metavar="URL", required=True, help="The store to look at.")
+@_backend_option(f"The store to look at (or ${BACKEND_ENV}).")
 @click.option("-q", "--queue", "queue_names", multiple=True, help="Only these queues.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def status(backend: str, queue_names: tuple[str, ...], as_json: bool) -> None:
     """Show each queue's tasks by status."""
-    store = _backend(backend)
+    store = _backend(backend, create=False)
 
     async def read() -> dict[str, dict[str, int]]:
         try:
@@ -325,11 +371,12 @@ def status(backend: str, queue_names: tuple[str, ...], as_json: bool) -> None:
     header = f"{'queue':<20}" + "".join(f"{s:>11}" for s in STATUSES)
     click.echo(header)
     for name, by_status in sorted(counts.items()):
-        click.echo(f"{name:<20}" + "".join(f"{by_status.get(s, 0):>11}" for s in STATUSES))
+        row = "".join(f"{by_status.get(s, 0):>11}" for s in STATUSES)
+        click.echo(f"{printable(name):<20}{row}")
 
 
 @main.command(name="list")
-@click.option("--backend", metavar="URL", required=True)
+@_backend_option()
 @click.option("-q", "--queue", "queue_name", required=True)
 @click.option("-s", "--status", "statuses", multiple=True, type=click.Choice(STATUSES))
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
@@ -344,7 +391,7 @@ def list_tasks(
     as_json: bool,
 ) -> None:
     """List a queue's tasks, newest first (e.g. scheduled or dead-lettered ones)."""
-    store = _backend(backend)
+    store = _backend(backend, create=False)
 
     async def read() -> list[Record]:
         try:
@@ -358,19 +405,22 @@ def list_tasks(
         return
     for r in records:
         when = _time(r.run_at) if r.status in ("scheduled", "retrying") else _time(r.created_at)
-        error = f"  {r.error}" if r.error else ""
-        click.echo(f"{r.id}  {r.status:<10} {r.name:<30} attempts={r.attempts} {when}{error}")
+        error = f"  {printable(r.error)}" if r.error else ""
+        click.echo(
+            f"{printable(r.id)}  {printable(r.status):<10} {printable(r.name):<30} "
+            f"attempts={r.attempts} {when}{error}"
+        )
     if not records:
         click.echo("no tasks")
 
 
 @main.command()
 @click.argument("task_id")
-@click.option("--backend", metavar="URL", required=True)
+@_backend_option()
 @click.option("--json", "as_json", is_flag=True)
 def inspect(task_id: str, backend: str, as_json: bool) -> None:
     """Show one task by id."""
-    store = _backend(backend)
+    store = _backend(backend, create=False)
 
     async def read() -> list[Record]:
         try:
@@ -380,13 +430,13 @@ def inspect(task_id: str, backend: str, as_json: bool) -> None:
 
     records = _run(read())
     if not records:
-        raise _fail(f"no task {task_id!r} in {backend.split('@')[-1]}")
+        raise _fail(f"no task {task_id!r} in {redact_url(backend)}")
     data = _record_json(records[0])
     if as_json:
-        click.echo(json.dumps(data, indent=2))
+        click.echo(json.dumps(data, indent=2))  # ASCII only: control characters escaped
         return
     for key, value in data.items():
-        click.echo(f"{key:>12}: {value}")
+        click.echo(f"{key:>12}: {printable(value)}")
 
 
 def _record_json(record: Record) -> dict[str, Any]:
@@ -438,7 +488,8 @@ def _time(value: float | None) -> str | None:
 
 @main.command()
 @click.argument("dump_file", required=False, type=click.Path(exists=True, dir_okay=False))
-@click.option("--backend", metavar="URL", help="Store the tasks in this backend, by name.")
+@click.option("--backend", metavar="URL", envvar=BACKEND_ENV,
+              help=f"Store the tasks in this backend, by name (or ${BACKEND_ENV}).")  # fmt: skip
 @click.option("--app", "app_target", metavar="MODULE:QUEUE", help="Or enqueue them on this queue.")
 @click.option("-q", "--queue", "queue_name", help="Queue to put them in (default: their own).")
 @click.option("--dead", is_flag=True, help="Re-queue the queue's dead-lettered tasks instead.")
@@ -462,49 +513,86 @@ def requeue(
             raise _fail("give a dump file, or --dead/--failed with --backend and -q QUEUE")
         _requeue_finished(backend, queue_name, dead, failed, as_json)
         return
-    from .dump import DumpLine, read_dump, requeue_into_backend, requeue_into_queue
-
-    lines: list[DumpLine] = []
-    problems: list[str] = []
-    for item in read_dump(dump_file):
-        if isinstance(item, str):
-            problems.append(item)
-        elif not item.restorable:
-            problems.append(f"{item.id} ({item.task}): not restorable: {item.why}")
-        else:
-            lines.append(item)
+    if backend and app_target:
+        source = click.get_current_context().get_parameter_source("backend")
+        if source is not click.core.ParameterSource.ENVIRONMENT:
+            raise _fail("give one of --backend URL or --app MODULE:QUEUE, not both")
+        backend = None  # --app, given on the command line, wins over $DOWORK_BACKEND
+    lines, problems = _read_dump(dump_file)
+    present: list[str] = []
     done = 0
     if backend:
+        from .dump import requeue_into_backend
+
         store = _backend(backend)
 
         async def push() -> int:
             try:
-                return await requeue_into_backend(lines, store, queue_name, time.time())
+                return await requeue_into_backend(
+                    lines, store, queue_name, time.time(), present=present
+                )
             finally:
                 await store.close()
 
         done = _run(push())
     elif app_target:
-        try:
-            (queue,) = load_queues(app_target)[:1]
-        except LoadError as exc:
-            raise _fail(str(exc), exc) from None
-        queue.start()
+        done = _requeue_into_app(app_target, lines, problems, present)
+    else:
+        raise _fail("say where the tasks go: --backend URL or --app MODULE:QUEUE")
+    _report({"requeued": done, "already_present": len(present), "skipped": problems}, as_json)
+
+
+def _read_dump(path: str) -> tuple[list[Any], list[str]]:
+    """The restorable lines of a dump file, and a message for every line left out."""
+    from .dump import DumpLine, NotADump, read_dump
+
+    lines: list[DumpLine] = []
+    problems: list[str] = []
+    try:
+        for item in read_dump(path):
+            if isinstance(item, str):
+                problems.append(item)
+            elif not item.restorable:
+                problems.append(f"{item.id} ({item.task}): not restorable: {item.why}")
+            else:
+                lines.append(item)
+    except NotADump as exc:
+        raise _fail(str(exc), exc) from None
+    return lines, problems
+
+
+def _requeue_into_app(
+    target: str, lines: list[Any], problems: list[str], present: list[str]
+) -> int:
+    """Enqueue dump lines on the queue ``target`` names; an in-memory one runs them here."""
+    from .dump import requeue_into_queue
+    from .errors import DuplicateTask
+
+    try:
+        (queue,) = load_queues(target)[:1]
+    except LoadError as exc:
+        raise _fail(str(exc), exc) from None
+    durable = queue.backend is not None
+    if not durable:
+        queue.start()  # this process runs them (a durable queue's workers do)
+    done = 0
+    try:
         for line in lines:
             try:
                 requeue_into_queue(line, queue)
                 done += 1
+            except DuplicateTask:
+                present.append(line.id)
             except DoWorkError as exc:
                 problems.append(f"{line.id} ({line.task}): {exc}")
+    finally:
         queue.shutdown()
-    else:
-        raise _fail("say where the tasks go: --backend URL or --app MODULE:QUEUE")
-    _report({"requeued": done, "skipped": problems}, as_json)
+    return done
 
 
 def _requeue_finished(backend: str, queue: str, dead: bool, failed: bool, as_json: bool) -> None:
     statuses = [s for s, on in (("dead", dead), ("failed", failed)) if on]
-    store = _backend(backend)
+    store = _backend(backend, create=False)
 
     async def go() -> list[str]:
         from .admin import requeue_finished
@@ -515,20 +603,22 @@ def _requeue_finished(backend: str, queue: str, dead: bool, failed: bool, as_jso
             await store.close()
 
     done = _run(go())
-    _report({"requeued": len(done), "skipped": []}, as_json)
+    _report({"requeued": len(done), "already_present": 0, "skipped": []}, as_json)
 
 
 def _report(summary: dict[str, Any], as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(summary, indent=2))
         return
-    click.echo(f"re-queued {summary['requeued']} task(s)")
+    present = summary["already_present"]
+    more = f"; skipped {present} already in the store (re-queued before?)" if present else ""
+    click.echo(f"re-queued {summary['requeued']} task(s){more}")
     for problem in summary["skipped"]:
-        click.echo(f"skipped {problem}", err=True)
+        click.echo(f"skipped {printable(problem)}", err=True)
 
 
 @main.command()
-@click.option("--backend", metavar="URL", required=True)
+@_backend_option()
 @click.option("-q", "--queue", "queue_name", required=True)
 @click.option("-s", "--status", "statuses", multiple=True, type=click.Choice(STATUSES),
               help="Only tasks in these statuses (default: all but running).")  # fmt: skip
@@ -543,7 +633,7 @@ def purge(
         click.confirm(
             f"Delete the {'/'.join(chosen)} tasks of queue {queue_name!r}?", abort=True, err=True
         )
-    store = _backend(backend)
+    store = _backend(backend, create=False)
 
     async def go() -> int:
         from .admin import purge_queue
@@ -564,7 +654,7 @@ def purge(
 
 
 @main.command()
-@click.option("--backend", metavar="URL", required=True, help="The store to show.")
+@_backend_option(f"The store to show (or ${BACKEND_ENV}).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=click.IntRange(1, 65535), default=8787, show_default=True)
 @click.option("--token", envvar="DOWORK_DASHBOARD_TOKEN", help="Require this secret.")
@@ -596,7 +686,8 @@ def dashboard(
     hosts = None
     if not (token or basic) and is_loopback(host):  # no DNS-rebinding page may read it
         hosts = ["localhost", "127.0.0.1", "::1", host]
-    app = create_app(_backend(backend), token=token, basic_auth=basic, allowed_hosts=hosts)
+    store = _backend(backend, create=False)
+    app = create_app(store, token=token, basic_auth=basic, allowed_hosts=hosts)
     shown = f"[{host}]" if ":" in host else host
     click.echo(f"dowork: dashboard on http://{shown}:{port}/", err=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")

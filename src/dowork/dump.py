@@ -10,6 +10,8 @@ The format is JSON Lines, one task per line, so a person can read it, delete lin
 ``restorable`` is false for a task that cannot be run again from its line: a lambda or a
 nested function (no name another process can find) or arguments JSON cannot hold; ``why``
 says which. Such tasks are listed so nothing disappears silently, and skipped on requeue.
+Re-queueing keeps each task's id, so re-queueing the same file twice stores nothing twice: the
+ids already in the store are skipped and counted.
 """
 
 from __future__ import annotations
@@ -25,16 +27,31 @@ from typing import TYPE_CHECKING, Any
 
 from .backends._protocol import Backend, Record
 from .codec import JSONCodec
-from .errors import NotSerializable
+from .errors import DuplicateTask, NotSerializable
 from .registry import default_name
 from .task import Task
 
 if TYPE_CHECKING:
     from .queue import Queue
 
-__all__ = ["DumpLine", "read_dump", "requeue_into_backend", "requeue_into_queue", "write_dump"]
+__all__ = [
+    "DumpLine",
+    "NotADump",
+    "read_dump",
+    "requeue_into_backend",
+    "requeue_into_queue",
+    "write_dump",
+]
 
 VERSION = 1
+#: Bytes looked at to tell a dump file (JSON Lines text) from something else.
+_SNIFF = 8192
+
+
+class NotADump(ValueError):
+    """The file is not a dump file at all (binary, or no line of it is a dump line)."""
+
+
 _STORABLE = ("retries", "backoff", "base_delay", "max_delay", "jitter", "keep_result")
 
 
@@ -127,14 +144,41 @@ def write_dump(path: str | os.PathLike[str], lines: Iterable[DumpLine]) -> int:
 
 
 def read_dump(path: str | os.PathLike[str]) -> Iterator[DumpLine | str]:
-    """Yield each line of a dump file as a ``DumpLine``, or an error message for a bad line."""
-    with open(path, encoding="utf-8") as f:
-        for number, raw in enumerate(f, 1):
-            raw = raw.strip()
+    """Yield each line of a dump file as a ``DumpLine``, or an error message for a bad line.
+
+    Raises:
+        NotADump: the file is binary (a NUL byte, or not UTF-8, in its first 8 KiB), or its
+            first line with content is not a JSON object: the wrong file, not a damaged dump.
+    """
+    with open(path, "rb") as f:
+        head = f.read(_SNIFF)
+        if b"\0" in head:
+            raise NotADump(f"{os.fspath(path)} is a binary file, not a dump file (JSON Lines)")
+        f.seek(0)
+        seen = False
+        for number, blob in enumerate(f, 1):
+            try:
+                raw = blob.decode("utf-8").strip()
+            except UnicodeDecodeError as exc:
+                if not seen:
+                    raise NotADump(
+                        f"{os.fspath(path)} is not a dump file: line {number} is not UTF-8 text"
+                    ) from exc
+                yield f"line {number}: not UTF-8 text ({exc.reason})"
+                continue
             if not raw or raw.startswith("#"):
                 continue
+            if not seen:
+                seen = True
+                if not raw.startswith("{"):
+                    raise NotADump(
+                        f"{os.fspath(path)} is not a dump file: line {number} is not a JSON "
+                        "object (a dump has one task per line, as dowork worker writes them)"
+                    )
             try:
                 data = json.loads(raw)
+                if not isinstance(data, dict):
+                    raise TypeError("not a JSON object")
                 if data.get("v") != VERSION:
                     raise ValueError(f"unknown dump version {data.get('v')!r}")
                 yield DumpLine(
@@ -157,8 +201,11 @@ def read_dump(path: str | os.PathLike[str]) -> Iterator[DumpLine | str]:
 def requeue_into_queue(line: DumpLine, queue: Queue) -> Task[Any]:
     """Enqueue a dumped task on ``queue`` through its registry (the name must be declared).
 
+    On a durable queue the task keeps its id, so a line re-queued twice is stored once.
+
     Raises:
         NotRegistered: no task of that name is declared on the queue.
+        DuplicateTask: (durable queues) a task with the line's id is already stored.
     """
     from .errors import NotRegistered
 
@@ -166,6 +213,8 @@ def requeue_into_queue(line: DumpLine, queue: Queue) -> Task[Any]:
     if entry is None:
         raise NotRegistered(f"{line.task} is not declared on queue {queue.name!r}")
     task = entry.task(*line.args, **line.kwargs)
+    if queue.backend is not None and line.id:
+        task._id = line.id
     options = dict(line.options)
     if options:
         task.configure(**options)
@@ -175,9 +224,18 @@ def requeue_into_queue(line: DumpLine, queue: Queue) -> Task[Any]:
 
 
 async def requeue_into_backend(
-    lines: Iterable[DumpLine], backend: Backend, queue: str | None, now: float
+    lines: Iterable[DumpLine],
+    backend: Backend,
+    queue: str | None,
+    now: float,
+    *,
+    present: list[str] | None = None,
 ) -> int:
-    """Store dumped tasks straight into a backend by name (no code needed); return the count."""
+    """Store dumped tasks straight into a backend by name (no code needed); return the count.
+
+    Each keeps its id: ids already in the store (the file was re-queued before) are skipped,
+    never stored twice, and appended to ``present`` when given.
+    """
     codec = JSONCodec()
     records = []
     for line in lines:
@@ -194,5 +252,22 @@ async def requeue_into_backend(
                 options=json.dumps(line.options) if line.options else None,
             )
         )
-    await backend.push(records)
-    return len(records)
+    if not records:
+        return 0
+    taken = {r.id for r in await backend.get([r.id for r in records])}
+    fresh = [r for r in records if r.id not in taken]
+    stored = len(fresh)
+    try:
+        if fresh:
+            await backend.push(fresh)
+    except DuplicateTask:  # stored meanwhile, or a copy get() cannot see: one at a time
+        stored = 0
+        for record in fresh:
+            try:
+                await backend.push([record])
+                stored += 1
+            except DuplicateTask:
+                taken.add(record.id)
+    if present is not None:
+        present.extend(r.id for r in records if r.id in taken)
+    return stored
