@@ -9,6 +9,7 @@ password, and text read from a store is printed with its control characters esca
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -27,7 +28,7 @@ from ._durable import decode_progress
 from ._load import LoadError, load_queues
 from ._redact import printable, redact_text, redact_url
 from .admin import STATUSES
-from .backends import Backend, Record, open_backend
+from .backends import Backend, Record, SQLiteBackend, open_backend
 from .errors import DoWorkError
 from .queue import Queue
 
@@ -242,6 +243,11 @@ def _check_reachable(queues: list[Queue]) -> None:
         try:
             queue._engine.run_on_home(backend.counts(queue.name), 10.0)
         except Exception as exc:
+            for each in queues:  # close connections and loop threads: nothing after the line
+                with contextlib.suppress(Exception):
+                    each.shutdown(timeout=1.0)
+            if isinstance(backend, SQLiteBackend):  # its message names the file and the fix
+                raise _fail(f"queue {queue.name}: {exc}", exc) from None
             raise _fail(
                 f"queue {queue.name}: cannot reach {backend!r}: {exc}; is the server running "
                 "and the URL right?",

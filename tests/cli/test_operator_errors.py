@@ -121,6 +121,16 @@ def test_a_read_only_database_file_is_one_line_everywhere(tmp_path: Path) -> Non
         assert str(tmp_path / "tasks.db") in line, (what, line)
 
 
+def test_a_worker_that_cannot_reach_redis_is_one_line() -> None:
+    """Nothing after the line either (no asyncio warning about a task left pending)."""
+    url = f"redis://alice:{SECRET}@127.0.0.1:{free_port()}/0"
+    line = one_line_error(
+        dowork_cmd("worker", "tests.durable.app:queue", "--backend", url, "--no-metrics")
+    )
+    assert "cannot reach RedisBackend('redis://alice:***@127.0.0.1" in line
+    assert SECRET not in line
+
+
 def test_the_traceback_shows_only_with_verbose(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'nowhere' / 'x.db'}"
     quiet = dowork_cmd("status", "--backend", url)
