@@ -290,7 +290,12 @@ def test_worker_processes_get_the_url_through_the_environment(
                 pids.append(int(found.group(1)))
         assert len(pids) == 2
         for pid in pids:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            proc = Path(f"/proc/{pid}/cmdline")
+            deadline = time.monotonic() + 10
+            while not proc.read_bytes() and time.monotonic() < deadline:
+                time.sleep(0.01)  # empty for a moment while the new program is being loaded
+            cmdline = proc.read_bytes()
+            assert b"dowork\0worker\0tests.durable.app:queue" in cmdline, cmdline
             assert SECRET.encode() not in cmdline
             assert b"--backend" not in cmdline
             environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
