@@ -238,7 +238,12 @@ class BackendEngine(Engine):
         elif (task._within is not None and task._within != template._within) or expires_at:
             within = task._within if task._within != template._within else None
             options = self._encode_options({}, within, expires_at)
-        payload = encode_for(self.codec, _payload_of(task), name, task.id)
+        codec = self.codec  # JSON: the plain call, nothing more on the hot path
+        payload = (
+            encode_for(codec, _payload_of(task), name, task.id)  # signed with name and id
+            if getattr(codec, "binds_task", False)
+            else codec.encode(_payload_of(task))
+        )
         if len(payload) > self.settings.max_payload:
             raise PayloadTooLarge(len(payload), self.settings.max_payload)
         run_at = now
@@ -769,7 +774,11 @@ class BackendEngine(Engine):
         self, record: Record
     ) -> tuple[list[Any], dict[str, Any], dict[str, str] | None, dict[str, Any] | None]:
         """A record's arguments, headers and options; group bookkeeping is taken out."""
-        payload = decode_for(self.codec, record.payload, record.name, record.id)
+        codec = self.codec
+        if getattr(codec, "binds_task", False):
+            payload = decode_for(codec, record.payload, record.name, record.id)
+        else:
+            payload = codec.decode(record.payload)
         args, kwargs, headers = payload["a"], payload["k"], payload.get("h")
         if not isinstance(args, list) or not isinstance(kwargs, dict):
             raise TypeError("payload must hold a list 'a' and a dict 'k'")
