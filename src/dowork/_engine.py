@@ -54,12 +54,14 @@ log = logging.getLogger("dowork")
 
 _PENDING = TaskStatus.PENDING
 _SCHEDULED = TaskStatus.SCHEDULED
+_RESERVED = TaskStatus.RESERVED
 _RUNNING = TaskStatus.RUNNING
 _RETRYING = TaskStatus.RETRYING
 _SUCCEEDED = TaskStatus.SUCCEEDED
 _FAILED = TaskStatus.FAILED
 _CANCELLED = TaskStatus.CANCELLED
 _WAITING = frozenset({_PENDING, _SCHEDULED, _RETRYING})
+_LAUNCHED = frozenset({_RESERVED, _RUNNING})  # handed to a lane, started or not
 _CANCEL: Any = object()  # the runner mark of a task cancelled while running
 
 
@@ -193,7 +195,9 @@ class Engine:
     def _bind(self, loop: asyncio.AbstractEventLoop, thread_id: int) -> None:
         self.loop = loop
         self.loop_thread_id = thread_id
-        self._threads = ThreadLane(self.name, self.concurrency, loop, self._sync_done)
+        self._threads = ThreadLane(
+            self.name, self.concurrency, loop, self._sync_done, self._thread_started
+        )
         if self._inbox:
             self._inbox_wake = True
             loop.call_soon_threadsafe(self._drain_inbox)
@@ -494,19 +498,21 @@ class Engine:
         self._finish(task, TaskStatus.DEAD, None, TaskExpired(f"{task.name}: not started by {at}"))
 
     def _launch(self, task: Task[Any]) -> None:
+        """Hand a due task to its lane; it is ``running`` only once its function starts."""
         self._inflight += 1
         self._active += 1
         self._running.add(task)
-        task._status = _RUNNING
-        task._attempts += 1
         task._next_attempt = None
         task._deadline_at = None
         task._timed_out = False
         if task._cancel_requested and task._runner is not _CANCEL:
             task._cancel_requested = False  # a timed-out attempt's flag does not carry over
-        if self._h_before:
-            self._call_hooks(self._h_before, task)
+        self._go(task)
+
+    def _go(self, task: Task[Any]) -> None:
+        """Start a launched task now, or stage it for a thread (``reserved`` until one is free)."""
         if task.is_async:
+            self._started(task)
             self._async_running += 1
             self._async_ready.append(task)
             if self._idle:
@@ -514,13 +520,38 @@ class Engine:
             elif len(self._workers) < self.concurrency:
                 worker = asyncio.get_running_loop().create_task(self._async_worker())
                 self._workers.add(worker)
+            return
+        token = object()
+        task._runner = token
+        lane = self._threads
+        assert lane is not None
+        if lane.saturated:
+            task._status = _RESERVED  # the thread that takes it calls _thread_started
         else:
-            token = object()
-            task._runner = token
-            if task._within is not None:
-                self._arm_deadline(task, token)
-            assert self._threads is not None
-            self._threads.submit(task, token)
+            self._started(task)
+        lane.submit(task, token)
+
+    def _started(self, task: Task[Any]) -> None:
+        """The attempt starts now: ``running``, one more attempt, deadline and before-hooks."""
+        task._status = _RUNNING
+        task._attempts += 1
+        self._began(task)
+
+    def _thread_started(self, task: Task[Any]) -> None:
+        """A thread started a task that waited for it (the thread set running and attempts)."""
+        if not task.done:
+            self._began(task)
+
+    def _began(self, task: Task[Any]) -> None:
+        runner = task._runner
+        if task._within is not None and not task.is_async and runner not in (None, _CANCEL):
+            self._arm_deadline(task, runner)
+        if self._h_before:
+            self._call_hooks(self._h_before, task)
+        self._on_start(task)
+
+    def _on_start(self, task: Task[Any]) -> None:
+        """An attempt started (the durable engine records it in the store)."""
 
     def _arm_deadline(self, task: Task[Any], token: object) -> TimerHandle:
         assert task._within is not None
@@ -610,7 +641,7 @@ class Engine:
         if task._runner is token:
             task._runner = None
             self._settle(task, value, error, duration)
-        elif task._runner is _CANCEL and task._status is _RUNNING:
+        elif task._runner is _CANCEL and task._status in _LAUNCHED:
             self._settle(task, value, error, duration)
         self._pump()
 
@@ -621,7 +652,7 @@ class Engine:
     ) -> None:
         self._active -= 1
         self._running.discard(task)
-        if self._h_after:
+        if self._h_after and task._status is _RUNNING:  # a reserved one never started
             self._call_hooks(self._h_after, task, error, took)
         if task._runner is _CANCEL:
             self._finish(task, _CANCELLED, None, TaskCancelled(f"{task.name} was cancelled"))
@@ -920,7 +951,7 @@ class Engine:
             schedule._deactivate()
         for task in seen.values():
             self.cancel_task(task)
-            if task._status is _RUNNING and not task.is_async:
+            if task._status in _LAUNCHED and not task.is_async:
                 self._settle(task, None, None, 0.0)
         self.halt()
         self._close()
@@ -942,7 +973,7 @@ class Engine:
             self.cancel_task(task)
         for task in list(self._running):
             self.cancel_task(task)
-            if not task.is_async and task._status is _RUNNING:  # its thread may never return
+            if not task.is_async and task._status in _LAUNCHED:  # its thread may never return
                 self._settle(task, None, None, 0.0)
         loop = asyncio.get_running_loop()
         give_up = loop.time() + 1.0

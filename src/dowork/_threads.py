@@ -17,12 +17,15 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from .task import Task, _current
+from .task import Task, TaskStatus, _current
 
 __all__ = ["ThreadLane"]
 
 #: (task, token, value, error, duration)
 Result = tuple[Task[Any], object, Any, BaseException | None, float]
+
+_RESERVED = TaskStatus.RESERVED
+_RUNNING = TaskStatus.RUNNING
 
 
 class ThreadLane:
@@ -34,11 +37,14 @@ class ThreadLane:
         max_threads: int,
         loop: asyncio.AbstractEventLoop,
         on_done: Callable[[Result], None],
+        on_start: Callable[[Task[Any]], None],
     ) -> None:
         self._name = name
         self._max = max_threads
         self._loop = loop
         self._on_done = on_done
+        self._on_start = on_start
+        self._began: deque[Task[Any]] = deque()  # reserved attempts a thread just started
         self._work_q: queue.SimpleQueue[tuple[Task[Any], object] | None] = queue.SimpleQueue()
         self._results: deque[Result] = deque()
         self._wake_pending = False
@@ -49,6 +55,11 @@ class ThreadLane:
     def threads(self) -> int:
         """How many worker threads exist."""
         return len(self._threads)
+
+    @property
+    def saturated(self) -> bool:
+        """Whether every thread is busy, so a task handed over now waits for one (reserved)."""
+        return self._busy >= self._max
 
     def submit(self, task: Task[Any], token: object) -> None:
         """Hand an attempt to a thread, starting a new thread if all are busy."""
@@ -71,6 +82,9 @@ class ThreadLane:
 
     def _drain(self) -> None:
         self._wake_pending = False
+        began = self._began
+        while began:
+            self._on_start(began.popleft())
         results = self._results
         on_done = self._on_done
         while results:
@@ -89,11 +103,13 @@ class ThreadLane:
             task, token = item
             if task._runner is not token:  # cancelled while staged: do not run it
                 results.append((task, token, None, None, 0.0))
-                if not self._wake_pending:
-                    self._wake_pending = True
-                    with contextlib.suppress(RuntimeError):
-                        self._loop.call_soon_threadsafe(self._drain)
+                self._wake()
                 continue
+            if task._status is _RESERVED:  # it waited for this thread: it starts now
+                task._status = _RUNNING
+                task._attempts += 1
+                self._began.append(task)
+                self._wake()
             reset = _current.set(task)
             start = perf()
             try:
@@ -108,12 +124,18 @@ class ThreadLane:
             duration = perf() - start
             _current.reset(reset)
             results.append((task, token, value, error, duration))
-            if not self._wake_pending:
-                self._wake_pending = True
-                try:
-                    self._loop.call_soon_threadsafe(self._drain)
-                except RuntimeError:  # loop closed at interpreter exit: nothing left to report to
-                    return
+            if not self._wake():
+                return  # loop closed at interpreter exit: nothing left to report to
+
+    def _wake(self) -> bool:
+        """Have the loop drain what the threads reported; False if the loop is closed."""
+        if not self._wake_pending:
+            self._wake_pending = True
+            try:
+                self._loop.call_soon_threadsafe(self._drain)
+            except RuntimeError:
+                return False
+        return True
 
 
 def _sync_returned_awaitable(task: Task[Any], value: object) -> BaseException:

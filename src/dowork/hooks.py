@@ -30,7 +30,11 @@ class Hooks:
         """A task was accepted by the queue."""
 
     def before_attempt(self, task: Task[Any]) -> None:
-        """An attempt is about to start (``task.attempts`` already counts it)."""
+        """An attempt starts (``task.attempts`` already counts it, ``task.status`` is running).
+
+        A plain function that waited for a free thread (``reserved``) starts when a thread
+        takes it; this hook then runs on the loop a moment after the function began.
+        """
 
     def after_attempt(self, task: Task[Any], error: BaseException | None, duration: float) -> None:
         """An attempt ended after ``duration`` seconds, with ``error`` or None on success."""

@@ -74,6 +74,8 @@ class TaskStatus(StrEnum):
 
     PENDING = "pending"  #: enqueued and due, waiting for a free worker
     SCHEDULED = "scheduled"  #: enqueued, waiting for its not-before time
+    #: held by a worker (a thread of the lane, a claimed durable lease) but not started yet
+    RESERVED = "reserved"
     RUNNING = "running"  #: an attempt is in progress
     RETRYING = "retrying"  #: an attempt failed; waiting out the backoff before the next one
     SUCCEEDED = "succeeded"  #: an attempt returned; the result is available
