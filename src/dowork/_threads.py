@@ -8,7 +8,6 @@ which is what lets sync no-op tasks go faster than ``ThreadPoolExecutor``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import queue
 import threading

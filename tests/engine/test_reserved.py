@@ -46,9 +46,7 @@ def test_task_waiting_for_a_thread_is_reserved_not_running(
     assert second.attempts == 1
     assert second.status is TaskStatus.SUCCEEDED
     # The hook saw each attempt once, as started: running, counted.
-    assert [(i, s, n) for i, s, n in seen if i == second.id] == [
-        (second.id, TaskStatus.RUNNING, 1)
-    ]
+    assert [(i, s, n) for i, s, n in seen if i == second.id] == [(second.id, TaskStatus.RUNNING, 1)]
 
 
 def test_reserved_task_cancelled_never_runs(make_queue: Callable[..., Queue]) -> None:
