@@ -31,10 +31,12 @@ from .errors import (
     DecodeError,
     DoNotRetry,
     DoWorkError,
+    EvictionPolicyError,
     GroupFailed,
     MaxRetriesExceeded,
     NotRegistered,
     NotSerializable,
+    OutcomeUnknown,
     PayloadTooLarge,
     QueueFull,
     QueueShuttingDown,
@@ -128,6 +130,8 @@ __all__ = [
     "BackendUnavailable",
     "BackendBusy",
     "BackendFull",
+    "OutcomeUnknown",
+    "EvictionPolicyError",
     "__version__",
 ]
 

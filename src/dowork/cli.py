@@ -29,7 +29,7 @@ from ._load import LoadError, load_queues
 from ._redact import printable, redact_text, redact_url
 from .admin import STATUSES
 from .backends import Backend, Record, SQLiteBackend, open_backend
-from .errors import DoWorkError
+from .errors import DoWorkError, EvictionPolicyError
 from .queue import Queue
 
 __all__ = ["main"]
@@ -147,6 +147,8 @@ def main(verbose: bool) -> None:
 @click.option("--dump-file", default="dowork-dump.jsonl", show_default=True,
               help="Where a forced stop writes unfinished in-memory tasks "
               "(durable queues hand theirs back to the store).")  # fmt: skip
+@click.option("--allow-eviction", is_flag=True,
+              help="Work even on a Redis that may evict tasks (allkeys-* policy).")  # fmt: skip
 def worker(
     target: str,
     backend: str | None,
@@ -159,6 +161,7 @@ def worker(
     reload: bool,
     grace: float,
     dump_file: str,
+    allow_eviction: bool,
 ) -> None:
     """Run the queues of TARGET (MODULE or MODULE:QUEUE) until SIGINT/SIGTERM.
 
@@ -181,6 +184,10 @@ def worker(
         raise _fail(str(exc), exc) from None
     metrics_at = None if no_metrics else (metrics_host, metrics_port)
     server = _prepare(queues, backend, concurrency, metrics_at)
+    if allow_eviction:
+        for queue in queues:
+            if hasattr(queue.backend, "allow_eviction"):  # Redis
+                setattr(queue.backend, "allow_eviction", True)  # noqa: B010
     _check_reachable(queues)
     from .signals import run_until_signalled
 
@@ -235,18 +242,25 @@ def _prepare(
 
 
 def _check_reachable(queues: list[Queue]) -> None:
-    """Fail at start, in one line, when a queue's store cannot be reached."""
+    """Fail at start, in one line, when a queue's store cannot be reached or is unsafe.
+
+    A Redis whose ``maxmemory-policy`` may evict tasks is refused here (``check_worker``).
+    """
     for queue in queues:
         backend = queue.backend
         if backend is None:
             continue
         try:
             queue._engine.run_on_home(backend.counts(queue.name), 10.0)
+            check = getattr(backend, "check_worker", None)
+            if check is not None:
+                queue._engine.run_on_home(check(), 10.0)
         except Exception as exc:
             for each in queues:  # close connections and loop threads: nothing after the line
                 with contextlib.suppress(Exception):
                     each.shutdown(timeout=1.0)
-            if isinstance(backend, SQLiteBackend):  # its message names the file and the fix
+            # A SQLite message names the file and the fix; a refused policy says what to set.
+            if isinstance(backend, SQLiteBackend) or isinstance(exc, EvictionPolicyError):
                 raise _fail(f"queue {queue.name}: {exc}", exc) from None
             raise _fail(
                 f"queue {queue.name}: cannot reach {backend!r}: {exc}; is the server running "

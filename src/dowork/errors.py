@@ -23,6 +23,8 @@ The hierarchy::
           ├── BackendUnavailable   cannot reach it (also a ConnectionError)
           │    └── BackendBusy     a SQLite file stayed locked past the busy timeout
           ├── BackendFull          no room to write (SQLite disk full, Redis out of memory)
+          ├── OutcomeUnknown       a write was sent but its reply was lost: it may be stored
+          ├── EvictionPolicyError  a worker refused a Redis that may evict task records
           └── DuplicateTask        a task with that id exists already
 """
 
@@ -40,6 +42,8 @@ __all__ = [
     "BackendUnavailable",
     "DecodeError",
     "DuplicateTask",
+    "EvictionPolicyError",
+    "OutcomeUnknown",
     "MaxRetriesExceeded",
     "NotRegistered",
     "NotSerializable",
@@ -225,3 +229,26 @@ class TaskFailed(DoWorkError):
 
 class DuplicateTask(BackendError):
     """A task with the same id is already stored; nothing was written (ids are unique)."""
+
+
+class OutcomeUnknown(BackendError):
+    """A write was sent but its reply was lost (connection dropped or timed out after sending).
+
+    The store may or may not have applied it. Retrying with the same task id is safe: the id
+    is the idempotency key, so a task that was stored is neither stored nor run a second time.
+    ``task_ids`` names the tasks of the write.
+    """
+
+    def __init__(self, message: str, task_ids: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.task_ids = task_ids
+
+
+class EvictionPolicyError(BackendError):
+    """A worker refused to work on a Redis whose ``maxmemory-policy`` may evict task records.
+
+    Under ``allkeys-*`` Redis deletes keys of its choosing when memory is short, so stored
+    tasks vanish without a trace. Set ``maxmemory-policy noeviction`` (or ``volatile-*``), or
+    opt out of the check with ``allow_eviction=True`` (``?allow_eviction=1``,
+    ``dowork worker --allow-eviction``).
+    """

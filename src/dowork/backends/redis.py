@@ -106,6 +106,7 @@ import inspect
 import logging
 import math
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -120,7 +121,13 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript, Script
 
-from ..errors import BackendError, BackendFull, BackendUnavailable, DuplicateTask
+from ..errors import (
+    BackendError,
+    BackendFull,
+    BackendUnavailable,
+    DuplicateTask,
+    EvictionPolicyError,
+)
 from ._protocol import (
     PRIORITY_AGING,
     STATS_MINUTES,
@@ -173,6 +180,12 @@ _UNIQUE_TTL_MS = 30 * 24 * 3600 * 1000
 _PUSH_CHUNK = 1000
 #: The scripts the blocking client runs (``push_sync``).
 _SYNC = ("push", "check")
+#: Seconds a worker trusts the ``maxmemory-policy`` it read (``CONFIG SET`` can change it at
+#: run time): once a minute while it is safe, every few seconds while the worker refuses.
+_POLICY_RECHECK = 60.0
+_POLICY_RECHECK_REFUSED = 10.0
+#: The URL query parameter that sets ``allow_eviction`` (``?allow_eviction=1``).
+_ALLOW_EVICTION = "allow_eviction"
 
 # -- encoding ----------------------------------------------------------------------------------
 
@@ -503,6 +516,38 @@ def _check_push(answer: Any) -> None:
     raise DuplicateTask(f"a task with id {task_id!r} already exists (nothing written)")
 
 
+def _policy_of(info: Any) -> str | None:
+    """The ``maxmemory_policy`` of a raw ``INFO memory`` answer; None if INFO was refused."""
+    if isinstance(info, Exception):
+        return None
+    if isinstance(info, dict):  # a client's parsed answer
+        return str(info.get("maxmemory_policy", "noeviction"))
+    text = info.decode("utf-8", "replace") if isinstance(info, bytes) else str(info)
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key == "maxmemory_policy":
+            return value.strip()
+    return "noeviction"  # a server too old to say: it has no eviction policy to speak of
+
+
+def _flag(value: str) -> bool:
+    """A URL query flag: ``1``, ``true``, ``yes`` or ``on`` (any case) is true."""
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def _without_flag(url: str) -> tuple[str, bool | None]:
+    """``url`` without its ``allow_eviction`` query parameter, and that parameter's value."""
+    parts = urlsplit(url)
+    if _ALLOW_EVICTION not in parts.query:
+        return url, None
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    found = [v for k, v in pairs if k == _ALLOW_EVICTION]
+    if not found:
+        return url, None
+    rest = urlencode([(k, v) for k, v in pairs if k != _ALLOW_EVICTION])
+    return parts._replace(query=rest).geturl(), _flag(found[-1])
+
+
 def _redact(url: str) -> str:
     """Return ``url`` with its password (in the user part or the query) replaced by ``***``."""
     parts = urlsplit(url)
@@ -534,6 +579,8 @@ class _Link:
     keeper: asyncio.Task[None] | None = None
     ready: bool = False
     released: bool = False
+    #: Whether this link read the ``maxmemory-policy`` (its first round trip does, see _raw).
+    policy_read: bool = False
 
 
 class RedisBackend:
@@ -553,6 +600,9 @@ class RedisBackend:
         ping_interval: longest single blocking read of an idle worker, so that a dead
             connection is noticed within about that time.
         keep_dead: seconds a dead-lettered record is kept (``None``: ``keep_finished``).
+        allow_eviction: let a worker claim tasks even when Redis's ``maxmemory-policy`` may
+            evict them (``allkeys-*``); also ``?allow_eviction=1`` in the URL. Without it a
+            worker refuses (``EvictionPolicyError``, logged CRITICAL) and producers warn.
 
     Attributes:
         resets: how many times this process found the store wiped (its ``epoch`` key gone).
@@ -571,7 +621,9 @@ class RedisBackend:
         socket_timeout: float = 10.0,
         connect_timeout: float = 5.0,
         ping_interval: float = 5.0,
+        allow_eviction: bool = False,
     ) -> None:
+        url, allowed = _without_flag(url)
         scheme = urlsplit(url).scheme.lower()
         if scheme not in ("redis", "rediss", "unix"):
             raise ValueError(
@@ -588,6 +640,13 @@ class RedisBackend:
         self.socket_timeout = socket_timeout
         self.connect_timeout = connect_timeout
         self.ping_interval = ping_interval
+        self.allow_eviction = allow_eviction or bool(allowed)
+        #: The ``maxmemory-policy`` last read (None: not read, or INFO refused).
+        self.policy: str | None = None
+        self._policy_said: set[tuple[str | None, bool]] = set()
+        self._gate_at = 0.0  # when check_worker reads the policy again (time.monotonic)
+        self._refusal: str | None = None  # why a worker refuses, while it does
+        self._sync_policy_read = False
         self._client = client
         self._keys = f"{prefix}:"
         self._links: dict[asyncio.AbstractEventLoop, _Link] = {}
@@ -595,7 +654,6 @@ class RedisBackend:
         self._links_lock = threading.Lock()
         self._wakeups = Wakeups()
         self._taking: dict[str, asyncio.Task[None]] = {}  # see _start_take
-        self._checked_memory = False
         self._epoch: bytes | None = None
         self.resets = 0
 
@@ -708,13 +766,30 @@ class RedisBackend:
                 raise answer
             return answer
 
-    async def _raw(self, link: _Link, *commands: Sequence[str | bytes | int]) -> list[Any]:
+    async def _one(self, *command: str | bytes | int) -> Any:
+        """The answer to one plain command (see ``_raw``), errors raised as dowork's."""
+        with self._errors():
+            (answer,) = await self._raw(self._link(), command)
+            if isinstance(answer, Exception):
+                raise answer
+            return answer
+
+    async def _raw(
+        self, link: _Link, *commands: Sequence[str | bytes | int], probe: bool = True
+    ) -> list[Any]:
         """Send ``commands`` in one write on a pooled connection and read their answers.
 
         The commands are packed in C (hiredis) when available: redis-py's asyncio client
         packs in Python, which for a batch of settlements costs more than the round trip.
         An error answer is returned (not raised), so the answers after it are still read.
+        The link's first round trip also reads ``INFO memory``, so that every process that
+        connects (producer, worker, command line) hears about an evicting Redis.
         """
+        if probe and not link.policy_read:
+            info, *rest = await self._raw(link, ("INFO", "memory"), *commands, probe=False)
+            link.policy_read = True
+            self._note_policy(_policy_of(info), worker=False)
+            return rest
         pool = link.client.connection_pool
         conn = await pool.get_connection(*_CONNECTION_ARGS)  # type: ignore[no-untyped-call]
         try:
@@ -744,12 +819,11 @@ class RedisBackend:
         if link.ready:
             return
         with self._errors():
-            await link.client.ping()
+            for answer in await self._raw(link, ("PING",)):  # (and the policy, see _raw)
+                if isinstance(answer, Exception):
+                    raise answer
             for script in link.scripts.values():
                 script.sha = await link.client.script_load(script.script)
-            if not self._checked_memory:
-                self._checked_memory = True
-                await self._check_eviction(link.client)
             await self._check_epoch(link.client)
         link.ready = True
 
@@ -773,15 +847,84 @@ class RedisBackend:
             )
         self._epoch = current
 
-    async def _check_eviction(self, client: redis.asyncio.Redis) -> None:
-        with contextlib.suppress(redis.exceptions.ResponseError):  # INFO not allowed
-            policy = (await client.info("memory")).get("maxmemory_policy", "noeviction")
-            if policy != "noeviction":
-                log.warning(
-                    "%r: maxmemory-policy is %s; Redis may evict task records, use noeviction",
-                    self,
-                    policy,
-                )
+    def _note_policy(self, policy: str | None, *, worker: bool) -> str | None:
+        """Say what Redis's ``maxmemory-policy`` means here; why a worker must refuse, if so.
+
+        ``noeviction`` is safe. Under ``volatile-*`` Redis evicts only keys with a TTL: never a
+        task record, but idempotency keys and rate-limit windows, so it is allowed with a
+        warning. ``allkeys-*`` (or a policy this code does not know) may evict any task: a
+        worker refuses it unless ``allow_eviction``; a producer or the CLI warns. Each
+        warning is logged once per backend; a worker's refusal is CRITICAL every time.
+        """
+        self.policy = policy
+        if policy == "noeviction":
+            return None
+        if policy is None:
+            self._say_policy(
+                policy, worker, "cannot read maxmemory-policy (INFO memory refused); make "
+                "sure it is noeviction, or Redis may evict task records",
+            )  # fmt: skip
+            return None
+        if policy.startswith("volatile-"):
+            self._say_policy(
+                policy, worker, f"maxmemory-policy is {policy}: task records are never "
+                "evicted (they have no TTL), but idempotency keys and rate-limit windows may "
+                "be; use noeviction to keep those guarantees",
+            )  # fmt: skip
+            return None
+        problem = (
+            f"maxmemory-policy is {policy}: Redis may evict task records, so stored tasks "
+            "could vanish without a trace; set maxmemory-policy noeviction"
+        )
+        if not worker or self.allow_eviction:
+            self._say_policy(policy, worker, problem)
+            return None
+        refusal = (
+            f"{self!r}: {problem} (this worker refuses to claim tasks until then; "
+            "allow_eviction=True, ?allow_eviction=1 or dowork worker --allow-eviction overrides)"
+        )
+        log.critical("%s", refusal)
+        return refusal
+
+    def _say_policy(self, policy: str | None, worker: bool, message: str) -> None:
+        """Log a warning about the policy once per backend (and role)."""
+        if (policy, worker) not in self._policy_said:
+            self._policy_said.add((policy, worker))
+            log.warning("%r: %s", self, message)
+
+    async def check_worker(self) -> None:
+        """Refuse to work on a Redis that may evict task records (see ``_note_policy``).
+
+        Workers call it before every claim: it reads ``INFO memory`` at most once a minute
+        (every few seconds while refusing), so a policy changed at run time is noticed.
+
+        Raises:
+            EvictionPolicyError: the policy is ``allkeys-*`` and ``allow_eviction`` is off.
+            BackendUnavailable: Redis cannot be reached.
+        """
+        now = time.monotonic()
+        if now >= self._gate_at:
+            link = self._link()
+            with self._errors():
+                (info,) = await self._raw(link, ("INFO", "memory"), probe=False)
+                if isinstance(info, Exception) and not isinstance(
+                    info, redis.exceptions.NoPermissionError
+                ):
+                    raise info
+            link.policy_read = True
+            self._refusal = self._note_policy(_policy_of(info), worker=True)
+            self._gate_at = now + (_POLICY_RECHECK_REFUSED if self._refusal else _POLICY_RECHECK)
+        if self._refusal is not None:
+            raise EvictionPolicyError(self._refusal)
+
+    def _probe_sync(self, client: redis.Redis) -> None:
+        """Read the policy once on the blocking client (a producer: warn only)."""
+        try:
+            info: Any = client.info("memory")
+        except redis.exceptions.NoPermissionError as exc:
+            info = exc
+        self._sync_policy_read = True
+        self._note_policy(_policy_of(info), worker=False)
 
     async def close(self) -> None:
         """Close this event loop's connections (and ask other loops to close theirs)."""
@@ -863,6 +1006,8 @@ class RedisBackend:
             return True
         client, scripts = self._sync_client()
         try:
+            if not self._sync_policy_read:
+                self._probe_sync(client)
             inboxed = self._to_inbox(records) if fresh else None
             if inboxed is not None:  # submit(): two plain commands, no script
                 _commands_sync(client, *inboxed)
@@ -939,6 +1084,7 @@ class RedisBackend:
         """Lease up to ``limit`` due records (fewer under ``max_running``) in one script."""
         if limit <= 0:
             return []
+        await self.check_worker()
         return await self._claim(
             queue, now, limit, lease, owner, max_running, alone_from, aging, rates, per_key
         )
@@ -999,6 +1145,7 @@ class RedisBackend:
                 queue, now, limit, lease, owner, max_running, alone_from, aging=aging,
                 rates=rates, per_key=per_key,
             )  # fmt: skip
+        await self.check_worker()
         link = self._link()
         q = f"{self._keys}q:{queue}:"
         inbox = _text(q + "inbox")
@@ -1160,10 +1307,12 @@ class RedisBackend:
     async def _get(self, ids: Sequence[str]) -> list[Record]:
         link = self._link()
         with self._errors():
-            async with link.client.pipeline(transaction=False) as pipe:
-                for task_id in ids:
-                    pipe.hgetall(_text(self._keys + "task:" + task_id))
-                hashes = await pipe.execute()
+            hashes = await self._raw(
+                link, *[("HGETALL", _text(self._keys + "task:" + task_id)) for task_id in ids]
+            )
+            for answer in hashes:
+                if isinstance(answer, Exception):
+                    raise answer
         return [_record(h) for h in hashes if h]
 
     async def cancel(self, task_id: str, now: float) -> str:
@@ -1262,16 +1411,12 @@ class RedisBackend:
 
     async def server_time(self) -> float:
         """The Redis server's clock (``TIME``), for leases that must share one clock."""
-        link = self._link()
-        with self._errors():
-            seconds, micros = await link.client.time()
-        return seconds + micros / 1e6
+        seconds, micros = await self._one("TIME")
+        return int(seconds) + int(micros) / 1e6
 
     async def queues(self) -> list[str]:
         """Names of the queues with records, sorted (the ``P:queues`` set)."""
-        link = self._link()
-        with self._errors():
-            names = await link.client.smembers(_text(f"{self._keys}queues"))
+        names = await self._one("SMEMBERS", _text(f"{self._keys}queues"))
         return sorted(
             n.decode("utf-8", "surrogatepass") if isinstance(n, bytes) else n for n in names
         )

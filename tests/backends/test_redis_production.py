@@ -1,0 +1,210 @@
+"""Redis in production conditions (issue 14, item 4), against real redis-server processes:
+an evicting ``maxmemory-policy`` refused by workers, a bounded blocking connection pool under
+load, lost replies (through a TCP proxy), a full Redis drained, and the README's ACL user."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+import dowork
+from dowork.backends import RedisBackend, open_backend
+from dowork.errors import EvictionPolicyError
+from tests.backends.test_contract import LEASE, NOW, rec
+from tests.redis_server import RedisServer
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def double(n: int) -> int:
+    return 2 * n
+
+
+@pytest.fixture
+def own_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis of this test's own, free to reconfigure, fill or restart."""
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def set_policy(server: RedisServer, policy: str, maxmemory: str = "100mb") -> None:
+    with redis.Redis.from_url(server.url) as admin:
+        admin.config_set("maxmemory", maxmemory)
+        admin.config_set("maxmemory-policy", policy)
+
+
+def durable_queue(url: str, **backend_options: object) -> dowork.Queue:
+    backend = RedisBackend(url, prefix=f"dowork:t{uuid.uuid4().hex[:8]}", **backend_options)  # type: ignore[arg-type]
+    queue = dowork.Queue(
+        "prod",
+        backend=backend,
+        durable=dowork.DurableSettings(lease=1.0, maintenance=0.2),
+        log=False,
+    )
+    queue.task(name="double")(double)
+    return queue
+
+
+def wait_until(predicate, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.02)
+
+
+# -- a) the eviction policy ------------------------------------------------------------------
+
+
+def test_a_worker_refuses_an_allkeys_redis_and_logs_critical(
+    own_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    set_policy(own_server, "allkeys-lru")
+    queue = durable_queue(own_server.url)
+    with caplog.at_level(logging.WARNING, logger="dowork"):
+        task = queue.submit(double, 21)  # a producer is only warned
+        warned = [r for r in caplog.records if r.levelno == logging.WARNING]
+        assert any("allkeys-lru" in r.getMessage() for r in warned)
+        queue.start()
+        try:
+            wait_until(lambda: any(r.levelno == logging.CRITICAL for r in caplog.records))
+            time.sleep(0.3)  # several claim rounds: none of them may take the task
+            assert queue.status(task.id) == "pending"
+        finally:
+            queue.shutdown(timeout=5)
+    critical = [r.getMessage() for r in caplog.records if r.levelno == logging.CRITICAL]
+    assert "allkeys-lru" in critical[0]
+    assert "noeviction" in critical[0]
+    assert "allow_eviction" in critical[0]
+
+    async def claim() -> None:
+        backend = RedisBackend(own_server.url, prefix="dowork:other")
+        try:
+            with pytest.raises(EvictionPolicyError, match="allkeys-lru"):
+                await backend.claim("q", NOW, 1, LEASE, "w")
+            with pytest.raises(EvictionPolicyError):
+                await backend.wait_claim("q", 0.05, NOW, 1, LEASE, "w")
+        finally:
+            await backend.close()
+
+    asyncio.run(claim())
+
+
+def test_allow_eviction_lets_a_worker_run(own_server: RedisServer) -> None:
+    set_policy(own_server, "allkeys-lfu")
+    queue = durable_queue(own_server.url, allow_eviction=True)
+    queue.start()
+    try:
+        assert queue.submit(double, 4).result(timeout=10) == 8
+    finally:
+        queue.shutdown(timeout=5)
+    url = own_server.url + "?allow_eviction=1&prefix=dowork:u"
+    backend = open_backend(url)
+    assert isinstance(backend, RedisBackend)
+    assert backend.allow_eviction
+    assert "allow_eviction" not in backend.url
+    assert not RedisBackend(own_server.url + "?allow_eviction=0").allow_eviction
+
+    async def claim() -> None:
+        assert await backend.claim("q", NOW, 1, LEASE, "w") == []
+        assert backend.policy == "allkeys-lfu"
+        await backend.close()
+
+    asyncio.run(claim())
+
+
+def test_volatile_policies_are_allowed_with_a_warning(
+    own_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    set_policy(own_server, "volatile-lru")
+
+    async def main() -> None:
+        backend = RedisBackend(own_server.url, prefix="dowork:v")
+        await backend.push([rec(queue="v")])
+        (claimed,) = await backend.claim("v", NOW, 1, LEASE, "w")
+        assert claimed.status == "running"
+        await backend.close()
+
+    with caplog.at_level(logging.WARNING, logger="dowork"):
+        asyncio.run(main())
+    messages = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len([m for m in messages if "volatile-lru" in m]) == 2  # producer, worker: once each
+
+
+def test_a_policy_changed_at_run_time_is_noticed(own_server: RedisServer) -> None:
+    async def main() -> None:
+        backend = RedisBackend(own_server.url, prefix="dowork:r")
+        await backend.check_worker()
+        set_policy(own_server, "allkeys-random")
+        await backend.check_worker()  # read less than a minute ago: trusted
+        backend._gate_at = 0.0  # a minute later
+        with pytest.raises(EvictionPolicyError, match="allkeys-random"):
+            await backend.check_worker()
+        set_policy(own_server, "noeviction")
+        backend._gate_at = 0.0
+        await backend.check_worker()
+        await backend.close()
+
+    asyncio.run(main())
+
+
+def cli(*args: str, **kw: object) -> subprocess.CompletedProcess[str]:
+    environ = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run(
+        [sys.executable, "-m", "dowork", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        check=False,
+        env=environ,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def test_the_worker_command_refuses_an_evicting_redis_in_one_line(
+    own_server: RedisServer,
+) -> None:
+    set_policy(own_server, "allkeys-lru")
+    url = own_server.url + "?prefix=dowork:cli"
+    result = cli("worker", "tests.durable.app:queue", "--backend", url, "--no-metrics")
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert "allkeys-lru" in lines[-1], result.stderr
+    assert "--allow-eviction" in lines[-1]
+    assert "Traceback" not in result.stderr
+    status = cli("status", "--backend", url)  # a command that only looks: a warning
+    assert status.returncode == 0
+    assert "allkeys-lru" in status.stderr, (status.stderr, status.stdout, url)
+
+    environ = dict(os.environ, PYTHONPATH=str(ROOT))
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "dowork", "worker", "tests.durable.app:queue", "--backend", url,
+         "--no-metrics", "--allow-eviction"],
+        stderr=subprocess.PIPE, text=True, cwd=ROOT, env=environ,
+    )  # fmt: skip
+    try:
+        producer = dowork.Queue("app", backend=url + "&allow_eviction=1", log=False)
+        producer.task(name="record")(double)
+        assert producer.submit(double, 5).result(timeout=30) == 5  # the worker's record(5)
+        producer.shutdown(timeout=5)
+        assert worker.poll() is None
+    finally:
+        worker.send_signal(signal.SIGINT)
+        _, err = worker.communicate(timeout=30)
+    assert worker.returncode == 0, err
