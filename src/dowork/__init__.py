@@ -46,6 +46,7 @@ from .errors import (
     TaskFrozen,
     TaskNotDone,
     TaskTimeout,
+    TooDeeplyNested,
     UnknownTask,
 )
 from .function import AsyncTaskFunction, SyncTaskFunction, TaskFunction, make_task_function
@@ -125,6 +126,7 @@ __all__ = [
     "NotRegistered",
     "NotSerializable",
     "PayloadTooLarge",
+    "TooDeeplyNested",
     "DecodeError",
     "BackendError",
     "BackendUnavailable",

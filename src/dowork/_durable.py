@@ -41,7 +41,7 @@ from .backends._protocol import (
     rank,
 )
 from .clock import SystemClock
-from .codec import Codec, decode_for, encode_for
+from .codec import Codec, check_depth, decode_for, encode_for
 from .errors import (
     BackendError,
     DecodeError,
@@ -52,9 +52,11 @@ from .errors import (
     PayloadTooLarge,
     ResultTooLarge,
     TaskFailed,
+    TooDeeplyNested,
 )
 from .group import group_error
 from .registry import Registry
+from .retry import RetryPolicy
 from .task import Progress, Task, TaskStatus, build_policy, expiry_of
 
 if TYPE_CHECKING:
@@ -238,14 +240,7 @@ class BackendEngine(Engine):
         elif (task._within is not None and task._within != template._within) or expires_at:
             within = task._within if task._within != template._within else None
             options = self._encode_options({}, within, expires_at)
-        codec = self.codec  # JSON: the plain call, nothing more on the hot path
-        payload = (
-            encode_for(codec, _payload_of(task), name, task.id)  # signed with name and id
-            if getattr(codec, "binds_task", False)
-            else codec.encode(_payload_of(task))
-        )
-        if len(payload) > self.settings.max_payload:
-            raise PayloadTooLarge(len(payload), self.settings.max_payload)
+        payload = self._encode_args(task, name)
         run_at = now
         if task._not_before is not None:
             run_at = max(run_at, task._not_before)
@@ -269,6 +264,21 @@ class BackendEngine(Engine):
             priority=task._priority,
             concurrency_key=task._concurrency_key,
         )
+
+    def _encode_args(self, task: Task[Any], name: str) -> bytes:
+        """A task's arguments as stored: within the depth and size limits, else refused."""
+        check_depth(task.args)
+        if task.kwargs:
+            check_depth(task.kwargs.values())
+        codec = self.codec  # JSON: the plain call, nothing more on the hot path
+        payload = (
+            encode_for(codec, _payload_of(task), name, task.id)  # signed with name and id
+            if getattr(codec, "binds_task", False)
+            else codec.encode(_payload_of(task))
+        )
+        if len(payload) > self.settings.max_payload:
+            raise PayloadTooLarge(len(payload), self.settings.max_payload)
+        return payload
 
     def _encode_options(
         self, overrides: Mapping[str, Any], within: float | None, expires_at: float | None = None
@@ -643,11 +653,33 @@ class BackendEngine(Engine):
             self._ready.extend(ready)
 
     async def _admit_one(self, record: Record, first: bool = False) -> None:
-        options = record.options
-        if options is not None and '"group_of"' in options:
-            await self._open_group(record)
-        else:
-            self._take(record, first=first)
+        try:
+            options = record.options
+            if options is not None and '"group_of"' in options:
+                await self._open_group(record)
+            else:
+                self._take(record, first=first)
+        except Exception as exc:  # the per-record guard: no record stops the worker
+            self._unreadable(record, exc)
+
+    def _unreadable(self, record: Record, exc: BaseException) -> None:
+        """Settle a claimed record that could not be started: dead-letter it (``malformed``).
+
+        A store error while a group's callback reads its members hands the record back
+        instead. A record already in line to run (or settled) is left alone.
+        """
+        task = self._by_id.get(record.id)
+        if task is not None and task._deliveries == record.attempts and not task.done:
+            return  # taken by this claim: in line or running, settled as any other
+        token = self._claimed.setdefault(record.id, record.attempts)
+        if isinstance(exc, BackendError):
+            del self._claimed[record.id]
+            log.warning("queue %s: task %s handed back (%r)", self.name, record.id, exc)
+            now = self.clock.now()
+            run_at = now + self.settings.maintenance
+            self._settle_out(Settlement(record.id, token, Outcome.RETRY, now, run_at=run_at))
+            return
+        self._dead(record, "malformed", f"{type(exc).__name__}: {exc}")
 
     async def _open_group(self, record: Record) -> None:
         """Run a group's callback with its members' results (or wait, or fail it unrun).
@@ -709,27 +741,38 @@ class BackendEngine(Engine):
 
         ``lead`` (a group's results) goes before the stored arguments; ``queued=False`` builds
         the task without putting it in line to run; ``first`` puts it at the head of the line.
+        Whatever the record holds, it either starts or is dead-lettered here: a payload or
+        option that cannot be read (too big, too deep, wrong types) is ``malformed``.
         """
         self._claimed[record.id] = record.attempts
-        if record.crashes >= self._alone_from:
-            self._suspects.add(record.id)
+        try:
+            return self._start(record, lead, queued, first)
+        except Exception as exc:  # the per-record guard: no record stops the worker
+            if record.id in self._claimed:
+                self._dead(record, "malformed", f"{type(exc).__name__}: {exc}")
+            return None
+
+    def _start(
+        self, record: Record, lead: list[Any] | None, queued: bool, first: bool
+    ) -> Task[Any] | None:
+        """``_take`` without its guard: check and decode everything, then change state."""
         entry = self.registry.get(record.name)
         if entry is None:
             self._dead(record, "unknown_task", f"no task named {record.name!r} is registered")
             return None
-        try:
-            args, kwargs, headers, overrides = self._decode(record)
-        except DecodeError as exc:
-            self._dead(record, exc.reason, f"{type(exc).__name__}: {exc}")
+        decoded = self._read(record)
+        if decoded is None:
             return None
-        except (KeyError, TypeError, ValueError) as exc:
-            self._dead(record, "undecodable", f"{type(exc).__name__}: {exc}")
-            return None
+        args, kwargs, headers, overrides = decoded
         expires_at = overrides.pop("expires_at", None) if overrides else None
         if expires_at is not None and self.clock.now() >= expires_at:
             when = datetime.fromtimestamp(expires_at, UTC).isoformat()
             self._dead(record, "expired", f"not started by {when}")
             return None
+        if record.crashes >= self._alone_from:
+            self._suspects.add(record.id)
+        within, policy = self._options_of(overrides, entry._template)
+        order = rank(record.run_at, record.priority, self.priority_aging)
         task = self._by_id.get(record.id)
         if task is None or task.done:
             task = entry.task(*args, **kwargs)
@@ -746,8 +789,12 @@ class BackendEngine(Engine):
         task._status = TaskStatus.PENDING
         task._priority = record.priority
         task._concurrency_key = record.concurrency_key
-        task._rank = rank(record.run_at, record.priority, self.priority_aging)
-        self._apply_options(task, overrides, entry._template)
+        task._rank = order
+        if within is not None:
+            task._within = within
+        if overrides:
+            task._overrides = overrides
+        task._policy = policy
         self._by_id[record.id] = task
         self._unfinished += 1
         if queued:
@@ -757,34 +804,66 @@ class BackendEngine(Engine):
                 self._ready.append(task)
         return task
 
-    def _apply_options(
-        self, task: Task[Any], overrides: dict[str, Any] | None, template: Task[Any]
-    ) -> None:
-        """Give a claimed task the options stored with it, or its function's defaults."""
+    def _read(
+        self, record: Record
+    ) -> tuple[list[Any], dict[str, Any], dict[str, str] | None, dict[str, Any] | None] | None:
+        """``_decode``, or None once a record it cannot read is dead-lettered (with why)."""
+        try:
+            return self._decode(record)
+        except DecodeError as exc:
+            self._dead(record, exc.reason, f"{type(exc).__name__}: {exc}")
+        except (TooDeeplyNested, PayloadTooLarge, RecursionError) as exc:
+            self._dead(record, "malformed", f"{type(exc).__name__}: {exc}")
+        except (KeyError, TypeError, ValueError) as exc:
+            self._dead(record, "undecodable", f"{type(exc).__name__}: {exc}")
+        return None
+
+    def _options_of(
+        self, overrides: dict[str, Any] | None, template: Task[Any]
+    ) -> tuple[float | None, RetryPolicy]:
+        """A claimed task's ``within`` and retry policy: those stored with it, or its defaults.
+
+        Raises on a stored option of the wrong type or value (the record is ``malformed``).
+        """
         if overrides:
             within = overrides.pop("within", None)
             if within is not None:
-                task._within = float(within)
-            task._overrides = overrides
-            task._policy = build_policy(self.default_policy, overrides)
-        else:
-            task._policy = build_policy(self.default_policy, template._overrides)
+                within = float(within)
+                if not within > 0:
+                    raise ValueError(f"within must be a positive number, not {within!r}")
+            return within, build_policy(self.default_policy, overrides)
+        return None, build_policy(self.default_policy, template._overrides)
 
     def _decode(
         self, record: Record
     ) -> tuple[list[Any], dict[str, Any], dict[str, str] | None, dict[str, Any] | None]:
-        """A record's arguments, headers and options; group bookkeeping is taken out."""
+        """A record's arguments, headers and options; group bookkeeping is taken out.
+
+        The decoding limits of ``submit()`` hold here too: a payload over ``max_payload``
+        bytes raises ``PayloadTooLarge``, arguments nested over ``MAX_DEPTH`` levels
+        ``TooDeeplyNested`` (deeper still, the decoder's ``RecursionError``).
+        """
         codec = self.codec
+        data = record.payload
+        if len(data) > self.settings.max_payload:
+            raise PayloadTooLarge(len(data), self.settings.max_payload)
         if getattr(codec, "binds_task", False):
-            payload = decode_for(codec, record.payload, record.name, record.id)
+            payload = decode_for(codec, data, record.name, record.id)
         else:
-            payload = codec.decode(record.payload)
+            payload = codec.decode(data)
         args, kwargs, headers = payload["a"], payload["k"], payload.get("h")
         if not isinstance(args, list) or not isinstance(kwargs, dict):
             raise TypeError("payload must hold a list 'a' and a dict 'k'")
         if headers is not None and not isinstance(headers, dict):
             raise TypeError("payload headers 'h' must be a dict")
+        check_depth(args)
+        if kwargs:
+            check_depth(kwargs.values())
+        if headers:
+            check_depth(headers.values())
         overrides = json.loads(record.options) if record.options else None
+        if overrides is not None and not isinstance(overrides, dict):
+            raise TypeError("options must be a JSON object")
         if overrides:
             group = overrides.pop("group", None)
             if group is not None:
@@ -846,9 +925,18 @@ class BackendEngine(Engine):
             if getattr(error, "resume", None) is not None:  # store where to resume from
                 try:
                     name = self.registry.name_of(task.fn) or task.name
+                    check_depth(task.args)
+                    check_depth(task.kwargs.values())
                     payload = encode_for(self.codec, _payload_of(task), name, task.id)
                 except NotSerializable as exc:
                     log.warning("queue %s: cannot store resume point (%s)", self.name, exc)
+                if payload is not None and len(payload) > self.settings.max_payload:
+                    log.warning(
+                        "queue %s: cannot store resume point (%s)",
+                        self.name,
+                        PayloadTooLarge(len(payload), self.settings.max_payload),
+                    )
+                    payload = None
             self._settle_out(
                 Settlement(
                     task.id, token, Outcome.RETRY, self.clock.now(), run_at=when,
@@ -1479,7 +1567,7 @@ def _placeholder(name: str) -> Any:
     def unknown(*args: Any, **kwargs: Any) -> None:
         raise NotRegistered(f"{name} is not registered in this process")
 
-    unknown.__qualname__ = name
+    unknown.__qualname__ = str(name)
     return unknown
 
 

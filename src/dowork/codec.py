@@ -17,9 +17,54 @@ import json
 import pickle
 from typing import Any, Protocol
 
-from .errors import DecodeError, NotSerializable
+from .errors import DecodeError, NotSerializable, TooDeeplyNested
 
-__all__ = ["Codec", "JSONCodec", "PickleCodec", "decode_for", "encode_for", "task_context"]
+__all__ = [
+    "MAX_DEPTH",
+    "Codec",
+    "JSONCodec",
+    "PickleCodec",
+    "check_depth",
+    "decode_for",
+    "encode_for",
+    "task_context",
+]
+
+#: Most levels of lists, tuples, dicts and sets in one task argument (or header) that a
+#: durable queue stores (``submit()``) and reads back (claim): far more than real data needs,
+#: and far fewer than exhaust a decoder's stack (``RecursionError``).
+MAX_DEPTH = 100
+
+#: Types that hold no other values: most arguments, checked without a walk.
+_SCALARS = frozenset({str, int, float, bool, type(None), bytes})
+_CONTAINERS = (list, tuple, dict, set, frozenset)
+
+
+def check_depth(values: Any, limit: int = MAX_DEPTH) -> None:
+    """Raise ``TooDeeplyNested`` if one of ``values`` nests containers more than ``limit`` deep.
+
+    ``values`` is an iterable of arguments (a container counts one level; a scalar none). The
+    walk is iterative (no recursion to run out of), visits a shared value again only when
+    reached deeper, and counts a cycle as too deep. Other objects are not looked into.
+    """
+    stack: list[tuple[Any, int]] = []
+    for value in values:
+        if type(value) not in _SCALARS and isinstance(value, _CONTAINERS):
+            stack.append((value, 1))
+    if not stack:
+        return
+    deepest: dict[int, int] = {}
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            raise TooDeeplyNested(limit)
+        if deepest.get(id(item), 0) >= depth:
+            continue
+        deepest[id(item)] = depth
+        children = (*item.keys(), *item.values()) if isinstance(item, dict) else item
+        for child in children:
+            if type(child) not in _SCALARS and isinstance(child, _CONTAINERS):
+                stack.append((child, depth + 1))
 
 
 class Codec(Protocol):

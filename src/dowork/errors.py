@@ -15,6 +15,7 @@ The hierarchy::
      ├── UnknownTask           no task with that id is known to the queue (also a KeyError)
      ├── NotRegistered         a durable queue was given a function it has no name for
      ├── NotSerializable       arguments or a result the queue's codec cannot encode
+     │    └── TooDeeplyNested  arguments nested deeper than a durable queue stores
      ├── PayloadTooLarge       encoded arguments over the durable queue's size cap
      ├── ResultTooLarge        an encoded result over the durable queue's size cap
      ├── DecodeError           stored bytes the codec cannot decode (keeps the bytes)
@@ -56,6 +57,7 @@ __all__ = [
     "TaskFrozen",
     "TaskNotDone",
     "TaskTimeout",
+    "TooDeeplyNested",
     "UnknownTask",
 ]
 
@@ -145,6 +147,22 @@ class NotRegistered(DoWorkError, TypeError):
 
 class NotSerializable(DoWorkError, TypeError):
     """Task arguments (or a result) cannot be encoded by the queue's codec (JSON by default)."""
+
+
+class TooDeeplyNested(NotSerializable):
+    """Task arguments nest lists, tuples, dicts or sets deeper than a durable queue accepts.
+
+    The limit (``dowork.codec.MAX_DEPTH``, 100 levels per argument) keeps a worker's decoder
+    from running out of stack on a record it claims; nothing was stored. A stored record
+    nested deeper is dead-lettered ``malformed`` when a worker claims it.
+    """
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"task arguments are nested more than {limit} levels deep (lists, tuples, dicts, "
+            "sets), over what a durable queue stores; flatten them"
+        )
+        self.limit = limit
 
 
 class PayloadTooLarge(DoWorkError, ValueError):
