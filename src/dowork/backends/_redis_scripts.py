@@ -17,13 +17,111 @@ __all__ = ["SCRIPTS"]
 # Scripts check everything before their first write, so none stops half way.
 
 
+# Reading stored records. A task hash may have been written by an older or hostile writer, so
+# every script reads a record through these checks before it writes anything: a record that
+# fails them is left alone (no script stops half way), and the claim, the settle and the reaper
+# move it to the dead letters with reason malformed (``bury``), its other fields kept for
+# ``dowork inspect``. ``CHECKS`` is the table of the stored fields and their tests; Python adds
+# the checks Lua cannot make cheaply (text that is not UTF-8, the options' JSON: see redis.py).
+# Needs only P.
+_CHECKS = r"""
+-- A finite number written as Python's repr writes one ("12", "1.5", "1e+16"), or nil: Lua's
+-- tonumber alone takes "nan", "inf", "0x1f" and spaces, which Redis and Python refuse.
+local function decimal(s)
+    if type(s) ~= 'string' or #s > 40 then return nil end
+    if not string.find(s, '^%-?%d+%.?%d*$') and not string.find(s, '^%-?%d+%.?%d*[eE][%-+]?%d+$')
+    then
+        return nil
+    end
+    local x = tonumber(s)
+    if not x or x ~= x or x == math.huge or x == -math.huge then return nil end
+    return x
+end
+local function count_ok(s) return #s <= 15 and string.find(s, '^%d+$') ~= nil end
+local function seq_ok(s) return #s == 16 and not string.find(s, '[^0-9a-f]') end
+local STATUSES = {pending = true, scheduled = true, retrying = true, running = true,
+    succeeded = true, failed = true, cancelled = true, dead = true}
+local LEVELS = {}
+for p = -9, 9 do LEVELS[tostring(p)] = true end
+-- The stored fields a worker reads, and what each must hold when present (see NEEDED).
+local CHECKS = {
+    status = function(s) return STATUSES[s] end,
+    run_at = decimal, created_at = decimal, updated_at = decimal, finished_at = decimal,
+    slot = decimal,
+    attempts = count_ok, crashes = count_ok,
+    priority = function(s) return LEVELS[s] end,
+    seq = seq_ok,
+}
+local NEEDED = {'id', 'queue', 'name', 'payload', 'status', 'run_at', 'created_at', 'seq'}
+-- A HGETALL list as a table of fields.
+local function fields(h)
+    local v = {}
+    for j = 1, #h, 2 do v[h[j]] = h[j + 1] end
+    return v
+end
+-- A stored value as an error message shows it: printable, at most 40 characters.
+local function shown(s)
+    local cut = string.gsub(string.sub(s, 1, 40), '[^%w%p ]', '?')
+    if #s > 40 then cut = cut .. '...' end
+    return "'" .. cut .. "'"
+end
+-- Why the record (fields v) of id in queue cannot be read, or nil if it can. A record made of
+-- a malformed inbox entry says why in its malformed field (see inbox_put).
+local function unreadable(v, id, queue)
+    if v.malformed then return v.malformed end
+    for _, f in ipairs(NEEDED) do
+        if not v[f] then return f .. ' is missing' end
+    end
+    if v.id ~= id then return 'id ' .. shown(v.id) .. ' does not match its key' end
+    if queue and v.queue ~= queue then
+        return 'queue ' .. shown(v.queue) .. ' is not the queue holding it'
+    end
+    for f, test in pairs(CHECKS) do
+        local s = v[f]
+        if s and not test(s) then return f .. ' is ' .. shown(s) end
+    end
+    return nil
+end
+-- Move the record of id (listing member m, or nil if its seq cannot be read; fields v) of
+-- queue to the dead letters with reason malformed (why: see unreadable), kept until expires.
+-- old is the status it is counted in ('running', a waiting one, or nil: the listing holding
+-- m says). Its other fields stay as they were; its queue, and a seq or created_at that
+-- cannot be read, are replaced, so that it is listed and counted like any dead letter.
+local function bury(queue, id, m, v, why, old, now, expires)
+    local q = P .. 'q:' .. queue .. ':'
+    local key = P .. 'task:' .. id
+    if not old and m then
+        for _, s in ipairs({'pending', 'scheduled', 'retrying'}) do
+            if redis.call('ZSCORE', q .. 'created.' .. s, m) then old = s; break end
+        end
+    end
+    if old then
+        if old ~= 'running' and m then redis.call('ZREM', q .. 'created.' .. old, m) end
+        redis.call('HINCRBY', q .. 'counts', old, -1)
+    end
+    if not m then m = string.format('%016x', redis.call('INCR', P .. 'seq')) .. ':' .. id end
+    local at = decimal(v.created_at) and v.created_at or now
+    redis.call('HSET', key, 'status', 'dead', 'reason', 'malformed',
+        'error', 'malformed record: ' .. why, 'queue', queue, 'seq', string.sub(m, 1, 16),
+        'created_at', at,
+        'updated_at', now, 'finished_at', now, 'expires_at', expires)
+    redis.call('ZADD', q .. 'created.dead', at, m)
+    if redis.call('HINCRBY', q .. 'counts', 'dead', 1) == 1 then
+        redis.call('SADD', P .. 'queues', queue)
+    end
+    redis.call('ZADD', P .. 'expiry', expires, id)
+end
+"""
+
 # The inbox (see the key layout in redis.py): ``submit()`` appends a pending task there with
 # plain commands (RPUSH, SADD), no script, and an idle worker pops it straight into ``taken``
 # and starts it before any script runs (``_TAKE`` then records the lease). Every script that
 # reads or writes a queue's waiting tasks drains its inbox first, so that everything else sees
 # the tasks as if ``_PUSH`` had stored them; wake-up tokens ("t" then a time) go there too.
 # Self-contained: needs only P.
-_INBOX = r"""
+_INBOX = (
+    _CHECKS
+    + r"""
 -- An entry: "r" id NUL name NUL created_at NUL options ("" or "=" json) NUL payload; nil if
 -- malformed.
 local function inbox_fields(e)
@@ -36,23 +134,26 @@ local function inbox_fields(e)
         pos = z + 1
     end
     f[5] = string.sub(e, pos)
-    if f[1] == '' or not tonumber(f[3]) then return nil end
+    if f[1] == '' or not decimal(f[3]) then return nil end
     return f
 end
 -- Store entry e of the queue's inbox as a task: waiting, or (owner given) running, leased
 -- to owner until lease with attempts 1, as a claim would have. A malformed entry, or one of
--- an id already taken, becomes a task of no known name holding the entry as its payload, for
--- a worker to dead-letter.
+-- an id already taken, becomes a task of no known name holding the entry as its payload and
+-- saying why in its malformed field, for the next claim to dead-letter (see bury).
 -- Returns the entry's time, its id and its status.
 local function inbox_put(queue, e, owner, lease)
-    local f = inbox_fields(e)
-    if f and redis.call('EXISTS', P .. 'task:' .. f[1]) == 1 then f = nil end  -- (written by hand)
+    local f, why = inbox_fields(e), 'inbox entry that cannot be read'
+    if f and redis.call('EXISTS', P .. 'task:' .. f[1]) == 1 then  -- (written by hand)
+        f, why = nil, 'inbox entry of a task id in use (' .. shown(f[1]) .. ')'
+    end
     local s = string.format('%016x', redis.call('INCR', P .. 'seq'))
-    if not f then  -- (waiting, never running: a worker dead-letters it at once)
+    if not f then  -- (waiting, never running: the next claim dead-letters it)
         owner = nil
         local t = redis.call('TIME')
         local at = t[1] .. '.' .. string.format('%06d', t[2])
         f = {'junk-' .. s, '<malformed inbox entry>', at, '', e}
+        redis.call('HSET', P .. 'task:' .. f[1], 'malformed', why)
     end
     local id, at = f[1], f[3]
     local key, q, m = P .. 'task:' .. id, P .. 'q:' .. queue .. ':', s .. ':' .. id
@@ -113,7 +214,7 @@ local function drain(queue)
             else
                 at = inbox_put(queue, e)
             end
-            if tonumber(at) and (not latest or tonumber(at) > tonumber(latest)) then
+            if decimal(at) and (not latest or tonumber(at) > tonumber(latest)) then
                 latest = at
             end
         end
@@ -133,6 +234,7 @@ local function drain_all()
     for _, queue in ipairs(redis.call('SMEMBERS', P .. 'queues')) do drain(queue) end
 end
 """
+)
 
 # What every script needs; _PUSH (the producers' hot path) needs only this.
 _BASE = (
@@ -621,14 +723,16 @@ return ok
 """
 
 # ARGV: P, queue, now, limit, lease_until, owner, max_running ('' = no cap), alone_from
-# ('' = none: see Backend.claim), popped, lease, aging, per_key ('' = no cap), then (name,
-# n, per) per rate limit. The claim drains the queue's inbox first (see _INBOX); popped ('' =
-# none) is an entry the caller popped from the inbox into taken and gives back, and lease the
-# lease in seconds: the latest time of the drained tokens and tasks, when later than now,
-# replaces now, and the lease runs from it.
-# Returns now and lease_until as used, then the claimed records as HGETALL lists, in claim
-# order, read before the claim: the caller applies it (status running, attempts + 1,
-# lease_until, owner, updated_at, no slot).
+# ('' = none: see Backend.claim), popped, lease, aging, per_key ('' = no cap), keep_dead
+# (seconds), then (name, n, per) per rate limit. The claim drains the queue's inbox first
+# (see _INBOX); popped ('' = none) is an entry the caller popped from the inbox into taken and
+# gives back, and lease the lease in seconds: the latest time of the drained tokens and tasks,
+# when later than now, replaces now, and the lease runs from it. A due record that cannot be
+# read (see unreadable) is dead-lettered as malformed, kept keep_dead seconds, and takes no
+# place in the claim.
+# Returns now and lease_until as used, the records dead-lettered (a flat list of id, why), then
+# the claimed records as HGETALL lists, in claim order, read before the claim: the caller
+# applies it (status running, attempts + 1, lease_until, owner, updated_at, no slot).
 _CLAIM = (
     """
 local P, queue, now, lease, owner = ARGV[1], ARGV[2], ARGV[3], ARGV[5], ARGV[6]
@@ -636,13 +740,32 @@ local alone = ARGV[8] ~= '' and tonumber(ARGV[8])
 """
     + _INBOX
     + """
+local WAITS = {pending = true, scheduled = true, retrying = true}
+-- Whether the record (fields v) of a due member should be dead-lettered, and why: a waiting
+-- record (or one of no known status) that cannot be read. Others are stale members.
+local function unclaimable(v, id)
+    local status = v.status
+    if not status or (STATUSES[status] and not WAITS[status]) then return nil end
+    return unreadable(v, id, queue)
+end
+-- Dead-letter such a record (listing member m) as malformed, kept ARGV[13] seconds; listed
+-- in BURIED (id, why) for the caller to log.
+local BURIED = {}
+local function bury_due(id, m, v, why)
+    BURIED[#BURIED + 1] = id
+    BURIED[#BURIED + 1] = why
+    local expires = string.format('%.17g', tonumber(now) + tonumber(ARGV[13]))
+    bury(queue, id, m, v, why, WAITS[v.status] and v.status or nil, now, expires)
+end
+"""
+    + """
 local woke = nil
 if ARGV[9] ~= '' then  -- an entry this worker popped from the inbox and gives back
     local e = ARGV[9]
     if redis.call('LREM', P .. 'q:' .. queue .. ':taken', 1, e) == 1 then
         woke = string.sub(e, 2)  -- a token's time
         if string.sub(e, 1, 1) ~= 't' then woke = inbox_put(queue, e) end
-        if not tonumber(woke) then woke = nil end
+        if not decimal(woke) then woke = nil end
     end
 end
 local drained = drain(queue)
@@ -665,7 +788,7 @@ if ARGV[7] ~= '' then
     if redis.call('ZSCORE', running, keeper) then held = held - 1 end
     limit = math.min(limit, tonumber(ARGV[7]) - held)
 end
-local out = {now, lease}
+local out = {now, lease, BURIED}
 if limit <= 0 then return out end
 local waiting, turn = q .. 'waiting', q .. 'turn'
 local leased, left, n = {'+inf', keeper}, {}, 0
@@ -683,7 +806,7 @@ local function wake_one()  -- more may be due: wake another idle worker to help
     inbox_wake(queue, 1, now)
 end
 
-if #ARGV <= 12 and redis.call('EXISTS', q .. 'levels', q .. 'lanes', q .. 'lanes:later') == 0
+if #ARGV <= 13 and redis.call('EXISTS', q .. 'levels', q .. 'lanes', q .. 'lanes:later') == 0
 then
     -- Plain tasks only (priority 0, no concurrency key, no rate limits): the oldest due, by
     -- (run_at, seq). The tasks without a key are the only ones taking turns, so all their
@@ -696,19 +819,16 @@ then
         local id = string.sub(m, 18)
         local key = P .. 'task:' .. id
         local h = redis.call('HGETALL', key)
-        local status, attempts, crashes, reserved
-        for j = 1, #h, 2 do
-            local f = h[j]
-            if f == 'status' then status = h[j + 1]
-            elseif f == 'attempts' then attempts = h[j + 1]
-            elseif f == 'crashes' then crashes = h[j + 1]
-            elseif f == 'slot' then reserved = true end
-        end
+        local v = fields(h)
+        local status, attempts, crashes, reserved = v.status, v.attempts, v.crashes, v.slot
+        local why = unclaimable(v, id)
         -- A repeat crasher is claimed alone (see Backend.claim).
-        local crasher = alone and tonumber(crashes or '0') >= alone
+        local crasher = not why and alone and tonumber(crashes or '0') >= alone
         if crasher and n > 0 then break end
         taken[#taken + 1] = m
-        if status == 'pending' or status == 'scheduled' or status == 'retrying' then
+        if why then
+            bury_due(id, m, v, why)
+        elseif status == 'pending' or status == 'scheduled' or status == 'retrying' then
             local a = string.format('%d', (attempts and tonumber(attempts) or 0) + 1)
             redis.call('HSET', key, 'status', 'running', 'attempts', a, 'lease_until', lease,
                 'owner', owner, 'updated_at', now)
@@ -748,7 +868,7 @@ end
 local aging, nowf, look = tonumber(ARGV[11]), tonumber(now), 2 * limit
 local cap = ARGV[12] ~= '' and tonumber(ARGV[12])
 local rates, starts = {}, {}
-for i = 13, #ARGV, 3 do rates[ARGV[i]] = {tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])} end
+for i = 14, #ARGV, 3 do rates[ARGV[i]] = {tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])} end
 local shared = rates[''] and ''
 local LANES, DUE, LATER = q .. 'lanes', q .. 'lanes:due', q .. 'lanes:later'
 local TURNS, LEVELS, KEYRUN = q .. 'lanes:turns', q .. 'lanes:levels', q .. 'keyrun'
@@ -953,16 +1073,14 @@ while n < limit and looked < look do
         local id = string.sub(m, 18)
         local tk = P .. 'task:' .. id
         local h = redis.call('HGETALL', tk)
-        local status, attempts, crashes, name, reserved
-        for j = 1, #h, 2 do
-            local f = h[j]
-            if f == 'status' then status = h[j + 1]
-            elseif f == 'attempts' then attempts = h[j + 1]
-            elseif f == 'crashes' then crashes = h[j + 1]
-            elseif f == 'name' then name = h[j + 1]
-            elseif f == 'slot' then reserved = true end
-        end
-        if status ~= 'pending' and status ~= 'scheduled' and status ~= 'retrying' then
+        local v = fields(h)
+        local status, attempts, crashes, name, reserved = v.status, v.attempts, v.crashes,
+            v.name, v.slot
+        local why = unclaimable(v, id)
+        if why then
+            drop(lv, m)
+            bury_due(id, m, v, why)
+        elseif status ~= 'pending' and status ~= 'scheduled' and status ~= 'retrying' then
             drop(lv, m)  -- a stale member
         else
             -- A repeat crasher is claimed alone (see Backend.claim).
@@ -1114,21 +1232,44 @@ return out
 # Returns the ids refused because the record is not running under that token.
 # lease_until and owner are left in the hash: they mean nothing once status is not running.
 _SETTLE = """
-local refused, accepted, leases = {}, {}, {}
+local refused, accepted, leases, broken = {}, {}, {}, {}
 for i = 0, tonumber(ARGV[2]) - 1 do
     local b = 3 + i * 11
     local rec = redis.call('HMGET', tkey(ARGV[b]), 'status', 'attempts', 'queue', 'seq',
         'created_at', 'error', 'history', 'concurrency_key')
-    if rec[1] ~= 'running' or tonumber(rec[2]) ~= tonumber(ARGV[b + 1]) then
+    if rec[1] ~= 'running' or tonumber(rec[2]) ~= tonumber(ARGV[b + 1]) or not rec[3] then
         refused[#refused + 1] = ARGV[b]
     else
-        accepted[#accepted + 1] = {b, rec}
+        -- A record changed by hand while it ran is dead-lettered instead (see bury); an
+        -- outcome's times that cannot be used are replaced by now.
+        local why = nil
+        if ARGV[b + 2] == 'retrying' then  -- (a finished task needs no priority: an absent
+            rec[9] = redis.call('HGET', tkey(ARGV[b]), 'priority')  -- field costs a hash scan)
+        end
+        if not (rec[4] and seq_ok(rec[4])) then why = 'seq is missing or not 16 hex digits'
+        elseif not decimal(rec[5]) then why = 'created_at is not a number'
+        elseif rec[9] and not LEVELS[rec[9]] then why = 'priority is ' .. shown(rec[9]) end
+        if not decimal(ARGV[b + 4]) then ARGV[b + 4] = ARGV[b + 3] end
+        if ARGV[b + 8] ~= '' and not decimal(ARGV[b + 8]) then ARGV[b + 8] = ARGV[b + 3] end
+        if why then
+            broken[#broken + 1] = {b, rec, why}
+        else
+            accepted[#accepted + 1] = {b, rec}
+        end
         gather(leases, qkey(rec[3], 'running'), ARGV[b])
     end
 end
 -- The leases go first: a write that frees memory, after which Redis lets this script finish
 -- its writes even at maxmemory (noeviction), so outcomes are stored while submits are refused.
 for key, list in pairs(leases) do chunks('ZREM', key, list, 4000) end
+for _, a in ipairs(broken) do
+    local b, rec = a[1], a[2]
+    local id, now = ARGV[b], ARGV[b + 3]
+    running_key(rec[3], rec[8], -1)
+    local m = seq_ok(rec[4] or '') and member(rec[4], id) or nil
+    local expires = ARGV[b + 8] ~= '' and ARGV[b + 8] or now
+    bury(rec[3], id, m, {created_at = rec[5]}, a[3], 'running', now, expires)
+end
 for _, a in ipairs(accepted) do
     local b, rec = a[1], a[2]
     local id, status, now = ARGV[b], ARGV[b + 2], ARGV[b + 3]
@@ -1154,8 +1295,7 @@ for _, a in ipairs(accepted) do
                     fields[#fields + 1] = 'payload'
                     fields[#fields + 1] = string.sub(ARGV[b + 9], 2)
                 end
-                -- (a finished task needs no priority: an absent field costs a hash scan)
-                local p = redis.call('HGET', key, 'priority')
+                local p = rec[9]
                 if rec[8] then  -- (a lane's earliest run_at is read now: no gathering)
                     redis.call('ZADD', zkey(queue, p, rec[8]), ARGV[b + 4], m)
                 else
@@ -1197,7 +1337,7 @@ for i = 0, tonumber(ARGV[3]) - 1 do
     local id = ARGV[4 + i * 2]
     local key = tkey(id)
     local rec = redis.call('HMGET', key, 'status', 'attempts', 'queue', 'cancel_requested')
-    if rec[1] ~= 'running' or tonumber(rec[2]) ~= tonumber(ARGV[5 + i * 2]) then
+    if rec[1] ~= 'running' or tonumber(rec[2]) ~= tonumber(ARGV[5 + i * 2]) or not rec[3] then
         codes[#codes + 1] = 0
     else
         redis.call('HSET', key, 'lease_until', ARGV[2])
@@ -1217,8 +1357,21 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', running, '-inf', '(' .. now)) do
     redis.call('ZREM', running, id)
     local key = tkey(id)
     local rec = redis.call('HMGET', key, 'status', 'seq', 'created_at', 'run_at', 'priority',
-        'concurrency_key')
+        'concurrency_key', 'crashes')
+    local why = nil  -- (a record changed by hand while it ran: see bury)
     if rec[1] == 'running' then
+        if not (rec[2] and seq_ok(rec[2])) then why = 'seq is missing or not 16 hex digits'
+        elseif not decimal(rec[3]) then why = 'created_at is not a number'
+        elseif rec[4] and not decimal(rec[4]) then why = 'run_at is ' .. shown(rec[4])
+        elseif rec[5] and not LEVELS[rec[5]] then why = 'priority is ' .. shown(rec[5])
+        elseif rec[7] and not count_ok(rec[7]) then why = 'crashes is ' .. shown(rec[7]) end
+    end
+    if why then
+        running_key(queue, rec[6], -1)
+        local m = rec[2] and seq_ok(rec[2]) and member(rec[2], id) or nil
+        bury(queue, id, m, {created_at = rec[3]}, why, 'running', now, ARGV[5])
+        dead = dead + 1
+    elseif rec[1] == 'running' then
         local m = member(rec[2], id)
         running_key(queue, rec[6], -1)
         local crashes = redis.call('HINCRBY', key, 'crashes', 1)
@@ -1252,12 +1405,16 @@ local rec = redis.call('HMGET', key, 'status', 'queue', 'seq', 'created_at', 'pr
     'concurrency_key', 'run_at')
 local status, queue = rec[1], rec[2]
 if not status then return 'unknown' end
+if WAITING[status] and not (queue and rec[3] and seq_ok(rec[3]) and decimal(rec[4])
+    and (not rec[5] or LEVELS[rec[5]])) then
+    return 'unknown'  -- (a record changed by hand: the next claim dead-letters it)
+end
 if WAITING[status] then
     local m = member(rec[3], id)
     redis.call('HSET', key, 'status', 'cancelled', 'error', 'cancelled', 'updated_at', now,
         'finished_at', now, 'expires_at', ARGV[4])
     redis.call('ZREM', zkey(queue, rec[5], rec[6]), m)
-    if rec[6] then lane_out(qkey(queue, ''), rec[6], rec[7]) end
+    if rec[6] then lane_out(qkey(queue, ''), rec[6], decimal(rec[7]) and rec[7] or '-inf') end
     redis.call('ZADD', P .. 'expiry', ARGV[4], id)
     move(queue, m, rec[4], status, 'cancelled')
     return 'cancelled'
@@ -1279,7 +1436,14 @@ for _, id in ipairs(ids) do
     local rec = redis.call('HMGET', key, 'status', 'queue', 'seq')
     if rec[1] then
         redis.call('DEL', key)
-        forget(rec[2], rec[1], member(rec[3], id))
+        if rec[2] and STATUSES[rec[1]] then  -- (else no count holds it: written by hand)
+            if rec[3] and seq_ok(rec[3]) then
+                forget(rec[2], rec[1], member(rec[3], id))
+            else
+                count(rec[2], rec[1], -1)
+                EMPTIED[rec[2]] = true
+            end
+        end
     end
 end
 return #ids
@@ -1296,7 +1460,9 @@ for i = 1, tonumber(ARGV[3]) do
     local rec = redis.call('HMGET', key, 'status', 'queue', 'seq', 'created_at', 'priority',
         'concurrency_key')
     local status, queue = rec[1], rec[2]
-    if status == 'failed' or status == 'cancelled' or status == 'dead' then
+    local readable = queue and rec[3] and seq_ok(rec[3]) and decimal(rec[4])
+        and (not rec[5] or LEVELS[rec[5]])  -- (else left alone: changed by hand)
+    if readable and (status == 'failed' or status == 'cancelled' or status == 'dead') then
         local m = member(rec[3], id)
         redis.call('HSET', key, 'status', 'pending', 'run_at', now, 'updated_at', now,
             'crashes', '0')
@@ -1350,7 +1516,9 @@ for _, status in ipairs(statuses) do
                     local rec = redis.call('HMGET', tkey(id), 'priority', 'concurrency_key',
                         'run_at')  -- (false: 0, none)
                     redis.call('ZREM', zkey(queue, rec[1], rec[2]), m)
-                    if rec[2] then lane_out(qkey(queue, ''), rec[2], rec[3]) end
+                    if rec[2] then
+                        lane_out(qkey(queue, ''), rec[2], decimal(rec[3]) and rec[3] or '-inf')
+                    end
                 else
                     redis.call('ZREM', P .. 'expiry', id)
                 end
@@ -1390,8 +1558,8 @@ else
         if status == 'running' then
             for _, id in ipairs(redis.call('ZRANGE', qkey(queue, 'running'), 0, -1)) do
                 local rec = redis.call('HMGET', tkey(id), 'created_at', 'seq', 'status')
-                if rec[3] == 'running' then
-                    all[#all + 1] = {tonumber(rec[1]), tonumber(rec[2], 16), id}
+                if rec[3] == 'running' then  -- (a field changed by hand sorts first)
+                    all[#all + 1] = {decimal(rec[1]) or 0, tonumber(rec[2] or '', 16) or 0, id}
                 end
             end
         else
@@ -1430,7 +1598,9 @@ for i = 1, tonumber(ARGV[3]) do
     local rec = redis.call('HMGET', key, 'status', 'queue', 'seq', 'created_at', 'run_at',
         'priority', 'concurrency_key')
     local status, queue = rec[1], rec[2]
-    if status and WAITING[status] and tonumber(rec[5]) > tonumber(now) then
+    local readable = queue and rec[3] and seq_ok(rec[3]) and decimal(rec[4]) and decimal(rec[5])
+        and (not rec[6] or LEVELS[rec[6]])  -- (else left alone: the next claim buries it)
+    if readable and WAITING[status] and tonumber(rec[5]) > tonumber(now) then
         local m = member(rec[3], id)
         local new = status == 'scheduled' and 'pending' or status
         redis.call('HSET', key, 'status', new, 'run_at', now, 'updated_at', now)
@@ -1484,6 +1654,25 @@ if #ARGV > 7 then
 end
 """
 
+# ARGV: P, now, expires_at, n, then n x (id, token, why). Dead-letters as malformed the records
+# a claim gave out that Python cannot read (see bury and redis.py's _unfit), if they still run
+# on that token.
+_BURY = """
+local now, expires = ARGV[2], ARGV[3]
+for i = 0, tonumber(ARGV[4]) - 1 do
+    local b = 5 + i * 3
+    local id = ARGV[b]
+    local v = fields(redis.call('HGETALL', tkey(id)))
+    if v.status == 'running' and v.queue and tonumber(v.attempts) == tonumber(ARGV[b + 1]) then
+        redis.call('ZREM', qkey(v.queue, 'running'), id)
+        running_key(v.queue, v.concurrency_key, -1)
+        local m = v.seq and seq_ok(v.seq) and member(v.seq, id) or nil
+        bury(v.queue, id, m, v, ARGV[b + 2], 'running', now, expires)
+    end
+end
+return 0
+"""
+
 #: The scripts' full sources by name.
 SCRIPTS = {
     "push": _PUSH,  # the producers' hot path: no shared prelude (a few us per call)
@@ -1492,6 +1681,7 @@ SCRIPTS = {
     "take": _TAKE,  # a worker that started a task popped from the inbox: self-contained
     "drain": _wrap(_DRAIN, drains=False),
     "settle": _wrap(_SETTLE, drains=False),
+    "bury": _wrap(_BURY, drains=False),
     "heartbeat": _wrap(_HEARTBEAT, drains=False),
     "reap": _wrap(_REAP),
     "cancel": _wrap(_CANCEL),

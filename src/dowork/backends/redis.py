@@ -103,6 +103,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import json
 import logging
 import math
 import threading
@@ -252,6 +253,61 @@ def _record(flat: Sequence[bytes] | dict[bytes, bytes]) -> Record:
     )
 
 
+def _shown(flat: Sequence[bytes] | dict[bytes, bytes]) -> Record:
+    """``_record`` for reading (``get``, ``list``): it never fails.
+
+    A record that ``_record`` cannot read (written by hand, dead-lettered as malformed) is
+    shown with its text decoded leniently and its unreadable numbers as 0 (times) or None.
+    """
+    try:
+        record = _record(flat)
+    except (KeyError, ValueError):
+        pass
+    else:
+        if all(map(math.isfinite, (record.run_at, record.created_at, record.updated_at))):
+            return record
+    h = flat if isinstance(flat, dict) else dict(zip(flat[::2], flat[1::2], strict=True))
+
+    def text(name: bytes) -> str | None:
+        raw = h.get(name)
+        return None if raw is None else bytes(raw).decode("utf-8", "backslashreplace")
+
+    def number(name: bytes, kind: Callable[[str], Any] = float) -> Any:
+        try:
+            value = kind(text(name) or "")
+            return value if math.isfinite(value) else None
+        except (ValueError, OverflowError):
+            return None
+
+    status = text(b"status") or "dead"
+    created_at = number(b"created_at") or 0.0
+    return Record(
+        id=text(b"id") or "",
+        queue=text(b"queue") or "",
+        name=text(b"name") or "",
+        payload=h.get(b"payload", b""),
+        run_at=number(b"run_at") or 0.0,
+        created_at=created_at,
+        status=status,
+        options=text(b"options"),
+        attempts=number(b"attempts", int) or 0,
+        lease_until=number(b"lease_until") if status == "running" else None,
+        owner=text(b"owner") if status == "running" else None,
+        crashes=number(b"crashes", int) or 0,
+        cancel_requested=h.get(b"cancel_requested") == b"1",
+        error=text(b"error"),
+        reason=text(b"reason"),
+        result=h.get(b"result"),
+        updated_at=number(b"updated_at") or created_at,
+        finished_at=number(b"finished_at"),
+        progress=text(b"progress"),
+        history=text(b"history"),
+        priority=number(b"priority", int) or 0,
+        concurrency_key=text(b"concurrency_key"),
+        slot=number(b"slot"),
+    )
+
+
 def _keyed_args(records: Sequence[Record]) -> list[str | bytes | int]:
     """The ``_PUSH_KEYED`` arguments after the prefix (see that script)."""
     args: list[str | bytes | int] = [len(records)]
@@ -274,12 +330,60 @@ def _keyed_args(records: Sequence[Record]) -> list[str | bytes | int]:
     return [*args, len(tail) // 4, *tail]
 
 
-def _claimed(rows: Sequence[Any], owner: str) -> list[Record]:
-    """The records of a ``_CLAIM`` answer (now and lease_until used, then the hashes)."""
+#: A claimed record Python cannot read, to be dead-lettered: raw id, lease token, why.
+_Unfit = tuple[bytes, int, str]
+
+
+def _finite(value: Any) -> bool:
+    """Whether an option read from JSON is a number a worker can use as a time."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too big for a float
+        return False
+
+
+def _unfit(record: Record) -> str | None:
+    """Why a worker cannot read a record the scripts accepted, or None if it can.
+
+    The checks Lua leaves to Python (see ``_CHECKS``): the options must be a JSON object whose
+    ``within`` and ``expires_at`` are finite numbers (text in UTF-8 is checked by ``_record``).
+    """
+    if record.options is None:
+        return None
+    try:
+        options = json.loads(record.options)
+    except (ValueError, RecursionError) as exc:
+        return f"options are not JSON ({type(exc).__name__})"
+    if not isinstance(options, dict):
+        return "options are not a JSON object"
+    for key in ("within", "expires_at"):
+        value = options.get(key)
+        if value is not None and not _finite(value):
+            return f"option {key} is {str(value)[:40]!r}, not a finite number"
+    return None
+
+
+def _claimed(rows: Sequence[Any], owner: str) -> tuple[list[Record], list[_Unfit]]:
+    """The records of a ``_CLAIM`` answer, and those Python cannot read (for ``bury``).
+
+    The answer holds now and lease_until used, the records the script dead-lettered, then the
+    claimed hashes; a hash that fails ``_record`` or ``_unfit`` goes to the second list.
+    """
     now, lease_until = float(rows[0]), float(rows[1])
     claimed = []
-    for row in rows[2:]:
-        record = _record(row)
+    unfit: list[_Unfit] = []
+    for row in rows[3:]:
+        try:
+            record = _record(row)
+            why = _unfit(record)
+        except (KeyError, ValueError) as exc:  # (UnicodeDecodeError is a ValueError)
+            why = f"{type(exc).__name__}: {exc}"[:200]
+        if why is not None:
+            h = dict(zip(row[::2], row[1::2], strict=True))
+            unfit.append((bytes(h[b"id"]), int(h.get(b"attempts", b"0")) + 1, why))
+            continue
         record.status = "running"
         record.attempts += 1
         record.lease_until = lease_until
@@ -287,7 +391,7 @@ def _claimed(rows: Sequence[Any], owner: str) -> list[Record]:
         record.updated_at = now
         record.slot = None
         claimed.append(record)
-    return claimed
+    return claimed, unfit
 
 
 def _score(head: Sequence[Any]) -> float:
@@ -1109,9 +1213,9 @@ class RedisBackend:
         each = "" if per_key is None else str(per_key)
         rows = await self._script(
             "claim", _text(queue), _num(now), limit, _num(now + lease), _text(owner), cap, alone,
-            popped, _num(lease), _num(aging), each, *_rate_args(rates),
+            popped, _num(lease), _num(aging), each, self._keep_dead(), *_rate_args(rates),
         )  # fmt: skip
-        return _claimed(rows, owner)
+        return await self._claimed(rows, owner)
 
     async def wait_claim(
         self,
@@ -1177,7 +1281,7 @@ class RedisBackend:
         claim = (
             "EVALSHA", script.sha, 0, self._keys, _text(queue), _num(now), limit,
             _num(now + lease), _text(owner), cap, alone, "", _num(lease), _num(aging),
-            "" if per_key is None else str(per_key), *_rate_args(rates),
+            "" if per_key is None else str(per_key), self._keep_dead(), *_rate_args(rates),
         )  # fmt: skip
         with self._errors():
             wait = ("BLMOVE", inbox, inbox, "LEFT", "LEFT", block)  # (moves nothing)
@@ -1188,7 +1292,30 @@ class RedisBackend:
             for answer in (popped, rows):
                 if isinstance(answer, Exception):
                     raise answer
-        return _claimed(rows, owner)
+        return await self._claimed(rows, owner)
+
+    def _keep_dead(self) -> str:
+        """Seconds a dead letter is kept, as the claim script takes it (see ``bury``)."""
+        return _num(self._retention(Outcome.DEAD, None))
+
+    async def _claimed(self, rows: Sequence[Any], owner: str) -> list[Record]:
+        """The records of a claim's answer; those Python cannot read are dead-lettered."""
+        claimed, unfit = _claimed(rows, owner)
+        buried = rows[2]
+        for task_id, why in zip(buried[::2], buried[1::2], strict=True):
+            shown, reason = (bytes(b).decode("utf-8", "backslashreplace") for b in (task_id, why))
+            log.error("%r: task %r dead-lettered (malformed): %s", self, shown, reason)
+        if unfit:
+            now = float(rows[0])
+            args: list[str | bytes | int] = [_num(now), _num(now + float(self._keep_dead()))]
+            args.append(len(unfit))
+            for task_id, token, why in unfit:
+                args += [task_id, token, _text(why)]
+            await self._script("bury", *args)
+            for task_id, _, why in unfit:
+                shown = task_id.decode("utf-8", "backslashreplace")
+                log.error("%r: task %r dead-lettered (malformed): %s", self, shown, why)
+        return claimed
 
     def _start_take(self, link: _Link, record: Record, entry: bytes) -> None:
         """Record in the background that this worker runs a task it popped (see ``_TAKE``)."""
@@ -1226,17 +1353,32 @@ class RedisBackend:
         await self._taken([s.id for s in settlements])
         args: list[str | bytes | int] = [len(settlements)]
         for s in settlements:
-            if s.outcome is Outcome.RETRY:
-                status, expires = "retrying", ""
-            else:
-                keep = self._retention(s.outcome, s.keep)
-                status, expires = _FINAL[s.outcome], (_num(s.now + keep) if keep > 0 else "")
-            args += [
-                _text(s.id), s.token, status, _num(s.now), _num(s.run_at), _opt(s.error),
-                _opt(s.reason), _opt(s.result), expires, _opt(s.payload), _opt(s.attempt),
-            ]  # fmt: skip
-        refused = await self._script("settle", *args)
+            args += self._settle_args(s)
+        try:
+            refused = await self._script("settle", *args)
+        except (BackendUnavailable, BackendFull):
+            raise
+        except BackendError as exc:  # the script refused an outcome: it wrote nothing
+            if len(settlements) > 1:  # each alone, so that one never holds back the rest
+                refused = []
+                for s in settlements:
+                    refused += await self.settle([s])
+                return refused
+            log.error("%r: outcome of task %r dropped: %s", self, settlements[0].id, exc)
+            return [settlements[0].id]  # (its lease runs out: the reaper takes it back)
         return [i.decode("utf-8", "surrogatepass") for i in refused]
+
+    def _settle_args(self, s: Settlement) -> list[str | bytes | int]:
+        """One settlement's ``_SETTLE`` arguments."""
+        if s.outcome is Outcome.RETRY:
+            status, expires = "retrying", ""
+        else:
+            keep = self._retention(s.outcome, s.keep)
+            status, expires = _FINAL[s.outcome], (_num(s.now + keep) if keep > 0 else "")
+        return [
+            _text(s.id), s.token, status, _num(s.now), _num(s.run_at), _opt(s.error),
+            _opt(s.reason), _opt(s.result), expires, _opt(s.payload), _opt(s.attempt),
+        ]  # fmt: skip
 
     async def heartbeat(
         self, leases: Sequence[tuple[str, int]], now: float, lease: float
@@ -1313,7 +1455,7 @@ class RedisBackend:
             for answer in hashes:
                 if isinstance(answer, Exception):
                     raise answer
-        return [_record(h) for h in hashes if h]
+        return [_shown(h) for h in hashes if h]
 
     async def cancel(self, task_id: str, now: float) -> str:
         """Cancel a waiting task, or flag a running one for its worker."""
@@ -1511,4 +1653,4 @@ class RedisBackend:
         rows = await self._script(
             "list", _text(queue), offset, limit, "1" if newest_first else "", *(wanted or ())
         )
-        return [_record(row) for row in rows]
+        return [_shown(row) for row in rows]

@@ -1,0 +1,194 @@
+"""Redis records that cannot be read: written by hand, by an older or a hostile writer.
+
+Every script checks a record before it writes (``_CHECKS`` in ``_redis_scripts.py``), so none
+stops half way; a claim dead-letters a record it cannot read as ``malformed`` (its other fields
+kept), and the healthy records claimed with it start as usual, charged nothing. A settle batch
+with one bad outcome settles the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from dowork.backends import Outcome, Record, RedisBackend, Settlement
+from tests.backends.test_contract import LEASE, NOW, rec
+from tests.redis_server import RedisServer
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"poison-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def admin(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_server.url)
+    yield client
+    client.close()
+
+
+def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    asyncio.run(main())
+
+
+#: Stored values a worker cannot read: (field, value; None deletes the field, why says).
+UNREADABLE: list[tuple[str, bytes | None, str]] = [
+    ("crashes", b"abc", "crashes is 'abc'"),
+    ("crashes", b"-1", "crashes is '-1'"),
+    ("attempts", b"1.5", "attempts is '1.5'"),
+    ("attempts", b"99999999999999999999", "attempts is"),
+    ("priority", b"high", "priority is 'high'"),
+    ("priority", b"10", "priority is '10'"),
+    ("seq", None, "seq is missing"),
+    ("seq", b"0", "seq is '0'"),
+    ("status", b"bogus", "status is 'bogus'"),
+    ("status", None, ""),  # (no status: a stale member, dropped, never claimed)
+    ("run_at", b"nan", "run_at is 'nan'"),
+    ("created_at", b"inf", "created_at is 'inf'"),
+    ("created_at", b"0x10", "created_at is '0x10'"),
+    ("updated_at", b" 5", "updated_at is ' 5'"),
+    ("slot", b"soon", "slot is 'soon'"),
+    ("id", b"another", "id 'another' does not match its key"),
+    ("id", None, "id is missing"),
+    ("queue", b"other", "queue 'other' is not the queue holding it"),
+    ("payload", None, "payload is missing"),
+    ("name", b"\xff\xfe", "UnicodeDecodeError"),  # (checked in Python, then buried)
+    ("options", b"{not json", "options are not JSON"),
+    ("options", b"[" * 5000 + b"]" * 5000, "options are not JSON"),
+    ("options", b"[1]", "options are not a JSON object"),
+    ("options", b'{"within": "soon"}', "option within is 'soon'"),
+    ("options", b'{"expires_at": 1e999}', "option expires_at is 'inf'"),
+    ("concurrency_key", b"\xc3", "UnicodeDecodeError"),
+]
+
+
+async def _spoil(admin: redis.Redis, prefix: str, record: Record, name: str, value: Any) -> None:
+    key = f"{prefix}:task:{record.id}"
+    if value is None:
+        admin.hdel(key, name)
+    else:
+        admin.hset(key, name, value)
+
+
+@pytest.mark.parametrize("keyed", [False, True], ids=["plain", "lanes"])
+@pytest.mark.parametrize(("name", "value", "why"), UNREADABLE)
+def test_a_record_that_cannot_be_read_is_dead_lettered_and_its_neighbours_start(
+    redis_server: RedisServer,
+    prefix: str,
+    admin: redis.Redis,
+    name: str,
+    value: bytes | None,
+    why: str,
+    keyed: bool,
+) -> None:
+    backend = RedisBackend(redis_server.url, prefix=prefix, keep_finished=100.0)
+    extra: dict[str, Any] = {"priority": 3} if keyed else {}  # (a level: the lanes' claim)
+    records = [rec(created_at=NOW + i, **extra) for i in range(5)]
+    bad = records[2]
+
+    async def main() -> None:
+        await backend.push(records)
+        await _spoil(admin, prefix, bad, name, value)
+        claimed = await backend.claim("q", NOW + 10, 10, LEASE, "w")
+        healthy = [r for r in records if r is not bad]
+        assert [r.id for r in claimed] == [r.id for r in healthy]
+        assert all((r.attempts, r.crashes, r.status) == (1, 0, "running") for r in claimed)
+        raw = admin.hgetall(f"{prefix}:task:{bad.id}")
+        if not why:  # a stale member: left alone, never run
+            assert b"status" not in raw
+            assert await backend.counts("q") == {"running": 4, "pending": 1}
+            return
+        assert raw[b"status"] == b"dead"
+        assert raw[b"reason"] == b"malformed"
+        assert why in raw[b"error"].decode()
+        if name not in ("seq", "created_at", "status", "updated_at", "queue") and value:
+            assert raw[name.encode()] == value  # kept as it was, to be seen
+        assert await backend.counts("q") == {"running": 4, "dead": 1}
+        (seen,) = await backend.list("q", statuses=["dead"])  # listed, readable
+        assert (seen.reason, seen.status) == ("malformed", "dead")
+        (got,) = await backend.get([bad.id]) if name != "id" or value is None else [seen]
+        assert got.reason == "malformed"
+        assert float(admin.zscore(f"{prefix}:expiry", bad.id)) == pytest.approx(NOW + 110)
+        outcomes = [Settlement(r.id, 1, Outcome.SUCCEEDED, NOW + 11) for r in claimed]
+        assert await backend.settle(outcomes) == []
+        assert await backend.counts("q") == {"succeeded": 4, "dead": 1}
+        assert await backend.purge_finished(NOW + 1000) == 5
+        assert await backend.counts("q") == {}
+        await backend.close()
+
+    run(main)
+
+
+def test_a_record_spoiled_while_it_runs_is_dead_lettered_and_its_batch_settles(
+    redis_server: RedisServer, prefix: str, admin: redis.Redis
+) -> None:
+    backend = RedisBackend(redis_server.url, prefix=prefix)
+    records = [rec(created_at=NOW + i) for i in range(4)]
+
+    async def main() -> None:
+        await backend.push(records)
+        claimed = await backend.claim("q", NOW + 10, 10, LEASE, "w")
+        assert len(claimed) == 4
+        admin.hset(f"{prefix}:task:{records[1].id}", "created_at", "yesterday")
+        admin.hdel(f"{prefix}:task:{records[2].id}", "seq")
+        outcomes = [Settlement(r.id, 1, Outcome.SUCCEEDED, NOW + 11) for r in claimed]
+        outcomes[3].outcome, outcomes[3].run_at = Outcome.RETRY, float("nan")
+        assert await backend.settle(outcomes) == []
+        assert await backend.counts("q") == {"succeeded": 1, "dead": 2, "retrying": 1}
+        got = {r.id: r for r in await backend.get([r.id for r in records])}
+        assert got[records[0].id].status == "succeeded"
+        for r in records[1:3]:
+            assert (got[r.id].status, got[r.id].reason) == ("dead", "malformed")
+        assert got[records[3].id].run_at == NOW + 11  # a time it cannot use: now
+        (again,) = await backend.claim("q", NOW + 12, 10, LEASE, "w")
+        assert again.id == records[3].id
+        await backend.close()
+
+    run(main)
+
+
+def test_the_reaper_dead_letters_a_running_record_it_cannot_read_and_goes_on(
+    redis_server: RedisServer, prefix: str, admin: redis.Redis
+) -> None:
+    backend = RedisBackend(redis_server.url, prefix=prefix)
+    records = [rec(created_at=NOW + i) for i in range(3)]
+
+    async def main() -> None:
+        await backend.push(records)
+        assert len(await backend.claim("q", NOW, 10, LEASE, "w")) == 3
+        admin.hset(f"{prefix}:task:{records[0].id}", "crashes", "many")
+        assert await backend.reap("q", NOW + LEASE + 10, 3) == (2, 1)
+        assert await backend.counts("q") == {"retrying": 2, "dead": 1}
+        (dead,) = await backend.list("q", statuses=["dead"])
+        assert (dead.id, dead.reason) == (records[0].id, "malformed")
+        await backend.close()
+
+    run(main)
+
+
+def test_other_scripts_leave_a_record_they_cannot_read_alone(
+    redis_server: RedisServer, prefix: str, admin: redis.Redis
+) -> None:
+    """Cancel, release, requeue, purge and list never stop half way on a spoiled record."""
+    backend = RedisBackend(redis_server.url, prefix=prefix)
+    keyed = rec(concurrency_key="k", run_at=NOW + 50)
+    later = rec(run_at=NOW + 50)
+
+    async def main() -> None:
+        await backend.push([keyed, later])
+        admin.hset(f"{prefix}:task:{keyed.id}", "run_at", "nan")
+        admin.hdel(f"{prefix}:task:{later.id}", "seq")
+        assert await backend.cancel(later.id, NOW) == "unknown"
+        assert await backend.release([keyed.id, later.id], NOW) == []
+        assert len(await backend.list("q")) == 2
+        assert await backend.purge("q") == 2
+        assert await backend.counts("q") == {}
+        await backend.close()
+
+    run(main)
