@@ -250,6 +250,8 @@ class Engine:
             self._call_hooks(self._h_submit, task)
         if task._overrides is not None:
             self._stamp_expiry(task)  # counted from now, not from when the loop accepts it
+        if task._delay is not None or task._not_before is not None:
+            self._stamp_due(task)  # the delay too: from the call, not from the next dispatch
         if task._priority or self._prioritized:  # aging counts from now, too
             task._rank = rank(self.clock.now(), task._priority, self.priority_aging)
         task._engine = self
@@ -300,6 +302,16 @@ class Engine:
         ):
             task._expires_at = expiry_of(overrides, self.clock.now())
 
+    def _stamp_due(self, task: Task[Any]) -> None:
+        """Fix when a delayed task is due, at the call: it reads ``scheduled`` from now on."""
+        now = self.clock.now()
+        when = task._not_before
+        if task._delay is not None:
+            when = max(when or now, now + task._delay)
+        if when is not None and when > now:
+            task._status = _SCHEDULED
+            task._next_attempt = when
+
     def _accept_inbox(self) -> None:
         """Accept every task other threads handed over (on the loop)."""
         self._inbox_wake = False
@@ -342,9 +354,13 @@ class Engine:
             self._ready.append(task)
             return
         now = self.clock.now()
-        if task._delay is not None:
+        if task._status is _SCHEDULED and task._next_attempt is not None:
+            when = task._next_attempt  # stamped by enqueue(), at the call
+        elif task._delay is not None:
             when = max(when or now, now + task._delay)
         if when is None or when <= now:
+            task._status = _PENDING
+            task._next_attempt = None
             self._ready.append(task)
         else:
             task._status = _SCHEDULED
