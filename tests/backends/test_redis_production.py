@@ -208,3 +208,54 @@ def test_the_worker_command_refuses_an_evicting_redis_in_one_line(
         worker.send_signal(signal.SIGINT)
         _, err = worker.communicate(timeout=30)
     assert worker.returncode == 0, err
+
+
+# -- b) a bounded, blocking connection pool ----------------------------------------------------
+
+
+def connected_clients(server: RedisServer) -> int:
+    with redis.Redis.from_url(server.url) as admin:
+        return int(admin.info("clients")["connected_clients"])
+
+
+def test_a_thousand_concurrent_asubmits_all_succeed(own_server: RedisServer) -> None:
+    with redis.Redis.from_url(own_server.url) as admin:
+        admin.config_set("maxclients", "100")  # one process must not take them all
+    queue = durable_queue(own_server.url)
+
+    async def main() -> None:
+        try:
+            tasks = await asyncio.gather(*[queue.asubmit(double, n) for n in range(1000)])
+            assert len({t.id for t in tasks}) == 1000
+            assert connected_clients(own_server) <= 50 + 2  # the pool, the admin, one spare
+            assert queue.backend is not None
+            assert await queue.backend.counts("prod") == {"pending": 1000}
+        finally:
+            await queue.ashutdown(timeout=5)
+
+    asyncio.run(main())
+
+
+def test_ten_thousand_schedules_firing_together_all_fire(own_server: RedisServer) -> None:
+    with redis.Redis.from_url(own_server.url) as admin:
+        admin.config_set("maxclients", "100")
+    clock = dowork.FakeClock(1_700_000_000.0)
+    backend = RedisBackend(own_server.url, prefix=f"dowork:s{uuid.uuid4().hex[:8]}")
+    queue = dowork.Queue(
+        "sched",
+        backend=backend,
+        clock=clock,
+        log=False,
+        durable=dowork.DurableSettings(lease=30.0, maintenance=5.0),
+    )
+    queue.task(name="double")(double)
+    schedules = [queue.every(60, double, n) for n in range(10_000)]
+    queue.start()
+    try:
+        clock.set(1_700_000_000.0 + 61)  # past the next grid point: all 10,000 are due
+        wait_until(lambda: sum(s.runs for s in schedules) == 10_000, timeout=50)
+        counts = queue._engine.run_on_home(backend.counts("sched"))
+        assert sum(counts.values()) == 10_000
+        assert all(s.runs == 1 for s in schedules)
+    finally:
+        queue.shutdown(timeout=10)

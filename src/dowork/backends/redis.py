@@ -704,6 +704,11 @@ class RedisBackend:
         ping_interval: longest single blocking read of an idle worker, so that a dead
             connection is noticed within about that time.
         keep_dead: seconds a dead-lettered record is kept (``None``: ``keep_finished``).
+        max_connections: connections of each pool (one per event loop, one for threads):
+            callers beyond it wait for a free one, so a burst of concurrent calls never
+            opens more than this many (``?max_connections=`` in the URL wins).
+        pool_timeout: seconds a caller waits for a free connection before
+            ``BackendUnavailable``.
         allow_eviction: let a worker claim tasks even when Redis's ``maxmemory-policy`` may
             evict them (``allkeys-*``); also ``?allow_eviction=1`` in the URL. Without it a
             worker refuses (``EvictionPolicyError``, logged CRITICAL) and producers warn.
@@ -725,6 +730,8 @@ class RedisBackend:
         socket_timeout: float = 10.0,
         connect_timeout: float = 5.0,
         ping_interval: float = 5.0,
+        max_connections: int = 50,
+        pool_timeout: float = 30.0,
         allow_eviction: bool = False,
     ) -> None:
         url, allowed = _without_flag(url)
@@ -744,6 +751,10 @@ class RedisBackend:
         self.socket_timeout = socket_timeout
         self.connect_timeout = connect_timeout
         self.ping_interval = ping_interval
+        if max_connections < 1:
+            raise ValueError("max_connections must be at least 1")
+        self.max_connections = max_connections
+        self.pool_timeout = pool_timeout
         self.allow_eviction = allow_eviction or bool(allowed)
         #: The ``maxmemory-policy`` last read (None: not read, or INFO refused).
         self.policy: str | None = None
@@ -772,15 +783,21 @@ class RedisBackend:
         return retention(outcome, keep, self.keep_finished, self.keep_dead)
 
     def _new_client(self) -> redis.asyncio.Redis:
+        """An asyncio client on a bounded pool: callers past ``max_connections`` wait."""
         try:
-            return redis.asyncio.Redis.from_url(
+            pool = redis.asyncio.BlockingConnectionPool.from_url(
                 self.url,
+                max_connections=self.max_connections,
+                timeout=self.pool_timeout,
                 retry=Retry(NoBackoff(), 0),  # a lost reply must not run a script twice
                 socket_timeout=self.socket_timeout,
                 socket_connect_timeout=self.connect_timeout,
             )
         except ValueError as exc:  # redis-py names the bad part of the URL
             raise ValueError(f"{_redact(self.url)}: {exc}") from None
+        client = redis.asyncio.Redis(connection_pool=pool)
+        client.auto_close_connection_pool = True  # closing the client closes its pool
+        return client
 
     def _sync_client(self) -> tuple[redis.Redis, dict[str, Script]]:
         """The blocking client (thread-safe, shared by every thread) and its push scripts."""
@@ -790,14 +807,18 @@ class RedisBackend:
                 pair = self._sync
                 if pair is None:
                     try:
-                        client = redis.Redis.from_url(
+                        pool = redis.BlockingConnectionPool.from_url(
                             self.url,
+                            max_connections=self.max_connections,
+                            timeout=self.pool_timeout,
                             retry=redis.retry.Retry(NoBackoff(), 0),  # never run twice
                             socket_timeout=self.socket_timeout,
                             socket_connect_timeout=self.connect_timeout,
                         )
                     except ValueError as exc:
                         raise ValueError(f"{_redact(self.url)}: {exc}") from None
+                    client = redis.Redis(connection_pool=pool)
+                    client.auto_close_connection_pool = True
                     scripts = {n: client.register_script(SCRIPTS[n]) for n in _SYNC}
                     pair = self._sync = (client, scripts)
         return pair
