@@ -28,6 +28,7 @@ from ._line import Line, PriorityLine
 from ._loop_thread import LoopThread
 from ._threads import Result, ThreadLane
 from .backends._protocol import PRIORITY_AGING, rank, take_slot
+from .chain import ChainFailed
 from .clock import Clock, TimerHandle
 from .errors import (
     AlreadyComplete,
@@ -677,7 +678,8 @@ class Engine:
             self._finish(task, _SUCCEEDED, value, None)
             return
         task._last_error = error
-        if isinstance(error, DoNotRetry):
+        cause = _step_error(error)  # a chain's failure: its step's own exception decides
+        if isinstance(cause, DoNotRetry):
             self._finish(task, _FAILED, None, error)
             return
         policy = task._policy or self.default_policy
@@ -685,7 +687,7 @@ class Engine:
         if policy.retries != -1 and attempts > policy.retries:
             self._finish(task, _FAILED, None, MaxRetriesExceeded(attempts, error))
             return
-        if policy.should_retry is not None and not self._should_retry(policy, error):
+        if policy.should_retry is not None and not self._should_retry(policy, cause):
             self._finish(task, _FAILED, None, error)
             return
         delay = policy.delay(attempts, task._prev_delay, self.rng)
@@ -1035,6 +1037,13 @@ class Engine:
         """Return the tasks that never finished (for a caller that stops without draining)."""
         waiting = [t for _, _, t in self._heap if isinstance(t, Task) and not t.done]
         return waiting + [t for t in self._ready if not t.done] + list(self._inbox)
+
+
+def _step_error(error: BaseException) -> BaseException:
+    """The exception that decides a retry: a chained job's failing step's own, else ``error``."""
+    if isinstance(error, ChainFailed) and error.__cause__ is not None:
+        return error.__cause__
+    return error
 
 
 def _by_seq(task: Task[Any]) -> int:

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .errors import DoWorkError
+from .errors import DoNotRetry, DoWorkError
 from .task import _current, is_async_callable
 
 __all__ = ["ArgsMap", "ChainFailed", "ChainLog", "ChainRunner", "Reentrant", "StepLog", "reentrant"]
@@ -96,7 +96,8 @@ class ChainFailed(DoWorkError):
     """A chain stopped at a failing handler; ``log`` says where and with which args.
 
     ``resume`` holds the arguments a retry of the job starts from: the failed handler's index
-    and its input.
+    and its input. The step's own exception is the ``__cause__``: retries are decided on it
+    (a ``DoNotRetry`` ends the job, ``should_retry`` is called with it).
     """
 
     def __init__(self, log: ChainLog, cause: BaseException) -> None:
@@ -159,7 +160,7 @@ class ChainRunner:
                     current = _checked(step.handler(dict(log.args)), entry.handler)
                     break
                 except Exception as exc:
-                    if attempt == step.max_times:
+                    if attempt == step.max_times or isinstance(exc, DoNotRetry):
                         raise self._failed(log, entry, exc) from exc
                     time.sleep(step.sleep)
             entry.finished_at = _now()
@@ -185,7 +186,7 @@ class ChainRunner:
                     current = _checked(out, entry.handler)
                     break
                 except Exception as exc:
-                    if attempt == step.max_times:
+                    if attempt == step.max_times or isinstance(exc, DoNotRetry):
                         raise self._failed(log, entry, exc) from exc
                     await asyncio.sleep(step.sleep)
             entry.finished_at = _now()

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+import dowork
 from dowork import FakeClock, Queue, TaskStatus
 from dowork.backends import Backend, MemoryBackend, RedisBackend, SQLiteBackend
 
@@ -114,3 +115,81 @@ def test_a_started_queue_counts_a_delay_from_the_call_not_from_its_loop(
     clock.advance(10)  # before the loop took the task in: it is due all the same
     free.set()
     assert later.result(WAIT) == "on time"
+
+
+# -- b) DoNotRetry in a chained step ----------------------------------------------------------
+
+
+def _drive(queue: Queue, clock: FakeClock) -> None:
+    """Dispatch until nothing is left, moving the fake clock past each backoff."""
+    for _ in range(50):
+        if not queue.dispatch():
+            return
+        clock.advance(1)
+    raise AssertionError("the queue never drained")
+
+
+@pytest.mark.parametrize("reentrant", [False, True])
+def test_do_not_retry_in_a_chained_step_ends_the_job(
+    kind: str, queues: Callable[..., Queue], reentrant: bool
+) -> None:
+    clock = FakeClock()
+    queue = queues(kind, clock=clock)
+    calls: list[str] = []
+
+    def first(args: dict[str, Any]) -> dict[str, Any]:
+        calls.append("first")
+        return args
+
+    def refuse(args: dict[str, Any]) -> dict[str, Any]:
+        calls.append("refuse")
+        raise dowork.DoNotRetry("pointless to try again")
+
+    step = dowork.reentrant(refuse, max_times=3, sleep=0) if reentrant else refuse
+    job = queue.chain("refusing", first, step, retries=3, backoff="fixed", base_delay=0.5)
+    handle = job.submit({"n": 1})
+    _drive(queue, clock)
+    assert calls == ["first", "refuse"]  # no retry of the job, nor of the step
+    error = handle.exception(timeout=5)
+    assert handle.status is TaskStatus.FAILED
+    assert handle.attempts == 1
+    assert not isinstance(error, dowork.MaxRetriesExceeded)
+    assert "DoNotRetry" in str(error)
+    if kind == "inprocess":
+        assert isinstance(error, dowork.ChainFailed)
+        assert isinstance(error.__cause__, dowork.DoNotRetry)
+    log = queue.chain_log(handle.id)
+    assert log is not None
+    assert (log.reached, log.error) == (1, "DoNotRetry: pointless to try again")
+
+
+def test_should_retry_sees_the_chained_steps_own_exception(
+    kind: str, queues: Callable[..., Queue]
+) -> None:
+    clock = FakeClock()
+    queue = queues(kind, clock=clock)
+    seen: list[type[BaseException]] = []
+    failures = {"flaky": 1, "fatal": 1}
+
+    def should_retry(exc: BaseException) -> bool:
+        seen.append(type(exc))
+        return isinstance(exc, ConnectionError)
+
+    def flaky(args: dict[str, Any]) -> dict[str, Any]:
+        if args["kind"] == "flaky" and failures["flaky"]:
+            failures["flaky"] -= 1
+            raise ConnectionError("try again")
+        if args["kind"] == "fatal":
+            raise KeyError("never")
+        return {**args, "ok": True}
+
+    job = queue.chain(
+        "checked", flaky, retries=3, backoff="fixed", base_delay=0.5, should_retry=should_retry
+    )
+    retried, stopped = job.submit({"kind": "flaky"}), job.submit({"kind": "fatal"})
+    _drive(queue, clock)
+    assert retried.result(timeout=5) == {"kind": "flaky", "ok": True}
+    assert retried.attempts == 2
+    assert stopped.exception(timeout=5) is not None
+    assert stopped.attempts == 1  # should_retry said no to the KeyError
+    assert sorted(seen, key=lambda t: t.__name__) == [ConnectionError, KeyError]
