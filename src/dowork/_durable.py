@@ -52,6 +52,7 @@ from .errors import (
     PayloadTooLarge,
     ResultTooLarge,
     TaskFailed,
+    TaskGone,
     TooDeeplyNested,
 )
 from .group import group_error
@@ -178,6 +179,8 @@ class BackendEngine(Engine):
         self._fetcher: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._watched: dict[str, Task[Any]] = {}
+        #: Ids whose push from the loop is under way: not stored yet, but not gone either.
+        self._pushing: set[str] = set()
         self._watch_pause = 0.002
         self._slot_free: asyncio.Event | None = None
         self._next_purge = 0.0
@@ -308,10 +311,7 @@ class BackendEngine(Engine):
         record = self.prepare(task)
         task._engine = self
         if self.on_loop():  # e.g. a task submitting another: cannot block here
-            loop = asyncio.get_running_loop()
-            pushing = loop.create_task(self._push_record(task, record, fresh))
-            self._afters.add(pushing)
-            pushing.add_done_callback(self._afters.discard)
+            self._push_soon(task, record, self._push_record(task, record, fresh))
             return
         if not self._push_here([task], [record], fresh):
             self.run_on_home(self._push_record(task, record, fresh))
@@ -476,9 +476,20 @@ class BackendEngine(Engine):
         record.status = "pending"
         task._engine = self
         task._frozen = True
-        pushing = asyncio.get_running_loop().create_task(self._push_fired(schedule, task, record))
+        self._push_soon(task, record, self._push_fired(schedule, task, record))
+
+    def _push_soon(self, task: Task[Any], record: Record, push: Coroutine[Any, Any, None]) -> None:
+        """Push from the loop in the background; the record counts as on its way meanwhile."""
+        task_id = record.id
+        self._pushing.add(task_id)
+        pushing = asyncio.get_running_loop().create_task(push)
         self._afters.add(pushing)
-        pushing.add_done_callback(self._afters.discard)
+
+        def done(finished: asyncio.Task[None]) -> None:
+            self._afters.discard(finished)
+            self._pushing.discard(task_id)
+
+        pushing.add_done_callback(done)
 
     async def _push_fired(self, schedule: Schedule, task: Task[Any], record: Record) -> None:
         try:
@@ -1218,13 +1229,23 @@ class BackendEngine(Engine):
                         del self._watched[task_id]
                     continue
                 record = found.get(task_id)
+                if record is None and task_id in ids and task_id not in self._pushing:
+                    self._gone(task)  # its record vanished: nothing will ever finish it
                 if record is not None:
                     self._apply(task, record)
-                    if task._finished:
-                        del self._watched[task_id]
-                        self._watch_pause = 0.002
+                if task._finished:
+                    del self._watched[task_id]
+                    self._watch_pause = 0.002
             await asyncio.sleep(self._watch_pause)
             self._watch_pause = min(self._watch_pause * 2, 0.05, self.settings.maintenance)
+
+    def _gone(self, task: Task[Any]) -> None:
+        """End the wait on a task whose record is not in the store: raise ``TaskGone``."""
+        task._error = TaskGone(
+            f"task {task.id} has no record in {self.backend!r} any more: it finished and was "
+            "not kept (keep_result=0), was purged, or the store was wiped; its outcome is unknown"
+        )
+        task._wake_waiters()
 
     def _apply(self, task: Task[Any], record: Record) -> None:
         """Copy a record's state into a local handle; wake waiters if it is final."""

@@ -13,6 +13,7 @@ The hierarchy::
      ├── QueueShuttingDown     the queue no longer accepts tasks
      ├── QueueFull             a bounded queue has no room and the caller asked not to wait
      ├── UnknownTask           no task with that id is known to the queue (also a KeyError)
+     │    └── TaskGone         a handle's stored record is gone (not kept, purged, wiped)
      ├── NotRegistered         a durable queue was given a function it has no name for
      ├── NotSerializable       arguments or a result the queue's codec cannot encode
      │    └── TooDeeplyNested  arguments nested deeper than a durable queue stores
@@ -55,6 +56,7 @@ __all__ = [
     "QueueShuttingDown",
     "TaskCancelled",
     "TaskFrozen",
+    "TaskGone",
     "TaskNotDone",
     "TaskTimeout",
     "TooDeeplyNested",
@@ -135,6 +137,14 @@ class UnknownTask(DoWorkError, KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else "unknown task"
+
+
+class TaskGone(UnknownTask):
+    """A waited-for task's record is no longer in the store, so its outcome cannot be known.
+
+    It finished and was not kept (``keep_result=0``), its record was purged, or the store was
+    wiped. Raised by ``result()`` (and ``exception()``) at once instead of waiting forever.
+    """
 
 
 class NotRegistered(DoWorkError, TypeError):

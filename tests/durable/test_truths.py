@@ -56,6 +56,37 @@ def queues(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[
             queue.shutdown(timeout=2)
 
 
+@pytest.fixture(params=["memory", "sqlite", "redis"])
+def durable_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def handles(
+    request: pytest.FixtureRequest, tmp_path: Path, durable_kind: str
+) -> Iterator[Callable[..., Queue]]:
+    """``make(**options)``: a queue on its own handle of one shared store (like a process)."""
+    made: list[Queue] = []
+    shared = MemoryBackend()
+    prefix = f"dowork:t{uuid.uuid4().hex[:10]}"
+
+    def make(**options: Any) -> Queue:
+        options.setdefault("log", False)
+        if durable_kind == "memory":
+            backend: Backend = shared
+        elif durable_kind == "sqlite":
+            backend = SQLiteBackend(tmp_path / "tasks.db", poll_interval=0.01)
+        else:
+            backend = RedisBackend(request.getfixturevalue("redis_server").url, prefix=prefix)
+        queue = Queue("jobs", backend=backend, **options)
+        made.append(queue)
+        return queue
+
+    yield make
+    for queue in made:
+        queue.shutdown(timeout=2)
+
+
 def wait_for(predicate: Callable[[], bool], timeout: float = WAIT) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -193,3 +224,78 @@ def test_should_retry_sees_the_chained_steps_own_exception(
     assert stopped.exception(timeout=5) is not None
     assert stopped.attempts == 1  # should_retry said no to the KeyError
     assert sorted(seen, key=lambda t: t.__name__) == [ConnectionError, KeyError]
+
+
+# -- e) a handle whose record is gone -----------------------------------------------------------
+
+
+def work(n: int) -> int:
+    return n
+
+
+def test_a_handle_whose_result_was_not_kept_raises_task_gone(
+    handles: Callable[..., Queue],
+) -> None:
+    producer, worker = handles(), handles()
+    producer.task(name="work", keep_result=0)(work)
+    worker.task(name="work", keep_result=0)(work)
+    handle = producer.submit(producer.registry.get("work"), 7)
+    while worker.dispatch():
+        pass
+    began = time.monotonic()
+    with pytest.raises(dowork.TaskGone) as caught:
+        handle.result(timeout=WAIT)
+    assert time.monotonic() - began < WAIT / 2  # at once, not after the timeout
+    assert isinstance(caught.value, dowork.UnknownTask)
+    assert handle.id in str(caught.value)
+    assert "keep_result=0" in str(caught.value)
+    assert isinstance(handle.exception(timeout=0), dowork.TaskGone)
+
+
+def test_a_handle_whose_record_was_wiped_raises_task_gone(
+    handles: Callable[..., Queue],
+) -> None:
+    producer, admin = handles(), handles()
+    fn = producer.task(name="work")(work)
+    handle = fn.submit(1)
+    backend = admin.backend
+    assert backend is not None
+    assert admin._engine.run_on_home(backend.purge("jobs")) == 1
+    with pytest.raises(dowork.TaskGone):
+        handle.result(timeout=WAIT)
+
+
+def test_a_task_submitted_from_a_task_is_not_taken_for_gone(
+    handles: Callable[..., Queue],
+) -> None:
+    queue = handles()
+    child = queue.task(name="child")(work)
+    inner: list[dowork.Task[int]] = []
+
+    @queue.task(name="parent")
+    async def parent() -> int:
+        inner.append(child.submit(5))  # pushed from the loop, in the background
+        return 1
+
+    queue.start()
+    assert parent.submit().result(WAIT) == 1
+    assert inner[0].result(WAIT) == 5
+
+
+# -- d) exact counts whatever the inbox holds ---------------------------------------------------
+
+
+def test_counts_are_exact_with_thousands_submitted_one_at_a_time(
+    handles: Callable[..., Queue],
+) -> None:
+    queue = handles()
+    fn = queue.task(name="work")(work)
+    for n in range(5000):  # submit(): on Redis each goes to the queue's inbox
+        fn.submit(n)
+    later = queue.call_later(3600, fn, -1)
+    backend = queue.backend
+    assert backend is not None
+    counts = queue._engine.run_on_home(backend.counts("jobs"))
+    assert counts == {"pending": 5000, "scheduled": 1}
+    assert queue._engine.run_on_home(backend.counts("jobs")) == counts  # read, not moved
+    assert queue.status(later.id) is TaskStatus.SCHEDULED
