@@ -1524,12 +1524,40 @@ class RedisBackend:
         return min(times) if times else None
 
     async def counts(self, queue: str) -> dict[str, int]:
-        """Records per status (kept up to date by every script), after draining the inbox."""
-        await self._script("drain", _text(queue))
+        """Records per status (kept up to date by every script), plus the inbox, exactly.
+
+        The inbox is counted, not drained (a drain moves 1,000 entries at most): its tasks
+        are pending, those popped into ``taken`` running; wake-up tokens (only ever among its
+        first 8 entries, see ``_INBOX``) are not tasks. One transaction, so nothing moves
+        between the reads.
+        """
         link = self._link()
+        q = f"{self._keys}q:{queue}:"
+        inbox = _text(q + "inbox")
         with self._errors():
-            raw = await link.client.hgetall(_text(f"{self._keys}q:{queue}:counts"))
+            answers = await self._raw(
+                link,
+                ("MULTI",),
+                ("HGETALL", _text(q + "counts")),
+                ("LLEN", inbox),
+                ("LRANGE", inbox, 0, 7),
+                ("LRANGE", _text(q + "taken"), 0, -1),
+                ("EXEC",),
+            )
+            for answer in answers:
+                if isinstance(answer, Exception):
+                    raise answer
+        raw, inboxed, head, taken = answers[-1]
+        if not isinstance(raw, dict):  # RESP2: a flat list of fields and values
+            raw = dict(zip(raw[::2], raw[1::2], strict=True))
         counts = {k.decode() if isinstance(k, bytes) else k: int(v) for k, v in raw.items()}
+        tokens = sum(1 for e in head if bytes(e)[:1] == b"t")
+        pending = int(inboxed) - tokens
+        if pending:
+            counts["pending"] = counts.get("pending", 0) + pending
+        running = sum(1 for e in taken if bytes(e)[:1] != b"t")
+        if running:
+            counts["running"] = counts.get("running", 0) + running
         return {status: n for status, n in counts.items() if n > 0}
 
     async def wait(self, queue: str, timeout: float) -> None:
