@@ -1065,6 +1065,8 @@ class BackendEngine(Engine):
                 )
                 await asyncio.sleep(delay)
                 continue
+            except Exception as exc:  # not the store: an outcome it cannot take
+                refused = await self._settle_apart(batch, exc)
             if refused:
                 self.refused += len(refused)
                 log.warning(
@@ -1075,6 +1077,23 @@ class BackendEngine(Engine):
                 )
             if self._group_of:
                 await self._release_groups(batch, refused)
+
+    async def _settle_apart(self, batch: list[Settlement], exc: Exception) -> list[str]:
+        """Settle a batch one by one after it failed as a whole (not for the store's sake).
+
+        So one bad outcome cannot hold back the rest; one that fails alone is logged and
+        dropped (its task runs again when its lease expires).
+        """
+        log.warning("queue %s: settling %d outcome(s) apart (%r)", self.name, len(batch), exc)
+        refused: list[str] = []
+        for settlement in batch:
+            try:
+                refused += await self.backend.settle([settlement])
+            except BackendError:
+                self._outbox.append(settlement)  # the store: written with the next batch
+            except Exception as alone:
+                log.error("queue %s: cannot settle task %s (%r)", self.name, settlement.id, alone)
+        return refused
 
     async def _release_groups(self, settled: list[Settlement], refused: list[str]) -> None:
         """Release the callbacks of groups whose last member was just settled here."""

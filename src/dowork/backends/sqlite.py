@@ -22,6 +22,7 @@ import contextlib
 import functools
 import heapq
 import json
+import math
 import os
 import sqlite3
 import threading
@@ -31,6 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar, cast
 
 from ..errors import BackendBusy, BackendError, BackendFull, BackendUnavailable, DuplicateTask
+from . import _sqlite_rows
 from ._protocol import (
     PRIORITY_AGING,
     REQUEUABLE,
@@ -56,30 +58,32 @@ T = TypeVar("T")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS dowork_tasks (
-    id TEXT PRIMARY KEY,
+    id TEXT PRIMARY KEY NOT NULL CHECK (id != ''),
     queue TEXT NOT NULL,
     name TEXT NOT NULL,
     payload BLOB NOT NULL,
     options TEXT,
-    status TEXT NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    run_at REAL NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('pending', 'scheduled', 'retrying', 'reserved',
+        'running', 'succeeded', 'failed', 'cancelled', 'dead')),
+    attempts INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+    run_at REAL NOT NULL CHECK (run_at BETWEEN -1e15 AND 1e15),
     lease_until REAL,
     owner TEXT,
-    crashes INTEGER NOT NULL DEFAULT 0,
-    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    crashes INTEGER NOT NULL DEFAULT 0 CHECK (crashes >= 0),
+    cancel_requested INTEGER NOT NULL DEFAULT 0 CHECK (cancel_requested IN (0, 1)),
     error TEXT,
     reason TEXT,
     result BLOB,
-    created_at REAL NOT NULL,
+    created_at REAL NOT NULL CHECK (created_at BETWEEN -1e15 AND 1e15),
     updated_at REAL NOT NULL,
     finished_at REAL,
     expires_at REAL,
     progress TEXT,
     history TEXT,
-    priority INTEGER NOT NULL DEFAULT 0,
-    slot REAL
-);
+    priority INTEGER NOT NULL DEFAULT 0 CHECK (priority BETWEEN -9 AND 9),
+    slot REAL,
+    concurrency_key TEXT CHECK (concurrency_key != '')
+) STRICT;
 CREATE INDEX IF NOT EXISTS dowork_leases ON dowork_tasks (queue, lease_until)
     WHERE status = 'running';
 CREATE INDEX IF NOT EXISTS dowork_expiry ON dowork_tasks (expires_at)
@@ -92,31 +96,31 @@ CREATE TABLE IF NOT EXISTS dowork_idempotency (
     task_id TEXT NOT NULL,
     expires_at REAL NOT NULL,
     PRIMARY KEY (queue, key)
-) WITHOUT ROWID;
+) STRICT, WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS dowork_workers (
     id TEXT PRIMARY KEY,
     expires_at REAL NOT NULL,
     beat TEXT NOT NULL
-);
+) STRICT;
 CREATE TABLE IF NOT EXISTS dowork_stats (
     queue TEXT NOT NULL,
     minute INTEGER NOT NULL,
     outcome TEXT NOT NULL,
     n INTEGER NOT NULL,
     PRIMARY KEY (queue, minute, outcome)
-) WITHOUT ROWID;
+) STRICT, WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS dowork_rates (
     queue TEXT NOT NULL,
     key TEXT NOT NULL,
     starts TEXT NOT NULL,
     PRIMARY KEY (queue, key)
-) WITHOUT ROWID;
+) STRICT, WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS dowork_turns (
     queue TEXT NOT NULL,
     key TEXT NOT NULL,
     served INTEGER NOT NULL,
     PRIMARY KEY (queue, key)
-) WITHOUT ROWID;
+) STRICT, WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS dowork_turn_order ON dowork_turns (queue, served);
 """
 
@@ -224,6 +228,20 @@ _NEXT_DUE_SQL = (
     f" AND {_WAITING_SQL} AND concurrency_key = levels.k AND priority = levels.p))"
     " FROM levels WHERE levels.p IS NOT NULL)"
 )
+#: Waiting records of the queue (``?1``) that are never due: a ``run_at`` past
+#: ``TIME_LIMIT`` or not a number (text sorts after every number). One index range per
+#: priority level without a key, and per key and level.
+_NEVER_DUE_SQL = (
+    f"SELECT rowid FROM dowork_tasks WHERE queue = ?1 AND {_WAITING_SQL} AND {_PLAIN}"
+    f" AND priority IN ({_LEVELS_SQL}) AND run_at > {_sqlite_rows.TIME_LIMIT:.0e}"
+)
+_NEVER_DUE_KEYED_SQL = (
+    _key_levels_cte("SELECT k FROM keys WHERE k IS NOT NULL")
+    + " SELECT t.rowid FROM levels JOIN dowork_tasks t ON t.queue = ?1"
+    " AND t.status IN ('pending', 'scheduled', 'retrying') AND t.concurrency_key = levels.k"
+    f" AND t.priority = levels.p AND t.run_at > {_sqlite_rows.TIME_LIMIT:.0e}"
+    " WHERE levels.p IS NOT NULL"
+)
 #: Forget the turns of the keys that have no waiting record left (``Backend.claim``).
 _FORGET_SQL = (
     "DELETE FROM dowork_turns WHERE queue = ?1 AND key > '' AND NOT EXISTS (SELECT 1"
@@ -305,6 +323,38 @@ def _claimed(
         concurrency_key=row[16],
     )
 
+
+#: A claimed row's fields are all readable (see ``_sqlite_rows``): the last column returned.
+_CLAIMED_OK = _sqlite_rows.row_ok_sql(claimed=True)
+
+
+class _Unreadable(Exception):
+    """A claim met a row it cannot read: the claim is rolled back and the row buried."""
+
+
+#: What reading an unreadable row raises during a claim (a text that is not UTF-8 raises
+#: ``OperationalError``; a value of the wrong type, in Python, one of the others).
+_UNREADABLE = (
+    _Unreadable,
+    sqlite3.OperationalError,
+    TypeError,
+    ValueError,
+    KeyError,
+    IndexError,
+    OverflowError,
+    AssertionError,  # a key of "" (the lane of records without one) confuses the turns
+)
+
+#: What SQLite raises for a value it cannot store (a CHECK, a str that is not valid Unicode,
+#: an int over 64 bits, a type it does not bind).
+_BAD_VALUE = (
+    sqlite3.IntegrityError,
+    sqlite3.InterfaceError,
+    sqlite3.ProgrammingError,
+    ValueError,
+    TypeError,
+    OverflowError,
+)
 
 #: Columns added after the first release, created in files made by an older dowork.
 _ADDED_COLUMNS = {
@@ -833,7 +883,9 @@ class SQLiteBackend:
                 raise BackendFull(f"{self.path}: {exc}; nothing of this write was stored") from exc
             raise BackendError(f"{self.path}: {exc}") from exc
         except sqlite3.IntegrityError as exc:
-            raise DuplicateTask(f"{self.path}: {exc}") from exc
+            if "UNIQUE" in str(exc) or "PRIMARY KEY" in str(exc):
+                raise DuplicateTask(f"{self.path}: {exc}") from exc
+            raise BackendError(f"{self.path}: a value the table refuses ({exc})") from exc
         except sqlite3.DatabaseError as exc:  # a corrupt or full file
             raise BackendError(f"{self.path}: {exc}") from exc
 
@@ -1038,7 +1090,29 @@ class SQLiteBackend:
             queue, now, limit, lease, owner, max_running, alone_from, aging, rates, per_key,
         )  # fmt: skip
 
-    def _claim(
+    def _claim(self, queue: str, now: float, *args: Any) -> list[Record]:
+        """Claim; if a row cannot be read, dead-letter the unreadable rows and claim again.
+
+        Each round buries at least one row (else the error is raised), so this ends.
+        """
+        while True:
+            try:
+                return self._claim_once(queue, now, *args)
+            except _UNREADABLE as exc:
+                if isinstance(exc, sqlite3.OperationalError) and "decode" not in str(exc):
+                    raise
+                with self._tx() as conn:
+                    buried = _sqlite_rows.bury(
+                        conn,
+                        f"queue = ? AND {_WAITING_SQL} AND run_at <= ?",
+                        (queue, now),
+                        now,
+                        self._retention(Outcome.DEAD, None),
+                    )
+                if not buried:
+                    raise
+
+    def _claim_once(
         self,
         queue: str,
         now: float,
@@ -1082,9 +1156,12 @@ class SQLiteBackend:
                 rows = conn.execute(
                     f"UPDATE dowork_tasks SET status = 'running', attempts = attempts + 1,"
                     f" lease_until = ?, owner = ?, updated_at = ?, slot = NULL"
-                    f" WHERE id IN ({','.join('?' * len(ids))}) RETURNING {_CLAIMED_COLUMNS}",
+                    f" WHERE id IN ({','.join('?' * len(ids))})"
+                    f" RETURNING {_CLAIMED_COLUMNS}, {_CLAIMED_OK}",
                     (until, owner, now, *ids),
                 ).fetchall()
+                if len(rows) != len(ids) or not all(row[-1] for row in rows):
+                    raise _Unreadable(f"claim of {queue!r}: a record cannot be read")
             claimed = {row[0]: _claimed(row, queue, now, until, owner) for row in rows}
             if keyed:
                 if served:
@@ -1110,39 +1187,70 @@ class SQLiteBackend:
         refused: list[str] = []
         with self._tx() as conn:
             for s in settlements:
-                line = None if s.attempt is None else s.attempt + "\n"
-                if s.outcome is Outcome.RETRY:
-                    cur = conn.execute(
-                        "UPDATE dowork_tasks SET status = 'retrying', run_at = ?, error = ?,"
-                        " lease_until = NULL, owner = NULL, updated_at = ?,"
-                        " payload = COALESCE(?, payload),"
-                        " history = COALESCE(history || ?, ?, history)"
-                        " WHERE id = ? AND status = 'running' AND attempts = ?",
-                        (s.run_at, s.error, s.now, s.payload, line, line, s.id, s.token),
-                    )
-                else:
-                    keep = self._retention(s.outcome, s.keep)
-                    if keep <= 0:
-                        cur = conn.execute(
-                            "DELETE FROM dowork_tasks"
-                            " WHERE id = ? AND status = 'running' AND attempts = ?",
-                            (s.id, s.token),
-                        )
-                    else:
-                        cur = conn.execute(
-                            "UPDATE dowork_tasks SET status = ?, result = ?, error = ?,"
-                            " reason = ?, lease_until = NULL, owner = NULL, updated_at = ?,"
-                            " finished_at = ?, expires_at = ?,"
-                            " history = COALESCE(history || ?, ?, history)"
-                            " WHERE id = ? AND status = 'running' AND attempts = ?",
-                            (
-                                _FINAL[s.outcome], s.result, s.error, s.reason, s.now, s.now,
-                                s.now + keep, line, line, s.id, s.token,
-                            ),
-                        )  # fmt: skip
-                if cur.rowcount == 0:
+                try:
+                    written = self._settle_one(conn, s)
+                except _BAD_VALUE:
+                    written = self._settle_malformed(conn, s)  # the rest of the batch settles
+                if not written:
                     refused.append(s.id)
         return refused
+
+    def _settle_one(self, conn: sqlite3.Connection, s: Settlement) -> bool:
+        """Write one outcome if its lease token still holds; say if it did."""
+        line = None if s.attempt is None else s.attempt + "\n"
+        if s.outcome is Outcome.RETRY:
+            cur = conn.execute(
+                "UPDATE dowork_tasks SET status = 'retrying', run_at = ?, error = ?,"
+                " lease_until = NULL, owner = NULL, updated_at = ?,"
+                " payload = COALESCE(?, payload),"
+                " history = COALESCE(history || ?, ?, history)"
+                " WHERE id = ? AND status = 'running' AND attempts = ?",
+                (s.run_at, s.error, s.now, s.payload, line, line, s.id, s.token),
+            )
+            return cur.rowcount > 0
+        keep = self._retention(s.outcome, s.keep)
+        if keep <= 0:
+            cur = conn.execute(
+                "DELETE FROM dowork_tasks WHERE id = ? AND status = 'running' AND attempts = ?",
+                (s.id, s.token),
+            )
+            return cur.rowcount > 0
+        cur = conn.execute(
+            "UPDATE dowork_tasks SET status = ?, result = ?, error = ?,"
+            " reason = ?, lease_until = NULL, owner = NULL, updated_at = ?,"
+            " finished_at = ?, expires_at = ?,"
+            " history = COALESCE(history || ?, ?, history)"
+            " WHERE id = ? AND status = 'running' AND attempts = ?",
+            (
+                _FINAL[s.outcome], s.result, s.error, s.reason, s.now, s.now,
+                s.now + keep, line, line, s.id, s.token,
+            ),
+        )  # fmt: skip
+        return cur.rowcount > 0
+
+    def _settle_malformed(self, conn: sqlite3.Connection, s: Settlement) -> bool:
+        """Settle an outcome that cannot be stored as it is: its task is dead-lettered.
+
+        E.g. text that is not valid Unicode in its error, or a time the table refuses. The
+        reason is ``malformed``, the error says why (escaped); other outcomes of the batch
+        are written as usual. False if even that cannot be written, or the lease is lost.
+        """
+        why = (
+            f"its outcome ({s.outcome}) could not be stored: "
+            + ascii(f"{s.error or ''} {s.reason or ''}")[:2000]
+        )
+        now = s.now if isinstance(s.now, float | int) and math.isfinite(s.now) else 0.0
+        try:
+            cur = conn.execute(
+                "UPDATE dowork_tasks SET status = 'dead', reason = 'malformed', error = ?,"
+                " result = NULL, lease_until = NULL, owner = NULL, updated_at = ?,"
+                " finished_at = ?, expires_at = ?"
+                " WHERE id = ? AND status = 'running' AND attempts = ?",
+                (why, now, now, now + self._retention(Outcome.DEAD, None), s.id, s.token),
+            )
+        except _BAD_VALUE:
+            return False
+        return cur.rowcount > 0
 
     async def heartbeat(
         self, leases: Sequence[tuple[str, int]], now: float, lease: float
@@ -1210,6 +1318,7 @@ class SQLiteBackend:
 
     def _reap(self, queue: str, now: float, crash_budget: int) -> tuple[int, int]:
         with self._tx() as conn:
+            self._bury_never_due(conn, queue, now)
             dead = conn.execute(
                 "UPDATE dowork_tasks SET status = 'dead', reason = 'crashed_worker',"
                 " error = 'the worker running it stopped renewing its lease ' || (crashes + 1)"
@@ -1228,6 +1337,18 @@ class SQLiteBackend:
                 (now, queue, now),
             ).rowcount
         return requeued, dead
+
+    def _bury_never_due(self, conn: sqlite3.Connection, queue: str, now: float) -> None:
+        """Dead-letter the queue's waiting records whose ``run_at`` is never due (malformed).
+
+        A claim never reads them, so maintenance looks for them: a few index probes.
+        """
+        found = [row[0] for row in conn.execute(_NEVER_DUE_SQL, (queue,))]
+        found += [row[0] for row in conn.execute(_NEVER_DUE_KEYED_SQL, (queue,))]
+        if found:
+            where = f"rowid IN ({','.join('?' * len(found))})"
+            keep = self._retention(Outcome.DEAD, None)
+            _sqlite_rows.bury(conn, where, found, now, keep)
 
     async def get(self, ids: Sequence[str]) -> list[Record]:
         """Fetch records by id."""
@@ -1282,7 +1403,8 @@ class SQLiteBackend:
         conn = self._conn
         assert conn is not None
         plain, keyed = conn.execute(_NEXT_DUE_SQL, (queue,)).fetchone()
-        times = [float(t) for t in (plain, keyed) if t is not None]
+        # A run_at of the wrong type (text) is no time: maintenance buries its record.
+        times = [float(t) for t in (plain, keyed) if isinstance(t, int | float)]
         return min(times) if times else None
 
     async def counts(self, queue: str) -> dict[str, int]:

@@ -1,0 +1,380 @@
+"""SQLite rows a worker cannot read: dead-lettered ``malformed`` at once, neighbours untouched.
+
+Hostile values are written straight into the file with ``sqlite3`` (as an older dowork, a
+script or a person would), into a file with the table as dowork made it before ``STRICT``
+(new files refuse most of them at write: see the last tests). A worker drives the queue by
+``dispatch()`` on a fake clock; every healthy task must succeed, none is charged a crash, and
+the bad row ends dead-lettered ``malformed`` (readable by every tool), or runs correctly where
+its value is acceptable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import dowork
+from dowork import DurableSettings, FakeClock, Queue
+from dowork.backends import Outcome, Record, Settlement, SQLiteBackend
+
+NOW = 1000.0
+QUEUE = "jobs"
+
+#: The task table as dowork created it before STRICT tables and CHECK constraints.
+LEGACY = """
+CREATE TABLE dowork_tasks (
+    id TEXT PRIMARY KEY, queue TEXT NOT NULL, name TEXT NOT NULL, payload BLOB NOT NULL,
+    options TEXT, status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+    run_at REAL NOT NULL, lease_until REAL, owner TEXT, crashes INTEGER NOT NULL DEFAULT 0,
+    cancel_requested INTEGER NOT NULL DEFAULT 0, error TEXT, reason TEXT, result BLOB,
+    created_at REAL NOT NULL, updated_at REAL NOT NULL, finished_at REAL, expires_at REAL,
+    progress TEXT, history TEXT, priority INTEGER NOT NULL DEFAULT 0, slot REAL,
+    concurrency_key TEXT
+);
+"""
+
+_INSERT = (
+    "INSERT INTO dowork_tasks (id, queue, name, payload, status, run_at, created_at,"
+    " updated_at, concurrency_key) VALUES (?, ?, 'echo', ?, 'pending', ?, ?, ?, ?)"
+)
+
+
+def healthy(i: int, key: str | None = None) -> tuple[Any, ...]:
+    payload = json.dumps({"a": [i], "k": {}}).encode()
+    return (f"h{i:04d}", QUEUE, payload, NOW - 1, NOW - 1, NOW - 1, key)
+
+
+def legacy_file(path: Path) -> None:
+    """A file whose task table is of the older shape; dowork adds its other tables."""
+    conn = sqlite3.connect(path)
+    conn.executescript(LEGACY)
+    conn.close()
+
+    async def open_once() -> None:
+        backend = SQLiteBackend(path)
+        await backend.open()
+        await backend.close()
+
+    asyncio.run(open_once())
+
+
+class Scene:
+    """One file, one queue: reset for each example, healthy rows around one hostile row."""
+
+    def __init__(self, path: Path, around: int) -> None:
+        self.path = path
+        self.around = around
+        self.clock = FakeClock(NOW)
+        self.queue = Queue(
+            QUEUE,
+            backend=SQLiteBackend(path, poll_interval=0.01),
+            clock=self.clock,
+            log=False,
+            durable=DurableSettings(batch=1000, lease=30, maintenance=5),
+        )
+        self.queue.task(name="echo")(lambda value=None, *rest, **more: value)
+
+    def reset(self, keyed: bool = False) -> None:
+        conn = sqlite3.connect(self.path)
+        with conn:
+            conn.execute("DELETE FROM dowork_tasks")
+            conn.execute("DELETE FROM dowork_turns")
+            key = "tenant" if keyed else None
+            conn.executemany(_INSERT, [healthy(i, key) for i in range(self.around)])
+        conn.close()
+
+    def write_bad(self, field: str, sql: str, args: tuple[Any, ...] = ()) -> int:
+        """Insert one healthy-looking row, then set ``field`` to ``sql``; return its rowid."""
+        conn = sqlite3.connect(self.path)
+        with conn:
+            row = ("bad", QUEUE, b'{"a":["bad"],"k":{}}', NOW - 1, NOW - 1, NOW - 1, None)
+            rowid = conn.execute(_INSERT, row).lastrowid
+            conn.execute(f"UPDATE dowork_tasks SET {field} = {sql} WHERE rowid = ?", (*args, rowid))
+            later = [healthy(i) for i in range(self.around, 2 * self.around)]
+            conn.executemany(_INSERT, later)
+        conn.close()
+        assert rowid is not None
+        return rowid
+
+    def drain(self) -> None:
+        for _ in range(6):
+            if not self.queue.dispatch():
+                return
+            self.clock.advance(6)  # maintenance runs on every dispatch; time for retries
+        raise AssertionError("the queue did not drain")
+
+    def rows(self) -> dict[int, tuple[Any, ...]]:
+        """Every row by rowid: (id, status, reason, crashes, error, result), read raw."""
+        conn = sqlite3.connect(self.path)
+        conn.text_factory = bytes
+        try:
+            return {
+                r[0]: r[1:]
+                for r in conn.execute(
+                    "SELECT rowid, id, status, reason, crashes, error, result FROM dowork_tasks"
+                )
+            }
+        finally:
+            conn.close()
+
+    def check(self, bad: int, acceptable: bool) -> tuple[Any, ...]:
+        """Assert the outcome the issue asks for; return the bad row."""
+        rows = self.rows()
+        others = [r for rowid, r in rows.items() if rowid != bad]
+        assert len(others) == 2 * self.around
+        assert {(r[1], r[3]) for r in others} == {(b"succeeded", 0)}, others[:3]
+        row = rows[bad]
+        if row[1] == b"dead":
+            assert row[2] in (b"malformed", b"unknown_task"), row
+            assert row[3] == 0  # never charged a crash
+            assert (
+                row[4].startswith(b"malformed record")
+                or b"Error" in row[4]
+                or row[2] != b"malformed"
+            )
+        else:
+            assert acceptable, row
+            assert row[1] == b"succeeded", row
+        assert row[3] == 0
+        # Every tool can read the file again: the bad row was made readable.
+        records = self.queue._engine.run_on_home(self.queue.backend.list(QUEUE, limit=10_000))  # type: ignore[union-attr]
+        assert len(records) == 2 * self.around + 1
+        return row
+
+    def close(self) -> None:
+        self.queue.shutdown(timeout=5)
+
+
+@pytest.fixture
+def scene(tmp_path: Path) -> Iterator[Scene]:
+    path = tmp_path / "legacy.db"
+    legacy_file(path)
+    made = Scene(path, around=20)
+    yield made
+    made.close()
+
+
+# -- the cases the issue names ----------------------------------------------------------------
+
+NAMED = [
+    ("payload", '\'{"a":[1],"k":{}}\'', False),  # TEXT, not a BLOB
+    ("id", "NULL", False),
+    ("id", "CAST(x'ff61' AS TEXT)", False),  # not UTF-8
+    ("id", "''", False),
+    ("name", "CAST(x'c3' AS TEXT)", False),
+    ("name", "7", False),  # stored as the text '7': an unknown name (unknown_task)
+    ("crashes", "'many'", False),
+    ("crashes", "-1", False),
+    ("priority", "'high'", False),
+    ("priority", "1000", False),
+    ("priority", "2.5", False),
+    ("attempts", "'x'", True),  # 'x' + 1 is 1: claimed as a first attempt
+    ("attempts", "-5", False),
+    ("attempts", "9223372036854775807", False),
+    ("run_at", "-9e999", False),  # -inf
+    ("run_at", "9e999", False),  # +inf: never due, found by maintenance
+    ("run_at", "'soon'", False),  # text: never due
+    ("run_at", "x'00'", False),
+    ("run_at", "-123.5", True),  # long overdue: runs
+    ("created_at", "'yesterday'", False),
+    ("options", "x'7b7d'", False),  # a BLOB
+    ("options", '\'{"retries": "lots"}\'', False),
+    ("options", "CAST(x'7bff7d' AS TEXT)", False),
+    ("cancel_requested", "'yes'", False),
+    ("cancel_requested", "7", False),
+    ("concurrency_key", "''", False),
+    ("concurrency_key", "42", True),  # stored as the text '42': a key like any other
+    ("concurrency_key", "'tenant'", True),
+    ("slot", "'now'", True),  # a claim clears the slot
+    ("result", "'text'", False),
+    ("progress", "x'01'", False),
+    ("history", "CAST(x'ff' AS TEXT)", False),
+    ("error", "CAST(x'fe' AS TEXT)", False),
+    ("finished_at", "'never'", False),
+]
+
+
+@pytest.mark.parametrize(("field", "sql", "acceptable"), NAMED)
+def test_a_hostile_field_is_dead_lettered_and_its_neighbours_run(
+    scene: Scene, field: str, sql: str, acceptable: bool
+) -> None:
+    scene.reset()
+    bad = scene.write_bad(field, sql)
+    scene.drain()
+    row = scene.check(bad, acceptable)
+    if row[1] == b"dead" and row[2] == b"malformed" and row[4].startswith(b"malformed record"):
+        assert field.encode() in row[4]  # the error names the field and shows its raw value
+
+
+def test_a_row_with_a_null_id_gets_a_readable_id_and_keeps_its_fields_printable(
+    scene: Scene,
+) -> None:
+    scene.reset()
+    bad = scene.write_bad("name", "CAST(x'ff' AS TEXT)")
+    conn = sqlite3.connect(scene.path)
+    with conn:
+        conn.execute("UPDATE dowork_tasks SET id = NULL WHERE rowid = ?", (bad,))
+    conn.close()
+    scene.drain()
+    row = scene.check(bad, acceptable=False)
+    task_id = row[0].decode()
+    assert task_id.startswith(f"malformed-{bad}-")
+    (record,) = asyncio.run(_get(scene.path, [task_id]))
+    assert (record.status, record.reason) == ("dead", "malformed")
+    assert "id is NULL" in (record.error or "")
+    assert "name is not UTF-8 text: '\\\\xff'" in (record.error or "")
+    assert record.error is not None
+    assert record.error.isprintable()
+
+
+def test_a_started_worker_dead_letters_bad_rows_among_its_batch(tmp_path: Path) -> None:
+    path = tmp_path / "live.db"
+    legacy_file(path)
+    queue = Queue(
+        QUEUE,
+        backend=SQLiteBackend(path, poll_interval=0.01),
+        log=False,
+        durable=DurableSettings(lease=4, maintenance=1),
+    )
+    try:
+        echo = queue.task(name="echo")(lambda value: value)
+        first = [echo.submit(i) for i in range(30)]
+        conn = sqlite3.connect(path)
+        with conn:
+            now = time.time() - 1
+            for n, (field, sql) in enumerate(
+                [("payload", "'text'"), ("crashes", "'x'"), ("name", "CAST(x'ff' AS TEXT)")]
+            ):
+                conn.execute(_INSERT, (f"bad{n}", QUEUE, b"{}", now, now, now, None))
+                conn.execute(f"UPDATE dowork_tasks SET {field} = {sql} WHERE id = 'bad{n}'")
+        conn.close()
+        last = [echo.submit(i) for i in range(30)]
+        queue.start()
+        assert [t.result(timeout=30) for t in first + last] == list(range(30)) * 2
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            reasons = _raw(path, "SELECT reason FROM dowork_tasks WHERE status = 'dead'")
+            if len(reasons) == 3:
+                break
+            time.sleep(0.05)
+        assert reasons == [(b"malformed",)] * 3
+        assert _raw(path, "SELECT MAX(crashes) FROM dowork_tasks") == [(0,)]
+    finally:
+        queue.shutdown(timeout=5)
+
+
+def _raw(path: Path, sql: str) -> list[tuple[Any, ...]]:
+    conn = sqlite3.connect(path)
+    conn.text_factory = bytes
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
+async def _get(path: Path, ids: list[str]) -> list[Record]:
+    backend = SQLiteBackend(path)
+    try:
+        return await backend.get(ids)
+    finally:
+        await backend.close()
+
+
+# -- settling ---------------------------------------------------------------------------------
+
+
+def test_one_outcome_that_cannot_be_stored_does_not_hold_back_the_batch(tmp_path: Path) -> None:
+    async def body() -> None:
+        store = SQLiteBackend(tmp_path / "settle.db")
+        try:
+            await store.push([Record(f"t{i}", QUEUE, "echo", b"{}", NOW, NOW) for i in range(3)])
+            claimed = await store.claim(QUEUE, NOW, 10, 30.0, "w")
+            assert len(claimed) == 3
+            refused = await store.settle(
+                [
+                    Settlement("t0", 1, Outcome.SUCCEEDED, NOW + 1, result=b"1"),
+                    Settlement("t1", 1, Outcome.FAILED, NOW + 1, error="bad \udcff text"),
+                    Settlement("t2", 1, Outcome.RETRY, NOW + 1, run_at=float("inf")),
+                ]
+            )
+            assert refused == []
+            records = {r.id: r for r in await store.get(["t0", "t1", "t2"])}
+            assert (records["t0"].status, records["t0"].result) == ("succeeded", b"1")
+            assert (records["t1"].status, records["t1"].reason) == ("dead", "malformed")
+            assert "\\udcff" in (records["t1"].error or "")  # escaped, printable
+            assert (records["t2"].status, records["t2"].reason) == ("dead", "malformed")
+        finally:
+            await store.close()
+
+    asyncio.run(body())
+
+
+# -- the schema of new files ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "sql"),
+    [
+        ("payload", "'text'"),
+        ("crashes", "'many'"),
+        ("priority", "'high'"),
+        ("priority", "10"),
+        ("run_at", "9e999"),
+        ("run_at", "'soon'"),
+        ("status", "'bogus'"),
+        ("attempts", "-1"),
+        ("cancel_requested", "2"),
+        ("id", "NULL"),
+        ("id", "''"),
+        ("concurrency_key", "''"),
+        ("created_at", "x'00'"),
+    ],
+)
+def test_a_new_file_refuses_wrong_types_at_write(tmp_path: Path, field: str, sql: str) -> None:
+    path = tmp_path / "new.db"
+    asyncio.run(_push(path, [Record("t", QUEUE, "echo", b"{}", NOW, NOW)]))
+    conn = sqlite3.connect(path)
+    try:
+        with pytest.raises(sqlite3.IntegrityError):
+            conn.execute(f"UPDATE dowork_tasks SET {field} = {sql} WHERE id = 't'")
+        assert (
+            conn.execute("SELECT sql FROM sqlite_master WHERE name = 'dowork_tasks'")
+            .fetchone()[0]
+            .rstrip()
+            .endswith("STRICT")
+        )
+    finally:
+        conn.close()
+
+
+def test_a_new_file_accepts_the_reserved_status(tmp_path: Path) -> None:
+    path = tmp_path / "new.db"
+    asyncio.run(_push(path, [Record("t", QUEUE, "echo", b"{}", NOW, NOW)]))
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute("UPDATE dowork_tasks SET status = 'reserved' WHERE id = 't'")
+    conn.close()
+
+
+def test_a_record_the_table_refuses_is_a_backend_error_not_a_duplicate(tmp_path: Path) -> None:
+    with pytest.raises(dowork.BackendError) as caught:
+        asyncio.run(
+            _push(tmp_path / "new.db", [Record("t", QUEUE, "echo", b"{}", NOW, NOW, priority=50)])
+        )
+    assert not isinstance(caught.value, dowork.errors.DuplicateTask)
+    assert "CHECK" in str(caught.value)
+
+
+async def _push(path: Path, records: list[Record]) -> None:
+    backend = SQLiteBackend(path)
+    try:
+        await backend.push(records)
+    finally:
+        await backend.close()
