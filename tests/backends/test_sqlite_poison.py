@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import dowork
 from dowork import DurableSettings, FakeClock, Queue
@@ -46,9 +48,9 @@ _INSERT = (
 )
 
 
-def healthy(i: int, key: str | None = None) -> tuple[Any, ...]:
+def healthy(i: int, key: str | None = None, now: float = NOW) -> tuple[Any, ...]:
     payload = json.dumps({"a": [i], "k": {}}).encode()
-    return (f"h{i:04d}", QUEUE, payload, NOW - 1, NOW - 1, NOW - 1, key)
+    return (f"h{i:04d}", QUEUE, payload, now - 1, now - 1, now - 1, key)
 
 
 def legacy_file(path: Path) -> None:
@@ -87,38 +89,47 @@ class Scene:
             conn.execute("DELETE FROM dowork_tasks")
             conn.execute("DELETE FROM dowork_turns")
             key = "tenant" if keyed else None
-            conn.executemany(_INSERT, [healthy(i, key) for i in range(self.around)])
+            now = self.clock.now()
+            conn.executemany(_INSERT, [healthy(i, key, now) for i in range(self.around)])
         conn.close()
 
     def write_bad(self, field: str, sql: str, args: tuple[Any, ...] = ()) -> int:
         """Insert one healthy-looking row, then set ``field`` to ``sql``; return its rowid."""
         conn = sqlite3.connect(self.path)
         with conn:
-            row = ("bad", QUEUE, b'{"a":["bad"],"k":{}}', NOW - 1, NOW - 1, NOW - 1, None)
+            now = self.clock.now() - 1
+            row = ("bad", QUEUE, b'{"a":["bad"],"k":{}}', now, now, now, None)
             rowid = conn.execute(_INSERT, row).lastrowid
             conn.execute(f"UPDATE dowork_tasks SET {field} = {sql} WHERE rowid = ?", (*args, rowid))
-            later = [healthy(i) for i in range(self.around, 2 * self.around)]
+            later = [healthy(i, None, now + 1) for i in range(self.around, 2 * self.around)]
             conn.executemany(_INSERT, later)
         conn.close()
         assert rowid is not None
         return rowid
 
     def drain(self) -> None:
-        for _ in range(6):
+        """Dispatch until nothing is due within a minute; time passes (retries, maintenance)."""
+        backend = self.queue.backend
+        assert backend is not None
+        for _ in range(8):
             if not self.queue.dispatch():
                 return
-            self.clock.advance(6)  # maintenance runs on every dispatch; time for retries
+            due = self.queue._engine.run_on_home(backend.next_due(QUEUE))
+            if due is None or due > self.clock.now() + 60:
+                return  # only tasks due much later wait (e.g. a far-off run_at)
+            self.clock.advance(6)
         raise AssertionError("the queue did not drain")
 
     def rows(self) -> dict[int, tuple[Any, ...]]:
-        """Every row by rowid: (id, status, reason, crashes, error, result), read raw."""
+        """Every row by rowid: (id, status, reason, crashes, error, result, run_at), raw."""
         conn = sqlite3.connect(self.path)
         conn.text_factory = bytes
         try:
             return {
                 r[0]: r[1:]
                 for r in conn.execute(
-                    "SELECT rowid, id, status, reason, crashes, error, result FROM dowork_tasks"
+                    "SELECT rowid, id, status, reason, crashes, error, result, run_at"
+                    " FROM dowork_tasks"
                 )
             }
         finally:
@@ -378,3 +389,175 @@ async def _push(path: Path, records: list[Record]) -> None:
         await backend.push(records)
     finally:
         await backend.close()
+
+
+# -- property: any hostile value in any field -------------------------------------------------
+
+#: A value to write: an SQL expression and its parameters.
+Value = tuple[str, tuple[Any, ...]]
+
+
+def _deep(depth: int, open_: str = "[", close: str = "]") -> str:
+    return open_ * depth + "1" + close * depth
+
+
+def _plain(value: Any) -> Value:
+    return ("?", (value,))
+
+
+_NUMBERS = st.one_of(
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.floats(allow_nan=True, allow_infinity=True),  # NaN is stored as NULL
+    st.sampled_from([0, -1, 1, 2**62, -(2**63), 1e308, -1e308, 1e15, 1e16, -0.0]),
+).map(_plain)
+_TEXTS = st.one_of(
+    st.text(max_size=30),
+    st.sampled_from(["", " ", "NaN", "inf", "-inf", "1e999", "null", "[]", "{}", "pending"]),
+    st.integers(min_value=50, max_value=3000).map(_deep),
+).map(_plain)
+_NOT_UTF8 = st.one_of(
+    st.binary(min_size=1, max_size=20).filter(lambda b: not _is_utf8(b)),
+    st.sampled_from([b"\xff", b"\xc3", b"\xed\xa0\x80", b"a\x80b"]),
+).map(lambda b: ("CAST(? AS TEXT)", (b,)))
+_BLOBS = st.binary(max_size=30).map(_plain)
+_NULL: st.SearchStrategy[Value] = st.just(("NULL", ()))
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _payload_json(args: Any, kwargs: Any = None) -> Value:
+    body = json.dumps({"a": args, "k": {} if kwargs is None else kwargs}, allow_nan=True)
+    return _plain(body.encode())
+
+
+_JSON_SCALARS = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True), st.text(max_size=10)
+)
+#: Payloads: well-formed but odd (deep, NaN, wrong shapes), and raw bytes.
+_PAYLOADS = st.one_of(
+    st.lists(_JSON_SCALARS, max_size=3).map(_payload_json),
+    st.integers(min_value=90, max_value=5000).map(
+        lambda d: _plain(('{"a":[' + _deep(d) + '],"k":{}}').encode())
+    ),
+    st.integers(min_value=90, max_value=3000).map(
+        lambda d: _plain(('{"a":[],"k":{"x":' + _deep(d, '{"y":', "}") + "}}").encode())
+    ),
+    st.sampled_from(
+        [b'{"a":"x","k":{}}', b'{"a":[],"k":[]}', b"[]", b"null", b'{"a":[]}', b"", b"\xff"]
+    ).map(_plain),
+    st.text(max_size=20).map(lambda t: _plain(t.encode())),
+)
+_OPTION_VALUES = st.one_of(
+    _JSON_SCALARS,
+    st.sampled_from([-1, 0, 1e308, "NaN", [], {}, [1, 2], 2**70]),
+)
+_OPTIONS = st.one_of(
+    st.dictionaries(
+        st.sampled_from(
+            [
+                "retries",
+                "within",
+                "expires_at",
+                "backoff",
+                "base_delay",
+                "max_delay",
+                "jitter",
+                "keep_result",
+                "group",
+                "group_of",
+                "other",
+            ]
+        ),
+        _OPTION_VALUES,
+        max_size=3,
+    ).map(lambda d: _plain(json.dumps(d, allow_nan=True))),
+    st.sampled_from(["[1]", "1", "null", '"text"', "{", "", _deep(3000)]).map(_plain),
+)
+_ANY = st.one_of(_NULL, _NUMBERS, _TEXTS, _NOT_UTF8, _BLOBS)
+
+#: Each stored field a worker's claim reads or writes, with the values to try in it. (A row
+#: whose ``queue`` or ``status`` is changed is no waiting task of this queue: no claim reads
+#: it; ``expires_at`` of a waiting row is never read either.)
+HOSTILE: dict[str, st.SearchStrategy[Value]] = {
+    "id": _ANY,
+    "name": _ANY,
+    "payload": st.one_of(_ANY, _PAYLOADS),
+    "options": st.one_of(_ANY, _OPTIONS),
+    "attempts": _ANY,
+    "run_at": _ANY,
+    "lease_until": _ANY,
+    "owner": _ANY,
+    "crashes": _ANY,
+    "cancel_requested": _ANY,
+    "error": _ANY,
+    "reason": _ANY,
+    "result": _ANY,
+    "created_at": _ANY,
+    "updated_at": _ANY,
+    "finished_at": _ANY,
+    "progress": _ANY,
+    "history": _ANY,
+    "priority": _ANY,
+    "slot": _ANY,
+    "concurrency_key": _ANY,
+}
+#: The fields declared NOT NULL by the older table too (a NULL there is refused at write).
+_NOT_NULL = {"queue", "name", "payload", "status", "attempts", "run_at", "crashes",
+             "cancel_requested", "created_at", "updated_at", "priority"}  # fmt: skip
+#: How a bad row may end: dead-lettered for a reason a worker gives at claim, or run.
+ENDINGS = {
+    (b"dead", b"malformed"),
+    (b"dead", b"undecodable"),  # JSON that does not parse, or of the wrong shape
+    (b"dead", b"unknown_task"),  # a readable name that is not registered
+    (b"dead", b"expired"),  # an expires_at option in the past
+    (b"succeeded", None),
+    (b"failed", None),  # ran: its result could not be encoded (a NaN), or it timed out
+}
+
+
+@pytest.fixture(scope="module")
+def poison_scene(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scene]:
+    path = tmp_path_factory.mktemp("poison") / "legacy.db"
+    legacy_file(path)
+    made = Scene(path, around=100)
+    yield made
+    made.close()
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), field=st.sampled_from(sorted(HOSTILE)), keyed=st.booleans())
+def test_no_hostile_value_in_any_field_stops_the_queue_or_charges_a_crash(
+    poison_scene: Scene, data: st.DataObject, field: str, keyed: bool
+) -> None:
+    scene = poison_scene
+    sql, args = data.draw(HOSTILE[field], label=field)
+    scene.reset(keyed=keyed)
+    try:
+        bad = scene.write_bad(field, sql, args)
+    except sqlite3.IntegrityError:  # NOT NULL (or NaN, stored as NULL) in such a field
+        assert field in _NOT_NULL
+        return
+    scene.drain()  # the worker stays up: dispatch() never raises
+    rows = scene.rows()
+    row = rows.pop(bad)
+    assert len(rows) == 2 * scene.around
+    assert {(r[1], r[3]) for r in rows.values()} == {(b"succeeded", 0)}  # healthy: run, no crash
+    status, reason = row[1], row[2]
+    if status in (b"pending", b"scheduled", b"retrying"):  # waits for a time far off
+        assert field in ("run_at", "options"), row
+        assert row[6] > scene.clock.now() + 60, row
+        return
+    if status == b"succeeded" or status == b"failed":
+        reason = None
+    assert (status, reason) in ENDINGS, row
+    if (status, reason) != (b"dead", b"malformed") and field == "crashes":
+        return  # a crash count that was readable is kept as written
+    assert row[3] == 0, row  # never charged a crash
+    records = scene.queue._engine.run_on_home(scene.queue.backend.list(QUEUE, limit=1000))  # type: ignore[union-attr]
+    assert len(records) == 2 * scene.around + 1  # every row readable by every tool again
