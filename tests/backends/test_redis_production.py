@@ -259,3 +259,54 @@ def test_ten_thousand_schedules_firing_together_all_fire(own_server: RedisServer
         assert all(s.runs == 1 for s in schedules)
     finally:
         queue.shutdown(timeout=10)
+
+
+# -- e) the README's ACL user cannot list other key names ------------------------------------
+
+
+def test_the_readme_acl_user_cannot_list_other_keys_and_still_works(
+    own_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tests.backends.conftest import add_acl_user, readme_acl_rules
+
+    rules = readme_acl_rules()
+    assert "+info|memory" in rules
+    add_acl_user(own_server.url, "dowork", "s3cret-acl")
+    with redis.Redis.from_url(own_server.url) as admin:
+        admin.set("other:secret-name", "1")  # another app's key
+    url = own_server.url.replace("redis://", "redis://dowork:s3cret-acl@")
+    with redis.Redis.from_url(url) as client:
+        for command in (
+            ("SCAN", "0"),
+            ("SCAN", "0", "MATCH", "other:*"),
+            ("RANDOMKEY",),
+            ("KEYS", "*"),
+            ("DBSIZE",),
+            ("INFO", "keyspace"),
+            ("INFO",),
+            ("INFO", "all"),
+            ("SELECT", "1"),
+            ("GET", "other:secret-name"),
+        ):
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                client.execute_command(*command)
+        for script in ("SCAN', '0", "RANDOMKEY", "DBSIZE", "INFO', 'keyspace"):  # nor in Lua
+            with pytest.raises(redis.exceptions.ResponseError, match="can't run this command"):
+                client.execute_command("EVAL", f"return redis.call('{script}')", "0")
+        assert "maxmemory_policy" in client.info("memory")
+
+    queue = dowork.Queue(
+        "acl",
+        backend=url,  # the default prefix, dowork:
+        durable=dowork.DurableSettings(lease=1.0, maintenance=0.2),
+        log=False,
+    )
+    queue.task(name="double")(double)
+    with caplog.at_level(logging.WARNING, logger="dowork"):
+        tasks = [queue.submit(double, n) for n in range(20)]  # a submitter
+        queue.start()  # and a worker, as the ACL user
+        try:
+            assert [t.result(timeout=20) for t in tasks] == [2 * n for n in range(20)]
+        finally:
+            queue.shutdown(timeout=5)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]  # policy read
