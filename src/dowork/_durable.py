@@ -14,6 +14,7 @@ import asyncio
 import collections
 import contextlib
 import hashlib
+import heapq
 import json
 import logging
 import os
@@ -40,7 +41,7 @@ from .backends._protocol import (
     minute_of,
     rank,
 )
-from .clock import SystemClock
+from .clock import SystemClock, TimerHandle
 from .codec import Codec, check_depth, decode_for, encode_for
 from .errors import (
     BackendError,
@@ -181,6 +182,12 @@ class BackendEngine(Engine):
         self._watched: dict[str, Task[Any]] = {}
         #: Ids whose push from the loop is under way: not stored yet, but not gone either.
         self._pushing: set[str] = set()
+        #: Claimed records whose id already runs (or waits) here: held, their lease renewed,
+        #: until that one settles, so that one process never runs an id twice at once.
+        self._held: dict[str, list[Record]] = {}
+        #: When retries this worker settled fall due: it wakes an idle worker then (see _due).
+        self._due_times: list[float] = []
+        self._due_timer: TimerHandle | None = None
         self._watch_pause = 0.002
         self._slot_free: asyncio.Event | None = None
         self._next_purge = 0.0
@@ -664,6 +671,14 @@ class BackendEngine(Engine):
             self._ready.extend(ready)
 
     async def _admit_one(self, record: Record, first: bool = False) -> None:
+        if record.id in self._claimed:  # the same id is already here: start it after that one
+            self._held.setdefault(record.id, []).append(record)
+            log.warning(
+                "queue %s: task %s claimed again while it runs here; held until that run ends",
+                self.name,
+                record.id,
+            )
+            return
         try:
             options = record.options
             if options is not None and '"group_of"' in options:
@@ -955,6 +970,7 @@ class BackendEngine(Engine):
                 )
             )  # fmt: skip
         self._freed()
+        self._start_held(task.id)
 
     def _finish(
         self,
@@ -1004,6 +1020,39 @@ class BackendEngine(Engine):
             )
         super()._finish(task, status, value, error)
         self._freed()
+        self._start_held(task.id)
+
+    def _start_held(self, task_id: str) -> None:
+        """The run of ``task_id`` here ended: admit the claim of it held meanwhile, if any."""
+        held = self._held.get(task_id)
+        if not held or task_id in self._claimed:
+            return
+        record = held.pop(0)
+        if not held:
+            del self._held[task_id]
+        admitting = asyncio.get_running_loop().create_task(self._admit_held(record))
+        self._afters.add(admitting)
+        admitting.add_done_callback(self._afters.discard)
+
+    async def _admit_held(self, record: Record) -> None:
+        await self._admit_one(record)
+        self._pump()
+
+    def _held_leases(self) -> list[tuple[str, int]]:
+        """The leases of the held claims (see ``_held``)."""
+        return [(r.id, r.attempts) for records in self._held.values() for r in records]
+
+    def _hand_back_held(self) -> None:
+        """Give the held claims back to the store at once, to run on any worker."""
+        now = self.clock.now()
+        for task_id, token in self._held_leases():
+            self._settle_out(
+                Settlement(
+                    task_id, token, Outcome.RETRY, now, run_at=now,
+                    error="handed back: the worker stopped before it could start it",
+                )
+            )  # fmt: skip
+        self._held.clear()
 
     def _freed(self) -> None:
         slot = self._slot_free
@@ -1075,6 +1124,7 @@ class BackendEngine(Engine):
                     self.name,
                     len(refused),
                 )
+            self._due_later(batch, refused)
             if self._group_of:
                 await self._release_groups(batch, refused)
 
@@ -1094,6 +1144,48 @@ class BackendEngine(Engine):
             except Exception as alone:
                 log.error("queue %s: cannot settle task %s (%r)", self.name, settlement.id, alone)
         return refused
+
+    def _due_later(self, settled: list[Settlement], refused: list[str]) -> None:
+        """Arm a timer for the retries just written: an idle worker must start them on time.
+
+        A worker waits for a push or its next maintenance; a retry written after it began to
+        wait is not a push, so without this it would start up to ``maintenance`` seconds late.
+        """
+        if not self.serving or getattr(self.backend, "wake", None) is None:
+            return
+        for s in settled:
+            if s.outcome is Outcome.RETRY and s.run_at is not None and s.id not in refused:
+                heapq.heappush(self._due_times, s.run_at)
+        if self._due_times:
+            first = self._due_times[0]
+            if self._due_timer is None or first < self._due_at:
+                if self._due_timer is not None:
+                    self._due_timer.cancel()
+                self._due_at = first
+                self._due_timer = self.clock.call_at(first, self._due)
+
+    _due_at = 0.0
+
+    def _due(self) -> None:
+        """Retries fell due: wake an idle worker (of any process) to claim them."""
+        self._due_timer = None
+        now = self.clock.now()
+        at = None
+        while self._due_times and self._due_times[0] <= now:
+            at = heapq.heappop(self._due_times)
+        if at is not None and self.serving:
+            waking = asyncio.get_running_loop().create_task(self._wake(at))
+            self._afters.add(waking)
+            waking.add_done_callback(self._afters.discard)
+        if self._due_times:
+            self._due_at = self._due_times[0]
+            self._due_timer = self.clock.call_at(self._due_at, self._due)
+
+    async def _wake(self, at: float) -> None:
+        try:
+            await self.backend.wake(self.name, at)  # type: ignore[attr-defined]
+        except BackendError as exc:  # the worker's own timeout covers it, later
+            log.debug("queue %s: cannot wake a worker (%r)", self.name, exc)
 
     async def _release_groups(self, settled: list[Settlement], refused: list[str]) -> None:
         """Release the callbacks of groups whose last member was just settled here."""
@@ -1152,6 +1244,11 @@ class BackendEngine(Engine):
                     self.cancel_task(task)
             if lost:
                 log.warning("queue %s: lost the lease of %d task(s)", self.name, len(lost))
+        held = self._held_leases()
+        if held:  # apart: the id of each is in _claimed too, under another token
+            gone, _ = await self.backend.heartbeat(held, now, settings.lease)
+            for task_id in gone:  # another worker has it now
+                self._held.pop(task_id, None)
         if self.serving:
             await self._beat(now, settings.lease)
         requeued, dead = await self.backend.reap(self.name, now, settings.crash_budget)
@@ -1430,6 +1527,8 @@ class BackendEngine(Engine):
         if self.serving:
             self.serving = False
             self._freed()
+            if self._due_timer is not None:
+                self._due_timer.cancel()
             if self._fetcher is not None:
                 self._fetcher.cancel()
                 await asyncio.gather(self._fetcher, return_exceptions=True)
@@ -1441,6 +1540,8 @@ class BackendEngine(Engine):
                 clean = False
                 for task in list(self._running):
                     self.cancel_task(task)
+        if self._held:
+            self._hand_back_held()
         await self._drain_outbox()
         await self._leave()
         if self._watcher is not None:
@@ -1486,8 +1587,9 @@ class BackendEngine(Engine):
         if lane is not None:
             lane._drain()  # functions that returned but whose outcome was not taken in yet
         now = self.clock.now()
-        handed = list(self._claimed.items())
+        handed = list(self._claimed.items()) + self._held_leases()
         self._claimed.clear()
+        self._held.clear()
         for task_id, token in handed:
             self._settle_out(
                 Settlement(

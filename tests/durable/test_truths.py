@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 import dowork
-from dowork import FakeClock, Queue, TaskStatus
+from dowork import DurableSettings, FakeClock, Queue, TaskStatus
 from dowork.backends import Backend, MemoryBackend, RedisBackend, SQLiteBackend
 
 WAIT = 20.0
@@ -299,3 +299,113 @@ def test_counts_are_exact_with_thousands_submitted_one_at_a_time(
     assert counts == {"pending": 5000, "scheduled": 1}
     assert queue._engine.run_on_home(backend.counts("jobs")) == counts  # read, not moved
     assert queue.status(later.id) is TaskStatus.SCHEDULED
+
+
+# -- c) retries start on time -------------------------------------------------------------------
+
+
+def test_a_retry_starts_on_time_at_an_idle_worker(handles: Callable[..., Queue]) -> None:
+    """An idle worker waits for a push or its next maintenance (10 s here); a retry written
+    meanwhile must still start when due (0.2 s later), not at the maintenance."""
+    queue = handles(durable=DurableSettings(lease=60, maintenance=10))
+    starts: list[float] = []
+
+    @queue.task(name="flaky", retries=2, backoff="fixed", base_delay=0.2, jitter=False)
+    def flaky() -> str:
+        starts.append(time.monotonic())
+        if len(starts) == 1:
+            raise ConnectionError("once")
+        return "ok"
+
+    queue.start()
+    time.sleep(0.3)  # the worker is idle, waiting
+    handle = flaky.submit()
+    assert handle.result(WAIT) == "ok"
+    late = starts[1] - starts[0] - 0.2
+    assert late < 2.0, f"the retry started {late:.2f}s late"
+
+
+# -- f) one run at a time per id in a process ---------------------------------------------------
+
+
+def test_an_id_claimed_again_while_it_runs_here_waits_for_that_run(
+    handles: Callable[..., Queue], durable_kind: str
+) -> None:
+    """The store hands a running task out again (its lease was taken for expired): the
+    worker holding it holds the new claim, its lease renewed, until the first run ended."""
+    queue, admin = handles(durable=DurableSettings(lease=4, maintenance=0.5)), handles()
+    gate = threading.Event()
+    lock = threading.Lock()
+    running: list[int] = []
+    most = [0]
+    runs = [0]
+
+    @queue.task(name="slow")
+    def slow() -> str:
+        with lock:
+            runs[0] += 1
+            running.append(1)
+            most[0] = max(most[0], len(running))
+        gate.wait(WAIT)
+        with lock:
+            running.pop()
+        return "ok"
+
+    queue.start()
+    handle = slow.submit()
+    wait_for(lambda: runs[0] == 1)
+    store = admin.backend
+    assert store is not None
+
+    def attempts() -> int:
+        (record,) = admin._engine.run_on_home(store.get([handle.id]))
+        return record.attempts
+
+    # Every lease looks expired to this reap: the running task goes back to waiting, and
+    # the worker (with free slots) claims it again.
+    admin._engine.run_on_home(store.reap("jobs", time.time() + 3600, 10))
+    wait_for(lambda: attempts() == 2)
+    time.sleep(0.3)  # room for a second start, if the worker made one
+    assert runs[0] == 1
+    time.sleep(4.5)  # past the lease of the held claim: the heartbeat keeps it
+    (record,) = admin._engine.run_on_home(store.get([handle.id]))
+    assert (record.attempts, record.status) == (2, "running")
+    gate.set()
+    wait_for(lambda: runs[0] == 2)
+    assert handle.result(WAIT) == "ok"
+    wait_for(lambda: admin.status(handle.id) is TaskStatus.SUCCEEDED)
+    assert most[0] == 1  # never twice at once
+
+
+def test_a_held_claim_is_handed_back_when_the_worker_stops_at_once(
+    handles: Callable[..., Queue],
+) -> None:
+    queue, admin = handles(durable=DurableSettings(lease=4, maintenance=0.5)), handles()
+    gate, started = threading.Event(), threading.Event()
+
+    @queue.task(name="slow")
+    def slow() -> str:
+        started.set()
+        gate.wait(WAIT)
+        return "ok"
+
+    admin.task(name="slow")(slow)
+    queue.start()
+    handle = slow.submit()
+    assert started.wait(WAIT)
+    store = admin.backend
+    assert store is not None
+
+    def record() -> Any:
+        (found,) = admin._engine.run_on_home(store.get([handle.id]))
+        return found
+
+    admin._engine.run_on_home(store.reap("jobs", time.time() + 3600, 10))
+    wait_for(lambda: record().attempts == 2)
+    try:
+        assert queue.abort() == []
+    finally:
+        gate.set()
+    found = record()
+    assert found.status in ("pending", "retrying")  # back in the store, for any worker
+    assert "handed back" in (found.error or "")

@@ -1674,12 +1674,26 @@ return 0
 """
 
 #: The scripts' full sources by name.
+# ARGV: P, queue, at. A task of the queue falls due at ``at`` (a retry's run_at): wake one idle
+# worker with a token (see inbox_wake), which it claims with as now. Self-contained.
+_WAKE = (
+    """
+local P = ARGV[1]
+"""
+    + _INBOX
+    + """
+inbox_wake(ARGV[2], 1, ARGV[3])
+return 1
+"""
+)
+
 SCRIPTS = {
     "push": _PUSH,  # the producers' hot path: no shared prelude (a few us per call)
     "check": _BASE + _CHECK,
     "claim": _CLAIM,  # an idle worker's wake-up: self-contained, like push
     "take": _TAKE,  # a worker that started a task popped from the inbox: self-contained
     "drain": _wrap(_DRAIN, drains=False),
+    "wake": _WAKE,  # a retry fell due: a token for an idle worker
     "settle": _wrap(_SETTLE, drains=False),
     "bury": _wrap(_BURY, drains=False),
     "heartbeat": _wrap(_HEARTBEAT, drains=False),

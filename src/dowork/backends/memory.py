@@ -359,6 +359,10 @@ class MemoryBackend:
                     counts[record.status] = counts.get(record.status, 0) + 1
         return counts
 
+    async def wake(self, queue: str, at: float) -> None:
+        """A task of ``queue`` fell due at ``at``: wake this process's idle workers of it."""
+        self._wakeups.notify({queue})
+
     async def wait(self, queue: str, timeout: float) -> None:
         """Wait for a push to the queue, up to ``timeout`` seconds."""
         await self._wakeups.wait(queue, timeout)

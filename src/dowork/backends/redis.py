@@ -1560,6 +1560,15 @@ class RedisBackend:
             counts["running"] = counts.get("running", 0) + running
         return {status: n for status, n in counts.items() if n > 0}
 
+    async def wake(self, queue: str, at: float) -> None:
+        """A task of ``queue`` fell due at ``at``: wake an idle worker (a token in its inbox).
+
+        Workers block on the inbox, so a retry that falls due while they wait is seen at once
+        rather than at their next timeout.
+        """
+        await self._script("wake", _text(queue), _num(at))
+        self._wakeups.notify({queue})
+
     async def wait(self, queue: str, timeout: float) -> None:
         """Return on a push to ``queue`` from any process, or after ``timeout`` seconds.
 

@@ -1419,6 +1419,10 @@ class SQLiteBackend:
         ).fetchall()
         return {status: count for status, count in rows}
 
+    async def wake(self, queue: str, at: float) -> None:
+        """A task of ``queue`` fell due at ``at``: wake this process's idle workers of it."""
+        self._wakeups.notify({queue})
+
     async def wait(self, queue: str, timeout: float) -> None:
         """Wait for a push from this process, or ``min(timeout, poll_interval)`` seconds."""
         await self._wakeups.wait(queue, min(timeout, self.poll_interval))
