@@ -50,6 +50,7 @@ from .errors import (
     MaxRetriesExceeded,
     NotRegistered,
     NotSerializable,
+    OutcomeUnknown,
     PayloadTooLarge,
     ResultTooLarge,
     TaskFailed,
@@ -320,8 +321,12 @@ class BackendEngine(Engine):
         if self.on_loop():  # e.g. a task submitting another: cannot block here
             self._push_soon(task, record, self._push_record(task, record, fresh))
             return
-        if not self._push_here([task], [record], fresh):
-            self.run_on_home(self._push_record(task, record, fresh))
+        try:
+            if not self._push_here([task], [record], fresh):
+                self.run_on_home(self._push_record(task, record, fresh))
+        except OutcomeUnknown as exc:
+            _unknown(exc, [task])
+            raise
 
     def enqueue_many(self, tasks: list[Task[Any]]) -> None:
         """Encode all, then push them in one atomic batch (one round trip)."""
@@ -330,8 +335,12 @@ class BackendEngine(Engine):
         records = [self.prepare(task, now) for task in tasks]
         for task in tasks:
             task._engine = self
-        if not self._push_here(tasks, records, fresh):
-            self.run_on_home(self._push_batch(tasks, records))
+        try:
+            if not self._push_here(tasks, records, fresh):
+                self.run_on_home(self._push_batch(tasks, records))
+        except OutcomeUnknown as exc:
+            _unknown(exc, tasks)
+            raise
 
     def _push_here(self, tasks: list[Task[Any]], records: list[Record], fresh: bool) -> bool:
         """Push from the calling thread, without a hop to the home loop, if possible.
@@ -432,7 +441,11 @@ class BackendEngine(Engine):
     async def _push_batch(
         self, tasks: list[Task[Any]], records: list[Record], fresh: bool = False
     ) -> None:
-        same = await self.backend.push(records, fresh=fresh)
+        try:
+            same = await self.backend.push(records, fresh=fresh)
+        except OutcomeUnknown as exc:
+            _unknown(exc, tasks)
+            raise
         for task, record in zip(tasks, records, strict=True):
             if same and record.id in same:  # its idempotency key is held: a handle on that task
                 task._id = same[record.id]
@@ -1720,3 +1733,10 @@ def task_function_of(task: Task[Any]) -> TaskFunction[..., Any] | None:
         name = engine.registry.name_of(task.fn)
         return engine.registry.get(name) if name else None
     return None
+
+
+def _unknown(error: OutcomeUnknown, tasks: list[Task[Any]]) -> None:
+    """Hand a push's tasks to its ``OutcomeUnknown``, free to be enqueued again (same ids)."""
+    error.tasks = tuple(tasks)
+    for task in tasks:
+        task._engine = None

@@ -264,12 +264,15 @@ class OutcomeUnknown(BackendError):
 
     The store may or may not have applied it. Retrying with the same task id is safe: the id
     is the idempotency key, so a task that was stored is neither stored nor run a second time.
-    ``task_ids`` names the tasks of the write.
+    ``task_ids`` names the tasks of the write, and ``tasks`` holds their handles when a queue
+    raised it: ``queue.enqueue(error.tasks[0])`` retries one; a ``DuplicateTask`` from that
+    retry means the first write was stored.
     """
 
     def __init__(self, message: str, task_ids: tuple[str, ...] = ()) -> None:
         super().__init__(message)
         self.task_ids = task_ids
+        self.tasks: tuple[object, ...] = ()
 
 
 class EvictionPolicyError(BackendError):

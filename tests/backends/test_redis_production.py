@@ -310,3 +310,83 @@ def test_the_readme_acl_user_cannot_list_other_keys_and_still_works(
         finally:
             queue.shutdown(timeout=5)
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]  # policy read
+
+
+# -- c) lost replies: OutcomeUnknown, and retries with the same id ---------------------------
+
+RAN: list[int] = []
+
+
+def record_run(n: int) -> int:
+    RAN.append(n)
+    return n
+
+
+def test_lost_replies_raise_outcome_unknown_and_retries_run_each_task_once(
+    own_server: RedisServer,
+) -> None:
+    from collections import Counter
+
+    from dowork.errors import DuplicateTask, OutcomeUnknown
+    from tests.tcp_proxy import TcpProxy
+
+    RAN.clear()
+    proxy = TcpProxy(own_server.port).start()
+    prefix = f"dowork:c{uuid.uuid4().hex[:8]}"
+    settings = dowork.DurableSettings(lease=2.0, maintenance=0.25)
+    producer = dowork.Queue(
+        "lost",
+        backend=RedisBackend(proxy.url, prefix=prefix, socket_timeout=0.5),
+        durable=settings,
+        log=False,
+    )
+    worker = dowork.Queue(
+        "lost", backend=RedisBackend(own_server.url, prefix=prefix), durable=settings, log=False
+    )
+    for queue in (producer, worker):
+        queue.task(name="record")(record_run)
+    worker.start()
+    unknown: list[OutcomeUnknown] = []
+    duplicates = 0
+    ids = []
+    try:
+        for n in range(40):
+            proxy.mode = {1: "drop", 3: "stall"}.get(n % 4, "pass")
+            try:
+                if n % 8 >= 4:  # half with an id of the caller's: a checked push
+                    task = dowork.Task(record_run, (n,))
+                    assert task.id
+                    producer.enqueue(task)
+                else:  # the others through the inbox
+                    task = producer.submit(record_run, n)
+                ids.append(task.id)
+                continue
+            except OutcomeUnknown as exc:
+                unknown.append(exc)
+                (task,) = exc.tasks
+            proxy.mode = "pass"
+            try:
+                producer.enqueue(task)  # the retry: the same task, the same id
+            except DuplicateTask:
+                duplicates += 1  # the first write was stored: nothing more to do
+            ids.append(task.id)
+    finally:
+        proxy.mode = "pass"
+    try:
+        assert len(unknown) >= 10  # every submit whose reply was dropped or stalled
+        for exc in unknown:
+            assert "outcome is unknown" in str(exc)
+            assert "same task id is safe" in str(exc)
+            assert exc.task_ids == (exc.tasks[0].id,)  # type: ignore[attr-defined]
+        assert duplicates >= 5  # those were stored: the retry stored nothing more
+        wait_until(lambda: len(RAN) >= 40, timeout=30)
+        time.sleep(0.3)
+        assert Counter(RAN) == Counter(range(40))  # 0 lost, 0 run twice
+        records = worker._engine.run_on_home(worker.backend.get(ids))  # type: ignore[union-attr]
+        assert len(records) == 40
+        assert {r.status for r in records} == {"succeeded"}
+        assert sum(r.crashes for r in records) == 0  # no worker died: no crash charged
+    finally:
+        worker.shutdown(timeout=5)
+        producer.shutdown(timeout=5)
+        proxy.close()

@@ -128,6 +128,7 @@ from ..errors import (
     BackendUnavailable,
     DuplicateTask,
     EvictionPolicyError,
+    OutcomeUnknown,
 )
 from ._protocol import (
     PRIORITY_AGING,
@@ -180,7 +181,17 @@ _UNIQUE_TTL_MS = 30 * 24 * 3600 * 1000
 #: Records per script call of a large push (one transaction of several calls).
 _PUSH_CHUNK = 1000
 #: The scripts the blocking client runs (``push_sync``).
-_SYNC = ("push", "check")
+_SYNC = ("push", "check", "drain")
+
+
+class _Unanswered(redis.exceptions.ConnectionError):
+    """The connection failed after a request was (maybe partly) sent: it may have run.
+
+    A ``ConnectionError``, so that reads report ``BackendUnavailable`` as before; pushes
+    report ``OutcomeUnknown`` instead (see ``RedisBackend._pushing``).
+    """
+
+
 #: Seconds a worker trusts the ``maxmemory-policy`` it read (``CONFIG SET`` can change it at
 #: run time): once a minute while it is safe, every few seconds while the worker refuses.
 _POLICY_RECHECK = 60.0
@@ -539,6 +550,9 @@ def _commands_sync(client: redis.Redis, *commands: Sequence[str | bytes | int]) 
         if len(answers) < len(commands) - 1:  # answers left unread: out of step
             conn.disconnect()  # type: ignore[no-untyped-call]
         raise
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+        conn.disconnect()  # type: ignore[no-untyped-call]  # mid-answer: out of step
+        raise _Unanswered(f"no reply to a request sent ({exc!r})") from exc
     except BaseException:
         conn.disconnect()  # type: ignore[no-untyped-call]  # mid-answer: out of step
         raise
@@ -929,6 +943,9 @@ class RedisBackend:
                     answers.append(await conn.read_response())
                 except redis.exceptions.ResponseError as exc:
                     answers.append(exc)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+            await conn.disconnect(nowait=True)  # mid-answer: the connection is out of step
+            raise _Unanswered(f"no reply to a request sent ({exc!r})") from exc
         except BaseException:
             await conn.disconnect(nowait=True)  # mid-answer: the connection is out of step
             raise
@@ -1081,7 +1098,44 @@ class RedisBackend:
         """
         if not records:
             return {}
+        with self._pushing(records):
+            return await self._push(records, fresh)
+
+    @contextlib.contextmanager
+    def _pushing(self, records: Sequence[Record]) -> Iterator[None]:
+        """Report a push whose request went out but whose reply was lost as ``OutcomeUnknown``."""
+        try:
+            yield
+        except BackendUnavailable as exc:
+            if not isinstance(exc.__cause__, _Unanswered):
+                raise  # nothing was sent: nothing was stored
+            ids = tuple(r.id for r in records)
+            shown = ", ".join(ids[:3]) + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
+            raise OutcomeUnknown(
+                f"{_redact(self.url)}: the reply to a push of task(s) {shown} was lost "
+                f"({exc.__cause__.__cause__!r}): the outcome is unknown, they may be stored. "
+                "Retrying with the same task id is safe (the id is the idempotency key: a "
+                "stored task is refused as DuplicateTask, never run twice)",
+                ids,
+            ) from exc.__cause__
+        except redis.exceptions.RedisError as exc:  # pipelines of large pushes
+            with self._errors():
+                raise exc from None
+
+    async def _drain_for(self, records: Sequence[Record]) -> None:
+        """Drain the inboxes of the records' queues before a push that checks its ids.
+
+        A task id submitted through an inbox (a ``submit()`` whose reply was lost, say) is
+        then a stored record, so the push refuses it as a duplicate instead of storing it
+        a second time.
+        """
+        for queue in dict.fromkeys(r.queue for r in records):
+            await self._script("drain", _text(queue))
+
+    async def _push(self, records: Sequence[Record], fresh: bool) -> dict[str, str]:
         inboxed = self._to_inbox(records) if fresh else None
+        if not fresh:
+            await self._drain_for(records)
         if inboxed is not None:  # asubmit(): two plain commands, no script
             with self._errors():
                 for answer in await self._raw(self._link(), *inboxed):
@@ -1133,6 +1187,8 @@ class RedisBackend:
         try:
             if not self._sync_policy_read:
                 self._probe_sync(client)
+            if not fresh:
+                self._drain_sync(client, scripts, records)
             inboxed = self._to_inbox(records) if fresh else None
             if inboxed is not None:  # submit(): two plain commands, no script
                 _commands_sync(client, *inboxed)
@@ -1153,10 +1209,21 @@ class RedisBackend:
                         script.sha = client.script_load(script.script)
                     answer = _transaction_sync(client, scripts, calls, flag)
         except (redis.exceptions.RedisError, OSError) as exc:  # (no context manager: hot path)
-            with self._errors():
+            with self._pushing(records), self._errors():
                 raise exc from None
         _check_push(answer)  # other processes wake on the script's tokens, and so do we
         return True
+
+    def _drain_sync(
+        self, client: redis.Redis, scripts: dict[str, Script], records: Sequence[Record]
+    ) -> None:
+        """``_drain_for`` from a thread."""
+        for queue in dict.fromkeys(r.queue for r in records):
+            drain: list[str | bytes | int] = [self._keys, _text(queue)]
+            try:
+                _evalsha_sync(client, scripts["drain"].sha, drain)
+            except redis.exceptions.NoScriptError:
+                scripts["drain"](args=drain)
 
     def _to_inbox(self, records: Sequence[Record]) -> tuple[_Command, _Command] | None:
         """The commands pushing one plain task due now to its queue's inbox, or None.
