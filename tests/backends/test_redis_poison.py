@@ -192,3 +192,115 @@ def test_other_scripts_leave_a_record_they_cannot_read_alone(
         await backend.close()
 
     run(main)
+
+
+# -- the inbox -----------------------------------------------------------------------------
+
+
+def _entry(task_id: str, at: bytes, name: bytes = b"job", options: bytes = b"") -> bytes:
+    """An inbox entry as ``submit()`` writes one (see ``_INBOX``)."""
+    return b"r%s\0%s\0%s\0%s\0{}" % (task_id.encode(), name, at, options)
+
+
+def _inbox(prefix: str) -> str:
+    return f"{prefix}:q:q:inbox"
+
+
+async def _idle(backend: RedisBackend, now: float = NOW) -> list[Record]:
+    """What an idle worker without flow control gets from one wait (the inbox's fast path)."""
+    return await backend.wait_claim("q", 0.05, now, 4, LEASE, "w")
+
+
+@pytest.mark.parametrize(
+    "at", [b"nan", b"inf", b"-inf", b"1e999", b" 1", b"0x10", b"1_0", b"", b"1" * 50]
+)
+def test_an_inbox_entry_of_no_usable_time_is_dead_lettered_and_stops_nothing(
+    redis_server: RedisServer, prefix: str, admin: redis.Redis, at: bytes
+) -> None:
+    backend = RedisBackend(redis_server.url, prefix=prefix)
+
+    async def main() -> None:
+        for entry in (_entry("bad", at), b"t" + at):  # a task, and a wake-up token
+            admin.rpush(_inbox(prefix), entry)
+        healthy = rec(id="healthy")
+        assert backend.push_sync([healthy], fresh=True)
+        started: list[str] = []
+        for _ in range(5):
+            started += [r.id for r in await _idle(backend)]
+        assert started == ["healthy"]
+        assert await backend.counts("q") == {"running": 1, "dead": 1}
+        (dead,) = await backend.list("q", statuses=["dead"])
+        assert (dead.reason, dead.payload) == ("malformed", _entry("bad", at))
+        assert dead.error == "malformed record: inbox entry that cannot be read"
+        await backend.close()
+
+    run(main)
+
+
+@pytest.mark.parametrize("peeked", [True, False], ids=["peeked", "script-flushed"])
+def test_an_inbox_entry_reusing_a_finished_task_id_is_never_started(
+    redis_server: RedisServer, prefix: str, admin: redis.Redis, peeked: bool
+) -> None:
+    backend = RedisBackend(redis_server.url, prefix=prefix)
+    done = rec(id="done")
+
+    async def main() -> None:
+        await backend.push([done])
+        (claimed,) = await backend.claim("q", NOW, 1, LEASE, "w")
+        await backend.settle([Settlement(claimed.id, 1, Outcome.SUCCEEDED, NOW)])
+        if not peeked:  # the worker then asks the take script before it starts anything
+            admin.script_flush()
+        admin.rpush(_inbox(prefix), _entry("done", repr(NOW).encode()))
+        started: list[str] = []
+        for _ in range(3):
+            started += [r.id for r in await _idle(backend)]
+        assert started == []
+        (got,) = await backend.get(["done"])
+        assert (got.status, got.attempts) == ("succeeded", 1)  # not overwritten
+        assert await backend.counts("q") == {"succeeded": 1, "dead": 1}
+        (dead,) = await backend.list("q", statuses=["dead"])
+        assert dead.reason == "malformed"
+        assert dead.error == "malformed record: inbox entry of a task id in use ('done')"
+        await backend.close()
+
+    run(main)
+
+
+def test_an_inbox_entry_whose_options_cannot_be_read_is_dead_lettered(
+    redis_server: RedisServer, prefix: str, admin: redis.Redis
+) -> None:
+    backend = RedisBackend(redis_server.url, prefix=prefix)
+
+    async def main() -> None:
+        at = repr(NOW).encode()
+        admin.rpush(_inbox(prefix), _entry("bad", at, options=b'={"within": "x"}'))
+        admin.rpush(_inbox(prefix), _entry("worse", at, name=b"\xff"))
+        started: list[str] = []
+        for _ in range(4):
+            started += [r.id for r in await _idle(backend)]
+        assert started == []
+        dead = {r.id: r for r in await backend.list("q", statuses=["dead"])}
+        assert {i: r.reason for i, r in dead.items()} == {"bad": "malformed", "worse": "malformed"}
+        await backend.close()
+
+    run(main)
+
+
+def test_a_task_id_twice_in_the_inbox_starts_once(
+    redis_server: RedisServer, prefix: str, admin: redis.Redis
+) -> None:
+    backend = RedisBackend(redis_server.url, prefix=prefix)
+
+    async def main() -> None:
+        entry = _entry("twice", repr(NOW).encode())
+        taken = f"{prefix}:q:q:taken"
+        admin.rpush(taken, entry)  # another worker popped it and has not recorded it yet
+        admin.rpush(_inbox(prefix), entry)
+        started: list[str] = []
+        for _ in range(3):
+            started += [r.id for r in await _idle(backend)]
+        assert started == ["twice"]  # given back, stored once by the claim, claimed there
+        assert await backend.counts("q") == {"running": 1, "dead": 1}
+        await backend.close()
+
+    run(main)

@@ -141,15 +141,16 @@ end
 -- to owner until lease with attempts 1, as a claim would have. A malformed entry, or one of
 -- an id already taken, becomes a task of no known name holding the entry as its payload and
 -- saying why in its malformed field, for the next claim to dead-letter (see bury).
--- Returns the entry's time, its id and its status.
+-- Returns the entry's time (0 for such junk), its id and its status.
 local function inbox_put(queue, e, owner, lease)
     local f, why = inbox_fields(e), 'inbox entry that cannot be read'
     if f and redis.call('EXISTS', P .. 'task:' .. f[1]) == 1 then  -- (written by hand)
         f, why = nil, 'inbox entry of a task id in use (' .. shown(f[1]) .. ')'
     end
     local s = string.format('%016x', redis.call('INCR', P .. 'seq'))
-    if not f then  -- (waiting, never running: the next claim dead-letters it)
-        owner = nil
+    local run_at = f and f[3]
+    if not f then  -- (waiting, due at once, never running: the next claim dead-letters it)
+        owner, run_at = nil, '0'
         local t = redis.call('TIME')
         local at = t[1] .. '.' .. string.format('%06d', t[2])
         f = {'junk-' .. s, '<malformed inbox entry>', at, '', e}
@@ -159,20 +160,20 @@ local function inbox_put(queue, e, owner, lease)
     local key, q, m = P .. 'task:' .. id, P .. 'q:' .. queue .. ':', s .. ':' .. id
     local status = owner and 'running' or 'pending'
     redis.call('HSET', key, 'id', id, 'queue', queue, 'name', f[2], 'payload', f[5],
-        'run_at', at, 'created_at', at, 'status', status, 'seq', s)
+        'run_at', run_at, 'created_at', at, 'status', status, 'seq', s)
     if f[4] ~= '' then redis.call('HSET', key, 'options', string.sub(f[4], 2)) end
     if owner then
         redis.call('HSET', key, 'attempts', '1', 'lease_until', lease, 'owner', owner,
             'updated_at', at)
         redis.call('ZADD', q .. 'running', '+inf', string.rep('~', 80), lease, id)  -- KEEPER
     else
-        redis.call('ZADD', q .. 'waiting', at, m)
+        redis.call('ZADD', q .. 'waiting', run_at, m)
         redis.call('ZADD', q .. 'created.pending', at, m)
     end
     if redis.call('HINCRBY', q .. 'counts', status, 1) == 1 then
         redis.call('SADD', P .. 'queues', queue)
     end
-    return at, id, status
+    return run_at, id, status
 end
 -- Wake up to n idle workers of the queue: a token in its inbox, unless it holds 8 entries
 -- already (so pushes while every worker is busy cost nothing more). A token is a time (the
@@ -1673,6 +1674,35 @@ end
 return 0
 """
 
+# ARGV: P, queue. Sent right behind a worker's pop of the queue's inbox into taken (BLMOVE),
+# in the same round trip: of the tasks in taken (popped, not recorded yet: see _TAKE), returns
+# {ids a worker may start, ids it must not}: an id already in use (a finished task's, say,
+# written again by hand) or found twice there is not to be started, but given back to a claim
+# (see inbox_put). The popping worker finds its entry's id in one list, or in neither if a
+# drain stored it meanwhile (then it asks _TAKE before it starts the task).
+_PEEK = r"""
+local P = ARGV[1]
+local seen, order, ok, bad = {}, {}, {}, {}
+for _, e in ipairs(redis.call('LRANGE', P .. 'q:' .. ARGV[2] .. ':taken', 0, 999)) do
+    if string.sub(e, 1, 1) == 'r' then
+        local z = string.find(e, '\0', 2, true)
+        if z and z > 2 then
+            local id = string.sub(e, 2, z - 1)
+            if not seen[id] then order[#order + 1] = id end
+            seen[id] = (seen[id] or 0) + 1
+        end
+    end
+end
+for _, id in ipairs(order) do
+    if seen[id] > 1 or redis.call('EXISTS', P .. 'task:' .. id) == 1 then
+        bad[#bad + 1] = id
+    else
+        ok[#ok + 1] = id
+    end
+end
+return {ok, bad}
+"""
+
 #: The scripts' full sources by name.
 # ARGV: P, queue, at. A task of the queue falls due at ``at`` (a retry's run_at): wake one idle
 # worker with a token (see inbox_wake), which it claims with as now. Self-contained.
@@ -1692,6 +1722,7 @@ SCRIPTS = {
     "check": _BASE + _CHECK,
     "claim": _CLAIM,  # an idle worker's wake-up: self-contained, like push
     "take": _TAKE,  # a worker that started a task popped from the inbox: self-contained
+    "peek": _PEEK,  # right behind a worker's pop of the inbox: self-contained
     "drain": _wrap(_DRAIN, drains=False),
     "wake": _WAKE,  # a retry fell due: a token for an idle worker
     "settle": _wrap(_SETTLE, drains=False),

@@ -106,6 +106,7 @@ import inspect
 import json
 import logging
 import math
+import re
 import threading
 import time
 import uuid
@@ -341,6 +342,9 @@ def _keyed_args(records: Sequence[Record]) -> list[str | bytes | int]:
     return [*args, len(tail) // 4, *tail]
 
 
+#: A time as the scripts take one (see ``decimal`` in ``_CHECKS``): what ``repr`` writes.
+_DECIMAL = re.compile(rb"-?[0-9]+\.?[0-9]*(?:[eE][-+]?[0-9]+)?")
+
 #: A claimed record Python cannot read, to be dead-lettered: raw id, lease token, why.
 _Unfit = tuple[bytes, int, str]
 
@@ -508,11 +512,13 @@ def _from_inbox(entry: bytes, queue: str) -> Record | None:
     if len(parts) != 5 or not parts[0]:
         return None
     task_id, name, at, options, payload = parts
+    if len(at) > 40 or not _DECIMAL.fullmatch(at):  # (as decimal() in _CHECKS)
+        return None
     try:
         created = float(at)
         if not math.isfinite(created):
             return None
-        return Record(
+        record = Record(
             id=task_id.decode("utf-8", "surrogatepass"),
             queue=queue,
             name=name.decode("utf-8", "surrogatepass"),
@@ -523,6 +529,7 @@ def _from_inbox(entry: bytes, queue: str) -> Record | None:
         )
     except ValueError:  # (UnicodeDecodeError is one)
         return None
+    return None if _unfit(record) else record
 
 
 def _commands_sync(client: redis.Redis, *commands: Sequence[str | bytes | int]) -> list[Any]:
@@ -1305,6 +1312,61 @@ class RedisBackend:
         )  # fmt: skip
         return await self._claimed(rows, owner)
 
+    async def _pop(
+        self,
+        link: _Link,
+        queue: str,
+        block: str,
+        now: float,
+        limit: int,
+        lease: float,
+        owner: str,
+        alone_from: int | None,
+        aging: float,
+    ) -> list[Record]:
+        """``wait_claim`` of a worker with no flow control: pop the inbox, start what it gives.
+
+        The pop goes with ``_PEEK`` in one round trip: an entry whose id is in use (or twice
+        in ``taken``) is given back to a claim instead, which dead-letters it; one stored by a
+        drain meanwhile starts only once ``_TAKE`` says so.
+        """
+        q = f"{self._keys}q:{queue}:"
+        inbox = _text(q + "inbox")
+        began = link.loop.time()
+        peek = link.scripts["peek"]
+        with self._errors():
+            popped, peeked = await self._raw(
+                link,
+                ("BLMOVE", inbox, _text(q + "taken"), "LEFT", "RIGHT", block),
+                ("EVALSHA", peek.sha, 0, self._keys, _text(queue)),  # (see _PEEK)
+            )
+            if isinstance(popped, Exception):
+                raise popped
+            if isinstance(peeked, redis.exceptions.NoScriptError):  # Redis restarted
+                await link.client.script_load(peek.script)
+            elif isinstance(peeked, Exception):
+                raise peeked
+        if popped is None:
+            return []
+        record = _from_inbox(popped, queue)
+        if record is None or (
+            not isinstance(peeked, Exception) and _text(record.id) in peeked[1]
+        ):  # a wake-up token, garbage or an id in use: give it back to a claim
+            return await self._claim(
+                queue, now, limit, lease, owner, None, alone_from, aging, None, None,
+                popped,
+            )  # fmt: skip
+        now += link.loop.time() - began  # the blocking wait
+        record.status, record.attempts, record.owner = "running", 1, owner
+        record.lease_until, record.updated_at = now + lease, now
+        if isinstance(peeked, Exception) or _text(record.id) not in peeked[0]:
+            # Stored by a drain meanwhile (or not peeked): ask before starting it.
+            if await self._take(record, popped) == 0:
+                return []
+            return [record]
+        self._start_take(link, record, popped)
+        return [record]
+
     async def wait_claim(
         self,
         queue: str,
@@ -1343,26 +1405,7 @@ class RedisBackend:
         inbox = _text(q + "inbox")
         block = _num(max(0.01, min(timeout, self.ping_interval, self.socket_timeout / 2)))
         if max_running is None and not rates and per_key is None:
-            began = link.loop.time()
-            with self._errors():
-                (popped,) = await self._raw(
-                    link, ("BLMOVE", inbox, _text(q + "taken"), "LEFT", "RIGHT", block)
-                )
-                if isinstance(popped, Exception):
-                    raise popped
-            if popped is None:
-                return []
-            record = _from_inbox(popped, queue)
-            if record is None:  # a wake-up token (or garbage): give it back to a claim
-                return await self._claim(
-                    queue, now, limit, lease, owner, max_running, alone_from, aging, rates,
-                    per_key, popped,
-                )  # fmt: skip
-            now += link.loop.time() - began  # the blocking wait
-            record.status, record.attempts, record.owner = "running", 1, owner
-            record.lease_until, record.updated_at = now + lease, now
-            self._start_take(link, record, popped)
-            return [record]
+            return await self._pop(link, queue, block, now, limit, lease, owner, alone_from, aging)
         script = link.scripts["claim"]
         cap = "" if max_running is None else str(max_running)
         alone = "" if alone_from is None else str(alone_from)
@@ -1409,12 +1452,8 @@ class RedisBackend:
         """Record in the background that this worker runs a task it popped (see ``_TAKE``)."""
 
         async def take() -> None:
-            assert record.lease_until is not None
             try:
-                code = await self._script(
-                    "take", _text(record.queue), entry, _text(record.owner or ""),
-                    _num(record.lease_until), _num(record.updated_at),
-                )  # fmt: skip
+                code = await self._take(record, entry)
                 if code == 0:  # its settlement will be refused, like a lost lease's
                     log.warning("%r: task %s is not this worker's to run any more", self, record.id)
             except BackendError as exc:  # Redis away: the drain and the reaper take over
@@ -1423,6 +1462,15 @@ class RedisBackend:
                 self._taking.pop(record.id, None)
 
         self._taking[record.id] = link.loop.create_task(take())
+
+    async def _take(self, record: Record, entry: bytes) -> int:
+        """Record that this worker runs a task it popped (``_TAKE``); 0 if it must not."""
+        assert record.lease_until is not None
+        code = await self._script(
+            "take", _text(record.queue), entry, _text(record.owner or ""),
+            _num(record.lease_until), _num(record.updated_at),
+        )  # fmt: skip
+        return int(code)
 
     async def _taken(self, ids: Sequence[str]) -> None:
         """Wait until the starts of these tasks are recorded (see ``_start_take``)."""
