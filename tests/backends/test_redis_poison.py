@@ -9,13 +9,17 @@ with one bad outcome settles the rest.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 import pytest
 import redis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+import dowork
 from dowork.backends import Outcome, Record, RedisBackend, Settlement
 from tests.backends.test_contract import LEASE, NOW, rec
 from tests.redis_server import RedisServer
@@ -304,3 +308,244 @@ def test_a_task_id_twice_in_the_inbox_starts_once(
         await backend.close()
 
     run(main)
+
+
+# -- property: one hostile record among healthy ones -------------------------------------------
+#
+# A queue on a Redis of the test's own, driven by dispatch() (a worker's claims, runs and
+# settlements, without threads to wait for), FLUSHDB between examples. One record of seven has
+# one stored field (or its inbox entry) replaced by a hostile value: the worker goes on, every
+# healthy task succeeds on its first attempt and is charged no crash, and the bad record is
+# dead-lettered or runs correctly.
+
+QUEUE = "poison"
+HEALTHY = [f"t{i}" for i in range(7) if i != 3]
+VICTIM = "t3"
+
+#: Every field a task hash can hold (see the key layout in redis.py).
+FIELDS = [
+    "id", "queue", "name", "payload", "options", "status", "attempts", "run_at", "created_at",
+    "updated_at", "lease_until", "owner", "crashes", "cancel_requested", "error", "reason",
+    "result", "finished_at", "expires_at", "seq", "priority", "slot", "concurrency_key",
+    "progress", "history",
+]  # fmt: skip
+
+_deep = st.integers(500, 3000).map(lambda n: b"[" * n + b"]" * n)
+_nested_payload = st.integers(90, 3000).map(
+    lambda n: b'{"a":[' + b"[" * n + b"]" * n + b'],"k":{}}'
+)
+#: Hostile stored values: None deletes the field.
+HOSTILE = st.one_of(
+    st.none(),
+    st.sampled_from(
+        [
+            b"",
+            b"nan",
+            b"-nan",
+            b"inf",
+            b"-inf",
+            b"1e999",
+            b"-1",
+            b"0",
+            b"1.5",
+            b" 1",
+            b"0x10",
+            b"1_0",
+            b"abc",
+            b"\xff\xfe",
+            b"\xc3",
+            b"\x00",
+            b"99999999999999999999",
+            b"-9",
+            b"9",
+            b"10",
+            b"pending",
+            b"running",
+            b"succeeded",
+            b"dead",
+            b"retrying",
+            b"scheduled",
+            b"null",
+            b"[]",
+            b"{}",
+            b'"x"',
+            b'{"within": "x"}',
+            b'{"within": -1}',
+            b'{"expires_at": "soon"}',
+            b'{"expires_at": 1}',
+            b'{"retries": "many"}',
+            b'{"within": 1e999}',
+            b'{"group_of": 5}',
+            b'{"a": [], "k": []}',
+            b'{"a": 1, "k": {}}',
+            b"0000000000000000",
+            b"zzzzzzzzzzzzzzzz",
+            b"t1",
+            b"another-queue",
+        ]
+    ),
+    st.binary(max_size=40),
+    st.integers().map(lambda n: str(n).encode()),
+    st.floats(allow_nan=True, allow_infinity=True).map(lambda x: repr(x).encode()),
+    st.text(max_size=20).map(lambda s: s.encode("utf-8", "surrogatepass")),
+    _deep,
+    _nested_payload,
+)
+
+
+@pytest.fixture(scope="module")
+def poison_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A Redis of this module's own: the examples flush it."""
+    server = RedisServer(tmp_path_factory.mktemp("poison") / "redis")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+class _Bench:
+    """One queue and its store, reset for each example."""
+
+    def __init__(self, url: str) -> None:
+        self.admin = redis.Redis.from_url(url)
+        self.backend = RedisBackend(url, prefix="p", keep_finished=3600.0)
+        self.queue = dowork.Queue(
+            QUEUE,
+            backend=self.backend,
+            log=False,
+            durable=dowork.DurableSettings(lease=30.0, maintenance=0.05),
+        )
+
+        @self.queue.task(name="work")
+        def work(n: int) -> int:
+            return 2 * n
+
+    def reset(self) -> None:
+        epoch = self.admin.get("p:epoch")  # (kept: a wipe is reported, and this is no wipe)
+        self.admin.flushdb()
+        if epoch is not None:
+            self.admin.set("p:epoch", epoch)
+
+    def drive(self) -> None:
+        """Dispatch until nothing is due (a bad record may be left waiting: bounded)."""
+        for _ in range(6):
+            if not self.queue.dispatch():
+                return
+
+    def task(self, task_id: str) -> dict[bytes, bytes]:
+        return self.admin.hgetall(f"p:task:{task_id}")
+
+    def close(self) -> None:
+        self.queue.shutdown(timeout=1)
+        self.admin.close()
+
+
+@pytest.fixture(scope="module")
+def bench(poison_server: RedisServer) -> Iterator[_Bench]:
+    bench = _Bench(poison_server.url)
+    try:
+        yield bench
+    finally:
+        bench.close()
+
+
+def _records(now: float) -> list[Record]:
+    return [
+        Record(
+            id=f"t{i}",
+            queue=QUEUE,
+            name="work",
+            payload=b'{"a":[%d],"k":{}}' % i,
+            run_at=now,
+            created_at=now + i * 1e-3,
+        )
+        for i in range(7)
+    ]
+
+
+def _assert_healthy(bench: _Bench) -> None:
+    for i, task_id in ((int(t[1:]), t) for t in HEALTHY):
+        h = bench.task(task_id)
+        assert h[b"status"] == b"succeeded", (task_id, h)
+        assert h[b"result"] == str(2 * i).encode()
+        assert h[b"attempts"] == b"1"
+        assert h.get(b"crashes", b"0") == b"0"
+
+
+def _assert_victim(h: dict[bytes, bytes], field: str, value: bytes | None) -> None:
+    """The bad record was dead-lettered, ran correctly, or was left as its new value says."""
+    status = h.get(b"status")
+    if status == b"dead":
+        reasons = {b"malformed", b"undecodable", b"unknown_task", b"expired"}
+        assert h.get(b"reason") in reasons, h
+        return
+    assert h.get(b"crashes", b"0") in (b"0", value), h  # never charged one
+    if status == b"succeeded" and (field, value) != ("status", b"succeeded"):
+        assert h[b"result"] == b"6"  # ran, correctly
+        return
+    # A status written by hand that is no waiting one: the record is left as it says.
+    assert field == "status", h
+    assert status == value, h
+    assert status not in (b"pending", b"scheduled", b"retrying"), h
+
+
+@settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(field=st.sampled_from(FIELDS), value=HOSTILE)
+def test_one_hostile_field_never_stops_the_queue(bench: _Bench, field: str, value: Any) -> None:
+    bench.reset()
+    assert bench.backend.push_sync(_records(time.time()))
+    key = f"p:task:{VICTIM}"
+    if value is None:
+        bench.admin.hdel(key, field)
+    else:
+        bench.admin.hset(key, field, value)
+    bench.drive()
+    _assert_healthy(bench)
+    _assert_victim(bench.task(VICTIM), field, value)
+
+
+_part = st.one_of(HOSTILE.filter(lambda v: v is not None), st.just(b""))
+
+
+@settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    which=st.integers(0, 5),
+    value=_part,
+    reuse=st.sampled_from([None, "t0", "t6"]),
+    raw=st.one_of(st.none(), st.binary(max_size=60)),
+)
+def test_one_hostile_inbox_entry_never_stops_the_queue(
+    bench: _Bench, which: int, value: bytes, reuse: str | None, raw: bytes | None
+) -> None:
+    """An entry among submitted ones: a part replaced, an id reused, or bytes of no form."""
+    bench.reset()
+    now = time.time()
+    records = _records(now)
+    bench.backend.push_sync(records[:3])  # t0-t2 stored (t0 may have finished: see below)
+    bench.drive()
+    for r in records[4:]:
+        assert bench.backend.push_sync([r], fresh=True)  # the inbox, like submit()
+    parts = [b"x3", b"work", repr(now).encode(), b"", b'{"a":[3],"k":{}}']
+    if which < 5:
+        parts[which] = value
+    if reuse is not None:
+        parts[0] = reuse.encode()
+    entry = raw if raw is not None else b"r" + b"\0".join(parts)
+    bench.admin.lpush(f"p:q:{QUEUE}:inbox", entry)  # ahead of t4-t6
+    bench.drive()
+    _assert_healthy(bench)
+    if entry != b"r" + b"\0".join([b"x3", b"work", repr(now).encode(), b"", b'{"a":[3],"k":{}}']):
+        counts = asyncio.run(bench.backend.counts(QUEUE))
+        assert set(counts) <= {"succeeded", "dead"}, counts
+    ran = bench.task("x3")
+    if ran and ran.get(b"status") == b"succeeded" and parts[4] == b'{"a":[3],"k":{}}':
+        assert ran[b"result"] == b"6"  # (ran correctly)
