@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._engine import Engine
 from .backends._protocol import (
@@ -45,6 +45,7 @@ from .clock import SystemClock, TimerHandle
 from .codec import Codec, check_depth, decode_for, encode_for
 from .errors import (
     BackendError,
+    BackendFull,
     DecodeError,
     DuplicateTask,
     MaxRetriesExceeded,
@@ -69,6 +70,7 @@ if TYPE_CHECKING:
 __all__ = ["BackendEngine", "DurableSettings"]
 
 log = logging.getLogger("dowork")
+T = TypeVar("T")
 
 _OUTCOME = {
     TaskStatus.SUCCEEDED: Outcome.SUCCEEDED,
@@ -1249,7 +1251,8 @@ class BackendEngine(Engine):
             await self._sync_clock()
         leases = list(self._claimed.items())
         if leases:
-            lost, cancel = await self.backend.heartbeat(leases, now, settings.lease)
+            renew = self.backend.heartbeat(leases, now, settings.lease)
+            lost, cancel = await self._unless_full(renew, ([], []))
             lost = [i for i in lost if i in self._claimed]  # not those settled meanwhile
             for task_id in cancel:
                 task = self._by_id.get(task_id)
@@ -1263,8 +1266,9 @@ class BackendEngine(Engine):
             for task_id in gone:  # another worker has it now
                 self._held.pop(task_id, None)
         if self.serving:
-            await self._beat(now, settings.lease)
-        requeued, dead = await self.backend.reap(self.name, now, settings.crash_budget)
+            await self._unless_full(self._beat(now, settings.lease), None)
+        reap = self.backend.reap(self.name, now, settings.crash_budget)
+        requeued, dead = await self._unless_full(reap, (0, 0))
         if requeued or dead:
             log.warning(
                 "queue %s: requeued %d task(s) whose worker stopped; dead-lettered %d",
@@ -1275,6 +1279,18 @@ class BackendEngine(Engine):
         if now >= self._next_purge:
             self._next_purge = now + settings.purge_every
             await self.backend.purge_finished(now)
+
+    async def _unless_full(self, step: Coroutine[Any, Any, T], default: T) -> T:
+        """Run a maintenance step, or skip it with a warning if the store is full.
+
+        A store refusing writes for lack of room (``BackendFull``) must not stop the other
+        steps, nor the claims and settlements that drain it.
+        """
+        try:
+            return await step
+        except BackendFull as exc:
+            log.warning("queue %s: store full, maintenance step skipped (%s)", self.name, exc)
+            return default
 
     async def _beat(self, now: float, ttl: float) -> None:
         """Tell the store this worker is alive, what it runs, and what it finished."""

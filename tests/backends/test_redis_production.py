@@ -19,7 +19,7 @@ import pytest
 import redis
 
 import dowork
-from dowork.backends import RedisBackend, open_backend
+from dowork.backends import Record, RedisBackend, open_backend
 from dowork.errors import EvictionPolicyError
 from tests.backends.test_contract import LEASE, NOW, rec
 from tests.redis_server import RedisServer
@@ -390,3 +390,74 @@ def test_lost_replies_raise_outcome_unknown_and_retries_run_each_task_once(
         worker.shutdown(timeout=5)
         producer.shutdown(timeout=5)
         proxy.close()
+
+
+# -- d) a full Redis can always be drained ---------------------------------------------------
+
+
+def echo(text: str) -> int:
+    return len(text)
+
+
+@pytest.mark.parametrize("finished", [0, 100], ids=["only-waiting", "with-finished"])
+def test_a_full_redis_is_drained_by_a_worker_with_nothing_lost(
+    own_server: RedisServer, caplog: pytest.LogCaptureFixture, finished: int
+) -> None:
+    from dowork.errors import BackendFull
+
+    prefix = f"dowork:f{uuid.uuid4().hex[:8]}"
+    clock = dowork.FakeClock(1_700_000_000.0)
+
+    def make() -> dowork.Queue:
+        queue = dowork.Queue(
+            "full",
+            backend=RedisBackend(own_server.url, prefix=prefix),
+            clock=clock,
+            durable=dowork.DurableSettings(lease=1.0, maintenance=0.2),
+            log=False,
+        )
+        queue.task(name="echo")(echo)
+        return queue
+
+    first = make().start()  # finished records, kept 7 days, fill part of the memory
+    try:
+        done = [first.submit(echo, "d" * 4000) for _ in range(finished)]
+        assert [t.result(timeout=20) for t in done] == [4000] * finished
+    finally:
+        first.shutdown(timeout=5)
+    clock.advance(3600)  # an hour later: those records are old, kept for 7 days still
+    with redis.Redis.from_url(own_server.url) as admin:
+        used = int(admin.info("memory")["used_memory"])
+        admin.config_set("maxmemory", str(used + 300_000))
+        admin.config_set("maxmemory-policy", "noeviction")
+    producer = make()
+    stored: list[dowork.Task[int]] = []
+    with pytest.raises(BackendFull):
+        for n in range(10_000):  # until Redis refuses
+            stored.append(producer.submit(echo, "w" * (2000 + n)))
+    assert len(stored) > 20
+    with pytest.raises(BackendFull):
+        producer.submit(echo, "w" * 4000)  # full: submits are refused
+    worker = make()
+    with caplog.at_level(logging.WARNING, logger="dowork"):
+        worker.start()  # maintenance, claims and settlements all work on a full Redis
+        try:
+            results = [t.result(timeout=30) for t in stored]
+        finally:
+            worker.shutdown(timeout=5)
+            producer.shutdown(timeout=5)
+    assert results == [len("w" * (2000 + n)) for n in range(len(stored))]  # 0 lost
+    backend = RedisBackend(own_server.url, prefix=prefix)
+
+    async def read() -> list[Record]:
+        records = await backend.get([t.id for t in stored])
+        await backend.close()
+        return records
+
+    records = asyncio.run(read())
+    assert len(records) == len(stored)
+    assert {r.status for r in records} == {"succeeded"}
+    assert sum(r.crashes for r in records) == 0
+    purged = [r.getMessage() for r in caplog.records if "before their retention" in r.getMessage()]
+    assert bool(purged) == bool(finished)  # finished records went first to make room
+    assert not [r for r in caplog.records if "backend error" in r.getMessage()]

@@ -459,14 +459,24 @@ end
 """
 
 
-def _wrap(script: str, *, drains: bool = True) -> str:
+# A Redis at maxmemory with noeviction refuses a script's first write if that command may
+# grow memory (HSET, ZADD...), but lets every write through once the script has written: a
+# worker's own scripts (claim, heartbeat, beat, reap, drain) start with a DEL of a key that
+# never exists, so that a full Redis can always be drained. They move tasks between
+# structures (a few bytes more at most) and settlements free memory; only producers'
+# pushes are refused, as BackendFull.
+_MAY_FILL = "redis.call('DEL', P .. 'never')  -- see _MAY_FILL\n"
+
+
+def _wrap(script: str, *, drains: bool = True, may_fill: bool = False) -> str:
     """Run a script body as a function, then write what it gathered (see ``flush``).
 
     A script that ``drains`` first moves every queue's inbox into the store (see ``_INBOX``),
     so that it sees the tasks pushed there; those that only touch running tasks (settle,
-    heartbeat, progress) or finished ones need not.
+    heartbeat, progress) or finished ones need not. One that ``may_fill`` runs at maxmemory
+    too (see ``_MAY_FILL``).
     """
-    first = "drain_all()\n" if drains else ""
+    first = (_MAY_FILL if may_fill else "") + ("drain_all()\n" if drains else "")
     return (
         f"{_BASE}{_LANES}{_PRELUDE}\nlocal function body()\n{script}\nend\n"
         f"{first}local r = body()\nflush()\nreturn r\n"
@@ -739,6 +749,7 @@ _CLAIM = (
 local P, queue, now, lease, owner = ARGV[1], ARGV[2], ARGV[3], ARGV[5], ARGV[6]
 local alone = ARGV[8] ~= '' and tonumber(ARGV[8])
 """
+    + _MAY_FILL
     + _INBOX
     + """
 local WAITS = {pending = true, scheduled = true, retrying = true}
@@ -1723,12 +1734,12 @@ SCRIPTS = {
     "claim": _CLAIM,  # an idle worker's wake-up: self-contained, like push
     "take": _TAKE,  # a worker that started a task popped from the inbox: self-contained
     "peek": _PEEK,  # right behind a worker's pop of the inbox: self-contained
-    "drain": _wrap(_DRAIN, drains=False),
+    "drain": _wrap(_DRAIN, drains=False, may_fill=True),
     "wake": _WAKE,  # a retry fell due: a token for an idle worker
     "settle": _wrap(_SETTLE, drains=False),
     "bury": _wrap(_BURY, drains=False),
-    "heartbeat": _wrap(_HEARTBEAT, drains=False),
-    "reap": _wrap(_REAP),
+    "heartbeat": _wrap(_HEARTBEAT, drains=False, may_fill=True),
+    "reap": _wrap(_REAP, may_fill=True),
     "cancel": _wrap(_CANCEL),
     "purge": _wrap(_PURGE, drains=False),
     "requeue": _wrap(_REQUEUE),
@@ -1737,5 +1748,5 @@ SCRIPTS = {
     "push_keyed": _wrap(_PUSH_KEYED),
     "release": _wrap(_RELEASE),
     "progress": _wrap(_PROGRESS, drains=False),
-    "beat": _wrap(_BEAT, drains=False),
+    "beat": _wrap(_BEAT, drains=False, may_fill=True),
 }

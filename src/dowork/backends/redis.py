@@ -176,6 +176,10 @@ _FINAL = {
 }
 
 _PURGE_BATCH = 500
+#: The share of ``maxmemory`` from which the reaper purges finished records early.
+_MEMORY_SHORT = 0.95
+#: Seconds a finished record is kept, however short memory is.
+_EARLY_AGE = 300.0
 #: Redis TTL of a unique key (held while its task waits or runs): only clears keys of tasks
 #: that were purged or wiped; a task waiting longer than this loses its uniqueness.
 _UNIQUE_TTL_MS = 30 * 24 * 3600 * 1000
@@ -983,10 +987,13 @@ class RedisBackend:
         without persistence, FLUSHALL, eviction): tasks stored before are gone.
         """
         key = _text(self._keys + "epoch")
-        async with client.pipeline(transaction=False) as pipe:  # one round trip
-            pipe.set(key, uuid.uuid4().hex, nx=True)
-            pipe.get(key)
-            _, current = await pipe.execute()
+        current: Any = await client.get(key)
+        if current is None:  # a new or wiped store (at maxmemory: written at a later check)
+            try:
+                await client.set(key, uuid.uuid4().hex, nx=True)
+            except redis.exceptions.OutOfMemoryError:
+                return
+            current = await client.get(key)
         if self._epoch is not None and current != self._epoch:
             self.resets += 1
             log.critical(
@@ -1340,7 +1347,9 @@ class RedisBackend:
                 ("BLMOVE", inbox, _text(q + "taken"), "LEFT", "RIGHT", block),
                 ("EVALSHA", peek.sha, 0, self._keys, _text(queue)),  # (see _PEEK)
             )
-            if isinstance(popped, Exception):
+            if isinstance(popped, redis.exceptions.OutOfMemoryError):
+                popped = peeked = b"t"  # Redis is full: a claim drains it (see _MAY_FILL)
+            elif isinstance(popped, Exception):
                 raise popped
             if isinstance(peeked, redis.exceptions.NoScriptError):  # Redis restarted
                 await link.client.script_load(peek.script)
@@ -1558,6 +1567,8 @@ class RedisBackend:
         link = self._link()
         with self._errors():
             await self._check_epoch(link.client)
+        if await self._memory_short():
+            await self._relieve(now)
         requeued, dead = await self._script(
             "reap",
             _text(queue),
@@ -1714,6 +1725,41 @@ class RedisBackend:
                 log.debug("%r: blocking wait failed (%r)", self, exc)
                 await self._wakeups.wait(queue, deadline - link.loop.time())
                 return
+
+    async def _memory_short(self) -> bool:
+        """Whether Redis is within 5 % of its ``maxmemory`` (False without a limit)."""
+        link = self._link()
+        with self._errors():
+            (info,) = await self._raw(link, ("INFO", "memory"))
+        if isinstance(info, Exception):  # INFO refused: cannot tell
+            return False
+        text = info.decode("utf-8", "replace") if isinstance(info, bytes) else str(info)
+        fields = dict(line.partition(":")[::2] for line in text.splitlines())
+        try:
+            used, limit = int(fields["used_memory"]), int(fields["maxmemory"])
+        except (KeyError, ValueError):
+            return False
+        return limit > 0 and used >= limit * _MEMORY_SHORT
+
+    async def _relieve(self, now: float) -> None:
+        """Memory is short: purge finished records first, so that work can go on.
+
+        Those past their retention go at once; if there are none, one batch of those that
+        finished more than ``_EARLY_AGE`` ago (judged by the default retention; the earliest
+        to expire first) goes before its time, with a warning. Fresh results stay, for the
+        callers waiting on them: a full Redis drains without purging anything anyway.
+        """
+        if await self.purge_finished(now):
+            return
+        before = now + self.keep_finished - _EARLY_AGE
+        early = int(await self._script("purge", _num(before), _PURGE_BATCH))
+        if early:
+            log.warning(
+                "%r: Redis is near maxmemory: purged %d finished record(s) before their "
+                "retention ran out, to make room",
+                self,
+                early,
+            )
 
     async def purge_finished(self, now: float) -> int:
         """Delete finished records past their retention, a batch per script call."""
