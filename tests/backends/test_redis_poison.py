@@ -550,3 +550,76 @@ def test_one_hostile_inbox_entry_never_stops_the_queue(
     ran = bench.task("x3")
     if ran and ran.get(b"status") == b"succeeded" and parts[4] == b'{"a":[3],"k":{}}':
         assert ran[b"result"] == b"6"  # (ran correctly)
+
+
+# -- a started worker, 100 healthy tasks before and after the bad record ----------------------
+
+
+def _set(name: str, value: bytes | str) -> Callable[[redis.Redis, str], None]:
+    return lambda admin, key: admin.hset(key, name, value)
+
+
+#: What is done to the bad record (its hash key given) or to the inbox (a record never run).
+SPOILERS: dict[str, Callable[[redis.Redis, str], Any]] = {
+    "crashes-text": _set("crashes", "abc"),
+    "priority-text": _set("priority", "high"),
+    "seq-missing": lambda admin, key: admin.hdel(key, "seq"),
+    "created_at-nan": _set("created_at", "nan"),
+    "within-text": _set("options", '{"within": "soon"}'),
+    "expires-text": _set("options", '{"expires_at": "x"}'),
+    "name-bytes": _set("name", b"\xff"),
+    "payload-deep": _set("payload", b'{"a":[' + b"[" * 5000 + b"]" * 5000 + b'],"k":{}}'),
+    "inbox-nan": lambda admin, key: admin.rpush(
+        key.split(":task:")[0] + f":q:{QUEUE}:inbox", _entry("nan-time", b"nan", b"work")
+    ),
+    "inbox-reused-id": lambda admin, key: admin.rpush(
+        key.split(":task:")[0] + f":q:{QUEUE}:inbox",
+        b'rfinished\0work\0%s\0\0{"a":[999],"k":{}}' % repr(time.time()).encode(),
+    ),
+}
+
+
+@pytest.mark.parametrize("spoil", list(SPOILERS))
+def test_a_started_worker_runs_every_healthy_task_around_a_bad_record(
+    redis_server: RedisServer, prefix: str, admin: redis.Redis, spoil: str
+) -> None:
+    """100 healthy tasks stored before the bad record, 100 submitted (the inbox) after it."""
+    backend = RedisBackend(redis_server.url, prefix=prefix)
+    queue = dowork.Queue(QUEUE, backend=backend, log=False)
+    ran: list[int] = []
+
+    @queue.task(name="work")
+    def work(n: int) -> int:
+        ran.append(n)
+        return 2 * n
+
+    async def finish_one() -> None:  # a finished task whose id an inbox entry reuses
+        done = rec(queue=QUEUE, id="finished", name="work", run_at=time.time())
+        await backend.push([done])
+        (claimed,) = await backend.claim(QUEUE, time.time(), 1, LEASE, "w")
+        await backend.settle([Settlement(claimed.id, 1, Outcome.SUCCEEDED, time.time())])
+        await backend.close()
+
+    asyncio.run(finish_one())
+    before = work.map([(i,) for i in range(100)])
+    (bad,) = work.map([(100,)])
+    SPOILERS[spoil](admin, f"{prefix}:task:{bad.id}")
+    after = [work.submit(i) for i in range(101, 201)]
+    queue.start()
+    try:
+        for handle in [*before, *after]:
+            assert handle.result(timeout=20) == 2 * handle.args[0]
+        assert queue.running
+        records = asyncio.run(backend.get([h.id for h in (*before, *after)]))
+        assert all((r.attempts, r.crashes) == (1, 0) for r in records)
+        assert 999 not in ran  # the inbox entry of a finished task's id never ran
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            dead = asyncio.run(backend.list(QUEUE, statuses=["dead"]))
+            if dead or 100 in ran:
+                break
+            time.sleep(0.05)
+        assert dead or 100 in ran
+        assert all(r.reason == "malformed" for r in dead)
+    finally:
+        queue.shutdown(timeout=5)
