@@ -465,3 +465,41 @@ def test_a_full_redis_is_drained_by_a_worker_with_nothing_lost(
     purged = [r.getMessage() for r in caplog.records if "before their retention" in r.getMessage()]
     assert bool(purged) == bool(finished)  # finished records went first to make room
     assert not [r for r in caplog.records if "backend error" in r.getMessage()]
+
+
+def test_a_lost_reply_to_asubmit_is_outcome_unknown_and_the_retry_is_refused(
+    own_server: RedisServer,
+) -> None:
+    from dowork.errors import DuplicateTask, OutcomeUnknown
+    from tests.tcp_proxy import TcpProxy
+
+    proxy = TcpProxy(own_server.port).start()
+    backend = RedisBackend(proxy.url, prefix=f"dowork:a{uuid.uuid4().hex[:8]}")
+    queue = dowork.Queue("lost", backend=backend, log=False)
+    queue.task(name="record")(record_run)
+
+    async def main() -> tuple[list[BaseException], dict[str, int]]:
+        try:
+            await queue.asubmit(record_run, 0)  # connected, policy read
+            proxy.mode = "drop"
+            caught: list[BaseException] = []
+            try:
+                await queue.asubmit(record_run, 1)
+            except OutcomeUnknown as exc:
+                caught.append(exc)
+                proxy.mode = "pass"
+                try:
+                    await queue.aenqueue(exc.tasks[0])  # type: ignore[arg-type]
+                except DuplicateTask as again:
+                    caught.append(again)
+            return caught, await backend.counts("lost")
+        finally:
+            await queue.ashutdown(timeout=5)
+
+    try:
+        caught, counts = asyncio.run(main())
+    finally:
+        proxy.close()
+    assert proxy.dropped == 1
+    assert [type(e) for e in caught] == [OutcomeUnknown, DuplicateTask]
+    assert counts == {"pending": 2}  # stored once: the retry wrote nothing
