@@ -54,6 +54,7 @@ from .errors import (
     OutcomeUnknown,
     PayloadTooLarge,
     ResultTooLarge,
+    StoreLost,
     TaskFailed,
     TaskGone,
     TooDeeplyNested,
@@ -199,6 +200,9 @@ class BackendEngine(Engine):
         self._serving_since = 0.0
         #: Settlements refused because the lease had been lost (counted, never hidden).
         self.refused = 0
+        #: Set when the store was found deleted or replaced: the worker stopped for good.
+        self.lost: StoreLost | None = None
+        self._losing: asyncio.Task[bool] | None = None
         self._progress_out: dict[str, tuple[int, str]] = {}  # id -> (lease token, JSON)
         self._group_of: dict[str, str] = {}  # claimed group member id -> its callback's id
         self._offset = 0.0  # the store's clock minus ours (see _sync_clock)
@@ -585,6 +589,9 @@ class BackendEngine(Engine):
                         pass
             except asyncio.CancelledError:
                 raise
+            except StoreLost as exc:
+                self._lose_store(exc)
+                return
             except Exception as exc:
                 failures += 1
                 delay = min(30.0, 0.05 * 2 ** min(failures, 10)) * random.uniform(0.5, 1.0)
@@ -592,6 +599,27 @@ class BackendEngine(Engine):
                     "queue %s: backend error (%r); retrying in %.2fs", self.name, exc, delay
                 )
                 await asyncio.sleep(delay)
+
+    def _lose_store(self, exc: StoreLost) -> None:
+        """Stop this worker for good: its store is gone (see ``StoreLost``).
+
+        Claims nothing more, lets running attempts finish, then shuts down; ``Queue.run()``
+        raises the error and ``dowork worker`` exits with status 1, for a supervisor to start
+        the worker again on the store now at the path.
+        """
+        self.lost = exc
+        log.critical("queue %s: %s; stopping this worker", self.name, exc)
+        # Not among _afters: the shutdown waits for those.
+        self._losing = asyncio.get_running_loop().create_task(self._stop_for_good())
+
+    async def _stop_for_good(self) -> bool:
+        """Shut down (running attempts finish), then release whoever waits in ``run()``."""
+        try:
+            return await self.shutdown(None)
+        finally:
+            stopped = self._stopped
+            if stopped is not None and not stopped.done():
+                stopped.set_result(None)
 
     async def _wait_for_work(self, now: float) -> None:
         """Wait for work; with ``wait_claim`` (Redis), claim in the same round trip.
@@ -1246,6 +1274,9 @@ class BackendEngine(Engine):
 
     async def _maintain(self, now: float) -> None:
         settings = self.settings
+        check_store = getattr(self.backend, "check_store", None)
+        if check_store is not None:  # SQLite: the file at the path is still the one opened
+            await check_store()
         if now >= self._next_clock_sync:
             self._next_clock_sync = now + 60.0
             await self._sync_clock()

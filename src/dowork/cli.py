@@ -201,6 +201,8 @@ def worker(
     logging.shutdown()
     if not result.clean:
         os._exit(result.exit_code)  # threads of abandoned attempts must not hold the exit
+    if result.exit_code:  # a store was lost (logged CRITICAL): let a supervisor restart us
+        sys.exit(result.exit_code)
 
 
 def _prepare(

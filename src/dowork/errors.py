@@ -27,6 +27,7 @@ The hierarchy::
           ├── BackendFull          no room to write (SQLite disk full, Redis out of memory)
           ├── OutcomeUnknown       a write was sent but its reply was lost: it may be stored
           ├── EvictionPolicyError  a worker refused a Redis that may evict task records
+          ├── StoreLost            a worker's SQLite file was deleted or replaced
           └── DuplicateTask        a task with that id exists already
 """
 
@@ -58,6 +59,7 @@ __all__ = [
     "TaskFrozen",
     "TaskGone",
     "TaskNotDone",
+    "StoreLost",
     "TaskTimeout",
     "TooDeeplyNested",
     "UnknownTask",
@@ -253,6 +255,15 @@ class TaskFailed(DoWorkError):
         super().__init__(message)
         self.status = status
         self.reason = reason
+
+
+class StoreLost(BackendError):
+    """The store a worker opened is gone: its SQLite file was deleted or replaced.
+
+    The worker's connection still reads and writes the old file, which nothing else sees, so
+    it stops (``dowork worker`` exits with status 1, after logging CRITICAL) for a supervisor
+    to start it again on the file now at the path.
+    """
 
 
 class DuplicateTask(BackendError):

@@ -742,6 +742,13 @@ class Queue:
         except KeyboardInterrupt:
             engine.call(engine.halt)
             raise
+        self._raise_lost()
+
+    def _raise_lost(self) -> None:
+        """Raise ``StoreLost`` if the queue stopped because its store was deleted or replaced."""
+        lost = getattr(self._engine, "lost", None)
+        if lost is not None:
+            raise lost
 
     async def arun(self) -> None:
         """Process tasks on the running loop until ``stop()``, ``shutdown()`` or cancelled."""
@@ -753,6 +760,7 @@ class Queue:
         except asyncio.CancelledError:
             await asyncio.shield(engine.acall(engine.halt))
             raise
+        self._raise_lost()
 
     def stop(self) -> None:
         """Stop starting new attempts (running ones finish); queued tasks stay for a restart."""

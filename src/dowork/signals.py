@@ -42,15 +42,18 @@ log = logging.getLogger("dowork")
 class ShutdownResult:
     """How a signalled shutdown ended: ``clean``, and what was dumped where."""
 
-    def __init__(self, clean: bool, dumped: int, dump_path: Path | None) -> None:
+    def __init__(
+        self, clean: bool, dumped: int, dump_path: Path | None, lost: bool = False
+    ) -> None:
         self.clean = clean
         self.dumped = dumped
         self.dump_path = dump_path
+        self.lost = lost  #: a queue's store was deleted or replaced (``StoreLost``)
 
     @property
     def exit_code(self) -> int:
-        """0 after a warm shutdown, 1 after a forced stop."""
-        return 0 if self.clean else 1
+        """0 after a warm shutdown, 1 after a forced stop or a lost store."""
+        return 0 if self.clean and not self.lost else 1
 
 
 class _Signals:
@@ -113,11 +116,19 @@ def run_until_signalled(
             if not queue.running:
                 queue.start()
         while not caught.first.wait(0.2):
-            pass
-        return _shutdown(queues, caught, grace, Path(dump_path))
+            if _lost(queues):  # its store is gone: stop every queue, exit non-zero
+                break
+        result = _shutdown(queues, caught, grace, Path(dump_path))
+        result.lost = _lost(queues)
+        return result
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _lost(queues: Sequence[Queue]) -> bool:
+    """Whether a queue stopped because its store was deleted or replaced (``StoreLost``)."""
+    return any(getattr(queue._engine, "lost", None) is not None for queue in queues)
 
 
 def _shutdown(

@@ -31,7 +31,14 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar, cast
 
-from ..errors import BackendBusy, BackendError, BackendFull, BackendUnavailable, DuplicateTask
+from ..errors import (
+    BackendBusy,
+    BackendError,
+    BackendFull,
+    BackendUnavailable,
+    DuplicateTask,
+    StoreLost,
+)
 from . import _sqlite_rows
 from ._protocol import (
     PRIORITY_AGING,
@@ -860,6 +867,9 @@ class SQLiteBackend:
         self._conn: sqlite3.Connection | None = None
         self._open_lock = threading.Lock()
         self._wakeups = Wakeups()
+        #: The opened file's (st_dev, st_ino), to notice it deleted or replaced (check_store).
+        self._identity: tuple[int, int] | None = None
+        self._where = os.path.abspath(self.path)  # the path, whatever the cwd becomes
 
     def __repr__(self) -> str:
         return f"SQLiteBackend({self.path!r})"
@@ -956,6 +966,43 @@ class SQLiteBackend:
             conn.close()
             raise
         self._conn = conn
+        self._identity = self._file_identity()
+
+    def _file_identity(self) -> tuple[int, int] | None:
+        """The (device, inode) of the file at the path, or None (in memory, or missing)."""
+        if self.path == ":memory:" or self.path.startswith("file:"):
+            return None
+        try:
+            st = os.stat(self._where)
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino
+
+    async def check_store(self) -> None:
+        """Raise ``StoreLost`` if the file at the path is not the one this backend opened.
+
+        A worker calls it at every maintenance step: a file deleted (or replaced, e.g. by a
+        restore or a ``mv``) under a running worker leaves its connection on the old file,
+        which no producer writes to any more, so new work would be stranded in silence.
+        """
+        opened = self._identity
+        if opened is None or self._executor is None:
+            return
+        try:
+            st = os.stat(self._where)
+        except FileNotFoundError:
+            what = "was deleted"
+        except OSError:
+            return  # cannot tell (e.g. a directory made unreadable): no verdict
+        else:
+            if (st.st_dev, st.st_ino) == opened:
+                return
+            what = "was replaced by another file"
+        raise StoreLost(
+            f"SQLite database {self.path} {what} while this process had it open; it keeps "
+            "reading the old file, which no producer writes to: restart it to use the file "
+            "now at the path"
+        )
 
     async def open(self) -> None:
         """Open the file, switch it to WAL and create the table and indexes if missing.
