@@ -192,7 +192,7 @@ def inject_bad(url: str, each: int, queue: str = "faults") -> dict[str, str]:
                 fields: dict[str, str | bytes | float | int] = {
                     "id": i, "queue": queue, "name": n, "payload": payload,
                     "status": "pending", "attempts": 0, "run_at": repr(now),
-                    "created_at": repr(now), "updated_at": repr(now), "seq": seq,
+                    "created_at": repr(now), "updated_at": repr(now), "seq": b"%016x" % seq,
                 }  # fmt: skip
                 if options is not None:
                     fields["options"] = options

@@ -103,7 +103,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import json
 import logging
 import math
 import re
@@ -353,42 +352,13 @@ _DECIMAL = re.compile(rb"-?[0-9]+\.?[0-9]*(?:[eE][-+]?[0-9]+)?")
 _Unfit = tuple[bytes, int, str]
 
 
-def _finite(value: Any) -> bool:
-    """Whether an option read from JSON is a number a worker can use as a time."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return False
-    try:
-        return math.isfinite(value)
-    except OverflowError:  # an int too big for a float
-        return False
-
-
-def _unfit(record: Record) -> str | None:
-    """Why a worker cannot read a record the scripts accepted, or None if it can.
-
-    The checks Lua leaves to Python (see ``_CHECKS``): the options must be a JSON object whose
-    ``within`` and ``expires_at`` are finite numbers (text in UTF-8 is checked by ``_record``).
-    """
-    if record.options is None:
-        return None
-    try:
-        options = json.loads(record.options)
-    except (ValueError, RecursionError) as exc:
-        return f"options are not JSON ({type(exc).__name__})"
-    if not isinstance(options, dict):
-        return "options are not a JSON object"
-    for key in ("within", "expires_at"):
-        value = options.get(key)
-        if value is not None and not _finite(value):
-            return f"option {key} is {str(value)[:40]!r}, not a finite number"
-    return None
-
-
 def _claimed(rows: Sequence[Any], owner: str) -> tuple[list[Record], list[_Unfit]]:
     """The records of a ``_CLAIM`` answer, and those Python cannot read (for ``bury``).
 
     The answer holds now and lease_until used, the records the script dead-lettered, then the
-    claimed hashes; a hash that fails ``_record`` or ``_unfit`` goes to the second list.
+    claimed hashes; a hash ``_record`` cannot read (text that is not UTF-8: the checks Lua
+    leaves to Python) goes to the second list. The payload and options are the worker's to
+    check (it dead-letters what it cannot decode), as on every backend.
     """
     now, lease_until = float(rows[0]), float(rows[1])
     claimed = []
@@ -396,11 +366,9 @@ def _claimed(rows: Sequence[Any], owner: str) -> tuple[list[Record], list[_Unfit
     for row in rows[3:]:
         try:
             record = _record(row)
-            why = _unfit(record)
         except (KeyError, ValueError) as exc:  # (UnicodeDecodeError is a ValueError)
-            why = f"{type(exc).__name__}: {exc}"[:200]
-        if why is not None:
             h = dict(zip(row[::2], row[1::2], strict=True))
+            why = f"{type(exc).__name__}: {exc}"[:200]
             unfit.append((bytes(h[b"id"]), int(h.get(b"attempts", b"0")) + 1, why))
             continue
         record.status = "running"
@@ -533,7 +501,7 @@ def _from_inbox(entry: bytes, queue: str) -> Record | None:
         )
     except ValueError:  # (UnicodeDecodeError is one)
         return None
-    return None if _unfit(record) else record
+    return record
 
 
 def _commands_sync(client: redis.Redis, *commands: Sequence[str | bytes | int]) -> list[Any]:
