@@ -29,13 +29,12 @@ _CHECKS = r"""
 -- A finite number written as Python's repr writes one ("12", "1.5", "1e+16"), or nil: Lua's
 -- tonumber alone takes "nan", "inf", "0x1f" and spaces, which Redis and Python refuse.
 local function decimal(s)
-    if type(s) ~= 'string' or #s > 40 then return nil end
-    if not string.find(s, '^%-?%d+%.?%d*$') and not string.find(s, '^%-?%d+%.?%d*[eE][%-+]?%d+$')
+    local x = tonumber(s)
+    if not x or x ~= x or x == math.huge or x == -math.huge or #s > 40
+        or string.find(s, '[^0-9.eE+-]')  -- (spaces, hex, "inf", "nan")
     then
         return nil
     end
-    local x = tonumber(s)
-    if not x or x ~= x or x == math.huge or x == -math.huge then return nil end
     return x
 end
 local function count_ok(s) return #s <= 15 and string.find(s, '^%d+$') ~= nil end
@@ -66,20 +65,35 @@ local function shown(s)
     if #s > 40 then cut = cut .. '...' end
     return "'" .. cut .. "'"
 end
--- Why the record (fields v) of id in queue cannot be read, or nil if it can. A record made of
--- a malformed inbox entry says why in its malformed field (see inbox_put).
-local function unreadable(v, id, queue)
-    if v.malformed then return v.malformed end
-    for _, f in ipairs(NEEDED) do
-        if not v[f] then return f .. ' is missing' end
+local NEED = {}
+for _, f in ipairs(NEEDED) do NEED[f] = true end
+-- Why the record (HGETALL list h) of id in queue cannot be read, or nil if it can: one pass
+-- over its fields (a claim reads every record it hands out). A record made of a malformed
+-- inbox entry says why in its malformed field (see inbox_put).
+local function unreadable(h, id, queue)
+    local got = 0
+    for j = 1, #h, 2 do
+        local f, s = h[j], h[j + 1]
+        local test = CHECKS[f]
+        if test then
+            if not test(s) then return f .. ' is ' .. shown(s) end
+        elseif f == 'malformed' then
+            return s
+        end
+        if NEED[f] then
+            got = got + 1
+            if f == 'id' and s ~= id then
+                return 'id ' .. shown(s) .. ' does not match its key'
+            elseif f == 'queue' and queue and s ~= queue then
+                return 'queue ' .. shown(s) .. ' is not the queue holding it'
+            end
+        end
     end
-    if v.id ~= id then return 'id ' .. shown(v.id) .. ' does not match its key' end
-    if queue and v.queue ~= queue then
-        return 'queue ' .. shown(v.queue) .. ' is not the queue holding it'
-    end
-    for f, test in pairs(CHECKS) do
-        local s = v[f]
-        if s and not test(s) then return f .. ' is ' .. shown(s) end
+    if got < #NEEDED then
+        local v = fields(h)
+        for _, f in ipairs(NEEDED) do
+            if not v[f] then return f .. ' is missing' end
+        end
     end
     return nil
 end
@@ -754,19 +768,19 @@ local alone = ARGV[8] ~= '' and tonumber(ARGV[8])
     + _INBOX
     + """
 local WAITS = {pending = true, scheduled = true, retrying = true}
--- Whether the record (fields v) of a due member should be dead-lettered, and why: a waiting
--- record (or one of no known status) that cannot be read. Others are stale members.
-local function unclaimable(v, id)
-    local status = v.status
+-- Whether the record (status, HGETALL list h) of a due member should be dead-lettered, and
+-- why: a waiting record (or one of no known status) that cannot be read. Others are stale.
+local function unclaimable(status, h, id)
     if not status or (STATUSES[status] and not WAITS[status]) then return nil end
-    return unreadable(v, id, queue)
+    return unreadable(h, id, queue)
 end
 -- Dead-letter such a record (listing member m) as malformed, kept ARGV[13] seconds; listed
 -- in BURIED (id, why) for the caller to log.
 local BURIED = {}
-local function bury_due(id, m, v, why)
+local function bury_due(id, m, h, why)
     BURIED[#BURIED + 1] = id
     BURIED[#BURIED + 1] = why
+    local v = fields(h)
     local expires = string.format('%.17g', tonumber(now) + tonumber(ARGV[13]))
     bury(queue, id, m, v, why, WAITS[v.status] and v.status or nil, now, expires)
 end
@@ -832,15 +846,21 @@ then
         local id = string.sub(m, 18)
         local key = P .. 'task:' .. id
         local h = redis.call('HGETALL', key)
-        local v = fields(h)
-        local status, attempts, crashes, reserved = v.status, v.attempts, v.crashes, v.slot
-        local why = unclaimable(v, id)
+        local status, attempts, crashes, reserved
+        for j = 1, #h, 2 do
+            local f = h[j]
+            if f == 'status' then status = h[j + 1]
+            elseif f == 'attempts' then attempts = h[j + 1]
+            elseif f == 'crashes' then crashes = h[j + 1]
+            elseif f == 'slot' then reserved = true end
+        end
+        local why = unclaimable(status, h, id)
         -- A repeat crasher is claimed alone (see Backend.claim).
         local crasher = not why and alone and tonumber(crashes or '0') >= alone
         if crasher and n > 0 then break end
         taken[#taken + 1] = m
         if why then
-            bury_due(id, m, v, why)
+            bury_due(id, m, h, why)
         elseif status == 'pending' or status == 'scheduled' or status == 'retrying' then
             local a = string.format('%d', (attempts and tonumber(attempts) or 0) + 1)
             redis.call('HSET', key, 'status', 'running', 'attempts', a, 'lease_until', lease,
@@ -1086,13 +1106,19 @@ while n < limit and looked < look do
         local id = string.sub(m, 18)
         local tk = P .. 'task:' .. id
         local h = redis.call('HGETALL', tk)
-        local v = fields(h)
-        local status, attempts, crashes, name, reserved = v.status, v.attempts, v.crashes,
-            v.name, v.slot
-        local why = unclaimable(v, id)
+        local status, attempts, crashes, name, reserved
+        for j = 1, #h, 2 do
+            local f = h[j]
+            if f == 'status' then status = h[j + 1]
+            elseif f == 'attempts' then attempts = h[j + 1]
+            elseif f == 'crashes' then crashes = h[j + 1]
+            elseif f == 'name' then name = h[j + 1]
+            elseif f == 'slot' then reserved = true end
+        end
+        local why = unclaimable(status, h, id)
         if why then
             drop(lv, m)
-            bury_due(id, m, v, why)
+            bury_due(id, m, h, why)
         elseif status ~= 'pending' and status ~= 'scheduled' and status ~= 'retrying' then
             drop(lv, m)  -- a stale member
         else
