@@ -561,3 +561,32 @@ def test_no_hostile_value_in_any_field_stops_the_queue_or_charges_a_crash(
     assert row[3] == 0, row  # never charged a crash
     records = scene.queue._engine.run_on_home(scene.queue.backend.list(QUEUE, limit=1000))  # type: ignore[union-attr]
     assert len(records) == 2 * scene.around + 1  # every row readable by every tool again
+
+
+@pytest.mark.parametrize(
+    ("field", "sql"),
+    [
+        ("name", "CAST(x'ff' AS TEXT)"),  # STRICT checks the type, not the encoding
+        ("id", "CAST(x'c3' AS TEXT)"),
+        ("options", "CAST(x'7bfe7d' AS TEXT)"),
+        ("attempts", "1000000000"),  # allowed by the CHECK, but one claim more is not
+    ],
+)
+def test_a_new_file_still_survives_what_its_checks_let_through(
+    tmp_path: Path, field: str, sql: str
+) -> None:
+    path = tmp_path / "new.db"
+    asyncio.run(_push(path, [Record("t", QUEUE, "echo", b'{"a":[],"k":{}}', NOW, NOW)]))
+    conn = sqlite3.connect(path)  # made as dowork makes files now (STRICT, CHECKs)
+    with conn:
+        conn.execute("DELETE FROM dowork_tasks")
+    conn.close()
+    made = Scene(path, around=20)
+    try:
+        made.reset()
+        bad = made.write_bad(field, sql)
+        made.drain()
+        row = made.check(bad, acceptable=False)
+        assert (row[1], row[2]) == (b"dead", b"malformed")
+    finally:
+        made.close()
