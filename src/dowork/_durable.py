@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ._engine import Engine
+from ._engine import _CANCEL, Engine
 from .backends._protocol import (
     STATS_MINUTES,
     WAITING,
@@ -81,6 +81,9 @@ _OUTCOME = {
 }
 #: Record statuses of a finished task.
 _FINISHED = ("succeeded", "failed", "cancelled", "dead")
+#: Seconds a started attempt waits before its ``STARTED`` mark is written: an attempt that
+#: ends sooner never writes one (its outcome counts the start), so short tasks cost nothing.
+_MARK_DELAY = 0.02
 #: Per-enqueue options a durable record can carry (callables cannot be stored).
 _STORABLE = (
     "retries", "backoff", "base_delay", "max_delay", "jitter", "keep_result", "expires",
@@ -96,9 +99,11 @@ class DurableSettings:
         lease: how long a claimed task belongs to its worker without a renewal; a task whose
             worker died runs again between ``lease`` and ``lease + maintenance`` later.
         maintenance: how often leases are renewed and expired ones requeued.
-        crash_budget: lease expiries after which a task is dead-lettered (``crashed_worker``)
-            instead of being run again; on its last one the task is claimed alone, so a
-            poison task cannot use up the budget of the tasks claimed with it.
+        crash_budget: crashes (leases that lapsed while the task's function ran) after which
+            a task is dead-lettered (``crashed_worker``) instead of being run again; on its
+            last one the task is claimed alone, so a poison task cannot use up the budget of
+            the tasks claimed with it. A lease that lapsed before the function started is
+            counted as lost (``Record.lost``), never as a crash.
         batch: most records claimed at once.
         prefetch: claimed tasks a worker may hold beyond ``concurrency``, waiting to start
             (leased, so no other worker takes them); more means fewer round trips per task.
@@ -174,6 +179,14 @@ class BackendEngine(Engine):
         self.owns_backend = owns_backend  # built from a URL: closed at shutdown
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._claimed: dict[str, int] = {}  # id -> lease token
+        self._lease_until: dict[str, float] = {}  # id -> when its lease lapses (store clock)
+        self._begun: set[str] = set()  # claimed ids whose function started here
+        self._marks: dict[str, int] = {}  # started ids whose STARTED mark is not written yet
+        self._marking: asyncio.TimerHandle | None = None
+        #: Claimed ids that lost a lease before (``lost`` or ``crashes``): their start is written
+        #: before their function runs, so a task that kills its worker at once is charged.
+        self._store_first: set[str] = set()
+        self._dropped: set[str] = set()  # claimed ids given up before they started
         #: Claimed tasks on their last crash (``crash_budget - 1`` crashes): the backend hands
         #: them out alone and nothing more is claimed while one is held, so a poison task
         #: cannot use up the crash budget of healthy tasks held next to it.
@@ -814,6 +827,11 @@ class BackendEngine(Engine):
         option that cannot be read (too big, too deep, wrong types) is ``malformed``.
         """
         self._claimed[record.id] = record.attempts
+        if record.lease_until is not None:
+            self._lease_until[record.id] = record.lease_until
+        self._dropped.discard(record.id)
+        if record.lost or record.crashes:
+            self._store_first.add(record.id)
         try:
             return self._start(record, lead, queued, first)
         except Exception as exc:  # the per-record guard: no record stops the worker
@@ -853,9 +871,9 @@ class BackendEngine(Engine):
         task._engine = self
         if headers:
             task._headers = headers
-        task._attempts = record.attempts - 1 - record.crashes
+        task._attempts = record.started - record.crashes
         task._deliveries = record.attempts
-        task._status = TaskStatus.PENDING
+        task._status = TaskStatus.RESERVED  # held here, not started
         task._priority = record.priority
         task._concurrency_key = record.concurrency_key
         task._rank = order
@@ -950,7 +968,7 @@ class BackendEngine(Engine):
             stand_in._id = record.id
             stand_in._engine = self
             stand_in._status = TaskStatus.DEAD
-            stand_in._attempts = record.attempts - record.crashes
+            stand_in._attempts = record.started - record.crashes
             dead = TaskFailed(error, "dead", reason)
             stand_in._error = dead
             for hook in failure_hooks:
@@ -1097,6 +1115,122 @@ class BackendEngine(Engine):
             )  # fmt: skip
         self._held.clear()
 
+    # -- starting claimed tasks: the reserved -> running mark ---------------------------------
+
+    def _launch(self, task: Task[Any]) -> None:
+        """Start a claimed task, unless its lease lapsed; a suspect's start is written first."""
+        task_id = task._id
+        if task_id is None or task_id not in self._claimed:
+            if task_id is not None and task_id in self._dropped:
+                self._dropped.discard(task_id)
+                return  # given up: its lease lapsed, the store hands it out again
+            super()._launch(task)
+            return
+        if self._lease_left(task_id) <= 0:
+            self._log_lapsed(task_id)
+            self._drop(task_id)
+            self._dropped.discard(task_id)  # not in line any more: nothing to skip later
+            return
+        task._start_by = time.monotonic() + self._lease_left(task_id)
+        if task_id in self._store_first:
+            self._store_first.discard(task_id)
+            self._hold(task)
+            task._status = TaskStatus.RESERVED
+            loop = asyncio.get_running_loop()
+            loop.create_task(self._launch_marked(task, task_id, self._claimed[task_id]))
+            return
+        super()._launch(task)
+
+    def _lease_left(self, task_id: str) -> float:
+        """Seconds until a claimed task's lease lapses, unless renewed."""
+        return self._lease_until.get(task_id, float("inf")) - self._lease_now()
+
+    def _lapsed(self, task: Task[Any]) -> None:
+        """A staged task's lease lapsed before a thread could start it: give it up."""
+        if task._id is not None:
+            self._drop(task._id)
+            self._dropped.discard(task._id)
+        self._log_lapsed(task._id)
+
+    def _log_lapsed(self, task_id: str | None) -> None:
+        log.warning(
+            "queue %s: task %s not started: its lease lapsed while it waited here",
+            self.name, task_id,
+        )  # fmt: skip
+
+    async def _launch_marked(self, task: Task[Any], task_id: str, token: int) -> None:
+        """Write a suspect's ``STARTED`` mark, then start it (a crash now is charged to it)."""
+        mark = Settlement(task_id, token, Outcome.STARTED, self.clock.now())
+        refused: list[str] = []
+        try:
+            refused = await self.backend.settle([mark])
+        except BackendError as exc:  # start anyway: the lease still protects the task
+            log.warning("queue %s: cannot record the start of %s (%r)", self.name, task_id, exc)
+        if task.done or task._runner is _CANCEL or refused or task_id not in self._claimed:
+            self._inflight -= 1
+            self._active -= 1
+            self._running.discard(task)
+            if not task.done:
+                if refused or task_id not in self._claimed:
+                    self._drop(task_id)
+                else:
+                    self._settle(task, None, None, 0.0)  # cancelled while its mark was written
+            self._pump()
+            return
+        self._begun.add(task_id)  # its mark is written: _on_start writes none
+        self._go(task)
+
+    def _on_start(self, task: Task[Any]) -> None:
+        """Record that a claimed attempt started, with the next write (``_MARK_DELAY``)."""
+        task_id = task._id
+        if task_id is None or task_id not in self._claimed or task_id in self._begun:
+            return
+        self._begun.add(task_id)
+        self._marks[task_id] = self._claimed[task_id]
+        if self._marking is None:
+            loop = asyncio.get_running_loop()
+            self._marking = loop.call_later(_MARK_DELAY, self._write_marks)
+
+    def _write_marks(self) -> None:
+        """Queue the ``STARTED`` marks of attempts still running after ``_MARK_DELAY``."""
+        self._marking = None
+        if not self._marks:
+            return
+        now = self.clock.now()
+        marks, self._marks = self._marks, {}
+        self._outbox.extend(Settlement(i, t, Outcome.STARTED, now) for i, t in marks.items())
+        if self._flushing is None or self._flushing.done():
+            self._flushing = asyncio.get_running_loop().create_task(self._flush())
+
+    def _drop(self, task_id: str) -> None:
+        """Give up a claimed task that did not start (its lease lapsed): never start it here."""
+        if self._claimed.pop(task_id, None) is None:
+            return
+        self._lease_until.pop(task_id, None)
+        self._store_first.discard(task_id)
+        self._suspects.discard(task_id)
+        self._group_of.pop(task_id, None)
+        self._dropped.add(task_id)
+        self._unfinished -= 1
+        task = self._by_id.get(task_id)
+        if task is not None and not task.done:
+            task._status = TaskStatus.PENDING  # back in the store, for any worker
+        self._freed()
+
+    def _renewed(self, ids: list[str], lost: list[str], until: float) -> None:
+        """After a heartbeat: note the new lease ends; give up lost tasks not started yet."""
+        gone = set(lost)
+        for task_id in ids:
+            if task_id in gone or task_id not in self._claimed:
+                continue
+            self._lease_until[task_id] = until
+            task = self._by_id.get(task_id)
+            if task is not None and task_id not in self._begun:
+                task._start_by = time.monotonic() + self._lease_left(task_id)
+        for task_id in lost:
+            if task_id not in self._begun:
+                self._drop(task_id)
+
     def _freed(self) -> None:
         slot = self._slot_free
         if slot is not None:
@@ -1127,6 +1261,14 @@ class BackendEngine(Engine):
                 return
 
     def _settle_out(self, settlement: Settlement) -> None:
+        task_id = settlement.id
+        self._marks.pop(task_id, None)  # the outcome counts the start
+        self._store_first.discard(task_id)
+        self._lease_until.pop(task_id, None)
+        if task_id in self._begun:
+            self._begun.discard(task_id)
+        else:
+            settlement.ran = False
         settlement.attempt = self._attempt_line(
             settlement.id, settlement.token, settlement.outcome, settlement.now
         )
@@ -1159,6 +1301,9 @@ class BackendEngine(Engine):
                 continue
             except Exception as exc:  # not the store: an outcome it cannot take
                 refused = await self._settle_apart(batch, exc)
+            if refused:
+                marks = {s.id for s in batch if s.outcome is Outcome.STARTED}
+                refused = [i for i in refused if i not in marks]
             if refused:
                 self.refused += len(refused)
                 log.warning(
@@ -1234,6 +1379,8 @@ class BackendEngine(Engine):
         """Release the callbacks of groups whose last member was just settled here."""
         callbacks = set()
         for s in settled:
+            if s.outcome is Outcome.STARTED:
+                continue
             callback = self._group_of.pop(s.id, None)
             if callback is not None and s.outcome is not Outcome.RETRY and s.id not in refused:
                 callbacks.add(callback)
@@ -1285,6 +1432,7 @@ class BackendEngine(Engine):
             renew = self.backend.heartbeat(leases, now, settings.lease)
             lost, cancel = await self._unless_full(renew, ([], []))
             lost = [i for i in lost if i in self._claimed]  # not those settled meanwhile
+            self._renewed([i for i, _ in leases], lost, now + settings.lease)
             for task_id in cancel:
                 task = self._by_id.get(task_id)
                 if task is not None and not task.done:
@@ -1426,13 +1574,14 @@ class BackendEngine(Engine):
     def _apply(self, task: Task[Any], record: Record) -> None:
         """Copy a record's state into a local handle; wake waiters if it is final."""
         status = TaskStatus(record.status)
-        task._attempts = record.attempts - record.crashes
+        task._attempts = record.started - record.crashes
         task._deliveries = record.attempts
         if record.progress is not None:
             task._progress = decode_progress(record.progress)
         if not status.final:
             task._status = status
-            task._next_attempt = record.run_at if status is not TaskStatus.RUNNING else None
+            leased = status in (TaskStatus.RUNNING, TaskStatus.RESERVED)
+            task._next_attempt = None if leased else record.run_at
             return
         task._status = status
         if status is TaskStatus.SUCCEEDED:

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ._capacity import Capacity
 from ._line import Line, PriorityLine
 from ._loop_thread import LoopThread
-from ._threads import Result, ThreadLane
+from ._threads import LAPSED, Result, ThreadLane
 from .backends._protocol import PRIORITY_AGING, rank, take_slot
 from .chain import ChainFailed
 from .clock import Clock, TimerHandle
@@ -63,6 +63,8 @@ _FAILED = TaskStatus.FAILED
 _CANCELLED = TaskStatus.CANCELLED
 _WAITING = frozenset({_PENDING, _SCHEDULED, _RETRYING})
 _LAUNCHED = frozenset({_RESERVED, _RUNNING})  # handed to a lane, started or not
+#: Statuses of a task in line to launch: waiting, or held by a durable worker (reserved).
+_STARTABLE = _WAITING | {_RESERVED}
 _CANCEL: Any = object()  # the runner mark of a task cancelled while running
 
 
@@ -463,7 +465,7 @@ class Engine:
         concurrency = self.concurrency
         while source:
             head = source[0]
-            if head._status not in _WAITING:
+            if head._status not in _STARTABLE:
                 source.popleft()
                 continue
             inflight = self._inflight
@@ -516,6 +518,11 @@ class Engine:
 
     def _launch(self, task: Task[Any]) -> None:
         """Hand a due task to its lane; it is ``running`` only once its function starts."""
+        self._hold(task)
+        self._go(task)
+
+    def _hold(self, task: Task[Any]) -> None:
+        """Count a launched task against concurrency, before its lane takes it."""
         self._inflight += 1
         self._active += 1
         self._running.add(task)
@@ -524,7 +531,6 @@ class Engine:
         task._timed_out = False
         if task._cancel_requested and task._runner is not _CANCEL:
             task._cancel_requested = False  # a timed-out attempt's flag does not carry over
-        self._go(task)
 
     def _go(self, task: Task[Any]) -> None:
         """Start a launched task now, or stage it for a thread (``reserved`` until one is free)."""
@@ -569,6 +575,9 @@ class Engine:
 
     def _on_start(self, task: Task[Any]) -> None:
         """An attempt started (the durable engine records it in the store)."""
+
+    def _lapsed(self, task: Task[Any]) -> None:
+        """A staged attempt was not started: its ``_start_by`` passed (durable leases)."""
 
     def _arm_deadline(self, task: Task[Any], token: object) -> TimerHandle:
         assert task._within is not None
@@ -655,7 +664,12 @@ class Engine:
     def _sync_done(self, item: Result) -> None:
         task, token, value, error, duration = item
         self._inflight -= 1
-        if task._runner is token:
+        if error is LAPSED:  # not started: given back (the durable engine's leases)
+            self._active -= 1
+            self._running.discard(task)
+            task._runner = None
+            self._lapsed(task)
+        elif task._runner is token:
             task._runner = None
             self._settle(task, value, error, duration)
         elif task._runner is _CANCEL and task._status in _LAUNCHED:
@@ -818,7 +832,7 @@ class Engine:
         if status.final or task._engine is not self:
             return False
         task._cancel_requested = True
-        if status in _WAITING:
+        if status in _WAITING or (status is _RESERVED and task._runner is None):
             task._runner = _CANCEL
             self._finish(task, _CANCELLED, None, TaskCancelled(f"{task.name} was cancelled"))
             if task._group is not None and self.serving:

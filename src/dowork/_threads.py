@@ -18,13 +18,21 @@ from typing import Any
 
 from .task import Task, TaskStatus, _current
 
-__all__ = ["ThreadLane"]
+__all__ = ["LAPSED", "ThreadLane"]
 
 #: (task, token, value, error, duration)
 Result = tuple[Task[Any], object, Any, BaseException | None, float]
 
 _RESERVED = TaskStatus.RESERVED
 _RUNNING = TaskStatus.RUNNING
+
+
+class _Lapsed(Exception):
+    """The error reported for a staged attempt not started: its ``_start_by`` passed."""
+
+
+#: Reported (as the error) for a staged attempt that was not started because its lease lapsed.
+LAPSED = _Lapsed("not started: its lease lapsed while it waited for a thread")
 
 
 class ThreadLane:
@@ -95,6 +103,7 @@ class ThreadLane:
         get = self._work_q.get
         results = self._results
         perf = time.perf_counter
+        monotonic = time.monotonic
         while True:
             item = get()
             if item is None:
@@ -105,6 +114,11 @@ class ThreadLane:
                 self._wake()
                 continue
             if task._status is _RESERVED:  # it waited for this thread: it starts now
+                start_by = task._start_by
+                if start_by is not None and monotonic() >= start_by:
+                    results.append((task, token, None, LAPSED, 0.0))
+                    self._wake()
+                    continue
                 task._status = _RUNNING
                 task._attempts += 1
                 self._began.append(task)

@@ -214,6 +214,7 @@ class Task(Generic[R]):
         "_runner",
         "_seq",
         "_slot",
+        "_start_by",
         "_status",
         "_timed_out",
         "_unique",
@@ -306,6 +307,9 @@ class Task(Generic[R]):
         self._priority = 0
         self._concurrency_key: str | None = None
         self._slot: float | None = None  # a start time a rate limit reserved (in-process)
+        #: ``time.monotonic()`` after which a staged attempt must not start (a durable lease
+        #: lapses then); None: no limit.
+        self._start_by: float | None = None
         #: Its place in line (``backends._protocol.rank``): from the backend's claim, or
         #: stamped at enqueue by an in-process queue using priorities (NaN: not stamped).
         self._rank = math.nan

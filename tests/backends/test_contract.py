@@ -47,6 +47,12 @@ def run(
     asyncio.run(main())
 
 
+async def start(b: Backend, records: list[Record], now: float = NOW) -> None:
+    """Mark claimed records started (reserved -> running), as a worker does once it runs them."""
+    marks = [Settlement(r.id, r.attempts, Outcome.STARTED, now) for r in records]
+    assert await b.settle(marks) == []
+
+
 def test_push_then_get(backend_factory: Callable[[], Backend]) -> None:
     async def body(b: Backend) -> None:
         records = [rec(), rec(status="scheduled", run_at=NOW + 60)]
@@ -84,10 +90,18 @@ def test_claim_leases_due_records_oldest_first(backend_factory: Callable[[], Bac
         claimed = await b.claim("q", NOW, 10, LEASE, "w1")
         assert [r.id for r in claimed] == [early.id, late.id]
         for r in claimed:
-            assert r.status == "running"
+            assert r.status == "reserved"  # held, not started: running once marked
             assert r.attempts == 1
+            assert r.started == 0
             assert r.lease_until == NOW + LEASE
             assert r.owner == "w1"
+        await start(b, claimed[:1])
+        got = {r.id: r for r in await b.get([early.id, late.id])}
+        assert (got[early.id].status, got[early.id].started) == ("running", 1)
+        assert (got[late.id].status, got[late.id].started) == ("reserved", 0)
+        await start(b, claimed[:1])  # a mark written twice counts once
+        (again,) = await b.get([early.id])
+        assert (again.status, again.started) == ("running", 1)
         assert await b.claim("q", NOW, 10, LEASE, "w2") == []  # leased records are taken
         assert [r.id for r in await b.claim("q", NOW + 100, 10, LEASE, "w2")] == [future.id]
         assert await b.claim("q", NOW, 0, LEASE, "w2") == []
@@ -122,7 +136,8 @@ def test_settle_success_and_fencing(backend_factory: Callable[[], Backend]) -> N
         assert done.status == "succeeded"
         assert done.result == b"42"
         assert done.finished_at == NOW + 1
-        assert still.status == "running"
+        assert done.started == 1  # an outcome on a reserved record counts its start
+        assert still.status == "reserved"
         assert await b.settle([Settlement(one.id, one.attempts, Outcome.FAILED, NOW)]) == [one.id]
 
     run(backend_factory, body)
@@ -208,7 +223,7 @@ def test_release_makes_held_records_due_now(backend_factory: Callable[[], Backen
         assert await b.release([held.id], NOW + 2) == []  # already due: nothing to do
         (stored,) = await b.get([held.id])
         assert (stored.status, stored.run_at) == ("pending", NOW + 1)
-        assert await b.counts("q") == {"pending": 1, "running": 1}
+        assert await b.counts("q") == {"pending": 1, "reserved": 1}
         (claimed,) = await b.claim("q", NOW + 1, 10, LEASE, "w")
         assert claimed.id == held.id
 
@@ -241,6 +256,7 @@ def test_reaper_requeues_expired_leases_and_fences_the_old_owner(
     async def body(b: Backend) -> None:
         await b.push([rec()])
         (r,) = await b.claim("q", NOW, 1, LEASE, "dead-worker")
+        await start(b, [r])
         assert await b.reap("q", NOW + LEASE - 1, 3) == (0, 0)
         assert await b.reap("q", NOW + LEASE + 1, 3) == (1, 0)
         (again,) = await b.claim("q", NOW + LEASE + 1, 1, LEASE, "w2")
@@ -265,6 +281,7 @@ def test_a_repeat_crasher_is_claimed_alone(
         for _ in range(2):  # the first two crash their workers
             claimed = await b.claim("q", now, 2, LEASE, "dead-worker", alone_from=2)
             assert [r.id for r in claimed] == [first.id, second.id]
+            await start(b, claimed, now)
             now += LEASE + 1
             assert await b.reap("q", now, 3) == (2, 0)
         (alone,) = await b.claim("q", now, 10, LEASE, "w2", alone_from=2)
@@ -283,6 +300,7 @@ def test_crash_budget_dead_letters(backend_factory: Callable[[], Backend]) -> No
         now = NOW
         for crash in range(1, 4):
             (r,) = await b.claim("q", now, 1, LEASE, f"w{crash}")
+            await start(b, [r], now)
             now += LEASE + 1
             requeued, dead = await b.reap("q", now, 3)
             assert (requeued, dead) == ((1, 0) if crash < 3 else (0, 1))
@@ -465,10 +483,10 @@ def test_list_filters_by_status(backend_factory: Callable[[], Backend]) -> None:
         failed = await b.list("q", ["failed"], newest_first=False)
         assert [r.id for r in failed] == ids[:3]
         assert all(r.status == "failed" and r.error == "E" for r in failed)
-        assert [r.id for r in await b.list("q", ["running"])] == [ids[6], ids[5]]
+        assert [r.id for r in await b.list("q", ["reserved"])] == [ids[6], ids[5]]
         assert [r.id for r in await b.list("q", ("pending",), limit=2)] == [ids[11], ids[10]]
 
-        several = ["running", "failed", "pending"]  # merged by created_at across statuses
+        several = ["reserved", "failed", "pending"]  # merged by created_at across statuses
         expected = [i for i in ids[::-1] if i not in ids[3:5]]
         pages = [await b.list("q", several, limit=3, offset=o) for o in range(0, 12, 3)]
         assert [len(p) for p in pages] == [3, 3, 3, 1]
@@ -486,7 +504,7 @@ def test_requeue_revives_finished_failures(backend_factory: Callable[[], Backend
     async def body(b: Backend) -> None:
         crashed, cancelled, done, running, waiting = (rec(run_at=NOW - 5 + i) for i in range(5))
         await b.push([crashed, cancelled, done, running])
-        await b.claim("q", NOW, 1, LEASE, "w")
+        await start(b, await b.claim("q", NOW, 1, LEASE, "w"))
         assert await b.reap("q", NOW + LEASE + 1, 1) == (0, 1)  # crashed: dead, crashes 1
         await b.claim("q", NOW, 3, LEASE, "w")
         assert await b.cancel(cancelled.id, NOW) == "requested"
@@ -503,7 +521,7 @@ def test_requeue_revives_finished_failures(backend_factory: Callable[[], Backend
         asked = [crashed.id, done.id, running.id, waiting.id, "nope", cancelled.id, crashed.id]
         assert await b.requeue(asked, NOW + 100) == [crashed.id, cancelled.id]
         await assert_consistent(b, "q", ids)
-        assert await b.counts("q") == {"pending": 3, "running": 1, "succeeded": 1}
+        assert await b.counts("q") == {"pending": 3, "reserved": 1, "succeeded": 1}
         for r in await b.get([crashed.id, cancelled.id]):
             assert r.status == "pending"
             assert r.run_at == NOW + 100
@@ -559,11 +577,13 @@ def test_purge_by_status_and_everything_but_running(
             ]
         )
         assert await b.cancel(records[5].id, NOW) == "cancelled"
+        await start(b, claimed[2:3])  # one leased record running, one still reserved
         ids = [r.id for r in [*records, scheduled]]
         assert await b.counts("q") == {
             "succeeded": 1,
             "failed": 1,
-            "running": 2,
+            "running": 1,
+            "reserved": 1,
             "pending": 1,
             "cancelled": 1,
             "scheduled": 1,
@@ -577,7 +597,7 @@ def test_purge_by_status_and_everything_but_running(
         assert await b.purge("nowhere") == 0
 
         assert await b.purge("q") == 4  # succeeded, pending, cancelled, scheduled
-        assert await b.counts("q") == {"running": 2}
+        assert await b.counts("q") == {"running": 1, "reserved": 1}  # leased ones are kept
         await assert_consistent(b, "q", ids)
         assert [r.id for r in await b.list("q")] == [records[3].id, records[2].id]
         assert await b.next_due("q") is None
@@ -586,7 +606,7 @@ def test_purge_by_status_and_everything_but_running(
         assert await b.queues() == ["other", "q"]
         assert await b.settle([Settlement(records[2].id, 1, Outcome.FAILED, NOW)]) == []
 
-        assert await b.purge("q", ["running", "failed"]) == 2  # named: running ones go too
+        assert await b.purge("q", ["reserved", "failed"]) == 2  # named: leased ones go too
         assert await b.counts("q") == {}
         await assert_consistent(b, "q", ids)
         assert await b.queues() == ["other"]

@@ -11,7 +11,7 @@ import pytest
 from dowork.backends import Backend, Outcome, Settlement
 from dowork.backends._protocol import WHILE_UNFINISHED
 from dowork.errors import DuplicateTask
-from tests.backends.test_contract import LEASE, NOW, rec, run
+from tests.backends.test_contract import LEASE, NOW, rec, run, start
 
 WINDOW = 600.0
 
@@ -93,6 +93,7 @@ def test_dead_letters_and_results_follow_their_retention(
                 Settlement(dead.id, 1, Outcome.DEAD, NOW, error="E", reason="unknown_task"),
             ]
         )
+        await start(b, [crashed])
         assert await b.reap("q", NOW + LEASE + 1, 1) == (0, 1)  # crash budget 1: dead at once
         (stored,) = await b.get([crashed.id])
         assert (stored.status, stored.reason) == ("dead", "crashed_worker")

@@ -369,7 +369,7 @@ def test_a_big_backlog_costs_a_keyed_claim_nothing(tmp_path: Path, per_key: int 
                 claim = store.claim("q", NOW, 8, LEASE, "w", per_key=per_key)
                 steps.append(_vm_steps(loop, store, claim))
             costs.append(steps)
-            running = loop.run_until_complete(store.list("q", ["running"], limit=100))
+            running = loop.run_until_complete(store.list("q", ["reserved"], limit=100))
             assert {r.concurrency_key for r in running} == {"big", "s1", "s2", "s3", None}
         finally:
             loop.run_until_complete(store.close())

@@ -19,6 +19,7 @@ from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
 __all__ = [
+    "LEASED",
     "PRIORITY_AGING",
     "REQUEUABLE",
     "STATS_MINUTES",
@@ -30,6 +31,7 @@ __all__ = [
     "Settlement",
     "Wakeups",
     "WorkerBeat",
+    "charge",
     "check_page",
     "take_slot",
     "rank",
@@ -37,6 +39,7 @@ __all__ = [
     "retention",
     "minute_of",
     "status_filter",
+    "uncharge",
 ]
 
 
@@ -48,10 +51,20 @@ class Outcome(StrEnum):
     FAILED = "failed"  #: finished unsuccessfully (attempts ran out, DoNotRetry, ...)
     CANCELLED = "cancelled"  #: finished because it was cancelled
     DEAD = "dead"  #: dead-lettered: could not run at all (unknown name, undecodable, crashes)
+    #: Not an end: the claimed attempt's function started (``reserved`` becomes ``running``
+    #: and ``started`` counts it). Refused like any settlement whose lease was lost.
+    STARTED = "started"
 
 
 #: Record statuses in which a task waits to be claimed.
 WAITING = ("pending", "scheduled", "retrying")
+
+#: Record statuses of a leased task: claimed by a worker but not started (``reserved``), or
+#: with its function started (``running``). Only a lapsed ``running`` lease is a crash.
+LEASED = ("reserved", "running")
+
+#: How many charged tokens a record remembers (``Record.charged``).
+_CHARGED_KEPT = 16
 
 #: ``Record.idempotency_until`` of a *unique* key: held while its task waits or runs, not for a
 #: time window (``Task.configure(unique_key=...)``).
@@ -78,10 +91,10 @@ class Record:
     created_at: float
     status: str = "pending"
     options: str | None = None  #: JSON of per-enqueue option overrides
-    attempts: int = 0  #: attempts started; the fencing token of the current lease
+    attempts: int = 0  #: leases granted (claims); the fencing token of the current lease
     lease_until: float | None = None
     owner: str | None = None
-    crashes: int = 0  #: leases that expired without a settlement
+    crashes: int = 0  #: leases that expired while the function ran (its worker died)
     cancel_requested: bool = False
     error: str | None = None
     reason: str | None = None
@@ -104,6 +117,15 @@ class Record:
     #: The start time a rate limit reserved for this task (then also its ``run_at``): when it
     #: is due, the claim takes it without asking the limit again. Cleared by the claim.
     slot: float | None = None
+    #: Attempts whose function started (a ``STARTED`` mark, or an outcome of a run).
+    started: int = 0
+    #: Leases that lapsed before the function started (a worker that died holding it unstarted,
+    #: a lost claim reply), or whose worker turned out to be alive (a late settlement): not
+    #: crashes, never a reason to dead-letter.
+    lost: int = 0
+    #: The tokens whose lapsed lease was charged a crash, comma-separated (the last 16), so
+    #: that a late settlement from a worker that was alive can take the charge back.
+    charged: str | None = None
 
 
 @dataclass(slots=True)
@@ -122,6 +144,10 @@ class Settlement:
     payload: bytes | None = None  #: for RETRY: new arguments to resume from (a chain's step)
     #: One JSON line describing the attempt, appended to the record's ``history``.
     attempt: str | None = None
+    #: The function ran (False for a record dead-lettered or held back before it started): an
+    #: outcome settled on a ``reserved`` record whose ``STARTED`` mark was not written yet
+    #: counts the start (``started + 1``).
+    ran: bool = True
 
 
 @dataclass(slots=True)
@@ -211,8 +237,8 @@ class Backend(Protocol):
         ``d * aging`` seconds after it: no priority starves another beyond that bound.
 
         Each claimed record has ``attempts`` incremented (the fencing token), ``status``
-        running, ``lease_until = now + lease``, ``owner`` set and ``slot`` cleared, all in one
-        atomic step.
+        reserved, ``lease_until = now + lease``, ``owner`` set and ``slot`` cleared, all in
+        one atomic step. It becomes running when its worker settles ``Outcome.STARTED``.
         With ``alone_from``, a record that crashed workers that many times or more is claimed
         alone: the claim returns either that one record, or the due records before the first
         such one. The engine passes ``crash_budget - 1``, so a task on its last crash runs in a
@@ -241,12 +267,22 @@ class Backend(Protocol):
         """
 
     async def settle(self, settlements: Sequence[Settlement]) -> list[str]:
-        """Apply settlements; return the ids refused because their lease was lost."""
+        """Apply settlements; return the ids refused because their lease was lost.
+
+        A settlement applies to a leased (reserved or running) record whose ``attempts`` is its
+        token. ``STARTED`` turns reserved into running with ``started + 1``; an outcome on a
+        reserved record with ``ran`` counts the start too. A settlement for a token whose
+        lapsed lease was charged a crash (``charged``) shows its worker was alive: the charge
+        moves from ``crashes`` to ``lost``, and if no lease was granted since (``attempts`` is
+        still the token) and the record waits or was dead-lettered ``crashed_worker``, the
+        outcome is applied after all (so a task that succeeded does not run again).
+        One settlement that cannot be applied never stops the others.
+        """
 
     async def heartbeat(
         self, leases: Sequence[tuple[str, int]], now: float, lease: float
     ) -> tuple[list[str], list[str]]:
-        """Extend the leases ``(id, token)`` to ``now + lease``.
+        """Extend the leases ``(id, token)`` of reserved or running records to ``now + lease``.
 
         Returns ``(lost, cancel_requested)``: ids whose lease was lost (refused), and ids
         someone asked to cancel.
@@ -268,7 +304,11 @@ class Backend(Protocol):
         """
 
     async def reap(self, queue: str, now: float, crash_budget: int) -> tuple[int, int]:
-        """Requeue running records whose lease expired; dead-letter those over the budget.
+        """Requeue leased records whose lease expired; dead-letter crashers over the budget.
+
+        A lapsed ``reserved`` lease is not a crash: ``lost + 1``, back to waiting. A lapsed
+        ``running`` one is: ``crashes + 1`` and its token added to ``charged``; at
+        ``crash_budget`` crashes the record is dead-lettered ``crashed_worker``.
 
         Returns ``(requeued, dead_lettered)``.
         """
@@ -279,8 +319,8 @@ class Backend(Protocol):
     async def cancel(self, task_id: str, now: float) -> str:
         """Cancel a task by id and say what happened.
 
-        ``"cancelled"``: it was waiting and will never run; ``"requested"``: it is running and
-        its worker is told; ``"finished"`` or ``"unknown"``: nothing to do.
+        ``"cancelled"``: it was waiting and will never run; ``"requested"``: it is leased
+        (reserved or running) and its worker is told; ``"finished"`` or ``"unknown"``: nothing to do.
         """
 
     async def next_due(self, queue: str) -> float | None:
@@ -317,8 +357,9 @@ class Backend(Protocol):
     async def purge(self, queue: str, statuses: Sequence[str] | None = None) -> int:
         """Delete the queue's records in ``statuses`` and return how many were deleted.
 
-        ``None`` means every status except ``running``: a leased record is deleted only when
-        ``"running"`` is named, since its worker still holds it (its settlement is refused).
+        ``None`` means every status except the leased ones (``reserved`` and ``running``): a
+        leased record is deleted only when its status is named, since its worker still holds
+        it (its settlement is refused).
         """
 
     # -- workers and throughput (dashboards) --
@@ -462,6 +503,25 @@ def take_slot(starts: list[float], n: int, per: float, now: float) -> float:
     starts.append(start)
     del starts[:-n]
     return start
+
+
+def charge(charged: str | None, token: int) -> str:
+    """Add ``token`` to a record's ``charged`` list (keeping the last 16)."""
+    tokens = charged.split(",") if charged else []
+    tokens.append(str(token))
+    return ",".join(tokens[-_CHARGED_KEPT:])
+
+
+def uncharge(charged: str | None, token: int) -> tuple[bool, str | None]:
+    """Take ``token`` out of a ``charged`` list: ``(it was there, the list left)``."""
+    if not charged:
+        return False, charged
+    tokens = charged.split(",")
+    mark = str(token)
+    if mark not in tokens:
+        return False, charged
+    tokens.remove(mark)
+    return True, ",".join(tokens) or None
 
 
 def minute_of(when: float) -> int:

@@ -51,6 +51,8 @@ FIELDS: dict[str, tuple[str, ...]] = {
     "priority": ("integer",),
     "slot": ("null", *_NUMBER),
     "concurrency_key": _NULL_TEXT,
+    "started": ("integer",),
+    "lost": ("integer",),
 }
 
 
@@ -70,6 +72,8 @@ def row_ok_sql(claimed: bool) -> str:
         f"created_at BETWEEN {-TIME_LIMIT:.0e} AND {TIME_LIMIT:.0e}",
         f"attempts BETWEEN {low} AND {high}",
         f"crashes BETWEEN 0 AND {COUNT_LIMIT - 1}",
+        f"started BETWEEN 0 AND {COUNT_LIMIT - 1}",
+        f"lost BETWEEN 0 AND {COUNT_LIMIT - 1}",
         "cancel_requested IN (0, 1)",
         "priority BETWEEN -9 AND 9",
         "(typeof(concurrency_key) = 'null' OR concurrency_key != '')",
@@ -164,7 +168,7 @@ def _out_of_range(field: str, value: Any) -> str:
         math.isfinite(value) and abs(value) <= TIME_LIMIT
     ):
         return f"is out of range (beyond +-{TIME_LIMIT:.0e})"
-    if field in ("attempts", "crashes") and not 0 <= value < COUNT_LIMIT:
+    if field in ("attempts", "crashes", "started", "lost") and not 0 <= value < COUNT_LIMIT:
         return f"is out of range (0 to {COUNT_LIMIT - 1})"
     if field == "cancel_requested" and value not in (0, 1):
         return "is not 0 or 1"
@@ -183,7 +187,7 @@ def _replacement(field: str, kind: str, raw: Any, rowid: int, now: float) -> Any
         return raw if isinstance(raw, bytes) else str(raw).encode()
     if field in ("run_at", "created_at"):
         return now
-    if field in ("attempts", "crashes", "cancel_requested", "priority"):
+    if field in ("attempts", "crashes", "cancel_requested", "priority", "started", "lost"):
         return 0
     return None
 

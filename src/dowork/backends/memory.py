@@ -16,6 +16,7 @@ from dataclasses import replace
 
 from ..errors import DuplicateTask
 from ._protocol import (
+    LEASED,
     PRIORITY_AGING,
     REQUEUABLE,
     STATS_MINUTES,
@@ -26,6 +27,7 @@ from ._protocol import (
     Settlement,
     Wakeups,
     WorkerBeat,
+    charge,
     check_page,
     minute_of,
     rank,
@@ -33,6 +35,7 @@ from ._protocol import (
     retention,
     status_filter,
     take_slot,
+    uncharge,
 )
 
 __all__ = ["MemoryBackend"]
@@ -109,7 +112,7 @@ class MemoryBackend:
         if until != WHILE_UNFINISHED:
             return until > now
         record = self._records.get(task_id)
-        return record is not None and (record.status in WAITING or record.status == "running")
+        return record is not None and (record.status in WAITING or record.status in LEASED)
 
     def _retention(self, outcome: Outcome | None, keep: float | None) -> float:
         """Seconds to keep a finished record (see ``retention``)."""
@@ -132,7 +135,7 @@ class MemoryBackend:
         """Lease the most urgent due records, key by key in turn, within the limits."""
         with self._lock:
             mine = [r for r in self._records.values() if r.queue == queue]
-            running = [r for r in mine if r.status == "running"]
+            running = [r for r in mine if r.status in LEASED]
             if max_running is not None:
                 limit = min(limit, max_running - len(running))
             if limit <= 0:
@@ -185,8 +188,8 @@ class MemoryBackend:
 
     @staticmethod
     def _lease(record: Record, now: float, lease: float, owner: str) -> Record:
-        """Lease a record to ``owner``: running, a new attempt (the fencing token)."""
-        record.status = "running"
+        """Lease a record to ``owner``: reserved, a new attempt (the fencing token)."""
+        record.status = "reserved"
         record.attempts += 1
         record.lease_until = now + lease
         record.owner = owner
@@ -225,8 +228,17 @@ class MemoryBackend:
         with self._lock:
             for s in settlements:
                 record = self._records.get(s.id)
-                if record is None or record.status != "running" or record.attempts != s.token:
+                if record is None:
                     refused.append(s.id)
+                    continue
+                if record.status not in LEASED or record.attempts != s.token:
+                    if s.outcome is Outcome.STARTED or not self._late(record, s):
+                        refused.append(s.id)
+                        continue
+                if record.status == "reserved" and s.ran:
+                    record.started += 1
+                    record.status = "running"
+                if s.outcome is Outcome.STARTED:
                     continue
                 record.lease_until = None
                 record.owner = None
@@ -244,6 +256,7 @@ class MemoryBackend:
                 if keep <= 0:
                     del self._records[s.id]
                     del self._order[s.id]
+                    self._expires.pop(s.id, None)
                     continue
                 record.status = _FINAL[s.outcome]
                 record.result = s.result
@@ -253,6 +266,28 @@ class MemoryBackend:
                 self._expires[s.id] = s.now + keep
         return refused
 
+    def _late(self, record: Record, s: Settlement) -> bool:
+        """A settlement after its lease lapsed: take back a crash charge, maybe apply it.
+
+        Returns whether the outcome is applied (see ``Backend.settle``); the record is then
+        made ``running`` again for it.
+        """
+        found, rest = uncharge(record.charged, s.token)
+        if not found:
+            return False
+        record.charged = rest
+        record.crashes -= 1
+        record.lost += 1
+        revive = record.status in WAITING or (
+            record.status == "dead" and record.reason == "crashed_worker"
+        )
+        if record.attempts != s.token or not revive:
+            return False
+        record.status = "running"
+        record.reason = record.error = record.finished_at = None
+        self._expires.pop(record.id, None)
+        return True
+
     async def heartbeat(
         self, leases: Sequence[tuple[str, int]], now: float, lease: float
     ) -> tuple[list[str], list[str]]:
@@ -261,7 +296,7 @@ class MemoryBackend:
         with self._lock:
             for task_id, token in leases:
                 record = self._records.get(task_id)
-                if record is None or record.status != "running" or record.attempts != token:
+                if record is None or record.status not in LEASED or record.attempts != token:
                     lost.append(task_id)
                     continue
                 record.lease_until = now + lease
@@ -298,14 +333,20 @@ class MemoryBackend:
         requeued = dead = 0
         with self._lock:
             for record in self._records.values():
-                if record.queue != queue or record.status != "running":
+                if record.queue != queue or record.status not in LEASED:
                     continue
                 if record.lease_until is None or record.lease_until >= now:
                     continue
-                record.crashes += 1
                 record.lease_until = None
                 record.owner = None
                 record.updated_at = now
+                if record.status == "reserved":  # never started: not a crash
+                    record.lost += 1
+                    record.status = "pending"  # run_at kept: back to its place at the head
+                    requeued += 1
+                    continue
+                record.crashes += 1
+                record.charged = charge(record.charged, record.attempts)
                 if record.crashes >= crash_budget:
                     record.status = "dead"
                     record.reason = "crashed_worker"
@@ -337,7 +378,7 @@ class MemoryBackend:
                 record.finished_at = record.updated_at = now
                 self._expires[task_id] = now + self.keep_finished
                 return "cancelled"
-            if record.status == "running":
+            if record.status in LEASED:
                 record.cancel_requested = True
                 return "requested"
             return "finished"
@@ -397,6 +438,7 @@ class MemoryBackend:
                 record.run_at = record.updated_at = now
                 record.error = record.reason = record.result = None
                 record.crashes = 0
+                record.charged = None
                 record.cancel_requested = False
                 record.lease_until = record.owner = record.finished_at = None
                 self._expires.pop(task_id, None)
@@ -413,7 +455,7 @@ class MemoryBackend:
                 r.id
                 for r in self._records.values()
                 if r.queue == queue
-                and (r.status != "running" if wanted is None else r.status in wanted)
+                and (r.status not in LEASED if wanted is None else r.status in wanted)
             ]
             for task_id in gone:
                 del self._records[task_id]

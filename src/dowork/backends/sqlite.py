@@ -41,6 +41,7 @@ from ..errors import (
 )
 from . import _sqlite_rows
 from ._protocol import (
+    LEASED,
     PRIORITY_AGING,
     REQUEUABLE,
     STATS_MINUTES,
@@ -50,6 +51,7 @@ from ._protocol import (
     Settlement,
     Wakeups,
     WorkerBeat,
+    charge,
     check_page,
     minute_of,
     rank,
@@ -57,6 +59,7 @@ from ._protocol import (
     retention,
     status_filter,
     take_slot,
+    uncharge,
 )
 
 __all__ = ["SQLiteBackend"]
@@ -89,10 +92,11 @@ CREATE TABLE IF NOT EXISTS dowork_tasks (
     history TEXT,
     priority INTEGER NOT NULL DEFAULT 0 CHECK (priority BETWEEN -9 AND 9),
     slot REAL,
-    concurrency_key TEXT CHECK (concurrency_key != '')
+    concurrency_key TEXT CHECK (concurrency_key != ''),
+    started INTEGER NOT NULL DEFAULT 0 CHECK (started BETWEEN 0 AND 1000000000),
+    lost INTEGER NOT NULL DEFAULT 0 CHECK (lost BETWEEN 0 AND 1000000000),
+    charged TEXT
 ) STRICT;
-CREATE INDEX IF NOT EXISTS dowork_leases ON dowork_tasks (queue, lease_until)
-    WHERE status = 'running';
 CREATE INDEX IF NOT EXISTS dowork_expiry ON dowork_tasks (expires_at)
     WHERE expires_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS dowork_created ON dowork_tasks (queue, created_at);
@@ -134,9 +138,11 @@ CREATE INDEX IF NOT EXISTS dowork_turn_order ON dowork_turns (queue, served);
 _COLUMNS = (
     "id, queue, name, payload, run_at, created_at, status, options, attempts, lease_until, "
     "owner, crashes, cancel_requested, error, reason, result, updated_at, finished_at, progress,"
-    " history, priority, slot, concurrency_key"
+    " history, priority, slot, concurrency_key, started, lost, charged"
 )
 _WAITING_SQL = "status IN ('pending', 'scheduled', 'retrying')"
+#: Leased records: claimed and not started, or running (``LEASED``).
+_HELD_SQL = "status IN ('reserved', 'running')"
 #: The lane of the records without a concurrency key, and the others'.
 _PLAIN = "concurrency_key IS NULL"
 _KEYED = "concurrency_key IS NOT NULL"
@@ -147,6 +153,9 @@ _KEYED = "concurrency_key IS NOT NULL"
 #: records per key are counted through ``dowork_leases``, a few, and ``next_due`` of keyed
 #: records probes each key's levels).
 _INDEXES = {
+    # Leased records by lease end: the reaper's scan, and per-key counts of held records.
+    "dowork_leases": "CREATE INDEX IF NOT EXISTS dowork_leases ON dowork_tasks"
+    f" (queue, lease_until) WHERE {_HELD_SQL}",
     "dowork_ready": "CREATE INDEX IF NOT EXISTS dowork_ready ON dowork_tasks"
     f" (queue, priority, run_at) WHERE {_WAITING_SQL} AND {_PLAIN}",
     # The key test first: for a row without a key, SQLite then skips the costlier status test.
@@ -291,13 +300,16 @@ def _record(row: tuple[Any, ...]) -> Record:
         priority=row[20],
         slot=row[21],
         concurrency_key=row[22],
+        started=row[23],
+        lost=row[24],
+        charged=row[25],
     )
 
 
 #: The columns a claim reads back: the others it has just set (or knows, as the queue).
 _CLAIMED_COLUMNS = (
     "id, name, payload, run_at, created_at, options, attempts, crashes, cancel_requested, error,"
-    " reason, result, finished_at, progress, history, priority, concurrency_key"
+    " reason, result, finished_at, progress, history, priority, concurrency_key, started, lost"
 )
 
 
@@ -312,7 +324,7 @@ def _claimed(
         payload=bytes(row[2]),
         run_at=row[3],
         created_at=row[4],
-        status="running",
+        status="reserved",
         options=row[5],
         attempts=row[6],
         lease_until=lease_until,
@@ -328,6 +340,8 @@ def _claimed(
         history=row[14] or None,
         priority=row[15],
         concurrency_key=row[16],
+        started=row[17],
+        lost=row[18],
     )
 
 
@@ -383,6 +397,9 @@ _ADDED_COLUMNS = {
     "priority": "INTEGER NOT NULL DEFAULT 0",
     "slot": "REAL",
     "concurrency_key": "TEXT",
+    "started": "INTEGER NOT NULL DEFAULT 0",
+    "lost": "INTEGER NOT NULL DEFAULT 0",
+    "charged": "TEXT",
 }
 
 
@@ -410,6 +427,8 @@ def _migrate(conn: sqlite3.Connection) -> None:
         if column not in have:
             with contextlib.suppress(sqlite3.OperationalError):  # another process added it
                 conn.execute(f"ALTER TABLE dowork_tasks ADD COLUMN {column} {kind}")
+                if column == "started":  # before marks, every claim counted as a start
+                    conn.execute("UPDATE dowork_tasks SET started = attempts")
     if not _stale_indexes(conn)[1]:
         return
     conn.execute("BEGIN IMMEDIATE")
@@ -785,7 +804,7 @@ class _Turns:
             self._held = dict(
                 self._conn.execute(
                     "SELECT concurrency_key, COUNT(*) FROM dowork_tasks INDEXED BY dowork_leases"
-                    f" WHERE queue = ? AND status = 'running' AND {_KEYED}"
+                    f" WHERE queue = ? AND {_HELD_SQL} AND {_KEYED}"
                     " GROUP BY concurrency_key",
                     (self._queue,),
                 )
@@ -1116,7 +1135,7 @@ class SQLiteBackend:
                     "SELECT task_id FROM dowork_idempotency i"
                     " WHERE queue = ? AND key = ? AND expires_at > ? AND (expires_at < ?"
                     " OR EXISTS (SELECT 1 FROM dowork_tasks t WHERE t.id = i.task_id"
-                    f" AND (t.{_WAITING_SQL} OR t.status = 'running')))",
+                    f" AND (t.{_WAITING_SQL} OR t.{_HELD_SQL})))",
                     (r.queue, key, r.created_at, WHILE_UNFINISHED),
                 ).fetchone()
                 if held is not None:
@@ -1190,7 +1209,7 @@ class SQLiteBackend:
         with self._tx() as conn:
             if max_running is not None:
                 (running,) = conn.execute(
-                    "SELECT COUNT(*) FROM dowork_tasks WHERE queue = ? AND status = 'running'",
+                    f"SELECT COUNT(*) FROM dowork_tasks WHERE queue = ? AND {_HELD_SQL}",
                     (queue,),
                 ).fetchone()
                 limit = min(limit, max_running - running)
@@ -1216,7 +1235,7 @@ class SQLiteBackend:
             rows = []
             if ids:
                 rows = conn.execute(
-                    f"UPDATE dowork_tasks SET status = 'running', attempts = attempts + 1,"
+                    f"UPDATE dowork_tasks SET status = 'reserved', attempts = attempts + 1,"
                     f" lease_until = ?, owner = ?, updated_at = ?, slot = NULL"
                     f" WHERE id IN ({','.join('?' * len(ids))})"
                     f" RETURNING {_CLAIMED_COLUMNS}, {self._ok_sql}",
@@ -1257,38 +1276,77 @@ class SQLiteBackend:
                     refused.append(s.id)
         return refused
 
-    def _settle_one(self, conn: sqlite3.Connection, s: Settlement) -> bool:
-        """Write one outcome if its lease token still holds; say if it did."""
+    def _settle_one(self, conn: sqlite3.Connection, s: Settlement, late: bool = True) -> bool:
+        """Apply one settlement to its leased record; False if refused (see ``Backend.settle``)."""
+        ran = int(s.ran)
+        # A reserved record's outcome counts the start when the function ran (its mark unsent).
+        started = "started = started + (CASE WHEN status = 'reserved' THEN ? ELSE 0 END)"
+        held = f"WHERE id = ? AND {_HELD_SQL} AND attempts = ?"
+        if s.outcome is Outcome.STARTED:
+            cur = conn.execute(
+                f"UPDATE dowork_tasks SET {started}, status = 'running' {held}",
+                (ran, s.id, s.token),
+            )
+            return cur.rowcount > 0
         line = None if s.attempt is None else s.attempt + "\n"
         if s.outcome is Outcome.RETRY:
             cur = conn.execute(
-                "UPDATE dowork_tasks SET status = 'retrying', run_at = ?, error = ?,"
+                f"UPDATE dowork_tasks SET {started}, status = 'retrying', run_at = ?, error = ?,"
                 " lease_until = NULL, owner = NULL, updated_at = ?,"
                 " payload = COALESCE(?, payload),"
-                " history = COALESCE(history || ?, ?, history)"
-                " WHERE id = ? AND status = 'running' AND attempts = ?",
-                (s.run_at, s.error, s.now, s.payload, line, line, s.id, s.token),
+                f" history = COALESCE(history || ?, ?, history) {held}",
+                (ran, s.run_at, s.error, s.now, s.payload, line, line, s.id, s.token),
             )
-            return cur.rowcount > 0
-        keep = self._retention(s.outcome, s.keep)
-        if keep <= 0:
-            cur = conn.execute(
-                "DELETE FROM dowork_tasks WHERE id = ? AND status = 'running' AND attempts = ?",
-                (s.id, s.token),
-            )
-            return cur.rowcount > 0
-        cur = conn.execute(
-            "UPDATE dowork_tasks SET status = ?, result = ?, error = ?,"
-            " reason = ?, lease_until = NULL, owner = NULL, updated_at = ?,"
-            " finished_at = ?, expires_at = ?,"
-            " history = COALESCE(history || ?, ?, history)"
-            " WHERE id = ? AND status = 'running' AND attempts = ?",
-            (
-                _FINAL[s.outcome], s.result, s.error, s.reason, s.now, s.now,
-                s.now + keep, line, line, s.id, s.token,
-            ),
-        )  # fmt: skip
-        return cur.rowcount > 0
+        else:
+            keep = self._retention(s.outcome, s.keep)
+            if keep <= 0:
+                cur = conn.execute(f"DELETE FROM dowork_tasks {held}", (s.id, s.token))
+            else:
+                cur = conn.execute(
+                    f"UPDATE dowork_tasks SET {started}, status = ?, result = ?, error = ?,"
+                    " reason = ?, lease_until = NULL, owner = NULL, updated_at = ?,"
+                    " finished_at = ?, expires_at = ?,"
+                    f" history = COALESCE(history || ?, ?, history) {held}",
+                    (
+                        ran, _FINAL[s.outcome], s.result, s.error, s.reason, s.now, s.now,
+                        s.now + keep, line, line, s.id, s.token,
+                    ),
+                )  # fmt: skip
+        if cur.rowcount > 0:
+            return True
+        return late and self._late(conn, s) and self._settle_one(conn, s, late=False)
+
+    @staticmethod
+    def _late(conn: sqlite3.Connection, s: Settlement) -> bool:
+        """A settlement after its lease lapsed: take back a crash charge; maybe revive it.
+
+        Returns whether the record was made running again for the outcome to apply.
+        """
+        row = conn.execute(
+            "SELECT status, attempts, reason, charged FROM dowork_tasks WHERE id = ?", (s.id,)
+        ).fetchone()
+        if row is None:
+            return False
+        status, attempts, reason, charged = row
+        found, rest = uncharge(charged, s.token)
+        if not found:
+            return False
+        conn.execute(
+            "UPDATE dowork_tasks SET crashes = crashes - 1, lost = lost + 1, charged = ?"
+            " WHERE id = ?",
+            (rest, s.id),
+        )
+        revive = status in ("pending", "scheduled", "retrying") or (
+            status == "dead" and reason == "crashed_worker"
+        )
+        if attempts != s.token or not revive:
+            return False
+        conn.execute(
+            "UPDATE dowork_tasks SET status = 'running', reason = NULL, error = NULL,"
+            " finished_at = NULL, expires_at = NULL WHERE id = ?",
+            (s.id,),
+        )
+        return True
 
     def _settle_malformed(self, conn: sqlite3.Connection, s: Settlement) -> bool:
         """Settle an outcome that cannot be stored as it is: its task is dead-lettered.
@@ -1307,7 +1365,7 @@ class SQLiteBackend:
                 "UPDATE dowork_tasks SET status = 'dead', reason = 'malformed', error = ?,"
                 " result = NULL, lease_until = NULL, owner = NULL, updated_at = ?,"
                 " finished_at = ?, expires_at = ?"
-                " WHERE id = ? AND status = 'running' AND attempts = ?",
+                f" WHERE id = ? AND {_HELD_SQL} AND attempts = ?",
                 (why, now, now, now + self._retention(Outcome.DEAD, None), s.id, s.token),
             )
         except _BAD_VALUE:
@@ -1330,8 +1388,8 @@ class SQLiteBackend:
         with self._tx() as conn:
             for task_id, token in leases:
                 row = conn.execute(
-                    "UPDATE dowork_tasks SET lease_until = ? WHERE id = ? AND status = 'running'"
-                    " AND attempts = ? RETURNING cancel_requested",
+                    "UPDATE dowork_tasks SET lease_until = ?"
+                    f" WHERE id = ? AND {_HELD_SQL} AND attempts = ? RETURNING cancel_requested",
                     (now + lease, task_id, token),
                 ).fetchone()
                 if row is None:
@@ -1381,23 +1439,42 @@ class SQLiteBackend:
     def _reap(self, queue: str, now: float, crash_budget: int) -> tuple[int, int]:
         with self._tx() as conn:
             self._bury_never_due(conn, queue, now)
-            dead = conn.execute(
-                "UPDATE dowork_tasks SET status = 'dead', reason = 'crashed_worker',"
-                " error = 'the worker running it stopped renewing its lease ' || (crashes + 1)"
-                " || ' times', crashes = crashes + 1, lease_until = NULL, owner = NULL,"
-                " updated_at = ?, finished_at = ?, expires_at = ?"
-                " WHERE queue = ? AND status = 'running' AND lease_until < ?"
-                " AND crashes + 1 >= ?",
-                (now, now, now + self._retention(Outcome.DEAD, None), queue, now, crash_budget),
-            ).rowcount
-            # run_at is kept: an orphan goes back to its place at the head of the queue, so
-            # it runs again within about two leases however long the backlog behind it.
+            # A lapsed lease on a task that never started is not a crash: lost, back in line
+            # (run_at kept: back to its place at the head of the queue).
             requeued = conn.execute(
-                "UPDATE dowork_tasks SET status = 'retrying', crashes = crashes + 1,"
+                "UPDATE dowork_tasks SET status = 'pending', lost = lost + 1,"
                 " lease_until = NULL, owner = NULL, updated_at = ?"
-                " WHERE queue = ? AND status = 'running' AND lease_until < ?",
+                " WHERE queue = ? AND status = 'reserved' AND lease_until < ?",
                 (now, queue, now),
             ).rowcount
+            crashed = conn.execute(
+                "SELECT id, attempts, crashes, charged FROM dowork_tasks"
+                " WHERE queue = ? AND status = 'running' AND lease_until < ?",
+                (queue, now),
+            ).fetchall()
+            dead = 0
+            until = now + self._retention(Outcome.DEAD, None)
+            for task_id, attempts, crashes, charged in crashed:
+                crashes += 1
+                charged = charge(charged, attempts)
+                if crashes >= crash_budget:
+                    dead += 1
+                    conn.execute(
+                        "UPDATE dowork_tasks SET status = 'dead', reason = 'crashed_worker',"
+                        " error = ?, crashes = ?, charged = ?, lease_until = NULL, owner = NULL,"
+                        " updated_at = ?, finished_at = ?, expires_at = ? WHERE id = ?",
+                        (
+                            f"the worker running it stopped renewing its lease {crashes} times",
+                            crashes, charged, now, now, until, task_id,
+                        ),
+                    )  # fmt: skip
+                else:
+                    requeued += 1
+                    conn.execute(
+                        "UPDATE dowork_tasks SET status = 'retrying', crashes = ?, charged = ?,"
+                        " lease_until = NULL, owner = NULL, updated_at = ? WHERE id = ?",
+                        (crashes, charged, now, task_id),
+                    )
         return requeued, dead
 
     def _bury_never_due(self, conn: sqlite3.Connection, queue: str, now: float) -> None:
@@ -1450,7 +1527,7 @@ class SQLiteBackend:
                     (now, now, now + self.keep_finished, task_id),
                 )
                 return "cancelled"
-            if status == "running":
+            if status in LEASED:
                 conn.execute(
                     "UPDATE dowork_tasks SET cancel_requested = 1 WHERE id = ?", (task_id,)
                 )
@@ -1502,7 +1579,7 @@ class SQLiteBackend:
             conn.execute(  # unique keys whose task finished (or is gone)
                 "DELETE FROM dowork_idempotency WHERE expires_at = ? AND NOT EXISTS (SELECT 1"
                 " FROM dowork_tasks t WHERE t.id = dowork_idempotency.task_id"
-                f" AND (t.{_WAITING_SQL} OR t.status = 'running'))",
+                f" AND (t.{_WAITING_SQL} OR t.{_HELD_SQL}))",
                 (WHILE_UNFINISHED,),
             )
         if deleted and self._conn is not None:
@@ -1542,7 +1619,7 @@ class SQLiteBackend:
                 marks = ",".join("?" * len(chunk))
                 rows = conn.execute(
                     "UPDATE dowork_tasks SET status = 'pending', run_at = ?, updated_at = ?,"
-                    " error = NULL, reason = NULL, result = NULL, crashes = 0,"
+                    " error = NULL, reason = NULL, result = NULL, crashes = 0, charged = NULL,"
                     " cancel_requested = 0, lease_until = NULL, owner = NULL,"
                     " finished_at = NULL, expires_at = NULL"
                     f" WHERE id IN ({marks}) AND status IN ({finished}) RETURNING id, queue",
@@ -1561,7 +1638,7 @@ class SQLiteBackend:
     def _purge_queue(self, queue: str, wanted: tuple[str, ...] | None) -> int:
         args: tuple[str, ...] = ()
         if wanted is None:
-            where = "status != 'running'"
+            where = f"NOT {_HELD_SQL}"
         else:
             where, args = f"status IN ({','.join('?' * len(wanted))})", wanted
         with self._tx() as conn:

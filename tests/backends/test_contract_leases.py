@@ -1,0 +1,160 @@
+"""Crash accounting in the backend contract (issue 14 item 2), on every backend.
+
+A claim leaves a record ``reserved``; a ``STARTED`` mark (or an outcome of a run) makes it
+``running``. Only a lapsed ``running`` lease is a crash; a lapsed ``reserved`` one is ``lost``.
+A settlement arriving after its lease lapsed shows its worker was alive: the crash charged for
+it is taken back, and if nobody was given the task since, its outcome stands.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from dowork.backends import Backend, Outcome, Settlement
+from tests.backends.test_contract import LEASE, NOW, rec, run, start
+
+
+def test_a_lapsed_reserved_lease_is_lost_not_a_crash(
+    backend_factory: Callable[[], Backend],
+) -> None:
+    async def body(b: Backend) -> None:
+        r = rec()
+        await b.push([r])
+        now = NOW
+        for n in range(1, 6):  # well past a crash budget of 2
+            (claimed,) = await b.claim("q", now, 1, LEASE, f"w{n}")
+            assert claimed.status == "reserved"
+            now += LEASE + 1
+            assert await b.reap("q", now, 2) == (1, 0)
+            (stored,) = await b.get([r.id])
+            assert (stored.status, stored.crashes, stored.lost) == ("pending", 0, n)
+            assert stored.started == 0
+            assert stored.run_at == r.run_at  # back to its place in line
+        (claimed,) = await b.claim("q", now, 1, LEASE, "w")
+        assert (claimed.attempts, claimed.lost, claimed.crashes) == (6, 5, 0)
+        assert await b.settle([Settlement(r.id, 6, Outcome.SUCCEEDED, now)]) == []
+        (done,) = await b.get([r.id])
+        assert (done.status, done.started, done.crashes, done.lost) == ("succeeded", 1, 0, 5)
+
+    run(backend_factory, body)
+
+
+def test_a_lapsed_running_lease_is_a_crash_charged_to_its_token(
+    backend_factory: Callable[[], Backend],
+) -> None:
+    async def body(b: Backend) -> None:
+        r = rec()
+        await b.push([r])
+        (claimed,) = await b.claim("q", NOW, 1, LEASE, "w")
+        await start(b, [claimed])
+        assert await b.reap("q", NOW + LEASE + 1, 3) == (1, 0)
+        (stored,) = await b.get([r.id])
+        assert (stored.status, stored.crashes, stored.lost, stored.started) == (
+            "retrying", 1, 0, 1,
+        )  # fmt: skip
+        assert stored.charged == "1"
+
+    run(backend_factory, body)
+
+
+def test_a_late_outcome_takes_back_the_crash_and_stands_if_nobody_took_the_task(
+    backend_factory: Callable[[], Backend],
+) -> None:
+    """A worker cut off past its lease (no death) finishes: not a crash, and it is not rerun."""
+
+    async def body(b: Backend) -> None:
+        r = rec()
+        await b.push([r])
+        (claimed,) = await b.claim("q", NOW, 1, LEASE, "w")
+        await start(b, [claimed])
+        assert await b.reap("q", NOW + LEASE + 1, 3) == (1, 0)
+        late = Settlement(r.id, 1, Outcome.SUCCEEDED, NOW + LEASE + 2, result=b"7")
+        assert await b.settle([late]) == []
+        (stored,) = await b.get([r.id])
+        assert (stored.status, stored.result) == ("succeeded", b"7")
+        assert (stored.crashes, stored.lost, stored.charged) == (0, 1, None)
+        assert await b.claim("q", NOW + 10 * LEASE, 5, LEASE, "w2") == []  # not run again
+
+    run(backend_factory, body)
+
+
+def test_a_late_outcome_revives_a_task_dead_lettered_for_crashes_it_did_not_cause(
+    backend_factory: Callable[[], Backend],
+) -> None:
+    async def body(b: Backend) -> None:
+        r = rec()
+        await b.push([r])
+        (claimed,) = await b.claim("q", NOW, 1, LEASE, "w")
+        await start(b, [claimed])
+        assert await b.reap("q", NOW + LEASE + 1, 1) == (0, 1)  # budget 1: dead at once
+        (dead,) = await b.get([r.id])
+        assert (dead.status, dead.reason) == ("dead", "crashed_worker")
+        late = Settlement(r.id, 1, Outcome.SUCCEEDED, NOW + LEASE + 2, result=b"ok")
+        assert await b.settle([late]) == []
+        (stored,) = await b.get([r.id])
+        assert (stored.status, stored.result, stored.reason) == ("succeeded", b"ok", None)
+        assert (stored.crashes, stored.lost) == (0, 1)
+        assert await b.counts("q") == {"succeeded": 1}
+
+    run(backend_factory, body)
+
+
+def test_a_late_outcome_after_another_claim_is_refused_but_uncharged(
+    backend_factory: Callable[[], Backend],
+) -> None:
+    async def body(b: Backend) -> None:
+        r = rec()
+        await b.push([r])
+        (first,) = await b.claim("q", NOW, 1, LEASE, "w1")
+        await start(b, [first])
+        now = NOW + LEASE + 1
+        assert await b.reap("q", now, 3) == (1, 0)
+        (second,) = await b.claim("q", now, 1, LEASE, "w2")
+        assert second.attempts == 2
+        late = Settlement(r.id, 1, Outcome.FAILED, now, error="late")
+        assert await b.settle([late]) == [r.id]  # the newer lease wins
+        (stored,) = await b.get([r.id])
+        assert (stored.status, stored.crashes, stored.lost) == ("reserved", 0, 1)
+        assert await b.settle([late]) == [r.id]  # taken back once only
+        (again,) = await b.get([r.id])
+        assert (again.crashes, again.lost) == (0, 1)
+        assert await b.settle([Settlement(r.id, 2, Outcome.SUCCEEDED, now)]) == []
+
+    run(backend_factory, body)
+
+
+def test_leased_records_heartbeat_cancel_and_purge_alike(
+    backend_factory: Callable[[], Backend],
+) -> None:
+    async def body(b: Backend) -> None:
+        one, two = rec(), rec()
+        await b.push([one, two])
+        claimed = await b.claim("q", NOW, 2, LEASE, "w")
+        await start(b, claimed[1:])
+        lost, cancel = await b.heartbeat([(one.id, 1), (two.id, 1)], NOW + 20, LEASE)
+        assert (lost, cancel) == ([], [])
+        assert await b.reap("q", NOW + LEASE + 1, 3) == (0, 0)  # both renewed to NOW + 50
+        assert await b.cancel(one.id, NOW + 21) == "requested"  # reserved: its worker is told
+        assert await b.heartbeat([(one.id, 1)], NOW + 22, LEASE) == ([], [one.id])
+        assert await b.purge("q") == 0  # leased records are kept
+        mark = Settlement(one.id, 2, Outcome.STARTED, NOW + 23)
+        assert await b.settle([mark]) == [one.id]  # a stale token's mark is refused
+        (stored,) = await b.get([one.id])
+        assert (stored.status, stored.started) == ("reserved", 0)
+
+    run(backend_factory, body)
+
+
+def test_an_outcome_of_a_task_that_never_ran_counts_no_start(
+    backend_factory: Callable[[], Backend],
+) -> None:
+    async def body(b: Backend) -> None:
+        r = rec()
+        await b.push([r])
+        await b.claim("q", NOW, 1, LEASE, "w")
+        unrun = Settlement(r.id, 1, Outcome.DEAD, NOW, error="E", reason="malformed", ran=False)
+        assert await b.settle([unrun]) == []
+        (stored,) = await b.get([r.id])
+        assert (stored.status, stored.started) == ("dead", 0)
+
+    run(backend_factory, body)
