@@ -9,7 +9,7 @@ import asyncio
 import random
 import uuid
 from collections.abc import Callable, Coroutine
-from dataclasses import astuple, dataclass, field
+from dataclasses import astuple, dataclass, field, replace
 from typing import Any
 
 import pytest
@@ -466,7 +466,18 @@ def test_a_claim_reads_a_few_lanes_whatever_their_number(
 
 
 def _state(record: Record) -> tuple[Any, ...]:
-    return astuple(record)
+    """A record's fields, but crash accounting: Redis keeps no start marks yet (issue 14)."""
+    status = "running" if record.status == "reserved" else record.status
+    return astuple(replace(record, status=status, started=0, lost=0, charged=None))
+
+
+def _as_redis(counts: dict[str, int]) -> dict[str, int]:
+    """Memory's counts as Redis keeps them: reserved records are running there (no marks)."""
+    merged = dict(counts)
+    reserved = merged.pop("reserved", 0)
+    if reserved:
+        merged["running"] = merged.get("running", 0) + reserved
+    return merged
 
 
 _RATES: list[dict[str, tuple[int, float]] | None] = [
@@ -520,11 +531,15 @@ class Twins:
             "per_key": rng.choice([None, None, 1, 2]),
         }
         got_r = [_state(x) for x in await self.r.claim(*args, **kw)]
-        got_m = [_state(x) for x in await self.m.claim(*args, **kw)]
+        claimed_m = await self.m.claim(*args, **kw)
+        got_m = [_state(x) for x in claimed_m]
         assert got_r == got_m, (args, kw)
+        # A Redis claim counts as a start (no marks yet): mark memory's so both reap alike.
+        marks = [Settlement(x.id, x.attempts, Outcome.STARTED, self.now) for x in claimed_m]
+        assert await self.m.settle(marks) == []
 
     async def settle(self) -> None:
-        running = [x for x in await self.m.get(self.ids) if x.status == "running"]
+        running = [x for x in await self.m.get(self.ids) if x.status in ("reserved", "running")]
         if running:
             x = self.rng.choice(running)
             outcome = self.rng.choice([Outcome.RETRY, Outcome.SUCCEEDED, Outcome.FAILED])
@@ -545,7 +560,8 @@ class Twins:
 
     async def purge(self) -> None:
         statuses = self.rng.choice([["cancelled"], ["pending", "retrying"], ["running"], None])
-        assert await self.r.purge("q", statuses) == await self.m.purge("q", statuses)
+        leased = None if statuses is None or "running" not in statuses else [*statuses, "reserved"]
+        assert await self.r.purge("q", statuses) == await self.m.purge("q", leased or statuses)
         if not await self.m.counts("q"):
             # A queue left with no task at all forgets its turns at once on Redis (its keys
             # go with it), the reference at its next claim: that claim finds nothing either.
@@ -593,7 +609,7 @@ def test_claims_match_the_memory_backend_under_random_operations(
                 audit(client, prefix)
         ids = twins.ids
         assert [_state(x) for x in await r.get(ids)] == [_state(x) for x in await twins.m.get(ids)]
-        assert await r.counts("q") == await twins.m.counts("q")
+        assert await r.counts("q") == _as_redis(await twins.m.counts("q"))
 
     run(redis_server, prefix, body)
     audit(client, prefix)

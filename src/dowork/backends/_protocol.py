@@ -320,7 +320,8 @@ class Backend(Protocol):
         """Cancel a task by id and say what happened.
 
         ``"cancelled"``: it was waiting and will never run; ``"requested"``: it is leased
-        (reserved or running) and its worker is told; ``"finished"`` or ``"unknown"``: nothing to do.
+        (reserved or running) and its worker is told; ``"finished"`` or ``"unknown"``:
+        nothing to do.
         """
 
     async def next_due(self, queue: str) -> float | None:

@@ -52,6 +52,8 @@ class MemoryBackend:
     """Records in a dict, for tests and single-process use of the durable code path."""
 
     durable = False
+    #: Claims leave records reserved; ``Outcome.STARTED`` marks them running.
+    marks_starts = True
 
     def __init__(
         self, *, keep_finished: float = 7 * 24 * 3600.0, keep_dead: float | None = None
@@ -231,10 +233,10 @@ class MemoryBackend:
                 if record is None:
                     refused.append(s.id)
                     continue
-                if record.status not in LEASED or record.attempts != s.token:
-                    if s.outcome is Outcome.STARTED or not self._late(record, s):
-                        refused.append(s.id)
-                        continue
+                stale = record.status not in LEASED or record.attempts != s.token
+                if stale and (s.outcome is Outcome.STARTED or not self._late(record, s)):
+                    refused.append(s.id)
+                    continue
                 if record.status == "reserved" and s.ran:
                     record.started += 1
                     record.status = "running"

@@ -874,6 +874,8 @@ class SQLiteBackend:
     """
 
     durable = True
+    #: Claims leave records reserved; ``Outcome.STARTED`` marks them running.
+    marks_starts = True
 
     def __init__(
         self,
