@@ -95,7 +95,7 @@ def ledger_dir(workdir: Path) -> Path:
 
 
 def run_scenario(
-    row: str, backend: str, stores: Stores, quick: bool, lease: float, prefetch: int = 8
+    row: str, backend: str, stores: Stores, quick: bool, lease: float, prefetch: int | None = None
 ) -> Figures:
     """One row on one backend, with CI timings (quick) or full-length ones."""
     label = "SQLite" if backend == "sqlite" else "Redis AOF always"
@@ -384,7 +384,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lease", type=float, default=30.0, help="lease of the full runs (s)")
     parser.add_argument("--backends", default="sqlite,redis", help="comma-separated")
     parser.add_argument("--rows", default=",".join(ALL), help=f"comma-separated of {ALL}")
-    parser.add_argument("--prefetch", type=int, default=8, help="kill storm workers' prefetch")
+    parser.add_argument(
+        "--prefetch",
+        type=int,
+        default=None,
+        help="kill storm workers' prefetch (default: 32 on SQLite, 8 on Redis)",
+    )
     parser.add_argument("--redis-url", help="use this Redis (AOF always!) instead of starting one")
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON lines")
     parser.add_argument("--soak", type=float, nargs="?", const=3600.0, metavar="SECONDS",
