@@ -114,7 +114,8 @@ def test_a_claimed_task_waiting_for_a_slot_is_reserved_then_running(
     gate.set()
     assert second.result(WAIT) == 3
     assert first.result(WAIT) == "done"
-    for task_id in (first.id, second.id):
+    for task_id in (first.id, second.id):  # result() may come before the outcome is written
+        wait_for(lambda task_id=task_id: record(store, task_id).status == "succeeded")
         done = record(store, task_id)
         assert (done.status, done.started, done.crashes, done.lost) == ("succeeded", 1, 0, 0)
 
