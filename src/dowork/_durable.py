@@ -1131,8 +1131,7 @@ class BackendEngine(Engine):
             return
         if self._lease_left(task_id) <= 0:
             self._log_lapsed(task_id)
-            self._drop(task_id)
-            self._dropped.discard(task_id)  # not in line any more: nothing to skip later
+            self._drop(task_id, in_line=False)
             return
         task._start_by = time.monotonic() + self._lease_left(task_id)
         if task_id in self._store_first:
@@ -1159,8 +1158,7 @@ class BackendEngine(Engine):
     def _lapsed(self, task: Task[Any]) -> None:
         """A staged task's lease lapsed before a thread could start it: give it up."""
         if task._id is not None:
-            self._drop(task._id)
-            self._dropped.discard(task._id)
+            self._drop(task._id, in_line=False)
         self._log_lapsed(task._id)
 
     def _log_lapsed(self, task_id: str | None) -> None:
@@ -1215,15 +1213,19 @@ class BackendEngine(Engine):
         if self._flushing is None or self._flushing.done():
             self._flushing = asyncio.get_running_loop().create_task(self._flush())
 
-    def _drop(self, task_id: str) -> None:
-        """Give up a claimed task that did not start (its lease lapsed): never start it here."""
+    def _drop(self, task_id: str, in_line: bool = True) -> None:
+        """Give up a claimed task that did not start (its lease lapsed): never start it here.
+
+        ``in_line``: the task is still in the ready line, to be skipped when it comes up.
+        """
         if self._claimed.pop(task_id, None) is None:
             return
         self._lease_until.pop(task_id, None)
         self._store_first.discard(task_id)
         self._suspects.discard(task_id)
         self._group_of.pop(task_id, None)
-        self._dropped.add(task_id)
+        if in_line:
+            self._dropped.add(task_id)
         self._unfinished -= 1
         task = self._by_id.get(task_id)
         if task is not None and not task.done:

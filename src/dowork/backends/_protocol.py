@@ -34,6 +34,7 @@ __all__ = [
     "charge",
     "check_page",
     "take_slot",
+    "late_applies",
     "rank",
     "rate_key",
     "retention",
@@ -523,6 +524,16 @@ def uncharge(charged: str | None, token: int) -> tuple[bool, str | None]:
         return False, charged
     tokens.remove(mark)
     return True, ",".join(tokens) or None
+
+
+def late_applies(status: str, reason: str | None, attempts: int, token: int) -> bool:
+    """Whether a late settlement (its crash taken back) is applied after all.
+
+    Only if no lease was granted since (``attempts`` is still its token) and the record waits
+    or was dead-lettered for crashes (see ``Backend.settle``).
+    """
+    revivable = status in WAITING or (status == "dead" and reason == "crashed_worker")
+    return attempts == token and revivable
 
 
 def minute_of(when: float) -> int:

@@ -29,6 +29,7 @@ from ._protocol import (
     WorkerBeat,
     charge,
     check_page,
+    late_applies,
     minute_of,
     rank,
     rate_key,
@@ -280,10 +281,7 @@ class MemoryBackend:
         record.charged = rest
         record.crashes -= 1
         record.lost += 1
-        revive = record.status in WAITING or (
-            record.status == "dead" and record.reason == "crashed_worker"
-        )
-        if record.attempts != s.token or not revive:
+        if not late_applies(record.status, record.reason, record.attempts, s.token):
             return False
         record.status = "running"
         record.reason = record.error = record.finished_at = None

@@ -53,6 +53,7 @@ from ._protocol import (
     WorkerBeat,
     charge,
     check_page,
+    late_applies,
     minute_of,
     rank,
     rate_key,
@@ -1338,10 +1339,7 @@ class SQLiteBackend:
             " WHERE id = ?",
             (rest, s.id),
         )
-        revive = status in ("pending", "scheduled", "retrying") or (
-            status == "dead" and reason == "crashed_worker"
-        )
-        if attempts != s.token or not revive:
+        if not late_applies(status, reason, attempts, s.token):
             return False
         conn.execute(
             "UPDATE dowork_tasks SET status = 'running', reason = NULL, error = NULL,"
