@@ -18,6 +18,7 @@ import pytest
 
 import dowork
 from dowork import DurableSettings, FakeClock, Queue, TaskStatus
+from dowork._durable import BackendEngine
 from dowork.backends import Backend, MemoryBackend, RedisBackend, SQLiteBackend
 
 WAIT = 20.0
@@ -403,6 +404,11 @@ def test_a_held_claim_is_handed_back_when_the_worker_stops_at_once(
 
     admin._engine.run_on_home(store.reap("jobs", time.time() + 3600, 10))
     wait_for(lambda: record().attempts == 2)
+    # The store counts the claim before its reply reaches the worker: wait until the worker
+    # holds it (a claim still on its way when the worker stops waits out its lease instead).
+    engine = queue._engine
+    assert isinstance(engine, BackendEngine)
+    wait_for(lambda: handle.id in engine._held)
     try:
         assert queue.abort() == []
     finally:
