@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 __all__ = ["DEFAULT_POLICY", "Backoff", "RetryPolicy", "seconds"]
 
@@ -69,6 +70,18 @@ class RetryPolicy:
     max_delay: float | None = 1800.0
     jitter: bool | None = None
     should_retry: Callable[[BaseException], bool] | None = None
+
+    if TYPE_CHECKING:
+        # The constructor takes what __post_init__ normalises: a backoff's name, timedeltas.
+        def __init__(
+            self,
+            retries: int = 0,
+            backoff: Backoff | str = Backoff.EXPONENTIAL,
+            base: float | timedelta = 60.0,
+            max_delay: float | timedelta | None = 1800.0,
+            jitter: bool | None = None,
+            should_retry: Callable[[BaseException], bool] | None = None,
+        ) -> None: ...
 
     def __post_init__(self) -> None:
         if isinstance(self.retries, bool) or not isinstance(self.retries, int):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, tzinfo
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 from zoneinfo import ZoneInfo
 
 from cronsim import CronSim, CronSimError
@@ -73,6 +73,10 @@ class Cron:
 
     expression: str
     tz: tzinfo = field(default=UTC)
+
+    if TYPE_CHECKING:
+        # The constructor also takes a zone's name, which __post_init__ turns into a ZoneInfo.
+        def __init__(self, expression: str, tz: tzinfo | str = UTC) -> None: ...
 
     def __post_init__(self) -> None:
         if not isinstance(self.expression, str):
