@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.request
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -29,7 +30,9 @@ def env(**extra: str) -> dict[str, str]:
     return out
 
 
-def dowork_cmd(*args: str, **kw: object) -> subprocess.CompletedProcess[str]:
+def dowork_cmd(
+    *args: str, input: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "dowork", *args],
         capture_output=True,
@@ -37,7 +40,8 @@ def dowork_cmd(*args: str, **kw: object) -> subprocess.CompletedProcess[str]:
         timeout=120,
         cwd=ROOT,
         check=False,
-        **kw,  # type: ignore[arg-type]
+        input=input,
+        env=env,
     )
 
 
@@ -55,7 +59,7 @@ def ledger(path: Path) -> Counter[str]:
     return Counter(path.read_text().splitlines() if path.exists() else [])
 
 
-def wait_for(predicate, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
+def wait_for(predicate: Callable[[], object], timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline, "condition not reached"
@@ -300,7 +304,11 @@ def test_each_worker_process_serves_its_own_metrics_port(tmp_path: Path) -> None
     try:
         for p in (port, port + 1):
             url = f"http://127.0.0.1:{p}/metrics"
-            wait_for(lambda url=url: _try_scrape(url) is not None)
+
+            def scraped(url: str = url) -> bool:
+                return _try_scrape(url) is not None
+
+            wait_for(scraped)
         wait_for(lambda: (_try_scrape(f"http://127.0.0.1:{port}/metrics") or {}).get(
             ("queue_tasks", "succeeded")) == 20)  # fmt: skip
         both = [_scrape(f"http://127.0.0.1:{p}/metrics") for p in (port, port + 1)]

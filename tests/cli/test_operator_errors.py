@@ -57,13 +57,13 @@ def make_store(path: Path, *records: Record) -> str:
     return f"sqlite:///{path}"
 
 
-def record(task_id: str, name: str = "record", queue: str = "app", **extra: object) -> Record:
+def record(task_id: str, name: str = "record", queue: str = "app") -> Record:
     now = time.time()
-    return Record(task_id, queue, name, b'{"a":[1],"k":{}}', now, now, **extra)  # type: ignore[arg-type]
+    return Record(task_id, queue, name, b'{"a":[1],"k":{}}', now, now)
 
 
 def dump_file(path: Path, ids: list[str], queue: str = "app") -> Path:
-    lines = [
+    lines: list[dict[str, object]] = [
         {"v": 1, "queue": queue, "id": i, "task": "record", "args": [n], "kwargs": {},
          "options": {}, "status": "pending", "attempts": 0, "not_before": None,
          "restorable": True, "why": None}
@@ -334,16 +334,17 @@ def test_the_dashboard_command_reads_the_backend_from_the_environment(
 ) -> None:
     import uvicorn
     from click.testing import CliRunner
+    from starlette.applications import Starlette
     from starlette.testclient import TestClient
 
     from dowork.cli import main
 
     url = make_store(tmp_path / "t.db", record("t1"))
-    served: list[object] = []
+    served: list[Starlette] = []
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.append(app))
     result = CliRunner().invoke(main, ["dashboard"], env={"DOWORK_BACKEND": url})
     assert result.exit_code == 0, result.output
-    with TestClient(served[0], base_url="http://127.0.0.1") as client:  # type: ignore[arg-type]
+    with TestClient(served[0], base_url="http://127.0.0.1") as client:
         assert "t1" in client.get("/queue?q=app").text
 
 

@@ -46,7 +46,7 @@ def test_overview_live_counts_and_requeue_from_the_browser(sqlite_url: str, tmp_
 
     worker = make_queue(sqlite_url, "shop")
     waiting = make_queue(sqlite_url, "mail")  # nobody works it: its pending count only grows
-    waiting.greet.submit("first")  # type: ignore[attr-defined]
+    waiting.greet.submit("first")
     worker.start()
     switch = tmp_path / "switch"
     app = create_app(sqlite_url, refresh=0.3)
@@ -63,11 +63,11 @@ def test_overview_live_counts_and_requeue_from_the_browser(sqlite_url: str, tmp_
             assert until(lambda: pending_mail() == "1")
             marker = browser.execute_script("return (window.__mark = 'same page')")
             for n in range(4):
-                waiting.greet.submit(str(n))  # type: ignore[attr-defined]
+                waiting.greet.submit(str(n))
             assert until(lambda: pending_mail() == "5")  # updated in place
             assert browser.execute_script("return window.__mark") == marker  # no reload
 
-            failed = worker.flaky.submit(str(switch))  # type: ignore[attr-defined]
+            failed = worker.flaky.submit(str(switch))
             assert failed.wait(10)
 
             def click(by: str, what: str) -> bool:

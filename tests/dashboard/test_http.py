@@ -17,7 +17,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from click.testing import CliRunner
@@ -30,11 +30,11 @@ from dowork.backends import Backend, MemoryBackend, Record, open_backend
 from dowork.cli import main
 from dowork.dashboard import InsecureBind, check_bind, create_app
 
-from .app import make_queue
+from .app import Shop, make_queue
 
 
 @pytest.fixture
-def queue(store_url: str) -> Iterator[dowork.Queue]:
+def queue(store_url: str) -> Iterator[Shop]:
     q = make_queue(store_url)
     yield q
     q.shutdown(timeout=5)
@@ -80,16 +80,16 @@ def status_of(url: str, task_id: str) -> str:
 
 
 def test_overview_counts_every_queue_by_status(
-    queue: dowork.Queue, store_url: str, client: TestClient, tmp_path: Path
+    queue: Shop, store_url: str, client: TestClient, tmp_path: Path
 ) -> None:
     for who in ("ada", "bob", "cy"):
-        queue.greet.submit(who)  # type: ignore[attr-defined]
-    queue.flaky.submit(str(tmp_path / "missing"))  # type: ignore[attr-defined]
-    queue.call_later(3600, queue.greet, "later")  # type: ignore[attr-defined]
+        queue.greet.submit(who)
+    queue.flaky.submit(str(tmp_path / "missing"))
+    queue.call_later(3600, queue.greet, "later")
     queue.dispatch()
     mail = make_queue(store_url, "mail")
-    mail.greet.submit("x")  # type: ignore[attr-defined]
-    mail.greet.submit("y")  # type: ignore[attr-defined]
+    mail.greet.submit("x")
+    mail.greet.submit("y")
 
     page = client.get("/")
     assert page.status_code == 200
@@ -101,7 +101,7 @@ def test_overview_counts_every_queue_by_status(
     live = client.get("/live/overview")  # what the page polls: the same table, no layout
     assert "<html" not in live.text
     assert cell(live.text, "mail", "pending") == 2
-    mail.greet.submit("z")  # type: ignore[attr-defined]
+    mail.greet.submit("z")
     assert cell(client.get("/live/overview").text, "mail", "pending") == 3
     mail.shutdown()
 
@@ -110,11 +110,11 @@ def test_overview_shows_live_workers_throughput_and_schedules(
     store_url: str, client: TestClient, tmp_path: Path
 ) -> None:
     worker = make_queue(store_url, "busy")
-    worker.every(3600, worker.greet, "hourly")  # type: ignore[attr-defined]
+    worker.every(3600, worker.greet, "hourly")
     worker.start()
     try:
-        tasks = [worker.greet.submit(str(i)) for i in range(6)]  # type: ignore[attr-defined]
-        tasks.append(worker.flaky.submit(str(tmp_path / "nope")))  # type: ignore[attr-defined]
+        tasks = [worker.greet.submit(str(i)) for i in range(6)]
+        tasks.append(worker.flaky.submit(str(tmp_path / "nope")))
         for task in tasks:
             assert task.wait(10)
         deadline = time.monotonic() + 10
@@ -138,10 +138,10 @@ def test_overview_shows_live_workers_throughput_and_schedules(
 
 
 def test_task_list_is_newest_first_and_filters_by_name_and_id(
-    queue: dowork.Queue, client: TestClient, tmp_path: Path
+    queue: Shop, client: TestClient, tmp_path: Path
 ) -> None:
-    greets = [queue.greet.submit(f"n{i}") for i in range(4)]  # type: ignore[attr-defined]
-    bad = queue.flaky.submit(str(tmp_path / "off"))  # type: ignore[attr-defined]
+    greets = [queue.greet.submit(f"n{i}") for i in range(4)]
+    bad = queue.flaky.submit(str(tmp_path / "off"))
     page = client.get("/queue", params={"q": "shop"}).text
     ids = [t.id for t in [*greets, bad]]
     shown = [i for i in re.findall(r'/task\?id=([0-9a-f]+)"', page) if i in ids]
@@ -196,7 +196,8 @@ def test_listing_10000_pending_tasks_reads_one_page(store_url: str) -> None:
 
     asyncio.run(fill())
     spy = ListSpy(open_backend(store_url))
-    with TestClient(create_app(spy), base_url="http://127.0.0.1") as client:  # type: ignore[arg-type]
+    app = create_app(cast(Backend, spy))  # a Backend by delegation (see ListSpy.__getattr__)
+    with TestClient(app, base_url="http://127.0.0.1") as client:
         first = client.get("/queue", params={"q": "big", "status": "pending"}).text
         assert "page 1 of 200" in first
         rows = re.findall(r'/task\?id=(t\d+)"', first)
@@ -215,11 +216,11 @@ def test_listing_10000_pending_tasks_reads_one_page(store_url: str) -> None:
 
 
 def test_task_page_shows_escaped_arguments_attempts_tracebacks_and_result(
-    queue: dowork.Queue, client: TestClient
+    queue: Shop, client: TestClient
 ) -> None:
     evil = "<script>alert('x')</script>"
-    ok = queue.greet.submit(evil)  # type: ignore[attr-defined]
-    boom = queue.boom.submit("<img src=x onerror=alert(1)>")  # type: ignore[attr-defined]
+    ok = queue.greet.submit(evil)
+    boom = queue.boom.submit("<img src=x onerror=alert(1)>")
     queue.dispatch()
     queue.dispatch()  # boom's second (last) attempt
     page = client.get("/task", params={"id": ok.id}).text
@@ -248,7 +249,9 @@ def test_task_page_shows_the_reported_progress_escaped(store_url: str, client: T
         return n
 
     jobs.task(name="build")(build)
-    task = jobs.registry.get("build").submit(4)  # type: ignore[union-attr]
+    fn = jobs.registry.get("build")
+    assert fn is not None
+    task = fn.submit(4)
     jobs.dispatch()
     page = client.get("/task", params={"id": task.id}).text
     assert '<dd id="progress">0.75 · &lt;b&gt;3 of 4&lt;/b&gt; parts' in page
@@ -289,9 +292,9 @@ def test_task_page_shows_a_chained_jobs_log(store_url: str, client: TestClient) 
 
 
 def test_scheduled_page_lists_delayed_tasks_with_their_time(
-    queue: dowork.Queue, client: TestClient
+    queue: Shop, client: TestClient
 ) -> None:
-    later = queue.call_later(7200, queue.greet, "tomorrow")  # type: ignore[attr-defined]
+    later = queue.call_later(7200, queue.greet, "tomorrow")
     page = client.get("/scheduled").text
     assert later.id[:18] in page
     assert "in 2.0 h" in page or "in 120 min" in page
@@ -310,10 +313,10 @@ def test_static_assets_are_local_and_pages_carry_security_headers(client: TestCl
 
 
 def test_requeue_one_failed_task(
-    queue: dowork.Queue, store_url: str, client: TestClient, tmp_path: Path
+    queue: Shop, store_url: str, client: TestClient, tmp_path: Path
 ) -> None:
     switch = tmp_path / "switch"
-    task = queue.flaky.submit(str(switch))  # type: ignore[attr-defined]
+    task = queue.flaky.submit(str(switch))
     queue.dispatch()
     assert status_of(store_url, task.id) == "failed"
     page = client.get("/task", params={"id": task.id}).text
@@ -331,9 +334,9 @@ def test_requeue_one_failed_task(
 
 
 def test_requeue_all_failed_and_dead(
-    queue: dowork.Queue, store_url: str, client: TestClient, tmp_path: Path
+    queue: Shop, store_url: str, client: TestClient, tmp_path: Path
 ) -> None:
-    failed = [queue.flaky.submit(str(tmp_path / "x")) for _ in range(3)]  # type: ignore[attr-defined]
+    failed = [queue.flaky.submit(str(tmp_path / "x")) for _ in range(3)]
     queue.dispatch()
     answer = post(client, "requeue", queue="shop", status="failed", next="/queue?q=shop")
     assert "re-queued+3+task" in answer.headers["location"]
@@ -342,18 +345,16 @@ def test_requeue_all_failed_and_dead(
     assert "re-queued+0+task" in nothing.headers["location"]
 
 
-def test_cancel_a_pending_task(queue: dowork.Queue, store_url: str, client: TestClient) -> None:
-    task = queue.greet.submit("never")  # type: ignore[attr-defined]
+def test_cancel_a_pending_task(queue: Shop, store_url: str, client: TestClient) -> None:
+    task = queue.greet.submit("never")
     answer = post(client, "cancel", id=task.id, next="/queue?q=shop")
     assert answer.status_code == 303
     assert "cancelled+the+task" in answer.headers["location"]
     assert status_of(store_url, task.id) == "cancelled"
 
 
-def test_purge_needs_the_queues_name(
-    queue: dowork.Queue, store_url: str, client: TestClient
-) -> None:
-    tasks = [queue.greet.submit(str(i)) for i in range(3)]  # type: ignore[attr-defined]
+def test_purge_needs_the_queues_name(queue: Shop, store_url: str, client: TestClient) -> None:
+    tasks = [queue.greet.submit(str(i)) for i in range(3)]
     form = client.get("/purge", params={"q": "shop"}).text
     assert "Type the queue" in form
     wrong = post(client, "purge", queue="shop", status="pending", confirm="shoe")
@@ -368,9 +369,9 @@ def test_purge_needs_the_queues_name(
 
 
 def test_posts_without_a_matching_csrf_token_are_refused(
-    queue: dowork.Queue, store_url: str, client: TestClient
+    queue: Shop, store_url: str, client: TestClient
 ) -> None:
-    task = queue.greet.submit("keep")  # type: ignore[attr-defined]
+    task = queue.greet.submit("keep")
     assert client.post("/action/cancel", data={"id": task.id}).status_code == 403
     csrf(client)
     forged = client.post("/action/cancel", data={"id": task.id, "csrf": "guess"})

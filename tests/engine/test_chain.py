@@ -165,4 +165,4 @@ def test_reentrant_validation() -> None:
     with pytest.raises(ValueError, match="negative"):
         dowork.reentrant(step_one, sleep=-1)
     with pytest.raises(TypeError):
-        dowork.reentrant(42)  # type: ignore[arg-type]
+        dowork.reentrant(42)  # type: ignore[arg-type]  # deliberately not callable

@@ -165,7 +165,10 @@ def test_d11_d12_jitter(queue: Queue, clock: FakeClock) -> None:
     """D11/D12: jittered first delay is 1-3 whole minutes; no delay exceeds 30 minutes."""
     tasks = [queue.enqueue(Task(Recorder(fail=99), retries=20)) for _ in range(30)]
     queue.dispatch()
-    firsts = {t.next_attempt.timestamp() - clock.now() for t in tasks}  # type: ignore[union-attr]
+    firsts: set[float] = set()
+    for t in tasks:
+        assert t.next_attempt is not None
+        firsts.add(t.next_attempt.timestamp() - clock.now())
     assert firsts <= {MIN, 2 * MIN, 3 * MIN}
     assert len(firsts) > 1
     for _ in range(20):

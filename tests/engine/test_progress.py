@@ -60,7 +60,7 @@ def test_bad_progress_is_refused_in_the_task(make_queue: Callable[..., Queue]) -
     with pytest.raises(ValueError, match="finite"):
         task.report_progress(float("nan"))
     with pytest.raises(TypeError, match="message"):
-        task.report_progress(1, 42)  # type: ignore[arg-type]
+        task.report_progress(1, 42)  # type: ignore[arg-type]  # deliberately not a str
     queue.enqueue(task)
     queue.dispatch()
     assert task.progress is None

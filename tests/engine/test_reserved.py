@@ -44,7 +44,8 @@ def test_task_waiting_for_a_thread_is_reserved_not_running(
     gate.set()
     assert second.result(WAIT) == "second"
     assert second.attempts == 1
-    assert second.status is TaskStatus.SUCCEEDED
+    status: TaskStatus = second.status  # read again: mypy still narrows it to RESERVED above
+    assert status is TaskStatus.SUCCEEDED
     # The hook saw each attempt once, as started: running, counted.
     assert [(i, s, n) for i, s, n in seen if i == second.id] == [(second.id, TaskStatus.RUNNING, 1)]
 

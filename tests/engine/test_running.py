@@ -30,7 +30,11 @@ def wait_for(predicate: Callable[[], bool], timeout: float = WAIT) -> None:
 def test_start_runs_tasks_in_the_background(make_queue: Callable[..., Queue]) -> None:
     queue = make_queue().start()
     assert queue.running
-    tasks = [queue.submit(lambda i=i: i * 2) for i in range(100)]
+
+    def doubled(i: int) -> Callable[[], int]:
+        return lambda: i * 2
+
+    tasks = [queue.submit(doubled(i)) for i in range(100)]
     assert [t.result(WAIT) for t in tasks] == [i * 2 for i in range(100)]
 
 
@@ -114,7 +118,12 @@ def test_join_shuts_several_queues_in_parallel(
     t1 = q1.call_later(10, lambda: 1)
     t2 = q2.call_later(20, lambda: 2)
     done = threading.Event()
-    threading.Thread(target=lambda: (dowork.join(q1, q2), done.set())).start()
+
+    def join_both() -> None:
+        dowork.join(q1, q2)
+        done.set()
+
+    threading.Thread(target=join_both).start()
     wait_for(lambda: not q1.accepting and not q2.accepting)
     clock.advance(10)
     assert t1.result(WAIT) == 1
@@ -345,11 +354,11 @@ def test_queue_name_and_option_validation() -> None:
     with pytest.raises(ValueError, match="concurrency"):
         Queue("q", concurrency=-3)
     with pytest.raises(TypeError, match="concurrency"):
-        Queue("q", concurrency=2.5)  # type: ignore[arg-type]
+        Queue("q", concurrency=2.5)  # type: ignore[arg-type]  # deliberately not an int
     with pytest.raises(ValueError, match="maxsize"):
         Queue("q", maxsize=-1)
     with pytest.raises(TypeError, match="Hooks"):
-        Queue("q", hooks=[object()])  # type: ignore[list-item]
+        Queue("q", hooks=[object()])  # type: ignore[list-item]  # deliberately not Hooks
     assert Queue("q").concurrency == dowork.default_concurrency()
 
 
@@ -380,9 +389,12 @@ def test_many_threads_submitting_at_once(make_queue: Callable[..., Queue]) -> No
     queue = make_queue(concurrency=4).start()
     results: list[list[Task[int]]] = [[] for _ in range(8)]
 
+    def returns(i: int) -> Callable[[], int]:
+        return lambda: i
+
     def producer(k: int) -> None:
         for i in range(500):
-            results[k].append(queue.submit(lambda i=i: i))
+            results[k].append(queue.submit(returns(i)))
 
     threads = [threading.Thread(target=producer, args=(k,)) for k in range(8)]
     for t in threads:

@@ -123,7 +123,11 @@ def test_schedule_on_a_started_queue_with_the_fake_clock(
     wait_for(lambda: schedule.next_run is not None)
     for expected in (1, 2, 3):
         clock.advance(10)
-        wait_for(lambda expected=expected: len(runs) == expected)  # type: ignore[misc]
+
+        def ran(expected: int = expected) -> bool:
+            return len(runs) == expected
+
+        wait_for(ran)
     assert queue.shutdown(timeout=WAIT) is True  # shutdown stops schedules
     assert not schedule.active
 

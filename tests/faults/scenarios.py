@@ -85,13 +85,11 @@ def kill_producers(
     for count, batch in rounds:
         before = len(read_submitted(ledger))
         proc = producer_process(url, ledger, start, count, batch)
-        wait_until(
-            lambda before=before, proc=proc: (
-                len(read_submitted(ledger)) > before or proc.poll() is not None
-            ),
-            30,
-            "the producer's first submit",
-        )
+
+        def started(before: int = before, proc: subprocess.Popen[bytes] = proc) -> bool:
+            return len(read_submitted(ledger)) > before or proc.poll() is not None
+
+        wait_until(started, 30, "the producer's first submit")
         time.sleep(rng.uniform(*span))
         proc.kill()
         proc.wait(10)
@@ -499,9 +497,11 @@ def sqlite_crash_while_writing(
             workers = [cluster.spawn(ready=False) for _ in range(2)]
             proc = producer_process(url, ledger, start, 100_000, 200)
             before = len(read_submitted(ledger))
-            wait_until(
-                lambda before=before: len(read_submitted(ledger)) > before + 1000, 30, "batches"
-            )
+
+            def batches_stored(before: int = before) -> bool:
+                return len(read_submitted(ledger)) > before + 1000
+
+            wait_until(batches_stored, 30, "batches")
             time.sleep(rng.uniform(0.1, 0.5))
             for p in (proc, *workers):
                 p.kill()

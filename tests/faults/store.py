@@ -13,8 +13,10 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, urlsplit
 
 import redis
+from redis.typing import EncodableT, FieldT
 
 from dowork.backends._redis_scripts import SCRIPTS
+from tests.redis_replies import raw_hash, raw_members
 
 
 @dataclass
@@ -92,7 +94,7 @@ def _audit_redis(url: str, queue: str) -> Audit:
         keys = list(client.scan_iter(match=f"{p}task:*", count=1000))
         members: dict[bytes, bytes] = {}  # listing member -> status
         for key in keys:
-            rec = client.hgetall(key)
+            rec = raw_hash(client.hgetall(key))
             if rec.get(b"queue", b"").decode() != queue:
                 continue
             need = (b"id", b"name", b"payload", b"status", b"seq", b"run_at", b"created_at")
@@ -106,11 +108,15 @@ def _audit_redis(url: str, queue: str) -> Audit:
             members[member] = rec[b"status"]
         q = f"{p}q:{queue}:"
         statuses = {s for s in members.values() if s != b"running"}
-        listed = {s: set(client.zrange(f"{q}created.{s.decode()}", 0, -1)) for s in statuses}
+        listed = {
+            s: set(raw_members(client.zrange(f"{q}created.{s.decode()}", 0, -1))) for s in statuses
+        }
         created = set().union(*listed.values()) if listed else set()
         created_want = {m for m, s in members.items() if s != b"running"}
-        waiting = set(client.zrange(f"{q}waiting", 0, -1))
-        running = {m for m in client.zrange(f"{q}running", 0, -1) if not m.startswith(b"~")}
+        waiting = set(raw_members(client.zrange(f"{q}waiting", 0, -1)))
+        running = {
+            m for m in raw_members(client.zrange(f"{q}running", 0, -1)) if not m.startswith(b"~")
+        }
         waiting_want = {
             m for m, s in members.items() if s in (b"pending", b"scheduled", b"retrying")
         }
@@ -126,7 +132,7 @@ def _audit_redis(url: str, queue: str) -> Audit:
                     f"{name}: {len(have - want)} extra, {len(want - have)} missing"
                 )
         stored_counts = {
-            k.decode(): int(v) for k, v in client.hgetall(f"{q}counts").items() if int(v)
+            k.decode(): int(v) for k, v in raw_hash(client.hgetall(f"{q}counts")).items() if int(v)
         }
         real: dict[str, int] = {}
         for status in members.values():
@@ -189,7 +195,7 @@ def inject_bad(url: str, each: int, queue: str = "faults") -> dict[str, str]:
         client = redis.Redis.from_url(parts._replace(query="").geturl())
         try:
             for seq, (i, n, payload, options, _) in enumerate(rows, start=10**9):
-                fields: dict[str, str | bytes | float | int] = {
+                fields: dict[FieldT, EncodableT] = {
                     "id": i, "queue": queue, "name": n, "payload": payload,
                     "status": "pending", "attempts": 0, "run_at": repr(now),
                     "created_at": repr(now), "updated_at": repr(now), "seq": b"%016x" % seq,
@@ -197,7 +203,7 @@ def inject_bad(url: str, each: int, queue: str = "faults") -> dict[str, str]:
                 if options is not None:
                     fields["options"] = options
                 member = b"%016x:" % seq + i.encode()
-                client.hset(f"{p}task:{i}", mapping=fields)  # type: ignore[arg-type]
+                client.hset(f"{p}task:{i}", mapping=fields)
                 client.zadd(f"{p}q:{queue}:waiting", {member: now})
                 client.zadd(f"{p}q:{queue}:created", {member: now})
                 client.zadd(f"{p}q:{queue}:created.pending", {member: now})

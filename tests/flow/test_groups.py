@@ -113,7 +113,7 @@ def test_bad_groups_are_refused(make_queue: Callable[..., Queue]) -> None:
     queue = make_queue(log=False)
     member = Task(int)
     with pytest.raises(ValueError, match="on_failure"):
-        queue.group([member], then=Task(len), on_failure="ignore")  # type: ignore[arg-type]
+        queue.group([member], then=Task(len), on_failure="ignore")  # type: ignore[arg-type]  # no such mode
     with pytest.raises(ValueError, match="at least one"):
         queue.group([], then=Task(len))
     with pytest.raises(ValueError, match="twice"):
@@ -207,7 +207,9 @@ def test_a_lost_release_is_covered_by_the_callbacks_own_check(
     assert queue.status(group.id) is not TaskStatus.SUCCEEDED
     clock.advance(30)
     _drain(queue)
-    assert queue.get(group.id).result(0) == "z: [1, 'TaskFailed']"  # type: ignore[union-attr]
+    stored = queue.get(group.id)
+    assert stored is not None
+    assert stored.result(0) == "z: [1, 'TaskFailed']"
 
 
 @pytest.mark.timeout(60)
@@ -231,11 +233,14 @@ def test_two_workers_on_one_file_run_the_callback_exactly_once(tmp_path: Path) -
             return sum(results)
 
     first = workers[0]
-    members = [first.registry.get("square").task(n) for n in range(40)]  # type: ignore[union-attr]
+    square_fn, total_fn = first.registry.get("square"), first.registry.get("total")
+    assert square_fn is not None
+    assert total_fn is not None
+    members = [square_fn.task(n) for n in range(40)]
     try:
         for worker in workers:
             worker.start()
-        group = first.group(members, then=first.registry.get("total").task())  # type: ignore[union-attr]
+        group = first.group(members, then=total_fn.task())
         assert group.result(30) == sum(n * n for n in range(40))
     finally:
         for worker in workers:

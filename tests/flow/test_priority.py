@@ -85,7 +85,7 @@ def test_priorities_are_checked_where_they_are_written() -> None:
     with pytest.raises(ValueError, match="-9 to 9"):
         Task(len).configure(priority=10)
     with pytest.raises(TypeError, match="priority must be an int"):
-        Task(len).configure(priority="high")  # type: ignore[arg-type]
+        Task(len).configure(priority="high")  # type: ignore[arg-type]  # deliberately a str
     with pytest.raises(TypeError, match="priority must be an int"):
         Task(len).configure(priority=True)
     assert Task(len, priority=-9).priority == -9

@@ -162,7 +162,11 @@ def test_a_running_in_process_queue_waits_for_its_slots(
         queue.enqueue(Task(ran.append, args=(f"t{i}",)))
     queue.start()
     for second in range(3):
-        _until(lambda n=second + 1: len(ran) == n)
+
+        def caught_up(n: int = second + 1) -> bool:
+            return len(ran) == n
+
+        _until(caught_up)
         assert ran == [f"t{i}" for i in range(second + 1)]
         clock.advance(1)
     assert queue.shutdown(timeout=5)

@@ -109,7 +109,7 @@ def test_should_retry_predicate() -> None:
 )
 def test_bad_policy_options_raise(kwargs: dict[str, object], error: type[Exception]) -> None:
     with pytest.raises(error):
-        RetryPolicy(**kwargs)  # type: ignore[arg-type]
+        RetryPolicy(**kwargs)  # type: ignore[arg-type]  # deliberately bad options
 
 
 @given(

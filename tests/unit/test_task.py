@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -38,7 +39,7 @@ def test_options_in_constructor_and_configure() -> None:
     assert not task.policy.jittered
 
 
-def test_submitted_task_cannot_be_configured(make_queue) -> None:  # type: ignore[no-untyped-def]
+def test_submitted_task_cannot_be_configured(make_queue: Callable[..., dowork.Queue]) -> None:
     queue = make_queue()
     task = queue.submit(work)
     with pytest.raises(TaskFrozen):
@@ -72,7 +73,7 @@ def test_bad_options_raise_where_written(
     options: dict[str, object], error: type[Exception]
 ) -> None:
     with pytest.raises(error):
-        Task(work, **options)
+        Task(work, **options)  # type: ignore[call-overload]  # deliberately bad options
 
 
 def test_naive_not_before_is_refused() -> None:
@@ -80,14 +81,14 @@ def test_naive_not_before_is_refused() -> None:
         Task(work, not_before=datetime(2030, 1, 1))
 
 
-def test_non_callable_is_refused(make_queue) -> None:  # type: ignore[no-untyped-def]
+def test_non_callable_is_refused(make_queue: Callable[..., dowork.Queue]) -> None:
     with pytest.raises(TypeError, match="callable"):
-        Task(42)  # type: ignore[call-overload]
+        Task(42)  # type: ignore[call-overload]  # deliberately not callable
     with pytest.raises(TypeError, match="callable"):
-        make_queue().submit("not a function")
+        make_queue().submit("not a function")  # type: ignore[call-overload]  # not callable
 
 
-def test_result_of_unfinished_task_raises_at_once(make_queue) -> None:  # type: ignore[no-untyped-def]
+def test_result_of_unfinished_task_raises_at_once(make_queue: Callable[..., dowork.Queue]) -> None:
     task = make_queue().submit(work)
     with pytest.raises(dowork.TaskNotDone):
         task.result(timeout=0)
