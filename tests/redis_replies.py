@@ -1,4 +1,4 @@
-"""Narrow redis-py's replies to what a client without ``decode_responses`` returns: bytes.
+"""Typed access to a plain redis-py client: replies narrowed to bytes, raw commands.
 
 redis-py types a reply ``bytes | str`` (a client may decode them) or ``Any`` (older versions);
 the tests read raw keys with a plain client, so these helpers check at run time that a reply is
@@ -7,7 +7,16 @@ bytes and give it that type, instead of casting.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+
+import redis
+from redis.typing import EncodableT
+
+
+def command(client: redis.Redis, *args: EncodableT) -> object:
+    """Send a raw command (redis-py leaves ``execute_command`` untyped)."""
+    send: Callable[..., object] = client.execute_command
+    return send(*args)
 
 
 def raw(reply: object) -> bytes:

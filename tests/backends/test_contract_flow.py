@@ -5,15 +5,24 @@ Every backend must pass these unchanged (see ``Backend.claim``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import TypedDict, Unpack
 
 from dowork.backends import Backend, Outcome, Settlement
 
 from .test_contract import LEASE, NOW, rec, run
 
 
-async def _claim_names(b: Backend, now: float, limit: int, **kw: object) -> list[str]:
-    got = await b.claim("q", now, limit, LEASE, "w", **kw)  # type: ignore[arg-type]
+class ClaimOptions(TypedDict, total=False):
+    """The keyword options of ``Backend.claim`` the tests below vary."""
+
+    aging: float
+    rates: Mapping[str, tuple[int, float]] | None
+    per_key: int | None
+
+
+async def _claim_names(b: Backend, now: float, limit: int, **kw: Unpack[ClaimOptions]) -> list[str]:
+    got = await b.claim("q", now, limit, LEASE, "w", **kw)
     return [r.name for r in got]
 
 
@@ -198,8 +207,8 @@ def test_rate_limited_claims_respect_max_running_and_priorities(
 # -- fair turns between concurrency keys, and at most per_key running of one key --
 
 
-async def _claim_ids(b: Backend, now: float, limit: int, **kw: object) -> list[str]:
-    got = await b.claim("q", now, limit, LEASE, "w", **kw)  # type: ignore[arg-type]
+async def _claim_ids(b: Backend, now: float, limit: int, **kw: Unpack[ClaimOptions]) -> list[str]:
+    got = await b.claim("q", now, limit, LEASE, "w", **kw)
     return [r.id for r in got]
 
 

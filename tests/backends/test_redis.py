@@ -20,6 +20,7 @@ import dowork
 from dowork.backends import Backend, Outcome, RedisBackend, Settlement, open_backend
 from dowork.errors import BackendUnavailable, DuplicateTask, OutcomeUnknown
 from tests.backends.test_contract import LEASE, NOW, rec
+from tests.redis_replies import command
 from tests.redis_server import RedisServer
 
 
@@ -128,7 +129,7 @@ def test_acl_user_limited_to_its_prefix(redis_server: RedisServer, prefix: str) 
     rules = ["on", ">s3cret", f"~{prefix}:*", "resetchannels", f"&{prefix}:*"]
     rules += ["+@read", "+@write", "+@scripting", "+@pubsub", "+@connection", "+time"]
     admin.acl_setuser(user, reset=True, enabled=True)
-    admin.execute_command("ACL", "SETUSER", user, *rules)
+    command(admin, "ACL", "SETUSER", user, *rules)
     url = f"redis://{user}:s3cret@127.0.0.1:{redis_server.port}/0"
 
     async def main() -> None:

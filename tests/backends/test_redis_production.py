@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -48,8 +48,9 @@ def set_policy(server: RedisServer, policy: str, maxmemory: str = "100mb") -> No
         admin.config_set("maxmemory-policy", policy)
 
 
-def durable_queue(url: str, **backend_options: object) -> dowork.Queue:
-    backend = RedisBackend(url, prefix=f"dowork:t{uuid.uuid4().hex[:8]}", **backend_options)  # type: ignore[arg-type]
+def durable_queue(url: str, allow_eviction: bool = False) -> dowork.Queue:
+    prefix = f"dowork:t{uuid.uuid4().hex[:8]}"
+    backend = RedisBackend(url, prefix=prefix, allow_eviction=allow_eviction)
     queue = dowork.Queue(
         "prod",
         backend=backend,
@@ -60,7 +61,7 @@ def durable_queue(url: str, **backend_options: object) -> dowork.Queue:
     return queue
 
 
-def wait_until(predicate, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+def wait_until(predicate: Callable[[], object], timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline, "condition not reached in time"
@@ -163,7 +164,7 @@ def test_a_policy_changed_at_run_time_is_noticed(own_server: RedisServer) -> Non
     asyncio.run(main())
 
 
-def cli(*args: str, **kw: object) -> subprocess.CompletedProcess[str]:
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
     environ = dict(os.environ, PYTHONPATH=str(ROOT))
     return subprocess.run(
         [sys.executable, "-m", "dowork", *args],
@@ -173,7 +174,6 @@ def cli(*args: str, **kw: object) -> subprocess.CompletedProcess[str]:
         cwd=ROOT,
         check=False,
         env=environ,
-        **kw,  # type: ignore[arg-type]
     )
 
 
@@ -363,7 +363,9 @@ def test_lost_replies_raise_outcome_unknown_and_retries_run_each_task_once(
                 continue
             except OutcomeUnknown as exc:
                 unknown.append(exc)
-                (task,) = exc.tasks
+                (handle,) = exc.tasks
+                assert isinstance(handle, dowork.Task)
+                task = handle
             proxy.mode = "pass"
             try:
                 producer.enqueue(task)  # the retry: the same task, the same id
@@ -374,15 +376,17 @@ def test_lost_replies_raise_outcome_unknown_and_retries_run_each_task_once(
         proxy.mode = "pass"
     try:
         assert len(unknown) >= 10  # every submit whose reply was dropped or stalled
-        for exc in unknown:
-            assert "outcome is unknown" in str(exc)
-            assert "same task id is safe" in str(exc)
-            assert exc.task_ids == (exc.tasks[0].id,)  # type: ignore[attr-defined]
+        for error in unknown:
+            assert "outcome is unknown" in str(error)
+            assert "same task id is safe" in str(error)
+            assert isinstance(error.tasks[0], dowork.Task)
+            assert error.task_ids == (error.tasks[0].id,)
         assert duplicates >= 5  # those were stored: the retry stored nothing more
         wait_until(lambda: len(RAN) >= 40, timeout=30)
         time.sleep(0.3)
         assert Counter(RAN) == Counter(range(40))  # 0 lost, 0 run twice
-        records = worker._engine.run_on_home(worker.backend.get(ids))  # type: ignore[union-attr]
+        assert worker.backend is not None
+        records = worker._engine.run_on_home(worker.backend.get(ids))
         assert len(records) == 40
         assert {r.status for r in records} == {"succeeded"}
         assert sum(r.crashes for r in records) == 0  # no worker died: no crash charged
@@ -488,8 +492,10 @@ def test_a_lost_reply_to_asubmit_is_outcome_unknown_and_the_retry_is_refused(
             except OutcomeUnknown as exc:
                 caught.append(exc)
                 proxy.mode = "pass"
+                handle = exc.tasks[0]
+                assert isinstance(handle, dowork.Task)
                 try:
-                    await queue.aenqueue(exc.tasks[0])  # type: ignore[arg-type]
+                    await queue.aenqueue(handle)
                 except DuplicateTask as again:
                     caught.append(again)
             return caught, await backend.counts("lost")

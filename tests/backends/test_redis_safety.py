@@ -39,12 +39,12 @@ def own_server(tmp_path: Path) -> Iterator[RedisServer]:
         server.stop()
 
 
-def durable_queue(url: str, **settings: float) -> dowork.Queue:
+def durable_queue(url: str) -> dowork.Queue:
     backend = RedisBackend(url, prefix=f"dowork:t{uuid.uuid4().hex[:8]}", connect_timeout=0.5)
     queue = dowork.Queue(
         "safety",
         backend=backend,
-        durable=dowork.DurableSettings(lease=1.0, maintenance=0.2, **settings),
+        durable=dowork.DurableSettings(lease=1.0, maintenance=0.2),
         log=False,
     )
     queue.task(name="double")(double)
@@ -56,8 +56,12 @@ def durable_queue(url: str, **settings: float) -> dowork.Queue:
 
 def test_the_default_key_prefix_is_dowork() -> None:
     assert RedisBackend().prefix == "dowork"
-    assert open_backend("redis://127.0.0.1:6379/0").prefix == "dowork"  # type: ignore[attr-defined]
-    assert open_backend("redis://h/0?prefix=app").prefix == "app"  # type: ignore[attr-defined]
+    default = open_backend("redis://127.0.0.1:6379/0")
+    assert isinstance(default, RedisBackend)
+    assert default.prefix == "dowork"
+    chosen = open_backend("redis://h/0?prefix=app")
+    assert isinstance(chosen, RedisBackend)
+    assert chosen.prefix == "app"
 
 
 def test_the_readme_acl_user_has_no_admin_commands(redis_server: RedisServer) -> None:
@@ -187,7 +191,7 @@ def test_out_of_memory_refuses_submits_and_workers_finish(own_server: RedisServe
     def fill() -> None:
         for n in range(100):
             stored.append(queue.submit(double, n))
-            queue.submit(double, "x" * 200_000)  # type: ignore[arg-type]
+            queue.submit(double, "x" * 200_000)  # type: ignore[call-overload]  # bulk (a str doubles too)
 
     with pytest.raises(BackendFull, match="maxmemory"):
         fill()

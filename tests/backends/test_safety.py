@@ -4,7 +4,7 @@ backend (memory, SQLite, Redis, and Redis as the README's restricted ACL user)."
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import pytest
 
@@ -12,6 +12,15 @@ from dowork.backends import Backend, Outcome, Settlement
 from dowork.backends._protocol import WHILE_UNFINISHED
 from dowork.errors import DuplicateTask
 from tests.backends.test_contract import LEASE, NOW, rec, run, start
+
+
+@runtime_checkable
+class Retention(Protocol):
+    """A store whose retention can be changed after it is built (each store in the suite)."""
+
+    keep_finished: float
+    keep_dead: float | None
+
 
 WINDOW = 600.0
 
@@ -83,8 +92,9 @@ def test_dead_letters_and_results_follow_their_retention(
     """keep_dead applies to dead letters (settled or reaped), keep_finished to the rest."""
 
     async def body(b: Backend) -> None:
-        b.keep_finished = 1000.0  # type: ignore[attr-defined]
-        b.keep_dead = 100.0  # type: ignore[attr-defined]
+        assert isinstance(b, Retention)
+        b.keep_finished = 1000.0
+        b.keep_dead = 100.0
         await b.push([rec(), rec(), rec()])
         ok, dead, crashed = await b.claim("q", NOW, 3, LEASE, "w")
         await b.settle(
@@ -114,7 +124,8 @@ def test_without_keep_dead_dead_letters_keep_as_long_as_results(
     backend_factory: Callable[[], Backend],
 ) -> None:
     async def body(b: Backend) -> None:
-        b.keep_finished = 50.0  # type: ignore[attr-defined]
+        assert isinstance(b, Retention)
+        b.keep_finished = 50.0
         await b.push([rec()])
         (r,) = await b.claim("q", NOW, 1, LEASE, "w")
         await b.settle([Settlement(r.id, 1, Outcome.DEAD, NOW, reason="undecodable")])

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import random
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from pathlib import Path
 
 import pytest
@@ -44,13 +44,13 @@ def _assert_index_ranges_only(details: list[str]) -> None:
     assert not [d for d in tasks if "dowork_listing" in d or "dowork_created" in d]
 
 
-async def _traced(store: SQLiteBackend, calls: list[str], body: object) -> None:
+async def _traced(store: SQLiteBackend, calls: list[str], body: Awaitable[object]) -> None:
     """Run ``body`` (a coroutine) with every statement of the store's connection traced."""
     conn = store._conn
     assert conn is not None
     await store._run(conn.set_trace_callback, calls.append)
     try:
-        await body  # type: ignore[misc]
+        await body
     finally:
         await store._run(conn.set_trace_callback, None)
 
@@ -334,7 +334,9 @@ def test_keyed_claims_read_indexes_only(tmp_path: Path) -> None:
     _assert_index_ranges_only(details)
 
 
-def _vm_steps(loop: asyncio.AbstractEventLoop, store: SQLiteBackend, body: object) -> int:
+def _vm_steps(
+    loop: asyncio.AbstractEventLoop, store: SQLiteBackend, body: Awaitable[object]
+) -> int:
     """SQLite virtual machine steps (in hundreds) that ``body`` (a coroutine) took."""
     conn = store._conn
     assert conn is not None
@@ -347,7 +349,7 @@ def _vm_steps(loop: asyncio.AbstractEventLoop, store: SQLiteBackend, body: objec
     async def measured() -> None:
         await store._run(conn.set_progress_handler, tick, 100)
         try:
-            await body  # type: ignore[misc]
+            await body
         finally:
             await store._run(conn.set_progress_handler, None, 0)
 

@@ -155,7 +155,9 @@ class Scene:
             assert row[1] == b"succeeded", row
         assert row[3] == 0
         # Every tool can read the file again: the bad row was made readable.
-        records = self.queue._engine.run_on_home(self.queue.backend.list(QUEUE, limit=10_000))  # type: ignore[union-attr]
+        backend = self.queue.backend
+        assert backend is not None
+        records = self.queue._engine.run_on_home(backend.list(QUEUE, limit=10_000))
         assert len(records) == 2 * self.around + 1
         return row
 
@@ -559,7 +561,9 @@ def test_no_hostile_value_in_any_field_stops_the_queue_or_charges_a_crash(
     if (status, reason) != (b"dead", b"malformed") and field == "crashes":
         return  # a crash count that was readable is kept as written
     assert row[3] == 0, row  # never charged a crash
-    records = scene.queue._engine.run_on_home(scene.queue.backend.list(QUEUE, limit=1000))  # type: ignore[union-attr]
+    backend = scene.queue.backend
+    assert backend is not None
+    records = scene.queue._engine.run_on_home(backend.list(QUEUE, limit=1000))
     assert len(records) == 2 * scene.around + 1  # every row readable by every tool again
 
 
