@@ -115,7 +115,11 @@ def test_a_claimed_task_waiting_for_a_slot_is_reserved_then_running(
     assert second.result(WAIT) == 3
     assert first.result(WAIT) == "done"
     for task_id in (first.id, second.id):  # result() may come before the outcome is written
-        wait_for(lambda task_id=task_id: record(store, task_id).status == "succeeded")
+
+        def written(task_id: str = task_id) -> bool:
+            return record(store, task_id).status == "succeeded"
+
+        wait_for(written)
         done = record(store, task_id)
         assert (done.status, done.started, done.crashes, done.lost) == ("succeeded", 1, 0, 0)
 

@@ -22,9 +22,11 @@ import pytest
 
 import dowork
 from dowork import DurableSettings, FakeClock, Queue, TaskStatus
+from dowork._durable import BackendEngine
 from dowork.backends import Backend, MemoryBackend, Record, RedisBackend, SQLiteBackend
 from dowork.codec import JSONCodec, PickleCodec
 from dowork.errors import BackendBusy, BackendFull, DecodeError, PayloadTooLarge
+from tests.backends.test_safety import Retention
 
 KEY = "a-test-key-of-32-bytes-for-hmac!"
 
@@ -113,9 +115,10 @@ def test_json_is_the_default_and_pickle_needs_a_key(
     tmp_path: Path, queues: Callable[..., Queue]
 ) -> None:
     queue = queues(f"sqlite:///{tmp_path / 'j.db'}")
-    assert isinstance(queue._engine.codec, JSONCodec)  # type: ignore[attr-defined]
+    assert isinstance(queue._engine, BackendEngine)
+    assert isinstance(queue._engine.codec, JSONCodec)
     with pytest.raises(TypeError):
-        PickleCodec()  # type: ignore[call-arg]
+        PickleCodec()  # type: ignore[call-arg]  # deliberately without its key
     with pytest.raises(ValueError, match="16 bytes"):
         PickleCodec(key="short")
     assert KEY not in repr(PickleCodec(key=KEY))
@@ -271,8 +274,9 @@ def test_results_and_dead_letters_are_purged_on_the_fake_clock(
     store: Backend, queues: Callable[..., Queue]
 ) -> None:
     clock = FakeClock()
-    store.keep_finished = 3600.0  # type: ignore[attr-defined]
-    store.keep_dead = 600.0  # type: ignore[attr-defined]
+    assert isinstance(store, Retention)
+    store.keep_finished = 3600.0
+    store.keep_dead = 600.0
     queue = queues(
         store, clock=clock, durable=DurableSettings(lease=30, maintenance=5, purge_every=10)
     )

@@ -7,12 +7,20 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import pytest
 
 import dowork
-from dowork import DurableSettings, FakeClock, Queue, Task, TaskStatus
+from dowork import (
+    AsyncTaskFunction,
+    DurableSettings,
+    FakeClock,
+    Queue,
+    SyncTaskFunction,
+    Task,
+    TaskStatus,
+)
 from dowork.backends import Record, SQLiteBackend
 from tests.durable.harness import each_runs_once
 
@@ -41,7 +49,15 @@ def queues(db: Path) -> Iterator[Callable[..., Queue]]:
         queue.shutdown(timeout=2)
 
 
-def declare(queue: Queue) -> dict[str, Any]:
+class Declared(TypedDict):
+    """The three tasks ``declare`` registers, by name."""
+
+    add: SyncTaskFunction[[int, int], int]
+    boom: SyncTaskFunction[[], None]
+    nap: AsyncTaskFunction[[float], str]
+
+
+def declare(queue: Queue) -> Declared:
     """Declare the same three tasks on a queue (as each process would import them)."""
 
     @queue.task(name="add")
@@ -82,7 +98,7 @@ def test_closures_and_unencodable_arguments_are_refused_at_enqueue(
     with pytest.raises(dowork.NotRegistered, match="nested function"):
         queue.task(local)
     with pytest.raises(dowork.NotSerializable):
-        tasks["add"].submit(object(), 1)  # type: ignore[arg-type]
+        tasks["add"].submit(object(), 1)  # type: ignore[arg-type]  # deliberately unencodable
     with pytest.raises(dowork.NotSerializable, match="after-callback"):
         queue.enqueue(Task(tasks["add"].fn, args=(1, 2), after=lambda t: None))
     with pytest.raises(ValueError, match="already registered"):
@@ -134,7 +150,9 @@ def test_another_queue_object_runs_what_one_submitted(queues: Callable[..., Queu
     producer, worker = queues(), queues()
     declare(producer)
     declare(worker)
-    handles = [producer.submit(producer.registry.get("add"), i, i) for i in range(50)]  # type: ignore[arg-type]
+    add = producer.registry.get("add")
+    assert add is not None
+    handles = [producer.submit(add, i, i) for i in range(50)]
     worker.start()
     assert [h.result(WAIT) for h in handles] == [2 * i for i in range(50)]
 
@@ -185,7 +203,9 @@ def test_cancel_by_id_from_another_process_object(queues: Callable[..., Queue]) 
     producer, worker = queues(), queues()
     declare(producer)
     w = declare(worker)
-    waiting = producer.call_later(3600, producer.registry.get("add"), 1, 2)  # type: ignore[arg-type]
+    add = producer.registry.get("add")
+    assert add is not None
+    waiting = producer.call_later(3600, add, 1, 2)
     assert producer.cancel(waiting.id) is True
     assert producer.status(waiting.id) is TaskStatus.CANCELLED
     worker.start()
@@ -370,7 +390,7 @@ def test_bulk_enqueue_is_atomic(queues: Callable[..., Queue], db: Path) -> None:
     tasks = declare(queue)
     handles = tasks["add"].map([(i, 1) for i in range(500)])
     assert asyncio.run(_counts(db)) == {"pending": 500}
-    bad = [tasks["add"].task(1, 2), tasks["add"].task(object(), 2)]  # type: ignore[arg-type]
+    bad = [tasks["add"].task(1, 2), tasks["add"].task(object(), 2)]  # type: ignore[arg-type]  # unencodable
     with pytest.raises(dowork.NotSerializable):
         queue.enqueue_many(bad)
     assert asyncio.run(_counts(db)) == {"pending": 500}  # nothing of the bad batch stored

@@ -11,12 +11,14 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 import dowork
 from dowork import DurableSettings
+from dowork._durable import BackendEngine
 from tests.redis_server import RedisServer
 
 
@@ -28,9 +30,9 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return f"{server.url}?prefix=t{uuid.uuid4().hex[:8]}"
 
 
-def _wait(predicate: object, what: str, timeout: float = 20.0) -> None:
+def _wait(predicate: Callable[[], object], what: str, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
+    while not predicate():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.005)
 
@@ -63,7 +65,8 @@ def test_abort_records_a_returned_function_and_starts_nothing_more(url: str) -> 
     behind = quick.map([(n,) for n in range(8)])
     queue.start()
     engine = queue._engine
-    _wait(lambda: len(engine._claimed) == 9 and engine._running, "all nine claimed")  # type: ignore[attr-defined]
+    assert isinstance(engine, BackendEngine)
+    _wait(lambda: len(engine._claimed) == 9 and engine._running, "all nine claimed")
     loop = engine.loop
     assert loop is not None
     held, go_on = threading.Event(), threading.Event()
@@ -86,7 +89,9 @@ def test_abort_records_a_returned_function_and_starts_nothing_more(url: str) -> 
     producer = dowork.Queue("stop", backend=url, log=False)
     try:
         assert producer.status(first.id) is dowork.TaskStatus.SUCCEEDED  # its outcome is kept
-        assert producer.get(first.id).result(timeout=5) == "returned"  # type: ignore[union-attr]
+        stored = producer.get(first.id)
+        assert stored is not None
+        assert stored.result(timeout=5) == "returned"
         status = {n: producer.status(t.id) for n, t in enumerate(behind)}
     finally:
         producer.shutdown(timeout=1)

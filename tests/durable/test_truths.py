@@ -240,7 +240,9 @@ def test_a_handle_whose_result_was_not_kept_raises_task_gone(
     producer, worker = handles(), handles()
     producer.task(name="work", keep_result=0)(work)
     worker.task(name="work", keep_result=0)(work)
-    handle = producer.submit(producer.registry.get("work"), 7)
+    registered = producer.registry.get("work")
+    assert registered is not None
+    handle = producer.submit(registered, 7)
     while worker.dispatch():
         pass
     began = time.monotonic()
