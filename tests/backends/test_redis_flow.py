@@ -10,7 +10,7 @@ import random
 import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import astuple, dataclass, field, replace
-from typing import Any
+from typing import Any, TypedDict
 
 import pytest
 import redis
@@ -18,7 +18,16 @@ import redis
 from dowork.backends import Backend, MemoryBackend, Outcome, Record, RedisBackend, Settlement
 from dowork.backends._protocol import WAITING, take_slot
 from tests.backends.test_contract import LEASE, NOW, rec
+from tests.redis_replies import raw, raw_hash, raw_members, raw_scores
 from tests.redis_server import RedisServer
+
+
+class Scheduled(TypedDict):
+    """Record fields of a keyed task scheduled for later."""
+
+    run_at: float
+    status: str
+    concurrency_key: str
 
 
 @pytest.fixture
@@ -56,7 +65,7 @@ def audit(client: redis.Redis, prefix: str, queue: str = "q") -> dict[str, dict[
     q = f"{prefix}:q:{queue}:"
     want: dict[str, dict[bytes, float]] = {}
     for key in client.scan_iter(match=f"{prefix}:task:*", count=1000):
-        h = client.hgetall(key)
+        h = raw_hash(client.hgetall(key))
         if h[b"queue"].decode() != queue:
             continue
         assert h.get(b"priority") != b"0"
@@ -67,9 +76,9 @@ def audit(client: redis.Redis, prefix: str, queue: str = "q") -> dict[str, dict[
     have: dict[str, dict[bytes, float]] = {}
     for key in client.scan_iter(match=f"{q}waiting*", count=1000):
         level = key.decode().removeprefix(f"{q}waiting").removeprefix(":") or "0"
-        have[level] = dict(client.zrange(key, 0, -1, withscores=True))
+        have[level] = raw_scores(client.zrange(key, 0, -1, withscores=True))
     assert have == want
-    levels = {m.decode() for m in client.smembers(f"{q}levels")}
+    levels = {m.decode() for m in raw_members(client.smembers(f"{q}levels"))}
     assert levels >= set(want) - {"0"}
     assert "0" not in levels
     audit_lanes(client, prefix, queue)
@@ -87,7 +96,7 @@ def audit_lanes(client: redis.Redis, prefix: str, queue: str = "q") -> dict[str,
     want: dict[tuple[str, str], dict[bytes, float]] = {}
     running: dict[str, int] = {}
     for key in client.scan_iter(match=f"{prefix}:task:*", count=1000):
-        h = client.hgetall(key)
+        h = raw_hash(client.hgetall(key))
         if h[b"queue"].decode() != queue or b"concurrency_key" not in h:
             continue
         k = h[b"concurrency_key"].decode()
@@ -100,20 +109,21 @@ def audit_lanes(client: redis.Redis, prefix: str, queue: str = "q") -> dict[str,
     have: dict[tuple[str, str], dict[bytes, float]] = {}
     for key in client.scan_iter(match=f"{q}lane:*", count=1000):
         p, _, k = key.decode().removeprefix(f"{q}lane:").partition(":")
-        have[(p, k)] = dict(client.zrange(key, 0, -1, withscores=True))
+        have[(p, k)] = raw_scores(client.zrange(key, 0, -1, withscores=True))
     assert have == want
     earliest: dict[str, float] = {}
     for (p, k), members in want.items():
         earliest[k] = min(earliest.get(k, float("inf")), *members.values())
         if p != "0":
-            assert p in client.hget(f"{q}lanes:levels", k).decode().split()
+            assert p in raw(client.hget(f"{q}lanes:levels", k)).decode().split()
 
     def zset(name: str) -> dict[str, float]:
-        return {m.decode(): s for m, s in client.zrange(f"{q}{name}", 0, -1, withscores=True)}
+        scores = raw_scores(client.zrange(f"{q}{name}", 0, -1, withscores=True))
+        return {m.decode(): s for m, s in scores.items()}
 
     awake, due, later = zset("lanes"), zset("lanes:due"), zset("lanes:later")
-    turns = {k.decode(): int(v) for k, v in client.hgetall(f"{q}lanes:turns").items()}
-    drained = {m.decode() for m in client.smembers(f"{q}lanes:drained")}
+    turns = {k.decode(): int(v) for k, v in raw_hash(client.hgetall(f"{q}lanes:turns")).items()}
+    drained = {m.decode() for m in raw_members(client.smembers(f"{q}lanes:drained"))}
     assert {**due, **later} == earliest
     assert not set(due) & set(later)
     assert set(due) <= set(awake)
@@ -121,7 +131,9 @@ def audit_lanes(client: redis.Redis, prefix: str, queue: str = "q") -> dict[str,
     assert not set(awake) & set(later)
     assert set(turns) <= set(later)
     assert all(t > 0 for t in turns.values())
-    assert {k.decode(): int(v) for k, v in client.hgetall(f"{q}keyrun").items()} == running
+    assert {
+        k.decode(): int(v) for k, v in raw_hash(client.hgetall(f"{q}keyrun")).items()
+    } == running
     return {**{k: int(t) for k, t in awake.items()}, **{k: turns.get(k, 0) for k in later}}
 
 
@@ -358,14 +370,14 @@ def test_keyed_tasks_wait_in_their_keys_lanes(
 
 def test_a_sleeping_lane_keeps_its_turn(redis_server: RedisServer, prefix: str) -> None:
     async def body(b: Backend) -> list[list[str]]:
-        later = {"run_at": NOW + 1, "status": "scheduled", "concurrency_key": "A"}
+        later: Scheduled = {"run_at": NOW + 1, "status": "scheduled", "concurrency_key": "A"}
         await b.push([rec(id="a0", concurrency_key="A"), rec(id="a1", concurrency_key="A")])
         await b.push([rec(id="a2", **later)])
         await b.push([rec(id=f"b{i}", concurrency_key="B") for i in range(3)])
         answers = [await claim_ids(b, NOW, 3)]  # then A sleeps until a2 is due
         await b.push([rec(id="c0", run_at=NOW + 1, status="scheduled", concurrency_key="C")])
         answers.append(await claim_ids(b, NOW, 1))  # C is not due: it sleeps too
-        await b.push([rec(id="a3", **{**later, "run_at": NOW + 9})])
+        await b.push([rec(id="a3", **(later | {"run_at": NOW + 9}))])
         assert await b.release(["a3"], NOW) == ["a3"]  # wakes A, with its turn
         answers.append(await claim_ids(b, NOW, 3))
         answers.append(await claim_ids(b, NOW + 1, 3))  # C never served, then A
@@ -383,7 +395,7 @@ def test_the_running_count_of_a_key_never_drifts(
     a cancel request or a refused settlement changes nothing."""
 
     def keyrun() -> dict[str, int]:
-        got = client.hgetall(f"{prefix}:q:q:keyrun")
+        got = raw_hash(client.hgetall(f"{prefix}:q:q:keyrun"))
         return {k.decode(): int(v) for k, v in got.items()}
 
     async def body(b: RedisBackend) -> None:
@@ -595,7 +607,8 @@ def test_claims_match_the_memory_backend_under_random_operations(
     # Some seeds start without keys (the plain paths) and mix them in later, some use keys
     # only, some a mix throughout; some use priority 0 only (the plain claim).
     mixed: list[str | None] = [None, None, "A", "B", "C", "D"]
-    keys: list[str | None] = [[None], ["A", "B", "C"], mixed][seed % 3]
+    choices: list[list[str | None]] = [[None], ["A", "B", "C"], mixed]
+    keys = choices[seed % 3]
     priorities = [0] if seed % 4 == 1 else [0, 0, 0, 1, -1, 9, -9, rng.randint(-9, 9)]
     client = redis.Redis.from_url(redis_server.url)
 
