@@ -215,7 +215,11 @@ def _keyed_records(rng: random.Random, step: int, now: float) -> list[Record]:
     return records
 
 
-async def _drive(store: MemoryBackend | SQLiteBackend, seed: int) -> list[object]:
+#: What ``_drive`` saw: (operation, what the store returned) for each step, then the records.
+DriveLog = list[tuple[str, object] | list[tuple[object, ...]]]
+
+
+async def _drive(store: MemoryBackend | SQLiteBackend, seed: int) -> DriveLog:
     """Random pushes, claims, settlements, cancellations and reaps; what each one returned.
 
     The choices come from ``seed`` and from what the store returned, so two stores that
@@ -226,7 +230,7 @@ async def _drive(store: MemoryBackend | SQLiteBackend, seed: int) -> list[object
     aging = rng.choice([0.0, 10.0, 60.0])
     running: dict[str, int] = {}
     pushed: list[str] = []
-    log: list[object] = []
+    log: DriveLog = []
     await store.open()
     try:
         for step in range(14):
@@ -288,7 +292,7 @@ def test_keyed_claims_match_the_memory_reference_on_random_queues(
     memory = asyncio.run(_drive(MemoryBackend(), seed))
     sqlite = asyncio.run(_drive(SQLiteBackend(tmp_path / "keyed.db"), seed))
     assert sqlite == memory
-    assert any(entry[0] == "claim" and entry[1] for entry in memory[:-1])  # type: ignore[index]
+    assert any(entry[0] == "claim" and entry[1] for entry in memory[:-1])
 
 
 def _mixed(n_big: int) -> list[Record]:
