@@ -5,7 +5,8 @@ the backend confirmed the write. Workers claim due records in batches under a le
 on the same lanes as in-memory tasks, and settle each attempt with one ``Settlement`` written
 in batches. A maintenance step renews leases (the heartbeat), requeues the leases of workers
 that died (the reaper) and purges finished records past their retention. Delivery is
-at-least-once: a task whose worker dies runs again after its lease expires.
+at-least-once: a task whose worker dies runs again after its lease expires. The handle of a
+task that ran here reports its outcome only once the store has it (see ``_written``).
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from .errors import (
     MaxRetriesExceeded,
     NotRegistered,
     NotSerializable,
+    OutcomeNotWritten,
     OutcomeUnknown,
     PayloadTooLarge,
     ResultTooLarge,
@@ -62,7 +64,7 @@ from .errors import (
 from .group import group_error
 from .registry import Registry
 from .retry import RetryPolicy
-from .task import Progress, Task, TaskStatus, build_policy, expiry_of
+from .task import Progress, Task, TaskStatus, _deciding, build_policy, expiry_of
 
 if TYPE_CHECKING:
     from .function import TaskFunction
@@ -196,6 +198,17 @@ class BackendEngine(Engine):
         self._suspects: set[str] = set()
         self._alone_from = max(1, settings.crash_budget - 1)
         self._outbox: list[Settlement] = []
+        #: Final outcomes on their way to the store, by ``id()`` of their ``Settlement`` (it
+        #: stays in the outbox or in a batch until written): the task whose handle reports the
+        #: outcome only once the write returned (see ``_written``).
+        self._holding: dict[int, Task[Any]] = {}
+        #: Held tasks whose hooks and after-callback are over: woken once the store has them.
+        self._unwoken: set[Task[Any]] = set()
+        #: Handles whose outcome the store refused or could not take (another run of the task
+        #: settles it): they wait for the store's outcome, as a handle of another process does.
+        self._overtaken: set[Task[Any]] = set()
+        #: Ids a stop at once handed back unfinished: no outcome of theirs is written here.
+        self._handed_back: set[str] = set()
         self._flushing: asyncio.Task[None] | None = None
         self._fetcher: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
@@ -754,7 +767,7 @@ class BackendEngine(Engine):
         instead. A record already in line to run (or settled) is left alone.
         """
         task = self._by_id.get(record.id)
-        if task is not None and task._deliveries == record.attempts and not task.done:
+        if task is not None and task._deliveries == record.attempts and not task._status.final:
             return  # taken by this claim: in line or running, settled as any other
         token = self._claimed.setdefault(record.id, record.attempts)
         if isinstance(exc, BackendError):
@@ -864,7 +877,7 @@ class BackendEngine(Engine):
         within, policy = self._options_of(overrides, entry._template)
         order = rank(record.run_at, record.priority, self.priority_aging)
         task = self._by_id.get(record.id)
-        if task is None or task.done:
+        if task is None or task._status.final:
             task = entry.task(*args, **kwargs)
             task._id = record.id
         if lead is not None:
@@ -1071,20 +1084,130 @@ class BackendEngine(Engine):
                         len(result),
                     )
                     result = None
-            self._settle_out(
-                Settlement(
-                    task.id,
-                    token,
-                    _OUTCOME[status],
-                    self.clock.now(),
-                    error=None if error is None else _describe(error),
-                    result=result,
-                    keep=keep,
-                )
+            settlement = Settlement(
+                task.id,
+                token,
+                _OUTCOME[status],
+                self.clock.now(),
+                error=None if error is None else _describe(error),
+                result=result,
+                keep=keep,
             )
-        super()._finish(task, status, value, error)
+            self._settle_out(settlement)
+            self._holding[id(settlement)] = task  # reported once written (see _written)
+            self._decide(task, status, value, error)
+        elif task.id in self._handed_back:  # cut short by abort(): it runs again elsewhere
+            self._holding[id(task)] = task  # never written: see _give_up_unwritten
+            self._decide(task, status, value, error)
+            if self.closed:
+                self._give_up_unwritten()
+        else:
+            super()._finish(task, status, value, error)
         self._freed()
         self._start_held(task.id)
+
+    def _decide(
+        self, task: Task[Any], status: TaskStatus, value: Any, error: BaseException | None
+    ) -> None:
+        """Finish a task whose handle waits for the store (see ``_written``).
+
+        Its hooks and after-callback, run now, read the outcome at once; others once written.
+        """
+        task._unwritten = task._status
+        hooks = _deciding.set(task)
+        try:
+            super()._finish(task, status, value, error)
+        finally:
+            _deciding.reset(hooks)
+
+    def _done(self, task: Task[Any]) -> None:
+        """Wake a finished task's waiters, once the store has its outcome (see ``_written``)."""
+        if task._unwritten is not None:
+            self._unwoken.add(task)  # woken by _written
+        elif task._status.final:  # else its outcome was refused: it waits for the store's
+            super()._done(task)
+
+    def _written(self, settled: list[Settlement], refused: list[str]) -> None:
+        """A write of ``settled`` returned: their handles report their outcome from now on.
+
+        One the store refused (another worker took the task over) waits for the outcome the
+        store ends with instead, as a handle of another process does.
+        """
+        holding = self._holding
+        if not holding:
+            return
+        for settlement in settled:
+            task = holding.pop(id(settlement), None)
+            if task is None:
+                continue
+            if refused and settlement.id in refused:
+                self._overtake(task)
+                continue
+            task._unwritten = None
+            if task in self._unwoken:
+                self._unwoken.discard(task)
+                super()._done(task)
+
+    def _overtake(self, task: Task[Any]) -> None:
+        """The store did not take this run's outcome: wait for the one it ends with."""
+        task._status = task._unwritten or TaskStatus.RUNNING
+        task._unwritten = None
+        task._value = task._error = None
+        self._unwoken.discard(task)
+        self._overtaken.add(task)
+        self._watched[task.id] = task
+        self._start_watcher()
+
+    def _give_up_unwritten(self) -> None:
+        """The queue stops before the store had these outcomes: end the waits on them.
+
+        Each handle raises ``OutcomeNotWritten`` (carrying this run's outcome); its status
+        stays the store's. The task runs again once its lease expires, unless the write
+        went through after all.
+        """
+        holding, self._holding = self._holding, {}
+        for task in holding.values():
+            why = (
+                f"was handed back to {self.backend!r} when the queue stopped at once; it "
+                "runs again on any worker"
+                if task.id in self._handed_back
+                else f"the queue stopped before {self.backend!r} had that outcome; the task "
+                "runs again once its lease expires"
+            )
+            error = OutcomeNotWritten(
+                f"task {task.id} ({task.name}) {task._status.value} here, but {why}",
+                task.id,
+                task._status.value,
+                task._value,
+                task._error,
+            )
+            task._status = task._unwritten or TaskStatus.RUNNING  # then no longer hidden
+            task._unwritten = None
+            task._value = None
+            task._error = error
+            self._unwoken.discard(task)
+            task._wake_waiters()
+        overtaken, self._overtaken = self._overtaken, set()
+        for task in overtaken:
+            if task._finished:
+                continue
+            self._watched.pop(task.id, None)
+            task._error = OutcomeNotWritten(
+                f"task {task.id} ({task.name}): the store refused this run's outcome (another "
+                "worker took the task over) and the queue stopped before it had a final one",
+                task.id,
+            )
+            task._wake_waiters()
+        for task_id in self._handed_back:  # not started, or still running in a thread
+            unfinished = self._by_id.get(task_id)
+            if unfinished is None or unfinished._finished or unfinished._status.final:
+                continue
+            unfinished._error = OutcomeNotWritten(
+                f"task {task_id} ({unfinished.name}) was handed back to {self.backend!r} "
+                "unfinished when the queue stopped at once; it runs again on any worker",
+                task_id,
+            )
+            unfinished._wake_waiters()
 
     def _start_held(self, task_id: str) -> None:
         """The run of ``task_id`` here ended: admit the claim of it held meanwhile, if any."""
@@ -1175,11 +1298,11 @@ class BackendEngine(Engine):
             refused = await self.backend.settle([mark])
         except BackendError as exc:  # start anyway: the lease still protects the task
             log.warning("queue %s: cannot record the start of %s (%r)", self.name, task_id, exc)
-        if task.done or task._runner is _CANCEL or refused or task_id not in self._claimed:
+        if task._status.final or task._runner is _CANCEL or refused or task_id not in self._claimed:
             self._inflight -= 1
             self._active -= 1
             self._running.discard(task)
-            if not task.done:
+            if not task._status.final:
                 if refused or task_id not in self._claimed:
                     self._drop(task_id)
                 else:
@@ -1228,7 +1351,7 @@ class BackendEngine(Engine):
             self._dropped.add(task_id)
         self._unfinished -= 1
         task = self._by_id.get(task_id)
-        if task is not None and not task.done:
+        if task is not None and not task._status.final:
             task._status = TaskStatus.PENDING  # back in the store, for any worker
         self._freed()
 
@@ -1300,6 +1423,13 @@ class BackendEngine(Engine):
             self._flushing = asyncio.get_running_loop().create_task(self._flush())
 
     async def _flush(self) -> None:
+        try:
+            await self._flush_outbox()
+        except asyncio.CancelledError:  # the loop closes under it: nothing will write them
+            self._give_up_unwritten()
+            raise
+
+    async def _flush_outbox(self) -> None:
         failures = 0
         while self._outbox:
             batch, self._outbox = self._outbox, []
@@ -1316,6 +1446,8 @@ class BackendEngine(Engine):
                 continue
             except Exception as exc:  # not the store: an outcome it cannot take
                 refused = await self._settle_apart(batch, exc)
+            else:
+                self._written(batch, refused)
             if refused:
                 marks = {s.id for s in batch if s.outcome is Outcome.STARTED}
                 refused = [i for i in refused if i not in marks]
@@ -1344,8 +1476,12 @@ class BackendEngine(Engine):
                 refused += await self.backend.settle([settlement])
             except BackendError:
                 self._outbox.append(settlement)  # the store: written with the next batch
+                continue
             except Exception as alone:
                 log.error("queue %s: cannot settle task %s (%r)", self.name, settlement.id, alone)
+                self._written([settlement], [settlement.id])  # it runs again: wait for that
+                continue
+            self._written([settlement], refused)
         return refused
 
     def _due_later(self, settled: list[Settlement], refused: list[str]) -> None:
@@ -1450,7 +1586,7 @@ class BackendEngine(Engine):
             self._renewed([i for i, _ in leases], lost, now + settings.lease)
             for task_id in cancel:
                 task = self._by_id.get(task_id)
-                if task is not None and not task.done:
+                if task is not None and not task._status.final:
                     self.cancel_task(task)
             if lost:
                 log.warning("queue %s: lost the lease of %d task(s)", self.name, len(lost))
@@ -1539,8 +1675,12 @@ class BackendEngine(Engine):
     # -- waiting for results from other workers --------------------------------------------
 
     def watch(self, task: Task[Any]) -> None:
-        """Poll the backend for the outcome of ``task`` while someone waits for it."""
-        if task.done:
+        """Poll the backend for the outcome of ``task`` while someone waits for it.
+
+        Not a task that finished here: its outcome is on its way to the store, and its
+        handle is woken once written.
+        """
+        if task._status.final:
             return
         self._watched[task.id] = task
         loop = self.ensure_loop()
@@ -1554,7 +1694,7 @@ class BackendEngine(Engine):
     async def _watch_loop(self) -> None:
         self._watch_pause = 0.002  # poll fast at first, then back off to the maintenance pace
         while self._watched:
-            ids = [i for i, t in self._watched.items() if not t._finished]
+            ids = [i for i, t in self._watched.items() if not (t._finished or t._status.final)]
             try:
                 records = await self.backend.get(ids) if ids else []
             except BackendError as exc:
@@ -1563,9 +1703,10 @@ class BackendEngine(Engine):
             found = {r.id: r for r in records}
             for task_id in list(self._watched):
                 task = self._watched[task_id]
-                if task._finished or task_id in self._claimed:
-                    if task._finished:
+                if task._finished or task._status.final or task_id in self._claimed:
+                    if task._finished:  # (a final one finished here: woken once written)
                         del self._watched[task_id]
+                        self._overtaken.discard(task)
                     continue
                 record = found.get(task_id)
                 if record is None and task_id in ids and task_id not in self._pushing:
@@ -1574,6 +1715,7 @@ class BackendEngine(Engine):
                     self._apply(task, record)
                 if task._finished:
                     del self._watched[task_id]
+                    self._overtaken.discard(task)
                     self._watch_pause = 0.002
             await asyncio.sleep(self._watch_pause)
             self._watch_pause = min(self._watch_pause * 2, 0.05, self.settings.maintenance)
@@ -1619,11 +1761,11 @@ class BackendEngine(Engine):
     async def _alookup(self, task_id: str) -> Task[Any] | None:
         """``lookup`` on the loop, where a task this process runs cannot change under it."""
         local = self._by_id.get(task_id)
-        if local is not None and (local.done or task_id in self._claimed):
-            return local
+        if local is not None and (local._status.final or task_id in self._claimed):
+            return local  # finished or running here (its outcome may still be on its way)
         records = await self.backend.get([task_id])
         local = self._by_id.get(task_id)
-        if local is not None and (local.done or task_id in self._claimed):
+        if local is not None and (local._status.final or task_id in self._claimed):
             return local  # claimed by this process while we read
         if not records:
             return local
@@ -1665,6 +1807,8 @@ class BackendEngine(Engine):
         return await self.arun_on_home(self._acancel(task))
 
     async def _acancel(self, task: Task[Any]) -> bool:
+        if task._status.final:  # finished here, its outcome maybe still on its way to the store
+            return False
         if task.id in self._claimed:
             return self.cancel_task(task)
         answer = await self.backend.cancel(task.id, self.clock.now())
@@ -1772,6 +1916,7 @@ class BackendEngine(Engine):
             self._watcher.cancel()
         self.halt()
         self._close()
+        self._give_up_unwritten()  # none once the outbox drained, but for handles overtaken
         if self.owns_backend:
             with contextlib.suppress(BackendError):
                 await self.backend.close()
@@ -1812,6 +1957,7 @@ class BackendEngine(Engine):
             lane._drain()  # functions that returned but whose outcome was not taken in yet
         now = self.clock.now()
         handed = list(self._claimed.items()) + self._held_leases()
+        self._handed_back.update(task_id for task_id, _ in handed)
         self._claimed.clear()
         self._held.clear()
         for task_id, token in handed:
@@ -1839,6 +1985,7 @@ class BackendEngine(Engine):
             self._watcher.cancel()
         self.halt()
         self._close()
+        self._give_up_unwritten()  # the outcomes it could not write in time
         if self.owns_backend:
             await self._bounded(self.backend.close(), "close the store")
 

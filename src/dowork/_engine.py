@@ -280,7 +280,7 @@ class Engine:
                 f"queue {self.name!r} is shutting down; new tasks are not accepted"
             )
         if task._engine is not None:
-            if task.done:
+            if task._status.final:
                 raise AlreadyComplete(f"{task!r} already finished; tasks run to completion once")
             raise ValueError(f"{task!r} is already enqueued")
         if task._idempotency_key is not None and not self.durable:
@@ -375,7 +375,7 @@ class Engine:
         """Remember a task by id (called when its id is first read)."""
         assert task._id is not None
         self._by_id[task._id] = task
-        if task.done and task._finished:
+        if task._finished and task._status.final:
             self._remember_finished(task._id)
 
     def get(self, task_id: str) -> Task[Any] | None:
@@ -562,7 +562,7 @@ class Engine:
 
     def _thread_started(self, task: Task[Any]) -> None:
         """A thread started a task that waited for it (the thread set running and attempts)."""
-        if not task.done:
+        if not task._status.final:
             self._began(task)
 
     def _began(self, task: Task[Any]) -> None:

@@ -26,6 +26,7 @@ The hierarchy::
           │    └── BackendBusy     a SQLite file stayed locked past the busy timeout
           ├── BackendFull          no room to write (SQLite disk full, Redis out of memory)
           ├── OutcomeUnknown       a write was sent but its reply was lost: it may be stored
+          ├── OutcomeNotWritten    a queue stopped before the store had a task's outcome
           ├── EvictionPolicyError  a worker refused a Redis that may evict task records
           ├── StoreLost            a worker's SQLite file was deleted or replaced
           └── DuplicateTask        a task with that id exists already
@@ -46,6 +47,7 @@ __all__ = [
     "DecodeError",
     "DuplicateTask",
     "EvictionPolicyError",
+    "OutcomeNotWritten",
     "OutcomeUnknown",
     "MaxRetriesExceeded",
     "NotRegistered",
@@ -284,6 +286,34 @@ class OutcomeUnknown(BackendError):
         super().__init__(message)
         self.task_ids = task_ids
         self.tasks: tuple[object, ...] = ()
+
+
+class OutcomeNotWritten(BackendError):
+    """A task ran here, but its queue stopped before the store had its outcome.
+
+    A handle reports the outcome of a durable task only once the store has it; this ends
+    the wait instead when the queue stops first (stopped at once with the store unreachable,
+    or its event loop closed), so nobody waits forever. The task runs again once its lease
+    expires (unless the write went through after all), and the store keeps that run's
+    outcome. Nothing of this run is lost: ``status`` (``succeeded``, ``failed``,
+    ``cancelled``, ``dead``), ``value`` (its result) and ``error`` (its exception) say how
+    it ended here; ``status`` is None when this run's outcome had been refused already
+    (another worker took the task over).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        task_id: str,
+        status: str | None = None,
+        value: object = None,
+        error: BaseException | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.task_id = task_id
+        self.status = status
+        self.value = value
+        self.error = error
 
 
 class EvictionPolicyError(BackendError):

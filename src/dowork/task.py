@@ -40,6 +40,9 @@ AfterCallback = Callable[["Task[Any]"], object]
 
 _Waiter = threading.Event | tuple[asyncio.AbstractEventLoop, "asyncio.Future[None]"]
 _current: ContextVar[Task[Any] | None] = ContextVar("dowork_current_task", default=None)
+#: The task whose hooks and after-callback run in this context: they read its outcome even
+#: while a durable queue is still writing it (see ``Task._unwritten``).
+_deciding: ContextVar[Task[Any] | None] = ContextVar("dowork_deciding", default=None)
 _waiter_lock = threading.Lock()
 
 #: Option names that make up a task's retry policy (see ``RetryPolicy``).
@@ -218,6 +221,7 @@ class Task(Generic[R]):
         "_status",
         "_timed_out",
         "_unique",
+        "_unwritten",
         "_value",
         "_waiters",
         "_within",
@@ -314,6 +318,9 @@ class Task(Generic[R]):
         #: stamped at enqueue by an in-process queue using priorities (NaN: not stamped).
         self._rank = math.nan
         self._rate_limit: RateLimit | None = None
+        #: Set by a durable queue from the moment it decides this task's outcome until the
+        #: store has it: the status the handle shows meanwhile (the store's, not yet final).
+        self._unwritten: TaskStatus | None = None
 
     @classmethod
     def _fast(
@@ -494,13 +501,26 @@ class Task(Generic[R]):
 
     @property
     def status(self) -> TaskStatus:
-        """The task's current status."""
-        return self._status
+        """The task's current status.
+
+        On a durable queue a final status shows once the store has it (until then, the one it
+        had), except to the task's own hooks and after-callback.
+        """
+        status = self._status  # read first: a durable queue sets _unwritten before it
+        shown = self._unwritten
+        if shown is None or _deciding.get() is self:
+            return status
+        return shown
 
     @property
     def done(self) -> bool:
-        """Whether the task finished: succeeded, failed or cancelled."""
-        return self._status in _FINAL
+        """Whether the task finished: succeeded, failed or cancelled.
+
+        On a durable queue, only once its outcome is in the store (see ``status``).
+        """
+        if self._status in _FINAL:
+            return self._unwritten is None or _deciding.get() is self
+        return False
 
     @property
     def attempts(self) -> int:
@@ -617,15 +637,26 @@ class Task(Generic[R]):
     def _ready_here(self) -> bool:
         """Whether the outcome can be read without waiting.
 
-        True once finished, or once final when asked on the queue's own loop (after-callback).
+        True once finished, or once final when asked on the queue's own loop (after-callback),
+        unless a durable queue is still writing the outcome (its hooks and after-callback
+        excepted).
         """
         if self._finished:
             return True
         engine = self._engine
-        return self._status in _FINAL and engine is not None and engine.on_loop()
+        return (
+            self._status in _FINAL
+            and engine is not None
+            and engine.on_loop()
+            and (self._unwritten is None or _deciding.get() is self)
+        )
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Block until the task finished; return False if ``timeout`` seconds passed first."""
+        """Block until the task finished; return False if ``timeout`` seconds passed first.
+
+        A task that ran here on a durable queue is finished once its store has the outcome
+        (so every other reader of the store sees the same), after its after-callback.
+        """
         if self._ready_here():
             return True
         if timeout is not None and timeout <= 0:
