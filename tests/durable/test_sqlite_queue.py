@@ -450,7 +450,7 @@ def test_dead_letters_reach_the_hooks(queues: Callable[..., Queue], db: Path) ->
 def test_a_file_from_before_progress_gains_the_column(db: Path) -> None:
     import sqlite3
 
-    from dowork.backends.sqlite import _SCHEMA
+    from dowork.backends.sqlite.schema import SCHEMA as _SCHEMA
 
     old_schema = _SCHEMA.replace(",\n    progress TEXT", "")
     assert old_schema != _SCHEMA

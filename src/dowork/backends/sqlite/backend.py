@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar, cast
 
-from ..errors import (
+from ...errors import (
     BackendBusy,
     BackendError,
     BackendFull,
@@ -39,8 +39,7 @@ from ..errors import (
     DuplicateTask,
     StoreLost,
 )
-from . import _sqlite_rows
-from ._protocol import (
+from .._protocol import (
     LEASED,
     PRIORITY_AGING,
     REQUEUABLE,
@@ -62,107 +61,13 @@ from ._protocol import (
     take_slot,
     uncharge,
 )
+from . import records, schema
+from .rows import BAD_VALUE, CLAIMED_OK, TIME_LIMIT, UNREADABLE, Unreadable, bury, claim_test
+from .schema import HELD_SQL, KEYED, PLAIN, WAITING_SQL
 
 __all__ = ["SQLiteBackend"]
 
 T = TypeVar("T")
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS dowork_tasks (
-    id TEXT PRIMARY KEY NOT NULL CHECK (id != ''),
-    queue TEXT NOT NULL,
-    name TEXT NOT NULL,
-    payload BLOB NOT NULL,
-    options TEXT,
-    status TEXT NOT NULL CHECK (status IN ('pending', 'scheduled', 'retrying', 'reserved',
-        'running', 'succeeded', 'failed', 'cancelled', 'dead')),
-    attempts INTEGER NOT NULL DEFAULT 0 CHECK (attempts BETWEEN 0 AND 1000000000),
-    run_at REAL NOT NULL CHECK (run_at BETWEEN -1e15 AND 1e15),
-    lease_until REAL,
-    owner TEXT,
-    crashes INTEGER NOT NULL DEFAULT 0 CHECK (crashes BETWEEN 0 AND 1000000000),
-    cancel_requested INTEGER NOT NULL DEFAULT 0 CHECK (cancel_requested IN (0, 1)),
-    error TEXT,
-    reason TEXT,
-    result BLOB,
-    created_at REAL NOT NULL CHECK (created_at BETWEEN -1e15 AND 1e15),
-    updated_at REAL NOT NULL,
-    finished_at REAL,
-    expires_at REAL,
-    progress TEXT,
-    history TEXT,
-    priority INTEGER NOT NULL DEFAULT 0 CHECK (priority BETWEEN -9 AND 9),
-    slot REAL,
-    concurrency_key TEXT CHECK (concurrency_key != ''),
-    started INTEGER NOT NULL DEFAULT 0 CHECK (started BETWEEN 0 AND 1000000000),
-    lost INTEGER NOT NULL DEFAULT 0 CHECK (lost BETWEEN 0 AND 1000000000),
-    charged TEXT
-) STRICT;
-CREATE INDEX IF NOT EXISTS dowork_expiry ON dowork_tasks (expires_at)
-    WHERE expires_at IS NOT NULL;
-CREATE INDEX IF NOT EXISTS dowork_created ON dowork_tasks (queue, created_at);
-CREATE INDEX IF NOT EXISTS dowork_listing ON dowork_tasks (queue, status, created_at);
-CREATE TABLE IF NOT EXISTS dowork_idempotency (
-    queue TEXT NOT NULL,
-    key TEXT NOT NULL,
-    task_id TEXT NOT NULL,
-    expires_at REAL NOT NULL,
-    PRIMARY KEY (queue, key)
-) STRICT, WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS dowork_workers (
-    id TEXT PRIMARY KEY,
-    expires_at REAL NOT NULL,
-    beat TEXT NOT NULL
-) STRICT;
-CREATE TABLE IF NOT EXISTS dowork_stats (
-    queue TEXT NOT NULL,
-    minute INTEGER NOT NULL,
-    outcome TEXT NOT NULL,
-    n INTEGER NOT NULL,
-    PRIMARY KEY (queue, minute, outcome)
-) STRICT, WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS dowork_rates (
-    queue TEXT NOT NULL,
-    key TEXT NOT NULL,
-    starts TEXT NOT NULL,
-    PRIMARY KEY (queue, key)
-) STRICT, WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS dowork_turns (
-    queue TEXT NOT NULL,
-    key TEXT NOT NULL,
-    served INTEGER NOT NULL,
-    PRIMARY KEY (queue, key)
-) STRICT, WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS dowork_turn_order ON dowork_turns (queue, served);
-"""
-
-_COLUMNS = (
-    "id, queue, name, payload, run_at, created_at, status, options, attempts, lease_until, "
-    "owner, crashes, cancel_requested, error, reason, result, updated_at, finished_at, progress,"
-    " history, priority, slot, concurrency_key, started, lost, charged"
-)
-_WAITING_SQL = "status IN ('pending', 'scheduled', 'retrying')"
-#: Leased records: claimed and not started, or running (``LEASED``).
-_HELD_SQL = "status IN ('reserved', 'running')"
-#: The lane of the records without a concurrency key, and the others'.
-_PLAIN = "concurrency_key IS NULL"
-_KEYED = "concurrency_key IS NOT NULL"
-#: The indexes a claim reads (made by ``_migrate``: they need columns an older file lacks).
-#: ``dowork_ready`` replaces ``dowork_due`` on ``(queue, run_at)``, which older versions made.
-#: Each waiting row is in one of them, so a record without a key costs no more to write than
-#: before keys (no other index on keys: each would cost every status change a little; running
-#: records per key are counted through ``dowork_leases``, a few, and ``next_due`` of keyed
-#: records probes each key's levels).
-_INDEXES = {
-    # Leased records by lease end: the reaper's scan, and per-key counts of held records.
-    "dowork_leases": "CREATE INDEX IF NOT EXISTS dowork_leases ON dowork_tasks"
-    f" (queue, lease_until) WHERE {_HELD_SQL}",
-    "dowork_ready": "CREATE INDEX IF NOT EXISTS dowork_ready ON dowork_tasks"
-    f" (queue, priority, run_at) WHERE {_WAITING_SQL} AND {_PLAIN}",
-    # The key test first: for a row without a key, SQLite then skips the costlier status test.
-    "dowork_lanes": "CREATE INDEX IF NOT EXISTS dowork_lanes ON dowork_tasks"
-    f" (queue, concurrency_key, priority, run_at) WHERE {_KEYED} AND {_WAITING_SQL}",
-}
 
 
 def _levels_sql(lane: str) -> str:
@@ -172,27 +77,27 @@ def _levels_sql(lane: str) -> str:
     """
     return (
         "WITH RECURSIVE levels(p) AS ("
-        f" SELECT MIN(priority) FROM dowork_tasks WHERE queue = ?1 AND {_WAITING_SQL} AND {lane}"
+        f" SELECT MIN(priority) FROM dowork_tasks WHERE queue = ?1 AND {WAITING_SQL} AND {lane}"
         " UNION ALL SELECT (SELECT MIN(priority) FROM dowork_tasks"
-        f" WHERE queue = ?1 AND {_WAITING_SQL} AND {lane} AND priority > levels.p)"
+        f" WHERE queue = ?1 AND {WAITING_SQL} AND {lane} AND priority > levels.p)"
         " FROM levels WHERE levels.p IS NOT NULL"
         ") SELECT p FROM levels WHERE p IS NOT NULL"
     )
 
 
-_LEVELS_SQL = _levels_sql(_PLAIN)
+_LEVELS_SQL = _levels_sql(PLAIN)
 _KEY_LEVELS_SQL = _levels_sql("concurrency_key = ?2")
 #: Whether the queue (``?1``) has a waiting record without a key: one index probe. (Without
 #: ``INDEXED BY`` SQLite may prefer ``dowork_listing`` and read every waiting record.)
 _PLAIN_WAITING_SQL = (
     "SELECT 1 FROM dowork_tasks INDEXED BY dowork_ready"
-    f" WHERE queue = ?1 AND {_WAITING_SQL} AND {_PLAIN}"
+    f" WHERE queue = ?1 AND {WAITING_SQL} AND {PLAIN}"
 )
 #: Whether the queue (``?1``) has waiting records with a key, remembers the turns of keys,
 #: and remembers the turn of the records without one: three index probes.
 _TURNS_STATE_SQL = (
     "SELECT (SELECT 1 FROM dowork_tasks INDEXED BY dowork_lanes"
-    f" WHERE queue = ?1 AND {_WAITING_SQL} AND {_KEYED}),"
+    f" WHERE queue = ?1 AND {WAITING_SQL} AND {KEYED}),"
     " (SELECT 1 FROM dowork_turns WHERE queue = ?1 AND key > ''),"
     " (SELECT 1 FROM dowork_turns WHERE queue = ?1 AND key = '')"
 )
@@ -207,16 +112,16 @@ def _key_levels_cte(chosen: str) -> str:
     """
     return (
         "WITH RECURSIVE keys(k) AS ("
-        f" SELECT MIN(concurrency_key) FROM dowork_tasks WHERE queue = ?1 AND {_WAITING_SQL}"
-        f" AND {_KEYED}"
+        f" SELECT MIN(concurrency_key) FROM dowork_tasks WHERE queue = ?1 AND {WAITING_SQL}"
+        f" AND {KEYED}"
         " UNION ALL SELECT (SELECT MIN(concurrency_key) FROM dowork_tasks WHERE queue = ?1"
-        f" AND {_WAITING_SQL} AND concurrency_key > keys.k) FROM keys WHERE keys.k IS NOT NULL"
+        f" AND {WAITING_SQL} AND concurrency_key > keys.k) FROM keys WHERE keys.k IS NOT NULL"
         f"), chosen(k) AS ({chosen}"
         "), levels(k, p) AS ("
         " SELECT k, (SELECT MIN(priority) FROM dowork_tasks WHERE queue = ?1 AND"
-        f" {_WAITING_SQL} AND concurrency_key = chosen.k) FROM chosen"
+        f" {WAITING_SQL} AND concurrency_key = chosen.k) FROM chosen"
         " UNION ALL SELECT k, (SELECT MIN(priority) FROM dowork_tasks WHERE queue = ?1 AND"
-        f" {_WAITING_SQL} AND concurrency_key = levels.k AND priority > levels.p)"
+        f" {WAITING_SQL} AND concurrency_key = levels.k AND priority > levels.p)"
         " FROM levels WHERE levels.p IS NOT NULL)"
     )
 
@@ -230,7 +135,7 @@ _NEW_KEYS_SQL = (
     )
     + " SELECT levels.k, t.id, t.crashes, t.name, t.slot, t.run_at, t.priority, t.rowid"
     " FROM levels JOIN dowork_tasks t ON t.rowid = (SELECT rowid FROM dowork_tasks"
-    f" WHERE queue = ?1 AND {_WAITING_SQL} AND concurrency_key = levels.k"
+    f" WHERE queue = ?1 AND {WAITING_SQL} AND concurrency_key = levels.k"
     " AND priority = levels.p AND run_at <= ?2 ORDER BY run_at, rowid LIMIT 1)"
     " WHERE levels.p IS NOT NULL"
 )
@@ -239,30 +144,30 @@ _NEW_KEYS_SQL = (
 _NEXT_DUE_SQL = (
     _key_levels_cte("SELECT k FROM keys WHERE k IS NOT NULL")
     + " SELECT (SELECT MIN((SELECT MIN(run_at) FROM dowork_tasks WHERE queue = ?1"
-    f" AND {_WAITING_SQL} AND {_PLAIN} AND priority = plain.p))"
+    f" AND {WAITING_SQL} AND {PLAIN} AND priority = plain.p))"
     f" FROM ({_LEVELS_SQL}) AS plain),"
     " (SELECT MIN((SELECT MIN(run_at) FROM dowork_tasks WHERE queue = ?1"
-    f" AND {_WAITING_SQL} AND concurrency_key = levels.k AND priority = levels.p))"
+    f" AND {WAITING_SQL} AND concurrency_key = levels.k AND priority = levels.p))"
     " FROM levels WHERE levels.p IS NOT NULL)"
 )
 #: Waiting records of the queue (``?1``) that are never due: a ``run_at`` past
 #: ``TIME_LIMIT`` or not a number (text sorts after every number). One index range per
 #: priority level without a key, and per key and level.
 _NEVER_DUE_SQL = (
-    f"SELECT rowid FROM dowork_tasks WHERE queue = ?1 AND {_WAITING_SQL} AND {_PLAIN}"
-    f" AND priority IN ({_LEVELS_SQL}) AND run_at > {_sqlite_rows.TIME_LIMIT:.0e}"
+    f"SELECT rowid FROM dowork_tasks WHERE queue = ?1 AND {WAITING_SQL} AND {PLAIN}"
+    f" AND priority IN ({_LEVELS_SQL}) AND run_at > {TIME_LIMIT:.0e}"
 )
 _NEVER_DUE_KEYED_SQL = (
     _key_levels_cte("SELECT k FROM keys WHERE k IS NOT NULL")
     + " SELECT t.rowid FROM levels JOIN dowork_tasks t ON t.queue = ?1"
     " AND t.status IN ('pending', 'scheduled', 'retrying') AND t.concurrency_key = levels.k"
-    f" AND t.priority = levels.p AND t.run_at > {_sqlite_rows.TIME_LIMIT:.0e}"
+    f" AND t.priority = levels.p AND t.run_at > {TIME_LIMIT:.0e}"
     " WHERE levels.p IS NOT NULL"
 )
 #: Forget the turns of the keys that have no waiting record left (``Backend.claim``).
 _FORGET_SQL = (
     "DELETE FROM dowork_turns WHERE queue = ?1 AND key > '' AND NOT EXISTS (SELECT 1"
-    f" FROM dowork_tasks t WHERE queue = ?1 AND {_WAITING_SQL}"
+    f" FROM dowork_tasks t WHERE queue = ?1 AND {WAITING_SQL}"
     " AND t.concurrency_key = dowork_turns.key)"
 )
 _FORGET_PLAIN_SQL = (
@@ -276,176 +181,6 @@ _FINAL = {
 }
 
 
-def _record(row: tuple[Any, ...]) -> Record:
-    return Record(
-        id=row[0],
-        queue=row[1],
-        name=row[2],
-        payload=bytes(row[3]),
-        run_at=row[4],
-        created_at=row[5],
-        status=row[6],
-        options=row[7],
-        attempts=row[8],
-        lease_until=row[9],
-        owner=row[10],
-        crashes=row[11],
-        cancel_requested=bool(row[12]),
-        error=row[13],
-        reason=row[14],
-        result=None if row[15] is None else bytes(row[15]),
-        updated_at=row[16],
-        finished_at=row[17],
-        progress=row[18],
-        history=row[19] or None,
-        priority=row[20],
-        slot=row[21],
-        concurrency_key=row[22],
-        started=row[23],
-        lost=row[24],
-        charged=row[25],
-    )
-
-
-#: The columns a claim reads back: the others it has just set (or knows, as the queue).
-_CLAIMED_COLUMNS = (
-    "id, name, payload, run_at, created_at, options, attempts, crashes, cancel_requested, error,"
-    " reason, result, finished_at, progress, history, priority, concurrency_key, started, lost"
-)
-
-
-def _claimed(
-    row: tuple[Any, ...], queue: str, now: float, lease_until: float, owner: str
-) -> Record:
-    """A record as a claim leaves it, from its ``_CLAIMED_COLUMNS`` (fewer values to convert)."""
-    return Record(
-        id=row[0],
-        queue=queue,
-        name=row[1],
-        payload=bytes(row[2]),
-        run_at=row[3],
-        created_at=row[4],
-        status="reserved",
-        options=row[5],
-        attempts=row[6],
-        lease_until=lease_until,
-        owner=owner,
-        crashes=row[7],
-        cancel_requested=bool(row[8]),
-        error=row[9],
-        reason=row[10],
-        result=None if row[11] is None else bytes(row[11]),
-        updated_at=now,
-        finished_at=row[12],
-        progress=row[13],
-        history=row[14] or None,
-        priority=row[15],
-        concurrency_key=row[16],
-        started=row[17],
-        lost=row[18],
-    )
-
-
-#: A claimed row's fields are all readable (see ``_sqlite_rows``): the last column returned.
-#: A STRICT table with dowork's CHECKs holds nothing else, so its claims skip the test (about
-#: 2.5 us a row): only text that is not UTF-8 gets in, and reading it raises.
-_CLAIMED_OK = _sqlite_rows.row_ok_sql(claimed=True)
-#: What the task table's SQL holds when it was made STRICT with dowork's CHECKs.
-_STRICT_MARKS = ("CHECK (priority BETWEEN -9 AND 9)", "CHECK (run_at BETWEEN -1e15 AND 1e15)")
-
-
-def _claimed_ok(conn: sqlite3.Connection) -> str:
-    """The claim's readability test for this file: none for a STRICT table with CHECKs."""
-    row = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'dowork_tasks'").fetchone()
-    sql = row[0] if row else ""
-    strict = sql.rstrip().endswith("STRICT") and all(mark in sql for mark in _STRICT_MARKS)
-    return "1" if strict else _CLAIMED_OK
-
-
-class _Unreadable(Exception):
-    """A claim met a row it cannot read: the claim is rolled back and the row buried."""
-
-
-#: What reading an unreadable row raises during a claim (a text that is not UTF-8 raises
-#: ``OperationalError``; a value of the wrong type, in Python, one of the others).
-_UNREADABLE = (
-    _Unreadable,
-    sqlite3.OperationalError,
-    TypeError,
-    ValueError,
-    KeyError,
-    IndexError,
-    sqlite3.IntegrityError,  # a STRICT table: attempts + 1 past its CHECK
-    OverflowError,
-    AssertionError,  # a key of "" (the lane of records without one) confuses the turns
-)
-
-#: What SQLite raises for a value it cannot store (a CHECK, a str that is not valid Unicode,
-#: an int over 64 bits, a type it does not bind).
-_BAD_VALUE = (
-    sqlite3.IntegrityError,
-    sqlite3.InterfaceError,
-    sqlite3.ProgrammingError,
-    ValueError,
-    TypeError,
-    OverflowError,
-)
-
-#: Columns added after the first release, created in files made by an older dowork.
-_ADDED_COLUMNS = {
-    "progress": "TEXT",
-    "history": "TEXT",
-    "priority": "INTEGER NOT NULL DEFAULT 0",
-    "slot": "REAL",
-    "concurrency_key": "TEXT",
-    "started": "INTEGER NOT NULL DEFAULT 0",
-    "lost": "INTEGER NOT NULL DEFAULT 0",
-    "charged": "TEXT",
-}
-
-
-def _stale_indexes(conn: sqlite3.Connection) -> tuple[list[str], bool]:
-    """The claim indexes to drop (``dowork_due``, or of an older shape), and whether to create."""
-    names = ", ".join(f"'{name}'" for name in ("dowork_due", *_INDEXES))
-    have = dict(
-        conn.execute(
-            f"SELECT name, sql FROM sqlite_master WHERE type = 'index' AND name IN ({names})"
-        )
-    )
-    want = {name: sql.replace(" IF NOT EXISTS", "", 1) for name, sql in _INDEXES.items()}
-    drop = [name for name, sql in have.items() if want.get(name) != sql]
-    return drop, bool(drop) or have.keys() != want.keys()
-
-
-def _migrate(conn: sqlite3.Connection) -> None:
-    """Add the columns an older file lacks (each ``ADD COLUMN`` is cheap: no table rewrite).
-
-    Then swap the old due index (or an index of an older shape) for the current ones, in one
-    transaction so that no claim ever runs without either.
-    """
-    have = {row[1] for row in conn.execute("PRAGMA table_info(dowork_tasks)")}
-    for column, kind in _ADDED_COLUMNS.items():
-        if column not in have:
-            with contextlib.suppress(sqlite3.OperationalError):  # another process added it
-                conn.execute(f"ALTER TABLE dowork_tasks ADD COLUMN {column} {kind}")
-                if column == "started":  # before marks, every claim counted as a start
-                    conn.execute("UPDATE dowork_tasks SET started = attempts")
-    if not _stale_indexes(conn)[1]:
-        return
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        drop, _ = _stale_indexes(conn)  # again: another process may have just done it
-        for name in drop:
-            conn.execute(f"DROP INDEX IF EXISTS {name}")
-        for sql in _INDEXES.values():
-            conn.execute(sql)
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-
-
 #: A due record as a claim reads it: ``(id, crashes, name, slot, ...)``.
 _Due = tuple[str, int, str, float | None, *tuple[Any, ...]]
 #: A due record as a key's turn reads it: ``(id, crashes, name, slot, run_at, priority, seq)``,
@@ -454,10 +189,10 @@ _Row = tuple[str, int, str, float | None, float, int, int]
 #: The columns ``_due`` reads (then ``seq``, if ``wide``): a claim without keys needs four.
 _DUE_COLUMNS = {False: "id, crashes, name, slot", True: "id, crashes, name, slot, run_at, priority"}
 #: The lane a ``_due`` query reads: the records without a key, or those of key ``?5``.
-_LANES = {True: _PLAIN, False: "concurrency_key = ?5"}
+_LANES = {True: PLAIN, False: "concurrency_key = ?5"}
 _ONE_LEVEL_SQL = {
     (plain, wide): f"SELECT {_DUE_COLUMNS[wide]}{', rowid' * wide} FROM dowork_tasks"
-    f" WHERE queue = ?1 AND {_WAITING_SQL} AND {lane} AND priority = ?6 AND run_at <= ?2"
+    f" WHERE queue = ?1 AND {WAITING_SQL} AND {lane} AND priority = ?6 AND run_at <= ?2"
     " ORDER BY run_at, rowid LIMIT ?3"
     for plain, lane in _LANES.items()
     for wide in (False, True)
@@ -493,7 +228,7 @@ def _due(
     union = " UNION ALL ".join(
         "SELECT * FROM (SELECT id, crashes, name, slot, run_at, priority, rowid AS seq"
         " FROM dowork_tasks"
-        f" WHERE queue = ?1 AND {_WAITING_SQL} AND {_LANES[key is None]} AND priority = ?{i}"
+        f" WHERE queue = ?1 AND {WAITING_SQL} AND {_LANES[key is None]} AND priority = ?{i}"
         " AND run_at <= ?2 ORDER BY run_at, rowid LIMIT ?3)"
         for i in range(6, 6 + len(levels))
     )
@@ -805,7 +540,7 @@ class _Turns:
             self._held = dict(
                 self._conn.execute(
                     "SELECT concurrency_key, COUNT(*) FROM dowork_tasks INDEXED BY dowork_leases"
-                    f" WHERE queue = ? AND {_HELD_SQL} AND {_KEYED}"
+                    f" WHERE queue = ? AND {HELD_SQL} AND {KEYED}"
                     " GROUP BY concurrency_key",
                     (self._queue,),
                 )
@@ -904,7 +639,7 @@ class SQLiteBackend:
         self._wakeups = Wakeups()
         #: The opened file's (st_dev, st_ino), to notice it deleted or replaced (check_store).
         self._identity: tuple[int, int] | None = None
-        self._ok_sql = _CLAIMED_OK  # the claim's readability test (see _claimed_ok)
+        self._ok_sql = CLAIMED_OK  # the claim's readability test (see _claimed_ok)
         self._where = os.path.abspath(self.path)  # the path, whatever the cwd becomes
 
     def __repr__(self) -> str:
@@ -995,14 +730,12 @@ class SQLiteBackend:
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute(f"PRAGMA synchronous = {self.synchronous}")
             conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
-            with contextlib.suppress(sqlite3.OperationalError):  # another process made it first
-                conn.executescript(_SCHEMA)
-            _migrate(conn)
+            schema.install(conn)
         except BaseException:
             conn.close()
             raise
         self._conn = conn
-        self._ok_sql = _claimed_ok(conn)
+        self._ok_sql = claim_test(conn)
         self._identity = self._file_identity()
 
     def _file_identity(self) -> tuple[int, int] | None:
@@ -1138,7 +871,7 @@ class SQLiteBackend:
                     "SELECT task_id FROM dowork_idempotency i"
                     " WHERE queue = ? AND key = ? AND expires_at > ? AND (expires_at < ?"
                     " OR EXISTS (SELECT 1 FROM dowork_tasks t WHERE t.id = i.task_id"
-                    f" AND (t.{_WAITING_SQL} OR t.{_HELD_SQL})))",
+                    f" AND (t.{WAITING_SQL} OR t.{HELD_SQL})))",
                     (r.queue, key, r.created_at, WHILE_UNFINISHED),
                 ).fetchone()
                 if held is not None:
@@ -1182,13 +915,13 @@ class SQLiteBackend:
         while True:
             try:
                 return self._claim_once(queue, now, *args)
-            except _UNREADABLE as exc:
+            except UNREADABLE as exc:
                 if isinstance(exc, sqlite3.OperationalError) and "decode" not in str(exc):
                     raise
                 with self._tx() as conn:
-                    buried = _sqlite_rows.bury(
+                    buried = bury(
                         conn,
-                        f"queue = ? AND {_WAITING_SQL} AND run_at <= ?",
+                        f"queue = ? AND {WAITING_SQL} AND run_at <= ?",
                         (queue, now),
                         now,
                         self._retention(Outcome.DEAD, None),
@@ -1212,7 +945,7 @@ class SQLiteBackend:
         with self._tx() as conn:
             if max_running is not None:
                 (running,) = conn.execute(
-                    f"SELECT COUNT(*) FROM dowork_tasks WHERE queue = ? AND {_HELD_SQL}",
+                    f"SELECT COUNT(*) FROM dowork_tasks WHERE queue = ? AND {HELD_SQL}",
                     (queue,),
                 ).fetchone()
                 limit = min(limit, max_running - running)
@@ -1241,12 +974,12 @@ class SQLiteBackend:
                     f"UPDATE dowork_tasks SET status = 'reserved', attempts = attempts + 1,"
                     f" lease_until = ?, owner = ?, updated_at = ?, slot = NULL"
                     f" WHERE id IN ({','.join('?' * len(ids))})"
-                    f" RETURNING {_CLAIMED_COLUMNS}, {self._ok_sql}",
+                    f" RETURNING {records.CLAIMED_COLUMNS}, {self._ok_sql}",
                     (until, owner, now, *ids),
                 ).fetchall()
                 if len(rows) != len(ids) or not all(row[-1] for row in rows):
-                    raise _Unreadable(f"claim of {queue!r}: a record cannot be read")
-            claimed = {row[0]: _claimed(row, queue, now, until, owner) for row in rows}
+                    raise Unreadable(f"claim of {queue!r}: a record cannot be read")
+            claimed = {row[0]: records.claimed(row, queue, now, until, owner) for row in rows}
             if keyed:
                 if served:
                     conn.executemany(
@@ -1273,7 +1006,7 @@ class SQLiteBackend:
             for s in settlements:
                 try:
                     written = self._settle_one(conn, s)
-                except _BAD_VALUE:
+                except BAD_VALUE:
                     written = self._settle_malformed(conn, s)  # the rest of the batch settles
                 if not written:
                     refused.append(s.id)
@@ -1284,7 +1017,7 @@ class SQLiteBackend:
         ran = int(s.ran)
         # A reserved record's outcome counts the start when the function ran (its mark unsent).
         started = "started = started + (CASE WHEN status = 'reserved' THEN ? ELSE 0 END)"
-        held = f"WHERE id = ? AND {_HELD_SQL} AND attempts = ?"
+        held = f"WHERE id = ? AND {HELD_SQL} AND attempts = ?"
         if s.outcome is Outcome.STARTED:
             cur = conn.execute(
                 f"UPDATE dowork_tasks SET {started}, status = 'running' {held}",
@@ -1365,10 +1098,10 @@ class SQLiteBackend:
                 "UPDATE dowork_tasks SET status = 'dead', reason = 'malformed', error = ?,"
                 " result = NULL, lease_until = NULL, owner = NULL, updated_at = ?,"
                 " finished_at = ?, expires_at = ?"
-                f" WHERE id = ? AND {_HELD_SQL} AND attempts = ?",
+                f" WHERE id = ? AND {HELD_SQL} AND attempts = ?",
                 (why, now, now, now + self._retention(Outcome.DEAD, None), s.id, s.token),
             )
-        except _BAD_VALUE:
+        except BAD_VALUE:
             return False
         return cur.rowcount > 0
 
@@ -1389,7 +1122,7 @@ class SQLiteBackend:
             for task_id, token in leases:
                 row = conn.execute(
                     "UPDATE dowork_tasks SET lease_until = ?"
-                    f" WHERE id = ? AND {_HELD_SQL} AND attempts = ? RETURNING cancel_requested",
+                    f" WHERE id = ? AND {HELD_SQL} AND attempts = ? RETURNING cancel_requested",
                     (now + lease, task_id, token),
                 ).fetchone()
                 if row is None:
@@ -1413,7 +1146,7 @@ class SQLiteBackend:
                 row = conn.execute(
                     "UPDATE dowork_tasks SET run_at = ?, updated_at = ?,"
                     " status = CASE status WHEN 'scheduled' THEN 'pending' ELSE status END"
-                    f" WHERE id = ? AND {_WAITING_SQL} AND run_at > ? RETURNING queue",
+                    f" WHERE id = ? AND {WAITING_SQL} AND run_at > ? RETURNING queue",
                     (now, now, task_id, now),
                 ).fetchone()
                 if row is not None:
@@ -1487,7 +1220,7 @@ class SQLiteBackend:
         if found:
             where = f"rowid IN ({','.join('?' * len(found))})"
             keep = self._retention(Outcome.DEAD, None)
-            _sqlite_rows.bury(conn, where, found, now, keep)
+            bury(conn, where, found, now, keep)
 
     async def get(self, ids: Sequence[str]) -> list[Record]:
         """Fetch records by id."""
@@ -1503,9 +1236,9 @@ class SQLiteBackend:
             chunk = ids[start : start + 500]
             marks = ",".join("?" * len(chunk))
             rows = conn.execute(
-                f"SELECT {_COLUMNS} FROM dowork_tasks WHERE id IN ({marks})", chunk
+                f"SELECT {records.COLUMNS} FROM dowork_tasks WHERE id IN ({marks})", chunk
             ).fetchall()
-            found.extend(_record(row) for row in rows)
+            found.extend(records.record(row) for row in rows)
         return found
 
     async def cancel(self, task_id: str, now: float) -> str:
@@ -1579,7 +1312,7 @@ class SQLiteBackend:
             conn.execute(  # unique keys whose task finished (or is gone)
                 "DELETE FROM dowork_idempotency WHERE expires_at = ? AND NOT EXISTS (SELECT 1"
                 " FROM dowork_tasks t WHERE t.id = dowork_idempotency.task_id"
-                f" AND (t.{_WAITING_SQL} OR t.{_HELD_SQL}))",
+                f" AND (t.{WAITING_SQL} OR t.{HELD_SQL}))",
                 (WHILE_UNFINISHED,),
             )
         if deleted and self._conn is not None:
@@ -1638,7 +1371,7 @@ class SQLiteBackend:
     def _purge_queue(self, queue: str, wanted: tuple[str, ...] | None) -> int:
         args: tuple[str, ...] = ()
         if wanted is None:
-            where = f"NOT {_HELD_SQL}"
+            where = f"NOT {HELD_SQL}"
         else:
             where, args = f"status IN ({','.join('?' * len(wanted))})", wanted
         with self._tx() as conn:
@@ -1730,11 +1463,11 @@ class SQLiteBackend:
             where = f" AND status IN ({','.join('?' * len(wanted))})"
         order = "DESC" if newest_first else "ASC"
         rows = conn.execute(
-            f"SELECT {_COLUMNS} FROM dowork_tasks WHERE queue = ?{where}"
+            f"SELECT {records.COLUMNS} FROM dowork_tasks WHERE queue = ?{where}"
             f" ORDER BY created_at {order}, rowid {order} LIMIT ? OFFSET ?",
             (queue, *(wanted or ()), limit, offset),
         ).fetchall()
-        return [_record(row) for row in rows]
+        return [records.record(row) for row in rows]
 
     # ``list`` comes last: a method of that name hides the builtin in annotations below it.
     async def list(

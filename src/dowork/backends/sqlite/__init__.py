@@ -1,0 +1,12 @@
+"""SQLite backend: the embedded durable store (stdlib ``sqlite3``, WAL, no server).
+
+``SQLiteBackend`` (``backend``) is the class users build. The rest of the package is its
+parts, one concern each: ``schema`` (tables, indexes, upgrades of older files), ``records``
+(rows as ``Record``s), ``rows`` (finding and dead-lettering rows a worker cannot read).
+"""
+
+from __future__ import annotations
+
+from .backend import SQLiteBackend
+
+__all__ = ["SQLiteBackend"]

@@ -1,0 +1,89 @@
+"""Rows of ``dowork_tasks`` turned into ``Record``s, the protocol's view of a task.
+
+``COLUMNS`` and ``record`` read a whole row (lookups, listings); ``CLAIMED_COLUMNS`` and
+``claimed`` read what a claim's ``RETURNING`` gives back, fewer columns since the claim has
+just set the others. Both orders must match their column lists, so they live side by side.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .._protocol import Record
+
+__all__ = ["CLAIMED_COLUMNS", "COLUMNS", "claimed", "record"]
+
+COLUMNS = (
+    "id, queue, name, payload, run_at, created_at, status, options, attempts, lease_until, "
+    "owner, crashes, cancel_requested, error, reason, result, updated_at, finished_at, progress,"
+    " history, priority, slot, concurrency_key, started, lost, charged"
+)
+
+
+def record(row: tuple[Any, ...]) -> Record:
+    """A record from a row of ``COLUMNS``."""
+    return Record(
+        id=row[0],
+        queue=row[1],
+        name=row[2],
+        payload=bytes(row[3]),
+        run_at=row[4],
+        created_at=row[5],
+        status=row[6],
+        options=row[7],
+        attempts=row[8],
+        lease_until=row[9],
+        owner=row[10],
+        crashes=row[11],
+        cancel_requested=bool(row[12]),
+        error=row[13],
+        reason=row[14],
+        result=None if row[15] is None else bytes(row[15]),
+        updated_at=row[16],
+        finished_at=row[17],
+        progress=row[18],
+        history=row[19] or None,
+        priority=row[20],
+        slot=row[21],
+        concurrency_key=row[22],
+        started=row[23],
+        lost=row[24],
+        charged=row[25],
+    )
+
+
+#: The columns a claim reads back: the others it has just set (or knows, as the queue).
+CLAIMED_COLUMNS = (
+    "id, name, payload, run_at, created_at, options, attempts, crashes, cancel_requested, error,"
+    " reason, result, finished_at, progress, history, priority, concurrency_key, started, lost"
+)
+
+
+def claimed(row: tuple[Any, ...], queue: str, now: float, lease_until: float, owner: str) -> Record:
+    """A record as a claim leaves it, from its ``CLAIMED_COLUMNS`` (fewer values to convert)."""
+    return Record(
+        id=row[0],
+        queue=queue,
+        name=row[1],
+        payload=bytes(row[2]),
+        run_at=row[3],
+        created_at=row[4],
+        status="reserved",
+        options=row[5],
+        attempts=row[6],
+        lease_until=lease_until,
+        owner=owner,
+        crashes=row[7],
+        cancel_requested=bool(row[8]),
+        error=row[9],
+        reason=row[10],
+        result=None if row[11] is None else bytes(row[11]),
+        updated_at=now,
+        finished_at=row[12],
+        progress=row[13],
+        history=row[14] or None,
+        priority=row[15],
+        concurrency_key=row[16],
+        started=row[17],
+        lost=row[18],
+    )
