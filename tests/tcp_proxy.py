@@ -40,10 +40,17 @@ class TcpProxy:
         self._closed = True
         with contextlib.suppress(OSError):
             self._listener.close()
+        self.close_connections()
+
+    def close_connections(self) -> None:
+        """Cut every connection made so far (the listener stays: see ``mode``)."""
         with self._lock:
-            for sock in self._sockets:
-                with contextlib.suppress(OSError):
-                    sock.close()
+            sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(OSError):
+                sock.close()
 
     def _accept(self) -> None:
         while not self._closed:

@@ -190,8 +190,6 @@ class BackendEngine(Engine):
         self._store_first: set[str] = set()
         self._dropped: set[str] = set()  # claimed ids given up before they started
         self._first_marks: set[asyncio.Task[None]] = set()  # _launch_marked in progress
-        #: The backend keeps ``reserved`` and ``STARTED`` marks (a Redis store does not yet).
-        self._marks_starts = bool(getattr(backend, "marks_starts", False))
         #: Claimed tasks on their last crash (``crash_budget - 1`` crashes): the backend hands
         #: them out alone and nothing more is claimed while one is held, so a poison task
         #: cannot use up the crash budget of healthy tasks held next to it.
@@ -846,7 +844,7 @@ class BackendEngine(Engine):
         if record.lease_until is not None:
             self._lease_until[record.id] = record.lease_until
         self._dropped.discard(record.id)
-        if (record.lost or record.crashes) and self._marks_starts:
+        if record.lost or record.crashes:
             self._store_first.add(record.id)
         try:
             return self._start(record, lead, queued, first)
@@ -887,7 +885,7 @@ class BackendEngine(Engine):
         task._engine = self
         if headers:
             task._headers = headers
-        task._attempts = self._started_of(record, claimed=True) - record.crashes
+        task._attempts = record.started - record.crashes
         task._deliveries = record.attempts
         task._status = TaskStatus.RESERVED  # held here, not started
         task._priority = record.priority
@@ -984,7 +982,7 @@ class BackendEngine(Engine):
             stand_in._id = record.id
             stand_in._engine = self
             stand_in._status = TaskStatus.DEAD
-            stand_in._attempts = self._started_of(record) - record.crashes
+            stand_in._attempts = record.started - record.crashes
             dead = TaskFailed(error, "dead", reason)
             stand_in._error = dead
             for hook in failure_hooks:
@@ -1268,12 +1266,6 @@ class BackendEngine(Engine):
             return
         super()._launch(task)
 
-    def _started_of(self, record: Record, claimed: bool = False) -> int:
-        """Attempts whose function started; without marks every claim counted as one."""
-        if self._marks_starts:
-            return record.started
-        return record.attempts - 1 if claimed else record.attempts
-
     def _lease_left(self, task_id: str) -> float:
         """Seconds until a claimed task's lease lapses, unless renewed."""
         return self._lease_until.get(task_id, float("inf")) - self._lease_now()
@@ -1318,8 +1310,6 @@ class BackendEngine(Engine):
         if task_id is None or task_id not in self._claimed or task_id in self._begun:
             return
         self._begun.add(task_id)
-        if not self._marks_starts:
-            return
         self._marks[task_id] = self._claimed[task_id]
         if self._marking is None:
             loop = asyncio.get_running_loop()
@@ -1731,7 +1721,7 @@ class BackendEngine(Engine):
     def _apply(self, task: Task[Any], record: Record) -> None:
         """Copy a record's state into a local handle; wake waiters if it is final."""
         status = TaskStatus(record.status)
-        task._attempts = self._started_of(record) - record.crashes
+        task._attempts = record.started - record.crashes
         task._deliveries = record.attempts
         if record.progress is not None:
             task._progress = decode_progress(record.progress)

@@ -47,21 +47,10 @@ def run(
     asyncio.run(main())
 
 
-def marks(b: Backend) -> bool:
-    """Whether the backend keeps start marks (claims leave records reserved): Redis not yet."""
-    return bool(getattr(b, "marks_starts", False))
-
-
-def held(b: Backend) -> str:
-    """The status a claim leaves a record in."""
-    return "reserved" if marks(b) else "running"
-
-
 async def start(b: Backend, records: list[Record], now: float = NOW) -> None:
     """Mark claimed records started (reserved -> running), as a worker does once it runs them."""
-    if marks(b):
-        started = [Settlement(r.id, r.attempts, Outcome.STARTED, now) for r in records]
-        assert await b.settle(started) == []
+    started = [Settlement(r.id, r.attempts, Outcome.STARTED, now) for r in records]
+    assert await b.settle(started) == []
 
 
 def test_push_then_get(backend_factory: Callable[[], Backend]) -> None:
@@ -101,14 +90,12 @@ def test_claim_leases_due_records_oldest_first(backend_factory: Callable[[], Bac
         claimed = await b.claim("q", NOW, 10, LEASE, "w1")
         assert [r.id for r in claimed] == [early.id, late.id]
         for r in claimed:
-            assert r.status == held(b)  # held, not started: running once marked
+            assert r.status == "reserved"  # held, not started: running once marked
             assert r.attempts == 1
             assert r.started == 0
             assert r.lease_until == NOW + LEASE
             assert r.owner == "w1"
         await start(b, claimed[:1])
-        if not marks(b):
-            return
         got = {r.id: r for r in await b.get([early.id, late.id])}
         assert (got[early.id].status, got[early.id].started) == ("running", 1)
         assert (got[late.id].status, got[late.id].started) == ("reserved", 0)
@@ -149,8 +136,8 @@ def test_settle_success_and_fencing(backend_factory: Callable[[], Backend]) -> N
         assert done.status == "succeeded"
         assert done.result == b"42"
         assert done.finished_at == NOW + 1
-        assert done.started == int(marks(b))  # an outcome on a reserved record counts its start
-        assert still.status == held(b)
+        assert done.started == 1  # an outcome on a reserved record counts its start
+        assert still.status == "reserved"
         assert await b.settle([Settlement(one.id, one.attempts, Outcome.FAILED, NOW)]) == [one.id]
 
     run(backend_factory, body)
@@ -236,7 +223,7 @@ def test_release_makes_held_records_due_now(backend_factory: Callable[[], Backen
         assert await b.release([held.id], NOW + 2) == []  # already due: nothing to do
         (stored,) = await b.get([held.id])
         assert (stored.status, stored.run_at) == ("pending", NOW + 1)
-        assert await b.counts("q") == {"pending": 1, ("reserved" if marks(b) else "running"): 1}
+        assert await b.counts("q") == {"pending": 1, "reserved": 1}
         (claimed,) = await b.claim("q", NOW + 1, 10, LEASE, "w")
         assert claimed.id == held.id
 
@@ -496,10 +483,10 @@ def test_list_filters_by_status(backend_factory: Callable[[], Backend]) -> None:
         failed = await b.list("q", ["failed"], newest_first=False)
         assert [r.id for r in failed] == ids[:3]
         assert all(r.status == "failed" and r.error == "E" for r in failed)
-        assert [r.id for r in await b.list("q", [held(b)])] == [ids[6], ids[5]]
+        assert [r.id for r in await b.list("q", ["reserved"])] == [ids[6], ids[5]]
         assert [r.id for r in await b.list("q", ("pending",), limit=2)] == [ids[11], ids[10]]
 
-        several = [held(b), "failed", "pending"]  # merged by created_at across statuses
+        several = ["reserved", "failed", "pending"]  # merged by created_at across statuses
         expected = [i for i in ids[::-1] if i not in ids[3:5]]
         pages = [await b.list("q", several, limit=3, offset=o) for o in range(0, 12, 3)]
         assert [len(p) for p in pages] == [3, 3, 3, 1]
@@ -534,7 +521,7 @@ def test_requeue_revives_finished_failures(backend_factory: Callable[[], Backend
         asked = [crashed.id, done.id, running.id, waiting.id, "nope", cancelled.id, crashed.id]
         assert await b.requeue(asked, NOW + 100) == [crashed.id, cancelled.id]
         await assert_consistent(b, "q", ids)
-        assert await b.counts("q") == {"pending": 3, held(b): 1, "succeeded": 1}
+        assert await b.counts("q") == {"pending": 3, "reserved": 1, "succeeded": 1}
         for r in await b.get([crashed.id, cancelled.id]):
             assert r.status == "pending"
             assert r.run_at == NOW + 100
@@ -592,7 +579,7 @@ def test_purge_by_status_and_everything_but_running(
         assert await b.cancel(records[5].id, NOW) == "cancelled"
         await start(b, claimed[2:3])  # one leased record running, one still reserved
         ids = [r.id for r in [*records, scheduled]]
-        leased = {"running": 1, "reserved": 1} if marks(b) else {"running": 2}
+        leased = {"running": 1, "reserved": 1}
         assert await b.counts("q") == {
             "succeeded": 1,
             "failed": 1,
@@ -619,7 +606,7 @@ def test_purge_by_status_and_everything_but_running(
         assert await b.queues() == ["other", "q"]
         assert await b.settle([Settlement(records[2].id, 1, Outcome.FAILED, NOW)]) == []
 
-        assert await b.purge("q", [held(b), "failed"]) == 2  # named: leased ones go too
+        assert await b.purge("q", ["reserved", "failed"]) == 2  # named: leased ones go too
         assert await b.counts("q") == {}
         await assert_consistent(b, "q", ids)
         assert await b.queues() == ["other"]

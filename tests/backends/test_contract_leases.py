@@ -8,23 +8,10 @@ it is taken back, and if nobody was given the task since, its outcome stands.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
-from typing import Any
-
-import pytest
+from collections.abc import Callable
 
 from dowork.backends import Backend, Outcome, Settlement
-from tests.backends.test_contract import LEASE, NOW, marks, rec, start
-from tests.backends.test_contract import run as run_on
-
-
-def run(
-    factory: Callable[[], Backend], test: Callable[[Backend], Coroutine[Any, Any, None]]
-) -> None:
-    """Run a contract test on a backend that keeps start marks (the Redis port is to come)."""
-    if not marks(factory()):
-        pytest.skip("this backend keeps no start marks yet (issue 14: Redis crash accounting)")
-    run_on(factory, test)
+from tests.backends.test_contract import LEASE, NOW, rec, run, start
 
 
 def test_a_lapsed_reserved_lease_is_lost_not_a_crash(

@@ -112,7 +112,7 @@ def test_prefixes_keep_apps_apart(redis_server: RedisServer) -> None:
         with pytest.raises(DuplicateTask):
             await one.push([rec(id=record.id)])
         assert len(await one.claim("q", NOW, 10, LEASE, "w")) == 1
-        assert await one.counts("q") == {"running": 1}
+        assert await one.counts("q") == {"reserved": 1}
         assert await two.counts("q") == {"pending": 1}
         (other,) = await two.get([record.id])
         assert other.status == "pending"
@@ -219,16 +219,16 @@ def test_an_idle_worker_claims_in_the_round_trip_that_wakes_it(
         later = rec(run_at=NOW + 7, created_at=NOW + 7)  # due by the pusher's clock
         await producer.push([later])
         (claimed,) = await asyncio.wait_for(waiting, 2.0)
-        assert (claimed.id, claimed.status, claimed.attempts) == (later.id, "running", 1)
+        assert (claimed.id, claimed.status, claimed.attempts) == (later.id, "reserved", 1)
         assert (claimed.lease_until, claimed.owner) == (NOW + 7 + LEASE, "w")
         (stored,) = await worker.get([later.id])
         assert (stored.status, stored.lease_until, stored.updated_at) == (
-            "running", NOW + 7 + LEASE, NOW + 7,
+            "reserved", NOW + 7 + LEASE, NOW + 7,
         )  # fmt: skip
         scheduled = rec(run_at=NOW + 100, created_at=NOW + 8, status="scheduled")
         await producer.push([scheduled])  # wakes the worker, but is not due yet
         assert await worker.wait_claim("q", 5.0, NOW, 10, LEASE, "w") == []
-        assert await worker.counts("q") == {"running": 1, "scheduled": 1}
+        assert await worker.counts("q") == {"reserved": 1, "scheduled": 1}
         await producer.close()
         await worker.close()
 
@@ -403,7 +403,7 @@ def test_listing_keys_follow_every_change_and_go_with_the_queue(
         assert await client.object("encoding", f"{prefix}:q:q:running") == b"skiplist"
         assert await client.exists(f"{prefix}:q:q:created") == 0
         assert await client.smembers(f"{prefix}:queues") == {b"q"}
-        assert await backend.purge("q", ["pending", "retrying", "running"]) == 3
+        assert await backend.purge("q", ["pending", "retrying", "reserved"]) == 3
         assert await backend.purge_finished(NOW + 10**9) == 2
         assert await client.keys(f"{prefix}:q:*") == []
         assert await client.exists(f"{prefix}:queues", f"{prefix}:expiry") == 0

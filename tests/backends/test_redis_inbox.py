@@ -189,7 +189,7 @@ def test_a_worker_with_flow_control_drains_the_inbox_and_claims_by_its_rules(
         assert claimed.id == tasks[0].id
         producer.push_sync(tasks[1:], fresh=True)
         assert await worker.wait_claim("q", 0.2, NOW, 10, LEASE, "w", max_running=1) == []
-        assert await worker.counts("q") == {"running": 1, "pending": 1}  # the cap held
+        assert await worker.counts("q") == {"reserved": 1, "pending": 1}  # the cap held
         await producer.close()
         await worker.close()
 

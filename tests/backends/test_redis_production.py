@@ -137,7 +137,7 @@ def test_volatile_policies_are_allowed_with_a_warning(
         backend = RedisBackend(own_server.url, prefix="dowork:v")
         await backend.push([rec(queue="v")])
         (claimed,) = await backend.claim("v", NOW, 1, LEASE, "w")
-        assert claimed.status == "running"
+        assert claimed.status == "reserved"
         await backend.close()
 
     with caplog.at_level(logging.WARNING, logger="dowork"):

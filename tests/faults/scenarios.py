@@ -178,13 +178,12 @@ def kill_storm(
 ) -> Figures:
     """Row 13: ``workers`` processes; SIGKILL a random one every U(every) s and respawn it.
 
-    ``prefetch`` defaults to the default 32 on SQLite, where a prefetched task that never
-    started is not charged a crash when its worker dies (a lost lease); on Redis, which still
-    charges every claimed task, to 8: with kills every second a healthy task prefetched by
-    three victims in a row would use up its crash budget.
+    ``prefetch`` defaults to the workers' default, 32: a prefetched task that never started
+    is not charged a crash when its worker dies (a lost lease), so prefetching many does not
+    use up healthy tasks' crash budgets.
     """
     if prefetch is None:
-        prefetch = 8 if url.startswith("redis") else 32
+        prefetch = 32
     rng = random.Random(seed)
     submit(url, ledger, ((n, rng.uniform(*task_ms) / 1000) for n in range(tasks)))
     began = time.monotonic()

@@ -62,9 +62,8 @@ def test_poison_task_is_dead_lettered_after_the_crash_budget(
     figures = report(poison_task(url, ledger, label))
     assert figures.extra["poison_reason"] == "crashed_worker"
     # It kills its worker at once, before its start mark is written: the first lapse is a
-    # lost lease, not a crash; every later start is written first, so 3 crashes follow. A
-    # Redis store keeps no marks yet: each of its 3 runs is charged.
-    runs = 3 if url.startswith("redis") else 4
+    # lost lease, not a crash; every later start is written first, so 3 crashes follow.
+    runs = 4
     assert figures.extra["poison_runs"] == runs
     assert figures.extra["worker_deaths"] == runs
     assert figures.extra["healthy_dead"] == 0  # the other tasks are unaffected

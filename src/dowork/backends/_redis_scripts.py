@@ -39,8 +39,13 @@ local function decimal(s)
 end
 local function count_ok(s) return #s <= 15 and string.find(s, '^%d+$') ~= nil end
 local function seq_ok(s) return #s == 16 and not string.find(s, '[^0-9a-f]') end
-local STATUSES = {pending = true, scheduled = true, retrying = true, running = true,
-    succeeded = true, failed = true, cancelled = true, dead = true}
+local STATUSES = {pending = true, scheduled = true, retrying = true, reserved = true,
+    running = true, succeeded = true, failed = true, cancelled = true, dead = true}
+-- The statuses of a leased task (claimed: reserved until its function starts, then running);
+-- both are listed from the running zset, which holds every lease.
+local LEASED = {reserved = true, running = true}
+-- A list of at most 16 lease tokens (see charge).
+local function tokens_ok(s) return #s <= 16 * 16 and string.find(s, '^[%d,]*$') ~= nil end
 local LEVELS = {}
 for p = -9, 9 do LEVELS[tostring(p)] = true end
 -- The stored fields a worker reads, and what each must hold when present (see NEEDED).
@@ -48,7 +53,8 @@ local CHECKS = {
     status = function(s) return STATUSES[s] end,
     run_at = decimal, created_at = decimal, updated_at = decimal, finished_at = decimal,
     slot = decimal,
-    attempts = count_ok, crashes = count_ok,
+    attempts = count_ok, crashes = count_ok, started = count_ok, lost = count_ok,
+    charged = tokens_ok,
     priority = function(s) return LEVELS[s] end,
     seq = seq_ok,
 }
@@ -99,7 +105,7 @@ local function unreadable(h, id, queue)
 end
 -- Move the record of id (listing member m, or nil if its seq cannot be read; fields v) of
 -- queue to the dead letters with reason malformed (why: see unreadable), kept until expires.
--- old is the status it is counted in ('running', a waiting one, or nil: the listing holding
+-- old is the status it is counted in (a leased one, a waiting one, or nil: the listing holding
 -- m says). Its other fields stay as they were; its queue, and a seq or created_at that
 -- cannot be read, are replaced, so that it is listed and counted like any dead letter.
 local function bury(queue, id, m, v, why, old, now, expires)
@@ -111,7 +117,7 @@ local function bury(queue, id, m, v, why, old, now, expires)
         end
     end
     if old then
-        if old ~= 'running' and m then redis.call('ZREM', q .. 'created.' .. old, m) end
+        if not LEASED[old] and m then redis.call('ZREM', q .. 'created.' .. old, m) end
         redis.call('HINCRBY', q .. 'counts', old, -1)
     end
     if not m then m = string.format('%016x', redis.call('INCR', P .. 'seq')) .. ':' .. id end
@@ -178,8 +184,8 @@ local function inbox_put(queue, e, owner, lease)
         'run_at', run_at, 'created_at', at, 'status', status, 'seq', s)
     if f[4] ~= '' then redis.call('HSET', key, 'options', string.sub(f[4], 2)) end
     if owner then
-        redis.call('HSET', key, 'attempts', '1', 'lease_until', lease, 'owner', owner,
-            'updated_at', at)
+        redis.call('HSET', key, 'attempts', '1', 'started', '1', 'lease_until', lease,
+            'owner', owner, 'updated_at', at)  -- (popped and started at once: see _TAKE)
         redis.call('ZADD', q .. 'running', '+inf', string.rep('~', 80), lease, id)  -- KEEPER
     else
         redis.call('ZADD', q .. 'waiting', run_at, m)
@@ -423,16 +429,16 @@ local function flush()
     DELTAS, ZREMS, ZADDS, EMPTIED, KEYRUN = {}, {}, {}, {}, {}
 end
 -- A task (zset member m, created_at at) leaves status old and/or enters status new (nil:
--- none): counts and the per-status listing zsets follow (written at flush). Running tasks
+-- none): counts and the per-status listing zsets follow (written at flush). Leased tasks
 -- are listed from the running zset, so they have no listing zset of their own.
 local function move(queue, m, at, old, new)
     if old then
         count(queue, old, -1)
-        if old ~= 'running' then gather(ZREMS, qkey(queue, 'created.' .. old), m) end
+        if not LEASED[old] then gather(ZREMS, qkey(queue, 'created.' .. old), m) end
     end
     if new then
         count(queue, new, 1)
-        if new ~= 'running' then gather(ZADDS, qkey(queue, 'created.' .. new), at, m) end
+        if not LEASED[new] then gather(ZADDS, qkey(queue, 'created.' .. new), at, m) end
     end
 end
 -- After a task hash was deleted: drop it from the listings, and the queue once it is empty.
@@ -702,7 +708,7 @@ for i = 0, n - 1 do
     local taken = false
     if held[1] and held[2] == 'u' then  -- a unique key: taken while its task waits or runs
         local st = redis.call('HGET', tkey(held[1]), 'status')
-        taken = st and (WAITING[st] or st == 'running') or false
+        taken = st and (WAITING[st] or LEASED[st]) or false
     elseif held[1] then
         taken = tonumber(held[2]) > tonumber(ARGV[b + 5])
     end
@@ -758,7 +764,9 @@ return ok
 # place in the claim.
 # Returns now and lease_until as used, the records dead-lettered (a flat list of id, why), then
 # the claimed records as HGETALL lists, in claim order, read before the claim: the caller
-# applies it (status running, attempts + 1, lease_until, owner, updated_at, no slot).
+# applies it (status reserved, attempts + 1, lease_until, owner, updated_at, no slot). A
+# record written before dowork counted starts (no started field) gets started = attempts:
+# every claim of it counted as one (OLD).
 _CLAIM = (
     """
 local P, queue, now, lease, owner = ARGV[1], ARGV[2], ARGV[3], ARGV[5], ARGV[6]
@@ -768,6 +776,7 @@ local alone = ARGV[8] ~= '' and tonumber(ARGV[8])
     + _INBOX
     + """
 local WAITS = {pending = true, scheduled = true, retrying = true}
+local NONE = {}
 -- Whether the record (status, HGETALL list h) of a due member should be dead-lettered, and
 -- why: a waiting record (or one of no known status) that cannot be read. Others are stale.
 local function unclaimable(status, h, id)
@@ -819,7 +828,7 @@ local out = {now, lease, BURIED}
 if limit <= 0 then return out end
 local waiting, turn = q .. 'waiting', q .. 'turn'
 local leased, left, n = {'+inf', keeper}, {}, 0
--- The claimed records leave the created.S listings for running (counts follow).
+-- The claimed records leave the created.S listings for reserved (counts follow).
 local function lease_all()
     if n == 0 then return end
     many('ZADD', running, leased)
@@ -827,7 +836,7 @@ local function lease_all()
         many('ZREM', q .. 'created.' .. status, l)
         redis.call('HINCRBY', q .. 'counts', status, -#l)
     end
-    redis.call('HINCRBY', q .. 'counts', 'running', n)
+    redis.call('HINCRBY', q .. 'counts', 'reserved', n)
 end
 local function wake_one()  -- more may be due: wake another idle worker to help
     inbox_wake(queue, 1, now)
@@ -846,12 +855,13 @@ then
         local id = string.sub(m, 18)
         local key = P .. 'task:' .. id
         local h = redis.call('HGETALL', key)
-        local status, attempts, crashes, reserved
+        local status, attempts, crashes, reserved, started
         for j = 1, #h, 2 do
             local f = h[j]
             if f == 'status' then status = h[j + 1]
             elseif f == 'attempts' then attempts = h[j + 1]
             elseif f == 'crashes' then crashes = h[j + 1]
+            elseif f == 'started' then started = true
             elseif f == 'slot' then reserved = true end
         end
         local why = unclaimable(status, h, id)
@@ -863,8 +873,9 @@ then
             bury_due(id, m, h, why)
         elseif status == 'pending' or status == 'scheduled' or status == 'retrying' then
             local a = string.format('%d', (attempts and tonumber(attempts) or 0) + 1)
-            redis.call('HSET', key, 'status', 'running', 'attempts', a, 'lease_until', lease,
-                'owner', owner, 'updated_at', now)
+            redis.call('HSET', key, 'status', 'reserved', 'attempts', a, 'lease_until', lease,
+                'owner', owner, 'updated_at', now, unpack(started and NONE or {'started',
+                attempts or '0'}))  -- (OLD)
             if reserved then redis.call('HDEL', key, 'slot') end  -- delayed by an earlier limit
             leased[#leased + 1] = lease
             leased[#leased + 1] = id
@@ -1106,13 +1117,14 @@ while n < limit and looked < look do
         local id = string.sub(m, 18)
         local tk = P .. 'task:' .. id
         local h = redis.call('HGETALL', tk)
-        local status, attempts, crashes, name, reserved
+        local status, attempts, crashes, name, reserved, started
         for j = 1, #h, 2 do
             local f = h[j]
             if f == 'status' then status = h[j + 1]
             elseif f == 'attempts' then attempts = h[j + 1]
             elseif f == 'crashes' then crashes = h[j + 1]
             elseif f == 'name' then name = h[j + 1]
+            elseif f == 'started' then started = true
             elseif f == 'slot' then reserved = true end
         end
         local why = unclaimable(status, h, id)
@@ -1137,8 +1149,9 @@ while n < limit and looked < look do
                 delay(lv, s, m)
             else
                 local a = string.format('%d', (attempts and tonumber(attempts) or 0) + 1)
-                redis.call('HSET', tk, 'status', 'running', 'attempts', a, 'lease_until',
-                    lease, 'owner', owner, 'updated_at', now)
+                redis.call('HSET', tk, 'status', 'reserved', 'attempts', a, 'lease_until',
+                    lease, 'owner', owner, 'updated_at', now, unpack(started and NONE or
+                    {'started', attempts or '0'}))  -- (OLD)
                 if reserved then redis.call('HDEL', tk, 'slot') end
                 drop(lv, m)
                 leased[#leased + 1] = lease
@@ -1266,28 +1279,91 @@ return out
 )
 
 # ARGV: P, n, then n x (id, token, status, now, run_at, error?, reason?, result?,
-# expires_at ('' = forget the record), payload?, attempt?). status 'retrying' means RETRY;
-# attempt is a line appended to the task's history.
-# Returns the ids refused because the record is not running under that token.
-# lease_until and owner are left in the hash: they mean nothing once status is not running.
+# expires_at ('' = forget the record), payload?, attempt?, ran). status 'retrying' means RETRY,
+# 'started' the STARTED mark (a reserved record becomes running, started + 1); attempt is a
+# line appended to the task's history; ran is '1' when the function ran, so that an outcome
+# on a record still reserved counts its start. See Backend.settle for late settlements.
+# Returns the ids refused because the record is not leased under that token.
+# lease_until and owner are left in the hash: they mean nothing once the lease is over.
 _SETTLE = """
 local refused, accepted, leases, broken = {}, {}, {}, {}
+-- A settlement for token, whose lapsed lease the reaper charged as a crash (its token is in
+-- the charged field, rec[9]): its worker was alive, so the charge moves to lost; and if no
+-- lease was granted since and the record waits or was dead-lettered for crashes, the
+-- outcome applies after all: the record is made running again (rec[1]) for it. Returns
+-- whether it applies. A record whose fields cannot be read is left alone (a claim buries it).
+local function late(id, token, rec)
+    local kept, found = {}, false
+    for t in string.gmatch(rec[9], '[^,]+') do
+        if not found and t == token then found = true else kept[#kept + 1] = t end
+    end
+    if not found then return false end
+    local key = tkey(id)
+    local more = redis.call('HMGET', key, 'crashes', 'lost', 'reason', 'priority', 'run_at')
+    if not (more[1] and count_ok(more[1]) and tonumber(more[1]) > 0)
+        or (more[2] and not count_ok(more[2])) or not (rec[4] and seq_ok(rec[4]))
+        or not decimal(rec[5]) or (more[4] and not LEVELS[more[4]])
+    then
+        return false
+    end
+    local fields = {'crashes', string.format('%d', tonumber(more[1]) - 1),
+        'lost', string.format('%d', tonumber(more[2] or '0') + 1)}
+    if #kept == 0 then
+        redis.call('HDEL', key, 'charged')
+    else
+        fields[#fields + 1] = 'charged'
+        fields[#fields + 1] = table.concat(kept, ',')
+    end
+    local status, queue, k = rec[1], rec[3], rec[8]
+    local revive = tonumber(rec[2]) == tonumber(token)
+        and (WAITING[status] or (status == 'dead' and more[3] == 'crashed_worker'))
+    if revive then
+        local m = member(rec[4], id)
+        if WAITING[status] then
+            redis.call('ZREM', zkey(queue, more[4], k), m)
+            if k then lane_out(qkey(queue, ''), k, decimal(more[5]) and more[5] or '-inf') end
+        else
+            redis.call('ZREM', P .. 'expiry', id)
+        end
+        redis.call('HDEL', key, 'reason', 'finished_at', 'expires_at')
+        fields[#fields + 1] = 'status'
+        fields[#fields + 1] = 'running'
+        move(queue, m, rec[5], status, 'running')
+        running_key(queue, k, 1)
+        rec[1] = 'running'
+    end
+    redis.call('HSET', key, unpack(fields))
+    return revive
+end
 for i = 0, tonumber(ARGV[2]) - 1 do
-    local b = 3 + i * 11
-    local rec = redis.call('HMGET', tkey(ARGV[b]), 'status', 'attempts', 'queue', 'seq',
-        'created_at', 'error', 'history', 'concurrency_key')
-    if rec[1] ~= 'running' or tonumber(rec[2]) ~= tonumber(ARGV[b + 1]) or not rec[3] then
-        refused[#refused + 1] = ARGV[b]
+    local b = 3 + i * 12
+    local id, token, outcome = ARGV[b], ARGV[b + 1], ARGV[b + 2]
+    local rec = redis.call('HMGET', tkey(id), 'status', 'attempts', 'queue', 'seq',
+        'created_at', 'error', 'history', 'concurrency_key', 'charged', 'started')
+    local ok = LEASED[rec[1]] and tonumber(rec[2]) == tonumber(token) and rec[3]
+    if not ok and outcome ~= 'started' and rec[3] and rec[9] and tokens_ok(rec[9]) then
+        ok = late(id, token, rec)
+    end
+    if not ok then
+        refused[#refused + 1] = id
+    elseif outcome == 'started' then  -- (a running record: started already, nothing to do)
+        if rec[1] == 'reserved' and ARGV[b + 11] == '1' and (not rec[10] or count_ok(rec[10]))
+        then
+            redis.call('HSET', tkey(id), 'status', 'running',
+                'started', string.format('%d', tonumber(rec[10] or '0') + 1))
+            move(rec[3], nil, nil, 'reserved', 'running')
+        end
     else
         -- A record changed by hand while it ran is dead-lettered instead (see bury); an
         -- outcome's times that cannot be used are replaced by now.
         local why = nil
-        if ARGV[b + 2] == 'retrying' then  -- (a finished task needs no priority: an absent
-            rec[9] = redis.call('HGET', tkey(ARGV[b]), 'priority')  -- field costs a hash scan)
+        if outcome == 'retrying' then  -- (a finished task needs no priority: an absent
+            rec[11] = redis.call('HGET', tkey(id), 'priority')  -- field costs a hash scan)
         end
         if not (rec[4] and seq_ok(rec[4])) then why = 'seq is missing or not 16 hex digits'
         elseif not decimal(rec[5]) then why = 'created_at is not a number'
-        elseif rec[9] and not LEVELS[rec[9]] then why = 'priority is ' .. shown(rec[9]) end
+        elseif rec[11] and not LEVELS[rec[11]] then why = 'priority is ' .. shown(rec[11])
+        elseif rec[10] and not count_ok(rec[10]) then why = 'started is ' .. shown(rec[10]) end
         if not decimal(ARGV[b + 4]) then ARGV[b + 4] = ARGV[b + 3] end
         if ARGV[b + 8] ~= '' and not decimal(ARGV[b + 8]) then ARGV[b + 8] = ARGV[b + 3] end
         if why then
@@ -1295,7 +1371,7 @@ for i = 0, tonumber(ARGV[2]) - 1 do
         else
             accepted[#accepted + 1] = {b, rec}
         end
-        gather(leases, qkey(rec[3], 'running'), ARGV[b])
+        gather(leases, qkey(rec[3], 'running'), id)
     end
 end
 -- The leases go first: a write that frees memory, after which Redis lets this script finish
@@ -1307,7 +1383,7 @@ for _, a in ipairs(broken) do
     running_key(rec[3], rec[8], -1)
     local m = seq_ok(rec[4] or '') and member(rec[4], id) or nil
     local expires = ARGV[b + 8] ~= '' and ARGV[b + 8] or now
-    bury(rec[3], id, m, {created_at = rec[5]}, a[3], 'running', now, expires)
+    bury(rec[3], id, m, {created_at = rec[5]}, a[3], rec[1], now, expires)
 end
 for _, a in ipairs(accepted) do
     local b, rec = a[1], a[2]
@@ -1319,7 +1395,7 @@ for _, a in ipairs(accepted) do
         running_key(queue, rec[8], -1)
         if ARGV[b + 8] == '' and status ~= 'retrying' then
             redis.call('DEL', key)
-            forget(queue, 'running', m)
+            forget(queue, rec[1], m)
         else
             if err == '' and rec[6] then redis.call('HDEL', key, 'error') end
             local fields = {'status', status, 'updated_at', now}
@@ -1334,7 +1410,7 @@ for _, a in ipairs(accepted) do
                     fields[#fields + 1] = 'payload'
                     fields[#fields + 1] = string.sub(ARGV[b + 9], 2)
                 end
-                local p = rec[9]
+                local p = rec[11]
                 if rec[8] then  -- (a lane's earliest run_at is read now: no gathering)
                     redis.call('ZADD', zkey(queue, p, rec[8]), ARGV[b + 4], m)
                 else
@@ -1360,8 +1436,12 @@ for _, a in ipairs(accepted) do
                 fields[#fields + 1] = 'history'
                 fields[#fields + 1] = (rec[7] or '') .. string.sub(ARGV[b + 10], 2) .. '\\n'
             end
+            if rec[1] == 'reserved' and ARGV[b + 11] == '1' then  -- its start counts too
+                fields[#fields + 1] = 'started'
+                fields[#fields + 1] = string.format('%d', tonumber(rec[10] or '0') + 1)
+            end
             redis.call('HSET', key, unpack(fields))
-            move(queue, m, rec[5], 'running', status)
+            move(queue, m, rec[5], rec[1], status)
         end
     end
 end
@@ -1376,7 +1456,7 @@ for i = 0, tonumber(ARGV[3]) - 1 do
     local id = ARGV[4 + i * 2]
     local key = tkey(id)
     local rec = redis.call('HMGET', key, 'status', 'attempts', 'queue', 'cancel_requested')
-    if rec[1] ~= 'running' or tonumber(rec[2]) ~= tonumber(ARGV[5 + i * 2]) or not rec[3] then
+    if not LEASED[rec[1]] or tonumber(rec[2]) ~= tonumber(ARGV[5 + i * 2]) or not rec[3] then
         codes[#codes + 1] = 0
     else
         redis.call('HSET', key, 'lease_until', ARGV[2])
@@ -1388,33 +1468,60 @@ return codes
 """
 
 # ARGV: P, queue, now, crash_budget, expires_at. Returns {requeued, dead_lettered}.
+# A lapsed lease of a running task is a crash: crashes + 1, its token added to charged (see
+# charge), dead-lettered crashed_worker at crash_budget, else retrying. One of a reserved task
+# (never started) is not: lost + 1, and it waits again, pending. Either way run_at is kept,
+# so the task goes back to its place at the head of the queue.
 _REAP = """
 local queue, now = ARGV[2], ARGV[3]
 local running = qkey(queue, 'running')
 local requeued, dead = 0, 0
+-- Add token to a charged list, keeping the last 16.
+local function charge(charged, token)
+    local t = {}
+    if charged then for x in string.gmatch(charged, '[^,]+') do t[#t + 1] = x end end
+    t[#t + 1] = token
+    while #t > 16 do table.remove(t, 1) end
+    return table.concat(t, ',')
+end
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', running, '-inf', '(' .. now)) do
     redis.call('ZREM', running, id)
     local key = tkey(id)
     local rec = redis.call('HMGET', key, 'status', 'seq', 'created_at', 'run_at', 'priority',
-        'concurrency_key', 'crashes')
+        'concurrency_key', 'crashes', 'attempts', 'charged', 'lost')
     local why = nil  -- (a record changed by hand while it ran: see bury)
-    if rec[1] == 'running' then
+    if LEASED[rec[1]] then
         if not (rec[2] and seq_ok(rec[2])) then why = 'seq is missing or not 16 hex digits'
         elseif not decimal(rec[3]) then why = 'created_at is not a number'
         elseif rec[4] and not decimal(rec[4]) then why = 'run_at is ' .. shown(rec[4])
         elseif rec[5] and not LEVELS[rec[5]] then why = 'priority is ' .. shown(rec[5])
-        elseif rec[7] and not count_ok(rec[7]) then why = 'crashes is ' .. shown(rec[7]) end
+        elseif rec[7] and not count_ok(rec[7]) then why = 'crashes is ' .. shown(rec[7])
+        elseif not (rec[8] and count_ok(rec[8])) then why = 'attempts is not a count'
+        elseif rec[9] and not tokens_ok(rec[9]) then why = 'charged is ' .. shown(rec[9])
+        elseif rec[10] and not count_ok(rec[10]) then why = 'lost is ' .. shown(rec[10]) end
     end
     if why then
         running_key(queue, rec[6], -1)
         local m = rec[2] and seq_ok(rec[2]) and member(rec[2], id) or nil
-        bury(queue, id, m, {created_at = rec[3]}, why, 'running', now, ARGV[5])
+        bury(queue, id, m, {created_at = rec[3]}, why, rec[1], now, ARGV[5])
         dead = dead + 1
+    elseif rec[1] == 'reserved' then  -- never started: not a crash
+        local m = member(rec[2], id)
+        running_key(queue, rec[6], -1)
+        redis.call('HDEL', key, 'lease_until', 'owner')
+        redis.call('HSET', key, 'status', 'pending', 'updated_at', now,
+            'lost', string.format('%d', tonumber(rec[10] or '0') + 1))
+        redis.call('ZADD', zkey(queue, rec[5], rec[6]), rec[4] or now, m)
+        entered(queue, rec[5], rec[6], rec[4] or now)
+        move(queue, m, rec[3], 'reserved', 'pending')
+        requeued = requeued + 1
     elseif rec[1] == 'running' then
         local m = member(rec[2], id)
         running_key(queue, rec[6], -1)
-        local crashes = redis.call('HINCRBY', key, 'crashes', 1)
+        local crashes = tonumber(rec[7] or '0') + 1
         redis.call('HDEL', key, 'lease_until', 'owner')
+        redis.call('HSET', key, 'crashes', string.format('%d', crashes),
+            'charged', charge(rec[9], rec[8]))
         if crashes >= tonumber(ARGV[4]) then
             redis.call('HSET', key, 'status', 'dead', 'reason', 'crashed_worker',
                 'error', 'the worker running it stopped renewing its lease ' .. crashes ..
@@ -1423,7 +1530,6 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', running, '-inf', '(' .. now)) do
             move(queue, m, rec[3], 'running', 'dead')
             dead = dead + 1
         else
-            -- run_at is kept: the orphan goes back to its place at the head of the queue
             redis.call('HSET', key, 'status', 'retrying', 'updated_at', now)
             redis.call('ZADD', zkey(queue, rec[5], rec[6]), rec[4] or now, m)
             entered(queue, rec[5], rec[6], rec[4] or now)
@@ -1458,7 +1564,7 @@ if WAITING[status] then
     move(queue, m, rec[4], status, 'cancelled')
     return 'cancelled'
 end
-if status == 'running' then
+if LEASED[status] then
     redis.call('HSET', key, 'cancel_requested', '1')
     return 'requested'
 end
@@ -1506,7 +1612,7 @@ for i = 1, tonumber(ARGV[3]) do
         redis.call('HSET', key, 'status', 'pending', 'run_at', now, 'updated_at', now,
             'crashes', '0')
         redis.call('HDEL', key, 'error', 'reason', 'result', 'cancel_requested',
-            'lease_until', 'owner', 'finished_at', 'expires_at')
+            'lease_until', 'owner', 'finished_at', 'expires_at', 'charged')
         redis.call('ZREM', P .. 'expiry', id)
         redis.call('ZADD', zkey(queue, rec[5], rec[6]), now, m)
         entered(queue, rec[5], rec[6], now)
@@ -1520,7 +1626,7 @@ for queue, n in pairs(queues) do inbox_wake(queue, n, now) end
 return done
 """
 
-# ARGV: P, queue, batch, then the statuses to delete (none: every status but running).
+# ARGV: P, queue, batch, then the statuses to delete (none: every status but the leased ones).
 # Deletes up to batch of the queue's tasks in those statuses; returns how many.
 _PURGE_QUEUE = """
 local queue, left = ARGV[2], tonumber(ARGV[3])
@@ -1529,14 +1635,20 @@ if #ARGV > 3 then
     for i = 4, #ARGV do statuses[#statuses + 1] = ARGV[i] end
 else
     for _, status in ipairs(redis.call('HKEYS', qkey(queue, 'counts'))) do
-        if status ~= 'running' then statuses[#statuses + 1] = status end
+        if not LEASED[status] then statuses[#statuses + 1] = status end
     end
 end
 for _, status in ipairs(statuses) do
     if left <= 0 then break end
     local members
-    if status == 'running' then
-        members = redis.call('ZRANGE', qkey(queue, 'running'), 0, left - 1)
+    if LEASED[status] then  -- (the running zset holds both: a few per worker)
+        members = {}
+        for _, id in ipairs(redis.call('ZRANGE', qkey(queue, 'running'), 0, -1)) do
+            if #members >= left then break end
+            if id ~= KEEPER and redis.call('HGET', tkey(id), 'status') == status then
+                members[#members + 1] = id
+            end
+        end
     else
         members = redis.call('ZRANGE', qkey(queue, 'created.' .. status), 0, left - 1)
     end
@@ -1544,9 +1656,9 @@ for _, status in ipairs(statuses) do
         if m == KEEPER then
             left = left + 1  -- not a task
         else
-            if status == 'running' then
+            if LEASED[status] then
                 local rec = redis.call('HMGET', tkey(m), 'status', 'concurrency_key')
-                if rec[1] == 'running' then running_key(queue, rec[2], -1) end
+                running_key(queue, rec[2], -1)
                 redis.call('DEL', tkey(m))
                 redis.call('ZREM', qkey(queue, 'running'), m)
             else
@@ -1580,24 +1692,24 @@ local range = newest and 'ZREVRANGE' or 'ZRANGE'
 local statuses = {}
 for i = 6, #ARGV do statuses[#statuses + 1] = ARGV[i] end
 if #statuses == 0 then
-    statuses = {'pending', 'scheduled', 'retrying', 'running', 'succeeded', 'failed',
-        'cancelled', 'dead'}
+    statuses = {'pending', 'scheduled', 'retrying', 'reserved', 'running', 'succeeded',
+        'failed', 'cancelled', 'dead'}
 end
 local page = {}
-if #statuses == 1 and statuses[1] ~= 'running' then
+if #statuses == 1 and not LEASED[statuses[1]] then
     local key = qkey(queue, 'created.' .. statuses[1])
     for _, m in ipairs(redis.call(range, key, offset, offset + limit - 1)) do
         page[#page + 1] = string.sub(m, 18)
     end
 else
     -- Merge by (created_at, seq): the page lies within the first offset + limit of each
-    -- listing; running tasks (a few per worker) come from the running zset.
+    -- listing; leased tasks (a few per worker) come from the running zset.
     local all = {}
     for _, status in ipairs(statuses) do
-        if status == 'running' then
+        if LEASED[status] then
             for _, id in ipairs(redis.call('ZRANGE', qkey(queue, 'running'), 0, -1)) do
                 local rec = redis.call('HMGET', tkey(id), 'created_at', 'seq', 'status')
-                if rec[3] == 'running' then  -- (a field changed by hand sorts first)
+                if rec[3] == status then  -- (a field changed by hand sorts first)
                     all[#all + 1] = {decimal(rec[1]) or 0, tonumber(rec[2] or '', 16) or 0, id}
                 end
             end
@@ -1703,11 +1815,11 @@ for i = 0, tonumber(ARGV[4]) - 1 do
     local b = 5 + i * 3
     local id = ARGV[b]
     local v = fields(redis.call('HGETALL', tkey(id)))
-    if v.status == 'running' and v.queue and tonumber(v.attempts) == tonumber(ARGV[b + 1]) then
+    if LEASED[v.status] and v.queue and tonumber(v.attempts) == tonumber(ARGV[b + 1]) then
         redis.call('ZREM', qkey(v.queue, 'running'), id)
         running_key(v.queue, v.concurrency_key, -1)
         local m = v.seq and seq_ok(v.seq) and member(v.seq, id) or nil
-        bury(v.queue, id, m, v, ARGV[b + 2], 'running', now, expires)
+        bury(v.queue, id, m, v, ARGV[b + 2], v.status, now, expires)
     end
 end
 return 0

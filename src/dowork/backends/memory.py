@@ -53,8 +53,6 @@ class MemoryBackend:
     """Records in a dict, for tests and single-process use of the durable code path."""
 
     durable = False
-    #: Claims leave records reserved; ``Outcome.STARTED`` marks them running.
-    marks_starts = True
 
     def __init__(
         self, *, keep_finished: float = 7 * 24 * 3600.0, keep_dead: float | None = None

@@ -131,6 +131,7 @@ from ..errors import (
     OutcomeUnknown,
 )
 from ._protocol import (
+    LEASED,
     PRIORITY_AGING,
     STATS_MINUTES,
     WHILE_UNFINISHED,
@@ -233,14 +234,18 @@ def _float(value: bytes | None) -> float | None:
 def _record(flat: Sequence[bytes] | dict[bytes, bytes]) -> Record:
     """Build a record from a task hash (an HGETALL dict, or the flat list a script returns).
 
-    ``lease_until`` and ``owner`` count only while the task runs (settling leaves them), an
-    absent ``attempts`` is 0 and an absent ``updated_at`` is ``created_at``.
+    ``lease_until`` and ``owner`` count only while the task is leased (settling leaves them),
+    an absent ``attempts`` is 0 and an absent ``updated_at`` is ``created_at``. An absent
+    ``started`` is ``attempts``: a record written before starts were counted, whose every
+    claim counted as one.
     """
     h = flat if isinstance(flat, dict) else dict(zip(flat[::2], flat[1::2], strict=True))
     status = h[b"status"].decode()
-    running = status == "running"
+    running = status in LEASED
     created_at = float(h[b"created_at"])
     updated = h.get(b"updated_at")
+    attempts = int(h.get(b"attempts", b"0"))
+    started = h.get(b"started")
     return Record(
         id=h[b"id"].decode("utf-8", "surrogatepass"),
         queue=h[b"queue"].decode("utf-8", "surrogatepass"),
@@ -250,10 +255,13 @@ def _record(flat: Sequence[bytes] | dict[bytes, bytes]) -> Record:
         created_at=created_at,
         status=status,
         options=_str(h.get(b"options")),
-        attempts=int(h.get(b"attempts", b"0")),
+        attempts=attempts,
         lease_until=_float(h.get(b"lease_until")) if running else None,
         owner=_str(h.get(b"owner")) if running else None,
         crashes=int(h.get(b"crashes", b"0")),
+        started=attempts if started is None else int(started),
+        lost=int(h.get(b"lost", b"0")),
+        charged=_str(h.get(b"charged")),
         cancel_requested=h.get(b"cancel_requested") == b"1",
         error=_str(h.get(b"error")),
         reason=_str(h.get(b"reason")),
@@ -306,9 +314,12 @@ def _shown(flat: Sequence[bytes] | dict[bytes, bytes]) -> Record:
         status=status,
         options=text(b"options"),
         attempts=number(b"attempts", int) or 0,
-        lease_until=number(b"lease_until") if status == "running" else None,
-        owner=text(b"owner") if status == "running" else None,
+        lease_until=number(b"lease_until") if status in LEASED else None,
+        owner=text(b"owner") if status in LEASED else None,
         crashes=number(b"crashes", int) or 0,
+        started=number(b"started", int) or 0,
+        lost=number(b"lost", int) or 0,
+        charged=text(b"charged"),
         cancel_requested=h.get(b"cancel_requested") == b"1",
         error=text(b"error"),
         reason=text(b"reason"),
@@ -371,7 +382,7 @@ def _claimed(rows: Sequence[Any], owner: str) -> tuple[list[Record], list[_Unfit
             why = f"{type(exc).__name__}: {exc}"[:200]
             unfit.append((bytes(h[b"id"]), int(h.get(b"attempts", b"0")) + 1, why))
             continue
-        record.status = "running"
+        record.status = "reserved"
         record.attempts += 1
         record.lease_until = lease_until
         record.owner = owner
@@ -1326,9 +1337,9 @@ class RedisBackend:
         if popped is None:
             return []
         record = _from_inbox(popped, queue)
-        if record is None or (
-            not isinstance(peeked, Exception) and _text(record.id) in peeked[1]
-        ):  # a wake-up token, garbage or an id in use: give it back to a claim
+        if record is None or isinstance(peeked, Exception) or _text(record.id) in peeked[1]:
+            # A wake-up token, garbage, an id in use, or not peeked (Redis restarted and lost
+            # the script): give it back to a claim, which checks everything.
             return await self._claim(
                 queue, now, limit, lease, owner, None, alone_from, aging, None, None,
                 popped,
@@ -1336,8 +1347,7 @@ class RedisBackend:
         now += link.loop.time() - began  # the blocking wait
         record.status, record.attempts, record.owner = "running", 1, owner
         record.lease_until, record.updated_at = now + lease, now
-        if isinstance(peeked, Exception) or _text(record.id) not in peeked[0]:
-            # Stored by a drain meanwhile (or not peeked): ask before starting it.
+        if _text(record.id) not in peeked[0]:  # stored by a drain meanwhile: ask first
             if await self._take(record, popped) == 0:
                 return []
             return [record]
@@ -1483,7 +1493,9 @@ class RedisBackend:
 
     def _settle_args(self, s: Settlement) -> list[str | bytes | int]:
         """One settlement's ``_SETTLE`` arguments."""
-        if s.outcome is Outcome.RETRY:
+        if s.outcome is Outcome.STARTED:
+            status, expires = "started", ""
+        elif s.outcome is Outcome.RETRY:
             status, expires = "retrying", ""
         else:
             keep = self._retention(s.outcome, s.keep)
@@ -1491,6 +1503,7 @@ class RedisBackend:
         return [
             _text(s.id), s.token, status, _num(s.now), _num(s.run_at), _opt(s.error),
             _opt(s.reason), _opt(s.result), expires, _opt(s.payload), _opt(s.attempt),
+            "1" if s.ran else "",
         ]  # fmt: skip
 
     async def heartbeat(

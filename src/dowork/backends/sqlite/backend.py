@@ -610,8 +610,6 @@ class SQLiteBackend:
     """
 
     durable = True
-    #: Claims leave records reserved; ``Outcome.STARTED`` marks them running.
-    marks_starts = True
 
     def __init__(
         self,
