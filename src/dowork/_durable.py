@@ -189,7 +189,10 @@ class BackendEngine(Engine):
         #: before their function runs, so a task that kills its worker at once is charged.
         self._store_first: set[str] = set()
         self._dropped: set[str] = set()  # claimed ids given up before they started
-        self._first_marks: set[asyncio.Task[None]] = set()  # _launch_marked in progress
+        #: Suspects (``_store_first``) launched, in line for their mark to be written: those
+        #: that can start now are marked together (see ``_mark_first``).
+        self._first_line: collections.deque[Task[Any]] = collections.deque()
+        self._first_marking: asyncio.Task[None] | None = None  # the batch being written
         #: Claimed tasks on their last crash (``crash_budget - 1`` crashes): the backend hands
         #: them out alone and nothing more is claimed while one is held, so a poison task
         #: cannot use up the crash budget of healthy tasks held next to it.
@@ -998,6 +1001,8 @@ class BackendEngine(Engine):
         if task.id in self._claimed:
             self._attempt[task.id] = (took, error)
         super()._settle(task, value, error, took)
+        if self._first_line:  # a thread may be free for the next suspect
+            self._mark_first()
 
     def _attempt_line(self, task_id: str, token: int, outcome: Outcome, now: float) -> str | None:
         """One JSON line for the record's history: when, how long, how it ended and why."""
@@ -1259,12 +1264,33 @@ class BackendEngine(Engine):
             self._store_first.discard(task_id)
             self._hold(task)
             task._status = TaskStatus.RESERVED
-            loop = asyncio.get_running_loop()
-            marking = loop.create_task(self._launch_marked(task, task_id, self._claimed[task_id]))
-            self._first_marks.add(marking)
-            marking.add_done_callback(self._first_marks.discard)
+            self._first_line.append(task)
+            self._mark_first()
             return
         super()._launch(task)
+
+    def _mark_first(self) -> None:
+        """Write the ``STARTED`` marks of the suspects in ``_first_line`` that can start now.
+
+        One write for all of them, then they start in line order. A plain function's mark
+        waits for a free thread, so that a worker dying meanwhile charges no crash for a task
+        that never started; the next batch follows the one being written.
+        """
+        if self._first_marking is not None or not self._first_line:
+            return
+        free = self._threads.free if self._threads is not None else self.concurrency
+        batch: list[Task[Any]] = []
+        line = self._first_line
+        while line:
+            task = line[0]
+            if not task.is_async:
+                if free <= 0:
+                    break
+                free -= 1
+            batch.append(line.popleft())
+        if batch:
+            loop = asyncio.get_running_loop()
+            self._first_marking = loop.create_task(self._launch_marked(batch))
 
     def _lease_left(self, task_id: str) -> float:
         """Seconds until a claimed task's lease lapses, unless renewed."""
@@ -1282,27 +1308,44 @@ class BackendEngine(Engine):
             self.name, task_id,
         )  # fmt: skip
 
-    async def _launch_marked(self, task: Task[Any], task_id: str, token: int) -> None:
-        """Write a suspect's ``STARTED`` mark, then start it (a crash now is charged to it)."""
-        mark = Settlement(task_id, token, Outcome.STARTED, self.clock.now())
-        refused: list[str] = []
+    async def _launch_marked(self, batch: list[Task[Any]]) -> None:
+        """Write suspects' ``STARTED`` marks, then start them (a crash now is charged to them)."""
+        now = self.clock.now()
+        marks = [
+            Settlement(t._id, self._claimed[t._id], Outcome.STARTED, now)
+            for t in batch
+            if t._id is not None and t._id in self._claimed
+        ]
+        refused: set[str] = set()
         try:
-            refused = await self.backend.settle([mark])
-        except BackendError as exc:  # start anyway: the lease still protects the task
-            log.warning("queue %s: cannot record the start of %s (%r)", self.name, task_id, exc)
-        if task._status.final or task._runner is _CANCEL or refused or task_id not in self._claimed:
-            self._inflight -= 1
-            self._active -= 1
-            self._running.discard(task)
-            if not task._status.final:
-                if refused or task_id not in self._claimed:
-                    self._drop(task_id)
-                else:
-                    self._settle(task, None, None, 0.0)  # cancelled while its mark was written
-            self._pump()
-            return
-        self._begun.add(task_id)  # its mark is written: _on_start writes none
-        self._go(task)
+            refused = set(await self.backend.settle(marks))
+        except BackendError as exc:  # start anyway: the lease still protects the tasks
+            ids = ", ".join(m.id for m in marks)
+            log.warning("queue %s: cannot record the start of %s (%r)", self.name, ids, exc)
+        finally:
+            self._first_marking = None
+        for task in batch:
+            task_id = task._id
+            assert task_id is not None
+            if (
+                task._status.final
+                or task._runner is _CANCEL
+                or task_id in refused
+                or (task_id not in self._claimed)
+            ):
+                self._inflight -= 1
+                self._active -= 1
+                self._running.discard(task)
+                if not task._status.final:
+                    if task_id in refused or task_id not in self._claimed:
+                        self._drop(task_id)
+                    else:
+                        self._settle(task, None, None, 0.0)  # cancelled while being marked
+                continue
+            self._begun.add(task_id)  # its mark is written: _on_start writes none
+            self._go(task)
+        self._mark_first()
+        self._pump()
 
     def _on_start(self, task: Task[Any]) -> None:
         """Record that a claimed attempt started, with the next write (``_MARK_DELAY``)."""
@@ -1353,10 +1396,13 @@ class BackendEngine(Engine):
                 continue
             self._lease_until[task_id] = until
             task = self._by_id.get(task_id)
-            if task is not None and task_id not in self._begun:
+            if task is not None and task._status is TaskStatus.RESERVED:  # (not started here)
                 task._start_by = time.monotonic() + self._lease_left(task_id)
         for task_id in lost:
-            if task_id not in self._begun:
+            task = self._by_id.get(task_id)
+            if task is not None and task._status is TaskStatus.RESERVED and task._runner:
+                task._start_by = 0.0  # waiting for a thread: the thread gives it up (LAPSED)
+            elif task_id not in self._begun:
                 self._drop(task_id)
 
     def _freed(self) -> None:
