@@ -1001,8 +1001,6 @@ class BackendEngine(Engine):
         if task.id in self._claimed:
             self._attempt[task.id] = (took, error)
         super()._settle(task, value, error, took)
-        if self._first_line:  # a thread may be free for the next suspect
-            self._mark_first()
 
     def _attempt_line(self, task_id: str, token: int, outcome: Outcome, now: float) -> str | None:
         """One JSON line for the record's history: when, how long, how it ended and why."""
@@ -1270,27 +1268,18 @@ class BackendEngine(Engine):
         super()._launch(task)
 
     def _mark_first(self) -> None:
-        """Write the ``STARTED`` marks of the suspects in ``_first_line`` that can start now.
+        """Write the ``STARTED`` marks of the suspects in ``_first_line``, then start them.
 
-        One write for all of them, then they start in line order. A plain function's mark
-        waits for a free thread, so that a worker dying meanwhile charges no crash for a task
-        that never started; the next batch follows the one being written.
+        One write for all of them (the next batch follows the one being written), then they
+        start in line order, ahead of the tasks launched after them. A plain function may
+        still wait for a thread after its mark: at most the length of an attempt.
         """
         if self._first_marking is not None or not self._first_line:
             return
-        free = self._threads.free if self._threads is not None else self.concurrency
-        batch: list[Task[Any]] = []
-        line = self._first_line
-        while line:
-            task = line[0]
-            if not task.is_async:
-                if free <= 0:
-                    break
-                free -= 1
-            batch.append(line.popleft())
-        if batch:
-            loop = asyncio.get_running_loop()
-            self._first_marking = loop.create_task(self._launch_marked(batch))
+        batch = list(self._first_line)
+        self._first_line.clear()
+        loop = asyncio.get_running_loop()
+        self._first_marking = loop.create_task(self._launch_marked(batch))
 
     def _lease_left(self, task_id: str) -> float:
         """Seconds until a claimed task's lease lapses, unless renewed."""

@@ -64,11 +64,6 @@ class ThreadLane:
         return len(self._threads)
 
     @property
-    def free(self) -> int:
-        """How many more attempts a thread would start at once (none waits for one)."""
-        return max(0, self._max - self._busy)
-
-    @property
     def saturated(self) -> bool:
         """Whether every thread is busy, so a task handed over now waits for one (reserved)."""
         return self._busy >= self._max
