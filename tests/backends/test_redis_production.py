@@ -446,6 +446,16 @@ def test_a_full_redis_is_drained_by_a_worker_with_nothing_lost(
     assert len(stored) > 20
     with pytest.raises(BackendFull):
         producer.submit(echo, "w" * 4000)  # full: submits are refused
+
+    async def look() -> tuple[dict[str, int], int]:  # an operator's reads work on a full Redis
+        reader = RedisBackend(own_server.url, prefix=prefix)
+        try:
+            return await reader.counts("full"), len(await reader.list("full", limit=5))
+        finally:
+            await reader.close()
+
+    waiting = {"pending": len(stored)} | ({"succeeded": finished} if finished else {})
+    assert asyncio.run(look()) == (waiting, 5)
     worker = make()
     with caplog.at_level(logging.WARNING, logger="dowork"):
         worker.start()  # maintenance, claims and settlements all work on a full Redis

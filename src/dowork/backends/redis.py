@@ -1636,21 +1636,23 @@ class RedisBackend:
         The inbox is counted, not drained (a drain moves 1,000 entries at most): its tasks
         are pending, those popped into ``taken`` running; wake-up tokens (only ever among its
         first 8 entries, see ``_INBOX``) are not tasks. One transaction, so nothing moves
-        between the reads.
+        between the reads; a Redis at maxmemory refuses transactions, so there the reads go
+        one after the other (a drain between them may count a task twice, as nothing new can
+        be pushed then).
         """
         link = self._link()
         q = f"{self._keys}q:{queue}:"
         inbox = _text(q + "inbox")
+        reads: tuple[tuple[str | bytes | int, ...], ...] = (
+            ("HGETALL", _text(q + "counts")),
+            ("LLEN", inbox),
+            ("LRANGE", inbox, 0, 7),
+            ("LRANGE", _text(q + "taken"), 0, -1),
+        )
         with self._errors():
-            answers = await self._raw(
-                link,
-                ("MULTI",),
-                ("HGETALL", _text(q + "counts")),
-                ("LLEN", inbox),
-                ("LRANGE", inbox, 0, 7),
-                ("LRANGE", _text(q + "taken"), 0, -1),
-                ("EXEC",),
-            )
+            answers = await self._raw(link, ("MULTI",), *reads, ("EXEC",))
+            if any(isinstance(a, redis.exceptions.OutOfMemoryError) for a in answers):
+                answers = [await self._raw(link, *reads)]
             for answer in answers:
                 if isinstance(answer, Exception):
                     raise answer
