@@ -42,6 +42,7 @@ def test_readme_example_outputs() -> None:
     assert "ababab 6" in joined
     assert "['succeeded', 'succeeded', 'cancelled']" in joined
     assert "succeeded [0.0, 120.0, 360.0]" in joined
+    assert "['welcome', 'how is it going?'] 3 days, 0:00:00" in joined
     assert "retry in 5s" in joined
     assert "refused: NotRegistered" in joined
     assert "\nsucceeded\n" in joined

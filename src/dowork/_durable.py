@@ -1863,6 +1863,11 @@ class BackendEngine(Engine):
         counts = await self.backend.counts(self.name)
         return any(counts.get(s, 0) for s in ("pending", "scheduled", "retrying", "running"))
 
+    async def next_due(self) -> tuple[float, bool] | None:
+        """When the store's next waiting task is due (``dispatch()`` fires no schedules)."""
+        due = await self.backend.next_due(self.name)
+        return None if due is None else (due, True)
+
     async def wait_stopped(self) -> None:
         """Wait until stopped and the running attempts ended, then write their outcomes."""
         await super().wait_stopped()

@@ -29,7 +29,7 @@ from ._loop_thread import LoopThread
 from ._threads import LAPSED, Result, ThreadLane
 from .backends._protocol import PRIORITY_AGING, rank, take_slot
 from .chain import ChainFailed
-from .clock import Clock, TimerHandle
+from .clock import Clock, FakeClock, TimerHandle
 from .errors import (
     AlreadyComplete,
     DoNotRetry,
@@ -144,6 +144,8 @@ class Engine:
         # instead of waiting for a round trip through the loop.
         self._stage_limit = concurrency * 4
         self._active = 0  # attempts launched and not yet settled
+        #: Attempts that ran and ended so far (``run_until_idle`` reports how many it saw).
+        self.ended = 0
         self._running: set[Task[Any]] = set()
         self._unfinished = 0
         self._afters: set[asyncio.Task[None]] = set()
@@ -683,8 +685,10 @@ class Engine:
     ) -> None:
         self._active -= 1
         self._running.discard(task)
-        if self._h_after and task._status is _RUNNING:  # a reserved one never started
-            self._call_hooks(self._h_after, task, error, took)
+        if task._status is _RUNNING:  # a reserved one never started
+            self.ended += 1
+            if self._h_after:
+                self._call_hooks(self._h_after, task, error, took)
         if task._runner is _CANCEL:
             self._finish(task, _CANCELLED, None, TaskCancelled(f"{task.name} was cancelled"))
             return
@@ -899,6 +903,103 @@ class Engine:
     def has_work(self) -> bool:
         """Whether unfinished tasks remain (due or not)."""
         return self._unfinished > 0 or bool(self._inbox)
+
+    # -- running until idle ------------------------------------------------------------------
+
+    async def run_until_idle(self, advance: float | None, limit: int | None) -> int:
+        """Run until nothing runs or is due; with ``advance``, step a ``FakeClock`` meanwhile.
+
+        ``advance`` is how far the clock may go, in seconds (``inf``: until no task waits for
+        a time; None: it stays). Returns the attempts that ended; see ``Queue.run_until_idle``.
+        """
+        if self.closed:
+            raise RuntimeError(f"queue {self.name!r} is shut down")
+        if self.serving and self.durable:
+            raise RuntimeError(
+                f"queue {self.name!r} is running with a backend, which other workers may share; "
+                "run_until_idle() drives a stopped one (or an in-memory queue)"
+            )
+        clock = self.clock
+        horizon = None if advance is None else clock.now() + advance
+        first = self.ended
+        while True:
+            if self.serving:
+                await self._until_quiet(first, limit)
+            else:
+                await self._dispatch_until_idle(first, limit)
+            if horizon is None:
+                break
+            due = await self.next_due()
+            if due is None or (horizon == math.inf and not due[1]):
+                break
+            when = due[0]
+            if when > horizon or when <= clock.now():
+                break
+            assert isinstance(clock, FakeClock)
+            clock.set(when)
+        if horizon is not None and horizon != math.inf and clock.now() < horizon:
+            assert isinstance(clock, FakeClock)
+            clock.set(horizon)
+        return self.ended - first
+
+    async def _dispatch_until_idle(self, first: int, limit: int | None) -> None:
+        """Dispatch again and again (a queue driven by hand) until a pass runs nothing."""
+        while True:
+            before = self.ended
+            await self.dispatch()
+            if self.ended == before:
+                return
+            self._within_limit(first, limit)
+
+    async def _until_quiet(self, first: int, limit: int | None) -> None:
+        """Wait until a serving queue runs nothing and has nothing due (on its clock)."""
+        quiet: asyncio.Future[None] | None = None
+        while True:
+            self._accept_inbox()
+            now = self.clock.now()
+            if self._heap and self._heap[0][0] <= now:  # its timer may not have fired yet
+                self._release_due(now, self._ready)
+            self._pump()
+            if self._afters:
+                await asyncio.gather(*self._afters, return_exceptions=True)
+                continue
+            if not self._active and not self._inbox:
+                return
+            self._within_limit(first, limit)
+            if quiet is None or quiet.done():
+                quiet = asyncio.get_running_loop().create_future()
+                self._quiet.append(quiet)
+            # Woken when the last attempt ends; a look now and then bounds endless retries.
+            await asyncio.wait((quiet,), timeout=0.05)
+
+    def _within_limit(self, first: int, limit: int | None) -> None:
+        if limit is not None and self.ended - first > limit:
+            raise RuntimeError(
+                f"queue {self.name!r} is not idle after {self.ended - first} attempts "
+                f"(max_attempts={limit}): a task that retries or enqueues itself for ever?"
+            )
+
+    async def next_due(self) -> tuple[float, bool] | None:
+        """When the next waiting task or schedule firing is due, and whether a task waits.
+
+        None if nothing waits for a time. The durable engine asks its store instead.
+        """
+        heap = self._heap
+        while heap:
+            item = heap[0][2]
+            if isinstance(item, Task) and item._status not in _WAITING:
+                heapq.heappop(heap)  # cancelled meanwhile: it would be skipped when due
+            elif not isinstance(item, Task) and not item.active:
+                heapq.heappop(heap)
+            else:
+                break
+        if not heap:
+            return None
+        when, _, item = heap[0]
+        if isinstance(item, Task):
+            return when, True
+        waits = any(isinstance(t, Task) and t._status in _WAITING for _, _, t in heap)
+        return when, waits
 
     def serve(self) -> None:
         """Start processing continuously on the home loop (call on the loop)."""

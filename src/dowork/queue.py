@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import random
 import re
@@ -24,7 +25,7 @@ from ._engine import Engine
 from .backends import Backend, open_backend
 from .backends._protocol import PRIORITY_AGING
 from .chain import ArgsMap, ChainFailed, ChainLog, Handler, Reentrant, make_job_function
-from .clock import Clock, SystemClock
+from .clock import Clock, FakeClock, SystemClock
 from .codec import Codec, JSONCodec
 from .dump import DumpLine
 from .errors import MaxRetriesExceeded, NotRegistered, QueueFull, QueueShuttingDown, UnknownTask
@@ -706,6 +707,79 @@ class Queue:
         engine = self._engine
         return await engine.arun_on_home(engine.dispatch())
 
+    def run_until_idle(
+        self, *, advance: bool | float | timedelta = False, max_attempts: int | None = 10_000
+    ) -> int:
+        """Run until no attempt is running and no task is due; return how many attempts ran.
+
+        A queue driven by hand is dispatched again and again, so retries due at once and
+        tasks enqueued by tasks run too; a started queue is waited for instead (the count is
+        then of the attempts that ended meanwhile). Tasks due later (a backoff,
+        ``call_later``, a schedule's next firing) stay waiting, so after the call "nothing
+        else ran" is a plain assertion, with no sleeping.
+
+        With a ``FakeClock``, ``advance`` moves time as well: the clock steps to each next due
+        time in turn and what is due there runs. ``advance=True`` goes on while any task
+        waits (a schedule alone does not keep it going); ``advance=3600`` or a ``timedelta``
+        goes no further than that and leaves the clock there, firing schedules on the way.
+
+        A queue with a backend, driven by hand, is dispatched the same way and steps to the
+        store's next due task (schedules fire only on a started worker, as with
+        ``dispatch()``); a started one raises ``RuntimeError``, as other workers may share it.
+
+        Raises:
+            RuntimeError: more than ``max_attempts`` attempts ran (a task retrying or
+                enqueuing itself for ever; None: no bound), the queue is shut down or is a
+                started queue with a backend, or this is a started queue's own event loop
+                (use ``arun_until_idle``).
+            ValueError: ``advance`` without a ``FakeClock``, or a negative duration.
+        """
+        limit = _check_limit(max_attempts)
+        seconds = self._idle_advance(advance)
+        engine = self._engine
+        if engine.closed:
+            raise RuntimeError(f"queue {self.name!r} is shut down")
+        if engine.loop is None:  # unbound: run on a short-lived loop in this thread
+            try:
+                return asyncio.run(self._idle_here(seconds, limit))
+            finally:
+                engine.unbind()
+        return engine.run_on_home(engine.run_until_idle(seconds, limit))
+
+    async def _idle_here(self, seconds: float | None, limit: int | None) -> int:
+        engine = self._engine
+        engine.bind_running()
+        return await engine.run_until_idle(seconds, limit)
+
+    async def arun_until_idle(
+        self, *, advance: bool | float | timedelta = False, max_attempts: int | None = 10_000
+    ) -> int:
+        """``run_until_idle`` for async code (binds the queue to the running loop if unbound)."""
+        limit = _check_limit(max_attempts)
+        seconds = self._idle_advance(advance)
+        engine = self._engine
+        if engine.closed:
+            raise RuntimeError(f"queue {self.name!r} is shut down")
+        return await engine.arun_on_home(engine.run_until_idle(seconds, limit))
+
+    def _idle_advance(self, advance: bool | float | timedelta) -> float | None:
+        """``run_until_idle``'s ``advance`` as seconds (``inf``: while tasks wait), or None."""
+        if advance is False:
+            return None
+        if not isinstance(self.clock, FakeClock):
+            raise ValueError(
+                f"advance= moves a FakeClock; queue {self.name!r} runs on {self.clock!r}"
+            )
+        if advance is True:
+            return math.inf
+        if isinstance(advance, timedelta):
+            advance = advance.total_seconds()
+        if not isinstance(advance, int | float) or not advance >= 0:
+            raise ValueError(
+                f"advance must be True, False, or a duration of 0 or more, not {advance!r}"
+            )
+        return float(advance)
+
     def start(self) -> Self:
         """Start processing in the background (a private loop thread); returns the queue.
 
@@ -904,6 +978,12 @@ def _factory(
     if not callable(fn):
         raise TypeError(f"a schedule needs a callable, not {fn!r}")
     return lambda: _make(fn, args, kwargs)
+
+
+def _check_limit(max_attempts: int | None) -> int | None:
+    if max_attempts is not None:
+        _check_int(max_attempts, "max_attempts", 1)
+    return max_attempts
 
 
 def _check_int(value: object, what: str, minimum: int) -> None:
