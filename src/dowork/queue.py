@@ -690,6 +690,8 @@ class Queue:
         dispatches by itself and raises ``RuntimeError`` here.
         """
         engine = self._engine
+        if engine.closed:
+            raise RuntimeError(f"queue {self.name!r} is shut down")
         if engine.loop is None:  # unbound: run this pass on a short-lived loop in this thread
             try:
                 return asyncio.run(self._dispatch_here())
@@ -705,6 +707,8 @@ class Queue:
     async def adispatch(self) -> bool:
         """``dispatch`` for async code (binds the queue to the running loop if unbound)."""
         engine = self._engine
+        if engine.closed:
+            raise RuntimeError(f"queue {self.name!r} is shut down")
         return await engine.arun_on_home(engine.dispatch())
 
     def run_until_idle(

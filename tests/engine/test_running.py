@@ -444,3 +444,20 @@ def test_d15_deadline_is_readable_inside_the_attempt(
 def test_current_task_outside_a_task_raises() -> None:
     with pytest.raises(RuntimeError, match="outside"):
         dowork.current_task()
+
+
+def test_driving_a_shut_down_queue_by_hand_is_a_clear_error(
+    make_queue: Callable[..., Queue],
+) -> None:
+    import asyncio
+
+    queue = make_queue().start()
+    assert queue.shutdown() is True
+    with pytest.raises(RuntimeError, match="'test' is shut down"):
+        queue.dispatch()
+
+    async def adispatch() -> None:
+        with pytest.raises(RuntimeError, match="'test' is shut down"):
+            await queue.adispatch()
+
+    asyncio.run(adispatch())
