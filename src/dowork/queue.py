@@ -718,9 +718,9 @@ class Queue:
 
         A queue driven by hand is dispatched again and again, so retries due at once and
         tasks enqueued by tasks run too; a started queue is waited for instead (the count is
-        then of the attempts that ended meanwhile). Tasks due later (a backoff,
-        ``call_later``, a schedule's next firing) stay waiting, so after the call "nothing
-        else ran" is a plain assertion, with no sleeping.
+        then of the attempts that ended meanwhile, not of those that ended before the call).
+        Tasks due later (a backoff, ``call_later``, a schedule's next firing) stay waiting,
+        so after the call "nothing else ran" is a plain assertion, with no sleeping.
 
         With a ``FakeClock``, ``advance`` moves time as well: the clock steps to each next due
         time in turn and what is due there runs. ``advance=True`` goes on while any task

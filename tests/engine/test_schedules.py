@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -14,14 +13,6 @@ from dowork import FakeClock, Queue, TaskStatus
 WAIT = 5.0
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float = WAIT) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached")
-        time.sleep(0.001)
-
-
 def test_call_later_is_scheduled_then_runs(
     make_queue: Callable[..., Queue], clock: FakeClock
 ) -> None:
@@ -29,10 +20,11 @@ def test_call_later_is_scheduled_then_runs(
     queue = make_queue().start()
     task = queue.call_later(timedelta(seconds=30), lambda: "done")
     assert task.status is TaskStatus.SCHEDULED or task.status is TaskStatus.PENDING
-    wait_for(lambda: task.status is TaskStatus.SCHEDULED)
+    assert queue.run_until_idle() == 0
+    assert task.status is TaskStatus.SCHEDULED
     assert task.next_attempt == datetime.fromtimestamp(clock.now() + 30, UTC)
     clock.advance(29)
-    time.sleep(0.02)
+    assert queue.run_until_idle() == 0  # the queue caught up with the clock: nothing ran
     assert task.status is TaskStatus.SCHEDULED
     clock.advance(1)
     assert task.result(WAIT) == "done"
@@ -120,14 +112,11 @@ def test_schedule_on_a_started_queue_with_the_fake_clock(
     queue = make_queue().start()
     runs: list[int] = []
     schedule = queue.every(10, runs.append, 1)
-    wait_for(lambda: schedule.next_run is not None)
+    assert schedule.next_run is not None
     for expected in (1, 2, 3):
         clock.advance(10)
-
-        def ran(expected: int = expected) -> bool:
-            return len(runs) == expected
-
-        wait_for(ran)
+        queue.run_until_idle()  # waits for the started queue to catch up with the clock
+        assert len(runs) == expected
     assert queue.shutdown(timeout=WAIT) is True  # shutdown stops schedules
     assert not schedule.active
 

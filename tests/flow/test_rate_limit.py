@@ -6,7 +6,6 @@ Each test runs on the plain in-process queue (``make_queue``) or on every backen
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 import pytest
@@ -162,19 +161,7 @@ def test_a_running_in_process_queue_waits_for_its_slots(
         queue.enqueue(Task(ran.append, args=(f"t{i}",)))
     queue.start()
     for second in range(3):
-
-        def caught_up(n: int = second + 1) -> bool:
-            return len(ran) == n
-
-        _until(caught_up)
+        queue.run_until_idle()  # the queue's threads caught up with the fake clock
         assert ran == [f"t{i}" for i in range(second + 1)]
         clock.advance(1)
     assert queue.shutdown(timeout=5)
-
-
-def _until(predicate: Callable[[], bool]) -> None:
-    """Wait (in real time, briefly) for the queue's threads to catch up with the fake clock."""
-    deadline = time.monotonic() + 5
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.002)
