@@ -16,6 +16,7 @@ __all__ = ["PURGEABLE", "STATUSES", "cancel_task", "purge_queue", "requeue_finis
 STATUSES = (
     "pending",
     "scheduled",
+    "reserved",
     "running",
     "retrying",
     "succeeded",
@@ -24,8 +25,9 @@ STATUSES = (
     "dead",
 )
 
-#: What a purge deletes when no status is named: everything but running tasks.
-PURGEABLE = tuple(s for s in STATUSES if s != "running")
+#: What a purge deletes when no status is named: everything but leased (reserved or running)
+#: tasks.
+PURGEABLE = tuple(s for s in STATUSES if s not in ("reserved", "running"))
 
 
 async def requeue_finished(

@@ -27,7 +27,7 @@ import click
 from ._durable import decode_progress
 from ._load import LoadError, load_queues
 from ._redact import printable, redact_text, redact_url
-from .admin import STATUSES
+from .admin import PURGEABLE, STATUSES
 from .backends import Backend, Record, SQLiteBackend, open_backend
 from .errors import DoWorkError, EvictionPolicyError
 from .queue import Queue
@@ -643,14 +643,14 @@ def _report(summary: dict[str, Any], as_json: bool) -> None:
 @_backend_option()
 @click.option("-q", "--queue", "queue_name", required=True)
 @click.option("-s", "--status", "statuses", multiple=True, type=click.Choice(STATUSES),
-              help="Only tasks in these statuses (default: all but running).")  # fmt: skip
+              help="Only these statuses (default: all but reserved and running).")  # fmt: skip
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--json", "as_json", is_flag=True)
 def purge(
     backend: str, queue_name: str, statuses: tuple[str, ...], yes: bool, as_json: bool
 ) -> None:
-    """Delete a queue's tasks (never running ones unless -s running is given)."""
-    chosen = list(statuses) or [s for s in STATUSES if s != "running"]
+    """Delete a queue's tasks (never leased ones unless -s reserved or -s running is given)."""
+    chosen = list(statuses) or list(PURGEABLE)
     if not yes:
         click.confirm(
             f"Delete the {'/'.join(chosen)} tasks of queue {queue_name!r}?", abort=True, err=True

@@ -379,3 +379,36 @@ def test_inspect_shows_priority_and_concurrency_key(tmp_path: Path) -> None:
     assert shown.returncode == 0, shown.stderr
     data = json.loads(shown.stdout)
     assert (data["priority"], data["concurrency_key"], data["rate_slot"]) == (4, "tenant-7", None)
+
+
+def test_reserved_tasks_are_listed_counted_and_never_purged_by_default(tmp_path: Path) -> None:
+    """A claimed task not started yet reads reserved in status and list, and a purge without
+    statuses leaves it, like a running one."""
+    import asyncio
+
+    from dowork.backends import Record, SQLiteBackend
+
+    url = f"sqlite:///{tmp_path / 't.sqlite3'}"
+    now = time.time()
+
+    async def claim_one() -> None:
+        store = SQLiteBackend(str(tmp_path / "t.sqlite3"))
+        await store.open()
+        payload = b'{"a":[],"k":{}}'
+        await store.push([Record(f"t{n}", "jobs", "job", payload, now, now) for n in range(2)])
+        (claimed,) = await store.claim("jobs", now, 1, 60.0, "w")
+        assert claimed.status == "reserved"
+        await store.close()
+
+    asyncio.run(claim_one())
+    header = dowork_cmd("status", "--backend", url).stdout.splitlines()[0]
+    assert "reserved" in header.split()
+    status = json.loads(dowork_cmd("status", "--backend", url, "--json").stdout)
+    assert status == {"jobs": {"pending": 1, "reserved": 1}}
+    listed = dowork_cmd("list", "--backend", url, "-q", "jobs", "-s", "reserved", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert [t["id"] for t in json.loads(listed.stdout)] == ["t0"]
+    gone = dowork_cmd("purge", "--backend", url, "-q", "jobs", "--yes")
+    assert "deleted 1 task(s)" in gone.stdout  # the pending one only
+    after = json.loads(dowork_cmd("status", "--backend", url, "--json").stdout)
+    assert after == {"jobs": {"reserved": 1}}
