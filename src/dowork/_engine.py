@@ -144,8 +144,6 @@ class Engine:
         # instead of waiting for a round trip through the loop.
         self._stage_limit = concurrency * 4
         self._active = 0  # attempts launched and not yet settled
-        #: Attempts that ran and ended so far (``run_until_idle`` reports how many it saw).
-        self.ended = 0
         self._running: set[Task[Any]] = set()
         self._unfinished = 0
         self._afters: set[asyncio.Task[None]] = set()
@@ -685,10 +683,8 @@ class Engine:
     ) -> None:
         self._active -= 1
         self._running.discard(task)
-        if task._status is _RUNNING:  # a reserved one never started
-            self.ended += 1
-            if self._h_after:
-                self._call_hooks(self._h_after, task, error, took)
+        if self._h_after and task._status is _RUNNING:  # a reserved one never started
+            self._call_hooks(self._h_after, task, error, took)
         if task._runner is _CANCEL:
             self._finish(task, _CANCELLED, None, TaskCancelled(f"{task.name} was cancelled"))
             return
@@ -921,37 +917,41 @@ class Engine:
             )
         clock = self.clock
         horizon = None if advance is None else clock.now() + advance
-        first = self.ended
-        while True:
-            if self.serving:
-                await self._until_quiet(first, limit)
-            else:
-                await self._dispatch_until_idle(first, limit)
-            if horizon is None:
-                break
-            due = await self.next_due()
-            if due is None or (horizon == math.inf and not due[1]):
-                break
-            when = due[0]
-            if when > horizon or when <= clock.now():
-                break
-            assert isinstance(clock, FakeClock)
-            clock.set(when)
+        ran = _Attempts(self.name, limit)
+        self._h_after.append(ran)  # counts as an after-attempt hook: nothing to pay otherwise
+        try:
+            while True:
+                if self.serving:
+                    await self._until_quiet(ran)
+                else:
+                    await self._dispatch_until_idle(ran)
+                if horizon is None:
+                    break
+                due = await self.next_due()
+                if due is None or (horizon == math.inf and not due[1]):
+                    break
+                when = due[0]
+                if when > horizon or when <= clock.now():
+                    break
+                assert isinstance(clock, FakeClock)
+                clock.set(when)
+        finally:
+            self._h_after.remove(ran)
         if horizon is not None and horizon != math.inf and clock.now() < horizon:
             assert isinstance(clock, FakeClock)
             clock.set(horizon)
-        return self.ended - first
+        return ran.count
 
-    async def _dispatch_until_idle(self, first: int, limit: int | None) -> None:
+    async def _dispatch_until_idle(self, ran: _Attempts) -> None:
         """Dispatch again and again (a queue driven by hand) until a pass runs nothing."""
         while True:
-            before = self.ended
+            before = ran.count
             await self.dispatch()
-            if self.ended == before:
+            if ran.count == before:
                 return
-            self._within_limit(first, limit)
+            ran.check()
 
-    async def _until_quiet(self, first: int, limit: int | None) -> None:
+    async def _until_quiet(self, ran: _Attempts) -> None:
         """Wait until a serving queue runs nothing and has nothing due (on its clock)."""
         quiet: asyncio.Future[None] | None = None
         while True:
@@ -965,19 +965,12 @@ class Engine:
                 continue
             if not self._active and not self._inbox:
                 return
-            self._within_limit(first, limit)
+            ran.check()
             if quiet is None or quiet.done():
                 quiet = asyncio.get_running_loop().create_future()
                 self._quiet.append(quiet)
             # Woken when the last attempt ends; a look now and then bounds endless retries.
             await asyncio.wait((quiet,), timeout=0.05)
-
-    def _within_limit(self, first: int, limit: int | None) -> None:
-        if limit is not None and self.ended - first > limit:
-            raise RuntimeError(
-                f"queue {self.name!r} is not idle after {self.ended - first} attempts "
-                f"(max_attempts={limit}): a task that retries or enqueues itself for ever?"
-            )
 
     async def next_due(self) -> tuple[float, bool] | None:
         """When the next waiting task or schedule firing is due, and whether a task waits.
@@ -1152,6 +1145,28 @@ class Engine:
         """Return the tasks that never finished (for a caller that stops without draining)."""
         waiting = [t for _, _, t in self._heap if isinstance(t, Task) and not t.done]
         return waiting + [t for t in self._ready if not t.done] + list(self._inbox)
+
+
+class _Attempts:
+    """An after-attempt hook counting the attempts that end, for ``run_until_idle``."""
+
+    __slots__ = ("count", "limit", "queue")
+
+    def __init__(self, queue: str, limit: int | None) -> None:
+        self.queue = queue
+        self.limit = limit
+        self.count = 0
+
+    def __call__(self, task: Task[Any], error: BaseException | None, took: float) -> None:
+        self.count += 1
+
+    def check(self) -> None:
+        """Raise once more attempts than the limit ran (endless retries, say)."""
+        if self.limit is not None and self.count > self.limit:
+            raise RuntimeError(
+                f"queue {self.queue!r} is not idle after {self.count} attempts "
+                f"(max_attempts={self.limit}): a task that retries or enqueues itself for ever?"
+            )
 
 
 def _step_error(error: BaseException) -> BaseException:
