@@ -19,17 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import heapq
-import json
 import math
 import os
 import sqlite3
 import threading
 import urllib.parse
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 from ...errors import (
     BackendBusy,
@@ -54,537 +51,27 @@ from .._protocol import (
     check_page,
     late_applies,
     minute_of,
-    rank,
-    rate_key,
     retention,
     status_filter,
-    take_slot,
     uncharge,
 )
-from . import records, schema
-from .rows import BAD_VALUE, CLAIMED_OK, TIME_LIMIT, UNREADABLE, Unreadable, bury, claim_test
-from .schema import HELD_SQL, KEYED, PLAIN, WAITING_SQL
+from . import claims, records, schema
+from .connection import transaction
+from .lanes import NEVER_DUE_KEYED_SQL, NEVER_DUE_SQL, NEXT_DUE_SQL
+from .rows import BAD_VALUE, CLAIMED_OK, bury, claim_test
+from .schema import HELD_SQL, WAITING_SQL
 
 __all__ = ["SQLiteBackend"]
 
 T = TypeVar("T")
 
 
-def _levels_sql(lane: str) -> str:
-    """The distinct priorities of a lane's waiting records (queue ``?1``), lowest first.
-
-    A loose index scan, one probe per level.
-    """
-    return (
-        "WITH RECURSIVE levels(p) AS ("
-        f" SELECT MIN(priority) FROM dowork_tasks WHERE queue = ?1 AND {WAITING_SQL} AND {lane}"
-        " UNION ALL SELECT (SELECT MIN(priority) FROM dowork_tasks"
-        f" WHERE queue = ?1 AND {WAITING_SQL} AND {lane} AND priority > levels.p)"
-        " FROM levels WHERE levels.p IS NOT NULL"
-        ") SELECT p FROM levels WHERE p IS NOT NULL"
-    )
-
-
-_LEVELS_SQL = _levels_sql(PLAIN)
-_KEY_LEVELS_SQL = _levels_sql("concurrency_key = ?2")
-#: Whether the queue (``?1``) has a waiting record without a key: one index probe. (Without
-#: ``INDEXED BY`` SQLite may prefer ``dowork_listing`` and read every waiting record.)
-_PLAIN_WAITING_SQL = (
-    "SELECT 1 FROM dowork_tasks INDEXED BY dowork_ready"
-    f" WHERE queue = ?1 AND {WAITING_SQL} AND {PLAIN}"
-)
-#: Whether the queue (``?1``) has waiting records with a key, remembers the turns of keys,
-#: and remembers the turn of the records without one: three index probes.
-_TURNS_STATE_SQL = (
-    "SELECT (SELECT 1 FROM dowork_tasks INDEXED BY dowork_lanes"
-    f" WHERE queue = ?1 AND {WAITING_SQL} AND {KEYED}),"
-    " (SELECT 1 FROM dowork_turns WHERE queue = ?1 AND key > ''),"
-    " (SELECT 1 FROM dowork_turns WHERE queue = ?1 AND key = '')"
-)
-
-
-def _key_levels_cte(chosen: str) -> str:
-    """The CTEs ``keys(k)``, ``chosen(k)`` and ``levels(k, p)`` of a queue (``?1``).
-
-    ``keys``: the keys with waiting records (a loose index scan, one probe per key, then a
-    NULL); ``chosen``: those the query ``chosen`` picks from ``keys``; ``levels``: the priority
-    levels of each chosen key's waiting records (a loose index scan each).
-    """
-    return (
-        "WITH RECURSIVE keys(k) AS ("
-        f" SELECT MIN(concurrency_key) FROM dowork_tasks WHERE queue = ?1 AND {WAITING_SQL}"
-        f" AND {KEYED}"
-        " UNION ALL SELECT (SELECT MIN(concurrency_key) FROM dowork_tasks WHERE queue = ?1"
-        f" AND {WAITING_SQL} AND concurrency_key > keys.k) FROM keys WHERE keys.k IS NOT NULL"
-        f"), chosen(k) AS ({chosen}"
-        "), levels(k, p) AS ("
-        " SELECT k, (SELECT MIN(priority) FROM dowork_tasks WHERE queue = ?1 AND"
-        f" {WAITING_SQL} AND concurrency_key = chosen.k) FROM chosen"
-        " UNION ALL SELECT k, (SELECT MIN(priority) FROM dowork_tasks WHERE queue = ?1 AND"
-        f" {WAITING_SQL} AND concurrency_key = levels.k AND priority > levels.p)"
-        " FROM levels WHERE levels.p IS NOT NULL)"
-    )
-
-
-#: The keys with waiting records that were never served (no turn remembered), with the most
-#: urgent due record (``?2``: now) of each of their levels: one probe per key and level.
-_NEW_KEYS_SQL = (
-    _key_levels_cte(
-        "SELECT k FROM keys WHERE k IS NOT NULL AND NOT EXISTS"
-        " (SELECT 1 FROM dowork_turns WHERE queue = ?1 AND key = keys.k)"
-    )
-    + " SELECT levels.k, t.id, t.crashes, t.name, t.slot, t.run_at, t.priority, t.rowid"
-    " FROM levels JOIN dowork_tasks t ON t.rowid = (SELECT rowid FROM dowork_tasks"
-    f" WHERE queue = ?1 AND {WAITING_SQL} AND concurrency_key = levels.k"
-    " AND priority = levels.p AND run_at <= ?2 ORDER BY run_at, rowid LIMIT 1)"
-    " WHERE levels.p IS NOT NULL"
-)
-#: The earliest ``run_at`` of the queue's waiting records: of each level without a key, and
-#: of each key's levels.
-_NEXT_DUE_SQL = (
-    _key_levels_cte("SELECT k FROM keys WHERE k IS NOT NULL")
-    + " SELECT (SELECT MIN((SELECT MIN(run_at) FROM dowork_tasks WHERE queue = ?1"
-    f" AND {WAITING_SQL} AND {PLAIN} AND priority = plain.p))"
-    f" FROM ({_LEVELS_SQL}) AS plain),"
-    " (SELECT MIN((SELECT MIN(run_at) FROM dowork_tasks WHERE queue = ?1"
-    f" AND {WAITING_SQL} AND concurrency_key = levels.k AND priority = levels.p))"
-    " FROM levels WHERE levels.p IS NOT NULL)"
-)
-#: Waiting records of the queue (``?1``) that are never due: a ``run_at`` past
-#: ``TIME_LIMIT`` or not a number (text sorts after every number). One index range per
-#: priority level without a key, and per key and level.
-_NEVER_DUE_SQL = (
-    f"SELECT rowid FROM dowork_tasks WHERE queue = ?1 AND {WAITING_SQL} AND {PLAIN}"
-    f" AND priority IN ({_LEVELS_SQL}) AND run_at > {TIME_LIMIT:.0e}"
-)
-_NEVER_DUE_KEYED_SQL = (
-    _key_levels_cte("SELECT k FROM keys WHERE k IS NOT NULL")
-    + " SELECT t.rowid FROM levels JOIN dowork_tasks t ON t.queue = ?1"
-    " AND t.status IN ('pending', 'scheduled', 'retrying') AND t.concurrency_key = levels.k"
-    f" AND t.priority = levels.p AND t.run_at > {TIME_LIMIT:.0e}"
-    " WHERE levels.p IS NOT NULL"
-)
-#: Forget the turns of the keys that have no waiting record left (``Backend.claim``).
-_FORGET_SQL = (
-    "DELETE FROM dowork_turns WHERE queue = ?1 AND key > '' AND NOT EXISTS (SELECT 1"
-    f" FROM dowork_tasks t WHERE queue = ?1 AND {WAITING_SQL}"
-    " AND t.concurrency_key = dowork_turns.key)"
-)
-_FORGET_PLAIN_SQL = (
-    f"DELETE FROM dowork_turns WHERE queue = ?1 AND key = '' AND NOT EXISTS ({_PLAIN_WAITING_SQL})"
-)
 _FINAL = {
     Outcome.SUCCEEDED: "succeeded",
     Outcome.FAILED: "failed",
     Outcome.CANCELLED: "cancelled",
     Outcome.DEAD: "dead",
 }
-
-
-#: A due record as a claim reads it: ``(id, crashes, name, slot, ...)``.
-_Due = tuple[str, int, str, float | None, *tuple[Any, ...]]
-#: A due record as a key's turn reads it: ``(id, crashes, name, slot, run_at, priority, seq)``,
-#: ``seq`` (the rowid) being push order.
-_Row = tuple[str, int, str, float | None, float, int, int]
-#: The columns ``_due`` reads (then ``seq``, if ``wide``): a claim without keys needs four.
-_DUE_COLUMNS = {False: "id, crashes, name, slot", True: "id, crashes, name, slot, run_at, priority"}
-#: The lane a ``_due`` query reads: the records without a key, or those of key ``?5``.
-_LANES = {True: PLAIN, False: "concurrency_key = ?5"}
-_ONE_LEVEL_SQL = {
-    (plain, wide): f"SELECT {_DUE_COLUMNS[wide]}{', rowid' * wide} FROM dowork_tasks"
-    f" WHERE queue = ?1 AND {WAITING_SQL} AND {lane} AND priority = ?6 AND run_at <= ?2"
-    " ORDER BY run_at, rowid LIMIT ?3"
-    for plain, lane in _LANES.items()
-    for wide in (False, True)
-}
-
-
-def _due(
-    conn: sqlite3.Connection,
-    queue: str,
-    now: float,
-    count: int,
-    aging: float,
-    key: str | None = None,
-    wide: bool = False,
-) -> list[Any]:
-    """The ``count`` most urgent due records of a lane: those without a key, or of ``key``.
-
-    The top ``count`` of each priority level in use, by ``(run_at, rowid)`` (an index range
-    each), merged by ``(rank, rowid)``: the order ``MemoryBackend.claim`` sorts a lane in.
-    The merge runs in SQLite (same float arithmetic as ``rank``), so Python only sees the
-    ``count`` it needs; a single level is already in order. Rows are ``_Row``s if ``wide``,
-    else their first four columns.
-    """
-    if key is None:
-        levels = [row[0] for row in conn.execute(_LEVELS_SQL, (queue,))]
-    else:
-        levels = [row[0] for row in conn.execute(_KEY_LEVELS_SQL, (queue, key))]
-    args = (queue, now, count, float(aging), key, *levels)
-    if len(levels) == 1:
-        return conn.execute(_ONE_LEVEL_SQL[key is None, wide], args).fetchall()
-    if not levels:
-        return []
-    union = " UNION ALL ".join(
-        "SELECT * FROM (SELECT id, crashes, name, slot, run_at, priority, rowid AS seq"
-        " FROM dowork_tasks"
-        f" WHERE queue = ?1 AND {WAITING_SQL} AND {_LANES[key is None]} AND priority = ?{i}"
-        " AND run_at <= ?2 ORDER BY run_at, rowid LIMIT ?3)"
-        for i in range(6, 6 + len(levels))
-    )
-    return conn.execute(
-        f"SELECT {_DUE_COLUMNS[wide]}{', seq' * wide} FROM ({union})"
-        " ORDER BY run_at - priority * ?4, seq LIMIT ?3",
-        args,
-    ).fetchall()
-
-
-def _lane(
-    conn: sqlite3.Connection, queue: str, now: float, count: int, aging: float, key: str
-) -> list[_Row]:
-    """The ``count`` most urgent due records of key ``key`` (``""``: of those without one)."""
-    rows: list[_Row] = _due(conn, queue, now, count, aging, key or None, wide=True)
-    return rows
-
-
-class _Starts:
-    """The start times a queue's rate limits gave out, read and written in a claim's transaction.
-
-    One ``dowork_rates`` row per limit holds its last ``n`` start times (a JSON list,
-    ascending): enough for ``take_slot``, and what every worker on the file shares.
-    """
-
-    def __init__(
-        self, conn: sqlite3.Connection, queue: str, rates: Mapping[str, tuple[int, float]]
-    ) -> None:
-        self._conn = conn
-        self._queue = queue
-        self._rates = rates
-        self._starts: dict[str, list[float]] = {}
-
-    def take(self, key: str, now: float) -> float:
-        """Give out the next start time of limit ``key`` (see ``Backend.claim``)."""
-        starts = self._starts.get(key)
-        if starts is None:
-            row = self._conn.execute(
-                "SELECT starts FROM dowork_rates WHERE queue = ? AND key = ?", (self._queue, key)
-            ).fetchone()
-            starts = self._starts[key] = [] if row is None else json.loads(row[0])
-        n, per = self._rates[key]
-        return take_slot(starts, n, per, now)
-
-    def save(self) -> None:
-        """Write back the start times of the limits ``take`` gave out from."""
-        if self._starts:
-            self._conn.executemany(
-                "INSERT OR REPLACE INTO dowork_rates (queue, key, starts) VALUES (?, ?, ?)",
-                [
-                    (self._queue, key, json.dumps(starts, separators=(",", ":")))
-                    for key, starts in self._starts.items()
-                ],
-            )
-
-
-class _Pacer:
-    """Asks a claim's rate limits for starts, as ``MemoryBackend.claim`` does.
-
-    A record refused a start now is delayed to the start time it was given (``run_at`` and
-    ``slot``); ``save`` writes the delays and the limits' start times, in the claim's
-    transaction.
-    """
-
-    def __init__(
-        self,
-        conn: sqlite3.Connection,
-        queue: str,
-        now: float,
-        rates: Mapping[str, tuple[int, float]] | None,
-    ) -> None:
-        self._conn = conn
-        self._now = now
-        self._rates = rates or {}
-        self._starts = _Starts(conn, queue, self._rates) if rates else None
-        self._delayed: list[tuple[float, float, str]] = []
-
-    def may_start(self, row: _Due) -> bool:
-        """Whether the record may start now; if not, it waits for the slot it was given."""
-        if self._starts is None or row[3] is not None:  # unlimited, or its slot has come
-            return True
-        key = rate_key(row[2], self._rates)
-        if key is None:
-            return True
-        start = self._starts.take(key, self._now)
-        if start <= self._now:
-            return True
-        self._delayed.append((start, start, row[0]))
-        return False
-
-    def save(self) -> None:
-        """Write the start times given out and the delays."""
-        if self._starts is not None:
-            self._starts.save()
-        if self._delayed:
-            self._conn.executemany(
-                "UPDATE dowork_tasks SET run_at = ?, slot = ? WHERE id = ?", self._delayed
-            )
-
-
-def _alone_or_rest(due: Sequence[_Due], alone_from: int | None) -> list[str]:
-    """The ids to claim from ``due`` in claim order (see ``Backend.claim``).
-
-    A repeat crasher (``crashes >= alone_from``) alone, or the records before the first one.
-    """
-    if alone_from is None:
-        return [row[0] for row in due]
-    if due and due[0][1] >= alone_from:
-        return [due[0][0]]
-    ids = []
-    for row in due:
-        if row[1] >= alone_from:
-            break
-        ids.append(row[0])
-    return ids
-
-
-def _pace(limit: int, alone_from: int | None, pacer: _Pacer, due: Sequence[_Due]) -> list[str]:
-    """The ids to claim from ``due`` under the rate limits, as ``MemoryBackend.claim`` picks."""
-    ids: list[str] = []
-    for row in due:
-        alone = alone_from is not None and row[1] >= alone_from
-        if alone and ids:  # a repeat crasher is claimed alone (Backend.claim)
-            break
-        if not pacer.may_start(row):  # over the limit: waits for the start time it was given
-            continue
-        ids.append(row[0])
-        if alone or len(ids) == limit:
-            break
-    return ids
-
-
-def _remember_plain(
-    conn: sqlite3.Connection,
-    queue: str,
-    served_now: bool,
-    left: bool,
-    keyed_turns: bool,
-    plain_served: bool,
-) -> None:
-    """Keep the turns of a queue none of whose waiting records has a key, as a claim leaves them.
-
-    The keys' turns are forgotten (none has a waiting record). The turn of the records without
-    a key is remembered while some are waiting, if they were served by this claim (``served_now``:
-    then theirs, the only turn, is the latest) or before (``plain_served``). ``left``: some are
-    known to be waiting still (else it is asked). Nothing is written in the steady states.
-    """
-    if keyed_turns:
-        conn.execute("DELETE FROM dowork_turns WHERE queue = ? AND key > ''", (queue,))
-    if not (served_now or plain_served):
-        return
-    left = left or conn.execute(_PLAIN_WAITING_SQL, (queue,)).fetchone() is not None
-    if left and not plain_served:
-        conn.execute("INSERT INTO dowork_turns (queue, key, served) VALUES (?, '', 1)", (queue,))
-    elif plain_served and not left:
-        conn.execute("DELETE FROM dowork_turns WHERE queue = ? AND key = ''", (queue,))
-
-
-def _crasher(record: Record, alone_from: int | None) -> bool:
-    """Whether the record is claimed alone (``Backend.claim``)."""
-    return alone_from is not None and record.crashes >= alone_from
-
-
-class _Lane:
-    """A key's due records in claim order, read a few at a time as its turns come."""
-
-    __slots__ = ("_complete", "_fetch", "_pos", "_rows")
-
-    def __init__(self, fetch: Callable[[int], list[_Row]], rows: list[_Row], complete: bool):
-        self._fetch = fetch
-        self._rows = rows
-        self._pos = 0
-        self._complete = complete
-
-    def head(self) -> _Row | None:
-        """The most urgent record not taken yet, or None."""
-        if self._pos == len(self._rows) and not self._complete:
-            # Nothing is written before the claim ends: reading the lane again from its
-            # start gives the same records in the same order, and then more.
-            count = 2 * len(self._rows) + 2
-            self._rows = self._fetch(count)
-            self._complete = len(self._rows) < count
-        return self._rows[self._pos] if self._pos < len(self._rows) else None
-
-    def pop(self) -> _Row:
-        """Take the head."""
-        row = self.head()
-        assert row is not None
-        self._pos += 1
-        return row
-
-
-class _Remembered:
-    """The keys of a queue with a remembered turn, in the order they were served."""
-
-    __slots__ = ("_after", "_conn", "_done", "_queue", "_rows")
-
-    BATCH = 32
-
-    def __init__(self, conn: sqlite3.Connection, queue: str) -> None:
-        self._conn = conn
-        self._queue = queue
-        self._rows: list[tuple[str, int]] = []  # reversed, to pop
-        self._after = 0
-        self._done = False
-
-    def peek(self) -> tuple[str, int] | None:
-        """The next ``(key, turn)``, or None."""
-        if not self._rows and not self._done:
-            rows = self._conn.execute(
-                "SELECT key, served FROM dowork_turns WHERE queue = ? AND served > ?"
-                " ORDER BY served LIMIT ?",
-                (self._queue, self._after, self.BATCH),
-            ).fetchall()
-            self._done = len(rows) < self.BATCH
-            if rows:
-                self._after = rows[-1][1]
-            self._rows = rows[::-1]
-        return self._rows[-1] if self._rows else None
-
-    def pop(self) -> tuple[str, int]:
-        """Take the next ``(key, turn)``."""
-        return self._rows.pop()
-
-
-class _Turns:
-    """One claim of a queue whose records have concurrency keys: key by key, in turn.
-
-    The same walk as ``MemoryBackend.claim``: a heap of ``(turn, rank, seq, key)``, one entry
-    per key with a due record (``""``: the records without a key). It is filled lazily, so
-    that a claim reads little more than it may take: the keys never served first (with the
-    head of each), then the remembered ones in the order they were served, each read only
-    when its turn may come before the heap's first. A key's records are read a few at a time
-    (``_Lane``), so a big backlog costs a claim no more than a small one.
-    """
-
-    def __init__(
-        self,
-        conn: sqlite3.Connection,
-        queue: str,
-        now: float,
-        limit: int,
-        aging: float,
-        per_key: int | None,
-    ) -> None:
-        self._conn = conn
-        self._queue = queue
-        self._now = now
-        self._aging = aging
-        self._per_key = per_key
-        self._cap = 2 * limit  # records looked at, at most
-        self._heap: list[tuple[int, float, int, str]] = []
-        self._lanes: dict[str, _Lane] = {}
-        self._remembered = _Remembered(conn, queue)
-        self._held: dict[str, int] | None = None  # key -> its running records (per_key)
-        self._top: int | None = None  # the last turn given
-        #: The turn each key served by this claim was given, to remember.
-        self.served: dict[str, int] = {}
-
-    def _fetch(self, key: str, count: int) -> list[_Row]:
-        return _lane(self._conn, self._queue, self._now, min(count, self._cap), self._aging, key)
-
-    def _push(self, turn: int, key: str) -> None:
-        """Queue the key's next turn, if it has a due record left."""
-        row = self._lanes[key].head()
-        if row is not None:
-            entry = (turn, rank(row[4], row[5], self._aging), row[6], key)
-            heapq.heappush(self._heap, entry)
-
-    def _add(self, key: str, turn: int, rows: list[_Row] | None = None) -> None:
-        """Take in a key's lane (read now unless its head is known) at its turn."""
-        if rows is None:
-            rows = self._fetch(key, 2)
-            complete = len(rows) < 2
-        else:
-            complete = False
-        self._lanes[key] = _Lane(functools.partial(self._fetch, key), rows, complete)
-        self._push(turn, key)
-
-    def add_new(self, plain_served: bool) -> None:
-        """Take in the keys never served (or forgotten): their turn is 0."""
-        aging = self._aging
-        heads: dict[str, tuple[float, int, _Row]] = {}
-        for key, *rest in self._conn.execute(_NEW_KEYS_SQL, (self._queue, self._now)):
-            row = cast(_Row, tuple(rest))
-            urgency = (rank(row[4], row[5], aging), row[6], row)
-            if key not in heads or urgency < heads[key]:
-                heads[key] = urgency
-        for key, (_, _, row) in heads.items():
-            self._add(key, 0, [row])
-        if not plain_served:
-            self._add("", 0)
-
-    def _bring_in(self) -> None:
-        """Take in the remembered keys whose turn comes before the heap's first."""
-        heap = self._heap
-        while not heap or heap[0][0] > 0:  # never served (0) go before every remembered
-            nxt = self._remembered.peek()
-            if nxt is None or (heap and heap[0][0] < nxt[1]):
-                return
-            key, turn = self._remembered.pop()
-            self._add(key, turn)
-
-    def _has_share(self, key: str) -> bool:
-        """Whether the key already has ``per_key`` records running (across every worker)."""
-        if not key or self._per_key is None:
-            return False
-        if self._held is None:  # the queue's running records: as many as its workers run
-            self._held = dict(
-                self._conn.execute(
-                    "SELECT concurrency_key, COUNT(*) FROM dowork_tasks INDEXED BY dowork_leases"
-                    f" WHERE queue = ? AND {HELD_SQL} AND {KEYED}"
-                    " GROUP BY concurrency_key",
-                    (self._queue,),
-                )
-            )
-        return self._held.get(key, 0) >= self._per_key
-
-    def _next_turn(self) -> int:
-        if self._top is None:
-            (last,) = self._conn.execute(
-                "SELECT MAX(served) FROM dowork_turns WHERE queue = ?", (self._queue,)
-            ).fetchone()
-            self._top = last or 0
-        self._top += 1
-        return self._top
-
-    def take(self, limit: int, alone_from: int | None, pacer: _Pacer) -> list[str]:
-        """The ids to claim in claim order; ``served`` then holds the turns given."""
-        ids: list[str] = []
-        looked = 0
-        while looked < self._cap and len(ids) < limit:
-            self._bring_in()
-            if not self._heap:
-                break
-            turn, _, _, key = heapq.heappop(self._heap)
-            if self._has_share(key):
-                continue  # the key has its share running: its turn waits
-            row = self._lanes[key].pop()
-            looked += 1
-            alone = alone_from is not None and row[1] >= alone_from
-            if alone and ids:  # a repeat crasher is claimed alone (Backend.claim)
-                break
-            if not pacer.may_start(row):  # delayed by a rate limit: the key keeps its turn
-                if looked < self._cap:
-                    self._push(turn, key)
-                continue
-            ids.append(row[0])
-            if alone:
-                break
-            if self._held is not None and key:
-                self._held[key] = self._held.get(key, 0) + 1
-            turn = self.served[key] = self._next_turn()
-            if looked < self._cap and len(ids) < limit:
-                self._push(turn, key)
-        return ids
 
 
 class SQLiteBackend:
@@ -668,18 +155,10 @@ class SQLiteBackend:
         except sqlite3.DatabaseError as exc:  # a corrupt or full file
             raise BackendError(f"{self.path}: {exc}") from exc
 
-    @contextlib.contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
+    def _tx(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
         conn = self._conn
         assert conn is not None
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            if conn.in_transaction:  # SQLITE_FULL and some I/O errors roll back by themselves
-                conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+        return transaction(conn)
 
     def _retention(self, outcome: Outcome | None, keep: float | None) -> float:
         """Seconds to keep a finished record (see ``retention``)."""
@@ -900,97 +379,15 @@ class SQLiteBackend:
         """Lease up to ``limit`` of the most urgent due records in one transaction."""
         if limit <= 0:
             return []
-        return await self._run(
-            self._claim,
-            queue, now, limit, lease, owner, max_running, alone_from, aging, rates, per_key,
-        )  # fmt: skip
+        request = claims.Claim(
+            queue, now, limit, lease, owner, max_running, alone_from, aging, rates, per_key
+        )
+        return await self._run(self._claim, request)
 
-    def _claim(self, queue: str, now: float, *args: Any) -> list[Record]:
-        """Claim; if a row cannot be read, dead-letter the unreadable rows and claim again.
-
-        Each round buries at least one row (else the error is raised), so this ends.
-        """
-        while True:
-            try:
-                return self._claim_once(queue, now, *args)
-            except UNREADABLE as exc:
-                if isinstance(exc, sqlite3.OperationalError) and "decode" not in str(exc):
-                    raise
-                with self._tx() as conn:
-                    buried = bury(
-                        conn,
-                        f"queue = ? AND {WAITING_SQL} AND run_at <= ?",
-                        (queue, now),
-                        now,
-                        self._retention(Outcome.DEAD, None),
-                    )
-                if not buried:
-                    raise
-
-    def _claim_once(
-        self,
-        queue: str,
-        now: float,
-        limit: int,
-        lease: float,
-        owner: str,
-        max_running: int | None,
-        alone_from: int | None,
-        aging: float,
-        rates: Mapping[str, tuple[int, float]] | None,
-        per_key: int | None,
-    ) -> list[Record]:
-        with self._tx() as conn:
-            if max_running is not None:
-                (running,) = conn.execute(
-                    f"SELECT COUNT(*) FROM dowork_tasks WHERE queue = ? AND {HELD_SQL}",
-                    (queue,),
-                ).fetchone()
-                limit = min(limit, max_running - running)
-                if limit <= 0:
-                    return []
-            keyed, keyed_turns, plain_served = conn.execute(_TURNS_STATE_SQL, (queue,)).fetchone()
-            pacer = _Pacer(conn, queue, now, rates)
-            served: dict[str, int] = {}
-            due: list[_Due] = []
-            if keyed:
-                turns = _Turns(conn, queue, now, limit, aging, per_key)
-                turns.add_new(plain_served)
-                ids = turns.take(limit, alone_from, pacer)
-                served = turns.served
-            elif not rates:  # every record looked at is claimed, up to a repeat crasher
-                due = _due(conn, queue, now, limit + 1, aging)  # one more: is any left?
-                ids = _alone_or_rest(due[:limit], alone_from)
-            else:
-                due = _due(conn, queue, now, 2 * limit, aging)
-                ids = _pace(limit, alone_from, pacer, due)
-            pacer.save()
-            until = now + lease
-            rows = []
-            if ids:
-                rows = conn.execute(
-                    f"UPDATE dowork_tasks SET status = 'reserved', attempts = attempts + 1,"
-                    f" lease_until = ?, owner = ?, updated_at = ?, slot = NULL"
-                    f" WHERE id IN ({','.join('?' * len(ids))})"
-                    f" RETURNING {records.CLAIMED_COLUMNS}, {self._ok_sql}",
-                    (until, owner, now, *ids),
-                ).fetchall()
-                if len(rows) != len(ids) or not all(row[-1] for row in rows):
-                    raise Unreadable(f"claim of {queue!r}: a record cannot be read")
-            claimed = {row[0]: records.claimed(row, queue, now, until, owner) for row in rows}
-            if keyed:
-                if served:
-                    conn.executemany(
-                        "INSERT OR REPLACE INTO dowork_turns (queue, key, served) VALUES (?, ?, ?)",
-                        [(queue, key, turn) for key, turn in served.items()],
-                    )
-                conn.execute(_FORGET_SQL, (queue,))
-                conn.execute(_FORGET_PLAIN_SQL, (queue,))
-            else:
-                served_now = bool(ids) and not _crasher(claimed[ids[0]], alone_from)
-                left = len(due) > len(ids)  # one looked at is still waiting
-                _remember_plain(conn, queue, served_now, left, keyed_turns, plain_served)
-        return [claimed[task_id] for task_id in ids]
+    def _claim(self, request: claims.Claim) -> list[Record]:
+        assert self._conn is not None
+        keep = self._retention(Outcome.DEAD, None)
+        return claims.claim(self._conn, request, self._ok_sql, keep)
 
     async def settle(self, settlements: Sequence[Settlement]) -> list[str]:
         """Write outcomes in one transaction; refuse those whose lease token is stale."""
@@ -1213,8 +610,8 @@ class SQLiteBackend:
 
         A claim never reads them, so maintenance looks for them: a few index probes.
         """
-        found = [row[0] for row in conn.execute(_NEVER_DUE_SQL, (queue,))]
-        found += [row[0] for row in conn.execute(_NEVER_DUE_KEYED_SQL, (queue,))]
+        found = [row[0] for row in conn.execute(NEVER_DUE_SQL, (queue,))]
+        found += [row[0] for row in conn.execute(NEVER_DUE_KEYED_SQL, (queue,))]
         if found:
             where = f"rowid IN ({','.join('?' * len(found))})"
             keep = self._retention(Outcome.DEAD, None)
@@ -1272,7 +669,7 @@ class SQLiteBackend:
     def _next_due(self, queue: str) -> float | None:
         conn = self._conn
         assert conn is not None
-        plain, keyed = conn.execute(_NEXT_DUE_SQL, (queue,)).fetchone()
+        plain, keyed = conn.execute(NEXT_DUE_SQL, (queue,)).fetchone()
         # A run_at of the wrong type (text) is no time: maintenance buries its record.
         times = [float(t) for t in (plain, keyed) if isinstance(t, int | float)]
         return min(times) if times else None

@@ -1,0 +1,168 @@
+"""One claim, in one ``BEGIN IMMEDIATE`` transaction: pick the most urgent due records, lease them.
+
+``claim`` is ``Backend.claim`` on the store's thread. It caps the claim by ``max_running``,
+then picks records: a queue without concurrency keys reads its due records in rank order
+(``lanes.due``) and takes them up to a repeat crasher (claimed alone) or, under rate limits,
+those the ``Pacer`` lets start; a queue with keys is walked key by key (``Turns``). The picked
+rows are leased with one ``UPDATE ... RETURNING``, which also tests that each is readable
+(``rows.claim_test``); a row that is not rolls the claim back, ``rows.bury`` dead-letters the
+unreadable rows and the claim runs again. The turns are then written for the next claim.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple
+
+from .._protocol import Record
+from . import records
+from .connection import transaction
+from .lanes import Due, due
+from .rates import Pacer
+from .rows import UNREADABLE, Unreadable, bury
+from .schema import HELD_SQL, WAITING_SQL
+from .turns import TURNS_STATE_SQL, Turns, remember_keyed, remember_plain
+
+__all__ = ["Claim", "claim"]
+
+
+class Claim(NamedTuple):
+    """The arguments of one ``Backend.claim``, as its thread receives them."""
+
+    queue: str
+    now: float
+    limit: int
+    lease: float
+    owner: str
+    max_running: int | None
+    alone_from: int | None
+    aging: float
+    rates: Mapping[str, tuple[int, float]] | None
+    per_key: int | None
+
+
+def claim(conn: sqlite3.Connection, c: Claim, ok_sql: str, keep_dead: float) -> list[Record]:
+    """Claim; if a row cannot be read, dead-letter the unreadable rows and claim again.
+
+    ``ok_sql`` is the file's readability test (``rows.claim_test``), ``keep_dead`` how long a
+    buried row is kept. Each round buries at least one row (else the error is raised), so
+    this ends.
+    """
+    while True:
+        try:
+            return _claim_once(conn, c, ok_sql)
+        except UNREADABLE as exc:
+            if isinstance(exc, sqlite3.OperationalError) and "decode" not in str(exc):
+                raise
+            with transaction(conn):
+                buried = bury(
+                    conn,
+                    f"queue = ? AND {WAITING_SQL} AND run_at <= ?",
+                    (c.queue, c.now),
+                    c.now,
+                    keep_dead,
+                )
+            if not buried:
+                raise
+
+
+def _claim_once(conn: sqlite3.Connection, c: Claim, ok_sql: str) -> list[Record]:
+    with transaction(conn):
+        limit = _room(conn, c)
+        if limit <= 0:
+            return []
+        keyed, keyed_turns, plain_served = conn.execute(TURNS_STATE_SQL, (c.queue,)).fetchone()
+        pacer = Pacer(conn, c.queue, c.now, c.rates)
+        turns: Turns | None = None
+        looked: list[Due] = []
+        if keyed:
+            turns = Turns(conn, c.queue, c.now, limit, c.aging, c.per_key)
+            turns.add_new(plain_served)
+            ids = turns.take(limit, c.alone_from, pacer)
+        else:
+            looked, ids = _pick(conn, c, limit, pacer)
+        pacer.save()
+        claimed = _lease(conn, c, ids, ok_sql)
+        if turns is not None:
+            remember_keyed(conn, c.queue, turns.served)
+        else:
+            served_now = bool(ids) and not _crasher(claimed[ids[0]], c.alone_from)
+            left = len(looked) > len(ids)  # one looked at is still waiting
+            remember_plain(conn, c.queue, served_now, left, keyed_turns, plain_served)
+    return [claimed[task_id] for task_id in ids]
+
+
+def _room(conn: sqlite3.Connection, c: Claim) -> int:
+    """How many records the claim may take: ``limit``, less under ``max_running``."""
+    if c.max_running is None:
+        return c.limit
+    running: int = conn.execute(
+        f"SELECT COUNT(*) FROM dowork_tasks WHERE queue = ? AND {HELD_SQL}", (c.queue,)
+    ).fetchone()[0]
+    return min(c.limit, c.max_running - running)
+
+
+def _pick(
+    conn: sqlite3.Connection, c: Claim, limit: int, pacer: Pacer
+) -> tuple[list[Due], list[str]]:
+    """The due records looked at, and the ids to claim of a queue without keys."""
+    if not c.rates:  # every record looked at is claimed, up to a repeat crasher
+        looked: list[Due] = due(conn, c.queue, c.now, limit + 1, c.aging)  # one more: any left?
+        return looked, alone_or_rest(looked[:limit], c.alone_from)
+    looked = due(conn, c.queue, c.now, 2 * limit, c.aging)
+    return looked, pace(limit, c.alone_from, pacer, looked)
+
+
+def _lease(conn: sqlite3.Connection, c: Claim, ids: list[str], ok_sql: str) -> dict[str, Record]:
+    """Lease the picked records; raise ``Unreadable`` if one cannot be read."""
+    if not ids:
+        return {}
+    until = c.now + c.lease
+    rows = conn.execute(
+        f"UPDATE dowork_tasks SET status = 'reserved', attempts = attempts + 1,"
+        f" lease_until = ?, owner = ?, updated_at = ?, slot = NULL"
+        f" WHERE id IN ({','.join('?' * len(ids))})"
+        f" RETURNING {records.CLAIMED_COLUMNS}, {ok_sql}",
+        (until, c.owner, c.now, *ids),
+    ).fetchall()
+    if len(rows) != len(ids) or not all(row[-1] for row in rows):
+        raise Unreadable(f"claim of {c.queue!r}: a record cannot be read")
+    return {row[0]: records.claimed(row, c.queue, c.now, until, c.owner) for row in rows}
+
+
+def alone_or_rest(due: Sequence[Due], alone_from: int | None) -> list[str]:
+    """The ids to claim from ``due`` in claim order (see ``Backend.claim``).
+
+    A repeat crasher (``crashes >= alone_from``) alone, or the records before the first one.
+    """
+    if alone_from is None:
+        return [row[0] for row in due]
+    if due and due[0][1] >= alone_from:
+        return [due[0][0]]
+    ids = []
+    for row in due:
+        if row[1] >= alone_from:
+            break
+        ids.append(row[0])
+    return ids
+
+
+def pace(limit: int, alone_from: int | None, pacer: Pacer, due: Sequence[Due]) -> list[str]:
+    """The ids to claim from ``due`` under the rate limits, as ``MemoryBackend.claim`` picks."""
+    ids: list[str] = []
+    for row in due:
+        alone = alone_from is not None and row[1] >= alone_from
+        if alone and ids:  # a repeat crasher is claimed alone (Backend.claim)
+            break
+        if not pacer.may_start(row):  # over the limit: waits for the start time it was given
+            continue
+        ids.append(row[0])
+        if alone or len(ids) == limit:
+            break
+    return ids
+
+
+def _crasher(record: Record, alone_from: int | None) -> bool:
+    """Whether the record is claimed alone (``Backend.claim``)."""
+    return alone_from is not None and record.crashes >= alone_from
