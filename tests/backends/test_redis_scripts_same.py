@@ -11,7 +11,7 @@ import hashlib
 
 import pytest
 
-from dowork.backends._redis_scripts import SCRIPTS
+from dowork.backends.redis.scripts import SCRIPTS
 
 #: name -> (SHA-1 of the assembled script, SHA-1 of its code lines joined by newlines).
 BEFORE = {

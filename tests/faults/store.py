@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl, urlsplit
 import redis
 from redis.typing import EncodableT, FieldT
 
-from dowork.backends._redis_scripts import SCRIPTS
+from dowork.backends.redis.scripts import SCRIPTS
 from tests.redis_replies import raw_hash, raw_members
 
 

@@ -122,7 +122,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript, Script
 
-from ..errors import (
+from ...errors import (
     BackendError,
     BackendFull,
     BackendUnavailable,
@@ -130,7 +130,7 @@ from ..errors import (
     EvictionPolicyError,
     OutcomeUnknown,
 )
-from ._protocol import (
+from .._protocol import (
     LEASED,
     PRIORITY_AGING,
     STATS_MINUTES,
@@ -145,7 +145,7 @@ from ._protocol import (
     retention,
     status_filter,
 )
-from ._redis_scripts import SCRIPTS
+from .scripts import SCRIPTS
 
 __all__ = ["RedisBackend"]
 

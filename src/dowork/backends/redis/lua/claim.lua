@@ -1,0 +1,504 @@
+
+local P, queue, now, lease, owner = ARGV[1], ARGV[2], ARGV[3], ARGV[5], ARGV[6]
+local alone = ARGV[8] ~= '' and tonumber(ARGV[8])
+--#include may_fill
+--#include inbox
+
+local WAITS = {pending = true, scheduled = true, retrying = true}
+local NONE = {}
+-- Whether the record (status, HGETALL list h) of a due member should be dead-lettered, and
+-- why: a waiting record (or one of no known status) that cannot be read. Others are stale.
+local function unclaimable(status, h, id)
+    if not status or (STATUSES[status] and not WAITS[status]) then return nil end
+    return unreadable(h, id, queue)
+end
+-- Dead-letter such a record (listing member m) as malformed, kept ARGV[13] seconds; listed
+-- in BURIED (id, why) for the caller to log.
+local BURIED = {}
+local function bury_due(id, m, h, why)
+    BURIED[#BURIED + 1] = id
+    BURIED[#BURIED + 1] = why
+    local v = fields(h)
+    local expires = string.format('%.17g', tonumber(now) + tonumber(ARGV[13]))
+    bury(queue, id, m, v, why, WAITS[v.status] and v.status or nil, now, expires)
+end
+
+local woke = nil
+if ARGV[9] ~= '' then  -- an entry this worker popped from the inbox and gives back
+    local e = ARGV[9]
+    if redis.call('LREM', P .. 'q:' .. queue .. ':taken', 1, e) == 1 then
+        woke = string.sub(e, 2)  -- a token's time
+        if string.sub(e, 1, 1) ~= 't' then woke = inbox_put(queue, e) end
+        if not decimal(woke) then woke = nil end
+    end
+end
+local drained = drain(queue)
+if drained and (not woke or tonumber(drained) > tonumber(woke)) then woke = drained end
+if woke and tonumber(woke) > tonumber(now) then
+    now = woke
+    lease = string.format('%.17g', tonumber(woke) + tonumber(ARGV[10]))
+end
+local function many(cmd, key, list)  -- chunks (see _BASE)
+    for i = 1, #list, 4000 do
+        redis.call(cmd, key, unpack(list, i, math.min(i + 3999, #list)))
+    end
+end
+local q = P .. 'q:' .. queue .. ':'
+local running = q .. 'running'
+local keeper = string.rep('~', 80)  -- KEEPER
+local limit = tonumber(ARGV[4])
+if ARGV[7] ~= '' then
+    local held = redis.call('ZCARD', running)
+    if redis.call('ZSCORE', running, keeper) then held = held - 1 end
+    limit = math.min(limit, tonumber(ARGV[7]) - held)
+end
+local out = {now, lease, BURIED}
+if limit <= 0 then return out end
+local waiting, turn = q .. 'waiting', q .. 'turn'
+local leased, left, n = {'+inf', keeper}, {}, 0
+-- The claimed records leave the created.S listings for reserved (counts follow).
+local function lease_all()
+    if n == 0 then return end
+    many('ZADD', running, leased)
+    for status, l in pairs(left) do
+        many('ZREM', q .. 'created.' .. status, l)
+        redis.call('HINCRBY', q .. 'counts', status, -#l)
+    end
+    redis.call('HINCRBY', q .. 'counts', 'reserved', n)
+end
+local function wake_one()  -- more may be due: wake another idle worker to help
+    inbox_wake(queue, 1, now)
+end
+
+if #ARGV <= 13 and redis.call('EXISTS', q .. 'levels', q .. 'lanes', q .. 'lanes:later') == 0
+then
+    -- Plain tasks only (priority 0, no concurrency key, no rate limits): the oldest due, by
+    -- (run_at, seq). The tasks without a key are the only ones taking turns, so all their
+    -- turn needs is to be marked served (1, less than any turn given later), and forgotten
+    -- once none waits (see Backend.claim).
+    local due = redis.call('ZRANGEBYSCORE', waiting, '-inf', now, 'LIMIT', 0, limit + 1)
+    local taken, served = {}, false
+    for i = 1, math.min(#due, limit) do
+        local m = due[i]
+        local id = string.sub(m, 18)
+        local key = P .. 'task:' .. id
+        local h = redis.call('HGETALL', key)
+        local status, attempts, crashes, reserved, started
+        for j = 1, #h, 2 do
+            local f = h[j]
+            if f == 'status' then status = h[j + 1]
+            elseif f == 'attempts' then attempts = h[j + 1]
+            elseif f == 'crashes' then crashes = h[j + 1]
+            elseif f == 'started' then started = true
+            elseif f == 'slot' then reserved = true end
+        end
+        local why = unclaimable(status, h, id)
+        -- A repeat crasher is claimed alone (see Backend.claim).
+        local crasher = not why and alone and tonumber(crashes or '0') >= alone
+        if crasher and n > 0 then break end
+        taken[#taken + 1] = m
+        if why then
+            bury_due(id, m, h, why)
+        elseif status == 'pending' or status == 'scheduled' or status == 'retrying' then
+            local a = string.format('%d', (attempts and tonumber(attempts) or 0) + 1)
+            redis.call('HSET', key, 'status', 'reserved', 'attempts', a, 'lease_until', lease,
+                'owner', owner, 'updated_at', now, unpack(started and NONE or {'started',
+                attempts or '0'}))  -- (OLD)
+            if reserved then redis.call('HDEL', key, 'slot') end  -- delayed by an earlier limit
+            leased[#leased + 1] = lease
+            leased[#leased + 1] = id
+            local l = left[status]
+            if not l then l = {}; left[status] = l end
+            l[#l + 1] = m
+            n = n + 1
+            out[#out + 1] = h
+            if crasher then break end
+            served = true
+        end
+    end
+    if #taken > 0 then many('ZREM', waiting, taken) end
+    lease_all()
+    if #due > limit then
+        wake_one()
+        if served then redis.call('HSETNX', turn, '', 1) end
+    elseif redis.call('EXISTS', waiting) == 0 then
+        redis.call('DEL', turn)
+    elseif served then
+        redis.call('HSETNX', turn, '', 1)
+    end
+    return out
+end
+--#include lanes
+
+-- Priorities, rate limits or concurrency keys. Each step serves the lane (the tasks of one
+-- concurrency key, or those without one) served longest ago, ties by its most urgent due
+-- task (rank = run_at - p * aging, then seq), and takes that task (see Backend.claim); a
+-- task over a rate limit is delayed to the start time the limit gives it. Lanes are read in
+-- turn order, a page at a time; a lane's due tasks a few at a time. Writes to the waiting
+-- zsets wait for the end, so that what was read stays in place.
+local aging, nowf, look = tonumber(ARGV[11]), tonumber(now), 2 * limit
+local cap = ARGV[12] ~= '' and tonumber(ARGV[12])
+local rates, starts = {}, {}
+for i = 14, #ARGV, 3 do rates[ARGV[i]] = {tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])} end
+local shared = rates[''] and ''
+local LANES, DUE, LATER = q .. 'lanes', q .. 'lanes:due', q .. 'lanes:later'
+local TURNS, LEVELS, KEYRUN = q .. 'lanes:turns', q .. 'lanes:levels', q .. 'keyrun'
+local function hmget(key, names)  -- in chunks
+    if #names <= 1000 then return redis.call('HMGET', key, unpack(names)) end
+    local all = {}
+    for i = 1, #names, 1000 do
+        local got = redis.call('HMGET', key, unpack(names, i, math.min(i + 999, #names)))
+        for j = 1, #got do all[i + j - 1] = got[j] end
+    end
+    return all
+end
+
+-- Sleeping lanes due by now wake, with the turn they kept.
+local woke = redis.call('ZRANGEBYSCORE', LATER, '-inf', now, 'WITHSCORES')
+if #woke > 0 then
+    local names = {}
+    for j = 1, #woke, 2 do names[#names + 1] = woke[j] end
+    local turns = hmget(TURNS, names)
+    for j, k in ipairs(names) do
+        redis.call('ZADD', LANES, turns[j] or 0, k)
+        redis.call('ZADD', DUE, woke[2 * j], k)
+    end
+    many('ZREM', LATER, names)
+    many('HDEL', TURNS, names)
+end
+local keyed = redis.call('EXISTS', LANES) == 1
+local tv = redis.call('HMGET', turn, 'n', '')
+local counter = math.max(tonumber(tv[1] or '0'), tonumber(tv[2] or '0'))
+local counter0 = counter
+
+-- A lane's levels: z (zset), p, shift (p * aging), and a buffer of its due members and
+-- scores, read size at a time (done: none left to read). The levels of the tasks without a
+-- key gather their writes (rm, add: written at the end), so they read on from offset off;
+-- a keyed lane's writes go at once (a lane gives a task or two per claim), and since every
+-- member taken leaves the due range (claimed, dropped, or delayed past now), it reads on from
+-- the start of the range.
+local EMPTY = {}
+local function fill(lv)
+    local flat = redis.call('ZRANGEBYSCORE', lv.z, '-inf', now, 'WITHSCORES', 'LIMIT', lv.off,
+        lv.size)
+    lv.buf, lv.pos, lv.done = flat, 1, #flat < 2 * lv.size
+    if lv.rm then lv.off = lv.off + #flat / 2 end
+    lv.size = math.min(2 * lv.size, look)
+end
+local function new_level(z, p, size, gathers)
+    return {z = z, p = p, shift = tonumber(p) * aging, buf = EMPTY, pos = 1, off = 0,
+        done = false, size = size, rm = gathers and {}, add = gathers and {}}
+end
+-- The lane's most urgent due task: lane.lv (its level, nil: none due), lane.rank and
+-- lane.m (its member).
+local function head(lane)
+    local best, br, bm
+    for _, lv in ipairs(lane.levels) do
+        if lv.pos > #lv.buf and not lv.done then fill(lv) end
+        if lv.pos <= #lv.buf then
+            local m = lv.buf[lv.pos]
+            local r = tonumber(lv.buf[lv.pos + 1]) - lv.shift
+            if not best or r < br or (r == br and m < bm) then best, br, bm = lv, r, m end
+        end
+    end
+    lane.lv, lane.rank, lane.m = best, br, bm
+    return best
+end
+-- The lanes with a due task, by (turn, rank of that task, its member): a binary heap. A lane
+-- is in it at most once, and not while it is served, so its fields are its key.
+local heap = {}
+local function before(a, b)
+    if a.turn ~= b.turn then return a.turn < b.turn end
+    if a.rank ~= b.rank then return a.rank < b.rank end
+    return a.m < b.m
+end
+local function offer(lane)
+    if not head(lane) then return false end
+    local i = #heap + 1
+    heap[i] = lane
+    while i > 1 do
+        local up = math.floor(i / 2)
+        if not before(lane, heap[up]) then break end
+        heap[i], heap[up] = heap[up], lane
+        i = up
+    end
+    return true
+end
+local function take()
+    local top, last = heap[1], heap[#heap]
+    heap[#heap] = nil
+    if #heap > 0 then
+        local i = 1
+        heap[1] = last
+        while true do
+            local l, r, m = 2 * i, 2 * i + 1, i
+            if l <= #heap and before(heap[l], heap[m]) then m = l end
+            if r <= #heap and before(heap[r], heap[m]) then m = r end
+            if m == i then break end
+            heap[i], heap[m] = heap[m], heap[i]
+            i = m
+        end
+    end
+    return top
+end
+
+-- The tasks without a key: one lane over the waiting zsets of every level.
+local levels = redis.call('SMEMBERS', q .. 'levels')
+levels[#levels + 1] = '0'
+local plain = {k = false, turn = tonumber(tv[2] or '0'), levels = {}}
+local first = keyed and math.min(look, 8) or look
+for _, p in ipairs(levels) do
+    local z = p == '0' and waiting or waiting .. ':' .. p
+    plain.levels[#plain.levels + 1] = new_level(z, p, first, true)
+end
+offer(plain)
+for _, lv in ipairs(plain.levels) do
+    if lv.p ~= '0' and lv.off == 0 and redis.call('EXISTS', lv.z) == 0 then
+        redis.call('SREM', q .. 'levels', lv.p)  -- a level no longer used
+    end
+end
+
+-- The keyed lanes read so far. Those never served (turn 0) are read at once, since their
+-- order is their heads'; the others a page at a time, in turn order, while the most
+-- urgent lane read may come after one not read yet (turns are unique, so a lane whose turn
+-- is at most the last read one's comes first).
+local lanes, read_all, frontier, offset, page = {}, not keyed, 0, 0, limit + 8
+local function add_lanes(names, turns)
+    if #names == 0 then return end
+    local lvs, held = hmget(LEVELS, names), hmget(KEYRUN, names)
+    for j, k in ipairs(names) do
+        local ran = tonumber(held[j] or '0')
+        local lane = {k = k, turn = tonumber(turns[j]), took = 0, held = ran, ran = ran}
+        lanes[#lanes + 1] = lane
+        if not (cap and lane.held >= cap) then  -- (else passed over: see the loop)
+            lane.levels = {new_level(lkey(q, '0', k), '0', math.min(look, 2))}
+            if lvs[j] then
+                for p in string.gmatch(lvs[j], '%S+') do
+                    lane.levels[#lane.levels + 1] = new_level(lkey(q, p, k), p, math.min(look, 2))
+                end
+            end
+            lane.idle = not offer(lane)  -- nothing due: it sleeps (see below)
+        end
+    end
+end
+if keyed then
+    local fresh = redis.call('ZRANGEBYSCORE', LANES, 0, 0)
+    local zeros = {}
+    for j = 1, #fresh do zeros[j] = 0 end
+    add_lanes(fresh, zeros)
+end
+local function more_lanes()
+    local flat = redis.call('ZRANGEBYSCORE', LANES, '(0', '+inf', 'WITHSCORES', 'LIMIT', offset,
+        page)
+    local names, turns = {}, {}
+    for j = 1, #flat, 2 do
+        names[#names + 1] = flat[j]
+        turns[#turns + 1] = flat[j + 1]
+    end
+    offset = offset + #names
+    if #names < page then read_all = true else frontier = tonumber(turns[#turns]) end
+    page = 2 * page
+    add_lanes(names, turns)
+end
+
+-- The start time the rate limit rk gives a record now (see take_slot); the last n start
+-- times of each limit are read once and written back at the end.
+local function slot(rk)
+    local st = starts[rk]
+    if not st then
+        local list = q .. 'rate:' .. rk
+        local times = redis.call('LRANGE', list, -rates[rk][1], -1)
+        for i, t in ipairs(times) do times[i] = tonumber(t) end
+        st = {rk = rk, list = list, times = times, added = {}}
+        starts[rk] = st
+    end
+    local times, cap_n, per = st.times, rates[rk][1], rates[rk][2]
+    local start = nowf
+    if #times >= cap_n then start = math.max(nowf, times[#times - cap_n + 1] + per) end
+    times[#times + 1] = start
+    st.added[#st.added + 1] = string.format('%.17g', start)
+    return start
+end
+
+local looked, stopped = 0, false
+local function drop(lv, m)  -- the member leaves its level's zset (see fill)
+    if lv.rm then lv.rm[#lv.rm + 1] = m else redis.call('ZREM', lv.z, m) end
+end
+local function delay(lv, s, m)  -- the member's score becomes s (after now)
+    if lv.add then
+        lv.add[#lv.add + 1] = s
+        lv.add[#lv.add + 1] = m
+    else
+        redis.call('ZADD', lv.z, s, m)
+    end
+end
+while n < limit and looked < look do
+    while not read_all and (#heap == 0 or heap[1].turn > frontier) do more_lanes() end
+    if #heap == 0 then break end
+    local lane = take()
+    local m, lv = lane.m, lane.lv
+    if not (lane.k and cap and lane.held >= cap) then  -- (a key at its cap is passed over)
+        lv.pos = lv.pos + 2
+        looked = looked + 1
+        lane.touched = true
+        local id = string.sub(m, 18)
+        local tk = P .. 'task:' .. id
+        local h = redis.call('HGETALL', tk)
+        local status, attempts, crashes, name, reserved, started
+        for j = 1, #h, 2 do
+            local f = h[j]
+            if f == 'status' then status = h[j + 1]
+            elseif f == 'attempts' then attempts = h[j + 1]
+            elseif f == 'crashes' then crashes = h[j + 1]
+            elseif f == 'name' then name = h[j + 1]
+            elseif f == 'started' then started = true
+            elseif f == 'slot' then reserved = true end
+        end
+        local why = unclaimable(status, h, id)
+        if why then
+            drop(lv, m)
+            bury_due(id, m, h, why)
+        elseif status ~= 'pending' and status ~= 'scheduled' and status ~= 'retrying' then
+            drop(lv, m)  -- a stale member
+        else
+            -- A repeat crasher is claimed alone (see Backend.claim).
+            local crasher = alone and tonumber(crashes or '0') >= alone
+            if crasher and n > 0 then  -- (it stays at the head of its lane)
+                lv.pos = lv.pos - 2
+                stopped = true
+                break
+            end
+            local rk = not reserved and (rates[name] and name or shared)
+            local start = rk and slot(rk)
+            if start and start > nowf then  -- over the limit: delayed, its turn kept
+                local s = string.format('%.17g', start)
+                redis.call('HSET', tk, 'run_at', s, 'slot', s)
+                delay(lv, s, m)
+            else
+                local a = string.format('%d', (attempts and tonumber(attempts) or 0) + 1)
+                redis.call('HSET', tk, 'status', 'reserved', 'attempts', a, 'lease_until',
+                    lease, 'owner', owner, 'updated_at', now, unpack(started and NONE or
+                    {'started', attempts or '0'}))  -- (OLD)
+                if reserved then redis.call('HDEL', tk, 'slot') end
+                drop(lv, m)
+                leased[#leased + 1] = lease
+                leased[#leased + 1] = id
+                local l = left[status]
+                if not l then l = {}; left[status] = l end
+                l[#l + 1] = m
+                n = n + 1
+                out[#out + 1] = h
+                lane.took = (lane.took or 0) + 1
+                if crasher then stopped = true; break end
+                counter = counter + 1
+                lane.turn, lane.served = counter, true
+                lane.held = (lane.held or 0) + 1
+            end
+        end
+        if n < limit and looked < look then offer(lane) end  -- its next due task, in turn
+    end
+end
+if stopped or n == limit or looked >= look then wake_one() end  -- (more may be due)
+for _, lv in ipairs(plain.levels) do
+    if #lv.rm > 0 then many('ZREM', lv.z, lv.rm) end
+    if #lv.add > 0 then many('ZADD', lv.z, lv.add) end
+end
+lease_all()
+for _, st in pairs(starts) do  -- keep the last n starts, for as long as they matter
+    local last = nowf
+    for _, t in ipairs(st.times) do last = math.max(last, t) end
+    many('RPUSH', st.list, st.added)
+    redis.call('LTRIM', st.list, -rates[st.rk][1], -1)
+    local ms = math.floor((last - nowf + rates[st.rk][2]) * 1000) + 1000
+    redis.call('PEXPIRE', st.list, string.format('%d', ms))
+end
+
+-- The earliest run_at of a lane's waiting tasks now (nil: none): the next buffered member
+-- of a level (members before it left, or moved after now), else the head of its zset; a
+-- level whose zset is gone is unlisted.
+local function lane_at(lane)
+    local best, kept, gone = nil, {}, false
+    for _, lv in ipairs(lane.levels) do
+        local at = lv.buf[lv.pos + 1]
+        if not at then at = redis.call('ZRANGE', lv.z, 0, 0, 'WITHSCORES')[2] end
+        if at and (not best or tonumber(at) < tonumber(best)) then best = at end
+        if lv.p ~= '0' then
+            if at then kept[#kept + 1] = lv.p else gone = true end
+        end
+    end
+    if gone then
+        if #kept == 0 then
+            redis.call('HDEL', LEVELS, lane.k)
+        else
+            redis.call('HSET', LEVELS, lane.k, table.concat(kept, ' '))
+        end
+    end
+    return best
+end
+-- Where each keyed lane read stands now: forgotten once it has no waiting task (see
+-- Backend.claim), asleep while none is due, else awake with its new turn.
+local function forget(k)
+    redis.call('ZREM', LANES, k)
+    redis.call('ZREM', DUE, k)
+    redis.call('ZREM', LATER, k)
+    redis.call('HDEL', TURNS, k)
+    redis.call('HDEL', LEVELS, k)
+end
+local dues, served, runs = {}, {}, {}  -- (score, key) and (key, count) pairs: one write each
+for _, lane in ipairs(lanes) do
+    if lane.took > 0 then
+        runs[#runs + 1] = lane.k
+        runs[#runs + 1] = lane.ran + lane.took
+    end
+    if lane.touched or lane.idle then
+        local at = lane_at(lane)
+        if not at then
+            forget(lane.k)
+        elseif tonumber(at) > nowf then
+            redis.call('ZREM', LANES, lane.k)
+            redis.call('ZREM', DUE, lane.k)
+            redis.call('ZADD', LATER, at, lane.k)
+            if lane.turn > 0 then redis.call('HSET', TURNS, lane.k, lane.turn) end
+        else
+            dues[#dues + 1] = at
+            dues[#dues + 1] = lane.k
+            if lane.served then
+                served[#served + 1] = lane.turn
+                served[#served + 1] = lane.k
+            end
+        end
+    end
+end
+if #dues > 0 then many('ZADD', DUE, dues) end
+if #runs > 0 then many('HSET', KEYRUN, runs) end
+if #served > 0 then many('ZADD', LANES, served) end
+if keyed then  -- lanes emptied since the last claim
+    local drained = redis.call('SMEMBERS', q .. 'lanes:drained')
+    for _, k in ipairs(drained) do
+        if not redis.call('ZSCORE', DUE, k) and not redis.call('ZSCORE', LATER, k) then
+            forget(k)
+        end
+    end
+    if #drained > 0 then redis.call('DEL', q .. 'lanes:drained') end
+end
+-- The tasks without a key lose their turn once none waits; with no turn left to remember,
+-- the count starts again.
+local t0 = plain.turn
+if t0 > 0 then
+    local zs = {}
+    for _, lv in ipairs(plain.levels) do zs[#zs + 1] = lv.z end
+    if redis.call('EXISTS', unpack(zs)) == 0 then t0 = 0 end
+end
+if t0 == 0 and redis.call('EXISTS', LANES, LATER) == 0 then
+    redis.call('DEL', turn)
+else
+    if counter ~= counter0 then redis.call('HSET', turn, 'n', string.format('%d', counter)) end
+    if t0 ~= tonumber(tv[2] or '0') then
+        if t0 == 0 then
+            redis.call('HDEL', turn, '')
+        else
+            redis.call('HSET', turn, '', string.format('%d', t0))
+        end
+    end
+end
+return out

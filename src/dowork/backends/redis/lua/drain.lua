@@ -1,0 +1,16 @@
+--#include prelude
+
+local function body()
+
+local queues = {ARGV[2]}
+if ARGV[2] == '' then queues = redis.call('SMEMBERS', P .. 'queues') end
+local more = 0
+for _, queue in ipairs(queues) do
+    drain(queue)
+    if redis.call('EXISTS', qkey(queue, 'inbox')) == 1 then more = 1 end
+end
+return more
+
+end
+--#include may_fill
+--#include flush

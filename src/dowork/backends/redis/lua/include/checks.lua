@@ -1,0 +1,107 @@
+
+-- A finite number written as Python's repr writes one ("12", "1.5", "1e+16"), or nil: Lua's
+-- tonumber alone takes "nan", "inf", "0x1f" and spaces, which Redis and Python refuse.
+local function decimal(s)
+    local x = tonumber(s)
+    if not x or x ~= x or x == math.huge or x == -math.huge or #s > 40
+        or string.find(s, '[^0-9.eE+-]')  -- (spaces, hex, "inf", "nan")
+    then
+        return nil
+    end
+    return x
+end
+local function count_ok(s) return #s <= 15 and string.find(s, '^%d+$') ~= nil end
+local function seq_ok(s) return #s == 16 and not string.find(s, '[^0-9a-f]') end
+local STATUSES = {pending = true, scheduled = true, retrying = true, reserved = true,
+    running = true, succeeded = true, failed = true, cancelled = true, dead = true}
+-- The statuses of a leased task (claimed: reserved until its function starts, then running);
+-- both are listed from the running zset, which holds every lease.
+local LEASED = {reserved = true, running = true}
+-- A list of at most 16 lease tokens (see charge).
+local function tokens_ok(s) return #s <= 16 * 16 and string.find(s, '^[%d,]*$') ~= nil end
+local LEVELS = {}
+for p = -9, 9 do LEVELS[tostring(p)] = true end
+-- The stored fields a worker reads, and what each must hold when present (see NEEDED).
+local CHECKS = {
+    status = function(s) return STATUSES[s] end,
+    run_at = decimal, created_at = decimal, updated_at = decimal, finished_at = decimal,
+    slot = decimal,
+    attempts = count_ok, crashes = count_ok, started = count_ok, lost = count_ok,
+    charged = tokens_ok,
+    priority = function(s) return LEVELS[s] end,
+    seq = seq_ok,
+}
+local NEEDED = {'id', 'queue', 'name', 'payload', 'status', 'run_at', 'created_at', 'seq'}
+-- A HGETALL list as a table of fields.
+local function fields(h)
+    local v = {}
+    for j = 1, #h, 2 do v[h[j]] = h[j + 1] end
+    return v
+end
+-- A stored value as an error message shows it: printable, at most 40 characters.
+local function shown(s)
+    local cut = string.gsub(string.sub(s, 1, 40), '[^%w%p ]', '?')
+    if #s > 40 then cut = cut .. '...' end
+    return "'" .. cut .. "'"
+end
+local NEED = {}
+for _, f in ipairs(NEEDED) do NEED[f] = true end
+-- Why the record (HGETALL list h) of id in queue cannot be read, or nil if it can: one pass
+-- over its fields (a claim reads every record it hands out). A record made of a malformed
+-- inbox entry says why in its malformed field (see inbox_put).
+local function unreadable(h, id, queue)
+    local got = 0
+    for j = 1, #h, 2 do
+        local f, s = h[j], h[j + 1]
+        local test = CHECKS[f]
+        if test then
+            if not test(s) then return f .. ' is ' .. shown(s) end
+        elseif f == 'malformed' then
+            return s
+        end
+        if NEED[f] then
+            got = got + 1
+            if f == 'id' and s ~= id then
+                return 'id ' .. shown(s) .. ' does not match its key'
+            elseif f == 'queue' and queue and s ~= queue then
+                return 'queue ' .. shown(s) .. ' is not the queue holding it'
+            end
+        end
+    end
+    if got < #NEEDED then
+        local v = fields(h)
+        for _, f in ipairs(NEEDED) do
+            if not v[f] then return f .. ' is missing' end
+        end
+    end
+    return nil
+end
+-- Move the record of id (listing member m, or nil if its seq cannot be read; fields v) of
+-- queue to the dead letters with reason malformed (why: see unreadable), kept until expires.
+-- old is the status it is counted in (a leased one, a waiting one, or nil: the listing holding
+-- m says). Its other fields stay as they were; its queue, and a seq or created_at that
+-- cannot be read, are replaced, so that it is listed and counted like any dead letter.
+local function bury(queue, id, m, v, why, old, now, expires)
+    local q = P .. 'q:' .. queue .. ':'
+    local key = P .. 'task:' .. id
+    if not old and m then
+        for _, s in ipairs({'pending', 'scheduled', 'retrying'}) do
+            if redis.call('ZSCORE', q .. 'created.' .. s, m) then old = s; break end
+        end
+    end
+    if old then
+        if not LEASED[old] and m then redis.call('ZREM', q .. 'created.' .. old, m) end
+        redis.call('HINCRBY', q .. 'counts', old, -1)
+    end
+    if not m then m = string.format('%016x', redis.call('INCR', P .. 'seq')) .. ':' .. id end
+    local at = decimal(v.created_at) and v.created_at or now
+    redis.call('HSET', key, 'status', 'dead', 'reason', 'malformed',
+        'error', 'malformed record: ' .. why, 'queue', queue, 'seq', string.sub(m, 1, 16),
+        'created_at', at,
+        'updated_at', now, 'finished_at', now, 'expires_at', expires)
+    redis.call('ZADD', q .. 'created.dead', at, m)
+    if redis.call('HINCRBY', q .. 'counts', 'dead', 1) == 1 then
+        redis.call('SADD', P .. 'queues', queue)
+    end
+    redis.call('ZADD', P .. 'expiry', expires, id)
+end

@@ -1,0 +1,3 @@
+local r = body()
+flush()
+return r

@@ -1,0 +1,114 @@
+--#include checks
+
+-- An entry: "r" id NUL name NUL created_at NUL options ("" or "=" json) NUL payload; nil if
+-- malformed.
+local function inbox_fields(e)
+    if string.sub(e, 1, 1) ~= 'r' then return nil end
+    local f, pos = {}, 2
+    for i = 1, 4 do
+        local z = string.find(e, '\0', pos, true)
+        if not z then return nil end
+        f[i] = string.sub(e, pos, z - 1)
+        pos = z + 1
+    end
+    f[5] = string.sub(e, pos)
+    if f[1] == '' or not decimal(f[3]) then return nil end
+    return f
+end
+-- Store entry e of the queue's inbox as a task: waiting, or (owner given) running, leased
+-- to owner until lease with attempts 1, as a claim would have. A malformed entry, or one of
+-- an id already taken, becomes a task of no known name holding the entry as its payload and
+-- saying why in its malformed field, for the next claim to dead-letter (see bury).
+-- Returns the entry's time (0 for such junk), its id and its status.
+local function inbox_put(queue, e, owner, lease)
+    local f, why = inbox_fields(e), 'inbox entry that cannot be read'
+    if f and redis.call('EXISTS', P .. 'task:' .. f[1]) == 1 then  -- (written by hand)
+        f, why = nil, 'inbox entry of a task id in use (' .. shown(f[1]) .. ')'
+    end
+    local s = string.format('%016x', redis.call('INCR', P .. 'seq'))
+    local run_at = f and f[3]
+    if not f then  -- (waiting, due at once, never running: the next claim dead-letters it)
+        owner, run_at = nil, '0'
+        local t = redis.call('TIME')
+        local at = t[1] .. '.' .. string.format('%06d', t[2])
+        f = {'junk-' .. s, '<malformed inbox entry>', at, '', e}
+        redis.call('HSET', P .. 'task:' .. f[1], 'malformed', why)
+    end
+    local id, at = f[1], f[3]
+    local key, q, m = P .. 'task:' .. id, P .. 'q:' .. queue .. ':', s .. ':' .. id
+    local status = owner and 'running' or 'pending'
+    redis.call('HSET', key, 'id', id, 'queue', queue, 'name', f[2], 'payload', f[5],
+        'run_at', run_at, 'created_at', at, 'status', status, 'seq', s)
+    if f[4] ~= '' then redis.call('HSET', key, 'options', string.sub(f[4], 2)) end
+    if owner then
+        redis.call('HSET', key, 'attempts', '1', 'started', '1', 'lease_until', lease,
+            'owner', owner, 'updated_at', at)  -- (popped and started at once: see _TAKE)
+        redis.call('ZADD', q .. 'running', '+inf', string.rep('~', 80), lease, id)  -- KEEPER
+    else
+        redis.call('ZADD', q .. 'waiting', run_at, m)
+        redis.call('ZADD', q .. 'created.pending', at, m)
+    end
+    if redis.call('HINCRBY', q .. 'counts', status, 1) == 1 then
+        redis.call('SADD', P .. 'queues', queue)
+    end
+    return run_at, id, status
+end
+-- Wake up to n idle workers of the queue: a token in its inbox, unless it holds 8 entries
+-- already (so pushes while every worker is busy cost nothing more). A token is a time (the
+-- caller's now) by which the work it announces was due: the claim that drains it uses it as
+-- its now when later.
+local function inbox_wake(queue, n, at)
+    local key = P .. 'q:' .. queue .. ':inbox'
+    local room = 8 - redis.call('LLEN', key)
+    if room > 0 then
+        local tokens = {}
+        for i = 1, math.min(n, room) do tokens[i] = 't' .. at end
+        redis.call('RPUSH', key, unpack(tokens))
+    end
+end
+-- Store entry e, popped from the inbox into taken, as running for owner until lease; garbage
+-- waits instead (see inbox_put), with a token to wake a worker that dead-letters it. Returns
+-- its status.
+local function inbox_taken(queue, e, owner, lease)
+    local at, _, status = inbox_put(queue, e, owner, lease)
+    if status == 'pending' then inbox_wake(queue, 1, at) end
+    return status
+end
+-- Drain the queue's inbox into waiting tasks (at most 1000 entries, oldest first), and store
+-- the entries popped by workers that have not taken them yet (taken) as running, leased to
+-- no one ('~') for TRANSIT seconds of Redis's clock: the popping worker takes them over (see
+-- _TAKE), and the reaper requeues those of a worker that died in between. Returns the latest
+-- time of the drained tokens and waiting tasks (a time the pushers saw them due), or nil.
+local TRANSIT = 60
+local function drain(queue)
+    local q = P .. 'q:' .. queue .. ':'
+    local latest = nil
+    local entries = redis.call('LRANGE', q .. 'inbox', 0, 999)
+    if #entries > 0 then
+        redis.call('LTRIM', q .. 'inbox', #entries, -1)
+        for _, e in ipairs(entries) do
+            local at
+            if string.sub(e, 1, 1) == 't' then
+                at = string.sub(e, 2)
+            else
+                at = inbox_put(queue, e)
+            end
+            if decimal(at) and (not latest or tonumber(at) > tonumber(latest)) then
+                latest = at
+            end
+        end
+    end
+    local popped = redis.call('LRANGE', q .. 'taken', 0, -1)
+    if #popped > 0 then
+        redis.call('DEL', q .. 'taken')
+        local t = redis.call('TIME')
+        local lease = tostring(tonumber(t[1]) + TRANSIT)
+        for _, e in ipairs(popped) do
+            if string.sub(e, 1, 1) ~= 't' then inbox_taken(queue, e, '~', lease) end
+        end
+    end
+    return latest
+end
+local function drain_all()
+    for _, queue in ipairs(redis.call('SMEMBERS', P .. 'queues')) do drain(queue) end
+end

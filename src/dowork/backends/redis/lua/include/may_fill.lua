@@ -1,0 +1,1 @@
+redis.call('DEL', P .. 'never')  -- see _MAY_FILL

@@ -1,0 +1,76 @@
+--#include prelude
+
+local function body()
+
+local queue, now = ARGV[2], ARGV[3]
+local running = qkey(queue, 'running')
+local requeued, dead = 0, 0
+-- Add token to a charged list, keeping the last 16.
+local function charge(charged, token)
+    local t = {}
+    if charged then for x in string.gmatch(charged, '[^,]+') do t[#t + 1] = x end end
+    t[#t + 1] = token
+    while #t > 16 do table.remove(t, 1) end
+    return table.concat(t, ',')
+end
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', running, '-inf', '(' .. now)) do
+    redis.call('ZREM', running, id)
+    local key = tkey(id)
+    local rec = redis.call('HMGET', key, 'status', 'seq', 'created_at', 'run_at', 'priority',
+        'concurrency_key', 'crashes', 'attempts', 'charged', 'lost')
+    local why = nil  -- (a record changed by hand while it ran: see bury)
+    if LEASED[rec[1]] then
+        if not (rec[2] and seq_ok(rec[2])) then why = 'seq is missing or not 16 hex digits'
+        elseif not decimal(rec[3]) then why = 'created_at is not a number'
+        elseif rec[4] and not decimal(rec[4]) then why = 'run_at is ' .. shown(rec[4])
+        elseif rec[5] and not LEVELS[rec[5]] then why = 'priority is ' .. shown(rec[5])
+        elseif rec[7] and not count_ok(rec[7]) then why = 'crashes is ' .. shown(rec[7])
+        elseif not (rec[8] and count_ok(rec[8])) then why = 'attempts is not a count'
+        elseif rec[9] and not tokens_ok(rec[9]) then why = 'charged is ' .. shown(rec[9])
+        elseif rec[10] and not count_ok(rec[10]) then why = 'lost is ' .. shown(rec[10]) end
+    end
+    if why then
+        running_key(queue, rec[6], -1)
+        local m = rec[2] and seq_ok(rec[2]) and member(rec[2], id) or nil
+        bury(queue, id, m, {created_at = rec[3]}, why, rec[1], now, ARGV[5])
+        dead = dead + 1
+    elseif rec[1] == 'reserved' then  -- never started: not a crash
+        local m = member(rec[2], id)
+        running_key(queue, rec[6], -1)
+        redis.call('HDEL', key, 'lease_until', 'owner')
+        redis.call('HSET', key, 'status', 'pending', 'updated_at', now,
+            'lost', string.format('%d', tonumber(rec[10] or '0') + 1))
+        redis.call('ZADD', zkey(queue, rec[5], rec[6]), rec[4] or now, m)
+        entered(queue, rec[5], rec[6], rec[4] or now)
+        move(queue, m, rec[3], 'reserved', 'pending')
+        requeued = requeued + 1
+    elseif rec[1] == 'running' then
+        local m = member(rec[2], id)
+        running_key(queue, rec[6], -1)
+        local crashes = tonumber(rec[7] or '0') + 1
+        redis.call('HDEL', key, 'lease_until', 'owner')
+        redis.call('HSET', key, 'crashes', string.format('%d', crashes),
+            'charged', charge(rec[9], rec[8]))
+        if crashes >= tonumber(ARGV[4]) then
+            redis.call('HSET', key, 'status', 'dead', 'reason', 'crashed_worker',
+                'error', 'the worker running it stopped renewing its lease ' .. crashes ..
+                ' times', 'updated_at', now, 'finished_at', now, 'expires_at', ARGV[5])
+            redis.call('ZADD', P .. 'expiry', ARGV[5], id)
+            move(queue, m, rec[3], 'running', 'dead')
+            dead = dead + 1
+        else
+            redis.call('HSET', key, 'status', 'retrying', 'updated_at', now)
+            redis.call('ZADD', zkey(queue, rec[5], rec[6]), rec[4] or now, m)
+            entered(queue, rec[5], rec[6], rec[4] or now)
+            move(queue, m, rec[3], 'running', 'retrying')
+            requeued = requeued + 1
+        end
+    end
+end
+if requeued > 0 then inbox_wake(queue, requeued, now) end
+return {requeued, dead}
+
+end
+--#include may_fill
+drain_all()
+--#include flush

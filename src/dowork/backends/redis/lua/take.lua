@@ -1,0 +1,19 @@
+
+local P, queue, e, owner, lease, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+--#include inbox
+
+local q = P .. 'q:' .. queue .. ':'
+local f = inbox_fields(e)
+if redis.call('LREM', q .. 'taken', 1, e) == 1 then
+    if inbox_taken(queue, e, owner, lease) ~= 'running' then return 0 end  -- (garbage)
+    redis.call('HSET', P .. 'task:' .. f[1], 'updated_at', now)
+    return 1
+end
+if not f then return 0 end
+local key = P .. 'task:' .. f[1]
+local h = redis.call('HMGET', key, 'status', 'owner', 'attempts', 'cancel_requested')
+if h[1] ~= 'running' or h[2] ~= '~' or h[3] ~= '1' then return 0 end
+redis.call('HSET', key, 'owner', owner, 'lease_until', lease, 'updated_at', now)
+redis.call('ZADD', q .. 'running', lease, f[1])
+if h[4] then return 2 end
+return 1
