@@ -207,7 +207,7 @@ def test_an_async_push_of_one_fresh_plain_task_goes_to_the_inbox(
         fresh, given = rec(), rec()
         assert await backend.push([fresh], fresh=True) == {}
         assert admin.lrange(inbox, 0, -1)[0].startswith(b"r" + fresh.id.encode())
-        await backend.push([given])  # not fresh: the _PUSH script, which wakes with a token
+        await backend.push([given])  # not fresh: the push script, which wakes with a token
         assert admin.exists(f"{prefix}:task:{given.id}")
         (got,) = await backend.get([fresh.id])
         assert (got.status, got.payload) == ("pending", fresh.payload)

@@ -1,9 +1,9 @@
 """Redis records that cannot be read: written by hand, by an older or a hostile writer.
 
-Every script checks a record before it writes (``_CHECKS`` in ``_redis_scripts.py``), so none
-stops half way; a claim dead-letters a record it cannot read as ``malformed`` (its other fields
-kept), and the healthy records claimed with it start as usual, charged nothing. A settle batch
-with one bad outcome settles the rest.
+Every script checks a record before it writes (``checks.lua`` in ``dowork/backends/redis/lua``),
+so none stops half way; a claim dead-letters a record it cannot read as ``malformed`` (its
+other fields kept), and the healthy records claimed with it start as usual, charged nothing. A
+settle batch with one bad outcome settles the rest.
 """
 
 from __future__ import annotations
@@ -210,7 +210,7 @@ def test_other_scripts_leave_a_record_they_cannot_read_alone(
 
 
 def _entry(task_id: str, at: bytes, name: bytes = b"job", options: bytes = b"") -> bytes:
-    """An inbox entry as ``submit()`` writes one (see ``_INBOX``)."""
+    """An inbox entry as ``submit()`` writes one (see ``inbox.lua``)."""
     return b"r%s\0%s\0%s\0%s\0{}" % (task_id.encode(), name, at, options)
 
 
@@ -329,7 +329,7 @@ QUEUE = "poison"
 HEALTHY = [f"t{i}" for i in range(7) if i != 3]
 VICTIM = "t3"
 
-#: Every field a task hash can hold (see the key layout in redis.py).
+#: Every field a task hash can hold (see the key schema in dowork.backends.redis).
 FIELDS = [
     "id", "queue", "name", "payload", "options", "status", "attempts", "run_at", "created_at",
     "updated_at", "lease_until", "owner", "crashes", "cancel_requested", "error", "reason",

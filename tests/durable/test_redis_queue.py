@@ -73,7 +73,7 @@ def test_garbage_written_straight_into_redis_is_dead_lettered(url: str) -> None:
 
 
 def test_garbage_in_the_inbox_is_dead_lettered_and_the_worker_goes_on(url: str) -> None:
-    """Entries written straight into the inbox list that are no task (see _INBOX)."""
+    """Entries written straight into the inbox list that are no task (see inbox.lua)."""
     prefix = url.rsplit("prefix=", 1)[1]
     client = redis.Redis.from_url(url.split("?")[0])
     queue = Queue("junk", backend=url, log=False)

@@ -88,7 +88,7 @@ def _audit_redis(url: str, queue: str) -> Audit:
     p = f"{prefix}:"
     try:
         # Tasks submitted one by one wait in the queue's inbox until a reader drains it, as
-        # every reader of the backend does first (see _INBOX in _redis_scripts.py).
+        # every reader of the backend does first (see inbox.lua in dowork/backends/redis/lua).
         while client.eval(SCRIPTS["drain"], 0, p, queue):
             pass
         keys = list(client.scan_iter(match=f"{p}task:*", count=1000))

@@ -1,101 +1,7 @@
-"""Redis backend: one Redis (6.0+) shared by every worker process on any host.
+"""``RedisBackend``: the task store in Redis (its key schema is in the package's docstring).
 
-Every state change is one Lua script, so it is atomic and a crash can never leave a task half
-moved. A task is leased, never popped: a claim moves its id from the queue's waiting set to
-its running set and bumps ``attempts`` (the fencing token) in the same script, and it stays
-there until a settlement naming that token arrives or the reaper finds the lease expired.
-
-Key schema (``P`` is the prefix, ``dowork`` by default; ``Q`` a queue name)::
-
-    P:task:{id}         hash, one per task: id queue name payload options status attempts
-                        run_at created_at updated_at lease_until owner crashes
-                        cancel_requested error reason result finished_at expires_at seq
-                        priority slot concurrency_key (a field that is None is absent;
-                        absent attempts and priority are 0, absent updated_at is created_at;
-                        lease_until and owner mean something only while status is running)
-    P:q:Q:waiting       zset of waiting tasks (pending, scheduled, retrying) of priority 0
-                        without a concurrency key; score run_at, member "{seq}:{id}" (seq:
-                        16 hex digits), so equal run_at sort first in, first out
-    P:q:Q:waiting:{p}   the same for those of priority p (-9..9, not 0)
-    P:q:Q:levels        set of the priorities p with a waiting:{p} zset (added by every
-                        write to one; a claim drops a level whose zset it finds gone)
-    P:q:Q:lane:{p}:{K}  the same for the waiting tasks of concurrency key K and priority p
-                        (0 too): K's "lane"
-    P:q:Q:lanes:levels  hash K -> the priorities other than 0 of K's lane zsets ("3 -2");
-                        a level found empty is unlisted
-    P:q:Q:lanes         zset of the awake lanes: K -> the turn K was last served in (0:
-                        never); also a lane emptied since the last claim (see drained)
-    P:q:Q:lanes:due     zset K -> the earliest run_at of K's waiting tasks, for awake lanes
-    P:q:Q:lanes:later   zset K -> the same, for lanes asleep: a claim that finds nothing of K
-                        due moves K here, and the first claim at or after that time wakes it
-    P:q:Q:lanes:turns   hash K -> the turn a sleeping lane was last served in (absent: never)
-    P:q:Q:lanes:drained set of the keys whose lane lost its last waiting task outside a claim
-                        (cancel, purge): the next claim forgets those still empty
-    P:q:Q:turn          hash: n, the last turn given; "", the turn the tasks without a key
-                        were last served in (absent: never); deleted when no turn is left to
-                        remember. The plain claim only marks "" served (1) or forgets it
-    P:q:Q:keyrun        hash K -> the queue's running tasks of key K (absent: none), for
-                        per_key: +1 by a claim, -1 by every way out of running (settle, reap,
-                        purge)
-    P:q:Q:rate:{key}    list of the last n start times a rate limit (n, per) gave out,
-                        ascending (key: a task name, or "" for the queue's limit); a Redis
-                        TTL drops it once no start in it matters any more
-    P:q:Q:running       zset of leased tasks; score lease_until, member id (plus one long
-                        member that keeps it a skiplist, see KEEPER)
-    P:q:Q:counts        hash status -> number of the queue's tasks in that status (deleted
-                        with the queue's last task)
-    P:q:Q:created.S     zset of the queue's tasks in status S (every status but running,
-                        which is listed from the running zset); score created_at, member
-                        as in waiting, so ties list in push order
-    P:q:Q:inbox         list of tasks submitted one at a time (plain ones, due now: "r" id
-                        NUL name NUL created_at NUL options NUL payload), not stored as above
-                        yet, and of wake-up tokens ("t" then a time; scripts add one only
-                        while the list holds fewer than 8 entries). Idle workers block on it;
-                        every script that reads or writes waiting tasks drains it first
-    P:q:Q:taken         list of the inbox entries a worker popped (BLMOVE) and started but has
-                        not recorded yet (see _TAKE); a drain stores them as running, leased
-                        to no one ("~") for a minute of Redis's clock, so the reaper requeues
-                        those of a worker that died in between
-    P:queues            set of the queue names that have tasks
-    P:expiry            zset of finished tasks kept for lookups; score expires_at, member id
-    P:seq               counter giving each pushed task its FIFO sequence number
-    P:idem:K            hash id, until: the task holding idempotency key K (K is
-                        "{len(queue)}:{queue}:{key}") until the caller's time until; a Redis
-                        TTL of the window drops it later
-    P:epoch             a random value written at first connect: if it vanishes, the data was
-                        wiped (a restart without persistence, FLUSHALL), which is logged
-    P:workers           hash worker id -> its last beat (JSON), for dashboards
-    P:workers:alive     zset worker id -> when its beat expires
-    P:q:Q:stats         hash "minute:outcome" -> tasks finished that minute (the last hour)
-
-A claim of plain tasks (no ``levels``, no lanes, no rate limits) reads the head of
-``waiting`` only. Otherwise it serves the lanes in turn (the tasks without a key are one more
-lane, over ``waiting`` and its levels; see ``Backend.claim``): each step takes the most urgent
-due task (by rank, ``run_at - p * aging``, then seq, merging the lane's levels) of the lane
-served longest ago. It reads the lanes never served at once (their order is their heads'),
-the others a page at a time in turn order while one not read yet may come first, and each
-lane's due tasks a few at a time; lanes with nothing due sleep in ``lanes:later``, so a claim
-does not pass over them again, and one key's backlog never stands in another's way. A queue
-left with no task at all forgets its turns with its other keys, at once (the in-memory
-reference waits for its next claim).
-
-Every script that changes a task's status moves it between the ``created.S`` zsets and
-updates ``counts`` in the same step; ``list()`` reads one page of a ``created.S`` zset (or
-merges the first pages of several, and the running zset), never the whole queue. A push
-from a thread (``push_sync``) of one plain task due now (``submit()``) is ``RPUSH`` to the
-inbox and ``SADD`` to ``P:queues``, no script: about what a bare ``LPUSH`` costs, where a
-script costs Redis several times that (and ~0.15 ms more when Redis was idle). An idle
-worker with no flow control to apply pops that entry and starts the task before any script
-runs, so a submit reaches an idle worker in one hop, as in the simplest list-based queues;
-the ``take`` script then records the lease, and the worker's settlement waits for it. Any
-other push is one ``EVALSHA``: records that share their fields but id and payload travel as
-one run.
-
-Times (``run_at``, ``lease_until``, ...) are the caller's clock, as in the other backends,
-and are passed to the scripts as exact ``repr(float)`` strings. The scripts touch keys they
-compute from the prefix, so they need a single Redis (or a primary with replicas), not a
-cluster. Finished records carry no Redis TTL: ``purge_finished(now)`` deletes them, so that
-the retention follows the same clock as everything else.
+Every state change is one Lua script (see ``scripts``); this module builds their arguments,
+sends them and reads the answers, on a connection pool per event loop and one for threads.
 """
 
 from __future__ import annotations
@@ -335,7 +241,7 @@ def _shown(flat: Sequence[bytes] | dict[bytes, bytes]) -> Record:
 
 
 def _keyed_args(records: Sequence[Record]) -> list[str | bytes | int]:
-    """The ``_PUSH_KEYED`` arguments after the prefix (see that script)."""
+    """The ``push_keyed.lua`` arguments after the prefix (see that script)."""
     args: list[str | bytes | int] = [len(records)]
     for r in records:
         args += [
@@ -356,7 +262,7 @@ def _keyed_args(records: Sequence[Record]) -> list[str | bytes | int]:
     return [*args, len(tail) // 4, *tail]
 
 
-#: A time as the scripts take one (see ``decimal`` in ``_CHECKS``): what ``repr`` writes.
+#: A time as the scripts take one (see ``decimal`` in ``checks.lua``): what ``repr`` writes.
 _DECIMAL = re.compile(rb"-?[0-9]+\.?[0-9]*(?:[eE][-+]?[0-9]+)?")
 
 #: A claimed record Python cannot read, to be dead-lettered: raw id, lease token, why.
@@ -364,7 +270,7 @@ _Unfit = tuple[bytes, int, str]
 
 
 def _claimed(rows: Sequence[Any], owner: str) -> tuple[list[Record], list[_Unfit]]:
-    """The records of a ``_CLAIM`` answer, and those Python cannot read (for ``bury``).
+    """The records of a ``claim.lua`` answer, and those Python cannot read (for ``bury``).
 
     The answer holds now and lease_until used, the records the script dead-lettered, then the
     claimed hashes; a hash ``_record`` cannot read (text that is not UTF-8: the checks Lua
@@ -402,7 +308,7 @@ def _score(head: Sequence[Any]) -> float:
 
 
 def _rate_args(rates: Mapping[str, tuple[int, float]] | None) -> list[str | bytes | int]:
-    """The ``_CLAIM`` arguments of the rate limits: (name, n, per) each."""
+    """The ``claim.lua`` arguments of the rate limits: (name, n, per) each."""
     if not rates:
         return []
     args: list[str | bytes | int] = []
@@ -411,13 +317,13 @@ def _rate_args(rates: Mapping[str, tuple[int, float]] | None) -> list[str | byte
     return args
 
 
-#: The fields a run of ``_PUSH`` records shares: queue, name, run_at, created_at, status,
+#: The fields a run of ``push.lua`` records shares: queue, name, run_at, created_at, status,
 #: options, attempts, priority, slot, concurrency_key.
 _Header = tuple[str, str, float, float, str, str | None, int, int, float | None, str | None]
 
 
 def _push_args(records: Sequence[Record], check: bytes) -> list[bytes | str | int]:
-    """The ``_PUSH`` arguments after the prefix.
+    """The ``push.lua`` arguments after the prefix.
 
     Runs of records that share every field but id and payload (a ``map()`` is one run) are
     sent as one header followed by (id, payload) pairs.
@@ -461,7 +367,7 @@ _Command = tuple[str | bytes, ...]
 
 
 def _inbox_entry(r: Record) -> bytes | None:
-    """The inbox entry of a record (see ``_INBOX``), or None if it must go through ``_PUSH``.
+    """The inbox entry of a record (see ``inbox.lua``), or None if it must go through ``push.lua``.
 
     The inbox takes plain tasks due now: pending, priority 0, no concurrency key, no
     reserved start, never attempted, and no NUL in the id or name that separate the fields.
@@ -495,7 +401,7 @@ def _from_inbox(entry: bytes, queue: str) -> Record | None:
     if len(parts) != 5 or not parts[0]:
         return None
     task_id, name, at, options, payload = parts
-    if len(at) > 40 or not _DECIMAL.fullmatch(at):  # (as decimal() in _CHECKS)
+    if len(at) > 40 or not _DECIMAL.fullmatch(at):  # (as decimal() in checks.lua)
         return None
     try:
         created = float(at)
@@ -611,7 +517,7 @@ def _transaction_sync(
 
 
 def _check_push(answer: Any) -> None:
-    """Raise ``DuplicateTask`` if a push was refused (a ``_PUSH`` list or a ``_CHECK`` id)."""
+    """Raise ``DuplicateTask`` if a push was refused (a ``push.lua`` list or a ``check.lua`` id)."""
     if isinstance(answer, list):
         if answer[0] == b"ok":
             return
@@ -1221,7 +1127,7 @@ class RedisBackend:
     def _to_inbox(self, records: Sequence[Record]) -> tuple[_Command, _Command] | None:
         """The commands pushing one plain task due now to its queue's inbox, or None.
 
-        None: the records must go through a script (see ``_inbox_entry`` and ``_INBOX``).
+        None: the records must go through a script (see ``_inbox_entry`` and ``inbox.lua``).
         """
         if len(records) != 1 or records[0].idempotency_key is not None:
             return None
@@ -1238,7 +1144,7 @@ class RedisBackend:
         """The script calls of a large push (one transaction) and the flag key to delete.
 
         Unless the ids are ``fresh``, every id is checked first (a taken one sets the flag
-        key), then one ``_PUSH`` per chunk writes only if the flag is unset. The first
+        key), then one ``push.lua`` per chunk writes only if the flag is unset. The first
         answer says whether the push happened.
         """
         keys = self._keys
@@ -1288,7 +1194,7 @@ class RedisBackend:
         per_key: int | None,
         popped: bytes = b"",
     ) -> list[Record]:
-        """``claim``, giving back an entry the caller ``popped`` from the inbox (see _CLAIM)."""
+        """``claim``, giving back an entry the caller ``popped`` from the inbox (see claim.lua)."""
         cap = "" if max_running is None else str(max_running)
         alone = "" if alone_from is None else str(alone_from)
         each = "" if per_key is None else str(per_key)
@@ -1312,9 +1218,9 @@ class RedisBackend:
     ) -> list[Record]:
         """``wait_claim`` of a worker with no flow control: pop the inbox, start what it gives.
 
-        The pop goes with ``_PEEK`` in one round trip: an entry whose id is in use (or twice
+        The pop goes with ``peek.lua`` in one round trip: an entry whose id is in use (or twice
         in ``taken``) is given back to a claim instead, which dead-letters it; one stored by a
-        drain meanwhile starts only once ``_TAKE`` says so.
+        drain meanwhile starts only once ``take.lua`` says so.
         """
         q = f"{self._keys}q:{queue}:"
         inbox = _text(q + "inbox")
@@ -1324,10 +1230,10 @@ class RedisBackend:
             popped, peeked = await self._raw(
                 link,
                 ("BLMOVE", inbox, _text(q + "taken"), "LEFT", "RIGHT", block),
-                ("EVALSHA", peek.sha, 0, self._keys, _text(queue)),  # (see _PEEK)
+                ("EVALSHA", peek.sha, 0, self._keys, _text(queue)),  # (see peek.lua)
             )
             if isinstance(popped, redis.exceptions.OutOfMemoryError):
-                popped = peeked = b"t"  # Redis is full: a claim drains it (see _MAY_FILL)
+                popped = peeked = b"t"  # Redis is full: a claim drains it (see may_fill.lua)
             elif isinstance(popped, Exception):
                 raise popped
             if isinstance(peeked, redis.exceptions.NoScriptError):  # Redis restarted
@@ -1436,7 +1342,7 @@ class RedisBackend:
         return claimed
 
     def _start_take(self, link: _Link, record: Record, entry: bytes) -> None:
-        """Record in the background that this worker runs a task it popped (see ``_TAKE``)."""
+        """Record in the background that this worker runs a task it popped (see ``take.lua``)."""
 
         async def take() -> None:
             try:
@@ -1451,7 +1357,7 @@ class RedisBackend:
         self._taking[record.id] = link.loop.create_task(take())
 
     async def _take(self, record: Record, entry: bytes) -> int:
-        """Record that this worker runs a task it popped (``_TAKE``); 0 if it must not."""
+        """Record that this worker runs a task it popped (``take.lua``); 0 if it must not."""
         assert record.lease_until is not None
         code = await self._script(
             "take", _text(record.queue), entry, _text(record.owner or ""),
@@ -1492,7 +1398,7 @@ class RedisBackend:
         return [i.decode("utf-8", "surrogatepass") for i in refused]
 
     def _settle_args(self, s: Settlement) -> list[str | bytes | int]:
-        """One settlement's ``_SETTLE`` arguments."""
+        """One settlement's ``settle.lua`` arguments."""
         if s.outcome is Outcome.STARTED:
             status, expires = "started", ""
         elif s.outcome is Outcome.RETRY:
@@ -1614,7 +1520,7 @@ class RedisBackend:
             for answer in (first, *heads):
                 if isinstance(answer, Exception):
                     raise answer
-            # Tasks in the inbox (see _INBOX) are due at once; at most its first 8 entries are
+            # Tasks in the inbox (see inbox.lua) are due at once; at most its first 8 entries are
             # wake-up tokens, which announce tasks found below.
             pushed = [_from_inbox(e, queue) for e in first]
             if any(r is not None for r in pushed):
@@ -1635,7 +1541,7 @@ class RedisBackend:
 
         The inbox is counted, not drained (a drain moves 1,000 entries at most): its tasks
         are pending, those popped into ``taken`` running; wake-up tokens (only ever among its
-        first 8 entries, see ``_INBOX``) are not tasks. One transaction, so nothing moves
+        first 8 entries, see ``inbox.lua``) are not tasks. One transaction, so nothing moves
         between the reads; a Redis at maxmemory refuses transactions, so there the reads go
         one after the other (a drain between them may count a task twice, as nothing new can
         be pushed then).
@@ -1682,7 +1588,7 @@ class RedisBackend:
         """Return on a push to ``queue`` from any process, or after ``timeout`` seconds.
 
         Blocks until the queue's inbox holds something (``BLMOVE`` of its head back in
-        place), then drains it (see ``_INBOX``): every push adds a task or a wake-up token
+        place), then drains it (see ``inbox.lua``): every push adds a task or a wake-up token
         there, so one idle worker wakes per push. Without a server it sleeps out the timeout.
         """
         link = self._link()

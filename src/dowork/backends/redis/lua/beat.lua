@@ -1,7 +1,8 @@
+-- ARGV: P, worker id, queue, beat JSON, now, expires_at ('' = the worker left), oldest minute
+-- kept, then pairs of "minute:outcome", n. Stores the beat, drops expired ones, adds the counts.
 --#include prelude
 
 local function body()
-
 local id, now = ARGV[2], ARGV[5]
 local workers, alive = P .. 'workers', P .. 'workers:alive'
 for _, gone in ipairs(redis.call('ZRANGEBYSCORE', alive, '-inf', now)) do
@@ -23,7 +24,6 @@ if #ARGV > 7 then
         if tonumber(string.match(f, '^(%d+):')) < oldest then redis.call('HDEL', stats, f) end
     end
 end
-
 end
 --#include may_fill
 --#include flush

@@ -1,7 +1,9 @@
+-- ARGV: P, now, expires_at, n, then n x (id, token, why). Dead-letters as malformed the records
+-- a claim gave out that Python cannot read (see bury in include/checks.lua, and the Python
+-- side's _claimed), if they still run on that token.
 --#include prelude
 
 local function body()
-
 local now, expires = ARGV[2], ARGV[3]
 for i = 0, tonumber(ARGV[4]) - 1 do
     local b = 5 + i * 3
@@ -15,6 +17,5 @@ for i = 0, tonumber(ARGV[4]) - 1 do
     end
 end
 return 0
-
 end
 --#include flush

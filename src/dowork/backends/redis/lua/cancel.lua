@@ -1,7 +1,7 @@
+-- ARGV: P, id, now, expires_at. Returns cancelled, requested, finished or unknown.
 --#include prelude
 
 local function body()
-
 local id, now = ARGV[2], ARGV[3]
 local key = tkey(id)
 local rec = redis.call('HMGET', key, 'status', 'queue', 'seq', 'created_at', 'priority',
@@ -27,7 +27,6 @@ if LEASED[status] then
     return 'requested'
 end
 return 'finished'
-
 end
 drain_all()
 --#include flush

@@ -1,3 +1,6 @@
+-- ARGV: P, flag, then ids. Sets the flag key and returns the first id already taken (or
+-- repeated), else returns "". Runs first in a transaction of several push.lua calls, so that a
+-- taken id anywhere means none of them writes.
 --#include base
 
 local seen = {}

@@ -1,3 +1,17 @@
+-- ARGV: P, queue, now, limit, lease_until, owner, max_running ('' = no cap), alone_from
+-- ('' = none: see Backend.claim), popped, lease, aging, per_key ('' = no cap), keep_dead
+-- (seconds), then (name, n, per) per rate limit. The claim drains the queue's inbox first
+-- (see include/inbox.lua); popped ('' = none) is an entry the caller popped from the inbox
+-- into taken and gives back, and lease the lease in seconds: the latest time of the drained
+-- tokens and tasks, when later than now, replaces now, and the lease runs from it. A due
+-- record that cannot be read (see unreadable) is dead-lettered as malformed, kept keep_dead
+-- seconds, and takes no place in the claim.
+-- Returns now and lease_until as used, the records dead-lettered (a flat list of id, why), then
+-- the claimed records as HGETALL lists, in claim order, read before the claim: the caller
+-- applies it (status reserved, attempts + 1, lease_until, owner, updated_at, no slot). A
+-- record written before dowork counted starts (no started field) gets started = attempts:
+-- every claim of it counted as one (OLD).
+-- An idle worker's wake-up: self-contained, like push.lua.
 
 local P, queue, now, lease, owner = ARGV[1], ARGV[2], ARGV[3], ARGV[5], ARGV[6]
 local alone = ARGV[8] ~= '' and tonumber(ARGV[8])
@@ -38,7 +52,7 @@ if woke and tonumber(woke) > tonumber(now) then
     now = woke
     lease = string.format('%.17g', tonumber(woke) + tonumber(ARGV[10]))
 end
-local function many(cmd, key, list)  -- chunks (see _BASE)
+local function many(cmd, key, list)  -- chunks (see include/base.lua)
     for i = 1, #list, 4000 do
         redis.call(cmd, key, unpack(list, i, math.min(i + 3999, #list)))
     end

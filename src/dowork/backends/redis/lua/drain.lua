@@ -1,7 +1,8 @@
+-- ARGV: P, queue ('' = every queue). Drains the inbox (see include/inbox.lua); returns 1 if a
+-- queue's inbox still holds entries (a drain takes 1000 at most), else 0.
 --#include prelude
 
 local function body()
-
 local queues = {ARGV[2]}
 if ARGV[2] == '' then queues = redis.call('SMEMBERS', P .. 'queues') end
 local more = 0
@@ -10,7 +11,6 @@ for _, queue in ipairs(queues) do
     if redis.call('EXISTS', qkey(queue, 'inbox')) == 1 then more = 1 end
 end
 return more
-
 end
 --#include may_fill
 --#include flush

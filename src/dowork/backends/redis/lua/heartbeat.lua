@@ -1,7 +1,8 @@
+-- ARGV: P, lease_until, n, then n x (id, token). Returns one code per lease:
+-- 0 lost, 1 extended, 2 extended and asked to cancel.
 --#include prelude
 
 local function body()
-
 local codes = {}
 for i = 0, tonumber(ARGV[3]) - 1 do
     local id = ARGV[4 + i * 2]
@@ -16,7 +17,6 @@ for i = 0, tonumber(ARGV[3]) - 1 do
     end
 end
 return codes
-
 end
 --#include may_fill
 --#include flush

@@ -1,7 +1,8 @@
+-- ARGV: P, queue, offset, limit, newest ('1' or ''), then the statuses (none: all).
+-- Returns one page of the queue's task hashes (HGETALL lists) in created_at order.
 --#include prelude
 
 local function body()
-
 local queue, offset, limit = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local newest = ARGV[5] == '1'
 local range = newest and 'ZREVRANGE' or 'ZRANGE'
@@ -53,7 +54,6 @@ for _, id in ipairs(page) do
     if #h > 0 then out[#out + 1] = h end
 end
 return out
-
 end
 drain_all()
 --#include flush

@@ -1,3 +1,10 @@
+-- ARGV: P, queue. Sent right behind a worker's pop of the queue's inbox into taken (BLMOVE),
+-- in the same round trip: of the tasks in taken (popped, not recorded yet: see take.lua),
+-- returns {ids a worker may start, ids it must not}: an id already in use (a finished task's,
+-- say, written again by hand) or found twice there is not to be started, but given back to a
+-- claim (see inbox_put). The popping worker finds its entry's id in one list, or in neither if
+-- a drain stored it meanwhile (then it asks take.lua before it starts the task).
+-- Self-contained.
 
 local P = ARGV[1]
 local seen, order, ok, bad = {}, {}, {}, {}

@@ -1,7 +1,7 @@
+-- ARGV: P, n, then n x (id, token, progress). Stores progress on records still on that attempt.
 --#include prelude
 
 local function body()
-
 for i = 0, tonumber(ARGV[2]) - 1 do
     local key = tkey(ARGV[3 + i * 3])
     local attempts = redis.call('HGET', key, 'attempts')
@@ -10,6 +10,5 @@ for i = 0, tonumber(ARGV[2]) - 1 do
     end
 end
 return 0
-
 end
 --#include flush

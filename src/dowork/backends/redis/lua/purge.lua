@@ -1,7 +1,7 @@
+-- ARGV: P, now, batch. Deletes up to batch finished records whose expires_at < now.
 --#include prelude
 
 local function body()
-
 local ids = redis.call('ZRANGEBYSCORE', P .. 'expiry', '-inf', '(' .. ARGV[2],
     'LIMIT', 0, ARGV[3])
 for _, id in ipairs(ids) do
@@ -21,6 +21,5 @@ for _, id in ipairs(ids) do
     end
 end
 return #ids
-
 end
 --#include flush

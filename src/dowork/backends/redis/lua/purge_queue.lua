@@ -1,7 +1,8 @@
+-- ARGV: P, queue, batch, then the statuses to delete (none: every status but the leased ones).
+-- Deletes up to batch of the queue's tasks in those statuses; returns how many.
 --#include prelude
 
 local function body()
-
 local queue, left = ARGV[2], tonumber(ARGV[3])
 local statuses = {}
 if #ARGV > 3 then
@@ -54,7 +55,6 @@ for _, status in ipairs(statuses) do
     left = left - #members
 end
 return tonumber(ARGV[3]) - left
-
 end
 drain_all()
 --#include flush

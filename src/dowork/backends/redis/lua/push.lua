@@ -1,6 +1,14 @@
+-- ARGV: P, check, then groups of records sharing their fields: queue, name, run_at,
+-- created_at, status, options?, attempts, priority, slot?, concurrency key?, k, then
+-- k x (id, payload). A priority other than '0' puts the group in its level's waiting zset, a
+-- concurrency key in its key's lane (see include/lanes.lua). check is "1" to refuse ids
+-- already taken, or the name of a flag key (see check.lua): write nothing if it exists.
+-- Returns {'ok'}, {'duplicate', id} having written nothing, or {'skipped'}.
+-- The producers' hot path: no shared prelude (a few us per call); what it needs of the
+-- includes is inlined.
 
 local P = ARGV[1]
-local function zadd(key, list)  -- chunks (see _BASE)
+local function zadd(key, list)  -- chunks (see include/base.lua)
     if #list <= 8000 then
         redis.call('ZADD', key, unpack(list))
         return
@@ -59,7 +67,7 @@ while i <= #ARGV do
     if status == 'pending' or status == 'scheduled' or status == 'retrying' then
         local waiting = {}
         for j = 1, n, 2 do waiting[j] = run_at; waiting[j + 1] = listed[j + 1] end
-        if ckey then  -- the key's lane (see _LANES: lkey, lane_level, lane_in), inlined
+        if ckey then  -- the key's lane (see include/lanes.lua: lkey, lane_level, lane_in), inlined
             zadd(q .. 'lane:' .. prio .. ':' .. ckey, waiting)
             if prio ~= '0' then
                 local lv = redis.call('HGET', q .. 'lanes:levels', ckey)
@@ -104,7 +112,7 @@ while i <= #ARGV do
     woken_at[queue] = at
     i = i + 11 + k * 2
 end
-for queue, n in pairs(woken) do  -- inbox_wake (see _INBOX), inlined
+for queue, n in pairs(woken) do  -- inbox_wake (see include/inbox.lua), inlined
     local key = P .. 'q:' .. queue .. ':inbox'
     local room = 8 - redis.call('LLEN', key)
     if room > 0 then

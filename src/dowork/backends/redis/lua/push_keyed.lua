@@ -1,7 +1,12 @@
+-- ARGV: P, n, then n x (id, queue, name, payload, run_at, created_at, status, options?,
+-- attempts, priority, slot?, concurrency key?), then k and k x (record index, idempotency
+-- key, until ('u': a unique key, held while its task waits or runs), ttl ms). The push of
+-- records that carry idempotency keys (push.lua is the fast path for those that do not).
+-- Returns {'ok', then the id and holder id of each record whose idempotency key was held (not
+-- written)}, or {'duplicate', id} having written nothing.
 --#include prelude
 
 local function body()
-
 local n = tonumber(ARGV[2])
 local seen = {}
 for i = 0, n - 1 do
@@ -63,7 +68,6 @@ for _, i in ipairs(todo) do
 end
 for queue, w in pairs(woken) do inbox_wake(queue, w[1], w[2]) end
 return ok
-
 end
 drain_all()
 --#include flush

@@ -1,7 +1,11 @@
+-- ARGV: P, queue, now, crash_budget, expires_at. Returns {requeued, dead_lettered}.
+-- A lapsed lease of a running task is a crash: crashes + 1, its token added to charged (see
+-- charge), dead-lettered crashed_worker at crash_budget, else retrying. One of a reserved task
+-- (never started) is not: lost + 1, and it waits again, pending. Either way run_at is kept,
+-- so the task goes back to its place at the head of the queue.
 --#include prelude
 
 local function body()
-
 local queue, now = ARGV[2], ARGV[3]
 local running = qkey(queue, 'running')
 local requeued, dead = 0, 0
@@ -69,7 +73,6 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', running, '-inf', '(' .. now)) do
 end
 if requeued > 0 then inbox_wake(queue, requeued, now) end
 return {requeued, dead}
-
 end
 --#include may_fill
 drain_all()

@@ -1,7 +1,8 @@
+-- ARGV: P, now, n, then n ids. Makes later-due waiting records due now; returns
+-- {id, queue, ...} of those released.
 --#include prelude
 
 local function body()
-
 local now, released, woken = ARGV[2], {}, {}
 for i = 1, tonumber(ARGV[3]) do
     local id = ARGV[3 + i]
@@ -26,7 +27,6 @@ for i = 1, tonumber(ARGV[3]) do
 end
 for queue, k in pairs(woken) do inbox_wake(queue, k, now) end
 return released
-
 end
 drain_all()
 --#include flush

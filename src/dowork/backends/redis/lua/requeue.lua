@@ -1,7 +1,8 @@
+-- ARGV: P, now, n, then n ids. Sends failed, cancelled and dead tasks back to pending
+-- (attempts kept: it is the fencing token). Returns id, queue of each task requeued.
 --#include prelude
 
 local function body()
-
 local now = ARGV[2]
 local done, queues = {}, {}
 for i = 1, tonumber(ARGV[3]) do
@@ -29,7 +30,6 @@ for i = 1, tonumber(ARGV[3]) do
 end
 for queue, n in pairs(queues) do inbox_wake(queue, n, now) end
 return done
-
 end
 drain_all()
 --#include flush

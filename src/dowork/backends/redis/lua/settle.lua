@@ -1,7 +1,13 @@
+-- ARGV: P, n, then n x (id, token, status, now, run_at, error?, reason?, result?,
+-- expires_at ('' = forget the record), payload?, attempt?, ran). status 'retrying' means RETRY,
+-- 'started' the STARTED mark (a reserved record becomes running, started + 1); attempt is a
+-- line appended to the task's history; ran is '1' when the function ran, so that an outcome
+-- on a record still reserved counts its start. See Backend.settle for late settlements.
+-- Returns the ids refused because the record is not leased under that token.
+-- lease_until and owner are left in the hash: they mean nothing once the lease is over.
 --#include prelude
 
 local function body()
-
 local refused, accepted, leases, broken = {}, {}, {}, {}
 -- A settlement for token, whose lapsed lease the reaper charged as a crash (its token is in
 -- the charged field, rec[9]): its worker was alive, so the charge moves to lost; and if no
@@ -162,6 +168,5 @@ for _, a in ipairs(accepted) do
     end
 end
 return refused
-
 end
 --#include flush

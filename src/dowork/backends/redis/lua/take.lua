@@ -1,3 +1,8 @@
+-- ARGV: P, queue, entry, owner, lease_until, now. A worker popped entry (a task) from the
+-- queue's inbox into taken and started it: lease it to owner until lease_until, with attempts
+-- 1, as a claim would have. Returns 1, 2 if it is to be cancelled already, or 0 if the task is
+-- not this worker's to run any more (drained, then reaped after TRANSIT, or wiped).
+-- Self-contained: a worker runs it for every task it pops.
 
 local P, queue, e, owner, lease, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 --#include inbox

@@ -1,3 +1,5 @@
+-- ARGV: P, queue, at. A task of the queue falls due at `at` (a retry's run_at): wake one idle
+-- worker with a token (see inbox_wake), which it claims with as now. Self-contained.
 
 local P = ARGV[1]
 --#include inbox

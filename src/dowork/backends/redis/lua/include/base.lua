@@ -1,3 +1,5 @@
+-- What the scripts wrapped by flush.lua need, and check.lua: the prefix P (ARGV[1]), the inbox
+-- and the checks, key names and small helpers.
 
 local P = ARGV[1]
 --#include inbox

@@ -1,3 +1,10 @@
+-- Reading stored records. A task hash may have been written by an older or hostile writer, so
+-- every script reads a record through these checks before it writes anything: a record that
+-- fails them is left alone (no script stops half way), and the claim, the settle and the reaper
+-- move it to the dead letters with reason malformed (bury), its other fields kept for
+-- `dowork inspect`. CHECKS is the table of the stored fields and their tests; Python adds the
+-- check Lua cannot make cheaply (text that is not UTF-8: see _claimed), and the worker checks
+-- the payload and options, as on every backend. Needs only P.
 
 -- A finite number written as Python's repr writes one ("12", "1.5", "1e+16"), or nil: Lua's
 -- tonumber alone takes "nan", "inf", "0x1f" and spaces, which Redis and Python refuse.

@@ -1,3 +1,9 @@
+-- The inbox (see the key schema in redis/__init__.py): submit() appends a pending task there
+-- with plain commands (RPUSH, SADD), no script, and an idle worker pops it straight into taken
+-- and starts it before any script runs (take.lua then records the lease). Every script that
+-- reads or writes a queue's waiting tasks drains its inbox first, so that everything else sees
+-- the tasks as if push.lua had stored them; wake-up tokens ("t" then a time) go there too.
+-- Needs only P.
 --#include checks
 
 -- An entry: "r" id NUL name NUL created_at NUL options ("" or "=" json) NUL payload; nil if
@@ -42,7 +48,7 @@ local function inbox_put(queue, e, owner, lease)
     if f[4] ~= '' then redis.call('HSET', key, 'options', string.sub(f[4], 2)) end
     if owner then
         redis.call('HSET', key, 'attempts', '1', 'started', '1', 'lease_until', lease,
-            'owner', owner, 'updated_at', at)  -- (popped and started at once: see _TAKE)
+            'owner', owner, 'updated_at', at)  -- (popped and started at once: see take.lua)
         redis.call('ZADD', q .. 'running', '+inf', string.rep('~', 80), lease, id)  -- KEEPER
     else
         redis.call('ZADD', q .. 'waiting', run_at, m)
@@ -77,7 +83,7 @@ end
 -- Drain the queue's inbox into waiting tasks (at most 1000 entries, oldest first), and store
 -- the entries popped by workers that have not taken them yet (taken) as running, leased to
 -- no one ('~') for TRANSIT seconds of Redis's clock: the popping worker takes them over (see
--- _TAKE), and the reaper requeues those of a worker that died in between. Returns the latest
+-- take.lua), and the reaper requeues those of a worker that died in between. Returns the latest
 -- time of the drained tokens and waiting tasks (a time the pushers saw them due), or nil.
 local TRANSIT = 60
 local function drain(queue)

@@ -1,3 +1,9 @@
+-- The lanes of concurrency keys (see the key schema in redis/__init__.py). q is the queue's key
+-- prefix ("P:q:Q:") and k a concurrency key; a lane is the key's waiting tasks, a zset per
+-- priority. Every lane with waiting tasks is awake (in lanes, its earliest run_at in lanes:due)
+-- or asleep (lanes:later, its turn in lanes:turns); a lane that lost its last task stays in
+-- lanes with its turn, listed in lanes:drained, until the next claim forgets it (see
+-- Backend.claim).
 
 local function lkey(q, p, k) return q .. 'lane:' .. p .. ':' .. k end
 -- The priorities of k's lane: '0', then the others listed in lanes:levels.

@@ -1,3 +1,6 @@
+-- The start of every script that gathers its writes (see flush.lua): base and lanes, then the
+-- gathering of count changes and listing-zset moves and their one write at the end (flush),
+-- and the moves of a task between statuses.
 --#include base
 --#include lanes
 
