@@ -20,7 +20,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     (
         "core types",
         (
-            "dowork.errors", "dowork._redact", "dowork.clock", "dowork.retry",
+            "dowork.errors", "dowork._redact", "dowork.clock", "dowork.retry", "dowork.options",
             "dowork.ratelimit", "dowork._capacity", "dowork._loop_thread", "dowork.codec",
             "dowork.schedule",
         ),

@@ -24,7 +24,7 @@ import socket
 import time
 import traceback
 import uuid
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -62,9 +62,9 @@ from .errors import (
     TooDeeplyNested,
 )
 from .group import group_error
+from .options import EMPTY, Options
 from .registry import Registry
-from .retry import RetryPolicy
-from .task import Progress, Task, TaskStatus, _deciding, build_policy, expiry_of
+from .task import Progress, Task, TaskStatus, _deciding
 
 if TYPE_CHECKING:
     from .function import TaskFunction
@@ -86,11 +86,8 @@ _FINISHED = ("succeeded", "failed", "cancelled", "dead")
 #: Seconds a started attempt waits before its ``STARTED`` mark is written: an attempt that
 #: ends sooner never writes one (its outcome counts the start), so short tasks cost nothing.
 _MARK_DELAY = 0.02
-#: Per-enqueue options a durable record can carry (callables cannot be stored).
-_STORABLE = (
-    "retries", "backoff", "base_delay", "max_delay", "jitter", "keep_result", "expires",
-    "expires_at",
-)  # fmt: skip
+#: ``Options.from_stored`` of a record that stores none.
+_NO_OPTIONS: tuple[None, None, None] = (None, None, None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,12 +278,12 @@ class BackendEngine(Engine):
         overrides = task._overrides
         if now is None:
             now = self.clock.now()
-        expires_at = expiry_of(overrides, now)
+        expires_at = None if overrides is None else overrides.expiry(now)
         if overrides is not None and overrides is not template._overrides:
-            options = self._encode_options(overrides, task._within, expires_at)
+            options = overrides.to_stored(task._within, expires_at)
         elif (task._within is not None and task._within != template._within) or expires_at:
             within = task._within if task._within != template._within else None
-            options = self._encode_options({}, within, expires_at)
+            options = EMPTY.to_stored(within, expires_at)
         payload = self._encode_args(task, name)
         run_at = now
         if task._not_before is not None:
@@ -326,28 +323,6 @@ class BackendEngine(Engine):
         if len(payload) > self.settings.max_payload:
             raise PayloadTooLarge(len(payload), self.settings.max_payload)
         return payload
-
-    def _encode_options(
-        self, overrides: Mapping[str, Any], within: float | None, expires_at: float | None = None
-    ) -> str:
-        stored: dict[str, Any] = {}
-        for key, value in overrides.items():
-            if key not in _STORABLE:
-                raise NotSerializable(
-                    f"option {key!r} cannot be stored with a durable task; set it on the task "
-                    "function (@queue.task(...)) instead"
-                )
-            stored[key] = str(value) if key == "backoff" else value
-        stored.pop("expires", None)  # relative to the enqueue: stored as expires_at instead
-        stored.pop("expires_at", None)
-        if expires_at is not None:
-            stored["expires_at"] = expires_at
-        if within is not None:
-            stored["within"] = within
-        try:
-            return json.dumps(stored, allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            raise NotSerializable(f"task options cannot be stored: {exc}") from exc
 
     def enqueue(self, task: Task[Any]) -> None:
         """Encode, push and wait for the backend's confirmation (any thread but the loop's)."""
@@ -867,15 +842,16 @@ class BackendEngine(Engine):
         decoded = self._read(record)
         if decoded is None:
             return None
-        args, kwargs, headers, overrides = decoded
-        expires_at = overrides.pop("expires_at", None) if overrides else None
+        args, kwargs, headers, stored = decoded
+        options, within, expires_at = Options.from_stored(stored) if stored else _NO_OPTIONS
         if expires_at is not None and self.clock.now() >= expires_at:
             when = datetime.fromtimestamp(expires_at, UTC).isoformat()
             self._dead(record, "expired", f"not started by {when}")
             return None
         if record.crashes >= self._alone_from:
             self._suspects.add(record.id)
-        within, policy = self._options_of(overrides, entry._template)
+        known = options if options is not None else entry._template._overrides
+        policy = self.default_policy if known is None else known.retry_policy(self.default_policy)
         order = rank(record.run_at, record.priority, self.priority_aging)
         task = self._by_id.get(record.id)
         if task is None or task._status.final:
@@ -896,8 +872,8 @@ class BackendEngine(Engine):
         task._rank = order
         if within is not None:
             task._within = within
-        if overrides:
-            task._overrides = overrides
+        if options is not None:
+            task._overrides = options
         task._policy = policy
         self._by_id[record.id] = task
         self._unfinished += 1
@@ -921,22 +897,6 @@ class BackendEngine(Engine):
         except (KeyError, TypeError, ValueError) as exc:
             self._dead(record, "undecodable", f"{type(exc).__name__}: {exc}")
         return None
-
-    def _options_of(
-        self, overrides: dict[str, Any] | None, template: Task[Any]
-    ) -> tuple[float | None, RetryPolicy]:
-        """A claimed task's ``within`` and retry policy: those stored with it, or its defaults.
-
-        Raises on a stored option of the wrong type or value (the record is ``malformed``).
-        """
-        if overrides:
-            within = overrides.pop("within", None)
-            if within is not None:
-                within = float(within)
-                if not within > 0:
-                    raise ValueError(f"within must be a positive number, not {within!r}")
-            return within, build_policy(self.default_policy, overrides)
-        return None, build_policy(self.default_policy, template._overrides)
 
     def _decode(
         self, record: Record
@@ -1060,7 +1020,8 @@ class BackendEngine(Engine):
         token = self._claimed.pop(task.id, None)
         if token is not None:
             result = None
-            keep = (task._overrides or {}).get("keep_result", self.settings.keep_result)
+            own = task._overrides
+            keep = self.settings.keep_result if own is None else own.keep(self.settings.keep_result)
             if status is TaskStatus.SUCCEEDED and keep != 0:
                 try:
                     result = self.codec.encode(value)

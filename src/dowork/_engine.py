@@ -43,7 +43,7 @@ from .group import group_error
 from .hooks import HOOK_EVENTS, Hooks
 from .ratelimit import RateLimit
 from .retry import RetryPolicy
-from .task import Task, TaskStatus, _current, build_policy, expiry_of
+from .task import Task, TaskStatus, _current
 
 if TYPE_CHECKING:
     from .scheduling import Schedule
@@ -297,13 +297,9 @@ class Engine:
 
     def _stamp_expiry(self, task: Task[Any]) -> None:
         """Fix a task's ``expires`` option to an absolute time, once, when it is enqueued."""
-        overrides = task._overrides
-        if (
-            task._expires_at is None
-            and overrides is not None
-            and ("expires" in overrides or "expires_at" in overrides)
-        ):
-            task._expires_at = expiry_of(overrides, self.clock.now())
+        options = task._overrides
+        if task._expires_at is None and options is not None:
+            task._expires_at = options.expiry(self.clock.now())
 
     def _stamp_due(self, task: Task[Any]) -> None:
         """Fix when a delayed task is due, at the call: it reads ``scheduled`` from now on."""
@@ -340,7 +336,7 @@ class Engine:
             if cached is not None and cached[0] is overrides:
                 task._policy = cached[1]
             else:
-                task._policy = build_policy(self.default_policy, overrides)
+                task._policy = overrides.retry_policy(self.default_policy)
                 self._policy_cache[id(overrides)] = (overrides, task._policy)
             self._stamp_expiry(task)  # tasks a schedule fires come here without enqueue()
         self._unfinished += 1

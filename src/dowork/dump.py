@@ -22,6 +22,7 @@ import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,9 +51,6 @@ _SNIFF = 8192
 
 class NotADump(ValueError):
     """The file is not a dump file at all (binary, or no line of it is a dump line)."""
-
-
-_STORABLE = ("retries", "backoff", "base_delay", "max_delay", "jitter", "keep_result")
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,8 +105,11 @@ def line_of(task: Task[Any], queue: str) -> DumpLine:
         why = why or f"arguments JSON cannot hold: {exc}"
         args = [repr(a) for a in args]
         kwargs = {k: repr(v) for k, v in kwargs.items()}
-    options = {k: v for k, v in (task._overrides or {}).items() if k in _STORABLE}
-    options = {k: (str(v) if k == "backoff" else v) for k, v in options.items()}
+    own = task._overrides
+    stored = {} if own is None else own.storable()
+    options = {k: v for k, v in stored.items() if not k.startswith("expires")}
+    if task._expires_at is not None:  # fixed when it was enqueued
+        options["expires_at"] = task._expires_at
     if task._within is not None:
         options["within"] = task._within
     return DumpLine(
@@ -216,6 +217,9 @@ def requeue_into_queue(line: DumpLine, queue: Queue) -> Task[Any]:
     if queue.backend is not None and line.id:
         task._id = line.id
     options = dict(line.options)
+    expires_at = options.pop("expires_at", None)
+    if expires_at is not None:
+        options["expires"] = datetime.fromtimestamp(float(expires_at), UTC)
     if options:
         task.configure(**options)
     if line.not_before is not None and line.not_before > time.time():

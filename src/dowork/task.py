@@ -24,6 +24,7 @@ from types import FunctionType
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypedDict, TypeVar, Unpack, overload
 
 from .errors import TaskFrozen, TaskNotDone
+from .options import EMPTY, UNSET, Options, to_epoch
 from .ratelimit import RateLimit
 from .retry import Backoff, RetryPolicy, seconds
 
@@ -47,8 +48,7 @@ _waiter_lock = threading.Lock()
 
 #: Option names that make up a task's retry policy (see ``RetryPolicy``).
 RETRY_FIELDS = ("retries", "backoff", "base_delay", "max_delay", "jitter", "should_retry")
-_RETRY_ATTR = {"base_delay": "base"}
-_UNSET: Any = object()
+_UNSET: Any = UNSET  # a configure() argument not given
 
 
 class TaskOptions(TypedDict, total=False):
@@ -136,22 +136,6 @@ def is_async_callable(fn: object) -> bool:
         fn = inner
     call = getattr(fn, "__call__", None)  # noqa: B004 - we want the bound __call__ itself
     return call is not None and not inspect.isfunction(fn) and inspect.iscoroutinefunction(call)
-
-
-def to_epoch(value: datetime | float | None, what: str) -> float | None:
-    """Return a point in time as epoch seconds; naive datetimes are refused (ambiguous zone)."""
-    if value is None:
-        return None
-    if isinstance(value, datetime):
-        if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
-            raise ValueError(
-                f"{what} must be timezone-aware (e.g. datetime.now(UTC) + timedelta(...)); "
-                "a naive datetime is ambiguous"
-            )
-        return value.timestamp()
-    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
-        raise TypeError(f"{what} must be an aware datetime or epoch seconds, not {value!r}")
-    return float(value)
 
 
 class Task(Generic[R]):
@@ -278,7 +262,7 @@ class Task(Generic[R]):
         self.args = args
         self.kwargs = kwargs
         self.is_async = is_async
-        self._overrides: dict[str, Any] | None = None
+        self._overrides: Options | None = None
         self._policy: RetryPolicy | None = None
         self._within: float | None = None
         self._after: AfterCallback | None = None
@@ -398,15 +382,13 @@ class Task(Generic[R]):
             "backoff": backoff,
             "jitter": jitter,
             "should_retry": should_retry,
+            "keep_result": keep_result,
+            "expires": expires,
         }
-        given["keep_result"] = keep_result
-        given["expires"] = expires
-        overrides = _merge_overrides(self._overrides, policy, given)
-        if overrides:
-            build_policy(RetryPolicy(), overrides)  # validate now, where the mistake is made
-            self._overrides = overrides
-        elif self._overrides:  # the last override was cleared (e.g. expires=None)
-            self._overrides = None
+        options = (self._overrides or EMPTY).configured(policy, given)
+        if options is not None:
+            options.retry_policy(RetryPolicy())  # validate now, where the mistake is made
+        self._overrides = options  # (None: the last option was cleared, e.g. expires=None)
         if within is not _UNSET:
             value = seconds(within, "within")
             self._within = value or None
@@ -456,7 +438,7 @@ class Task(Generic[R]):
         """The retry policy in force (the queue's default merged with this task's options)."""
         if self._policy is not None:
             return self._policy
-        return build_policy(RetryPolicy(), self._overrides)
+        return (self._overrides or EMPTY).retry_policy(RetryPolicy())
 
     @property
     def within(self) -> float | None:
@@ -806,61 +788,3 @@ def _checked_priority(priority: object) -> int:
 def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
-
-
-def _merge_overrides(
-    current: dict[str, Any] | None, policy: RetryPolicy | None, given: dict[str, Any]
-) -> dict[str, Any]:
-    """A task's option overrides after ``configure``: ``_UNSET`` values leave an option as is."""
-    overrides = dict(current or {})
-    if policy is not _UNSET:
-        if policy is not None and not isinstance(policy, RetryPolicy):
-            raise TypeError(f"policy must be a RetryPolicy, not {policy!r}")
-        overrides = {"policy": policy} if policy is not None else {}
-    keep_result = given.pop("keep_result")
-    expires = given.pop("expires")
-    overrides.update({k: v for k, v in given.items() if v is not _UNSET})
-    if keep_result is not _UNSET:
-        overrides["keep_result"] = seconds(keep_result, "keep_result")
-    if expires is not _UNSET:
-        _set_expiry(overrides, expires)
-    return overrides
-
-
-def _set_expiry(overrides: dict[str, Any], expires: float | timedelta | datetime | None) -> None:
-    """Record the ``expires`` option: relative seconds, or an absolute time for a datetime."""
-    overrides.pop("expires", None)
-    overrides.pop("expires_at", None)
-    if isinstance(expires, datetime):
-        overrides["expires_at"] = to_epoch(expires, "expires")
-    elif expires is not None:
-        overrides["expires"] = seconds(expires, "expires")
-
-
-def expiry_of(overrides: Mapping[str, Any] | None, now: float) -> float | None:
-    """The absolute expiry a task's ``expires`` option gives when enqueued at ``now``."""
-    if not overrides:
-        return None
-    at = overrides.get("expires_at")
-    relative = overrides.get("expires")
-    if relative is not None:
-        at = now + relative if at is None else min(at, now + relative)
-    return at
-
-
-def build_policy(base: RetryPolicy, overrides: Mapping[str, Any] | None) -> RetryPolicy:
-    """Return ``base`` with a task's retry options applied (validated by RetryPolicy)."""
-    if not overrides:
-        return base
-    start = overrides.get("policy", base)
-    fields = {_RETRY_ATTR.get(k, k): v for k, v in overrides.items() if k != "policy"}
-    if not fields:
-        return start  # type: ignore[no-any-return]
-    return RetryPolicy(
-        retries=fields.get("retries", start.retries),
-        backoff=fields.get("backoff", start.backoff),
-        base=fields.get("base", start.base),
-        max_delay=fields.get("max_delay", start.max_delay),
-        jitter=fields.get("jitter", start.jitter),
-        should_retry=fields.get("should_retry", start.should_retry),
-    )
