@@ -65,5 +65,8 @@ def test_kill_storm_loses_nothing(store: tuple[str, str], ledger: Path) -> None:
     assert figures.lost == 0
     assert figures.unexpected == 0
     assert figures.extra["dead"] == 0  # the crash budget is not reached by healthy tasks
-    assert figures.p99 <= 2 * figures.extra["lease"]
+    # Back within lease + maintenance "plus the wait for a free slot" (README, Leases): in a
+    # storm that wait is behind the other workers' prefetched tasks, and on a busy machine
+    # behind the CPU too; 3 leases hold there (seen up to 2.3 s with load 6 on 2 cores).
+    assert figures.p99 <= 3 * figures.extra["lease"]
     assert figures.extra["unclean_exits"] == 0
