@@ -368,12 +368,7 @@ class BackendEngine(Engine):
         if len(tasks) == 1:  # submit(): the same, without the loops
             task, record = tasks[0], records[0]
             status = task._status
-            if record.status == "scheduled":
-                task._status = TaskStatus.SCHEDULED
-                task._next_attempt = record.run_at
-            else:
-                task._status = TaskStatus.PENDING
-            self._by_id[record.id] = task
+            self._register(task, record)
             try:
                 if push_sync(records, fresh=fresh):
                     return True
@@ -386,12 +381,7 @@ class BackendEngine(Engine):
             return False
         previous = [task._status for task in tasks]
         for task, record in zip(tasks, records, strict=True):
-            if record.status == "scheduled":
-                task._status = TaskStatus.SCHEDULED
-                task._next_attempt = record.run_at
-            else:
-                task._status = TaskStatus.PENDING
-            self._by_id[record.id] = task
+            self._register(task, record)
         try:
             pushed = bool(push_sync(records, fresh=fresh))
         except BaseException:
@@ -399,10 +389,30 @@ class BackendEngine(Engine):
             raise
         finally:
             if not pushed:
-                for task, record, status in zip(tasks, records, previous, strict=True):
-                    self._by_id.pop(record.id, None)
-                    task._status = status
+                self._unregister(tasks, records, previous)
         return pushed
+
+    def _register(self, task: Task[Any], record: Record) -> None:
+        """Make ``task`` the handle of ``record`` here, before its push.
+
+        This process's worker may claim the record before the push returns: it must run the
+        caller's handle, not a copy.
+        """
+        if record.status == "scheduled":
+            task._status = TaskStatus.SCHEDULED
+            task._next_attempt = record.run_at
+        else:
+            task._status = TaskStatus.PENDING
+        self._by_id[record.id] = task
+
+    def _unregister(
+        self, tasks: list[Task[Any]], records: list[Record], previous: list[TaskStatus]
+    ) -> None:
+        """Undo ``_register`` for a push that stored nothing (or may not have)."""
+        for task, record, status in zip(tasks, records, previous, strict=True):
+            if self._by_id.get(record.id) is task:
+                del self._by_id[record.id]
+            task._status = status
 
     async def aenqueue_many(self, tasks: list[Task[Any]]) -> None:
         """``enqueue_many`` from async code."""
@@ -452,22 +462,25 @@ class BackendEngine(Engine):
     async def _push_batch(
         self, tasks: list[Task[Any]], records: list[Record], fresh: bool = False
     ) -> None:
+        previous = [task._status for task in tasks]
+        for task, record in zip(tasks, records, strict=True):
+            self._register(task, record)  # (before: this worker may claim it meanwhile)
         try:
             same = await self.backend.push(records, fresh=fresh)
         except OutcomeUnknown as exc:
+            self._unregister(tasks, records, previous)
             _unknown(exc, tasks)
+            raise
+        except BaseException:
+            self._unregister(tasks, records, previous)
             raise
         for task, record in zip(tasks, records, strict=True):
             if same and record.id in same:  # its idempotency key is held: a handle on that task
+                if self._by_id.get(record.id) is task:
+                    del self._by_id[record.id]  # (its own id was never stored)
                 task._id = same[record.id]
                 task._status = TaskStatus.PENDING  # until the stored record is read
                 continue
-            if record.status == "scheduled":
-                task._status = TaskStatus.SCHEDULED
-                task._next_attempt = record.run_at
-            else:
-                task._status = TaskStatus.PENDING
-            self._by_id[record.id] = task
             if self._h_enqueue:
                 self._call_hooks(self._h_enqueue, task)
 

@@ -412,3 +412,39 @@ def test_an_outcome_the_store_refused_gives_way_to_the_one_it_keeps(tmp_path: Pa
         queue.shutdown(timeout=5)
         other.shutdown(timeout=5)
         reader.shutdown(timeout=5)
+
+
+def test_asubmit_hands_the_caller_the_handle_its_worker_runs(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """A task this process's worker claims before ``asubmit()``'s push returned still runs
+    the caller's handle: its exception is the real one, not a reading of the stored text."""
+    if kind == "memory":
+        url = "memory://"
+    elif kind == "sqlite":
+        url = f"sqlite:///{tmp_path / 'a.db'}"
+    else:
+        server = request.getfixturevalue("redis_server")
+        url = f"{server.url}?prefix=as{uuid.uuid4().hex[:8]}"
+
+    async def main() -> list[tuple[type, type | None]]:
+        queue = Queue("jobs", backend=url, log=False)
+
+        @queue.task(name="boom")
+        def boom(n: int) -> int:
+            raise ValueError(f"bad {n}")
+
+        await queue.astart()
+        kinds = []
+        try:
+            for n in range(60):
+                task = await queue.asubmit(boom, n)
+                error = await task.aexception(WAIT)
+                assert error is not None
+                kinds.append((type(error), type(error.__cause__) if error.__cause__ else None))
+        finally:
+            await queue.ashutdown()
+        return kinds
+
+    kinds = asyncio.run(main())
+    assert set(kinds) == {(dowork.MaxRetriesExceeded, ValueError)}

@@ -8,11 +8,13 @@ started here (were they started, they would run twice: here and on the next work
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 
@@ -20,6 +22,8 @@ import dowork
 from dowork import DurableSettings
 from dowork._durable import BackendEngine
 from tests.redis_server import RedisServer
+
+T = TypeVar("T")
 
 
 @pytest.fixture(params=["sqlite", "redis"])
@@ -77,12 +81,22 @@ def test_abort_records_a_returned_function_and_starts_nothing_more(url: str) -> 
 
     loop.call_soon_threadsafe(hold_the_loop)
     assert held.wait(5)
+    scheduled = threading.Event()
+
+    def run_on_home(coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        future = asyncio.run_coroutine_threadsafe(coro, loop)
+        scheduled.set()  # the abort is now in line on the held loop
+        return future.result(timeout)
+
+    engine.run_on_home = run_on_home  # type: ignore[method-assign]  # to know when it is queued
     aborting = threading.Thread(target=queue.abort)
     aborting.start()
-    time.sleep(0.1)  # the abort is now scheduled on the held loop
+    assert scheduled.wait(5)
     release.set()  # the function returns; its outcome is queued behind the abort
     assert returning.wait(5)
-    time.sleep(0.05)
+    lane = engine._threads
+    assert lane is not None
+    _wait(lambda: lane._results, "the returned function's outcome handed to the loop")
     go_on.set()
     aborting.join(20)
     assert not aborting.is_alive()
