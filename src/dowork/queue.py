@@ -563,13 +563,23 @@ class Queue:
         return self.schedule(trigger, _factory(fn, args, kwargs))
 
     def schedule(self, trigger: Trigger, factory: Callable[[], Task[Any]]) -> Schedule:
-        """Start a recurring schedule that enqueues ``factory()`` at each firing of ``trigger``."""
+        """Start a recurring schedule that enqueues ``factory()`` at each firing of ``trigger``.
+
+        Raises:
+            NotRegistered: (durable queues) the task's function is not registered with the
+                queue, so no firing could be stored.
+        """
         engine = self._engine
         if engine.durable:
             trigger = aligned(trigger)  # every worker must agree on the firing times
         if not engine.accepting:
             raise QueueShuttingDown(f"queue {self.name!r} is shutting down")
         probe = factory()
+        if engine.durable and self.registry.name_of(probe.fn) is None:  # (else: every firing)
+            raise NotRegistered(
+                f"{probe.name} is not a registered task of durable queue {self.name!r}; "
+                "declare it with @queue.task at module level and schedule that"
+            )
         schedule = Schedule(engine, trigger, factory, probe.name)
         engine.call(schedule._start, engine.clock.now())
         return schedule

@@ -140,3 +140,20 @@ def test_task_function_scheduling(make_queue: Callable[..., Queue], clock: FakeC
     cron = greet.cron("* * * * *", "dee")
     assert every.active
     assert cron.active
+
+
+def test_a_durable_queue_refuses_a_schedule_of_an_unregistered_function() -> None:
+    """No firing could be stored: refused where it is declared, not logged at every firing."""
+    queue = dowork.Queue("sched", backend="memory://", clock=dowork.FakeClock(0.0), log=False)
+
+    def not_declared() -> None:
+        pass
+
+    with pytest.raises(dowork.NotRegistered, match="not_declared"):
+        queue.every(60, not_declared)
+    with pytest.raises(dowork.NotRegistered):
+        queue.cron("* * * * *", print)
+    declared = queue.task(name="declared")(not_declared)
+    schedule = queue.every(60, declared)
+    assert schedule.next_run is not None
+    schedule.cancel()
