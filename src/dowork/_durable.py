@@ -55,6 +55,7 @@ from .errors import (
     OutcomeNotWritten,
     OutcomeUnknown,
     PayloadTooLarge,
+    QueueShuttingDown,
     ResultTooLarge,
     StoreLost,
     TaskFailed,
@@ -1681,9 +1682,26 @@ class BackendEngine(Engine):
         """
         if task._status.final:
             return
+        if self.closed:  # nothing polls the store any more
+            self._stopped_watching(task)
+            return
         self._watched[task.id] = task
         loop = self.ensure_loop()
         loop.call_soon_threadsafe(self._start_watcher)
+
+    def _end_watches(self) -> None:
+        """The queue stops: end the waits on tasks run elsewhere (nothing will poll for them)."""
+        for task in list(self._watched.values()):
+            if not (task._finished or task._status.final):
+                self._stopped_watching(task)
+        self._watched.clear()
+
+    def _stopped_watching(self, task: Task[Any]) -> None:
+        task._error = QueueShuttingDown(
+            f"queue {self.name!r} is shut down: it no longer reads task {task.id}'s outcome "
+            "from the store; read it through a running queue (queue.get(id))"
+        )
+        task._wake_waiters()
 
     def _start_watcher(self) -> None:
         self._watch_pause = 0.002  # a new waiter: poll fast again
@@ -1921,6 +1939,7 @@ class BackendEngine(Engine):
         self.halt()
         self._close()
         self._give_up_unwritten()  # none once the outbox drained, but for handles overtaken
+        self._end_watches()  # (after: a handle given up above says why, more precisely)
         if self.owns_backend:
             with contextlib.suppress(BackendError):
                 await self.backend.close()
@@ -1990,6 +2009,7 @@ class BackendEngine(Engine):
         self.halt()
         self._close()
         self._give_up_unwritten()  # the outcomes it could not write in time
+        self._end_watches()  # (after: a handle given up above says why, more precisely)
         if self.owns_backend:
             await self._bounded(self.backend.close(), "close the store")
 

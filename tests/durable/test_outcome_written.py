@@ -448,3 +448,37 @@ def test_asubmit_hands_the_caller_the_handle_its_worker_runs(
 
     kinds = asyncio.run(main())
     assert set(kinds) == {(dowork.MaxRetriesExceeded, ValueError)}
+
+
+def test_a_handle_on_a_task_run_elsewhere_stops_waiting_when_its_queue_shuts_down(
+    stores: Callable[..., Queue],
+) -> None:
+    """Nothing polls the store for it any more: the wait ends with a clear error at once,
+    for a waiter already blocked and for one that starts after the shutdown."""
+    producer, reader = stores(), stores()
+
+    @producer.task(name="never")
+    def never() -> None:
+        pass
+
+    reader.task(name="never")(never)
+    task = never.submit()  # nobody works this queue: it stays pending
+    handle = reader.get(task.id)
+    assert handle is not None
+    errors: list[BaseException] = []
+
+    def wait() -> None:
+        try:
+            handle.result(WAIT)
+        except BaseException as exc:
+            errors.append(exc)
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    time.sleep(0.05)  # (blocked in result(); the assertion below holds either way)
+    reader.shutdown(timeout=5)
+    waiter.join(5)
+    assert not waiter.is_alive()
+    assert [type(e) for e in errors] == [dowork.QueueShuttingDown]
+    with pytest.raises(dowork.QueueShuttingDown, match="is shut down"):
+        handle.result(WAIT)  # asked again after the shutdown: at once too
