@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .backends import Backend
+from .backends import StoreAdmin
 
 __all__ = ["PURGEABLE", "STATUSES", "cancel_task", "purge_queue", "requeue_finished"]
 
@@ -31,7 +31,7 @@ PURGEABLE = tuple(s for s in STATUSES if s not in ("reserved", "running"))
 
 
 async def requeue_finished(
-    store: Backend, queue: str, statuses: Sequence[str], now: float
+    store: StoreAdmin, queue: str, statuses: Sequence[str], now: float
 ) -> list[str]:
     """Send every task of ``queue`` in ``statuses`` (failed, dead, ...) back to pending.
 
@@ -47,11 +47,11 @@ async def requeue_finished(
     return await store.requeue(ids, now) if ids else []
 
 
-async def purge_queue(store: Backend, queue: str, statuses: Sequence[str] | None = None) -> int:
+async def purge_queue(store: StoreAdmin, queue: str, statuses: Sequence[str] | None = None) -> int:
     """Delete the tasks of ``queue`` in ``statuses`` (default: all but running); say how many."""
     return await store.purge(queue, list(statuses) if statuses else list(PURGEABLE))
 
 
-async def cancel_task(store: Backend, task_id: str, now: float) -> str:
+async def cancel_task(store: StoreAdmin, task_id: str, now: float) -> str:
     """Cancel one task by id; the backend's answer (``cancelled``, ``requested``, ...)."""
     return await store.cancel(task_id, now)

@@ -746,3 +746,13 @@ def test_beats_add_up_per_minute_outcome_counts(backend_factory: Callable[[], Ba
         assert await b.stats("q", 0) == {int(later // 60) * 60: {"succeeded": 1}}
 
     run(backend_factory, body)
+
+
+def test_every_store_offers_the_admin_interface(backend_factory: Callable[[], Backend]) -> None:
+    """The command line and the dashboard need only ``StoreAdmin`` (mypy checks that they
+    use nothing more); every store is one."""
+    from dowork.backends import StoreAdmin
+
+    store = backend_factory()
+    assert isinstance(store, StoreAdmin)
+    assert isinstance(store, Backend)

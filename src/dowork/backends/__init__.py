@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from .._redact import redact_url
-from ._protocol import Backend, Outcome, Record, Settlement
+from ._protocol import Backend, Outcome, Record, Settlement, StoreAdmin
 from .memory import MemoryBackend
 from .sqlite import SQLiteBackend
 
@@ -24,6 +24,7 @@ __all__ = [
     "Record",
     "SQLiteBackend",
     "Settlement",
+    "StoreAdmin",
     "open_backend",
 ]
 

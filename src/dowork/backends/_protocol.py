@@ -23,6 +23,7 @@ __all__ = [
     "PRIORITY_AGING",
     "REQUEUABLE",
     "STATS_MINUTES",
+    "StoreAdmin",
     "WAITING",
     "WHILE_UNFINISHED",
     "Backend",
@@ -189,17 +190,91 @@ STATS_MINUTES = 60
 
 
 @runtime_checkable
-class Backend(Protocol):
-    """A store of task records shared by every process that opens it."""
+class StoreAdmin(Protocol):
+    """What operators' tools need of a store: look at queues and tasks, requeue, purge.
 
-    #: False for the in-process store (closures allowed, nothing survives the process).
-    durable: bool
+    The ``dowork`` command, the dashboard and dump requeues use only these; workers use the
+    whole ``Backend``.
+    """
 
     async def open(self) -> None:
         """Connect and create what is missing (tables, scripts); idempotent."""
 
     async def close(self) -> None:
         """Release connections."""
+
+    async def get(self, ids: Sequence[str]) -> list[Record]:
+        """Return the records with these ids (unknown ids are left out)."""
+
+    async def cancel(self, task_id: str, now: float) -> str:
+        """Cancel a task by id and say what happened.
+
+        ``"cancelled"``: it was waiting and will never run; ``"requested"``: it is leased
+        (reserved or running) and its worker is told; ``"finished"`` or ``"unknown"``:
+        nothing to do.
+        """
+
+    async def counts(self, queue: str) -> dict[str, int]:
+        """Return the number of records per status in the queue."""
+
+    async def queues(self) -> list[str]:
+        """Return the sorted names of the queues that hold at least one record."""
+
+    async def requeue(self, ids: Sequence[str], now: float) -> list[str]:
+        """Send finished-unsuccessfully records (failed, cancelled, dead) back to waiting.
+
+        Each becomes ``pending`` with ``run_at = now``, its error, reason, result, crashes,
+        cancel request and retention cleared; ``attempts`` is kept, since it is the fencing
+        token and must never go down. Atomic per call. Returns the ids requeued, in the order
+        given; unknown ids and records in any other status are left alone and left out.
+        """
+
+    async def purge(self, queue: str, statuses: Sequence[str] | None = None) -> int:
+        """Delete the queue's records in ``statuses`` and return how many were deleted.
+
+        ``None`` means every status except the leased ones (``reserved`` and ``running``): a
+        leased record is deleted only when its status is named, since its worker still holds
+        it (its settlement is refused).
+        """
+
+    # -- workers and throughput (dashboards) --
+
+    async def workers(self, now: float) -> list[WorkerBeat]:
+        """Return the workers whose last beat has not expired at ``now``, by id."""
+
+    async def stats(self, queue: str, since: float) -> dict[int, dict[str, int]]:
+        """Return the queue's per-minute outcome counts for the minutes from ``since`` on."""
+
+    # ``list`` comes last: a method of that name hides the builtin in annotations below it.
+    async def list(
+        self,
+        queue: str,
+        statuses: Sequence[str] | None = None,
+        *,
+        limit: int = 100,
+        offset: int = 0,
+        newest_first: bool = True,
+    ) -> list[Record]:
+        """Return one page of the queue's records, for inspection without loading the queue.
+
+        Records are ordered by ``created_at`` (ties in push order), newest first unless
+        ``newest_first`` is false, optionally only those in ``statuses``; ``offset`` records
+        are skipped and at most ``limit`` returned.
+
+        Raises:
+            ValueError: a negative ``limit`` or ``offset``.
+        """
+
+
+@runtime_checkable
+class Backend(StoreAdmin, Protocol):
+    """A store of task records shared by every process that opens it.
+
+    ``StoreAdmin``, and what a worker does: push, claim, settle, renew and reap leases, beat.
+    """
+
+    #: False for the in-process store (closures allowed, nothing survives the process).
+    durable: bool
 
     async def push(self, records: Sequence[Record], *, fresh: bool = False) -> dict[str, str]:
         """Store new records atomically: all of them or none; return once confirmed.
@@ -314,22 +389,8 @@ class Backend(Protocol):
         Returns ``(requeued, dead_lettered)``.
         """
 
-    async def get(self, ids: Sequence[str]) -> list[Record]:
-        """Return the records with these ids (unknown ids are left out)."""
-
-    async def cancel(self, task_id: str, now: float) -> str:
-        """Cancel a task by id and say what happened.
-
-        ``"cancelled"``: it was waiting and will never run; ``"requested"``: it is leased
-        (reserved or running) and its worker is told; ``"finished"`` or ``"unknown"``:
-        nothing to do.
-        """
-
     async def next_due(self, queue: str) -> float | None:
         """Return the earliest ``run_at`` of the queue's waiting records, or None."""
-
-    async def counts(self, queue: str) -> dict[str, int]:
-        """Return the number of records per status in the queue."""
 
     async def wait(self, queue: str, timeout: float) -> None:
         """Return when new work may have arrived, or after ``timeout`` seconds."""
@@ -344,28 +405,6 @@ class Backend(Protocol):
 
     # -- inspection and maintenance (dashboards, the command line, dead-letter handling) --
 
-    async def queues(self) -> list[str]:
-        """Return the sorted names of the queues that hold at least one record."""
-
-    async def requeue(self, ids: Sequence[str], now: float) -> list[str]:
-        """Send finished-unsuccessfully records (failed, cancelled, dead) back to waiting.
-
-        Each becomes ``pending`` with ``run_at = now``, its error, reason, result, crashes,
-        cancel request and retention cleared; ``attempts`` is kept, since it is the fencing
-        token and must never go down. Atomic per call. Returns the ids requeued, in the order
-        given; unknown ids and records in any other status are left alone and left out.
-        """
-
-    async def purge(self, queue: str, statuses: Sequence[str] | None = None) -> int:
-        """Delete the queue's records in ``statuses`` and return how many were deleted.
-
-        ``None`` means every status except the leased ones (``reserved`` and ``running``): a
-        leased record is deleted only when its status is named, since its worker still holds
-        it (its settlement is refused).
-        """
-
-    # -- workers and throughput (dashboards) --
-
     async def beat(
         self,
         worker: WorkerBeat,
@@ -378,32 +417,6 @@ class Backend(Protocol):
         ``finished`` maps a minute (epoch seconds, a multiple of 60) to the outcomes the
         worker settled in it since its last beat (``succeeded``, ``retry``, ``failed``, ...);
         they are added to the queue's per-minute counts, kept for ``STATS_MINUTES``.
-        """
-
-    async def workers(self, now: float) -> list[WorkerBeat]:
-        """Return the workers whose last beat has not expired at ``now``, by id."""
-
-    async def stats(self, queue: str, since: float) -> dict[int, dict[str, int]]:
-        """Return the queue's per-minute outcome counts for the minutes from ``since`` on."""
-
-    # ``list`` comes last: a method of that name hides the builtin in annotations below it.
-    async def list(
-        self,
-        queue: str,
-        statuses: Sequence[str] | None = None,
-        *,
-        limit: int = 100,
-        offset: int = 0,
-        newest_first: bool = True,
-    ) -> list[Record]:
-        """Return one page of the queue's records, for inspection without loading the queue.
-
-        Records are ordered by ``created_at`` (ties in push order), newest first unless
-        ``newest_first`` is false, optionally only those in ``statuses``; ``offset`` records
-        are skipped and at most ``limit`` returned.
-
-        Raises:
-            ValueError: a negative ``limit`` or ``offset``.
         """
 
 

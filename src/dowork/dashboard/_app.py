@@ -19,7 +19,7 @@ from starlette.staticfiles import StaticFiles
 
 from .. import admin
 from .._redact import printable, redact_text
-from ..backends import Backend, open_backend
+from ..backends import Backend, StoreAdmin, open_backend
 from ..errors import BackendError
 from . import _data
 from ._security import CSRF_COOKIE, Guard, csrf_ok, new_csrf_token, same_origin
@@ -34,7 +34,7 @@ _REQUEUE_STATUSES = ("failed", "dead", "cancelled")
 
 @dataclass(slots=True)
 class _Dashboard:
-    store: Backend
+    store: StoreAdmin
     owns_store: bool
     env: jinja2.Environment
     title: str

@@ -15,7 +15,7 @@ from typing import Any
 
 from .._durable import decode_progress
 from ..admin import STATUSES
-from ..backends import Backend, Record
+from ..backends import Record, StoreAdmin
 from ..backends._protocol import WorkerBeat
 from ..task import Progress
 
@@ -113,7 +113,7 @@ class Overview:
     now: float
 
 
-async def overview(store: Backend, now: float | None = None) -> Overview:
+async def overview(store: StoreAdmin, now: float | None = None) -> Overview:
     """Counts by status, throughput and workers of every queue."""
     now = time.time() if now is None else now
     first = int(now // 60) * 60 - (CHART_MINUTES - 1) * 60
@@ -150,7 +150,7 @@ class TaskPage:
 
 
 async def task_list(
-    store: Backend, queue: str, status: str | None, name: str, page: int
+    store: StoreAdmin, queue: str, status: str | None, name: str, page: int
 ) -> TaskPage:
     """One page of ``queue``'s tasks, newest first; with ``name``, those whose name contains it.
 
@@ -234,7 +234,7 @@ class TaskView:
         return self.record.status in ("pending", "scheduled", "retrying", "running")
 
 
-async def task_view(store: Backend, task_id: str) -> TaskView | None:
+async def task_view(store: StoreAdmin, task_id: str) -> TaskView | None:
     """The task with this id, decoded; None if the store does not have it."""
     found = await store.get([task_id])
     if not found:
@@ -293,7 +293,9 @@ def _attempts(history: str | None) -> list[Attempt]:
     return out
 
 
-async def scheduled(store: Backend, limit: int = 200) -> tuple[list[dict[str, Any]], list[Record]]:
+async def scheduled(
+    store: StoreAdmin, limit: int = 200
+) -> tuple[list[dict[str, Any]], list[Record]]:
     """Recurring schedules announced by live workers, and delayed tasks waiting to run.
 
     Schedules are merged by name and trigger across workers (each worker runs them all and
