@@ -1,15 +1,42 @@
-"""The SQLite store's connection: the ``BEGIN IMMEDIATE`` transaction every write runs in.
+"""The SQLite store's one connection to its file, and the one thread every call runs on.
 
-One writer at a time across processes, readers never blocked; an error rolls back.
+``SQLiteFile`` opens the file (created with mode 0600 whatever the umask, since task arguments
+and results may hold personal data; SQLite gives its ``-wal`` and ``-shm`` files the same
+mode), switches it to WAL, installs the schema, and runs every call on one dedicated thread
+that holds the connection (``run``, ``call``), turning ``sqlite3`` errors into dowork's:
+``BackendBusy`` past the busy timeout, ``BackendFull``, ``DuplicateTask``, or a
+``BackendError`` or ``BackendUnavailable`` that names the path and says what to fix. It also
+notices the file deleted or replaced under a running worker (``check``). ``transaction`` is
+the ``BEGIN IMMEDIATE`` block every write runs in: one writer at a time across processes,
+readers never blocked.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import os
 import sqlite3
-from collections.abc import Iterator
+import threading
+import urllib.parse
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
-__all__ = ["transaction"]
+from ...errors import (
+    BackendBusy,
+    BackendError,
+    BackendFull,
+    BackendUnavailable,
+    DuplicateTask,
+    StoreLost,
+)
+from . import schema
+from .rows import CLAIMED_OK, claim_test
+
+__all__ = ["SQLiteFile", "transaction"]
+
+T = TypeVar("T")
 
 
 @contextlib.contextmanager
@@ -23,3 +50,200 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
             conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+
+
+class SQLiteFile:
+    """One SQLite file, opened on first use, with its connection on a thread of its own.
+
+    ``path``, ``busy_timeout``, ``synchronous`` and ``create`` are ``SQLiteBackend``'s
+    arguments of the same names; ``conn`` is the connection once open (used on the thread
+    only) and ``ok_sql`` the claim's readability test for this file (``rows.claim_test``).
+    """
+
+    def __init__(self, path: str, *, busy_timeout: float, synchronous: str, create: bool) -> None:
+        self.path = path
+        self.busy_timeout = busy_timeout
+        self.synchronous = synchronous
+        self.create = create
+        self.conn: sqlite3.Connection | None = None
+        self.ok_sql = CLAIMED_OK
+        self._executor: ThreadPoolExecutor | None = None
+        self._open_lock = threading.Lock()
+        #: The opened file's (st_dev, st_ino), to notice it deleted or replaced (``check``).
+        self._identity: tuple[int, int] | None = None
+        self._where = os.path.abspath(path)  # the path, whatever the cwd becomes
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` on the connection's thread (opening the file first if need be)."""
+        if self._executor is None:
+            await self.open()
+        assert self._executor is not None
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, fn, *args)
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise BackendBusy(
+                    f"{self.path}: {exc} (another process held it past the busy timeout of "
+                    f"{self.busy_timeout:g}s)"
+                ) from exc
+            if "full" in str(exc):
+                raise BackendFull(f"{self.path}: {exc}; nothing of this write was stored") from exc
+            raise BackendError(f"{self.path}: {exc}") from exc
+        except sqlite3.IntegrityError as exc:
+            if "UNIQUE" in str(exc) or "PRIMARY KEY" in str(exc):
+                raise DuplicateTask(f"{self.path}: {exc}") from exc
+            raise BackendError(f"{self.path}: a value the table refuses ({exc})") from exc
+        except sqlite3.DatabaseError as exc:  # a corrupt or full file
+            raise BackendError(f"{self.path}: {exc}") from exc
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(conn, *args)`` on the connection's thread, as ``run``."""
+        return await self.run(self._apply, fn, args)
+
+    def _apply(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        conn = self.conn
+        assert conn is not None
+        return fn(conn, *args)
+
+    async def open(self) -> None:
+        """Open the file, switch it to WAL and create the table and indexes if missing.
+
+        Raises:
+            BackendUnavailable: the file cannot be opened (its directory is missing, it is
+                read-only, or it does not exist and ``create`` is off).
+            BackendError: it is not a SQLite database, or SQLite failed otherwise.
+        """
+        with self._open_lock:
+            if self._executor is not None:
+                return
+            executor = ThreadPoolExecutor(1, thread_name_prefix="dowork-sqlite")
+            try:
+                executor.submit(self._connect).result()
+            except BaseException as exc:
+                executor.shutdown(wait=False)
+                if isinstance(exc, sqlite3.Error):
+                    raise self._open_error(exc) from exc
+                raise
+            self._executor = executor
+
+    async def close(self) -> None:
+        """Close the connection and its thread."""
+        executor, self._executor = self._executor, None
+        if executor is None:
+            return
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            await asyncio.get_running_loop().run_in_executor(executor, conn.close)
+        executor.shutdown(wait=True)
+
+    def check(self) -> None:
+        """Raise ``StoreLost`` if the file at the path is not the one opened (``check_store``)."""
+        opened = self._identity
+        if opened is None or self._executor is None:
+            return
+        try:
+            st = os.stat(self._where)
+        except FileNotFoundError:
+            what = "was deleted"
+        except OSError:
+            return  # cannot tell (e.g. a directory made unreadable): no verdict
+        else:
+            if (st.st_dev, st.st_ino) == opened:
+                return
+            what = "was replaced by another file"
+        raise StoreLost(
+            f"SQLite database {self.path} {what} while this process had it open; it keeps "
+            "reading the old file, which no producer writes to: restart it to use the file "
+            "now at the path"
+        )
+
+    def _in_memory(self) -> bool:
+        return self.path == ":memory:" or self.path.startswith("file:")
+
+    def _create_private(self) -> None:
+        """Create the database file with mode 0600 (umask or not) if it does not exist yet."""
+        if self._in_memory():
+            return
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        except OSError:
+            return  # an existing file keeps its owner's mode; other errors are SQLite's to report
+        try:
+            os.fchmod(fd, 0o600)  # a umask such as 0o277 would have taken bits away
+        finally:
+            os.close(fd)
+
+    def _connect(self) -> None:
+        memory = self._in_memory()
+        if self.create or memory:
+            self._create_private()
+            conn = sqlite3.connect(
+                self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
+            )
+        else:  # only an existing file: mode=rw never creates one
+            target = urllib.parse.quote(os.path.abspath(self.path))
+            conn = sqlite3.connect(
+                f"file:{target}?mode=rw",
+                timeout=self.busy_timeout,
+                isolation_level=None,
+                check_same_thread=False,
+                uri=True,
+            )
+        try:
+            if not (self.create or memory):
+                _require_tables(conn, self.path)
+            conn.execute("PRAGMA auto_vacuum = INCREMENTAL")  # only takes effect on a new file
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+            schema.install(conn)
+        except BaseException:
+            conn.close()
+            raise
+        self.conn = conn
+        self.ok_sql = claim_test(conn)
+        self._identity = self._file_identity()
+
+    def _file_identity(self) -> tuple[int, int] | None:
+        """The (device, inode) of the file at the path, or None (in memory, or missing)."""
+        if self._in_memory():
+            return None
+        try:
+            st = os.stat(self._where)
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino
+
+    def _open_error(self, exc: sqlite3.Error) -> BackendError:
+        """A dowork error for a file SQLite cannot open, saying what to fix."""
+        path, text = self.path, str(exc)
+        folder = os.path.dirname(os.path.abspath(path))
+        if "readonly" in text or "read-only" in text:
+            return BackendUnavailable(
+                f"SQLite database {path} is read-only ({text}): dowork writes to the file and "
+                "to its directory (the -wal and -shm files); check their permissions"
+            )
+        if "not a database" in text:
+            return BackendError(f"{path} is not a SQLite database ({text}): check the path")
+        if isinstance(exc, sqlite3.OperationalError) and "unable to open" in text:
+            if not os.path.isdir(folder):
+                why = f"its directory {folder} does not exist"
+            elif os.path.isdir(path):
+                why = "it is a directory"
+            elif not self.create and not os.path.exists(path):
+                why = "no such file (nothing was created); check the path"
+            else:
+                why = f"{text}; check the permissions of the file and of {folder}"
+            return BackendUnavailable(f"cannot open SQLite database {path}: {why}")
+        return BackendError(f"{path}: {text}")
+
+
+def _require_tables(conn: sqlite3.Connection, path: str) -> None:
+    """Refuse a file without dowork's tables when only an existing store may be opened."""
+    if not conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'dowork_tasks'"
+    ).fetchone():
+        raise BackendUnavailable(
+            f"{path} holds no dowork tasks (no dowork_tasks table): check the path"
+        )

@@ -1,0 +1,293 @@
+"""The worker side of ``SQLiteBackend``: the protocol methods a queue's engine calls.
+
+``SQLiteStore`` holds push, claim, settle, heartbeat, release, progress, reap, get, cancel,
+next_due, counts, wake, wait, purge_finished and check_store. Each is a thin coroutine that
+runs one function over the connection on the store's thread (``SQLiteFile.call``): the short
+ones live here, the claim in ``claims``, settlements in ``outcomes`` and maintenance in
+``upkeep``. Work pushed or released in this process wakes its idle workers at once
+(``Wakeups``); other processes' work is found by polling every ``poll_interval``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Mapping, Sequence
+
+from .._protocol import (
+    LEASED,
+    PRIORITY_AGING,
+    WHILE_UNFINISHED,
+    Outcome,
+    Record,
+    Settlement,
+    Wakeups,
+)
+from . import claims, outcomes, upkeep
+from .connection import SQLiteFile, transaction
+from .lanes import NEXT_DUE_SQL
+from .records import COLUMNS, record
+from .schema import HELD_SQL, WAITING_SQL
+
+__all__ = ["SQLiteStore"]
+
+
+class SQLiteStore:
+    """The worker-side methods of ``SQLiteBackend`` (see ``Backend``), over its ``_file``."""
+
+    _file: SQLiteFile
+    _wakeups: Wakeups
+    keep_finished: float
+    keep_dead: float | None
+    poll_interval: float
+
+    def _keep(self) -> outcomes.Keep:
+        """The retention settings as they are now (they may be changed at any time)."""
+        return outcomes.Keep(self.keep_finished, self.keep_dead)
+
+    async def check_store(self) -> None:
+        """Raise ``StoreLost`` if the file at the path is not the one this backend opened.
+
+        A worker calls it at every maintenance step: a file deleted (or replaced, e.g. by a
+        restore or a ``mv``) under a running worker leaves its connection on the old file,
+        which no producer writes to any more, so new work would be stranded in silence.
+        """
+        self._file.check()
+
+    async def push(self, records: Sequence[Record], *, fresh: bool = False) -> dict[str, str]:
+        """Insert records in one transaction (those whose idempotency key is free)."""
+        if not records:
+            return {}
+        same = await self._file.call(_push, records)
+        self._wakeups.notify({r.queue for r in records if r.id not in same})
+        return same
+
+    async def claim(
+        self,
+        queue: str,
+        now: float,
+        limit: int,
+        lease: float,
+        owner: str,
+        max_running: int | None = None,
+        alone_from: int | None = None,
+        *,
+        aging: float = PRIORITY_AGING,
+        rates: Mapping[str, tuple[int, float]] | None = None,
+        per_key: int | None = None,
+    ) -> list[Record]:
+        """Lease up to ``limit`` of the most urgent due records in one transaction."""
+        if limit <= 0:
+            return []
+        request = claims.Claim(
+            queue, now, limit, lease, owner, max_running, alone_from, aging, rates, per_key
+        )
+        return await self._file.call(self._claim, request)
+
+    def _claim(self, conn: sqlite3.Connection, request: claims.Claim) -> list[Record]:
+        keep_dead = self._keep().of(Outcome.DEAD, None)
+        return claims.claim(conn, request, self._file.ok_sql, keep_dead)
+
+    async def settle(self, settlements: Sequence[Settlement]) -> list[str]:
+        """Write outcomes in one transaction; refuse those whose lease token is stale."""
+        if not settlements:
+            return []
+        return await self._file.call(outcomes.settle, settlements, self._keep())
+
+    async def heartbeat(
+        self, leases: Sequence[tuple[str, int]], now: float, lease: float
+    ) -> tuple[list[str], list[str]]:
+        """Extend leases; report the lost ones and those asked to cancel."""
+        if not leases:
+            return [], []
+        return await self._file.call(_heartbeat, leases, now, lease)
+
+    async def release(self, ids: Sequence[str], now: float) -> list[str]:
+        """Make later-due waiting records due now."""
+        if not ids:
+            return []
+        released = await self._file.call(_release, list(ids), now)
+        self._wakeups.notify({queue for _, queue in released})
+        return [task_id for task_id, _ in released]
+
+    async def progress(self, updates: Sequence[tuple[str, int, str]]) -> None:
+        """Store reported progress for records still on the reporting attempt."""
+        if updates:
+            await self._file.call(_progress, updates)
+
+    async def reap(self, queue: str, now: float, crash_budget: int) -> tuple[int, int]:
+        """Requeue expired leases; dead-letter tasks that crashed their workers too often."""
+        return await self._file.call(self._reap, queue, now, crash_budget)
+
+    def _reap(
+        self, conn: sqlite3.Connection, queue: str, now: float, crash_budget: int
+    ) -> tuple[int, int]:
+        keep_dead = self._keep().of(Outcome.DEAD, None)
+        return upkeep.reap(conn, queue, now, crash_budget, keep_dead)
+
+    async def get(self, ids: Sequence[str]) -> list[Record]:
+        """Fetch records by id."""
+        if not ids:
+            return []
+        return await self._file.call(_get, list(ids))
+
+    async def cancel(self, task_id: str, now: float) -> str:
+        """Cancel a waiting task, or flag a running one for its worker."""
+        return await self._file.call(self._cancel, task_id, now)
+
+    def _cancel(self, conn: sqlite3.Connection, task_id: str, now: float) -> str:
+        return _cancel(conn, task_id, now, self.keep_finished)
+
+    async def next_due(self, queue: str) -> float | None:
+        """Earliest run time of the queue's waiting records."""
+        return await self._file.call(_next_due, queue)
+
+    async def counts(self, queue: str) -> dict[str, int]:
+        """Records per status."""
+        return await self._file.call(_counts, queue)
+
+    async def wake(self, queue: str, at: float) -> None:
+        """A task of ``queue`` fell due at ``at``: wake this process's idle workers of it."""
+        self._wakeups.notify({queue})
+
+    async def wait(self, queue: str, timeout: float) -> None:
+        """Wait for a push from this process, or ``min(timeout, poll_interval)`` seconds."""
+        await self._wakeups.wait(queue, min(timeout, self.poll_interval))
+
+    async def purge_finished(self, now: float) -> int:
+        """Delete finished records past their retention and return freed pages to the OS."""
+        return await self._file.call(upkeep.purge_finished, now)
+
+
+def _push(conn: sqlite3.Connection, records: Sequence[Record]) -> dict[str, str]:
+    same: dict[str, str] = {}
+    with transaction(conn):
+        if any(r.idempotency_key is not None for r in records):
+            records = _claim_keys(conn, records, same)
+        rows = [
+            (
+                r.id, r.queue, r.name, r.payload, r.options, r.status, r.attempts, r.run_at,
+                r.created_at, r.created_at, r.priority, r.slot, r.concurrency_key or None,
+            )
+            for r in records
+        ]  # fmt: skip
+        conn.executemany(
+            "INSERT INTO dowork_tasks (id, queue, name, payload, options, status, attempts,"
+            " run_at, created_at, updated_at, priority, slot, concurrency_key)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+    return same
+
+
+def _claim_keys(
+    conn: sqlite3.Connection, records: Sequence[Record], same: dict[str, str]
+) -> list[Record]:
+    """Take the free idempotency keys; return the records to store, fill ``same``."""
+    fresh: list[Record] = []
+    for r in records:
+        key = r.idempotency_key
+        if key is not None:
+            held = conn.execute(
+                "SELECT task_id FROM dowork_idempotency i"
+                " WHERE queue = ? AND key = ? AND expires_at > ? AND (expires_at < ?"
+                " OR EXISTS (SELECT 1 FROM dowork_tasks t WHERE t.id = i.task_id"
+                f" AND (t.{WAITING_SQL} OR t.{HELD_SQL})))",
+                (r.queue, key, r.created_at, WHILE_UNFINISHED),
+            ).fetchone()
+            if held is not None:
+                same[r.id] = held[0]
+                continue
+            conn.execute(
+                "INSERT OR REPLACE INTO dowork_idempotency (queue, key, task_id, expires_at)"
+                " VALUES (?, ?, ?, ?)",
+                (r.queue, key, r.id, r.idempotency_until or r.created_at),
+            )
+        fresh.append(r)
+    return fresh
+
+
+def _heartbeat(
+    conn: sqlite3.Connection, leases: Sequence[tuple[str, int]], now: float, lease: float
+) -> tuple[list[str], list[str]]:
+    lost: list[str] = []
+    cancel: list[str] = []
+    with transaction(conn):
+        for task_id, token in leases:
+            row = conn.execute(
+                "UPDATE dowork_tasks SET lease_until = ?"
+                f" WHERE id = ? AND {HELD_SQL} AND attempts = ? RETURNING cancel_requested",
+                (now + lease, task_id, token),
+            ).fetchone()
+            if row is None:
+                lost.append(task_id)
+            elif row[0]:
+                cancel.append(task_id)
+    return lost, cancel
+
+
+def _release(conn: sqlite3.Connection, ids: list[str], now: float) -> list[tuple[str, str]]:
+    released: list[tuple[str, str]] = []
+    with transaction(conn):
+        for task_id in ids:
+            row = conn.execute(
+                "UPDATE dowork_tasks SET run_at = ?, updated_at = ?,"
+                " status = CASE status WHEN 'scheduled' THEN 'pending' ELSE status END"
+                f" WHERE id = ? AND {WAITING_SQL} AND run_at > ? RETURNING queue",
+                (now, now, task_id, now),
+            ).fetchone()
+            if row is not None:
+                released.append((task_id, row[0]))
+    return released
+
+
+def _progress(conn: sqlite3.Connection, updates: Sequence[tuple[str, int, str]]) -> None:
+    with transaction(conn):
+        conn.executemany(
+            "UPDATE dowork_tasks SET progress = ? WHERE id = ? AND attempts = ?",
+            [(text, task_id, token) for task_id, token, text in updates],
+        )
+
+
+def _get(conn: sqlite3.Connection, ids: list[str]) -> list[Record]:
+    found: list[Record] = []
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        rows = conn.execute(
+            f"SELECT {COLUMNS} FROM dowork_tasks WHERE id IN ({marks})", chunk
+        ).fetchall()
+        found.extend(record(row) for row in rows)
+    return found
+
+
+def _cancel(conn: sqlite3.Connection, task_id: str, now: float, keep_finished: float) -> str:
+    with transaction(conn):
+        row = conn.execute("SELECT status FROM dowork_tasks WHERE id = ?", (task_id,)).fetchone()
+        if row is None:
+            return "unknown"
+        status = row[0]
+        if status in ("pending", "scheduled", "retrying"):
+            conn.execute(
+                "UPDATE dowork_tasks SET status = 'cancelled', error = 'cancelled',"
+                " updated_at = ?, finished_at = ?, expires_at = ? WHERE id = ?",
+                (now, now, now + keep_finished, task_id),
+            )
+            return "cancelled"
+        if status in LEASED:
+            conn.execute("UPDATE dowork_tasks SET cancel_requested = 1 WHERE id = ?", (task_id,))
+            return "requested"
+        return "finished"
+
+
+def _next_due(conn: sqlite3.Connection, queue: str) -> float | None:
+    plain, keyed = conn.execute(NEXT_DUE_SQL, (queue,)).fetchone()
+    # A run_at of the wrong type (text) is no time: maintenance buries its record.
+    times = [float(t) for t in (plain, keyed) if isinstance(t, int | float)]
+    return min(times) if times else None
+
+
+def _counts(conn: sqlite3.Connection, queue: str) -> dict[str, int]:
+    rows = conn.execute(
+        "SELECT status, COUNT(*) FROM dowork_tasks WHERE queue = ? GROUP BY status", (queue,)
+    ).fetchall()
+    return {status: count for status, count in rows}
