@@ -97,9 +97,12 @@ compute from the prefix, so they need a single Redis (or a primary with replicas
 cluster. Finished records carry no Redis TTL: ``purge_finished(now)`` deletes them, so that
 the retention follows the same clock as everything else.
 
-The package: ``backend`` holds ``RedisBackend``, the class users build; ``scripts``
-assembles the Lua scripts it runs from ``lua/`` (one file per script, shared parts in
-``lua/include``).
+The package, one concern a module: ``backend`` (``RedisBackend``, assembled from the parts
+below), ``client`` (connections, round trips, errors, the epoch), ``wire`` (packed commands
+from threads), ``urls`` and ``policy`` (what a URL carries, the ``maxmemory-policy``),
+``records`` (task hashes and script arguments), ``push``, ``claim`` and ``store`` (the
+worker's protocol), ``admin`` (the operator's reads and writes), and ``scripts``, which
+assembles the Lua scripts of ``lua/`` (one file per script, shared parts in ``lua/include``).
 """
 
 from __future__ import annotations

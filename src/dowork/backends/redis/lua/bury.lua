@@ -1,6 +1,6 @@
 -- ARGV: P, now, expires_at, n, then n x (id, token, why). Dead-letters as malformed the records
--- a claim gave out that Python cannot read (see bury in include/checks.lua, and the Python
--- side's _claimed), if they still run on that token.
+-- a claim gave out that Python cannot read (see bury in include/checks.lua, and split_claimed
+-- in records.py), if they still run on that token.
 --#include prelude
 
 local function body()

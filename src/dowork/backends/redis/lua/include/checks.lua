@@ -3,7 +3,7 @@
 -- fails them is left alone (no script stops half way), and the claim, the settle and the reaper
 -- move it to the dead letters with reason malformed (bury), its other fields kept for
 -- `dowork inspect`. CHECKS is the table of the stored fields and their tests; Python adds the
--- check Lua cannot make cheaply (text that is not UTF-8: see _claimed), and the worker checks
+-- check Lua cannot make cheaply (text that is not UTF-8: see records.py), and the worker checks
 -- the payload and options, as on every backend. Needs only P.
 
 -- A finite number written as Python's repr writes one ("12", "1.5", "1e+16"), or nil: Lua's

@@ -1,0 +1,248 @@
+"""Leasing tasks to a worker: ``claim``, and ``wait_claim`` for an idle one.
+
+Every claim is one ``claim.lua`` call (the inbox drained, flow control applied, the records
+leased and read back in one step). An idle worker with no flow control pops its queue's inbox
+instead and starts the task it gets at once, before any script runs: ``take.lua`` records its
+lease in the background, and every later call about that task waits for it (``_taken``).
+Records a claim gave out that Python cannot read are dead-lettered (``bury.lua``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import redis
+import redis.exceptions
+
+from ...errors import BackendError
+from .._protocol import PRIORITY_AGING, Outcome, Record
+from .client import Connection, Link
+from .records import from_inbox, num, rate_args, split_claimed, utf8
+
+__all__ = ["Fetcher"]
+
+log = logging.getLogger("dowork")
+
+
+class Fetcher(Connection):
+    """The fetching part of ``RedisBackend``: claims, the inbox pop, recorded starts."""
+
+    async def claim(
+        self,
+        queue: str,
+        now: float,
+        limit: int,
+        lease: float,
+        owner: str,
+        max_running: int | None = None,
+        alone_from: int | None = None,
+        *,
+        aging: float = PRIORITY_AGING,
+        rates: Mapping[str, tuple[int, float]] | None = None,
+        per_key: int | None = None,
+    ) -> list[Record]:
+        """Lease up to ``limit`` due records (fewer under ``max_running``) in one script."""
+        if limit <= 0:
+            return []
+        await self.check_worker()
+        return await self._claim(
+            queue, now, limit, lease, owner, max_running, alone_from, aging, rates, per_key
+        )
+
+    async def _claim(
+        self,
+        queue: str,
+        now: float,
+        limit: int,
+        lease: float,
+        owner: str,
+        max_running: int | None,
+        alone_from: int | None,
+        aging: float,
+        rates: Mapping[str, tuple[int, float]] | None,
+        per_key: int | None,
+        popped: bytes = b"",
+    ) -> list[Record]:
+        """``claim``, giving back an entry the caller ``popped`` from the inbox (see claim.lua)."""
+        cap = "" if max_running is None else str(max_running)
+        alone = "" if alone_from is None else str(alone_from)
+        each = "" if per_key is None else str(per_key)
+        rows = await self._script(
+            "claim", utf8(queue), num(now), limit, num(now + lease), utf8(owner), cap, alone,
+            popped, num(lease), num(aging), each, self._keep_dead(), *rate_args(rates),
+        )  # fmt: skip
+        return await self._claimed(rows, owner)
+
+    async def _pop(
+        self,
+        link: Link,
+        queue: str,
+        block: str,
+        now: float,
+        limit: int,
+        lease: float,
+        owner: str,
+        alone_from: int | None,
+        aging: float,
+    ) -> list[Record]:
+        """``wait_claim`` of a worker with no flow control: pop the inbox, start what it gives.
+
+        The pop goes with ``peek.lua`` in one round trip: an entry whose id is in use (or twice
+        in ``taken``) is given back to a claim instead, which dead-letters it; one stored by a
+        drain meanwhile starts only once ``take.lua`` says so.
+        """
+        q = f"{self._keys}q:{queue}:"
+        inbox = utf8(q + "inbox")
+        began = link.loop.time()
+        peek = link.scripts["peek"]
+        with self._errors():
+            popped, peeked = await self._raw(
+                link,
+                ("BLMOVE", inbox, utf8(q + "taken"), "LEFT", "RIGHT", block),
+                ("EVALSHA", peek.sha, 0, self._keys, utf8(queue)),  # (see peek.lua)
+            )
+            if isinstance(popped, redis.exceptions.OutOfMemoryError):
+                popped = peeked = b"t"  # Redis is full: a claim drains it (see may_fill.lua)
+            elif isinstance(popped, Exception):
+                raise popped
+            if isinstance(peeked, redis.exceptions.NoScriptError):  # Redis restarted
+                await link.client.script_load(peek.script)
+            elif isinstance(peeked, Exception):
+                raise peeked
+        if popped is None:
+            return []
+        record = from_inbox(popped, queue)
+        if record is None or isinstance(peeked, Exception) or utf8(record.id) in peeked[1]:
+            # A wake-up token, garbage, an id in use, or not peeked (Redis restarted and lost
+            # the script): give it back to a claim, which checks everything.
+            return await self._claim(
+                queue, now, limit, lease, owner, None, alone_from, aging, None, None,
+                popped,
+            )  # fmt: skip
+        now += link.loop.time() - began  # the blocking wait
+        record.status, record.attempts, record.owner = "running", 1, owner
+        record.lease_until, record.updated_at = now + lease, now
+        if utf8(record.id) not in peeked[0]:  # stored by a drain meanwhile: ask first
+            if await self._take(record, popped) == 0:
+                return []
+            return [record]
+        self._start_take(link, record, popped)
+        return [record]
+
+    async def wait_claim(
+        self,
+        queue: str,
+        timeout: float,
+        now: float,
+        limit: int,
+        lease: float,
+        owner: str,
+        max_running: int | None = None,
+        alone_from: int | None = None,
+        *,
+        aging: float = PRIORITY_AGING,
+        rates: Mapping[str, tuple[int, float]] | None = None,
+        per_key: int | None = None,
+    ) -> list[Record]:
+        """``wait`` then ``claim``: what an idle worker does.
+
+        A worker with no flow control to apply (no ``max_running``, rate limits or
+        ``per_key``) pops the queue's inbox into ``taken`` and, when that gives it a task
+        pushed by ``submit()``, returns it at once, started before any script ran: ``take``
+        records its lease in the background, and every later call about that task waits
+        for it. A wake-up token it pops instead is given back to a claim. Any other worker
+        waits for the inbox to hold something (popping it back in place) and sends the
+        claim in the same round trip, so that it runs in Redis the moment a push comes.
+        Either way the drained tokens' and tasks' times serve as ``now`` when later than
+        the ``now`` given (taken before the wait); leases run from that time.
+        """
+        if timeout <= 0 or limit <= 0:
+            return await self.claim(
+                queue, now, limit, lease, owner, max_running, alone_from, aging=aging,
+                rates=rates, per_key=per_key,
+            )  # fmt: skip
+        await self.check_worker()
+        link = self._link()
+        q = f"{self._keys}q:{queue}:"
+        inbox = utf8(q + "inbox")
+        block = num(max(0.01, min(timeout, self.ping_interval, self.socket_timeout / 2)))
+        if max_running is None and not rates and per_key is None:
+            return await self._pop(link, queue, block, now, limit, lease, owner, alone_from, aging)
+        script = link.scripts["claim"]
+        cap = "" if max_running is None else str(max_running)
+        alone = "" if alone_from is None else str(alone_from)
+        claim = (
+            "EVALSHA", script.sha, 0, self._keys, utf8(queue), num(now), limit,
+            num(now + lease), utf8(owner), cap, alone, "", num(lease), num(aging),
+            "" if per_key is None else str(per_key), self._keep_dead(), *rate_args(rates),
+        )  # fmt: skip
+        with self._errors():
+            wait = ("BLMOVE", inbox, inbox, "LEFT", "LEFT", block)  # (moves nothing)
+            popped, rows = await self._raw(link, wait, claim)
+            if isinstance(rows, redis.exceptions.NoScriptError):  # Redis restarted
+                await link.client.script_load(script.script)
+                return []
+            for answer in (popped, rows):
+                if isinstance(answer, Exception):
+                    raise answer
+        return await self._claimed(rows, owner)
+
+    def _keep_dead(self) -> str:
+        """Seconds a dead letter is kept, as the claim script takes it (see ``bury``)."""
+        return num(self._retention(Outcome.DEAD, None))
+
+    async def _claimed(self, rows: Sequence[Any], owner: str) -> list[Record]:
+        """The records of a claim's answer; those Python cannot read are dead-lettered."""
+        claimed, unfit = split_claimed(rows, owner)
+        buried = rows[2]
+        for task_id, why in zip(buried[::2], buried[1::2], strict=True):
+            shown, reason = (bytes(b).decode("utf-8", "backslashreplace") for b in (task_id, why))
+            log.error("%r: task %r dead-lettered (malformed): %s", self, shown, reason)
+        if unfit:
+            now = float(rows[0])
+            args: list[str | bytes | int] = [num(now), num(now + float(self._keep_dead()))]
+            args.append(len(unfit))
+            for task_id, token, why in unfit:
+                args += [task_id, token, utf8(why)]
+            await self._script("bury", *args)
+            for task_id, _, why in unfit:
+                shown = task_id.decode("utf-8", "backslashreplace")
+                log.error("%r: task %r dead-lettered (malformed): %s", self, shown, why)
+        return claimed
+
+    def _start_take(self, link: Link, record: Record, entry: bytes) -> None:
+        """Record in the background that this worker runs a task it popped (see ``take.lua``)."""
+
+        async def take() -> None:
+            try:
+                code = await self._take(record, entry)
+                if code == 0:  # its settlement will be refused, like a lost lease's
+                    log.warning("%r: task %s is not this worker's to run any more", self, record.id)
+            except BackendError as exc:  # Redis away: the drain and the reaper take over
+                log.warning("%r: could not record the start of task %s (%r)", self, record.id, exc)
+            finally:
+                self._taking.pop(record.id, None)
+
+        self._taking[record.id] = link.loop.create_task(take())
+
+    async def _take(self, record: Record, entry: bytes) -> int:
+        """Record that this worker runs a task it popped (``take.lua``); 0 if it must not."""
+        assert record.lease_until is not None
+        code = await self._script(
+            "take", utf8(record.queue), entry, utf8(record.owner or ""),
+            num(record.lease_until), num(record.updated_at),
+        )  # fmt: skip
+        return int(code)
+
+    async def _taken(self, ids: Sequence[str]) -> None:
+        """Wait until the starts of these tasks are recorded (see ``_start_take``)."""
+        if not self._taking:
+            return
+        loop = asyncio.get_running_loop()
+        taking = (self._taking.get(i) for i in ids)
+        pending = [t for t in taking if t is not None and t.get_loop() is loop]
+        if pending:
+            await asyncio.wait(pending)

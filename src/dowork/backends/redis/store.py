@@ -1,0 +1,323 @@
+"""The worker's side of the store protocol, beyond pushes and claims: ``Store``.
+
+Settlements, heartbeats, progress and releases of leased tasks (each a batch in one script),
+the reaper (which also notices a wiped Redis and relieves a full one), lookups by id, a
+queue's counts and next due time, and waiting for work (``wait``, ``wake``). ``Store`` puts
+the parts of the worker's protocol together: ``Producer`` (pushes) and ``Fetcher`` (claims).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import redis
+import redis.exceptions
+
+from ...errors import BackendError, BackendFull, BackendUnavailable
+from .._protocol import Outcome, Record, Settlement
+from .claim import Fetcher
+from .push import Producer
+from .records import PURGE_BATCH, from_inbox, head_score, num, opt, show_record, utf8
+
+__all__ = ["Store"]
+
+log = logging.getLogger("dowork")
+_FINAL = {
+    Outcome.SUCCEEDED: "succeeded",
+    Outcome.FAILED: "failed",
+    Outcome.CANCELLED: "cancelled",
+    Outcome.DEAD: "dead",
+}
+#: The share of ``maxmemory`` from which the reaper purges finished records early.
+_MEMORY_SHORT = 0.95
+#: Seconds a finished record is kept, however short memory is.
+_EARLY_AGE = 300.0
+
+
+class Store(Producer, Fetcher):
+    """The worker's store: every call a worker makes, on one ``Connection``."""
+
+    async def settle(self, settlements: Sequence[Settlement]) -> list[str]:
+        """Write outcomes in one script; refuse those whose lease token is stale."""
+        if not settlements:
+            return []
+        await self._taken([s.id for s in settlements])
+        args: list[str | bytes | int] = [len(settlements)]
+        for s in settlements:
+            args += self._settle_args(s)
+        try:
+            refused = await self._script("settle", *args)
+        except (BackendUnavailable, BackendFull):
+            raise
+        except BackendError as exc:  # the script refused an outcome: it wrote nothing
+            if len(settlements) > 1:  # each alone, so that one never holds back the rest
+                refused = []
+                for s in settlements:
+                    refused += await self.settle([s])
+                return refused
+            log.error("%r: outcome of task %r dropped: %s", self, settlements[0].id, exc)
+            return [settlements[0].id]  # (its lease runs out: the reaper takes it back)
+        return [i.decode("utf-8", "surrogatepass") for i in refused]
+
+    def _settle_args(self, s: Settlement) -> list[str | bytes | int]:
+        """One settlement's ``settle.lua`` arguments."""
+        if s.outcome is Outcome.STARTED:
+            status, expires = "started", ""
+        elif s.outcome is Outcome.RETRY:
+            status, expires = "retrying", ""
+        else:
+            keep = self._retention(s.outcome, s.keep)
+            status, expires = _FINAL[s.outcome], (num(s.now + keep) if keep > 0 else "")
+        return [
+            utf8(s.id), s.token, status, num(s.now), num(s.run_at), opt(s.error),
+            opt(s.reason), opt(s.result), expires, opt(s.payload), opt(s.attempt),
+            "1" if s.ran else "",
+        ]  # fmt: skip
+
+    async def heartbeat(
+        self, leases: Sequence[tuple[str, int]], now: float, lease: float
+    ) -> tuple[list[str], list[str]]:
+        """Extend leases; report the lost ones and those asked to cancel."""
+        if not leases:
+            return [], []
+        await self._taken([i for i, _ in leases])
+        args: list[str | bytes | int] = [num(now + lease), len(leases)]
+        for task_id, token in leases:
+            args += [utf8(task_id), token]
+        codes = await self._script("heartbeat", *args)
+        lost = [i for (i, _), code in zip(leases, codes, strict=True) if code == 0]
+        cancel = [i for (i, _), code in zip(leases, codes, strict=True) if code == 2]
+        return lost, cancel
+
+    async def release(self, ids: Sequence[str], now: float) -> list[str]:
+        """Make later-due waiting records due now (one script); wakes their queues' workers."""
+        if not ids:
+            return []
+        flat = await self._script("release", num(now), len(ids), *[utf8(i) for i in ids])
+        released = [bytes(v).decode("utf-8", "surrogatepass") for v in flat]
+        self._wakeups.notify(set(released[1::2]))
+        return released[::2]
+
+    async def progress(self, updates: Sequence[tuple[str, int, str]]) -> None:
+        """Store reported progress for records still on the reporting attempt (one script)."""
+        if not updates:
+            return
+        await self._taken([i for i, _, _ in updates])
+        args: list[str | bytes | int] = [len(updates)]
+        for task_id, token, text in updates:
+            args += [utf8(task_id), token, utf8(text)]
+        await self._script("progress", *args)
+
+    async def reap(self, queue: str, now: float, crash_budget: int) -> tuple[int, int]:
+        """Requeue expired leases; dead-letter tasks that crashed their workers too often.
+
+        Every worker reaps on a timer, so this is also where a wiped store is noticed.
+        """
+        link = self._link()
+        with self._errors():
+            await self._check_epoch(link.client)
+        if await self._memory_short():
+            await self._relieve(now)
+        requeued, dead = await self._script(
+            "reap",
+            utf8(queue),
+            num(now),
+            crash_budget,
+            num(now + self._retention(Outcome.DEAD, None)),
+        )
+        return int(requeued), int(dead)
+
+    async def get(self, ids: Sequence[str]) -> list[Record]:
+        """Fetch records by id (one pipelined round trip)."""
+        if not ids:
+            return []
+        found = await self._get(ids)
+        if len(found) < len(set(ids)):  # maybe in an inbox: drain them all, and look again
+            for _ in range(1000):
+                if not await self._script("drain", b""):
+                    break
+            have = {r.id for r in found}
+            found += await self._get([i for i in ids if i not in have])
+            order = {task_id: n for n, task_id in enumerate(ids)}
+            found.sort(key=lambda r: order[r.id])
+        return found
+
+    async def _get(self, ids: Sequence[str]) -> list[Record]:
+        link = self._link()
+        with self._errors():
+            hashes = await self._raw(
+                link, *[("HGETALL", utf8(self._keys + "task:" + task_id)) for task_id in ids]
+            )
+            for answer in hashes:
+                if isinstance(answer, Exception):
+                    raise answer
+        return [show_record(h) for h in hashes if h]
+
+    async def cancel(self, task_id: str, now: float) -> str:
+        """Cancel a waiting task, or flag a running one for its worker."""
+        answer = await self._script(
+            "cancel", utf8(task_id), num(now), num(now + self.keep_finished)
+        )
+        return bytes(answer).decode()
+
+    async def next_due(self, queue: str) -> float | None:
+        """Earliest run time of the queue's waiting records, across levels and lanes.
+
+        One round trip for a queue without priority levels (the heads of the plain waiting
+        zset and of the lanes' earliest run times), a second for the heads of the levels'
+        zsets when there are some.
+        """
+        link = self._link()
+        q = f"{self._keys}q:{queue}:"
+        waiting = utf8(q + "waiting")
+        with self._errors():
+            first, *heads = await self._raw(
+                link,
+                ("LRANGE", utf8(q + "inbox"), 0, 8),
+                ("SMEMBERS", utf8(q + "levels")),
+                ("ZRANGE", waiting, 0, 0, "WITHSCORES"),
+                ("ZRANGE", utf8(q + "lanes:due"), 0, 0, "WITHSCORES"),
+                ("ZRANGE", utf8(q + "lanes:later"), 0, 0, "WITHSCORES"),
+            )
+            for answer in (first, *heads):
+                if isinstance(answer, Exception):
+                    raise answer
+            # Tasks in the inbox (see inbox.lua) are due at once; at most its first 8 entries are
+            # wake-up tokens, which announce tasks found below.
+            pushed = [from_inbox(e, queue) for e in first]
+            if any(r is not None for r in pushed):
+                return min(r.run_at for r in pushed if r is not None)
+            levels, heads = heads[0], heads[1:]
+            if levels:
+                heads += await self._raw(
+                    link, *[("ZRANGE", waiting + b":" + p, 0, 0, "WITHSCORES") for p in levels]
+                )
+            for answer in heads:
+                if isinstance(answer, Exception):
+                    raise answer
+        times = [head_score(head) for head in heads if head]
+        return min(times) if times else None
+
+    async def counts(self, queue: str) -> dict[str, int]:
+        """Records per status (kept up to date by every script), plus the inbox, exactly.
+
+        The inbox is counted, not drained (a drain moves 1,000 entries at most): its tasks
+        are pending, those popped into ``taken`` running; wake-up tokens (only ever among its
+        first 8 entries, see ``inbox.lua``) are not tasks. One transaction, so nothing moves
+        between the reads; a Redis at maxmemory refuses transactions, so there the reads go
+        one after the other (a drain between them may count a task twice, as nothing new can
+        be pushed then).
+        """
+        link = self._link()
+        q = f"{self._keys}q:{queue}:"
+        inbox = utf8(q + "inbox")
+        reads: tuple[tuple[str | bytes | int, ...], ...] = (
+            ("HGETALL", utf8(q + "counts")),
+            ("LLEN", inbox),
+            ("LRANGE", inbox, 0, 7),
+            ("LRANGE", utf8(q + "taken"), 0, -1),
+        )
+        with self._errors():
+            answers = await self._raw(link, ("MULTI",), *reads, ("EXEC",))
+            if any(isinstance(a, redis.exceptions.OutOfMemoryError) for a in answers):
+                answers = [await self._raw(link, *reads)]
+            for answer in answers:
+                if isinstance(answer, Exception):
+                    raise answer
+        raw, inboxed, head, taken = answers[-1]
+        if not isinstance(raw, dict):  # RESP2: a flat list of fields and values
+            raw = dict(zip(raw[::2], raw[1::2], strict=True))
+        counts = {k.decode() if isinstance(k, bytes) else k: int(v) for k, v in raw.items()}
+        tokens = sum(1 for e in head if bytes(e)[:1] == b"t")
+        pending = int(inboxed) - tokens
+        if pending:
+            counts["pending"] = counts.get("pending", 0) + pending
+        running = sum(1 for e in taken if bytes(e)[:1] != b"t")
+        if running:
+            counts["running"] = counts.get("running", 0) + running
+        return {status: n for status, n in counts.items() if n > 0}
+
+    async def wake(self, queue: str, at: float) -> None:
+        """A task of ``queue`` fell due at ``at``: wake an idle worker (a token in its inbox).
+
+        Workers block on the inbox, so a retry that falls due while they wait is seen at once
+        rather than at their next timeout.
+        """
+        await self._script("wake", utf8(queue), num(at))
+        self._wakeups.notify({queue})
+
+    async def wait(self, queue: str, timeout: float) -> None:
+        """Return on a push to ``queue`` from any process, or after ``timeout`` seconds.
+
+        Blocks until the queue's inbox holds something (``BLMOVE`` of its head back in
+        place), then drains it (see ``inbox.lua``): every push adds a task or a wake-up token
+        there, so one idle worker wakes per push. Without a server it sleeps out the timeout.
+        """
+        link = self._link()
+        key = utf8(f"{self._keys}q:{queue}:inbox")
+        deadline = link.loop.time() + timeout
+        longest = max(0.01, min(self.ping_interval, self.socket_timeout / 2))
+        while True:
+            left = deadline - link.loop.time()
+            if left <= 0:
+                return
+            try:
+                wait = ("BLMOVE", key, key, "LEFT", "LEFT", num(min(left, longest)))
+                drain = ("EVALSHA", link.scripts["drain"].sha, 0, self._keys, utf8(queue))
+                popped, drained = await self._raw(link, wait, drain)  # (the move moves nothing)
+                if isinstance(drained, redis.exceptions.NoScriptError):  # Redis restarted
+                    await link.client.script_load(link.scripts["drain"].script)
+                for answer in (popped, drained):
+                    if isinstance(answer, Exception):
+                        raise answer
+                if popped is not None:
+                    return
+            except (redis.exceptions.RedisError, OSError) as exc:
+                log.debug("%r: blocking wait failed (%r)", self, exc)
+                await self._wakeups.wait(queue, deadline - link.loop.time())
+                return
+
+    async def _memory_short(self) -> bool:
+        """Whether Redis is within 5 % of its ``maxmemory`` (False without a limit)."""
+        link = self._link()
+        with self._errors():
+            (info,) = await self._raw(link, ("INFO", "memory"))
+        if isinstance(info, Exception):  # INFO refused: cannot tell
+            return False
+        text = info.decode("utf-8", "replace") if isinstance(info, bytes) else str(info)
+        fields = dict(line.partition(":")[::2] for line in text.splitlines())
+        try:
+            used, limit = int(fields["used_memory"]), int(fields["maxmemory"])
+        except (KeyError, ValueError):
+            return False
+        return limit > 0 and used >= limit * _MEMORY_SHORT
+
+    async def _relieve(self, now: float) -> None:
+        """Memory is short: purge finished records first, so that work can go on.
+
+        Those past their retention go at once; if there are none, one batch of those that
+        finished more than ``_EARLY_AGE`` ago (judged by the default retention; the earliest
+        to expire first) goes before its time, with a warning. Fresh results stay, for the
+        callers waiting on them: a full Redis drains without purging anything anyway.
+        """
+        if await self.purge_finished(now):
+            return
+        before = now + self.keep_finished - _EARLY_AGE
+        early = int(await self._script("purge", num(before), PURGE_BATCH))
+        if early:
+            log.warning(
+                "%r: Redis is near maxmemory: purged %d finished record(s) before their "
+                "retention ran out, to make room",
+                self,
+                early,
+            )
+
+    async def purge_finished(self, now: float) -> int:
+        """Delete finished records past their retention, a batch per script call."""
+        total = 0
+        while True:
+            deleted = int(await self._script("purge", num(now), PURGE_BATCH))
+            total += deleted
+            if deleted < PURGE_BATCH:
+                return total

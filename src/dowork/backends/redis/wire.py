@@ -1,0 +1,152 @@
+"""Commands packed in C and sent in one write on a pooled connection, from a thread.
+
+The blocking client (``push_sync``: ``submit()`` from any thread) skips redis-py's command
+layers: ``commands_sync`` packs the commands with hiredis, writes them at once and reads the
+answers; ``transaction_sync`` does the same for a ``MULTI``/``EXEC`` of script calls. A
+connection that fails after a request went out raises ``Unanswered``: the request may have
+run. ``CONNECTION_ARGS`` and ``pack`` serve the asyncio round trip too (``Connection._raw``).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import redis
+import redis.asyncio
+import redis.exceptions
+from redis.commands.core import Script
+
+#: redis-py before 5.3 wants a command name for ``ConnectionPool.get_connection``; later
+#: versions warn about it.
+CONNECTION_ARGS = (
+    ()
+    if inspect.signature(redis.asyncio.ConnectionPool.get_connection)
+    .parameters["command_name"]
+    .default
+    is None
+    else ("EVALSHA",)
+)
+
+__all__ = [
+    "CONNECTION_ARGS",
+    "Command",
+    "Unanswered",
+    "commands_sync",
+    "evalsha_sync",
+    "pack",
+    "transaction_sync",
+]
+pack: Callable[[tuple[Any, ...]], bytes] | None
+try:
+    from hiredis import pack_command as pack
+except ImportError:  # pragma: no cover - hiredis comes with dowork[redis]
+    pack = None
+
+
+class Unanswered(redis.exceptions.ConnectionError):
+    """The connection failed after a request was (maybe partly) sent: it may have run.
+
+    A ``ConnectionError``, so that reads report ``BackendUnavailable`` as before; pushes
+    report ``OutcomeUnknown`` instead (see ``RedisBackend._pushing``).
+    """
+
+
+#: One Redis command and its arguments, as ``hiredis.pack_command`` takes them.
+Command = tuple[str | bytes, ...]
+
+
+def commands_sync(client: redis.Redis, *commands: Sequence[str | bytes | int]) -> list[Any]:
+    """Send commands in one write from a thread and read their answers (errors are raised).
+
+    The commands are packed in C (hiredis) and go out on a pooled connection of a blocking
+    client: the same round trip as a redis-py pipeline, without the layers of its command
+    execution (a good part of a single push's cost in the caller's thread).
+    """
+    if pack is None:
+        with client.pipeline(transaction=False) as pipe:
+            for command in commands:
+                pipe.execute_command(*command)  # type: ignore[no-untyped-call]
+            return pipe.execute()
+    pool = client.connection_pool
+    conn = pool.get_connection(*CONNECTION_ARGS)
+    answers: list[Any] = []
+    try:
+        conn.send_packed_command(  # type: ignore[no-untyped-call]
+            [pack(tuple(c)) for c in commands], check_health=False
+        )
+        for _ in commands:
+            answers.append(conn.read_response())
+    except redis.exceptions.ResponseError:
+        if len(answers) < len(commands) - 1:  # answers left unread: out of step
+            conn.disconnect()  # type: ignore[no-untyped-call]
+        raise
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+        conn.disconnect()  # type: ignore[no-untyped-call]  # mid-answer: out of step
+        raise Unanswered(f"no reply to a request sent ({exc!r})") from exc
+    except BaseException:
+        conn.disconnect()  # type: ignore[no-untyped-call]  # mid-answer: out of step
+        raise
+    finally:
+        pool.release(conn)
+    return answers
+
+
+def evalsha_sync(client: redis.Redis, sha: str, args: Sequence[str | bytes | int]) -> Any:
+    """``EVALSHA`` from a thread (see ``commands_sync``)."""
+    return commands_sync(client, ("EVALSHA", sha, 0, *args))[0]
+
+
+def transaction_sync(
+    client: redis.Redis,
+    scripts: dict[str, Script],
+    calls: Sequence[tuple[str, Sequence[str | bytes | int]]],
+    flag: bytes,
+) -> Any:
+    """Run script calls in one ``MULTI``/``EXEC`` (then delete ``flag``); the first answer.
+
+    Packed in C (hiredis) and read by hand: redis-py's pipeline encodes every argument in
+    Python, a good part of a bulk push's cost.
+    """
+    if pack is None:
+        with client.pipeline(transaction=True) as pipe:
+            for name, args in calls:
+                scripts[name](args=args, client=pipe)
+            if flag:
+                pipe.delete(flag)
+            return pipe.execute()[0]
+    commands: list[tuple[Any, ...]] = [("MULTI",)]
+    commands += [("EVALSHA", scripts[name].sha, 0, *args) for name, args in calls]
+    if flag:
+        commands.append(("DEL", flag))
+    commands.append(("EXEC",))
+    pool = client.connection_pool
+    conn = pool.get_connection(*CONNECTION_ARGS)
+    try:
+        conn.send_packed_command(  # type: ignore[no-untyped-call]
+            [pack(c) for c in commands], check_health=False
+        )
+        error: redis.exceptions.ResponseError | None = None
+        for _ in commands[:-1]:  # +OK, then +QUEUED each (or an error: EXEC then aborts)
+            try:
+                conn.read_response()
+            except redis.exceptions.ResponseError as exc:
+                error = error or exc
+        try:
+            answers = conn.read_response()
+        except redis.exceptions.ResponseError as exc:  # EXECABORT
+            raise error or exc from None
+    except redis.exceptions.ResponseError:
+        raise  # every answer was read: the connection is fine
+    except BaseException:
+        conn.disconnect()  # type: ignore[no-untyped-call]  # mid-answer: out of step
+        raise
+    finally:
+        pool.release(conn)
+    first = answers[0]
+    if isinstance(first, redis.exceptions.ResponseError):
+        if str(first).startswith("NOSCRIPT"):
+            raise redis.exceptions.NoScriptError(str(first))
+        raise first
+    return first
