@@ -101,8 +101,9 @@ The package, one concern a module: ``backend`` (``RedisBackend``, assembled from
 below), ``client`` (connections, round trips, errors, the epoch), ``wire`` (packed commands
 from threads), ``urls`` and ``policy`` (what a URL carries, the ``maxmemory-policy``),
 ``records`` (task hashes and script arguments), ``push``, ``claim`` and ``store`` (the
-worker's protocol), ``admin`` (the operator's reads and writes), and ``scripts``, which
-assembles the Lua scripts of ``lua/`` (one file per script, shared parts in ``lua/include``).
+worker's protocol), ``admin`` (``StoreAdmin``: what operators and handles ask), and
+``scripts``, which assembles the Lua scripts of ``lua/`` (one file per script, shared parts
+in ``lua/include``).
 """
 
 from __future__ import annotations

@@ -1,15 +1,20 @@
-"""What operators (the command line, the dashboard) ask of the store: ``Admin``.
+"""The ``StoreAdmin`` part of the protocol, what operators and handles ask: ``Admin``.
 
-Listing a queue a page at a time (``list.lua``), the queues there are, sending finished
-tasks back (``requeue.lua``), purging a queue in batches (``purge_queue.lua``), and the
-workers' beats and per-minute outcome counts (``beat.lua`` writes them; reads are plain).
+Records by id (draining inboxes for those not stored yet), cancelling one, a queue's counts
+(the inbox counted too), the queues there are, a page of a queue's records (``list.lua``),
+sending finished tasks back (``requeue.lua``), purging a queue in batches
+(``purge_queue.lua``), and the live workers and per-minute outcome counts (written by
+``beat.lua`` from ``Store.beat``; read here with plain commands).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
-from .._protocol import STATS_MINUTES, Record, WorkerBeat, check_page, minute_of, status_filter
+import redis
+import redis.exceptions
+
+from .._protocol import Record, WorkerBeat, check_page, minute_of, status_filter
 from .client import Connection
 from .records import PURGE_BATCH, num, show_record, utf8
 
@@ -17,7 +22,79 @@ __all__ = ["Admin"]
 
 
 class Admin(Connection):
-    """The operator's part of ``RedisBackend``: listings, requeues, purges, beats and stats."""
+    """``StoreAdmin`` on Redis: the calls of the command line, the dashboard and handles."""
+
+    async def get(self, ids: Sequence[str]) -> list[Record]:
+        """Fetch records by id (one pipelined round trip)."""
+        if not ids:
+            return []
+        found = await self._get(ids)
+        if len(found) < len(set(ids)):  # maybe in an inbox: drain them all, and look again
+            for _ in range(1000):
+                if not await self._script("drain", b""):
+                    break
+            have = {r.id for r in found}
+            found += await self._get([i for i in ids if i not in have])
+            order = {task_id: n for n, task_id in enumerate(ids)}
+            found.sort(key=lambda r: order[r.id])
+        return found
+
+    async def _get(self, ids: Sequence[str]) -> list[Record]:
+        link = self._link()
+        with self._errors():
+            hashes = await self._raw(
+                link, *[("HGETALL", utf8(self._keys + "task:" + task_id)) for task_id in ids]
+            )
+            for answer in hashes:
+                if isinstance(answer, Exception):
+                    raise answer
+        return [show_record(h) for h in hashes if h]
+
+    async def cancel(self, task_id: str, now: float) -> str:
+        """Cancel a waiting task, or flag a running one for its worker."""
+        answer = await self._script(
+            "cancel", utf8(task_id), num(now), num(now + self.keep_finished)
+        )
+        return bytes(answer).decode()
+
+    async def counts(self, queue: str) -> dict[str, int]:
+        """Records per status (kept up to date by every script), plus the inbox, exactly.
+
+        The inbox is counted, not drained (a drain moves 1,000 entries at most): its tasks
+        are pending, those popped into ``taken`` running; wake-up tokens (only ever among its
+        first 8 entries, see ``inbox.lua``) are not tasks. One transaction, so nothing moves
+        between the reads; a Redis at maxmemory refuses transactions, so there the reads go
+        one after the other (a drain between them may count a task twice, as nothing new can
+        be pushed then).
+        """
+        link = self._link()
+        q = f"{self._keys}q:{queue}:"
+        inbox = utf8(q + "inbox")
+        reads: tuple[tuple[str | bytes | int, ...], ...] = (
+            ("HGETALL", utf8(q + "counts")),
+            ("LLEN", inbox),
+            ("LRANGE", inbox, 0, 7),
+            ("LRANGE", utf8(q + "taken"), 0, -1),
+        )
+        with self._errors():
+            answers = await self._raw(link, ("MULTI",), *reads, ("EXEC",))
+            if any(isinstance(a, redis.exceptions.OutOfMemoryError) for a in answers):
+                answers = [await self._raw(link, *reads)]
+            for answer in answers:
+                if isinstance(answer, Exception):
+                    raise answer
+        raw, inboxed, head, taken = answers[-1]
+        if not isinstance(raw, dict):  # RESP2: a flat list of fields and values
+            raw = dict(zip(raw[::2], raw[1::2], strict=True))
+        counts = {k.decode() if isinstance(k, bytes) else k: int(v) for k, v in raw.items()}
+        tokens = sum(1 for e in head if bytes(e)[:1] == b"t")
+        pending = int(inboxed) - tokens
+        if pending:
+            counts["pending"] = counts.get("pending", 0) + pending
+        running = sum(1 for e in taken if bytes(e)[:1] != b"t")
+        if running:
+            counts["running"] = counts.get("running", 0) + running
+        return {status: n for status, n in counts.items() if n > 0}
 
     async def queues(self) -> list[str]:
         """Names of the queues with records, sorted (the ``P:queues`` set)."""
@@ -52,27 +129,6 @@ class Admin(Connection):
             total += deleted
             if deleted < PURGE_BATCH:
                 return total
-
-    async def beat(
-        self,
-        worker: WorkerBeat,
-        now: float,
-        ttl: float,
-        finished: Mapping[int, Mapping[str, int]] | None = None,
-    ) -> None:
-        """Store the worker's beat and add its outcome counts, in one script."""
-        args: list[str | bytes | int] = [
-            utf8(worker.id),
-            utf8(worker.queue),
-            utf8(worker.to_json()),
-            num(now),
-            num(now + ttl) if ttl > 0 else "",
-            minute_of(now) - STATS_MINUTES * 60,
-        ]
-        for minute, by_outcome in (finished or {}).items():
-            for outcome, n in by_outcome.items():
-                args += [f"{int(minute)}:{outcome}", n]
-        await self._script("beat", *args)
 
     async def workers(self, now: float) -> list[WorkerBeat]:
         """The workers whose beat has not expired (one round trip)."""

@@ -1,7 +1,8 @@
 """``RedisBackend``: the class users build, a worker's store and an operator's view in one.
 
-It is assembled from the package's parts: ``Store`` (the worker's protocol: push, claim, settle
-and the rest, over ``Connection``) and ``Admin`` (listing, requeueing, purging, worker beats).
+It is assembled from the package's parts as ``Backend`` is from the protocol's: ``Store`` (the
+worker's methods: push, claim, settle and the rest) and ``Admin`` (``StoreAdmin``: get,
+counts, list, requeue, purge and the rest), both over one ``Connection``.
 """
 
 from __future__ import annotations

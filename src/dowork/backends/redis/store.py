@@ -1,24 +1,25 @@
 """The worker's side of the store protocol, beyond pushes and claims: ``Store``.
 
 Settlements, heartbeats, progress and releases of leased tasks (each a batch in one script),
-the reaper (which also notices a wiped Redis and relieves a full one), lookups by id, a
-queue's counts and next due time, and waiting for work (``wait``, ``wake``). ``Store`` puts
-the parts of the worker's protocol together: ``Producer`` (pushes) and ``Fetcher`` (claims).
+the reaper (which also notices a wiped Redis and relieves a full one), a queue's next due
+time, waiting for work (``wait``, ``wake``), purging finished records and the worker's beat.
+``Store`` puts the worker's parts together: ``Producer`` (pushes) and ``Fetcher`` (claims);
+what ``Backend`` takes from ``StoreAdmin`` is in ``admin``.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import redis
 import redis.exceptions
 
 from ...errors import BackendError, BackendFull, BackendUnavailable
-from .._protocol import Outcome, Record, Settlement
+from .._protocol import STATS_MINUTES, Outcome, Settlement, WorkerBeat, minute_of
 from .claim import Fetcher
 from .push import Producer
-from .records import PURGE_BATCH, from_inbox, head_score, num, opt, show_record, utf8
+from .records import PURGE_BATCH, from_inbox, head_score, num, opt, utf8
 
 __all__ = ["Store"]
 
@@ -128,39 +129,6 @@ class Store(Producer, Fetcher):
         )
         return int(requeued), int(dead)
 
-    async def get(self, ids: Sequence[str]) -> list[Record]:
-        """Fetch records by id (one pipelined round trip)."""
-        if not ids:
-            return []
-        found = await self._get(ids)
-        if len(found) < len(set(ids)):  # maybe in an inbox: drain them all, and look again
-            for _ in range(1000):
-                if not await self._script("drain", b""):
-                    break
-            have = {r.id for r in found}
-            found += await self._get([i for i in ids if i not in have])
-            order = {task_id: n for n, task_id in enumerate(ids)}
-            found.sort(key=lambda r: order[r.id])
-        return found
-
-    async def _get(self, ids: Sequence[str]) -> list[Record]:
-        link = self._link()
-        with self._errors():
-            hashes = await self._raw(
-                link, *[("HGETALL", utf8(self._keys + "task:" + task_id)) for task_id in ids]
-            )
-            for answer in hashes:
-                if isinstance(answer, Exception):
-                    raise answer
-        return [show_record(h) for h in hashes if h]
-
-    async def cancel(self, task_id: str, now: float) -> str:
-        """Cancel a waiting task, or flag a running one for its worker."""
-        answer = await self._script(
-            "cancel", utf8(task_id), num(now), num(now + self.keep_finished)
-        )
-        return bytes(answer).decode()
-
     async def next_due(self, queue: str) -> float | None:
         """Earliest run time of the queue's waiting records, across levels and lanes.
 
@@ -198,45 +166,6 @@ class Store(Producer, Fetcher):
                     raise answer
         times = [head_score(head) for head in heads if head]
         return min(times) if times else None
-
-    async def counts(self, queue: str) -> dict[str, int]:
-        """Records per status (kept up to date by every script), plus the inbox, exactly.
-
-        The inbox is counted, not drained (a drain moves 1,000 entries at most): its tasks
-        are pending, those popped into ``taken`` running; wake-up tokens (only ever among its
-        first 8 entries, see ``inbox.lua``) are not tasks. One transaction, so nothing moves
-        between the reads; a Redis at maxmemory refuses transactions, so there the reads go
-        one after the other (a drain between them may count a task twice, as nothing new can
-        be pushed then).
-        """
-        link = self._link()
-        q = f"{self._keys}q:{queue}:"
-        inbox = utf8(q + "inbox")
-        reads: tuple[tuple[str | bytes | int, ...], ...] = (
-            ("HGETALL", utf8(q + "counts")),
-            ("LLEN", inbox),
-            ("LRANGE", inbox, 0, 7),
-            ("LRANGE", utf8(q + "taken"), 0, -1),
-        )
-        with self._errors():
-            answers = await self._raw(link, ("MULTI",), *reads, ("EXEC",))
-            if any(isinstance(a, redis.exceptions.OutOfMemoryError) for a in answers):
-                answers = [await self._raw(link, *reads)]
-            for answer in answers:
-                if isinstance(answer, Exception):
-                    raise answer
-        raw, inboxed, head, taken = answers[-1]
-        if not isinstance(raw, dict):  # RESP2: a flat list of fields and values
-            raw = dict(zip(raw[::2], raw[1::2], strict=True))
-        counts = {k.decode() if isinstance(k, bytes) else k: int(v) for k, v in raw.items()}
-        tokens = sum(1 for e in head if bytes(e)[:1] == b"t")
-        pending = int(inboxed) - tokens
-        if pending:
-            counts["pending"] = counts.get("pending", 0) + pending
-        running = sum(1 for e in taken if bytes(e)[:1] != b"t")
-        if running:
-            counts["running"] = counts.get("running", 0) + running
-        return {status: n for status, n in counts.items() if n > 0}
 
     async def wake(self, queue: str, at: float) -> None:
         """A task of ``queue`` fell due at ``at``: wake an idle worker (a token in its inbox).
@@ -321,3 +250,24 @@ class Store(Producer, Fetcher):
             total += deleted
             if deleted < PURGE_BATCH:
                 return total
+
+    async def beat(
+        self,
+        worker: WorkerBeat,
+        now: float,
+        ttl: float,
+        finished: Mapping[int, Mapping[str, int]] | None = None,
+    ) -> None:
+        """Store the worker's beat and add its outcome counts, in one script."""
+        args: list[str | bytes | int] = [
+            utf8(worker.id),
+            utf8(worker.queue),
+            utf8(worker.to_json()),
+            num(now),
+            num(now + ttl) if ttl > 0 else "",
+            minute_of(now) - STATS_MINUTES * 60,
+        ]
+        for minute, by_outcome in (finished or {}).items():
+            for outcome, n in by_outcome.items():
+                args += [f"{int(minute)}:{outcome}", n]
+        await self._script("beat", *args)
