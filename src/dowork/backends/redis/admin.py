@@ -1,10 +1,10 @@
-"""The ``StoreAdmin`` part of the protocol, what operators and handles ask: ``Admin``.
+"""The ``StoreAdmin`` part of the protocol, what operators and handles ask: ``RedisAdmin``.
 
 Records by id (draining inboxes for those not stored yet), cancelling one, a queue's counts
 (the inbox counted too), the queues there are, a page of a queue's records (``list.lua``),
 sending finished tasks back (``requeue.lua``), purging a queue in batches
 (``purge_queue.lua``), and the live workers and per-minute outcome counts (written by
-``beat.lua`` from ``Store.beat``; read here with plain commands).
+``beat.lua`` from ``RedisStore.beat``; read here with plain commands).
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from .._protocol import Record, WorkerBeat, check_page, minute_of, status_filter
 from .client import Connection
 from .records import PURGE_BATCH, num, show_record, utf8
 
-__all__ = ["Admin"]
+__all__ = ["RedisAdmin"]
 
 
-class Admin(Connection):
+class RedisAdmin(Connection):
     """``StoreAdmin`` on Redis: the calls of the command line, the dashboard and handles."""
 
     async def get(self, ids: Sequence[str]) -> list[Record]:

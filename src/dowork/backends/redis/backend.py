@@ -1,19 +1,19 @@
 """``RedisBackend``: the class users build, a worker's store and an operator's view in one.
 
-It is assembled from the package's parts as ``Backend`` is from the protocol's: ``Store`` (the
-worker's methods: push, claim, settle and the rest) and ``Admin`` (``StoreAdmin``: get,
+It is assembled from the package's parts as ``Backend`` is from the protocol's: ``RedisStore`` (the
+worker's methods: push, claim, settle and the rest) and ``RedisAdmin`` (``StoreAdmin``: get,
 counts, list, requeue, purge and the rest), both over one ``Connection``.
 """
 
 from __future__ import annotations
 
-from .admin import Admin
-from .store import Store
+from .admin import RedisAdmin
+from .store import RedisStore
 
 __all__ = ["RedisBackend"]
 
 
-class RedisBackend(Store, Admin):
+class RedisBackend(RedisStore, RedisAdmin):
     """A task store in Redis, shared by worker processes on any number of hosts.
 
     Args:

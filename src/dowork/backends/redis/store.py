@@ -1,9 +1,9 @@
-"""The worker's side of the store protocol, beyond pushes and claims: ``Store``.
+"""The worker's side of the store protocol, beyond pushes and claims: ``RedisStore``.
 
 Settlements, heartbeats, progress and releases of leased tasks (each a batch in one script),
 the reaper (which also notices a wiped Redis and relieves a full one), a queue's next due
 time, waiting for work (``wait``, ``wake``), purging finished records and the worker's beat.
-``Store`` puts the worker's parts together: ``Producer`` (pushes) and ``Fetcher`` (claims);
+``RedisStore`` puts the worker's parts together: ``Producer`` (pushes) and ``Fetcher`` (claims);
 what ``Backend`` takes from ``StoreAdmin`` is in ``admin``.
 """
 
@@ -21,7 +21,7 @@ from .claim import Fetcher
 from .push import Producer
 from .records import PURGE_BATCH, from_inbox, head_score, num, opt, utf8
 
-__all__ = ["Store"]
+__all__ = ["RedisStore"]
 
 log = logging.getLogger("dowork")
 _FINAL = {
@@ -36,7 +36,7 @@ _MEMORY_SHORT = 0.95
 _EARLY_AGE = 300.0
 
 
-class Store(Producer, Fetcher):
+class RedisStore(Producer, Fetcher):
     """The worker's store: every call a worker makes, on one ``Connection``."""
 
     async def settle(self, settlements: Sequence[Settlement]) -> list[str]:
