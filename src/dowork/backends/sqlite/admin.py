@@ -1,22 +1,23 @@
-"""The operator side of ``SQLiteBackend``: what the CLI, the dashboard and worker beats use.
+"""The operator side of ``SQLiteBackend``: the ``StoreAdmin`` methods the CLI and dashboard use.
 
-``SQLiteAdmin`` lists the queues (a loose index scan, one probe per queue) and a queue's
+``SQLiteAdmin`` looks records up by id (``get``), cancels one (``cancel``), counts a queue's
+records per status, lists the queues (a loose index scan, one probe per queue) and a queue's
 records page by page (through the ``(queue, status, created_at)`` and ``(queue, created_at)``
 indexes), sends finished records back to pending (``requeue``), deletes a queue's records
-(``purge``), and keeps the workers' beats and per-minute outcome counts (``beat``,
-``workers``, ``stats``). Each method runs one function over the connection on the store's
-thread, as the worker side does (``store``).
+(``purge``), and reads the workers' beats and per-minute outcome counts (``workers``,
+``stats``; workers write them with ``beat``, in ``store``). Each method runs one function
+over the connection on the store's thread, as the worker side does.
 """
 
 from __future__ import annotations
 
 import builtins
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 from .._protocol import (
+    LEASED,
     REQUEUABLE,
-    STATS_MINUTES,
     Record,
     Wakeups,
     WorkerBeat,
@@ -32,10 +33,28 @@ __all__ = ["SQLiteAdmin"]
 
 
 class SQLiteAdmin:
-    """The operator-side methods of ``SQLiteBackend`` (see ``Backend``), over its ``_file``."""
+    """``SQLiteBackend``'s methods of the ``StoreAdmin`` protocol, over its ``_file``."""
 
     _file: SQLiteFile
     _wakeups: Wakeups
+    keep_finished: float
+
+    async def get(self, ids: Sequence[str]) -> builtins.list[Record]:
+        """Fetch records by id."""
+        if not ids:
+            return []
+        return await self._file.call(_get, builtins.list(ids))
+
+    async def cancel(self, task_id: str, now: float) -> str:
+        """Cancel a waiting task, or flag a running one for its worker."""
+        return await self._file.call(self._cancel, task_id, now)
+
+    def _cancel(self, conn: sqlite3.Connection, task_id: str, now: float) -> str:
+        return _cancel(conn, task_id, now, self.keep_finished)
+
+    async def counts(self, queue: str) -> dict[str, int]:
+        """Records per status."""
+        return await self._file.call(_counts, queue)
 
     async def queues(self) -> builtins.list[str]:
         """Names of the queues with records, sorted (one index probe per queue)."""
@@ -55,21 +74,6 @@ class SQLiteAdmin:
         if wanted == ():
             return 0
         return await self._file.call(_purge_queue, queue, wanted)
-
-    async def beat(
-        self,
-        worker: WorkerBeat,
-        now: float,
-        ttl: float,
-        finished: Mapping[int, Mapping[str, int]] | None = None,
-    ) -> None:
-        """Store the worker's beat and add its outcome counts, in one transaction."""
-        rows = [
-            (worker.queue, int(minute), outcome, n)
-            for minute, by_outcome in (finished or {}).items()
-            for outcome, n in by_outcome.items()
-        ]
-        await self._file.call(_beat, worker, now, ttl, rows)
 
     async def workers(self, now: float) -> builtins.list[WorkerBeat]:
         """The workers whose beat has not expired."""
@@ -141,34 +145,6 @@ def _purge_queue(conn: sqlite3.Connection, queue: str, wanted: tuple[str, ...] |
     return deleted
 
 
-def _beat(
-    conn: sqlite3.Connection,
-    worker: WorkerBeat,
-    now: float,
-    ttl: float,
-    rows: list[tuple[str, int, str, int]],
-) -> None:
-    with transaction(conn):
-        conn.execute("DELETE FROM dowork_workers WHERE expires_at <= ?", (now,))
-        if ttl > 0:
-            conn.execute(
-                "INSERT OR REPLACE INTO dowork_workers (id, expires_at, beat) VALUES (?, ?, ?)",
-                (worker.id, now + ttl, worker.to_json()),
-            )
-        else:
-            conn.execute("DELETE FROM dowork_workers WHERE id = ?", (worker.id,))
-        if rows:
-            conn.executemany(
-                "INSERT INTO dowork_stats (queue, minute, outcome, n) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT (queue, minute, outcome) DO UPDATE SET n = n + excluded.n",
-                rows,
-            )
-            conn.execute(
-                "DELETE FROM dowork_stats WHERE queue = ? AND minute < ?",
-                (worker.queue, minute_of(now) - STATS_MINUTES * 60),
-            )
-
-
 def _workers(conn: sqlite3.Connection, now: float) -> list[WorkerBeat]:
     rows = conn.execute(
         "SELECT beat FROM dowork_workers WHERE expires_at > ? ORDER BY id", (now,)
@@ -205,3 +181,41 @@ def _list(
         (queue, *(wanted or ()), limit, offset),
     ).fetchall()
     return [record(row) for row in rows]
+
+
+def _get(conn: sqlite3.Connection, ids: list[str]) -> list[Record]:
+    found: list[Record] = []
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        rows = conn.execute(
+            f"SELECT {COLUMNS} FROM dowork_tasks WHERE id IN ({marks})", chunk
+        ).fetchall()
+        found.extend(record(row) for row in rows)
+    return found
+
+
+def _cancel(conn: sqlite3.Connection, task_id: str, now: float, keep_finished: float) -> str:
+    with transaction(conn):
+        row = conn.execute("SELECT status FROM dowork_tasks WHERE id = ?", (task_id,)).fetchone()
+        if row is None:
+            return "unknown"
+        status = row[0]
+        if status in ("pending", "scheduled", "retrying"):
+            conn.execute(
+                "UPDATE dowork_tasks SET status = 'cancelled', error = 'cancelled',"
+                " updated_at = ?, finished_at = ?, expires_at = ? WHERE id = ?",
+                (now, now, now + keep_finished, task_id),
+            )
+            return "cancelled"
+        if status in LEASED:
+            conn.execute("UPDATE dowork_tasks SET cancel_requested = 1 WHERE id = ?", (task_id,))
+            return "requested"
+        return "finished"
+
+
+def _counts(conn: sqlite3.Connection, queue: str) -> dict[str, int]:
+    rows = conn.execute(
+        "SELECT status, COUNT(*) FROM dowork_tasks WHERE queue = ? GROUP BY status", (queue,)
+    ).fetchall()
+    return {status: count for status, count in rows}

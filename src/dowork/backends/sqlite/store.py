@@ -1,11 +1,12 @@
 """The worker side of ``SQLiteBackend``: the protocol methods a queue's engine calls.
 
-``SQLiteStore`` holds push, claim, settle, heartbeat, release, progress, reap, get, cancel,
-next_due, counts, wake, wait, purge_finished and check_store. Each is a thin coroutine that
-runs one function over the connection on the store's thread (``SQLiteFile.call``): the short
-ones live here, the claim in ``claims``, settlements in ``outcomes`` and maintenance in
-``upkeep``. Work pushed or released in this process wakes its idle workers at once
-(``Wakeups``); other processes' work is found by polling every ``poll_interval``.
+``SQLiteStore`` holds what ``Backend`` adds to ``StoreAdmin`` (``admin``): push, claim,
+settle, heartbeat, release, progress, reap, next_due, wake, wait, beat, purge_finished and
+check_store. Each is a thin coroutine that runs one function over the connection on the
+store's thread (``SQLiteFile.call``): the short ones live here, the claim in ``claims``,
+settlements in ``outcomes`` and maintenance in ``upkeep``. Work pushed or released in this
+process wakes its idle workers at once (``Wakeups``); other processes' work is found by
+polling every ``poll_interval``.
 """
 
 from __future__ import annotations
@@ -14,25 +15,26 @@ import sqlite3
 from collections.abc import Mapping, Sequence
 
 from .._protocol import (
-    LEASED,
     PRIORITY_AGING,
+    STATS_MINUTES,
     WHILE_UNFINISHED,
     Outcome,
     Record,
     Settlement,
     Wakeups,
+    WorkerBeat,
+    minute_of,
 )
 from . import claims, outcomes, upkeep
 from .connection import SQLiteFile, transaction
 from .lanes import NEXT_DUE_SQL
-from .records import COLUMNS, record
 from .schema import HELD_SQL, WAITING_SQL
 
 __all__ = ["SQLiteStore"]
 
 
 class SQLiteStore:
-    """The worker-side methods of ``SQLiteBackend`` (see ``Backend``), over its ``_file``."""
+    """The worker-side methods of ``SQLiteBackend`` (``Backend`` less ``StoreAdmin``)."""
 
     _file: SQLiteFile
     _wakeups: Wakeups
@@ -124,26 +126,9 @@ class SQLiteStore:
         keep_dead = self._keep().of(Outcome.DEAD, None)
         return upkeep.reap(conn, queue, now, crash_budget, keep_dead)
 
-    async def get(self, ids: Sequence[str]) -> list[Record]:
-        """Fetch records by id."""
-        if not ids:
-            return []
-        return await self._file.call(_get, list(ids))
-
-    async def cancel(self, task_id: str, now: float) -> str:
-        """Cancel a waiting task, or flag a running one for its worker."""
-        return await self._file.call(self._cancel, task_id, now)
-
-    def _cancel(self, conn: sqlite3.Connection, task_id: str, now: float) -> str:
-        return _cancel(conn, task_id, now, self.keep_finished)
-
     async def next_due(self, queue: str) -> float | None:
         """Earliest run time of the queue's waiting records."""
         return await self._file.call(_next_due, queue)
-
-    async def counts(self, queue: str) -> dict[str, int]:
-        """Records per status."""
-        return await self._file.call(_counts, queue)
 
     async def wake(self, queue: str, at: float) -> None:
         """A task of ``queue`` fell due at ``at``: wake this process's idle workers of it."""
@@ -152,6 +137,21 @@ class SQLiteStore:
     async def wait(self, queue: str, timeout: float) -> None:
         """Wait for a push from this process, or ``min(timeout, poll_interval)`` seconds."""
         await self._wakeups.wait(queue, min(timeout, self.poll_interval))
+
+    async def beat(
+        self,
+        worker: WorkerBeat,
+        now: float,
+        ttl: float,
+        finished: Mapping[int, Mapping[str, int]] | None = None,
+    ) -> None:
+        """Store the worker's beat and add its outcome counts, in one transaction."""
+        rows = [
+            (worker.queue, int(minute), outcome, n)
+            for minute, by_outcome in (finished or {}).items()
+            for outcome, n in by_outcome.items()
+        ]
+        await self._file.call(_beat, worker, now, ttl, rows)
 
     async def purge_finished(self, now: float) -> int:
         """Delete finished records past their retention and return freed pages to the OS."""
@@ -248,37 +248,6 @@ def _progress(conn: sqlite3.Connection, updates: Sequence[tuple[str, int, str]])
         )
 
 
-def _get(conn: sqlite3.Connection, ids: list[str]) -> list[Record]:
-    found: list[Record] = []
-    for start in range(0, len(ids), 500):
-        chunk = ids[start : start + 500]
-        marks = ",".join("?" * len(chunk))
-        rows = conn.execute(
-            f"SELECT {COLUMNS} FROM dowork_tasks WHERE id IN ({marks})", chunk
-        ).fetchall()
-        found.extend(record(row) for row in rows)
-    return found
-
-
-def _cancel(conn: sqlite3.Connection, task_id: str, now: float, keep_finished: float) -> str:
-    with transaction(conn):
-        row = conn.execute("SELECT status FROM dowork_tasks WHERE id = ?", (task_id,)).fetchone()
-        if row is None:
-            return "unknown"
-        status = row[0]
-        if status in ("pending", "scheduled", "retrying"):
-            conn.execute(
-                "UPDATE dowork_tasks SET status = 'cancelled', error = 'cancelled',"
-                " updated_at = ?, finished_at = ?, expires_at = ? WHERE id = ?",
-                (now, now, now + keep_finished, task_id),
-            )
-            return "cancelled"
-        if status in LEASED:
-            conn.execute("UPDATE dowork_tasks SET cancel_requested = 1 WHERE id = ?", (task_id,))
-            return "requested"
-        return "finished"
-
-
 def _next_due(conn: sqlite3.Connection, queue: str) -> float | None:
     plain, keyed = conn.execute(NEXT_DUE_SQL, (queue,)).fetchone()
     # A run_at of the wrong type (text) is no time: maintenance buries its record.
@@ -286,8 +255,29 @@ def _next_due(conn: sqlite3.Connection, queue: str) -> float | None:
     return min(times) if times else None
 
 
-def _counts(conn: sqlite3.Connection, queue: str) -> dict[str, int]:
-    rows = conn.execute(
-        "SELECT status, COUNT(*) FROM dowork_tasks WHERE queue = ? GROUP BY status", (queue,)
-    ).fetchall()
-    return {status: count for status, count in rows}
+def _beat(
+    conn: sqlite3.Connection,
+    worker: WorkerBeat,
+    now: float,
+    ttl: float,
+    rows: list[tuple[str, int, str, int]],
+) -> None:
+    with transaction(conn):
+        conn.execute("DELETE FROM dowork_workers WHERE expires_at <= ?", (now,))
+        if ttl > 0:
+            conn.execute(
+                "INSERT OR REPLACE INTO dowork_workers (id, expires_at, beat) VALUES (?, ?, ?)",
+                (worker.id, now + ttl, worker.to_json()),
+            )
+        else:
+            conn.execute("DELETE FROM dowork_workers WHERE id = ?", (worker.id,))
+        if rows:
+            conn.executemany(
+                "INSERT INTO dowork_stats (queue, minute, outcome, n) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (queue, minute, outcome) DO UPDATE SET n = n + excluded.n",
+                rows,
+            )
+            conn.execute(
+                "DELETE FROM dowork_stats WHERE queue = ? AND minute < ?",
+                (worker.queue, minute_of(now) - STATS_MINUTES * 60),
+            )
