@@ -620,3 +620,35 @@ def test_a_new_file_still_survives_what_its_checks_let_through(
         assert (row[1], row[2]) == (b"dead", b"malformed")
     finally:
         made.close()
+
+
+def test_a_finished_row_with_text_that_is_not_utf8_is_listed_escaped(tmp_path: Path) -> None:
+    """Operators' reads (``list``, ``get``: ``dowork list``, ``inspect``, the dashboard) show
+    such a row with its bytes escaped, and the other rows with it, instead of failing."""
+    path = tmp_path / "u8.db"
+
+    async def body() -> tuple[list[Record], list[Record]]:
+        store = SQLiteBackend(path)
+        try:
+            await store.push(
+                [Record(f"t{i}", QUEUE, "echo", b"{}", NOW, NOW + i) for i in range(2)]
+            )
+            claimed = await store.claim(QUEUE, NOW, 10, 30.0, "w")
+            outcomes = [Settlement(r.id, 1, Outcome.FAILED, NOW + 1, error="x") for r in claimed]
+            assert await store.settle(outcomes) == []
+            conn = sqlite3.connect(path)
+            with conn:  # written by hand: text that is not UTF-8
+                conn.execute(
+                    "UPDATE dowork_tasks SET name = CAST(x'62ff' AS TEXT),"
+                    " error = CAST(x'66fffe' AS TEXT) WHERE id = 't0'"
+                )
+            conn.close()
+            return await store.list(QUEUE), await store.get(["t0", "t1"])
+        finally:
+            await store.close()
+
+    listed, got = asyncio.run(body())
+    assert sorted(r.id for r in listed) == ["t0", "t1"]
+    bad = next(r for r in got if r.id == "t0")
+    assert (bad.name, bad.error, bad.status) == ("b\\xff", "f\\xff\\xfe", "failed")
+    assert next(r for r in got if r.id == "t1").name == "echo"

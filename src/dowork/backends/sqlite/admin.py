@@ -14,6 +14,7 @@ from __future__ import annotations
 import builtins
 import sqlite3
 from collections.abc import Sequence
+from typing import Any
 
 from .._protocol import (
     LEASED,
@@ -175,12 +176,36 @@ def _list(
     if wanted is not None:
         where = f" AND status IN ({','.join('?' * len(wanted))})"
     order = "DESC" if newest_first else "ASC"
-    rows = conn.execute(
+    rows = _read(
+        conn,
         f"SELECT {COLUMNS} FROM dowork_tasks WHERE queue = ?{where}"
         f" ORDER BY created_at {order}, rowid {order} LIMIT ? OFFSET ?",
         (queue, *(wanted or ()), limit, offset),
-    ).fetchall()
+    )
     return [record(row) for row in rows]
+
+
+def _read(conn: sqlite3.Connection, sql: str, args: Sequence[Any]) -> list[Any]:
+    """Rows of a query; text that is not UTF-8 (a row written by hand) is shown escaped.
+
+    The plain read first (decoded in C); only if SQLite cannot decode some text is the query
+    run again with a lenient decoder, so that one such row does not hide the others.
+    """
+    try:
+        return conn.execute(sql, args).fetchall()
+    except sqlite3.OperationalError as exc:
+        if "decode" not in str(exc):
+            raise
+    factory = conn.text_factory
+    conn.text_factory = _lenient
+    try:
+        return conn.execute(sql, args).fetchall()
+    finally:
+        conn.text_factory = factory
+
+
+def _lenient(raw: bytes) -> str:
+    return raw.decode("utf-8", "backslashreplace")
 
 
 def _get(conn: sqlite3.Connection, ids: list[str]) -> list[Record]:
@@ -188,9 +213,7 @@ def _get(conn: sqlite3.Connection, ids: list[str]) -> list[Record]:
     for start in range(0, len(ids), 500):
         chunk = ids[start : start + 500]
         marks = ",".join("?" * len(chunk))
-        rows = conn.execute(
-            f"SELECT {COLUMNS} FROM dowork_tasks WHERE id IN ({marks})", chunk
-        ).fetchall()
+        rows = _read(conn, f"SELECT {COLUMNS} FROM dowork_tasks WHERE id IN ({marks})", chunk)
         found.extend(record(row) for row in rows)
     return found
 
