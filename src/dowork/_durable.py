@@ -374,11 +374,9 @@ class BackendEngine(Engine):
                 if push_sync(records, fresh=fresh):
                     return True
             except BaseException:
-                self._by_id.pop(record.id, None)
-                task._status = status
+                self._unregister(tasks, records, [status])
                 raise
-            self._by_id.pop(record.id, None)
-            task._status = status
+            self._unregister(tasks, records, [status])
             return False
         previous = [task._status for task in tasks]
         for task, record in zip(tasks, records, strict=True):

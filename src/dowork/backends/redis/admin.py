@@ -79,11 +79,14 @@ class RedisAdmin(Connection):
         with self._errors():
             answers = await self._raw(link, ("MULTI",), *reads, ("EXEC",))
             if any(isinstance(a, redis.exceptions.OutOfMemoryError) for a in answers):
-                answers = [await self._raw(link, *reads)]
+                answers = await self._raw(link, *reads)  # the reads' own answers
+                results = answers
+            else:
+                results = answers[-1]  # EXEC's
             for answer in answers:
                 if isinstance(answer, Exception):
                     raise answer
-        raw, inboxed, head, taken = answers[-1]
+        raw, inboxed, head, taken = results
         if not isinstance(raw, dict):  # RESP2: a flat list of fields and values
             raw = dict(zip(raw[::2], raw[1::2], strict=True))
         counts = {k.decode() if isinstance(k, bytes) else k: int(v) for k, v in raw.items()}
