@@ -69,7 +69,7 @@ def test_two_hook_sets_do_not_collide(make_queue: Callable[..., Queue]) -> None:
 
 def test_metrics_listen_on_loopback_only_by_default() -> None:
     """The server socket is bound to 127.0.0.1, and so is the worker command's default."""
-    from dowork.cli import worker
+    from dowork.cli.work import worker
 
     server = serve_metrics(PrometheusHooks())
     try:

@@ -1,0 +1,197 @@
+"""``dowork worker``: run the queues of an app until SIGINT/SIGTERM, with metrics and logs.
+
+The worker applies --backend and --concurrency to the queues it loads, serves Prometheus
+metrics, checks at start that every store can be reached (and that a Redis will not evict
+tasks), then runs until a signal: the first is a warm shutdown, a second stops at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+from typing import Any
+
+import click
+
+from .._load import LoadError, load_queues
+from .._redact import printable, redact_text
+from ..backends import SQLiteBackend
+from ..errors import EvictionPolicyError
+from ..queue import Queue
+from .common import BACKEND_ENV, fail, verbose
+from .processes import start_processes
+
+__all__ = ["worker"]
+
+
+class _Fields(logging.Formatter):
+    """Log lines with dowork's task fields appended when a record carries them."""
+
+    FIELDS = ("queue", "task_name", "task_id", "attempt", "delay", "duration", "outcome")
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Format the message, then the task fields; hide passwords, escape control characters.
+
+        (Task errors and names come from the store: they must not drive the terminal.)
+        """
+        text = super().format(record)
+        extra = [f"{k}={getattr(record, k)}" for k in self.FIELDS if hasattr(record, k)]
+        text = f"{text} [{' '.join(extra)}]" if extra else text
+        return printable(redact_text(text), lines=True)
+
+
+def _setup_logging(verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Fields("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    logging.getLogger("asyncio").setLevel(logging.WARNING)
+
+
+@click.command()
+@click.argument("target")
+@click.option("--backend", metavar="URL", envvar=BACKEND_ENV,
+              help=f"Use this backend instead of the queue's own (or ${BACKEND_ENV}).")  # fmt: skip
+@click.option("-c", "--concurrency", type=click.IntRange(min=1), help="Attempts at once.")
+@click.option("-q", "--queue", "queue_names", multiple=True, help="Only these queues.")
+@click.option("--metrics-port", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Port of the /metrics server (0: a free one).")  # fmt: skip
+@click.option("--metrics-host", default="127.0.0.1", show_default=True)
+@click.option("--no-metrics", is_flag=True, help="Do not serve metrics.")
+@click.option("-p", "--processes", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Start and supervise this many worker processes.")  # fmt: skip
+@click.option("--reload", is_flag=True, help="Restart when the code changes (development).")
+@click.option("--grace", type=float, default=30.0, show_default=True,
+              help="Seconds a warm shutdown may take before stopping at once.")  # fmt: skip
+@click.option("--dump-file", default="dowork-dump.jsonl", show_default=True,
+              help="Where a forced stop writes unfinished in-memory tasks "
+              "(durable queues hand theirs back to the store).")  # fmt: skip
+@click.option("--allow-eviction", is_flag=True,
+              help="Work even on a Redis that may evict tasks (allkeys-* policy).")  # fmt: skip
+def worker(
+    target: str,
+    backend: str | None,
+    concurrency: int | None,
+    queue_names: tuple[str, ...],
+    metrics_port: int,
+    metrics_host: str,
+    no_metrics: bool,
+    processes: int,
+    reload: bool,
+    grace: float,
+    dump_file: str,
+    allow_eviction: bool,
+) -> None:
+    """Run the queues of TARGET (MODULE or MODULE:QUEUE) until SIGINT/SIGTERM.
+
+    The first signal is a warm shutdown; a second stops at once, handing durable tasks back
+    to their store and dumping in-memory ones to --dump-file.
+    """
+    _setup_logging(verbose())
+    if reload or processes > 1:
+        start_processes(backend, processes, metrics_port, dump_file, reload=reload)
+        return
+    try:
+        queues = load_queues(target, queue_names)
+    except LoadError as exc:
+        raise fail(str(exc), exc) from None
+    metrics_at = None if no_metrics else (metrics_host, metrics_port)
+    server = _prepare(queues, backend, concurrency, metrics_at)
+    if allow_eviction:
+        _allow_eviction(queues)
+    _check_reachable(queues)
+    from ..signals import run_until_signalled
+
+    names = ", ".join(f"{q.name} ({_where(q)})" for q in queues)
+    click.echo(f"dowork: worker {os.getpid()} running {names}", err=True)
+    if server is not None:
+        click.echo(f"dowork: metrics on {server.url}", err=True)
+    result = run_until_signalled(queues, grace=grace, dump_path=dump_file)
+    if server is not None:
+        server.close()
+    logging.shutdown()
+    if not result.clean:
+        os._exit(result.exit_code)  # threads of abandoned attempts must not hold the exit
+    if result.exit_code:  # a store was lost (logged CRITICAL): let a supervisor restart us
+        sys.exit(result.exit_code)
+
+
+def _prepare(
+    queues: list[Queue],
+    backend: str | None,
+    concurrency: int | None,
+    metrics_at: tuple[str, int] | None,
+) -> Any:
+    """Apply --backend/--concurrency, install the metrics hooks; return the metrics server."""
+    changes: dict[str, Any] = {}
+    if backend:
+        changes["backend"] = backend
+    if concurrency:
+        changes["concurrency"] = concurrency
+    metrics = None
+    if metrics_at is not None:
+        from ..metrics import PrometheusHooks
+
+        metrics = PrometheusHooks()
+    for queue in queues:
+        extra = dict(changes)
+        if metrics is not None:
+            extra["hooks"] = (*queue._settings["hooks"], metrics)
+        if extra:
+            try:
+                queue.reconfigure(**extra)
+            except (ValueError, TypeError, RuntimeError, ImportError) as exc:
+                raise fail(f"queue {queue.name}: {exc}", exc) from None
+    if metrics is None or metrics_at is None:
+        return None
+    from ..metrics import BackendCollector, serve_metrics
+
+    metrics.registry.register(BackendCollector(queues))
+    host, port = metrics_at
+    try:
+        return serve_metrics(metrics, host=host, port=port)
+    except OSError as exc:
+        raise fail(f"cannot serve metrics on {host}:{port}: {exc}") from None
+
+
+def _allow_eviction(queues: list[Queue]) -> None:
+    """--allow-eviction: let the queues on a Redis work even if it may evict tasks."""
+    for queue in queues:
+        if hasattr(queue.backend, "allow_eviction"):  # Redis
+            setattr(queue.backend, "allow_eviction", True)  # noqa: B010
+
+
+def _check_reachable(queues: list[Queue]) -> None:
+    """Fail at start, in one line, when a queue's store cannot be reached or is unsafe.
+
+    A Redis whose ``maxmemory-policy`` may evict tasks is refused here (``check_worker``).
+    """
+    for queue in queues:
+        backend = queue.backend
+        if backend is None:
+            continue
+        try:
+            queue._engine.run_on_home(backend.counts(queue.name), 10.0)
+            check = getattr(backend, "check_worker", None)
+            if check is not None:
+                queue._engine.run_on_home(check(), 10.0)
+        except Exception as exc:
+            for each in queues:  # close connections and loop threads: nothing after the line
+                with contextlib.suppress(Exception):
+                    each.shutdown(timeout=1.0)
+            # A SQLite message names the file and the fix; a refused policy says what to set.
+            if isinstance(backend, SQLiteBackend) or isinstance(exc, EvictionPolicyError):
+                raise fail(f"queue {queue.name}: {exc}", exc) from None
+            raise fail(
+                f"queue {queue.name}: cannot reach {backend!r}: {exc}; is the server running "
+                "and the URL right?",
+                exc,
+            ) from None
+
+
+def _where(queue: Queue) -> str:
+    backend = queue.backend
+    return "in memory" if backend is None else repr(backend)
