@@ -1,4 +1,4 @@
-"""The durable engine: the same engine, with tasks kept in a backend instead of in memory.
+"""The durable task source: the engine, with tasks kept in a backend instead of in memory.
 
 Producers encode a task (registered name + codec bytes) and push it; the call returns once
 the backend confirmed the write. Workers claim due records in batches under a lease, run them
@@ -71,7 +71,7 @@ if TYPE_CHECKING:
     from .function import TaskFunction
     from .scheduling import Schedule
 
-__all__ = ["BackendEngine", "DurableSettings"]
+__all__ = ["DurableSettings", "DurableSource"]
 
 log = logging.getLogger("dowork")
 T = TypeVar("T")
@@ -155,23 +155,27 @@ class DurableSettings:
             raise ValueError("max_result must be positive")
 
 
-class BackendEngine(Engine):
-    """An ``Engine`` whose tasks live in a ``Backend``; see the module docstring."""
+class DurableSource:
+    """The task source of an ``Engine`` whose tasks live in a ``Backend`` (see the module doc).
+
+    The engine runs the attempts; this source feeds it claimed tasks and writes their outcomes.
+    """
 
     durable = True
 
     def __init__(
         self,
-        name: str,
+        engine: Engine,
         *,
         backend: Backend,
         codec: Codec,
         registry: Registry,
         settings: DurableSettings,
         owns_backend: bool = False,
-        **engine_options: Any,
     ) -> None:
-        super().__init__(name, **engine_options)
+        self.engine = engine
+        self.name = engine.name
+        self.clock = engine.clock
         self.backend = backend
         self.codec = codec
         self.registry = registry
@@ -236,7 +240,7 @@ class BackendEngine(Engine):
         self._offset = 0.0  # the store's clock minus ours (see _sync_clock)
         self._next_clock_sync = 0.0
         self._progressing: asyncio.Task[None] | None = None
-        self._limited = False  # the backend enforces rate limits, at claim
+        self.engine._limited = False  # the backend enforces rate limits, at claim
         self._rates_for = -1  # the registry size _rate_cache was computed for
         self._rate_cache: dict[str, tuple[int, float]] | None = None
 
@@ -273,8 +277,8 @@ class BackendEngine(Engine):
                 "a rate limit holds for every call of a task: declare it on the task function "
                 "(@queue.task(rate_limit=...)), not on one call"
             )
-        if self._h_submit:
-            self._call_hooks(self._h_submit, task)
+        if self.engine._h_submit:
+            self.engine._call_hooks(self.engine._h_submit, task)
         options = None
         overrides = task._overrides
         if now is None:
@@ -329,13 +333,13 @@ class BackendEngine(Engine):
         """Encode, push and wait for the backend's confirmation (any thread but the loop's)."""
         fresh = task._id is None  # its id is drawn now: no need to check it is free
         record = self.prepare(task)
-        task._engine = self
-        if self.on_loop():  # e.g. a task submitting another: cannot block here
+        task._engine = self.engine
+        if self.engine.on_loop():  # e.g. a task submitting another: cannot block here
             self._push_soon(task, record, self._push_record(task, record, fresh))
             return
         try:
             if not self._push_here([task], [record], fresh):
-                self.run_on_home(self._push_record(task, record, fresh))
+                self.engine.run_on_home(self._push_record(task, record, fresh))
         except OutcomeUnknown as exc:
             _unknown(exc, [task])
             raise
@@ -346,10 +350,10 @@ class BackendEngine(Engine):
         fresh = all(task._id is None for task in tasks)
         records = [self.prepare(task, now) for task in tasks]
         for task in tasks:
-            task._engine = self
+            task._engine = self.engine
         try:
             if not self._push_here(tasks, records, fresh):
-                self.run_on_home(self._push_batch(tasks, records))
+                self.engine.run_on_home(self._push_batch(tasks, records))
         except OutcomeUnknown as exc:
             _unknown(exc, tasks)
             raise
@@ -364,7 +368,7 @@ class BackendEngine(Engine):
         caller's handle.
         """
         push_sync = getattr(self.backend, "push_sync", None)
-        if push_sync is None or self._h_enqueue:
+        if push_sync is None or self.engine._h_enqueue:
             return False
         if len(tasks) == 1:  # submit(): the same, without the loops
             task, record = tasks[0], records[0]
@@ -402,15 +406,15 @@ class BackendEngine(Engine):
             task._next_attempt = record.run_at
         else:
             task._status = TaskStatus.PENDING
-        self._by_id[record.id] = task
+        self.engine._by_id[record.id] = task
 
     def _unregister(
         self, tasks: list[Task[Any]], records: list[Record], previous: list[TaskStatus]
     ) -> None:
         """Undo ``_register`` for a push that stored nothing (or may not have)."""
         for task, record, status in zip(tasks, records, previous, strict=True):
-            if self._by_id.get(record.id) is task:
-                del self._by_id[record.id]
+            if self.engine._by_id.get(record.id) is task:
+                del self.engine._by_id[record.id]
             task._status = status
 
     async def aenqueue_many(self, tasks: list[Task[Any]]) -> None:
@@ -418,22 +422,22 @@ class BackendEngine(Engine):
         now = self.clock.now()
         records = [self.prepare(task, now) for task in tasks]
         for task in tasks:
-            task._engine = self
-        await self.arun_on_home(self._push_batch(tasks, records))
+            task._engine = self.engine
+        await self.engine.arun_on_home(self._push_batch(tasks, records))
 
     def enqueue_group(
         self, members: list[Task[Any]], callback: Task[Any], policy: str, check_every: float
     ) -> None:
         """Push a group's members and its held callback in one atomic write."""
         tasks, records = self._group_records(members, callback, policy, check_every)
-        self.run_on_home(self._push_batch(tasks, records))
+        self.engine.run_on_home(self._push_batch(tasks, records))
 
     async def aenqueue_group(
         self, members: list[Task[Any]], callback: Task[Any], policy: str, check_every: float
     ) -> None:
         """``enqueue_group`` from async code."""
         tasks, records = self._group_records(members, callback, policy, check_every)
-        await self.arun_on_home(self._push_batch(tasks, records))
+        await self.engine.arun_on_home(self._push_batch(tasks, records))
 
     def _group_records(
         self, members: list[Task[Any]], callback: Task[Any], policy: str, check_every: float
@@ -455,7 +459,7 @@ class BackendEngine(Engine):
         held.run_at = held.created_at + check_every
         tasks = [*members, callback]
         for task in tasks:
-            task._engine = self
+            task._engine = self.engine
         return tasks, [*records, held]
 
     async def _push_batch(
@@ -475,20 +479,23 @@ class BackendEngine(Engine):
             raise
         for task, record in zip(tasks, records, strict=True):
             if same and record.id in same:  # its idempotency key is held: a handle on that task
-                if self._by_id.get(record.id) is task:
-                    del self._by_id[record.id]  # (its own id was never stored)
+                if self.engine._by_id.get(record.id) is task:
+                    del self.engine._by_id[record.id]  # (its own id was never stored)
                 task._id = same[record.id]
                 task._status = TaskStatus.PENDING  # until the stored record is read
                 continue
-            if self._h_enqueue:
-                self._call_hooks(self._h_enqueue, task)
+            if self.engine._h_enqueue:
+                self.engine._call_hooks(self.engine._h_enqueue, task)
 
-    async def aenqueue(self, task: Task[Any]) -> None:
-        """Encode and push from async code; returns once the backend confirmed."""
+    async def aenqueue(self, task: Task[Any], timeout: float | None = None) -> None:
+        """Encode and push from async code; returns once the backend confirmed.
+
+        ``timeout`` (waiting for room) does not apply: a store has no bound.
+        """
         fresh = task._id is None  # its id is drawn now: no need to check it is free
         record = self.prepare(task)
-        task._engine = self
-        await self.arun_on_home(self._push_record(task, record, fresh))
+        task._engine = self.engine
+        await self.engine.arun_on_home(self._push_record(task, record, fresh))
 
     async def _push_record(self, task: Task[Any], record: Record, fresh: bool = False) -> None:
         await self._push_batch([task], [record], fresh)
@@ -517,7 +524,7 @@ class BackendEngine(Engine):
             record.payload = encode_for(self.codec, _payload_of(task), record.name, record.id)
         record.run_at = planned
         record.status = "pending"
-        task._engine = self
+        task._engine = self.engine
         task._frozen = True
         self._push_soon(task, record, self._push_fired(schedule, task, record))
 
@@ -526,10 +533,10 @@ class BackendEngine(Engine):
         task_id = record.id
         self._pushing.add(task_id)
         pushing = asyncio.get_running_loop().create_task(push)
-        self._afters.add(pushing)
+        self.engine._afters.add(pushing)
 
         def done(finished: asyncio.Task[None]) -> None:
-            self._afters.discard(finished)
+            self.engine._afters.discard(finished)
             self._pushing.discard(task_id)
 
         pushing.add_done_callback(done)
@@ -550,25 +557,25 @@ class BackendEngine(Engine):
 
     def serve(self) -> None:
         """Start claiming and running tasks (on the loop)."""
-        if self.closed:
+        if self.engine.closed:
             raise RuntimeError(f"queue {self.name!r} was shut down and cannot start again")
-        if self.serving:
+        if self.engine.serving:
             raise RuntimeError(f"queue {self.name!r} is already running")
-        self.serving = self.started = True
+        self.engine.serving = self.engine.started = True
         loop = asyncio.get_running_loop()
-        self._stopped = loop.create_future()
-        self._source = self._ready
+        self.engine._stopped = loop.create_future()
+        self.engine._launch_from = self.engine._ready
         self._serving_since = self.clock.now()
         self._slot_free = asyncio.Event()
         self._fetcher = loop.create_task(self._fetch_loop())
-        if self._heap:  # recurring schedules fire from every worker (once per due time)
-            self._arm(self._heap[0][0])
+        if self.engine._heap:  # recurring schedules fire from every worker (once per due time)
+            self.engine._arm(self.engine._heap[0][0])
 
     async def _fetch_loop(self) -> None:
         settings = self.settings
         next_maintenance = 0.0
         failures = 0
-        while self.serving:
+        while self.engine.serving:
             try:
                 now = self._lease_now()
                 # A clock stepped back (NTP) must not stop heartbeats and reaping until it
@@ -581,8 +588,8 @@ class BackendEngine(Engine):
                     self._suspects.intersection_update(self._claimed)
                 held = len(self._claimed)
                 prefetch = self._prefetch()
-                room = prefetch + self.concurrency - held
-                fits = held < self.concurrency or room * 2 >= prefetch
+                room = prefetch + self.engine.concurrency - held
+                fits = held < self.engine.concurrency or room * 2 >= prefetch
                 if room > 0 and fits and not self._suspects:
                     ask = min(room, settings.batch)
                     claimed = await self.backend.claim(
@@ -590,7 +597,7 @@ class BackendEngine(Engine):
                         self._alone_from, **self._claim_options(),
                     )  # fmt: skip
                     await self._admit(claimed)
-                    self._pump()
+                    self.engine._pump()
                     failures = 0
                     if len(claimed) == ask:
                         continue  # there may be more
@@ -634,7 +641,7 @@ class BackendEngine(Engine):
         try:
             return await self.shutdown(None)
         finally:
-            stopped = self._stopped
+            stopped = self.engine._stopped
             if stopped is not None and not stopped.done():
                 stopped.set_result(None)
 
@@ -646,7 +653,7 @@ class BackendEngine(Engine):
         pause = await self._idle_for(now)
         wait_claim = getattr(self.backend, "wait_claim", None)
         settings = self.settings
-        room = self._prefetch() + self.concurrency - len(self._claimed)
+        room = self._prefetch() + self.engine.concurrency - len(self._claimed)
         if wait_claim is None or room <= 0 or self._suspects:
             await self.backend.wait(self.name, pause)
             return
@@ -662,7 +669,7 @@ class BackendEngine(Engine):
             **self._claim_options(),
         )
         await self._admit(claimed)
-        self._pump()
+        self.engine._pump()
         if claimed:
             # Let a worker thread that was just handed a task take the GIL now, rather than
             # after this thread's next round trips (a no-op task then starts ~0.3 ms sooner).
@@ -671,7 +678,7 @@ class BackendEngine(Engine):
     def _claim_options(self) -> dict[str, Any]:
         """The flow-control arguments of every claim: aging, rate limits, per-key cap."""
         return {
-            "aging": self.priority_aging,
+            "aging": self.engine.priority_aging,
             "rates": self._rates(),
             "per_key": self.settings.key_concurrency,
         }
@@ -688,7 +695,7 @@ class BackendEngine(Engine):
         """The rate limits the backend enforces at claim: the queue's ``""`` and per task."""
         if len(self.registry) != self._rates_for:
             rates: dict[str, tuple[int, float]] = {}
-            limit = self.rate_limit
+            limit = self.engine.rate_limit
             if limit is not None:
                 rates[""] = (limit.n, limit.per)
             for fn in self.registry.task_functions():
@@ -722,13 +729,13 @@ class BackendEngine(Engine):
                 await self._admit_one(record)
         if (
             any(r.priority for r in records)
-            and len(self._ready) > 1
+            and len(self.engine._ready) > 1
             and not any(r.concurrency_key for r in records)  # keys take turns: keep them so
         ):
             # Tasks held from earlier claims wait behind more urgent ones claimed now.
-            ready = sorted(self._ready, key=_less_urgent)
-            self._ready.clear()
-            self._ready.extend(ready)
+            ready = sorted(self.engine._ready, key=_less_urgent)
+            self.engine._ready.clear()
+            self.engine._ready.extend(ready)
 
     async def _admit_one(self, record: Record, first: bool = False) -> None:
         if record.id in self._claimed:  # the same id is already here: start it after that one
@@ -754,7 +761,7 @@ class BackendEngine(Engine):
         A store error while a group's callback reads its members hands the record back
         instead. A record already in line to run (or settled) is left alone.
         """
-        task = self._by_id.get(record.id)
+        task = self.engine._by_id.get(record.id)
         if task is not None and task._deliveries == record.attempts and not task._status.final:
             return  # taken by this claim: in line or running, settled as any other
         token = self._claimed.setdefault(record.id, record.attempts)
@@ -812,7 +819,7 @@ class BackendEngine(Engine):
         if failures and policy == "fail":
             task = self._take(record, queued=False)
             if task is not None:
-                self._finish(task, TaskStatus.FAILED, None, group_error(len(members), failures))
+                self.finish(task, TaskStatus.FAILED, None, group_error(len(members), failures))
             return
         self._take(record, lead=results)
 
@@ -863,9 +870,13 @@ class BackendEngine(Engine):
         if record.crashes >= self._alone_from:
             self._suspects.add(record.id)
         known = options if options is not None else entry._template._overrides
-        policy = self.default_policy if known is None else known.retry_policy(self.default_policy)
-        order = rank(record.run_at, record.priority, self.priority_aging)
-        task = self._by_id.get(record.id)
+        policy = (
+            self.engine.default_policy
+            if known is None
+            else known.retry_policy(self.engine.default_policy)
+        )
+        order = rank(record.run_at, record.priority, self.engine.priority_aging)
+        task = self.engine._by_id.get(record.id)
         if task is None or task._status.final:
             task = entry.task(*args, **kwargs)
             task._id = record.id
@@ -873,7 +884,7 @@ class BackendEngine(Engine):
             task.args = (lead, *args)
             task.kwargs = kwargs
         task._frozen = True
-        task._engine = self
+        task._engine = self.engine
         if headers:
             task._headers = headers
         task._attempts = record.started - record.crashes
@@ -887,13 +898,13 @@ class BackendEngine(Engine):
         if options is not None:
             task._overrides = options
         task._policy = policy
-        self._by_id[record.id] = task
-        self._unfinished += 1
+        self.engine._by_id[record.id] = task
+        self.engine._unfinished += 1
         if queued:
             if first:
-                self._ready.appendleft(task)
+                self.engine._ready.appendleft(task)
             else:
-                self._ready.append(task)
+                self.engine._ready.append(task)
         return task
 
     def _read(
@@ -951,28 +962,26 @@ class BackendEngine(Engine):
     def _dead(self, record: Record, reason: str, error: str) -> None:
         log.error("queue %s: task %s dead-lettered (%s): %s", self.name, record.id, reason, error)
         token = self._claimed.pop(record.id)
-        failure_hooks = self._hooks["on_failure"]
+        failure_hooks = self.engine._hooks["on_failure"]
         if failure_hooks:  # hooks (metrics) see dead letters too, through a stand-in task
             stand_in = Task._fast(_placeholder(record.name), (), {}, False)
             stand_in._id = record.id
-            stand_in._engine = self
+            stand_in._engine = self.engine
             stand_in._status = TaskStatus.DEAD
             stand_in._attempts = record.started - record.crashes
             dead = TaskFailed(error, "dead", reason)
             stand_in._error = dead
             for hook in failure_hooks:
-                self._call_hook(hook, stand_in, dead)
+                self.engine._call_hook(hook, stand_in, dead)
         self._settle_out(
             Settlement(record.id, token, Outcome.DEAD, self.clock.now(), error=error, reason=reason)
         )
 
-    def _settle(
-        self, task: Task[Any], value: Any, error: BaseException | None, took: float
-    ) -> None:
+    def settle(self, task: Task[Any], value: Any, error: BaseException | None, took: float) -> None:
         """Note the attempt's duration and error for the record's history, then settle it."""
         if task.id in self._claimed:
             self._attempt[task.id] = (took, error)
-        super()._settle(task, value, error, took)
+        self.engine.core_settle(task, value, error, took)
 
     def _attempt_line(self, task_id: str, token: int, outcome: Outcome, now: float) -> str | None:
         """One JSON line for the record's history: when, how long, how it ended and why."""
@@ -991,11 +1000,9 @@ class BackendEngine(Engine):
         }
         return json.dumps(entry, separators=(",", ":"), default=str)
 
-    def _retry_later(
-        self, task: Task[Any], when: float, delay: float, error: BaseException
-    ) -> None:
+    def retry_later(self, task: Task[Any], when: float, delay: float, error: BaseException) -> None:
         token = self._claimed.pop(task.id, None)
-        self._unfinished -= 1
+        self.engine._unfinished -= 1
         if token is not None:
             payload = None
             if getattr(error, "resume", None) is not None:  # store where to resume from
@@ -1022,7 +1029,7 @@ class BackendEngine(Engine):
         self._freed()
         self._start_held(task.id)
 
-    def _finish(
+    def finish(
         self,
         task: Task[Any],
         status: TaskStatus,
@@ -1073,10 +1080,10 @@ class BackendEngine(Engine):
         elif task.id in self._handed_back:  # cut short by abort(): it runs again elsewhere
             self._holding[id(task)] = task  # never written: see _give_up_unwritten
             self._decide(task, status, value, error)
-            if self.closed:
+            if self.engine.closed:
                 self._give_up_unwritten()
         else:
-            super()._finish(task, status, value, error)
+            self.engine.core_finish(task, status, value, error)
         self._freed()
         self._start_held(task.id)
 
@@ -1090,16 +1097,16 @@ class BackendEngine(Engine):
         task._unwritten = task._status
         hooks = _deciding.set(task)
         try:
-            super()._finish(task, status, value, error)
+            self.engine.core_finish(task, status, value, error)
         finally:
             _deciding.reset(hooks)
 
-    def _done(self, task: Task[Any]) -> None:
+    def done(self, task: Task[Any]) -> None:
         """Wake a finished task's waiters, once the store has its outcome (see ``_written``)."""
         if task._unwritten is not None:
             self._unwoken.add(task)  # woken by _written
         elif task._status.final:  # else its outcome was refused: it waits for the store's
-            super()._done(task)
+            self.engine.core_done(task)
 
     def _written(self, settled: list[Settlement], refused: list[str]) -> None:
         """A write of ``settled`` returned: their handles report their outcome from now on.
@@ -1120,7 +1127,7 @@ class BackendEngine(Engine):
             task._unwritten = None
             if task in self._unwoken:
                 self._unwoken.discard(task)
-                super()._done(task)
+                self.engine.core_done(task)
 
     def _overtake(self, task: Task[Any]) -> None:
         """The store did not take this run's outcome: wait for the one it ends with."""
@@ -1173,7 +1180,7 @@ class BackendEngine(Engine):
             )
             task._wake_waiters()
         for task_id in self._handed_back:  # not started, or still running in a thread
-            unfinished = self._by_id.get(task_id)
+            unfinished = self.engine._by_id.get(task_id)
             if unfinished is None or unfinished._finished or unfinished._status.final:
                 continue
             unfinished._error = OutcomeNotWritten(
@@ -1192,12 +1199,12 @@ class BackendEngine(Engine):
         if not held:
             del self._held[task_id]
         admitting = asyncio.get_running_loop().create_task(self._admit_held(record))
-        self._afters.add(admitting)
-        admitting.add_done_callback(self._afters.discard)
+        self.engine._afters.add(admitting)
+        admitting.add_done_callback(self.engine._afters.discard)
 
     async def _admit_held(self, record: Record) -> None:
         await self._admit_one(record)
-        self._pump()
+        self.engine._pump()
 
     def _held_leases(self) -> list[tuple[str, int]]:
         """The leases of the held claims (see ``_held``)."""
@@ -1217,14 +1224,14 @@ class BackendEngine(Engine):
 
     # -- starting claimed tasks: the reserved -> running mark ---------------------------------
 
-    def _launch(self, task: Task[Any]) -> None:
+    def launch(self, task: Task[Any]) -> None:
         """Start a claimed task, unless its lease lapsed; a suspect's start is written first."""
         task_id = task._id
         if task_id is None or task_id not in self._claimed:
             if task_id is not None and task_id in self._dropped:
                 self._dropped.discard(task_id)
                 return  # given up: its lease lapsed, the store hands it out again
-            super()._launch(task)
+            self.engine.core_launch(task)
             return
         if self._lease_left(task_id) <= 0:
             self._log_lapsed(task_id)
@@ -1233,12 +1240,12 @@ class BackendEngine(Engine):
         task._start_by = time.monotonic() + self._lease_left(task_id)
         if task_id in self._store_first:
             self._store_first.discard(task_id)
-            self._hold(task)
+            self.engine._hold(task)
             task._status = TaskStatus.RESERVED
             self._first_line.append(task)
             self._mark_first()
             return
-        super()._launch(task)
+        self.engine.core_launch(task)
 
     def _mark_first(self) -> None:
         """Write the ``STARTED`` marks of the suspects in ``_first_line``, then start them.
@@ -1258,7 +1265,7 @@ class BackendEngine(Engine):
         """Seconds until a claimed task's lease lapses, unless renewed."""
         return self._lease_until.get(task_id, float("inf")) - self._lease_now()
 
-    def _lapsed(self, task: Task[Any]) -> None:
+    def lapsed(self, task: Task[Any]) -> None:
         """A staged task's lease lapsed before a thread could start it: give it up."""
         if task._id is not None:
             self._drop(task._id, in_line=False)
@@ -1295,21 +1302,21 @@ class BackendEngine(Engine):
                 or task_id in refused
                 or (task_id not in self._claimed)
             ):
-                self._inflight -= 1
-                self._active -= 1
-                self._running.discard(task)
+                self.engine._inflight -= 1
+                self.engine._active -= 1
+                self.engine._running.discard(task)
                 if not task._status.final:
                     if task_id in refused or task_id not in self._claimed:
                         self._drop(task_id)
                     else:
-                        self._settle(task, None, None, 0.0)  # cancelled while being marked
+                        self.settle(task, None, None, 0.0)  # cancelled while being marked
                 continue
             self._begun.add(task_id)  # its mark is written: _on_start writes none
-            self._go(task)
+            self.engine._go(task)
         self._mark_first()
-        self._pump()
+        self.engine._pump()
 
-    def _on_start(self, task: Task[Any]) -> None:
+    def on_start(self, task: Task[Any]) -> None:
         """Record that a claimed attempt started, with the next write (``_MARK_DELAY``)."""
         task_id = task._id
         if task_id is None or task_id not in self._claimed or task_id in self._begun:
@@ -1344,8 +1351,8 @@ class BackendEngine(Engine):
         self._group_of.pop(task_id, None)
         if in_line:
             self._dropped.add(task_id)
-        self._unfinished -= 1
-        task = self._by_id.get(task_id)
+        self.engine._unfinished -= 1
+        task = self.engine._by_id.get(task_id)
         if task is not None and not task._status.final:
             task._status = TaskStatus.PENDING  # back in the store, for any worker
         self._freed()
@@ -1357,11 +1364,11 @@ class BackendEngine(Engine):
             if task_id in gone or task_id not in self._claimed:
                 continue
             self._lease_until[task_id] = until
-            task = self._by_id.get(task_id)
+            task = self.engine._by_id.get(task_id)
             if task is not None and task._status is TaskStatus.RESERVED:  # (not started here)
                 task._start_by = time.monotonic() + self._lease_left(task_id)
         for task_id in lost:
-            task = self._by_id.get(task_id)
+            task = self.engine._by_id.get(task_id)
             if task is not None and task._status is TaskStatus.RESERVED and task._runner:
                 task._start_by = 0.0  # waiting for a thread: the thread gives it up (LAPSED)
             elif task_id not in self._begun:
@@ -1374,10 +1381,10 @@ class BackendEngine(Engine):
 
     def progress_changed(self, task: Task[Any]) -> None:
         """Tell the hooks, and store the latest report so other processes can read it."""
-        super().progress_changed(task)
+        self.engine.core_progress_changed(task)
         progress = task._progress
         if progress is not None:
-            self.call_on_loop(self._progress_to_store, task.id, encode_progress(progress))
+            self.engine.call_on_loop(self._progress_to_store, task.id, encode_progress(progress))
 
     def _progress_to_store(self, task_id: str, text: str) -> None:
         token = self._claimed.get(task_id)
@@ -1488,7 +1495,7 @@ class BackendEngine(Engine):
         A worker waits for a push or its next maintenance; a retry written after it began to
         wait is not a push, so without this it would start up to ``maintenance`` seconds late.
         """
-        if not self.serving or getattr(self.backend, "wake", None) is None:
+        if not self.engine.serving or getattr(self.backend, "wake", None) is None:
             return
         for s in settled:
             if s.outcome is Outcome.RETRY and s.run_at is not None and s.id not in refused:
@@ -1510,10 +1517,10 @@ class BackendEngine(Engine):
         at = None
         while self._due_times and self._due_times[0] <= now:
             at = heapq.heappop(self._due_times)
-        if at is not None and self.serving:
+        if at is not None and self.engine.serving:
             waking = asyncio.get_running_loop().create_task(self._wake(at))
-            self._afters.add(waking)
-            waking.add_done_callback(self._afters.discard)
+            self.engine._afters.add(waking)
+            waking.add_done_callback(self.engine._afters.discard)
         if self._due_times:
             self._due_at = self._due_times[0]
             self._due_timer = self.clock.call_at(self._due_at, self._due)
@@ -1583,9 +1590,9 @@ class BackendEngine(Engine):
             lost = [i for i in lost if i in self._claimed]  # not those settled meanwhile
             self._renewed([i for i, _ in leases], lost, now + settings.lease)
             for task_id in cancel:
-                task = self._by_id.get(task_id)
+                task = self.engine._by_id.get(task_id)
                 if task is not None and not task._status.final:
-                    self.cancel_task(task)
+                    self.engine.cancel_task(task)
             if lost:
                 log.warning("queue %s: lost the lease of %d task(s)", self.name, len(lost))
         held = self._held_leases()
@@ -1593,7 +1600,7 @@ class BackendEngine(Engine):
             gone, _ = await self.backend.heartbeat(held, now, settings.lease)
             for task_id in gone:  # another worker has it now
                 self._held.pop(task_id, None)
-        if self.serving:
+        if self.engine.serving:
             await self._unless_full(self._beat(now, settings.lease), None)
         reap = self.backend.reap(self.name, now, settings.crash_budget)
         requeued, dead = await self._unless_full(reap, (0, 0))
@@ -1625,7 +1632,7 @@ class BackendEngine(Engine):
         host, pid, _ = self.owner.rsplit(":", 2)
         running = []
         for task_id in self._claimed:
-            task = self._by_id.get(task_id)
+            task = self.engine._by_id.get(task_id)
             if task is not None:
                 running.append([task_id, self.registry.name_of(task.fn) or task.name])
             if len(running) == 20:
@@ -1637,7 +1644,7 @@ class BackendEngine(Engine):
                 "next_run": s._next,
                 "runs": s.runs,
             }
-            for s in self._schedules
+            for s in self.engine._schedules
             if s.active
         ]
         beat = WorkerBeat(
@@ -1647,7 +1654,7 @@ class BackendEngine(Engine):
             pid=int(pid),
             started_at=self._serving_since,
             seen_at=now,
-            concurrency=self.concurrency,
+            concurrency=self.engine.concurrency,
             held=len(self._claimed),
             running=running,
             schedules=schedules,
@@ -1680,11 +1687,11 @@ class BackendEngine(Engine):
         """
         if task._status.final:
             return
-        if self.closed:  # nothing polls the store any more
+        if self.engine.closed:  # nothing polls the store any more
             self._stopped_watching(task)
             return
         self._watched[task.id] = task
-        loop = self.ensure_loop()
+        loop = self.engine.ensure_loop()
         loop.call_soon_threadsafe(self._start_watcher)
 
     def _end_watches(self) -> None:
@@ -1768,18 +1775,18 @@ class BackendEngine(Engine):
 
     def lookup(self, task_id: str) -> Task[Any] | None:
         """Find a task by id here or in the backend (blocking; not on the loop)."""
-        local = self._by_id.get(task_id)
+        local = self.engine._by_id.get(task_id)
         if local is not None and local.done:
             return local
-        return self.run_on_home(self._alookup(task_id))
+        return self.engine.run_on_home(self._alookup(task_id))
 
     async def _alookup(self, task_id: str) -> Task[Any] | None:
         """``lookup`` on the loop, where a task this process runs cannot change under it."""
-        local = self._by_id.get(task_id)
+        local = self.engine._by_id.get(task_id)
         if local is not None and (local._status.final or task_id in self._claimed):
             return local  # finished or running here (its outcome may still be on its way)
         records = await self.backend.get([task_id])
-        local = self._by_id.get(task_id)
+        local = self.engine._by_id.get(task_id)
         if local is not None and (local._status.final or task_id in self._claimed):
             return local  # claimed by this process while we read
         if not records:
@@ -1791,7 +1798,7 @@ class BackendEngine(Engine):
             fn: Any = entry.fn if entry is not None else _placeholder(record.name)
             task = Task._fast(fn, (), {}, False)
             task._id = record.id
-            task._engine = self
+            task._engine = self.engine
             task._frozen = True
         self._apply(task, record)
         return task
@@ -1800,7 +1807,7 @@ class BackendEngine(Engine):
         """Read a chained job's result log from its stored record (blocking)."""
         from .chain import ChainLog
 
-        records = self.run_on_home(self.backend.get([task_id]))
+        records = self.engine.run_on_home(self.backend.get([task_id]))
         if not records or records[0].result is None:
             return None
         try:
@@ -1815,17 +1822,17 @@ class BackendEngine(Engine):
 
     def cancel_handle(self, task: Task[Any]) -> bool:
         """Cancel by id in the backend (any process's task); True unless it had finished."""
-        return self.run_on_home(self._acancel(task))
+        return self.engine.run_on_home(self._acancel(task))
 
     async def acancel_handle(self, task: Task[Any]) -> bool:
         """``cancel_handle`` from any event loop."""
-        return await self.arun_on_home(self._acancel(task))
+        return await self.engine.arun_on_home(self._acancel(task))
 
     async def _acancel(self, task: Task[Any]) -> bool:
         if task._status.final:  # finished here, its outcome maybe still on its way to the store
             return False
         if task.id in self._claimed:
-            return self.cancel_task(task)
+            return self.engine.cancel_task(task)
         answer = await self.backend.cancel(task.id, self.clock.now())
         if answer == "cancelled":
             task._status = TaskStatus.CANCELLED
@@ -1837,7 +1844,7 @@ class BackendEngine(Engine):
 
     async def dispatch(self) -> bool:
         """Claim every due task once, run them, write the outcomes; say if work remains."""
-        if self.serving:
+        if self.engine.serving:
             raise RuntimeError("dispatch() drives a queue by hand; this queue is running")
         now = self.clock.now()
         await self._maintain(now)
@@ -1846,9 +1853,9 @@ class BackendEngine(Engine):
             self._alone_from, **self._claim_options(),
         )  # fmt: skip
         await self._admit(claimed)
-        batch = list(self._ready)
-        self._ready.clear()
-        await self._run_batch(batch)
+        batch = list(self.engine._ready)
+        self.engine._ready.clear()
+        await self.engine._run_batch(batch)
         await self._drain_outbox()
         counts = await self.backend.counts(self.name)
         return any(counts.get(s, 0) for s in ("pending", "scheduled", "retrying", "running"))
@@ -1860,7 +1867,7 @@ class BackendEngine(Engine):
 
     async def wait_stopped(self) -> None:
         """Wait until stopped and the running attempts ended, then write their outcomes."""
-        await super().wait_stopped()
+        await self.engine.core_wait_stopped()
         if self._fetcher is not None and not self._fetcher.done():
             self._fetcher.cancel()
             await asyncio.gather(self._fetcher, return_exceptions=True)
@@ -1894,8 +1901,8 @@ class BackendEngine(Engine):
         ``abort()`` meanwhile (a second signal) ends it: it then returns False, and ``abort``
         writes what is left.
         """
-        self.accepting = False
-        if self.closed:
+        self.engine.accepting = False
+        if self.engine.closed:
             return True
         self._stopping = asyncio.current_task()
         try:
@@ -1912,8 +1919,8 @@ class BackendEngine(Engine):
 
     async def _shut_down(self, timeout: float | None) -> bool:
         clean = True
-        if self.serving:
-            self.serving = False
+        if self.engine.serving:
+            self.engine.serving = False
             self._freed()
             if self._due_timer is not None:
                 self._due_timer.cancel()
@@ -1922,20 +1929,20 @@ class BackendEngine(Engine):
                 await asyncio.gather(self._fetcher, return_exceptions=True)
             try:
                 async with asyncio.timeout(timeout):
-                    while self._active or self._afters:
+                    while self.engine._active or self.engine._afters:
                         await self._quiet_or_after()
             except TimeoutError:
                 clean = False
-                for task in list(self._running):
-                    self.cancel_task(task)
+                for task in list(self.engine._running):
+                    self.engine.cancel_task(task)
         if self._held:
             self._hand_back_held()
         await self._drain_outbox()
         await self._leave()
         if self._watcher is not None:
             self._watcher.cancel()
-        self.halt()
-        self._close()
+        self.engine.halt()
+        self.engine._close()
         self._give_up_unwritten()  # none once the outbox drained, but for handles overtaken
         self._end_watches()  # (after: a handle given up above says why, more precisely)
         if self.owns_backend:
@@ -1954,9 +1961,9 @@ class BackendEngine(Engine):
         when their lease expires.
         """
         self._aborting = True
-        self.accepting = False
-        self.serving = False
-        self._source = collections.deque()  # launch nothing more, not even prefetched tasks
+        self.engine.accepting = False
+        self.engine.serving = False
+        self.engine._launch_from = collections.deque()  # launch nothing more, not even prefetched tasks
         aborted = self._aborted = asyncio.get_running_loop().create_future()
         try:
             await self._abort()
@@ -1968,12 +1975,12 @@ class BackendEngine(Engine):
         stopping = self._stopping
         if stopping is not None and stopping is not asyncio.current_task():
             stopping.cancel("dowork: stopped at once")  # it waits for us, then returns False
-        if self.closed:  # the warm shutdown had finished everything
+        if self.engine.closed:  # the warm shutdown had finished everything
             return
         if self._fetcher is not None:
             self._fetcher.cancel()
             await asyncio.gather(self._fetcher, return_exceptions=True)
-        lane = self._threads
+        lane = self.engine._threads
         if lane is not None:
             lane._drain()  # functions that returned but whose outcome was not taken in yet
         now = self.clock.now()
@@ -1988,8 +1995,8 @@ class BackendEngine(Engine):
                     error="handed back: the worker was stopped at once",
                 )
             )  # fmt: skip
-        for task in list(self._running):
-            self.cancel_task(task)
+        for task in list(self.engine._running):
+            self.engine.cancel_task(task)
         written = await self._bounded(self._drain_outbox(), "write outcomes and hand-backs")
         if handed:
             log.warning(
@@ -2004,8 +2011,8 @@ class BackendEngine(Engine):
         await self._bounded(self._leave(), "remove this worker's heartbeat")
         if self._watcher is not None:
             self._watcher.cancel()
-        self.halt()
-        self._close()
+        self.engine.halt()
+        self.engine._close()
         self._give_up_unwritten()  # the outcomes it could not write in time
         self._end_watches()  # (after: a handle given up above says why, more precisely)
         if self.owns_backend:
@@ -2031,12 +2038,12 @@ class BackendEngine(Engine):
         return True
 
     async def _quiet_or_after(self) -> None:
-        if self._active:
+        if self.engine._active:
             quiet = asyncio.get_running_loop().create_future()
-            self._quiet.append(quiet)
+            self.engine._quiet.append(quiet)
             await quiet
-        elif self._afters:
-            await asyncio.gather(*self._afters, return_exceptions=True)
+        elif self.engine._afters:
+            await asyncio.gather(*self.engine._afters, return_exceptions=True)
 
 
 def _with_options(options: str | None, **extra: Any) -> str:
@@ -2109,9 +2116,10 @@ def _placeholder(name: str) -> Any:
 def task_function_of(task: Task[Any]) -> TaskFunction[..., Any] | None:
     """Return the task function a durable task was made from, if registered."""
     engine = task._engine
-    if isinstance(engine, BackendEngine):
-        name = engine.registry.name_of(task.fn)
-        return engine.registry.get(name) if name else None
+    source = None if engine is None else engine.source
+    if isinstance(source, DurableSource):
+        name = source.registry.name_of(task.fn)
+        return source.registry.get(name) if name else None
     return None
 
 

@@ -21,7 +21,7 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from ._capacity import Capacity
 from ._line import Line, PriorityLine
@@ -34,18 +34,20 @@ from .errors import (
     AlreadyComplete,
     DoNotRetry,
     MaxRetriesExceeded,
+    QueueFull,
     QueueShuttingDown,
     TaskCancelled,
     TaskExpired,
     TaskTimeout,
 )
-from .group import group_error
+from .group import LocalGroup, group_error
 from .hooks import HOOK_EVENTS, Hooks
 from .ratelimit import RateLimit
 from .retry import RetryPolicy
 from .task import Task, TaskStatus, _current
 
 if TYPE_CHECKING:
+    from .backends._protocol import Backend
     from .scheduling import Schedule
 
 __all__ = ["Engine"]
@@ -71,13 +73,11 @@ _CANCEL: Any = object()  # the runner mark of a task cancelled while running
 class Engine:
     """Loop-side core of a ``Queue``; see the module docstring."""
 
-    #: Whether tasks go through a durable backend (``_durable.BackendEngine``).
-    durable = False
-
     def __init__(
         self,
         name: str,
         *,
+        source: Callable[[Engine], TaskSource] | None = None,
         concurrency: int,
         maxsize: int,
         clock: Clock,
@@ -129,7 +129,7 @@ class Engine:
         self._prioritized = False
         self._batch: deque[Task[Any]] = deque()
         # Where launches come from: ready (serving) or batch (dispatch).
-        self._source: Line = self._batch
+        self._launch_from: Line = self._batch
         #: Whether starts are rate limited here (the in-process queue; a backend limits its own).
         self._limited = rate_limit is not None
         self._starts: dict[object, list[float]] = {}  # rate limit key -> last start times
@@ -166,6 +166,35 @@ class Engine:
         # Ids.
         self._by_id: dict[str, Task[Any]] = {}
         self._finished_ids: OrderedDict[str, None] = OrderedDict()
+
+        # The source: where tasks come from and where outcomes go (see ``TaskSource``). Its
+        # hooks are bound once here, so that a call costs what a method call costs.
+        src = self.source = LocalSource(self) if source is None else source(self)
+        #: Whether tasks go through a durable backend (a ``DurableSource``).
+        self.durable = src.durable
+        self.enqueue: Callable[[Task[Any]], None] = src.enqueue
+        self.serve: Callable[[], None] = src.serve
+        self.watch: Callable[[Task[Any]], None] = src.watch
+        self.cancel_handle: Callable[[Task[Any]], bool] = src.cancel_handle
+        self.acancel_handle: Callable[[Task[Any]], Coroutine[Any, Any, bool]] = src.acancel_handle
+        self.progress_changed: Callable[[Task[Any]], None] = src.progress_changed
+        self.dispatch: Callable[[], Coroutine[Any, Any, bool]] = src.dispatch
+        self.next_due: Callable[[], Coroutine[Any, Any, tuple[float, bool] | None]] = src.next_due
+        self.wait_stopped: Callable[[], Coroutine[Any, Any, None]] = src.wait_stopped
+        self.has_work: Callable[[], bool] = src.has_work
+        self.shutdown: Callable[[float | None], Coroutine[Any, Any, bool]] = src.shutdown
+        self.abort: Callable[[], Coroutine[Any, Any, list[Any]]] = src.abort
+        self._launch: Callable[[Task[Any]], None] = src.launch
+        self._on_start: Callable[[Task[Any]], None] = src.on_start
+        self._lapsed: Callable[[Task[Any]], None] = src.lapsed
+        self._settle: Callable[[Task[Any], Any, BaseException | None, float], None] = src.settle
+        self._retry_later: Callable[[Task[Any], float, float, BaseException], None] = (
+            src.retry_later
+        )
+        self._finish: Callable[[Task[Any], TaskStatus, Any, BaseException | None], None] = (
+            src.finish
+        )
+        self._done: Callable[[Task[Any]], None] = src.done
 
     # -- home loop -------------------------------------------------------------------------
 
@@ -247,7 +276,7 @@ class Engine:
 
     # -- accepting -------------------------------------------------------------------------
 
-    def enqueue(self, task: Task[Any]) -> None:
+    def core_enqueue(self, task: Task[Any]) -> None:
         """Hand a frozen task to the queue from any thread (capacity already reserved)."""
         if self._h_submit:
             self._call_hooks(self._h_submit, task)
@@ -272,6 +301,31 @@ class Engine:
                 except RuntimeError:  # the home loop is gone: the queue was shut down
                     self._inbox_wake = False
                     raise QueueShuttingDown(f"queue {self.name!r} is shut down") from None
+
+    def put(
+        self, task: Task[Any], block: bool, timeout: float | None, reserved: bool = False
+    ) -> None:
+        """Check, freeze and enqueue a task, reserving room in a bounded queue first.
+
+        Raises:
+            QueueFull: no room (``block`` False, on the loop, or ``timeout`` passed).
+        """
+        self.check_new(task)
+        task._frozen = True
+        cap = self.capacity
+        if (
+            cap is not None
+            and not reserved
+            and not cap.try_acquire()
+            and (not block or self.on_loop() or not cap.acquire(timeout))
+        ):
+            raise QueueFull(f"queue {self.name!r} is full ({cap.maxsize} unfinished tasks)")
+        try:
+            self.enqueue(task)
+        except BaseException:
+            if cap is not None:
+                cap.release()
+            raise
 
     def check_new(self, task: Task[Any]) -> None:
         """Refuse a task that is finished, already enqueued, or arrives after shutdown."""
@@ -378,14 +432,14 @@ class Engine:
         """Return the task with this id, if known."""
         return self._by_id.get(task_id)
 
-    def watch(self, task: Task[Any]) -> None:
+    def core_watch(self, task: Task[Any]) -> None:
         """Someone waits for ``task``; a durable engine polls for outcomes from other workers."""
 
-    def cancel_handle(self, task: Task[Any]) -> bool:
+    def core_cancel_handle(self, task: Task[Any]) -> bool:
         """Cancel from any thread (``Task.cancel``)."""
         return self.call(self.cancel_task, task)
 
-    async def acancel_handle(self, task: Task[Any]) -> bool:
+    async def core_acancel_handle(self, task: Task[Any]) -> bool:
         """Cancel from any event loop (``Task.acancel``)."""
         return await self.acall(self.cancel_task, task)
 
@@ -415,8 +469,8 @@ class Engine:
     def _use_priorities(self) -> None:
         """Order ready tasks by priority from now on (plain FIFO until the first one came)."""
         line = PriorityLine(self.clock, self.priority_aging, self._ready)
-        if self._source is self._ready:
-            self._source = line
+        if self._launch_from is self._ready:
+            self._launch_from = line
         self._ready = line
         self._prioritized = True
 
@@ -457,7 +511,7 @@ class Engine:
                 item._fire(now)
 
     def _pump(self) -> None:
-        source = self._source
+        source = self._launch_from
         concurrency = self.concurrency
         while source:
             head = source[0]
@@ -512,7 +566,7 @@ class Engine:
         at = task.expires_at
         self._finish(task, TaskStatus.DEAD, None, TaskExpired(f"{task.name}: not started by {at}"))
 
-    def _launch(self, task: Task[Any]) -> None:
+    def core_launch(self, task: Task[Any]) -> None:
         """Hand a due task to its lane; it is ``running`` only once its function starts."""
         self._hold(task)
         self._go(task)
@@ -569,10 +623,10 @@ class Engine:
             self._call_hooks(self._h_before, task)
         self._on_start(task)
 
-    def _on_start(self, task: Task[Any]) -> None:
+    def core_on_start(self, task: Task[Any]) -> None:
         """An attempt started (the durable engine records it in the store)."""
 
-    def _lapsed(self, task: Task[Any]) -> None:
+    def core_lapsed(self, task: Task[Any]) -> None:
         """A staged attempt was not started: its ``_start_by`` passed (durable leases)."""
 
     def _arm_deadline(self, task: Task[Any], token: object) -> TimerHandle:
@@ -674,7 +728,7 @@ class Engine:
 
     # -- settling --------------------------------------------------------------------------
 
-    def _settle(
+    def core_settle(
         self, task: Task[Any], value: Any, error: BaseException | None, took: float
     ) -> None:
         self._active -= 1
@@ -712,7 +766,7 @@ class Engine:
             task.args, task.kwargs = tuple(resume[0]), dict(resume[1])
         self._retry_later(task, when, delay, error)
 
-    def _retry_later(
+    def core_retry_later(
         self, task: Task[Any], when: float, delay: float, error: BaseException
     ) -> None:
         """Queue a failed task's next attempt for ``when`` (the durable engine overrides)."""
@@ -729,7 +783,7 @@ class Engine:
             log.exception("should_retry raised; the task will not be retried")
             return False
 
-    def _finish(
+    def core_finish(
         self,
         task: Task[Any],
         status: TaskStatus,
@@ -777,7 +831,7 @@ class Engine:
             if not self.accepting:
                 self._check_drained()
 
-    def _done(self, task: Task[Any]) -> None:
+    def core_done(self, task: Task[Any]) -> None:
         task._wake_waiters()
         if task._id is not None:
             self._remember_finished(task._id)
@@ -789,7 +843,7 @@ class Engine:
             old, _ = finished.popitem(last=False)
             self._by_id.pop(old, None)
 
-    def progress_changed(self, task: Task[Any]) -> None:
+    def core_progress_changed(self, task: Task[Any]) -> None:
         """A running task reported progress (any thread): tell the ``on_progress`` hooks."""
         hooks = self._hooks["on_progress"]
         if hooks:
@@ -860,7 +914,7 @@ class Engine:
 
     # -- driving: dispatch, serve, stop, shutdown -----------------------------------------
 
-    async def dispatch(self) -> bool:
+    async def core_dispatch(self) -> bool:
         """Attempt every due task once, wait for those attempts, report if work remains."""
         if self.serving:
             raise RuntimeError("dispatch() drives a queue by hand; this queue is running")
@@ -882,7 +936,7 @@ class Engine:
         """
         if batch:
             self._batch.extend(batch)
-            self._source = self._batch
+            self._launch_from = self._batch
             done = self._dispatch_done = asyncio.get_running_loop().create_future()
             try:
                 self._pump()
@@ -892,7 +946,7 @@ class Engine:
         while self._afters:
             await asyncio.gather(*self._afters, return_exceptions=True)
 
-    def has_work(self) -> bool:
+    def core_has_work(self) -> bool:
         """Whether unfinished tasks remain (due or not)."""
         return self._unfinished > 0 or bool(self._inbox)
 
@@ -968,7 +1022,7 @@ class Engine:
             # Woken when the last attempt ends; a look now and then bounds endless retries.
             await asyncio.wait((quiet,), timeout=0.05)
 
-    async def next_due(self) -> tuple[float, bool] | None:
+    async def core_next_due(self) -> tuple[float, bool] | None:
         """When the next waiting task or schedule firing is due, and whether a task waits.
 
         None if nothing waits for a time. The durable engine asks its store instead.
@@ -990,7 +1044,7 @@ class Engine:
         waits = any(isinstance(t, Task) and t._status in _WAITING for _, _, t in heap)
         return when, waits
 
-    def serve(self) -> None:
+    def core_serve(self) -> None:
         """Start processing continuously on the home loop (call on the loop)."""
         if self.closed:
             raise RuntimeError(f"queue {self.name!r} was shut down and cannot start again")
@@ -1000,7 +1054,7 @@ class Engine:
         self._stopped = asyncio.get_running_loop().create_future()
         self._ready.extend(self._batch)
         self._batch.clear()
-        self._source = self._ready
+        self._launch_from = self._ready
         self._accept_inbox()
         self._release_due(self.clock.now(), self._ready)
         if self._heap:
@@ -1012,7 +1066,7 @@ class Engine:
         if not self.serving:
             return
         self.serving = False
-        self._source = self._batch
+        self._launch_from = self._batch
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -1020,7 +1074,7 @@ class Engine:
         if stopped is not None and not stopped.done():
             stopped.set_result(None)
 
-    async def wait_stopped(self) -> None:
+    async def core_wait_stopped(self) -> None:
         """Wait until ``halt()`` or shutdown ends serving, then for running attempts to end."""
         if self._stopped is not None:
             await asyncio.shield(self._stopped)
@@ -1029,7 +1083,7 @@ class Engine:
             self._quiet.append(quiet)
             await quiet
 
-    async def shutdown(self, timeout: float | None) -> bool:
+    async def core_shutdown(self, timeout: float | None) -> bool:
         """Refuse new tasks, let the queued ones finish, then stop; see ``Queue.shutdown``."""
         self.accepting = False
         if self.closed:
@@ -1053,7 +1107,7 @@ class Engine:
         self._close()
         return clean
 
-    async def abort(self) -> list[Any]:
+    async def core_abort(self) -> list[Any]:
         """Stop at once (the second signal): describe every unfinished task for a dump file.
 
         Running async attempts are cancelled; every unfinished task ends as cancelled (its
@@ -1141,6 +1195,199 @@ class Engine:
         """Return the tasks that never finished (for a caller that stops without draining)."""
         waiting = [t for _, _, t in self._heap if isinstance(t, Task) and not t.done]
         return waiting + [t for t in self._ready if not t.done] + list(self._inbox)
+
+
+class TaskSource(Protocol):
+    """Where an engine's tasks come from and where their outcomes go.
+
+    The engine runs attempts (pump, lanes, deadlines, the retry decision, hooks); a source
+    feeds it and records what happened. ``LocalSource`` keeps tasks in this process's memory;
+    ``DurableSource`` (``dowork._durable``) claims them from a store and writes outcomes back.
+    The engine binds these methods once (see ``Engine.__init__``): the ``core_*`` methods of
+    the engine are the in-memory behaviour, which a source may wrap.
+    """
+
+    @property
+    def durable(self) -> bool:
+        """Whether tasks are kept in a store (named tasks only)."""
+
+    @property
+    def backend(self) -> Backend | None:
+        """The store holding the tasks, if any."""
+
+    def enqueue(self, task: Task[Any]) -> None:
+        """Take a checked, frozen task from any thread (capacity already reserved)."""
+
+    def enqueue_many(self, tasks: list[Task[Any]]) -> None:
+        """Take several checked, frozen tasks (a store writes them at once)."""
+
+    async def aenqueue(self, task: Task[Any], timeout: float | None) -> None:
+        """Take a checked, frozen task from any event loop, waiting for room if bounded."""
+
+    async def aenqueue_many(self, tasks: list[Task[Any]]) -> None:
+        """``enqueue_many`` from any event loop."""
+
+    def enqueue_group(
+        self, members: list[Task[Any]], callback: Task[Any], policy: str, check_every: float
+    ) -> None:
+        """Take a group's checked members and the callback held until they finish."""
+
+    async def aenqueue_group(
+        self, members: list[Task[Any]], callback: Task[Any], policy: str, check_every: float
+    ) -> None:
+        """``enqueue_group`` from any event loop."""
+
+    def fire_schedule(self, schedule: Schedule, planned: float) -> None:
+        """A recurring schedule is due (on the loop): enqueue its task for ``planned``."""
+
+    def lookup(self, task_id: str) -> Task[Any] | None:
+        """The task with this id, wherever it runs (None if unknown)."""
+
+    def chain_log(self, task_id: str) -> Any:
+        """The chain log of a task that finished elsewhere (None if none)."""
+
+    def serve(self) -> None:
+        """Start processing continuously (on the loop)."""
+
+    def launch(self, task: Task[Any]) -> None:
+        """A due task may start: hand it to its lane."""
+
+    def on_start(self, task: Task[Any]) -> None:
+        """An attempt started."""
+
+    def lapsed(self, task: Task[Any]) -> None:
+        """A staged attempt was given back unstarted (its lease lapsed)."""
+
+    def settle(self, task: Task[Any], value: Any, error: BaseException | None, took: float) -> None:
+        """An attempt ended: decide retry or finish."""
+
+    def retry_later(self, task: Task[Any], when: float, delay: float, error: BaseException) -> None:
+        """A failed attempt runs again at ``when``."""
+
+    def finish(
+        self, task: Task[Any], status: TaskStatus, value: Any, error: BaseException | None
+    ) -> None:
+        """The task ended for good with ``status``."""
+
+    def done(self, task: Task[Any]) -> None:
+        """A finished task's after-callback is over: wake its waiters."""
+
+    def progress_changed(self, task: Task[Any]) -> None:
+        """A running task reported progress (any thread)."""
+
+    def watch(self, task: Task[Any]) -> None:
+        """Someone waits for ``task``'s outcome."""
+
+    def cancel_handle(self, task: Task[Any]) -> bool:
+        """Cancel from any thread."""
+
+    async def acancel_handle(self, task: Task[Any]) -> bool:
+        """Cancel from any event loop."""
+
+    async def dispatch(self) -> bool:
+        """Run what is due once (a queue driven by hand); say whether work remains."""
+
+    async def next_due(self) -> tuple[float, bool] | None:
+        """When the next waiting task or firing is due, and whether a task waits."""
+
+    async def wait_stopped(self) -> None:
+        """Wait until serving stopped and running attempts ended."""
+
+    def has_work(self) -> bool:
+        """Whether unfinished tasks remain here."""
+
+    async def shutdown(self, timeout: float | None) -> bool:
+        """Refuse new tasks, finish the rest, stop; False if ``timeout`` cut it short."""
+
+    async def abort(self) -> list[Any]:
+        """Stop at once; return what could not finish (dump lines), if anything."""
+
+
+class LocalSource:
+    """The in-memory task source: tasks live in this process, as the engine keeps them."""
+
+    durable = False
+    backend: Backend | None = None
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        # The engine's own behaviour, bound directly: no extra call on the hot path.
+        self.enqueue = engine.core_enqueue
+        self.serve = engine.core_serve
+        self.launch = engine.core_launch
+        self.on_start = engine.core_on_start
+        self.lapsed = engine.core_lapsed
+        self.settle = engine.core_settle
+        self.retry_later = engine.core_retry_later
+        self.finish = engine.core_finish
+        self.done = engine.core_done
+        self.progress_changed = engine.core_progress_changed
+        self.watch = engine.core_watch
+        self.cancel_handle = engine.core_cancel_handle
+        self.acancel_handle = engine.core_acancel_handle
+        self.dispatch = engine.core_dispatch
+        self.next_due = engine.core_next_due
+        self.wait_stopped = engine.core_wait_stopped
+        self.has_work = engine.core_has_work
+        self.shutdown = engine.core_shutdown
+        self.abort = engine.core_abort
+
+    def enqueue_many(self, tasks: list[Task[Any]]) -> None:
+        """Enqueue each (waiting for room in a bounded queue)."""
+        put = self.engine.put
+        for task in tasks:
+            put(task, True, None)
+
+    async def aenqueue(self, task: Task[Any], timeout: float | None) -> None:
+        """Enqueue, waiting for room in a bounded queue without blocking the event loop."""
+        engine = self.engine
+        cap = engine.capacity
+        if cap is None or cap.try_acquire():
+            engine.put(task, False, None, reserved=cap is not None)
+            return
+        if not await cap.aacquire(timeout):
+            raise QueueFull(f"queue {engine.name!r} is full ({cap.maxsize} unfinished tasks)")
+        engine.put(task, False, None, reserved=True)
+
+    async def aenqueue_many(self, tasks: list[Task[Any]]) -> None:
+        """``aenqueue`` each, in order."""
+        for task in tasks:
+            await self.aenqueue(task, None)
+
+    def enqueue_group(
+        self, members: list[Task[Any]], callback: Task[Any], policy: str, check_every: float
+    ) -> None:
+        """Hold ``callback`` in memory until every member finished (``check_every`` unused)."""
+        state = LocalGroup(members, callback, policy)
+        callback._group = state
+        for member in members:
+            member._group = state
+        put = self.engine.put
+        put(callback, True, None)  # accepted, and held until the members finish
+        try:
+            for member in members:
+                put(member, True, None)
+        except BaseException:
+            callback.cancel()
+            raise
+
+    async def aenqueue_group(
+        self, members: list[Task[Any]], callback: Task[Any], policy: str, check_every: float
+    ) -> None:
+        """``enqueue_group``: nothing to wait for in memory but room."""
+        self.enqueue_group(members, callback, policy, check_every)
+
+    def fire_schedule(self, schedule: Schedule, planned: float) -> None:
+        """Enqueue the schedule's task now, unless its last run is unfinished."""
+        schedule.fire_here()
+
+    def lookup(self, task_id: str) -> Task[Any] | None:
+        """The task by id, if this process still knows it."""
+        return self.engine.get(task_id)
+
+    def chain_log(self, task_id: str) -> Any:
+        """Nothing: an in-memory task's chain log is on its handle."""
+        return None
 
 
 class _Attempts:

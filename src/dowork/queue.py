@@ -20,7 +20,7 @@ from inspect import CO_COROUTINE
 from types import FunctionType, TracebackType
 from typing import Any, ParamSpec, Self, TypeVar, Unpack, cast, overload
 
-from ._durable import BackendEngine, DurableSettings
+from ._durable import DurableSettings, DurableSource
 from ._engine import Engine
 from .backends import Backend, open_backend
 from .backends._protocol import PRIORITY_AGING
@@ -28,9 +28,9 @@ from .chain import ArgsMap, ChainFailed, ChainLog, Handler, Reentrant, make_job_
 from .clock import Clock, FakeClock, SystemClock
 from .codec import Codec, JSONCodec
 from .dump import DumpLine
-from .errors import MaxRetriesExceeded, NotRegistered, QueueFull, QueueShuttingDown, UnknownTask
+from .errors import MaxRetriesExceeded, NotRegistered, QueueShuttingDown, UnknownTask
 from .function import AsyncTaskFunction, SyncTaskFunction, TaskFunction, make_task_function
-from .group import POLICIES, Group, GroupPolicy, LocalGroup
+from .group import POLICIES, Group, GroupPolicy
 from .hooks import Hooks, LoggingHooks
 from .ratelimit import RateLimit
 from .registry import Registry
@@ -167,15 +167,22 @@ class Queue:
         for task_function in self._registry.task_functions():
             if not task_function.explicit_name:
                 self._registry.add(task_function, False)  # lambdas cannot go durable
-        return BackendEngine(
-            name,
-            backend=open_backend(backend) if isinstance(backend, str) else backend,
-            codec=codec if codec is not None else JSONCodec(),
-            registry=self._registry,
-            settings=durable if durable is not None else DurableSettings(),
-            owns_backend=isinstance(backend, str),
-            **options,
-        )
+        store = open_backend(backend) if isinstance(backend, str) else backend
+        codec = codec if codec is not None else JSONCodec()
+        settings = durable if durable is not None else DurableSettings()
+        owns = isinstance(backend, str)  # built from a URL: closed at shutdown
+
+        def durable_source(engine: Engine) -> DurableSource:
+            return DurableSource(
+                engine,
+                backend=store,
+                codec=codec,
+                registry=self._registry,
+                settings=settings,
+                owns_backend=owns,
+            )
+
+        return Engine(name, source=durable_source, **options)
 
     def reconfigure(self, **changes: Any) -> None:
         """Change constructor options (``backend``, ``concurrency``, ``hooks``, ...) before use.
@@ -228,8 +235,7 @@ class Queue:
     @property
     def backend(self) -> Backend | None:
         """The backend holding this queue's tasks, or None for an in-memory queue."""
-        engine = self._engine
-        return engine.backend if isinstance(engine, BackendEngine) else None
+        return self._engine.source.backend
 
     @property
     def registry(self) -> Registry:
@@ -358,23 +364,22 @@ class Queue:
             raise ValueError("the same task appears twice")
         for task in batch:
             task._frozen = True
-        if isinstance(engine, BackendEngine):
-            engine.enqueue_many(batch)
-            return batch
-        for task in batch:
-            self._put(task, True, None)
+        engine.source.enqueue_many(batch)
         return batch
 
     async def aenqueue_many(self, tasks: Iterable[Task[R]]) -> list[Task[R]]:
         """``enqueue_many`` for async code."""
         batch = list(tasks)
         engine = self._engine
-        if not isinstance(engine, BackendEngine):
-            return [await self.aenqueue(task) for task in batch]
         for task in batch:
+            if not isinstance(task, Task):
+                raise TypeError(f"aenqueue_many() takes dowork.Task objects, not {task!r}")
             engine.check_new(task)
+        if len({id(t) for t in batch}) != len(batch):
+            raise ValueError("the same task appears twice")
+        for task in batch:
             task._frozen = True
-        await engine.aenqueue_many(batch)
+        await engine.source.aenqueue_many(batch)
         return batch
 
     def group(
@@ -399,21 +404,7 @@ class Queue:
             ValueError: an unknown ``on_failure``, a task given twice, no members.
         """
         batch, callback = self._group_check(members, then, on_failure, check_every)
-        engine = self._engine
-        if isinstance(engine, BackendEngine):
-            engine.enqueue_group(batch, callback, on_failure, check_every)
-            return Group(batch, callback)
-        state = LocalGroup(batch, callback, on_failure)
-        callback._group = state
-        for member in batch:
-            member._group = state
-        self._put(callback, True, None)  # accepted, and held until the members finish
-        try:
-            for member in batch:
-                self._put(member, True, None)
-        except BaseException:
-            callback.cancel()
-            raise
+        self._engine.source.enqueue_group(batch, callback, on_failure, check_every)
         return Group(batch, callback)
 
     async def agroup(
@@ -425,11 +416,8 @@ class Queue:
         check_every: float = 60.0,
     ) -> Group[R]:
         """``group`` for async code."""
-        engine = self._engine
-        if not isinstance(engine, BackendEngine):
-            return self.group(members, then, on_failure=on_failure, check_every=check_every)
         batch, callback = self._group_check(members, then, on_failure, check_every)
-        await engine.aenqueue_group(batch, callback, on_failure, check_every)
+        await self._engine.source.aenqueue_group(batch, callback, on_failure, check_every)
         return Group(batch, callback)
 
     def _group_check(
@@ -459,41 +447,15 @@ class Queue:
         if not isinstance(task, Task):
             raise TypeError(f"aenqueue() takes a dowork.Task; use asubmit() for {task!r}")
         engine = self._engine
-        if isinstance(engine, BackendEngine):
-            engine.check_new(task)
-            task._frozen = True
-            await engine.aenqueue(task)
-            return task
-        cap = engine.capacity
-        if cap is None or cap.try_acquire():
-            return self._put(task, False, None, reserved=cap is not None)
         engine.check_new(task)
-        if engine.on_loop() and not await cap.aacquire(timeout):
-            raise QueueFull(f"queue {self.name!r} is full ({cap.maxsize} unfinished tasks)")
-        if not engine.on_loop() and not await cap.aacquire(timeout):
-            raise QueueFull(f"queue {self.name!r} is full ({cap.maxsize} unfinished tasks)")
-        return self._put(task, False, None, reserved=True)
+        task._frozen = True
+        await engine.source.aenqueue(task, timeout)
+        return task
 
     def _put(
         self, task: Task[R], block: bool, timeout: float | None, reserved: bool = False
     ) -> Task[R]:
-        engine = self._engine
-        engine.check_new(task)
-        task._frozen = True
-        cap = engine.capacity
-        if (
-            cap is not None
-            and not reserved
-            and not cap.try_acquire()
-            and (not block or engine.on_loop() or not cap.acquire(timeout))
-        ):
-            raise QueueFull(f"queue {self.name!r} is full ({cap.maxsize} unfinished tasks)")
-        try:
-            engine.enqueue(task)
-        except BaseException:
-            if cap is not None:
-                cap.release()
-            raise
+        self._engine.put(task, block, timeout, reserved)
         return task
 
     @overload
@@ -652,10 +614,8 @@ class Queue:
         local = engine.get(task_id)
         if local is not None and local.done:
             return _local_chain_log(local)
-        if isinstance(engine, BackendEngine):
-            found: ChainLog | None = engine.chain_log(task_id)
-            return found
-        return None
+        found: ChainLog | None = engine.source.chain_log(task_id)
+        return found
 
     # -- looking tasks up ------------------------------------------------------------------
 
@@ -665,10 +625,7 @@ class Queue:
         On a durable queue the backend is asked too, so a task enqueued or run by another
         process is found; its handle shows the stored status, attempts and outcome.
         """
-        engine = self._engine
-        if isinstance(engine, BackendEngine):
-            return engine.lookup(task_id)
-        return engine.get(task_id)
+        return self._engine.source.lookup(task_id)
 
     def status(self, task_id: str) -> TaskStatus:
         """Return the status of the task with this id.
@@ -834,7 +791,7 @@ class Queue:
 
     def _raise_lost(self) -> None:
         """Raise ``StoreLost`` if the queue stopped because its store was deleted or replaced."""
-        lost = getattr(self._engine, "lost", None)
+        lost = getattr(self._engine.source, "lost", None)
         if lost is not None:
             raise lost
 

@@ -61,30 +61,29 @@ class Schedule:
             return
         engine = self._engine
         planned = self._next if self._next is not None else now
-        if engine.durable:
-            from ._durable import BackendEngine
+        engine.source.fire_schedule(self, planned)
+        following = self.trigger.next_after(max(now, planned))
+        self._next = following
+        engine.reschedule(self, following)
 
-            assert isinstance(engine, BackendEngine)
-            engine.fire_schedule(self, planned)
-            following = self.trigger.next_after(max(now, planned))
-            self._next = following
-            engine.reschedule(self, following)
-            return
+    def fire_here(self) -> None:
+        """Put this firing's task on the in-memory queue, unless the last one is unfinished.
+
+        A bounded queue that is full skips the firing too (counted in ``skipped``).
+        """
+        engine = self._engine
         last = self.last_task
         if (last is not None and not last.done) or (
             engine.capacity is not None and not engine.capacity.try_acquire()
         ):
             self.skipped += 1
-        else:
-            task = self._factory()
-            task._frozen = True
-            task._engine = engine
-            engine._accept(task)
-            self.runs += 1
-            self.last_task = task
-        following = self.trigger.next_after(max(now, planned))
-        self._next = following
-        engine.reschedule(self, following)
+            return
+        task = self._factory()
+        task._frozen = True
+        task._engine = engine
+        engine._accept(task)
+        self.runs += 1
+        self.last_task = task
 
     def cancel(self) -> bool:
         """Stop the schedule; the task of a run already started is not affected."""

@@ -128,7 +128,7 @@ def run_until_signalled(
 
 def _lost(queues: Sequence[Queue]) -> bool:
     """Whether a queue stopped because its store was deleted or replaced (``StoreLost``)."""
-    return any(getattr(queue._engine, "lost", None) is not None for queue in queues)
+    return any(getattr(queue._engine.source, "lost", None) is not None for queue in queues)
 
 
 def _shutdown(

@@ -404,7 +404,7 @@ def test_an_outcome_the_store_refused_gives_way_to_the_one_it_keeps(tmp_path: Pa
             task.result(timeout=0.3)
         store.cut = False
         assert task.result(WAIT) == "second"
-        assert queue._engine.refused == 1  # type: ignore[attr-defined]
+        assert queue._engine.source.refused == 1  # type: ignore[attr-defined]
         assert reader.get(task.id).result(0) == "second"  # type: ignore[union-attr]
     finally:
         store.cut = False

@@ -22,7 +22,7 @@ import pytest
 
 import dowork
 from dowork import DurableSettings, FakeClock, Queue, TaskStatus
-from dowork._durable import BackendEngine
+from dowork._durable import DurableSource
 from dowork.backends import Backend, MemoryBackend, Record, RedisBackend, SQLiteBackend
 from dowork.codec import JSONCodec, PickleCodec
 from dowork.errors import BackendBusy, BackendFull, DecodeError, PayloadTooLarge
@@ -115,8 +115,8 @@ def test_json_is_the_default_and_pickle_needs_a_key(
     tmp_path: Path, queues: Callable[..., Queue]
 ) -> None:
     queue = queues(f"sqlite:///{tmp_path / 'j.db'}")
-    assert isinstance(queue._engine, BackendEngine)
-    assert isinstance(queue._engine.codec, JSONCodec)
+    assert isinstance(queue._engine.source, DurableSource)
+    assert isinstance(queue._engine.source.codec, JSONCodec)
     with pytest.raises(TypeError):
         PickleCodec()  # type: ignore[call-arg]  # deliberately without its key
     with pytest.raises(ValueError, match="16 bytes"):

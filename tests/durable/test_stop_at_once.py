@@ -20,7 +20,7 @@ import pytest
 
 import dowork
 from dowork import DurableSettings
-from dowork._durable import BackendEngine
+from dowork._durable import DurableSource
 from tests.redis_server import RedisServer
 
 T = TypeVar("T")
@@ -69,8 +69,9 @@ def test_abort_records_a_returned_function_and_starts_nothing_more(url: str) -> 
     behind = quick.map([(n,) for n in range(8)])
     queue.start()
     engine = queue._engine
-    assert isinstance(engine, BackendEngine)
-    _wait(lambda: len(engine._claimed) == 9 and engine._running, "all nine claimed")
+    source = engine.source
+    assert isinstance(source, DurableSource)
+    _wait(lambda: len(source._claimed) == 9 and engine._running, "all nine claimed")
     loop = engine.loop
     assert loop is not None
     held, go_on = threading.Event(), threading.Event()

@@ -18,7 +18,7 @@ import pytest
 
 import dowork
 from dowork import DurableSettings, FakeClock, Queue, TaskStatus
-from dowork._durable import BackendEngine
+from dowork._durable import DurableSource
 from dowork.backends import Backend, MemoryBackend, RedisBackend, SQLiteBackend
 
 WAIT = 20.0
@@ -407,9 +407,9 @@ def test_a_held_claim_is_handed_back_when_the_worker_stops_at_once(
     wait_for(lambda: record().attempts == 2)
     # The store counts the claim before its reply reaches the worker: wait until the worker
     # holds it (a claim still on its way when the worker stops waits out its lease instead).
-    engine = queue._engine
-    assert isinstance(engine, BackendEngine)
-    wait_for(lambda: handle.id in engine._held)
+    source = queue._engine.source
+    assert isinstance(source, DurableSource)
+    wait_for(lambda: handle.id in source._held)
     try:
         assert queue.abort() == []
     finally:

@@ -12,7 +12,7 @@ import pytest
 
 import dowork
 from dowork import DurableSettings, FakeClock, Queue, TaskStatus
-from dowork._durable import BackendEngine
+from dowork._durable import DurableSource
 from dowork.backends import SQLiteBackend
 from dowork.clock import TimerHandle
 
@@ -88,7 +88,8 @@ def test_forward_jump_may_rerun_a_task_but_loses_nothing(tmp_path: Path) -> None
         # Nothing lost: the store has the outcome the handle reported (this run's, or, were
         # it refused, the rerun's).
         assert other.status(handle.id) is TaskStatus.SUCCEEDED
-        engines = [e for e in (first._engine, second._engine) if isinstance(e, BackendEngine)]
+        sources = (first._engine.source, second._engine.source)
+        engines = [s for s in sources if isinstance(s, DurableSource)]
         assert len(engines) == 2
 
         def refused() -> int:
@@ -123,8 +124,8 @@ def test_backward_jump_keeps_heartbeats_going(tmp_path: Path) -> None:
         wait_for(lambda: lease_until(db, handle.id) < time.time() - HOUR / 2)  # renewed
         gate.set()
         assert handle.result(10) == "held"
-        assert isinstance(queue._engine, BackendEngine)
-        assert queue._engine.refused == 0
+        assert isinstance(queue._engine.source, DurableSource)
+        assert queue._engine.source.refused == 0
     finally:
         queue.shutdown(timeout=5)
 
