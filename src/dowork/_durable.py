@@ -1963,7 +1963,8 @@ class DurableSource:
         self._aborting = True
         self.engine.accepting = False
         self.engine.serving = False
-        self.engine._launch_from = collections.deque()  # launch nothing more, not even prefetched tasks
+        # Launch nothing more, not even prefetched tasks.
+        self.engine._launch_from = collections.deque()
         aborted = self._aborted = asyncio.get_running_loop().create_future()
         try:
             await self._abort()

@@ -169,7 +169,8 @@ class Engine:
 
         # The source: where tasks come from and where outcomes go (see ``TaskSource``). Its
         # hooks are bound once here, so that a call costs what a method call costs.
-        src = self.source = LocalSource(self) if source is None else source(self)
+        src: TaskSource = LocalSource(self) if source is None else source(self)
+        self.source = src
         #: Whether tasks go through a durable backend (a ``DurableSource``).
         self.durable = src.durable
         self.enqueue: Callable[[Task[Any]], None] = src.enqueue

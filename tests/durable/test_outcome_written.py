@@ -20,6 +20,7 @@ import pytest
 
 import dowork
 from dowork import DurableSettings, Queue, TaskStatus
+from dowork._durable import DurableSource
 from dowork.backends import Backend, MemoryBackend, RedisBackend, Settlement, SQLiteBackend
 from dowork.errors import (
     BackendUnavailable,
@@ -404,7 +405,9 @@ def test_an_outcome_the_store_refused_gives_way_to_the_one_it_keeps(tmp_path: Pa
             task.result(timeout=0.3)
         store.cut = False
         assert task.result(WAIT) == "second"
-        assert queue._engine.source.refused == 1  # type: ignore[attr-defined]
+        source = queue._engine.source
+        assert isinstance(source, DurableSource)
+        assert source.refused == 1
         assert reader.get(task.id).result(0) == "second"  # type: ignore[union-attr]
     finally:
         store.cut = False
