@@ -177,26 +177,31 @@ def read_dump(path: str | os.PathLike[str]) -> Iterator[DumpLine | str]:
                         "object (a dump has one task per line, as dowork worker writes them)"
                     )
             try:
-                data = json.loads(raw)
-                if not isinstance(data, dict):
-                    raise TypeError("not a JSON object")
-                if data.get("v") != VERSION:
-                    raise ValueError(f"unknown dump version {data.get('v')!r}")
-                yield DumpLine(
-                    queue=str(data["queue"]),
-                    id=str(data["id"]),
-                    task=str(data["task"]),
-                    args=list(data.get("args") or []),
-                    kwargs=dict(data.get("kwargs") or {}),
-                    options=dict(data.get("options") or {}),
-                    status=str(data.get("status", "pending")),
-                    attempts=int(data.get("attempts", 0)),
-                    not_before=data.get("not_before"),
-                    restorable=bool(data.get("restorable", True)),
-                    why=data.get("why"),
-                )
+                yield _parse_line(raw)
             except (ValueError, KeyError, TypeError, AttributeError) as exc:
                 yield f"line {number}: {exc}"
+
+
+def _parse_line(raw: str) -> DumpLine:
+    """One line of a dump file as a ``DumpLine`` (ValueError, KeyError, TypeError: it is bad)."""
+    data = json.loads(raw)
+    if not isinstance(data, dict):
+        raise TypeError("not a JSON object")
+    if data.get("v") != VERSION:
+        raise ValueError(f"unknown dump version {data.get('v')!r}")
+    return DumpLine(
+        queue=str(data["queue"]),
+        id=str(data["id"]),
+        task=str(data["task"]),
+        args=list(data.get("args") or []),
+        kwargs=dict(data.get("kwargs") or {}),
+        options=dict(data.get("options") or {}),
+        status=str(data.get("status", "pending")),
+        attempts=int(data.get("attempts", 0)),
+        not_before=data.get("not_before"),
+        restorable=bool(data.get("restorable", True)),
+        why=data.get("why"),
+    )
 
 
 def requeue_into_queue(line: DumpLine, queue: Queue) -> Task[Any]:

@@ -14,7 +14,7 @@ import jinja2
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from .. import admin
@@ -69,6 +69,27 @@ def create_app(
     """
     owns = isinstance(backend, str)
     store = open_backend(backend, create=False) if isinstance(backend, str) else backend
+    dashboard = _Dashboard(store, owns, _environment(), title, refresh)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        if dashboard.owns_store:
+            with contextlib.suppress(BackendError):
+                await dashboard.store.close()
+
+    app = Starlette(routes=_routes(dashboard), lifespan=lifespan)
+    app.state.dashboard = dashboard
+    guard = Guard(
+        token=token,
+        basic_auth=basic_auth,
+        allowed_hosts=None if allowed_hosts is None else tuple(h.lower() for h in allowed_hosts),
+    )
+    return guard.wrap(app)
+
+
+def _environment() -> jinja2.Environment:
+    """The templates, with the filters and globals they use."""
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("dowork.dashboard", "templates"),
         autoescape=True,
@@ -82,14 +103,11 @@ def create_app(
         pct=lambda v: "-" if v is None else f"{v * 100:.1f} %",
     )
     env.globals["STATUSES"] = admin.STATUSES
-    dashboard = _Dashboard(store, owns, env, title, refresh)
+    return env
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        yield
-        if dashboard.owns_store:
-            with contextlib.suppress(BackendError):
-                await dashboard.store.close()
+
+def _routes(dashboard: _Dashboard) -> list[BaseRoute]:
+    """The pages and actions, each answering 503 (or 500) in one line when it fails."""
 
     def page(handler: Callable[[Request, _Dashboard], Awaitable[Response]]) -> Any:
         async def endpoint(request: Request) -> Response:
@@ -105,7 +123,7 @@ def create_app(
 
         return endpoint
 
-    routes = [
+    return [
         Route("/", page(_overview), name="overview"),
         Route("/live/overview", page(_overview_fragment), name="overview_fragment"),
         Route("/queue", page(_queue), name="queue"),
@@ -117,14 +135,6 @@ def create_app(
         Route("/action/purge", page(_purge), methods=["POST"], name="purge"),
         Mount("/static", StaticFiles(packages=[("dowork.dashboard", "static")]), name="static"),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
-    app.state.dashboard = dashboard
-    guard = Guard(
-        token=token,
-        basic_auth=basic_auth,
-        allowed_hosts=None if allowed_hosts is None else tuple(h.lower() for h in allowed_hosts),
-    )
-    return guard.wrap(app)
 
 
 # -- rendering -------------------------------------------------------------------------------

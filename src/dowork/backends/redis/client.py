@@ -17,9 +17,9 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import redis
@@ -32,7 +32,7 @@ from redis.commands.core import AsyncScript, Script
 
 from ...errors import BackendError, BackendFull, BackendUnavailable, EvictionPolicyError
 from .._protocol import Outcome, Wakeups, retention
-from .policy import RECHECK, RECHECK_REFUSED, policy_of, problem
+from .policy import RECHECK, RECHECK_REFUSED, judge, policy_of
 from .records import utf8
 from .scripts import SCRIPTS
 from .urls import redact, without_flag
@@ -41,8 +41,21 @@ from .wire import CONNECTION_ARGS, Unanswered, pack
 __all__ = ["Connection", "Link"]
 
 log = logging.getLogger("dowork")
+P = TypeVar("P")
 #: The scripts the blocking client runs (``push_sync``).
 _SYNC = ("push", "check", "drain")
+
+
+def _check(url: str, prefix: str, client: redis.asyncio.Redis | None, max_connections: int) -> None:
+    """Raise ValueError for a backend's arguments that cannot work."""
+    if urlsplit(url).scheme.lower() not in ("redis", "rediss", "unix"):
+        raise ValueError(f"a Redis URL starts with redis://, rediss:// or unix://: {redact(url)!r}")
+    if not prefix:
+        raise ValueError("prefix must not be empty")
+    if client is not None and client.connection_pool.connection_kwargs.get("decode_responses"):
+        raise ValueError("the client must return bytes: create it with decode_responses=False")
+    if max_connections < 1:
+        raise ValueError("max_connections must be at least 1")
 
 
 @dataclass(eq=False)
@@ -83,15 +96,7 @@ class Connection:
         allow_eviction: bool = False,
     ) -> None:
         url, allowed = without_flag(url)
-        scheme = urlsplit(url).scheme.lower()
-        if scheme not in ("redis", "rediss", "unix"):
-            raise ValueError(
-                f"a Redis URL starts with redis://, rediss:// or unix://: {redact(url)!r}"
-            )
-        if not prefix:
-            raise ValueError("prefix must not be empty")
-        if client is not None and client.connection_pool.connection_kwargs.get("decode_responses"):
-            raise ValueError("the client must return bytes: create it with decode_responses=False")
+        _check(url, prefix, client, max_connections)
         self.url = url
         self.prefix = prefix
         self.keep_finished = keep_finished
@@ -99,8 +104,6 @@ class Connection:
         self.socket_timeout = socket_timeout
         self.connect_timeout = connect_timeout
         self.ping_interval = ping_interval
-        if max_connections < 1:
-            raise ValueError("max_connections must be at least 1")
         self.max_connections = max_connections
         self.pool_timeout = pool_timeout
         self.allow_eviction = allow_eviction or bool(allowed)
@@ -128,19 +131,23 @@ class Connection:
         """Seconds to keep a finished record (see ``retention``)."""
         return retention(outcome, keep, self.keep_finished, self.keep_dead)
 
-    def _new_client(self) -> redis.asyncio.Redis:
-        """An asyncio client on a bounded pool: callers past ``max_connections`` wait."""
+    def _pool(self, from_url: Callable[..., P], retry: object) -> P:
+        """A bounded pool from ``from_url`` (callers past ``max_connections`` wait)."""
         try:
-            pool = redis.asyncio.BlockingConnectionPool.from_url(
+            return from_url(
                 self.url,
                 max_connections=self.max_connections,
                 timeout=self.pool_timeout,
-                retry=Retry(NoBackoff(), 0),  # a lost reply must not run a script twice
+                retry=retry,  # no retries: a lost reply must not run a script twice
                 socket_timeout=self.socket_timeout,
                 socket_connect_timeout=self.connect_timeout,
             )
         except ValueError as exc:  # redis-py names the bad part of the URL
             raise ValueError(f"{redact(self.url)}: {exc}") from None
+
+    def _new_client(self) -> redis.asyncio.Redis:
+        """An asyncio client on a bounded pool: callers past ``max_connections`` wait."""
+        pool = self._pool(redis.asyncio.BlockingConnectionPool.from_url, Retry(NoBackoff(), 0))
         client = redis.asyncio.Redis(connection_pool=pool)
         client.auto_close_connection_pool = True  # closing the client closes its pool
         return client
@@ -152,17 +159,8 @@ class Connection:
             with self._links_lock:
                 pair = self._sync
                 if pair is None:
-                    try:
-                        pool = redis.BlockingConnectionPool.from_url(
-                            self.url,
-                            max_connections=self.max_connections,
-                            timeout=self.pool_timeout,
-                            retry=redis.retry.Retry(NoBackoff(), 0),  # never run twice
-                            socket_timeout=self.socket_timeout,
-                            socket_connect_timeout=self.connect_timeout,
-                        )
-                    except ValueError as exc:
-                        raise ValueError(f"{redact(self.url)}: {exc}") from None
+                    retry = redis.retry.Retry(NoBackoff(), 0)
+                    pool = self._pool(redis.BlockingConnectionPool.from_url, retry)
                     client = redis.Redis(connection_pool=pool)
                     client.auto_close_connection_pool = True
                     scripts = {n: client.register_script(SCRIPTS[n]) for n in _SYNC}
@@ -323,34 +321,13 @@ class Connection:
         self._epoch = current
 
     def _note_policy(self, policy: str | None, *, worker: bool) -> str | None:
-        """Say what Redis's ``maxmemory-policy`` means here; why a worker must refuse, if so.
+        """Keep Redis's ``maxmemory-policy`` and say what it means; why a worker must refuse.
 
-        ``noeviction`` is safe. Under ``volatile-*`` Redis evicts only keys with a TTL: never a
-        task record, but idempotency keys and rate-limit windows, so it is allowed with a
-        warning. ``allkeys-*`` (or a policy this code does not know) may evict any task: a
-        worker refuses it unless ``allow_eviction``; a producer or the CLI warns. Each
-        warning is logged once per backend; a worker's refusal is CRITICAL every time.
+        See ``policy.judge``: each warning is logged once per backend, a refusal every time.
         """
         self.policy = policy
-        found = problem(policy)
-        if found is None:
-            return None
-        message, evicts = found
-        if not evicts or not worker or self.allow_eviction:
-            self._say_policy(policy, worker, message)
-            return None
-        refusal = (
-            f"{self!r}: {message} (this worker refuses to claim tasks until then; "
-            "allow_eviction=True, ?allow_eviction=1 or dowork worker --allow-eviction overrides)"
-        )
-        log.critical("%s", refusal)
-        return refusal
-
-    def _say_policy(self, policy: str | None, worker: bool, message: str) -> None:
-        """Log a warning about the policy once per backend (and role)."""
-        if (policy, worker) not in self._policy_said:
-            self._policy_said.add((policy, worker))
-            log.warning("%r: %s", self, message)
+        allow = self.allow_eviction
+        return judge(policy, worker, allow, who=repr(self), said=self._policy_said)
 
     async def check_worker(self) -> None:
         """Refuse to work on a Redis that may evict task records (see ``_note_policy``).

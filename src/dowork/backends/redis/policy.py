@@ -8,9 +8,12 @@ does not know) may evict any task, so a worker refuses it unless told to allow e
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-__all__ = ["RECHECK", "RECHECK_REFUSED", "policy_of", "problem"]
+__all__ = ["RECHECK", "RECHECK_REFUSED", "judge", "policy_of", "problem"]
+
+log = logging.getLogger("dowork")
 
 #: Seconds a worker trusts the ``maxmemory-policy`` it read (``CONFIG SET`` can change it at
 #: run time): once a minute while it is safe, every few seconds while the worker refuses.
@@ -54,3 +57,30 @@ def problem(policy: str | None) -> tuple[str, bool] | None:
         f"maxmemory-policy is {policy}: Redis may evict task records, so stored tasks could "
         "vanish without a trace; set maxmemory-policy noeviction"
     ), True
+
+
+def judge(
+    policy: str | None, worker: bool, allow_eviction: bool, *, who: str, said: set[Any]
+) -> str | None:
+    """Log what ``policy`` means for ``who`` (a backend); why a worker must refuse, if so.
+
+    ``noeviction`` is safe; ``volatile-*`` is allowed with a warning; ``allkeys-*`` (or a
+    policy this code does not know) may evict any task: a worker refuses it unless
+    ``allow_eviction``, a producer or the CLI warns. Each warning is logged once per backend
+    (``said`` holds the ones logged), a worker's refusal is CRITICAL every time.
+    """
+    found = problem(policy)
+    if found is None:
+        return None
+    message, evicts = found
+    if not evicts or not worker or allow_eviction:
+        if (policy, worker) not in said:
+            said.add((policy, worker))
+            log.warning("%s: %s", who, message)
+        return None
+    refusal = (
+        f"{who}: {message} (this worker refuses to claim tasks until then; "
+        "allow_eviction=True, ?allow_eviction=1 or dowork worker --allow-eviction overrides)"
+    )
+    log.critical("%s", refusal)
+    return refusal

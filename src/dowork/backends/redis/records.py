@@ -126,7 +126,13 @@ def show_record(flat: Sequence[bytes] | dict[bytes, bytes]) -> Record:
     else:
         if all(map(math.isfinite, (record.run_at, record.created_at, record.updated_at))):
             return record
-    h = flat if isinstance(flat, dict) else dict(zip(flat[::2], flat[1::2], strict=True))
+    return _leniently(
+        flat if isinstance(flat, dict) else dict(zip(flat[::2], flat[1::2], strict=True))
+    )
+
+
+def _leniently(h: dict[bytes, bytes]) -> Record:
+    """A record hash read with its text decoded leniently, unreadable numbers as None."""
 
     def text(name: bytes) -> str | None:
         raw = h.get(name)

@@ -110,12 +110,7 @@ def transaction_sync(
     Python, a good part of a bulk push's cost.
     """
     if pack is None:
-        with client.pipeline(transaction=True) as pipe:
-            for name, args in calls:
-                scripts[name](args=args, client=pipe)
-            if flag:
-                pipe.delete(flag)
-            return pipe.execute()[0]
+        return _transaction_pipelined(client, scripts, calls, flag)
     commands: list[tuple[Any, ...]] = [("MULTI",)]
     commands += [("EVALSHA", scripts[name].sha, 0, *args) for name, args in calls]
     if flag:
@@ -150,3 +145,18 @@ def transaction_sync(
             raise redis.exceptions.NoScriptError(str(first))
         raise first
     return first
+
+
+def _transaction_pipelined(
+    client: redis.Redis,
+    scripts: dict[str, Script],
+    calls: Sequence[tuple[str, Sequence[str | bytes | int]]],
+    flag: bytes,
+) -> Any:
+    """``transaction_sync`` without hiredis: through redis-py's pipeline."""
+    with client.pipeline(transaction=True) as pipe:
+        for name, args in calls:
+            scripts[name](args=args, client=pipe)
+        if flag:
+            pipe.delete(flag)
+        return pipe.execute()[0]
