@@ -68,7 +68,6 @@ from .registry import Registry
 from .task import Progress, Task, TaskStatus, _deciding
 
 if TYPE_CHECKING:
-    from .function import TaskFunction
     from .scheduling import Schedule
 
 __all__ = ["DurableSettings", "DurableSource"]
@@ -2112,16 +2111,6 @@ def _placeholder(name: str) -> Any:
 
     unknown.__qualname__ = str(name)
     return unknown
-
-
-def task_function_of(task: Task[Any]) -> TaskFunction[..., Any] | None:
-    """Return the task function a durable task was made from, if registered."""
-    engine = task._engine
-    source = None if engine is None else engine.source
-    if isinstance(source, DurableSource):
-        name = source.registry.name_of(task.fn)
-        return source.registry.get(name) if name else None
-    return None
 
 
 def _unknown(error: OutcomeUnknown, tasks: list[Task[Any]]) -> None:

@@ -422,6 +422,14 @@ class Engine:
             task._rank = math.nan  # it ages from when it is due
             self._push(when, task)
 
+    def accept(self, task: Task[Any]) -> None:
+        """Take a task on the loop (a schedule's firing): as enqueued, without the inbox."""
+        self._accept(task)
+
+    def fire_schedule(self, schedule: Schedule, planned: float) -> None:
+        """A schedule is due (on the loop): its firing goes through the task source."""
+        self.source.fire_schedule(schedule, planned)
+
     def register(self, task: Task[Any]) -> None:
         """Remember a task by id (called when its id is first read)."""
         assert task._id is not None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 
+from . import function
 from .queue import Queue
 
 __all__ = ["global_queue", "reset_global_queue"]
@@ -39,3 +40,6 @@ def reset_global_queue() -> None:
         queue, _queue = _queue, None
     if queue is not None and queue._engine.started:
         queue.shutdown(timeout=0)
+
+
+function.global_queue = global_queue  # ``@dowork.task`` functions submit here

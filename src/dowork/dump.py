@@ -24,16 +24,35 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, TypeVar
 
 from .backends._protocol import Backend, Record
 from .codec import JSONCodec
 from .errors import DuplicateTask, NotSerializable
-from .registry import default_name
+from .registry import Registry, default_name
 from .task import Task
 
-if TYPE_CHECKING:
-    from .queue import Queue
+T = TypeVar("T")
+
+
+class RequeueTarget(Protocol):
+    """The queue a dumped line goes back to (``dowork.Queue`` is one; the dump sits below it)."""
+
+    @property
+    def name(self) -> str:
+        """The queue's name."""
+
+    @property
+    def registry(self) -> Registry:
+        """The task functions declared on the queue."""
+
+    @property
+    def backend(self) -> Backend | None:
+        """The store of a durable queue, else None."""
+
+    def enqueue(self, task: Task[T], *, block: bool = ..., timeout: float | None = ...) -> Task[T]:
+        """Enqueue a task."""
+
 
 __all__ = [
     "DumpLine",
@@ -204,7 +223,7 @@ def _parse_line(raw: str) -> DumpLine:
     )
 
 
-def requeue_into_queue(line: DumpLine, queue: Queue) -> Task[Any]:
+def requeue_into_queue(line: DumpLine, queue: RequeueTarget) -> Task[Any]:
     """Enqueue a dumped task on ``queue`` through its registry (the name must be declared).
 
     On a durable queue the task keeps its id, so a line re-queued twice is stored once.

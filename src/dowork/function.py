@@ -9,20 +9,62 @@ from __future__ import annotations
 
 from collections.abc import Callable, Coroutine, Iterable
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Self, TypeVar, Unpack
+from typing import Any, Generic, ParamSpec, Protocol, Self, TypeVar, Unpack
 
-from .registry import default_name
-from .schedule import Cron, Every
+from .schedule import Cron, Every, Trigger
 from .scheduling import Schedule
 from .task import Task, TaskOptions
 
-if TYPE_CHECKING:
-    from .queue import Queue
-
-__all__ = ["AsyncTaskFunction", "SyncTaskFunction", "TaskFunction", "make_task_function"]
+__all__ = [
+    "AsyncTaskFunction",
+    "HomeQueue",
+    "SyncTaskFunction",
+    "TaskFunction",
+    "default_name",
+    "make_task_function",
+]
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
+
+
+def default_name(fn: Any) -> str:
+    """Return ``module:qualname`` for a function, the default registered name."""
+    module = getattr(fn, "__module__", None) or "?"
+    qualname = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    return f"{module}:{qualname}"
+
+
+class HomeQueue(Protocol):
+    """What a task function asks of its queue (``dowork.Queue`` is one).
+
+    A protocol, so that task functions sit below the queue and never import it.
+    """
+
+    @property
+    def name(self) -> str:
+        """The queue's name."""
+
+    def enqueue(self, task: Task[T], *, block: bool = ..., timeout: float | None = ...) -> Task[T]:
+        """Enqueue a task."""
+
+    def enqueue_many(self, tasks: Iterable[Task[T]]) -> list[Task[T]]:
+        """Enqueue several tasks at once."""
+
+    async def aenqueue(self, task: Task[T], *, timeout: float | None = ...) -> Task[T]:
+        """Enqueue from async code."""
+
+    def schedule(self, trigger: Trigger, factory: Callable[[], Task[Any]]) -> Schedule:
+        """Start a recurring schedule."""
+
+    def _register(self, task_function: TaskFunction[..., Any]) -> None:
+        """Record a task function declared on the queue."""
+
+
+#: Returns the global queue behind ``@dowork.task`` functions; set by ``dowork._global``
+#: (which sits above the queue) when it is imported, as ``import dowork`` does.
+global_queue: Callable[[], HomeQueue] | None = None
 
 
 class TaskFunction(Generic[P, R]):
@@ -35,7 +77,7 @@ class TaskFunction(Generic[P, R]):
     def __init__(
         self,
         fn: Callable[P, Coroutine[Any, Any, R]] | Callable[P, R],
-        queue: Queue | None,
+        queue: HomeQueue | None,
         options: TaskOptions,
         name: str | None = None,
     ) -> None:
@@ -59,11 +101,11 @@ class TaskFunction(Generic[P, R]):
         """Run the function now, in the caller, without the queue."""
         return self.fn(*args, **kwargs)
 
-    def _queue(self) -> Queue:
+    def _queue(self) -> HomeQueue:
         if self.queue is not None:
             return self.queue
-        from ._global import global_queue
-
+        if global_queue is None:  # pragma: no cover - ``import dowork`` sets it
+            raise RuntimeError("dowork._global is not imported: import dowork first")
         return global_queue()
 
     def task(self, *args: P.args, **kwargs: P.kwargs) -> Task[R]:
@@ -147,7 +189,7 @@ class AsyncTaskFunction(TaskFunction[P, R]):
 
 
 def make_task_function(
-    fn: Callable[..., Any], queue: Queue | None, options: TaskOptions, name: str | None = None
+    fn: Callable[..., Any], queue: HomeQueue | None, options: TaskOptions, name: str | None = None
 ) -> TaskFunction[..., Any]:
     """Wrap ``fn`` in the sync or async task function class that fits it.
 

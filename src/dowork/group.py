@@ -16,13 +16,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from .errors import GroupFailed
-from .task import Task, TaskStatus
-
-if TYPE_CHECKING:
-    from ._engine import Engine
+from .task import Task, TaskHost, TaskStatus
 
 __all__ = ["Group", "GroupPolicy"]
 
@@ -65,7 +62,7 @@ class LocalGroup:
         self.policy = policy
         self.remaining = len(members)
 
-    def member_done(self, engine: Engine) -> None:
+    def member_done(self, engine: TaskHost) -> None:
         """A member finished (on the loop); the last one frees or fails the callback."""
         self.remaining -= 1
         if self.remaining == 0:

@@ -7,21 +7,12 @@ registry, so a message can never make a worker run arbitrary code.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .errors import NotRegistered
-
-if TYPE_CHECKING:
-    from .function import TaskFunction
+from .function import TaskFunction, default_name
 
 __all__ = ["Registry", "default_name"]
-
-
-def default_name(fn: Any) -> str:
-    """Return ``module:qualname`` for a function, the default registered name."""
-    module = getattr(fn, "__module__", None) or "?"
-    qualname = getattr(fn, "__qualname__", None) or type(fn).__qualname__
-    return f"{module}:{qualname}"
 
 
 class Registry:

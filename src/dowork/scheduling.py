@@ -5,13 +5,46 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from .schedule import Trigger
-from .task import Task
+from .task import Task, TaskHost
 
 if TYPE_CHECKING:
-    from ._engine import Engine
+    from ._capacity import Capacity
+
+T = TypeVar("T")
+
+
+class ScheduleHost(TaskHost, Protocol):
+    """What a schedule asks of the engine of its queue (``dowork._engine.Engine`` is one).
+
+    A protocol, so that schedules sit below the engine and never import it.
+    """
+
+    capacity: Capacity | None
+
+    def add_schedule(self, schedule: Schedule, first: float) -> None:
+        """Start the schedule, first firing at ``first`` (on the loop)."""
+
+    def reschedule(self, schedule: Schedule, when: float) -> None:
+        """Put the schedule back for its next firing (on the loop)."""
+
+    def drop_schedule(self, schedule: Schedule) -> None:
+        """Forget a cancelled schedule."""
+
+    def fire_schedule(self, schedule: Schedule, planned: float) -> None:
+        """Enqueue one firing's task (on the loop), as the queue's task source does it."""
+
+    def accept(self, task: Task[Any]) -> None:
+        """Take a task on the loop, as enqueued from there."""
+
+    def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn`` on the loop from any thread and return its result."""
+
+    async def acall(self, fn: Callable[..., T], *args: Any) -> T:
+        """``call`` from any event loop."""
+
 
 __all__ = ["Schedule"]
 
@@ -26,7 +59,7 @@ class Schedule:
 
     def __init__(
         self,
-        engine: Engine,
+        engine: ScheduleHost,
         trigger: Trigger,
         factory: Callable[[], Task[Any]],
         name: str,
@@ -61,7 +94,7 @@ class Schedule:
             return
         engine = self._engine
         planned = self._next if self._next is not None else now
-        engine.source.fire_schedule(self, planned)
+        engine.fire_schedule(self, planned)
         following = self.trigger.next_after(max(now, planned))
         self._next = following
         engine.reschedule(self, following)
@@ -81,7 +114,7 @@ class Schedule:
         task = self._factory()
         task._frozen = True
         task._engine = engine
-        engine._accept(task)
+        engine.accept(task)
         self.runs += 1
         self.last_task = task
 

@@ -21,7 +21,17 @@ from enum import StrEnum
 from inspect import CO_COROUTINE
 from time import time as time_now
 from types import FunctionType
-from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypedDict, TypeVar, Unpack, overload
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Generic,
+    NamedTuple,
+    Protocol,
+    TypedDict,
+    TypeVar,
+    Unpack,
+    overload,
+)
 
 from .errors import TaskFrozen, TaskNotDone
 from .options import EMPTY, UNSET, Options, to_epoch
@@ -29,10 +39,63 @@ from .ratelimit import RateLimit
 from .retry import Backoff, RetryPolicy, seconds
 
 if TYPE_CHECKING:
-    from ._engine import Engine
-    from .group import LocalGroup
+    from .clock import Clock
 
 __all__ = ["AfterCallback", "Progress", "Task", "TaskOptions", "TaskStatus", "current_task"]
+
+
+class TaskHost(Protocol):
+    """What a task asks of the engine that holds it (``dowork._engine.Engine`` is one).
+
+    A protocol, so that tasks sit below the engine and never import it.
+    """
+
+    name: str
+    clock: Clock
+    durable: bool
+
+    def register(self, task: Task[Any]) -> None:
+        """Remember the task by its id (called when its id is first read)."""
+
+    def on_loop(self) -> bool:
+        """Whether the caller runs on the engine's event loop thread."""
+
+    @property
+    def progress_changed(self) -> Callable[[Task[Any]], None]:
+        """Tell the hooks (and a store) about the task's progress (any thread)."""
+
+    @property
+    def watch(self) -> Callable[[Task[Any]], None]:
+        """Someone waits for the task's outcome."""
+
+    @property
+    def cancel_handle(self) -> Callable[[Task[Any]], bool]:
+        """Cancel the task from any thread."""
+
+    @property
+    def acancel_handle(self) -> Callable[[Task[Any]], Coroutine[Any, Any, bool]]:
+        """Cancel the task from any event loop."""
+
+    def group_complete(
+        self,
+        callback: Task[Any],
+        results: list[Any],
+        failures: list[tuple[str, BaseException]],
+        policy: str,
+    ) -> None:
+        """Every member of ``callback``'s group finished: run or fail it."""
+
+
+class GroupState(Protocol):
+    """What a task knows of the in-memory group it belongs to (``dowork.group.LocalGroup``)."""
+
+    @property
+    def callback(self) -> Task[Any]:
+        """The task held until every member finished."""
+
+    def member_done(self, engine: TaskHost) -> None:
+        """A member finished (on the loop)."""
+
 
 R = TypeVar("R")
 
@@ -277,7 +340,7 @@ class Task(Generic[R]):
         self._error: BaseException | None = None
         self._last_error: BaseException | None = None
         self._id: str | None = None
-        self._engine: Engine | None = None
+        self._engine: TaskHost | None = None
         self._waiters: list[_Waiter] | None = None
         self._seq = 0
         self._deadline_at: float | None = None
@@ -287,7 +350,7 @@ class Task(Generic[R]):
         self._runner: object = None
         self._headers: dict[str, str] | None = None
         self._expires_at: float | None = None
-        self._group: LocalGroup | None = None
+        self._group: GroupState | None = None
         self._progress: Progress | None = None
         self._idempotency_key: str | None = None
         self._unique = False
