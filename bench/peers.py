@@ -47,6 +47,8 @@ SQLITE_TARGET = 3.0  # dowork SQLite processing >= 3x Huey's SqliteHuey
 ENQUEUE_TARGET = 0.8  # dowork submit (one per call) >= 0.8x bare redis-py LPUSH round trips
 BULK_TARGET = 50_000  # dowork map() >= 50,000 tasks/s
 REDIS_TARGET = 4.0  # dowork Redis processing >= 4x Huey's RedisHuey
+# Issue 16's, with the realistic body, are in section_real: dowork Redis >= 0.8x the body's
+# ceiling (sync and async) and >= 3x RedisHuey; dowork SQLite >= 3x SqliteHuey.
 P99_TARGET_MS = 3.0  # enqueue-to-start p99 <= 3 ms (and p50 no worse than Huey's)
 
 # -- the task body every library runs ---------------------------------------------------------
@@ -80,16 +82,78 @@ class Counter:
 COUNTER = Counter()
 
 
+class RedisBody:
+    """The realistic task body: one round trip to a Redis server (``INCR`` of one key).
+
+    The server is not the broker's: the bench starts one of its own (``LocalRedis``), so that
+    the body's round trips and the queue's own commands are counted on separate servers. The
+    sync variant uses one redis-py client per process over a ``BlockingConnectionPool`` of
+    ``concurrency`` connections (a slot never waits for a connection); the async variant one
+    ``redis.asyncio`` client per event loop (a client is bound to the loop that first used
+    it), each over a pool of the same size. Every library runs exactly these two methods.
+    """
+
+    def __init__(self, url: str, key: str, concurrency: int) -> None:
+        import weakref
+
+        import redis
+
+        self.url, self.key, self.concurrency = url, key, concurrency
+        pool = redis.BlockingConnectionPool.from_url(url, max_connections=concurrency, timeout=60)
+        self.client = redis.Redis(connection_pool=pool)
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def call(self) -> None:
+        self.client.incr(self.key)
+
+    async def acall(self) -> None:
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            import redis.asyncio
+
+            pool = redis.asyncio.BlockingConnectionPool.from_url(
+                self.url, max_connections=self.concurrency, timeout=60
+            )
+            client = self._clients[loop] = redis.asyncio.Redis(connection_pool=pool)
+        await client.incr(self.key)
+
+    def reset(self) -> None:
+        self.client.delete(self.key)
+
+    def count(self) -> int:
+        """How many bodies ran since ``reset()`` (the server's count, not ours)."""
+        return int(self.client.get(self.key) or 0)
+
+
+#: The body of the current run, set by the host before each run: None runs a no-op.
+BODY: RedisBody | None = None
+
+
+def work(i: int) -> None:
+    """The task every sync library runs: the body of the run, then count."""
+    body = BODY
+    if body is not None:
+        body.call()
+    COUNTER.tick()
+
+
+async def awork(i: int) -> None:
+    """The task every async library runs (and dowork's ``async def`` rows)."""
+    body = BODY
+    if body is not None:
+        await body.acall()
+    COUNTER.tick()
+
+
+async def awork_ctx(ctx: Any, i: int) -> None:  # arq and SAQ pass a context first
+    await awork(i)
+
+
 def noop(i: int) -> None:
-    COUNTER.tick()
-
-
-async def anoop(i: int) -> None:
-    COUNTER.tick()
-
-
-async def anoop_ctx(ctx: Any, i: int) -> None:  # arq and SAQ pass a context first
-    COUNTER.tick()
+    """The task of the enqueue sections (2a, 2b), which never run it."""
 
 
 STAMP_FD = -1  # set in a latency worker process: where ``stamp`` writes its start time
@@ -128,6 +192,7 @@ class Config:
     tmp: str  #: directory for SQLite files
     concurrency: int
     batch: int  #: dowork DurableSettings(batch=...)
+    body_url: str = ""  #: the Redis server of the realistic task body (not the broker)
 
 
 class LoopThread:
@@ -208,7 +273,7 @@ class Adapter:
             delete_keys(self.cfg.redis_url, f"*{self.name}*")
 
     def preload(self, n: int) -> None:
-        """Enqueue ``n`` calls ``noop(i)`` without running them."""
+        """Enqueue ``n`` calls ``work(i)`` without running them."""
         raise NotImplementedError
 
     def start(self) -> None:
@@ -295,7 +360,7 @@ class DoworkAdapter(Adapter):
             concurrency=self.cfg.concurrency,
             durable=dowork.DurableSettings(batch=self.cfg.batch, keep_result=self.keep_result),
         )
-        fn = self.queue.task(name="noop")(anoop if self.is_async else noop)
+        fn = self.queue.task(name="work")(awork if self.is_async else work)
         fn.map([(i,) for i in range(n)])
 
     def start(self) -> None:
@@ -330,35 +395,35 @@ class DoworkAdapter(Adapter):
 
 
 class DoworkSQLite(DoworkAdapter):
-    label = "dowork SQLite (def noop)"
+    label = "dowork SQLite (def)"
     store = "sqlite"
 
 
 class DoworkSQLiteAsync(DoworkAdapter):
-    label = "dowork SQLite (async def noop)"
+    label = "dowork SQLite (async def)"
     store = "sqlite"
     is_async = True
 
 
 class DoworkSQLiteForget(DoworkAdapter):
-    label = "dowork SQLite (def noop, keep_result=0)"
+    label = "dowork SQLite (def, keep_result=0)"
     store = "sqlite"
     keep_result = 0
 
 
 class DoworkRedis(DoworkAdapter):
-    label = "dowork Redis (def noop)"
+    label = "dowork Redis (def)"
     store = "redis"
 
 
 class DoworkRedisAsync(DoworkAdapter):
-    label = "dowork Redis (async def noop)"
+    label = "dowork Redis (async def)"
     store = "redis"
     is_async = True
 
 
 class DoworkRedisForget(DoworkAdapter):
-    label = "dowork Redis (def noop, keep_result=0)"
+    label = "dowork Redis (def, keep_result=0)"
     store = "redis"
     keep_result = 0
 
@@ -384,7 +449,7 @@ class HueyAdapter(Adapter):
     def setup(self) -> None:
         need("huey", "huey")
         self.huey = self.make()
-        self.task = huey_task(self.huey, noop)
+        self.task = huey_task(self.huey, work)
         self.huey.pending_count()  # reaches the store
 
     def cleanup(self) -> None:
@@ -433,7 +498,8 @@ class RQ(Adapter):
     label = "rq SimpleWorker"
     store = "redis"
     knobs = (
-        "SimpleWorker.work(burst=True) (no concurrency option; the default Worker forks per job)"
+        "SimpleWorker.work(burst=True), no pub/sub thread (no concurrency option; the default"
+        " Worker forks per job)"
     )
 
     def setup(self) -> None:
@@ -450,7 +516,7 @@ class RQ(Adapter):
 
         self.runs += 1
         jobs = [
-            Queue.prepare_data(noop, (i,), job_id=f"{self.name}-{self.runs}-{i}") for i in range(n)
+            Queue.prepare_data(work, (i,), job_id=f"{self.name}-{self.runs}-{i}") for i in range(n)
         ]
         for start in range(0, n, 1000):
             self.queue.enqueue_many(jobs[start : start + 1000])
@@ -458,7 +524,21 @@ class RQ(Adapter):
     def wait(self, timeout: float) -> None:
         from rq import SimpleWorker
 
-        worker = SimpleWorker(
+        class Worker(SimpleWorker):
+            """No pub/sub thread (it only serves remote commands such as ``rq suspend``). At
+            teardown RQ waits 1 s for that thread, then hands its connection back to the pool
+            while the thread still blocks reading from it (for up to 60 s): the next worker's
+            command could get that connection, lose its reply to the old thread, and stall a
+            run for 60 s (seen in about one run in ten).
+            """
+
+            def subscribe(self) -> None:
+                pass
+
+            def unsubscribe(self) -> None:
+                pass
+
+        worker = Worker(
             [self.queue], connection=self.conn, name=f"{self.name}-{uuid.uuid4().hex[:6]}"
         )
         worker.work(burst=True, logging_level="WARNING")  # returns when the queue is empty
@@ -496,7 +576,7 @@ class Dramatiq(Adapter):
             self.broker.close()
         self.broker = RedisBroker(url=self.cfg.redis_url, namespace=self.name)
         dramatiq.set_broker(self.broker)
-        self.actor = dramatiq.actor(noop, actor_name="noop", queue_name="bench", broker=self.broker)
+        self.actor = dramatiq.actor(work, actor_name="work", queue_name="bench", broker=self.broker)
         return self.broker
 
     def preload(self, n: int) -> None:
@@ -539,7 +619,7 @@ class Celery(Adapter):
             worker_hijack_root_logger=False,
             broker_connection_retry_on_startup=True,
         )
-        self.task = self.app.task(name="noop", ignore_result=True)(noop)
+        self.task = self.app.task(name="work", ignore_result=True)(work)
         with self.app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1)
         self.stack = contextlib.ExitStack()
@@ -599,7 +679,7 @@ class Arq(Adapter):
             for start in range(0, n, 100):  # 100 enqueue transactions in flight at a time
                 await asyncio.gather(
                     *(
-                        self.pool.enqueue_job("noop", i, _job_id=f"{prefix}-{i}")
+                        self.pool.enqueue_job("work", i, _job_id=f"{prefix}-{i}")
                         for i in range(start, min(n, start + 100))
                     )
                 )
@@ -611,7 +691,7 @@ class Arq(Adapter):
 
         async def make() -> Any:  # the Worker takes the loop current where it is built
             return Worker(
-                functions=[func(anoop_ctx, name="noop")],
+                functions=[func(awork_ctx, name="work")],
                 queue_name=self.name,
                 redis_pool=self.pool,
                 max_jobs=self.cfg.concurrency,
@@ -661,7 +741,7 @@ class SAQ(Adapter):
         async def fill() -> None:
             for start in range(0, n, 100):
                 await asyncio.gather(
-                    *(self.queue.enqueue("noop", i=i) for i in range(start, min(n, start + 100)))
+                    *(self.queue.enqueue("work", i=i) for i in range(start, min(n, start + 100)))
                 )
 
         self.loop.run(fill(), timeout=None)
@@ -670,7 +750,7 @@ class SAQ(Adapter):
         import saq
 
         self.worker = saq.Worker(
-            self.queue, functions=[("noop", anoop_ctx)], concurrency=self.cfg.concurrency
+            self.queue, functions=[("work", awork_ctx)], concurrency=self.cfg.concurrency
         )
         self.worker.SIGNALS = []  # signal handlers need the main thread; we stop it by hand
         self.running = self.loop.spawn(self.worker.start())
@@ -711,7 +791,7 @@ class Taskiq(Adapter):
             consumer_group_name=self.name,
             xread_block=self.xread_block,
         )
-        self.task = self.broker.task(task_name="noop")(anoop)
+        self.task = self.broker.task(task_name="work")(awork)
         self.loop.run(self.broker.startup())
 
     def preload(self, n: int) -> None:
@@ -750,6 +830,97 @@ class Taskiq(Adapter):
         self.loop.close()
 
 
+class Ceiling(Adapter):
+    """The body's ceiling: the same task body run without any queue, in the host process.
+
+    No store, no preload: ``start()`` runs (or starts running) ``n`` bodies, and the clock
+    runs, as for the queues, from the first body to the last.
+    """
+
+    store = "ceiling"
+    fixed_n = True
+
+    def preload(self, n: int) -> None:
+        self.n = n
+
+
+class CeilingLoop(Ceiling):
+    label = "ceiling: sequential loop"
+    knobs = "for i in range(n): work(i), in one thread"
+
+    def start(self) -> None:
+        for i in range(self.n):
+            work(i)
+
+
+class CeilingThreads(Ceiling):
+    label = "ceiling: ThreadPoolExecutor"
+
+    @property
+    def knobs(self) -> str:  # type: ignore[override]
+        return f"ThreadPoolExecutor(max_workers={self.cfg.concurrency}), submit n calls work(i)"
+
+    def start(self) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.pool = ThreadPoolExecutor(max_workers=self.cfg.concurrency)
+        submit = self.pool.submit
+        for i in range(self.n):
+            submit(work, i)
+
+    def stop(self) -> None:
+        self.pool.shutdown()
+
+
+class CeilingAsyncLoop(Ceiling):
+    label = "ceiling: sequential await loop"
+    knobs = "for i in range(n): await awork(i), on one event loop"
+
+    def setup(self) -> None:
+        self.loop = LoopThread()
+
+    async def drive(self, n: int) -> None:
+        for i in range(n):
+            await awork(i)
+
+    def start(self) -> None:
+        self.running = self.loop.spawn(self.drive(self.n))
+
+    def stop(self) -> None:
+        self.running.result(30)
+
+    def close(self) -> None:
+        self.loop.close()
+
+
+class CeilingAsyncio(CeilingAsyncLoop):
+    label = "ceiling: asyncio + Semaphore"
+
+    @property
+    def knobs(self) -> str:  # type: ignore[override]
+        return (
+            f"one event loop, asyncio.Semaphore({self.cfg.concurrency}): "
+            "a task per call, at most that many at once"
+        )
+
+    async def drive(self, n: int) -> None:
+        slots = asyncio.Semaphore(self.cfg.concurrency)
+        tasks: set[asyncio.Task[None]] = set()
+
+        async def one(i: int) -> None:
+            try:
+                await awork(i)
+            finally:
+                slots.release()
+
+        for i in range(n):
+            await slots.acquire()
+            task = asyncio.create_task(one(i))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        await asyncio.gather(*tasks)
+
+
 ADAPTERS: dict[str, type[Adapter]] = {
     "dowork-sqlite": DoworkSQLite,
     "dowork-sqlite-async": DoworkSQLiteAsync,
@@ -765,19 +936,52 @@ ADAPTERS: dict[str, type[Adapter]] = {
     "arq": Arq,
     "saq": SAQ,
     "taskiq": Taskiq,
+    "ceiling-loop": CeilingLoop,
+    "ceiling-threads": CeilingThreads,
+    "ceiling-aloop": CeilingAsyncLoop,
+    "ceiling-asyncio": CeilingAsyncio,
 }
 SQLITE_KEYS = [k for k in ADAPTERS if ADAPTERS[k].store == "sqlite"]
 REDIS_KEYS = [k for k in ADAPTERS if ADAPTERS[k].store == "redis"]
+CEILING_KEYS = [k for k in ADAPTERS if ADAPTERS[k].store == "ceiling"]
+#: The realistic body's rows: the ceilings, then every library once per kind of body (the
+#: keep_result=0 variants only in the no-op sections).
+REAL_KEYS = [*CEILING_KEYS, *(k for k in SQLITE_KEYS + REDIS_KEYS if not k.endswith("-keep0"))]
+ASYNC_KEYS = {
+    "ceiling-aloop", "ceiling-asyncio", "dowork-sqlite-async", "dowork-redis-async",
+    "arq", "saq", "taskiq",
+}  # fmt: skip
 
 
 # -- the host process -------------------------------------------------------------------------
 
 
-def run_once(adapter: Adapter, n: int, timeout: float) -> dict[str, float]:
+def body_for(adapter: Adapter, body: str) -> RedisBody | None:
+    """The body of a run: None (no-op) or this host's ``RedisBody``, made on first use."""
+    global _REDIS_BODY
+    if body == "noop":
+        return None
+    if _REDIS_BODY is None:
+        _REDIS_BODY = RedisBody(
+            adapter.cfg.body_url, f"{adapter.name}-body", adapter.cfg.concurrency
+        )
+    return _REDIS_BODY
+
+
+_REDIS_BODY: RedisBody | None = None
+
+
+def run_once(adapter: Adapter, n: int, timeout: float, body: str = "noop") -> dict[str, float]:
     """One timed processing run: a backlog of ``n`` tasks, one worker, until all finished.
 
-    The worker is still running on return: the caller replies first, then calls ``stop()``.
+    ``body`` is "noop" or "redis" (one ``INCR`` on the body server per task, checked against
+    the server's count afterwards). The worker is still running on return: the caller replies
+    first, then calls ``stop()``.
     """
+    global BODY
+    BODY = body_for(adapter, body)
+    if BODY is not None:
+        BODY.reset()
     adapter.cleanup()
     COUNTER.reset(n)
     t = time.perf_counter()
@@ -786,15 +990,19 @@ def run_once(adapter: Adapter, n: int, timeout: float) -> dict[str, float]:
     gc.collect()
     cpu = adapter.server_cpu()
     start = time.perf_counter()
+    own = time.process_time()  # every thread of this process: the worker's CPU
     adapter.start()
     adapter.wait(timeout)
     end = time.perf_counter()
+    own = time.process_time() - own
     first = COUNTER.first if COUNTER.first is not None else start
-    timing = {"steady": end - first, "boot": first - start, "preload": preload}
+    timing = {"steady": end - first, "boot": first - start, "preload": preload, "cpu": own / n}
     if cpu is not None:
         used = adapter.server_cpu()
         assert used is not None
         timing["server"] = (used - cpu) / n
+    if BODY is not None and (ran := BODY.count()) < n:
+        raise RuntimeError(f"the body server counted {ran} round trips for {n} tasks")
     return timing
 
 
@@ -822,7 +1030,7 @@ def host_main(key: str, cfg: Config, reply_fd: int) -> int:
             if command["op"] != "run":
                 break
             try:
-                reply(**run_once(adapter, command["n"], command["timeout"]))
+                reply(**run_once(adapter, command["n"], command["timeout"], command["body"]))
                 # Stopping takes up to ~2 s of idle waiting (blocking reads time out) in most
                 # libraries and under 10 ms of CPU, so it overlaps the next host's run.
                 adapter.stop()
@@ -895,10 +1103,11 @@ class Host:
             raise HostFailed(message["skip"])
         self.knobs = message.get("knobs", "")
 
-    def run(self, n: int, timeout: float) -> dict[str, float]:
+    def run(self, n: int, timeout: float, body: str) -> dict[str, float]:
         assert self.proc.stdin is not None
+        command = {"op": "run", "n": n, "timeout": timeout, "body": body}
         try:
-            self.proc.stdin.write(json.dumps({"op": "run", "n": n, "timeout": timeout}) + "\n")
+            self.proc.stdin.write(json.dumps(command) + "\n")
             self.proc.stdin.flush()
         except OSError as exc:
             raise HostFailed(f"host gone ({exc})") from None
@@ -935,8 +1144,10 @@ class Result:
     times: list[float] = field(default_factory=list)
     boots: list[float] = field(default_factory=list)
     server: list[float] = field(default_factory=list)  #: Redis server CPU s per task
+    cpu: list[float] = field(default_factory=list)  #: the host process's CPU s per task
     skip: str | None = None
     knobs: str = ""
+    key: str = ""  #: the adapter's key in ``ADAPTERS`` (empty for in-process benchmarks)
 
     @property
     def ok(self) -> bool:
@@ -955,6 +1166,32 @@ class Result:
     def spread(self) -> float:
         """(max - min) / median: how noisy the repeats were."""
         return (max(self.times) - min(self.times)) / self.median
+
+    @property
+    def rates(self) -> tuple[float, float]:
+        """The slowest and the fastest repeat, in tasks per second."""
+        return self.n / max(self.times), self.n / min(self.times)
+
+    def as_json(self) -> dict[str, Any]:
+        """Everything measured, for ``--json`` (seconds, tasks/s, CPU in µs per task)."""
+        row: dict[str, Any] = {"name": self.name, "key": self.key, "n": self.n}
+        if not self.ok:
+            return {**row, "skipped": self.skip}
+        return {
+            **row,
+            "times_s": self.times,
+            "median_s": self.median,
+            "tasks_per_s": self.rate,
+            "tasks_per_s_min_max": list(self.rates),
+            "boot_ms_median": statistics.median(self.boots) * 1000 if self.boots else None,
+            "worker_cpu_us_per_task": median_us(self.cpu),
+            "redis_cpu_us_per_task": median_us(self.server),
+            "settings": self.knobs,
+        }
+
+
+def median_us(values: list[float]) -> float | None:
+    return statistics.median(values) * 1e6 if values else None
 
 
 def run_timeout(n: int) -> float:
@@ -979,47 +1216,54 @@ def start_hosts(keys: list[str], cfg: Config, logdir: str) -> dict[str, Host | s
     return ready
 
 
-def measure_hosts(hosts: dict[str, Host | str], args: argparse.Namespace) -> list[Result]:
+LOADS: list[float] = []  #: the 1-minute load average before every timed round (all sections)
+
+
+def measure_hosts(
+    hosts: dict[str, Host | str], args: argparse.Namespace, body: str = "noop"
+) -> list[Result]:
     """One untimed warm-up run of ``args.warmup`` tasks per host, then ``args.repeat`` timed
-    runs, interleaved round-robin; the hosts are closed afterwards.
+    runs, interleaved round-robin, with the task body ``body`` ("noop" or "redis").
 
     Adapters in a target run ``args.n`` tasks. The others run as many as the warm-up rate
     says fit in ``args.budget`` seconds (at least 100, at most ``args.n``), so that a slow
     peer does not stretch the whole benchmark; the ``n`` column shows what each one ran.
+    A host that fails is killed and its row says why; the others stay up for later sections.
     """
-    results = {key: Result(ADAPTERS[key].label, args.n) for key in hosts}
+    results = {key: Result(ADAPTERS[key].label, args.n, key=key) for key in hosts}
     live: dict[str, Host] = {}
     for key, host in hosts.items():
         if isinstance(host, str):
             results[key].skip = host
+        elif host.proc.poll() is not None or key in FAILED:
+            results[key].skip = "failed in an earlier section"
         else:
             results[key].knobs = host.knobs
             live[key] = host
-    try:
-        for round_ in range(args.repeat + 1):
-            for key, host in list(live.items()):
-                result = results[key]
-                size = args.warmup if round_ == 0 else result.n
-                try:
-                    timing = host.run(size, run_timeout(size))
-                except HostFailed as exc:
-                    result.skip = f"failed: {exc}"
-                    FAILED.append(key)
-                    del live[key]
-                    host.kill()
-                    continue
-                if round_ == 0:
-                    if not ADAPTERS[key].fixed_n:
-                        fit = int(size / timing["steady"] * args.budget) // 100 * 100
-                        result.n = max(100, min(args.n, fit))
-                    continue
-                result.times.append(timing["steady"])
-                result.boots.append(timing["boot"])
-                if "server" in timing:
-                    result.server.append(timing["server"])
-    finally:
-        for host in live.values():
-            host.close()
+    for round_ in range(args.repeat + 1):
+        if round_:
+            LOADS.append(os.getloadavg()[0])
+        for key, host in list(live.items()):
+            result = results[key]
+            size = args.warmup if round_ == 0 else result.n
+            try:
+                timing = host.run(size, run_timeout(size), body)
+            except HostFailed as exc:
+                result.skip = f"failed: {exc}"
+                FAILED.append(key)
+                del live[key]
+                host.kill()
+                continue
+            if round_ == 0:
+                if not ADAPTERS[key].fixed_n:
+                    fit = int(size / timing["steady"] * args.budget) // 100 * 100
+                    result.n = max(100, min(args.n, fit))
+                continue
+            result.times.append(timing["steady"])
+            result.boots.append(timing["boot"])
+            result.cpu.append(timing["cpu"])
+            if "server" in timing:
+                result.server.append(timing["server"])
     return list(results.values())
 
 
@@ -1366,9 +1610,90 @@ def print_ratios(title: str, lines: list[Check]) -> None:
 # -- sections ----------------------------------------------------------------------------------
 
 
+def load_line(loads: list[float]) -> str:
+    if not loads:
+        return "n/a"
+    return f"median {statistics.median(loads):.2f} (range {min(loads):.2f}-{max(loads):.2f})"
+
+
+def print_real_table(
+    title: str, rows: list[Result], ceiling: Result, hueys: dict[str, Result]
+) -> None:
+    """One half of the headline: tasks/s with the range of the repeats, as a fraction of the
+    body's ceiling and as a multiple of Huey's on the same store, and CPU per task.
+    """
+    print(f"\n  {title}")
+    print(
+        f"    {'benchmark':<36} {'n':>6} {'tasks/s':>8} {'min-max':>13} {'spread':>6}"
+        f" {'/ceiling':>8} {'/huey':>6} {'boot ms':>7} {'worker us':>9} {'redis us':>8}"
+    )
+    for r in rows:
+        if not r.ok:
+            print(f"    {r.name:<36} skipped: {r.skip}")
+            continue
+        low, high = r.rates
+        store = ADAPTERS[r.key].store
+        huey = hueys.get(store)
+        of_ceiling = f"{r.rate / ceiling.rate:.2f}" if ceiling.ok and store != "ceiling" else ""
+        of_huey = f"{r.rate / huey.rate:.2f}x" if huey is not None and huey.ok else ""
+        boot = statistics.median(r.boots) * 1000 if store != "ceiling" else None
+        redis_us = median_us(r.server)
+        print(
+            f"    {r.name:<36} {r.n:>6} {r.rate:>8,.0f} {f'{low:,.0f}-{high:,.0f}':>13}"
+            f" {r.spread:>6.0%} {of_ceiling:>8} {of_huey:>6}"
+            f" {'' if boot is None else f'{boot:.0f}':>7} {median_us(r.cpu) or 0:>9.0f}"
+            f" {'' if redis_us is None else f'{redis_us:.0f}':>8}"
+        )
+
+
+def section_real(args: argparse.Namespace, hosts: dict[str, Host | str]) -> list[Check]:
+    """The headline: every library and the two ceilings with one Redis round trip per task."""
+    began = len(LOADS)
+    by_key = dict(zip(hosts, measure_hosts(hosts, args, body="redis"), strict=True))
+    print(
+        f"\nR. Realistic body: one Redis round trip per task (INCR on a redis-server of its own),"
+        f" a backlog of {args.n} tasks, one worker process, {args.concurrency} slots"
+    )
+    print(f"  load (1 min) over the rounds: {load_line(LOADS[began:])}")
+    missing = Result("", 0, skip="not run")
+    hueys = {s: by_key.get(f"huey-{s}", missing) for s in ("sqlite", "redis")}
+    sync = [r for k, r in by_key.items() if k not in ASYNC_KEYS]
+    asyn = [r for k, r in by_key.items() if k in ASYNC_KEYS]
+    threads = by_key.get("ceiling-threads", missing)
+    aio = by_key.get("ceiling-asyncio", missing)
+    print_real_table(
+        "R1. sync body: def work(i) (Huey, RQ, Dramatiq, Celery, dowork)", sync, threads, hueys
+    )
+    print_real_table(
+        "R2. async body: async def work(i) (arq, SAQ, Taskiq, dowork); /huey: Huey's sync row",
+        asyn, aio, hueys,
+    )  # fmt: skip
+    print(
+        "  /ceiling: tasks/s over the ThreadPoolExecutor row (R1) or the asyncio + Semaphore row"
+        " (R2);\n  /huey: over Huey's on the same store; worker us: CPU of the worker's whole"
+        " process per task\n  (body included); redis us: CPU of the broker's Redis per task"
+    )
+    print_knobs(list(by_key.values()))
+    row = by_key.get
+
+    def target(label: str, key: str, base: Result, goal: float) -> Check:
+        return ratio_line(label, row(key, missing), base, goal)
+
+    lines = [
+        target("dowork Redis (def) / ThreadPoolExecutor", "dowork-redis", threads, 0.8),
+        target("dowork Redis (async def) / asyncio", "dowork-redis-async", aio, 0.8),
+        target("dowork Redis (def) / huey RedisHuey", "dowork-redis", hueys["redis"], 3.0),
+        target("dowork SQLite (def) / huey SqliteHuey", "dowork-sqlite", hueys["sqlite"], 3.0),
+    ]
+    print_ratios("targets (issue 16):", lines)
+    RESULTS["real"] = list(by_key.values())
+    return [(f"real: {label}", value, ok) for label, value, ok in lines]
+
+
 def section_sqlite(args: argparse.Namespace, hosts: dict[str, Host | str]) -> list[Check]:
     by_key = dict(zip(hosts, measure_hosts(hosts, args), strict=True))
     results = list(by_key.values())
+    RESULTS["sqlite-noop"] = results
     print_table(
         f"1. SQLite: process a backlog of {args.n} no-op tasks, one worker process", results, True
     )
@@ -1418,6 +1743,7 @@ def section_enqueue(args: argparse.Namespace, cfg: Config) -> list[Check]:
     if MAP not in bulk:
         bulk[MAP] = dataclasses.replace(missing or Result("", 0), name=MAP)
     print_table("2b. Redis: bulk enqueue (tasks/s)", [*bulk.values()])
+    RESULTS["enqueue"] = [*rows, *bulk.values()]
     mapped = bulk[MAP]
     if mapped.ok:
         ok: bool | None = mapped.rate >= BULK_TARGET
@@ -1429,6 +1755,15 @@ def section_enqueue(args: argparse.Namespace, cfg: Config) -> list[Check]:
         (f"Redis submit >= {ENQUEUE_TARGET}x LPUSH", lines[0][1], lines[0][2]),
         (f"Redis map >= {BULK_TARGET:,} tasks/s", value, ok),
     ]
+
+
+RESULTS: dict[str, list[Result]] = {}  #: every processing section's rows, for --json
+
+
+def real_keys(args: argparse.Namespace) -> list[str]:
+    """The headline's rows: the ceilings, SQLite's, and the Redis libraries ``--peers`` asks."""
+    wanted = set(redis_keys(args))
+    return [k for k in REAL_KEYS if ADAPTERS[k].store != "redis" or k in wanted]
 
 
 def redis_keys(args: argparse.Namespace) -> list[str]:
@@ -1454,6 +1789,7 @@ def print_matrix(mine: list[Result], peers: list[Result]) -> None:
 def section_redis(args: argparse.Namespace, hosts: dict[str, Host | str]) -> list[Check]:
     by_key = dict(zip(hosts, measure_hosts(hosts, args), strict=True))
     results = list(by_key.values())
+    RESULTS["redis-noop"] = results
     print_table(
         f"2c/3. Redis: process a backlog of {args.n} no-op tasks, one worker process",
         results,
@@ -1510,7 +1846,7 @@ def section_latency(args: argparse.Namespace, cfg: Config, logdir: str) -> list[
 
 # -- main --------------------------------------------------------------------------------------
 
-SECTIONS = ("sqlite", "enqueue", "redis", "latency")
+SECTIONS = ("real", "sqlite", "enqueue", "redis", "latency")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -1527,7 +1863,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=3, help="runs per benchmark (median)")
     parser.add_argument("--concurrency", type=int, default=8, help="worker slots, every library")
     parser.add_argument("--batch", type=int, default=64, help="dowork DurableSettings(batch=)")
-    parser.add_argument("--redis", default="redis://127.0.0.1:6379/15", help="Redis URL")
+    parser.add_argument(
+        "--redis", default="", help="broker Redis URL (default: a redis-server of its own)"
+    )
+    parser.add_argument("--json", default="", help="also write every figure to this JSON file")
     parser.add_argument(
         "--only", default=",".join(SECTIONS), help=f"comma-separated sections: {','.join(SECTIONS)}"
     )
@@ -1590,6 +1929,55 @@ def redis_version(url: str) -> str:
         return f"Redis at {url} unreachable: {exc!r}"
 
 
+class LocalRedis:
+    """A ``redis-server`` of the bench's own on a free loopback port: no persistence, nothing
+    else connected, so that ``INFO`` counts only this run's commands. Stopped by its pid.
+    """
+
+    def __init__(self, directory: str, name: str) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise Skip("redis-server is not installed (apt-get install redis-server)")
+        import socket
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = int(sock.getsockname()[1])
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        workdir = os.path.join(directory, name)
+        os.makedirs(workdir, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", workdir, "--logfile", os.path.join(workdir, "log")],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        import redis
+
+        client = redis.Redis.from_url(self.url)
+        try:
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    client.ping()
+                    break
+                except redis.ConnectionError:
+                    if time.monotonic() > deadline or self.proc.poll() is not None:
+                        self.stop()
+                        raise Skip(f"redis-server on port {self.port} did not start") from None
+                    time.sleep(0.02)
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
 @contextlib.contextmanager
 def workspace(redis_url: str) -> Iterator[tuple[str, str, str]]:
     """A unique key prefix, a temporary directory and a log directory; all removed afterwards,
@@ -1617,15 +2005,35 @@ def main(argv: list[str] | None = None) -> int:
         if args.host:
             return host_main(args.host, cfg, args.reply_fd)
         return latency_worker_main(args.latency_worker, cfg, args.reply_fd, args.stamp_fd)
+    with contextlib.ExitStack() as servers:
+        serverdir = tempfile.mkdtemp(prefix="dwbench-redis-")
+        servers.callback(shutil.rmtree, serverdir, ignore_errors=True)
+        try:
+            if not args.redis:  # the broker: a server of our own unless --redis names one
+                broker = LocalRedis(serverdir, "broker")
+                servers.callback(broker.stop)
+                args.redis = broker.url
+            body = LocalRedis(serverdir, "body")
+            servers.callback(body.stop)
+        except Skip as exc:
+            print(f"cannot run: {exc}", file=sys.stderr)
+            return 2
+        return run_sections(args, body.url)
+
+
+def run_sections(args: argparse.Namespace, body_url: str) -> int:
     started = time.perf_counter()
-    print(
+    head = (
         f"dowork {dowork.__version__} | Python {platform.python_version()} "
         f"({sys.implementation.name}) | {platform.machine()} | {os.cpu_count()} CPUs"
     )
-    print(f"{versions()}\n{redis_version(args.redis)}")
-    load = os.getloadavg()[0]
-    print(f"load average (1 min) before the run: {load:.2f}")
-    if load > 0.5:
+    print(head)
+    print(f"{versions()}\n{redis_version(args.redis)} (broker)\n{redis_version(body_url)} (body)")
+    load_before = os.getloadavg()
+    print(
+        f"load average (1, 5, 15 min) before the run: {', '.join(f'{x:.2f}' for x in load_before)}"
+    )
+    if load_before[0] > 0.5:
         print("  warning: the machine is busy; figures will be noisy (compare ratios, re-run)")
     print(
         f"concurrency={args.concurrency} dowork batch={args.batch} repeat={args.repeat} "
@@ -1633,26 +2041,55 @@ def main(argv: list[str] | None = None) -> int:
     )
     checks: list[Check] = []
     with workspace(args.redis) as (prefix, tmp, logdir):
-        cfg = Config(args.redis, prefix, tmp, args.concurrency, args.batch)
-        keys = (SQLITE_KEYS if "sqlite" in args.only else []) + (
-            redis_keys(args) if "redis" in args.only else []
-        )
+        cfg = Config(args.redis, prefix, tmp, args.concurrency, args.batch, body_url)
+        wanted = {
+            "real": real_keys(args),
+            "sqlite": SQLITE_KEYS,
+            "redis": redis_keys(args),
+        }
+        keys = [k for k in ADAPTERS if any(k in wanted[s] for s in wanted if s in args.only)]
         hosts = start_hosts(keys, cfg, logdir)
         sections: dict[str, Callable[[], list[Check]]] = {
+            "real": lambda: section_real(args, {k: hosts[k] for k in real_keys(args)}),
             "sqlite": lambda: section_sqlite(args, {k: hosts[k] for k in SQLITE_KEYS}),
             "enqueue": lambda: section_enqueue(args, cfg),
             "redis": lambda: section_redis(args, {k: hosts[k] for k in redis_keys(args)}),
             "latency": lambda: section_latency(args, cfg, logdir),
         }
-        for name, section in sections.items():
-            if name in args.only:
-                began = time.perf_counter()
-                checks += section()
-                print(f"  ({name} section: {time.perf_counter() - began:.0f} s)")
+        try:
+            for name, section in sections.items():
+                if name in args.only:
+                    began = time.perf_counter()
+                    checks += section()
+                    print(f"  ({name} section: {time.perf_counter() - began:.0f} s)")
+        finally:
+            for host in hosts.values():
+                if isinstance(host, Host):
+                    host.close()
+    load_after = os.getloadavg()
     print("\ntargets")
     for label, value, ok in checks:
-        print(f"  {label:<40} {value:>12}  {'n/a' if ok is None else verdict(ok)}")
-    print(f"\n(total {time.perf_counter() - started:.0f} s)")
+        print(f"  {label:<48} {value:>12}  {'n/a' if ok is None else verdict(ok)}")
+    print(f"\nload (1 min) before every timed round: {load_line(LOADS)}")
+    print(f"load average (1, 5, 15 min) after the run: {', '.join(f'{x:.2f}' for x in load_after)}")
+    print(f"(total {time.perf_counter() - started:.0f} s)")
+    if args.json:
+        document = {
+            "command": [os.path.basename(sys.executable), *sys.argv],
+            "machine": head,
+            "versions": versions(),
+            "concurrency": args.concurrency,
+            "batch": args.batch,
+            "repeat": args.repeat,
+            "load_before": load_before,
+            "load_after": load_after,
+            "load_per_round": LOADS,
+            "sections": {name: [r.as_json() for r in rows] for name, rows in RESULTS.items()},
+            "targets": [{"target": t, "value": v, "pass": ok} for t, v, ok in checks],
+        }
+        with open(args.json, "w") as f:
+            json.dump(document, f, indent=1)
+        print(f"figures written to {args.json}")
     missed = any(ok is False for _, _, ok in checks)
     return 1 if args.strict and missed else 0
 
