@@ -21,7 +21,7 @@ import time
 
 import redis
 
-from dowork.backends import Outcome, Record, RedisBackend, Settlement
+from dowork.backends import ClaimRequest, Outcome, Record, RedisBackend, Settlement
 
 
 def free_port() -> int:
@@ -46,7 +46,7 @@ async def one_round(url: str, client: redis.Redis, n: int, batch: int) -> dict[s
     marks.append(server_usec(client))
     claimed: list[Record] = []
     while len(claimed) < n:
-        got = await backend.claim("q", 2.0, batch, 30.0, "w")
+        got = await backend.claim(ClaimRequest("q", 2.0, batch, 30.0, "w"))
         if not got:
             break
         claimed += got

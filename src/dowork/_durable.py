@@ -34,7 +34,6 @@ from .backends._protocol import (
     STATS_MINUTES,
     WAITING,
     WHILE_UNFINISHED,
-    Backend,
     Outcome,
     Record,
     Settlement,
@@ -42,6 +41,7 @@ from .backends._protocol import (
     minute_of,
     rank,
 )
+from .backends.store import Backend, ClaimRequest
 from .clock import SystemClock, TimerHandle
 from .codec import Codec, check_depth, decode_for, encode_for
 from .errors import (
@@ -591,10 +591,7 @@ class DurableSource:
                 fits = held < self.engine.concurrency or room * 2 >= prefetch
                 if room > 0 and fits and not self._suspects:
                     ask = min(room, settings.batch)
-                    claimed = await self.backend.claim(
-                        self.name, now, ask, settings.lease, self.owner, settings.max_running,
-                        self._alone_from, **self._claim_options(),
-                    )  # fmt: skip
+                    claimed = await self.backend.claim(self._claim_request(now, ask))
                     await self._admit(claimed)
                     self.engine._pump()
                     failures = 0
@@ -657,15 +654,7 @@ class DurableSource:
             await self.backend.wait(self.name, pause)
             return
         claimed = await wait_claim(
-            self.name,
-            pause,
-            self._lease_now(),
-            min(room, settings.batch),
-            settings.lease,
-            self.owner,
-            settings.max_running,
-            self._alone_from,
-            **self._claim_options(),
+            self._claim_request(self._lease_now(), min(room, settings.batch)), pause
         )
         await self._admit(claimed)
         self.engine._pump()
@@ -674,13 +663,14 @@ class DurableSource:
             # after this thread's next round trips (a no-op task then starts ~0.3 ms sooner).
             time.sleep(0)  # noqa: ASYNC251  # releases the GIL for a moment, on purpose
 
-    def _claim_options(self) -> dict[str, Any]:
-        """The flow-control arguments of every claim: aging, rate limits, per-key cap."""
-        return {
-            "aging": self.engine.priority_aging,
-            "rates": self._rates(),
-            "per_key": self.settings.key_concurrency,
-        }
+    def _claim_request(self, now: float, limit: int) -> ClaimRequest:
+        """A claim of up to ``limit`` records at ``now``, with this queue's flow control."""
+        settings = self.settings
+        return ClaimRequest(
+            self.name, now, limit, settings.lease, self.owner, settings.max_running,
+            self._alone_from, aging=self.engine.priority_aging, rates=self._rates(),
+            per_key=settings.key_concurrency,
+        )  # fmt: skip
 
     def _prefetch(self) -> int:
         """Tasks to hold beyond ``concurrency``: none under a rate limit.
@@ -1847,10 +1837,7 @@ class DurableSource:
             raise RuntimeError("dispatch() drives a queue by hand; this queue is running")
         now = self.clock.now()
         await self._maintain(now)
-        claimed = await self.backend.claim(
-            self.name, now, 10_000, self.settings.lease, self.owner, self.settings.max_running,
-            self._alone_from, **self._claim_options(),
-        )  # fmt: skip
+        claimed = await self.backend.claim(self._claim_request(now, 10_000))
         await self._admit(claimed)
         batch = list(self.engine._ready)
         self.engine._ready.clear()

@@ -47,7 +47,7 @@ from .retry import RetryPolicy
 from .task import Task, TaskStatus, _current
 
 if TYPE_CHECKING:
-    from .backends._protocol import Backend
+    from .backends.store import Backend
     from .scheduling import Schedule
 
 __all__ = ["Engine"]

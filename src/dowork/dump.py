@@ -26,7 +26,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from .backends._protocol import Backend, Record
+from .backends._protocol import Record
+from .backends.store import Backend
 from .codec import JSONCodec
 from .errors import DuplicateTask, NotSerializable
 from .registry import Registry, default_name

@@ -3,7 +3,7 @@
 A limit is declared on a task function (``@queue.task(rate_limit="10/s")``) or on a whole
 queue (``DurableSettings(rate_limit="100/m")``, shared by its tasks that have none of their
 own). The backend enforces it when it claims: a task over the limit is not failed but given
-the next free start time and claimed then (see ``Backend.claim``).
+the next free start time and claimed then (see ``Store.claim``).
 """
 
 from __future__ import annotations

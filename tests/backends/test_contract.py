@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from dowork.backends import Backend, Outcome, Record, Settlement
+from dowork.backends import Backend, ClaimRequest, Outcome, Record, Settlement
 from dowork.backends._protocol import STATS_MINUTES, WorkerBeat
 from dowork.errors import BackendError
 
@@ -87,7 +87,7 @@ def test_claim_leases_due_records_oldest_first(backend_factory: Callable[[], Bac
         future = rec(run_at=NOW + 100, status="scheduled")
         other = rec(queue="other")
         await b.push([late, early, future, other])
-        claimed = await b.claim("q", NOW, 10, LEASE, "w1")
+        claimed = await b.claim(ClaimRequest("q", NOW, 10, LEASE, "w1"))
         assert [r.id for r in claimed] == [early.id, late.id]
         for r in claimed:
             assert r.status == "reserved"  # held, not started: running once marked
@@ -102,9 +102,12 @@ def test_claim_leases_due_records_oldest_first(backend_factory: Callable[[], Bac
         await start(b, claimed[:1])  # a mark written twice counts once
         (again,) = await b.get([early.id])
         assert (again.status, again.started) == ("running", 1)
-        assert await b.claim("q", NOW, 10, LEASE, "w2") == []  # leased records are taken
-        assert [r.id for r in await b.claim("q", NOW + 100, 10, LEASE, "w2")] == [future.id]
-        assert await b.claim("q", NOW, 0, LEASE, "w2") == []
+        # Leased records are taken:
+        assert await b.claim(ClaimRequest("q", NOW, 10, LEASE, "w2")) == []
+        assert [r.id for r in await b.claim(ClaimRequest("q", NOW + 100, 10, LEASE, "w2"))] == [
+            future.id
+        ]
+        assert await b.claim(ClaimRequest("q", NOW, 0, LEASE, "w2")) == []
 
     run(backend_factory, body)
 
@@ -113,8 +116,8 @@ def test_claim_respects_the_limit_and_fifo(backend_factory: Callable[[], Backend
     async def body(b: Backend) -> None:
         records = [rec() for _ in range(10)]
         await b.push(records)
-        first = await b.claim("q", NOW, 4, LEASE, "w")
-        second = await b.claim("q", NOW, 100, LEASE, "w")
+        first = await b.claim(ClaimRequest("q", NOW, 4, LEASE, "w"))
+        second = await b.claim(ClaimRequest("q", NOW, 100, LEASE, "w"))
         assert [r.id for r in first + second] == [r.id for r in records]
 
     run(backend_factory, body)
@@ -123,7 +126,7 @@ def test_claim_respects_the_limit_and_fifo(backend_factory: Callable[[], Backend
 def test_settle_success_and_fencing(backend_factory: Callable[[], Backend]) -> None:
     async def body(b: Backend) -> None:
         await b.push([rec(), rec()])
-        one, two = await b.claim("q", NOW, 2, LEASE, "w")
+        one, two = await b.claim(ClaimRequest("q", NOW, 2, LEASE, "w"))
         refused = await b.settle(
             [
                 Settlement(one.id, one.attempts, Outcome.SUCCEEDED, NOW + 1, result=b"42"),
@@ -146,14 +149,14 @@ def test_settle_success_and_fencing(backend_factory: Callable[[], Backend]) -> N
 def test_retry_waits_until_run_at(backend_factory: Callable[[], Backend]) -> None:
     async def body(b: Backend) -> None:
         await b.push([rec()])
-        (r,) = await b.claim("q", NOW, 1, LEASE, "w")
+        (r,) = await b.claim(ClaimRequest("q", NOW, 1, LEASE, "w"))
         await b.settle([Settlement(r.id, 1, Outcome.RETRY, NOW, run_at=NOW + 60, error="boom")])
         (stored,) = await b.get([r.id])
         assert stored.status == "retrying"
         assert stored.error == "boom"
         assert await b.next_due("q") == NOW + 60
-        assert await b.claim("q", NOW + 59, 1, LEASE, "w") == []
-        (again,) = await b.claim("q", NOW + 60, 1, LEASE, "w")
+        assert await b.claim(ClaimRequest("q", NOW + 59, 1, LEASE, "w")) == []
+        (again,) = await b.claim(ClaimRequest("q", NOW + 60, 1, LEASE, "w"))
         assert again.attempts == 2
 
     run(backend_factory, body)
@@ -168,11 +171,11 @@ def test_final_outcomes(
 ) -> None:
     async def body(b: Backend) -> None:
         await b.push([rec()])
-        (r,) = await b.claim("q", NOW, 1, LEASE, "w")
+        (r,) = await b.claim(ClaimRequest("q", NOW, 1, LEASE, "w"))
         await b.settle([Settlement(r.id, 1, outcome, NOW, error="E", reason="why")])
         (stored,) = await b.get([r.id])
         assert (stored.status, stored.error, stored.reason) == (status, "E", "why")
-        assert await b.claim("q", NOW + 10**6, 1, LEASE, "w") == []
+        assert await b.claim(ClaimRequest("q", NOW + 10**6, 1, LEASE, "w")) == []
 
     run(backend_factory, body)
 
@@ -180,7 +183,7 @@ def test_final_outcomes(
 def test_keep_zero_forgets_and_purge_expires(backend_factory: Callable[[], Backend]) -> None:
     async def body(b: Backend) -> None:
         await b.push([rec(), rec()])
-        one, two = await b.claim("q", NOW, 2, LEASE, "w")
+        one, two = await b.claim(ClaimRequest("q", NOW, 2, LEASE, "w"))
         await b.settle(
             [
                 Settlement(one.id, 1, Outcome.SUCCEEDED, NOW, keep=0),
@@ -199,7 +202,7 @@ def test_keep_zero_forgets_and_purge_expires(backend_factory: Callable[[], Backe
 def test_heartbeat_extends_and_reports(backend_factory: Callable[[], Backend]) -> None:
     async def body(b: Backend) -> None:
         await b.push([rec(), rec()])
-        one, two = await b.claim("q", NOW, 2, LEASE, "w")
+        one, two = await b.claim(ClaimRequest("q", NOW, 2, LEASE, "w"))
         assert await b.cancel(two.id, NOW) == "requested"
         lost, cancel = await b.heartbeat([(one.id, 1), (two.id, 1), ("gone", 1)], NOW + 20, LEASE)
         assert lost == ["gone"]
@@ -218,13 +221,13 @@ def test_release_makes_held_records_due_now(backend_factory: Callable[[], Backen
         held = rec(status="scheduled", run_at=NOW + 3600)
         due = rec()
         await b.push([held, due])
-        assert [r.id for r in await b.claim("q", NOW, 10, LEASE, "w")] == [due.id]
+        assert [r.id for r in await b.claim(ClaimRequest("q", NOW, 10, LEASE, "w"))] == [due.id]
         assert await b.release([held.id, due.id, "missing"], NOW + 1) == [held.id]
         assert await b.release([held.id], NOW + 2) == []  # already due: nothing to do
         (stored,) = await b.get([held.id])
         assert (stored.status, stored.run_at) == ("pending", NOW + 1)
         assert await b.counts("q") == {"pending": 1, "reserved": 1}
-        (claimed,) = await b.claim("q", NOW + 1, 10, LEASE, "w")
+        (claimed,) = await b.claim(ClaimRequest("q", NOW + 1, 10, LEASE, "w"))
         assert claimed.id == held.id
 
     run(backend_factory, body)
@@ -235,7 +238,7 @@ def test_progress_is_stored_for_the_current_attempt_only(
 ) -> None:
     async def body(b: Backend) -> None:
         await b.push([rec(), rec()])
-        one, two = await b.claim("q", NOW, 2, LEASE, "w")
+        one, two = await b.claim(ClaimRequest("q", NOW, 2, LEASE, "w"))
         assert one.progress is None
         await b.progress([(one.id, 1, '[0.5, "half", 1]'), (two.id, 9, "[1, null, 1]")])
         await b.progress([("gone", 1, "[1, null, 1]")])  # a purged record is not recreated
@@ -255,11 +258,11 @@ def test_reaper_requeues_expired_leases_and_fences_the_old_owner(
 ) -> None:
     async def body(b: Backend) -> None:
         await b.push([rec()])
-        (r,) = await b.claim("q", NOW, 1, LEASE, "dead-worker")
+        (r,) = await b.claim(ClaimRequest("q", NOW, 1, LEASE, "dead-worker"))
         await start(b, [r])
         assert await b.reap("q", NOW + LEASE - 1, 3) == (0, 0)
         assert await b.reap("q", NOW + LEASE + 1, 3) == (1, 0)
-        (again,) = await b.claim("q", NOW + LEASE + 1, 1, LEASE, "w2")
+        (again,) = await b.claim(ClaimRequest("q", NOW + LEASE + 1, 1, LEASE, "w2"))
         assert again.id == r.id
         assert again.attempts == 2
         assert again.crashes == 1
@@ -279,16 +282,16 @@ def test_a_repeat_crasher_is_claimed_alone(
         await b.push([first, second, third])
         now = NOW
         for _ in range(2):  # the first two crash their workers
-            claimed = await b.claim("q", now, 2, LEASE, "dead-worker", alone_from=2)
+            claimed = await b.claim(ClaimRequest("q", now, 2, LEASE, "dead-worker", alone_from=2))
             assert [r.id for r in claimed] == [first.id, second.id]
             await start(b, claimed, now)
             now += LEASE + 1
             assert await b.reap("q", now, 3) == (2, 0)
-        (alone,) = await b.claim("q", now, 10, LEASE, "w2", alone_from=2)
+        (alone,) = await b.claim(ClaimRequest("q", now, 10, LEASE, "w2", alone_from=2))
         assert alone.id == first.id  # on its last crash: alone
-        (alone,) = await b.claim("q", now, 10, LEASE, "w2", alone_from=2)
+        (alone,) = await b.claim(ClaimRequest("q", now, 10, LEASE, "w2", alone_from=2))
         assert alone.id == second.id
-        rest = await b.claim("q", now, 10, LEASE, "w2", alone_from=2)
+        rest = await b.claim(ClaimRequest("q", now, 10, LEASE, "w2", alone_from=2))
         assert [r.id for r in rest] == [third.id]
 
     run(backend_factory, body)
@@ -299,7 +302,7 @@ def test_crash_budget_dead_letters(backend_factory: Callable[[], Backend]) -> No
         await b.push([rec()])
         now = NOW
         for crash in range(1, 4):
-            (r,) = await b.claim("q", now, 1, LEASE, f"w{crash}")
+            (r,) = await b.claim(ClaimRequest("q", now, 1, LEASE, f"w{crash}"))
             await start(b, [r], now)
             now += LEASE + 1
             requeued, dead = await b.reap("q", now, 3)
@@ -316,12 +319,12 @@ def test_cancel(backend_factory: Callable[[], Backend]) -> None:
     async def body(b: Backend) -> None:
         waiting, running = rec(), rec()
         await b.push([running])
-        await b.claim("q", NOW, 1, LEASE, "w")
+        await b.claim(ClaimRequest("q", NOW, 1, LEASE, "w"))
         await b.push([waiting])
         assert await b.cancel(waiting.id, NOW) == "cancelled"
         assert await b.cancel(running.id, NOW) == "requested"
         assert await b.cancel("nope", NOW) == "unknown"
-        assert await b.claim("q", NOW + 10, 5, LEASE, "w") == []
+        assert await b.claim(ClaimRequest("q", NOW + 10, 5, LEASE, "w")) == []
         await b.settle([Settlement(running.id, 1, Outcome.CANCELLED, NOW)])
         assert await b.cancel(running.id, NOW) == "finished"
         assert await b.counts("q") == {"cancelled": 2}
@@ -364,7 +367,7 @@ def test_two_handles_never_claim_the_same_record(backend_factory: Callable[[], B
         seen: list[str] = []
 
         async def worker(handle: Backend, name: str) -> None:
-            while batch := await handle.claim("q", NOW, 7, LEASE, name):
+            while batch := await handle.claim(ClaimRequest("q", NOW, 7, LEASE, name)):
                 seen.extend(r.id for r in batch)
 
         await asyncio.gather(*(worker(h, f"w{i}") for i, h in enumerate([b, *others])))
@@ -379,12 +382,12 @@ def test_two_handles_never_claim_the_same_record(backend_factory: Callable[[], B
 def test_max_running_caps_claims_across_workers(backend_factory: Callable[[], Backend]) -> None:
     async def body(b: Backend) -> None:
         await b.push([rec() for _ in range(5)])
-        first = await b.claim("q", NOW, 10, LEASE, "w1", max_running=2)
+        first = await b.claim(ClaimRequest("q", NOW, 10, LEASE, "w1", max_running=2))
         assert len(first) == 2
-        assert await b.claim("q", NOW, 10, LEASE, "w2", max_running=2) == []
+        assert await b.claim(ClaimRequest("q", NOW, 10, LEASE, "w2", max_running=2)) == []
         await b.settle([Settlement(first[0].id, 1, Outcome.SUCCEEDED, NOW)])
-        assert len(await b.claim("q", NOW, 10, LEASE, "w2", max_running=2)) == 1
-        assert len(await b.claim("q", NOW, 10, LEASE, "w3")) == 2  # no cap given
+        assert len(await b.claim(ClaimRequest("q", NOW, 10, LEASE, "w2", max_running=2))) == 1
+        assert len(await b.claim(ClaimRequest("q", NOW, 10, LEASE, "w3"))) == 2  # no cap given
 
     run(backend_factory, body)
 
@@ -395,12 +398,12 @@ def test_retry_can_replace_the_payload(backend_factory: Callable[[], Backend]) -
     async def body(b: Backend) -> None:
         original = rec()
         await b.push([original])
-        (r,) = await b.claim("q", NOW, 1, LEASE, "w")
+        (r,) = await b.claim(ClaimRequest("q", NOW, 1, LEASE, "w"))
         await b.settle([Settlement(r.id, 1, Outcome.RETRY, NOW, run_at=NOW, payload=b'{"new":1}')])
-        (again,) = await b.claim("q", NOW, 1, LEASE, "w")
+        (again,) = await b.claim(ClaimRequest("q", NOW, 1, LEASE, "w"))
         assert again.payload == b'{"new":1}'
         await b.settle([Settlement(r.id, 2, Outcome.RETRY, NOW, run_at=NOW)])
-        (third,) = await b.claim("q", NOW, 1, LEASE, "w")
+        (third,) = await b.claim(ClaimRequest("q", NOW, 1, LEASE, "w"))
         assert third.payload == b'{"new":1}'  # no payload given: kept
 
     run(backend_factory, body)
@@ -428,7 +431,7 @@ def test_queues_names_the_queues_with_records(backend_factory: Callable[[], Back
         gone = rec(queue="c")
         await b.push([rec(queue="b"), rec(queue="a"), rec(queue="a"), gone])
         assert await b.queues() == ["a", "b", "c"]
-        (r,) = await b.claim("c", NOW, 1, LEASE, "w")
+        (r,) = await b.claim(ClaimRequest("c", NOW, 1, LEASE, "w"))
         await b.settle([Settlement(r.id, 1, Outcome.SUCCEEDED, NOW, keep=0)])  # forgotten
         assert await b.queues() == ["a", "b"]
         assert await b.purge("a") == 2
@@ -473,7 +476,7 @@ def test_list_filters_by_status(backend_factory: Callable[[], Backend]) -> None:
     async def body(b: Backend) -> None:
         records = [rec(run_at=NOW - 20 + i, created_at=NOW + i) for i in range(12)]
         await b.push(records)
-        claimed = await b.claim("q", NOW, 7, LEASE, "w")  # the seven oldest
+        claimed = await b.claim(ClaimRequest("q", NOW, 7, LEASE, "w"))  # the seven oldest
         assert [r.id for r in claimed] == [r.id for r in records[:7]]
         await b.settle(
             [Settlement(r.id, 1, Outcome.FAILED, NOW, error="E") for r in claimed[:3]]
@@ -504,9 +507,9 @@ def test_requeue_revives_finished_failures(backend_factory: Callable[[], Backend
     async def body(b: Backend) -> None:
         crashed, cancelled, done, running, waiting = (rec(run_at=NOW - 5 + i) for i in range(5))
         await b.push([crashed, cancelled, done, running])
-        await start(b, await b.claim("q", NOW, 1, LEASE, "w"))
+        await start(b, await b.claim(ClaimRequest("q", NOW, 1, LEASE, "w")))
         assert await b.reap("q", NOW + LEASE + 1, 1) == (0, 1)  # crashed: dead, crashes 1
-        await b.claim("q", NOW, 3, LEASE, "w")
+        await b.claim(ClaimRequest("q", NOW, 3, LEASE, "w"))
         assert await b.cancel(cancelled.id, NOW) == "requested"
         await b.settle(
             [
@@ -536,7 +539,7 @@ def test_requeue_revives_finished_failures(backend_factory: Callable[[], Backend
 
         assert await b.purge_finished(NOW + 10**9) == 1  # their retention was cleared
         assert await b.next_due("q") == waiting.run_at
-        again = await b.claim("q", NOW + 100, 10, LEASE, "w2")
+        again = await b.claim(ClaimRequest("q", NOW + 100, 10, LEASE, "w2"))
         assert [r.id for r in again] == [waiting.id, crashed.id, cancelled.id]
         assert [r.attempts for r in again] == [1, 2, 2]
         late = Settlement(crashed.id, 1, Outcome.SUCCEEDED, NOW + 100)
@@ -551,7 +554,7 @@ def test_requeue_revives_finished_failures(backend_factory: Callable[[], Backend
 def test_requeue_wakes_waiting_workers(backend_factory: Callable[[], Backend]) -> None:
     async def body(b: Backend) -> None:
         await b.push([rec()])
-        (r,) = await b.claim("q", NOW, 1, LEASE, "w")
+        (r,) = await b.claim(ClaimRequest("q", NOW, 1, LEASE, "w"))
         await b.settle([Settlement(r.id, 1, Outcome.DEAD, NOW)])
         waiter = asyncio.create_task(b.wait("q", 5.0))
         await asyncio.sleep(0.01)
@@ -569,7 +572,7 @@ def test_purge_by_status_and_everything_but_running(
         scheduled = rec(status="scheduled", run_at=NOW + 1000)
         other = rec(queue="other")
         await b.push([*records, scheduled, other])
-        claimed = await b.claim("q", NOW, 4, LEASE, "w")
+        claimed = await b.claim(ClaimRequest("q", NOW, 4, LEASE, "w"))
         await b.settle(
             [
                 Settlement(claimed[0].id, 1, Outcome.SUCCEEDED, NOW),
@@ -601,7 +604,7 @@ def test_purge_by_status_and_everything_but_running(
         await assert_consistent(b, "q", ids)
         assert [r.id for r in await b.list("q")] == [records[3].id, records[2].id]
         assert await b.next_due("q") is None
-        assert await b.claim("q", NOW + 10**4, 10, LEASE, "w") == []
+        assert await b.claim(ClaimRequest("q", NOW + 10**4, 10, LEASE, "w")) == []
         assert await b.purge_finished(NOW + 10**9) == 0  # nothing finished is left
         assert await b.queues() == ["other", "q"]
         assert await b.settle([Settlement(records[2].id, 1, Outcome.FAILED, NOW)]) == []
@@ -634,7 +637,7 @@ def test_list_pages_agree_with_the_records(backend_factory: Callable[[], Backend
         ]
         for start in range(0, 40, 9):
             await b.push(records[start : start + 9])
-        claimed = await b.claim("q", NOW, 30, LEASE, "w")
+        claimed = await b.claim(ClaimRequest("q", NOW, 30, LEASE, "w"))
         outcomes = [Outcome.SUCCEEDED, Outcome.FAILED, Outcome.DEAD, Outcome.RETRY, None]
         await b.settle(
             [
@@ -674,11 +677,11 @@ def test_settlements_append_attempts_to_the_history(
 ) -> None:
     async def body(b: Backend) -> None:
         await b.push([rec()])
-        (r,) = await b.claim("q", NOW, 1, LEASE, "w")
+        (r,) = await b.claim(ClaimRequest("q", NOW, 1, LEASE, "w"))
         assert r.history is None
         first = '{"n":1,"error":"boom <b>"}'
         await b.settle([Settlement(r.id, 1, Outcome.RETRY, NOW, run_at=NOW, attempt=first)])
-        (r,) = await b.claim("q", NOW, 1, LEASE, "w")
+        (r,) = await b.claim(ClaimRequest("q", NOW, 1, LEASE, "w"))
         assert r.history == first + "\n"
         await b.settle([Settlement(r.id, 2, Outcome.SUCCEEDED, NOW, attempt='{"n":2}')])
         (done,) = await b.get([r.id])
@@ -693,10 +696,10 @@ def test_settlement_without_attempt_keeps_the_history(
 ) -> None:
     async def body(b: Backend) -> None:
         await b.push([rec()])
-        (r,) = await b.claim("q", NOW, 1, LEASE, "w")
+        (r,) = await b.claim(ClaimRequest("q", NOW, 1, LEASE, "w"))
         await b.settle([Settlement(r.id, 1, Outcome.FAILED, NOW, error="x", attempt='{"n":1}')])
         assert await b.requeue([r.id], NOW) == [r.id]
-        (r,) = await b.claim("q", NOW, 1, LEASE, "w")
+        (r,) = await b.claim(ClaimRequest("q", NOW, 1, LEASE, "w"))
         await b.settle([Settlement(r.id, 2, Outcome.DEAD, NOW, error="y")])
         (dead,) = await b.get([r.id])
         assert dead.history == '{"n":1}\n'

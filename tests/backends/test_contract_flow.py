@@ -1,6 +1,6 @@
 """The backend contract for flow control at claim time: priorities and distributed rate limits.
 
-Every backend must pass these unchanged (see ``Backend.claim``).
+Every backend must pass these unchanged (see ``Store.claim``).
 """
 
 from __future__ import annotations
@@ -8,13 +8,13 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TypedDict, Unpack
 
-from dowork.backends import Backend, Outcome, Settlement
+from dowork.backends import Backend, ClaimRequest, Outcome, Settlement
 
 from .test_contract import LEASE, NOW, rec, run
 
 
 class ClaimOptions(TypedDict, total=False):
-    """The keyword options of ``Backend.claim`` the tests below vary."""
+    """The keyword options of ``Store.claim`` the tests below vary."""
 
     aging: float
     rates: Mapping[str, tuple[int, float]] | None
@@ -22,7 +22,7 @@ class ClaimOptions(TypedDict, total=False):
 
 
 async def _claim_names(b: Backend, now: float, limit: int, **kw: Unpack[ClaimOptions]) -> list[str]:
-    got = await b.claim("q", now, limit, LEASE, "w", **kw)
+    got = await b.claim(ClaimRequest("q", now, limit, LEASE, "w", **kw))
     return [r.name for r in got]
 
 
@@ -89,7 +89,7 @@ def test_priorities_skip_records_not_yet_due(backend_factory: Callable[[], Backe
 def test_a_retried_record_keeps_its_priority(backend_factory: Callable[[], Backend]) -> None:
     async def body(b: Backend) -> None:
         await b.push([rec(name="high", priority=2)])
-        (claimed,) = await b.claim("q", NOW, 1, LEASE, "w")
+        (claimed,) = await b.claim(ClaimRequest("q", NOW, 1, LEASE, "w"))
         await b.settle(
             [Settlement(claimed.id, claimed.attempts, Outcome.RETRY, NOW, run_at=NOW + 1)]
         )
@@ -107,7 +107,7 @@ def test_a_rate_limit_delays_starts_over_it_to_reserved_slots(
         await b.push(limited)
         await b.push([rec(name="free", id=f"free{i}") for i in range(2)])
         rates = {"api": (2, 10.0)}
-        got = await b.claim("q", NOW, 20, LEASE, "w", rates=rates)
+        got = await b.claim(ClaimRequest("q", NOW, 20, LEASE, "w", rates=rates))
         assert sorted(r.id for r in got) == ["api0", "api1", "free0", "free1"]
         assert all(r.slot is None for r in got)
         delayed = {r.id: r for r in await b.get(["api2", "api3", "api4"])}
@@ -120,16 +120,16 @@ def test_a_rate_limit_delays_starts_over_it_to_reserved_slots(
         ]
         assert {r.status for r in delayed.values()} == {"pending"}
         assert await b.next_due("q") == NOW + 10
-        assert await b.claim("q", NOW + 9, 20, LEASE, "w", rates=rates) == []
-        second = await b.claim("q", NOW + 10, 20, LEASE, "w", rates=rates)
+        assert await b.claim(ClaimRequest("q", NOW + 9, 20, LEASE, "w", rates=rates)) == []
+        second = await b.claim(ClaimRequest("q", NOW + 10, 20, LEASE, "w", rates=rates))
         assert [r.id for r in second] == ["api2", "api3"]
         assert all(r.slot is None for r in second)
         # A newcomer after the reservations takes the next free slot, after api4's.
         await b.push([rec(name="api", id="api5")])
-        assert await b.claim("q", NOW + 10, 20, LEASE, "w", rates=rates) == []
+        assert await b.claim(ClaimRequest("q", NOW + 10, 20, LEASE, "w", rates=rates)) == []
         (late,) = await b.get(["api5"])
         assert late.slot == NOW + 20
-        third = await b.claim("q", NOW + 20, 20, LEASE, "w", rates=rates)
+        third = await b.claim(ClaimRequest("q", NOW + 20, 20, LEASE, "w", rates=rates))
         assert [r.id for r in third] == ["api4", "api5"]
 
     run(backend_factory, body)
@@ -142,11 +142,13 @@ def test_the_queue_rate_limit_is_shared_by_names_without_their_own(
         await b.push([rec(name="a", id="a0"), rec(name="b", id="b0"), rec(name="a", id="a1")])
         await b.push([rec(name="own", id=f"own{i}") for i in range(2)])
         rates = {"": (1, 5.0), "own": (2, 5.0)}
-        got = await b.claim("q", NOW, 20, LEASE, "w", rates=rates)
+        got = await b.claim(ClaimRequest("q", NOW, 20, LEASE, "w", rates=rates))
         assert sorted(r.id for r in got) == ["a0", "own0", "own1"]
         slots = {r.id: r.slot for r in await b.get(["b0", "a1"])}
         assert slots == {"b0": NOW + 5, "a1": NOW + 10}
-        assert [r.id for r in await b.claim("q", NOW + 5, 20, LEASE, "w", rates=rates)] == ["b0"]
+        assert [
+            r.id for r in await b.claim(ClaimRequest("q", NOW + 5, 20, LEASE, "w", rates=rates))
+        ] == ["b0"]
 
     run(backend_factory, body)
 
@@ -155,13 +157,15 @@ def test_rate_limits_apply_again_to_a_retry(backend_factory: Callable[[], Backen
     async def body(b: Backend) -> None:
         rates = {"api": (1, 10.0)}
         await b.push([rec(name="api", id="x")])
-        (claimed,) = await b.claim("q", NOW, 5, LEASE, "w", rates=rates)
+        (claimed,) = await b.claim(ClaimRequest("q", NOW, 5, LEASE, "w", rates=rates))
         await b.settle([Settlement("x", claimed.attempts, Outcome.RETRY, NOW + 1, run_at=NOW + 1)])
-        assert await b.claim("q", NOW + 1, 5, LEASE, "w", rates=rates) == []
+        assert await b.claim(ClaimRequest("q", NOW + 1, 5, LEASE, "w", rates=rates)) == []
         (again,) = await b.get(["x"])
         assert again.slot == NOW + 10
         assert again.status == "retrying"
-        assert [r.id for r in await b.claim("q", NOW + 10, 5, LEASE, "w", rates=rates)] == ["x"]
+        assert [
+            r.id for r in await b.claim(ClaimRequest("q", NOW + 10, 5, LEASE, "w", rates=rates))
+        ] == ["x"]
 
     run(backend_factory, body)
 
@@ -173,11 +177,11 @@ def test_a_claim_looks_at_twice_its_limit_and_then_more_claims_get_the_rest(
         rates = {"api": (1, 60.0)}
         await b.push([rec(name="api", id=f"api{i}") for i in range(6)])
         await b.push([rec(name="free", id="free")])
-        first = await b.claim("q", NOW, 2, LEASE, "w", rates=rates)
+        first = await b.claim(ClaimRequest("q", NOW, 2, LEASE, "w", rates=rates))
         assert [r.id for r in first] == ["api0"]  # api1..api3 delayed: four looked at
         claims = [first]
         for _ in range(5):
-            claims.append(await b.claim("q", NOW, 2, LEASE, "w", rates=rates))
+            claims.append(await b.claim(ClaimRequest("q", NOW, 2, LEASE, "w", rates=rates)))
         claimed = [r.id for batch in claims for r in batch]
         assert claimed == ["api0", "free"]
         slots = [r.slot for r in await b.get([f"api{i}" for i in range(1, 6)])]
@@ -194,7 +198,7 @@ def test_rate_limited_claims_respect_max_running_and_priorities(
         await b.push([rec(name="api", id="urgent", priority=5)])
         await b.push([rec(name="free", id="free", priority=1)])
         rates = {"api": (1, 10.0)}
-        got = await b.claim("q", NOW, 10, LEASE, "w", max_running=2, rates=rates)
+        got = await b.claim(ClaimRequest("q", NOW, 10, LEASE, "w", max_running=2, rates=rates))
         assert [r.id for r in got] == ["urgent", "free"]
         # "slow" was never looked at (the cap of 2 was reached first): no slot for it.
         (slow,) = await b.get(["slow"])
@@ -208,7 +212,7 @@ def test_rate_limited_claims_respect_max_running_and_priorities(
 
 
 async def _claim_ids(b: Backend, now: float, limit: int, **kw: Unpack[ClaimOptions]) -> list[str]:
-    got = await b.claim("q", now, limit, LEASE, "w", **kw)
+    got = await b.claim(ClaimRequest("q", now, limit, LEASE, "w", **kw))
     return [r.id for r in got]
 
 
@@ -259,9 +263,9 @@ def test_per_key_caps_running_records_of_a_key_across_workers(
     async def body(b: Backend) -> None:
         await b.push([rec(id=f"a{i}", concurrency_key="A") for i in range(5)])
         await b.push([rec(id="b0", concurrency_key="B"), rec(id="u0")])
-        first = await b.claim("q", NOW, 10, LEASE, "w1", per_key=2)
+        first = await b.claim(ClaimRequest("q", NOW, 10, LEASE, "w1", per_key=2))
         assert [r.id for r in first] == ["a0", "b0", "u0", "a1"]
-        other = await b.claim("q", NOW, 10, LEASE, "w2", per_key=2)
+        other = await b.claim(ClaimRequest("q", NOW, 10, LEASE, "w2", per_key=2))
         assert other == []  # A has 2 running (on w1): its turn waits
         a0 = first[0]
         await b.settle([Settlement("a0", a0.attempts, Outcome.SUCCEEDED, NOW)])

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from dowork.backends import Backend, Outcome, Settlement
+from dowork.backends import Backend, ClaimRequest, Outcome, Settlement
 from tests.backends.test_contract import LEASE, NOW, rec, run, start
 
 
@@ -22,7 +22,7 @@ def test_a_lapsed_reserved_lease_is_lost_not_a_crash(
         await b.push([r])
         now = NOW
         for n in range(1, 6):  # well past a crash budget of 2
-            (claimed,) = await b.claim("q", now, 1, LEASE, f"w{n}")
+            (claimed,) = await b.claim(ClaimRequest("q", now, 1, LEASE, f"w{n}"))
             assert claimed.status == "reserved"
             now += LEASE + 1
             assert await b.reap("q", now, 2) == (1, 0)
@@ -30,7 +30,7 @@ def test_a_lapsed_reserved_lease_is_lost_not_a_crash(
             assert (stored.status, stored.crashes, stored.lost) == ("pending", 0, n)
             assert stored.started == 0
             assert stored.run_at == r.run_at  # back to its place in line
-        (claimed,) = await b.claim("q", now, 1, LEASE, "w")
+        (claimed,) = await b.claim(ClaimRequest("q", now, 1, LEASE, "w"))
         assert (claimed.attempts, claimed.lost, claimed.crashes) == (6, 5, 0)
         assert await b.settle([Settlement(r.id, 6, Outcome.SUCCEEDED, now)]) == []
         (done,) = await b.get([r.id])
@@ -45,7 +45,7 @@ def test_a_lapsed_running_lease_is_a_crash_charged_to_its_token(
     async def body(b: Backend) -> None:
         r = rec()
         await b.push([r])
-        (claimed,) = await b.claim("q", NOW, 1, LEASE, "w")
+        (claimed,) = await b.claim(ClaimRequest("q", NOW, 1, LEASE, "w"))
         await start(b, [claimed])
         assert await b.reap("q", NOW + LEASE + 1, 3) == (1, 0)
         (stored,) = await b.get([r.id])
@@ -65,7 +65,7 @@ def test_a_late_outcome_takes_back_the_crash_and_stands_if_nobody_took_the_task(
     async def body(b: Backend) -> None:
         r = rec()
         await b.push([r])
-        (claimed,) = await b.claim("q", NOW, 1, LEASE, "w")
+        (claimed,) = await b.claim(ClaimRequest("q", NOW, 1, LEASE, "w"))
         await start(b, [claimed])
         assert await b.reap("q", NOW + LEASE + 1, 3) == (1, 0)
         late = Settlement(r.id, 1, Outcome.SUCCEEDED, NOW + LEASE + 2, result=b"7")
@@ -73,7 +73,8 @@ def test_a_late_outcome_takes_back_the_crash_and_stands_if_nobody_took_the_task(
         (stored,) = await b.get([r.id])
         assert (stored.status, stored.result) == ("succeeded", b"7")
         assert (stored.crashes, stored.lost, stored.charged) == (0, 1, None)
-        assert await b.claim("q", NOW + 10 * LEASE, 5, LEASE, "w2") == []  # not run again
+        # Not run again:
+        assert await b.claim(ClaimRequest("q", NOW + 10 * LEASE, 5, LEASE, "w2")) == []
 
     run(backend_factory, body)
 
@@ -84,7 +85,7 @@ def test_a_late_outcome_revives_a_task_dead_lettered_for_crashes_it_did_not_caus
     async def body(b: Backend) -> None:
         r = rec()
         await b.push([r])
-        (claimed,) = await b.claim("q", NOW, 1, LEASE, "w")
+        (claimed,) = await b.claim(ClaimRequest("q", NOW, 1, LEASE, "w"))
         await start(b, [claimed])
         assert await b.reap("q", NOW + LEASE + 1, 1) == (0, 1)  # budget 1: dead at once
         (dead,) = await b.get([r.id])
@@ -105,11 +106,11 @@ def test_a_late_outcome_after_another_claim_is_refused_but_uncharged(
     async def body(b: Backend) -> None:
         r = rec()
         await b.push([r])
-        (first,) = await b.claim("q", NOW, 1, LEASE, "w1")
+        (first,) = await b.claim(ClaimRequest("q", NOW, 1, LEASE, "w1"))
         await start(b, [first])
         now = NOW + LEASE + 1
         assert await b.reap("q", now, 3) == (1, 0)
-        (second,) = await b.claim("q", now, 1, LEASE, "w2")
+        (second,) = await b.claim(ClaimRequest("q", now, 1, LEASE, "w2"))
         assert second.attempts == 2
         late = Settlement(r.id, 1, Outcome.FAILED, now, error="late")
         assert await b.settle([late]) == [r.id]  # the newer lease wins
@@ -129,7 +130,7 @@ def test_leased_records_heartbeat_cancel_and_purge_alike(
     async def body(b: Backend) -> None:
         one, two = rec(), rec()
         await b.push([one, two])
-        claimed = await b.claim("q", NOW, 2, LEASE, "w")
+        claimed = await b.claim(ClaimRequest("q", NOW, 2, LEASE, "w"))
         await start(b, claimed[1:])
         lost, cancel = await b.heartbeat([(one.id, 1), (two.id, 1)], NOW + 20, LEASE)
         assert (lost, cancel) == ([], [])
@@ -151,7 +152,7 @@ def test_an_outcome_of_a_task_that_never_ran_counts_no_start(
     async def body(b: Backend) -> None:
         r = rec()
         await b.push([r])
-        await b.claim("q", NOW, 1, LEASE, "w")
+        await b.claim(ClaimRequest("q", NOW, 1, LEASE, "w"))
         unrun = Settlement(r.id, 1, Outcome.DEAD, NOW, error="E", reason="malformed", ran=False)
         assert await b.settle([unrun]) == []
         (stored,) = await b.get([r.id])

@@ -17,7 +17,7 @@ import redis.asyncio
 import redis.exceptions
 
 import dowork
-from dowork.backends import Backend, Outcome, RedisBackend, Settlement, open_backend
+from dowork.backends import Backend, ClaimRequest, Outcome, RedisBackend, Settlement, open_backend
 from dowork.errors import BackendUnavailable, DuplicateTask, OutcomeUnknown
 from tests.backends.test_contract import LEASE, NOW, rec
 from tests.redis_replies import command
@@ -111,7 +111,7 @@ def test_prefixes_keep_apps_apart(redis_server: RedisServer) -> None:
         await two.push([rec(id=record.id)])  # the same id is a different task there
         with pytest.raises(DuplicateTask):
             await one.push([rec(id=record.id)])
-        assert len(await one.claim("q", NOW, 10, LEASE, "w")) == 1
+        assert len(await one.claim(ClaimRequest("q", NOW, 10, LEASE, "w"))) == 1
         assert await one.counts("q") == {"reserved": 1}
         assert await two.counts("q") == {"pending": 1}
         (other,) = await two.get([record.id])
@@ -136,7 +136,7 @@ def test_acl_user_limited_to_its_prefix(redis_server: RedisServer, prefix: str) 
         backend = RedisBackend(url, prefix=prefix)
         await backend.open()
         await backend.push([rec()])
-        (claimed,) = await backend.claim("q", NOW, 1, LEASE, "w")
+        (claimed,) = await backend.claim(ClaimRequest("q", NOW, 1, LEASE, "w"))
         assert await backend.settle([Settlement(claimed.id, 1, Outcome.SUCCEEDED, NOW)]) == []
         await backend.wait("q", 0.01)
         with pytest.raises(redis.exceptions.NoPermissionError):  # the ACL is in force
@@ -159,7 +159,7 @@ def test_times_round_trip_exactly(redis_server: RedisServer, prefix: str) -> Non
         assert await backend.next_due("q") == odd
         (got,) = await backend.get([record.id])
         assert (got.run_at, got.created_at) == (odd, odd / 3)
-        (claimed,) = await backend.claim("q", odd, 1, 1 / 3, "w")
+        (claimed,) = await backend.claim(ClaimRequest("q", odd, 1, 1 / 3, "w"))
         assert claimed.lease_until == odd + 1 / 3
         assert abs(await backend.server_time() - time.time()) < 5
         await backend.close()
@@ -211,9 +211,12 @@ def test_an_idle_worker_claims_in_the_round_trip_that_wakes_it(
         producer = RedisBackend(redis_server.url, prefix=prefix)
         worker = RedisBackend(redis_server.url, prefix=prefix)
         started = time.monotonic()
-        assert await worker.wait_claim("q", 0.2, NOW, 10, LEASE, "w") == []  # timed out
+        # Timed out:
+        assert await worker.wait_claim(ClaimRequest("q", NOW, 10, LEASE, "w"), 0.2) == []
         assert time.monotonic() - started >= 0.15
-        waiting = asyncio.create_task(worker.wait_claim("q", 30.0, NOW, 10, LEASE, "w"))
+        waiting = asyncio.create_task(
+            worker.wait_claim(ClaimRequest("q", NOW, 10, LEASE, "w"), 30.0)
+        )
         await asyncio.sleep(0.05)
         assert not waiting.done()
         later = rec(run_at=NOW + 7, created_at=NOW + 7)  # due by the pusher's clock
@@ -227,7 +230,7 @@ def test_an_idle_worker_claims_in_the_round_trip_that_wakes_it(
         )  # fmt: skip
         scheduled = rec(run_at=NOW + 100, created_at=NOW + 8, status="scheduled")
         await producer.push([scheduled])  # wakes the worker, but is not due yet
-        assert await worker.wait_claim("q", 5.0, NOW, 10, LEASE, "w") == []
+        assert await worker.wait_claim(ClaimRequest("q", NOW, 10, LEASE, "w"), 5.0) == []
         assert await worker.counts("q") == {"reserved": 1, "scheduled": 1}
         await producer.close()
         await worker.close()
@@ -297,7 +300,7 @@ def test_server_down_raises_unavailable_then_recovers(server: RedisServer, prefi
         server.stop()
         calls: list[Callable[[], Awaitable[Any]]] = [
             lambda: backend.push([rec()]),
-            lambda: backend.claim("q", NOW, 1, LEASE, "w"),
+            lambda: backend.claim(ClaimRequest("q", NOW, 1, LEASE, "w")),
             lambda: backend.get(["x"]),
             lambda: backend.counts("q"),
         ]
@@ -315,7 +318,7 @@ def test_server_down_raises_unavailable_then_recovers(server: RedisServer, prefi
         server.start()  # empty: nothing was persisted
         await backend.push([rec()])  # the same object reconnects
         assert await backend.counts("q") == {"pending": 1}
-        await backend.claim("q", NOW, 10, LEASE, "w")
+        await backend.claim(ClaimRequest("q", NOW, 10, LEASE, "w"))
         await backend.wait("q", 0.01)  # the push's wake-up token is consumed
         waiter = asyncio.create_task(backend.wait("q", 30.0))
         await asyncio.sleep(0.05)
@@ -381,7 +384,7 @@ def test_listing_keys_follow_every_change_and_go_with_the_queue(
         client = backend._link().client
         records = [rec() for _ in range(5)]
         await backend.push(records)
-        one, two, three, _running = await backend.claim("q", NOW, 4, LEASE, "w")
+        one, two, three, _running = await backend.claim(ClaimRequest("q", NOW, 4, LEASE, "w"))
         await backend.settle(
             [
                 Settlement(one.id, 1, Outcome.SUCCEEDED, NOW),

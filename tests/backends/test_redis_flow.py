@@ -1,7 +1,7 @@
 """Redis-only behaviour of priorities, rate limits and concurrency keys: where tasks of each
 priority and key wait, the rate limits' lists of start times, exact times, the lanes' turns
 and running counts, and agreement with the in-memory reference under random operations (see
-``Backend.claim``)."""
+``Store.claim``)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,15 @@ from typing import Any, TypedDict
 import pytest
 import redis
 
-from dowork.backends import Backend, MemoryBackend, Outcome, Record, RedisBackend, Settlement
+from dowork.backends import (
+    Backend,
+    ClaimRequest,
+    MemoryBackend,
+    Outcome,
+    Record,
+    RedisBackend,
+    Settlement,
+)
 from dowork.backends._protocol import WAITING, take_slot
 from tests.backends.test_contract import LEASE, NOW, rec
 from tests.redis_replies import raw, raw_hash, raw_members, raw_scores
@@ -149,13 +157,13 @@ def test_each_priority_waits_in_its_own_zset_listed_in_levels(
         assert client.hget(f"{prefix}:task:{plain.id}", "priority") is None
         assert client.smembers(f"{q}levels") == {b"3", b"-2"}
         assert await b.next_due("q") == NOW - 5  # the earliest of every level
-        got = await b.claim("q", NOW, 10, LEASE, "w")
+        got = await b.claim(ClaimRequest("q", NOW, 10, LEASE, "w"))
         assert [r.name for r in got] == ["high", "plain", "low"]
         assert [r.priority for r in got] == [3, 0, -2]
         assert await b.next_due("q") is None
         # The level zsets went with their last task; the next claim forgets the levels.
         assert client.exists(f"{q}waiting:3", f"{q}waiting:-2") == 0
-        assert await b.claim("q", NOW, 10, LEASE, "w") == []
+        assert await b.claim(ClaimRequest("q", NOW, 10, LEASE, "w")) == []
         assert client.exists(f"{q}levels") == 0
 
     run(redis_server, prefix, body)
@@ -190,7 +198,7 @@ def test_every_script_moves_a_task_within_its_level(
         records.append(rec(id="later", priority=4, status="scheduled", run_at=NOW + 50))
         await b.push(records)
         audit(client, prefix)
-        first, second = await b.claim("q", NOW, 2, LEASE, "w")  # t0 and t1
+        first, second = await b.claim(ClaimRequest("q", NOW, 2, LEASE, "w"))  # t0 and t1
         await b.settle([Settlement(first.id, first.attempts, Outcome.RETRY, NOW, run_at=NOW + 2)])
         await b.settle([Settlement(second.id, second.attempts, Outcome.STARTED, NOW)])
         assert audit(client, prefix)["4"][b"%016x:t0" % 1] == NOW + 2
@@ -224,7 +232,7 @@ def test_pushes_with_keys_and_from_threads_keep_priority_and_slot(
         assert got == {"keyed": (-9, None), "slotted": (2, NOW + 0.1), "th0": (9, NOW + 0.25)}
         assert set(audit(client, prefix)) == {"-9", "2", "9"}
         # A reserved slot is taken without asking the limit, and the claim clears it.
-        claimed = await b.claim("q", NOW, 10, LEASE, "w", rates={"job": (1, 60.0)})
+        claimed = await b.claim(ClaimRequest("q", NOW, 10, LEASE, "w", rates={"job": (1, 60.0)}))
         assert [r.id for r in claimed] == ["th0", "th1", "th2", "slotted", "keyed"]
         assert all(r.slot is None for r in claimed)
         assert client.hget(f"{prefix}:task:slotted", "slot") is None
@@ -238,7 +246,9 @@ def test_a_rate_limit_keeps_its_last_n_starts_for_as_long_as_they_matter(
     async def body(b: RedisBackend) -> None:
         await b.push([rec(name="api", id=f"api{i}") for i in range(5)])
         await b.push([rec(name="other", id="other")])
-        got = await b.claim("q", NOW, 10, LEASE, "w", rates={"api": (2, 10.0), "": (1, 5.0)})
+        got = await b.claim(
+            ClaimRequest("q", NOW, 10, LEASE, "w", rates={"api": (2, 10.0), "": (1, 5.0)})
+        )
         assert [r.id for r in got] == ["api0", "api1", "other"]
         api = f"{prefix}:q:q:rate:api"
         assert [float(t) for t in client.lrange(api, 0, -1)] == [NOW + 10, NOW + 20]
@@ -253,7 +263,9 @@ def test_start_times_are_exact(redis_server: RedisServer, prefix: str) -> None:
     async def body(b: RedisBackend) -> None:
         now, per = NOW + 0.1234567, 0.3
         await b.push([rec(name="api", id=f"api{i}", run_at=now - 1) for i in range(4)])
-        assert len(await b.claim("q", now, 10, LEASE, "w", rates={"api": (1, per)})) == 1
+        assert (
+            len(await b.claim(ClaimRequest("q", now, 10, LEASE, "w", rates={"api": (1, per)}))) == 1
+        )
         starts = [now]
         expected = [take_slot(starts, 1, per, now) for _ in range(3)]
         slots = [r.slot for r in await b.get([f"api{i}" for i in range(1, 4)])]
@@ -268,9 +280,9 @@ def test_a_claim_without_limits_clears_the_slot_of_a_delayed_record(
 ) -> None:
     async def body(b: RedisBackend) -> None:
         await b.push([rec(name="api", id=f"api{i}") for i in range(2)])
-        await b.claim("q", NOW, 10, LEASE, "w", rates={"api": (1, 10.0)})
+        await b.claim(ClaimRequest("q", NOW, 10, LEASE, "w", rates={"api": (1, 10.0)}))
         assert client.hget(f"{prefix}:task:api1", "slot") is not None
-        (late,) = await b.claim("q", NOW + 10, 10, LEASE, "w")  # the plain path
+        (late,) = await b.claim(ClaimRequest("q", NOW + 10, 10, LEASE, "w"))  # the plain path
         assert (late.id, late.slot) == ("api1", None)
         assert client.hget(f"{prefix}:task:api1", "slot") is None
 
@@ -281,7 +293,9 @@ def test_wait_claim_takes_priorities_and_rates(redis_server: RedisServer, prefix
     async def body(b: RedisBackend) -> None:
         await b.push([rec(name="api", id="a0"), rec(name="api", id="a1")])
         await b.push([rec(name="api", id="urgent", priority=1)])
-        got = await b.wait_claim("q", 1.0, NOW, 10, LEASE, "w", rates={"api": (1, 10.0)})
+        got = await b.wait_claim(
+            ClaimRequest("q", NOW, 10, LEASE, "w", rates={"api": (1, 10.0)}), 1.0
+        )
         assert [r.id for r in got] == ["urgent"]
         assert [r.slot for r in await b.get(["a0", "a1"])] == [NOW + 10, NOW + 20]
 
@@ -312,7 +326,7 @@ def both(
 
 
 async def claim_ids(b: Backend, now: float, limit: int, **kw: Any) -> list[str]:
-    return [r.id for r in await b.claim("q", now, limit, LEASE, "w", **kw)]
+    return [r.id for r in await b.claim(ClaimRequest("q", now, limit, LEASE, "w", **kw))]
 
 
 def test_a_plain_claim_keeps_the_turn_of_tasks_without_a_key(
@@ -404,7 +418,7 @@ def test_the_running_count_of_a_key_never_drifts(
         await b.push([rec(id=f"b{i}", concurrency_key="B") for i in range(3)])
         await b.push([rec(id="u0"), rec(id="r0", concurrency_key="B", status="running")])
         assert keyrun() == {"B": 1}
-        got = {r.id: r for r in await b.claim("q", NOW, 8, LEASE, "w", per_key=3)}
+        got = {r.id: r for r in await b.claim(ClaimRequest("q", NOW, 8, LEASE, "w", per_key=3))}
         assert sorted(got) == ["a0", "a1", "a2", "b0", "b1", "u0"]  # B: r0 + 2
         assert keyrun() == {"A": 3, "B": 3}
         assert await b.cancel("a0", NOW) == "requested"
@@ -432,7 +446,10 @@ def test_the_running_count_of_a_key_never_drifts(
         assert keyrun() == {"B": 1}
         assert await b.purge("q", ["running"]) == 1
         assert keyrun() == {}
-        got = {r.id: r for r in await b.claim("q", NOW + LEASE + 1, 10, LEASE, "w", per_key=2)}
+        got = {
+            r.id: r
+            for r in await b.claim(ClaimRequest("q", NOW + LEASE + 1, 10, LEASE, "w", per_key=2))
+        }
         assert sorted(got) == ["a1", "a2", "b2"]  # B's b0 failed, b1 dead
         assert keyrun() == {"A": 2, "B": 1}
         assert await b.purge("q", ["reserved"]) == 3
@@ -443,7 +460,8 @@ def test_the_running_count_of_a_key_never_drifts(
         assert await b.purge("q", ["running"]) == 0  # claimed, not started: reserved
         assert await b.purge("q", ["reserved"]) == 3
         assert keyrun() == {}
-        await b.claim("q", NOW + LEASE + 1, 10, LEASE, "w")  # forgets the emptied lanes
+        # Forgets the emptied lanes:
+        await b.claim(ClaimRequest("q", NOW + LEASE + 1, 10, LEASE, "w"))
         assert client.keys(f"{prefix}:q:q:*") == []  # the queue is gone, all of it
 
     run(redis_server, prefix, body)
@@ -538,8 +556,8 @@ class Twins:
             "rates": rng.choice(_RATES),
             "per_key": rng.choice([None, None, 1, 2]),
         }
-        got_r = [_state(x) for x in await self.r.claim(*args, **kw)]
-        claimed_m = await self.m.claim(*args, **kw)
+        got_r = [_state(x) for x in await self.r.claim(ClaimRequest(*args, **kw))]
+        claimed_m = await self.m.claim(ClaimRequest(*args, **kw))
         got_m = [_state(x) for x in claimed_m]
         assert got_r == got_m, (args, kw)
         # Most claimed attempts start (a STARTED mark); the others stay reserved.
@@ -600,8 +618,8 @@ class Twins:
         if not await self.m.counts("q"):
             # A queue left with no task at all forgets its turns at once on Redis (its keys
             # go with it), the reference at its next claim: that claim finds nothing either.
-            assert await self.r.claim("q", self.now, 1, LEASE, "w") == []
-            assert await self.m.claim("q", self.now, 1, LEASE, "w") == []
+            assert await self.r.claim(ClaimRequest("q", self.now, 1, LEASE, "w")) == []
+            assert await self.m.claim(ClaimRequest("q", self.now, 1, LEASE, "w")) == []
 
     async def reap(self) -> None:
         assert await self.r.reap("q", self.now, 3) == await self.m.reap("q", self.now, 3)

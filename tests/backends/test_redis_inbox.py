@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import redis
 
-from dowork.backends import Outcome, RedisBackend, Settlement
+from dowork.backends import ClaimRequest, Outcome, RedisBackend, Settlement
 from tests.backends.test_contract import LEASE, NOW, rec
 from tests.redis_server import RedisServer
 
@@ -63,7 +63,7 @@ def test_a_submitted_task_waits_in_the_inbox_and_every_reader_sees_it(
         fourth = rec()
         assert backend.push_sync([fourth], fresh=True) is True
         assert await backend.cancel(fourth.id, NOW) == "cancelled"  # drains first too
-        claimed = await backend.claim("q", NOW, 10, LEASE, "w")
+        claimed = await backend.claim(ClaimRequest("q", NOW, 10, LEASE, "w"))
         assert [r.id for r in claimed] == [first.id, second.id, third.id]
         await backend.close()
 
@@ -95,7 +95,9 @@ def test_an_idle_worker_starts_a_popped_task_and_its_lease_is_recorded_after(
     worker = RedisBackend(redis_server.url, prefix=prefix)
 
     async def main() -> None:
-        waiting = asyncio.create_task(worker.wait_claim("q", 30.0, NOW, 10, LEASE, "w"))
+        waiting = asyncio.create_task(
+            worker.wait_claim(ClaimRequest("q", NOW, 10, LEASE, "w"), 30.0)
+        )
         await asyncio.sleep(0.05)
         task = rec()
         assert producer.push_sync([task], fresh=True) is True
@@ -137,7 +139,7 @@ def test_a_task_popped_by_a_worker_that_died_is_run_again(
         now = time.time()
         assert await backend.reap("q", now + 30, 5) == (0, 0)  # within the minute
         assert await backend.reap("q", now + 61, 5) == (1, 0)
-        (again,) = await backend.claim("q", now + 61, 10, LEASE, "w2")
+        (again,) = await backend.claim(ClaimRequest("q", now + 61, 10, LEASE, "w2"))
         assert (again.id, again.attempts, again.crashes) == (task.id, 2, 1)
         await backend.close()
 
@@ -180,7 +182,7 @@ def test_a_worker_with_flow_control_drains_the_inbox_and_claims_by_its_rules(
 
     async def main() -> None:
         waiting = asyncio.create_task(
-            worker.wait_claim("q", 30.0, NOW, 10, LEASE, "w", max_running=1)
+            worker.wait_claim(ClaimRequest("q", NOW, 10, LEASE, "w", max_running=1), 30.0)
         )
         await asyncio.sleep(0.05)
         tasks = [rec(), rec()]
@@ -188,7 +190,10 @@ def test_a_worker_with_flow_control_drains_the_inbox_and_claims_by_its_rules(
         (claimed,) = await asyncio.wait_for(waiting, 2.0)
         assert claimed.id == tasks[0].id
         producer.push_sync(tasks[1:], fresh=True)
-        assert await worker.wait_claim("q", 0.2, NOW, 10, LEASE, "w", max_running=1) == []
+        assert (
+            await worker.wait_claim(ClaimRequest("q", NOW, 10, LEASE, "w", max_running=1), 0.2)
+            == []
+        )
         assert await worker.counts("q") == {"reserved": 1, "pending": 1}  # the cap held
         await producer.close()
         await worker.close()

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import dowork
-from dowork.backends import Outcome, Record, RedisBackend, Settlement
+from dowork.backends import ClaimRequest, Outcome, Record, RedisBackend, Settlement
 from tests.backends.test_contract import LEASE, NOW, rec
 from tests.redis_replies import raw_hash
 from tests.redis_server import RedisServer
@@ -98,7 +98,7 @@ def test_a_record_that_cannot_be_read_is_dead_lettered_and_its_neighbours_start(
     async def main() -> None:
         await backend.push(records)
         await _spoil(admin, prefix, bad, name, value)
-        claimed = await backend.claim("q", NOW + 10, 10, LEASE, "w")
+        claimed = await backend.claim(ClaimRequest("q", NOW + 10, 10, LEASE, "w"))
         healthy = [r for r in records if r is not bad]
         assert [r.id for r in claimed] == [r.id for r in healthy]
         assert all((r.attempts, r.crashes, r.status) == (1, 0, "reserved") for r in claimed)
@@ -138,7 +138,7 @@ def test_a_record_spoiled_while_it_runs_is_dead_lettered_and_its_batch_settles(
 
     async def main() -> None:
         await backend.push(records)
-        claimed = await backend.claim("q", NOW + 10, 10, LEASE, "w")
+        claimed = await backend.claim(ClaimRequest("q", NOW + 10, 10, LEASE, "w"))
         assert len(claimed) == 4
         admin.hset(f"{prefix}:task:{records[1].id}", "created_at", "yesterday")
         admin.hdel(f"{prefix}:task:{records[2].id}", "seq")
@@ -151,7 +151,7 @@ def test_a_record_spoiled_while_it_runs_is_dead_lettered_and_its_batch_settles(
         for r in records[1:3]:
             assert (got[r.id].status, got[r.id].reason) == ("dead", "malformed")
         assert got[records[3].id].run_at == NOW + 11  # a time it cannot use: now
-        (again,) = await backend.claim("q", NOW + 12, 10, LEASE, "w")
+        (again,) = await backend.claim(ClaimRequest("q", NOW + 12, 10, LEASE, "w"))
         assert again.id == records[3].id
         await backend.close()
 
@@ -166,7 +166,7 @@ def test_the_reaper_dead_letters_a_running_record_it_cannot_read_and_goes_on(
 
     async def main() -> None:
         await backend.push(records)
-        claimed = await backend.claim("q", NOW, 10, LEASE, "w")
+        claimed = await backend.claim(ClaimRequest("q", NOW, 10, LEASE, "w"))
         assert len(claimed) == 3
         marks = [Settlement(r.id, r.attempts, Outcome.STARTED, NOW) for r in claimed[:2]]
         assert await backend.settle(marks) == []  # the third was never started
@@ -196,7 +196,9 @@ def test_other_scripts_leave_a_record_they_cannot_read_alone(
         never = rec(run_at=float("inf"))  # (call_at(inf): runs once released)
         await backend.push([never])
         assert await backend.release([never.id], NOW) == [never.id]
-        assert [r.id for r in await backend.claim("q", NOW, 5, LEASE, "w")] == [never.id]
+        assert [r.id for r in await backend.claim(ClaimRequest("q", NOW, 5, LEASE, "w"))] == [
+            never.id
+        ]
         assert await backend.release([keyed.id, later.id], NOW) == []
         assert len(await backend.list("q")) == 3
         assert await backend.purge("q") == 2
@@ -220,7 +222,7 @@ def _inbox(prefix: str) -> str:
 
 async def _idle(backend: RedisBackend, now: float = NOW) -> list[Record]:
     """What an idle worker without flow control gets from one wait (the inbox's fast path)."""
-    return await backend.wait_claim("q", 0.05, now, 4, LEASE, "w")
+    return await backend.wait_claim(ClaimRequest("q", now, 4, LEASE, "w"), 0.05)
 
 
 @pytest.mark.parametrize(
@@ -258,7 +260,7 @@ def test_an_inbox_entry_reusing_a_finished_task_id_is_never_started(
 
     async def main() -> None:
         await backend.push([done])
-        (claimed,) = await backend.claim("q", NOW, 1, LEASE, "w")
+        (claimed,) = await backend.claim(ClaimRequest("q", NOW, 1, LEASE, "w"))
         await backend.settle([Settlement(claimed.id, 1, Outcome.SUCCEEDED, NOW)])
         if not peeked:  # the worker then asks the take script before it starts anything
             admin.script_flush()
@@ -625,7 +627,7 @@ def test_a_started_worker_runs_every_healthy_task_around_a_bad_record(
     async def finish_one() -> None:  # a finished task whose id an inbox entry reuses
         done = rec(queue=QUEUE, id="finished", name="work", run_at=time.time())
         await backend.push([done])
-        (claimed,) = await backend.claim(QUEUE, time.time(), 1, LEASE, "w")
+        (claimed,) = await backend.claim(ClaimRequest(QUEUE, time.time(), 1, LEASE, "w"))
         await backend.settle([Settlement(claimed.id, 1, Outcome.SUCCEEDED, time.time())])
         await backend.close()
 

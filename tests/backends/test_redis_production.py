@@ -19,7 +19,7 @@ import pytest
 import redis
 
 import dowork
-from dowork.backends import Record, RedisBackend, open_backend
+from dowork.backends import ClaimRequest, Record, RedisBackend, open_backend
 from dowork.errors import EvictionPolicyError
 from tests.backends.test_contract import LEASE, NOW, rec
 from tests.redis_server import RedisServer
@@ -96,9 +96,9 @@ def test_a_worker_refuses_an_allkeys_redis_and_logs_critical(
         backend = RedisBackend(own_server.url, prefix="dowork:other")
         try:
             with pytest.raises(EvictionPolicyError, match="allkeys-lru"):
-                await backend.claim("q", NOW, 1, LEASE, "w")
+                await backend.claim(ClaimRequest("q", NOW, 1, LEASE, "w"))
             with pytest.raises(EvictionPolicyError):
-                await backend.wait_claim("q", 0.05, NOW, 1, LEASE, "w")
+                await backend.wait_claim(ClaimRequest("q", NOW, 1, LEASE, "w"), 0.05)
         finally:
             await backend.close()
 
@@ -121,7 +121,7 @@ def test_allow_eviction_lets_a_worker_run(own_server: RedisServer) -> None:
     assert not RedisBackend(own_server.url + "?allow_eviction=0").allow_eviction
 
     async def claim() -> None:
-        assert await backend.claim("q", NOW, 1, LEASE, "w") == []
+        assert await backend.claim(ClaimRequest("q", NOW, 1, LEASE, "w")) == []
         assert backend.policy == "allkeys-lfu"
         await backend.close()
 
@@ -136,7 +136,7 @@ def test_volatile_policies_are_allowed_with_a_warning(
     async def main() -> None:
         backend = RedisBackend(own_server.url, prefix="dowork:v")
         await backend.push([rec(queue="v")])
-        (claimed,) = await backend.claim("v", NOW, 1, LEASE, "w")
+        (claimed,) = await backend.claim(ClaimRequest("v", NOW, 1, LEASE, "w"))
         assert claimed.status == "reserved"
         await backend.close()
 

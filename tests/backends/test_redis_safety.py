@@ -16,7 +16,7 @@ import redis.exceptions
 from prometheus_client import CollectorRegistry
 
 import dowork
-from dowork.backends import Outcome, RedisBackend, Settlement, open_backend
+from dowork.backends import ClaimRequest, Outcome, RedisBackend, Settlement, open_backend
 from dowork.errors import BackendFull, BackendUnavailable
 from dowork.metrics import BackendCollector
 from tests.backends.conftest import add_acl_user
@@ -90,7 +90,7 @@ def test_the_readme_acl_user_has_no_admin_commands(redis_server: RedisServer) ->
         queue = f"acl-{uuid.uuid4().hex[:8]}"
         record = rec(queue=queue)
         await backend.push([record])
-        (claimed,) = await backend.claim(queue, NOW, 1, LEASE, "w")
+        (claimed,) = await backend.claim(ClaimRequest(queue, NOW, 1, LEASE, "w"))
         await backend.settle([Settlement(claimed.id, 1, Outcome.SUCCEEDED, NOW)])
         assert await backend.purge(queue) == 1
         await backend.close()
@@ -177,7 +177,9 @@ def test_out_of_memory_refuses_submits_and_workers_finish(own_server: RedisServe
     held = [queue.submit(double, n) for n in range(3)]
 
     async def claim() -> list[str]:
-        return [r.id for r in await backend.claim("safety", time.time(), 10, 30.0, "w")]
+        return [
+            r.id for r in await backend.claim(ClaimRequest("safety", time.time(), 10, 30.0, "w"))
+        ]
 
     claimed = queue._engine.run_on_home(claim())  # a worker holds these three
     assert sorted(claimed) == sorted(t.id for t in held)

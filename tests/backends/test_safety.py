@@ -8,7 +8,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import pytest
 
-from dowork.backends import Backend, Outcome, Settlement
+from dowork.backends import Backend, ClaimRequest, Outcome, Settlement
 from dowork.backends._protocol import WHILE_UNFINISHED
 from dowork.errors import DuplicateTask
 from tests.backends.test_contract import LEASE, NOW, rec, run, start
@@ -56,7 +56,7 @@ def test_an_idempotency_key_stores_one_task_per_window(
         assert await b.push([one, two]) == {two.id: one.id}
 
         # The key is held for the window even once its task finished (a late retry).
-        (claimed, *_) = await b.claim("q", NOW + 5, 10, LEASE, "w")
+        (claimed, *_) = await b.claim(ClaimRequest("q", NOW + 5, 10, LEASE, "w"))
         assert claimed.id == first.id
         await b.settle([Settlement(first.id, 1, Outcome.SUCCEEDED, NOW + 6)])
         late = keyed("order-42", NOW + WINDOW - 1)
@@ -96,7 +96,7 @@ def test_dead_letters_and_results_follow_their_retention(
         b.keep_finished = 1000.0
         b.keep_dead = 100.0
         await b.push([rec(), rec(), rec()])
-        ok, dead, crashed = await b.claim("q", NOW, 3, LEASE, "w")
+        ok, dead, crashed = await b.claim(ClaimRequest("q", NOW, 3, LEASE, "w"))
         await b.settle(
             [
                 Settlement(ok.id, 1, Outcome.SUCCEEDED, NOW, result=b"1"),
@@ -127,7 +127,7 @@ def test_without_keep_dead_dead_letters_keep_as_long_as_results(
         assert isinstance(b, Retention)
         b.keep_finished = 50.0
         await b.push([rec()])
-        (r,) = await b.claim("q", NOW, 1, LEASE, "w")
+        (r,) = await b.claim(ClaimRequest("q", NOW, 1, LEASE, "w"))
         await b.settle([Settlement(r.id, 1, Outcome.DEAD, NOW, reason="undecodable")])
         assert await b.purge_finished(NOW + 49) == 0
         assert await b.purge_finished(NOW + 51) == 1
@@ -152,7 +152,7 @@ def test_a_unique_key_is_held_while_its_task_waits_or_runs(
         assert await b.push([first]) == {}
         waiting = unique("refresh", NOW + 1)
         assert await b.push([waiting]) == {waiting.id: first.id}  # pending: held
-        (claimed,) = await b.claim("q", NOW + 2, 10, LEASE, "w")
+        (claimed,) = await b.claim(ClaimRequest("q", NOW + 2, 10, LEASE, "w"))
         running = unique("refresh", NOW + 3)
         assert await b.push([running]) == {running.id: first.id}  # running: held
         await b.settle([Settlement(claimed.id, 1, Outcome.SUCCEEDED, NOW + 4)])

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from dowork.backends import MemoryBackend, Outcome, Record, Settlement, SQLiteBackend
+from dowork.backends import ClaimRequest, MemoryBackend, Outcome, Record, Settlement, SQLiteBackend
 
 from .test_contract import LEASE, NOW, rec
 
@@ -65,8 +65,12 @@ def test_claim_and_next_due_read_the_due_index_only(tmp_path: Path, priorities: 
             await store.push([rec(name="n", priority=p) for p in priorities for _ in range(3)])
             await store.push([rec(run_at=NOW + 5, status="scheduled", priority=priorities[0])])
             calls: list[str] = []
-            await _traced(store, calls, store.claim("q", NOW, 4, LEASE, "w"))
-            await _traced(store, calls, store.claim("q", NOW, 4, LEASE, "w", rates={"n": (1, 9)}))
+            await _traced(store, calls, store.claim(ClaimRequest("q", NOW, 4, LEASE, "w")))
+            await _traced(
+                store,
+                calls,
+                store.claim(ClaimRequest("q", NOW, 4, LEASE, "w", rates={"n": (1, 9)})),
+            )
             await _traced(store, calls, store.next_due("q"))
             waiting = await store.list("q", ["pending", "scheduled"], limit=1000)
             assert await store.next_due("q") == min(r.run_at for r in waiting)
@@ -86,7 +90,7 @@ def test_the_claimed_records_come_back_in_claim_order(tmp_path: Path) -> None:
         store = SQLiteBackend(tmp_path / "order.db")
         try:
             await store.push([rec(name=f"p{p}", priority=p) for p in (-9, 3, 0, 9, -1, 3)])
-            got = await store.claim("q", NOW, 5, LEASE, "w")
+            got = await store.claim(ClaimRequest("q", NOW, 5, LEASE, "w"))
             assert [r.name for r in got] == ["p9", "p3", "p3", "p0", "p-1"]
             assert [r.priority for r in got] == [9, 3, 3, 0, -1]
         finally:
@@ -103,7 +107,7 @@ def test_a_claim_returns_the_records_as_stored(tmp_path: Path) -> None:
         try:
             await store.push([rec(name="a", priority=2, options='{"x":1}'), rec(name="b")])
             for rates in (None, {"b": (5, 1.0)}):
-                got = await store.claim("q", NOW, 1, LEASE, "w", rates=rates)
+                got = await store.claim(ClaimRequest("q", NOW, 1, LEASE, "w", rates=rates))
                 assert got == await store.get([r.id for r in got])
         finally:
             await store.close()
@@ -119,10 +123,10 @@ def test_rate_limit_state_is_shared_by_every_handle_on_the_file(tmp_path: Path) 
         first, second = SQLiteBackend(path), SQLiteBackend(path)
         try:
             await first.push([rec(name="api", id="a0"), rec(name="api", id="a1")])
-            assert [r.id for r in await first.claim("q", NOW, 1, LEASE, "w1", rates=rates)] == [
-                "a0"
-            ]
-            assert await second.claim("q", NOW, 5, LEASE, "w2", rates=rates) == []
+            assert [
+                r.id for r in await first.claim(ClaimRequest("q", NOW, 1, LEASE, "w1", rates=rates))
+            ] == ["a0"]
+            assert await second.claim(ClaimRequest("q", NOW, 5, LEASE, "w2", rates=rates)) == []
             (delayed,) = await second.get(["a1"])
             assert (delayed.slot, delayed.run_at) == (NOW + 10, NOW + 10)
         finally:
@@ -131,7 +135,9 @@ def test_rate_limit_state_is_shared_by_every_handle_on_the_file(tmp_path: Path) 
         reopened = SQLiteBackend(path)  # the start times live in the file, not the process
         try:
             await reopened.push([rec(name="api", id="a2")])
-            assert await reopened.claim("q", NOW + 10, 5, LEASE, "w", rates=rates) != []
+            assert (
+                await reopened.claim(ClaimRequest("q", NOW + 10, 5, LEASE, "w", rates=rates)) != []
+            )
             (late,) = await reopened.get(["a2"])
             assert late.slot == NOW + 20
         finally:
@@ -167,7 +173,9 @@ async def _claims(
             await store.push(batch)
             now = NOW + 7 * step
             for limit in (1, 3, 8):
-                got = await store.claim("q", now, limit, LEASE, "w", aging=aging, rates=rates)
+                got = await store.claim(
+                    ClaimRequest("q", now, limit, LEASE, "w", aging=aging, rates=rates)
+                )
                 claims.append([r.id for r in got])
         ids = [r.id for batch in pushes for r in batch]
         final = sorted((r.id, r.status, r.run_at, r.slot, r.attempts) for r in await store.get(ids))
@@ -243,16 +251,18 @@ async def _drive(store: MemoryBackend | SQLiteBackend, seed: int) -> DriveLog:
                 queue = rng.choice(["q", "q", "q", "other"])
                 if op < 0.55:
                     got = await store.claim(
-                        queue,
-                        now,
-                        rng.choice([1, 2, 3, 5, 8]),
-                        LEASE,
-                        rng.choice(["w1", "w2"]),
-                        rng.choice([None, None, 6]),
-                        rng.choice([None, None, 1]),
-                        aging=aging,
-                        rates=rates,
-                        per_key=rng.choice([None, 1, 2]),
+                        ClaimRequest(
+                            queue,
+                            now,
+                            rng.choice([1, 2, 3, 5, 8]),
+                            LEASE,
+                            rng.choice(["w1", "w2"]),
+                            rng.choice([None, None, 6]),
+                            rng.choice([None, None, 1]),
+                            aging=aging,
+                            rates=rates,
+                            per_key=rng.choice([None, 1, 2]),
+                        )
                     )
                     running.update((r.id, r.attempts) for r in got)
                     log.append(("claim", [(r.id, r.concurrency_key) for r in got]))
@@ -317,7 +327,9 @@ def test_keyed_claims_read_indexes_only(tmp_path: Path) -> None:
             await store.push([rec(id="later", concurrency_key="s1", run_at=NOW + 9)])
             calls: list[str] = []
             for per_key in (None, 2):  # never served, then remembered turns
-                claim = store.claim("q", NOW, 4, LEASE, "w", per_key=per_key, rates={"api": (1, 9)})
+                claim = store.claim(
+                    ClaimRequest("q", NOW, 4, LEASE, "w", per_key=per_key, rates={"api": (1, 9)})
+                )
                 await _traced(store, calls, claim)
             await _traced(store, calls, store.next_due("q"))
             assert await store.next_due("q") == NOW - 50
@@ -372,7 +384,7 @@ def test_a_big_backlog_costs_a_keyed_claim_nothing(tmp_path: Path, per_key: int 
             loop.run_until_complete(store.push(_mixed(n_big)))
             steps = []
             for _ in range(4):
-                claim = store.claim("q", NOW, 8, LEASE, "w", per_key=per_key)
+                claim = store.claim(ClaimRequest("q", NOW, 8, LEASE, "w", per_key=per_key))
                 steps.append(_vm_steps(loop, store, claim))
             costs.append(steps)
             running = loop.run_until_complete(store.list("q", ["reserved"], limit=100))
@@ -394,18 +406,20 @@ def test_turns_are_shared_by_every_handle_on_the_file(tmp_path: Path) -> None:
             await first.push([rec(id=f"b{i}", concurrency_key="B") for i in range(4)])
             claimed = []
             for store in (first, second, first, second):
-                claimed += [r.id for r in await store.claim("q", NOW, 1, LEASE, "w")]
+                claimed += [r.id for r in await store.claim(ClaimRequest("q", NOW, 1, LEASE, "w"))]
             assert claimed == ["a0", "b0", "a1", "b1"]
             (a0,) = await second.get(["a0"])
             await second.settle([Settlement("a0", a0.attempts, Outcome.SUCCEEDED, NOW)])
             # A has 1 running (a1, on either handle's worker), B has 2: B's turn waits.
-            assert [r.id for r in await first.claim("q", NOW, 5, LEASE, "w", per_key=2)] == ["a2"]
+            assert [
+                r.id for r in await first.claim(ClaimRequest("q", NOW, 5, LEASE, "w", per_key=2))
+            ] == ["a2"]
         finally:
             await first.close()
             await second.close()
         reopened = SQLiteBackend(path)  # the turns live in the file, not the process
         try:
-            got = await reopened.claim("q", NOW, 2, LEASE, "w")
+            got = await reopened.claim(ClaimRequest("q", NOW, 2, LEASE, "w"))
             assert [r.id for r in got] == ["b2", "a3"]
         finally:
             await reopened.close()
@@ -420,13 +434,17 @@ def test_a_queue_without_keys_writes_no_turns_while_it_has_a_backlog(tmp_path: P
         store = SQLiteBackend(tmp_path / "plain.db")
         try:
             await store.push([rec(id=f"p{i}", priority=i % 2) for i in range(40)])
-            await store.claim("q", NOW, 4, LEASE, "w")  # remembers the turn of the plain records
+            # Remembers the turn of the plain records:
+            await store.claim(ClaimRequest("q", NOW, 4, LEASE, "w"))
             calls: list[str] = []
             for _ in range(5):
-                await _traced(store, calls, store.claim("q", NOW, 4, LEASE, "w"))
+                await _traced(store, calls, store.claim(ClaimRequest("q", NOW, 4, LEASE, "w")))
             # A key arrives: it goes first, never having been served.
             await store.push([rec(id="k0", concurrency_key="K")])
-            assert [r.id for r in await store.claim("q", NOW, 2, LEASE, "w")] == ["k0", "p8"]
+            assert [r.id for r in await store.claim(ClaimRequest("q", NOW, 2, LEASE, "w"))] == [
+                "k0",
+                "p8",
+            ]
             return calls
         finally:
             await store.close()

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 import dowork
 from dowork import DurableSettings, FakeClock, Queue
-from dowork.backends import Outcome, Record, Settlement, SQLiteBackend
+from dowork.backends import ClaimRequest, Outcome, Record, Settlement, SQLiteBackend
 
 NOW = 1000.0
 QUEUE = "jobs"
@@ -334,7 +334,7 @@ def test_one_outcome_that_cannot_be_stored_does_not_hold_back_the_batch(tmp_path
         store = SQLiteBackend(tmp_path / "settle.db")
         try:
             await store.push([Record(f"t{i}", QUEUE, "echo", b"{}", NOW, NOW) for i in range(3)])
-            claimed = await store.claim(QUEUE, NOW, 10, 30.0, "w")
+            claimed = await store.claim(ClaimRequest(QUEUE, NOW, 10, 30.0, "w"))
             assert len(claimed) == 3
             refused = await store.settle(
                 [
@@ -633,7 +633,7 @@ def test_a_finished_row_with_text_that_is_not_utf8_is_listed_escaped(tmp_path: P
             await store.push(
                 [Record(f"t{i}", QUEUE, "echo", b"{}", NOW, NOW + i) for i in range(2)]
             )
-            claimed = await store.claim(QUEUE, NOW, 10, 30.0, "w")
+            claimed = await store.claim(ClaimRequest(QUEUE, NOW, 10, 30.0, "w"))
             outcomes = [Settlement(r.id, 1, Outcome.FAILED, NOW + 1, error="x") for r in claimed]
             assert await store.settle(outcomes) == []
             conn = sqlite3.connect(path)

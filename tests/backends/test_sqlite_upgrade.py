@@ -6,7 +6,7 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
-from dowork.backends import Outcome, Record, Settlement, SQLiteBackend
+from dowork.backends import ClaimRequest, Outcome, Record, Settlement, SQLiteBackend
 
 
 def test_an_older_file_gains_the_history_column(tmp_path: Path) -> None:
@@ -35,7 +35,7 @@ def test_an_older_file_gains_the_history_column(tmp_path: Path) -> None:
             assert old.history is None
             assert (old.priority, old.slot) == (0, None)
             await store.push([Record("new", "q", "job", b"{}", 0.0, 1.0)])
-            claimed = await store.claim("q", 1.0, 10, 30.0, "w")
+            claimed = await store.claim(ClaimRequest("q", 1.0, 10, 30.0, "w"))
             assert {r.id for r in claimed} == {"old", "new"}
             await store.settle(
                 [Settlement(r.id, 1, Outcome.SUCCEEDED, 2.0, attempt='{"n":1}') for r in claimed]
@@ -79,7 +79,7 @@ def test_a_file_from_before_priorities_is_upgraded_in_place(tmp_path: Path) -> N
             assert {(r.priority, r.slot) for r in old} == {(0, None)}
             await store.push([Record("urgent", "q", "job", b"{}", 3.0, 3.0, priority=1)])
             assert await store.next_due("q") == 1.0
-            claimed = await store.claim("q", 10.0, 10, 30.0, "w", aging=60.0)
+            claimed = await store.claim(ClaimRequest("q", 10.0, 10, 30.0, "w", aging=60.0))
             assert [r.id for r in claimed] == ["urgent", "old1", "old2"]
             assert [r.priority for r in claimed] == [1, 0, 0]
             assert await store.next_due("q") == 50.0
@@ -144,7 +144,7 @@ def test_a_file_from_before_concurrency_keys_is_upgraded_in_place(tmp_path: Path
             )
             # The old records take turns with the key as one lane: "" (theirs), ranked by
             # their most urgent record, against K's.
-            claimed = await store.claim("q", 10.0, 4, 30.0, "w", aging=60.0)
+            claimed = await store.claim(ClaimRequest("q", 10.0, 4, 30.0, "w", aging=60.0))
             assert [r.id for r in claimed] == ["old-high", "k0", "old0", "k1"]
             assert [r.concurrency_key for r in claimed] == [None, "K", None, "K"]
             assert await store.next_due("q") == 2.0

@@ -332,7 +332,7 @@ def _try_scrape(url: str) -> dict[tuple[str, str | None], float] | None:
 def test_inspect_shows_the_reported_progress(tmp_path: Path) -> None:
     import asyncio
 
-    from dowork.backends import Record, SQLiteBackend
+    from dowork.backends import ClaimRequest, Record, SQLiteBackend
 
     db = tmp_path / "t.sqlite3"
 
@@ -342,7 +342,7 @@ def test_inspect_shows_the_reported_progress(tmp_path: Path) -> None:
         try:
             now = time.time()
             await store.push([Record("t1", "jobs", "resize", b'{"a":[],"k":{}}', now, now)])
-            (claimed,) = await store.claim("jobs", now, 1, 30.0, "w")
+            (claimed,) = await store.claim(ClaimRequest("jobs", now, 1, 30.0, "w"))
             await store.progress([(claimed.id, claimed.attempts, '[40, "40 of 100", 0]')])
         finally:
             await store.close()
@@ -386,7 +386,7 @@ def test_reserved_tasks_are_listed_counted_and_never_purged_by_default(tmp_path:
     statuses leaves it, like a running one."""
     import asyncio
 
-    from dowork.backends import Record, SQLiteBackend
+    from dowork.backends import ClaimRequest, Record, SQLiteBackend
 
     url = f"sqlite:///{tmp_path / 't.sqlite3'}"
     now = time.time()
@@ -396,7 +396,7 @@ def test_reserved_tasks_are_listed_counted_and_never_purged_by_default(tmp_path:
         await store.open()
         payload = b'{"a":[],"k":{}}'
         await store.push([Record(f"t{n}", "jobs", "job", payload, now, now) for n in range(2)])
-        (claimed,) = await store.claim("jobs", now, 1, 60.0, "w")
+        (claimed,) = await store.claim(ClaimRequest("jobs", now, 1, 60.0, "w"))
         assert claimed.status == "reserved"
         await store.close()
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from dowork import DurableSettings, Queue
-from dowork.backends import Record, RedisBackend
+from dowork.backends import ClaimRequest, Record, RedisBackend
 from dowork.errors import BackendError
 from tests.backends.test_contract import LEASE, NOW, rec
 from tests.redis_server import RedisServer
@@ -48,11 +48,12 @@ def test_a_lost_claim_reply_is_a_lost_lease_not_a_crash(
         admin = RedisBackend(redis_server.url, prefix=prefix)
         task = rec(run_at=NOW + 100)
         await admin.push([task])
-        assert await worker.claim("q", NOW, 10, LEASE, "w1") == []  # (loads the script)
+        # (Loads the script.)
+        assert await worker.claim(ClaimRequest("q", NOW, 10, LEASE, "w1")) == []
         # The eviction policy was read for a minute: the next round trip is the claim.
         proxy.mode = "drop"
         with pytest.raises(BackendError):
-            await worker.claim("q", NOW + 100, 10, LEASE, "w1")
+            await worker.claim(ClaimRequest("q", NOW + 100, 10, LEASE, "w1"))
         assert proxy.dropped == 1
         (held,) = await admin.get([task.id])
         assert (held.status, held.owner, held.attempts) == ("reserved", "w1", 1)
@@ -61,7 +62,7 @@ def test_a_lost_claim_reply_is_a_lost_lease_not_a_crash(
             assert await admin.reap("q", at, 2) == (1, 0)
             (back,) = await admin.get([task.id])
             assert (back.status, back.crashes, back.lost) == ("pending", 0, n - 1)
-            (again,) = await admin.claim("q", at, 1, LEASE, f"w{n}")
+            (again,) = await admin.claim(ClaimRequest("q", at, 1, LEASE, f"w{n}"))
             assert again.attempts == n
         await worker.close()
         await admin.close()

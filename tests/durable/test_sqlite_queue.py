@@ -21,7 +21,7 @@ from dowork import (
     Task,
     TaskStatus,
 )
-from dowork.backends import Record, SQLiteBackend
+from dowork.backends import ClaimRequest, Record, SQLiteBackend
 from tests.durable.harness import each_runs_once
 
 WAIT = 10.0
@@ -466,7 +466,7 @@ def test_a_file_from_before_progress_gains_the_column(db: Path) -> None:
         backend = SQLiteBackend(db)
         await backend.open()
         try:
-            (claimed,) = await backend.claim("jobs", 2.0, 1, 30.0, "w")
+            (claimed,) = await backend.claim(ClaimRequest("jobs", 2.0, 1, 30.0, "w"))
             await backend.progress([(claimed.id, claimed.attempts, "[1, null, 2]")])
             (stored,) = await backend.get(["old"])
             assert stored.progress == "[1, null, 2]"

@@ -1,4 +1,4 @@
-"""Task stores behind a queue: one small protocol, one module per implementation.
+"""Task stores behind a queue: the worker's ``Store`` protocol, the operators' ``StoreAdmin``.
 
 ``MemoryBackend`` and ``SQLiteBackend`` need nothing beyond the standard library; the Redis
 backend (``dowork[redis]``) is imported only when asked for.
@@ -10,20 +10,23 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from .._redact import redact_url
-from ._protocol import Backend, Outcome, Record, Settlement, StoreAdmin
+from ._protocol import Outcome, Record, Settlement, StoreAdmin
 from .memory import MemoryBackend
 from .sqlite import SQLiteBackend
+from .store import Backend, ClaimRequest, Store
 
 if TYPE_CHECKING:
     from .redis import RedisBackend as RedisBackend
 
 __all__ = [
     "Backend",
+    "ClaimRequest",
     "MemoryBackend",
     "Outcome",
     "Record",
     "SQLiteBackend",
     "Settlement",
+    "Store",
     "StoreAdmin",
     "open_backend",
 ]

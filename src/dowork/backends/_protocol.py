@@ -1,10 +1,6 @@
-"""The one contract between the engine and a store of tasks (in-memory, SQLite, Redis).
+"""What every store shares: ``Record``, ``Settlement``, constants, pure helpers, ``StoreAdmin``.
 
-A backend stores records and leases; it knows nothing of retries, backoff or functions. The
-engine claims due records (each claim is a *lease* with a fencing token: the attempt number),
-runs them, and settles each with one ``Settlement``. A settlement whose token no longer
-matches (the lease expired and another worker took the task) is refused, so a worker that was
-paused past its lease cannot overwrite the newer attempt's outcome.
+The worker's protocol (``Store``) and ``Backend``, a store offering both, are in ``store``.
 """
 
 from __future__ import annotations
@@ -26,7 +22,6 @@ __all__ = [
     "StoreAdmin",
     "WAITING",
     "WHILE_UNFINISHED",
-    "Backend",
     "Outcome",
     "Record",
     "Settlement",
@@ -72,12 +67,12 @@ _CHARGED_KEPT = 16
 #: time window (``Task.configure(unique_key=...)``).
 WHILE_UNFINISHED = float("inf")
 
-#: Seconds of waiting one priority level is worth by default (``Backend.claim``'s ``aging``): a
+#: Seconds of waiting one priority level is worth by default (``Store.claim``'s ``aging``): a
 #: due task is claimed before any task that became due more than this much later per level of
 #: priority above it has, so a low priority waits at most ``levels * aging`` behind high ones.
 PRIORITY_AGING = 60.0
 
-#: Record statuses of a task that finished unsuccessfully, which ``Backend.requeue`` revives.
+#: Record statuses of a task that finished unsuccessfully, which ``StoreAdmin.requeue`` revives.
 REQUEUABLE = ("failed", "cancelled", "dead")
 
 
@@ -111,10 +106,10 @@ class Record:
     idempotency_until: float | None = None
     #: One JSON object per settled attempt, a line each (times, duration, error, traceback).
     history: str | None = None
-    #: Higher is claimed sooner (``Backend.claim``); -9 to 9, 0 by default.
+    #: Higher is claimed sooner (``Store.claim``); -9 to 9, 0 by default.
     priority: int = 0
     #: The key (a tenant, a customer) whose tasks take turns with other keys' at claim, and
-    #: of which at most ``per_key`` run at once (``Backend.claim``); a non-empty string.
+    #: of which at most ``per_key`` run at once (``Store.claim``); a non-empty string.
     concurrency_key: str | None = None
     #: The start time a rate limit reserved for this task (then also its ``run_at``): when it
     #: is due, the claim takes it without asking the limit again. Cleared by the claim.
@@ -194,7 +189,7 @@ class StoreAdmin(Protocol):
     """What operators' tools need of a store: look at queues and tasks, requeue, purge.
 
     The ``dowork`` command, the dashboard and dump requeues use only these; workers use the
-    whole ``Backend``.
+    whole ``Backend`` (``Store`` and ``StoreAdmin``).
     """
 
     async def open(self) -> None:
@@ -266,160 +261,6 @@ class StoreAdmin(Protocol):
         """
 
 
-@runtime_checkable
-class Backend(StoreAdmin, Protocol):
-    """A store of task records shared by every process that opens it.
-
-    ``StoreAdmin``, and what a worker does: push, claim, settle, renew and reap leases, beat.
-    """
-
-    #: False for the in-process store (closures allowed, nothing survives the process).
-    durable: bool
-
-    async def push(self, records: Sequence[Record], *, fresh: bool = False) -> dict[str, str]:
-        """Store new records atomically: all of them or none; return once confirmed.
-
-        ``fresh`` says every id was just drawn at random (128 bits): a backend may skip the
-        check that it is free.
-
-        A record with an ``idempotency_key`` that an earlier record of its queue still holds
-        (its ``idempotency_until`` is after this record's ``created_at``) is not stored; the
-        others are, and the key then names the new record until its ``idempotency_until``.
-        Returns ``{id of each record not stored: id of the record holding its key}``.
-
-        Raises:
-            DuplicateTask: a record's id is taken (nothing is stored).
-        """
-
-    async def claim(
-        self,
-        queue: str,
-        now: float,
-        limit: int,
-        lease: float,
-        owner: str,
-        max_running: int | None = None,
-        alone_from: int | None = None,
-        *,
-        aging: float = PRIORITY_AGING,
-        rates: Mapping[str, tuple[int, float]] | None = None,
-        per_key: int | None = None,
-    ) -> list[Record]:
-        """Lease up to ``limit`` due records (``run_at <= now``), most urgent first.
-
-        Urgency is ``rank(run_at, priority, aging)``: the earlier, the sooner; equal ranks go
-        in push order. So equal priorities are first in, first out, and a record of priority
-        ``p`` is claimed before one of priority ``p + d`` that became due more than
-        ``d * aging`` seconds after it: no priority starves another beyond that bound.
-
-        Each claimed record has ``attempts`` incremented (the fencing token), ``status``
-        reserved, ``lease_until = now + lease``, ``owner`` set and ``slot`` cleared, all in
-        one atomic step. It becomes running when its worker settles ``Outcome.STARTED``.
-        With ``alone_from``, a record that crashed workers that many times or more is claimed
-        alone: the claim returns either that one record, or the due records before the first
-        such one. The engine passes ``crash_budget - 1``, so a task on its last crash runs in a
-        worker that holds nothing else, and a poison task cannot use up the crash budget of
-        the healthy tasks claimed with it.
-        With ``max_running``, fewer are claimed so that the queue never has more than that
-        many running records across every worker (gotasks' ``WithMaxLimit``).
-
-        ``rates`` maps a task name to ``(n, per)``: at most ``n`` of its records start (are
-        claimed) in any ``per`` seconds, across every worker; the name ``""`` is the queue's
-        limit, shared by the records whose name has none (``rate_key``). The backend keeps,
-        per queue and limit, the last ``n`` start times it gave out; a record whose start
-        time (``take_slot``) is later than ``now`` is not claimed but delayed: its ``run_at``
-        and ``slot`` become that time (its status is unchanged), and when it is due it is
-        claimed without asking the limit again. A claim looks at no more than ``2 * limit``
-        due records, so it may return fewer than ``limit`` while more are due.
-
-        Records are served by ``concurrency_key`` in turn (records without one share the key
-        ``""``): the backend remembers, per queue, the turn in which it last served each key
-        that has waiting records (a key with none is forgotten, and counts as never served).
-        Each step serves the key served longest ago (never served first; ties by its most
-        urgent record), claiming that key's most urgent due record, so one key's backlog of
-        any size cannot hold back another's. With ``per_key``, a key that already has that
-        many running records (across every worker) is passed over. A record delayed by a
-        rate limit does not use up its key's turn.
-        """
-
-    async def settle(self, settlements: Sequence[Settlement]) -> list[str]:
-        """Apply settlements; return the ids refused because their lease was lost.
-
-        A settlement applies to a leased (reserved or running) record whose ``attempts`` is its
-        token. ``STARTED`` turns reserved into running with ``started + 1``; an outcome on a
-        reserved record with ``ran`` counts the start too. A settlement for a token whose
-        lapsed lease was charged a crash (``charged``) shows its worker was alive: the charge
-        moves from ``crashes`` to ``lost``, and if no lease was granted since (``attempts`` is
-        still the token) and the record waits or was dead-lettered ``crashed_worker``, the
-        outcome is applied after all (so a task that succeeded does not run again).
-        One settlement that cannot be applied never stops the others.
-        """
-
-    async def heartbeat(
-        self, leases: Sequence[tuple[str, int]], now: float, lease: float
-    ) -> tuple[list[str], list[str]]:
-        """Extend the leases ``(id, token)`` of reserved or running records to ``now + lease``.
-
-        Returns ``(lost, cancel_requested)``: ids whose lease was lost (refused), and ids
-        someone asked to cancel.
-        """
-
-    async def release(self, ids: Sequence[str], now: float) -> list[str]:
-        """Make waiting records due at ``now`` if they were due later (a held task's turn came).
-
-        ``scheduled`` ones become ``pending``; others (running, finished, unknown) are left
-        alone. Returns the ids released, and wakes the workers of their queues.
-        """
-
-    async def progress(self, updates: Sequence[tuple[str, int, str]]) -> None:
-        """Store the progress ``(id, token, JSON)`` tasks reported; ignore stale tokens.
-
-        An update whose token is not the record's current attempt (the lease was lost and the
-        task runs elsewhere now) or whose record is gone is dropped silently: progress is
-        advisory.
-        """
-
-    async def reap(self, queue: str, now: float, crash_budget: int) -> tuple[int, int]:
-        """Requeue leased records whose lease expired; dead-letter crashers over the budget.
-
-        A lapsed ``reserved`` lease is not a crash: ``lost + 1``, back to waiting. A lapsed
-        ``running`` one is: ``crashes + 1`` and its token added to ``charged``; at
-        ``crash_budget`` crashes the record is dead-lettered ``crashed_worker``.
-
-        Returns ``(requeued, dead_lettered)``.
-        """
-
-    async def next_due(self, queue: str) -> float | None:
-        """Return the earliest ``run_at`` of the queue's waiting records, or None."""
-
-    async def wait(self, queue: str, timeout: float) -> None:
-        """Return when new work may have arrived, or after ``timeout`` seconds."""
-
-    async def purge_finished(self, now: float) -> int:
-        """Delete finished records (and idempotency keys) past their retention; return how many.
-
-        A dead-lettered record is kept ``keep_dead`` seconds when the backend has that set
-        (dead letters may hold personal data, or be wanted longer for inspection), else as any
-        finished record.
-        """
-
-    # -- inspection and maintenance (dashboards, the command line, dead-letter handling) --
-
-    async def beat(
-        self,
-        worker: WorkerBeat,
-        now: float,
-        ttl: float,
-        finished: Mapping[int, Mapping[str, int]] | None = None,
-    ) -> None:
-        """Record that ``worker`` is alive until ``now + ttl`` (``ttl <= 0``: it left).
-
-        ``finished`` maps a minute (epoch seconds, a multiple of 60) to the outcomes the
-        worker settled in it since its last beat (``succeeded``, ``retry``, ``failed``, ...);
-        they are added to the queue's per-minute counts, kept for ``STATS_MINUTES``.
-        """
-
-
 class Wakeups:
     """In-process wake-ups for idle workers, safe across threads and event loops.
 
@@ -474,7 +315,7 @@ def retention(
 
 
 def check_page(limit: int, offset: int) -> None:
-    """Refuse a negative page size or offset for ``Backend.list``.
+    """Refuse a negative page size or offset for ``StoreAdmin.list``.
 
     Raises:
         ValueError: ``limit`` or ``offset`` is negative.
@@ -497,7 +338,7 @@ def status_filter(statuses: Sequence[str] | str | None) -> tuple[str, ...] | Non
 
 
 def rank(run_at: float, priority: int, aging: float) -> float:
-    """The claim order of a due record (lower first): see ``Backend.claim``."""
+    """The claim order of a due record (lower first): see ``Store.claim``."""
     return run_at - priority * aging
 
 
@@ -543,7 +384,7 @@ def late_applies(status: str, reason: str | None, attempts: int, token: int) -> 
     """Whether a late settlement (its crash taken back) is applied after all.
 
     Only if no lease was granted since (``attempts`` is still its token) and the record waits
-    or was dead-lettered for crashes (see ``Backend.settle``).
+    or was dead-lettered for crashes (see ``Store.settle``).
     """
     revivable = status in WAITING or (status == "dead" and reason == "crashed_worker")
     return attempts == token and revivable

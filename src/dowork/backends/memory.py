@@ -17,7 +17,6 @@ from dataclasses import replace
 from ..errors import DuplicateTask
 from ._protocol import (
     LEASED,
-    PRIORITY_AGING,
     REQUEUABLE,
     STATS_MINUTES,
     WAITING,
@@ -38,6 +37,7 @@ from ._protocol import (
     take_slot,
     uncharge,
 )
+from .store import ClaimRequest
 
 __all__ = ["MemoryBackend"]
 
@@ -119,26 +119,16 @@ class MemoryBackend:
         """Seconds to keep a finished record (see ``retention``)."""
         return retention(outcome, keep, self.keep_finished, self.keep_dead)
 
-    async def claim(
-        self,
-        queue: str,
-        now: float,
-        limit: int,
-        lease: float,
-        owner: str,
-        max_running: int | None = None,
-        alone_from: int | None = None,
-        *,
-        aging: float = PRIORITY_AGING,
-        rates: Mapping[str, tuple[int, float]] | None = None,
-        per_key: int | None = None,
-    ) -> list[Record]:
+    async def claim(self, request: ClaimRequest) -> list[Record]:
         """Lease the most urgent due records, key by key in turn, within the limits."""
+        queue, now, aging = request.queue, request.now, request.aging
+        alone_from = request.alone_from
         with self._lock:
             mine = [r for r in self._records.values() if r.queue == queue]
             running = [r for r in mine if r.status in LEASED]
-            if max_running is not None:
-                limit = min(limit, max_running - len(running))
+            limit = request.limit
+            if request.max_running is not None:
+                limit = min(limit, request.max_running - len(running))
             if limit <= 0:
                 return []
             lanes = self._lanes(mine, now, aging)
@@ -153,6 +143,7 @@ class MemoryBackend:
             heapq.heapify(turns)
             claimed: list[Record] = []
             looked = 0
+            per_key = request.per_key
             while turns and looked < 2 * limit and len(claimed) < limit:
                 turn, _, _, key = heapq.heappop(turns)
                 lane = lanes[key]
@@ -161,10 +152,10 @@ class MemoryBackend:
                 record = lane.pop()
                 looked += 1
                 alone = alone_from is not None and record.crashes >= alone_from
-                if alone and claimed:  # a repeat crasher is claimed alone (Backend.claim)
+                if alone and claimed:  # a repeat crasher is claimed alone (Store.claim)
                     break
-                if self._may_start(record, queue, now, rates):
-                    claimed.append(self._lease(record, now, lease, owner))
+                if self._may_start(record, queue, now, request.rates):
+                    claimed.append(self._lease(record, now, request.lease, request.owner))
                     if alone:
                         break
                     held[key] = held.get(key, 0) + 1
@@ -270,7 +261,7 @@ class MemoryBackend:
     def _late(self, record: Record, s: Settlement) -> bool:
         """A settlement after its lease lapsed: take back a crash charge, maybe apply it.
 
-        Returns whether the outcome is applied (see ``Backend.settle``); the record is then
+        Returns whether the outcome is applied (see ``Store.settle``); the record is then
         made ``running`` again for it.
         """
         found, rest = uncharge(record.charged, s.token)

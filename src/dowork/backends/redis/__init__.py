@@ -70,7 +70,7 @@ Key schema (``P`` is the prefix, ``dowork`` by default; ``Q`` a queue name)::
 
 A claim of plain tasks (no ``levels``, no lanes, no rate limits) reads the head of
 ``waiting`` only. Otherwise it serves the lanes in turn (the tasks without a key are one more
-lane, over ``waiting`` and its levels; see ``Backend.claim``): each step takes the most urgent
+lane, over ``waiting`` and its levels; see ``Store.claim``): each step takes the most urgent
 due task (by rank, ``run_at - p * aging``, then seq, merging the lane's levels) of the lane
 served longest ago. It reads the lanes never served at once (their order is their heads'),
 the others a page at a time in turn order while one not read yet may come first, and each

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import redis
 import redis.exceptions
 
 from ...errors import BackendError
-from .._protocol import PRIORITY_AGING, Outcome, Record
+from .._protocol import Outcome, Record
+from ..store import ClaimRequest
 from .client import Connection, Link
 from .records import from_inbox, num, rate_args, split_claimed, utf8
 
@@ -30,71 +31,36 @@ log = logging.getLogger("dowork")
 class Fetcher(Connection):
     """The fetching part of ``RedisBackend``: claims, the inbox pop, recorded starts."""
 
-    async def claim(
-        self,
-        queue: str,
-        now: float,
-        limit: int,
-        lease: float,
-        owner: str,
-        max_running: int | None = None,
-        alone_from: int | None = None,
-        *,
-        aging: float = PRIORITY_AGING,
-        rates: Mapping[str, tuple[int, float]] | None = None,
-        per_key: int | None = None,
-    ) -> list[Record]:
+    async def claim(self, request: ClaimRequest) -> list[Record]:
         """Lease up to ``limit`` due records (fewer under ``max_running``) in one script."""
-        if limit <= 0:
+        if request.limit <= 0:
             return []
         await self.check_worker()
-        return await self._claim(
-            queue, now, limit, lease, owner, max_running, alone_from, aging, rates, per_key
-        )
+        return await self._claim(request)
 
-    async def _claim(
-        self,
-        queue: str,
-        now: float,
-        limit: int,
-        lease: float,
-        owner: str,
-        max_running: int | None,
-        alone_from: int | None,
-        aging: float,
-        rates: Mapping[str, tuple[int, float]] | None,
-        per_key: int | None,
-        popped: bytes = b"",
-    ) -> list[Record]:
+    async def _claim(self, c: ClaimRequest, popped: bytes = b"") -> list[Record]:
         """``claim``, giving back an entry the caller ``popped`` from the inbox (see claim.lua)."""
-        cap = "" if max_running is None else str(max_running)
-        alone = "" if alone_from is None else str(alone_from)
-        each = "" if per_key is None else str(per_key)
-        rows = await self._script(
-            "claim", utf8(queue), num(now), limit, num(now + lease), utf8(owner), cap, alone,
-            popped, num(lease), num(aging), each, self._keep_dead(), *rate_args(rates),
-        )  # fmt: skip
-        return await self._claimed(rows, owner)
+        rows = await self._script("claim", *self._claim_args(c, popped))
+        return await self._claimed(rows, c.owner)
 
-    async def _pop(
-        self,
-        link: Link,
-        queue: str,
-        block: str,
-        now: float,
-        limit: int,
-        lease: float,
-        owner: str,
-        alone_from: int | None,
-        aging: float,
-    ) -> list[Record]:
+    def _claim_args(self, c: ClaimRequest, popped: bytes = b"") -> list[str | bytes | int]:
+        """The ``claim.lua`` arguments of a request."""
+        return [
+            utf8(c.queue), num(c.now), c.limit, num(c.now + c.lease), utf8(c.owner),
+            "" if c.max_running is None else str(c.max_running),
+            "" if c.alone_from is None else str(c.alone_from),
+            popped, num(c.lease), num(c.aging), "" if c.per_key is None else str(c.per_key),
+            self._keep_dead(), *rate_args(c.rates),
+        ]  # fmt: skip
+
+    async def _pop(self, link: Link, c: ClaimRequest, block: str) -> list[Record]:
         """``wait_claim`` of a worker with no flow control: pop the inbox, start what it gives.
 
         The pop goes with ``peek.lua`` in one round trip: an entry whose id is in use (or twice
         in ``taken``) is given back to a claim instead, which dead-letters it; one stored by a
         drain meanwhile starts only once ``take.lua`` says so.
         """
-        q = f"{self._keys}q:{queue}:"
+        q = f"{self._keys}q:{c.queue}:"
         inbox = utf8(q + "inbox")
         began = link.loop.time()
         peek = link.scripts["peek"]
@@ -102,7 +68,7 @@ class Fetcher(Connection):
             popped, peeked = await self._raw(
                 link,
                 ("BLMOVE", inbox, utf8(q + "taken"), "LEFT", "RIGHT", block),
-                ("EVALSHA", peek.sha, 0, self._keys, utf8(queue)),  # (see peek.lua)
+                ("EVALSHA", peek.sha, 0, self._keys, utf8(c.queue)),  # (see peek.lua)
             )
             if isinstance(popped, redis.exceptions.OutOfMemoryError):
                 popped = peeked = b"t"  # Redis is full: a claim drains it (see may_fill.lua)
@@ -114,17 +80,14 @@ class Fetcher(Connection):
                 raise peeked
         if popped is None:
             return []
-        record = from_inbox(popped, queue)
+        record = from_inbox(popped, c.queue)
         if record is None or isinstance(peeked, Exception) or utf8(record.id) in peeked[1]:
             # A wake-up token, garbage, an id in use, or not peeked (Redis restarted and lost
             # the script): give it back to a claim, which checks everything.
-            return await self._claim(
-                queue, now, limit, lease, owner, None, alone_from, aging, None, None,
-                popped,
-            )  # fmt: skip
-        now += link.loop.time() - began  # the blocking wait
-        record.status, record.attempts, record.owner = "running", 1, owner
-        record.lease_until, record.updated_at = now + lease, now
+            return await self._claim(c, popped)
+        now = c.now + link.loop.time() - began  # the blocking wait
+        record.status, record.attempts, record.owner = "running", 1, c.owner
+        record.lease_until, record.updated_at = now + c.lease, now
         if utf8(record.id) not in peeked[0]:  # stored by a drain meanwhile: ask first
             if await self._take(record, popped) == 0:
                 return []
@@ -132,21 +95,7 @@ class Fetcher(Connection):
         self._start_take(link, record, popped)
         return [record]
 
-    async def wait_claim(
-        self,
-        queue: str,
-        timeout: float,
-        now: float,
-        limit: int,
-        lease: float,
-        owner: str,
-        max_running: int | None = None,
-        alone_from: int | None = None,
-        *,
-        aging: float = PRIORITY_AGING,
-        rates: Mapping[str, tuple[int, float]] | None = None,
-        per_key: int | None = None,
-    ) -> list[Record]:
+    async def wait_claim(self, request: ClaimRequest, timeout: float) -> list[Record]:
         """``wait`` then ``claim``: what an idle worker does.
 
         A worker with no flow control to apply (no ``max_running``, rate limits or
@@ -159,26 +108,17 @@ class Fetcher(Connection):
         Either way the drained tokens' and tasks' times serve as ``now`` when later than
         the ``now`` given (taken before the wait); leases run from that time.
         """
-        if timeout <= 0 or limit <= 0:
-            return await self.claim(
-                queue, now, limit, lease, owner, max_running, alone_from, aging=aging,
-                rates=rates, per_key=per_key,
-            )  # fmt: skip
+        c = request
+        if timeout <= 0 or c.limit <= 0:
+            return await self.claim(c)
         await self.check_worker()
         link = self._link()
-        q = f"{self._keys}q:{queue}:"
-        inbox = utf8(q + "inbox")
+        inbox = utf8(f"{self._keys}q:{c.queue}:inbox")
         block = num(max(0.01, min(timeout, self.ping_interval, self.socket_timeout / 2)))
-        if max_running is None and not rates and per_key is None:
-            return await self._pop(link, queue, block, now, limit, lease, owner, alone_from, aging)
+        if c.max_running is None and not c.rates and c.per_key is None:
+            return await self._pop(link, c, block)
         script = link.scripts["claim"]
-        cap = "" if max_running is None else str(max_running)
-        alone = "" if alone_from is None else str(alone_from)
-        claim = (
-            "EVALSHA", script.sha, 0, self._keys, utf8(queue), num(now), limit,
-            num(now + lease), utf8(owner), cap, alone, "", num(lease), num(aging),
-            "" if per_key is None else str(per_key), self._keep_dead(), *rate_args(rates),
-        )  # fmt: skip
+        claim = ("EVALSHA", script.sha, 0, self._keys, *self._claim_args(c))
         with self._errors():
             wait = ("BLMOVE", inbox, inbox, "LEFT", "LEFT", block)  # (moves nothing)
             popped, rows = await self._raw(link, wait, claim)
@@ -188,7 +128,7 @@ class Fetcher(Connection):
             for answer in (popped, rows):
                 if isinstance(answer, Exception):
                     raise answer
-        return await self._claimed(rows, owner)
+        return await self._claimed(rows, c.owner)
 
     def _keep_dead(self) -> str:
         """Seconds a dead letter is kept, as the claim script takes it (see ``bury``)."""

@@ -36,7 +36,7 @@ class Producer(Connection):
     async def push(self, records: Sequence[Record], *, fresh: bool = False) -> dict[str, str]:
         """Store the records in one transaction: all of them, or none if an id is taken.
 
-        Records whose idempotency key is held are left out (see ``Backend.push``). A
+        Records whose idempotency key is held are left out (see ``Store.push``). A
         ``fresh`` plain task due now goes to its queue's inbox, as in ``push_sync``.
         """
         if not records:

@@ -1,21 +1,22 @@
 """One claim, in one ``BEGIN IMMEDIATE`` transaction: pick the most urgent due records, lease them.
 
-``claim`` is ``Backend.claim`` on the store's thread. It caps the claim by ``max_running``,
-then picks records: a queue without concurrency keys reads its due records in rank order
-(``lanes.due``) and takes them up to a repeat crasher (claimed alone) or, under rate limits,
-those the ``Pacer`` lets start; a queue with keys is walked key by key (``Turns``). The picked
-rows are leased with one ``UPDATE ... RETURNING``, which also tests that each is readable
-(``rows.claim_test``); a row that is not rolls the claim back, ``rows.bury`` dead-letters the
-unreadable rows and the claim runs again. The turns are then written for the next claim.
+``claim`` is ``Store.claim`` on the store's thread, given its ``ClaimRequest``. It caps the
+claim by ``max_running``, then picks records: a queue without concurrency keys reads its due
+records in rank order (``lanes.due``) and takes them up to a repeat crasher (claimed alone)
+or, under rate limits, those the ``Pacer`` lets start; a queue with keys is walked key by key
+(``Turns``). The picked rows are leased with one ``UPDATE ... RETURNING``, which also tests
+that each is readable (``rows.claim_test``); a row that is not rolls the claim back,
+``rows.bury`` dead-letters the unreadable rows and the claim runs again. The turns are then
+written for the next claim.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Mapping, Sequence
-from typing import NamedTuple
+from collections.abc import Sequence
 
 from .._protocol import Record
+from ..store import ClaimRequest
 from . import records
 from .connection import transaction
 from .lanes import Due, due
@@ -24,25 +25,10 @@ from .rows import UNREADABLE, Unreadable, bury
 from .schema import HELD_SQL, WAITING_SQL
 from .turns import TURNS_STATE_SQL, Turns, remember_keyed, remember_plain
 
-__all__ = ["Claim", "claim"]
+__all__ = ["claim"]
 
 
-class Claim(NamedTuple):
-    """The arguments of one ``Backend.claim``, as its thread receives them."""
-
-    queue: str
-    now: float
-    limit: int
-    lease: float
-    owner: str
-    max_running: int | None
-    alone_from: int | None
-    aging: float
-    rates: Mapping[str, tuple[int, float]] | None
-    per_key: int | None
-
-
-def claim(conn: sqlite3.Connection, c: Claim, ok_sql: str, keep_dead: float) -> list[Record]:
+def claim(conn: sqlite3.Connection, c: ClaimRequest, ok_sql: str, keep_dead: float) -> list[Record]:
     """Claim; if a row cannot be read, dead-letter the unreadable rows and claim again.
 
     ``ok_sql`` is the file's readability test (``rows.claim_test``), ``keep_dead`` how long a
@@ -67,7 +53,7 @@ def claim(conn: sqlite3.Connection, c: Claim, ok_sql: str, keep_dead: float) -> 
                 raise
 
 
-def _claim_once(conn: sqlite3.Connection, c: Claim, ok_sql: str) -> list[Record]:
+def _claim_once(conn: sqlite3.Connection, c: ClaimRequest, ok_sql: str) -> list[Record]:
     with transaction(conn):
         limit = _room(conn, c)
         if limit <= 0:
@@ -93,7 +79,7 @@ def _claim_once(conn: sqlite3.Connection, c: Claim, ok_sql: str) -> list[Record]
     return [claimed[task_id] for task_id in ids]
 
 
-def _room(conn: sqlite3.Connection, c: Claim) -> int:
+def _room(conn: sqlite3.Connection, c: ClaimRequest) -> int:
     """How many records the claim may take: ``limit``, less under ``max_running``."""
     if c.max_running is None:
         return c.limit
@@ -104,7 +90,7 @@ def _room(conn: sqlite3.Connection, c: Claim) -> int:
 
 
 def _pick(
-    conn: sqlite3.Connection, c: Claim, limit: int, pacer: Pacer
+    conn: sqlite3.Connection, c: ClaimRequest, limit: int, pacer: Pacer
 ) -> tuple[list[Due], list[str]]:
     """The due records looked at, and the ids to claim of a queue without keys."""
     if not c.rates:  # every record looked at is claimed, up to a repeat crasher
@@ -114,7 +100,9 @@ def _pick(
     return looked, pace(limit, c.alone_from, pacer, looked)
 
 
-def _lease(conn: sqlite3.Connection, c: Claim, ids: list[str], ok_sql: str) -> dict[str, Record]:
+def _lease(
+    conn: sqlite3.Connection, c: ClaimRequest, ids: list[str], ok_sql: str
+) -> dict[str, Record]:
     """Lease the picked records; raise ``Unreadable`` if one cannot be read."""
     if not ids:
         return {}
@@ -132,7 +120,7 @@ def _lease(conn: sqlite3.Connection, c: Claim, ids: list[str], ok_sql: str) -> d
 
 
 def alone_or_rest(due: Sequence[Due], alone_from: int | None) -> list[str]:
-    """The ids to claim from ``due`` in claim order (see ``Backend.claim``).
+    """The ids to claim from ``due`` in claim order (see ``Store.claim``).
 
     A repeat crasher (``crashes >= alone_from``) alone, or the records before the first one.
     """
@@ -153,7 +141,7 @@ def pace(limit: int, alone_from: int | None, pacer: Pacer, due: Sequence[Due]) -
     ids: list[str] = []
     for row in due:
         alone = alone_from is not None and row[1] >= alone_from
-        if alone and ids:  # a repeat crasher is claimed alone (Backend.claim)
+        if alone and ids:  # a repeat crasher is claimed alone (Store.claim)
             break
         if not pacer.may_start(row):  # over the limit: waits for the start time it was given
             continue
@@ -164,5 +152,5 @@ def pace(limit: int, alone_from: int | None, pacer: Pacer, due: Sequence[Due]) -
 
 
 def _crasher(record: Record, alone_from: int | None) -> bool:
-    """Whether the record is claimed alone (``Backend.claim``)."""
+    """Whether the record is claimed alone (``Store.claim``)."""
     return alone_from is not None and record.crashes >= alone_from

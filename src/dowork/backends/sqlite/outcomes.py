@@ -1,6 +1,6 @@
 """Writing settlements: the outcomes, retries and start marks workers send back, in SQL.
 
-``settle`` is ``Backend.settle`` on the store's thread: one transaction for a batch, each
+``settle`` is ``Store.settle`` on the store's thread: one transaction for a batch, each
 settlement applied only to a record still leased under its token (the attempt number). A
 settlement that arrives after its lease lapsed takes back the crash it was charged with and,
 when its record has not moved on, still applies (``late_applies``). An outcome SQLite cannot
@@ -56,7 +56,7 @@ def settle(conn: sqlite3.Connection, settlements: Sequence[Settlement], keep: Ke
 
 
 def _settle_one(conn: sqlite3.Connection, s: Settlement, keep: Keep, late: bool = True) -> bool:
-    """Apply one settlement to its leased record; False if refused (see ``Backend.settle``)."""
+    """Apply one settlement to its leased record; False if refused (see ``Store.settle``)."""
     ran = int(s.ran)
     # A reserved record's outcome counts the start when the function ran (its mark unsent).
     started = "started = started + (CASE WHEN status = 'reserved' THEN ? ELSE 0 END)"

@@ -35,7 +35,7 @@ class _Starts:
         self._starts: dict[str, list[float]] = {}
 
     def take(self, key: str, now: float) -> float:
-        """Give out the next start time of limit ``key`` (see ``Backend.claim``)."""
+        """Give out the next start time of limit ``key`` (see ``Store.claim``)."""
         starts = self._starts.get(key)
         if starts is None:
             row = self._conn.execute(

@@ -15,7 +15,6 @@ import sqlite3
 from collections.abc import Mapping, Sequence
 
 from .._protocol import (
-    PRIORITY_AGING,
     STATS_MINUTES,
     WHILE_UNFINISHED,
     Outcome,
@@ -25,6 +24,7 @@ from .._protocol import (
     WorkerBeat,
     minute_of,
 )
+from ..store import ClaimRequest
 from . import claims, outcomes, upkeep
 from .connection import SQLiteFile, transaction
 from .lanes import NEXT_DUE_SQL
@@ -63,29 +63,13 @@ class SQLiteStore:
         self._wakeups.notify({r.queue for r in records if r.id not in same})
         return same
 
-    async def claim(
-        self,
-        queue: str,
-        now: float,
-        limit: int,
-        lease: float,
-        owner: str,
-        max_running: int | None = None,
-        alone_from: int | None = None,
-        *,
-        aging: float = PRIORITY_AGING,
-        rates: Mapping[str, tuple[int, float]] | None = None,
-        per_key: int | None = None,
-    ) -> list[Record]:
+    async def claim(self, request: ClaimRequest) -> list[Record]:
         """Lease up to ``limit`` of the most urgent due records in one transaction."""
-        if limit <= 0:
+        if request.limit <= 0:
             return []
-        request = claims.Claim(
-            queue, now, limit, lease, owner, max_running, alone_from, aging, rates, per_key
-        )
         return await self._file.call(self._claim, request)
 
-    def _claim(self, conn: sqlite3.Connection, request: claims.Claim) -> list[Record]:
+    def _claim(self, conn: sqlite3.Connection, request: ClaimRequest) -> list[Record]:
         keep_dead = self._keep().of(Outcome.DEAD, None)
         return claims.claim(conn, request, self._file.ok_sql, keep_dead)
 

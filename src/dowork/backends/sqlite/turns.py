@@ -51,7 +51,7 @@ _NEW_KEYS_SQL = (
     " AND priority = levels.p AND run_at <= ?2 ORDER BY run_at, rowid LIMIT 1)"
     " WHERE levels.p IS NOT NULL"
 )
-#: Forget the turns of the keys that have no waiting record left (``Backend.claim``).
+#: Forget the turns of the keys that have no waiting record left (``Store.claim``).
 _FORGET_SQL = (
     "DELETE FROM dowork_turns WHERE queue = ?1 AND key > '' AND NOT EXISTS (SELECT 1"
     f" FROM dowork_tasks t WHERE queue = ?1 AND {WAITING_SQL}"
@@ -277,7 +277,7 @@ class Turns:
             row = self._lanes[key].pop()
             looked += 1
             alone = alone_from is not None and row[1] >= alone_from
-            if alone and ids:  # a repeat crasher is claimed alone (Backend.claim)
+            if alone and ids:  # a repeat crasher is claimed alone (Store.claim)
                 break
             if not pacer.may_start(row):  # delayed by a rate limit: the key keeps its turn
                 if looked < self._cap:
