@@ -41,7 +41,7 @@ from .backends._protocol import (
     minute_of,
     rank,
 )
-from .backends.store import Backend, ClaimRequest
+from .backends.store import Backend, ClaimRequest, Upkeep, Upkept
 from .clock import SystemClock, TimerHandle
 from .codec import Codec, check_depth, decode_for, encode_for
 from .errors import (
@@ -1591,18 +1591,19 @@ class DurableSource:
                 self._held.pop(task_id, None)
         if self.engine.serving:
             await self._unless_full(self._beat(now, settings.lease), None)
-        reap = self.backend.reap(self.name, now, settings.crash_budget)
-        requeued, dead = await self._unless_full(reap, (0, 0))
-        if requeued or dead:
+        # One step a call: a store full for one step (the beat) must not stop the next.
+        reap = self.backend.upkeep(Upkeep(self.name, now, crash_budget=settings.crash_budget))
+        reaped = await self._unless_full(reap, Upkept())
+        if reaped.requeued or reaped.dead:
             log.warning(
                 "queue %s: requeued %d task(s) whose worker stopped; dead-lettered %d",
                 self.name,
-                requeued,
-                dead,
+                reaped.requeued,
+                reaped.dead,
             )
         if now >= self._next_purge:
             self._next_purge = now + settings.purge_every
-            await self.backend.purge_finished(now)
+            await self.backend.upkeep(Upkeep(self.name, now, purge=True))
 
     async def _unless_full(self, step: Coroutine[Any, Any, T], default: T) -> T:
         """Run a maintenance step, or skip it with a warning if the store is full.
@@ -1650,7 +1651,7 @@ class DurableSource:
         )
         finished, self._finished_counts = self._finished_counts, {}
         try:
-            await self.backend.beat(beat, now, ttl, finished)
+            await self.backend.upkeep(Upkeep(self.name, now, beat=beat, ttl=ttl, finished=finished))
         except BaseException:
             for minute, counts in finished.items():  # keep them for the next beat
                 mine = self._finished_counts.setdefault(minute, {})

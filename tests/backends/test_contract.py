@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import itertools
 import random
 import time
@@ -15,6 +16,7 @@ import pytest
 from dowork.backends import Backend, ClaimRequest, Outcome, Record, Settlement
 from dowork.backends._protocol import STATS_MINUTES, WorkerBeat
 from dowork.errors import BackendError
+from tests.upkeep import purge_finished, reap, write_beat
 
 NOW = 1_700_000_000.0
 LEASE = 30.0
@@ -191,9 +193,9 @@ def test_keep_zero_forgets_and_purge_expires(backend_factory: Callable[[], Backe
             ]
         )
         assert await b.get([one.id]) == []
-        assert await b.purge_finished(NOW + 99) == 0
+        assert await purge_finished(b, NOW + 99) == 0
         assert len(await b.get([two.id])) == 1
-        assert await b.purge_finished(NOW + 101) == 1
+        assert await purge_finished(b, NOW + 101) == 1
         assert await b.get([two.id]) == []
 
     run(backend_factory, body)
@@ -209,7 +211,7 @@ def test_heartbeat_extends_and_reports(backend_factory: Callable[[], Backend]) -
         assert cancel == [two.id]
         (stored,) = await b.get([one.id])
         assert stored.lease_until == NOW + 20 + LEASE
-        assert await b.reap("q", NOW + 40, 3) == (0, 0)  # the renewed lease has not expired
+        assert await reap(b, "q", NOW + 40, 3) == (0, 0)  # the renewed lease has not expired
         lost, _ = await b.heartbeat([(one.id, 7)], NOW, LEASE)
         assert lost == [one.id]
 
@@ -260,8 +262,8 @@ def test_reaper_requeues_expired_leases_and_fences_the_old_owner(
         await b.push([rec()])
         (r,) = await b.claim(ClaimRequest("q", NOW, 1, LEASE, "dead-worker"))
         await start(b, [r])
-        assert await b.reap("q", NOW + LEASE - 1, 3) == (0, 0)
-        assert await b.reap("q", NOW + LEASE + 1, 3) == (1, 0)
+        assert await reap(b, "q", NOW + LEASE - 1, 3) == (0, 0)
+        assert await reap(b, "q", NOW + LEASE + 1, 3) == (1, 0)
         (again,) = await b.claim(ClaimRequest("q", NOW + LEASE + 1, 1, LEASE, "w2"))
         assert again.id == r.id
         assert again.attempts == 2
@@ -286,7 +288,7 @@ def test_a_repeat_crasher_is_claimed_alone(
             assert [r.id for r in claimed] == [first.id, second.id]
             await start(b, claimed, now)
             now += LEASE + 1
-            assert await b.reap("q", now, 3) == (2, 0)
+            assert await reap(b, "q", now, 3) == (2, 0)
         (alone,) = await b.claim(ClaimRequest("q", now, 10, LEASE, "w2", alone_from=2))
         assert alone.id == first.id  # on its last crash: alone
         (alone,) = await b.claim(ClaimRequest("q", now, 10, LEASE, "w2", alone_from=2))
@@ -305,7 +307,7 @@ def test_crash_budget_dead_letters(backend_factory: Callable[[], Backend]) -> No
             (r,) = await b.claim(ClaimRequest("q", now, 1, LEASE, f"w{crash}"))
             await start(b, [r], now)
             now += LEASE + 1
-            requeued, dead = await b.reap("q", now, 3)
+            requeued, dead = await reap(b, "q", now, 3)
             assert (requeued, dead) == ((1, 0) if crash < 3 else (0, 1))
         (stored,) = await b.get([r.id])
         assert stored.status == "dead"
@@ -508,7 +510,7 @@ def test_requeue_revives_finished_failures(backend_factory: Callable[[], Backend
         crashed, cancelled, done, running, waiting = (rec(run_at=NOW - 5 + i) for i in range(5))
         await b.push([crashed, cancelled, done, running])
         await start(b, await b.claim(ClaimRequest("q", NOW, 1, LEASE, "w")))
-        assert await b.reap("q", NOW + LEASE + 1, 1) == (0, 1)  # crashed: dead, crashes 1
+        assert await reap(b, "q", NOW + LEASE + 1, 1) == (0, 1)  # crashed: dead, crashes 1
         await b.claim(ClaimRequest("q", NOW, 3, LEASE, "w"))
         assert await b.cancel(cancelled.id, NOW) == "requested"
         await b.settle(
@@ -537,7 +539,7 @@ def test_requeue_revives_finished_failures(backend_factory: Callable[[], Backend
         assert await b.requeue([crashed.id], NOW + 100) == []  # already waiting
         assert await b.requeue([], NOW) == []
 
-        assert await b.purge_finished(NOW + 10**9) == 1  # their retention was cleared
+        assert await purge_finished(b, NOW + 10**9) == 1  # their retention was cleared
         assert await b.next_due("q") == waiting.run_at
         again = await b.claim(ClaimRequest("q", NOW + 100, 10, LEASE, "w2"))
         assert [r.id for r in again] == [waiting.id, crashed.id, cancelled.id]
@@ -605,7 +607,7 @@ def test_purge_by_status_and_everything_but_running(
         assert [r.id for r in await b.list("q")] == [records[3].id, records[2].id]
         assert await b.next_due("q") is None
         assert await b.claim(ClaimRequest("q", NOW + 10**4, 10, LEASE, "w")) == []
-        assert await b.purge_finished(NOW + 10**9) == 0  # nothing finished is left
+        assert await purge_finished(b, NOW + 10**9) == 0  # nothing finished is left
         assert await b.queues() == ["other", "q"]
         assert await b.settle([Settlement(records[2].id, 1, Outcome.FAILED, NOW)]) == []
 
@@ -617,7 +619,7 @@ def test_purge_by_status_and_everything_but_running(
             records[3].id
         ]
         assert await b.heartbeat([(records[3].id, 1)], NOW, LEASE) == ([records[3].id], [])
-        assert await b.reap("q", NOW + 10**4, 3) == (0, 0)
+        assert await reap(b, "q", NOW + 10**4, 3) == (0, 0)
         assert await b.counts("other") == {"pending": 1}
 
         await b.push([rec()])  # the queue comes back with its next record
@@ -716,8 +718,8 @@ def test_workers_are_listed_until_their_beat_expires(
 ) -> None:
     async def body(b: Backend) -> None:
         assert await b.workers(NOW) == []
-        await b.beat(beat("w1", running=[["t1", "job <x>"]], held=1), NOW, 10.0)
-        await b.beat(beat("w2", queue="other", concurrency=4), NOW + 5, 10.0)
+        await write_beat(b, beat("w1", running=[["t1", "job <x>"]], held=1), NOW, 10.0)
+        await write_beat(b, beat("w2", queue="other", concurrency=4), NOW + 5, 10.0)
         alive = await b.workers(NOW + 6)
         assert [w.id for w in alive] == ["w1", "w2"]
         assert alive[0].running == [["t1", "job <x>"]]
@@ -725,7 +727,7 @@ def test_workers_are_listed_until_their_beat_expires(
         assert alive[1].queue == "other"
         assert alive[1].concurrency == 4
         assert [w.id for w in await b.workers(NOW + 11)] == ["w2"]  # w1's beat expired
-        await b.beat(beat("w2", queue="other"), NOW + 12, 0.0)  # w2 left
+        await write_beat(b, beat("w2", queue="other"), NOW + 12, 0.0)  # w2 left
         assert await b.workers(NOW + 12) == []
 
     run(backend_factory, body)
@@ -734,9 +736,11 @@ def test_workers_are_listed_until_their_beat_expires(
 def test_beats_add_up_per_minute_outcome_counts(backend_factory: Callable[[], Backend]) -> None:
     async def body(b: Backend) -> None:
         minute = int(NOW // 60) * 60
-        await b.beat(beat("w1"), NOW, 10.0, {minute: {"succeeded": 3, "failed": 1}})
-        await b.beat(beat("w2"), NOW, 10.0, {minute: {"succeeded": 2}, minute + 60: {"dead": 1}})
-        await b.beat(beat("w3", queue="other"), NOW, 10.0, {minute: {"succeeded": 7}})
+        await write_beat(b, beat("w1"), NOW, 10.0, {minute: {"succeeded": 3, "failed": 1}})
+        await write_beat(
+            b, beat("w2"), NOW, 10.0, {minute: {"succeeded": 2}, minute + 60: {"dead": 1}}
+        )
+        await write_beat(b, beat("w3", queue="other"), NOW, 10.0, {minute: {"succeeded": 7}})
         assert await b.stats("q", NOW - 600) == {
             minute: {"succeeded": 5, "failed": 1},
             minute + 60: {"dead": 1},
@@ -745,7 +749,7 @@ def test_beats_add_up_per_minute_outcome_counts(backend_factory: Callable[[], Ba
         assert await b.stats("other", NOW - 600) == {minute: {"succeeded": 7}}
         assert await b.stats("none", NOW - 600) == {}
         later = NOW + (STATS_MINUTES + 2) * 60  # old minutes are dropped
-        await b.beat(beat("w1"), later, 10.0, {int(later // 60) * 60: {"succeeded": 1}})
+        await write_beat(b, beat("w1"), later, 10.0, {int(later // 60) * 60: {"succeeded": 1}})
         assert await b.stats("q", 0) == {int(later // 60) * 60: {"succeeded": 1}}
 
     run(backend_factory, body)
@@ -759,3 +763,20 @@ def test_every_store_offers_the_admin_interface(backend_factory: Callable[[], Ba
     store = backend_factory()
     assert isinstance(store, StoreAdmin)
     assert isinstance(store, Backend)
+
+
+def test_every_store_offers_the_narrow_worker_seam(backend_factory: Callable[[], Backend]) -> None:
+    """A worker needs only ``Store`` (nine methods, each claim one ``ClaimRequest``), and
+    every store is one; ``StoreAdmin`` stays apart, for the operators' tools."""
+    from dowork.backends import Store, StoreAdmin
+
+    worker_side = {n for n, _ in inspect.getmembers(Store, inspect.iscoroutinefunction)}
+    admin_side = {n for n, _ in inspect.getmembers(StoreAdmin, inspect.iscoroutinefunction)}
+    assert worker_side == {
+        "push", "claim", "settle", "heartbeat", "release", "progress", "upkeep", "next_due",
+        "wait",
+    }  # fmt: skip
+    assert not worker_side & admin_side
+    claim = inspect.signature(Store.claim).parameters
+    assert [p.annotation for p in claim.values()][1:] == ["ClaimRequest"]
+    assert isinstance(backend_factory(), Store)

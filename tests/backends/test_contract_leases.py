@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from dowork.backends import Backend, ClaimRequest, Outcome, Settlement
 from tests.backends.test_contract import LEASE, NOW, rec, run, start
+from tests.upkeep import reap
 
 
 def test_a_lapsed_reserved_lease_is_lost_not_a_crash(
@@ -25,7 +26,7 @@ def test_a_lapsed_reserved_lease_is_lost_not_a_crash(
             (claimed,) = await b.claim(ClaimRequest("q", now, 1, LEASE, f"w{n}"))
             assert claimed.status == "reserved"
             now += LEASE + 1
-            assert await b.reap("q", now, 2) == (1, 0)
+            assert await reap(b, "q", now, 2) == (1, 0)
             (stored,) = await b.get([r.id])
             assert (stored.status, stored.crashes, stored.lost) == ("pending", 0, n)
             assert stored.started == 0
@@ -47,7 +48,7 @@ def test_a_lapsed_running_lease_is_a_crash_charged_to_its_token(
         await b.push([r])
         (claimed,) = await b.claim(ClaimRequest("q", NOW, 1, LEASE, "w"))
         await start(b, [claimed])
-        assert await b.reap("q", NOW + LEASE + 1, 3) == (1, 0)
+        assert await reap(b, "q", NOW + LEASE + 1, 3) == (1, 0)
         (stored,) = await b.get([r.id])
         assert (stored.status, stored.crashes, stored.lost, stored.started) == (
             "retrying", 1, 0, 1,
@@ -67,7 +68,7 @@ def test_a_late_outcome_takes_back_the_crash_and_stands_if_nobody_took_the_task(
         await b.push([r])
         (claimed,) = await b.claim(ClaimRequest("q", NOW, 1, LEASE, "w"))
         await start(b, [claimed])
-        assert await b.reap("q", NOW + LEASE + 1, 3) == (1, 0)
+        assert await reap(b, "q", NOW + LEASE + 1, 3) == (1, 0)
         late = Settlement(r.id, 1, Outcome.SUCCEEDED, NOW + LEASE + 2, result=b"7")
         assert await b.settle([late]) == []
         (stored,) = await b.get([r.id])
@@ -87,7 +88,7 @@ def test_a_late_outcome_revives_a_task_dead_lettered_for_crashes_it_did_not_caus
         await b.push([r])
         (claimed,) = await b.claim(ClaimRequest("q", NOW, 1, LEASE, "w"))
         await start(b, [claimed])
-        assert await b.reap("q", NOW + LEASE + 1, 1) == (0, 1)  # budget 1: dead at once
+        assert await reap(b, "q", NOW + LEASE + 1, 1) == (0, 1)  # budget 1: dead at once
         (dead,) = await b.get([r.id])
         assert (dead.status, dead.reason) == ("dead", "crashed_worker")
         late = Settlement(r.id, 1, Outcome.SUCCEEDED, NOW + LEASE + 2, result=b"ok")
@@ -109,7 +110,7 @@ def test_a_late_outcome_after_another_claim_is_refused_but_uncharged(
         (first,) = await b.claim(ClaimRequest("q", NOW, 1, LEASE, "w1"))
         await start(b, [first])
         now = NOW + LEASE + 1
-        assert await b.reap("q", now, 3) == (1, 0)
+        assert await reap(b, "q", now, 3) == (1, 0)
         (second,) = await b.claim(ClaimRequest("q", now, 1, LEASE, "w2"))
         assert second.attempts == 2
         late = Settlement(r.id, 1, Outcome.FAILED, now, error="late")
@@ -134,7 +135,7 @@ def test_leased_records_heartbeat_cancel_and_purge_alike(
         await start(b, claimed[1:])
         lost, cancel = await b.heartbeat([(one.id, 1), (two.id, 1)], NOW + 20, LEASE)
         assert (lost, cancel) == ([], [])
-        assert await b.reap("q", NOW + LEASE + 1, 3) == (0, 0)  # both renewed to NOW + 50
+        assert await reap(b, "q", NOW + LEASE + 1, 3) == (0, 0)  # both renewed to NOW + 50
         assert await b.cancel(one.id, NOW + 21) == "requested"  # reserved: its worker is told
         assert await b.heartbeat([(one.id, 1)], NOW + 22, LEASE) == ([], [one.id])
         assert await b.purge("q") == 0  # leased records are kept

@@ -22,6 +22,7 @@ from dowork.errors import BackendUnavailable, DuplicateTask, OutcomeUnknown
 from tests.backends.test_contract import LEASE, NOW, rec
 from tests.redis_replies import command
 from tests.redis_server import RedisServer
+from tests.upkeep import purge_finished
 
 
 @pytest.fixture
@@ -407,7 +408,7 @@ def test_listing_keys_follow_every_change_and_go_with_the_queue(
         assert await client.exists(f"{prefix}:q:q:created") == 0
         assert await client.smembers(f"{prefix}:queues") == {b"q"}
         assert await backend.purge("q", ["pending", "retrying", "reserved"]) == 3
-        assert await backend.purge_finished(NOW + 10**9) == 2
+        assert await purge_finished(backend, NOW + 10**9) == 2
         assert await client.keys(f"{prefix}:q:*") == []
         assert await client.exists(f"{prefix}:queues", f"{prefix}:expiry") == 0
         await backend.close()

@@ -28,6 +28,7 @@ from dowork.backends._protocol import WAITING, take_slot
 from tests.backends.test_contract import LEASE, NOW, rec
 from tests.redis_replies import raw, raw_hash, raw_members, raw_scores
 from tests.redis_server import RedisServer
+from tests.upkeep import reap
 
 
 class Scheduled(TypedDict):
@@ -202,7 +203,7 @@ def test_every_script_moves_a_task_within_its_level(
         await b.settle([Settlement(first.id, first.attempts, Outcome.RETRY, NOW, run_at=NOW + 2)])
         await b.settle([Settlement(second.id, second.attempts, Outcome.STARTED, NOW)])
         assert audit(client, prefix)["4"][b"%016x:t0" % 1] == NOW + 2
-        assert await b.reap("q", NOW + LEASE + 1, 5) == (1, 0)  # t1's lease expired
+        assert await reap(b, "q", NOW + LEASE + 1, 5) == (1, 0)  # t1's lease expired
         audit(client, prefix)
         assert await b.cancel("t2", NOW) == "cancelled"
         assert b"%016x:t2" % 3 not in audit(client, prefix)["4"]
@@ -442,7 +443,7 @@ def test_the_running_count_of_a_key_never_drifts(
         marks = [Settlement(i, got[i].attempts, Outcome.STARTED, NOW) for i in ("a2", "b1")]
         assert await b.settle(marks) == []  # (started: a lapse is a crash)
         assert keyrun() == {"A": 1, "B": 2}
-        assert await b.reap("q", NOW + LEASE + 1, 3) == (1, 1)
+        assert await reap(b, "q", NOW + LEASE + 1, 3) == (1, 1)
         assert keyrun() == {"B": 1}
         assert await b.purge("q", ["running"]) == 1
         assert keyrun() == {}
@@ -622,7 +623,7 @@ class Twins:
             assert await self.m.claim(ClaimRequest("q", self.now, 1, LEASE, "w")) == []
 
     async def reap(self) -> None:
-        assert await self.r.reap("q", self.now, 3) == await self.m.reap("q", self.now, 3)
+        assert await reap(self.r, "q", self.now, 3) == await reap(self.m, "q", self.now, 3)
 
     async def step(self) -> None:
         """One random operation, then time passes; the next due times must agree."""

@@ -19,6 +19,7 @@ import redis
 from dowork.backends import ClaimRequest, Outcome, RedisBackend, Settlement
 from tests.backends.test_contract import LEASE, NOW, rec
 from tests.redis_server import RedisServer
+from tests.upkeep import reap
 
 
 @pytest.fixture
@@ -137,8 +138,8 @@ def test_a_task_popped_by_a_worker_that_died_is_run_again(
         (stored,) = await backend.get([task.id])
         assert (stored.status, stored.owner, stored.attempts) == ("running", "~", 1)
         now = time.time()
-        assert await backend.reap("q", now + 30, 5) == (0, 0)  # within the minute
-        assert await backend.reap("q", now + 61, 5) == (1, 0)
+        assert await reap(backend, "q", now + 30, 5) == (0, 0)  # within the minute
+        assert await reap(backend, "q", now + 61, 5) == (1, 0)
         (again,) = await backend.claim(ClaimRequest("q", now + 61, 10, LEASE, "w2"))
         assert (again.id, again.attempts, again.crashes) == (task.id, 2, 1)
         await backend.close()

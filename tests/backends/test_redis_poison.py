@@ -24,6 +24,7 @@ from dowork.backends import ClaimRequest, Outcome, Record, RedisBackend, Settlem
 from tests.backends.test_contract import LEASE, NOW, rec
 from tests.redis_replies import raw_hash
 from tests.redis_server import RedisServer
+from tests.upkeep import purge_finished, reap
 
 
 @pytest.fixture
@@ -123,7 +124,7 @@ def test_a_record_that_cannot_be_read_is_dead_lettered_and_its_neighbours_start(
         outcomes = [Settlement(r.id, 1, Outcome.SUCCEEDED, NOW + 11) for r in claimed]
         assert await backend.settle(outcomes) == []
         assert await backend.counts("q") == {"succeeded": 4, "dead": 1}
-        assert await backend.purge_finished(NOW + 1000) == 5
+        assert await purge_finished(backend, NOW + 1000) == 5
         assert await backend.counts("q") == {}
         await backend.close()
 
@@ -171,7 +172,7 @@ def test_the_reaper_dead_letters_a_running_record_it_cannot_read_and_goes_on(
         marks = [Settlement(r.id, r.attempts, Outcome.STARTED, NOW) for r in claimed[:2]]
         assert await backend.settle(marks) == []  # the third was never started
         admin.hset(f"{prefix}:task:{records[0].id}", "crashes", "many")
-        assert await backend.reap("q", NOW + LEASE + 10, 3) == (2, 1)
+        assert await reap(backend, "q", NOW + LEASE + 10, 3) == (2, 1)
         assert await backend.counts("q") == {"retrying": 1, "pending": 1, "dead": 1}
         (dead,) = await backend.list("q", statuses=["dead"])
         assert (dead.id, dead.reason) == (records[0].id, "malformed")

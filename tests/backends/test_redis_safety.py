@@ -22,6 +22,7 @@ from dowork.metrics import BackendCollector
 from tests.backends.conftest import add_acl_user
 from tests.backends.test_contract import LEASE, NOW, rec
 from tests.redis_server import RedisServer
+from tests.upkeep import reap
 
 
 def double(n: int) -> int:
@@ -136,12 +137,12 @@ def test_flushall_is_detected_by_every_process(own_server: RedisServer) -> None:
         one, two = RedisBackend(own_server.url), RedisBackend(own_server.url)
         await one.open()
         await two.open()
-        assert await one.reap("q", NOW, 3) == (0, 0)
+        assert await reap(one, "q", NOW, 3) == (0, 0)
         with redis.Redis.from_url(own_server.url) as admin:
             admin.flushall()
-        await one.reap("q", NOW, 3)  # recreates the epoch key
-        await two.reap("q", NOW, 3)  # finds one it never saw
-        await one.reap("q", NOW, 3)
+        await reap(one, "q", NOW, 3)  # recreates the epoch key
+        await reap(two, "q", NOW, 3)  # finds one it never saw
+        await reap(one, "q", NOW, 3)
         assert (one.resets, two.resets) == (1, 1)
         await one.close()
         await two.close()

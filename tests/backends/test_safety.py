@@ -12,6 +12,7 @@ from dowork.backends import Backend, ClaimRequest, Outcome, Settlement
 from dowork.backends._protocol import WHILE_UNFINISHED
 from dowork.errors import DuplicateTask
 from tests.backends.test_contract import LEASE, NOW, rec, run, start
+from tests.upkeep import purge_finished, reap
 
 
 @runtime_checkable
@@ -104,16 +105,16 @@ def test_dead_letters_and_results_follow_their_retention(
             ]
         )
         await start(b, [crashed])
-        assert await b.reap("q", NOW + LEASE + 1, 1) == (0, 1)  # crash budget 1: dead at once
+        assert await reap(b, "q", NOW + LEASE + 1, 1) == (0, 1)  # crash budget 1: dead at once
         (stored,) = await b.get([crashed.id])
         assert (stored.status, stored.reason) == ("dead", "crashed_worker")
 
-        assert await b.purge_finished(NOW + 99) == 0
-        assert await b.purge_finished(NOW + LEASE + 102) == 2  # both dead letters
+        assert await purge_finished(b, NOW + 99) == 0
+        assert await purge_finished(b, NOW + LEASE + 102) == 2  # both dead letters
         assert [r.id for r in await b.get([ok.id, dead.id, crashed.id])] == [ok.id]
         assert await b.counts("q") == {"succeeded": 1}
-        assert await b.purge_finished(NOW + 999) == 0
-        assert await b.purge_finished(NOW + 1001) == 1
+        assert await purge_finished(b, NOW + 999) == 0
+        assert await purge_finished(b, NOW + 1001) == 1
         assert await b.get([ok.id]) == []
         assert await b.counts("q") == {}
 
@@ -129,8 +130,8 @@ def test_without_keep_dead_dead_letters_keep_as_long_as_results(
         await b.push([rec()])
         (r,) = await b.claim(ClaimRequest("q", NOW, 1, LEASE, "w"))
         await b.settle([Settlement(r.id, 1, Outcome.DEAD, NOW, reason="undecodable")])
-        assert await b.purge_finished(NOW + 49) == 0
-        assert await b.purge_finished(NOW + 51) == 1
+        assert await purge_finished(b, NOW + 49) == 0
+        assert await purge_finished(b, NOW + 51) == 1
 
     run(backend_factory, body)
 
@@ -161,7 +162,7 @@ def test_a_unique_key_is_held_while_its_task_waits_or_runs(
         again = unique("refresh", NOW + 6)
         assert await b.push([again]) == {again.id: after.id}
         assert await b.counts("q") == {"pending": 1, "succeeded": 1}
-        await b.purge_finished(NOW + 10**9)  # a finished holder's key is cleared, a live one kept
+        await purge_finished(b, NOW + 10**9)  # a finished holder's key is cleared, a live one kept
         late = unique("refresh", NOW + 7)
         assert await b.push([late]) == {late.id: after.id}
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from dowork.backends import ClaimRequest, MemoryBackend, Outcome, Record, Settlement, SQLiteBackend
+from tests.upkeep import reap
 
 from .test_contract import LEASE, NOW, rec
 
@@ -280,7 +281,7 @@ async def _drive(store: MemoryBackend | SQLiteBackend, seed: int) -> DriveLog:
                 elif op < 0.85 and pushed:
                     log.append(("cancel", await store.cancel(rng.choice(pushed), now)))
                 elif op < 0.95:
-                    log.append(("reap", await store.reap(queue, now, 3)))
+                    log.append(("reap", await reap(store, queue, now, 3)))
                 else:
                     log.append(("next_due", await store.next_due(queue)))
         records = await store.get(pushed)

@@ -2,7 +2,7 @@
 
 Run ``python -m tests.dashboard.screenshot [docs/dashboard.png]``. Real workers run real
 tasks on a temporary SQLite file; the chart's earlier minutes are filled in through the same
-``beat()`` call a worker uses, since a fresh store has only the current minute.
+``upkeep`` beat a worker sends, since a fresh store has only the current minute.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import dowork
 from dowork.backends import open_backend
 from dowork.backends._protocol import WorkerBeat, minute_of
 from dowork.dashboard import create_app
+from tests.upkeep import write_beat
 
 from .live import chrome, serve
 
@@ -41,7 +42,7 @@ def _history(url: str) -> None:
                         "failed": failed,
                     }
                 ghost = WorkerBeat("history", queue, "history", 0, now)
-                await store.beat(ghost, now, 0.0, finished)  # ttl 0: counts only, no worker
+                await write_beat(store, ghost, now, 0.0, finished)  # ttl 0: counts only, no worker
         finally:
             await store.close()
 

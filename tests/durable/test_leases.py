@@ -19,6 +19,7 @@ import pytest
 from dowork import DurableSettings, Queue, TaskStatus
 from dowork.backends import Record, SQLiteBackend
 from dowork.errors import BackendUnavailable
+from tests.upkeep import reap
 
 WAIT = 10.0
 pytestmark = pytest.mark.realtime
@@ -169,7 +170,7 @@ def test_a_worker_cut_off_past_its_lease_is_not_charged_a_crash(
     wait_for(lambda: record(store, handle.id).status == "running")
     store.cut = True
     time.sleep(0.8)  # past the lease: another worker's reaper charges a crash
-    reaped = asyncio.run_coroutine_threadsafe(store.reap("jobs", time.time(), 3), _loop()).result(
+    reaped = asyncio.run_coroutine_threadsafe(reap(store, "jobs", time.time(), 3), _loop()).result(
         WAIT
     )
     assert reaped == (1, 0)

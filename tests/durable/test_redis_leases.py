@@ -22,6 +22,7 @@ from dowork.errors import BackendError
 from tests.backends.test_contract import LEASE, NOW, rec
 from tests.redis_server import RedisServer
 from tests.tcp_proxy import TcpProxy
+from tests.upkeep import reap
 
 WAIT = 10.0
 
@@ -59,7 +60,7 @@ def test_a_lost_claim_reply_is_a_lost_lease_not_a_crash(
         assert (held.status, held.owner, held.attempts) == ("reserved", "w1", 1)
         for n in range(2, 6):  # lost again and again: never a crash, never dead-lettered
             at = NOW + 100 + (n - 1) * (LEASE + 1)
-            assert await admin.reap("q", at, 2) == (1, 0)
+            assert await reap(admin, "q", at, 2) == (1, 0)
             (back,) = await admin.get([task.id])
             assert (back.status, back.crashes, back.lost) == ("pending", 0, n - 1)
             (again,) = await admin.claim(ClaimRequest("q", at, 1, LEASE, f"w{n}"))
@@ -118,8 +119,8 @@ def test_a_worker_cut_off_from_redis_past_its_lease_is_not_charged_a_crash(
         proxy.mode = "refuse"  # the worker's connections are cut, and it cannot reconnect
         proxy.close_connections()
         time.sleep(0.8)  # past the lease: another worker's reaper charges a crash
-        reap = admin.reap("jobs", time.time(), 3)
-        assert asyncio.run_coroutine_threadsafe(reap, loop).result(WAIT) == (1, 0)
+        reaping = reap(admin, "jobs", time.time(), 3)
+        assert asyncio.run_coroutine_threadsafe(reaping, loop).result(WAIT) == (1, 0)
         charged = _record(admin, handle.id, loop)
         assert (charged.status, charged.crashes, charged.charged) == ("retrying", 1, "1")
         proxy.mode = "pass"

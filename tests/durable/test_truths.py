@@ -20,6 +20,7 @@ import dowork
 from dowork import DurableSettings, FakeClock, Queue, TaskStatus
 from dowork._durable import DurableSource
 from dowork.backends import Backend, MemoryBackend, RedisBackend, SQLiteBackend
+from tests.upkeep import reap
 
 WAIT = 20.0
 
@@ -366,7 +367,7 @@ def test_an_id_claimed_again_while_it_runs_here_waits_for_that_run(
 
     # Every lease looks expired to this reap: the running task goes back to waiting, and
     # the worker (with free slots) claims it again.
-    admin._engine.run_on_home(store.reap("jobs", time.time() + 3600, 10))
+    admin._engine.run_on_home(reap(store, "jobs", time.time() + 3600, 10))
     wait_for(lambda: attempts() == 2)
     time.sleep(0.3)  # room for a second start, if the worker made one
     assert runs[0] == 1
@@ -403,7 +404,7 @@ def test_a_held_claim_is_handed_back_when_the_worker_stops_at_once(
         (found,) = admin._engine.run_on_home(store.get([handle.id]))
         return found
 
-    admin._engine.run_on_home(store.reap("jobs", time.time() + 3600, 10))
+    admin._engine.run_on_home(reap(store, "jobs", time.time() + 3600, 10))
     wait_for(lambda: record().attempts == 2)
     # The store counts the claim before its reply reaches the worker: wait until the worker
     # holds it (a claim still on its way when the worker stops waits out its lease instead).

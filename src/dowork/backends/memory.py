@@ -1,17 +1,15 @@
-"""The in-process reference implementation of the backend protocol.
+"""The in-process reference implementation of ``Store`` and ``StoreAdmin``.
 
-It keeps records in dicts behind one lock, so any thread or event loop of the process may use
-it. Nothing survives the process. It exists so the backend contract can be checked without
-a server and so code written for a durable queue can run in a test with no file at all; the
-plain ``Queue()`` default does not go through it (it keeps live Task objects, closures
-included, with no encoding step).
+Records in dicts behind one lock, for any thread or event loop of the process; nothing
+survives it. The contract is checked on it without a server, and code written for a durable
+queue runs on it in a test with no file (``Queue()`` itself keeps live tasks, not records).
 """
 
 from __future__ import annotations
 
 import heapq
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 
 from ..errors import DuplicateTask
@@ -37,7 +35,7 @@ from ._protocol import (
     take_slot,
     uncharge,
 )
-from .store import ClaimRequest
+from .store import ClaimRequest, Upkeep, Upkept
 
 __all__ = ["MemoryBackend"]
 
@@ -154,7 +152,7 @@ class MemoryBackend:
                 alone = alone_from is not None and record.crashes >= alone_from
                 if alone and claimed:  # a repeat crasher is claimed alone (Store.claim)
                     break
-                if self._may_start(record, queue, now, request.rates):
+                if self._may_start(record, request):
                     claimed.append(self._lease(record, now, request.lease, request.owner))
                     if alone:
                         break
@@ -193,20 +191,15 @@ class MemoryBackend:
         """A record's claim order within its key (``rank``, then push order)."""
         return rank(record.run_at, record.priority, aging), self._order[record.id]
 
-    def _may_start(
-        self,
-        record: Record,
-        queue: str,
-        now: float,
-        rates: Mapping[str, tuple[int, float]] | None,
-    ) -> bool:
+    def _may_start(self, record: Record, request: ClaimRequest) -> bool:
         """Ask the record's rate limit for a start now; if refused it waits for its slot."""
+        rates, now = request.rates, request.now
         key = None if record.slot is not None or not rates else rate_key(record.name, rates)
         if key is None:
             return True
         assert rates is not None
         n, per = rates[key]
-        starts = self._starts.setdefault((queue, key), [])
+        starts = self._starts.setdefault((request.queue, key), [])
         start = take_slot(starts, n, per, now)
         if start <= now:
             return True
@@ -317,37 +310,48 @@ class MemoryBackend:
                 if record is not None and record.attempts == token:
                     record.progress = text
 
-    async def reap(self, queue: str, now: float, crash_budget: int) -> tuple[int, int]:
-        """Requeue expired leases, dead-letter repeat crashers."""
-        requeued = dead = 0
+    async def upkeep(self, job: Upkeep) -> Upkept:
+        """Beat, reap and purge as ``job`` asks (``Store.upkeep``), under the lock."""
+        done = Upkept()
         with self._lock:
-            for record in self._records.values():
-                if record.queue != queue or record.status not in LEASED:
-                    continue
-                if record.lease_until is None or record.lease_until >= now:
-                    continue
-                record.lease_until = None
-                record.owner = None
-                record.updated_at = now
-                if record.status == "reserved":  # never started: not a crash
-                    record.lost += 1
-                    record.status = "pending"  # run_at kept: back to its place at the head
-                    requeued += 1
-                    continue
-                record.crashes += 1
-                record.charged = charge(record.charged, record.attempts)
-                if record.crashes >= crash_budget:
-                    record.status = "dead"
-                    record.reason = "crashed_worker"
-                    record.error = (
-                        f"the worker running it stopped renewing its lease {record.crashes} times"
-                    )
-                    record.finished_at = now
-                    self._expires[record.id] = now + self._retention(Outcome.DEAD, None)
-                    dead += 1
-                else:
-                    record.status = "retrying"  # run_at kept: back to its place at the head
-                    requeued += 1
+            if job.beat is not None:
+                self._beat(job.beat, job)
+            if job.crash_budget is not None:
+                done.requeued, done.dead = self._reap(job.queue, job.now, job.crash_budget)
+            if job.purge:
+                done.purged = self._purge_finished(job.now)
+        return done
+
+    def _reap(self, queue: str, now: float, crash_budget: int) -> tuple[int, int]:
+        """Requeue expired leases, dead-letter repeat crashers (under the lock)."""
+        requeued = dead = 0
+        for record in self._records.values():
+            if record.queue != queue or record.status not in LEASED:
+                continue
+            if record.lease_until is None or record.lease_until >= now:
+                continue
+            record.lease_until = None
+            record.owner = None
+            record.updated_at = now
+            if record.status == "reserved":  # never started: not a crash
+                record.lost += 1
+                record.status = "pending"  # run_at kept: back to its place at the head
+                requeued += 1
+                continue
+            record.crashes += 1
+            record.charged = charge(record.charged, record.attempts)
+            if record.crashes >= crash_budget:
+                record.status = "dead"
+                record.reason = "crashed_worker"
+                record.error = (
+                    f"the worker running it stopped renewing its lease {record.crashes} times"
+                )
+                record.finished_at = now
+                self._expires[record.id] = now + self._retention(Outcome.DEAD, None)
+                dead += 1
+            else:
+                record.status = "retrying"  # run_at kept: back to its place at the head
+                requeued += 1
         return requeued, dead
 
     async def get(self, ids: Sequence[str]) -> list[Record]:
@@ -397,16 +401,15 @@ class MemoryBackend:
         """Wait for a push to the queue, up to ``timeout`` seconds."""
         await self._wakeups.wait(queue, timeout)
 
-    async def purge_finished(self, now: float) -> int:
-        """Forget finished records and idempotency keys past their retention."""
-        with self._lock:
-            gone = [i for i, at in self._expires.items() if at < now]
-            for task_id in gone:
-                self._records.pop(task_id, None)
-                self._order.pop(task_id, None)
-                del self._expires[task_id]
-            for key in [k for k, held in self._idempotency.items() if not self._holds(held, now)]:
-                del self._idempotency[key]
+    def _purge_finished(self, now: float) -> int:
+        """Forget finished records and idempotency keys past their retention (under the lock)."""
+        gone = [i for i, at in self._expires.items() if at < now]
+        for task_id in gone:
+            self._records.pop(task_id, None)
+            self._order.pop(task_id, None)
+            del self._expires[task_id]
+        for key in [k for k, held in self._idempotency.items() if not self._holds(held, now)]:
+            del self._idempotency[key]
         return len(gone)
 
     async def queues(self) -> list[str]:
@@ -452,30 +455,24 @@ class MemoryBackend:
                 self._expires.pop(task_id, None)
         return len(gone)
 
-    async def beat(
-        self,
-        worker: WorkerBeat,
-        now: float,
-        ttl: float,
-        finished: Mapping[int, Mapping[str, int]] | None = None,
-    ) -> None:
-        """Keep the worker's beat until ``now + ttl`` and add its outcome counts."""
-        with self._lock:
-            for gone in [i for i, (until, _) in self._workers.items() if until <= now]:
-                del self._workers[gone]
-            if ttl > 0:
-                self._workers[worker.id] = (now + ttl, worker.to_json())
-            else:
-                self._workers.pop(worker.id, None)
-            if finished:
-                minutes = self._stats.setdefault(worker.queue, {})
-                for minute, by_outcome in finished.items():
-                    counts = minutes.setdefault(int(minute), {})
-                    for outcome, n in by_outcome.items():
-                        counts[outcome] = counts.get(outcome, 0) + n
-                oldest = minute_of(now) - STATS_MINUTES * 60
-                for minute in [m for m in minutes if m < oldest]:
-                    del minutes[minute]
+    def _beat(self, worker: WorkerBeat, job: Upkeep) -> None:
+        """Keep the worker's beat until ``now + ttl``, add its outcome counts (under the lock)."""
+        now, ttl, finished = job.now, job.ttl, job.finished
+        for gone in [i for i, (until, _) in self._workers.items() if until <= now]:
+            del self._workers[gone]
+        if ttl > 0:
+            self._workers[worker.id] = (now + ttl, worker.to_json())
+        else:
+            self._workers.pop(worker.id, None)
+        if finished:
+            minutes = self._stats.setdefault(worker.queue, {})
+            for minute, by_outcome in finished.items():
+                counts = minutes.setdefault(int(minute), {})
+                for outcome, n in by_outcome.items():
+                    counts[outcome] = counts.get(outcome, 0) + n
+            oldest = minute_of(now) - STATS_MINUTES * 60
+            for minute in [m for m in minutes if m < oldest]:
+                del minutes[minute]
 
     async def workers(self, now: float) -> list[WorkerBeat]:
         """The workers whose beat has not expired."""

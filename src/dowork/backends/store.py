@@ -1,4 +1,4 @@
-"""The worker's seam: the ``Store`` protocol and its ``ClaimRequest``.
+"""The worker's seam: the ``Store`` protocol, its ``ClaimRequest`` and its ``Upkeep``.
 
 A store keeps records and leases; it knows nothing of retries, backoff or functions. The
 engine claims due records (each claim is a *lease* with a fencing token: the attempt number),
@@ -18,7 +18,7 @@ from typing import Protocol, runtime_checkable
 
 from ._protocol import PRIORITY_AGING, Record, Settlement, StoreAdmin, WorkerBeat
 
-__all__ = ["Backend", "ClaimRequest", "Store"]
+__all__ = ["Backend", "ClaimRequest", "Store", "Upkeep", "Upkept"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,12 +49,43 @@ class ClaimRequest:
     per_key: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Upkeep:
+    """The housekeeping steps one ``Store.upkeep`` call does: those given, in this order.
+
+    ``beat`` records a worker alive; ``crash_budget`` reaps the queue's lapsed leases;
+    ``purge`` deletes finished records past their retention. A step left out is not done.
+    """
+
+    queue: str
+    now: float
+    #: Record that this worker is alive until ``now + ttl`` (``ttl <= 0``: it left).
+    beat: WorkerBeat | None = None
+    ttl: float = 0.0
+    #: With ``beat``: minute (epoch seconds, a multiple of 60) -> the outcomes the worker
+    #: settled in it since its last beat (``succeeded``, ``retry``, ``failed``, ...).
+    finished: Mapping[int, Mapping[str, int]] | None = None
+    #: Reap the queue's lapsed leases, dead-lettering at this many crashes.
+    crash_budget: int | None = None
+    #: Delete the finished records (of every queue) and idempotency keys past retention.
+    purge: bool = False
+
+
+@dataclass(slots=True)
+class Upkept:
+    """What one ``Store.upkeep`` did (zero for a step not asked for)."""
+
+    requeued: int = 0  #: lapsed leases put back in line
+    dead: int = 0  #: records dead-lettered for crashing their workers too often
+    purged: int = 0  #: finished records deleted
+
+
 @runtime_checkable
 class Store(Protocol):
     """What a worker needs of a store of task records shared by every process that opens it.
 
-    Push, claim, settle, renew and reap leases, release, report progress, find the next due
-    time, wait for work, purge and beat. Opening and closing are ``StoreAdmin``'s.
+    Push, claim, settle, renew leases, release, report progress, keep house, find the next
+    due time and wait for work: nine methods. Opening and closing are ``StoreAdmin``'s.
     """
 
     #: False for the in-process store (closures allowed, nothing survives the process).
@@ -152,14 +183,26 @@ class Store(Protocol):
         advisory.
         """
 
-    async def reap(self, queue: str, now: float, crash_budget: int) -> tuple[int, int]:
-        """Requeue leased records whose lease expired; dead-letter crashers over the budget.
+    async def upkeep(self, job: Upkeep) -> Upkept:
+        """Do the housekeeping steps ``job`` asks for, in order: beat, reap, purge.
 
-        A lapsed ``reserved`` lease is not a crash: ``lost + 1``, back to waiting. A lapsed
-        ``running`` one is: ``crashes + 1`` and its token added to ``charged``; at
-        ``crash_budget`` crashes the record is dead-lettered ``crashed_worker``.
+        **Beat** (``job.beat``): record that the worker is alive until ``now + ttl``
+        (``ttl <= 0``: it left), and add its ``finished`` counts to the per-minute counts of
+        its queue, kept for ``STATS_MINUTES``.
 
-        Returns ``(requeued, dead_lettered)``.
+        **Reap** (``job.crash_budget``): requeue the queue's leased records whose lease
+        expired. A lapsed ``reserved`` lease is not a crash: ``lost + 1``, back to waiting. A
+        lapsed ``running`` one is: ``crashes + 1`` and its token added to ``charged``; at
+        ``crash_budget`` crashes the record is dead-lettered ``crashed_worker``. Counted in
+        ``requeued`` and ``dead``.
+
+        **Purge** (``job.purge``): delete finished records (and idempotency keys) past their
+        retention, in every queue; counted in ``purged``. A dead-lettered record is kept
+        ``keep_dead`` seconds when the store has that set (dead letters may hold personal
+        data, or be wanted longer for inspection), else as any finished record.
+
+        A step that fails raises, and the steps after it are not done: a caller that wants a
+        step done whatever happens to another asks for each in its own call.
         """
 
     async def next_due(self, queue: str) -> float | None:
@@ -167,28 +210,6 @@ class Store(Protocol):
 
     async def wait(self, queue: str, timeout: float) -> None:
         """Return when new work may have arrived, or after ``timeout`` seconds."""
-
-    async def purge_finished(self, now: float) -> int:
-        """Delete finished records (and idempotency keys) past their retention; return how many.
-
-        A dead-lettered record is kept ``keep_dead`` seconds when the store has that set
-        (dead letters may hold personal data, or be wanted longer for inspection), else as any
-        finished record.
-        """
-
-    async def beat(
-        self,
-        worker: WorkerBeat,
-        now: float,
-        ttl: float,
-        finished: Mapping[int, Mapping[str, int]] | None = None,
-    ) -> None:
-        """Record that ``worker`` is alive until ``now + ttl`` (``ttl <= 0``: it left).
-
-        ``finished`` maps a minute (epoch seconds, a multiple of 60) to the outcomes the
-        worker settled in it since its last beat (``succeeded``, ``retry``, ``failed``, ...);
-        they are added to the queue's per-minute counts, kept for ``STATS_MINUTES``.
-        """
 
 
 @runtime_checkable

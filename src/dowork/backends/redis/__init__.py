@@ -94,7 +94,7 @@ one run.
 Times (``run_at``, ``lease_until``, ...) are the caller's clock, as in the other backends,
 and are passed to the scripts as exact ``repr(float)`` strings. The scripts touch keys they
 compute from the prefix, so they need a single Redis (or a primary with replicas), not a
-cluster. Finished records carry no Redis TTL: ``purge_finished(now)`` deletes them, so that
+cluster. Finished records carry no Redis TTL: the purge of ``upkeep`` deletes them, so that
 the retention follows the same clock as everything else.
 
 The package, one concern a module: ``backend`` (``RedisBackend``, assembled from the parts

@@ -1,8 +1,9 @@
 """The worker's side of the store protocol, beyond pushes and claims: ``RedisStore``.
 
 Settlements, heartbeats, progress and releases of leased tasks (each a batch in one script),
-the reaper (which also notices a wiped Redis and relieves a full one), a queue's next due
-time, waiting for work (``wait``, ``wake``), purging finished records and the worker's beat.
+upkeep (the worker's beat, the reaper, which also notices a wiped Redis and relieves a full
+one, and purging finished records), a queue's next due time and waiting for work (``wait``,
+``wake``).
 ``RedisStore`` puts the worker's parts together: ``Producer`` (pushes) and ``Fetcher`` (claims);
 what ``Backend`` takes from ``StoreAdmin`` is in ``admin``.
 """
@@ -17,6 +18,7 @@ import redis.exceptions
 
 from ...errors import BackendError, BackendFull, BackendUnavailable
 from .._protocol import STATS_MINUTES, Outcome, Settlement, WorkerBeat, minute_of
+from ..store import Upkeep, Upkept
 from .claim import Fetcher
 from .push import Producer
 from .records import PURGE_BATCH, from_inbox, head_score, num, opt, utf8
@@ -110,7 +112,18 @@ class RedisStore(Producer, Fetcher):
             args += [utf8(task_id), token, utf8(text)]
         await self._script("progress", *args)
 
-    async def reap(self, queue: str, now: float, crash_budget: int) -> tuple[int, int]:
+    async def upkeep(self, job: Upkeep) -> Upkept:
+        """Beat, reap and purge as ``job`` asks (``Store.upkeep``): a script each."""
+        done = Upkept()
+        if job.beat is not None:
+            await self._beat(job.beat, job.now, job.ttl, job.finished)
+        if job.crash_budget is not None:
+            done.requeued, done.dead = await self._reap(job.queue, job.now, job.crash_budget)
+        if job.purge:
+            done.purged = await self._purge_finished(job.now)
+        return done
+
+    async def _reap(self, queue: str, now: float, crash_budget: int) -> tuple[int, int]:
         """Requeue expired leases; dead-letter tasks that crashed their workers too often.
 
         Every worker reaps on a timer, so this is also where a wiped store is noticed.
@@ -230,7 +243,7 @@ class RedisStore(Producer, Fetcher):
         to expire first) goes before its time, with a warning. Fresh results stay, for the
         callers waiting on them: a full Redis drains without purging anything anyway.
         """
-        if await self.purge_finished(now):
+        if await self._purge_finished(now):
             return
         before = now + self.keep_finished - _EARLY_AGE
         early = int(await self._script("purge", num(before), PURGE_BATCH))
@@ -242,7 +255,7 @@ class RedisStore(Producer, Fetcher):
                 early,
             )
 
-    async def purge_finished(self, now: float) -> int:
+    async def _purge_finished(self, now: float) -> int:
         """Delete finished records past their retention, a batch per script call."""
         total = 0
         while True:
@@ -251,12 +264,12 @@ class RedisStore(Producer, Fetcher):
             if deleted < PURGE_BATCH:
                 return total
 
-    async def beat(
+    async def _beat(
         self,
         worker: WorkerBeat,
         now: float,
         ttl: float,
-        finished: Mapping[int, Mapping[str, int]] | None = None,
+        finished: Mapping[int, Mapping[str, int]] | None,
     ) -> None:
         """Store the worker's beat and add its outcome counts, in one script."""
         args: list[str | bytes | int] = [

@@ -1,12 +1,11 @@
 """The worker side of ``SQLiteBackend``: the protocol methods a queue's engine calls.
 
-``SQLiteStore`` holds what ``Backend`` adds to ``StoreAdmin`` (``admin``): push, claim,
-settle, heartbeat, release, progress, reap, next_due, wake, wait, beat, purge_finished and
-check_store. Each is a thin coroutine that runs one function over the connection on the
-store's thread (``SQLiteFile.call``): the short ones live here, the claim in ``claims``,
-settlements in ``outcomes`` and maintenance in ``upkeep``. Work pushed or released in this
-process wakes its idle workers at once (``Wakeups``); other processes' work is found by
-polling every ``poll_interval``.
+``SQLiteStore`` holds the ``Store`` methods (push, claim, settle, heartbeat, release,
+progress, upkeep, next_due, wait), and wake and check_store. Each is a thin coroutine that
+runs one function over the connection on the store's thread (``SQLiteFile.call``): the short
+ones live here, the claim in ``claims``, settlements in ``outcomes`` and the reaper and the
+purge in ``upkeep``. Work pushed or released in this process wakes its idle workers at once
+(``Wakeups``); other processes' work is found by polling every ``poll_interval``.
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ from .._protocol import (
     WorkerBeat,
     minute_of,
 )
-from ..store import ClaimRequest
+from ..store import ClaimRequest, Upkeep, Upkept
 from . import claims, outcomes, upkeep
 from .connection import SQLiteFile, transaction
 from .lanes import NEXT_DUE_SQL
@@ -100,15 +99,21 @@ class SQLiteStore:
         if updates:
             await self._file.call(_progress, updates)
 
-    async def reap(self, queue: str, now: float, crash_budget: int) -> tuple[int, int]:
-        """Requeue expired leases; dead-letter tasks that crashed their workers too often."""
-        return await self._file.call(self._reap, queue, now, crash_budget)
+    async def upkeep(self, job: Upkeep) -> Upkept:
+        """Beat, reap and purge as ``job`` asks (``Store.upkeep``): a transaction each."""
+        return await self._file.call(self._upkeep, job)
 
-    def _reap(
-        self, conn: sqlite3.Connection, queue: str, now: float, crash_budget: int
-    ) -> tuple[int, int]:
-        keep_dead = self._keep().of(Outcome.DEAD, None)
-        return upkeep.reap(conn, queue, now, crash_budget, keep_dead)
+    def _upkeep(self, conn: sqlite3.Connection, job: Upkeep) -> Upkept:
+        done = Upkept()
+        if job.beat is not None:
+            _beat(conn, job.beat, job.now, job.ttl, job.finished)
+        if job.crash_budget is not None:
+            keep_dead = self._keep().of(Outcome.DEAD, None)
+            reaped = upkeep.reap(conn, job.queue, job.now, job.crash_budget, keep_dead)
+            done.requeued, done.dead = reaped
+        if job.purge:
+            done.purged = upkeep.purge_finished(conn, job.now)
+        return done
 
     async def next_due(self, queue: str) -> float | None:
         """Earliest run time of the queue's waiting records."""
@@ -121,25 +126,6 @@ class SQLiteStore:
     async def wait(self, queue: str, timeout: float) -> None:
         """Wait for a push from this process, or ``min(timeout, poll_interval)`` seconds."""
         await self._wakeups.wait(queue, min(timeout, self.poll_interval))
-
-    async def beat(
-        self,
-        worker: WorkerBeat,
-        now: float,
-        ttl: float,
-        finished: Mapping[int, Mapping[str, int]] | None = None,
-    ) -> None:
-        """Store the worker's beat and add its outcome counts, in one transaction."""
-        rows = [
-            (worker.queue, int(minute), outcome, n)
-            for minute, by_outcome in (finished or {}).items()
-            for outcome, n in by_outcome.items()
-        ]
-        await self._file.call(_beat, worker, now, ttl, rows)
-
-    async def purge_finished(self, now: float) -> int:
-        """Delete finished records past their retention and return freed pages to the OS."""
-        return await self._file.call(upkeep.purge_finished, now)
 
 
 def _push(conn: sqlite3.Connection, records: Sequence[Record]) -> dict[str, str]:
@@ -244,8 +230,13 @@ def _beat(
     worker: WorkerBeat,
     now: float,
     ttl: float,
-    rows: list[tuple[str, int, str, int]],
+    finished: Mapping[int, Mapping[str, int]] | None,
 ) -> None:
+    rows = [
+        (worker.queue, int(minute), outcome, n)
+        for minute, by_outcome in (finished or {}).items()
+        for outcome, n in by_outcome.items()
+    ]
     with transaction(conn):
         conn.execute("DELETE FROM dowork_workers WHERE expires_at <= ?", (now,))
         if ttl > 0:

@@ -1,11 +1,12 @@
 """Maintenance in SQL: lapsed leases, records that can never run, and finished records past keeping.
 
-``reap`` is ``Store.reap`` on the store's thread: a lapsed lease on a record that never
-started puts it back in line (lost, not a crash); one on a running record charges a crash to
-its attempt, and past the crash budget dead-letters it (``crashed_worker``). It also buries
-the waiting records whose ``run_at`` is never due (malformed), which no claim would read.
-``purge_finished`` deletes finished records and idempotency keys past their retention and
-gives the freed pages back to the file system.
+``reap`` is the reaping step of ``Store.upkeep`` on the store's thread: a lapsed lease on a
+record that never started puts it back in line (lost, not a crash); one on a running record
+charges a crash to its attempt, and past the crash budget dead-letters it
+(``crashed_worker``). It also buries the waiting records whose ``run_at`` is never due
+(malformed), which no claim would read. ``purge_finished``, the purging step, deletes
+finished records and idempotency keys past their retention and gives the freed pages back to
+the file system.
 """
 
 from __future__ import annotations
