@@ -34,7 +34,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "dowork.dump",
         ),
     ),
-    ("engine", ("dowork._engine",)),  # runs attempts; holds in-memory tasks (LocalSource)
+    ("engine", ("dowork.engine",)),  # runs attempts; holds in-memory tasks (LocalSource)
     ("sources", ("dowork._durable",)),  # the durable task source, on a store
     ("queue", ("dowork.queue", "dowork._global", "dowork.admin")),
     (

@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ._engine import _CANCEL, Engine
 from .backends._protocol import (
     STATS_MINUTES,
     WAITING,
@@ -44,6 +43,8 @@ from .backends._protocol import (
 from .backends.store import Backend, ClaimRequest, Upkeep, Upkept
 from .clock import SystemClock, TimerHandle
 from .codec import Codec, check_depth, decode_for, encode_for
+from .engine import Engine
+from .engine.state import _CANCEL
 from .errors import (
     BackendError,
     BackendFull,

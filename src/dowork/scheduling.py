@@ -17,7 +17,7 @@ T = TypeVar("T")
 
 
 class ScheduleHost(TaskHost, Protocol):
-    """What a schedule asks of the engine of its queue (``dowork._engine.Engine`` is one).
+    """What a schedule asks of the engine of its queue (``dowork.engine.Engine`` is one).
 
     A protocol, so that schedules sit below the engine and never import it.
     """

@@ -45,7 +45,7 @@ __all__ = ["AfterCallback", "Progress", "Task", "TaskOptions", "TaskStatus", "cu
 
 
 class TaskHost(Protocol):
-    """What a task asks of the engine that holds it (``dowork._engine.Engine`` is one).
+    """What a task asks of the engine that holds it (``dowork.engine.Engine`` is one).
 
     A protocol, so that tasks sit below the engine and never import it.
     """
