@@ -93,15 +93,20 @@ def test_async_bounded_enqueue_waits_without_blocking_the_loop(
         first = await queue.asubmit(gate.wait, 5)
         ticks = 0
 
+        ticked = asyncio.Event()
+
         async def ticker() -> None:
             nonlocal ticks
             while True:
                 ticks += 1
+                if ticks > 5:
+                    ticked.set()
                 await asyncio.sleep(0.001)
 
         tick = asyncio.create_task(ticker())
         waiting = asyncio.create_task(queue.asubmit(lambda: "second"))
-        await asyncio.sleep(0.05)
+        # A busy machine ticks slowly: wait for the ticks, within the first task's 5 s.
+        await asyncio.wait_for(ticked.wait(), 4.0)
         assert not waiting.done()
         assert ticks > 5  # the loop kept running while asubmit waited
         gate.set()
