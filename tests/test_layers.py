@@ -35,7 +35,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         ),
     ),
     ("engine", ("dowork.engine",)),  # runs attempts; holds in-memory tasks (LocalSource)
-    ("sources", ("dowork._durable",)),  # the durable task source, on a store
+    ("sources", ("dowork.durable",)),  # the durable task source, on a store
     ("queue", ("dowork.queue", "dowork._global", "dowork.admin")),
     (
         "services",

@@ -17,11 +17,11 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any, ParamSpec, TypeVar, Unpack, overload
 
 from . import _global
-from ._durable import DurableSettings
 from ._global import global_queue, reset_global_queue
 from .chain import ArgsMap, ChainFailed, ChainLog, Reentrant, StepLog, reentrant
 from .clock import Clock, FakeClock, SystemClock
 from .codec import Codec, JSONCodec, PickleCodec
+from .durable import DurableSettings
 from .errors import (
     AlreadyComplete,
     BackendBusy,

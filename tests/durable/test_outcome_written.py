@@ -20,8 +20,8 @@ import pytest
 
 import dowork
 from dowork import DurableSettings, Queue, TaskStatus
-from dowork._durable import DurableSource
 from dowork.backends import Backend, MemoryBackend, RedisBackend, Settlement, SQLiteBackend
+from dowork.durable import DurableSource
 from dowork.errors import (
     BackendUnavailable,
     OutcomeNotWritten,
@@ -335,7 +335,7 @@ def test_the_handle_waits_while_the_store_cannot_take_the_outcome(tmp_path: Path
 def test_a_queue_stopped_before_writing_ends_the_wait_with_the_runs_outcome(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("dowork._durable._ABORT_WRITES", 0.3)
+    monkeypatch.setattr("dowork.durable.stopping._ABORT_WRITES", 0.3)
     queue, store, reader = _cut_worker(tmp_path)
     gate = threading.Event()
 

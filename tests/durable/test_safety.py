@@ -22,9 +22,9 @@ import pytest
 
 import dowork
 from dowork import DurableSettings, FakeClock, Queue, TaskStatus
-from dowork._durable import DurableSource
 from dowork.backends import Backend, MemoryBackend, Record, RedisBackend, SQLiteBackend
 from dowork.codec import JSONCodec, PickleCodec
+from dowork.durable import DurableSource
 from dowork.errors import BackendBusy, BackendFull, DecodeError, PayloadTooLarge
 from tests.backends.test_safety import Retention
 

@@ -20,7 +20,7 @@ import pytest
 
 import dowork
 from dowork import DurableSettings
-from dowork._durable import DurableSource
+from dowork.durable import DurableSource
 from tests.redis_server import RedisServer
 
 T = TypeVar("T")

@@ -18,8 +18,8 @@ import pytest
 
 import dowork
 from dowork import DurableSettings, FakeClock, Queue, TaskStatus
-from dowork._durable import DurableSource
 from dowork.backends import Backend, MemoryBackend, RedisBackend, SQLiteBackend
+from dowork.durable import DurableSource
 from tests.upkeep import reap
 
 WAIT = 20.0

@@ -12,9 +12,9 @@ import pytest
 
 import dowork
 from dowork import DurableSettings, FakeClock, Queue, TaskStatus
-from dowork._durable import DurableSource
 from dowork.backends import SQLiteBackend
 from dowork.clock import TimerHandle
+from dowork.durable import DurableSource
 
 pytestmark = [pytest.mark.faults]
 HOUR = 3600.0

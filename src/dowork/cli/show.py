@@ -13,10 +13,10 @@ from typing import Any
 
 import click
 
-from .._durable import decode_progress
 from .._redact import printable, redact_url
 from ..admin import STATUSES
 from ..backends import Record
+from ..durable import decode_progress
 from .common import BACKEND_ENV, backend_option, fail, open_store, run
 
 __all__ = ["inspect", "list_tasks", "status"]

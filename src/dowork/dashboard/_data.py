@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from .._durable import decode_progress
 from ..admin import STATUSES
 from ..backends import Record, StoreAdmin
 from ..backends._protocol import WorkerBeat
+from ..durable import decode_progress
 from ..task import Progress
 
 __all__ = [

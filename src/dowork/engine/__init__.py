@@ -1,7 +1,7 @@
 """The one engine that runs every queue's attempts, and the seam to where its tasks live.
 
 ``Engine`` runs attempts (``core`` assembles its parts); a ``TaskSource`` (``source``) feeds it:
-``LocalSource`` (``local``) in memory, ``dowork._durable.DurableSource`` on a store.
+``LocalSource`` (``local``) in memory, ``dowork.durable.DurableSource`` on a store.
 """
 
 from .core import Engine

@@ -16,7 +16,7 @@ class TaskSource(Protocol):
 
     The engine runs attempts (pump, lanes, deadlines, the retry decision, hooks); a source
     feeds it and records what happened. ``LocalSource`` keeps tasks in this process's memory;
-    ``DurableSource`` (``dowork._durable``) claims them from a store and writes outcomes back.
+    ``DurableSource`` (``dowork.durable``) claims them from a store and writes outcomes back.
     The engine binds these methods once (see ``Engine.__init__``): the ``core_*`` methods of
     the engine are the in-memory behaviour, which a source may wrap.
     """

@@ -9,12 +9,12 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ParamSpec, TypeVar
 
-from .._durable import DurableSettings, DurableSource
 from ..backends import Backend, open_backend
 from ..backends._protocol import PRIORITY_AGING
 from ..chain import ArgsMap
 from ..clock import Clock, SystemClock
 from ..codec import Codec, JSONCodec
+from ..durable import DurableSettings, DurableSource
 from ..engine import Engine, LocalSource
 from ..errors import NotRegistered
 from ..function import TaskFunction

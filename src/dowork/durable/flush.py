@@ -1,0 +1,205 @@
+"""Writing to the store: settlements and progress in batches, and the retries they make due."""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import json
+from typing import TYPE_CHECKING, Any
+
+from ..backends._protocol import (
+    STATS_MINUTES,
+    WAITING,
+    Outcome,
+    Settlement,
+    minute_of,
+)
+from ..errors import (
+    BackendError,
+)
+from ..task import Task
+
+if TYPE_CHECKING:
+    pass
+
+
+from .state import _FINISHED, DurableState, encode_progress, log
+
+
+class Flushing(DurableState):
+    """Writing to the store: settlements and progress in batches, and the retries they make due."""
+
+    def progress_changed(self, task: Task[Any]) -> None:
+        """Tell the hooks, and store the latest report so other processes can read it."""
+        self.engine.core_progress_changed(task)
+        progress = task._progress
+        if progress is not None:
+            self.engine.call_on_loop(self._progress_to_store, task.id, encode_progress(progress))
+
+    def _progress_to_store(self, task_id: str, text: str) -> None:
+        token = self._claimed.get(task_id)
+        if token is None:  # not running here (any more): nothing to store
+            return
+        self._progress_out[task_id] = (token, text)  # only the latest report is written
+        if self._progressing is None or self._progressing.done():
+            self._progressing = asyncio.get_running_loop().create_task(self._flush_progress())
+
+    async def _flush_progress(self) -> None:
+        while self._progress_out:
+            batch, self._progress_out = self._progress_out, {}
+            try:
+                await self.backend.progress([(i, t, p) for i, (t, p) in batch.items()])
+            except BackendError as exc:  # progress is advisory: log, do not retry forever
+                log.warning("queue %s: cannot store progress (%r)", self.name, exc)
+                return
+
+    def _settle_out(self, settlement: Settlement) -> None:
+        task_id = settlement.id
+        self._marks.pop(task_id, None)  # the outcome counts the start
+        self._store_first.discard(task_id)
+        self._lease_until.pop(task_id, None)
+        if task_id in self._begun:
+            self._begun.discard(task_id)
+        else:
+            settlement.ran = False
+        settlement.attempt = self._attempt_line(
+            settlement.id, settlement.token, settlement.outcome, settlement.now
+        )
+        minute = minute_of(settlement.now)
+        counts = self._finished_counts.get(minute)
+        if counts is None:  # a process that never beats (dispatch) keeps the last hour only
+            counts = self._finished_counts[minute] = {}
+            if len(self._finished_counts) > STATS_MINUTES:
+                del self._finished_counts[min(self._finished_counts)]
+        outcome = str(settlement.outcome)
+        counts[outcome] = counts.get(outcome, 0) + 1
+        self._outbox.append(settlement)
+        if self._flushing is None or self._flushing.done():
+            self._flushing = asyncio.get_running_loop().create_task(self._flush())
+
+    async def _flush(self) -> None:
+        try:
+            await self._flush_outbox()
+        except asyncio.CancelledError:  # the loop closes under it: nothing will write them
+            self._give_up_unwritten()
+            raise
+
+    async def _flush_outbox(self) -> None:
+        failures = 0
+        while self._outbox:
+            batch, self._outbox = self._outbox, []
+            try:
+                refused = await self.backend.settle(batch)
+            except BackendError as exc:
+                self._outbox[:0] = batch  # keep them; the lease protects the tasks meanwhile
+                failures += 1
+                delay = min(10.0, 0.05 * 2 ** min(failures, 8))
+                log.warning(
+                    "queue %s: cannot settle (%r); retrying in %.2fs", self.name, exc, delay
+                )
+                await asyncio.sleep(delay)
+                continue
+            except Exception as exc:  # not the store: an outcome it cannot take
+                refused = await self._settle_apart(batch, exc)
+            else:
+                self._written(batch, refused)
+            if refused:
+                marks = {s.id for s in batch if s.outcome is Outcome.STARTED}
+                refused = [i for i in refused if i not in marks]
+            if refused:
+                self.refused += len(refused)
+                log.warning(
+                    "queue %s: %d outcome(s) refused: the lease was lost (another worker "
+                    "took the task over)",
+                    self.name,
+                    len(refused),
+                )
+            self._due_later(batch, refused)
+            if self._group_of:
+                await self._release_groups(batch, refused)
+
+    async def _settle_apart(self, batch: list[Settlement], exc: Exception) -> list[str]:
+        """Settle a batch one by one after it failed as a whole (not for the store's sake).
+
+        So one bad outcome cannot hold back the rest; one that fails alone is logged and
+        dropped (its task runs again when its lease expires).
+        """
+        log.warning("queue %s: settling %d outcome(s) apart (%r)", self.name, len(batch), exc)
+        refused: list[str] = []
+        for settlement in batch:
+            try:
+                refused += await self.backend.settle([settlement])
+            except BackendError:
+                self._outbox.append(settlement)  # the store: written with the next batch
+                continue
+            except Exception as alone:
+                log.error("queue %s: cannot settle task %s (%r)", self.name, settlement.id, alone)
+                self._written([settlement], [settlement.id])  # it runs again: wait for that
+                continue
+            self._written([settlement], refused)
+        return refused
+
+    def _due_later(self, settled: list[Settlement], refused: list[str]) -> None:
+        """Arm a timer for the retries just written: an idle worker must start them on time.
+
+        A worker waits for a push or its next maintenance; a retry written after it began to
+        wait is not a push, so without this it would start up to ``maintenance`` seconds late.
+        """
+        if not self.engine.serving or getattr(self.backend, "wake", None) is None:
+            return
+        for s in settled:
+            if s.outcome is Outcome.RETRY and s.run_at is not None and s.id not in refused:
+                heapq.heappush(self._due_times, s.run_at)
+        if self._due_times:
+            first = self._due_times[0]
+            if self._due_timer is None or first < self._due_at:
+                if self._due_timer is not None:
+                    self._due_timer.cancel()
+                self._due_at = first
+                self._due_timer = self.clock.call_at(first, self._due)
+
+    def _due(self) -> None:
+        """Retries fell due: wake an idle worker (of any process) to claim them."""
+        self._due_timer = None
+        now = self.clock.now()
+        at = None
+        while self._due_times and self._due_times[0] <= now:
+            at = heapq.heappop(self._due_times)
+        if at is not None and self.engine.serving:
+            waking = asyncio.get_running_loop().create_task(self._wake(at))
+            self.engine._afters.add(waking)
+            waking.add_done_callback(self.engine._afters.discard)
+        if self._due_times:
+            self._due_at = self._due_times[0]
+            self._due_timer = self.clock.call_at(self._due_at, self._due)
+
+    async def _wake(self, at: float) -> None:
+        try:
+            await self.backend.wake(self.name, at)  # type: ignore[attr-defined]
+        except BackendError as exc:  # the worker's own timeout covers it, later
+            log.debug("queue %s: cannot wake a worker (%r)", self.name, exc)
+
+    async def _release_groups(self, settled: list[Settlement], refused: list[str]) -> None:
+        """Release the callbacks of groups whose last member was just settled here."""
+        callbacks = set()
+        for s in settled:
+            if s.outcome is Outcome.STARTED:
+                continue
+            callback = self._group_of.pop(s.id, None)
+            if callback is not None and s.outcome is not Outcome.RETRY and s.id not in refused:
+                callbacks.add(callback)
+        if not callbacks:
+            return
+        try:
+            ready = []
+            for held in await self.backend.get(sorted(callbacks)):
+                if held.status not in WAITING or not held.options:
+                    continue
+                members = json.loads(held.options).get("group_of") or []
+                states = await self.backend.get(members)
+                if all(state.status in _FINISHED for state in states):
+                    ready.append(held.id)
+            if ready:
+                await self.backend.release(ready, self.clock.now())
+        except (BackendError, ValueError) as exc:  # the callback checks by itself later
+            log.warning("queue %s: cannot release group callbacks (%r)", self.name, exc)

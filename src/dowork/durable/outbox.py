@@ -1,0 +1,245 @@
+"""Settling attempts: outcomes into settlements, and handles woken once the store has them."""
+
+from __future__ import annotations
+
+import json
+import traceback
+from typing import TYPE_CHECKING, Any
+
+from ..backends._protocol import (
+    Outcome,
+    Settlement,
+)
+from ..codec import check_depth, encode_for
+from ..errors import (
+    NotSerializable,
+    OutcomeNotWritten,
+    PayloadTooLarge,
+    ResultTooLarge,
+)
+from ..task import Task, TaskStatus, _deciding
+
+if TYPE_CHECKING:
+    pass
+
+
+from .state import _OUTCOME, _TRACE_LIMIT, DurableState, _chain_log_of, _describe, _payload_of, log
+
+
+class Outbox(DurableState):
+    """Settling attempts: outcomes into settlements, and handles woken once the store has them."""
+
+    def settle(self, task: Task[Any], value: Any, error: BaseException | None, took: float) -> None:
+        """Note the attempt's duration and error for the record's history, then settle it."""
+        if task.id in self._claimed:
+            self._attempt[task.id] = (took, error)
+        self.engine.core_settle(task, value, error, took)
+
+    def _attempt_line(self, task_id: str, token: int, outcome: Outcome, now: float) -> str | None:
+        """One JSON line for the record's history: when, how long, how it ended and why."""
+        took, error = self._attempt.pop(task_id, (None, None))
+        if took is None:
+            return None
+        if error is None:  # the common case, without json.dumps
+            return f'{{"n":{token},"start":{now - took!r},"took":{took!r},"outcome":"{outcome}"}}'
+        entry: dict[str, Any] = {
+            "n": token,
+            "start": now - took,
+            "took": took,
+            "outcome": str(outcome),
+            "error": _describe(error),
+            "traceback": "".join(traceback.format_exception(error))[-_TRACE_LIMIT:],
+        }
+        return json.dumps(entry, separators=(",", ":"), default=str)
+
+    def retry_later(self, task: Task[Any], when: float, delay: float, error: BaseException) -> None:
+        """A failed attempt runs again at ``when``: its settlement says so (``RETRY``)."""
+        token = self._claimed.pop(task.id, None)
+        self.engine._unfinished -= 1
+        if token is not None:
+            payload = None
+            if getattr(error, "resume", None) is not None:  # store where to resume from
+                try:
+                    name = self.registry.name_of(task.fn) or task.name
+                    check_depth(task.args)
+                    check_depth(task.kwargs.values())
+                    payload = encode_for(self.codec, _payload_of(task), name, task.id)
+                except NotSerializable as exc:
+                    log.warning("queue %s: cannot store resume point (%s)", self.name, exc)
+                if payload is not None and len(payload) > self.settings.max_payload:
+                    log.warning(
+                        "queue %s: cannot store resume point (%s)",
+                        self.name,
+                        PayloadTooLarge(len(payload), self.settings.max_payload),
+                    )
+                    payload = None
+            self._settle_out(
+                Settlement(
+                    task.id, token, Outcome.RETRY, self.clock.now(), run_at=when,
+                    error=_describe(error), payload=payload,
+                )
+            )  # fmt: skip
+        self._freed()
+        self._start_held(task.id)
+
+    def finish(
+        self,
+        task: Task[Any],
+        status: TaskStatus,
+        value: Any,
+        error: BaseException | None,
+    ) -> None:
+        """The task ended for good: its outcome (and result) goes to the outbox."""
+        token = self._claimed.pop(task.id, None)
+        if token is not None:
+            result = None
+            own = task._overrides
+            keep = self.settings.keep_result if own is None else own.keep(self.settings.keep_result)
+            if status is TaskStatus.SUCCEEDED and keep != 0:
+                try:
+                    result = self.codec.encode(value)
+                except NotSerializable as exc:
+                    status, value, error = TaskStatus.FAILED, None, exc
+                else:
+                    if len(result) > self.settings.max_result:  # fails, nothing of it stored
+                        too_big = ResultTooLarge(len(result), self.settings.max_result)
+                        status, value, error, result = TaskStatus.FAILED, None, too_big, None
+            log_of = _chain_log_of(error)
+            if log_of is not None:  # a failed chain keeps its result log in the record
+                try:
+                    result = self.codec.encode({"chain_log": log_of})
+                except NotSerializable:
+                    result = None
+                if result is not None and len(result) > self.settings.max_result:
+                    log.warning(
+                        "queue %s: task %s: its chain log (%d bytes) is over max_result; "
+                        "not stored",
+                        self.name,
+                        task.id,
+                        len(result),
+                    )
+                    result = None
+            settlement = Settlement(
+                task.id,
+                token,
+                _OUTCOME[status],
+                self.clock.now(),
+                error=None if error is None else _describe(error),
+                result=result,
+                keep=keep,
+            )
+            self._settle_out(settlement)
+            self._holding[id(settlement)] = task  # reported once written (see _written)
+            self._decide(task, status, value, error)
+        elif task.id in self._handed_back:  # cut short by abort(): it runs again elsewhere
+            self._holding[id(task)] = task  # never written: see _give_up_unwritten
+            self._decide(task, status, value, error)
+            if self.engine.closed:
+                self._give_up_unwritten()
+        else:
+            self.engine.core_finish(task, status, value, error)
+        self._freed()
+        self._start_held(task.id)
+
+    def _decide(
+        self, task: Task[Any], status: TaskStatus, value: Any, error: BaseException | None
+    ) -> None:
+        """Finish a task whose handle waits for the store (see ``_written``).
+
+        Its hooks and after-callback, run now, read the outcome at once; others once written.
+        """
+        task._unwritten = task._status
+        hooks = _deciding.set(task)
+        try:
+            self.engine.core_finish(task, status, value, error)
+        finally:
+            _deciding.reset(hooks)
+
+    def done(self, task: Task[Any]) -> None:
+        """Wake a finished task's waiters, once the store has its outcome (see ``_written``)."""
+        if task._unwritten is not None:
+            self._unwoken.add(task)  # woken by _written
+        elif task._status.final:  # else its outcome was refused: it waits for the store's
+            self.engine.core_done(task)
+
+    def _written(self, settled: list[Settlement], refused: list[str]) -> None:
+        """A write of ``settled`` returned: their handles report their outcome from now on.
+
+        One the store refused (another worker took the task over) waits for the outcome the
+        store ends with instead, as a handle of another process does.
+        """
+        holding = self._holding
+        if not holding:
+            return
+        for settlement in settled:
+            task = holding.pop(id(settlement), None)
+            if task is None:
+                continue
+            if refused and settlement.id in refused:
+                self._overtake(task)
+                continue
+            task._unwritten = None
+            if task in self._unwoken:
+                self._unwoken.discard(task)
+                self.engine.core_done(task)
+
+    def _overtake(self, task: Task[Any]) -> None:
+        """The store did not take this run's outcome: wait for the one it ends with."""
+        task._status = task._unwritten or TaskStatus.RUNNING
+        task._unwritten = None
+        task._value = task._error = None
+        self._unwoken.discard(task)
+        self._overtaken.add(task)
+        self._watched[task.id] = task
+        self._start_watcher()
+
+    def _give_up_unwritten(self) -> None:
+        """The queue stops before the store had these outcomes: end the waits on them.
+
+        Each handle raises ``OutcomeNotWritten`` (carrying this run's outcome); its status
+        stays the store's. The task runs again once its lease expires, unless the write
+        went through after all.
+        """
+        holding, self._holding = self._holding, {}
+        for task in holding.values():
+            why = (
+                f"was handed back to {self.backend!r} when the queue stopped at once; it "
+                "runs again on any worker"
+                if task.id in self._handed_back
+                else f"the queue stopped before {self.backend!r} had that outcome; the task "
+                "runs again once its lease expires"
+            )
+            error = OutcomeNotWritten(
+                f"task {task.id} ({task.name}) {task._status.value} here, but {why}",
+                task.id,
+                task._status.value,
+                task._value,
+                task._error,
+            )
+            task._status = task._unwritten or TaskStatus.RUNNING  # then no longer hidden
+            task._unwritten = None
+            task._value = None
+            task._error = error
+            self._unwoken.discard(task)
+            task._wake_waiters()
+        overtaken, self._overtaken = self._overtaken, set()
+        for task in overtaken:
+            if task._finished:
+                continue
+            self._watched.pop(task.id, None)
+            task._error = OutcomeNotWritten(
+                f"task {task.id} ({task.name}): the store refused this run's outcome (another "
+                "worker took the task over) and the queue stopped before it had a final one",
+                task.id,
+            )
+            task._wake_waiters()
+        for task_id in self._handed_back:  # not started, or still running in a thread
+            unfinished = self.engine._by_id.get(task_id)
+            if unfinished is None or unfinished._finished or unfinished._status.final:
+                continue
+            unfinished._error = OutcomeNotWritten(
+                f"task {task_id} ({unfinished.name}) was handed back to {self.backend!r} "
+                "unfinished when the queue stopped at once; it runs again on any worker",
+                task_id,
+            )
+            unfinished._wake_waiters()
