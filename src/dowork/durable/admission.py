@@ -115,18 +115,13 @@ class Admission(DurableState):
             return None
         args, kwargs, headers, stored = decoded
         options, within, expires_at = Options.from_stored(stored) if stored else _NO_OPTIONS
-        if expires_at is not None and self.clock.now() >= expires_at:
-            when = datetime.fromtimestamp(expires_at, UTC).isoformat()
-            self._dead(record, "expired", f"not started by {when}")
+        if expires_at is not None and self._expired(record, expires_at):
             return None
         if record.crashes >= self._alone_from:
             self._suspects.add(record.id)
         known = options if options is not None else entry._template._overrides
-        policy = (
-            self.engine.default_policy
-            if known is None
-            else known.retry_policy(self.engine.default_policy)
-        )
+        default = self.engine.default_policy
+        policy = default if known is None else known.retry_policy(default)
         order = rank(record.run_at, record.priority, self.engine.priority_aging)
         task = self.engine._by_id.get(record.id)
         if task is None or task._status.final:
@@ -152,12 +147,18 @@ class Admission(DurableState):
         task._policy = policy
         self.engine._by_id[record.id] = task
         self.engine._unfinished += 1
-        if queued:
-            if first:
-                self.engine._ready.appendleft(task)
-            else:
-                self.engine._ready.append(task)
+        if queued:  # ``first``: at the head of the line
+            ready = self.engine._ready
+            (ready.appendleft if first else ready.append)(task)
         return task
+
+    def _expired(self, record: Record, expires_at: float) -> bool:
+        """Whether a claimed task's ``expires`` time passed; if so it is dead-lettered."""
+        if self.clock.now() < expires_at:
+            return False
+        when = datetime.fromtimestamp(expires_at, UTC).isoformat()
+        self._dead(record, "expired", f"not started by {when}")
+        return True
 
     def _read(
         self, record: Record

@@ -106,19 +106,7 @@ class Outbox(DurableState):
                         status, value, error, result = TaskStatus.FAILED, None, too_big, None
             log_of = _chain_log_of(error)
             if log_of is not None:  # a failed chain keeps its result log in the record
-                try:
-                    result = self.codec.encode({"chain_log": log_of})
-                except NotSerializable:
-                    result = None
-                if result is not None and len(result) > self.settings.max_result:
-                    log.warning(
-                        "queue %s: task %s: its chain log (%d bytes) is over max_result; "
-                        "not stored",
-                        self.name,
-                        task.id,
-                        len(result),
-                    )
-                    result = None
+                result = self._chain_result(task, log_of)
             settlement = Settlement(
                 task.id,
                 token,
@@ -140,6 +128,22 @@ class Outbox(DurableState):
             self.engine.core_finish(task, status, value, error)
         self._freed()
         self._start_held(task.id)
+
+    def _chain_result(self, task: Task[Any], log_of: dict[str, Any]) -> bytes | None:
+        """The stored result of a failed chain: its log, unless too big to keep."""
+        try:
+            result = self.codec.encode({"chain_log": log_of})
+        except NotSerializable:
+            return None
+        if len(result) > self.settings.max_result:
+            log.warning(
+                "queue %s: task %s: its chain log (%d bytes) is over max_result; not stored",
+                self.name,
+                task.id,
+                len(result),
+            )
+            return None
+        return result
 
     def _decide(
         self, task: Task[Any], status: TaskStatus, value: Any, error: BaseException | None

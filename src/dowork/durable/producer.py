@@ -44,26 +44,7 @@ class Producer(DurableState):
             NotSerializable: the arguments or options cannot be stored.
             PayloadTooLarge: the encoded arguments exceed ``settings.max_payload``.
         """
-        fn = task.fn
-        name = self.registry.name_of(fn)
-        if name is None:
-            raise NotRegistered(
-                f"{task.name} is not a registered task of durable queue {self.name!r}; "
-                "declare it with @queue.task at module level and submit that"
-            )
-        entry = self.registry.get(name)
-        assert entry is not None
-        template = entry._template
-        if task._after is not None and task._after is not template._after:
-            raise NotSerializable(
-                "a durable task's after-callback cannot be stored; declare it on the task "
-                "function (@queue.task(after=...)) so every worker has it"
-            )
-        if task._rate_limit is not template._rate_limit:
-            raise ValueError(
-                "a rate limit holds for every call of a task: declare it on the task function "
-                "(@queue.task(rate_limit=...)), not on one call"
-            )
+        name, template = self._storable(task)
         if self.engine._h_submit:
             self.engine._call_hooks(self.engine._h_submit, task)
         options = None
@@ -76,6 +57,33 @@ class Producer(DurableState):
         elif (task._within is not None and task._within != template._within) or expires_at:
             within = task._within if task._within != template._within else None
             options = EMPTY.to_stored(within, expires_at)
+        return self._record(task, name, now, options)
+
+    def _storable(self, task: Task[Any]) -> tuple[str, Task[Any]]:
+        """The registered name of a task's function and its template, if it can be stored."""
+        name = self.registry.name_of(task.fn)
+        if name is None:
+            raise NotRegistered(
+                f"{task.name} is not a registered task of durable queue {self.name!r}; "
+                "declare it with @queue.task at module level and submit that"
+            )
+        entry = self.registry.get(name)
+        assert entry is not None
+        template: Task[Any] = entry._template
+        if task._after is not None and task._after is not template._after:
+            raise NotSerializable(
+                "a durable task's after-callback cannot be stored; declare it on the task "
+                "function (@queue.task(after=...)) so every worker has it"
+            )
+        if task._rate_limit is not template._rate_limit:
+            raise ValueError(
+                "a rate limit holds for every call of a task: declare it on the task function "
+                "(@queue.task(rate_limit=...)), not on one call"
+            )
+        return name, template
+
+    def _record(self, task: Task[Any], name: str, now: float, options: str | None) -> Record:
+        """The record of a checked task: its encoded arguments, due time and keys."""
         payload = self._encode_args(task, name)
         run_at = now
         if task._not_before is not None:

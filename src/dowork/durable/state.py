@@ -194,6 +194,12 @@ class DurableState:
         self.settings = settings
         self.owns_backend = owns_backend  # built from a URL: closed at shutdown
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._init_leases()
+        self._init_outbox()
+        self._init_tasks()
+
+    def _init_leases(self) -> None:
+        """What this worker holds: leases, start marks, suspects."""
         self._claimed: dict[str, int] = {}  # id -> lease token
         self._lease_until: dict[str, float] = {}  # id -> when its lease lapses (store clock)
         self._begun: set[str] = set()  # claimed ids whose function started here
@@ -211,7 +217,10 @@ class DurableState:
         #: them out alone and nothing more is claimed while one is held, so a poison task
         #: cannot use up the crash budget of healthy tasks held next to it.
         self._suspects: set[str] = set()
-        self._alone_from = max(1, settings.crash_budget - 1)
+        self._alone_from = max(1, self.settings.crash_budget - 1)
+
+    def _init_outbox(self) -> None:
+        """Outcomes on their way to the store, and the handles that wait for them."""
         self._outbox: list[Settlement] = []
         #: Final outcomes on their way to the store, by ``id()`` of their ``Settlement`` (it
         #: stays in the outbox or in a batch until written): the task whose handle reports the
@@ -224,6 +233,9 @@ class DurableState:
         self._overtaken: set[Task[Any]] = set()
         #: Ids a stop at once handed back unfinished: no outcome of theirs is written here.
         self._handed_back: set[str] = set()
+
+    def _init_tasks(self) -> None:
+        """The background tasks, watched handles, held duplicates, clocks and counters."""
         self._flushing: asyncio.Task[None] | None = None
         self._fetcher: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
