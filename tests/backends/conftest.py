@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
 from dowork.backends import Backend, MemoryBackend, RedisBackend, SQLiteBackend
+from tests.redis_server import RedisServer
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -52,3 +53,14 @@ def backend_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[
         return SQLiteBackend(path, poll_interval=0.01)
 
     return make
+
+
+@pytest.fixture
+def own_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis of this test's own, free to reconfigure, restart, wipe or fill."""
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -29,17 +29,6 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def double(n: int) -> int:
     return 2 * n
-
-
-@pytest.fixture
-def own_server(tmp_path: Path) -> Iterator[RedisServer]:
-    """A Redis of this test's own, free to reconfigure, fill or restart."""
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def set_policy(server: RedisServer, policy: str, maxmemory: str = "100mb") -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +17,10 @@ import pytest
 
 import dowork
 from dowork import DurableSettings, FakeClock, Queue, TaskStatus
-from dowork.backends import Backend, MemoryBackend, Record, SQLiteBackend
+from dowork.backends import Backend, Record, SQLiteBackend
 from dowork.codec import MAX_DEPTH, check_depth
+from tests.durable.conftest import store_of
+from tests.durable.reads import records_of
 
 
 def nested(depth: int) -> Any:
@@ -36,31 +38,18 @@ def deep_json(depth: int) -> bytes:
 
 @pytest.fixture(params=["memory", "sqlite"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
-    if request.param == "memory":
-        return MemoryBackend()
-    return SQLiteBackend(tmp_path / "tasks.db", poll_interval=0.01)
+    return store_of(str(request.param), request, tmp_path)
 
 
 @pytest.fixture
-def queues() -> Iterator[Callable[..., Queue]]:
-    made: list[Queue] = []
+def queues(queues: Callable[..., Queue]) -> Callable[..., Queue]:
+    """The shared ``queues``, on a fake clock (at 1000) unless given a clock."""
 
     def make(backend: Backend | str, **options: Any) -> Queue:
-        options.setdefault("log", False)
         options.setdefault("clock", FakeClock(1000.0))
-        queue = Queue("jobs", backend=backend, **options)
-        made.append(queue)
-        return queue
+        return queues(backend, **options)
 
-    yield make
-    for queue in made:
-        queue.shutdown(timeout=2)
-
-
-def records_of(queue: Queue) -> dict[str, Record]:
-    backend = queue.backend
-    assert backend is not None
-    return {r.id: r for r in queue._engine.run_on_home(backend.list("jobs", limit=1000))}
+    return make
 
 
 def push(queue: Queue, records: list[Record]) -> None:

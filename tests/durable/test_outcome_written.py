@@ -12,7 +12,7 @@ import asyncio
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ import pytest
 
 import dowork
 from dowork import DurableSettings, Queue, TaskStatus
-from dowork.backends import Backend, MemoryBackend, RedisBackend, Settlement, SQLiteBackend
+from dowork.backends import Settlement, SQLiteBackend
 from dowork.durable import DurableSource
 from dowork.errors import (
     BackendUnavailable,
@@ -34,38 +34,6 @@ WAIT = 20.0
 pytestmark = pytest.mark.realtime
 
 FINAL = (TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.DEAD)
-
-
-@pytest.fixture(params=["memory", "sqlite", "redis"])
-def kind(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
-def stores(
-    request: pytest.FixtureRequest, tmp_path: Path, kind: str
-) -> Iterator[Callable[..., Queue]]:
-    """``make(**options)``: a queue on its own connection to one shared store (a process)."""
-    made: list[Queue] = []
-    shared = MemoryBackend()
-    prefix = f"dowork:w{uuid.uuid4().hex[:10]}"
-
-    def make(**options: Any) -> Queue:
-        options.setdefault("log", False)
-        backend: Backend
-        if kind == "memory":
-            backend = shared
-        elif kind == "sqlite":
-            backend = SQLiteBackend(tmp_path / "tasks.db", poll_interval=0.01)
-        else:
-            backend = RedisBackend(request.getfixturevalue("redis_server").url, prefix=prefix)
-        queue = Queue("jobs", backend=backend, **options)
-        made.append(queue)
-        return queue
-
-    yield make
-    for queue in made:
-        queue.shutdown(timeout=5)
 
 
 def stored(reader: Queue, task_id: str) -> TaskStatus | None:
@@ -418,13 +386,13 @@ def test_an_outcome_the_store_refused_gives_way_to_the_one_it_keeps(tmp_path: Pa
 
 
 def test_asubmit_hands_the_caller_the_handle_its_worker_runs(
-    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+    durable_kind: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     """A task this process's worker claims before ``asubmit()``'s push returned still runs
     the caller's handle: its exception is the real one, not a reading of the stored text."""
-    if kind == "memory":
+    if durable_kind == "memory":
         url = "memory://"
-    elif kind == "sqlite":
+    elif durable_kind == "sqlite":
         url = f"sqlite:///{tmp_path / 'a.db'}"
     else:
         server = request.getfixturevalue("redis_server")

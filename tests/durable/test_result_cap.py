@@ -3,50 +3,18 @@ SQLite and Redis); in-memory queues, which encode nothing, have none."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 import dowork
 from dowork import DurableSettings, FakeClock, Queue, TaskStatus
-from dowork.backends import Backend, MemoryBackend, Record, RedisBackend, SQLiteBackend
+from dowork.backends import Backend
 from dowork.errors import ResultTooLarge
+from tests.durable.reads import records_of
 
 KEY = "a-test-key-of-32-bytes-for-hmac!"
-
-
-@pytest.fixture(params=["memory", "sqlite", "redis"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
-    if request.param == "memory":
-        return MemoryBackend()
-    if request.param == "sqlite":
-        return SQLiteBackend(tmp_path / "tasks.db", poll_interval=0.01)
-    url = request.getfixturevalue("redis_server").url
-    return RedisBackend(url, prefix=f"dowork:t{uuid.uuid4().hex[:10]}")
-
-
-@pytest.fixture
-def queues() -> Iterator[Callable[..., Queue]]:
-    made: list[Queue] = []
-
-    def make(backend: Backend | str, **options: Any) -> Queue:
-        options.setdefault("log", False)
-        queue = Queue("jobs", backend=backend, **options)
-        made.append(queue)
-        return queue
-
-    yield make
-    for queue in made:
-        queue.shutdown(timeout=2)
-
-
-def records_of(queue: Queue) -> dict[str, Record]:
-    backend = queue.backend
-    assert backend is not None
-    return {r.id: r for r in queue._engine.run_on_home(backend.list("jobs", limit=1000))}
 
 
 # -- the result cap -----------------------------------------------------------------------------

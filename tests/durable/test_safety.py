@@ -13,8 +13,7 @@ import subprocess
 import sys
 import textwrap
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,45 +21,14 @@ import pytest
 
 import dowork
 from dowork import DurableSettings, FakeClock, Queue, TaskStatus
-from dowork.backends import Backend, MemoryBackend, Record, RedisBackend, SQLiteBackend
+from dowork.backends import Backend, Record, SQLiteBackend
 from dowork.codec import JSONCodec, PickleCodec
 from dowork.durable import DurableSource
 from dowork.errors import BackendBusy, BackendFull, DecodeError, PayloadTooLarge
 from tests.backends.test_safety import Retention
+from tests.durable.reads import records_in
 
 KEY = "a-test-key-of-32-bytes-for-hmac!"
-
-
-@pytest.fixture(params=["memory", "sqlite", "redis"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
-    """A fresh backend of each kind (Redis: a clean key prefix on the session's server)."""
-    if request.param == "memory":
-        return MemoryBackend()
-    if request.param == "sqlite":
-        return SQLiteBackend(tmp_path / "tasks.db", poll_interval=0.01)
-    url = request.getfixturevalue("redis_server").url
-    return RedisBackend(url, prefix=f"dowork:t{uuid.uuid4().hex[:10]}")
-
-
-@pytest.fixture
-def queues() -> Iterator[Callable[..., Queue]]:
-    made: list[Queue] = []
-
-    def make(backend: Backend | str, **options: Any) -> Queue:
-        options.setdefault("log", False)
-        queue = Queue("jobs", backend=backend, **options)
-        made.append(queue)
-        return queue
-
-    yield make
-    for queue in made:
-        queue.shutdown(timeout=2)
-
-
-def records_in(queue: Queue) -> list[Record]:
-    backend = queue.backend
-    assert backend is not None
-    return queue._engine.run_on_home(backend.list("jobs", limit=1000))
 
 
 def echo(value: Any) -> Any:

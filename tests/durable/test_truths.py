@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,20 +17,11 @@ import pytest
 
 import dowork
 from dowork import DurableSettings, FakeClock, Queue, TaskStatus
-from dowork.backends import Backend, MemoryBackend, RedisBackend, SQLiteBackend
 from dowork.durable import DurableSource
+from tests.durable.conftest import store_of
 from tests.upkeep import reap
 
 WAIT = 20.0
-
-
-def _store(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
-    if kind == "memory":
-        return MemoryBackend()
-    if kind == "sqlite":
-        return SQLiteBackend(tmp_path / "tasks.db", poll_interval=0.01)
-    url = request.getfixturevalue("redis_server").url
-    return RedisBackend(url, prefix=f"dowork:t{uuid.uuid4().hex[:10]}")
 
 
 @pytest.fixture(params=["inprocess", "memory", "sqlite", "redis"])
@@ -47,7 +37,7 @@ def queues(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[
     def make(kind: str, **options: Any) -> Queue:
         options.setdefault("log", False)
         if kind != "inprocess":
-            options["backend"] = _store(kind, request, tmp_path)
+            options["backend"] = store_of(kind, request, tmp_path)
         queue = Queue("jobs", **options)
         made.append(queue)
         return queue
@@ -56,37 +46,6 @@ def queues(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[
     for queue in made:
         if queue.running or queue.durable:
             queue.shutdown(timeout=2)
-
-
-@pytest.fixture(params=["memory", "sqlite", "redis"])
-def durable_kind(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
-def handles(
-    request: pytest.FixtureRequest, tmp_path: Path, durable_kind: str
-) -> Iterator[Callable[..., Queue]]:
-    """``make(**options)``: a queue on its own handle of one shared store (like a process)."""
-    made: list[Queue] = []
-    shared = MemoryBackend()
-    prefix = f"dowork:t{uuid.uuid4().hex[:10]}"
-
-    def make(**options: Any) -> Queue:
-        options.setdefault("log", False)
-        if durable_kind == "memory":
-            backend: Backend = shared
-        elif durable_kind == "sqlite":
-            backend = SQLiteBackend(tmp_path / "tasks.db", poll_interval=0.01)
-        else:
-            backend = RedisBackend(request.getfixturevalue("redis_server").url, prefix=prefix)
-        queue = Queue("jobs", backend=backend, **options)
-        made.append(queue)
-        return queue
-
-    yield make
-    for queue in made:
-        queue.shutdown(timeout=2)
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = WAIT) -> None:
@@ -236,9 +195,9 @@ def work(n: int) -> int:
 
 
 def test_a_handle_whose_result_was_not_kept_raises_task_gone(
-    handles: Callable[..., Queue],
+    stores: Callable[..., Queue],
 ) -> None:
-    producer, worker = handles(), handles()
+    producer, worker = stores(), stores()
     producer.task(name="work", keep_result=0)(work)
     worker.task(name="work", keep_result=0)(work)
     registered = producer.registry.get("work")
@@ -257,9 +216,9 @@ def test_a_handle_whose_result_was_not_kept_raises_task_gone(
 
 
 def test_a_handle_whose_record_was_wiped_raises_task_gone(
-    handles: Callable[..., Queue],
+    stores: Callable[..., Queue],
 ) -> None:
-    producer, admin = handles(), handles()
+    producer, admin = stores(), stores()
     fn = producer.task(name="work")(work)
     handle = fn.submit(1)
     backend = admin.backend
@@ -270,9 +229,9 @@ def test_a_handle_whose_record_was_wiped_raises_task_gone(
 
 
 def test_a_task_submitted_from_a_task_is_not_taken_for_gone(
-    handles: Callable[..., Queue],
+    stores: Callable[..., Queue],
 ) -> None:
-    queue = handles()
+    queue = stores()
     child = queue.task(name="child")(work)
     inner: list[dowork.Task[int]] = []
 
@@ -290,9 +249,9 @@ def test_a_task_submitted_from_a_task_is_not_taken_for_gone(
 
 
 def test_counts_are_exact_with_thousands_submitted_one_at_a_time(
-    handles: Callable[..., Queue],
+    stores: Callable[..., Queue],
 ) -> None:
-    queue = handles()
+    queue = stores()
     fn = queue.task(name="work")(work)
     for n in range(5000):  # submit(): on Redis each goes to the queue's inbox
         fn.submit(n)
@@ -308,10 +267,10 @@ def test_counts_are_exact_with_thousands_submitted_one_at_a_time(
 # -- c) retries start on time -------------------------------------------------------------------
 
 
-def test_a_retry_starts_on_time_at_an_idle_worker(handles: Callable[..., Queue]) -> None:
+def test_a_retry_starts_on_time_at_an_idle_worker(stores: Callable[..., Queue]) -> None:
     """An idle worker waits for a push or its next maintenance (10 s here); a retry written
     meanwhile must still start when due (0.2 s later), not at the maintenance."""
-    queue = handles(durable=DurableSettings(lease=60, maintenance=10))
+    queue = stores(durable=DurableSettings(lease=60, maintenance=10))
     starts: list[float] = []
 
     @queue.task(name="flaky", retries=2, backoff="fixed", base_delay=0.2, jitter=False)
@@ -333,11 +292,11 @@ def test_a_retry_starts_on_time_at_an_idle_worker(handles: Callable[..., Queue])
 
 
 def test_an_id_claimed_again_while_it_runs_here_waits_for_that_run(
-    handles: Callable[..., Queue], durable_kind: str
+    stores: Callable[..., Queue], durable_kind: str
 ) -> None:
     """The store hands a running task out again (its lease was taken for expired): the
     worker holding it holds the new claim, its lease renewed, until the first run ended."""
-    queue, admin = handles(durable=DurableSettings(lease=4, maintenance=0.5)), handles()
+    queue, admin = stores(durable=DurableSettings(lease=4, maintenance=0.5)), stores()
     gate = threading.Event()
     lock = threading.Lock()
     running: list[int] = []
@@ -382,9 +341,9 @@ def test_an_id_claimed_again_while_it_runs_here_waits_for_that_run(
 
 
 def test_a_held_claim_is_handed_back_when_the_worker_stops_at_once(
-    handles: Callable[..., Queue],
+    stores: Callable[..., Queue],
 ) -> None:
-    queue, admin = handles(durable=DurableSettings(lease=4, maintenance=0.5)), handles()
+    queue, admin = stores(durable=DurableSettings(lease=4, maintenance=0.5)), stores()
     gate, started = threading.Event(), threading.Event()
 
     @queue.task(name="slow")
