@@ -9,7 +9,7 @@ local rec = redis.call('HMGET', key, 'status', 'queue', 'seq', 'created_at', 'pr
 local status, queue = rec[1], rec[2]
 if not status then return 'unknown' end
 if WAITING[status] and not (queue and rec[3] and seq_ok(rec[3]) and decimal(rec[4])
-    and (not rec[5] or LEVELS[rec[5]])) then
+    and (not rec[5] or level_ok(rec[5]))) then
     return 'unknown'  -- (a record changed by hand: the next claim dead-letters it)
 end
 if WAITING[status] then

@@ -27,7 +27,7 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', running, '-inf', '(' .. now)) do
         if not (rec[2] and seq_ok(rec[2])) then why = 'seq is missing or not 16 hex digits'
         elseif not decimal(rec[3]) then why = 'created_at is not a number'
         elseif rec[4] and not decimal(rec[4]) then why = 'run_at is ' .. shown(rec[4])
-        elseif rec[5] and not LEVELS[rec[5]] then why = 'priority is ' .. shown(rec[5])
+        elseif rec[5] and not level_ok(rec[5]) then why = 'priority is ' .. shown(rec[5])
         elseif rec[7] and not count_ok(rec[7]) then why = 'crashes is ' .. shown(rec[7])
         elseif not (rec[8] and count_ok(rec[8])) then why = 'attempts is not a count'
         elseif rec[9] and not tokens_ok(rec[9]) then why = 'charged is ' .. shown(rec[9])

@@ -12,7 +12,7 @@ for i = 1, tonumber(ARGV[3]) do
     local status, queue = rec[1], rec[2]
     local readable = queue and rec[3] and seq_ok(rec[3]) and decimal(rec[4])
         and (decimal(rec[5]) or rec[5] == 'inf')  -- (call_at(inf): never, unless released)
-        and (not rec[6] or LEVELS[rec[6]])  -- (else left alone: the next claim buries it)
+        and (not rec[6] or level_ok(rec[6]))  -- (else left alone: the next claim buries it)
     if readable and WAITING[status] and tonumber(rec[5]) > tonumber(now) then
         local m = member(rec[3], id)
         local new = status == 'scheduled' and 'pending' or status

@@ -12,7 +12,7 @@ for i = 1, tonumber(ARGV[3]) do
         'concurrency_key')
     local status, queue = rec[1], rec[2]
     local readable = queue and rec[3] and seq_ok(rec[3]) and decimal(rec[4])
-        and (not rec[5] or LEVELS[rec[5]])  -- (else left alone: changed by hand)
+        and (not rec[5] or level_ok(rec[5]))  -- (else left alone: changed by hand)
     if readable and (status == 'failed' or status == 'cancelled' or status == 'dead') then
         local m = member(rec[3], id)
         redis.call('HSET', key, 'status', 'pending', 'run_at', now, 'updated_at', now,

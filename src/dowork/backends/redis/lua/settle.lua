@@ -8,15 +8,15 @@
 --#include prelude
 
 local function body()
-local refused, accepted, leases, broken = {}, {}, {}, {}
+local refused, leases, broken = {}, {}, {}
 -- A settlement for token, whose lapsed lease the reaper charged as a crash (its token is in
--- the charged field, rec[9]): its worker was alive, so the charge moves to lost; and if no
--- lease was granted since and the record waits or was dead-lettered for crashes, the
--- outcome applies after all: the record is made running again (rec[1]) for it. Returns
--- whether it applies. A record whose fields cannot be read is left alone (a claim buries it).
-local function late(id, token, rec)
+-- the charged field): its worker was alive, so the charge moves to lost; and if no lease was
+-- granted since and the record waits or was dead-lettered for crashes, the outcome applies
+-- after all: the record is made running again (rec[1]) for it. Returns whether it applies.
+-- A record whose fields cannot be read is left alone (a claim buries it).
+local function late(id, token, rec, charged)
     local kept, found = {}, false
-    for t in string.gmatch(rec[9], '[^,]+') do
+    for t in string.gmatch(charged, '[^,]+') do
         if not found and t == token then found = true else kept[#kept + 1] = t end
     end
     if not found then return false end
@@ -24,7 +24,7 @@ local function late(id, token, rec)
     local more = redis.call('HMGET', key, 'crashes', 'lost', 'reason', 'priority', 'run_at')
     if not (more[1] and count_ok(more[1]) and tonumber(more[1]) > 0)
         or (more[2] and not count_ok(more[2])) or not (rec[4] and seq_ok(rec[4]))
-        or not decimal(rec[5]) or (more[4] and not LEVELS[more[4]])
+        or not decimal(rec[5]) or (more[4] and not level_ok(more[4]))
     then
         return false
     end
@@ -57,22 +57,45 @@ local function late(id, token, rec)
     redis.call('HSET', key, unpack(fields))
     return revive
 end
+-- The checks of the hot path, made the cheap way. A stored time is a decimal (see decimal)
+-- without strtod when plain, as repr writes a time; the last one that passed is known (a
+-- batch's records often share their created_at). The times a settlement sends are repr's of
+-- floats (num in records.py), decimals unless nan or +-inf.
+local find = string.find
+local known = nil
+local function time_ok(s)
+    if s == known then return true end
+    if s and (#s <= 40 and find(s, '^%d+%.?%d*$') or decimal(s)) then
+        known = s
+        return true
+    end
+    return false
+end
+local function sent_ok(s) return s ~= 'nan' and s ~= 'inf' and s ~= '-inf' end
+-- The settlements to write (their first argument, record and key), and the leases to end,
+-- by queue (the last queue's list at hand).
+local ok_b, ok_rec, ok_key, n = {}, {}, {}, 0
+local taskp, lastq, ended = P .. 'task:', nil, nil
 for i = 0, tonumber(ARGV[2]) - 1 do
     local b = 3 + i * 12
     local id, token, outcome = ARGV[b], ARGV[b + 1], ARGV[b + 2]
-    local rec = redis.call('HMGET', tkey(id), 'status', 'attempts', 'queue', 'seq',
-        'created_at', 'error', 'history', 'concurrency_key', 'charged', 'started')
-    local ok = LEASED[rec[1]] and tonumber(rec[2]) == tonumber(token) and rec[3]
-    if not ok and outcome ~= 'started' and rec[3] and rec[9] and tokens_ok(rec[9]) then
-        ok = late(id, token, rec)
+    local key = taskp .. id
+    local rec = redis.call('HMGET', key, 'status', 'attempts', 'queue', 'seq', 'created_at',
+        'error', 'history', 'concurrency_key', 'started')
+    -- (the token as stored, or the same number written another way)
+    local ok = LEASED[rec[1]] and (rec[2] == token or tonumber(rec[2]) == tonumber(token))
+        and rec[3]
+    if not ok and outcome ~= 'started' and rec[3] then  -- (charged: read only now)
+        local charged = redis.call('HGET', key, 'charged')
+        if charged and tokens_ok(charged) then ok = late(id, token, rec, charged) end
     end
     if not ok then
         refused[#refused + 1] = id
     elseif outcome == 'started' then  -- (a running record: started already, nothing to do)
-        if rec[1] == 'reserved' and ARGV[b + 11] == '1' and (not rec[10] or count_ok(rec[10]))
+        if rec[1] == 'reserved' and ARGV[b + 11] == '1' and (not rec[9] or count_ok(rec[9]))
         then
-            redis.call('HSET', tkey(id), 'status', 'running',
-                'started', string.format('%d', tonumber(rec[10] or '0') + 1))
+            redis.call('HSET', key, 'status', 'running',
+                'started', string.format('%d', tonumber(rec[9] or '0') + 1))
             move(rec[3], nil, nil, 'reserved', 'running')
         end
     else
@@ -80,20 +103,33 @@ for i = 0, tonumber(ARGV[2]) - 1 do
         -- outcome's times that cannot be used are replaced by now.
         local why = nil
         if outcome == 'retrying' then  -- (a finished task needs no priority: an absent
-            rec[11] = redis.call('HGET', tkey(id), 'priority')  -- field costs a hash scan)
+            rec[11] = redis.call('HGET', key, 'priority')  -- field costs a hash scan)
         end
-        if not (rec[4] and seq_ok(rec[4])) then why = 'seq is missing or not 16 hex digits'
-        elseif not decimal(rec[5]) then why = 'created_at is not a number'
-        elseif rec[11] and not LEVELS[rec[11]] then why = 'priority is ' .. shown(rec[11])
-        elseif rec[10] and not count_ok(rec[10]) then why = 'started is ' .. shown(rec[10]) end
-        if not decimal(ARGV[b + 4]) then ARGV[b + 4] = ARGV[b + 3] end
-        if ARGV[b + 8] ~= '' and not decimal(ARGV[b + 8]) then ARGV[b + 8] = ARGV[b + 3] end
+        local seq, started = rec[4], rec[9]
+        if not (seq and #seq == 16 and find(seq, '^[0-9a-f]+$')) then  -- (seq_ok)
+            why = 'seq is missing or not 16 hex digits'
+        elseif not time_ok(rec[5]) then why = 'created_at is not a number'
+        elseif rec[11] and not level_ok(rec[11]) then why = 'priority is ' .. shown(rec[11])
+        elseif started and started ~= '0' and (#started > 15 or not find(started, '^%d+$'))
+        then  -- (count_ok)
+            why = 'started is ' .. shown(started)
+        end
+        -- (run_at is used by a retry only)
+        if outcome == 'retrying' and not sent_ok(ARGV[b + 4]) then ARGV[b + 4] = ARGV[b + 3] end
+        if ARGV[b + 8] ~= '' and not sent_ok(ARGV[b + 8]) then ARGV[b + 8] = ARGV[b + 3] end
         if why then
             broken[#broken + 1] = {b, rec, why}
         else
-            accepted[#accepted + 1] = {b, rec}
+            n = n + 1
+            ok_b[n], ok_rec[n], ok_key[n] = b, rec, key
         end
-        gather(leases, qkey(rec[3], 'running'), id)
+        if rec[3] ~= lastq then
+            lastq = rec[3]
+            local running = qkey(lastq, 'running')
+            ended = leases[running]
+            if not ended then ended = {}; leases[running] = ended end
+        end
+        ended[#ended + 1] = id
     end
 end
 -- The leases go first: a write that frees memory, after which Redis lets this script finish
@@ -107,64 +143,89 @@ for _, a in ipairs(broken) do
     local expires = ARGV[b + 8] ~= '' and ARGV[b + 8] or now
     bury(rec[3], id, m, {created_at = rec[5]}, a[3], rec[1], now, expires)
 end
-for _, a in ipairs(accepted) do
-    local b, rec = a[1], a[2]
+-- The moves of a run of records of one queue between the same two statuses are gathered as
+-- one (see move): the run's count, and the list of its listing at hand.
+local expiring, mq, mold, mnew, moved, listing = {}, nil, nil, nil, 0, nil
+local function moves_end()
+    if moved > 0 then
+        count(mq, mold, -moved)
+        count(mq, mnew, moved)
+    end
+end
+for j = 1, n do
+    local b, rec, key = ok_b[j], ok_rec[j], ok_key[j]
     local id, status, now = ARGV[b], ARGV[b + 2], ARGV[b + 3]
-    local key = tkey(id)
-    do
-        local queue, m = rec[3], member(rec[4], id)
-        local err = ARGV[b + 5]
-        running_key(queue, rec[8], -1)
-        if ARGV[b + 8] == '' and status ~= 'retrying' then
-            redis.call('DEL', key)
-            forget(queue, rec[1], m)
-        else
-            if err == '' and rec[6] then redis.call('HDEL', key, 'error') end
-            local fields = {'status', status, 'updated_at', now}
-            if err ~= '' then
-                fields[#fields + 1] = 'error'
-                fields[#fields + 1] = string.sub(err, 2)
-            end
-            if status == 'retrying' then
-                fields[#fields + 1] = 'run_at'
-                fields[#fields + 1] = ARGV[b + 4]
-                if ARGV[b + 9] ~= '' then
-                    fields[#fields + 1] = 'payload'
-                    fields[#fields + 1] = string.sub(ARGV[b + 9], 2)
-                end
-                local p = rec[11]
-                if rec[8] then  -- (a lane's earliest run_at is read now: no gathering)
-                    redis.call('ZADD', zkey(queue, p, rec[8]), ARGV[b + 4], m)
-                else
-                    gather(ZADDS, wkey(queue, p), ARGV[b + 4], m)
-                end
-                entered(queue, p, rec[8], ARGV[b + 4])
-            else
-                fields[#fields + 1] = 'finished_at'
-                fields[#fields + 1] = now
-                fields[#fields + 1] = 'expires_at'
-                fields[#fields + 1] = ARGV[b + 8]
-                if ARGV[b + 6] ~= '' then
-                    fields[#fields + 1] = 'reason'
-                    fields[#fields + 1] = string.sub(ARGV[b + 6], 2)
-                end
-                if ARGV[b + 7] ~= '' then
-                    fields[#fields + 1] = 'result'
-                    fields[#fields + 1] = string.sub(ARGV[b + 7], 2)
-                end
-                gather(ZADDS, P .. 'expiry', ARGV[b + 8], id)
-            end
-            if ARGV[b + 10] ~= '' then
-                fields[#fields + 1] = 'history'
-                fields[#fields + 1] = (rec[7] or '') .. string.sub(ARGV[b + 10], 2) .. '\n'
-            end
-            if rec[1] == 'reserved' and ARGV[b + 11] == '1' then  -- its start counts too
-                fields[#fields + 1] = 'started'
-                fields[#fields + 1] = string.format('%d', tonumber(rec[10] or '0') + 1)
-            end
-            redis.call('HSET', key, unpack(fields))
-            move(queue, m, rec[5], rec[1], status)
+    local queue, m = rec[3], rec[4] .. ':' .. id  -- (member)
+    local err = ARGV[b + 5]
+    if rec[8] then running_key(queue, rec[8], -1) end
+    if ARGV[b + 8] == '' and status ~= 'retrying' then
+        redis.call('DEL', key)
+        forget(queue, rec[1], m)
+    else
+        if err == '' and rec[6] then redis.call('HDEL', key, 'error') end
+        local fields, f = {'status', status, 'updated_at', now}, 4
+        if err ~= '' then
+            fields[5], fields[6], f = 'error', string.sub(err, 2), 6
         end
+        if status == 'retrying' then
+            fields[f + 1], fields[f + 2], f = 'run_at', ARGV[b + 4], f + 2
+            if ARGV[b + 9] ~= '' then
+                fields[f + 1], fields[f + 2], f = 'payload', string.sub(ARGV[b + 9], 2), f + 2
+            end
+            local p = rec[11]
+            if rec[8] then  -- (a lane's earliest run_at is read now: no gathering)
+                redis.call('ZADD', zkey(queue, p, rec[8]), ARGV[b + 4], m)
+            else
+                gather(ZADDS, wkey(queue, p), ARGV[b + 4], m)
+            end
+            entered(queue, p, rec[8], ARGV[b + 4])
+        else
+            fields[f + 1], fields[f + 2], fields[f + 3], fields[f + 4] =
+                'finished_at', now, 'expires_at', ARGV[b + 8]
+            f = f + 4
+            if ARGV[b + 6] ~= '' then
+                fields[f + 1], fields[f + 2], f = 'reason', string.sub(ARGV[b + 6], 2), f + 2
+            end
+            if ARGV[b + 7] ~= '' then
+                fields[f + 1], fields[f + 2], f = 'result', string.sub(ARGV[b + 7], 2), f + 2
+            end
+            expiring[#expiring + 1] = ARGV[b + 8]
+            expiring[#expiring + 1] = id
+        end
+        if ARGV[b + 10] ~= '' then
+            fields[f + 1] = 'history'
+            fields[f + 2] = (rec[7] or '') .. string.sub(ARGV[b + 10], 2) .. '\n'
+            f = f + 2
+        end
+        if rec[1] == 'reserved' and ARGV[b + 11] == '1' then  -- its start counts too
+            local started = rec[9]
+            fields[f + 1] = 'started'
+            fields[f + 2] = (not started or started == '0') and '1'
+                or string.format('%d', tonumber(started) + 1)
+        end
+        redis.call('HSET', key, unpack(fields))
+        if queue ~= mq or rec[1] ~= mold or status ~= mnew then  -- (move, gathered)
+            moves_end()
+            mq, mold, mnew, moved = queue, rec[1], status, 0
+            listing = nil
+            if not LEASED[status] then  -- (rec[1] is leased: listed in no created.S)
+                local created = qkey(queue, 'created.' .. status)
+                listing = ZADDS[created]
+                if not listing then listing = {}; ZADDS[created] = listing end
+            end
+        end
+        moved = moved + 1
+        if listing then
+            listing[#listing + 1] = rec[5]
+            listing[#listing + 1] = m
+        end
+    end
+end
+moves_end()
+if #expiring > 0 then
+    local list = ZADDS[P .. 'expiry']
+    if not list then ZADDS[P .. 'expiry'] = expiring else
+        for _, v in ipairs(expiring) do list[#list + 1] = v end
     end
 end
 return refused

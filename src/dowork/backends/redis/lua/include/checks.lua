@@ -10,15 +10,13 @@
 -- tonumber alone takes "nan", "inf", "0x1f" and spaces, which Redis and Python refuse.
 local function decimal(s)
     local x = tonumber(s)
-    if not x or x ~= x or x == math.huge or x == -math.huge or #s > 40
-        or string.find(s, '[^0-9.eE+-]')  -- (spaces, hex, "inf", "nan")
-    then
-        return nil
+    if x and x - x == 0 and #s <= 40 and string.find(s, '^[0-9.eE+-]+$') then  -- (finite)
+        return x
     end
-    return x
+    return nil
 end
 local function count_ok(s) return #s <= 15 and string.find(s, '^%d+$') ~= nil end
-local function seq_ok(s) return #s == 16 and not string.find(s, '[^0-9a-f]') end
+local function seq_ok(s) return #s == 16 and string.find(s, '^[0-9a-f]+$') ~= nil end
 local STATUSES = {pending = true, scheduled = true, retrying = true, reserved = true,
     running = true, succeeded = true, failed = true, cancelled = true, dead = true}
 -- The statuses of a leased task (claimed: reserved until its function starts, then running);
@@ -26,19 +24,15 @@ local STATUSES = {pending = true, scheduled = true, retrying = true, reserved = 
 local LEASED = {reserved = true, running = true}
 -- A list of at most 16 lease tokens (see charge).
 local function tokens_ok(s) return #s <= 16 * 16 and string.find(s, '^[%d,]*$') ~= nil end
-local LEVELS = {}
-for p = -9, 9 do LEVELS[tostring(p)] = true end
--- The stored fields a worker reads, and what each must hold when present (see NEEDED).
-local CHECKS = {
-    status = function(s) return STATUSES[s] end,
-    run_at = decimal, created_at = decimal, updated_at = decimal, finished_at = decimal,
-    slot = decimal,
-    attempts = count_ok, crashes = count_ok, started = count_ok, lost = count_ok,
-    charged = tokens_ok,
-    priority = function(s) return LEVELS[s] end,
-    seq = seq_ok,
-}
+-- A priority: -9 to 9. (Tables are built at every run of a script, so the checks that only
+-- a bad record needs are functions, or built when first needed: see unreadable.)
+local function level_ok(s)
+    return s == '0' or #s <= 2 and string.find(s, '^%-?[1-9]$') ~= nil
+end
+-- The stored fields a worker reads (NEEDED must be there), and what each must hold when
+-- present (CHECKS, built by unreadable).
 local NEEDED = {'id', 'queue', 'name', 'payload', 'status', 'run_at', 'created_at', 'seq'}
+local CHECKS, NEED = nil, nil
 -- A HGETALL list as a table of fields.
 local function fields(h)
     local v = {}
@@ -51,12 +45,23 @@ local function shown(s)
     if #s > 40 then cut = cut .. '...' end
     return "'" .. cut .. "'"
 end
-local NEED = {}
-for _, f in ipairs(NEEDED) do NEED[f] = true end
 -- Why the record (HGETALL list h) of id in queue cannot be read, or nil if it can: one pass
 -- over its fields (a claim reads every record it hands out). A record made of a malformed
 -- inbox entry says why in its malformed field (see inbox_put).
 local function unreadable(h, id, queue)
+    if not CHECKS then
+        CHECKS = {
+            status = function(v) return STATUSES[v] end,
+            run_at = decimal, created_at = decimal, updated_at = decimal, finished_at = decimal,
+            slot = decimal,
+            attempts = count_ok, crashes = count_ok, started = count_ok, lost = count_ok,
+            charged = tokens_ok,
+            priority = level_ok,
+            seq = seq_ok,
+        }
+        NEED = {}
+        for _, f in ipairs(NEEDED) do NEED[f] = true end
+    end
     local got = 0
     for j = 1, #h, 2 do
         local f, s = h[j], h[j + 1]
