@@ -36,11 +36,12 @@ class Starts(DurableState):
                 return  # given up: its lease lapsed, the store hands it out again
             self.engine.core_launch(task)
             return
-        if self._lease_left(task_id) <= 0:
+        left = self._lease_left(task_id)
+        if left <= 0:
             self._log_lapsed(task_id)
             self._drop(task_id, in_line=False)
             return
-        task._start_by = time.monotonic() + self._lease_left(task_id)
+        task._start_by = time.monotonic() + left
         if task_id in self._store_first:
             self._store_first.discard(task_id)
             self.engine._hold(task)

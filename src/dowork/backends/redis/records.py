@@ -68,6 +68,13 @@ def _float(value: bytes | None) -> float | None:
     return None if value is None else float(value)
 
 
+#: The fields of a task hash as ``push.lua`` and the inbox write a plain task (``seq`` is the
+#: store's own), with and without options: ``decode_record`` builds such a record at once.
+_PUSHED = frozenset([b"id", b"queue", b"name", b"payload", b"run_at", b"created_at", b"status",
+                     b"seq"])  # fmt: skip
+_PUSHED_OPTIONS = _PUSHED | {b"options"}
+
+
 def decode_record(flat: Sequence[bytes] | dict[bytes, bytes]) -> Record:
     """Build a record from a task hash (an HGETALL dict, or the flat list a script returns).
 
@@ -77,6 +84,8 @@ def decode_record(flat: Sequence[bytes] | dict[bytes, bytes]) -> Record:
     claim counted as one.
     """
     h = flat if isinstance(flat, dict) else dict(zip(flat[::2], flat[1::2], strict=True))
+    if h.keys() in (_PUSHED, _PUSHED_OPTIONS):
+        return _as_pushed(h)
     status = h[b"status"].decode()
     running = status in LEASED
     created_at = float(h[b"created_at"])
@@ -110,6 +119,22 @@ def decode_record(flat: Sequence[bytes] | dict[bytes, bytes]) -> Record:
         priority=int(h.get(b"priority", 0)),
         concurrency_key=_str(h.get(b"concurrency_key")),
         slot=_float(h.get(b"slot")),
+    )
+
+
+def _as_pushed(h: dict[bytes, bytes]) -> Record:
+    """``decode_record`` of a hash as pushed: every field it lacks at its default."""
+    created_at = float(h[b"created_at"])
+    return Record(
+        id=h[b"id"].decode("utf-8", "surrogatepass"),
+        queue=h[b"queue"].decode("utf-8", "surrogatepass"),
+        name=h[b"name"].decode("utf-8", "surrogatepass"),
+        payload=h[b"payload"],
+        run_at=float(h[b"run_at"]),
+        created_at=created_at,
+        status=h[b"status"].decode(),
+        options=_str(h.get(b"options")),
+        updated_at=created_at,
     )
 
 
