@@ -376,7 +376,8 @@ class DoworkAdapter(Adapter):
         while True:
             counts = self.observer_loop.run_until_complete(self.observer.counts("bench"))
             if self.keep_result == 0:
-                if not any(counts.get(s) for s in ("pending", "scheduled", "retrying", "running")):
+                unsettled = ("pending", "scheduled", "retrying", "reserved", "running")
+                if not any(counts.get(s) for s in unsettled):
                     return
             elif counts.get("succeeded", 0) >= self.n:
                 return
