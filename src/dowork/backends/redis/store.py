@@ -72,9 +72,11 @@ class RedisStore(Producer, Fetcher):
         else:
             keep = self._retention(s.outcome, s.keep)
             status, expires = _FINAL[s.outcome], (num(s.now + keep) if keep > 0 else "")
+        error, reason, payload = s.error, s.reason, s.payload  # (mostly None: no opt call)
         return [
-            utf8(s.id), s.token, status, num(s.now), num(s.run_at), opt(s.error),
-            opt(s.reason), opt(s.result), expires, opt(s.payload), opt(s.attempt),
+            utf8(s.id), s.token, status, num(s.now), num(s.run_at),
+            b"" if error is None else opt(error), b"" if reason is None else opt(reason),
+            opt(s.result), expires, b"" if payload is None else opt(payload), opt(s.attempt),
             "1" if s.ran else "",
         ]  # fmt: skip
 

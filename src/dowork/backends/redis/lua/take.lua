@@ -10,8 +10,7 @@ local P, queue, e, owner, lease, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[
 local q = P .. 'q:' .. queue .. ':'
 local f = inbox_fields(e)
 if redis.call('LREM', q .. 'taken', 1, e) == 1 then
-    if inbox_taken(queue, e, owner, lease) ~= 'running' then return 0 end  -- (garbage)
-    redis.call('HSET', P .. 'task:' .. f[1], 'updated_at', now)
+    if inbox_taken(queue, e, owner, lease, now, f) ~= 'running' then return 0 end  -- (garbage)
     return 1
 end
 if not f then return 0 end

@@ -6,8 +6,8 @@
 -- Needs only P.
 --#include checks
 
--- An entry: "r" id NUL name NUL created_at NUL options ("" or "=" json) NUL payload; nil if
--- malformed.
+-- An entry: "r" id NUL name NUL created_at NUL options ("" or "=" json) NUL payload, then
+-- created_at as a number; nil if malformed.
 local function inbox_fields(e)
     if string.sub(e, 1, 1) ~= 'r' then return nil end
     local f, pos = {}, 2
@@ -18,23 +18,27 @@ local function inbox_fields(e)
         pos = z + 1
     end
     f[5] = string.sub(e, pos)
-    if f[1] == '' or not decimal(f[3]) then return nil end
+    f[6] = decimal(f[3])
+    if f[1] == '' or not f[6] then return nil end
     return f
 end
 -- Store entry e of the queue's inbox as a task: waiting, or (owner given) running, leased
 -- to owner until lease with attempts 1, as a claim would have. A malformed entry, or one of
 -- an id already taken, becomes a task of no known name holding the entry as its payload and
 -- saying why in its malformed field, for the next claim to dead-letter (see bury).
--- Returns the entry's time (0 for such junk), its id and its status.
-local function inbox_put(queue, e, owner, lease)
-    local f, why = inbox_fields(e), 'inbox entry that cannot be read'
+-- A running task was updated at now (default: the entry's time). f is inbox_fields(e) if
+-- the caller has it. Returns the entry's time (0 for such junk), its id, its status and its
+-- time as a number.
+local function inbox_put(queue, e, owner, lease, now, f)
+    local why = 'inbox entry that cannot be read'
+    f = f or inbox_fields(e)
     if f and redis.call('EXISTS', P .. 'task:' .. f[1]) == 1 then  -- (written by hand)
         f, why = nil, 'inbox entry of a task id in use (' .. shown(f[1]) .. ')'
     end
     local s = string.format('%016x', redis.call('INCR', P .. 'seq'))
-    local run_at = f and f[3]
+    local run_at, x = f and f[3], f and f[6]
     if not f then  -- (waiting, due at once, never running: the next claim dead-letters it)
-        owner, run_at = nil, '0'
+        owner, run_at, x = nil, '0', 0
         local t = redis.call('TIME')
         local at = t[1] .. '.' .. string.format('%06d', t[2])
         f = {'junk-' .. s, '<malformed inbox entry>', at, '', e}
@@ -43,12 +47,17 @@ local function inbox_put(queue, e, owner, lease)
     local id, at = f[1], f[3]
     local key, q, m = P .. 'task:' .. id, P .. 'q:' .. queue .. ':', s .. ':' .. id
     local status = owner and 'running' or 'pending'
-    redis.call('HSET', key, 'id', id, 'queue', queue, 'name', f[2], 'payload', f[5],
-        'run_at', run_at, 'created_at', at, 'status', status, 'seq', s)
-    if f[4] ~= '' then redis.call('HSET', key, 'options', string.sub(f[4], 2)) end
+    if f[4] == '' then
+        redis.call('HSET', key, 'id', id, 'queue', queue, 'name', f[2], 'payload', f[5],
+            'run_at', run_at, 'created_at', at, 'status', status, 'seq', s)
+    else
+        redis.call('HSET', key, 'id', id, 'queue', queue, 'name', f[2], 'payload', f[5],
+            'run_at', run_at, 'created_at', at, 'status', status, 'seq', s,
+            'options', string.sub(f[4], 2))
+    end
     if owner then
         redis.call('HSET', key, 'attempts', '1', 'started', '1', 'lease_until', lease,
-            'owner', owner, 'updated_at', at)  -- (popped and started at once: see take.lua)
+            'owner', owner, 'updated_at', now or at)  -- (popped and started at once: take.lua)
         redis.call('ZADD', q .. 'running', '+inf', string.rep('~', 80), lease, id)  -- KEEPER
     else
         redis.call('ZADD', q .. 'waiting', run_at, m)
@@ -57,7 +66,7 @@ local function inbox_put(queue, e, owner, lease)
     if redis.call('HINCRBY', q .. 'counts', status, 1) == 1 then
         redis.call('SADD', P .. 'queues', queue)
     end
-    return run_at, id, status
+    return run_at, id, status, x
 end
 -- Wake up to n idle workers of the queue: a token in its inbox, unless it holds 8 entries
 -- already (so pushes while every worker is busy cost nothing more). A token is a time (the
@@ -74,9 +83,9 @@ local function inbox_wake(queue, n, at)
 end
 -- Store entry e, popped from the inbox into taken, as running for owner until lease; garbage
 -- waits instead (see inbox_put), with a token to wake a worker that dead-letters it. Returns
--- its status.
-local function inbox_taken(queue, e, owner, lease)
-    local at, _, status = inbox_put(queue, e, owner, lease)
+-- its status. (now and f: see inbox_put.)
+local function inbox_taken(queue, e, owner, lease, now, f)
+    local at, _, status = inbox_put(queue, e, owner, lease, now, f)
     if status == 'pending' then inbox_wake(queue, 1, at) end
     return status
 end
@@ -92,16 +101,16 @@ local function drain(queue)
     local entries = redis.call('LRANGE', q .. 'inbox', 0, 999)
     if #entries > 0 then
         redis.call('LTRIM', q .. 'inbox', #entries, -1)
+        local newest = nil  -- (latest as a number)
         for _, e in ipairs(entries) do
-            local at
+            local at, x, _
             if string.sub(e, 1, 1) == 't' then
                 at = string.sub(e, 2)
+                x = decimal(at)
             else
-                at = inbox_put(queue, e)
+                at, _, _, x = inbox_put(queue, e)
             end
-            if decimal(at) and (not latest or tonumber(at) > tonumber(latest)) then
-                latest = at
-            end
+            if x and (not newest or x > newest) then latest, newest = at, x end
         end
     end
     local popped = redis.call('LRANGE', q .. 'taken', 0, -1)
