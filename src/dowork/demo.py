@@ -68,7 +68,7 @@ onboard = queue.chain(
     dowork.reentrant(_send_welcome, max_times=10, sleep=0.01),
 )
 
-_PENDING = ("pending", "scheduled", "retrying", "running")
+_PENDING = ("pending", "scheduled", "retrying", "reserved", "running")
 
 
 def _enqueue(url: str, tasks: int, seed: int) -> None:

@@ -633,9 +633,10 @@ def test_a_started_worker_runs_every_healthy_task_around_a_bad_record(
     after = [work.submit(i) for i in range(101, 201)]
     try:
         took = seconds_to_run(queue, [*before, *after], _doubled, timeout=20)
-        # Within twice the time of the same tasks without the bad record (plus 0.25 s of
-        # slack for a busy machine): nothing waits for a lease or a timeout because of it.
-        assert took <= 2 * clean + 0.25, (took, clean)
+        # Within twice the time of the same tasks without the bad record, plus 1 s of slack
+        # (a machine at load 15 once took 0.58 s against 0.06 s): nothing waits for a lease
+        # (30 s) or a string of backoffs because of it.
+        assert took <= 2 * clean + 1.0, (took, clean)
         assert queue.running
         records = asyncio.run(backend.get([h.id for h in (*before, *after)]))
         assert all((r.attempts, r.crashes) == (1, 0) for r in records)

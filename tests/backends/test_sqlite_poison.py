@@ -283,9 +283,9 @@ def test_a_started_worker_dead_letters_bad_rows_among_its_batch(tmp_path: Path) 
         conn.close()
         last = [echo.submit(i) for i in range(30)]
         took = seconds_to_run(queue, first + last, _echoed, timeout=30)
-        # Within twice the time of the same tasks without the bad rows (plus 0.25 s of slack
-        # for a busy machine): nothing waits for a lease (4 s) because of them.
-        assert took <= 2 * clean + 0.25, (took, clean)
+        # Within twice the time of the same tasks without the bad rows, plus 1 s of slack for a
+        # busy machine: nothing waits for a lease (4 s) because of them.
+        assert took <= 2 * clean + 1.0, (took, clean)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             reasons = _raw(path, "SELECT reason FROM dowork_tasks WHERE status = 'dead'")

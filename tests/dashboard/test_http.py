@@ -511,3 +511,19 @@ def test_the_dashboard_command_serves_on_loopback(sqlite_url: str) -> None:
     finally:
         server.terminate()
         server.communicate(timeout=10)
+
+
+@pytest.mark.parametrize(
+    ("status", "offered"),
+    [("pending", True), ("reserved", True), ("running", True), ("succeeded", False)],
+)
+def test_the_task_page_offers_cancel_while_the_task_is_unfinished(
+    status: str, offered: bool
+) -> None:
+    """A claimed task waiting for its worker's thread (``reserved``) can be cancelled too."""
+    from dowork.dashboard._data import TaskView
+
+    record = Record(
+        id="t", queue="q", name="n", payload=b"{}", run_at=0.0, created_at=0.0, status=status
+    )
+    assert TaskView(record, "{}", None, None).cancellable is offered

@@ -474,3 +474,26 @@ def test_a_file_from_before_progress_gains_the_column(db: Path) -> None:
             await backend.close()
 
     asyncio.run(body())
+
+
+def test_dispatch_counts_a_task_another_worker_holds_unstarted_as_work(
+    queues: Callable[..., Queue], db: Path
+) -> None:
+    """A claimed, not yet started task (``reserved``) is unfinished: dispatch says work remains."""
+    clock = FakeClock()
+    queue = queues(clock=clock)
+    tasks = declare(queue)
+    handle = tasks["add"].submit(1, 2)
+
+    async def claim_elsewhere() -> str:
+        backend = SQLiteBackend(db)
+        try:
+            request = ClaimRequest("jobs", clock.now(), 1, 60.0, "another-worker")
+            (record,) = await backend.claim(request)
+            return record.status
+        finally:
+            await backend.close()
+
+    assert asyncio.run(claim_elsewhere()) == "reserved"
+    assert queue.dispatch() is True  # held by the other worker, not finished
+    assert queue.status(handle.id) is TaskStatus.RESERVED

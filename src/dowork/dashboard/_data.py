@@ -231,7 +231,7 @@ class TaskView:
     @property
     def cancellable(self) -> bool:
         """Whether the task waits (or runs) and can be cancelled."""
-        return self.record.status in ("pending", "scheduled", "retrying", "running")
+        return self.record.status in ("pending", "scheduled", "retrying", "reserved", "running")
 
 
 async def task_view(store: StoreAdmin, task_id: str) -> TaskView | None:

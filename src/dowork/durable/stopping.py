@@ -39,7 +39,9 @@ class Stopping(DurableState):
         await self.engine._run_batch(batch)
         await self._drain_outbox()
         counts = await self.backend.counts(self.name)
-        return any(counts.get(s, 0) for s in ("pending", "scheduled", "retrying", "running"))
+        return any(
+            counts.get(s, 0) for s in ("pending", "scheduled", "retrying", "reserved", "running")
+        )
 
     async def next_due(self) -> tuple[float, bool] | None:
         """When the store's next waiting task is due (``dispatch()`` fires no schedules)."""
