@@ -29,6 +29,7 @@ from .._protocol import (
 from .connection import SQLiteFile, transaction
 from .records import COLUMNS, record
 from .schema import HELD_SQL
+from .wake import WakeChannel
 
 __all__ = ["SQLiteAdmin"]
 
@@ -38,6 +39,7 @@ class SQLiteAdmin:
 
     _file: SQLiteFile
     _wakeups: Wakeups
+    _wake: WakeChannel
     keep_finished: float
 
     async def get(self, ids: Sequence[str]) -> builtins.list[Record]:
@@ -67,6 +69,7 @@ class SQLiteAdmin:
             return []
         requeued, queues = await self._file.call(_requeue, builtins.list(dict.fromkeys(ids)), now)
         self._wakeups.notify(queues)
+        self._wake.send(queues)
         return requeued
 
     async def purge(self, queue: str, statuses: Sequence[str] | None = None) -> int:

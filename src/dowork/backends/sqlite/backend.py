@@ -21,6 +21,7 @@ from .._protocol import Wakeups
 from .admin import SQLiteAdmin
 from .connection import SQLiteFile
 from .store import SQLiteStore
+from .wake import WakeChannel
 
 __all__ = ["SQLiteBackend"]
 
@@ -35,14 +36,17 @@ class SQLiteBackend(SQLiteStore, SQLiteAdmin):
         keep_finished: default seconds a finished task's record (status, result, error) is
             kept for lookups by id; ``0`` deletes it at once.
         busy_timeout: seconds a writer waits for another process's transaction.
-        poll_interval: how often an idle worker looks for work written by other processes
-            (work submitted in the same process wakes it at once).
+        poll_interval: how often an idle worker looks for work written by other processes,
+            should their wake-up not reach it (work pushed in this process wakes it at once,
+            and other processes' pushes through a datagram: see ``sqlite.wake``).
         synchronous: SQLite's ``synchronous`` pragma; ``NORMAL`` (default) survives process
             crashes, ``FULL`` also survives power loss at some cost per write.
         keep_dead: seconds a dead-lettered record is kept (``None``: ``keep_finished``).
         create: create the file and dowork's tables when missing; ``False`` (tools that only
             look, such as ``dowork status``) raises ``BackendUnavailable`` instead, so a
             mistyped path creates nothing.
+        wake: let pushes wake the idle workers of other processes through a datagram socket
+            (see ``sqlite.wake``); ``False`` leaves them to ``poll_interval``.
 
     A file that cannot be opened (a missing directory, a read-only file, not a database)
     raises ``BackendUnavailable`` or ``BackendError`` naming the path, never a bare
@@ -61,6 +65,7 @@ class SQLiteBackend(SQLiteStore, SQLiteAdmin):
         synchronous: str = "NORMAL",
         keep_dead: float | None = None,
         create: bool = True,
+        wake: bool = True,
     ) -> None:
         if synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
             raise ValueError(f"synchronous must be OFF, NORMAL, FULL or EXTRA, not {synchronous!r}")
@@ -74,6 +79,7 @@ class SQLiteBackend(SQLiteStore, SQLiteAdmin):
         self.keep_dead = keep_dead
         self.poll_interval = poll_interval
         self._wakeups = Wakeups()
+        self._wake = WakeChannel(os.fspath(path), enabled=wake)
 
     def __repr__(self) -> str:
         return f"SQLiteBackend({self.path!r})"
@@ -137,5 +143,6 @@ class SQLiteBackend(SQLiteStore, SQLiteAdmin):
         await self._file.open()
 
     async def close(self) -> None:
-        """Close the connection and its thread."""
+        """Close the connection and its thread, and stop receiving wake-ups."""
+        self._wake.close()
         await self._file.close()

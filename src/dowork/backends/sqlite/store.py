@@ -5,7 +5,8 @@ progress, upkeep, next_due, wait), and wake and check_store. Each is a thin coro
 runs one function over the connection on the store's thread (``SQLiteFile.call``): the short
 ones live here, the claim in ``claims``, settlements in ``outcomes`` and the reaper and the
 purge in ``upkeep``. Work pushed or released in this process wakes its idle workers at once
-(``Wakeups``); other processes' work is found by polling every ``poll_interval``.
+(``Wakeups``), and other processes' workers through a datagram (``wake``); polling every
+``poll_interval`` finds what a lost wake-up missed.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from . import claims, outcomes, upkeep
 from .connection import SQLiteFile, transaction
 from .lanes import NEXT_DUE_SQL
 from .schema import HELD_SQL, WAITING_SQL
+from .wake import WakeChannel
 
 __all__ = ["SQLiteStore"]
 
@@ -37,6 +39,7 @@ class SQLiteStore:
 
     _file: SQLiteFile
     _wakeups: Wakeups
+    _wake: WakeChannel
     keep_finished: float
     keep_dead: float | None
     poll_interval: float
@@ -59,7 +62,9 @@ class SQLiteStore:
         if not records:
             return {}
         same = await self._file.call(_push, records)
-        self._wakeups.notify({r.queue for r in records if r.id not in same})
+        queues = {r.queue for r in records if r.id not in same}
+        self._wakeups.notify(queues)
+        self._wake.send(queues)
         return same
 
     async def claim(self, request: ClaimRequest) -> list[Record]:
@@ -91,7 +96,9 @@ class SQLiteStore:
         if not ids:
             return []
         released = await self._file.call(_release, list(ids), now)
-        self._wakeups.notify({queue for _, queue in released})
+        queues = {queue for _, queue in released}
+        self._wakeups.notify(queues)
+        self._wake.send(queues)
         return [task_id for task_id, _ in released]
 
     async def progress(self, updates: Sequence[tuple[str, int, str]]) -> None:
@@ -120,11 +127,13 @@ class SQLiteStore:
         return await self._file.call(_next_due, queue)
 
     async def wake(self, queue: str, at: float) -> None:
-        """A task of ``queue`` fell due at ``at``: wake this process's idle workers of it."""
+        """A task of ``queue`` fell due at ``at``: wake its idle workers in every process."""
         self._wakeups.notify({queue})
+        self._wake.send((queue,))
 
     async def wait(self, queue: str, timeout: float) -> None:
-        """Wait for a push from this process, or ``min(timeout, poll_interval)`` seconds."""
+        """Wait for a push (from any process on this file), or ``min(timeout, poll_interval)``."""
+        self._wake.listen(self._wakeups.notify)
         await self._wakeups.wait(queue, min(timeout, self.poll_interval))
 
 
