@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import threading
 import urllib.request
 from collections.abc import Callable
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from dowork import FakeClock, Queue, Task
@@ -78,3 +80,40 @@ def test_metrics_listen_on_loopback_only_by_default() -> None:
         server.close()
     (host,) = [p for p in worker.params if p.name == "metrics_host"]
     assert host.default == "127.0.0.1"
+
+
+def test_counts_from_many_threads_add_up_exactly(make_queue: Callable[..., Queue]) -> None:
+    """Every thread counts into figures of its own: no event is lost to a race."""
+    metrics = PrometheusHooks()
+    queue = make_queue("busy", hooks=[metrics])
+    task = Task(print)
+    task._engine = queue._engine
+    task._attempts = 1
+
+    def count() -> None:
+        for _ in range(5000):
+            metrics.before_attempt(task)
+            metrics.after_attempt(task, None, 0.002)
+            metrics.on_success(task)
+
+    threads = [threading.Thread(target=count) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    get = metrics.registry.get_sample_value
+    assert get("queue_tasks_run_total", {"queue": "busy"}) == 20000
+    assert get("queue_tasks_succeeded_total", {"queue": "busy"}) == 20000
+    assert get("queue_tasks_completed_total", {"queue": "busy"}) == 20000
+    assert get("queue_tasks_in_flight", {"queue": "busy"}) == 0
+    assert get("queue_task_duration_seconds_bucket", {"queue": "busy", "le": "0.001"}) == 0
+    assert get("queue_task_duration_seconds_bucket", {"queue": "busy", "le": "0.005"}) == 20000
+    assert get("queue_task_duration_seconds_count", {"queue": "busy"}) == 20000
+    assert get("queue_task_attempts_bucket", {"queue": "busy", "le": "1.0"}) == 20000
+
+
+def test_a_registry_takes_one_set_of_hooks() -> None:
+    """The names are registered: a second ``PrometheusHooks`` on one registry is refused."""
+    first = PrometheusHooks()
+    with pytest.raises(ValueError, match="Duplicated timeseries"):
+        PrometheusHooks(first.registry)
