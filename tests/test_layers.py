@@ -39,7 +39,10 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("queue", ("dowork.queue", "dowork._global", "dowork.admin")),
     (
         "services",
-        ("dowork.metrics", "dowork.tracing", "dowork.signals", "dowork._load", "dowork.demo"),
+        (
+            "dowork.metrics", "dowork._metric_counts", "dowork._http", "dowork.tracing",
+            "dowork.signals", "dowork._load", "dowork.demo",
+        ),
     ),
     ("front ends", ("dowork.cli", "dowork.dashboard", "dowork.__main__")),
 ]

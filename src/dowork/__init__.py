@@ -13,8 +13,7 @@ re-exported here; see the README for a tour.
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
-from importlib.metadata import PackageNotFoundError, version
-from typing import Any, ParamSpec, TypeVar, Unpack, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, Unpack, overload
 
 from . import _global
 from ._global import global_queue, reset_global_queue
@@ -143,10 +142,27 @@ __all__ = [
     "__version__",
 ]
 
-try:
-    __version__ = version("dowork")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0.0.0"
+if TYPE_CHECKING:
+    __version__: str
+
+
+def __getattr__(name: str) -> Any:
+    """``__version__``, read from the installed package's metadata on first use.
+
+    (``importlib.metadata`` costs a worker's start-up more than most of dowork: it is imported
+    only when the version is asked for.)
+    """
+    if name != "__version__":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib.metadata import PackageNotFoundError, version
+
+    global __version__
+    try:
+        __version__ = version("dowork")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        __version__ = "0.0.0"
+    return __version__
+
 
 P = ParamSpec("P")
 R = TypeVar("R")

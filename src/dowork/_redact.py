@@ -9,6 +9,7 @@ overrides) in text that came from a store, so task data cannot rewrite an operat
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -66,7 +67,9 @@ def redact_text(text: str) -> str:
     return _QUERY_SECRET.sub(lambda m: m.group("head") + _HIDDEN, text)
 
 
+@functools.cache
 def _escape_table(keep: str) -> dict[int, str]:
+    """The escapes for ``str.translate``, made on first use (some 2,000 entries each)."""
     table: dict[int, str] = {}
     for code in (*range(0x20), *range(0x7F, 0xA0)):
         if chr(code) not in keep:
@@ -83,10 +86,6 @@ def _escape_table(keep: str) -> dict[int, str]:
     return table
 
 
-_ONE_LINE = _escape_table("")
-_LINES = _escape_table("\n\t")
-
-
 def printable(value: object, *, lines: bool = False) -> str:
     """``str(value)`` safe to print on a terminal: control characters become escapes.
 
@@ -96,4 +95,4 @@ def printable(value: object, *, lines: bool = False) -> str:
     text = value if isinstance(value, str) else str(value)
     if text.isprintable():
         return text
-    return text.translate(_LINES if lines else _ONE_LINE)
+    return text.translate(_escape_table("\n\t" if lines else ""))

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -155,6 +154,8 @@ def write_dump(path: str | os.PathLike[str], lines: Iterable[DumpLine]) -> int:
         return 0
     target.parent.mkdir(parents=True, exist_ok=True)
     existing = target.read_text() if target.exists() else ""
+    import tempfile  # here: only a forced stop writes a dump (and it brings shutil, lzma, ...)
+
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".dowork-dump-")
     with os.fdopen(fd, "w") as f:  # write aside, then rename: never a half-written dump
         f.write(existing + text)

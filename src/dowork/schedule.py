@@ -10,9 +10,6 @@ import math
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import TYPE_CHECKING, Protocol
-from zoneinfo import ZoneInfo
-
-from cronsim import CronSim, CronSimError
 
 from .retry import seconds
 
@@ -79,9 +76,15 @@ class Cron:
         def __init__(self, expression: str, tz: tzinfo | str = UTC) -> None: ...
 
     def __post_init__(self) -> None:
+        # cronsim and zoneinfo are imported here, not at the top: only cron schedules need
+        # them, and a worker's start-up should not pay for them otherwise.
+        from cronsim import CronSim, CronSimError
+
         if not isinstance(self.expression, str):
             raise TypeError(f"a cron expression must be a string, not {self.expression!r}")
         if isinstance(self.tz, str):
+            from zoneinfo import ZoneInfo
+
             object.__setattr__(self, "tz", ZoneInfo(self.tz))
         try:
             CronSim(self.expression, datetime.now(self.tz))
@@ -90,5 +93,7 @@ class Cron:
 
     def next_after(self, now: float) -> float:
         """Return the first matching minute strictly after ``now``."""
+        from cronsim import CronSim
+
         start = datetime.fromtimestamp(now, self.tz)
         return next(CronSim(self.expression, start)).timestamp()

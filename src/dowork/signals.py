@@ -24,7 +24,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -101,8 +101,12 @@ def run_until_signalled(
     grace: float | None = 30.0,
     dump_path: str | os.PathLike[str] = "dowork-dump.jsonl",
     signals: Sequence[int] = (signal.SIGINT, signal.SIGTERM),
+    started: Callable[[], object] | None = None,
 ) -> ShutdownResult:
     """Start the queues (if needed), block until a signal, then shut them down.
+
+    ``started`` is called once every queue runs (``dowork worker`` serves its metrics then,
+    so that setting them up does not delay the first task).
 
     First signal: warm shutdown, up to ``grace`` seconds (None: no limit). Second signal, or
     the grace period running out: stop at once; durable queues record the outcomes of the
@@ -115,6 +119,8 @@ def run_until_signalled(
         for queue in queues:
             if not queue.running:
                 queue.start()
+        if started is not None:
+            started()
         while not caught.first.wait(0.2):
             if _lost(queues):  # its store is gone: stop every queue, exit non-zero
                 break

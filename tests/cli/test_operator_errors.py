@@ -443,3 +443,29 @@ def test_task_data_cannot_put_control_characters_on_the_terminal(
     data = json.loads(outputs["inspect --json"].stdout)
     assert HOSTILE in data["error"]  # JSON escapes them and gives the exact text back
     assert json.loads(outputs["list --json"].stdout)[0]["task"] == f"name{HOSTILE}"
+
+
+def test_a_taken_metrics_port_is_one_line_before_anything_is_claimed(tmp_path: Path) -> None:
+    """The worker binds its metrics port before it starts its queues (it serves a moment
+    after): a taken port fails at start, with the queued task left unclaimed in the store.
+    """
+    import socket
+
+    db = tmp_path / "t.db"
+    producer = dowork.Queue("app", backend=f"sqlite:///{db}", log=False)
+    producer.task(name="record")(lambda n: n).submit(1)
+    producer.shutdown()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        result = dowork_cmd(
+            "worker", "tests.durable.app:queue", "--metrics-port", str(port),
+            env=env(DOWORK_TEST_DB=str(db)),
+        )  # fmt: skip
+    line = one_line_error(result)
+    assert f"cannot serve metrics on 127.0.0.1:{port}" in line
+    store = SQLiteBackend(str(db))
+    counts = asyncio.run(store.counts("app"))
+    asyncio.run(store.close())
+    assert counts.get("pending") == 1, counts  # nothing claimed it

@@ -11,14 +11,17 @@ import contextlib
 import logging
 import os
 import sys
+import time
 from typing import Any
 
 import click
 
+from .._http import listen
 from .._load import LoadError, load_queues
 from .._redact import printable, redact_text
 from ..backends import SQLiteBackend
 from ..errors import EvictionPolicyError
+from ..metrics import PrometheusHooks
 from ..queue import Queue
 from .common import BACKEND_ENV, fail, verbose
 from .processes import start_processes
@@ -99,7 +102,7 @@ def worker(
     except LoadError as exc:
         raise fail(str(exc), exc) from None
     metrics_at = None if no_metrics else (metrics_host, metrics_port)
-    server = _prepare(queues, backend, concurrency, metrics_at)
+    metrics = _prepare(queues, backend, concurrency, metrics_at)
     if allow_eviction:
         _allow_eviction(queues)
     _check_reachable(queues)
@@ -107,11 +110,12 @@ def worker(
 
     names = ", ".join(f"{q.name} ({_where(q)})" for q in queues)
     click.echo(f"dowork: worker {os.getpid()} running {names}", err=True)
-    if server is not None:
-        click.echo(f"dowork: metrics on {server.url}", err=True)
-    result = run_until_signalled(queues, grace=grace, dump_path=dump_file)
-    if server is not None:
-        server.close()
+    if metrics is not None:
+        click.echo(f"dowork: metrics on {metrics.url}", err=True)
+    started = None if metrics is None else metrics.serve
+    result = run_until_signalled(queues, grace=grace, dump_path=dump_file, started=started)
+    if metrics is not None:
+        metrics.close()
     logging.shutdown()
     if not result.clean:
         os._exit(result.exit_code)  # threads of abandoned attempts must not hold the exit
@@ -119,13 +123,57 @@ def worker(
         sys.exit(result.exit_code)
 
 
+class _Metrics:
+    """The worker's metrics: its hooks and port, bound at once and served once the queues run.
+
+    Serving imports prometheus_client and the HTTP server modules, which would delay the
+    first task; a scrape that comes before waits in the socket's backlog.
+    """
+
+    def __init__(self, hooks: PrometheusHooks, queues: list[Queue], host: str, port: int) -> None:
+        self.hooks, self.queues, self.host = hooks, queues, host
+        self.sock = listen(host, port)
+        self.port: int = self.sock.getsockname()[1]
+        self.server: Any = None
+
+    @property
+    def url(self) -> str:
+        """The address of the ``/metrics`` page."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/metrics"
+
+    def serve(self) -> None:
+        """Serve the metrics (and the store's figures) on the bound socket, in a thread.
+
+        Once the first attempt started, or half a second passed (an idle queue): the imports
+        would otherwise take the GIL from the threads claiming and starting the first task.
+        """
+        deadline = time.monotonic() + 0.5
+        while not self.hooks.counted and time.monotonic() < deadline:
+            time.sleep(0.002)
+        from ..metrics import BackendCollector, serve_metrics
+
+        try:
+            self.hooks.registry.register(BackendCollector(self.queues))
+            self.server = serve_metrics(self.hooks, host=self.host, sock=self.sock)
+        except Exception:  # the worker goes on without them rather than with half a start
+            logging.getLogger("dowork").exception("cannot serve metrics on %s", self.url)
+
+    def close(self) -> None:
+        """Stop serving (or close the socket that was never served)."""
+        if self.server is not None:
+            self.server.close()
+        else:
+            self.sock.close()
+
+
 def _prepare(
     queues: list[Queue],
     backend: str | None,
     concurrency: int | None,
     metrics_at: tuple[str, int] | None,
-) -> Any:
-    """Apply --backend/--concurrency, install the metrics hooks; return the metrics server."""
+) -> _Metrics | None:
+    """Apply --backend/--concurrency, install the metrics hooks, bind the metrics port."""
     changes: dict[str, Any] = {}
     if backend:
         changes["backend"] = backend
@@ -133,8 +181,6 @@ def _prepare(
         changes["concurrency"] = concurrency
     metrics = None
     if metrics_at is not None:
-        from ..metrics import PrometheusHooks
-
         metrics = PrometheusHooks()
     for queue in queues:
         extra = dict(changes)
@@ -147,12 +193,9 @@ def _prepare(
                 raise fail(f"queue {queue.name}: {exc}", exc) from None
     if metrics is None or metrics_at is None:
         return None
-    from ..metrics import BackendCollector, serve_metrics
-
-    metrics.registry.register(BackendCollector(queues))
     host, port = metrics_at
     try:
-        return serve_metrics(metrics, host=host, port=port)
+        return _Metrics(metrics, queues, host, port)
     except OSError as exc:
         raise fail(f"cannot serve metrics on {host}:{port}: {exc}") from None
 
