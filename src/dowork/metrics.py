@@ -16,6 +16,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from bisect import bisect_left
 from typing import TYPE_CHECKING, Any
 
 from ._metric_counts import (
@@ -42,6 +43,8 @@ else:
     Collector = object  # prometheus_client's Collector is an ABC asking for collect() only
 
 __all__ = ["BackendCollector", "MetricsServer", "PrometheusHooks", "serve_metrics"]
+
+_get_ident = threading.get_ident
 
 
 class PrometheusHooks(Hooks):
@@ -81,7 +84,7 @@ class PrometheusHooks(Hooks):
     def _for(self, task: Task[Any]) -> Counts:
         """The figures of the task's queue that the calling thread counts into."""
         engine = task._engine
-        key = (threading.get_ident(), (engine.name if engine is not None else None) or "unknown")
+        key = (_get_ident(), engine.name if engine is not None else "unknown")
         counts = self._counts.get(key)
         if counts is None:
             counts = self._counts[key] = Counts()
@@ -121,7 +124,9 @@ class PrometheusHooks(Hooks):
         """Observe the attempt's duration."""
         counts = self._for(task)
         counts.ended += 1
-        observe(counts.duration, DURATION_BUCKETS, duration)
+        histogram = counts.duration  # observe(), inline: this runs for every attempt
+        histogram.counts[bisect_left(DURATION_BUCKETS, duration)] += 1
+        histogram.sum += duration
 
     def on_retry(self, task: Task[Any], error: BaseException, delay: float) -> None:
         """Count a retry."""
@@ -142,9 +147,13 @@ class PrometheusHooks(Hooks):
         self._completed(task, counts)
 
     def _completed(self, task: Task[Any], counts: Counts) -> None:
-        if self._local(task):
+        engine = task._engine
+        if engine is None or not engine.durable:  # in memory: the pending gauge
             counts.finished += 1
-        observe(counts.attempts, ATTEMPT_BUCKETS, task._attempts)
+        attempts = task._attempts
+        histogram = counts.attempts  # observe(), inline: this runs for every task
+        histogram.counts[bisect_left(ATTEMPT_BUCKETS, attempts)] += 1
+        histogram.sum += attempts
         if self._enqueued_at:
             self._enqueued_at.pop(id(task), None)
 
