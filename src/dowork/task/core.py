@@ -33,13 +33,13 @@ from typing import (
     overload,
 )
 
-from .errors import TaskFrozen, TaskNotDone
-from .options import EMPTY, UNSET, Options, to_epoch
-from .ratelimit import RateLimit
-from .retry import Backoff, RetryPolicy, seconds
+from ..errors import TaskFrozen, TaskNotDone
+from ..options import EMPTY, UNSET, Options, to_epoch
+from ..ratelimit import RateLimit
+from ..retry import Backoff, RetryPolicy, seconds
 
 if TYPE_CHECKING:
-    from .clock import Clock
+    from ..clock import Clock
 
 __all__ = ["AfterCallback", "Progress", "Task", "TaskOptions", "TaskStatus", "current_task"]
 
