@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import itertools
 import random
+import re
 import time
 import uuid
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -780,3 +783,58 @@ def test_every_store_offers_the_narrow_worker_seam(backend_factory: Callable[[],
     claim = inspect.signature(Store.claim).parameters
     assert [p.annotation for p in claim.values()][1:] == ["ClaimRequest"]
     assert isinstance(backend_factory(), Store)
+
+
+#: The extras each store offers beyond ``Store`` (``StoreExtras``).
+_EXTRAS = {
+    "memory": {"wake"},
+    "sqlite": {"wake", "check_store"},
+    "redis": {"wake", "wait_claim", "server_time", "push_sync"},
+}
+
+
+def test_store_extras_are_typed_and_found_once(
+    backend_factory: Callable[[], Backend], request: pytest.FixtureRequest
+) -> None:
+    """What a store may offer beyond ``Store`` is one small protocol per method, which the
+    store's class names among its bases (so that mypy checks the method's signature), and
+    ``StoreExtras.of`` gives the store's bound methods, None for those it lacks."""
+    from dowork.backends import Store, StoreAdmin
+    from dowork.backends.store import (
+        StoreExtras,
+        SupportsCheckStore,
+        SupportsPushSync,
+        SupportsServerTime,
+        SupportsWaitClaim,
+        SupportsWake,
+    )
+
+    protocols: dict[str, type] = {
+        "wake": SupportsWake, "wait_claim": SupportsWaitClaim, "server_time": SupportsServerTime,
+        "check_store": SupportsCheckStore, "push_sync": SupportsPushSync,
+    }  # fmt: skip
+    assert {f.name for f in dataclasses.fields(StoreExtras)} == set(protocols)
+    for name, protocol in protocols.items():
+        own = {n for n, _ in inspect.getmembers(protocol, inspect.isfunction)}
+        assert own - {n for n, _ in inspect.getmembers(object)} == {name}
+        assert not hasattr(Store, name)
+        assert not hasattr(StoreAdmin, name)
+    store = backend_factory()
+    offered = _EXTRAS[request.node.callspec.params["backend_factory"].split("-")[0]]
+    extras = StoreExtras.of(store)
+    for name, protocol in protocols.items():
+        found = getattr(extras, name)
+        if name in offered:
+            assert found == getattr(store, name)
+            assert protocol in type(store).__mro__  # named as a base: mypy checks it
+        else:
+            assert found is None
+            assert not isinstance(store, protocol)
+
+
+def test_the_durable_source_reaches_extras_only_through_store_extras() -> None:
+    """No ``getattr`` on the store in the engine or the durable source: an extra is a field
+    of ``StoreExtras``, typed, found when the source is built."""
+    src = Path(__file__).resolve().parents[2] / "src" / "dowork"
+    for path in sorted([*(src / "durable").glob("*.py"), *(src / "engine").glob("*.py")]):
+        assert not re.search(r"(get|has)attr\([^,]*backend", path.read_text()), path

@@ -35,7 +35,7 @@ from ._protocol import (
     take_slot,
     uncharge,
 )
-from .store import ClaimRequest, Upkeep, Upkept
+from .store import ClaimRequest, SupportsWake, Upkeep, Upkept
 
 __all__ = ["MemoryBackend"]
 
@@ -47,7 +47,7 @@ _FINAL = {
 }
 
 
-class MemoryBackend:
+class MemoryBackend(SupportsWake):  # (its one extra: wake)
     """Records in a dict, for tests and single-process use of the durable code path."""
 
     durable = False

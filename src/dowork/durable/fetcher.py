@@ -119,7 +119,7 @@ class Fetcher(DurableState):
         The claim then runs the moment a push wakes the worker, so the task starts at once.
         """
         pause = await self._idle_for(now)
-        wait_claim = getattr(self.backend, "wait_claim", None)
+        wait_claim = self.extras.wait_claim
         settings = self.settings
         room = self._prefetch() + self.engine.concurrency - len(self._claimed)
         if wait_claim is None or room <= 0 or self._suspects:

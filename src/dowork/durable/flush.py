@@ -145,7 +145,7 @@ class Flushing(DurableState):
         A worker waits for a push or its next maintenance; a retry written after it began to
         wait is not a push, so without this it would start up to ``maintenance`` seconds late.
         """
-        if not self.engine.serving or getattr(self.backend, "wake", None) is None:
+        if not self.engine.serving or self.extras.wake is None:
             return
         for s in settled:
             if s.outcome is Outcome.RETRY and s.run_at is not None and s.id not in refused:
@@ -174,8 +174,10 @@ class Flushing(DurableState):
             self._due_timer = self.clock.call_at(self._due_at, self._due)
 
     async def _wake(self, at: float) -> None:
+        wake = self.extras.wake
+        assert wake is not None  # (see _due_later)
         try:
-            await self.backend.wake(self.name, at)  # type: ignore[attr-defined]
+            await wake(self.name, at)
         except BackendError as exc:  # the worker's own timeout covers it, later
             log.debug("queue %s: cannot wake a worker (%r)", self.name, exc)
 

@@ -162,7 +162,7 @@ class Producer(DurableState):
         that this process's worker, claiming a task before the call returns, runs the
         caller's handle.
         """
-        push_sync = getattr(self.backend, "push_sync", None)
+        push_sync = self.extras.push_sync
         if push_sync is None or self.engine._h_enqueue:
             return False
         if len(tasks) == 1:  # submit(): the same, without the loops

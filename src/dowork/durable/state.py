@@ -18,7 +18,7 @@ from ..backends._protocol import (
     Record,
     Settlement,
 )
-from ..backends.store import Backend, ClaimRequest
+from ..backends.store import Backend, ClaimRequest, StoreExtras
 from ..clock import TimerHandle
 from ..codec import Codec
 from ..engine import Engine
@@ -189,6 +189,8 @@ class DurableState:
         self.name = engine.name
         self.clock = engine.clock
         self.backend = backend
+        #: What the store offers beyond ``Store`` (``wake``, ``wait_claim``, ...), found once.
+        self.extras = StoreExtras.of(backend)
         self.codec = codec
         self.registry = registry
         self.settings = settings

@@ -36,7 +36,7 @@ class Maintenance(DurableState):
         is off does not expire its peers' leases early or keep dead ones alive. Offsets under
         50 ms are ignored, and only a real clock is corrected (a fake one is the test's).
         """
-        server_time = getattr(self.backend, "server_time", None)
+        server_time = self.extras.server_time
         if server_time is None or not isinstance(self.clock, SystemClock):
             return
         before = self.clock.now()
@@ -46,7 +46,7 @@ class Maintenance(DurableState):
 
     async def _maintain(self, now: float) -> None:
         settings = self.settings
-        check_store = getattr(self.backend, "check_store", None)
+        check_store = self.extras.check_store
         if check_store is not None:  # SQLite: the file at the path is still the one opened
             await check_store()
         if now >= self._next_clock_sync:

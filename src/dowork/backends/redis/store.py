@@ -18,7 +18,14 @@ import redis.exceptions
 
 from ...errors import BackendError, BackendFull, BackendUnavailable
 from .._protocol import STATS_MINUTES, Outcome, Settlement, WorkerBeat, minute_of
-from ..store import Upkeep, Upkept
+from ..store import (
+    SupportsPushSync,
+    SupportsServerTime,
+    SupportsWaitClaim,
+    SupportsWake,
+    Upkeep,
+    Upkept,
+)
 from .claim import Fetcher
 from .push import Producer
 from .records import PURGE_BATCH, from_inbox, head_score, num, opt, utf8
@@ -38,8 +45,13 @@ _MEMORY_SHORT = 0.95
 _EARLY_AGE = 300.0
 
 
-class RedisStore(Producer, Fetcher):
-    """The worker's store: every call a worker makes, on one ``Connection``."""
+class RedisStore(
+    Producer, Fetcher, SupportsWake, SupportsWaitClaim, SupportsServerTime, SupportsPushSync
+):
+    """The worker's store: every call a worker makes, on one ``Connection``.
+
+    Its extras: ``wake``, ``wait_claim``, ``server_time`` and ``push_sync``.
+    """
 
     async def settle(self, settlements: Sequence[Settlement]) -> list[str]:
         """Write outcomes in one script; refuse those whose lease token is stale."""

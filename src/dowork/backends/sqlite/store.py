@@ -24,7 +24,7 @@ from .._protocol import (
     WorkerBeat,
     minute_of,
 )
-from ..store import ClaimRequest, Upkeep, Upkept
+from ..store import ClaimRequest, SupportsCheckStore, SupportsWake, Upkeep, Upkept
 from . import claims, outcomes, upkeep
 from .connection import SQLiteFile, transaction
 from .lanes import NEXT_DUE_SQL
@@ -34,8 +34,11 @@ from .wake import WakeChannel
 __all__ = ["SQLiteStore"]
 
 
-class SQLiteStore:
-    """The worker-side methods of ``SQLiteBackend`` (``Backend`` less ``StoreAdmin``)."""
+class SQLiteStore(SupportsWake, SupportsCheckStore):
+    """The worker-side methods of ``SQLiteBackend`` (``Backend`` less ``StoreAdmin``).
+
+    Its extras: ``wake`` and ``check_store``.
+    """
 
     _file: SQLiteFile
     _wakeups: Wakeups
