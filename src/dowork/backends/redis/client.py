@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -44,6 +44,9 @@ log = logging.getLogger("dowork")
 P = TypeVar("P")
 #: The scripts the blocking client runs (``push_sync``).
 _SYNC = ("push", "check", "drain")
+#: Connections a link keeps between its round trips, at most (and at most a quarter of its
+#: pool's ``max_connections``, so that callers going through the pool never starve).
+_KEEP_IDLE = 4
 
 
 def _check(url: str, prefix: str, client: redis.asyncio.Redis | None, max_connections: int) -> None:
@@ -70,6 +73,18 @@ class Link:
     released: bool = False
     #: Whether this link read the ``maxmemory-policy`` (its first round trip does, see _raw).
     policy_read: bool = False
+    #: Connections taken from the pool and kept between round trips (see ``_checkout``).
+    idle: list[Any] = field(default_factory=list)
+    #: How many connections ``idle`` may keep (0: every round trip goes through the pool).
+    keep: int = 0
+
+
+async def _discard(pool: Any, conn: Any) -> None:
+    """Give back a connection cut mid-answer: out of step, so closed (reopened on next use)."""
+    try:
+        await conn.disconnect(nowait=True)
+    finally:
+        await pool.release(conn)
 
 
 class Connection:
@@ -179,6 +194,9 @@ class Connection:
             client = self._client if self._client is not None else self._new_client()
             scripts = {name: client.register_script(s) for name, s in SCRIPTS.items()}
             link = Link(loop, client, scripts)
+            pool = client.connection_pool
+            if hasattr(pool, "ensure_connection"):  # (the check a kept connection needs)
+                link.keep = min(_KEEP_IDLE, (getattr(pool, "max_connections", 0) or 0) // 4)
             link.keeper = loop.create_task(self._keep(link), name="dowork-redis-keeper")
             self._links[loop] = link
         return link
@@ -200,6 +218,10 @@ class Connection:
         with self._links_lock:
             if self._links.get(link.loop) is link:
                 del self._links[link.loop]
+        idle, link.idle = link.idle, []
+        for conn in idle:  # back to the pool: a client of the caller's own outlives the link
+            with contextlib.suppress(Exception):
+                await link.client.connection_pool.release(conn)
         if link.client is not self._client:
             with contextlib.suppress(Exception):
                 await link.client.aclose()
@@ -260,7 +282,7 @@ class Connection:
             self._note_policy(policy_of(info), worker=False)
             return rest
         pool = link.client.connection_pool
-        conn = await pool.get_connection(*CONNECTION_ARGS)  # type: ignore[no-untyped-call]
+        conn = await self._checkout(link, pool)
         try:
             if pack is not None:
                 packed: bytes | list[bytes] = b"".join(pack(tuple(c)) for c in commands)
@@ -274,14 +296,35 @@ class Connection:
                 except redis.exceptions.ResponseError as exc:
                     answers.append(exc)
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
-            await conn.disconnect(nowait=True)  # mid-answer: the connection is out of step
+            await _discard(pool, conn)
             raise Unanswered(f"no reply to a request sent ({exc!r})") from exc
         except BaseException:
-            await conn.disconnect(nowait=True)  # mid-answer: the connection is out of step
+            await _discard(pool, conn)
             raise
-        finally:
+        if len(link.idle) < link.keep and not link.released:
+            link.idle.append(conn)
+        else:
             await pool.release(conn)
         return answers
+
+    @staticmethod
+    async def _checkout(link: Link, pool: Any) -> Any:
+        """A connection for one round trip: one the link kept, else one from the pool.
+
+        A kept connection is checked as the pool checks those it hands out (connected, nothing
+        unread: a server that closed it is seen here, before anything is sent), at a fraction
+        of the cost of the pool's locks and bookkeeping, which a round trip of a worker's
+        claims and settlements paid on every call.
+        """
+        if link.idle:
+            conn = link.idle.pop()
+            try:
+                await pool.ensure_connection(conn)
+            except BaseException:
+                await pool.release(conn)
+                raise
+            return conn
+        return await pool.get_connection(*CONNECTION_ARGS)
 
     async def open(self) -> None:
         """Connect (PING) and load the scripts; other calls connect lazily too."""
