@@ -52,15 +52,16 @@ class Counts:
     """
 
     __slots__ = (
-        "accepted", "attempts", "began", "created", "duration", "ended", "enqueued", "failed",
-        "finished", "latency", "retried", "run", "succeeded",
+        "accepted", "attempts", "began", "buried", "created", "duration", "ended", "enqueued",
+        "failed", "finished", "latency", "retried", "run", "succeeded",
     )  # fmt: skip
 
     def __init__(self) -> None:
         self.created = time.time()
         self.enqueued = self.run = self.retried = self.succeeded = 0
         self.began = self.ended = self.accepted = self.finished = 0
-        self.failed: dict[str, int] = {}
+        self.failed: dict[str, int] = {}  # status -> tasks
+        self.buried: dict[str, int] = {}  # reason -> records
         self.attempts = Histogram(ATTEMPT_BUCKETS)
         self.duration = Histogram(DURATION_BUCKETS)
         self.latency = Histogram(LATENCY_BUCKETS)
@@ -131,7 +132,18 @@ class HooksCollector(Collector):
                     first = min(c.created for c in parts) if created else None
                     counter.add_metric([queue], total, created=first)
             families.append(counter)
-        families.append(self._failed(by_queue, created))
+        families.append(
+            _labelled(
+                "queue_tasks_failed", "Tasks finished without success", "status", "failed",
+                by_queue, created,
+            )
+        )  # fmt: skip
+        families.append(
+            _labelled(
+                "queue_tasks_buried", "Records dead-lettered unrun: they could not be read",
+                "reason", "buried", by_queue, created,
+            )
+        )  # fmt: skip
         for name, text, up, down in _GAUGES:
             gauge = GaugeMetricFamily(name, text, labels=["queue"])
             for queue, parts in by_queue.items():
@@ -143,22 +155,24 @@ class HooksCollector(Collector):
             families.append(_histogram(name, text, attr, bounds, by_queue, created))
         return families
 
-    @staticmethod
-    def _failed(by_queue: dict[str, list[Counts]], created: bool) -> Metric:
-        from prometheus_client.core import CounterMetricFamily
 
-        failed = CounterMetricFamily(
-            "queue_tasks_failed", "Tasks finished without success", labels=["queue", "status"]
-        )
-        for queue, parts in by_queue.items():
-            totals: dict[str, int] = {}
-            for c in parts:
-                for status, count in list(c.failed.items()):
-                    totals[status] = totals.get(status, 0) + count
-            first = min(c.created for c in parts) if created else None
-            for status, count in totals.items():
-                failed.add_metric([queue, status], count, created=first)
-        return failed
+def _labelled(
+    name: str, text: str, label: str, attr: str, by_queue: dict[str, list[Counts]], created: bool
+) -> Metric:
+    """A counter family labelled ``queue`` and ``label``, from the ``attr`` dicts of counts."""
+    from prometheus_client.core import CounterMetricFamily
+
+    family = CounterMetricFamily(name, text, labels=["queue", label])
+    for queue, parts in by_queue.items():
+        totals: dict[str, int] = {}
+        for c in parts:
+            figures: dict[str, int] = getattr(c, attr)
+            for value, count in list(figures.items()):
+                totals[value] = totals.get(value, 0) + count
+        first = min(c.created for c in parts) if created else None
+        for value, count in totals.items():
+            family.add_metric([queue, value], count, created=first)
+    return family
 
 
 def _histogram(

@@ -51,6 +51,14 @@ class Hooks:
     def on_failure(self, task: Task[Any], error: BaseException) -> None:
         """The task finished unsuccessfully (failed or cancelled) with ``error``."""
 
+    def on_buried(self, queue: str, task_id: str, reason: str) -> None:
+        """A durable queue's record was dead-lettered unrun: it could not be read.
+
+        Once per record, in the worker that claimed it and could not decode it (``reason``
+        ``malformed``, ``undecodable`` or ``bad_signature``; ``on_failure`` sees those too,
+        through a stand-in task).
+        """
+
 
 HOOK_EVENTS = (
     "before_enqueue",
@@ -61,6 +69,7 @@ HOOK_EVENTS = (
     "on_progress",
     "on_success",
     "on_failure",
+    "on_buried",
 )
 
 

@@ -53,7 +53,9 @@ class PrometheusHooks(Hooks):
     Metrics: ``queue_tasks_enqueued_total``, ``queue_tasks_run_total`` (first attempts),
     ``queue_tasks_retried_total``, ``queue_tasks_completed_total`` (= succeeded + failed),
     ``queue_tasks_succeeded_total``, ``queue_tasks_failed_total`` (failed, cancelled or
-    dead-lettered, by ``status``), ``queue_tasks_in_flight`` and ``queue_tasks_pending``
+    dead-lettered, by ``status``), ``queue_tasks_buried_total`` (records dead-lettered unrun
+    because they could not be read, by ``reason``: see ``Hooks.on_buried``),
+    ``queue_tasks_in_flight`` and ``queue_tasks_pending``
     (gauges), ``queue_task_attempts`` (attempts per finished task, the seed's buckets),
     ``queue_task_duration_seconds`` (each attempt) and ``queue_task_latency_seconds``
     (enqueue to first start).
@@ -145,6 +147,14 @@ class PrometheusHooks(Hooks):
         label = status.value if status.final else FAILED
         counts.failed[label] = counts.failed.get(label, 0) + 1
         self._completed(task, counts)
+
+    def on_buried(self, queue: str, task_id: str, reason: str) -> None:
+        """Count a record dead-lettered unread (by ``reason``)."""
+        key = (_get_ident(), queue)
+        counts = self._counts.get(key)
+        if counts is None:
+            counts = self._counts[key] = Counts()
+        counts.buried[reason] = counts.buried.get(reason, 0) + 1
 
     def _completed(self, task: Task[Any], counts: Counts) -> None:
         engine = task._engine

@@ -51,7 +51,7 @@ class Admission(DurableState):
             run_at = now + self.settings.maintenance
             self._settle_out(Settlement(record.id, token, Outcome.RETRY, now, run_at=run_at))
             return
-        self._dead(record, "malformed", f"{type(exc).__name__}: {exc}")
+        self._bury(record, "malformed", f"{type(exc).__name__}: {exc}")
 
     async def _open_group(self, record: Record) -> None:
         """Run a group's callback with its members' results (or wait, or fail it unrun).
@@ -167,11 +167,11 @@ class Admission(DurableState):
         try:
             return self._decode(record)
         except DecodeError as exc:
-            self._dead(record, exc.reason, f"{type(exc).__name__}: {exc}")
+            self._bury(record, exc.reason, f"{type(exc).__name__}: {exc}")
         except (TooDeeplyNested, PayloadTooLarge, RecursionError) as exc:
-            self._dead(record, "malformed", f"{type(exc).__name__}: {exc}")
+            self._bury(record, "malformed", f"{type(exc).__name__}: {exc}")
         except (KeyError, TypeError, ValueError) as exc:
-            self._dead(record, "undecodable", f"{type(exc).__name__}: {exc}")
+            self._bury(record, "undecodable", f"{type(exc).__name__}: {exc}")
         return None
 
     def _decode(
@@ -211,6 +211,16 @@ class Admission(DurableState):
             for key in ("group_of", "group_policy", "group_check"):
                 overrides.pop(key, None)
         return args, kwargs, headers, overrides
+
+    def _bury(self, record: Record, reason: str, error: str) -> None:
+        """Dead-letter a claimed record that cannot be read, and tell the ``on_buried`` hooks."""
+        self._dead(record, reason, error)
+        self._buried(record.id, reason)
+
+    def _buried(self, task_id: str, reason: str) -> None:
+        """Tell the ``on_buried`` hooks that a record was dead-lettered unread."""
+        for hook in self.engine._hooks["on_buried"]:
+            self.engine._call_hook(hook, self.name, task_id, reason)
 
     def _dead(self, record: Record, reason: str, error: str) -> None:
         log.error("queue %s: task %s dead-lettered (%s): %s", self.name, record.id, reason, error)

@@ -240,5 +240,5 @@ class Fetcher(DurableState):
             return self._start(record, lead, queued, first)
         except Exception as exc:  # the per-record guard: no record stops the worker
             if record.id in self._claimed:
-                self._dead(record, "malformed", f"{type(exc).__name__}: {exc}")
+                self._bury(record, "malformed", f"{type(exc).__name__}: {exc}")
             return None

@@ -140,6 +140,8 @@ class DurableState:
     _admit_one: Callable[..., Coroutine[Any, Any, None]]
     _attempt_line: Callable[[str, int, Outcome, float], str | None]
     _claim_request: Callable[[float, int], ClaimRequest]
+    _bury: Callable[[Record, str, str], None]
+    _buried: Callable[[str, str], None]
     _dead: Callable[[Record, str, str], None]
     _end_watches: Callable[[], None]
     _flush: Callable[[], Coroutine[Any, Any, None]]
