@@ -17,7 +17,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -30,13 +30,13 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript, Script
 
-from ...errors import BackendError, BackendFull, BackendUnavailable, EvictionPolicyError
+from ...errors import EvictionPolicyError
 from .._protocol import Outcome, Wakeups, retention
 from .policy import RECHECK, RECHECK_REFUSED, judge, policy_of
 from .records import utf8
 from .scripts import SCRIPTS
 from .urls import redact, without_flag
-from .wire import CONNECTION_ARGS, Unanswered, pack
+from .wire import KEEP_IDLE, Unanswered, checkout, discard, pack, redis_errors
 
 __all__ = ["Connection", "Link"]
 
@@ -44,9 +44,6 @@ log = logging.getLogger("dowork")
 P = TypeVar("P")
 #: The scripts the blocking client runs (``push_sync``).
 _SYNC = ("push", "check", "drain")
-#: Connections a link keeps between its round trips, at most (and at most a quarter of its
-#: pool's ``max_connections``, so that callers going through the pool never starve).
-_KEEP_IDLE = 4
 
 
 def _check(url: str, prefix: str, client: redis.asyncio.Redis | None, max_connections: int) -> None:
@@ -77,14 +74,6 @@ class Link:
     idle: list[Any] = field(default_factory=list)
     #: How many connections ``idle`` may keep (0: every round trip goes through the pool).
     keep: int = 0
-
-
-async def _discard(pool: Any, conn: Any) -> None:
-    """Give back a connection cut mid-answer: out of step, so closed (reopened on next use)."""
-    try:
-        await conn.disconnect(nowait=True)
-    finally:
-        await pool.release(conn)
 
 
 class Connection:
@@ -196,7 +185,7 @@ class Connection:
             link = Link(loop, client, scripts)
             pool = client.connection_pool
             if hasattr(pool, "ensure_connection"):  # (the check a kept connection needs)
-                link.keep = min(_KEEP_IDLE, (getattr(pool, "max_connections", 0) or 0) // 4)
+                link.keep = min(KEEP_IDLE, (getattr(pool, "max_connections", 0) or 0) // 4)
             link.keeper = loop.create_task(self._keep(link), name="dowork-redis-keeper")
             self._links[loop] = link
         return link
@@ -226,23 +215,9 @@ class Connection:
             with contextlib.suppress(Exception):
                 await link.client.aclose()
 
-    @contextlib.contextmanager
-    def _errors(self) -> Iterator[None]:
+    def _errors(self) -> contextlib.AbstractContextManager[None]:
         """Turn redis-py's exceptions into dowork's (never showing a password)."""
-        try:
-            yield
-        except redis.exceptions.AuthenticationError as exc:
-            raise BackendError(f"{redact(self.url)}: {exc}") from exc
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
-            raise BackendUnavailable(f"{redact(self.url)}: {exc}") from exc
-        except redis.exceptions.ResponseError as exc:
-            if str(exc).startswith(("READONLY", "MASTERDOWN", "LOADING", "TRYAGAIN")):
-                raise BackendUnavailable(f"{redact(self.url)}: {exc}") from exc
-            if isinstance(exc, redis.exceptions.OutOfMemoryError) or "OOM " in str(exc):
-                raise BackendFull(f"{redact(self.url)}: {exc} (maxmemory reached)") from exc
-            raise BackendError(f"{redact(self.url)}: {exc}") from exc
-        except redis.exceptions.RedisError as exc:
-            raise BackendError(f"{redact(self.url)}: {exc}") from exc
+        return redis_errors(self.url)
 
     async def _script(self, name: str, *args: str | bytes | int) -> Any:
         link = self._link()
@@ -282,7 +257,7 @@ class Connection:
             self._note_policy(policy_of(info), worker=False)
             return rest
         pool = link.client.connection_pool
-        conn = await self._checkout(link, pool)
+        conn = await checkout(link.idle, pool)
         try:
             if pack is not None:
                 packed: bytes | list[bytes] = b"".join(pack(tuple(c)) for c in commands)
@@ -296,35 +271,16 @@ class Connection:
                 except redis.exceptions.ResponseError as exc:
                     answers.append(exc)
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
-            await _discard(pool, conn)
+            await discard(pool, conn)
             raise Unanswered(f"no reply to a request sent ({exc!r})") from exc
         except BaseException:
-            await _discard(pool, conn)
+            await discard(pool, conn)
             raise
         if len(link.idle) < link.keep and not link.released:
             link.idle.append(conn)
         else:
             await pool.release(conn)
         return answers
-
-    @staticmethod
-    async def _checkout(link: Link, pool: Any) -> Any:
-        """A connection for one round trip: one the link kept, else one from the pool.
-
-        A kept connection is checked as the pool checks those it hands out (connected, nothing
-        unread: a server that closed it is seen here, before anything is sent), at a fraction
-        of the cost of the pool's locks and bookkeeping, which a round trip of a worker's
-        claims and settlements paid on every call.
-        """
-        if link.idle:
-            conn = link.idle.pop()
-            try:
-                await pool.ensure_connection(conn)
-            except BaseException:
-                await pool.release(conn)
-                raise
-            return conn
-        return await pool.get_connection(*CONNECTION_ARGS)
 
     async def open(self) -> None:
         """Connect (PING) and load the scripts; other calls connect lazily too."""

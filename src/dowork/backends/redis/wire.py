@@ -4,19 +4,25 @@ The blocking client (``push_sync``: ``submit()`` from any thread) skips redis-py
 layers: ``commands_sync`` packs the commands with hiredis, writes them at once and reads the
 answers; ``transaction_sync`` does the same for a ``MULTI``/``EXEC`` of script calls. A
 connection that fails after a request went out raises ``Unanswered``: the request may have
-run. ``CONNECTION_ARGS`` and ``pack`` serve the asyncio round trip too (``Connection._raw``).
+run. ``CONNECTION_ARGS`` and ``pack`` serve the asyncio round trip too (``Connection._raw``),
+with ``checkout`` and ``discard`` (a connection kept between round trips, or the pool's) and
+``redis_errors`` (redis-py's exceptions as dowork's).
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import redis
 import redis.asyncio
 import redis.exceptions
 from redis.commands.core import Script
+
+from ...errors import BackendError, BackendFull, BackendUnavailable
+from .urls import redact
 
 #: redis-py before 5.3 wants a command name for ``ConnectionPool.get_connection``; later
 #: versions warn about it.
@@ -29,10 +35,18 @@ CONNECTION_ARGS = (
     else ("EVALSHA",)
 )
 
+#: Connections a link keeps between its round trips, at most (and at most a quarter of its
+#: pool's ``max_connections``, so that callers going through the pool never starve).
+KEEP_IDLE = 4
+
 __all__ = [
     "CONNECTION_ARGS",
+    "KEEP_IDLE",
     "Command",
     "Unanswered",
+    "checkout",
+    "discard",
+    "redis_errors",
     "commands_sync",
     "evalsha_sync",
     "pack",
@@ -160,3 +174,49 @@ def _transaction_pipelined(
         if flag:
             pipe.delete(flag)
         return pipe.execute()[0]
+
+
+async def checkout(idle: list[Any], pool: Any) -> Any:
+    """A connection for one round trip: one kept in ``idle``, else one from the pool.
+
+    A kept connection is checked as the pool checks those it hands out (connected, nothing
+    unread: a server that closed it is seen here, before anything is sent), at a fraction
+    of the cost of the pool's locks and bookkeeping, which a round trip of a worker's
+    claims and settlements paid on every call.
+    """
+    if idle:
+        conn = idle.pop()
+        try:
+            await pool.ensure_connection(conn)
+        except BaseException:
+            await pool.release(conn)
+            raise
+        return conn
+    return await pool.get_connection(*CONNECTION_ARGS)
+
+
+async def discard(pool: Any, conn: Any) -> None:
+    """Give back a connection cut mid-answer: out of step, so closed (reopened on next use)."""
+    try:
+        await conn.disconnect(nowait=True)
+    finally:
+        await pool.release(conn)
+
+
+@contextlib.contextmanager
+def redis_errors(url: str) -> Iterator[None]:
+    """Turn redis-py's exceptions into dowork's (never showing the password in ``url``)."""
+    try:
+        yield
+    except redis.exceptions.AuthenticationError as exc:
+        raise BackendError(f"{redact(url)}: {exc}") from exc
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+        raise BackendUnavailable(f"{redact(url)}: {exc}") from exc
+    except redis.exceptions.ResponseError as exc:
+        if str(exc).startswith(("READONLY", "MASTERDOWN", "LOADING", "TRYAGAIN")):
+            raise BackendUnavailable(f"{redact(url)}: {exc}") from exc
+        if isinstance(exc, redis.exceptions.OutOfMemoryError) or "OOM " in str(exc):
+            raise BackendFull(f"{redact(url)}: {exc} (maxmemory reached)") from exc
+        raise BackendError(f"{redact(url)}: {exc}") from exc
+    except redis.exceptions.RedisError as exc:
+        raise BackendError(f"{redact(url)}: {exc}") from exc
