@@ -38,6 +38,22 @@ def run(main: Coroutine[Any, Any, None]) -> None:
     asyncio.run(main)
 
 
+def blocked(admin: Any) -> int:
+    """How many clients of the test's Redis wait in a blocking command now."""
+    return int(admin.info("clients")["blocked_clients"])
+
+
+async def until_blocked(admin: Any, before: int) -> None:
+    """Wait (up to 10 s) until one more client than ``before`` blocks: the worker waits.
+
+    A push made earlier would be claimed the ordinary way, not popped by the waiting worker.
+    """
+    deadline = time.monotonic() + 10.0
+    while blocked(admin) <= before:
+        assert time.monotonic() < deadline, "the worker never started waiting"
+        await asyncio.sleep(0.005)
+
+
 def test_a_submitted_task_waits_in_the_inbox_and_every_reader_sees_it(
     redis_server: RedisServer, prefix: str, admin: Any
 ) -> None:
@@ -96,10 +112,12 @@ def test_an_idle_worker_starts_a_popped_task_and_its_lease_is_recorded_after(
     worker = RedisBackend(redis_server.url, prefix=prefix)
 
     async def main() -> None:
+        await worker.open()  # (loads the scripts, as a worker does: a pop peeks with one)
+        before = blocked(admin)
         waiting = asyncio.create_task(
             worker.wait_claim(ClaimRequest("q", NOW, 10, LEASE, "w"), 30.0)
         )
-        await asyncio.sleep(0.05)
+        await until_blocked(admin, before)
         task = rec()
         assert producer.push_sync([task], fresh=True) is True
         (claimed,) = await asyncio.wait_for(waiting, 2.0)
@@ -176,16 +194,18 @@ def test_a_take_after_a_drain_or_a_cancel_says_so(
 
 
 def test_a_worker_with_flow_control_drains_the_inbox_and_claims_by_its_rules(
-    redis_server: RedisServer, prefix: str
+    redis_server: RedisServer, prefix: str, admin: Any
 ) -> None:
     producer = RedisBackend(redis_server.url, prefix=prefix)
     worker = RedisBackend(redis_server.url, prefix=prefix)
 
     async def main() -> None:
+        await worker.open()  # (loads the scripts, as a worker does: a pop peeks with one)
+        before = blocked(admin)
         waiting = asyncio.create_task(
             worker.wait_claim(ClaimRequest("q", NOW, 10, LEASE, "w", max_running=1), 30.0)
         )
-        await asyncio.sleep(0.05)
+        await until_blocked(admin, before)
         tasks = [rec(), rec()]
         producer.push_sync(tasks[:1], fresh=True)
         (claimed,) = await asyncio.wait_for(waiting, 2.0)
