@@ -14,6 +14,7 @@ import os
 import platform
 import statistics
 import sys
+import threading
 import time
 import tracemalloc
 from collections.abc import Callable, Coroutine
@@ -28,6 +29,10 @@ import dowork
 ASYNC_TARGET = 0.5  # dowork async throughput >= 0.5x bare asyncio
 SYNC_TARGET = 1.5  # dowork sync throughput >= 1.5x ThreadPoolExecutor
 MEMORY_TARGET = 1024  # bytes per queued task < 1 KiB
+ASUBMIT_TARGET = 0.9  # asubmit() >= 0.9x submit() in submissions per second (issue 16)
+SLEEP_TARGET = 0.7  # n async sleeps at concurrency 100: ideal time / wall time >= 70 %
+SLEEP_S = 0.01  # each task of section 5 sleeps 10 ms
+SLEEP_K = 100  # at concurrency 100
 
 
 async def anoop() -> None:
@@ -279,6 +284,133 @@ def memory_scheduled(n: int) -> float:
     return used / n
 
 
+# -- 4. submit() against asubmit() -------------------------------------------------------------
+
+
+def submit_calls(q: dowork.Queue, use_async: bool) -> Callable[[int], Coroutine[Any, Any, float]]:
+    """n calls of ``q.submit(anoop)`` or ``await q.asubmit(anoop)``; returns the CPU time the
+    calling thread spent on them (``time.thread_time``): a run of a few tens of milliseconds
+    swings by 100 % and more in wall time on a loaded machine, its CPU time does not.
+    """
+
+    async def calls(n: int) -> float:
+        start = time.thread_time()
+        if use_async:
+            asubmit = q.asubmit
+            for _ in range(n):
+                await asubmit(anoop)
+        else:
+            submit = q.submit
+            for _ in range(n):
+                submit(anoop)
+        return time.thread_time() - start
+
+    return calls
+
+
+def submits_on_loop(
+    use_async: bool, concurrency: int
+) -> Callable[[int], Coroutine[Any, Any, float]]:
+    """``submit_calls`` on the queue's home loop (``await q.astart()``); the tasks then run
+    and the queue shuts down, untimed.
+    """
+
+    async def run(n: int) -> float:
+        q = dowork.Queue("bench", concurrency=concurrency, log=False)
+        await q.astart()
+        spent = await submit_calls(q, use_async)(n)
+        assert await q.ashutdown()
+        return spent
+
+    return run
+
+
+def submits_from_coroutine(use_async: bool, concurrency: int) -> Timed:
+    """``submit_calls`` from a plain coroutine (``asyncio.run``) into a queue on its own loop
+    thread (``q.start()``): every task crosses the inbox while the loop thread runs the ones
+    before it.
+    """
+
+    def run(n: int) -> float:
+        q = dowork.Queue("bench", concurrency=concurrency, log=False).start()
+        spent = asyncio.run(submit_calls(q, use_async)(n))
+        assert q.shutdown()
+        return spent
+
+    return run
+
+
+# -- 5. async sleeps at concurrency 100 --------------------------------------------------------
+
+
+class Countdown:
+    """Calls ``done()`` when the ``n``-th task body ends (set before every run)."""
+
+    left = 0
+    done: Callable[[], object] = staticmethod(lambda: None)
+
+    @classmethod
+    def arm(cls, n: int, done: Callable[[], object]) -> None:
+        cls.left, cls.done = n, done
+
+
+async def asleep() -> None:
+    """Section 5's task: sleep, then count down; the last one stops the clock."""
+    await asyncio.sleep(SLEEP_S)
+    Countdown.left -= 1
+    if not Countdown.left:
+        Countdown.done()
+
+
+async def bare_sleeps(n: int) -> float:
+    """asyncio baseline: a task per call, ``Semaphore(SLEEP_K)`` around each body, gathered."""
+    sem = asyncio.Semaphore(SLEEP_K)
+
+    async def one() -> None:
+        async with sem:
+            await asyncio.sleep(SLEEP_S)
+
+    loop = asyncio.get_running_loop()
+    start = time.perf_counter()
+    await asyncio.gather(*[loop.create_task(one()) for _ in range(n)])
+    return time.perf_counter() - start
+
+
+async def dowork_sleeps_on_loop(n: int) -> float:
+    """dowork: ``await q.astart()`` on this loop, ``q.submit(asleep)`` n times, until the last
+    body ended.
+    """
+    q = dowork.Queue("bench", concurrency=SLEEP_K, log=False)
+    await q.astart()
+    finished = asyncio.Event()
+    Countdown.arm(n, finished.set)
+    submit = q.submit
+    start = time.perf_counter()
+    for _ in range(n):
+        submit(asleep)
+    await finished.wait()
+    elapsed = time.perf_counter() - start
+    assert await q.ashutdown()
+    return elapsed
+
+
+def dowork_sleeps_from_sync(n: int) -> float:
+    """dowork: ``q.start()`` (its own loop thread), ``q.submit(asleep)`` n times from this
+    thread, until the last body ended.
+    """
+    q = dowork.Queue("bench", concurrency=SLEEP_K, log=False).start()
+    finished = threading.Event()
+    Countdown.arm(n, finished.set)
+    submit = q.submit
+    start = time.perf_counter()
+    for _ in range(n):
+        submit(asleep)
+    finished.wait()
+    elapsed = time.perf_counter() - start
+    assert q.shutdown()
+    return elapsed
+
+
 # -- report ------------------------------------------------------------------------------------
 
 
@@ -307,27 +439,34 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--n", type=int, default=50_000, help="async tasks per run")
     parser.add_argument("--sync-n", type=int, default=20_000, help="sync tasks per run")
     parser.add_argument("--mem-n", type=int, default=100_000, help="tasks for memory runs")
+    parser.add_argument("--submit-n", type=int, default=20_000, help="calls per section 4 run")
+    parser.add_argument("--sleep-n", type=int, default=1_000, help="sleeping tasks per run")
     parser.add_argument("--repeat", type=int, default=5, help="runs per benchmark (median)")
     parser.add_argument("--concurrency", type=int, default=8, help="dowork/pool workers")
     parser.add_argument(
         "--quick", action="store_true", help="small sizes and 3 repeats (a few seconds)"
     )
+    parser.add_argument(
+        "--only",
+        type=lambda text: [part for part in text.split(",") if part],
+        default=list(SECTIONS),
+        help=f"comma-separated sections to run, of {','.join(SECTIONS)} (default: all)",
+    )
     parser.add_argument("--strict", action="store_true", help="exit 1 if a target is missed")
     args = parser.parse_args(argv)
     if args.quick:
         args.n, args.sync_n, args.mem_n, args.repeat = 5_000, 2_000, 20_000, 3
+        args.submit_n = 5_000
+    unknown = set(args.only) - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown section(s) {', '.join(sorted(unknown))}; choose from {SECTIONS}")
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    n, sync_n, k, repeat = args.n, args.sync_n, args.concurrency, args.repeat
-    print(
-        f"dowork {dowork.__version__} | Python {platform.python_version()} "
-        f"({sys.implementation.name}) | {platform.machine()} | {os.cpu_count()} CPUs"
-    )
-    print(f"concurrency={k} repeat={repeat} (medians; spread = (max-min)/median)")
+Check = tuple[str, str, bool]
 
+
+def section_async(n: int, k: int, repeat: int) -> list[Check]:
     async_results = measure(
         [
             Bench("asyncio gather(create_task)", in_new_loop(bare_gather), n),
@@ -341,7 +480,16 @@ def main(argv: list[str] | None = None) -> int:
     async_base, async_dowork = async_results[:3], async_results[3:]
     print_results("1. async no-op tasks", async_results)
     print_ratios([(mine, base) for base in async_base for mine in async_dowork], ASYNC_TARGET)
+    checks: list[Check] = []
+    for base in async_base:  # the slower dowork variant against each baseline
+        worst = min(d.rate for d in async_dowork) / base.rate
+        checks.append(
+            (f"async >= {ASYNC_TARGET}x {base.name}", f"{worst:.2f}x", worst >= ASYNC_TARGET)
+        )
+    return checks
 
+
+def section_sync(sync_n: int, k: int, repeat: int) -> list[Check]:
     pool, mine = measure(
         [
             Bench(f"ThreadPoolExecutor({k})", thread_pool(k), sync_n),
@@ -351,33 +499,116 @@ def main(argv: list[str] | None = None) -> int:
     )
     print_results("2. sync no-op tasks", [pool, mine])
     print_ratios([(mine, pool)], SYNC_TARGET)
+    sync_ratio = mine.rate / pool.rate
+    return [
+        (f"sync >= {SYNC_TARGET}x {pool.name}", f"{sync_ratio:.2f}x", sync_ratio >= SYNC_TARGET)
+    ]
 
-    print(f"\n3. memory per queued task (tracemalloc, {args.mem_n:,} tasks, handles dropped)")
+
+def section_memory(mem_n: int) -> list[Check]:
+    print(f"\n3. memory per queued task (tracemalloc, {mem_n:,} tasks, handles dropped)")
     memory = {
-        "pending, queue not started (submit)": memory_pending(args.mem_n),
-        "scheduled in 1 h, started queue (call_later)": memory_scheduled(args.mem_n),
+        "pending, queue not started (submit)": memory_pending(mem_n),
+        "scheduled in 1 h, started queue (call_later)": memory_scheduled(mem_n),
     }
     for label, per_task in memory.items():
         print(f"  {label:<50} {per_task:>7.0f} B/task  {verdict(per_task < MEMORY_TARGET)}")
-
-    checks: list[tuple[str, str, bool]] = []
-    for base in async_base:  # the slower dowork variant against each baseline
-        worst = min(d.rate for d in async_dowork) / base.rate
-        checks.append(
-            (f"async >= {ASYNC_TARGET}x {base.name}", f"{worst:.2f}x", worst >= ASYNC_TARGET)
-        )
-    sync_ratio = mine.rate / pool.rate
-    checks.append(
-        (f"sync >= {SYNC_TARGET}x {pool.name}", f"{sync_ratio:.2f}x", sync_ratio >= SYNC_TARGET)
-    )
     worst_mem = max(memory.values())
-    checks.append(
+    return [
         (
             f"memory < {MEMORY_TARGET} B per queued task",
             f"{worst_mem:.0f} B",
             worst_mem < MEMORY_TARGET,
         )
+    ]
+
+
+def section_asubmit(n: int, k: int, repeat: int) -> list[Check]:
+    results = measure(
+        [
+            Bench("submit(), on the home loop", in_new_loop(submits_on_loop(False, k)), n),
+            Bench("asubmit(), on the home loop", in_new_loop(submits_on_loop(True, k)), n),
+            Bench("submit(), from a coroutine", submits_from_coroutine(False, k), n),
+            Bench("asubmit(), from a coroutine", submits_from_coroutine(True, k), n),
+        ],
+        repeat,
     )
+    print_results(
+        "4. submit() against asubmit(), in memory (calls per CPU second of the calling thread)",
+        results,
+    )
+    print(f"  ratios (asubmit / submit calls/s), target >= {ASUBMIT_TARGET}x:")
+    checks: list[Check] = []
+    for sync, coro in (results[:2], results[2:]):
+        ratio = coro.rate / sync.rate
+        where = sync.name.split(", ", 1)[1]
+        print(f"    {where:<24} {ratio:>5.2f}x  {verdict(ratio >= ASUBMIT_TARGET)}")
+        checks.append(
+            (
+                f"asubmit >= {ASUBMIT_TARGET}x submit, {where}",
+                f"{ratio:.2f}x",
+                ratio >= ASUBMIT_TARGET,
+            )
+        )
+    return checks
+
+
+def section_sleeps(sleep_n: int, repeat: int) -> list[Check]:
+    results = measure(
+        [
+            Bench(
+                f"asyncio Semaphore({SLEEP_K}), task per call", in_new_loop(bare_sleeps), sleep_n
+            ),
+            Bench("dowork, astart() on caller loop", in_new_loop(dowork_sleeps_on_loop), sleep_n),
+            Bench("dowork, submit from sync thread", dowork_sleeps_from_sync, sleep_n),
+        ],
+        repeat,
+    )
+    ideal = sleep_n / SLEEP_K * SLEEP_S
+    print_results(
+        f"5. {sleep_n:,} async sleeps of {SLEEP_S * 1000:.0f} ms at concurrency {SLEEP_K} "
+        f"(ideal {ideal:.2f} s; first submit to last body's end)",
+        results,
+    )
+    print(f"  efficiency (ideal / median s), target >= {SLEEP_TARGET:.0%}:")
+    checks: list[Check] = []
+    for r in results:
+        efficiency = ideal / r.median
+        best = ideal / min(r.times)
+        ok = verdict(efficiency >= SLEEP_TARGET)
+        print(f"    {r.name:<44} {efficiency:>5.0%} (best run {best:.0%})  {ok}")
+        if r.name.startswith("dowork"):
+            checks.append(
+                (
+                    f"sleeps >= {SLEEP_TARGET:.0%} efficient, {r.name[8:]}",
+                    f"{efficiency:.0%}",
+                    efficiency >= SLEEP_TARGET,
+                )
+            )
+    return checks
+
+
+SECTIONS = ("async", "sync", "memory", "asubmit", "sleeps")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    n, sync_n, k, repeat = args.n, args.sync_n, args.concurrency, args.repeat
+    print(
+        f"dowork {dowork.__version__} | Python {platform.python_version()} "
+        f"({sys.implementation.name}) | {platform.machine()} | {os.cpu_count()} CPUs"
+    )
+    print(f"concurrency={k} repeat={repeat} (medians; spread = (max-min)/median)")
+    runs = {
+        "async": lambda: section_async(n, k, repeat),
+        "sync": lambda: section_sync(sync_n, k, repeat),
+        "memory": lambda: section_memory(args.mem_n),
+        "asubmit": lambda: section_asubmit(args.submit_n, k, repeat),
+        "sleeps": lambda: section_sleeps(args.sleep_n, repeat),
+    }
+    checks: list[Check] = []
+    for name in args.only:
+        checks.extend(runs[name]())
     print("\ntargets")
     for label, value, ok in checks:
         print(f"  {label:<52} {value:>8}  {verdict(ok)}")

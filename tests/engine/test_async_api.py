@@ -146,3 +146,54 @@ def test_async_context_manager(make_queue: Callable[..., Queue]) -> None:
         assert task.result(0) == "slept"
 
     asyncio.run(main())
+
+
+def test_asubmit_checks_as_submit_does(make_queue: Callable[..., Queue]) -> None:
+    queue = make_queue()
+
+    async def main() -> None:
+        async def add(a: int, b: int = 0) -> int:
+            return a + b
+
+        await queue.astart()
+        task = await queue.asubmit(add, 2, b=3)
+        assert task.is_async
+        with pytest.raises(dowork.TaskFrozen):
+            task.configure(retries=1)
+        assert await task == 5
+        with pytest.raises(TypeError):
+            await queue.asubmit(42)  # type: ignore[call-overload]
+        assert await queue.ashutdown() is True
+        with pytest.raises(dowork.QueueShuttingDown):
+            await queue.asubmit(add, 1)
+
+    asyncio.run(main())
+
+
+def test_aenqueue_that_waited_for_room_is_refused_once_shutdown_began(
+    make_queue: Callable[..., Queue],
+) -> None:
+    queue = make_queue(maxsize=1).start()
+
+    async def main() -> None:
+        gate = threading.Event()
+        first = await queue.asubmit(gate.wait, 5)
+        waiting = asyncio.create_task(queue.aenqueue(Task(lambda: "late")))
+        await asyncio.sleep(0)
+        assert not waiting.done()  # no room: it waits
+        stopped: list[bool] = []
+        stopper = threading.Thread(target=lambda: stopped.append(queue.shutdown(5)))
+        stopper.start()
+        for _ in range(4000):  # up to 4 s on a busy machine
+            if not queue.accepting:
+                break
+            await asyncio.sleep(0.001)
+        assert not queue.accepting
+        gate.set()  # room now, but the queue shuts down: checked again, refused
+        with pytest.raises(dowork.QueueShuttingDown):
+            await asyncio.wait_for(waiting, 5)
+        await asyncio.to_thread(stopper.join, 5)
+        assert stopped == [True]
+        assert await first is True
+
+    asyncio.run(main())

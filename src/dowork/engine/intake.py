@@ -34,14 +34,25 @@ class Intake(HomeLoop):
     """Accepting tasks: checks, the cross-thread inbox, ids, cancellation and schedules."""
 
     def put(
-        self, task: Task[Any], block: bool, timeout: float | None, reserved: bool = False
+        self,
+        task: Task[Any],
+        block: bool,
+        timeout: float | None,
+        reserved: bool = False,
+        checked: bool = False,
     ) -> None:
         """Check, freeze and enqueue a task, reserving room in a bounded queue first.
+
+        ``checked``: the caller ran ``check_new`` on the task already (``Queue.aenqueue``,
+        ``enqueue_many``, ``group``), so only a shutdown begun since is looked for again.
 
         Raises:
             QueueFull: no room (``block`` False, on the loop, or ``timeout`` passed).
         """
-        self.check_new(task)
+        if not checked:
+            self.check_new(task)
+        elif not self.accepting:
+            raise _shutting_down(self.name)
         task._frozen = True
         cap = self.capacity
         if (
@@ -61,9 +72,7 @@ class Intake(HomeLoop):
     def check_new(self, task: Task[Any]) -> None:
         """Refuse a task that is finished, already enqueued, or arrives after shutdown."""
         if not self.accepting:
-            raise QueueShuttingDown(
-                f"queue {self.name!r} is shutting down; new tasks are not accepted"
-            )
+            raise _shutting_down(self.name)
         if task._engine is not None:
             if task._status.final:
                 raise AlreadyComplete(f"{task!r} already finished; tasks run to completion once")
@@ -245,3 +254,7 @@ class Intake(HomeLoop):
     def drop_schedule(self, schedule: Schedule) -> None:
         """Forget a cancelled schedule (its heap entry is skipped when it comes up)."""
         self._schedules.discard(schedule)
+
+
+def _shutting_down(name: str) -> QueueShuttingDown:
+    return QueueShuttingDown(f"queue {name!r} is shutting down; new tasks are not accepted")

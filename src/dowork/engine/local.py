@@ -48,21 +48,24 @@ class LocalSource:
         self.abort = engine.core_abort
 
     def enqueue_many(self, tasks: list[Task[Any]]) -> None:
-        """Enqueue each (waiting for room in a bounded queue)."""
+        """Enqueue each (waiting for room in a bounded queue); ``Queue`` checked them."""
         put = self.engine.put
         for task in tasks:
-            put(task, True, None)
+            put(task, True, None, checked=True)
 
     async def aenqueue(self, task: Task[Any], timeout: float | None) -> None:
-        """Enqueue, waiting for room in a bounded queue without blocking the event loop."""
+        """Enqueue, waiting for room in a bounded queue without blocking the event loop.
+
+        ``Queue.aenqueue`` checked the task (``put`` looks again for a shutdown only).
+        """
         engine = self.engine
         cap = engine.capacity
         if cap is None or cap.try_acquire():
-            engine.put(task, False, None, reserved=cap is not None)
+            engine.put(task, False, None, reserved=cap is not None, checked=True)
             return
         if not await cap.aacquire(timeout):
             raise QueueFull(f"queue {engine.name!r} is full ({cap.maxsize} unfinished tasks)")
-        engine.put(task, False, None, reserved=True)
+        engine.put(task, False, None, reserved=True, checked=True)
 
     async def aenqueue_many(self, tasks: list[Task[Any]]) -> None:
         """``aenqueue`` each, in order."""
@@ -77,11 +80,11 @@ class LocalSource:
         callback._group = state
         for member in members:
             member._group = state
-        put = self.engine.put
-        put(callback, True, None)  # accepted, and held until the members finish
+        put = self.engine.put  # (``Queue.group`` checked every task)
+        put(callback, True, None, checked=True)  # accepted, and held until the members finish
         try:
             for member in members:
-                put(member, True, None)
+                put(member, True, None, checked=True)
         except BaseException:
             callback.cancel()
             raise

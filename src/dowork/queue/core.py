@@ -97,6 +97,19 @@ class Queue(Declaring, Driving):
     ) -> Task[R]: ...
     async def asubmit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Task[Any]:
         """``submit`` for async code: waits for room without blocking the event loop."""
+        engine = self._engine
+        if (
+            type(fn) is FunctionType
+            and engine.capacity is None
+            and engine.accepting
+            and not engine.durable
+        ):  # submit()'s hot path: nothing to wait for
+            task: Task[Any] = Task._fast(
+                fn, args, kwargs or _EMPTY, bool(fn.__code__.co_flags & CO_COROUTINE)
+            )
+            task._frozen = True
+            engine.enqueue(task)
+            return task
         return await self.aenqueue(_make(fn, args, kwargs))
 
     def enqueue(
