@@ -20,7 +20,7 @@ FUNCTION_LINES = 50
 #: The modules (``dowork.x``) and functions (``dowork.x:Class.method``) over the limit today,
 #: with their size. The store seam (``memory``) is still to be split by issue 15.
 KNOWN_LARGE: dict[str, int] = {
-    "dowork.backends.memory": 510,
+    "dowork.backends.memory": 501,
 }
 
 

@@ -2,7 +2,7 @@
 
 An engine keeps ready tasks in a plain ``deque`` (first in, first out, the fast path) until
 the first task with a non-zero priority arrives; it then switches to a ``PriorityLine``, which
-orders them as the backends' claims do (``backends._protocol.rank``): by the time a task
+orders them as the backends' claims do (``backends.flow.rank``): by the time a task
 became ready minus ``priority * aging``, ties in arrival order.
 """
 
@@ -14,7 +14,7 @@ import math
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .backends._protocol import rank
+from .backends.flow import rank
 
 if TYPE_CHECKING:
     from .clock import Clock

@@ -24,7 +24,8 @@ from dowork.backends import (
     RedisBackend,
     Settlement,
 )
-from dowork.backends._protocol import WAITING, take_slot
+from dowork.backends._protocol import WAITING
+from dowork.backends.flow import take_slot
 from tests.backends.test_contract import LEASE, NOW, rec
 from tests.redis_replies import raw, raw_hash, raw_members, raw_scores
 from tests.redis_server import RedisServer

@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import json
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
@@ -29,10 +29,7 @@ __all__ = [
     "WorkerBeat",
     "charge",
     "check_page",
-    "take_slot",
     "late_applies",
-    "rank",
-    "rate_key",
     "retention",
     "minute_of",
     "status_filter",
@@ -335,30 +332,6 @@ def status_filter(statuses: Sequence[str] | str | None) -> tuple[str, ...] | Non
     if isinstance(statuses, str):
         return (statuses,)
     return tuple(sorted(set(statuses)))
-
-
-def rank(run_at: float, priority: int, aging: float) -> float:
-    """The claim order of a due record (lower first): see ``Store.claim``."""
-    return run_at - priority * aging
-
-
-def rate_key(name: str, rates: Mapping[str, tuple[int, float]]) -> str | None:
-    """The limit a record of task ``name`` counts against: its own, the queue's ``""``, or None."""
-    if name in rates:
-        return name
-    return "" if "" in rates else None
-
-
-def take_slot(starts: list[float], n: int, per: float, now: float) -> float:
-    """Give out the first start time from ``now`` on that keeps at most ``n`` in any ``per``.
-
-    ``starts`` are the start times already given out, ascending: the new one comes ``per``
-    after the ``n``-th latest of them, and is added to them (only the last ``n`` are kept).
-    """
-    start = now if len(starts) < n else max(now, starts[-n] + per)
-    starts.append(start)
-    del starts[:-n]
-    return start
 
 
 def charge(charged: str | None, token: int) -> str:

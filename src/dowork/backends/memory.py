@@ -7,10 +7,10 @@ queue runs on it in a test with no file (``Queue()`` itself keeps live tasks, no
 
 from __future__ import annotations
 
-import heapq
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
+from operator import attrgetter
 
 from ..errors import DuplicateTask
 from ._protocol import (
@@ -28,13 +28,11 @@ from ._protocol import (
     check_page,
     late_applies,
     minute_of,
-    rank,
-    rate_key,
     retention,
     status_filter,
-    take_slot,
     uncharge,
 )
+from .flow import Lane, Pacer, Turns, rank, room
 from .store import ClaimRequest, SupportsWake, Upkeep, Upkept
 
 __all__ = ["MemoryBackend"]
@@ -118,63 +116,42 @@ class MemoryBackend(SupportsWake):  # (its one extra: wake)
         return retention(outcome, keep, self.keep_finished, self.keep_dead)
 
     async def claim(self, request: ClaimRequest) -> list[Record]:
-        """Lease the most urgent due records, key by key in turn, within the limits."""
-        queue, now, aging = request.queue, request.now, request.aging
-        alone_from = request.alone_from
+        """Lease the most urgent due records, key by key in turn, within the limits (``flow``)."""
+        queue, now = request.queue, request.now
         with self._lock:
             mine = [r for r in self._records.values() if r.queue == queue]
             running = [r for r in mine if r.status in LEASED]
-            limit = request.limit
-            if request.max_running is not None:
-                limit = min(limit, request.max_running - len(running))
+            limit = room(request.limit, request.max_running, len(running))
             if limit <= 0:
                 return []
-            lanes = self._lanes(mine, now, aging)
-            held: dict[str, int] = {}
-            for record in running:
-                if record.concurrency_key is not None:
-                    held[record.concurrency_key] = held.get(record.concurrency_key, 0) + 1
             served = self._served.setdefault(queue, {})
-            turns = [
-                (served.get(k, 0), *self._urgency(lane[-1], aging), k) for k, lane in lanes.items()
-            ]
-            heapq.heapify(turns)
-            claimed: list[Record] = []
-            looked = 0
-            per_key = request.per_key
-            while turns and looked < 2 * limit and len(claimed) < limit:
-                turn, _, _, key = heapq.heappop(turns)
-                lane = lanes[key]
-                if key and per_key is not None and held.get(key, 0) >= per_key:
-                    continue  # the key has its share running: its turn waits
-                record = lane.pop()
-                looked += 1
-                alone = alone_from is not None and record.crashes >= alone_from
-                if alone and claimed:  # a repeat crasher is claimed alone (Store.claim)
-                    break
-                if self._may_start(record, request):
-                    claimed.append(self._lease(record, now, request.lease, request.owner))
-                    if alone:
-                        break
-                    held[key] = held.get(key, 0) + 1
-                    turn = served[key] = self._turns[queue] = self._turns.get(queue, 0) + 1
-                # else: delayed by a rate limit, which does not use up the key's turn
-                if lane:
-                    heapq.heappush(turns, (turn, *self._urgency(lane[-1], aging), key))
+            turns = _Turns(limit, request, self._order, running, self._turns.get(queue, 0))
+            lanes: dict[str, list[Record]] = {}
+            for record in mine:
+                if record.status in WAITING and record.run_at <= now:
+                    lanes.setdefault(record.concurrency_key or "", []).append(record)
+            for key, lane in lanes.items():
+                turns.add(key, served.get(key, 0), Lane(sorted(lane, key=turns.urgency)))
+            pacer = Pacer(now, request.rates, self._rate_starts(queue))
+            picked = turns.take(
+                limit,
+                request.alone_from,
+                (lambda r: pacer.may_start(r.id, r.name, r.slot)) if request.rates else None,
+            )
+            for start, task_id in pacer.delayed:  # waits for the start time it was given
+                self._records[task_id].run_at = self._records[task_id].slot = start
+            if turns.served:
+                served.update(turns.served)
+                self._turns[queue] = max(turns.served.values())
+            claimed = [self._lease(r, now, request.lease, request.owner) for r in picked]
             waiting = {r.concurrency_key or "" for r in mine if r.status in WAITING}
             for key in [k for k in served if k not in waiting]:
                 del served[key]  # a key with nothing waiting loses its place in turn
             return claimed
 
-    def _lanes(self, records: list[Record], now: float, aging: float) -> dict[str, list[Record]]:
-        """The due records by concurrency key ("" for none), each lane most urgent last."""
-        lanes: dict[str, list[Record]] = {}
-        for record in records:
-            if record.status in WAITING and record.run_at <= now:
-                lanes.setdefault(record.concurrency_key or "", []).append(record)
-        for lane in lanes.values():
-            lane.sort(key=lambda r: self._urgency(r, aging), reverse=True)
-        return lanes
+    def _rate_starts(self, queue: str) -> Callable[[str], list[float]]:
+        """The start times each rate limit of ``queue`` gave out, ascending (``flow.Pacer``)."""
+        return lambda key: self._starts.setdefault((queue, key), [])
 
     @staticmethod
     def _lease(record: Record, now: float, lease: float, owner: str) -> Record:
@@ -186,26 +163,6 @@ class MemoryBackend(SupportsWake):  # (its one extra: wake)
         record.updated_at = now
         record.slot = None
         return replace(record)
-
-    def _urgency(self, record: Record, aging: float) -> tuple[float, int]:
-        """A record's claim order within its key (``rank``, then push order)."""
-        return rank(record.run_at, record.priority, aging), self._order[record.id]
-
-    def _may_start(self, record: Record, request: ClaimRequest) -> bool:
-        """Ask the record's rate limit for a start now; if refused it waits for its slot."""
-        rates, now = request.rates, request.now
-        key = None if record.slot is not None or not rates else rate_key(record.name, rates)
-        if key is None:
-            return True
-        assert rates is not None
-        n, per = rates[key]
-        starts = self._starts.setdefault((request.queue, key), [])
-        start = take_slot(starts, n, per, now)
-        if start <= now:
-            return True
-        record.run_at = start
-        record.slot = start
-        return False
 
     async def settle(self, settlements: Sequence[Settlement]) -> list[str]:
         """Apply outcomes, refusing stale tokens."""
@@ -508,3 +465,37 @@ class MemoryBackend(SupportsWake):  # (its one extra: wake)
             ]
             found.sort(key=lambda r: (r.created_at, self._order[r.id]), reverse=newest_first)
             return [replace(r) for r in found[offset : offset + limit]]
+
+
+_crashes = attrgetter("crashes")
+
+
+class _Turns(Turns[Record]):
+    """``flow.Turns`` over records in memory: ranked in push order, keys held by ``running``."""
+
+    def __init__(
+        self,
+        limit: int,
+        request: ClaimRequest,
+        order: dict[str, int],
+        running: list[Record],
+        last: int,
+    ) -> None:
+        super().__init__(limit, request.per_key, _crashes)
+        self._aging = request.aging
+        self._order = order
+        self._running = running
+        self._last = last
+
+    def urgency(self, row: Record) -> tuple[float, int]:
+        return rank(row.run_at, row.priority, self._aging), self._order[row.id]
+
+    def running(self) -> dict[str, int]:
+        held: dict[str, int] = {}
+        for record in self._running:
+            if record.concurrency_key is not None:
+                held[record.concurrency_key] = held.get(record.concurrency_key, 0) + 1
+        return held
+
+    def last_turn(self) -> int:
+        return self._last

@@ -10,8 +10,8 @@ from ..backends._protocol import (
     Outcome,
     Record,
     Settlement,
-    rank,
 )
+from ..backends.flow import rank
 from ..codec import check_depth, decode_for
 from ..errors import (
     BackendError,

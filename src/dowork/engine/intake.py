@@ -7,7 +7,7 @@ import math
 import threading
 from typing import TYPE_CHECKING, Any
 
-from ..backends._protocol import rank
+from ..backends.flow import rank
 from ..errors import (
     AlreadyComplete,
     QueueFull,

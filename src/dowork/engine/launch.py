@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._line import Line, PriorityLine
 from .._threads import LAPSED, Result
-from ..backends._protocol import take_slot
+from ..backends.flow import take_slot
 from ..clock import TimerHandle
 from ..errors import (
     TaskExpired,

@@ -2,30 +2,34 @@
 
 ``claim`` is ``Store.claim`` on the store's thread, given its ``ClaimRequest``. It caps the
 claim by ``max_running``, then picks records: a queue without concurrency keys reads its due
-records in rank order (``lanes.due``) and takes them up to a repeat crasher (claimed alone)
-or, under rate limits, those the ``Pacer`` lets start; a queue with keys is walked key by key
-(``Turns``). The picked rows are leased with one ``UPDATE ... RETURNING``, which also tests
-that each is readable (``rows.claim_test``); a row that is not rolls the claim back,
-``rows.bury`` dead-letters the unreadable rows and the claim runs again. The turns are then
-written for the next claim.
+records in rank order (``lanes.due``) and takes them up to a repeat crasher (claimed alone:
+``flow.alone_count``) or, under rate limits, those a ``flow.Pacer`` lets start (``flow.pace``);
+a queue with keys is walked key by key (``turns.Turns``, a ``flow.Turns``). The picked rows
+are leased with one ``UPDATE ... RETURNING``, which also tests that each is readable
+(``rows.claim_test``); a row that is not rolls the claim back, ``rows.bury`` dead-letters
+the unreadable rows and the claim runs again. The turns are then written for the next claim.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable
+from operator import itemgetter
 
 from .._protocol import Record
+from ..flow import Pacer, alone, alone_count, pace, room
 from ..store import ClaimRequest
-from . import records
+from . import rates, records
 from .connection import transaction
 from .lanes import Due, due
-from .rates import Pacer
 from .rows import UNREADABLE, Unreadable, bury
 from .schema import HELD_SQL, WAITING_SQL
 from .turns import TURNS_STATE_SQL, Turns, remember_keyed, remember_plain
 
 __all__ = ["claim"]
+
+#: A due row's ``crashes`` (``lanes.Due``).
+_crashes = itemgetter(1)
 
 
 def claim(conn: sqlite3.Connection, c: ClaimRequest, ok_sql: str, keep_dead: float) -> list[Record]:
@@ -59,21 +63,23 @@ def _claim_once(conn: sqlite3.Connection, c: ClaimRequest, ok_sql: str) -> list[
         if limit <= 0:
             return []
         keyed, keyed_turns, plain_served = conn.execute(TURNS_STATE_SQL, (c.queue,)).fetchone()
-        pacer = Pacer(conn, c.queue, c.now, c.rates)
+        starts = rates.Starts(conn, c.queue)
+        pacer = Pacer(c.now, c.rates, starts)
         turns: Turns | None = None
         looked: list[Due] = []
         if keyed:
             turns = Turns(conn, c.queue, c.now, limit, c.aging, c.per_key)
             turns.add_new(plain_served)
-            ids = turns.take(limit, c.alone_from, pacer)
+            asking = _asking(pacer) if c.rates else None
+            ids = [row[0] for row in turns.take(limit, c.alone_from, asking)]
         else:
             looked, ids = _pick(conn, c, limit, pacer)
-        pacer.save()
+        rates.save(conn, starts, pacer)
         claimed = _lease(conn, c, ids, ok_sql)
         if turns is not None:
             remember_keyed(conn, c.queue, turns.served)
         else:
-            served_now = bool(ids) and not _crasher(claimed[ids[0]], c.alone_from)
+            served_now = bool(ids) and not alone(claimed[ids[0]].crashes, c.alone_from)
             left = len(looked) > len(ids)  # one looked at is still waiting
             remember_plain(conn, c.queue, served_now, left, keyed_turns, plain_served)
     return [claimed[task_id] for task_id in ids]
@@ -86,7 +92,12 @@ def _room(conn: sqlite3.Connection, c: ClaimRequest) -> int:
     running: int = conn.execute(
         f"SELECT COUNT(*) FROM dowork_tasks WHERE queue = ? AND {HELD_SQL}", (c.queue,)
     ).fetchone()[0]
-    return min(c.limit, c.max_running - running)
+    return room(c.limit, c.max_running, running)
+
+
+def _asking(pacer: Pacer) -> Callable[[Due], bool]:
+    """``pacer.may_start`` of a due row."""
+    return lambda row: pacer.may_start(row[0], row[2], row[3])
 
 
 def _pick(
@@ -95,9 +106,11 @@ def _pick(
     """The due records looked at, and the ids to claim of a queue without keys."""
     if not c.rates:  # every record looked at is claimed, up to a repeat crasher
         looked: list[Due] = due(conn, c.queue, c.now, limit + 1, c.aging)  # one more: any left?
-        return looked, alone_or_rest(looked[:limit], c.alone_from)
+        count = alone_count(looked[:limit], c.alone_from, _crashes)
+        return looked, [row[0] for row in looked[:count]]
     looked = due(conn, c.queue, c.now, 2 * limit, c.aging)
-    return looked, pace(limit, c.alone_from, pacer, looked)
+    taken = pace(looked, limit, c.alone_from, _crashes, _asking(pacer))
+    return looked, [row[0] for row in taken]
 
 
 def _lease(
@@ -117,40 +130,3 @@ def _lease(
     if len(rows) != len(ids) or not all(row[-1] for row in rows):
         raise Unreadable(f"claim of {c.queue!r}: a record cannot be read")
     return {row[0]: records.claimed(row, c.queue, c.now, until, c.owner) for row in rows}
-
-
-def alone_or_rest(due: Sequence[Due], alone_from: int | None) -> list[str]:
-    """The ids to claim from ``due`` in claim order (see ``Store.claim``).
-
-    A repeat crasher (``crashes >= alone_from``) alone, or the records before the first one.
-    """
-    if alone_from is None:
-        return [row[0] for row in due]
-    if due and due[0][1] >= alone_from:
-        return [due[0][0]]
-    ids = []
-    for row in due:
-        if row[1] >= alone_from:
-            break
-        ids.append(row[0])
-    return ids
-
-
-def pace(limit: int, alone_from: int | None, pacer: Pacer, due: Sequence[Due]) -> list[str]:
-    """The ids to claim from ``due`` under the rate limits, as ``MemoryBackend.claim`` picks."""
-    ids: list[str] = []
-    for row in due:
-        alone = alone_from is not None and row[1] >= alone_from
-        if alone and ids:  # a repeat crasher is claimed alone (Store.claim)
-            break
-        if not pacer.may_start(row):  # over the limit: waits for the start time it was given
-            continue
-        ids.append(row[0])
-        if alone or len(ids) == limit:
-            break
-    return ids
-
-
-def _crasher(record: Record, alone_from: int | None) -> bool:
-    """Whether the record is claimed alone (``Store.claim``)."""
-    return alone_from is not None and record.crashes >= alone_from
