@@ -3,6 +3,9 @@
 Records in dicts behind one lock, for any thread or event loop of the process; nothing
 survives it. The contract is checked on it without a server, and code written for a durable
 queue runs on it in a test with no file (``Queue()`` itself keeps live tasks, not records).
+``MemoryBackend`` holds the records and the worker's side (``Store``); the operators' side
+(``StoreAdmin``) is ``MemoryAdmin``, in ``memory_admin``; a claim's flow control is
+``flow``'s, as in the other stores.
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ from operator import attrgetter
 from ..errors import DuplicateTask
 from ._protocol import (
     LEASED,
-    REQUEUABLE,
     STATS_MINUTES,
     WAITING,
     WHILE_UNFINISHED,
@@ -25,14 +27,13 @@ from ._protocol import (
     Wakeups,
     WorkerBeat,
     charge,
-    check_page,
     late_applies,
     minute_of,
     retention,
-    status_filter,
     uncharge,
 )
 from .flow import Lane, Pacer, Turns, rank, room
+from .memory_admin import MemoryAdmin
 from .store import ClaimRequest, SupportsWake, Upkeep, Upkept
 
 __all__ = ["MemoryBackend"]
@@ -45,7 +46,7 @@ _FINAL = {
 }
 
 
-class MemoryBackend(SupportsWake):  # (its one extra: wake)
+class MemoryBackend(MemoryAdmin, SupportsWake):  # (its one extra: wake)
     """Records in a dict, for tests and single-process use of the durable code path."""
 
     durable = False
@@ -72,12 +73,6 @@ class MemoryBackend(SupportsWake):  # (its one extra: wake)
 
     def __repr__(self) -> str:
         return "MemoryBackend()"
-
-    async def open(self) -> None:
-        """Nothing to open."""
-
-    async def close(self) -> None:
-        """Nothing to close."""
 
     async def push(self, records: Sequence[Record], *, fresh: bool = False) -> dict[str, str]:
         """Store copies of the records (those whose idempotency key is free)."""
@@ -311,28 +306,6 @@ class MemoryBackend(SupportsWake):  # (its one extra: wake)
                 requeued += 1
         return requeued, dead
 
-    async def get(self, ids: Sequence[str]) -> list[Record]:
-        """Copies of the records with these ids."""
-        with self._lock:
-            return [replace(self._records[i]) for i in ids if i in self._records]
-
-    async def cancel(self, task_id: str, now: float) -> str:
-        """Cancel a waiting record or flag a running one."""
-        with self._lock:
-            record = self._records.get(task_id)
-            if record is None:
-                return "unknown"
-            if record.status in WAITING:
-                record.status = "cancelled"
-                record.error = "cancelled"
-                record.finished_at = record.updated_at = now
-                self._expires[task_id] = now + self.keep_finished
-                return "cancelled"
-            if record.status in LEASED:
-                record.cancel_requested = True
-                return "requested"
-            return "finished"
-
     async def next_due(self, queue: str) -> float | None:
         """Earliest run time of a waiting record."""
         with self._lock:
@@ -340,15 +313,6 @@ class MemoryBackend(SupportsWake):  # (its one extra: wake)
                 r.run_at for r in self._records.values() if r.queue == queue and r.status in WAITING
             ]
         return min(times) if times else None
-
-    async def counts(self, queue: str) -> dict[str, int]:
-        """Records per status."""
-        counts: dict[str, int] = {}
-        with self._lock:
-            for record in self._records.values():
-                if record.queue == queue:
-                    counts[record.status] = counts.get(record.status, 0) + 1
-        return counts
 
     async def wake(self, queue: str, at: float) -> None:
         """A task of ``queue`` fell due at ``at``: wake this process's idle workers of it."""
@@ -369,49 +333,6 @@ class MemoryBackend(SupportsWake):  # (its one extra: wake)
             del self._idempotency[key]
         return len(gone)
 
-    async def queues(self) -> list[str]:
-        """Names of the queues with records, sorted."""
-        with self._lock:
-            return sorted({r.queue for r in self._records.values()})
-
-    async def requeue(self, ids: Sequence[str], now: float) -> list[str]:
-        """Send failed, cancelled and dead records back to pending, keeping ``attempts``."""
-        requeued = []
-        queues = set()
-        with self._lock:
-            for task_id in dict.fromkeys(ids):
-                record = self._records.get(task_id)
-                if record is None or record.status not in REQUEUABLE:
-                    continue
-                record.status = "pending"
-                record.run_at = record.updated_at = now
-                record.error = record.reason = record.result = None
-                record.crashes = 0
-                record.charged = None
-                record.cancel_requested = False
-                record.lease_until = record.owner = record.finished_at = None
-                self._expires.pop(task_id, None)
-                requeued.append(task_id)
-                queues.add(record.queue)
-        self._wakeups.notify(queues)
-        return requeued
-
-    async def purge(self, queue: str, statuses: Sequence[str] | None = None) -> int:
-        """Delete the queue's records in ``statuses`` (all but running ones for None)."""
-        wanted = status_filter(statuses)
-        with self._lock:
-            gone = [
-                r.id
-                for r in self._records.values()
-                if r.queue == queue
-                and (r.status not in LEASED if wanted is None else r.status in wanted)
-            ]
-            for task_id in gone:
-                del self._records[task_id]
-                self._order.pop(task_id, None)
-                self._expires.pop(task_id, None)
-        return len(gone)
-
     def _beat(self, worker: WorkerBeat, job: Upkeep) -> None:
         """Keep the worker's beat until ``now + ttl``, add its outcome counts (under the lock)."""
         now, ttl, finished = job.now, job.ttl, job.finished
@@ -430,41 +351,6 @@ class MemoryBackend(SupportsWake):  # (its one extra: wake)
             oldest = minute_of(now) - STATS_MINUTES * 60
             for minute in [m for m in minutes if m < oldest]:
                 del minutes[minute]
-
-    async def workers(self, now: float) -> list[WorkerBeat]:
-        """The workers whose beat has not expired."""
-        with self._lock:
-            alive = sorted((i, text) for i, (until, text) in self._workers.items() if until > now)
-        return [WorkerBeat.from_json(text) for _, text in alive]
-
-    async def stats(self, queue: str, since: float) -> dict[int, dict[str, int]]:
-        """Per-minute outcome counts of the queue from ``since`` on."""
-        first = minute_of(since)
-        with self._lock:
-            minutes = self._stats.get(queue, {})
-            return {m: dict(c) for m, c in sorted(minutes.items()) if m >= first}
-
-    # ``list`` comes last: a method of that name hides the builtin in annotations below it.
-    async def list(
-        self,
-        queue: str,
-        statuses: Sequence[str] | None = None,
-        *,
-        limit: int = 100,
-        offset: int = 0,
-        newest_first: bool = True,
-    ) -> list[Record]:
-        """One page of the queue's records by ``created_at`` (sorted in memory)."""
-        check_page(limit, offset)
-        wanted = status_filter(statuses)
-        with self._lock:
-            found = [
-                r
-                for r in self._records.values()
-                if r.queue == queue and (wanted is None or r.status in wanted)
-            ]
-            found.sort(key=lambda r: (r.created_at, self._order[r.id]), reverse=newest_first)
-            return [replace(r) for r in found[offset : offset + limit]]
 
 
 _crashes = attrgetter("crashes")
