@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 import redis
+import redis.asyncio
 
-from dowork.backends.redis.scripts import SCRIPTS, assemble
+from dowork.backends.redis.scripts import SCRIPTS, Registered, Scripts, assemble
 from tests.redis_server import RedisServer
 
 LUA = resources.files("dowork.backends.redis").joinpath("lua")
@@ -80,3 +81,30 @@ def test_a_bad_include_is_an_error(
     (tmp_path / "s.lua").write_text(script)
     with pytest.raises(error, match=message):
         assemble("s", tmp_path)
+
+
+def test_a_script_is_assembled_when_first_asked_for(tmp_path: Path) -> None:
+    (tmp_path / "include").mkdir()
+    (tmp_path / "include" / "part.lua").write_text("local a = 1\n")
+    (tmp_path / "s.lua").write_text("--#include part\nreturn a\n")
+    (tmp_path / "t.lua").write_text("--#include missing\n")
+    scripts = Scripts(tmp_path)
+    assert (list(scripts), len(scripts)) == (["s", "t"], 2)
+    (tmp_path / "include" / "part.lua").write_text("local a = 2\n")  # not read yet
+    assert scripts["s"] == "local a = 2\nreturn a\n"
+    (tmp_path / "include" / "part.lua").write_text("local a = 3\n")  # read once: kept
+    assert scripts["s"] == "local a = 2\nreturn a\n"
+    assert "part" not in scripts
+    assert "../s" not in scripts
+    with pytest.raises(KeyError):
+        scripts["u"]
+    with pytest.raises(LookupError, match=r"no such Lua file 'include/missing\.lua'"):
+        scripts["t"]
+
+
+def test_a_link_registers_a_script_when_first_used() -> None:
+    registered = Registered(redis.asyncio.Redis())
+    assert not registered
+    claim = registered["claim"]
+    assert (list(registered), claim.script) == (["claim"], SCRIPTS["claim"])
+    assert registered["claim"] is claim

@@ -103,7 +103,7 @@ from threads), ``urls`` and ``policy`` (what a URL carries, the ``maxmemory-poli
 ``records`` (task hashes and script arguments), ``push``, ``claim`` and ``store`` (the
 worker's protocol), ``admin`` (``StoreAdmin``: what operators and handles ask), and
 ``scripts``, which assembles the Lua scripts of ``lua/`` (one file per script, shared parts
-in ``lua/include``).
+in ``lua/include``) as they are first used.
 """
 
 from __future__ import annotations

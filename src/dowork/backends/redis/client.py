@@ -28,13 +28,13 @@ import redis.exceptions
 import redis.retry
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.commands.core import AsyncScript, Script
+from redis.commands.core import Script
 
 from ...errors import EvictionPolicyError
 from .._protocol import Outcome, Wakeups, retention
 from .policy import RECHECK, RECHECK_REFUSED, judge, policy_of
 from .records import utf8
-from .scripts import SCRIPTS
+from .scripts import SCRIPTS, Registered
 from .urls import redact, without_flag
 from .wire import KEEP_IDLE, Unanswered, checkout, discard, pack, redis_errors
 
@@ -64,7 +64,7 @@ class Link:
 
     loop: asyncio.AbstractEventLoop
     client: redis.asyncio.Redis
-    scripts: dict[str, AsyncScript]
+    scripts: Registered
     keeper: asyncio.Task[None] | None = None
     ready: bool = False
     released: bool = False
@@ -181,8 +181,7 @@ class Connection:
             for old in [old for old in self._links if old.is_closed()]:
                 del self._links[old]  # a loop closed without cancelling our keeper
             client = self._client if self._client is not None else self._new_client()
-            scripts = {name: client.register_script(s) for name, s in SCRIPTS.items()}
-            link = Link(loop, client, scripts)
+            link = Link(loop, client, Registered(client))
             pool = client.connection_pool
             if hasattr(pool, "ensure_connection"):  # (the check a kept connection needs)
                 link.keep = min(KEEP_IDLE, (getattr(pool, "max_connections", 0) or 0) // 4)
@@ -291,7 +290,8 @@ class Connection:
             for answer in await self._raw(link, ("PING",)):  # (and the policy, see _raw)
                 if isinstance(answer, Exception):
                     raise answer
-            for script in link.scripts.values():
+            for name in SCRIPTS:
+                script = link.scripts[name]
                 script.sha = await link.client.script_load(script.script)
             await self._check_epoch(link.client)
         link.ready = True
