@@ -103,11 +103,12 @@ from threads), ``urls`` and ``policy`` (what a URL carries, the ``maxmemory-poli
 ``records`` (task hashes and script arguments), ``push``, ``claim`` and ``store`` (the
 worker's protocol), ``admin`` (``StoreAdmin``: what operators and handles ask), and
 ``scripts``, which assembles the Lua scripts of ``lua/`` (one file per script, shared parts
-in ``lua/include``) as they are first used.
+in ``lua/include``) as they are first used; ``importing`` imports redis-py first.
 """
 
 from __future__ import annotations
 
+from . import importing  # noqa: F401  # first: redis-py without what it does not need
 from .backend import RedisBackend
 
 __all__ = ["RedisBackend"]

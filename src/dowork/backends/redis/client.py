@@ -32,6 +32,7 @@ from redis.commands.core import Script
 
 from ...errors import EvictionPolicyError
 from .._protocol import Outcome, Wakeups, retention
+from .importing import driver
 from .policy import RECHECK, RECHECK_REFUSED, judge, policy_of
 from .records import utf8
 from .scripts import SCRIPTS, Registered
@@ -145,6 +146,7 @@ class Connection:
                 retry=retry,  # no retries: a lost reply must not run a script twice
                 socket_timeout=self.socket_timeout,
                 socket_connect_timeout=self.connect_timeout,
+                **driver(),
             )
         except ValueError as exc:  # redis-py names the bad part of the URL
             raise ValueError(f"{redact(self.url)}: {exc}") from None
