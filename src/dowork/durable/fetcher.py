@@ -43,42 +43,35 @@ class Fetcher(DurableState):
             self.engine._arm(self.engine._heap[0][0])
 
     async def _fetch_loop(self) -> None:
+        """Claim and wait for work while serving; maintenance every ``settings.maintenance``.
+
+        The first claim goes before the first beat and purge (see ``_before_first_claim``),
+        so that a worker starts its first task sooner; they follow it at once.
+        """
         settings = self.settings
         next_maintenance = 0.0
         failures = 0
+        first = True  # no claim issued yet
         while self.engine.serving:
             try:
                 now = self._lease_now()
+                if first:
+                    await self._before_first_claim(now)
+                    now = self._lease_now()  # the shared clock may have been measured just now
                 # A clock stepped back (NTP) must not stop heartbeats and reaping until it
                 # catches up with the last due time: run maintenance then too.
-                if now >= next_maintenance or now < next_maintenance - settings.maintenance:
+                elif now >= next_maintenance or now < next_maintenance - settings.maintenance:
                     await self._maintain(now)
                     next_maintenance = now + settings.maintenance
-                    now = self._lease_now()  # the shared clock may have been measured just now
-                if self._suspects:
-                    self._suspects.intersection_update(self._claimed)
-                held = len(self._claimed)
-                prefetch = self._prefetch()
-                room = prefetch + self.engine.concurrency - held
-                fits = held < self.engine.concurrency or room * 2 >= prefetch
-                if room > 0 and fits and not self._suspects:
-                    ask = min(room, settings.batch)
-                    claimed = await self.backend.claim(self._claim_request(now, ask))
-                    await self._admit(claimed)
-                    self.engine._pump()
+                    now = self._lease_now()
+                was_first, first = first, False
+                full = await self._fetch(now)
+                if full is not None:
                     failures = 0
-                    if len(claimed) == ask:
-                        continue  # there may be more
-                    await self._wait_for_work(now)
-                else:
-                    slot = self._slot_free
-                    assert slot is not None
-                    slot.clear()
-                    try:
-                        async with asyncio.timeout(settings.maintenance):
-                            await slot.wait()
-                    except TimeoutError:
-                        pass
+                    # Claim again at once after a claim that took all it asked (there may
+                    # be more) or the first one (the first beat and purge are due).
+                    if not (full or was_first):
+                        await self._wait_for_work(now)
             except asyncio.CancelledError:
                 raise
             except StoreLost as exc:
@@ -91,6 +84,34 @@ class Fetcher(DurableState):
                     "queue %s: backend error (%r); retrying in %.2fs", self.name, exc, delay
                 )
                 await asyncio.sleep(delay)
+
+    async def _fetch(self, now: float) -> bool | None:
+        """Claim what there is room for: whether it took all it asked; None: no room.
+
+        With no room, it waits for some (a slot freed, or up to ``settings.maintenance``).
+        """
+        settings = self.settings
+        if self._suspects:
+            self._suspects.intersection_update(self._claimed)
+        held = len(self._claimed)
+        prefetch = self._prefetch()
+        room = prefetch + self.engine.concurrency - held
+        fits = held < self.engine.concurrency or room * 2 >= prefetch
+        if room > 0 and fits and not self._suspects:
+            ask = min(room, settings.batch)
+            claimed = await self.backend.claim(self._claim_request(now, ask))
+            await self._admit(claimed)
+            self.engine._pump()
+            return len(claimed) == ask
+        slot = self._slot_free
+        assert slot is not None
+        slot.clear()
+        try:
+            async with asyncio.timeout(settings.maintenance):
+                await slot.wait()
+        except TimeoutError:
+            pass
+        return None
 
     def _lose_store(self, exc: StoreLost) -> None:
         """Stop this worker for good: its store is gone (see ``StoreLost``).

@@ -44,14 +44,32 @@ class Maintenance(DurableState):
         offset = server - (before + self.clock.now()) / 2  # the round trip halved
         self._offset = offset if abs(offset) >= 0.05 else 0.0
 
-    async def _maintain(self, now: float) -> None:
-        settings = self.settings
+    async def _before_claim(self, now: float) -> None:
+        """What a claim needs first: the file is the one opened, the store's clock is measured.
+
+        SQLite: the file at the path is still the one opened (else ``StoreLost``); Redis: the
+        shared clock, measured once a minute (see ``_sync_clock``).
+        """
         check_store = self.extras.check_store
-        if check_store is not None:  # SQLite: the file at the path is still the one opened
+        if check_store is not None:
             await check_store()
         if now >= self._next_clock_sync:
             self._next_clock_sync = now + 60.0
             await self._sync_clock()
+
+    async def _before_first_claim(self, now: float) -> None:
+        """``_before_claim`` and the reap, before a worker's first claim.
+
+        Its first beat and purge follow that claim at once (see ``Fetcher._fetch_loop``); the
+        reap goes first, so that a task whose worker died long ago keeps its place at the head
+        of the queue.
+        """
+        await self._before_claim(now)
+        await self._reap(now)
+
+    async def _maintain(self, now: float) -> None:
+        settings = self.settings
+        await self._before_claim(now)
         leases = list(self._claimed.items())
         if leases:
             renew = self.backend.heartbeat(leases, now, settings.lease)
@@ -72,7 +90,14 @@ class Maintenance(DurableState):
         if self.engine.serving:
             await self._unless_full(self._beat(now, settings.lease), None)
         # One step a call: a store full for one step (the beat) must not stop the next.
-        reap = self.backend.upkeep(Upkeep(self.name, now, crash_budget=settings.crash_budget))
+        await self._reap(now)
+        if now >= self._next_purge:
+            self._next_purge = now + settings.purge_every
+            await self.backend.upkeep(Upkeep(self.name, now, purge=True))
+
+    async def _reap(self, now: float) -> None:
+        """Requeue the tasks whose lease lapsed; dead-letter those out of crash budget."""
+        reap = self.backend.upkeep(Upkeep(self.name, now, crash_budget=self.settings.crash_budget))
         reaped = await self._unless_full(reap, Upkept())
         if reaped.requeued or reaped.dead:
             log.warning(
@@ -81,9 +106,6 @@ class Maintenance(DurableState):
                 reaped.requeued,
                 reaped.dead,
             )
-        if now >= self._next_purge:
-            self._next_purge = now + settings.purge_every
-            await self.backend.upkeep(Upkeep(self.name, now, purge=True))
 
     async def _unless_full(self, step: Coroutine[Any, Any, T], default: T) -> T:
         """Run a maintenance step, or skip it with a warning if the store is full.
