@@ -46,6 +46,7 @@ T = TypeVar("T")
 SQLITE_TARGET = 3.0  # dowork SQLite processing >= 3x Huey's SqliteHuey
 ENQUEUE_TARGET = 0.8  # dowork submit (one per call) >= 0.8x bare redis-py LPUSH round trips
 BULK_TARGET = 50_000  # dowork map() >= 50,000 tasks/s
+SQLITE_ENQUEUE_TARGET = 1.5  # dowork SQLite submit (one per call) >= 1.5x SqliteHuey's enqueue
 REDIS_TARGET = 4.0  # dowork Redis processing >= 4x Huey's RedisHuey
 # Issue 16's, with the realistic body, are in section_real: dowork Redis >= 0.8x the body's
 # ceiling (sync and async) and >= 3x RedisHuey; dowork SQLite >= 3x SqliteHuey.
@@ -1385,6 +1386,69 @@ class RedisEnqueue:
         self.redis.close()
 
 
+SQLITE_SUBMIT = "dowork SQLite submit(), one per call"
+SQLITE_HUEY = "huey SqliteHuey enqueue, one per call"
+
+
+class SQLiteEnqueue:
+    """The SQLite producers of section 2a, each on a file of its own, emptied after a run."""
+
+    def __init__(self, cfg: Config) -> None:
+        from dowork.backends import SQLiteBackend
+
+        self.backend = SQLiteBackend(os.path.join(cfg.tmp, "enqueue-dowork.db"))
+        self.queue = dowork.Queue("bench", backend=self.backend, log=False)
+        self.noop = self.queue.task(name="noop")(noop)
+        self.huey: Any = None
+        with contextlib.suppress(ImportError):
+            from huey import SqliteHuey
+
+            self.huey = SqliteHuey("enqueue", filename=os.path.join(cfg.tmp, "enqueue-huey.db"))
+            self.huey_noop = huey_task(self.huey, noop)
+
+    def submit(self, n: int) -> float:
+        submit = self.noop.submit
+        start = time.perf_counter()
+        for i in range(n):
+            submit(i)
+        elapsed = time.perf_counter() - start
+        self.queue._engine._by_id.clear()  # (the handles this process keeps: memory only)
+        self.queue._engine.run_on_home(self.backend.purge("bench"))
+        return elapsed
+
+    def huey_enqueue(self, n: int) -> float:
+        enqueue = self.huey_noop
+        start = time.perf_counter()
+        for i in range(n):
+            enqueue(i)
+        elapsed = time.perf_counter() - start
+        self.huey.flush()
+        return elapsed
+
+    def close(self) -> None:
+        self.queue.shutdown()
+
+
+def sqlite_enqueue(args: argparse.Namespace, cfg: Config) -> list[Check]:
+    """Section 2a's SQLite rows: dowork's ``submit()`` against SqliteHuey's enqueue."""
+    producers = SQLiteEnqueue(cfg)
+    try:
+        benches = [Bench(SQLITE_SUBMIT, producers.submit, args.enqueue_n)]
+        if producers.huey is not None:
+            benches.append(Bench(SQLITE_HUEY, producers.huey_enqueue, args.enqueue_n))
+        rows = measure(benches, 3 * args.repeat)  # (fractions of a second: see 2a)
+    finally:
+        producers.close()
+    if len(rows) == 1:
+        rows.append(Result(SQLITE_HUEY, 0, skip="huey is not installed"))
+    print_table("2a. SQLite: single enqueue (calls/s; the call returns once committed)", rows)
+    mine, huey = rows
+    line = ratio_line(f"{mine.name} / {huey.name}", mine, huey, SQLITE_ENQUEUE_TARGET)
+    print_ratios(f"ratio (calls/s), target >= {SQLITE_ENQUEUE_TARGET}x:", [line])
+    RESULTS["enqueue"] = [*RESULTS.get("enqueue", []), *rows]
+    return [(f"SQLite submit >= {SQLITE_ENQUEUE_TARGET}x SqliteHuey", line[1], line[2])]
+
+
 # -- 2d: enqueue-to-start latency (worker in another process) ---------------------------------
 
 
@@ -1755,6 +1819,7 @@ def section_enqueue(args: argparse.Namespace, cfg: Config) -> list[Check]:
     return [
         (f"Redis submit >= {ENQUEUE_TARGET}x LPUSH", lines[0][1], lines[0][2]),
         (f"Redis map >= {BULK_TARGET:,} tasks/s", value, ok),
+        *sqlite_enqueue(args, cfg),
     ]
 
 

@@ -788,7 +788,7 @@ def test_every_store_offers_the_narrow_worker_seam(backend_factory: Callable[[],
 #: The extras each store offers beyond ``Store`` (``StoreExtras``).
 _EXTRAS = {
     "memory": {"wake"},
-    "sqlite": {"wake", "check_store"},
+    "sqlite": {"wake", "check_store", "push_sync"},
     "redis": {"wake", "wait_claim", "server_time", "push_sync"},
 }
 

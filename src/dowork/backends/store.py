@@ -282,14 +282,14 @@ class SupportsCheckStore(Protocol):
 
 @runtime_checkable
 class SupportsPushSync(Protocol):
-    """Pushing from the calling thread, without the event loop (Redis: ``submit()``)."""
+    """Pushing from the calling thread, without the event loop (``submit()``: Redis, SQLite)."""
 
     def push_sync(self, records: Sequence[Record], *, fresh: bool = False) -> bool:
         """``push`` from any thread, blocking: True once the records are stored.
 
-        False when it did nothing because it cannot take these records this way (Redis:
-        records with idempotency keys, or a store built on a caller's asyncio client): the
-        caller pushes them as usual then.
+        False when it did nothing because it cannot take these records this way (records
+        with idempotency keys; Redis: a store built on a caller's asyncio client; SQLite: a
+        file not opened yet): the caller pushes them as usual then.
 
         Raises:
             DuplicateTask: a record's id is taken (nothing is stored).

@@ -69,6 +69,8 @@ class SQLiteFile:
         self.ok_sql = CLAIMED_OK
         self._executor: ThreadPoolExecutor | None = None
         self._open_lock = threading.Lock()
+        #: Held by every use of the connection: on its thread, and from a caller's (``here``).
+        self._using = threading.Lock()
         #: The opened file's (st_dev, st_ino), to notice it deleted or replaced (``check``).
         self._identity: tuple[int, int] | None = None
         self._where = os.path.abspath(path)  # the path, whatever the cwd becomes
@@ -81,30 +83,51 @@ class SQLiteFile:
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self._executor, fn, *args)
-        except sqlite3.OperationalError as exc:
+        except sqlite3.DatabaseError as exc:
+            raise self._error(exc) from exc
+
+    def _error(self, exc: sqlite3.DatabaseError) -> BackendError:
+        """The dowork error for an error of SQLite's (naming the path)."""
+        if isinstance(exc, sqlite3.OperationalError):
             if "locked" in str(exc) or "busy" in str(exc):
-                raise BackendBusy(
+                return BackendBusy(
                     f"{self.path}: {exc} (another process held it past the busy timeout of "
                     f"{self.busy_timeout:g}s)"
-                ) from exc
+                )
             if "full" in str(exc):
-                raise BackendFull(f"{self.path}: {exc}; nothing of this write was stored") from exc
-            raise BackendError(f"{self.path}: {exc}") from exc
-        except sqlite3.IntegrityError as exc:
+                return BackendFull(f"{self.path}: {exc}; nothing of this write was stored")
+        elif isinstance(exc, sqlite3.IntegrityError):
             if "UNIQUE" in str(exc) or "PRIMARY KEY" in str(exc):
-                raise DuplicateTask(f"{self.path}: {exc}") from exc
-            raise BackendError(f"{self.path}: a value the table refuses ({exc})") from exc
-        except sqlite3.DatabaseError as exc:  # a corrupt or full file
-            raise BackendError(f"{self.path}: {exc}") from exc
+                return DuplicateTask(f"{self.path}: {exc}")
+            return BackendError(f"{self.path}: a value the table refuses ({exc})")
+        return BackendError(f"{self.path}: {exc}")  # (and a corrupt or full file)
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(conn, *args)`` on the connection's thread, as ``run``."""
         return await self.run(self._apply, fn, args)
 
     def _apply(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
-        conn = self.conn
-        assert conn is not None
-        return fn(conn, *args)
+        with self._using:
+            conn = self.conn
+            assert conn is not None
+            return fn(conn, *args)
+
+    def here(self, fn: Callable[..., T], *args: Any) -> tuple[T] | None:
+        """``(fn(conn, *args),)`` on the calling thread, as ``call``; None if not open.
+
+        The connection is the same (one lock keeps its uses apart), so what one thread
+        writes is what the others read, and no two of this process's writes wait on each
+        other's SQLite lock. None, having done nothing, before the file is opened (``run``
+        opens it) or once it is closed.
+        """
+        with self._using:
+            conn = self.conn
+            if conn is None:
+                return None
+            try:
+                return (fn(conn, *args),)
+            except sqlite3.DatabaseError as exc:
+                raise self._error(exc) from exc
 
     async def open(self) -> None:
         """Open the file, switch it to WAL and create the table and indexes if missing.
@@ -134,8 +157,12 @@ class SQLiteFile:
             return
         conn, self.conn = self.conn, None
         if conn is not None:
-            await asyncio.get_running_loop().run_in_executor(executor, conn.close)
+            await asyncio.get_running_loop().run_in_executor(executor, self._close, conn)
         executor.shutdown(wait=True)
+
+    def _close(self, conn: sqlite3.Connection) -> None:
+        with self._using:  # after a call from another thread that has it (``here``)
+            conn.close()
 
     def check(self) -> None:
         """Raise ``StoreLost`` if the file at the path is not the one opened (``check_store``)."""

@@ -1,9 +1,11 @@
 """The worker side of ``SQLiteBackend``: the protocol methods a queue's engine calls.
 
 ``SQLiteStore`` holds the ``Store`` methods (push, claim, settle, heartbeat, release,
-progress, upkeep, next_due, wait), and wake and check_store. Each is a thin coroutine that
-runs one function over the connection on the store's thread (``SQLiteFile.call``): the short
-ones live here, the claim in ``claims``, settlements in ``outcomes`` and the reaper and the
+progress, upkeep, next_due, wait), and wake, check_store and push_sync. Each is a thin
+coroutine that runs one function over the connection on the store's thread
+(``SQLiteFile.call``), but ``push_sync``, which runs it on the caller's (``SQLiteFile.here``):
+``submit()`` from a thread commits its row without a hop to the event loop. The short ones
+live here, the claim in ``claims``, settlements in ``outcomes`` and the reaper and the
 purge in ``upkeep``. Work pushed or released in this process wakes its idle workers at once
 (``Wakeups``), and other processes' workers through a datagram (``wake``); polling every
 ``poll_interval`` finds what a lost wake-up missed.
@@ -24,7 +26,14 @@ from .._protocol import (
     WorkerBeat,
     minute_of,
 )
-from ..store import ClaimRequest, SupportsCheckStore, SupportsWake, Upkeep, Upkept
+from ..store import (
+    ClaimRequest,
+    SupportsCheckStore,
+    SupportsPushSync,
+    SupportsWake,
+    Upkeep,
+    Upkept,
+)
 from . import claims, outcomes, upkeep
 from .connection import SQLiteFile, transaction
 from .lanes import NEXT_DUE_SQL
@@ -34,7 +43,7 @@ from .wake import WakeChannel
 __all__ = ["SQLiteStore"]
 
 
-class SQLiteStore(SupportsWake, SupportsCheckStore):
+class SQLiteStore(SupportsWake, SupportsCheckStore, SupportsPushSync):
     """The worker-side methods of ``SQLiteBackend`` (``Backend`` less ``StoreAdmin``).
 
     Its extras: ``wake`` and ``check_store``.
@@ -69,6 +78,24 @@ class SQLiteStore(SupportsWake, SupportsCheckStore):
         self._wakeups.notify(queues)
         self._wake.send(queues)
         return same
+
+    def push_sync(self, records: Sequence[Record], *, fresh: bool = False) -> bool:
+        """``push`` from the calling thread, on the store's connection (``SupportsPushSync``).
+
+        What ``submit()`` does from a thread: one transaction, committed before it returns,
+        with no hop to the event loop and the connection's thread. False, having done
+        nothing, for records with idempotency keys, and until the file is opened (the first
+        ``push`` opens it): ``push`` them then.
+        """
+        if any(r.idempotency_key is not None for r in records):
+            return False
+        if records:
+            if self._file.here(_push, records) is None:
+                return False
+            queues = {r.queue for r in records}
+            self._wakeups.notify(queues)
+            self._wake.send(queues)
+        return True
 
     async def claim(self, request: ClaimRequest) -> list[Record]:
         """Lease up to ``limit`` of the most urgent due records in one transaction."""
