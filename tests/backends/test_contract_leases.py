@@ -160,3 +160,45 @@ def test_an_outcome_of_a_task_that_never_ran_counts_no_start(
         assert (stored.status, stored.started) == ("dead", 0)
 
     run(backend_factory, body)
+
+
+def test_one_batch_settles_each_record_as_if_alone(
+    backend_factory: Callable[[], Backend],
+) -> None:
+    """A batch mixing fresh, stale, late outcomes and a record's two: each as alone.
+
+    Stores may write a run of finished outcomes in one statement (SQLite does); this is the
+    same as writing them one by one, in order.
+    """
+
+    async def body(b: Backend) -> None:
+        fresh, stale, late, twice, kept = rec(), rec(), rec(), rec(), rec()
+        await b.push([late])
+        (first,) = await b.claim(ClaimRequest("q", NOW, 1, LEASE, "w1"))
+        await start(b, [first])
+        now = NOW + LEASE + 1
+        assert await reap(b, "q", now, 3) == (1, 0)  # late's lease lapsed: a crash, pending
+        await b.push([fresh, stale, twice, kept])
+        claimed = await b.claim(ClaimRequest("q", now, 5, LEASE, "w2"))
+        tokens = {r.id: r.attempts for r in claimed}
+        assert tokens[late.id] == 2
+        batch = [
+            Settlement(fresh.id, 1, Outcome.SUCCEEDED, now, result=b"1", attempt="{}"),
+            Settlement(stale.id, 9, Outcome.SUCCEEDED, now),  # not its lease: refused
+            Settlement(late.id, 1, Outcome.FAILED, now, error="late"),  # taken back, refused
+            Settlement(twice.id, 1, Outcome.STARTED, now),
+            Settlement(twice.id, 1, Outcome.FAILED, now, error="E", reason="boom"),
+            Settlement(kept.id, 1, Outcome.CANCELLED, now, keep=60.0),
+        ]
+        assert await b.settle(batch) == [stale.id, late.id]
+        got = {r.id: r for r in await b.get([fresh.id, stale.id, late.id, twice.id, kept.id])}
+        assert (got[fresh.id].status, got[fresh.id].result) == ("succeeded", b"1")
+        assert (got[fresh.id].history, got[fresh.id].started) == ("{}\n", 1)
+        assert got[stale.id].status == "reserved"
+        assert (got[late.id].status, got[late.id].crashes, got[late.id].lost) == ("reserved", 0, 1)
+        assert (got[twice.id].status, got[twice.id].reason, got[twice.id].started) == (
+            "failed", "boom", 1,
+        )  # fmt: skip
+        assert (got[kept.id].status, got[kept.id].finished_at) == ("cancelled", now)
+
+    run(backend_factory, body)

@@ -42,17 +42,90 @@ class Keep(NamedTuple):
 
 
 def settle(conn: sqlite3.Connection, settlements: Sequence[Settlement], keep: Keep) -> list[str]:
-    """Write outcomes in one transaction; return the ids of those refused (lease lost)."""
+    """Write outcomes in one transaction; return the ids of those refused (lease lost).
+
+    They are written in order; a run of finished outcomes of distinct records (the common
+    batch) is written by one statement (``_settle_finished``), which is the same as writing
+    them one by one since each touches only its own record.
+    """
     refused: list[str] = []
     with transaction(conn):
-        for s in settlements:
-            try:
-                written = _settle_one(conn, s, keep)
-            except BAD_VALUE:
-                written = _settle_malformed(conn, s, keep)  # the rest of the batch settles
-            if not written:
-                refused.append(s.id)
+        i = 0
+        while i < len(settlements):
+            run = _finished_run(settlements, i, keep)
+            if len(run) > 1:
+                refused += _settle_finished(conn, run, keep)
+                i += len(run)
+                continue
+            if not _settle_checked(conn, settlements[i], keep):
+                refused.append(settlements[i].id)
+            i += 1
     return refused
+
+
+def _settle_checked(conn: sqlite3.Connection, s: Settlement, keep: Keep) -> bool:
+    """``_settle_one``, or dead-letter the task if SQLite refuses its outcome's values."""
+    try:
+        return _settle_one(conn, s, keep)
+    except BAD_VALUE:
+        return _settle_malformed(conn, s, keep)  # the rest of the batch settles
+
+
+#: How many outcomes one statement finishes, at most 256. A run is padded to the next of these
+#: sizes with rows that match no record, so that SQLite prepares twelve statements, once.
+_RUN_SIZES = (2, 4, 8, 16, 24, 32, 40, 48, 56, 64, 128, 256)
+#: The values of one finished outcome, in ``_FINISH_SQL``'s column order.
+_FINISH_WIDTH = 10
+#: A padding row: its id (NULL) matches no record; ints, since sqlite3 binds them without
+#: looking for an adapter as it does for None.
+_NO_ROW: tuple[object, ...] = (None,) + (0,) * (_FINISH_WIDTH - 1)
+_FINISH_SQL = (
+    "UPDATE dowork_tasks SET"
+    " started = started + (CASE WHEN status = 'reserved' THEN s.column3 ELSE 0 END),"
+    " status = s.column4, result = s.column5, error = s.column6, reason = s.column7,"
+    " lease_until = NULL, owner = NULL, updated_at = s.column8, finished_at = s.column8,"
+    " expires_at = s.column9, history = COALESCE(history || s.column10, s.column10, history)"
+    " FROM (VALUES {values}) AS s"
+    f" WHERE id = s.column1 AND {HELD_SQL} AND attempts = s.column2 RETURNING id"
+)
+
+
+def _finished_run(settlements: Sequence[Settlement], start: int, keep: Keep) -> list[Settlement]:
+    """The finished outcomes kept a while, of distinct records, from ``start`` on."""
+    run: list[Settlement] = []
+    ids: set[str] = set()
+    for s in settlements[start : start + _RUN_SIZES[-1]]:
+        if s.outcome not in _FINAL or s.id in ids or keep.of(s.outcome, s.keep) <= 0:
+            break
+        run.append(s)
+        ids.add(s.id)
+    return run
+
+
+def _settle_finished(conn: sqlite3.Connection, run: Sequence[Settlement], keep: Keep) -> list[str]:
+    """Write a run of finished outcomes (``_finished_run``) in one ``UPDATE``.
+
+    Those it did not write (lease lapsed or lost) go through ``_settle_checked``, as do all
+    of them if a value cannot be stored (the failed statement changed nothing). Returns the
+    ids refused.
+    """
+    size = next(n for n in _RUN_SIZES if n >= len(run))
+    params: list[object] = []
+    for s in run:
+        line = None if s.attempt is None else s.attempt + "\n"
+        seconds = keep.of(s.outcome, s.keep)
+        params += (
+            s.id, s.token, int(s.ran), _FINAL[s.outcome], s.result, s.error, s.reason,
+            s.now, s.now + seconds, line,
+        )  # fmt: skip
+    params += _NO_ROW * (size - len(run))
+    values = ",".join(["(" + ",".join("?" * _FINISH_WIDTH) + ")"] * size)
+    try:
+        rows = conn.execute(_FINISH_SQL.format(values=values), params).fetchall()
+    except BAD_VALUE:
+        rows = []
+    written = {row[0] for row in rows}
+    return [s.id for s in run if s.id not in written and not _settle_checked(conn, s, keep)]
 
 
 def _settle_one(conn: sqlite3.Connection, s: Settlement, keep: Keep, late: bool = True) -> bool:
