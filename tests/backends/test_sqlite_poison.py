@@ -112,7 +112,7 @@ class Scene:
         """Dispatch until nothing is due within a minute; time passes (retries, maintenance)."""
         backend = self.queue.backend
         assert backend is not None
-        for _ in range(8):
+        for _ in range(12):  # 72 s: past any task due "within a minute" (else it is left)
             if not self.queue.dispatch():
                 return
             due = self.queue._engine.run_on_home(backend.next_due(QUEUE))
