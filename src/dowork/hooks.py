@@ -54,9 +54,11 @@ class Hooks:
     def on_buried(self, queue: str, task_id: str, reason: str) -> None:
         """A durable queue's record was dead-lettered unrun: it could not be read.
 
-        Once per record, in the worker that claimed it and could not decode it (``reason``
-        ``malformed``, ``undecodable`` or ``bad_signature``; ``on_failure`` sees those too,
-        through a stand-in task).
+        Once per record, in one worker: the one that claimed it and could not decode it
+        (``reason`` ``malformed``, ``undecodable`` or ``bad_signature``; ``on_failure`` sees
+        those too, through a stand-in task), or the one whose call to the store found a record
+        the store could not read (written by another program or changed by hand: a claim, a
+        settlement or the reaper dead-letters it ``malformed``; only this hook sees those).
         """
 
 

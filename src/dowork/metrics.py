@@ -54,7 +54,8 @@ class PrometheusHooks(Hooks):
     ``queue_tasks_retried_total``, ``queue_tasks_completed_total`` (= succeeded + failed),
     ``queue_tasks_succeeded_total``, ``queue_tasks_failed_total`` (failed, cancelled or
     dead-lettered, by ``status``), ``queue_tasks_buried_total`` (records dead-lettered unrun
-    because they could not be read, by ``reason``: see ``Hooks.on_buried``),
+    because they could not be read, by the worker or by the store, by ``reason``: see
+    ``Hooks.on_buried``),
     ``queue_tasks_in_flight`` and ``queue_tasks_pending``
     (gauges), ``queue_task_attempts`` (attempts per finished task, the seed's buckets),
     ``queue_task_duration_seconds`` (each attempt) and ``queue_task_latency_seconds``

@@ -785,6 +785,26 @@ def test_every_store_offers_the_narrow_worker_seam(backend_factory: Callable[[],
     assert isinstance(backend_factory(), Store)
 
 
+def test_readable_records_are_never_reported_buried(backend_factory: Callable[[], Backend]) -> None:
+    """Claims, settlements and the reaper take the caller's ``Burials`` list and add only the
+    records they dead-letter unread (the poison suites write those): here, none."""
+    from dowork.backends.store import Burials, Upkeep
+
+    async def body(b: Backend) -> None:
+        buried: Burials = []
+        await b.push([rec(), rec(), rec()])
+        claimed = await b.claim(ClaimRequest("q", NOW, 10, LEASE, "w", buried=buried))
+        assert len(claimed) == 3
+        await start(b, claimed[:1])
+        outcome = [Settlement(claimed[0].id, 1, Outcome.SUCCEEDED, NOW, result=b"1")]
+        assert await b.settle(outcome, buried=buried) == []
+        done = await b.upkeep(Upkeep("q", NOW + LEASE + 1, crash_budget=3, buried=buried))
+        assert (done.requeued, done.dead) == (2, 0)
+        assert buried == []
+
+    run(backend_factory, body)
+
+
 #: The extras each store offers beyond ``Store`` (``StoreExtras``).
 _EXTRAS = {
     "memory": {"wake"},

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
@@ -21,11 +22,12 @@ from hypothesis import strategies as st
 
 import dowork
 from dowork.backends import ClaimRequest, Outcome, Record, RedisBackend, Settlement
+from dowork.backends.store import Burials, Upkeep
 from tests.backends.poison import healthy_alone, seconds_to_run
 from tests.backends.test_contract import LEASE, NOW, rec
 from tests.redis_replies import raw_hash
 from tests.redis_server import RedisServer
-from tests.upkeep import purge_finished, reap
+from tests.upkeep import purge_finished
 
 
 @pytest.fixture
@@ -100,7 +102,8 @@ def test_a_record_that_cannot_be_read_is_dead_lettered_and_its_neighbours_start(
     async def main() -> None:
         await backend.push(records)
         await _spoil(admin, prefix, bad, name, value)
-        claimed = await backend.claim(ClaimRequest("q", NOW + 10, 10, LEASE, "w"))
+        buried: Burials = []
+        claimed = await backend.claim(ClaimRequest("q", NOW + 10, 10, LEASE, "w", buried=buried))
         healthy = [r for r in records if r is not bad]
         assert [r.id for r in claimed] == [r.id for r in healthy]
         assert all((r.attempts, r.crashes, r.status) == (1, 0, "reserved") for r in claimed)
@@ -108,7 +111,9 @@ def test_a_record_that_cannot_be_read_is_dead_lettered_and_its_neighbours_start(
         if not why:  # a stale member: left alone, never run
             assert b"status" not in raw
             assert await backend.counts("q") == {"reserved": 4, "pending": 1}
+            assert buried == []
             return
+        assert buried == [(bad.id, "malformed")]  # told to the claiming worker, once
         assert raw[b"status"] == b"dead"
         assert raw[b"reason"] == b"malformed"
         assert why in raw[b"error"].decode()
@@ -146,7 +151,9 @@ def test_a_record_spoiled_while_it_runs_is_dead_lettered_and_its_batch_settles(
         admin.hdel(f"{prefix}:task:{records[2].id}", "seq")
         outcomes = [Settlement(r.id, 1, Outcome.SUCCEEDED, NOW + 11) for r in claimed]
         outcomes[3].outcome, outcomes[3].run_at = Outcome.RETRY, float("nan")
-        assert await backend.settle(outcomes) == []
+        buried: Burials = []
+        assert await backend.settle(outcomes, buried=buried) == []
+        assert sorted(buried) == sorted((r.id, "malformed") for r in records[1:3])
         assert await backend.counts("q") == {"succeeded": 1, "dead": 2, "retrying": 1}
         got = {r.id: r for r in await backend.get([r.id for r in records])}
         assert got[records[0].id].status == "succeeded"
@@ -173,7 +180,10 @@ def test_the_reaper_dead_letters_a_running_record_it_cannot_read_and_goes_on(
         marks = [Settlement(r.id, r.attempts, Outcome.STARTED, NOW) for r in claimed[:2]]
         assert await backend.settle(marks) == []  # the third was never started
         admin.hset(f"{prefix}:task:{records[0].id}", "crashes", "many")
-        assert await reap(backend, "q", NOW + LEASE + 10, 3) == (2, 1)
+        buried: Burials = []
+        done = await backend.upkeep(Upkeep("q", NOW + LEASE + 10, crash_budget=3, buried=buried))
+        assert (done.requeued, done.dead) == (2, 1)
+        assert buried == [(records[0].id, "malformed")]
         assert await backend.counts("q") == {"retrying": 1, "pending": 1, "dead": 1}
         (dead,) = await backend.list("q", statuses=["dead"])
         assert (dead.id, dead.reason) == (records[0].id, "malformed")
@@ -415,17 +425,31 @@ def poison_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisSer
         server.stop()
 
 
+#: Dead-letter reasons of a record that could not be read (``Hooks.on_buried``).
+UNREAD = ("malformed", "undecodable", "bad_signature")
+
+
+class _Buried(dowork.Hooks):
+    def __init__(self) -> None:
+        self.told: list[tuple[str, str, str]] = []
+
+    def on_buried(self, queue: str, task_id: str, reason: str) -> None:
+        self.told.append((queue, task_id, reason))
+
+
 class _Bench:
     """One queue and its store, reset for each example."""
 
     def __init__(self, url: str) -> None:
         self.admin = redis.Redis.from_url(url)
         self.backend = RedisBackend(url, prefix="p", keep_finished=3600.0)
+        self.buried = _Buried()
         self.queue = dowork.Queue(
             QUEUE,
             backend=self.backend,
             log=False,
             durable=dowork.DurableSettings(lease=30.0, maintenance=0.05),
+            hooks=[self.buried],
         )
 
         @self.queue.task(name="work")
@@ -433,6 +457,7 @@ class _Bench:
             return 2 * n
 
     def reset(self) -> None:
+        self.buried.told.clear()
         epoch = self.admin.get("p:epoch")  # (kept: a wipe is reported, and this is no wipe)
         self.admin.flushdb()
         if epoch is not None:
@@ -518,7 +543,17 @@ def test_one_hostile_field_never_stops_the_queue(bench: _Bench, field: str, valu
         bench.admin.hset(key, field, value)
     bench.drive()
     _assert_healthy(bench)
-    _assert_victim(bench.task(VICTIM), field, value)
+    victim = bench.task(VICTIM)
+    _assert_victim(victim, field, value)
+    reason = victim.get(b"reason", b"").decode("utf-8", "replace")
+    if (
+        victim.get(b"status") == b"dead"
+        and reason in UNREAD
+        and (field, value) != ("status", b"dead")
+    ):
+        assert bench.buried.told == [(QUEUE, VICTIM, reason)]  # once, by the worker
+    else:
+        assert bench.buried.told == []
 
 
 _part = st.one_of(HOSTILE.filter(lambda v: v is not None), st.just(b""))
@@ -562,6 +597,9 @@ def test_one_hostile_inbox_entry_never_stops_the_queue(
     ran = bench.task("x3")
     if ran and ran.get(b"status") == b"succeeded" and parts[4] == b'{"a":[3],"k":{}}':
         assert ran[b"result"] == b"6"  # (ran correctly)
+    dead = asyncio.run(bench.backend.list(QUEUE, statuses=["dead"]))
+    unread = Counter(r.reason for r in dead if r.reason in UNREAD)
+    assert Counter(reason for _, _, reason in bench.buried.told) == unread  # each told once
 
 
 # -- a started worker, 100 healthy tasks before and after the bad record ----------------------

@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import dowork
-from dowork import DurableSettings, FakeClock, Queue
+from dowork import DurableSettings, FakeClock, Hooks, Queue
 from dowork.backends import ClaimRequest, Outcome, Record, Settlement, SQLiteBackend
 from tests.backends.poison import healthy_alone, seconds_to_run
 
@@ -68,6 +68,18 @@ def legacy_file(path: Path) -> None:
     asyncio.run(open_once())
 
 
+#: Dead-letter reasons of a record that could not be read (``Hooks.on_buried``).
+UNREAD = (b"malformed", b"undecodable", b"bad_signature")
+
+
+class Buried(Hooks):
+    def __init__(self) -> None:
+        self.told: list[tuple[str, str, str]] = []
+
+    def on_buried(self, queue: str, task_id: str, reason: str) -> None:
+        self.told.append((queue, task_id, reason))
+
+
 class Scene:
     """One file, one queue: reset for each example, healthy rows around one hostile row."""
 
@@ -75,16 +87,27 @@ class Scene:
         self.path = path
         self.around = around
         self.clock = FakeClock(NOW)
+        self.buried = Buried()
         self.queue = Queue(
             QUEUE,
             backend=SQLiteBackend(path, poll_interval=0.01),
             clock=self.clock,
             log=False,
             durable=DurableSettings(batch=1000, lease=30, maintenance=5),
+            hooks=[self.buried],
         )
         self.queue.task(name="echo")(lambda value=None, *rest, **more: value)
 
+    def told(self, row: tuple[Any, ...]) -> None:
+        """Assert the hooks were told of the bad row once if it was buried unread, else not."""
+        status, reason = row[1], row[2]
+        if status == b"dead" and reason in UNREAD:
+            assert self.buried.told == [(QUEUE, row[0].decode(), reason.decode())], row
+        else:
+            assert self.buried.told == [], row
+
     def reset(self, keyed: bool = False) -> None:
+        self.buried.told.clear()
         conn = sqlite3.connect(self.path)
         with conn:
             conn.execute("DELETE FROM dowork_tasks")
@@ -154,6 +177,7 @@ class Scene:
         else:
             assert acceptable, row
             assert row[1] == b"succeeded", row
+        self.told(row)
         assert row[3] == 0
         # Every tool can read the file again: the bad row was made readable.
         backend = self.queue.backend
@@ -569,7 +593,9 @@ def test_no_hostile_value_in_any_field_stops_the_queue_or_charges_a_crash(
     if status in (b"pending", b"scheduled", b"retrying"):  # waits for a time far off
         assert field in ("run_at", "options"), row
         assert row[6] > scene.clock.now() + 60, row
+        scene.told(row)
         return
+    scene.told(row)
     if status == b"succeeded" or status == b"failed":
         reason = None
     assert (status, reason) in ENDINGS, row

@@ -21,6 +21,7 @@ import pytest
 import dowork
 from dowork import DurableSettings, Queue, TaskStatus
 from dowork.backends import Settlement, SQLiteBackend
+from dowork.backends.store import Burials
 from dowork.durable import DurableSource
 from dowork.errors import (
     BackendUnavailable,
@@ -245,10 +246,12 @@ class Unwritable(SQLiteBackend):
     cut = False
     beats = False
 
-    async def settle(self, settlements: Sequence[Settlement]) -> list[str]:
+    async def settle(
+        self, settlements: Sequence[Settlement], *, buried: Burials | None = None
+    ) -> list[str]:
         if self.cut:
             raise BackendUnavailable("cut off (test)")
-        return await super().settle(settlements)
+        return await super().settle(settlements, buried=buried)
 
     async def heartbeat(self, leases: Any, now: float, lease: float) -> tuple[list[str], list[str]]:
         if self.cut and self.beats:

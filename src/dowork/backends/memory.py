@@ -34,7 +34,7 @@ from ._protocol import (
 )
 from .flow import Lane, Pacer, Turns, rank, room
 from .memory_admin import MemoryAdmin
-from .store import ClaimRequest, SupportsWake, Upkeep, Upkept
+from .store import Burials, ClaimRequest, SupportsWake, Upkeep, Upkept
 
 __all__ = ["MemoryBackend"]
 
@@ -159,8 +159,10 @@ class MemoryBackend(MemoryAdmin, SupportsWake):  # (its one extra: wake)
         record.slot = None
         return replace(record)
 
-    async def settle(self, settlements: Sequence[Settlement]) -> list[str]:
-        """Apply outcomes, refusing stale tokens."""
+    async def settle(
+        self, settlements: Sequence[Settlement], *, buried: Burials | None = None
+    ) -> list[str]:
+        """Apply outcomes, refusing stale tokens (every record here can be read: none buried)."""
         refused = []
         with self._lock:
             for s in settlements:

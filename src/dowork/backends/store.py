@@ -23,9 +23,16 @@ from typing import Protocol, runtime_checkable
 from ._protocol import PRIORITY_AGING, Record, Settlement, StoreAdmin, WorkerBeat
 
 __all__ = [
-    "Backend", "ClaimRequest", "Store", "StoreExtras", "SupportsCheckStore", "SupportsPushSync",
-    "SupportsServerTime", "SupportsWaitClaim", "SupportsWake", "Upkeep", "Upkept",
+    "Backend", "Burials", "ClaimRequest", "Store", "StoreExtras", "SupportsCheckStore",
+    "SupportsPushSync", "SupportsServerTime", "SupportsWaitClaim", "SupportsWake", "Upkeep",
+    "Upkept",
 ]  # fmt: skip
+
+
+#: A caller's list where a store adds ``(id, reason)`` for each record it dead-letters because
+#: it cannot read it (``malformed``: written by another program, changed by hand), so that the
+#: worker tells its ``on_buried`` hooks (see ``Store``). A store may add from another thread.
+Burials = list[tuple[str, str]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +61,9 @@ class ClaimRequest:
     rates: Mapping[str, tuple[int, float]] | None = None
     #: At most this many running records per concurrency key, across every worker.
     per_key: int | None = None
+    #: Where the store adds the records of the queue it dead-letters during this claim
+    #: because it cannot read them (None: nobody asks).
+    buried: Burials | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +86,9 @@ class Upkeep:
     crash_budget: int | None = None
     #: Delete the finished records (of every queue) and idempotency keys past retention.
     purge: bool = False
+    #: Where the reap step adds the records it dead-letters because it cannot read them
+    #: (None: nobody asks).
+    buried: Burials | None = None
 
 
 @dataclass(slots=True)
@@ -93,6 +106,12 @@ class Store(Protocol):
 
     Push, claim, settle, renew leases, release, report progress, keep house, find the next
     due time and wait for work: nine methods. Opening and closing are ``StoreAdmin``'s.
+
+    A record the store cannot read (written by another program, changed by hand) is
+    dead-lettered ``malformed`` wherever the store finds it, by a claim, a settlement or the
+    reaper, and added to the ``Burials`` list the call was given (``ClaimRequest.buried``,
+    ``settle(buried=)``, ``Upkeep.buried``), once it is written: so each reaches the
+    ``on_buried`` hooks of one worker, once.
     """
 
     #: False for the in-process store (closures allowed, nothing survives the process).
@@ -150,10 +169,13 @@ class Store(Protocol):
         many running records (across every worker) is passed over. A record delayed by a
         rate limit does not use up its key's turn.
 
-        A record the store cannot read is dead-lettered ``malformed`` instead of claimed.
+        A record the store cannot read is dead-lettered ``malformed`` instead of claimed, and
+        added to ``request.buried``.
         """
 
-    async def settle(self, settlements: Sequence[Settlement]) -> list[str]:
+    async def settle(
+        self, settlements: Sequence[Settlement], *, buried: Burials | None = None
+    ) -> list[str]:
         """Apply settlements; return the ids refused because their lease was lost.
 
         A settlement applies to a leased (reserved or running) record whose ``attempts`` is its
@@ -163,7 +185,9 @@ class Store(Protocol):
         moves from ``crashes`` to ``lost``, and if no lease was granted since (``attempts`` is
         still the token) and the record waits or was dead-lettered ``crashed_worker``, the
         outcome is applied after all (so a task that succeeded does not run again).
-        One settlement that cannot be applied never stops the others.
+        One settlement that cannot be applied never stops the others. A leased record the
+        store finds it cannot read, or whose outcome it cannot store, is dead-lettered
+        ``malformed`` instead, and added to ``buried``.
         """
 
     async def heartbeat(
@@ -201,7 +225,9 @@ class Store(Protocol):
         expired. A lapsed ``reserved`` lease is not a crash: ``lost + 1``, back to waiting. A
         lapsed ``running`` one is: ``crashes + 1`` and its token added to ``charged``; at
         ``crash_budget`` crashes the record is dead-lettered ``crashed_worker``. Counted in
-        ``requeued`` and ``dead``.
+        ``requeued`` and ``dead``. A record of the queue the store finds it cannot read (a
+        leased one, or a waiting one no claim would reach) is dead-lettered ``malformed`` and
+        added to ``job.buried``.
 
         **Purge** (``job.purge``): delete finished records (and idempotency keys) past their
         retention, in every queue; counted in ``purged``. A dead-lettered record is kept

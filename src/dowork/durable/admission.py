@@ -217,6 +217,18 @@ class Admission(DurableState):
         self._dead(record, reason, error)
         self._buried(record.id, reason)
 
+    def _tell_buried(self) -> None:
+        """Tell the ``on_buried`` hooks of the records the store dead-lettered unread.
+
+        The store adds them to ``_burials`` (from its own thread, for SQLite) as its calls
+        write them; each is taken out once, here.
+        """
+        burials = self._burials
+        found = burials[:]
+        del burials[: len(found)]
+        for task_id, reason in found:
+            self._buried(task_id, reason)
+
     def _buried(self, task_id: str, reason: str) -> None:
         """Tell the ``on_buried`` hooks that a record was dead-lettered unread."""
         for hook in self.engine._hooks["on_buried"]:

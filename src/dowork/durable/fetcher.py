@@ -162,7 +162,7 @@ class Fetcher(DurableState):
         return ClaimRequest(
             self.name, now, limit, settings.lease, self.owner, settings.max_running,
             self._alone_from, aging=self.engine.priority_aging, rates=self._rates(),
-            per_key=settings.key_concurrency,
+            per_key=settings.key_concurrency, buried=self._burials,
         )  # fmt: skip
 
     def _prefetch(self) -> int:
@@ -201,8 +201,11 @@ class Fetcher(DurableState):
 
         The less an orphan waits in this process, the less it is exposed to another crash,
         and the sooner the task a dead worker left runs again. A group's callback first
-        gathers its members' outcomes.
+        gathers its members' outcomes. The records the claim dead-lettered unread are told
+        first.
         """
+        if self._burials:
+            self._tell_buried()
         for record in reversed(records):
             if record.crashes:
                 await self._admit_one(record, first=True)

@@ -89,7 +89,7 @@ class Flushing(DurableState):
         while self._outbox:
             batch, self._outbox = self._outbox, []
             try:
-                refused = await self.backend.settle(batch)
+                refused = await self.backend.settle(batch, buried=self._burials)
             except BackendError as exc:
                 self._outbox[:0] = batch  # keep them; the lease protects the tasks meanwhile
                 failures += 1
@@ -115,6 +115,8 @@ class Flushing(DurableState):
                     len(refused),
                 )
             self._due_later(batch, refused)
+            if self._burials:
+                self._tell_buried()
             if self._group_of:
                 await self._release_groups(batch, refused)
 
@@ -128,7 +130,7 @@ class Flushing(DurableState):
         refused: list[str] = []
         for settlement in batch:
             try:
-                refused += await self.backend.settle([settlement])
+                refused += await self.backend.settle([settlement], buried=self._burials)
             except BackendError:
                 self._outbox.append(settlement)  # the store: written with the next batch
                 continue

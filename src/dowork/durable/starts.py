@@ -91,7 +91,7 @@ class Starts(DurableState):
         ]
         refused: set[str] = set()
         try:
-            refused = set(await self.backend.settle(marks))
+            refused = set(await self.backend.settle(marks, buried=self._burials))
         except BackendError as exc:  # start anyway: the lease still protects the tasks
             ids = ", ".join(m.id for m in marks)
             log.warning("queue %s: cannot record the start of %s (%r)", self.name, ids, exc)

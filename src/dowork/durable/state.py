@@ -18,7 +18,7 @@ from ..backends._protocol import (
     Record,
     Settlement,
 )
-from ..backends.store import Backend, ClaimRequest, StoreExtras
+from ..backends.store import Backend, Burials, ClaimRequest, StoreExtras
 from ..clock import TimerHandle
 from ..codec import Codec
 from ..engine import Engine
@@ -160,6 +160,7 @@ class DurableState:
     _start_held: Callable[[str], None]
     _start_watcher: Callable[[], None]
     _take: Callable[..., Task[Any] | None]
+    _tell_buried: Callable[[], None]
     _unreadable: Callable[[Record, BaseException], None]
     _written: Callable[[list[Settlement], list[str]], None]
     finish: Callable[[Task[Any], TaskStatus, Any, BaseException | None], None]
@@ -238,6 +239,9 @@ class DurableState:
         self._overtaken: set[Task[Any]] = set()
         #: Ids a stop at once handed back unfinished: no outcome of theirs is written here.
         self._handed_back: set[str] = set()
+        #: Records the store dead-lettered unread in the calls of this source (claims,
+        #: settlements, the reaper), for ``_tell_buried`` to tell the hooks once.
+        self._burials: Burials = []
 
     def _init_tasks(self) -> None:
         """The background tasks, watched handles, held duplicates, clocks and counters."""

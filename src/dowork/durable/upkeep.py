@@ -96,9 +96,14 @@ class Maintenance(DurableState):
             await self.backend.upkeep(Upkeep(self.name, now, purge=True))
 
     async def _reap(self, now: float) -> None:
-        """Requeue the tasks whose lease lapsed; dead-letter those out of crash budget."""
-        reap = self.backend.upkeep(Upkeep(self.name, now, crash_budget=self.settings.crash_budget))
-        reaped = await self._unless_full(reap, Upkept())
+        """Requeue the tasks whose lease lapsed; dead-letter those out of crash budget.
+
+        The store dead-letters the records it cannot read too: the hooks are told of them.
+        """
+        job = Upkeep(self.name, now, crash_budget=self.settings.crash_budget, buried=self._burials)
+        reaped = await self._unless_full(self.backend.upkeep(job), Upkept())
+        if self._burials:
+            self._tell_buried()
         if reaped.requeued or reaped.dead:
             log.warning(
                 "queue %s: requeued %d task(s) whose worker stopped; dead-lettered %d",

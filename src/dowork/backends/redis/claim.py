@@ -4,7 +4,8 @@ Every claim is one ``claim.lua`` call (the inbox drained, flow control applied, 
 leased and read back in one step). An idle worker with no flow control pops its queue's inbox
 instead and starts the task it gets at once, before any script runs: ``take.lua`` records its
 lease in the background, and every later call about that task waits for it (``_taken``).
-Records a claim gave out that Python cannot read are dead-lettered (``bury.lua``).
+Records a claim gave out that Python cannot read are dead-lettered (``bury.lua``). The records
+either buries go to the request's ``buried`` list.
 """
 
 from __future__ import annotations
@@ -23,9 +24,17 @@ from ..store import ClaimRequest
 from .client import Connection, Link
 from .records import from_inbox, num, rate_args, split_claimed, utf8
 
-__all__ = ["Fetcher"]
+__all__ = ["Fetcher", "id_of"]
 
 log = logging.getLogger("dowork")
+
+
+def id_of(raw: bytes) -> str:
+    """A task id as Redis answered it: as ``utf8`` wrote it, or escaped if it is not UTF-8."""
+    try:
+        return raw.decode("utf-8", "surrogatepass")
+    except UnicodeDecodeError:  # (a record written by hand)
+        return raw.decode("utf-8", "backslashreplace")
 
 
 class Fetcher(Connection):
@@ -41,7 +50,7 @@ class Fetcher(Connection):
     async def _claim(self, c: ClaimRequest, popped: bytes = b"") -> list[Record]:
         """``claim``, giving back an entry the caller ``popped`` from the inbox (see claim.lua)."""
         rows = await self._script("claim", *self._claim_args(c, popped))
-        return await self._claimed(rows, c.owner)
+        return await self._claimed(rows, c)
 
     def _claim_args(self, c: ClaimRequest, popped: bytes = b"") -> list[str | bytes | int]:
         """The ``claim.lua`` arguments of a request."""
@@ -128,29 +137,36 @@ class Fetcher(Connection):
             for answer in (popped, rows):
                 if isinstance(answer, Exception):
                     raise answer
-        return await self._claimed(rows, c.owner)
+        return await self._claimed(rows, c)
 
     def _keep_dead(self) -> str:
         """Seconds a dead letter is kept, as the claim script takes it (see ``bury``)."""
         return num(self._retention(Outcome.DEAD, None))
 
-    async def _claimed(self, rows: Sequence[Any], owner: str) -> list[Record]:
-        """The records of a claim's answer; those Python cannot read are dead-lettered."""
-        claimed, unfit = split_claimed(rows, owner)
+    async def _claimed(self, rows: Sequence[Any], c: ClaimRequest) -> list[Record]:
+        """The records of a claim's answer; those Python cannot read are dead-lettered.
+
+        The records the claim script buried, and those buried here, go to ``c.buried``.
+        """
+        claimed, unfit = split_claimed(rows, c.owner)
         buried = rows[2]
         for task_id, why in zip(buried[::2], buried[1::2], strict=True):
             shown, reason = (bytes(b).decode("utf-8", "backslashreplace") for b in (task_id, why))
             log.error("%r: task %r dead-lettered (malformed): %s", self, shown, reason)
+        if buried and c.buried is not None:
+            c.buried.extend((id_of(task_id), "malformed") for task_id in buried[::2])
         if unfit:
             now = float(rows[0])
             args: list[str | bytes | int] = [num(now), num(now + float(self._keep_dead()))]
             args.append(len(unfit))
             for task_id, token, why in unfit:
                 args += [task_id, token, utf8(why)]
-            await self._script("bury", *args)
+            done = {bytes(i) for i in await self._script("bury", *args)}
             for task_id, _, why in unfit:
                 shown = task_id.decode("utf-8", "backslashreplace")
                 log.error("%r: task %r dead-lettered (malformed): %s", self, shown, why)
+                if task_id in done and c.buried is not None:
+                    c.buried.append((id_of(task_id), "malformed"))
         return claimed
 
     def _start_take(self, link: Link, record: Record, entry: bytes) -> None:

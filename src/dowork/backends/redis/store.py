@@ -19,6 +19,7 @@ import redis.exceptions
 from ...errors import BackendError, BackendFull, BackendUnavailable
 from .._protocol import STATS_MINUTES, Outcome, Settlement, WorkerBeat, minute_of
 from ..store import (
+    Burials,
     SupportsPushSync,
     SupportsServerTime,
     SupportsWaitClaim,
@@ -26,7 +27,7 @@ from ..store import (
     Upkeep,
     Upkept,
 )
-from .claim import Fetcher
+from .claim import Fetcher, id_of
 from .push import Producer
 from .records import PURGE_BATCH, from_inbox, head_score, num, opt, utf8
 
@@ -53,7 +54,9 @@ class RedisStore(
     Its extras: ``wake``, ``wait_claim``, ``server_time`` and ``push_sync``.
     """
 
-    async def settle(self, settlements: Sequence[Settlement]) -> list[str]:
+    async def settle(
+        self, settlements: Sequence[Settlement], *, buried: Burials | None = None
+    ) -> list[str]:
         """Write outcomes in one script; refuse those whose lease token is stale."""
         if not settlements:
             return []
@@ -62,17 +65,19 @@ class RedisStore(
         for s in settlements:
             args += self._settle_args(s)
         try:
-            refused = await self._script("settle", *args)
+            refused, dead = await self._script("settle", *args)
         except (BackendUnavailable, BackendFull):
             raise
         except BackendError as exc:  # the script refused an outcome: it wrote nothing
             if len(settlements) > 1:  # each alone, so that one never holds back the rest
                 refused = []
                 for s in settlements:
-                    refused += await self.settle([s])
+                    refused += await self.settle([s], buried=buried)
                 return refused
             log.error("%r: outcome of task %r dropped: %s", self, settlements[0].id, exc)
             return [settlements[0].id]  # (its lease runs out: the reaper takes it back)
+        if dead and buried is not None:
+            buried.extend((id_of(i), "malformed") for i in dead)
         return [i.decode("utf-8", "surrogatepass") for i in refused]
 
     def _settle_args(self, s: Settlement) -> list[str | bytes | int]:
@@ -132,29 +137,36 @@ class RedisStore(
         if job.beat is not None:
             await self._beat(job.beat, job.now, job.ttl, job.finished)
         if job.crash_budget is not None:
-            done.requeued, done.dead = await self._reap(job.queue, job.now, job.crash_budget)
+            reaped = await self._reap(job.queue, job.now, job.crash_budget)
+            done.requeued, done.dead, dead = reaped
+            if dead and job.buried is not None:
+                job.buried.extend((id_of(i), "malformed") for i in dead)
         if job.purge:
             done.purged = await self._purge_finished(job.now)
         return done
 
-    async def _reap(self, queue: str, now: float, crash_budget: int) -> tuple[int, int]:
+    async def _reap(
+        self, queue: str, now: float, crash_budget: int
+    ) -> tuple[int, int, list[bytes]]:
         """Requeue expired leases; dead-letter tasks that crashed their workers too often.
 
-        Every worker reaps on a timer, so this is also where a wiped store is noticed.
+        Returns the counts requeued and dead-lettered, and the ids dead-lettered because
+        they could not be read. Every worker reaps on a timer, so this is also where a wiped
+        store is noticed.
         """
         link = self._link()
         with self._errors():
             await self._check_epoch(link.client)
         if await self._memory_short():
             await self._relieve(now)
-        requeued, dead = await self._script(
+        requeued, dead, buried = await self._script(
             "reap",
             utf8(queue),
             num(now),
             crash_budget,
             num(now + self._retention(Outcome.DEAD, None)),
         )
-        return int(requeued), int(dead)
+        return int(requeued), int(dead), [bytes(i) for i in buried]
 
     async def next_due(self, queue: str) -> float | None:
         """Earliest run time of the queue's waiting records, across levels and lanes.

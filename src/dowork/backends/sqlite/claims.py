@@ -36,8 +36,8 @@ def claim(conn: sqlite3.Connection, c: ClaimRequest, ok_sql: str, keep_dead: flo
     """Claim; if a row cannot be read, dead-letter the unreadable rows and claim again.
 
     ``ok_sql`` is the file's readability test (``rows.claim_test``), ``keep_dead`` how long a
-    buried row is kept. Each round buries at least one row (else the error is raised), so
-    this ends.
+    buried row is kept; the ids buried go to ``c.buried`` as each round commits. Each round
+    buries at least one row (else the error is raised), so this ends.
     """
     while True:
         try:
@@ -55,6 +55,8 @@ def claim(conn: sqlite3.Connection, c: ClaimRequest, ok_sql: str, keep_dead: flo
                 )
             if not buried:
                 raise
+            if c.buried is not None:
+                c.buried.extend((task_id, "malformed") for task_id in buried)
 
 
 def _claim_once(conn: sqlite3.Connection, c: ClaimRequest, ok_sql: str) -> list[Record]:

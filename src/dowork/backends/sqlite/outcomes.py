@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from .._protocol import Outcome, Settlement, late_applies, retention, uncharge
+from ..store import Burials
 from .connection import transaction
 from .rows import BAD_VALUE
 from .schema import HELD_SQL
@@ -41,34 +42,49 @@ class Keep(NamedTuple):
         return retention(outcome, keep, self.finished, self.dead)
 
 
-def settle(conn: sqlite3.Connection, settlements: Sequence[Settlement], keep: Keep) -> list[str]:
+def settle(
+    conn: sqlite3.Connection,
+    settlements: Sequence[Settlement],
+    keep: Keep,
+    buried: Burials | None = None,
+) -> list[str]:
     """Write outcomes in one transaction; return the ids of those refused (lease lost).
 
     They are written in order; a run of finished outcomes of distinct records (the common
     batch) is written by one statement (``_settle_finished``), which is the same as writing
-    them one by one since each touches only its own record.
+    them one by one since each touches only its own record. The tasks dead-lettered because
+    their outcome cannot be stored go to ``buried`` once the transaction is committed.
     """
     refused: list[str] = []
+    found: Burials = []
     with transaction(conn):
         i = 0
         while i < len(settlements):
             run = _finished_run(settlements, i, keep)
             if len(run) > 1:
-                refused += _settle_finished(conn, run, keep)
+                refused += _settle_finished(conn, run, keep, found)
                 i += len(run)
                 continue
-            if not _settle_checked(conn, settlements[i], keep):
+            if not _settle_checked(conn, settlements[i], keep, found):
                 refused.append(settlements[i].id)
             i += 1
+    if found and buried is not None:
+        buried.extend(found)
     return refused
 
 
-def _settle_checked(conn: sqlite3.Connection, s: Settlement, keep: Keep) -> bool:
-    """``_settle_one``, or dead-letter the task if SQLite refuses its outcome's values."""
+def _settle_checked(conn: sqlite3.Connection, s: Settlement, keep: Keep, found: Burials) -> bool:
+    """``_settle_one``, or dead-letter the task if SQLite refuses its outcome's values.
+
+    A task so dead-lettered is added to ``found``.
+    """
     try:
         return _settle_one(conn, s, keep)
     except BAD_VALUE:
-        return _settle_malformed(conn, s, keep)  # the rest of the batch settles
+        written = _settle_malformed(conn, s, keep)  # the rest of the batch settles
+    if written:
+        found.append((s.id, "malformed"))
+    return written
 
 
 #: How many outcomes one statement finishes, at most 256. A run is padded to the next of these
@@ -102,7 +118,9 @@ def _finished_run(settlements: Sequence[Settlement], start: int, keep: Keep) -> 
     return run
 
 
-def _settle_finished(conn: sqlite3.Connection, run: Sequence[Settlement], keep: Keep) -> list[str]:
+def _settle_finished(
+    conn: sqlite3.Connection, run: Sequence[Settlement], keep: Keep, found: Burials
+) -> list[str]:
     """Write a run of finished outcomes (``_finished_run``) in one ``UPDATE``.
 
     Those it did not write (lease lapsed or lost) go through ``_settle_checked``, as do all
@@ -125,7 +143,7 @@ def _settle_finished(conn: sqlite3.Connection, run: Sequence[Settlement], keep: 
     except BAD_VALUE:
         rows = []
     written = {row[0] for row in rows}
-    return [s.id for s in run if s.id not in written and not _settle_checked(conn, s, keep)]
+    return [s.id for s in run if s.id not in written and not _settle_checked(conn, s, keep, found)]
 
 
 def _settle_one(conn: sqlite3.Connection, s: Settlement, keep: Keep, late: bool = True) -> bool:

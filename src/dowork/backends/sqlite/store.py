@@ -27,6 +27,7 @@ from .._protocol import (
     minute_of,
 )
 from ..store import (
+    Burials,
     ClaimRequest,
     SupportsCheckStore,
     SupportsPushSync,
@@ -46,7 +47,7 @@ __all__ = ["SQLiteStore"]
 class SQLiteStore(SupportsWake, SupportsCheckStore, SupportsPushSync):
     """The worker-side methods of ``SQLiteBackend`` (``Backend`` less ``StoreAdmin``).
 
-    Its extras: ``wake`` and ``check_store``.
+    Its extras: ``wake``, ``check_store`` and ``push_sync``.
     """
 
     _file: SQLiteFile
@@ -107,11 +108,13 @@ class SQLiteStore(SupportsWake, SupportsCheckStore, SupportsPushSync):
         keep_dead = self._keep().of(Outcome.DEAD, None)
         return claims.claim(conn, request, self._file.ok_sql, keep_dead)
 
-    async def settle(self, settlements: Sequence[Settlement]) -> list[str]:
+    async def settle(
+        self, settlements: Sequence[Settlement], *, buried: Burials | None = None
+    ) -> list[str]:
         """Write outcomes in one transaction; refuse those whose lease token is stale."""
         if not settlements:
             return []
-        return await self._file.call(outcomes.settle, settlements, self._keep())
+        return await self._file.call(outcomes.settle, settlements, self._keep(), buried)
 
     async def heartbeat(
         self, leases: Sequence[tuple[str, int]], now: float, lease: float
@@ -147,7 +150,9 @@ class SQLiteStore(SupportsWake, SupportsCheckStore, SupportsPushSync):
         if job.crash_budget is not None:
             keep_dead = self._keep().of(Outcome.DEAD, None)
             reaped = upkeep.reap(conn, job.queue, job.now, job.crash_budget, keep_dead)
-            done.requeued, done.dead = reaped
+            done.requeued, done.dead, buried = reaped
+            if buried and job.buried is not None:  # (written: the transaction is committed)
+                job.buried.extend((task_id, "malformed") for task_id in buried)
         if job.purge:
             done.purged = upkeep.purge_finished(conn, job.now)
         return done

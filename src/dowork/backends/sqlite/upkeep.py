@@ -24,10 +24,13 @@ __all__ = ["purge_finished", "reap"]
 
 def reap(
     conn: sqlite3.Connection, queue: str, now: float, crash_budget: int, keep_dead: float
-) -> tuple[int, int]:
-    """Requeue expired leases, dead-letter repeat crashers: ``(requeued, dead)``."""
+) -> tuple[int, int, list[str]]:
+    """Requeue expired leases, dead-letter repeat crashers: ``(requeued, dead, buried)``.
+
+    ``buried``: the ids of the records never due, dead-lettered ``malformed``.
+    """
     with transaction(conn):
-        _bury_never_due(conn, queue, now, keep_dead)
+        found = _bury_never_due(conn, queue, now, keep_dead)
         # A lapsed lease on a task that never started is not a crash: lost, back in line
         # (run_at kept: back to its place at the head of the queue).
         requeued = conn.execute(
@@ -64,19 +67,23 @@ def reap(
                     " lease_until = NULL, owner = NULL, updated_at = ? WHERE id = ?",
                     (crashes, charged, now, task_id),
                 )
-    return requeued, dead
+    return requeued, dead, found
 
 
-def _bury_never_due(conn: sqlite3.Connection, queue: str, now: float, keep_dead: float) -> None:
+def _bury_never_due(
+    conn: sqlite3.Connection, queue: str, now: float, keep_dead: float
+) -> list[str]:
     """Dead-letter the queue's waiting records whose ``run_at`` is never due (malformed).
 
-    A claim never reads them, so maintenance looks for them: a few index probes.
+    A claim never reads them, so maintenance looks for them: a few index probes. Returns
+    the ids buried.
     """
     found = [row[0] for row in conn.execute(NEVER_DUE_SQL, (queue,))]
     found += [row[0] for row in conn.execute(NEVER_DUE_KEYED_SQL, (queue,))]
-    if found:
-        where = f"rowid IN ({','.join('?' * len(found))})"
-        bury(conn, where, found, now, keep_dead)
+    if not found:
+        return []
+    where = f"rowid IN ({','.join('?' * len(found))})"
+    return bury(conn, where, found, now, keep_dead)
 
 
 def purge_finished(conn: sqlite3.Connection, now: float) -> int:

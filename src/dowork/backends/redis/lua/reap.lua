@@ -1,4 +1,5 @@
--- ARGV: P, queue, now, crash_budget, expires_at. Returns {requeued, dead_lettered}.
+-- ARGV: P, queue, now, crash_budget, expires_at. Returns {requeued, dead_lettered, the ids of
+-- those dead-lettered as malformed (see bury)}.
 -- A lapsed lease of a running task is a crash: crashes + 1, its token added to charged (see
 -- charge), dead-lettered crashed_worker at crash_budget, else retrying. One of a reserved task
 -- (never started) is not: lost + 1, and it waits again, pending. Either way run_at is kept,
@@ -8,7 +9,7 @@
 local function body()
 local queue, now = ARGV[2], ARGV[3]
 local running = qkey(queue, 'running')
-local requeued, dead = 0, 0
+local requeued, dead, buried = 0, 0, {}
 -- Add token to a charged list, keeping the last 16.
 local function charge(charged, token)
     local t = {}
@@ -38,6 +39,7 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', running, '-inf', '(' .. now)) do
         local m = rec[2] and seq_ok(rec[2]) and member(rec[2], id) or nil
         bury(queue, id, m, {created_at = rec[3]}, why, rec[1], now, ARGV[5])
         dead = dead + 1
+        buried[#buried + 1] = id
     elseif rec[1] == 'reserved' then  -- never started: not a crash
         local m = member(rec[2], id)
         running_key(queue, rec[6], -1)
@@ -72,7 +74,7 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', running, '-inf', '(' .. now)) do
     end
 end
 if requeued > 0 then inbox_wake(queue, requeued, now) end
-return {requeued, dead}
+return {requeued, dead, buried}
 end
 --#include may_fill
 drain_all()

@@ -3,7 +3,8 @@
 -- 'started' the STARTED mark (a reserved record becomes running, started + 1); attempt is a
 -- line appended to the task's history; ran is '1' when the function ran, so that an outcome
 -- on a record still reserved counts its start. See Backend.settle for late settlements.
--- Returns the ids refused because the record is not leased under that token.
+-- Returns {the ids refused because the record is not leased under that token, the ids of the
+-- records dead-lettered as malformed instead (changed by hand while they ran: see bury)}.
 -- lease_until and owner are left in the hash: they mean nothing once the lease is over.
 --#include prelude
 
@@ -135,9 +136,11 @@ end
 -- The leases go first: a write that frees memory, after which Redis lets this script finish
 -- its writes even at maxmemory (noeviction), so outcomes are stored while submits are refused.
 for key, list in pairs(leases) do chunks('ZREM', key, list, 4000) end
+local buried = {}
 for _, a in ipairs(broken) do
     local b, rec = a[1], a[2]
     local id, now = ARGV[b], ARGV[b + 3]
+    buried[#buried + 1] = id
     running_key(rec[3], rec[8], -1)
     local m = seq_ok(rec[4] or '') and member(rec[4], id) or nil
     local expires = ARGV[b + 8] ~= '' and ARGV[b + 8] or now
@@ -228,6 +231,6 @@ if #expiring > 0 then
         for _, v in ipairs(expiring) do list[#list + 1] = v end
     end
 end
-return refused
+return {refused, buried}
 end
 --#include flush
