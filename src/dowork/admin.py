@@ -9,25 +9,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .backends import StoreAdmin
+from .backends._protocol import LEASED
+from .task import TaskStatus
 
 __all__ = ["PURGEABLE", "STATUSES", "cancel_task", "purge_queue", "requeue_finished"]
 
-#: Every record status, in the order people read them.
-STATUSES = (
-    "pending",
-    "scheduled",
-    "reserved",
-    "running",
-    "retrying",
-    "succeeded",
-    "failed",
-    "cancelled",
-    "dead",
-)
+#: Every record status, in the order people read them (``TaskStatus``'s).
+STATUSES = tuple(status.value for status in TaskStatus)
 
 #: What a purge deletes when no status is named: everything but leased (reserved or running)
 #: tasks.
-PURGEABLE = tuple(s for s in STATUSES if s not in ("reserved", "running"))
+PURGEABLE = tuple(s for s in STATUSES if s not in LEASED)
 
 
 async def requeue_finished(

@@ -23,6 +23,7 @@ from typing import IO
 
 import dowork
 from dowork.backends import Record, SQLiteBackend
+from dowork.task import UNFINISHED
 
 __all__ = ["queue", "run_demo"]
 
@@ -67,8 +68,6 @@ onboard = queue.chain(
     _create_account,
     dowork.reentrant(_send_welcome, max_times=10, sleep=0.01),
 )
-
-_PENDING = ("pending", "scheduled", "retrying", "reserved", "running")
 
 
 def _enqueue(url: str, tasks: int, seed: int) -> None:
@@ -135,7 +134,7 @@ def run_demo(tasks: int, workers: int, db: str | None) -> int:
     try:
         while True:
             counts = asyncio.run(_counts(store))
-            done = total - sum(counts.get(s, 0) for s in _PENDING)
+            done = total - sum(counts.get(s, 0) for s in UNFINISHED)
             bar = "#" * int(40 * done / total)
             print(f"\r[{bar:<40}] {done}/{total}", end="", file=sys.stderr, flush=True)
             if done >= total or any(p.poll() is not None for p in procs):

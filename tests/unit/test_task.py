@@ -28,6 +28,20 @@ def test_defaults() -> None:
     assert not task.frozen
 
 
+def test_unfinished_is_every_status_but_the_final_ones_in_one_place() -> None:
+    """``UNFINISHED`` is what dispatch(), the dashboard's Cancel and the demo wait on; the
+    operators' lists and the stores' record statuses agree with it."""
+    from dowork.admin import PURGEABLE, STATUSES
+    from dowork.backends._protocol import LEASED, WAITING
+    from dowork.task import UNFINISHED
+
+    assert set(UNFINISHED) == {s for s in TaskStatus if not s.final}
+    assert set(UNFINISHED) == {"pending", "scheduled", "retrying", "reserved", "running"}
+    assert sorted(UNFINISHED) == sorted(WAITING + LEASED)
+    assert tuple(TaskStatus) == STATUSES  # the same strings, in the same order
+    assert set(PURGEABLE) == set(STATUSES) - {"reserved", "running"}
+
+
 def test_options_in_constructor_and_configure() -> None:
     when = datetime(2030, 1, 1, tzinfo=UTC)
     task = Task(work, retries=5, max_delay=timedelta(minutes=10), within=10, not_before=when)

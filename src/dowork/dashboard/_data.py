@@ -17,7 +17,7 @@ from ..admin import STATUSES
 from ..backends import Record, StoreAdmin
 from ..backends._protocol import WorkerBeat
 from ..durable import decode_progress
-from ..task import Progress
+from ..task import UNFINISHED, Progress
 
 __all__ = [
     "CHART_MINUTES",
@@ -231,7 +231,7 @@ class TaskView:
     @property
     def cancellable(self) -> bool:
         """Whether the task waits (or runs) and can be cancelled."""
-        return self.record.status in ("pending", "scheduled", "retrying", "reserved", "running")
+        return self.record.status in UNFINISHED
 
 
 async def task_view(store: StoreAdmin, task_id: str) -> TaskView | None:

@@ -15,6 +15,7 @@ from ..backends._protocol import (
 from ..errors import (
     BackendError,
 )
+from ..task import UNFINISHED
 
 if TYPE_CHECKING:
     pass
@@ -39,9 +40,7 @@ class Stopping(DurableState):
         await self.engine._run_batch(batch)
         await self._drain_outbox()
         counts = await self.backend.counts(self.name)
-        return any(
-            counts.get(s, 0) for s in ("pending", "scheduled", "retrying", "reserved", "running")
-        )
+        return any(counts.get(s, 0) for s in UNFINISHED)
 
     async def next_due(self) -> tuple[float, bool] | None:
         """When the store's next waiting task is due (``dispatch()`` fires no schedules)."""

@@ -13,6 +13,8 @@ from .handle import _deciding as _deciding
 from .spec import PRIORITIES as PRIORITIES
 from .spec import RETRY_FIELDS as RETRY_FIELDS
 from .spec import is_async_callable as is_async_callable
-from .status import Progress, TaskStatus
+from .status import UNFINISHED, Progress, TaskStatus
 
-__all__ = ["AfterCallback", "Progress", "Task", "TaskOptions", "TaskStatus", "current_task"]
+__all__ = [
+    "UNFINISHED", "AfterCallback", "Progress", "Task", "TaskOptions", "TaskStatus", "current_task",
+]  # fmt: skip

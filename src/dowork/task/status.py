@@ -36,6 +36,11 @@ class TaskStatus(StrEnum):
 
 _FINAL = frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.DEAD})
 
+#: The statuses of a task that has not finished (every status but the final ones): waiting
+#: (pending, scheduled, retrying) or held by a worker (reserved, running). A store's record
+#: statuses are the same strings (``WAITING + LEASED`` in ``backends._protocol``).
+UNFINISHED: tuple[TaskStatus, ...] = tuple(status for status in TaskStatus if not status.final)
+
 
 class Progress(NamedTuple):
     """How far a running task says it got: a number, an optional message, and when."""
