@@ -74,8 +74,9 @@ def crashes(row: Row) -> int:
     return row.crashes
 
 
-def asking(pacer: Pacer) -> Callable[[Row], bool]:
-    return lambda row: pacer.may_start(row.id, row.name, row.slot)
+def pacer_of(rates: dict[str, tuple[int, float]] | None) -> Pacer[Row]:
+    """A pacer over rows, keeping its start times in a dict of its own."""
+    return Pacer(10.0, rates, starts_of({}), lambda row: (row.id, row.name, row.slot))
 
 
 def starts_of(kept: dict[str, list[float]]) -> Callable[[str], list[float]]:
@@ -169,7 +170,7 @@ def test_pacer_gives_the_slots_take_slot_gives_and_delays_the_rest(
     rates = data.draw(rates_st)
     now = 5.0
     kept: dict[str, list[float]] = {}
-    pacer = Pacer(now, rates, starts_of(kept))
+    pacer: Pacer[tuple[str, str, float | None]] = Pacer(now, rates, starts_of(kept), lambda t: t)
     expected_kept: dict[str, list[float]] = {}
     delayed = []
     for i, k in enumerate(names):
@@ -183,7 +184,7 @@ def test_pacer_gives_the_slots_take_slot_gives_and_delays_the_rest(
             expected = start <= now
             if not expected:
                 delayed.append((start, f"t{i}"))
-        assert pacer.may_start(f"t{i}", name, slot) == expected
+        assert pacer.may_start((f"t{i}", name, slot)) == expected
     assert pacer.delayed == delayed
     assert kept == expected_kept
 
@@ -284,12 +285,12 @@ def test_turns_walk_keys_as_the_claim_rules_say(
     fetched: bool,
 ) -> None:
     last = max(served.values(), default=0)
-    expected_pacer = Pacer(10.0, rates, starts_of({}))
+    expected_pacer = pacer_of(rates)
     expected = reference_walk(
-        rows, served, limit, per_key, held, alone_from, asking(expected_pacer), last
+        rows, served, limit, per_key, held, alone_from, expected_pacer.may_start, last
     )
-    pacer = Pacer(10.0, rates, starts_of({}))
-    may_start = asking(pacer) if rates else None  # as the stores ask: not at all without limits
+    pacer = pacer_of(rates)
+    may_start = pacer.may_start if rates else None  # as the stores ask: not at all without limits
     got = walk(rows, served, limit, per_key, held, alone_from, may_start, last, fetched)
     assert got == expected
     assert pacer.delayed == expected_pacer.delayed
@@ -301,10 +302,10 @@ def test_pace_and_alone_count_are_the_walk_of_one_lane(
 ) -> None:
     lane = sorted((replace(row, key="") for row in rows), key=urgency)
     looked = lane[: 2 * limit]  # what the SQLite store reads for a claim under rate limits
-    expected_pacer = Pacer(10.0, rates, starts_of({}))
-    expected, _ = reference_walk(lane, {}, limit, None, {}, alone_from, asking(expected_pacer), 0)
-    pacer = Pacer(10.0, rates, starts_of({}))
-    assert pace(looked, limit, alone_from, crashes, asking(pacer)) == expected
+    expected_pacer = pacer_of(rates)
+    expected, _ = reference_walk(lane, {}, limit, None, {}, alone_from, expected_pacer.may_start, 0)
+    pacer = pacer_of(rates)
+    assert pace(looked, limit, alone_from, crashes, pacer.may_start) == expected
     assert pacer.delayed == expected_pacer.delayed
     unlimited, _ = reference_walk(lane, {}, limit, None, {}, alone_from, lambda row: True, 0)
     assert lane[: alone_count(lane[:limit], alone_from, crashes)] == unlimited

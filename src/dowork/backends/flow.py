@@ -81,30 +81,34 @@ def alone_count(rows: Sequence[R], alone_from: int | None, crashes: Callable[[R]
     return len(rows)
 
 
-class Pacer:
+class Pacer(Generic[R]):
     """A claim's rate limits: asks each record's limit for a start time (``take_slot``).
 
     ``starts(key)`` gives the start times limit ``key`` gave out (ascending, the list
     ``take_slot`` extends): the store keeps them, and writes them back after the claim.
-    A record refused a start now waits for the start time it was given: ``delayed`` lists
-    ``(start, id)`` for the store to set as its ``run_at`` and ``slot``.
+    ``fields(record)`` reads a record's ``(id, task name, slot)``. A record refused a start
+    now waits for the start time it was given: ``delayed`` lists ``(start, id)`` for the
+    store to set as its ``run_at`` and ``slot``.
     """
 
-    __slots__ = ("_now", "_rates", "_starts", "delayed")
+    __slots__ = ("_fields", "_now", "_rates", "_starts", "delayed")
 
     def __init__(
         self,
         now: float,
         rates: Mapping[str, tuple[int, float]] | None,
         starts: Callable[[str], list[float]],
+        fields: Callable[[R], tuple[str, str, float | None]],
     ) -> None:
         self._now = now
         self._rates = rates or {}
         self._starts = starts
+        self._fields = fields
         self.delayed: list[tuple[float, str]] = []
 
-    def may_start(self, task_id: str, name: str, slot: float | None) -> bool:
-        """Whether the record may start now (unlimited, or its ``slot`` came); else delay it."""
+    def may_start(self, record: R) -> bool:
+        """Whether the record may start now (unlimited, or its slot came); else delay it."""
+        task_id, name, slot = self._fields(record)
         if slot is not None or not self._rates:
             return True
         key = rate_key(name, self._rates)
@@ -168,8 +172,9 @@ class Lane(Generic[R]):
 
     def pop(self) -> R:
         """Take the head."""
-        row = self.head()
-        assert row is not None
+        if self._pos == len(self._rows) and self.head() is None:
+            raise IndexError("pop from an empty lane")
+        row = self._rows[self._pos]
         self._pos += 1
         return row
 
@@ -209,8 +214,11 @@ class Turns(Generic[R]):
         """The last turn the queue gave (0: none), asked once, when a key is served."""
         raise NotImplementedError
 
+    #: Whether the store adds keys as their turn may come (``bring_in``), not all first.
+    lazy = False
+
     def bring_in(self) -> None:
-        """Add the keys whose turn may come before the heap's first (all are added first)."""
+        """Add the keys whose turn may come before the heap's first (if ``lazy``)."""
 
     def add(self, key: str, turn: int, lane: Lane[R]) -> None:
         """Take in a key's lane at the turn it was last served in."""
@@ -223,18 +231,14 @@ class Turns(Generic[R]):
         if row is not None:
             heapq.heappush(self.heap, (turn, *self.urgency(row), key))
 
-    def _has_share(self, key: str) -> bool:
-        """Whether the key already has ``per_key`` records running."""
-        if not key or self.per_key is None:
-            return False
-        if self._held is None:
-            self._held = self.running()
-        return self._held.get(key, 0) >= self.per_key
-
-    def _next_turn(self) -> int:
-        if self._top is None:
+    def _serve(self, key: str) -> int:
+        """Count a record taken against its key's share; give the key the next turn."""
+        if self._held is not None and key:
+            self._held[key] = self._held.get(key, 0) + 1
+        if self._top is None:  # the last turn given, asked once
             self._top = self.last_turn()
         self._top += 1
+        self.served[key] = self._top
         return self._top
 
     def take(
@@ -246,15 +250,19 @@ class Turns(Generic[R]):
         """
         taken: list[R] = []
         looked = 0
-        crashes = self.crashes
+        heap, lanes, crashes, per_key = self.heap, self.lanes, self.crashes, self.per_key
         while looked < self.cap and len(taken) < limit:
-            self.bring_in()
-            if not self.heap:
+            if self.lazy:
+                self.bring_in()
+            if not heap:
                 break
-            turn, _, _, key = heapq.heappop(self.heap)
-            if self._has_share(key):
-                continue  # the key has its share running: its turn waits
-            row = self.lanes[key].pop()
+            turn, _, _, key = heapq.heappop(heap)
+            if key and per_key is not None:
+                if self._held is None:  # the running records per key, asked once
+                    self._held = self.running()
+                if self._held.get(key, 0) >= per_key:
+                    continue  # the key has its share running: its turn waits
+            row = lanes[key].pop()
             looked += 1
             single = alone_from is not None and crashes(row) >= alone_from  # alone()
             if single and taken:  # a repeat crasher is claimed alone (Store.claim)
@@ -266,9 +274,7 @@ class Turns(Generic[R]):
             taken.append(row)
             if single:
                 break
-            if self._held is not None and key:
-                self._held[key] = self._held.get(key, 0) + 1
-            turn = self.served[key] = self._next_turn()
+            turn = self._serve(key)
             if looked < self.cap and len(taken) < limit:
                 self._push(turn, key)
         return taken

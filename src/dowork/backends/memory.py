@@ -127,11 +127,11 @@ class MemoryBackend(MemoryAdmin, SupportsWake):  # (its one extra: wake)
                     lanes.setdefault(record.concurrency_key or "", []).append(record)
             for key, lane in lanes.items():
                 turns.add(key, served.get(key, 0), Lane(sorted(lane, key=turns.urgency)))
-            pacer = Pacer(now, request.rates, self._rate_starts(queue))
+            pacer = Pacer(now, request.rates, self._rate_starts(queue), _fields)
             picked = turns.take(
                 limit,
                 request.alone_from,
-                (lambda r: pacer.may_start(r.id, r.name, r.slot)) if request.rates else None,
+                pacer.may_start if request.rates else None,
             )
             for start, task_id in pacer.delayed:  # waits for the start time it was given
                 self._records[task_id].run_at = self._records[task_id].slot = start
@@ -356,6 +356,7 @@ class MemoryBackend(MemoryAdmin, SupportsWake):  # (its one extra: wake)
 
 
 _crashes = attrgetter("crashes")
+_fields = attrgetter("id", "name", "slot")  # what a Pacer reads of a record
 
 
 class _Turns(Turns[Record]):

@@ -201,7 +201,7 @@ class Task(TaskHandle[R]):
     #: ``time.monotonic()`` after which a staged attempt must not start (a durable lease
     #: lapses then); None: no limit.
     _start_by: float | None
-    #: Its place in line (``backends._protocol.rank``): from the backend's claim, or
+    #: Its place in line (``backends.flow.rank``): from the backend's claim, or
     #: stamped at enqueue by an in-process queue using priorities (NaN: not stamped).
     _rank: float
 

@@ -13,7 +13,6 @@ the unreadable rows and the claim runs again. The turns are then written for the
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
 from operator import itemgetter
 
 from .._protocol import Record
@@ -65,18 +64,18 @@ def _claim_once(conn: sqlite3.Connection, c: ClaimRequest, ok_sql: str) -> list[
         if limit <= 0:
             return []
         keyed, keyed_turns, plain_served = conn.execute(TURNS_STATE_SQL, (c.queue,)).fetchone()
-        starts = rates.Starts(conn, c.queue)
-        pacer = Pacer(c.now, c.rates, starts)
+        pacer = rates.FilePacer(conn, c.queue, c.now, c.rates) if c.rates else None
         turns: Turns | None = None
         looked: list[Due] = []
         if keyed:
             turns = Turns(conn, c.queue, c.now, limit, c.aging, c.per_key)
             turns.add_new(plain_served)
-            asking = _asking(pacer) if c.rates else None
+            asking = None if pacer is None else pacer.may_start
             ids = [row[0] for row in turns.take(limit, c.alone_from, asking)]
         else:
             looked, ids = _pick(conn, c, limit, pacer)
-        rates.save(conn, starts, pacer)
+        if pacer is not None:
+            pacer.save()
         claimed = _lease(conn, c, ids, ok_sql)
         if turns is not None:
             remember_keyed(conn, c.queue, turns.served)
@@ -97,21 +96,16 @@ def _room(conn: sqlite3.Connection, c: ClaimRequest) -> int:
     return room(c.limit, c.max_running, running)
 
 
-def _asking(pacer: Pacer) -> Callable[[Due], bool]:
-    """``pacer.may_start`` of a due row."""
-    return lambda row: pacer.may_start(row[0], row[2], row[3])
-
-
 def _pick(
-    conn: sqlite3.Connection, c: ClaimRequest, limit: int, pacer: Pacer
+    conn: sqlite3.Connection, c: ClaimRequest, limit: int, pacer: Pacer[Due] | None
 ) -> tuple[list[Due], list[str]]:
     """The due records looked at, and the ids to claim of a queue without keys."""
-    if not c.rates:  # every record looked at is claimed, up to a repeat crasher
+    if pacer is None:  # no rate limit: every record looked at is claimed, up to a repeat crasher
         looked: list[Due] = due(conn, c.queue, c.now, limit + 1, c.aging)  # one more: any left?
         count = alone_count(looked[:limit], c.alone_from, _crashes)
         return looked, [row[0] for row in looked[:count]]
     looked = due(conn, c.queue, c.now, 2 * limit, c.aging)
-    taken = pace(looked, limit, c.alone_from, _crashes, _asking(pacer))
+    taken = pace(looked, limit, c.alone_from, _crashes, pacer.may_start)
     return looked, [row[0] for row in taken]
 
 

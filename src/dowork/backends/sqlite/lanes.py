@@ -129,8 +129,8 @@ def due(
     """The ``count`` most urgent due records of a lane: those without a key, or of ``key``.
 
     The top ``count`` of each priority level in use, by ``(run_at, rowid)`` (an index range
-    each), merged by ``(rank, rowid)``: the order ``MemoryBackend.claim`` sorts a lane in.
-    The merge runs in SQLite (same float arithmetic as ``rank``), so Python only sees the
+    each), merged by ``(rank, rowid)``: the order ``flow.Turns`` takes a lane in.
+    The merge runs in SQLite (same float arithmetic as ``flow.rank``), so Python only sees the
     ``count`` it needs; a single level is already in order. Rows are ``Row``s if ``wide``,
     else their first four columns.
     """

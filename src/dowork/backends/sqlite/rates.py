@@ -1,20 +1,23 @@
 """Rate limits inside a claim's transaction: the start times every worker on the file shares.
 
 Each limit of a queue keeps its last ``n`` start times in one ``dowork_rates`` row; a claim's
-``flow.Pacer`` reads those of the limits its due records fall under (``Starts``) as it gives
-out a start per record, and ``save`` writes back, in the same transaction, the start times
-given out and the new ``run_at`` and ``slot`` of the records it had to delay. The pacing is
-``flow``'s, so the SQLite store paces exactly as ``MemoryBackend.claim`` does.
+``FilePacer`` (a ``flow.Pacer``) reads those of the limits its due records fall under
+(``Starts``) as it gives out a start per record, and its ``save`` writes back, in the same
+transaction, the start times given out and the new ``run_at`` and ``slot`` of the records it
+had to delay. The pacing is ``flow``'s, as ``MemoryBackend.claim``'s is.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Mapping
+from operator import itemgetter
 
 from ..flow import Pacer
+from .lanes import Due
 
-__all__ = ["Starts", "save"]
+__all__ = ["FilePacer", "Starts"]
 
 
 class Starts:
@@ -53,10 +56,26 @@ class Starts:
             )
 
 
-def save(conn: sqlite3.Connection, starts: Starts, pacer: Pacer) -> None:
-    """Write the start times ``pacer`` gave out (from ``starts``) and the records it delayed."""
-    starts.save()
-    if pacer.delayed:
-        conn.executemany(
-            "UPDATE dowork_tasks SET run_at = ?1, slot = ?1 WHERE id = ?2", pacer.delayed
-        )
+class FilePacer(Pacer[Due]):
+    """A claim's ``flow.Pacer`` whose start times are the file's; ``save`` writes its work."""
+
+    __slots__ = ("_conn", "_file")
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        queue: str,
+        now: float,
+        rates: Mapping[str, tuple[int, float]] | None,
+    ) -> None:
+        self._conn = conn
+        self._file = Starts(conn, queue)
+        super().__init__(now, rates, self._file, itemgetter(0, 2, 3))  # id, name, slot
+
+    def save(self) -> None:
+        """Write the start times given out and the records delayed (``run_at``, ``slot``)."""
+        self._file.save()
+        if self.delayed:
+            self._conn.executemany(
+                "UPDATE dowork_tasks SET run_at = ?1, slot = ?1 WHERE id = ?2", self.delayed
+            )

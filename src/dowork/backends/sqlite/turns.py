@@ -143,6 +143,8 @@ class Turns(flow.Turns[Row]):
     than a small one.
     """
 
+    lazy = True
+
     def __init__(
         self,
         conn: sqlite3.Connection,
