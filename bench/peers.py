@@ -47,6 +47,7 @@ SQLITE_TARGET = 3.0  # dowork SQLite processing >= 3x Huey's SqliteHuey
 ENQUEUE_TARGET = 0.8  # dowork submit (one per call) >= 0.8x bare redis-py LPUSH round trips
 BULK_TARGET = 50_000  # dowork map() >= 50,000 tasks/s
 SQLITE_ENQUEUE_TARGET = 1.5  # dowork SQLite submit (one per call) >= 1.5x SqliteHuey's enqueue
+ASUBMIT_TARGET = 0.9  # dowork asubmit() >= 0.9x submit() (calls/s, one per call; issue 16)
 REDIS_TARGET = 4.0  # dowork Redis processing >= 4x Huey's RedisHuey
 # Issue 16's, with the realistic body, are in section_real: dowork Redis >= 0.8x the body's
 # ceiling (sync and async) and >= 3x RedisHuey; dowork SQLite >= 3x SqliteHuey.
@@ -154,7 +155,7 @@ async def awork_ctx(ctx: Any, i: int) -> None:  # arq and SAQ pass a context fir
 
 
 def noop(i: int) -> None:
-    """The task of the enqueue sections (2a, 2b), which never run it."""
+    """The task of the enqueue sections (2a, 2b, 2e), which never run it."""
 
 
 STAMP_FD = -1  # set in a latency worker process: where ``stamp`` writes its start time
@@ -1449,6 +1450,114 @@ def sqlite_enqueue(args: argparse.Namespace, cfg: Config) -> list[Check]:
     return [(f"SQLite submit >= {SQLITE_ENQUEUE_TARGET}x SqliteHuey", line[1], line[2])]
 
 
+# -- 2e: submit() against asubmit() on durable queues (in this process) ------------------------
+
+
+class DurableSubmits:
+    """Section 2e: ``noop.submit(i)`` from this thread against ``await noop.asubmit(i)`` in
+    ``asyncio.run``, one call at a time, on a producer's queue (no worker): a new queue and
+    backend per run (an ``asubmit`` makes the running loop the queue's home), one untimed
+    call first to connect, the records deleted after each run.
+    """
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.runs = 0
+
+    def _queue(self, store: str) -> tuple[dowork.Queue, Any]:
+        from dowork.backends import RedisBackend, SQLiteBackend
+
+        self.runs += 1
+        backend: Any
+        if store == "redis":
+            backend = RedisBackend(self.cfg.redis_url, prefix=f"{self.cfg.prefix}-submits")
+        else:
+            path = os.path.join(self.cfg.tmp, f"{self.cfg.prefix}-submits-{self.runs}.db")
+            backend = SQLiteBackend(path)
+        queue = dowork.Queue("bench", backend=backend, log=False)
+        return queue, queue.task(name="noop")(noop)
+
+    def _clean(self, store: str) -> None:
+        if store == "redis":
+            delete_keys(self.cfg.redis_url, f"{self.cfg.prefix}-submits:*")
+        else:
+            for name in os.listdir(self.cfg.tmp):
+                if name.startswith(f"{self.cfg.prefix}-submits-"):
+                    os.unlink(os.path.join(self.cfg.tmp, name))
+
+    def submit(self, store: str) -> Callable[[int], float]:
+        def run(n: int) -> float:
+            queue, fn = self._queue(store)
+            fn.submit(-1)
+            start = time.perf_counter()
+            for i in range(n):
+                fn.submit(i)
+            elapsed = time.perf_counter() - start
+            queue.shutdown()
+            self._clean(store)
+            return elapsed
+
+        return run
+
+    def asubmit(self, store: str) -> Callable[[int], float]:
+        def run(n: int) -> float:
+            queue, fn = self._queue(store)
+
+            async def calls() -> float:
+                await fn.asubmit(-1)
+                start = time.perf_counter()
+                for i in range(n):
+                    await fn.asubmit(i)
+                elapsed = time.perf_counter() - start
+                await queue.ashutdown()
+                return elapsed
+
+            elapsed = asyncio.run(calls())
+            self._clean(store)
+            return elapsed
+
+        return run
+
+
+def section_submits(args: argparse.Namespace, cfg: Config) -> list[Check]:
+    available = _have_redis_backend()
+    submits = DurableSubmits(cfg)
+    names = {
+        store: (f"dowork {label} submit(), one per call", f"dowork {label} asubmit(), one per call")
+        for store, label in (("sqlite", "SQLite"), ("redis", "Redis"))
+    }
+    benches = []
+    for store, (sync_name, async_name) in names.items():
+        if store == "redis" and available is not True:
+            continue
+        benches += [
+            Bench(sync_name, submits.submit(store), args.enqueue_n),
+            Bench(async_name, submits.asubmit(store), args.enqueue_n),
+        ]
+    # Runs of a fraction of a second: three times the repeats, as section 2a.
+    done = {r.name: r for r in measure(benches, 3 * args.repeat)}
+    missing = Result("", 0, skip=str(available))
+    rows = [
+        done.get(name) or dataclasses.replace(missing, name=name)
+        for pair in names.values()
+        for name in pair
+    ]
+    print_table(
+        "2e. submit() against asubmit() on durable queues (calls/s; a producer, no worker)", rows
+    )
+    stores = ("SQLite", "Redis")
+    lines = [
+        ratio_line(f"{label}: asubmit / submit", rows[2 * i + 1], rows[2 * i], ASUBMIT_TARGET)
+        for i, label in enumerate(stores)
+    ]
+    print_ratios(f"ratios (calls/s), target >= {ASUBMIT_TARGET}x:", lines)
+    RESULTS["submits"] = rows
+    return [
+        (f"{label} asubmit >= {ASUBMIT_TARGET}x submit", value, ok)
+        for label, (_, value, ok) in zip(stores, lines, strict=True)
+    ]
+
+
 # -- 2d: enqueue-to-start latency (worker in another process) ---------------------------------
 
 
@@ -2118,7 +2227,7 @@ def run_sections(args: argparse.Namespace, body_url: str) -> int:
         sections: dict[str, Callable[[], list[Check]]] = {
             "real": lambda: section_real(args, {k: hosts[k] for k in real_keys(args)}),
             "sqlite": lambda: section_sqlite(args, {k: hosts[k] for k in SQLITE_KEYS}),
-            "enqueue": lambda: section_enqueue(args, cfg),
+            "enqueue": lambda: section_enqueue(args, cfg) + section_submits(args, cfg),
             "redis": lambda: section_redis(args, {k: hosts[k] for k in redis_keys(args)}),
             "latency": lambda: section_latency(args, cfg, logdir),
         }

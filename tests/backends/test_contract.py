@@ -808,8 +808,8 @@ def test_readable_records_are_never_reported_buried(backend_factory: Callable[[]
 #: The extras each store offers beyond ``Store`` (``StoreExtras``).
 _EXTRAS = {
     "memory": {"wake"},
-    "sqlite": {"wake", "check_store", "push_sync"},
-    "redis": {"wake", "wait_claim", "server_time", "push_sync"},
+    "sqlite": {"wake", "check_store", "push_sync", "pushes_anywhere"},
+    "redis": {"wake", "wait_claim", "server_time", "push_sync", "pushes_anywhere"},
 }
 
 
@@ -823,6 +823,7 @@ def test_store_extras_are_typed_and_found_once(
     from dowork.backends.store import (
         StoreExtras,
         SupportsCheckStore,
+        SupportsPushAnywhere,
         SupportsPushSync,
         SupportsServerTime,
         SupportsWaitClaim,
@@ -832,6 +833,7 @@ def test_store_extras_are_typed_and_found_once(
     protocols: dict[str, type] = {
         "wake": SupportsWake, "wait_claim": SupportsWaitClaim, "server_time": SupportsServerTime,
         "check_store": SupportsCheckStore, "push_sync": SupportsPushSync,
+        "pushes_anywhere": SupportsPushAnywhere,
     }  # fmt: skip
     assert {f.name for f in dataclasses.fields(StoreExtras)} == set(protocols)
     for name, protocol in protocols.items():

@@ -9,9 +9,9 @@ paused past its lease cannot overwrite the newer attempt's outcome.
 ``Store`` is what a worker needs of a store; ``StoreAdmin`` (``_protocol``) what operators'
 tools need; ``Backend`` is a store offering both, as every store class does. A store may offer
 more, each extra a small protocol of one method (``SupportsWake``, ``SupportsWaitClaim``,
-``SupportsServerTime``, ``SupportsCheckStore``, ``SupportsPushSync``) that its class names as a
-base, so that mypy checks the method's signature; ``StoreExtras.of`` finds them once, when a
-durable source is built.
+``SupportsServerTime``, ``SupportsCheckStore``, ``SupportsPushSync``, ``SupportsPushAnywhere``)
+that its class names as a base, so that mypy checks the method's signature; ``StoreExtras.of``
+finds them once, when a durable source is built.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from ._protocol import PRIORITY_AGING, Record, Settlement, StoreAdmin, WorkerBea
 
 __all__ = [
     "Backend", "Burials", "ClaimRequest", "Store", "StoreExtras", "SupportsCheckStore",
-    "SupportsPushSync", "SupportsServerTime", "SupportsWaitClaim", "SupportsWake", "Upkeep",
-    "Upkept",
+    "SupportsPushAnywhere", "SupportsPushSync", "SupportsServerTime", "SupportsWaitClaim",
+    "SupportsWake", "Upkeep", "Upkept",
 ]  # fmt: skip
 
 
@@ -322,6 +322,19 @@ class SupportsPushSync(Protocol):
         """
 
 
+@runtime_checkable
+class SupportsPushAnywhere(Protocol):
+    """Pushing from any event loop of the process, not only the queue's home (SQLite, Redis)."""
+
+    def pushes_anywhere(self) -> bool:
+        """Whether ``push`` may run on any event loop of this process, now and later.
+
+        ``asubmit()`` from a loop that is not its queue's home (a worker on a thread of its
+        own, say) then pushes there instead of hopping to the home loop and back. False for
+        a store bound to one loop (Redis built on a caller's asyncio client).
+        """
+
+
 class PushSync(Protocol):
     """The type of a store's bound ``push_sync`` (``SupportsPushSync``)."""
 
@@ -341,6 +354,7 @@ class StoreExtras:
     server_time: Callable[[], Awaitable[float]] | None = None
     check_store: Callable[[], Awaitable[None]] | None = None
     push_sync: PushSync | None = None
+    pushes_anywhere: Callable[[], bool] | None = None
 
     @classmethod
     def of(cls, store: Store) -> StoreExtras:
@@ -351,4 +365,7 @@ class StoreExtras:
             server_time=store.server_time if isinstance(store, SupportsServerTime) else None,
             check_store=store.check_store if isinstance(store, SupportsCheckStore) else None,
             push_sync=store.push_sync if isinstance(store, SupportsPushSync) else None,
+            pushes_anywhere=(
+                store.pushes_anywhere if isinstance(store, SupportsPushAnywhere) else None
+            ),
         )

@@ -218,7 +218,10 @@ class Producer(DurableState):
         records = [self.prepare(task, now) for task in tasks]
         for task in tasks:
             task._engine = self.engine
-        await self.engine.arun_on_home(self._push_batch(tasks, records))
+        if self._push_here_on_loop():
+            await self._push_batch(tasks, records)
+        else:
+            await self.engine.arun_on_home(self._push_batch(tasks, records))
 
     def enqueue_group(
         self, members: list[Task[Any]], callback: Task[Any], policy: str, check_every: float
@@ -273,14 +276,34 @@ class Producer(DurableState):
             self._unregister(tasks, records, previous)
             raise
         for task, record in zip(tasks, records, strict=True):
-            if same and record.id in same:  # its idempotency key is held: a handle on that task
-                if self.engine._by_id.get(record.id) is task:
-                    del self.engine._by_id[record.id]  # (its own id was never stored)
-                task._id = same[record.id]
-                task._status = TaskStatus.PENDING  # until the stored record is read
-                continue
-            if self.engine._h_enqueue:
-                self.engine._call_hooks(self.engine._h_enqueue, task)
+            self._pushed(task, record, same)
+
+    async def _push_record(self, task: Task[Any], record: Record, fresh: bool = False) -> None:
+        """``_push_batch`` of one task, without its lists and loops (``asubmit()``)."""
+        status = task._status
+        self._register(task, record)  # (before: this worker may claim it meanwhile)
+        try:
+            same = await self.backend.push((record,), fresh=fresh)
+        except OutcomeUnknown as exc:
+            self._unregister([task], [record], [status])
+            _unknown(exc, [task])
+            raise
+        except BaseException:
+            self._unregister([task], [record], [status])
+            raise
+        if same or self.engine._h_enqueue:
+            self._pushed(task, record, same)
+
+    def _pushed(self, task: Task[Any], record: Record, same: dict[str, str]) -> None:
+        """A push stored ``record``, or found its idempotency key held (``same``)."""
+        if same and record.id in same:  # its idempotency key is held: a handle on that task
+            if self.engine._by_id.get(record.id) is task:
+                del self.engine._by_id[record.id]  # (its own id was never stored)
+            task._id = same[record.id]
+            task._status = TaskStatus.PENDING  # until the stored record is read
+            return
+        if self.engine._h_enqueue:
+            self.engine._call_hooks(self.engine._h_enqueue, task)
 
     async def aenqueue(self, task: Task[Any], timeout: float | None = None) -> None:
         """Encode and push from async code; returns once the backend confirmed.
@@ -290,10 +313,25 @@ class Producer(DurableState):
         fresh = task._id is None  # its id is drawn now: no need to check it is free
         record = self.prepare(task)
         task._engine = self.engine
-        await self.engine.arun_on_home(self._push_record(task, record, fresh))
+        if self._push_here_on_loop():
+            await self._push_record(task, record, fresh)
+        else:
+            await self.engine.arun_on_home(self._push_record(task, record, fresh))
 
-    async def _push_record(self, task: Task[Any], record: Record, fresh: bool = False) -> None:
-        await self._push_batch([task], [record], fresh)
+    def _push_here_on_loop(self) -> bool:
+        """Whether to push from the running loop (the store can: ``pushes_anywhere``).
+
+        A queue whose home is another loop (a worker on its own thread, say) then costs the
+        caller no hop to that loop and back, as ``submit()`` pushes from its own thread
+        (``_push_here``); enqueue hooks still run on the home loop. A queue with no home
+        yet takes the running loop, as ``arun_on_home`` does.
+        """
+        engine = self.engine
+        anywhere = self.extras.pushes_anywhere
+        if anywhere is None or engine._h_enqueue or not anywhere():
+            return False
+        engine.bind_running()
+        return True
 
     def fire_schedule(self, schedule: Schedule, planned: float) -> None:
         """Enqueue one firing of a recurring schedule, once across every worker process.

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import redis
 import redis.exceptions
@@ -20,6 +21,7 @@ from redis.commands.core import Script
 from ...errors import BackendUnavailable, DuplicateTask, OutcomeUnknown
 from .._protocol import Record
 from .client import Connection
+from .line import Line
 from .records import check_push, inbox_entry, keyed_args, push_args, utf8
 from .urls import redact
 from .wire import Command, Unanswered, commands_sync, evalsha_sync, transaction_sync
@@ -40,6 +42,16 @@ class Producer(Connection):
         ``fresh`` plain task due now goes to its queue's inbox, as in ``push_sync``.
         """
         if not records:
+            return {}
+        inboxed = self._to_inbox(records) if fresh else None
+        if inboxed is not None:  # asubmit(): two plain commands, no script
+            try:  # (no context manager on the way: the hot path)
+                for answer in await self._inbox_trip(inboxed):
+                    if isinstance(answer, Exception):
+                        raise answer
+            except (redis.exceptions.RedisError, OSError):
+                with self._pushing(records), self._errors():
+                    raise
             return {}
         with self._pushing(records):
             return await self._push(records, fresh)
@@ -76,15 +88,8 @@ class Producer(Connection):
             await self._script("drain", utf8(queue))
 
     async def _push(self, records: Sequence[Record], fresh: bool) -> dict[str, str]:
-        inboxed = self._to_inbox(records) if fresh else None
         if not fresh:
             await self._drain_for(records)
-        if inboxed is not None:  # asubmit(): two plain commands, no script
-            with self._errors():
-                for answer in await self._raw(self._link(), *inboxed):
-                    if isinstance(answer, Exception):
-                        raise answer
-            return {}
         if any(r.idempotency_key is not None for r in records):
             return await self._push_keyed(records)
         link = self._link()
@@ -113,6 +118,29 @@ class Producer(Connection):
         same = dict(zip(held[::2], held[1::2], strict=True))
         self._wakeups.notify({r.queue for r in records if r.id not in same})
         return same
+
+    async def _inbox_trip(self, commands: tuple[Command, Command]) -> list[Any]:
+        """The inbox push's round trip, on the link's line (see ``line``) when it has one.
+
+        The link's first round trip goes through redis-py (it reads the policy, see ``_raw``).
+        """
+        link = self._link()
+        line = link.line
+        if line is None and link.policy_read:
+            pool = link.client.connection_pool
+            timeouts = self.socket_timeout, self.connect_timeout
+            made = None if self._client is not None else Line.of(pool, *timeouts)
+            line = link.line = made or False
+        if isinstance(line, Line) and not line.closed:
+            return await line.round_trip(*commands)
+        return await self._raw(link, *commands)
+
+    def pushes_anywhere(self) -> bool:
+        """``push`` runs on any event loop (each has a link of its own).
+
+        Not with a caller's ``client``, which serves one loop only.
+        """
+        return self._client is None
 
     def push_sync(self, records: Sequence[Record], *, fresh: bool = False) -> bool:
         """``push`` from the calling thread (blocking, thread-safe), with no event loop.

@@ -20,6 +20,7 @@ from ...errors import BackendError, BackendFull, BackendUnavailable
 from .._protocol import STATS_MINUTES, Outcome, Settlement, WorkerBeat, minute_of
 from ..store import (
     Burials,
+    SupportsPushAnywhere,
     SupportsPushSync,
     SupportsServerTime,
     SupportsWaitClaim,
@@ -47,11 +48,18 @@ _EARLY_AGE = 300.0
 
 
 class RedisStore(
-    Producer, Fetcher, SupportsWake, SupportsWaitClaim, SupportsServerTime, SupportsPushSync
+    Producer,
+    Fetcher,
+    SupportsWake,
+    SupportsWaitClaim,
+    SupportsServerTime,
+    SupportsPushSync,
+    SupportsPushAnywhere,
 ):
     """The worker's store: every call a worker makes, on one ``Connection``.
 
-    Its extras: ``wake``, ``wait_claim``, ``server_time`` and ``push_sync``.
+    Its extras: ``wake``, ``wait_claim``, ``server_time``, ``push_sync`` and
+    ``pushes_anywhere``.
     """
 
     async def settle(

@@ -71,6 +71,8 @@ class SQLiteFile:
         self._open_lock = threading.Lock()
         #: Held by every use of the connection: on its thread, and from a caller's (``here``).
         self._using = threading.Lock()
+        #: The connection's busy timeout is 0 (left so by ``try_here``; ``_conn`` restores it).
+        self._busy_off = False
         #: The opened file's (st_dev, st_ino), to notice it deleted or replaced (``check``).
         self._identity: tuple[int, int] | None = None
         self._where = os.path.abspath(path)  # the path, whatever the cwd becomes
@@ -108,9 +110,17 @@ class SQLiteFile:
 
     def _apply(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
         with self._using:
-            conn = self.conn
+            conn = self._conn()
             assert conn is not None
             return fn(conn, *args)
+
+    def _conn(self) -> sqlite3.Connection | None:
+        """The connection with its busy timeout (the caller holds ``_using``)."""
+        conn = self.conn
+        if self._busy_off and conn is not None:
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+            self._busy_off = False
+        return conn
 
     def here(self, fn: Callable[..., T], *args: Any) -> tuple[T] | None:
         """``(fn(conn, *args),)`` on the calling thread, as ``call``; None if not open.
@@ -121,13 +131,44 @@ class SQLiteFile:
         opens it) or once it is closed.
         """
         with self._using:
-            conn = self.conn
+            conn = self._conn()
             if conn is None:
                 return None
             try:
                 return (fn(conn, *args),)
             except sqlite3.DatabaseError as exc:
                 raise self._error(exc) from exc
+
+    def try_here(self, fn: Callable[..., T], *args: Any) -> tuple[T] | None:
+        """``here`` when it need not wait; else None, having done nothing.
+
+        Not when another thread uses the connection, before the file is opened, when every
+        commit syncs the file (``synchronous`` FULL or EXTRA), or when another process holds
+        SQLite's write lock (the busy timeout is 0 meanwhile, and stays 0 until another use
+        of the connection): an event loop's short write (``asubmit()``) then commits at once,
+        without the hop to the connection's thread and back, and never waits for a lock.
+        """
+        if self.synchronous.upper() in ("FULL", "EXTRA") or not self._using.acquire(False):
+            return None
+        try:
+            conn = self.conn
+            if conn is None:
+                return None
+            if not self._busy_off:
+                conn.execute("PRAGMA busy_timeout = 0")
+                self._busy_off = True
+            try:
+                return (fn(conn, *args),)
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise self._error(exc) from exc
+                if conn.in_transaction:  # (a COMMIT refused as busy leaves it open)
+                    conn.execute("ROLLBACK")
+                return None  # nothing was stored
+            except sqlite3.DatabaseError as exc:
+                raise self._error(exc) from exc
+        finally:
+            self._using.release()
 
     async def open(self) -> None:
         """Open the file, switch it to WAL and create the table and indexes if missing.

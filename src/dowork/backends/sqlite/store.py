@@ -30,6 +30,7 @@ from ..store import (
     Burials,
     ClaimRequest,
     SupportsCheckStore,
+    SupportsPushAnywhere,
     SupportsPushSync,
     SupportsWake,
     Upkeep,
@@ -44,10 +45,10 @@ from .wake import WakeChannel
 __all__ = ["SQLiteStore"]
 
 
-class SQLiteStore(SupportsWake, SupportsCheckStore, SupportsPushSync):
+class SQLiteStore(SupportsWake, SupportsCheckStore, SupportsPushSync, SupportsPushAnywhere):
     """The worker-side methods of ``SQLiteBackend`` (``Backend`` less ``StoreAdmin``).
 
-    Its extras: ``wake``, ``check_store`` and ``push_sync``.
+    Its extras: ``wake``, ``check_store``, ``push_sync`` and ``pushes_anywhere``.
     """
 
     _file: SQLiteFile
@@ -70,11 +71,18 @@ class SQLiteStore(SupportsWake, SupportsCheckStore, SupportsPushSync):
         """
         self._file.check()
 
+    def pushes_anywhere(self) -> bool:
+        """``push`` runs on any event loop: the file has a thread of its own."""
+        return True
+
     async def push(self, records: Sequence[Record], *, fresh: bool = False) -> dict[str, str]:
         """Insert records in one transaction (those whose idempotency key is free)."""
         if not records:
             return {}
-        same = await self._file.call(_push, records)
+        done = None
+        if len(records) == 1 and records[0].idempotency_key is None:  # asubmit(): at once
+            done = self._file.try_here(_push, records)
+        same = done[0] if done is not None else await self._file.call(_push, records)
         queues = {r.queue for r in records if r.id not in same}
         self._wakeups.notify(queues)
         self._wake.send(queues)
