@@ -394,6 +394,21 @@ async def dowork_sleeps_on_loop(n: int) -> float:
     return elapsed
 
 
+async def dowork_sleeps_awaited(n: int) -> float:
+    """dowork as ``dowork_sleeps_on_loop``, until ``gather`` of the n handles returned: the
+    last completion as a caller that awaits its tasks sees it.
+    """
+    q = dowork.Queue("bench", concurrency=SLEEP_K, log=False)
+    await q.astart()
+    Countdown.arm(n, lambda: None)
+    submit = q.submit
+    start = time.perf_counter()
+    await asyncio.gather(*[submit(asleep) for _ in range(n)])
+    elapsed = time.perf_counter() - start
+    assert await q.ashutdown()
+    return elapsed
+
+
 def dowork_sleeps_from_sync(n: int) -> float:
     """dowork: ``q.start()`` (its own loop thread), ``q.submit(asleep)`` n times from this
     thread, until the last body ended.
@@ -560,6 +575,7 @@ def section_sleeps(sleep_n: int, repeat: int) -> list[Check]:
                 f"asyncio Semaphore({SLEEP_K}), task per call", in_new_loop(bare_sleeps), sleep_n
             ),
             Bench("dowork, astart() on caller loop", in_new_loop(dowork_sleeps_on_loop), sleep_n),
+            Bench("dowork, astart(), gather(handles)", in_new_loop(dowork_sleeps_awaited), sleep_n),
             Bench("dowork, submit from sync thread", dowork_sleeps_from_sync, sleep_n),
         ],
         repeat,

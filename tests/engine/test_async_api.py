@@ -197,3 +197,32 @@ def test_aenqueue_that_waited_for_room_is_refused_once_shutdown_began(
         assert await first is True
 
     asyncio.run(main())
+
+
+def test_a_cancelled_await_leaves_the_task_and_its_other_waiters_alone(
+    make_queue: Callable[..., Queue],
+) -> None:
+    queue = make_queue()
+
+    async def main() -> None:
+        await queue.astart()
+        gate = asyncio.Event()
+
+        async def job() -> int:
+            await gate.wait()
+            return 7
+
+        task = queue.submit(job)
+        cancelled = asyncio.create_task(task.aresult())
+        other = asyncio.create_task(task.aresult())
+        await asyncio.sleep(0)  # both wait now
+        cancelled.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
+        assert not task.done
+        gate.set()
+        assert await other == 7  # woken on its loop, as the task finished there
+        assert await task == 7
+        assert await queue.ashutdown() is True
+
+    asyncio.run(main())

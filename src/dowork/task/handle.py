@@ -241,7 +241,9 @@ class TaskHandle(TaskSpec, Generic[R]):
             future: asyncio.Future[None] = loop.create_future()
             self._add_waiter((loop, future))
             self._engine.watch(self)
-            if not self._finished:
+            if not self._finished and timeout is None:
+                await future  # (a caller cancelled leaves a done future: nothing to resolve)
+            elif not self._finished:
                 try:
                     async with asyncio.timeout(timeout):
                         await asyncio.shield(future)
@@ -279,13 +281,17 @@ class TaskHandle(TaskSpec, Generic[R]):
             return
         with _waiter_lock:
             self._waiters = None
+        here = _running_loop()
         for waiter in waiters:
             if isinstance(waiter, threading.Event):
                 waiter.set()
-            else:
-                loop, future = waiter
-                with contextlib.suppress(RuntimeError):  # a closed loop has nobody to wake
-                    loop.call_soon_threadsafe(_resolve, future)
+                continue
+            loop, future = waiter
+            if loop is here:  # this thread's loop: resolved now, not woken through its pipe
+                _resolve(future)
+                continue
+            with contextlib.suppress(RuntimeError):  # a closed loop has nobody to wake
+                loop.call_soon_threadsafe(_resolve, future)
 
     # -- control ---------------------------------------------------------------------------
 
@@ -307,6 +313,14 @@ class TaskHandle(TaskSpec, Generic[R]):
         if engine is None or self.done:
             return False
         return await engine.acancel_handle(self)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    """The event loop running in this thread, if any."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
