@@ -41,15 +41,20 @@ T = TypeVar("T")
 
 @contextlib.contextmanager
 def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """A ``BEGIN IMMEDIATE`` transaction, committed at the end or rolled back on any error."""
+    """A ``BEGIN IMMEDIATE`` transaction, committed at the end or rolled back on any error.
+
+    The COMMIT too: one refused as busy (a reader's lock on a file not in WAL mode, past the
+    busy timeout) leaves the transaction open, which would fail every later BEGIN and commit
+    this write with the next one after its caller was told nothing was stored.
+    """
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield conn
+        conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:  # SQLITE_FULL and some I/O errors roll back by themselves
             conn.execute("ROLLBACK")
         raise
-    conn.execute("COMMIT")
 
 
 class SQLiteFile:
@@ -162,7 +167,7 @@ class SQLiteFile:
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) and "busy" not in str(exc):
                     raise self._error(exc) from exc
-                if conn.in_transaction:  # (a COMMIT refused as busy leaves it open)
+                if conn.in_transaction:  # (``transaction`` rolls back itself; another fn may not)
                     conn.execute("ROLLBACK")
                 return None  # nothing was stored
             except sqlite3.DatabaseError as exc:

@@ -172,8 +172,8 @@ def migrate(conn: sqlite3.Connection) -> None:
             conn.execute(f"DROP INDEX IF EXISTS {name}")
         for sql in INDEXES.values():
             conn.execute(sql)
+        conn.execute("COMMIT")
     except BaseException:
-        if conn.in_transaction:
+        if conn.in_transaction:  # (a COMMIT refused as busy leaves it open)
             conn.execute("ROLLBACK")
         raise
-    conn.execute("COMMIT")
