@@ -202,3 +202,41 @@ def test_one_batch_settles_each_record_as_if_alone(
         assert (got[kept.id].status, got[kept.id].finished_at) == ("cancelled", now)
 
     run(backend_factory, body)
+
+
+def test_a_batch_finishing_a_record_twice_refuses_the_second(
+    backend_factory: Callable[[], Backend],
+) -> None:
+    """A record's second outcome in one batch finds its lease over, as in a batch of its own.
+
+    Whatever the first was: finished, a retry, or finished and forgotten (kept 0 s); and a
+    ``STARTED`` mark after an outcome too. The first stands, and the counts move once.
+    """
+
+    async def body(b: Backend) -> None:
+        done, retried, forgotten, marked = rec(), rec(), rec(), rec()
+        await b.push([done, retried, forgotten, marked])
+        assert len(await b.claim(ClaimRequest("q", NOW, 4, LEASE, "w"))) == 4
+        batch = [
+            Settlement(done.id, 1, Outcome.SUCCEEDED, NOW, result=b"1"),
+            Settlement(retried.id, 1, Outcome.RETRY, NOW, run_at=NOW + 60, error="E"),
+            Settlement(forgotten.id, 1, Outcome.SUCCEEDED, NOW, keep=0.0),
+            Settlement(marked.id, 1, Outcome.FAILED, NOW, error="E", reason="boom"),
+            Settlement(done.id, 1, Outcome.FAILED, NOW, error="again", reason="twice"),
+            Settlement(retried.id, 1, Outcome.SUCCEEDED, NOW, result=b"2"),
+            Settlement(forgotten.id, 1, Outcome.CANCELLED, NOW, keep=60.0),
+            Settlement(marked.id, 1, Outcome.STARTED, NOW),
+        ]
+        refused = await b.settle(batch)
+        assert sorted(refused) == sorted([done.id, retried.id, forgotten.id, marked.id])
+        got = {r.id: r for r in await b.get([done.id, retried.id, forgotten.id, marked.id])}
+        assert (got[done.id].status, got[done.id].result, got[done.id].error) == (
+            "succeeded", b"1", None,
+        )  # fmt: skip
+        assert (got[retried.id].status, got[retried.id].run_at) == ("retrying", NOW + 60)
+        assert forgotten.id not in got
+        assert (got[marked.id].status, got[marked.id].reason) == ("failed", "boom")
+        assert {r.id: r.started for r in got.values()} == {done.id: 1, retried.id: 1, marked.id: 1}
+        assert await b.counts("q") == {"succeeded": 1, "retrying": 1, "failed": 1}
+
+    run(backend_factory, body)

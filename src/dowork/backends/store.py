@@ -185,9 +185,10 @@ class Store(Protocol):
         moves from ``crashes`` to ``lost``, and if no lease was granted since (``attempts`` is
         still the token) and the record waits or was dead-lettered ``crashed_worker``, the
         outcome is applied after all (so a task that succeeded does not run again).
-        One settlement that cannot be applied never stops the others. A leased record the
-        store finds it cannot read, or whose outcome it cannot store, is dead-lettered
-        ``malformed`` instead, and added to ``buried``.
+        Settlements apply in order, so a record's second outcome in one batch finds its lease
+        over and is refused. One settlement that cannot be applied never stops the others. A
+        leased record the store finds it cannot read, or whose outcome it cannot store, is
+        dead-lettered ``malformed`` instead, and added to ``buried``.
         """
 
     async def heartbeat(

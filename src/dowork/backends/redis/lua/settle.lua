@@ -3,7 +3,8 @@
 -- 'started' the STARTED mark (a reserved record becomes running, started + 1); attempt is a
 -- line appended to the task's history; ran is '1' when the function ran, so that an outcome
 -- on a record still reserved counts its start. See Backend.settle for late settlements.
--- Returns {the ids refused because the record is not leased under that token, the ids of the
+-- Returns {the ids refused because the record is not leased under that token (a record's
+-- outcome after another in this batch too, as in memory and SQLite), the ids of the
 -- records dead-lettered as malformed instead (changed by hand while they ran: see bury)}.
 -- lease_until and owner are left in the hash: they mean nothing once the lease is over.
 --#include prelude
@@ -77,6 +78,7 @@ local function sent_ok(s) return s ~= 'nan' and s ~= 'inf' and s ~= '-inf' end
 -- by queue (the last queue's list at hand).
 local ok_b, ok_rec, ok_key, n = {}, {}, {}, 0
 local taskp, lastq, ended = P .. 'task:', nil, nil
+local over = {}  -- the ids whose lease a settlement of this batch ended (read before it was)
 for i = 0, tonumber(ARGV[2]) - 1 do
     local b = 3 + i * 12
     local id, token, outcome = ARGV[b], ARGV[b + 1], ARGV[b + 2]
@@ -86,7 +88,9 @@ for i = 0, tonumber(ARGV[2]) - 1 do
     -- (the token as stored, or the same number written another way)
     local ok = LEASED[rec[1]] and (rec[2] == token or tonumber(rec[2]) == tonumber(token))
         and rec[3]
-    if not ok and outcome ~= 'started' and rec[3] then  -- (charged: read only now)
+    if over[id] then
+        ok = false
+    elseif not ok and outcome ~= 'started' and rec[3] then  -- (charged: read only now)
         local charged = redis.call('HGET', key, 'charged')
         if charged and tokens_ok(charged) then ok = late(id, token, rec, charged) end
     end
@@ -100,6 +104,7 @@ for i = 0, tonumber(ARGV[2]) - 1 do
             move(rec[3], nil, nil, 'reserved', 'running')
         end
     else
+        over[id] = true
         -- A record changed by hand while it ran is dead-lettered instead (see bury); an
         -- outcome's times that cannot be used are replaced by now.
         local why = nil
