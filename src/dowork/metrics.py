@@ -28,6 +28,7 @@ from ._metric_counts import (
     HooksCollector,
     observe,
 )
+from .backends.extras import StoreExtras
 from .hooks import Hooks
 from .task import Task
 
@@ -256,7 +257,8 @@ class BackendCollector(Collector):
             labels=["queue"],
         )
         for queue in self.queues:
-            found = getattr(queue.backend, "resets", None)
-            if isinstance(found, int):
-                resets.add_metric([queue.name], found)
+            backend = queue.backend
+            seen = None if backend is None else StoreExtras.of(backend).resets_seen
+            if seen is not None:
+                resets.add_metric([queue.name], seen())
         yield resets

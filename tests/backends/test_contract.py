@@ -809,7 +809,8 @@ def test_readable_records_are_never_reported_buried(backend_factory: Callable[[]
 _EXTRAS = {
     "memory": {"wake"},
     "sqlite": {"wake", "check_store", "push_sync", "pushes_anywhere"},
-    "redis": {"wake", "wait_claim", "server_time", "push_sync", "pushes_anywhere"},
+    "redis": {"wake", "wait_claim", "server_time", "push_sync", "pushes_anywhere"}
+    | {"check_worker", "permit_eviction", "resets_seen"},
 }
 
 
@@ -820,11 +821,14 @@ def test_store_extras_are_typed_and_found_once(
     store's class names among its bases (so that mypy checks the method's signature), and
     ``StoreExtras.of`` gives the store's bound methods, None for those it lacks."""
     from dowork.backends import Store, StoreAdmin
-    from dowork.backends.store import (
+    from dowork.backends.extras import (
         StoreExtras,
         SupportsCheckStore,
+        SupportsCheckWorker,
+        SupportsPermitEviction,
         SupportsPushAnywhere,
         SupportsPushSync,
+        SupportsResets,
         SupportsServerTime,
         SupportsWaitClaim,
         SupportsWake,
@@ -833,7 +837,8 @@ def test_store_extras_are_typed_and_found_once(
     protocols: dict[str, type] = {
         "wake": SupportsWake, "wait_claim": SupportsWaitClaim, "server_time": SupportsServerTime,
         "check_store": SupportsCheckStore, "push_sync": SupportsPushSync,
-        "pushes_anywhere": SupportsPushAnywhere,
+        "pushes_anywhere": SupportsPushAnywhere, "check_worker": SupportsCheckWorker,
+        "permit_eviction": SupportsPermitEviction, "resets_seen": SupportsResets,
     }  # fmt: skip
     assert {f.name for f in dataclasses.fields(StoreExtras)} == set(protocols)
     for name, protocol in protocols.items():
@@ -854,9 +859,14 @@ def test_store_extras_are_typed_and_found_once(
             assert not isinstance(store, protocol)
 
 
-def test_the_durable_source_reaches_extras_only_through_store_extras() -> None:
-    """No ``getattr`` on the store in the engine or the durable source: an extra is a field
-    of ``StoreExtras``, typed, found when the source is built."""
+def test_nothing_above_the_stores_looks_for_an_extra_by_name() -> None:
+    """No ``getattr``, ``hasattr`` or ``setattr`` on a store above the stores (the engine,
+    the durable source, the queue, the metrics, the CLI, the dashboard): an extra is a field
+    of ``StoreExtras``, typed, found when the durable source is built or when needed."""
     src = Path(__file__).resolve().parents[2] / "src" / "dowork"
-    for path in sorted([*(src / "durable").glob("*.py"), *(src / "engine").glob("*.py")]):
-        assert not re.search(r"(get|has)attr\([^,]*backend", path.read_text()), path
+    paths = sorted(p for p in src.rglob("*.py") if "backends" not in p.relative_to(src).parts)
+    assert src / "metrics.py" in paths
+    assert src / "cli" / "work.py" in paths
+    for path in paths:
+        found = re.search(r"(get|has|set)attr\(\s*[\w.]*(backend|store)\b", path.read_text())
+        assert not found, f"{path}: {found and found.group()}"

@@ -153,6 +153,24 @@ def test_a_policy_changed_at_run_time_is_noticed(own_server: RedisServer) -> Non
     asyncio.run(main())
 
 
+def test_permit_eviction_lets_a_refused_worker_claim_at_once(own_server: RedisServer) -> None:
+    """``--allow-eviction``'s extra: a refusal read before does not wait for the next read."""
+
+    async def main() -> None:
+        backend = RedisBackend(own_server.url, prefix="dowork:p")
+        set_policy(own_server, "allkeys-lru")
+        with pytest.raises(EvictionPolicyError, match="allkeys-lru"):
+            await backend.check_worker()
+        backend.permit_eviction()
+        await backend.check_worker()
+        await backend.push([rec(queue="p")])
+        (claimed,) = await backend.claim(ClaimRequest("p", NOW, 1, LEASE, "w"))
+        assert claimed.status == "reserved"
+        await backend.close()
+
+    asyncio.run(main())
+
+
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
     environ = dict(os.environ, PYTHONPATH=str(ROOT))
     return subprocess.run(

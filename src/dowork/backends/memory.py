@@ -32,9 +32,10 @@ from ._protocol import (
     retention,
     uncharge,
 )
+from .extras import SupportsWake
 from .flow import Lane, Pacer, Turns, rank, room
 from .memory_admin import MemoryAdmin
-from .store import Burials, ClaimRequest, SupportsWake, Upkeep, Upkept
+from .store import Burials, ClaimRequest, Upkeep, Upkept
 
 __all__ = ["MemoryBackend"]
 

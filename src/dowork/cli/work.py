@@ -20,6 +20,7 @@ from .._http import listen
 from .._load import LoadError, load_queues
 from .._redact import printable, redact_text
 from ..backends import SQLiteBackend
+from ..backends.extras import StoreExtras
 from ..errors import EvictionPolicyError
 from ..metrics import PrometheusHooks
 from ..queue import Queue
@@ -203,8 +204,10 @@ def _prepare(
 def _allow_eviction(queues: list[Queue]) -> None:
     """--allow-eviction: let the queues on a Redis work even if it may evict tasks."""
     for queue in queues:
-        if hasattr(queue.backend, "allow_eviction"):  # Redis
-            setattr(queue.backend, "allow_eviction", True)  # noqa: B010
+        backend = queue.backend
+        permit = None if backend is None else StoreExtras.of(backend).permit_eviction
+        if permit is not None:  # Redis
+            permit()
 
 
 def _check_reachable(queues: list[Queue]) -> None:
@@ -218,7 +221,7 @@ def _check_reachable(queues: list[Queue]) -> None:
             continue
         try:
             queue._engine.run_on_home(backend.counts(queue.name), 10.0)
-            check = getattr(backend, "check_worker", None)
+            check = StoreExtras.of(backend).check_worker
             if check is not None:
                 queue._engine.run_on_home(check(), 10.0)
         except Exception as exc:

@@ -18,7 +18,8 @@ from ..backends._protocol import (
     Record,
     Settlement,
 )
-from ..backends.store import Backend, Burials, ClaimRequest, StoreExtras
+from ..backends.extras import StoreExtras
+from ..backends.store import Backend, Burials, ClaimRequest
 from ..clock import TimerHandle
 from ..codec import Codec
 from ..engine import Engine

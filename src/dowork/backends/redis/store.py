@@ -18,16 +18,17 @@ import redis.exceptions
 
 from ...errors import BackendError, BackendFull, BackendUnavailable
 from .._protocol import STATS_MINUTES, Outcome, Settlement, WorkerBeat, minute_of
-from ..store import (
-    Burials,
+from ..extras import (
+    SupportsCheckWorker,
+    SupportsPermitEviction,
     SupportsPushAnywhere,
     SupportsPushSync,
+    SupportsResets,
     SupportsServerTime,
     SupportsWaitClaim,
     SupportsWake,
-    Upkeep,
-    Upkept,
 )
+from ..store import Burials, Upkeep, Upkept
 from .claim import Fetcher, id_of
 from .push import Producer
 from .records import PURGE_BATCH, from_inbox, head_score, num, opt, utf8
@@ -55,12 +56,24 @@ class RedisStore(
     SupportsServerTime,
     SupportsPushSync,
     SupportsPushAnywhere,
+    SupportsCheckWorker,
+    SupportsPermitEviction,
+    SupportsResets,
 ):
     """The worker's store: every call a worker makes, on one ``Connection``.
 
-    Its extras: ``wake``, ``wait_claim``, ``server_time``, ``push_sync`` and
-    ``pushes_anywhere``.
+    Its extras: ``wake``, ``wait_claim``, ``server_time``, ``push_sync``, ``pushes_anywhere``,
+    ``check_worker`` (``Connection``'s), ``permit_eviction`` and ``resets_seen``.
     """
+
+    def permit_eviction(self) -> None:
+        """Let workers claim even if Redis may evict records (``allow_eviction=True``)."""
+        self.allow_eviction = True
+        self._gate_at = 0.0  # a refusal read before is judged again at the next check
+
+    def resets_seen(self) -> int:
+        """How many times this process found the store wiped (``resets``)."""
+        return self.resets
 
     async def settle(
         self, settlements: Sequence[Settlement], *, buried: Burials | None = None

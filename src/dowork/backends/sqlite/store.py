@@ -26,16 +26,8 @@ from .._protocol import (
     WorkerBeat,
     minute_of,
 )
-from ..store import (
-    Burials,
-    ClaimRequest,
-    SupportsCheckStore,
-    SupportsPushAnywhere,
-    SupportsPushSync,
-    SupportsWake,
-    Upkeep,
-    Upkept,
-)
+from ..extras import SupportsCheckStore, SupportsPushAnywhere, SupportsPushSync, SupportsWake
+from ..store import Burials, ClaimRequest, Upkeep, Upkept
 from . import claims, outcomes, upkeep
 from .connection import SQLiteFile, transaction
 from .lanes import NEXT_DUE_SQL
