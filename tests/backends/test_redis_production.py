@@ -526,3 +526,25 @@ def test_a_lost_reply_to_asubmit_is_outcome_unknown_and_the_retry_is_refused(
     assert proxy.dropped == 1
     assert [type(e) for e in caught] == [OutcomeUnknown, DuplicateTask]
     assert counts == {"pending": 2}  # stored once: the retry wrote nothing
+
+
+def test_a_lost_reply_to_submit_names_its_cause(own_server: RedisServer) -> None:
+    """push_sync's OutcomeUnknown says why the reply was lost (the read timed out)."""
+    from dowork.errors import OutcomeUnknown
+    from tests.tcp_proxy import TcpProxy
+
+    proxy = TcpProxy(own_server.port).start()
+    backend = RedisBackend(proxy.url, prefix=f"dowork:s{uuid.uuid4().hex[:8]}", socket_timeout=0.3)
+    queue = dowork.Queue("lost", backend=backend, log=False)
+    queue.task(name="record")(record_run)
+    try:
+        queue.submit(record_run, 0)  # connected, policy read
+        proxy.mode = "stall"
+        with pytest.raises(OutcomeUnknown) as caught:
+            queue.submit(record_run, 1)
+        proxy.mode = "pass"
+    finally:
+        queue.shutdown(timeout=5)
+        proxy.close()
+    assert "(None)" not in str(caught.value)
+    assert "Timeout reading from" in str(caught.value)

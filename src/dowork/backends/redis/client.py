@@ -38,7 +38,7 @@ from .policy import RECHECK, RECHECK_REFUSED, judge, policy_of
 from .records import utf8
 from .scripts import SCRIPTS, Registered
 from .urls import redact, without_flag
-from .wire import KEEP_IDLE, Unanswered, checkout, discard, pack, redis_errors
+from .wire import KEEP_IDLE, Unanswered, checkout, described, discard, pack, redis_errors
 
 __all__ = ["Connection", "Link"]
 
@@ -279,7 +279,7 @@ class Connection:
                     answers.append(exc)
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
             await discard(pool, conn)
-            raise Unanswered(f"no reply to a request sent ({exc!r})") from exc
+            raise Unanswered(f"no reply to a request sent ({described(exc)})") from exc
         except BaseException:
             await discard(pool, conn)
             raise

@@ -23,7 +23,7 @@ from typing import Any
 import redis.asyncio
 import redis.exceptions
 
-from .wire import Unanswered, pack
+from .wire import Unanswered, described, pack
 
 Reader: Any
 try:
@@ -226,7 +226,7 @@ class _Conn(asyncio.Protocol):
         waiting, self._waiting = self._waiting, deque()
         for request in waiting:
             if not request.future.done():
-                lost = Unanswered(f"no reply to a request sent ({cause!r})")
+                lost = Unanswered(f"no reply to a request sent ({described(cause)})")
                 lost.__cause__ = cause
                 request.future.set_exception(lost)
 

@@ -24,7 +24,14 @@ from .client import Connection
 from .line import Line
 from .records import check_push, inbox_entry, keyed_args, push_args, utf8
 from .urls import redact
-from .wire import Command, Unanswered, commands_sync, evalsha_sync, transaction_sync
+from .wire import (
+    Command,
+    Unanswered,
+    commands_sync,
+    described,
+    evalsha_sync,
+    transaction_sync,
+)
 
 __all__ = ["Producer"]
 
@@ -64,11 +71,12 @@ class Producer(Connection):
         except BackendUnavailable as exc:
             if not isinstance(exc.__cause__, Unanswered):
                 raise  # nothing was sent: nothing was stored
+            cause = exc.__cause__.__cause__ or exc.__cause__  # (what cut the connection)
             ids = tuple(r.id for r in records)
             shown = ", ".join(ids[:3]) + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
             raise OutcomeUnknown(
                 f"{redact(self.url)}: the reply to a push of task(s) {shown} was lost "
-                f"({exc.__cause__.__cause__!r}): the outcome is unknown, they may be stored. "
+                f"({described(cause)}): the outcome is unknown, they may be stored. "
                 "Retrying with the same task id is safe (the id is the idempotency key: a "
                 "stored task is refused as DuplicateTask, never run twice)",
                 ids,
@@ -179,9 +187,9 @@ class Producer(Connection):
                     for script in scripts.values():
                         script.sha = client.script_load(script.script)
                     answer = transaction_sync(client, scripts, calls, flag)
-        except (redis.exceptions.RedisError, OSError) as exc:  # (no context manager: hot path)
+        except (redis.exceptions.RedisError, OSError):  # (no context manager: hot path)
             with self._pushing(records), self._errors():
-                raise exc from None
+                raise  # (as it is: its cause is what OutcomeUnknown says)
         check_push(answer)  # other processes wake on the script's tokens, and so do we
         return True
 

@@ -45,6 +45,7 @@ __all__ = [
     "Command",
     "Unanswered",
     "checkout",
+    "described",
     "discard",
     "redis_errors",
     "commands_sync",
@@ -65,6 +66,12 @@ class Unanswered(redis.exceptions.ConnectionError):
     A ``ConnectionError``, so that reads report ``BackendUnavailable`` as before; pushes
     report ``OutcomeUnknown`` instead (see ``RedisBackend._pushing``).
     """
+
+
+def described(exc: BaseException) -> str:
+    """An error as ``TimeoutError: Timeout reading from ...`` (redis-py 8's ``repr`` drops it)."""
+    said = str(exc)
+    return f"{type(exc).__name__}: {said}" if said else type(exc).__name__
 
 
 #: One Redis command and its arguments, as ``hiredis.pack_command`` takes them.
@@ -98,7 +105,7 @@ def commands_sync(client: redis.Redis, *commands: Sequence[str | bytes | int]) -
         raise
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
         conn.disconnect()  # type: ignore[no-untyped-call]  # mid-answer: out of step
-        raise Unanswered(f"no reply to a request sent ({exc!r})") from exc
+        raise Unanswered(f"no reply to a request sent ({described(exc)})") from exc
     except BaseException:
         conn.disconnect()  # type: ignore[no-untyped-call]  # mid-answer: out of step
         raise
