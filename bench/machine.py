@@ -1,14 +1,14 @@
 """Per machine, as users run it: each task queue's documented default worker command.
 
-``python bench/machine.py`` starts two ``redis-server``s of its own (the broker, and the server
-of the task body), writes a small app module per library into a temporary directory, and for
-each library: enqueues a backlog of tasks whose body is one Redis round trip (an ``INCR`` on
-the body server), starts the library's documented worker command as users would (its default
-processes, threads and concurrency; dowork with ``--processes`` 1, 2 and 4), and times the
-backlog from the body server's count. Per row it reports tasks/s (median and range of the
-rounds), the CPU of the worker's whole process tree per task and the broker's Redis CPU per
-task (``INFO cpu``), over the middle 80 % of the backlog (the start-up of a worker's
-processes and the tail, where processes run dry, are left out). See bench/README.md.
+``python bench/machine.py`` starts two ``redis-server``s of its own (the broker, and the server of
+the task body), writes a small app module per library into a temporary directory, and for each
+library: enqueues a backlog of tasks whose body is one Redis round trip (an ``INCR`` on the body
+server), starts the library's documented worker command as users would (its default processes,
+threads and concurrency; dowork's default, ``--processes auto``, one process per core, and
+``--processes`` 1, 2 and 4), and times the backlog from the body server's count. Per row it reports
+tasks/s (median and range of the rounds), the CPU of the worker's whole process tree per task and
+the broker's Redis CPU per task (``INFO cpu``), over the middle 80 % of the backlog (the start-up
+of a worker's processes and the tail, where processes run dry, are left out). See bench/README.md.
 """
 
 from __future__ import annotations
@@ -227,22 +227,30 @@ class Row:
         }
 
 
-def rows(bindir: str, broker: str, processes: list[int]) -> list[Row]:
+def rows(bindir: str, broker: str, processes: list[str]) -> list[Row]:
     cpus = os.cpu_count() or 1
     dowork_slots = min(32, cpus + 4)
 
     def tool(name: str) -> str:
         return os.path.join(bindir, name)
 
-    out = [
-        Row(
+    def dowork(p: str) -> Row:
+        if p == "auto":  # the default command: one process per usable core
+            cores = len(os.sched_getaffinity(0))
+            return Row(
+                "dowork worker (default)",
+                "dowork",
+                [tool("dowork"), "worker", "dwbench_dowork:queue"],
+                f"--processes auto: {cores} process(es) x {dowork_slots} slots, metrics on",
+            )
+        return Row(
             f"dowork worker --processes {p}",
             "dowork",
-            [tool("dowork"), "worker", "dwbench_dowork:queue", "--processes", str(p)],
+            [tool("dowork"), "worker", "dwbench_dowork:queue", "--processes", p],
             f"{p} process(es) x {dowork_slots} slots (Queue's default concurrency), metrics on",
         )
-        for p in processes
-    ]
+
+    out = [dowork(p) for p in processes]
     out += [
         Row(
             "huey_consumer",
@@ -396,11 +404,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3, help="timed rounds (medians)")
     parser.add_argument("--budget", type=float, default=4.0, help="s per timed run (sets n)")
     parser.add_argument("--max-n", type=int, default=20_000, help="most tasks per run")
-    parser.add_argument("--processes", default="1,2,4", help="dowork --processes rows")
+    parser.add_argument(
+        "--processes", default="auto,1,2,4", help="dowork --processes rows (auto: the default)"
+    )
     parser.add_argument("--only", default="", help="comma-separated rows: dowork,huey,celery,...")
     parser.add_argument("--json", default="", help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
-    processes = [int(p) for p in args.processes.split(",") if p.strip()]
+    processes = [p.strip() for p in args.processes.split(",") if p.strip()]
     only = {s.strip() for s in args.only.split(",") if s.strip()}
     bindir = os.path.dirname(sys.executable)
     with contextlib.ExitStack() as stack:

@@ -57,14 +57,17 @@ class ShutdownResult:
 
 
 class _Signals:
-    def __init__(self, plan: str) -> None:
+    def __init__(self, plan: str, also: Callable[[int], object] | None) -> None:
         self.count = 0
         self.plan = plan  #: what a stop at once does, said on the first signal
+        self.also = also  #: called with every signal caught (``on_signal``)
         self.first = threading.Event()
         self.second = threading.Event()
 
     def handle(self, signum: int, frame: FrameType | None) -> None:
         self.count += 1
+        if self.also is not None:
+            self.also(signum)
         name = signal.Signals(signum).name
         if self.count == 1:
             log.warning(
@@ -102,18 +105,22 @@ def run_until_signalled(
     dump_path: str | os.PathLike[str] = "dowork-dump.jsonl",
     signals: Sequence[int] = (signal.SIGINT, signal.SIGTERM),
     started: Callable[[], object] | None = None,
+    on_signal: Callable[[int], object] | None = None,
+    stop_when: Callable[[], bool] | None = None,
 ) -> ShutdownResult:
     """Start the queues (if needed), block until a signal, then shut them down.
 
     ``started`` is called once every queue runs (``dowork worker`` serves its metrics then,
-    so that setting them up does not delay the first task).
+    so that setting them up does not delay the first task). ``on_signal`` is called with every
+    signal caught (``dowork worker`` passes them on to its other processes); ``stop_when``,
+    asked every 0.2 s, starts a warm shutdown as a first signal would when it returns True.
 
     First signal: warm shutdown, up to ``grace`` seconds (None: no limit). Second signal, or
     the grace period running out: stop at once; durable queues record the outcomes of the
     functions that returned and hand their other claimed tasks back to their store, in-memory
     ones write their unfinished tasks to ``dump_path``. Must run in the main thread.
     """
-    caught = _Signals(_plan(queues, Path(dump_path)))
+    caught = _Signals(_plan(queues, Path(dump_path)), on_signal)
     previous = {sig: signal.signal(sig, caught.handle) for sig in signals}
     try:
         for queue in queues:
@@ -123,6 +130,8 @@ def run_until_signalled(
             started()
         while not caught.first.wait(0.2):
             if _lost(queues):  # its store is gone: stop every queue, exit non-zero
+                break
+            if stop_when is not None and stop_when():
                 break
         result = _shutdown(queues, caught, grace, Path(dump_path))
         result.lost = _lost(queues)

@@ -3,6 +3,7 @@ metrics, status and the demo."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -14,6 +15,7 @@ import urllib.request
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -208,35 +210,86 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert "metrics were served on http://127.0.0.1:" in result.stdout
 
 
+def _started(stream: IO[str]) -> int:
+    """The pid of the next ``worker N started (pid P)`` line of a worker's stderr."""
+    for line in stream:
+        found = re.search(r"worker \d+ started \(pid (\d+)\)", line)
+        if found:
+            return int(found.group(1))
+    raise AssertionError("the worker's stderr ended")
+
+
 @pytest.mark.realtime
-def test_processes_supervisor_restarts_a_dead_child(tmp_path: Path) -> None:
+def test_processes_restarts_a_dead_process(tmp_path: Path) -> None:
     db = tmp_path / "t.sqlite3"
     environ = env(DOWORK_TEST_DB=str(db), DOWORK_TEST_LEASE="5")
-    supervisor = subprocess.Popen(
+    first = subprocess.Popen(
         [sys.executable, "-m", "dowork", "worker", "tests.durable.app:queue", "--processes", "2",
          "--no-metrics"],
         stderr=subprocess.PIPE, text=True, cwd=ROOT, env=environ,
     )  # fmt: skip
-    assert supervisor.stderr is not None
-    pids: list[int] = []
-    for line in supervisor.stderr:
-        found = re.search(r"worker \d+ started \(pid (\d+)\)", line)
-        if found:
-            pids.append(int(found.group(1)))
-        if len(pids) == 2:
-            break
-    time.sleep(1.0)  # let the children start
-    os.kill(pids[0], signal.SIGKILL)
-    for line in supervisor.stderr:
-        found = re.search(r"worker \d+ started \(pid (\d+)\)", line)
-        if found:
-            pids.append(int(found.group(1)))
-            break
-    assert len(pids) == 3  # a replacement was started
-    time.sleep(1.0)
-    supervisor.send_signal(signal.SIGTERM)
-    supervisor.communicate(timeout=30)
-    assert supervisor.returncode == 0
+    assert first.stderr is not None
+    other = _started(first.stderr)
+    os.kill(other, signal.SIGKILL)
+    replacement = _started(first.stderr)
+    assert replacement not in (other, first.pid)
+    first.send_signal(signal.SIGTERM)
+    first.communicate(timeout=30)
+    assert first.returncode == 0
+    assert not Path(f"/proc/{replacement}").exists()  # waited for
+
+
+@pytest.mark.realtime
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL])
+def test_processes_auto_runs_one_per_core_and_stops_with_the_first(
+    tmp_path: Path, how: signal.Signals
+) -> None:
+    """The default, ``--processes auto``: one process per usable core on a shared store.
+
+    The others stop when the first one does: warm with it on a signal it passes on, and warm
+    by themselves when it was killed (they notice their parent gone).
+    """
+    from dowork.cli.processes import usable_cores
+
+    if usable_cores() < 2:
+        pytest.fail("this test needs a machine with 2 cores or more")
+    environ = env(DOWORK_TEST_DB=str(tmp_path / "t.sqlite3"), DOWORK_TEST_LEASE="5")
+    first = subprocess.Popen(
+        [sys.executable, "-m", "dowork", "worker", "tests.durable.app:queue", "--no-metrics"],
+        stderr=subprocess.PIPE, text=True, cwd=ROOT, env=environ,
+    )  # fmt: skip
+    assert first.stderr is not None
+    others = [_started(first.stderr) for _ in range(usable_cores() - 1)]
+    for pid in others:
+        wait_for(functools.partial(_has_processes_1, Path(f"/proc/{pid}/cmdline")))
+    first.send_signal(how)
+    first.communicate(timeout=30)
+    assert first.returncode == (0 if how == signal.SIGTERM else -signal.SIGKILL)
+    for pid in others:  # gone (a zombie of a killed parent is reaped by init)
+        wait_for(functools.partial(_gone, pid), timeout=30)
+
+
+def _has_processes_1(cmdline: Path) -> bool:
+    return b"--processes\x001" in cmdline.read_bytes()
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True
+    return state == "Z"
+
+
+def test_processes_auto_is_one_for_in_memory_queues() -> None:
+    from dowork.cli.processes import process_count, usable_cores
+
+    assert process_count("auto", shared=False) == 1
+    assert process_count("auto", shared=True) == usable_cores()
+    assert process_count("3", shared=False) == 3
+    result = dowork_cmd("worker", "tests.durable.app:queue", "--processes", "0")
+    assert result.returncode == 2
+    assert "neither 'auto' nor a whole number" in result.stderr
 
 
 @pytest.mark.realtime

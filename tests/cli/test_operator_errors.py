@@ -271,13 +271,16 @@ def acl_redis(tmp_path: Path) -> Iterator[RedisServer]:
 def test_worker_processes_get_the_url_through_the_environment(
     acl_redis: RedisServer, tmp_path: Path
 ) -> None:
-    """``--processes`` children never carry the password on their command line (``ps``)."""
+    """``--processes`` children never carry the password on their command line (``ps``).
+
+    (The first process is the one the user started, with the command line they gave it.)
+    """
     url = (
         f"redis://alice:{SECRET}@127.0.0.1:{acl_redis.port}/0?prefix=dowork:p{uuid.uuid4().hex[:6]}"
     )
     parent = subprocess.Popen(
         [sys.executable, "-m", "dowork", "worker", "tests.durable.app:queue", "--backend", url,
-         "--processes", "2", "--no-metrics"],
+         "--processes", "3", "--no-metrics"],
         cwd=ROOT, env=env(), stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:

@@ -297,7 +297,7 @@ def test_a_sigkill_redelivered_task_sees_delivery_count_two(tmp_path: Path) -> N
     producer = Queue("kill", backend=url, log=False)
     producer.task(name="fragile")(echo)
     task = producer.submit(echo, str(ledger))
-    argv = [sys.executable, "-m", "dowork", "worker", "killer_app:queue", "--no-metrics"]
+    argv = [sys.executable, "-m", "dowork", "worker", "killer_app:queue", "--no-metrics", "-p", "1"]
     first = subprocess.Popen(argv, env=env, cwd=tmp_path, stderr=subprocess.DEVNULL)
     try:
         assert first.wait(timeout=30) == -signal.SIGKILL

@@ -127,7 +127,8 @@ def test_a_worker_process_exits_1_when_its_file_is_deleted_or_replaced(
     ledger = tmp_path / "ledger.txt"
     variables = env(DOWORK_TEST_DB=str(db), DOWORK_TEST_LEDGER=str(ledger), DOWORK_TEST_LEASE="1")
     worker = subprocess.Popen(
-        [sys.executable, "-m", "dowork", "worker", "tests.durable.app:queue", "--no-metrics"],
+        [sys.executable, "-m", "dowork", "worker", "tests.durable.app:queue", "--no-metrics",
+         "-p", "1"],
         cwd=ROOT, env=variables, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:

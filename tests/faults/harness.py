@@ -224,6 +224,9 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str = "condi
         time.sleep(0.02)
 
 
+WORKER = (sys.executable, "-m", "dowork", "worker")
+
+
 class Cluster:
     """Worker processes on one backend, started, killed, stopped and paused by the harness."""
 
@@ -259,7 +262,8 @@ class Cluster:
         log = self.ledger / f"stderr-{len(self.workers)}.txt"
         with open(log, "wb") as err:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "dowork", "worker", self.target, "--no-metrics", *args],
+                # One process per worker: the harness starts and kills them one by one.
+                [*WORKER, self.target, "--no-metrics", "-p", "1", *args],
                 stdout=subprocess.DEVNULL,
                 stderr=err,
                 cwd=ROOT,

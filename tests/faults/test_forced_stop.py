@@ -49,7 +49,7 @@ def _spawn(url: str, where: Path, log: Path, *args: str) -> subprocess.Popen[byt
     with open(log, "wb") as err:
         worker = subprocess.Popen(
             [sys.executable, "-m", "dowork", "worker", "tests.faults.stopapp:queue",
-             "--no-metrics", *args],
+             "--no-metrics", "-p", "1", *args],
             cwd=ROOT, env=environ, stdout=subprocess.DEVNULL, stderr=err,
         )  # fmt: skip
     wait_until(

@@ -24,8 +24,9 @@ from ..backends.extras import StoreExtras
 from ..errors import EvictionPolicyError
 from ..metrics import PrometheusHooks
 from ..queue import Queue
+from ..signals import ShutdownResult, run_until_signalled
 from .common import BACKEND_ENV, fail, verbose
-from .processes import start_processes
+from .processes import Children, parent_gone, process_count, reload_worker
 
 __all__ = ["worker"]
 
@@ -55,6 +56,13 @@ def _setup_logging(verbose: bool) -> None:
     logging.getLogger("asyncio").setLevel(logging.WARNING)
 
 
+def _processes(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """Check ``--processes``: ``auto`` or a whole number of at least 1."""
+    if value == "auto" or (value.isdigit() and int(value) >= 1):
+        return value
+    raise click.BadParameter(f"{value!r} is neither 'auto' nor a whole number >= 1")
+
+
 @click.command()
 @click.argument("target")
 @click.option("--backend", metavar="URL", envvar=BACKEND_ENV,
@@ -65,8 +73,8 @@ def _setup_logging(verbose: bool) -> None:
               help="Port of the /metrics server (0: a free one).")  # fmt: skip
 @click.option("--metrics-host", default="127.0.0.1", show_default=True)
 @click.option("--no-metrics", is_flag=True, help="Do not serve metrics.")
-@click.option("-p", "--processes", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Start and supervise this many worker processes.")  # fmt: skip
+@click.option("-p", "--processes", default="auto", show_default=True, callback=_processes,
+              help="Worker processes: N, or auto (one per core, shared stores).")  # fmt: skip
 @click.option("--reload", is_flag=True, help="Restart when the code changes (development).")
 @click.option("--grace", type=float, default=30.0, show_default=True,
               help="Seconds a warm shutdown may take before stopping at once.")  # fmt: skip
@@ -83,7 +91,7 @@ def worker(
     metrics_port: int,
     metrics_host: str,
     no_metrics: bool,
-    processes: int,
+    processes: str,
     reload: bool,
     grace: float,
     dump_file: str,
@@ -95,8 +103,8 @@ def worker(
     to their store and dumping in-memory ones to --dump-file.
     """
     _setup_logging(verbose())
-    if reload or processes > 1:
-        start_processes(backend, processes, metrics_port, dump_file, reload=reload)
+    if reload:
+        reload_worker(backend)
         return
     try:
         queues = load_queues(target, queue_names)
@@ -107,21 +115,48 @@ def worker(
     if allow_eviction:
         _allow_eviction(queues)
     _check_reachable(queues)
-    from ..signals import run_until_signalled
+    count = process_count(processes, all(q.backend is not None for q in queues))
+    others = Children(count, metrics_port, dump_file, backend) if count > 1 else None
+    result = _run(queues, metrics, others, grace, dump_file)
+    clean = others is None or others.finish()
+    logging.shutdown()
+    if not result.clean:
+        os._exit(result.exit_code)  # threads of abandoned attempts must not hold the exit
+    if result.exit_code or not clean:  # a store was lost (logged CRITICAL): let a supervisor
+        sys.exit(result.exit_code or 1)  # restart us
 
+
+def _run(
+    queues: list[Queue],
+    metrics: _Metrics | None,
+    others: Children | None,
+    grace: float,
+    dump_file: str,
+) -> ShutdownResult:
+    """Run the queues until a signal (or this process's starter is gone); serve metrics."""
     names = ", ".join(f"{q.name} ({_where(q)})" for q in queues)
     click.echo(f"dowork: worker {os.getpid()} running {names}", err=True)
     if metrics is not None:
         click.echo(f"dowork: metrics on {metrics.url}", err=True)
-    started = None if metrics is None else metrics.serve
-    result = run_until_signalled(queues, grace=grace, dump_path=dump_file, started=started)
-    if metrics is not None:
-        metrics.close()
-    logging.shutdown()
-    if not result.clean:
-        os._exit(result.exit_code)  # threads of abandoned attempts must not hold the exit
-    if result.exit_code:  # a store was lost (logged CRITICAL): let a supervisor restart us
-        sys.exit(result.exit_code)
+
+    def started() -> None:
+        if metrics is not None:
+            metrics.serve()
+        if others is not None:
+            others.start()
+
+    try:
+        return run_until_signalled(
+            queues,
+            grace=grace,
+            dump_path=dump_file,
+            started=started,
+            on_signal=None if others is None else others.forward,
+            stop_when=parent_gone(),
+        )
+    finally:
+        if metrics is not None:
+            metrics.close()
 
 
 class _Metrics:
