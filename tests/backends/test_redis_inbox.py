@@ -240,3 +240,57 @@ def test_an_async_push_of_one_fresh_plain_task_goes_to_the_inbox(
         await backend.close()
 
     run(main())
+
+
+def stored(admin: Any, prefix: str) -> dict[str, Any]:
+    """Every key of the prefix (but the epoch) and what it holds, named without the prefix."""
+    state: dict[str, Any] = {}
+    for key in admin.scan_iter(match=f"{prefix}:*"):
+        name = key.decode()[len(prefix) :]
+        kind = admin.type(key).decode()
+        if name == ":epoch":
+            continue
+        if kind == "hash":
+            state[name] = list(admin.hgetall(key).items())  # (in the hash's own order)
+        elif kind == "zset":
+            state[name] = admin.zrange(key, 0, -1, withscores=True)
+        elif kind == "list":
+            state[name] = admin.lrange(key, 0, -1)
+        elif kind == "set":
+            state[name] = sorted(admin.smembers(key))
+        else:
+            state[name] = admin.get(key)
+    return state
+
+
+def test_a_claim_leases_tasks_from_the_inbox_as_if_they_had_waited(
+    redis_server: RedisServer, admin: Any
+) -> None:
+    """A claim that finds only the inbox's tasks due leases the first of them at once, without
+    storing them as waiting first: it answers, and leaves the store, as it would have with the
+    same tasks pushed by the script (pushers' clocks disagreeing, more tasks than the limit).
+    """
+    times = [NOW - 1, NOW - 3, NOW - 2, NOW, NOW - 2]
+    tasks = [rec(run_at=t, created_at=t) for t in times]
+    tasks[2].options = '{"retries": 2}'
+    inboxed, pushed = f"test-{uuid.uuid4().hex[:12]}", f"test-{uuid.uuid4().hex[:12]}"
+
+    async def claims(prefix: str, through_inbox: bool) -> list[list[Any]]:
+        backend = RedisBackend(redis_server.url, prefix=prefix)
+        for r in tasks:
+            if through_inbox:
+                assert backend.push_sync([r], fresh=True) is True
+            else:
+                await backend.push([r])
+        answers = []
+        for limit in (3, 10):
+            got = await backend.claim(ClaimRequest("q", NOW, limit, LEASE, "w"))
+            answers.append(got)
+        await backend.close()
+        return answers
+
+    first, rest = asyncio.run(claims(inboxed, True))
+    assert [r.id for r in first] == [tasks[i].id for i in (1, 2, 4)]  # by created_at, then seq
+    assert [r.id for r in rest] == [tasks[i].id for i in (0, 3)]
+    assert asyncio.run(claims(pushed, False)) == [first, rest]
+    assert stored(admin, inboxed) == stored(admin, pushed)

@@ -100,8 +100,12 @@ if ARGV[9] ~= '' then  -- an entry this worker popped from the inbox and gives b
         if not decimal(woke) then woke = nil end
     end
 end
-local drained = drain(queue)
+local drained, fresh = drain(queue, true)
 if drained and (not woke or tonumber(drained) > tonumber(woke)) then woke = drained end
+local function store_fresh()  -- the drained tasks this claim does not lease at once
+    if fresh then inbox_store(queue, fresh) end
+    fresh = nil
+end
 if woke and tonumber(woke) > tonumber(now) then
     now = woke
     lease = string.format('%.17g', tonumber(woke) + tonumber(ARGV[10]))
@@ -121,7 +125,10 @@ if ARGV[7] ~= '' then
     limit = math.min(limit, tonumber(ARGV[7]) - held)
 end
 local out = {now, lease, BURIED}
-if limit <= 0 then return out end
+if limit <= 0 then
+    store_fresh()
+    return out
+end
 local waiting, turn = q .. 'waiting', q .. 'turn'
 local leased, left, n = {'+inf', keeper}, {}, 0
 -- The claimed records leave the created.S listings for reserved (counts follow).
@@ -138,6 +145,62 @@ local function wake_one()  -- more may be due: wake another idle worker to help
     inbox_wake(queue, 1, now)
 end
 
+-- The plain claim when the drained tasks are the only ones due (an idle queue's, or one whose
+-- workers keep up): they come after every waiting task by seq, so the claim takes the first
+-- of them by (created_at, seq), as it would from waiting, and leases them without storing them
+-- as waiting first; the rest are stored as waiting. The records it returns are those the
+-- waiting tasks would have been.
+local function lease_fresh()
+    local order, k = {}, #fresh
+    for i = 1, k do order[i] = i end
+    for i = 2, k do
+        if fresh[i][6] < fresh[i - 1][6] then  -- (pushers' clocks disagree: sort)
+            table.sort(order, function(a, b)
+                local x, y = fresh[a][6], fresh[b][6]
+                return x < y or (x == y and a < b)
+            end)
+            break
+        end
+    end
+    local m, taskp, rest = math.min(limit, k), P .. 'task:', {}
+    for j = 1, m do
+        local f = fresh[order[j]]
+        local id, at, s = f[1], f[3], f[7]
+        local h = {'id', id, 'queue', queue, 'name', f[2], 'payload', f[5], 'run_at', at,
+            'created_at', at, 'status', 'pending', 'seq', s}
+        if f[4] == '' then
+            redis.call('HSET', taskp .. id, 'id', id, 'queue', queue, 'name', f[2],
+                'payload', f[5], 'run_at', at, 'created_at', at, 'status', 'reserved',
+                'seq', s, 'attempts', '1', 'lease_until', lease, 'owner', owner,
+                'updated_at', now, 'started', '0')
+        else
+            h[17], h[18] = 'options', string.sub(f[4], 2)
+            redis.call('HSET', taskp .. id, 'id', id, 'queue', queue, 'name', f[2],
+                'payload', f[5], 'run_at', at, 'created_at', at, 'status', 'reserved',
+                'seq', s, 'options', h[18], 'attempts', '1', 'lease_until', lease,
+                'owner', owner, 'updated_at', now, 'started', '0')
+        end
+        leased[2 * j + 1], leased[2 * j + 2] = lease, id
+        out[j + 3] = h
+    end
+    for j = m + 1, k do rest[#rest + 1] = fresh[order[j]] end
+    fresh = rest
+    store_fresh()
+    many('ZADD', running, leased)
+    if redis.call('HINCRBY', q .. 'counts', 'reserved', m) == m then
+        redis.call('SADD', P .. 'queues', queue)
+    end
+    if k > limit then
+        wake_one()
+        redis.call('HSETNX', turn, '', 1)
+    elseif redis.call('EXISTS', waiting) == 0 then
+        redis.call('DEL', turn)
+    else
+        redis.call('HSETNX', turn, '', 1)
+    end
+    return out
+end
+
 if #ARGV <= 13 and redis.call('EXISTS', q .. 'levels', q .. 'lanes', q .. 'lanes:later') == 0
 then
     -- Plain tasks only (priority 0, no concurrency key, no rate limits): the oldest due, by
@@ -145,6 +208,12 @@ then
     -- turn needs is to be marked served (1, less than any turn given later), and forgotten
     -- once none waits (see Backend.claim).
     local due = redis.call('ZRANGEBYSCORE', waiting, '-inf', now, 'LIMIT', 0, limit + 1)
+    if fresh and #fresh > 0 and #due == 0 then return lease_fresh() end
+    if fresh and #fresh > 0 then
+        store_fresh()
+        due = redis.call('ZRANGEBYSCORE', waiting, '-inf', now, 'LIMIT', 0, limit + 1)
+    end
+    fresh = nil
     local taken, served, taskp = 0, false, P .. 'task:'
     for i = 1, math.min(#due, limit) do
         local m = due[i]
@@ -193,6 +262,7 @@ then
     return out
 end
 --#include lanes
+store_fresh()
 
 -- Priorities, rate limits or concurrency keys. Each step serves the lane (the tasks of one
 -- concurrency key, or those without one) served longest ago, ties by its most urgent due

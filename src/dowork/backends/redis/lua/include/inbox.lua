@@ -89,32 +89,88 @@ local function inbox_taken(queue, e, owner, lease, now, f)
     if status == 'pending' then inbox_wake(queue, 1, at) end
     return status
 end
+-- The task entries of a drained list (see inbox_fields), each with the seq it is given (f[7]),
+-- if every one is well formed, of an id not in use and not twice among them: such entries need
+-- no check one by one, and a claim may lease them without storing them as waiting first (see
+-- inbox_store). Otherwise nil, having written nothing: inbox_put stores each in turn.
+local function inbox_fresh(entries)
+    local fresh, seen, keys = {}, {}, {}
+    for _, e in ipairs(entries) do
+        if string.sub(e, 1, 1) ~= 't' then
+            local f = inbox_fields(e)
+            if not f or seen[f[1]] then return nil end
+            seen[f[1]] = true
+            fresh[#fresh + 1] = f
+            keys[#keys + 1] = P .. 'task:' .. f[1]
+        end
+    end
+    if #keys == 0 then return fresh end
+    if redis.call('EXISTS', unpack(keys)) > 0 then return nil end  -- (1000 keys at most)
+    local last = redis.call('INCRBY', P .. 'seq', #fresh)  -- (the seqs inbox_put would give)
+    for i, f in ipairs(fresh) do f[7] = string.format('%016x', last - #fresh + i) end
+    return fresh
+end
+-- Store fresh entries (see inbox_fresh) as waiting tasks, as inbox_put would have one by one.
+local function inbox_store(queue, fresh)
+    if #fresh == 0 then return end
+    local q, taskp = P .. 'q:' .. queue .. ':', P .. 'task:'
+    local waiting, listed = {}, {}
+    for i, f in ipairs(fresh) do
+        local id, at, s = f[1], f[3], f[7]
+        if f[4] == '' then
+            redis.call('HSET', taskp .. id, 'id', id, 'queue', queue, 'name', f[2],
+                'payload', f[5], 'run_at', at, 'created_at', at, 'status', 'pending', 'seq', s)
+        else
+            redis.call('HSET', taskp .. id, 'id', id, 'queue', queue, 'name', f[2],
+                'payload', f[5], 'run_at', at, 'created_at', at, 'status', 'pending', 'seq', s,
+                'options', string.sub(f[4], 2))
+        end
+        waiting[2 * i - 1], waiting[2 * i] = at, s .. ':' .. id
+    end
+    redis.call('ZADD', q .. 'waiting', unpack(waiting))
+    redis.call('ZADD', q .. 'created.pending', unpack(waiting))
+    if redis.call('HINCRBY', q .. 'counts', 'pending', #fresh) == #fresh then
+        redis.call('SADD', P .. 'queues', queue)
+    end
+end
 -- Drain the queue's inbox into waiting tasks (at most 1000 entries, oldest first), and store
 -- the entries popped by workers that have not taken them yet (taken) as running, leased to
 -- no one ('~') for TRANSIT seconds of Redis's clock: the popping worker takes them over (see
 -- take.lua), and the reaper requeues those of a worker that died in between. Returns the latest
--- time of the drained tokens and waiting tasks (a time the pushers saw them due), or nil.
+-- time of the drained tokens and waiting tasks (a time the pushers saw them due), or nil; and
+-- with keep, the fresh entries (see inbox_fresh) not stored yet, for the caller to store or
+-- lease, or nil.
 local TRANSIT = 60
-local function drain(queue)
+local function drain(queue, keep)
     local q = P .. 'q:' .. queue .. ':'
-    local latest = nil
+    local latest, fresh = nil, nil
     local entries = redis.call('LRANGE', q .. 'inbox', 0, 999)
     if #entries > 0 then
         redis.call('LTRIM', q .. 'inbox', #entries, -1)
         local newest = nil  -- (latest as a number)
+        fresh = inbox_fresh(entries)
+        local j = 0  -- (the fresh entry at hand)
         for _, e in ipairs(entries) do
             local at, x, _
             if string.sub(e, 1, 1) == 't' then
                 at = string.sub(e, 2)
                 x = decimal(at)
+            elseif fresh then
+                j = j + 1
+                at, x = fresh[j][3], fresh[j][6]
             else
                 at, _, _, x = inbox_put(queue, e)
             end
             if x and (not newest or x > newest) then latest, newest = at, x end
         end
+        if fresh and not keep then inbox_store(queue, fresh) end
     end
     local popped = redis.call('LRANGE', q .. 'taken', 0, -1)
     if #popped > 0 then
+        if fresh and keep then  -- (stored first, as inbox_put would have: ids are checked)
+            inbox_store(queue, fresh)
+            fresh = nil
+        end
         redis.call('DEL', q .. 'taken')
         local t = redis.call('TIME')
         local lease = tostring(tonumber(t[1]) + TRANSIT)
@@ -122,7 +178,7 @@ local function drain(queue)
             if string.sub(e, 1, 1) ~= 't' then inbox_taken(queue, e, '~', lease) end
         end
     end
-    return latest
+    return latest, keep and fresh or nil
 end
 local function drain_all()
     for _, queue in ipairs(redis.call('SMEMBERS', P .. 'queues')) do drain(queue) end
