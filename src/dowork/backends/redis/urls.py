@@ -1,35 +1,20 @@
 """What a Redis URL says besides where Redis is, and how it is shown.
 
 ``without_flag`` takes dowork's own ``?allow_eviction=`` out of a URL (redis-py would refuse
-it); ``redact`` hides the password of a URL in every message, log line and ``repr``.
+it); ``redact`` hides the password of a URL in every message, log line and ``repr`` (dowork's
+one ``redact_url``: the user part's password and every secret-looking query value).
 """
 
 from __future__ import annotations
 
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+from ..._redact import redact_url as redact
+
 __all__ = ["redact", "without_flag"]
 
 #: The URL query parameter that sets ``allow_eviction`` (``?allow_eviction=1``).
 _ALLOW_EVICTION = "allow_eviction"
-
-
-def redact(url: str) -> str:
-    """Return ``url`` with its password (in the user part or the query) replaced by ``***``."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    userinfo, at, hostport = netloc.rpartition("@")
-    if at:
-        user, colon, _ = userinfo.partition(":")
-        netloc = f"{user}:***@{hostport}" if colon else netloc
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        query = urlencode([(k, "***" if k.lower() == "password" else v) for k, v in pairs])
-    if (netloc, query) == (parts.netloc, parts.query):
-        return url
-    shown = f"{parts.scheme}://{netloc}{parts.path}"
-    return shown + (f"?{query}" if query else "") + (f"#{parts.fragment}" if parts.fragment else "")
 
 
 def _flag(value: str) -> bool:
