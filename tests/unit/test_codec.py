@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from dowork.codec import JSONCodec
-from dowork.errors import NotSerializable
+from dowork.errors import DecodeError, NotSerializable
 
 
 @pytest.mark.parametrize(
@@ -42,3 +42,35 @@ def test_refuses_a_cycle_and_stays_usable() -> None:
     with pytest.raises(NotSerializable):
         codec.encode({"a": cycle})
     assert codec.encode({"a": [1]}) == b'{"a":[1]}'
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'{"a":[1,"\xc3\xa9"],"k":{}}',  # as dowork writes it: the scanner's fast path
+        b' [1, {"x": 2}] \n',  # whitespace around it
+        b"\xef\xbb\xbf[1]",  # a UTF-8 byte order mark
+        '["\u00e9"]'.encode("utf-16"),  # another encoding json.loads detects
+        b"NaN",
+        b"[1]x",  # extra data
+        b"",
+        b"[1",
+        b'"\xff"',  # not UTF-8
+    ],
+)
+def test_decodes_as_json_loads_does(data: bytes) -> None:
+    """Whatever the bytes, ``decode`` gives what ``json.loads`` gives, or fails where it does."""
+    codec = JSONCodec()
+    why = ""
+    try:
+        expected = json.loads(data)
+    except ValueError as exc:
+        why = str(exc)
+    if why:
+        with pytest.raises(DecodeError) as caught:
+            codec.decode(data)
+        assert str(caught.value.__cause__) == why
+        return
+    got = codec.decode(data)
+    assert got == expected or (got != got and expected != expected)  # NaN
+    assert type(got) is type(expected)

@@ -12,7 +12,6 @@ from ..backends._protocol import (
     WAITING,
     Outcome,
     Settlement,
-    minute_of,
 )
 from ..errors import (
     BackendError,
@@ -62,10 +61,13 @@ class Flushing(DurableState):
             self._begun.discard(task_id)
         else:
             settlement.ran = False
-        settlement.attempt = self._attempt_line(
-            settlement.id, settlement.token, settlement.outcome, settlement.now
-        )
-        minute = minute_of(settlement.now)
+        now = settlement.now
+        attempt = self._attempt.pop(task_id, None)
+        if attempt is not None:
+            settlement.attempt = self._attempt_line(
+                settlement.token, settlement.outcome, now, attempt
+            )
+        minute = int(now // 60) * 60  # (minute_of, inline)
         counts = self._finished_counts.get(minute)
         if counts is None:  # a process that never beats (dispatch) keeps the last hour only
             counts = self._finished_counts[minute] = {}

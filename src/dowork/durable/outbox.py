@@ -31,15 +31,19 @@ class Outbox(DurableState):
 
     def settle(self, task: Task[Any], value: Any, error: BaseException | None, took: float) -> None:
         """Note the attempt's duration and error for the record's history, then settle it."""
-        if task.id in self._claimed:
-            self._attempt[task.id] = (took, error)
+        task_id = task._id or task.id
+        if task_id in self._claimed:
+            self._attempt[task_id] = (took, error)
         self.engine.core_settle(task, value, error, took)
 
-    def _attempt_line(self, task_id: str, token: int, outcome: Outcome, now: float) -> str | None:
-        """One JSON line for the record's history: when, how long, how it ended and why."""
-        took, error = self._attempt.pop(task_id, (None, None))
-        if took is None:
-            return None
+    def _attempt_line(
+        self, token: int, outcome: Outcome, now: float, attempt: tuple[float, BaseException | None]
+    ) -> str:
+        """One JSON line for the record's history: when, how long, how it ended and why.
+
+        ``attempt`` is what ``settle`` noted of it: how long it took, and its error.
+        """
+        took, error = attempt
         if error is None:  # the common case, without json.dumps
             return f'{{"n":{token},"start":{now - took!r},"took":{took!r},"outcome":"{outcome}"}}'
         entry: dict[str, Any] = {
@@ -90,44 +94,47 @@ class Outbox(DurableState):
         error: BaseException | None,
     ) -> None:
         """The task ended for good: its outcome (and result) goes to the outbox."""
-        token = self._claimed.pop(task.id, None)
+        task_id = task._id or task.id
+        token = self._claimed.pop(task_id, None)
         if token is not None:
+            settings = self.settings
             result = None
             own = task._overrides
-            keep = self.settings.keep_result if own is None else own.keep(self.settings.keep_result)
+            keep = settings.keep_result if own is None else own.keep(settings.keep_result)
             if status is TaskStatus.SUCCEEDED and keep != 0:
                 try:
                     result = self.codec.encode(value)
                 except NotSerializable as exc:
                     status, value, error = TaskStatus.FAILED, None, exc
                 else:
-                    if len(result) > self.settings.max_result:  # fails, nothing of it stored
-                        too_big = ResultTooLarge(len(result), self.settings.max_result)
+                    if len(result) > settings.max_result:  # fails, nothing of it stored
+                        too_big = ResultTooLarge(len(result), settings.max_result)
                         status, value, error, result = TaskStatus.FAILED, None, too_big, None
-            log_of = _chain_log_of(error)
-            if log_of is not None:  # a failed chain keeps its result log in the record
-                result = self._chain_result(task, log_of)
+            described = None
+            if error is not None:
+                described = _describe(error)
+                log_of = _chain_log_of(error)
+                if log_of is not None:  # a failed chain keeps its result log in the record
+                    result = self._chain_result(task, log_of)
             settlement = Settlement(
-                task.id,
-                token,
-                _OUTCOME[status],
-                self.clock.now(),
-                error=None if error is None else _describe(error),
-                result=result,
-                keep=keep,
-            )
+                task_id, token, _OUTCOME[status], self.clock.now(), error=described,
+                result=result, keep=keep,
+            )  # fmt: skip
             self._settle_out(settlement)
             self._holding[id(settlement)] = task  # reported once written (see _written)
             self._decide(task, status, value, error)
-        elif task.id in self._handed_back:  # cut short by abort(): it runs again elsewhere
+        elif task_id in self._handed_back:  # cut short by abort(): it runs again elsewhere
             self._holding[id(task)] = task  # never written: see _give_up_unwritten
             self._decide(task, status, value, error)
             if self.engine.closed:
                 self._give_up_unwritten()
         else:
             self.engine.core_finish(task, status, value, error)
-        self._freed()
-        self._start_held(task.id)
+        slot = self._slot_free
+        if slot is not None:
+            slot.set()  # (self._freed(), inline)
+        if self._held:
+            self._start_held(task_id)
 
     def _chain_result(self, task: Task[Any], log_of: dict[str, Any]) -> bytes | None:
         """The stored result of a failed chain: its log, unless too big to keep."""

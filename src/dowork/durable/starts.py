@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 
 from .state import _MARK_DELAY, DurableState, log
 
+_FOREVER = float("inf")  #: the lease end of a task claimed without one
+
 
 class Starts(DurableState):
     """Starting claimed tasks under their lease: start marks, held duplicates, lapsed leases."""
@@ -36,7 +38,8 @@ class Starts(DurableState):
                 return  # given up: its lease lapsed, the store hands it out again
             self.engine.core_launch(task)
             return
-        left = self._lease_left(task_id)
+        # (self._lease_left(task_id), inline: one call fewer per task)
+        left = self._lease_until.get(task_id, _FOREVER) - (self.clock.now() + self._offset)
         if left <= 0:
             self._log_lapsed(task_id)
             self._drop(task_id, in_line=False)
@@ -67,7 +70,7 @@ class Starts(DurableState):
 
     def _lease_left(self, task_id: str) -> float:
         """Seconds until a claimed task's lease lapses, unless renewed."""
-        return self._lease_until.get(task_id, float("inf")) - self._lease_now()
+        return self._lease_until.get(task_id, _FOREVER) - self._lease_now()
 
     def lapsed(self, task: Task[Any]) -> None:
         """A staged task's lease lapsed before a thread could start it: give it up."""

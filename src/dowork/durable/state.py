@@ -139,7 +139,7 @@ class DurableState:
 
     _admit: Callable[[list[Record]], Coroutine[Any, Any, None]]
     _admit_one: Callable[..., Coroutine[Any, Any, None]]
-    _attempt_line: Callable[[str, int, Outcome, float], str | None]
+    _attempt_line: Callable[[int, Outcome, float, tuple[float, BaseException | None]], str]
     _before_first_claim: Callable[[float], Coroutine[Any, Any, None]]
     _claim_request: Callable[[float, int], ClaimRequest]
     _bury: Callable[[Record, str, str], None]

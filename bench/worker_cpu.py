@@ -1,0 +1,141 @@
+"""What a durable worker costs per task: a backlog of no-op tasks run by one worker.
+
+Pushes ``--n`` no-op tasks (``def`` by default, ``--async`` for ``async def``) to a Redis
+(a ``redis-server`` of its own on a free loopback port) or SQLite store, then starts a worker
+(``Queue.start()``, ``--concurrency`` slots) and shuts it down once every task ran and its
+outcome is written. The worker's own cost per task is the difference between a run and one
+with ``--setup-only`` (the push alone), divided by ``--n``; count it with callgrind::
+
+    valgrind --tool=callgrind --callgrind-out-file=/dev/null python bench/worker_cpu.py redis
+    valgrind --tool=callgrind --callgrind-out-file=/dev/null python bench/worker_cpu.py \
+        redis --setup-only
+
+(the worker's start and stop are in it too, a fixed cost the same for two commits). The
+cyclic garbage collector is off, as in ``claim_cpu.py``. Without valgrind it prints the CPU
+time of the worker's phase per task, and with ``--profile FILE`` writes a cProfile of the
+loop thread (the claim, admission, launch, outcome and settle) to FILE.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import gc
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from typing import Any
+
+import dowork
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_redis(work: str) -> tuple[subprocess.Popen[bytes], str]:
+    if shutil.which("redis-server") is None:
+        raise SystemExit("redis-server is not installed")
+    port = free_port()
+    server = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", work],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    for _ in range(500):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
+            break
+        except OSError:
+            time.sleep(0.01)
+    return server, f"redis://127.0.0.1:{port}/0"
+
+
+def build(store: str, work: str, url: str, concurrency: int) -> dowork.Queue:
+    backend: Any
+    if store == "redis":
+        backend = dowork.backends.RedisBackend(url, prefix="cpu")
+    else:
+        backend = dowork.backends.SQLiteBackend(os.path.join(work, "q.db"))
+    return dowork.Queue(
+        "bench",
+        backend=backend,
+        log=False,
+        concurrency=concurrency,
+        durable=dowork.DurableSettings(batch=64),
+    )
+
+
+def run(args: argparse.Namespace, work: str, url: str) -> None:
+    n = args.n
+    done = threading.Event()
+    count = [0]
+    lock = threading.Lock()
+
+    def bump() -> None:
+        with lock:
+            count[0] += 1
+            if count[0] == n:
+                done.set()
+
+    def work_fn(i: int) -> None:
+        bump()
+
+    async def awork_fn(i: int) -> None:
+        bump()
+
+    queue = build(args.store, work, url, args.concurrency)
+    fn = queue.task(name="work")(awork_fn if args.is_async else work_fn)
+    for start in range(0, n, 1000):
+        fn.map([(i,) for i in range(start, min(n, start + 1000))])
+    if args.setup_only:
+        queue.shutdown()
+        return
+    profiler = cProfile.Profile() if args.profile else None
+    engine = queue._engine
+    began = time.process_time()
+    queue.start()
+    if profiler is not None:
+        engine.call(profiler.enable)
+    if not done.wait(300):
+        raise SystemExit(f"only {count[0]} of {n} tasks ran")
+    if profiler is not None:
+        engine.call(profiler.disable)
+    queue.shutdown()
+    took = time.process_time() - began
+    print(f"{args.store}: {n} tasks, worker CPU {took / n * 1e6:.1f} us per task (process)")
+    if profiler is not None:
+        profiler.dump_stats(args.profile)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("store", choices=("redis", "sqlite"))
+    parser.add_argument("--n", type=int, default=3000, help="tasks")
+    parser.add_argument("--concurrency", type=int, default=8, help="Queue(concurrency=)")
+    parser.add_argument("--async", dest="is_async", action="store_true", help="async def body")
+    parser.add_argument("--setup-only", action="store_true", help="push the tasks, run nothing")
+    parser.add_argument("--profile", default="", help="write a cProfile of the loop thread")
+    args = parser.parse_args()
+    gc.disable()
+    with tempfile.TemporaryDirectory() as work:
+        server = None
+        url = ""
+        if args.store == "redis":
+            server, url = start_redis(work)
+        try:
+            run(args, work, url)
+        finally:
+            if server is not None:
+                server.terminate()
+                server.wait()
+
+
+if __name__ == "__main__":
+    main()
