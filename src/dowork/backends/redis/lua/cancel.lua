@@ -1,5 +1,6 @@
 -- ARGV: P, id, now, expires_at. Returns cancelled, requested, finished or unknown.
 --#include prelude
+--#include inbox
 
 local function body()
 local id, now = ARGV[2], ARGV[3]

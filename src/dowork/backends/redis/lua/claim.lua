@@ -16,6 +16,7 @@
 local P, queue, now, lease, owner = ARGV[1], ARGV[2], ARGV[3], ARGV[5], ARGV[6]
 local alone = ARGV[8] ~= '' and tonumber(ARGV[8])
 --#include may_fill
+--#include checks
 --#include inbox
 
 local WAITS = {pending = true, scheduled = true, retrying = true}

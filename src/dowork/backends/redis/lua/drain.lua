@@ -1,6 +1,7 @@
 -- ARGV: P, queue ('' = every queue). Drains the inbox (see include/inbox.lua); returns 1 if a
 -- queue's inbox still holds entries (a drain takes 1000 at most), else 0.
 --#include prelude
+--#include inbox
 
 local function body()
 local queues = {ARGV[2]}

@@ -1,6 +1,7 @@
 -- ARGV: P, queue, offset, limit, newest ('1' or ''), then the statuses (none: all).
 -- Returns one page of the queue's task hashes (HGETALL lists) in created_at order.
 --#include prelude
+--#include inbox
 
 local function body()
 local queue, offset, limit = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])

@@ -1,6 +1,7 @@
 -- ARGV: P, queue, batch, then the statuses to delete (none: every status but the leased ones).
 -- Deletes up to batch of the queue's tasks in those statuses; returns how many.
 --#include prelude
+--#include inbox
 
 local function body()
 local queue, left = ARGV[2], tonumber(ARGV[3])

@@ -5,6 +5,7 @@
 -- Returns {'ok', then the id and holder id of each record whose idempotency key was held (not
 -- written)}, or {'duplicate', id} having written nothing.
 --#include prelude
+--#include inbox
 
 local function body()
 local n = tonumber(ARGV[2])

@@ -5,6 +5,7 @@
 -- (never started) is not: lost + 1, and it waits again, pending. Either way run_at is kept,
 -- so the task goes back to its place at the head of the queue.
 --#include prelude
+--#include inbox
 
 local function body()
 local queue, now = ARGV[2], ARGV[3]

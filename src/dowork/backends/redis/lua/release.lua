@@ -1,6 +1,7 @@
 -- ARGV: P, now, n, then n ids. Makes later-due waiting records due now; returns
 -- {id, queue, ...} of those released.
 --#include prelude
+--#include inbox
 
 local function body()
 local now, released, woken = ARGV[2], {}, {}

@@ -1,6 +1,7 @@
 -- ARGV: P, now, n, then n ids. Sends failed, cancelled and dead tasks back to pending
 -- (attempts kept: it is the fencing token). Returns id, queue of each task requeued.
 --#include prelude
+--#include inbox
 
 local function body()
 local now = ARGV[2]

@@ -7,6 +7,126 @@
 -- outcome after another in this batch too, as in memory and SQLite), the ids of the
 -- records dead-lettered as malformed instead (changed by hand while they ran: see bury)}.
 -- lease_until and owner are left in the hash: they mean nothing once the lease is over.
+
+-- Every run of a script defines each of its functions and tables again, and the full path's
+-- (late settlements, dead letters, retries, records forgotten at once, concurrency keys: see
+-- full below) cost more than a few settlements' writes. So the records are read first, and a
+-- batch of the common kind is written by the lean path, which defines only what it needs:
+-- each settlement the first of the batch for its record, leased under its token, of no
+-- concurrency key, with fields the full path's checks pass the cheap way, an outcome kept
+-- (or a STARTED mark). Its writes are the full path's, in the same order. Any other batch
+-- goes to the full path, with the records read.
+local P, total = ARGV[1], tonumber(ARGV[2])
+local taskp, find = P .. 'task:', string.find
+local recs, seen, lean = {}, {}, true
+local KEPT = {succeeded = true, failed = true, cancelled = true, dead = true}
+for i = 1, total do
+    local b = i * 12 - 9
+    local id, outcome, expires = ARGV[b], ARGV[b + 2], ARGV[b + 8]
+    local rec = false  -- (a record's second settlement: read by the full path, in turn)
+    if not seen[id] then
+        rec = redis.call('HMGET', taskp .. id, 'status', 'attempts', 'queue', 'seq',
+            'created_at', 'error', 'history', 'concurrency_key', 'started')
+    end
+    recs[i] = rec
+    if lean and not rec then
+        lean = false
+    elseif lean then
+        local status, seq, at, started = rec[1], rec[4], rec[5], rec[9]
+        lean = (status == 'reserved' or status == 'running')
+            and rec[2] == ARGV[b + 1] and rec[3] and not rec[8]
+            and (outcome == 'started' or KEPT[outcome] and expires ~= '' and expires ~= 'nan'
+                and expires ~= 'inf' and expires ~= '-inf')
+            and seq and #seq == 16 and find(seq, '^[0-9a-f]+$')
+            and at and #at <= 40 and find(at, '^%d+%.?%d*$')
+            and (not started or started == '0' or #started <= 15 and find(started, '^%d+$'))
+    end
+    seen[id] = true
+end
+if lean then
+    local counts, leases, listed = {}, {}, {}
+    local function count(queue, status, delta)
+        local by = counts[queue]
+        if not by then by = {}; counts[queue] = by end
+        by[status] = (by[status] or 0) + delta
+    end
+    local function chunks(cmd, key, list)  -- (see include/base.lua)
+        for i = 1, #list, 4000 do
+            redis.call(cmd, key, unpack(list, i, math.min(i + 3999, #list)))
+        end
+    end
+    for i = 1, total do  -- STARTED marks, as the full path's first loop writes them
+        local b, rec = i * 12 - 9, recs[i]
+        if ARGV[b + 2] == 'started' then
+            if rec[1] == 'reserved' and ARGV[b + 11] == '1' then
+                redis.call('HSET', taskp .. ARGV[b], 'status', 'running',
+                    'started', string.format('%d', tonumber(rec[9] or '0') + 1))
+                count(rec[3], 'reserved', -1)
+                count(rec[3], 'running', 1)
+            end
+        else
+            local key = P .. 'q:' .. rec[3] .. ':running'
+            local ids = leases[key]
+            if not ids then ids = {}; leases[key] = ids end
+            ids[#ids + 1] = ARGV[b]
+        end
+    end
+    for key, ids in pairs(leases) do chunks('ZREM', key, ids) end  -- (first: see full)
+    local expiring = {}
+    for i = 1, total do
+        local b, rec = i * 12 - 9, recs[i]
+        local id, status, now = ARGV[b], ARGV[b + 2], ARGV[b + 3]
+        if status ~= 'started' then
+            local key, queue, err = taskp .. id, rec[3], ARGV[b + 5]
+            if err == '' and rec[6] then redis.call('HDEL', key, 'error') end
+            local fields, f = {'status', status, 'updated_at', now}, 4
+            if err ~= '' then fields[5], fields[6], f = 'error', string.sub(err, 2), 6 end
+            fields[f + 1], fields[f + 2], fields[f + 3], fields[f + 4] =
+                'finished_at', now, 'expires_at', ARGV[b + 8]
+            f = f + 4
+            if ARGV[b + 6] ~= '' then
+                fields[f + 1], fields[f + 2], f = 'reason', string.sub(ARGV[b + 6], 2), f + 2
+            end
+            if ARGV[b + 7] ~= '' then
+                fields[f + 1], fields[f + 2], f = 'result', string.sub(ARGV[b + 7], 2), f + 2
+            end
+            if ARGV[b + 10] ~= '' then
+                fields[f + 1] = 'history'
+                fields[f + 2] = (rec[7] or '') .. string.sub(ARGV[b + 10], 2) .. '\n'
+                f = f + 2
+            end
+            local started = rec[9]
+            if rec[1] == 'reserved' and ARGV[b + 11] == '1' then  -- its start counts too
+                fields[f + 1] = 'started'
+                fields[f + 2] = (not started or started == '0') and '1'
+                    or string.format('%d', tonumber(started) + 1)
+            end
+            redis.call('HSET', key, unpack(fields))
+            count(queue, rec[1], -1)
+            count(queue, status, 1)
+            local created = P .. 'q:' .. queue .. ':created.' .. status
+            local list = listed[created]
+            if not list then list = {}; listed[created] = list end
+            list[#list + 1] = rec[5]
+            list[#list + 1] = rec[4] .. ':' .. id
+            expiring[#expiring + 1] = ARGV[b + 8]
+            expiring[#expiring + 1] = id
+        end
+    end
+    for queue, by in pairs(counts) do
+        for status, delta in pairs(by) do
+            if delta ~= 0 then
+                redis.call('HINCRBY', P .. 'q:' .. queue .. ':counts', status, delta)
+            end
+        end
+    end
+    for key, list in pairs(listed) do chunks('ZADD', key, list) end
+    if #expiring > 0 then chunks('ZADD', P .. 'expiry', expiring) end
+    return {{}, {}}
+end
+
+-- The full path: every settlement as Backend.settle says, the records read above reused.
+local function full()
 --#include prelude
 
 local function body()
@@ -83,8 +203,11 @@ for i = 0, tonumber(ARGV[2]) - 1 do
     local b = 3 + i * 12
     local id, token, outcome = ARGV[b], ARGV[b + 1], ARGV[b + 2]
     local key = taskp .. id
-    local rec = redis.call('HMGET', key, 'status', 'attempts', 'queue', 'seq', 'created_at',
-        'error', 'history', 'concurrency_key', 'started')
+    local rec = recs[i + 1]
+    if not rec then  -- (read again once a record comes twice: the batch applies in order)
+        rec = redis.call('HMGET', key, 'status', 'attempts', 'queue', 'seq', 'created_at',
+            'error', 'history', 'concurrency_key', 'started')
+    end
     -- (the token as stored, or the same number written another way)
     local ok = LEASED[rec[1]] and (rec[2] == token or tonumber(rec[2]) == tonumber(token))
         and rec[3]
@@ -239,3 +362,5 @@ end
 return {refused, buried}
 end
 --#include flush
+end
+return full()

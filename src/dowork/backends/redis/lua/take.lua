@@ -5,6 +5,7 @@
 -- Self-contained: a worker runs it for every task it pops.
 
 local P, queue, e, owner, lease, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+--#include checks
 --#include inbox
 
 local q = P .. 'q:' .. queue .. ':'

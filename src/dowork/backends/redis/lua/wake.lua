@@ -2,6 +2,7 @@
 -- worker with a token (see inbox_wake), which it claims with as now. Self-contained.
 
 local P = ARGV[1]
+--#include checks
 --#include inbox
 
 inbox_wake(ARGV[2], 1, ARGV[3])

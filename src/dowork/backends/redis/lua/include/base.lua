@@ -1,8 +1,10 @@
--- What the scripts wrapped by flush.lua need, and check.lua: the prefix P (ARGV[1]), the inbox
--- and the checks, key names and small helpers.
+-- What the scripts wrapped by flush.lua need, and check.lua: the prefix P (ARGV[1]), the checks,
+-- key names and small helpers. The inbox (inbox.lua) comes after it in the scripts that drain
+-- or wake: a script's every run defines each of its functions again, so a script includes only
+-- what it uses.
 
 local P = ARGV[1]
---#include inbox
+--#include checks
 
 local WAITING = {pending = true, scheduled = true, retrying = true}
 local function tkey(id) return P .. 'task:' .. id end

@@ -3,8 +3,7 @@
 -- and starts it before any script runs (take.lua then records the lease). Every script that
 -- reads or writes a queue's waiting tasks drains its inbox first, so that everything else sees
 -- the tasks as if push.lua had stored them; wake-up tokens ("t" then a time) go there too.
--- Needs only P.
---#include checks
+-- Needs P and checks.lua, included before it.
 
 -- An entry: "r" id NUL name NUL created_at NUL options ("" or "=" json) NUL payload, then
 -- created_at as a number; nil if malformed.
@@ -47,17 +46,18 @@ local function inbox_put(queue, e, owner, lease, now, f)
     local id, at = f[1], f[3]
     local key, q, m = P .. 'task:' .. id, P .. 'q:' .. queue .. ':', s .. ':' .. id
     local status = owner and 'running' or 'pending'
-    if f[4] == '' then
-        redis.call('HSET', key, 'id', id, 'queue', queue, 'name', f[2], 'payload', f[5],
-            'run_at', run_at, 'created_at', at, 'status', status, 'seq', s)
-    else
-        redis.call('HSET', key, 'id', id, 'queue', queue, 'name', f[2], 'payload', f[5],
-            'run_at', run_at, 'created_at', at, 'status', status, 'seq', s,
-            'options', string.sub(f[4], 2))
+    local fields = {'id', id, 'queue', queue, 'name', f[2], 'payload', f[5], 'run_at', run_at,
+        'created_at', at, 'status', status, 'seq', s}
+    if f[4] ~= '' then fields[17], fields[18] = 'options', string.sub(f[4], 2) end
+    if owner then  -- (popped and started at once: take.lua)
+        local n = #fields
+        fields[n + 1], fields[n + 2], fields[n + 3], fields[n + 4] = 'attempts', '1', 'started', '1'
+        fields[n + 5], fields[n + 6], fields[n + 7], fields[n + 8] = 'lease_until', lease, 'owner',
+            owner
+        fields[n + 9], fields[n + 10] = 'updated_at', now or at
     end
+    redis.call('HSET', key, unpack(fields))
     if owner then
-        redis.call('HSET', key, 'attempts', '1', 'started', '1', 'lease_until', lease,
-            'owner', owner, 'updated_at', now or at)  -- (popped and started at once: take.lua)
         redis.call('ZADD', q .. 'running', '+inf', string.rep('~', 80), lease, id)  -- KEEPER
     else
         redis.call('ZADD', q .. 'waiting', run_at, m)

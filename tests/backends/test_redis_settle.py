@@ -1,0 +1,60 @@
+"""settle.lua's two paths: a common batch written by the lean path leaves what the full one would.
+
+The lean path (see settle.lua) defines only what a batch of first outcomes and STARTED marks
+on readable leased records needs; any other batch goes to the full path. The same batch is
+settled on two prefixes, once alone (lean) and once with one more settlement, of a record that
+does not exist, which sends it to the full path; both must answer and store the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import redis
+
+from dowork.backends import ClaimRequest, Outcome, RedisBackend, Settlement
+from tests.backends.test_contract import LEASE, NOW, rec
+from tests.backends.test_redis_inbox import stored
+from tests.redis_server import RedisServer
+
+ATTEMPT = '{"n":1,"took":0.25,"outcome":"done and a line longer than a listpack value"}'
+
+
+def test_the_lean_path_writes_what_the_full_path_would(redis_server: RedisServer) -> None:
+    admin = redis.Redis.from_url(redis_server.url)
+    tasks = [rec() for _ in range(6)]
+    lean, full = f"test-{uuid.uuid4().hex[:12]}", f"test-{uuid.uuid4().hex[:12]}"
+
+    async def settle(prefix: str, extra: list[Settlement]) -> list[Any]:
+        b = RedisBackend(redis_server.url, prefix=prefix)
+        await b.push(tasks)
+        claimed = await b.claim(ClaimRequest("q", NOW, 10, LEASE, "w"))
+        assert len(claimed) == 6
+        r0, r1, r2, r3, r4, r5 = (t.id for t in tasks)
+        retry = Settlement(r5, 1, Outcome.RETRY, NOW + 1, run_at=NOW + 1, error="E1")
+        assert await b.settle([Settlement(r0, 1, Outcome.STARTED, NOW + 1), retry]) == []
+        (again,) = await b.claim(ClaimRequest("q", NOW + 2, 10, LEASE, "w"))
+        assert (again.id, again.error) == (r5, "E1")  # (an error the outcome clears)
+        buried: list[tuple[str, str]] = []
+        batch = [
+            Settlement(r0, 1, Outcome.SUCCEEDED, NOW + 3, result=b"1", attempt=ATTEMPT),
+            Settlement(r1, 1, Outcome.FAILED, NOW + 3, error="boom", reason="x", attempt="{}"),
+            Settlement(r2, 1, Outcome.STARTED, NOW + 3),
+            Settlement(r3, 1, Outcome.CANCELLED, NOW + 3, ran=False),
+            Settlement(r4, 1, Outcome.DEAD, NOW + 3, error="E", reason="crashed", keep=60.0),
+            Settlement(r5, 2, Outcome.SUCCEEDED, NOW + 4, result=b"2", attempt=ATTEMPT),
+        ]
+        refused = await b.settle(batch + extra, buried=buried)
+        counts = await b.counts("q")
+        await b.close()
+        return [refused, buried, counts]
+
+    missing = Settlement(uuid.uuid4().hex, 1, Outcome.SUCCEEDED, NOW + 3)
+    refused, buried, counts = asyncio.run(settle(lean, []))
+    assert (refused, buried) == ([], [])
+    assert counts == {"succeeded": 2, "failed": 1, "running": 1, "cancelled": 1, "dead": 1}
+    assert asyncio.run(settle(full, [missing])) == [[missing.id], [], counts]
+    assert stored(admin, lean) == stored(admin, full)
+    admin.close()
