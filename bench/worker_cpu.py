@@ -2,7 +2,8 @@
 
 Pushes ``--n`` no-op tasks (``def`` by default, ``--async`` for ``async def``) to a Redis
 (a ``redis-server`` of its own on a free loopback port) or SQLite store, then starts a worker
-(``Queue.start()``, ``--concurrency`` slots) and shuts it down once every task ran and its
+(``Queue.start()``, ``--concurrency`` slots; a queue object of its own, as in a worker
+process) and shuts it down once every task ran and its
 outcome is written. The worker's own cost per task is the difference between a run and one
 with ``--setup-only`` (the push alone), divided by ``--n``; count it with callgrind::
 
@@ -90,10 +91,16 @@ def run(args: argparse.Namespace, work: str, url: str) -> None:
     async def awork_fn(i: int) -> None:
         bump()
 
-    queue = build(args.store, work, url, args.concurrency)
-    fn = queue.task(name="work")(awork_fn if args.is_async else work_fn)
+    body = awork_fn if args.is_async else work_fn
+    producer = build(args.store, work, url, args.concurrency)
+    fn = producer.task(name="work")(body)
     for start in range(0, n, 1000):
         fn.map([(i,) for i in range(start, min(n, start + 1000))])
+    producer.shutdown()
+    # The worker is a queue of its own, as in a worker process: it builds every task it runs
+    # from its record (the producer's queue would find its own handles by id).
+    queue = build(args.store, work, url, args.concurrency)
+    queue.task(name="work")(body)
     if args.setup_only:
         queue.shutdown()
         return

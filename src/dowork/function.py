@@ -113,7 +113,8 @@ class TaskFunction(Generic[P, R]):
         template = self._template
         # The task calls the task function (not the bare function) so it always knows its
         # registered name, even when one function is registered under several names.
-        task: Task[R] = Task._fast(self, args, kwargs, self._dowork_is_async)
+        task: Task[R] = Task.__new__(Task)  # (Task._fast, without its frame)
+        task._init(self, args, kwargs, self._dowork_is_async)
         task._overrides = template._overrides
         task._within = template._within
         task._after = template._after

@@ -163,9 +163,34 @@ class Admission(DurableState):
     def _read(
         self, record: Record
     ) -> tuple[list[Any], dict[str, Any], dict[str, str] | None, dict[str, Any] | None] | None:
-        """``_decode``, or None once a record it cannot read is dead-lettered (with why)."""
+        """A record's arguments, headers and options; group bookkeeping is taken out.
+
+        None once a record it cannot read is dead-lettered (with why). The decoding limits of
+        ``submit()`` hold here too: a payload over ``max_payload`` bytes is ``PayloadTooLarge``,
+        arguments nested over ``MAX_DEPTH`` levels ``TooDeeplyNested`` (deeper still, the
+        decoder's ``RecursionError``); both are ``malformed``.
+        """
         try:
-            return self._decode(record)
+            codec = self.codec
+            data = record.payload
+            if len(data) > self.settings.max_payload:
+                raise PayloadTooLarge(len(data), self.settings.max_payload)
+            if getattr(codec, "binds_task", False):
+                payload = decode_for(codec, data, record.name, record.id)
+            else:
+                payload = codec.decode(data)
+            args, kwargs, headers = payload["a"], payload["k"], payload.get("h")
+            if not isinstance(args, list) or not isinstance(kwargs, dict):
+                raise TypeError("payload must hold a list 'a' and a dict 'k'")
+            if headers is not None and not isinstance(headers, dict):
+                raise TypeError("payload headers 'h' must be a dict")
+            check_depth(args)
+            if kwargs:
+                check_depth(kwargs.values())
+            if headers:
+                check_depth(headers.values())
+            options = record.options
+            return args, kwargs, headers, self._overrides(record.id, options) if options else None
         except DecodeError as exc:
             self._bury(record, exc.reason, f"{type(exc).__name__}: {exc}")
         except (TooDeeplyNested, PayloadTooLarge, RecursionError) as exc:
@@ -174,43 +199,18 @@ class Admission(DurableState):
             self._bury(record, "undecodable", f"{type(exc).__name__}: {exc}")
         return None
 
-    def _decode(
-        self, record: Record
-    ) -> tuple[list[Any], dict[str, Any], dict[str, str] | None, dict[str, Any] | None]:
-        """A record's arguments, headers and options; group bookkeeping is taken out.
-
-        The decoding limits of ``submit()`` hold here too: a payload over ``max_payload``
-        bytes raises ``PayloadTooLarge``, arguments nested over ``MAX_DEPTH`` levels
-        ``TooDeeplyNested`` (deeper still, the decoder's ``RecursionError``).
-        """
-        codec = self.codec
-        data = record.payload
-        if len(data) > self.settings.max_payload:
-            raise PayloadTooLarge(len(data), self.settings.max_payload)
-        if getattr(codec, "binds_task", False):
-            payload = decode_for(codec, data, record.name, record.id)
-        else:
-            payload = codec.decode(data)
-        args, kwargs, headers = payload["a"], payload["k"], payload.get("h")
-        if not isinstance(args, list) or not isinstance(kwargs, dict):
-            raise TypeError("payload must hold a list 'a' and a dict 'k'")
-        if headers is not None and not isinstance(headers, dict):
-            raise TypeError("payload headers 'h' must be a dict")
-        check_depth(args)
-        if kwargs:
-            check_depth(kwargs.values())
-        if headers:
-            check_depth(headers.values())
-        overrides = json.loads(record.options) if record.options else None
+    def _overrides(self, task_id: str, options: str) -> dict[str, Any] | None:
+        """A record's stored options, its group's bookkeeping taken out (``_read``'s part)."""
+        overrides = json.loads(options)
         if overrides is not None and not isinstance(overrides, dict):
             raise TypeError("options must be a JSON object")
         if overrides:
             group = overrides.pop("group", None)
             if group is not None:
-                self._group_of[record.id] = str(group)
+                self._group_of[task_id] = str(group)
             for key in ("group_of", "group_policy", "group_check"):
                 overrides.pop(key, None)
-        return args, kwargs, headers, overrides
+        return overrides
 
     def _bury(self, record: Record, reason: str, error: str) -> None:
         """Dead-letter a claimed record that cannot be read, and tell the ``on_buried`` hooks."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from ..backends._protocol import (
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
 
 
 from .state import DurableState, _less_urgent, log
+
+_PRIORITY = attrgetter("priority")
 
 
 class Fetcher(DurableState):
@@ -106,11 +109,14 @@ class Fetcher(DurableState):
         slot = self._slot_free
         assert slot is not None
         slot.clear()
+        self._slot_waiting = True  # a finished task sets the slot only while this waits
         try:
             async with asyncio.timeout(settings.maintenance):
                 await slot.wait()
         except TimeoutError:
             pass
+        finally:
+            self._slot_waiting = False
         return None
 
     def _lose_store(self, exc: StoreLost) -> None:
@@ -213,7 +219,7 @@ class Fetcher(DurableState):
             if not record.crashes:
                 await self._admit_one(record)
         if (
-            any(r.priority for r in records)
+            any(map(_PRIORITY, records))  # (no generator frame per record)
             and len(self.engine._ready) > 1
             and not any(r.concurrency_key for r in records)  # keys take turns: keep them so
         ):

@@ -63,9 +63,13 @@ class Flushing(DurableState):
             settlement.ran = False
         now = settlement.now
         attempt = self._attempt.pop(task_id, None)
-        if attempt is not None:
-            settlement.attempt = self._attempt_line(
-                settlement.token, settlement.outcome, now, attempt
+        if attempt is not None:  # one JSON line for the record's history
+            took, error = attempt
+            token, outcome = settlement.token, settlement.outcome
+            settlement.attempt = (
+                f'{{"n":{token},"start":{now - took!r},"took":{took!r},"outcome":"{outcome}"}}'
+                if error is None  # the common case, without json.dumps
+                else self._failed_line(token, outcome, now, took, error)
             )
         minute = int(now // 60) * 60  # (minute_of, inline)
         counts = self._finished_counts.get(minute)
@@ -73,8 +77,8 @@ class Flushing(DurableState):
             counts = self._finished_counts[minute] = {}
             if len(self._finished_counts) > STATS_MINUTES:
                 del self._finished_counts[min(self._finished_counts)]
-        outcome = str(settlement.outcome)
-        counts[outcome] = counts.get(outcome, 0) + 1
+        counted = str(settlement.outcome)
+        counts[counted] = counts.get(counted, 0) + 1
         self._outbox.append(settlement)
         if self._flushing is None or self._flushing.done():
             self._flushing = asyncio.get_running_loop().create_task(self._flush())

@@ -36,16 +36,13 @@ class Outbox(DurableState):
             self._attempt[task_id] = (took, error)
         self.engine.core_settle(task, value, error, took)
 
-    def _attempt_line(
-        self, token: int, outcome: Outcome, now: float, attempt: tuple[float, BaseException | None]
+    def _failed_line(
+        self, token: int, outcome: Outcome, now: float, took: float, error: BaseException
     ) -> str:
-        """One JSON line for the record's history: when, how long, how it ended and why.
+        """The record's history line of an attempt that raised: when, how long, how, why.
 
-        ``attempt`` is what ``settle`` noted of it: how long it took, and its error.
+        ``_settle_out`` writes that of an attempt that did not raise itself, without a call.
         """
-        took, error = attempt
-        if error is None:  # the common case, without json.dumps
-            return f'{{"n":{token},"start":{now - took!r},"took":{took!r},"outcome":"{outcome}"}}'
         entry: dict[str, Any] = {
             "n": token,
             "start": now - took,
@@ -130,9 +127,8 @@ class Outbox(DurableState):
                 self._give_up_unwritten()
         else:
             self.engine.core_finish(task, status, value, error)
-        slot = self._slot_free
-        if slot is not None:
-            slot.set()  # (self._freed(), inline)
+        if self._slot_waiting:  # (self._freed(), only when the fetcher waits for it)
+            self._freed()
         if self._held:
             self._start_held(task_id)
 

@@ -139,7 +139,7 @@ class DurableState:
 
     _admit: Callable[[list[Record]], Coroutine[Any, Any, None]]
     _admit_one: Callable[..., Coroutine[Any, Any, None]]
-    _attempt_line: Callable[[int, Outcome, float, tuple[float, BaseException | None]], str]
+    _failed_line: Callable[[int, Outcome, float, float, BaseException], str]
     _before_first_claim: Callable[[float], Coroutine[Any, Any, None]]
     _claim_request: Callable[[float, int], ClaimRequest]
     _bury: Callable[[Record, str, str], None]
@@ -169,6 +169,10 @@ class DurableState:
     shutdown: Callable[[float | None], Coroutine[Any, Any, bool]]
 
     _due_at = 0.0
+
+    #: Whether the fetcher waits for ``_slot_free`` (a slot freed) now: a set before its wait
+    #: begins would be cleared unseen, so a finished task sets it only then.
+    _slot_waiting = False
 
     #: The warm shutdown in progress (``shutdown()``'s asyncio task), which ``abort()`` ends.
     _stopping: asyncio.Task[Any] | None = None

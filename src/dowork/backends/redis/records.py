@@ -242,8 +242,9 @@ def split_claimed(rows: Sequence[Any], owner: str) -> tuple[list[Record], list[U
     claimed = []
     unfit: list[Unfit] = []
     for row in rows[3:]:
-        try:
-            record = decode_record(row)
+        try:  # (a hash as pushed, the common case, skips decode_record's frame)
+            h = dict(zip(row[::2], row[1::2], strict=True))
+            record = _as_pushed(h) if h.keys() in (_PUSHED, _PUSHED_OPTIONS) else decode_record(h)
         except (KeyError, ValueError) as exc:  # (UnicodeDecodeError is a ValueError)
             h = dict(zip(row[::2], row[1::2], strict=True))
             why = f"{type(exc).__name__}: {exc}"[:200]
