@@ -501,6 +501,46 @@ def test_a_full_redis_is_drained_by_a_worker_with_nothing_lost(
     assert not [r for r in caplog.records if "backend error" in r.getMessage()]
 
 
+@pytest.mark.parametrize("keyed", [False, True], ids=["lean", "full"])
+def test_a_full_redis_takes_a_batch_whose_first_settlement_is_a_start_mark(
+    own_server: RedisServer, keyed: bool
+) -> None:
+    """At maxmemory (noeviction) Redis refuses a script's first write unless it frees memory.
+
+    A settle batch ends its leases first (a ZREM: after it, the script may write on); a
+    STARTED mark at the head of the batch was written before them, refused, and the whole
+    batch with it, again at every retry: a full Redis was never drained. Both the lean path
+    and the full one (a concurrency key takes a batch there).
+    """
+    from dowork.backends import Outcome, Settlement
+
+    async def main() -> None:
+        backend = RedisBackend(own_server.url, prefix=f"dowork:m{uuid.uuid4().hex[:8]}")
+        marked, done = rec(queue="m", concurrency_key="k" if keyed else None), rec(queue="m")
+        await backend.push([marked, done])
+        claimed = await backend.claim(ClaimRequest("m", NOW, 2, LEASE, "w"))
+        assert {r.id for r in claimed} == {marked.id, done.id}
+        with redis.Redis.from_url(own_server.url) as admin:
+            admin.config_set("maxmemory-policy", "noeviction")
+            admin.config_set("maxmemory", "1")  # over it from now on
+        try:
+            batch = [
+                Settlement(marked.id, 1, Outcome.STARTED, NOW),
+                Settlement(done.id, 1, Outcome.SUCCEEDED, NOW, result=b"1"),
+            ]
+            assert await backend.settle(batch) == []
+        finally:
+            with redis.Redis.from_url(own_server.url) as admin:
+                admin.config_set("maxmemory", "0")
+        got = {r.id: r for r in await backend.get([marked.id, done.id])}
+        assert (got[marked.id].status, got[marked.id].started) == ("running", 1)
+        assert (got[done.id].status, got[done.id].result) == ("succeeded", b"1")
+        assert await backend.counts("m") == {"running": 1, "succeeded": 1}
+        await backend.close()
+
+    asyncio.run(main())
+
+
 def test_a_lost_reply_to_asubmit_is_outcome_unknown_and_the_retry_is_refused(
     own_server: RedisServer,
 ) -> None:

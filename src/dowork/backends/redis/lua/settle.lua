@@ -55,16 +55,9 @@ if lean then
             redis.call(cmd, key, unpack(list, i, math.min(i + 3999, #list)))
         end
     end
-    for i = 1, total do  -- STARTED marks, as the full path's first loop writes them
+    for i = 1, total do
         local b, rec = i * 12 - 9, recs[i]
-        if ARGV[b + 2] == 'started' then
-            if rec[1] == 'reserved' and ARGV[b + 11] == '1' then
-                redis.call('HSET', taskp .. ARGV[b], 'status', 'running',
-                    'started', string.format('%d', tonumber(rec[9] or '0') + 1))
-                count(rec[3], 'reserved', -1)
-                count(rec[3], 'running', 1)
-            end
-        else
+        if ARGV[b + 2] ~= 'started' then
             local key = P .. 'q:' .. rec[3] .. ':running'
             local ids = leases[key]
             if not ids then ids = {}; leases[key] = ids end
@@ -72,6 +65,15 @@ if lean then
         end
     end
     for key, ids in pairs(leases) do chunks('ZREM', key, ids) end  -- (first: see full)
+    for i = 1, total do  -- STARTED marks, after the leases as the full path writes them
+        local b, rec = i * 12 - 9, recs[i]
+        if ARGV[b + 2] == 'started' and rec[1] == 'reserved' and ARGV[b + 11] == '1' then
+            redis.call('HSET', taskp .. ARGV[b], 'status', 'running',
+                'started', string.format('%d', tonumber(rec[9] or '0') + 1))
+            count(rec[3], 'reserved', -1)
+            count(rec[3], 'running', 1)
+        end
+    end
     local expiring = {}
     for i = 1, total do
         local b, rec = i * 12 - 9, recs[i]
@@ -199,6 +201,7 @@ local function sent_ok(s) return s ~= 'nan' and s ~= 'inf' and s ~= '-inf' end
 local ok_b, ok_rec, ok_key, n = {}, {}, {}, 0
 local taskp, lastq, ended = P .. 'task:', nil, nil
 local over = {}  -- the ids whose lease a settlement of this batch ended (read before it was)
+local marks, marked = {}, {}  -- the STARTED marks to write once the leases are (see there)
 for i = 0, tonumber(ARGV[2]) - 1 do
     local b = 3 + i * 12
     local id, token, outcome = ARGV[b], ARGV[b + 1], ARGV[b + 2]
@@ -221,10 +224,10 @@ for i = 0, tonumber(ARGV[2]) - 1 do
         refused[#refused + 1] = id
     elseif outcome == 'started' then  -- (a running record: started already, nothing to do)
         if rec[1] == 'reserved' and ARGV[b + 11] == '1' and (not rec[9] or count_ok(rec[9]))
+            and not marked[id]
         then
-            redis.call('HSET', key, 'status', 'running',
-                'started', string.format('%d', tonumber(rec[9] or '0') + 1))
-            move(rec[3], nil, nil, 'reserved', 'running')
+            marked[id] = true
+            marks[#marks + 1] = {id, key, rec}
         end
     else
         over[id] = true
@@ -263,7 +266,17 @@ for i = 0, tonumber(ARGV[2]) - 1 do
 end
 -- The leases go first: a write that frees memory, after which Redis lets this script finish
 -- its writes even at maxmemory (noeviction), so outcomes are stored while submits are refused.
+-- The STARTED marks follow (a mark first would be refused there, and the batch with it);
+-- a mark whose record's outcome came later in the batch is that outcome's to count.
 for key, list in pairs(leases) do chunks('ZREM', key, list, 4000) end
+for _, a in ipairs(marks) do
+    local rec = a[3]
+    if not over[a[1]] then
+        redis.call('HSET', a[2], 'status', 'running',
+            'started', string.format('%d', tonumber(rec[9] or '0') + 1))
+        move(rec[3], nil, nil, 'reserved', 'running')
+    end
+end
 local buried = {}
 for _, a in ipairs(broken) do
     local b, rec = a[1], a[2]
