@@ -8,14 +8,18 @@
 -- includes is inlined.
 
 local P = ARGV[1]
-local function zadd(key, list)  -- chunks (see include/base.lua)
-    if #list <= 8000 then
-        redis.call('ZADD', key, unpack(list))
-        return
-    end
+local SPARE = string.rep('\255', 80)
+local function zadd(key, list)  -- zadd_all (see include/checks.lua), inlined
+    local convert = redis.call('OBJECT', 'ENCODING', key) ~= 'skiplist'
     for i = 1, #list, 8000 do
-        redis.call('ZADD', key, unpack(list, i, math.min(i + 7999, #list)))
+        local j = math.min(i + 7999, #list)
+        if convert and i == 1 then
+            redis.call('ZADD', key, '+inf', SPARE, unpack(list, i, j))
+        else
+            redis.call('ZADD', key, unpack(list, i, j))
+        end
     end
+    if convert then redis.call('ZREM', key, SPARE) end
 end
 local check = ARGV[2]
 if check == '1' then

@@ -122,6 +122,7 @@ if lean then
             end
         end
     end
+    -- (the finished listings and expiry are rarely small: as they are, see zadd_all)
     for key, list in pairs(listed) do chunks('ZADD', key, list) end
     if #expiring > 0 then chunks('ZADD', P .. 'expiry', expiring) end
     return {{}, {}}

@@ -127,8 +127,8 @@ local function inbox_store(queue, fresh)
         end
         waiting[2 * i - 1], waiting[2 * i] = at, s .. ':' .. id
     end
-    redis.call('ZADD', q .. 'waiting', unpack(waiting))
-    redis.call('ZADD', q .. 'created.pending', unpack(waiting))
+    zadd_all(q .. 'waiting', waiting)
+    zadd_all(q .. 'created.pending', waiting)
     if redis.call('HINCRBY', q .. 'counts', 'pending', #fresh) == #fresh then
         redis.call('SADD', P .. 'queues', queue)
     end

@@ -28,7 +28,7 @@ local function flush()
         end
     end
     for key, list in pairs(ZREMS) do chunks('ZREM', key, list, 4000) end
-    for key, list in pairs(ZADDS) do chunks('ZADD', key, list, 4000) end
+    for key, list in pairs(ZADDS) do zadd_all(key, list) end
     for key, by in pairs(KEYRUN) do  -- running tasks per concurrency key (see running_key)
         for k, delta in pairs(by) do
             if delta ~= 0 and redis.call('HINCRBY', key, k, delta) <= 0 then
