@@ -7,6 +7,7 @@ import sqlite3
 from pathlib import Path
 
 from dowork.backends import ClaimRequest, Outcome, Record, Settlement, SQLiteBackend
+from dowork.backends.sqlite.schema import INDEXES, WAITING_SQL
 
 
 def test_an_older_file_gains_the_history_column(tmp_path: Path) -> None:
@@ -97,9 +98,9 @@ def test_a_file_from_before_priorities_is_upgraded_in_place(tmp_path: Path) -> N
         assert "dowork_due" not in indexes  # replaced by the index by priority
         assert {"dowork_ready", "dowork_lanes", "dowork_rates", "dowork_turns"} <= indexes
         plan = conn.execute(
-            "EXPLAIN QUERY PLAN SELECT id FROM dowork_tasks WHERE queue = 'q' AND status IN"
-            " ('pending', 'scheduled', 'retrying') AND concurrency_key IS NULL AND priority = 0"
-            " AND run_at <= 5 ORDER BY run_at, rowid LIMIT 3"
+            f"EXPLAIN QUERY PLAN SELECT id FROM dowork_tasks WHERE queue = 'q' AND {WAITING_SQL}"
+            " AND concurrency_key IS NULL AND priority = 0 AND run_at <= 5"
+            " ORDER BY run_at, rowid LIMIT 3"
         ).fetchall()
         assert [row[3] for row in plan] == [
             "SEARCH dowork_tasks USING INDEX dowork_ready (queue=? AND priority=? AND run_at<?)"
@@ -160,3 +161,59 @@ def test_a_file_from_before_concurrency_keys_is_upgraded_in_place(tmp_path: Path
         assert conn.execute("SELECT key FROM dowork_turns").fetchall() == [("",)]
     finally:
         conn.close()
+
+
+def _opcodes(conn: sqlite3.Connection, sql: str) -> list[str]:
+    return [row[1] for row in conn.execute(f"EXPLAIN {sql}")]
+
+
+def test_a_write_builds_no_temporary_btree_per_row(tmp_path: Path) -> None:
+    """The status CHECK and the claim indexes' WHERE are equalities joined by OR: an IN list of
+    three or more values there made SQLite build a temporary b-tree for every row written.
+    """
+    path = tmp_path / "new.db"
+    asyncio.run(_open_and_close(path))
+    conn = sqlite3.connect(path)
+    try:
+        for sql in (
+            "UPDATE dowork_tasks SET status = 'running' WHERE id = 'x'",
+            "UPDATE dowork_tasks SET status = 'pending', run_at = 1 WHERE id = 'x'",
+            "INSERT INTO dowork_tasks (id, queue, name, payload, status, run_at, created_at,"
+            " updated_at) VALUES ('x', 'q', 'job', x'7b7d', 'pending', 0, 0, 0)",
+            "DELETE FROM dowork_tasks WHERE id = 'x'",
+        ):
+            assert "OpenEphemeral" not in _opcodes(conn, sql), sql
+    finally:
+        conn.close()
+
+
+def test_claim_indexes_of_the_shape_before_are_remade(tmp_path: Path) -> None:
+    """A file whose claim indexes test ``status IN (...)`` gets the current ones on open."""
+    path = tmp_path / "in-lists.db"
+    asyncio.run(_open_and_close(path))
+    conn = sqlite3.connect(path)
+    in_list = "status IN ('pending', 'scheduled', 'retrying')"
+    for name, sql in INDEXES.items():
+        conn.execute(f"DROP INDEX {name}")
+        conn.execute(sql.replace(WAITING_SQL, in_list))
+    conn.commit()
+    assert (
+        in_list
+        in conn.execute("SELECT sql FROM sqlite_master WHERE name = 'dowork_ready'").fetchone()[0]
+    )
+    conn.close()
+    asyncio.run(_open_and_close(path))
+    conn = sqlite3.connect(path)
+    try:
+        have = dict(conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index'"))
+        for name, sql in INDEXES.items():
+            assert have[name] == sql.replace(" IF NOT EXISTS", "", 1)
+            assert in_list not in have[name]
+    finally:
+        conn.close()
+
+
+async def _open_and_close(path: Path) -> None:
+    store = SQLiteBackend(path)
+    await store.open()
+    await store.close()

@@ -15,7 +15,7 @@ import sqlite3
 from typing import Any
 
 from .rows import TIME_LIMIT
-from .schema import KEYED, PLAIN, WAITING_SQL
+from .schema import KEYED, PLAIN, WAITING_SQL, waiting_sql
 
 __all__ = [
     "LEVELS_SQL",
@@ -99,7 +99,7 @@ NEVER_DUE_SQL = (
 NEVER_DUE_KEYED_SQL = (
     key_levels_cte("SELECT k FROM keys WHERE k IS NOT NULL")
     + " SELECT t.rowid FROM levels JOIN dowork_tasks t ON t.queue = ?1"
-    " AND t.status IN ('pending', 'scheduled', 'retrying') AND t.concurrency_key = levels.k"
+    f" AND {waiting_sql('t')} AND t.concurrency_key = levels.k"
     f" AND t.priority = levels.p AND t.run_at > {TIME_LIMIT:.0e}"
     " WHERE levels.p IS NOT NULL"
 )

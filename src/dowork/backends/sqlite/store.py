@@ -31,7 +31,7 @@ from ..store import Burials, ClaimRequest, Upkeep, Upkept
 from . import claims, outcomes, upkeep
 from .connection import SQLiteFile, transaction
 from .lanes import NEXT_DUE_SQL
-from .schema import HELD_SQL, WAITING_SQL
+from .schema import HELD_SQL, WAITING_SQL, waiting_sql
 from .wake import WakeChannel
 
 __all__ = ["SQLiteStore"]
@@ -205,7 +205,7 @@ def _claim_keys(
                 "SELECT task_id FROM dowork_idempotency i"
                 " WHERE queue = ? AND key = ? AND expires_at > ? AND (expires_at < ?"
                 " OR EXISTS (SELECT 1 FROM dowork_tasks t WHERE t.id = i.task_id"
-                f" AND (t.{WAITING_SQL} OR t.{HELD_SQL})))",
+                f" AND ({waiting_sql('t')} OR t.{HELD_SQL})))",
                 (r.queue, key, r.created_at, WHILE_UNFINISHED),
             ).fetchone()
             if held is not None:

@@ -17,7 +17,7 @@ from .._protocol import WHILE_UNFINISHED, charge
 from .connection import transaction
 from .lanes import NEVER_DUE_KEYED_SQL, NEVER_DUE_SQL
 from .rows import bury
-from .schema import HELD_SQL, WAITING_SQL
+from .schema import HELD_SQL, waiting_sql
 
 __all__ = ["purge_finished", "reap"]
 
@@ -96,7 +96,7 @@ def purge_finished(conn: sqlite3.Connection, now: float) -> int:
         conn.execute(  # unique keys whose task finished (or is gone)
             "DELETE FROM dowork_idempotency WHERE expires_at = ? AND NOT EXISTS (SELECT 1"
             " FROM dowork_tasks t WHERE t.id = dowork_idempotency.task_id"
-            f" AND (t.{WAITING_SQL} OR t.{HELD_SQL}))",
+            f" AND ({waiting_sql('t')} OR t.{HELD_SQL}))",
             (WHILE_UNFINISHED,),
         )
     if deleted:
