@@ -240,3 +240,39 @@ def test_a_batch_finishing_a_record_twice_refuses_the_second(
         assert await b.counts("q") == {"succeeded": 1, "retrying": 1, "failed": 1}
 
     run(backend_factory, body)
+
+
+def test_one_batch_forgets_each_record_as_if_alone(
+    backend_factory: Callable[[], Backend],
+) -> None:
+    """A batch of outcomes kept 0 s (fresh, stale, late), then one kept: each as alone.
+
+    Stores may delete a run of forgotten records in one statement (SQLite does); each is
+    deleted only under its lease, as if settled alone.
+    """
+
+    async def body(b: Backend) -> None:
+        one, two, stale, late, kept = rec(), rec(), rec(), rec(), rec()
+        await b.push([late])
+        (first,) = await b.claim(ClaimRequest("q", NOW, 1, LEASE, "w1"))
+        await start(b, [first])
+        now = NOW + LEASE + 1
+        assert await reap(b, "q", now, 3) == (1, 0)  # late's lease lapsed: a crash, pending
+        await b.push([one, two, stale, kept])
+        assert len(await b.claim(ClaimRequest("q", now, 5, LEASE, "w2"))) == 5
+        batch = [
+            Settlement(one.id, 1, Outcome.SUCCEEDED, now, keep=0.0),
+            Settlement(stale.id, 9, Outcome.SUCCEEDED, now, keep=0.0),  # not its lease
+            Settlement(two.id, 1, Outcome.FAILED, now, error="E", keep=0.0),
+            Settlement(late.id, 1, Outcome.SUCCEEDED, now, keep=0.0),  # taken back, refused
+            Settlement(kept.id, 1, Outcome.SUCCEEDED, now, keep=60.0),
+        ]
+        assert await b.settle(batch) == [stale.id, late.id]
+        got = {r.id: r for r in await b.get([one.id, two.id, stale.id, late.id, kept.id])}
+        assert sorted(got) == sorted([stale.id, late.id, kept.id])
+        assert got[stale.id].status == "reserved"
+        assert (got[late.id].status, got[late.id].crashes, got[late.id].lost) == ("reserved", 0, 1)
+        assert got[kept.id].status == "succeeded"
+        assert await b.counts("q") == {"reserved": 2, "succeeded": 1}
+
+    run(backend_factory, body)

@@ -51,9 +51,10 @@ def settle(
     """Write outcomes in one transaction; return the ids of those refused (lease lost).
 
     They are written in order; a run of finished outcomes of distinct records (the common
-    batch) is written by one statement (``_settle_finished``), which is the same as writing
-    them one by one since each touches only its own record. The tasks dead-lettered because
-    their outcome cannot be stored go to ``buried`` once the transaction is committed.
+    batch), all kept or all forgotten, is written by one statement (``_settle_finished``),
+    which is the same as writing them one by one since each touches only its own record.
+    The tasks dead-lettered because their outcome cannot be stored go to ``buried`` once the
+    transaction is committed.
     """
     refused: list[str] = []
     found: Burials = []
@@ -104,14 +105,29 @@ _FINISH_SQL = (
     " FROM (VALUES {values}) AS s"
     f" WHERE id = s.column1 AND {HELD_SQL} AND attempts = s.column2 RETURNING id"
 )
+#: A run of finished outcomes kept 0 s: their records deleted, each only under its lease.
+_FORGET_SQL = (
+    "DELETE FROM dowork_tasks WHERE rowid IN (SELECT t.rowid FROM (VALUES {values}) AS s"
+    f" JOIN dowork_tasks t ON t.id = s.column1 WHERE t.attempts = s.column2 AND t.{HELD_SQL})"
+    " RETURNING id"
+)
 
 
 def _finished_run(settlements: Sequence[Settlement], start: int, keep: Keep) -> list[Settlement]:
-    """The finished outcomes kept a while, of distinct records, from ``start`` on."""
+    """The finished outcomes of distinct records from ``start`` on.
+
+    All kept a while, or all forgotten (kept 0 s: deleted), as the first is.
+    """
     run: list[Settlement] = []
     ids: set[str] = set()
+    forget: bool | None = None
     for s in settlements[start : start + _RUN_SIZES[-1]]:
-        if s.outcome not in _FINAL or s.id in ids or keep.of(s.outcome, s.keep) <= 0:
+        if s.outcome not in _FINAL or s.id in ids:
+            break
+        gone = keep.of(s.outcome, s.keep) <= 0
+        if forget is None:
+            forget = gone
+        elif gone != forget:
             break
         run.append(s)
         ids.add(s.id)
@@ -121,25 +137,33 @@ def _finished_run(settlements: Sequence[Settlement], start: int, keep: Keep) -> 
 def _settle_finished(
     conn: sqlite3.Connection, run: Sequence[Settlement], keep: Keep, found: Burials
 ) -> list[str]:
-    """Write a run of finished outcomes (``_finished_run``) in one ``UPDATE``.
+    """Write a run of finished outcomes (``_finished_run``) in one statement.
 
-    Those it did not write (lease lapsed or lost) go through ``_settle_checked``, as do all
-    of them if a value cannot be stored (the failed statement changed nothing). Returns the
-    ids refused.
+    An ``UPDATE``, or a ``DELETE`` of a run kept 0 s. Those it did not write (lease lapsed or
+    lost) go through ``_settle_checked``, as do all of them if a value cannot be stored (the
+    failed statement changed nothing). Returns the ids refused.
     """
     size = next(n for n in _RUN_SIZES if n >= len(run))
     params: list[object] = []
-    for s in run:
-        line = None if s.attempt is None else s.attempt + "\n"
-        seconds = keep.of(s.outcome, s.keep)
-        params += (
-            s.id, s.token, int(s.ran), _FINAL[s.outcome], s.result, s.error, s.reason,
-            s.now, s.now + seconds, line,
-        )  # fmt: skip
-    params += _NO_ROW * (size - len(run))
-    values = ",".join(["(" + ",".join("?" * _FINISH_WIDTH) + ")"] * size)
+    if keep.of(run[0].outcome, run[0].keep) <= 0:
+        for s in run:
+            params += (s.id, s.token)
+        params += _NO_ROW[:2] * (size - len(run))
+        sql = _FORGET_SQL.format(values=",".join(["(?,?)"] * size))
+    else:
+        for s in run:
+            line = None if s.attempt is None else s.attempt + "\n"
+            seconds = keep.of(s.outcome, s.keep)
+            params += (
+                s.id, s.token, int(s.ran), _FINAL[s.outcome], s.result, s.error, s.reason,
+                s.now, s.now + seconds, line,
+            )  # fmt: skip
+        params += _NO_ROW * (size - len(run))
+        sql = _FINISH_SQL.format(
+            values=",".join(["(" + ",".join("?" * _FINISH_WIDTH) + ")"] * size)
+        )
     try:
-        rows = conn.execute(_FINISH_SQL.format(values=values), params).fetchall()
+        rows = conn.execute(sql, params).fetchall()
     except BAD_VALUE:
         rows = []
     written = {row[0] for row in rows}
