@@ -555,10 +555,11 @@ def test_a_lost_reply_to_asubmit_is_outcome_unknown_and_the_retry_is_refused(
     async def main() -> tuple[list[BaseException], dict[str, int]]:
         try:
             await queue.asubmit(record_run, 0)  # connected, policy read
+            await queue.asubmit(record_run, 1)  # the link's own connection up (see redis.own)
             proxy.mode = "drop"
             caught: list[BaseException] = []
             try:
-                await queue.asubmit(record_run, 1)
+                await queue.asubmit(record_run, 2)
             except OutcomeUnknown as exc:
                 caught.append(exc)
                 proxy.mode = "pass"
@@ -578,7 +579,7 @@ def test_a_lost_reply_to_asubmit_is_outcome_unknown_and_the_retry_is_refused(
         proxy.close()
     assert proxy.dropped == 1
     assert [type(e) for e in caught] == [OutcomeUnknown, DuplicateTask]
-    assert counts == {"pending": 2}  # stored once: the retry wrote nothing
+    assert counts == {"pending": 3}  # stored once: the retry wrote nothing
 
 
 def test_a_lost_reply_to_submit_names_its_cause(own_server: RedisServer) -> None:

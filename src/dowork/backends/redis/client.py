@@ -33,7 +33,7 @@ from redis.commands.core import Script
 from ...errors import EvictionPolicyError
 from .._protocol import Outcome, Wakeups, retention
 from .importing import driver
-from .line import Line
+from .own import OwnConnection
 from .policy import RECHECK, RECHECK_REFUSED, judge, policy_of
 from .records import utf8
 from .scripts import SCRIPTS, Registered
@@ -76,9 +76,9 @@ class Link:
     idle: list[Any] = field(default_factory=list)
     #: How many connections ``idle`` may keep (0: every round trip goes through the pool).
     keep: int = 0
-    #: The connection of its own for ``asubmit()``'s pushes (None: not made yet; False: the
-    #: pool's settings need redis-py's connection, see ``line``).
-    line: Line | bool | None = None
+    #: Connections of its own for ``asubmit()``'s pushes (see ``own``): free ones, all made.
+    own: list[OwnConnection] = field(default_factory=list)
+    owned: list[OwnConnection] = field(default_factory=list)
 
 
 class Connection:
@@ -216,8 +216,9 @@ class Connection:
         for conn in idle:  # back to the pool: a client of the caller's own outlives the link
             with contextlib.suppress(Exception):
                 await link.client.connection_pool.release(conn)
-        if isinstance(link.line, Line):
-            link.line.close()
+        for own in link.owned:
+            with contextlib.suppress(Exception):
+                await own.close()
         if link.client is not self._client:
             with contextlib.suppress(Exception):
                 await link.client.aclose()

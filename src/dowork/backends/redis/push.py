@@ -21,7 +21,7 @@ from redis.commands.core import Script
 from ...errors import BackendUnavailable, DuplicateTask, OutcomeUnknown
 from .._protocol import Record
 from .client import Connection
-from .line import Line
+from .own import OwnConnection
 from .records import check_push, inbox_entry, keyed_args, push_args, utf8
 from .urls import redact
 from .wire import (
@@ -128,20 +128,31 @@ class Producer(Connection):
         return same
 
     async def _inbox_trip(self, commands: tuple[Command, Command]) -> list[Any]:
-        """The inbox push's round trip, on the link's line (see ``line``) when it has one.
+        """The inbox push's round trip, on a connection of the link's own (see ``own``).
 
-        The link's first round trip goes through redis-py (it reads the policy, see ``_raw``).
+        Concurrent pushes each take one, made as needed up to a quarter of
+        ``max_connections`` (at least one); a push beyond them goes through the pool, as do
+        the link's first round trip (it reads the policy, see ``_raw``) and any push on a
+        caller's ``client``, whose connections are its own to count.
         """
         link = self._link()
-        line = link.line
-        if line is None and link.policy_read:
-            pool = link.client.connection_pool
-            timeouts = self.socket_timeout, self.connect_timeout
-            made = None if self._client is not None else Line.of(pool, *timeouts)
-            line = link.line = made or False
-        if isinstance(line, Line) and not line.closed:
-            return await line.round_trip(*commands)
-        return await self._raw(link, *commands)
+        free = link.own
+        if free:
+            own = free.pop()
+        elif (
+            link.policy_read
+            and self._client is None
+            and len(link.owned) < max(1, self.max_connections // 4)
+        ):
+            own = OwnConnection(link.client.connection_pool, self.socket_timeout)
+            link.owned.append(own)
+        else:
+            return await self._raw(link, *commands)
+        try:
+            return await own.round_trip(commands)
+        finally:
+            if not own.closed:
+                free.append(own)
 
     def pushes_anywhere(self) -> bool:
         """``push`` runs on any event loop (each has a link of its own).
