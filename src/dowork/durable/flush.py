@@ -25,6 +25,31 @@ if TYPE_CHECKING:
 from .state import _FINISHED, DurableState, encode_progress, log
 
 
+def outcomes_refused(batch: list[Settlement], refused: list[str]) -> list[str]:
+    """The ids of the outcomes among ``refused``, a store's answer to ``batch``.
+
+    A store lists a record once per settlement it refused, so one refused STARTED mark is
+    taken off per mark in the batch, not the record: a task whose lease lapsed before its
+    mark was written has both refused, and its outcome is still counted, logged and not
+    taken for written (its group's callbacks wait).
+    """
+    if not refused:  # (the common case: nothing more to do)
+        return refused
+    marks = [s.id for s in batch if s.outcome is Outcome.STARTED]
+    if not marks:
+        return refused
+    left = dict.fromkeys(marks, 0)
+    for task_id in marks:
+        left[task_id] += 1
+    outcomes = []
+    for task_id in refused:
+        if left.get(task_id, 0) > 0:
+            left[task_id] -= 1
+        else:
+            outcomes.append(task_id)
+    return outcomes
+
+
 class Flushing(DurableState):
     """Writing to the store: settlements and progress in batches, and the retries they make due."""
 
@@ -109,9 +134,7 @@ class Flushing(DurableState):
                 refused = await self._settle_apart(batch, exc)
             else:
                 self._written(batch, refused)
-            if refused:
-                marks = {s.id for s in batch if s.outcome is Outcome.STARTED}
-                refused = [i for i in refused if i not in marks]
+            refused = outcomes_refused(batch, refused)
             if refused:
                 self.refused += len(refused)
                 log.warning(
