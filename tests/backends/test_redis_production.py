@@ -541,6 +541,57 @@ def test_a_full_redis_takes_a_batch_whose_first_settlement_is_a_start_mark(
     asyncio.run(main())
 
 
+@pytest.mark.parametrize("alone", [True, False], ids=["alone", "with-an-outcome"])
+def test_a_full_redis_takes_a_late_settlement_of_a_task_charged_twice(
+    own_server: RedisServer, alone: bool
+) -> None:
+    """A late settlement moves its token's crash to lost, with no write refused at maxmemory.
+
+    A task charged two crashes (tokens 1 and 2) gets a late settlement for token 1: refused
+    (a newer lease was granted), and its charge moved, which keeps token 2 in ``charged``.
+    late() wrote that with an HSET as the script's first write, which a full Redis refuses
+    (nothing freed yet), and the whole batch with it, again at every retry.
+    """
+    from dowork.backends import Outcome, Settlement
+    from tests.backends.test_contract import start
+    from tests.upkeep import reap
+
+    async def main() -> None:
+        backend = RedisBackend(own_server.url, prefix=f"dowork:m{uuid.uuid4().hex[:8]}")
+        twice, other = rec(queue="m"), rec(queue="n")
+        await backend.push([twice, other])
+        now = NOW
+        for token in (1, 2):
+            (claimed,) = await backend.claim(ClaimRequest("m", now, 1, LEASE, f"w{token}"))
+            assert (claimed.id, claimed.attempts) == (twice.id, token)
+            await start(backend, [claimed], now)
+            now += LEASE + 1
+            assert await reap(backend, "m", now, 3) == (1, 0)
+        (claimed,) = await backend.claim(ClaimRequest("n", now, 1, LEASE, "w3"))
+        assert claimed.id == other.id
+        (charged,) = await backend.get([twice.id])
+        assert (charged.crashes, charged.lost, charged.charged) == (2, 0, "1,2")
+        with redis.Redis.from_url(own_server.url) as admin:
+            admin.config_set("maxmemory-policy", "noeviction")
+            admin.config_set("maxmemory", "1")  # over it from now on
+        try:
+            batch = [Settlement(twice.id, 1, Outcome.FAILED, now, error="late")]
+            if not alone:
+                batch.append(Settlement(other.id, 1, Outcome.SUCCEEDED, now, result=b"1"))
+            assert await backend.settle(batch) == [twice.id]
+        finally:
+            with redis.Redis.from_url(own_server.url) as admin:
+                admin.config_set("maxmemory", "0")
+        got = {r.id: r for r in await backend.get([twice.id, other.id])}
+        assert (got[twice.id].crashes, got[twice.id].lost, got[twice.id].charged) == (1, 1, "2")
+        assert got[twice.id].status == "retrying"
+        want = ("reserved", None) if alone else ("succeeded", b"1")
+        assert (got[other.id].status, got[other.id].result) == want
+        await backend.close()
+
+    asyncio.run(main())
+
+
 def test_a_lost_reply_to_asubmit_is_outcome_unknown_and_the_retry_is_refused(
     own_server: RedisServer,
 ) -> None:

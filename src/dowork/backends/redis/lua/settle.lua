@@ -153,11 +153,13 @@ local function late(id, token, rec, charged)
     then
         return false
     end
+    -- This runs before the batch's leases end: its first write must be one a full Redis
+    -- takes (noeviction refuses a script's first write that may use memory, an HSET, and
+    -- the batch with it), so 'charged' goes first, and comes back if tokens are kept.
+    redis.call('HDEL', key, 'charged')
     local fields = {'crashes', string.format('%d', tonumber(more[1]) - 1),
         'lost', string.format('%d', tonumber(more[2] or '0') + 1)}
-    if #kept == 0 then
-        redis.call('HDEL', key, 'charged')
-    else
+    if #kept > 0 then
         fields[#fields + 1] = 'charged'
         fields[#fields + 1] = table.concat(kept, ',')
     end
