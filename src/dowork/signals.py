@@ -143,7 +143,7 @@ def run_until_signalled(
 
 def _lost(queues: Sequence[Queue]) -> bool:
     """Whether a queue stopped because its store was deleted or replaced (``StoreLost``)."""
-    return any(getattr(queue._engine.source, "lost", None) is not None for queue in queues)
+    return any(queue._engine.source.lost is not None for queue in queues)
 
 
 def _shutdown(

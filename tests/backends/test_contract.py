@@ -860,13 +860,14 @@ def test_store_extras_are_typed_and_found_once(
 
 
 def test_nothing_above_the_stores_looks_for_an_extra_by_name() -> None:
-    """No ``getattr``, ``hasattr`` or ``setattr`` on a store above the stores (the engine,
-    the durable source, the queue, the metrics, the CLI, the dashboard): an extra is a field
-    of ``StoreExtras``, typed, found when the durable source is built or when needed."""
+    """No ``getattr``, ``hasattr`` or ``setattr`` on a store or a task source above the stores
+    (the engine, the durable source, the queue, the metrics, the CLI, the dashboard): an extra
+    is a field of ``StoreExtras``, typed, found when the durable source is built or when
+    needed, and what the queue asks a source is in ``TaskSource`` (``lost``, say)."""
     src = Path(__file__).resolve().parents[2] / "src" / "dowork"
     paths = sorted(p for p in src.rglob("*.py") if "backends" not in p.relative_to(src).parts)
     assert src / "metrics.py" in paths
     assert src / "cli" / "work.py" in paths
     for path in paths:
-        found = re.search(r"(get|has|set)attr\(\s*[\w.]*(backend|store)\b", path.read_text())
+        found = re.search(r"(get|has|set)attr\(\s*[\w.]*(backend|store|source)\b", path.read_text())
         assert not found, f"{path}: {found and found.group()}"

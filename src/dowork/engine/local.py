@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import (
     QueueFull,
+    StoreLost,
 )
 from ..group import LocalGroup
 from ..task import Task
@@ -23,6 +24,7 @@ class LocalSource:
 
     durable = False
     backend: Backend | None = None
+    lost: StoreLost | None = None  # (memory is never deleted under it)
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine

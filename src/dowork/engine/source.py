@@ -8,6 +8,7 @@ from ..task import Task, TaskStatus
 
 if TYPE_CHECKING:
     from ..backends.store import Backend
+    from ..errors import StoreLost
     from ..scheduling import Schedule
 
 
@@ -28,6 +29,13 @@ class TaskSource(Protocol):
     @property
     def backend(self) -> Backend | None:
         """The store holding the tasks, if any."""
+
+    @property
+    def lost(self) -> StoreLost | None:
+        """Why the source stopped for good, its store deleted or replaced (None: it did not).
+
+        ``Queue.run()`` raises it and ``run_until_signalled`` stops every queue on it.
+        """
 
     def enqueue(self, task: Task[Any]) -> None:
         """Take a checked, frozen task from any thread (capacity already reserved)."""

@@ -191,7 +191,7 @@ class Driving(QueueBase):
 
     def _raise_lost(self) -> None:
         """Raise ``StoreLost`` if the queue stopped because its store was deleted or replaced."""
-        lost = getattr(self._engine.source, "lost", None)
+        lost = self._engine.source.lost
         if lost is not None:
             raise lost
 
