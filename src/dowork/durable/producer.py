@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..backends._protocol import (
     WHILE_UNFINISHED,
@@ -13,8 +12,6 @@ from ..backends._protocol import (
 )
 from ..codec import check_depth, encode_for
 from ..errors import (
-    BackendError,
-    DuplicateTask,
     NotRegistered,
     NotSerializable,
     OutcomeUnknown,
@@ -22,12 +19,7 @@ from ..errors import (
 )
 from ..options import EMPTY
 from ..task import Task, TaskStatus
-
-if TYPE_CHECKING:
-    from ..scheduling import Schedule
-
-
-from .state import DurableState, _payload_of, _unknown, _with_options, log
+from .state import DurableState, _payload_of, _unknown, _with_options
 
 
 class Producer(DurableState):
@@ -333,34 +325,6 @@ class Producer(DurableState):
         engine.bind_running()
         return True
 
-    def fire_schedule(self, schedule: Schedule, planned: float) -> None:
-        """Enqueue one firing of a recurring schedule, once across every worker process.
-
-        The task id is derived from the schedule (name, trigger, arguments) and the planned
-        time, so when several workers fire the same due time only the first push is stored;
-        the others get ``DuplicateTask`` and count it in ``schedule.fired_elsewhere``.
-        """
-        task = schedule._factory()
-        task._not_before = planned
-        try:
-            record = self.prepare(task)
-        except Exception:
-            log.exception("queue %s: schedule %s cannot enqueue its task", self.name, schedule.name)
-            return
-        bound = getattr(self.codec, "binds_task", False)  # signed for the id drawn above
-        plain = self.codec.encode(_payload_of(task)) if bound else record.payload
-        digest = hashlib.sha1(
-            f"{record.name}|{schedule.trigger!r}|".encode() + plain, usedforsecurity=False
-        ).hexdigest()[:20]
-        record.id = task._id = f"schedule:{digest}:{planned:.3f}"
-        if bound:  # the same on every worker: signed for the firing's own id
-            record.payload = encode_for(self.codec, _payload_of(task), record.name, record.id)
-        record.run_at = planned
-        record.status = "pending"
-        task._engine = self.engine
-        task._frozen = True
-        self._push_soon(task, record, self._push_fired(schedule, task, record))
-
     def _push_soon(self, task: Task[Any], record: Record, push: Coroutine[Any, Any, None]) -> None:
         """Push from the loop in the background; the record counts as on its way meanwhile."""
         task_id = record.id
@@ -373,15 +337,3 @@ class Producer(DurableState):
             self._pushing.discard(task_id)
 
         pushing.add_done_callback(done)
-
-    async def _push_fired(self, schedule: Schedule, task: Task[Any], record: Record) -> None:
-        try:
-            await self._push_record(task, record)
-        except DuplicateTask:
-            schedule.fired_elsewhere += 1
-            return
-        except BackendError as exc:
-            log.warning("queue %s: schedule %s firing lost (%r)", self.name, schedule.name, exc)
-            return
-        schedule.runs += 1
-        schedule.last_task = task

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from .admission import Admission
 from .fetcher import Fetcher
+from .firings import Firings
 from .flush import Flushing
 from .handles import RemoteHandles
 from .outbox import Outbox
@@ -25,13 +26,23 @@ __all__ = ["DurableSource"]
 
 
 class DurableSource(
-    Producer, Fetcher, Admission, Starts, Outbox, Flushing, Maintenance, RemoteHandles, Stopping
+    Producer,
+    Firings,
+    Fetcher,
+    Admission,
+    Starts,
+    Outbox,
+    Flushing,
+    Maintenance,
+    RemoteHandles,
+    Stopping,
 ):
     """The task source of an ``Engine`` whose tasks live in a ``Backend`` (see the module doc).
 
     The engine runs the attempts; this source feeds it claimed tasks and writes their outcomes.
-    Its parts: ``Producer``, ``Fetcher``, ``Admission``, ``Starts``, ``Outbox``, ``Flushing``,
-    ``Maintenance``, ``RemoteHandles`` and ``Stopping``, over one ``DurableState``.
+    Its parts: ``Producer``, ``Firings``, ``Fetcher``, ``Admission``, ``Starts``, ``Outbox``,
+    ``Flushing``, ``Maintenance``, ``RemoteHandles`` and ``Stopping``, over one
+    ``DurableState``.
     """
 
     durable = True

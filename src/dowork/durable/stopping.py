@@ -76,6 +76,7 @@ class Stopping(DurableState):
         writes what is left.
         """
         self.engine.accepting = False
+        self._end_refiring()
         if self.engine.closed:
             return True
         self._stopping = asyncio.current_task()
@@ -136,6 +137,7 @@ class Stopping(DurableState):
         """
         self._aborting = True
         self.engine.accepting = False
+        self._end_refiring()
         self.engine.serving = False
         # Launch nothing more, not even prefetched tasks.
         self.engine._launch_from = collections.deque()

@@ -1,0 +1,196 @@
+"""Schedule firings: each due time's task pushed once across every worker process.
+
+A firing the store cannot take for a moment (``BackendUnavailable``: Redis restarting, a
+connect timeout; nothing was sent) is pushed again, after 0.1 s doubling to 5 s, while the
+queue accepts work and until the schedule's following firing is due: then that one
+supersedes it, and it is logged lost, once. Pushing again is safe: a firing's id is derived
+from its schedule and due time, so a store that has it refuses it (``DuplicateTask``), as it
+refuses the same firing pushed by another worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from ..backends._protocol import Record
+from ..codec import encode_for
+from ..errors import BackendError, BackendUnavailable, DuplicateTask
+from ..task import Task
+from .state import DurableState, _payload_of, log
+
+if TYPE_CHECKING:
+    from ..scheduling import Schedule
+
+#: Seconds before a refused firing is pushed again, the first time and at most (doubling).
+_FIRST_PAUSE = 0.1
+_LAST_PAUSE = 5.0
+
+
+@dataclass(slots=True)
+class _Firing:
+    """One firing of a schedule on its way to the store."""
+
+    schedule: Schedule
+    task: Task[Any]
+    record: Record
+    planned: float
+    #: The schedule's following firing is the trigger's first time after this one (as
+    #: ``Schedule._fire`` plans it: after the due time, or after the time it fired if later).
+    since: float
+    #: When the following firing is due (worked out at the first refusal).
+    superseded_at: float | None = None
+
+
+def _when(planned: float) -> str:
+    return datetime.fromtimestamp(planned, UTC).isoformat(timespec="seconds")
+
+
+class Firings(DurableState):
+    """Schedule firings: each due time's task pushed once, and pushed again while refused."""
+
+    #: Done when the queue stops accepting work: it ends the pauses between pushes.
+    _refiring_end: asyncio.Future[None] | None = None
+
+    def fire_schedule(self, schedule: Schedule, planned: float) -> None:
+        """Enqueue one firing of a recurring schedule, once across every worker process.
+
+        The task id is derived from the schedule (name, trigger, arguments) and the planned
+        time, so when several workers fire the same due time only the first push is stored;
+        the others get ``DuplicateTask`` and count it in ``schedule.fired_elsewhere``.
+        """
+        task = schedule._factory()
+        task._not_before = planned
+        try:
+            record = self.prepare(task)
+        except Exception:
+            log.exception("queue %s: schedule %s cannot enqueue its task", self.name, schedule.name)
+            return
+        bound = getattr(self.codec, "binds_task", False)  # signed for the id drawn above
+        plain = self.codec.encode(_payload_of(task)) if bound else record.payload
+        digest = hashlib.sha1(
+            f"{record.name}|{schedule.trigger!r}|".encode() + plain, usedforsecurity=False
+        ).hexdigest()[:20]
+        record.id = task._id = f"schedule:{digest}:{planned:.3f}"
+        if bound:  # the same on every worker: signed for the firing's own id
+            record.payload = encode_for(self.codec, _payload_of(task), record.name, record.id)
+        record.run_at = planned
+        record.status = "pending"
+        task._engine = self.engine
+        task._frozen = True
+        since = max(planned, self.clock.now())
+        firing = _Firing(schedule, task, record, planned, since)
+        self._push_soon(task, record, self._push_fired([firing]))
+
+    async def _push_fired(self, firings: list[_Firing]) -> None:
+        """Push firings until stored, refused for good, or superseded (see the module doc)."""
+        pause = _FIRST_PAUSE
+        tries = 0
+        while firings:
+            tries += 1
+            try:
+                await self._push_firings(firings)
+            except DuplicateTask:
+                for firing in firings:
+                    firing.schedule.fired_elsewhere += 1
+                return
+            except BackendUnavailable as exc:
+                firings = self._still_due(firings, exc)
+                if firings:
+                    if tries == 1:
+                        self._log_refused(firings, exc)
+                    await self._pause_refiring(pause)
+                    pause = min(pause * 2, _LAST_PAUSE)
+                    firings = self._still_due(firings, exc)  # (the clock moved meanwhile)
+            except BackendError as exc:
+                for firing in firings:
+                    self._lost(firing, f"the store refused it ({exc!r})")
+                return
+            else:
+                self._stored(firings, tries)
+                return
+
+    def _stored(self, firings: list[_Firing], tries: int) -> None:
+        """The store took these firings (at push number ``tries``)."""
+        for firing in firings:
+            firing.schedule.runs += 1
+            firing.schedule.last_task = firing.task
+        if tries > 1:
+            log.info(
+                "queue %s: %d schedule firing(s) due at %s stored at try %d",
+                self.name,
+                len(firings),
+                _when(firings[0].planned),
+                tries,
+            )
+
+    async def _push_firings(self, firings: list[_Firing]) -> None:
+        """One push of firings (their handles are this engine's for the push)."""
+        if len(firings) == 1:
+            await self._push_record(firings[0].task, firings[0].record)
+        else:
+            await self._push_batch([f.task for f in firings], [f.record for f in firings])
+
+    def _still_due(self, firings: list[_Firing], refused: BackendError) -> list[_Firing]:
+        """The refused firings to push again; the others are logged lost (once: dropped)."""
+        if not self.engine.accepting:
+            for firing in firings:
+                self._lost(firing, f"the queue stopped while the store refused it ({refused!r})")
+            return []
+        now = self.clock.now()
+        kept = []
+        for firing in firings:
+            schedule = firing.schedule
+            if firing.superseded_at is None:
+                firing.superseded_at = schedule.trigger.next_after(firing.since)
+            if not schedule.active:
+                self._lost(firing, f"its schedule was cancelled while refused ({refused!r})")
+            elif now >= firing.superseded_at:
+                self._lost(
+                    firing,
+                    f"still refused when the next firing was due at "
+                    f"{_when(firing.superseded_at)} ({refused!r})",
+                )
+            else:
+                kept.append(firing)
+        return kept
+
+    def _lost(self, firing: _Firing, why: str) -> None:
+        log.warning(
+            "queue %s: schedule %s firing lost: the one due at %s was not stored: %s",
+            self.name,
+            firing.schedule.name,
+            _when(firing.planned),
+            why,
+        )
+
+    def _log_refused(self, firings: list[_Firing], refused: BackendError) -> None:
+        if len(firings) == 1:
+            what = f"schedule {firings[0].schedule.name}'s firing"
+        else:
+            names = ", ".join(f.schedule.name for f in firings[:3])
+            what = f"{len(firings)} schedule firings ({names} and {len(firings) - 3} more)"
+        log.warning(
+            "queue %s: the store refused %s due at %s (%r); pushing again (after 0.1 s, "
+            "doubling to 5 s) until stored or the next firing is due",
+            self.name,
+            what,
+            _when(firings[0].planned),
+            refused,
+        )
+
+    async def _pause_refiring(self, seconds: float) -> None:
+        """Wait ``seconds`` before pushing again, or until the queue stops accepting work."""
+        end = self._refiring_end
+        if end is None or end.done():
+            end = self._refiring_end = asyncio.get_running_loop().create_future()
+        await asyncio.wait((end,), timeout=seconds)
+
+    def _end_refiring(self) -> None:
+        """The queue stops accepting work: refused firings are pushed again no more."""
+        end = self._refiring_end
+        if end is not None and not end.done():
+            end.set_result(None)

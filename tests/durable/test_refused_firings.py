@@ -1,0 +1,164 @@
+"""A schedule's firing that the store refuses for a moment (Redis restarting) is pushed again.
+
+Each test runs a Redis of its own (appendfsync always, so a restart keeps every key), stops it
+under a worker whose schedule is due, and starts it again: the firing is retried until it is
+stored, and runs once, or is given up (logged lost once) when the schedule's next firing is
+due first, and that one runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from dowork import DurableSettings, FakeClock, Queue
+from dowork.backends import RedisBackend
+from dowork.scheduling import Schedule
+from tests.redis_server import RedisServer
+
+pytestmark = pytest.mark.timeout(120)
+
+START = 1_700_000_000.0
+WAIT = 60.0  # seconds: a generous bound on a busy machine; passing runs take about one
+RETRYING = "refused"
+LOST = "firing lost"
+
+ran: list[str] = []
+
+
+def tick(label: str) -> None:
+    ran.append(label)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of this test alone (appendfsync always), to stop and start again."""
+    server = RedisServer(tmp_path / "redis", persistent=True)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def worker(server: RedisServer) -> Iterator[tuple[Queue, Schedule, FakeClock]]:
+    """A worker on ``server`` on a fake clock, with an every(60) schedule of ``tick``."""
+    ran.clear()
+    clock = FakeClock(START)
+    backend = RedisBackend(server.url, prefix=f"dowork:f{uuid.uuid4().hex[:8]}")
+    queue = Queue(
+        "sched",
+        backend=backend,
+        clock=clock,
+        log=False,
+        durable=DurableSettings(lease=30.0, maintenance=0.5),
+    )
+    queue.task(name="tick")(tick)
+    schedule = queue.every(60, tick, "a")
+    queue.start()
+    try:
+        yield queue, schedule, clock
+    finally:
+        queue.shutdown(timeout=10)
+
+
+def wait_until(predicate: Callable[[], object], what: str, timeout: float = WAIT) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"not reached in {timeout}s: {what}"
+        time.sleep(0.02)
+
+
+def warnings(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno >= logging.WARNING and text in r.getMessage() and "schedule" in r.getMessage()
+    ]
+
+
+def stored(queue: Queue) -> dict[str, str]:
+    """The records of the queue ``sched`` in the store: id -> status."""
+    backend = queue.backend
+    assert backend is not None
+    records = queue._engine.run_on_home(backend.list("sched", limit=100))
+    return {r.id: r.status for r in records}
+
+
+def test_a_firing_refused_while_redis_restarts_is_retried_and_runs_once(
+    server: RedisServer,
+    worker: tuple[Queue, Schedule, FakeClock],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    queue, schedule, clock = worker
+    first = schedule.trigger.next_after(START)
+    caplog.set_level(logging.WARNING, logger="dowork")
+    server.stop()
+    clock.set(first + 1)  # the firing is due while Redis is down
+    wait_until(lambda: warnings(caplog, RETRYING) or warnings(caplog, LOST), "the refusal logged")
+    assert warnings(caplog, LOST) == []  # retried, not given up
+    assert schedule.runs == 0
+    server.start()
+    wait_until(lambda: schedule.runs == 1, "the firing stored once Redis is back")
+    # The worker claims it (its fetcher backed off for at most a few seconds meanwhile).
+    wait_until(lambda: ran == ["a"] and set(stored(queue).values()) == {"succeeded"}, "its run")
+    assert [id_.endswith(f":{first:.3f}") for id_ in stored(queue)] == [True]
+    assert schedule.fired_elsewhere == 0
+    assert warnings(caplog, LOST) == []
+    time.sleep(0.3)  # nothing more comes of it
+    assert ran == ["a"]
+    assert schedule.runs == 1
+
+
+def test_a_firing_still_refused_when_the_next_is_due_is_lost_once_and_the_next_runs(
+    server: RedisServer,
+    worker: tuple[Queue, Schedule, FakeClock],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    queue, schedule, clock = worker
+    first = schedule.trigger.next_after(START)
+    second = schedule.trigger.next_after(first)
+    caplog.set_level(logging.WARNING, logger="dowork")
+    server.stop()
+    clock.set(first + 1)
+    wait_until(lambda: warnings(caplog, RETRYING) or warnings(caplog, LOST), "the refusal logged")
+    assert warnings(caplog, LOST) == []  # retried, not given up
+    clock.set(second + 1)  # the next firing is due, Redis still down: the first is superseded
+    wait_until(lambda: warnings(caplog, LOST), "the first firing logged lost")
+    lost = warnings(caplog, LOST)
+    assert len(lost) == 1
+    assert time.strftime("%H:%M:%S", time.gmtime(first)) in lost[0]  # names its time
+    server.start()
+    wait_until(lambda: schedule.runs == 1, "the second firing stored once Redis is back")
+    wait_until(lambda: ran == ["a"] and set(stored(queue).values()) == {"succeeded"}, "its run")
+    assert [id_.endswith(f":{second:.3f}") for id_ in stored(queue)] == [True]
+    time.sleep(0.3)
+    assert len(warnings(caplog, LOST)) == 1  # logged once, not at every retry
+    assert ran == ["a"]
+
+
+def test_a_worker_stopping_while_a_firing_is_refused_gives_it_up_at_once(
+    server: RedisServer,
+    worker: tuple[Queue, Schedule, FakeClock],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    queue, schedule, clock = worker
+    caplog.set_level(logging.WARNING, logger="dowork")
+    server.stop()
+    clock.set(schedule.trigger.next_after(START) + 1)
+    wait_until(lambda: warnings(caplog, RETRYING), "the refusal logged")
+    time.sleep(3.5)  # the pauses between pushes grew (0.1 s to 1.6 s), one of 3.2 s begins
+    began = time.monotonic()
+    queue.shutdown(timeout=10)
+    took = time.monotonic() - began
+    lost = warnings(caplog, LOST)
+    assert len(lost) == 1
+    assert "the queue stopped" in lost[0]
+    assert took < 1.5, took  # not held up by the pause: it ends with the queue's accepting
+    assert schedule.runs == 0
