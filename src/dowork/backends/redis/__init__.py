@@ -10,7 +10,8 @@ Key schema (``P`` is the prefix, ``dowork`` by default; ``Q`` a queue name)::
     P:task:{id}         hash, one per task: id queue name payload options status attempts
                         run_at created_at updated_at lease_until owner crashes
                         cancel_requested error reason result finished_at expires_at seq
-                        priority slot concurrency_key (a field that is None is absent;
+                        priority slot concurrency_key history (its attempts' lines, a
+                        worker's in a short form: see history.py; a field that is None is absent;
                         absent attempts and priority are 0, absent updated_at is created_at;
                         lease_until and owner mean something only while status is running)
     P:q:Q:waiting       zset of waiting tasks (pending, scheduled, retrying) of priority 0

@@ -17,6 +17,7 @@ from typing import Any
 
 from ...errors import DuplicateTask
 from .._protocol import LEASED, WHILE_UNFINISHED, Record
+from .history import shown_history
 
 __all__ = [
     "PURGE_BATCH",
@@ -115,7 +116,7 @@ def decode_record(flat: Sequence[bytes] | dict[bytes, bytes]) -> Record:
         updated_at=created_at if updated is None else float(updated),
         finished_at=_float(h.get(b"finished_at")),
         progress=_str(h.get(b"progress")),
-        history=_str(h.get(b"history")),
+        history=shown_history(h.get(b"history")),
         priority=int(h.get(b"priority", 0)),
         concurrency_key=_str(h.get(b"concurrency_key")),
         slot=_float(h.get(b"slot")),
@@ -195,7 +196,7 @@ def _leniently(h: dict[bytes, bytes]) -> Record:
         updated_at=number(b"updated_at") or created_at,
         finished_at=number(b"finished_at"),
         progress=text(b"progress"),
-        history=text(b"history"),
+        history=shown_history(h.get(b"history"), "backslashreplace"),  # (lenient)
         priority=number(b"priority", int) or 0,
         concurrency_key=text(b"concurrency_key"),
         slot=number(b"slot"),

@@ -30,6 +30,7 @@ from ..extras import (
 )
 from ..store import Burials, Upkeep, Upkept
 from .claim import Fetcher, id_of
+from .history import history_arg
 from .push import Producer
 from .records import PURGE_BATCH, from_inbox, head_score, num, opt, utf8
 
@@ -122,7 +123,7 @@ class RedisStore(
             repr(float(s.run_at)), b"" if error is None else opt(error),
             b"" if reason is None else opt(reason), b"" if result is None else b"=" + result,
             expires, b"" if payload is None else opt(payload),
-            b"" if attempt is None else b"=" + attempt.encode("utf-8", "surrogatepass"),
+            b"" if attempt is None else history_arg(attempt),
             "1" if s.ran else "",
         ]  # fmt: skip
 

@@ -1,0 +1,49 @@
+"""A record's history as a task hash keeps it: a worker's attempt lines in a short form.
+
+``history_arg`` writes a settlement's attempt line as ``settle.lua`` appends it to the record's
+``history`` field, ``shown_history`` reads the field back as the record shows it.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["history_arg", "shown_history"]
+
+#: A worker's history line of an attempt that did not raise (see ``durable/flush.py``), and the
+#: shorter form the task hash keeps it in: "@n start took outcome". A record's history is its
+#: attempts' lines, each ended by a newline; the JSON line of a worker's attempt is about 90
+#: bytes, over Redis's hash-max-listpack-value (64), and one such value turns the task hash
+#: from a listpack into a hashtable (about 16k instructions, and slower ever after); the
+#: short form (at most about 55 bytes) keeps it a listpack. Other lines (an attempt that
+#: raised; every line stored before) are kept as they are, but for one "@" more in front of a
+#: line that begins with one. Reading gives every line back as it was sent.
+_ATTEMPT = re.compile(
+    r'\{"n":([0-9]+),"start":([-+.0-9eE]+),"took":([-+.0-9eE]+),"outcome":"([a-z]+)"\}'
+)
+_SHORT = re.compile(rb"^@(?:(@.*)|([0-9]+) ([-+.0-9eE]+) ([-+.0-9eE]+) ([a-z]+))$", re.M)
+
+
+def history_arg(attempt: str) -> bytes:
+    """The ``settle.lua`` argument of an attempt's history line: ``=``, then the line to keep."""
+    m = _ATTEMPT.fullmatch(attempt)
+    if m is not None:
+        n, start, took, outcome = m.groups()
+        return f"=@{n} {start} {took} {outcome}".encode()
+    line = attempt.encode("utf-8", "surrogatepass")
+    return b"=@" + line if line.startswith(b"@") else b"=" + line
+
+
+def _long(m: re.Match[bytes]) -> bytes:
+    if m[1] is not None:
+        return m[1]
+    return b'{"n":%s,"start":%s,"took":%s,"outcome":"%s"}' % m.group(2, 3, 4, 5)
+
+
+def shown_history(value: bytes | None, errors: str = "surrogatepass") -> str | None:
+    """A stored history as the record shows it: its lines as sent (see ``_ATTEMPT``)."""
+    if value is None:
+        return None
+    if b"@" in value:
+        value = _SHORT.sub(_long, value)
+    return value.decode("utf-8", errors)
