@@ -276,3 +276,38 @@ def test_one_batch_forgets_each_record_as_if_alone(
         assert await b.counts("q") == {"reserved": 2, "succeeded": 1}
 
     run(backend_factory, body)
+
+
+def test_a_run_of_outcomes_stores_their_values_as_given(
+    backend_factory: Callable[[], Backend],
+) -> None:
+    """Empty and zero-like values stay what they are, None stays None, history grows.
+
+    SQLite binds None and bytes in a run of finished outcomes as stand-ins (0, a bytearray)
+    that its statement turns back: none of them may come back changed.
+    """
+
+    async def body(b: Backend) -> None:
+        again, empty, zero, bare = rec(), rec(), rec(), rec()
+        await b.push([again, empty, zero, bare])
+        assert len(await b.claim(ClaimRequest("q", NOW, 4, LEASE, "w"))) == 4
+        retry = Settlement(again.id, 1, Outcome.RETRY, NOW, run_at=NOW, attempt='{"n":1}')
+        assert await b.settle([retry]) == []
+        assert len(await b.claim(ClaimRequest("q", NOW + 1, 4, LEASE, "w"))) == 1
+        batch = [
+            Settlement(again.id, 2, Outcome.SUCCEEDED, NOW, result=b"2", attempt='{"n":2}'),
+            Settlement(empty.id, 1, Outcome.SUCCEEDED, NOW, result=b"", error="", reason=""),
+            Settlement(zero.id, 1, Outcome.FAILED, NOW, result=b"0", error="0", reason="0"),
+            Settlement(bare.id, 1, Outcome.CANCELLED, NOW, attempt="0"),
+        ]
+        assert await b.settle(batch) == []
+        got = {r.id: r for r in await b.get([again.id, empty.id, zero.id, bare.id])}
+        fields = {i: (r.result, r.error, r.reason, r.history) for i, r in got.items()}
+        assert fields == {
+            again.id: (b"2", None, None, '{"n":1}\n{"n":2}\n'),
+            empty.id: (b"", "", "", None),
+            zero.id: (b"0", "0", "0", None),
+            bare.id: (None, None, None, "0\n"),
+        }
+
+    run(backend_factory, body)

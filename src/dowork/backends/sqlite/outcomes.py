@@ -93,15 +93,20 @@ def _settle_checked(conn: sqlite3.Connection, s: Settlement, keep: Keep, found: 
 _RUN_SIZES = (2, 4, 8, 16, 24, 32, 40, 48, 56, 64, 128, 256)
 #: The values of one finished outcome, in ``_FINISH_SQL``'s column order.
 _FINISH_WIDTH = 10
-#: A padding row: its id (NULL) matches no record; ints, since sqlite3 binds them without
-#: looking for an adapter as it does for None.
-_NO_ROW: tuple[object, ...] = (None,) + (0,) * (_FINISH_WIDTH - 1)
+#: A padding row: its id ('') matches no record (the table refuses an empty id); ints, since
+#: sqlite3 binds ints, floats, str and bytearray at once, where a None or a bytes first looks
+#: for an adapter (about 1 us a value: two attribute lookups that format an AttributeError).
+_NO_ROW: tuple[object, ...] = ("",) + (0,) * (_FINISH_WIDTH - 1)
+#: The outcome's result, error, reason and history line are bound as 0 for None (and a result
+#: as a bytearray): ``NULLIF(x, 0)`` gives NULL back, and no blob or text equals 0.
 _FINISH_SQL = (
     "UPDATE dowork_tasks SET"
     " started = started + (CASE WHEN status = 'reserved' THEN s.column3 ELSE 0 END),"
-    " status = s.column4, result = s.column5, error = s.column6, reason = s.column7,"
-    " lease_until = NULL, owner = NULL, updated_at = s.column8, finished_at = s.column8,"
-    " expires_at = s.column9, history = COALESCE(history || s.column10, s.column10, history)"
+    " status = s.column4, result = NULLIF(s.column5, 0), error = NULLIF(s.column6, 0),"
+    " reason = NULLIF(s.column7, 0), lease_until = NULL, owner = NULL, updated_at = s.column8,"
+    " finished_at = s.column8, expires_at = s.column9,"
+    " history = CASE s.column10 WHEN 0 THEN history ELSE COALESCE(history || s.column10,"
+    " s.column10) END"
     " FROM (VALUES {values}) AS s"
     f" WHERE id = s.column1 AND {HELD_SQL} AND attempts = s.column2 RETURNING id"
 )
@@ -152,11 +157,16 @@ def _settle_finished(
         sql = _FORGET_SQL.format(values=",".join(["(?,?)"] * size))
     else:
         for s in run:
-            line = None if s.attempt is None else s.attempt + "\n"
+            error, reason, attempt = s.error, s.reason, s.attempt
+            result: object = s.result
+            if type(result) is bytes:  # (anything else is bound as it is, and may be refused)
+                result = bytearray(result)
             seconds = keep.of(s.outcome, s.keep)
             params += (
-                s.id, s.token, int(s.ran), _FINAL[s.outcome], s.result, s.error, s.reason,
-                s.now, s.now + seconds, line,
+                s.id, s.token, int(s.ran), _FINAL[s.outcome],
+                0 if result is None else result, 0 if error is None else error,
+                0 if reason is None else reason, s.now, s.now + seconds,
+                0 if attempt is None else attempt + "\n",
             )  # fmt: skip
         params += _NO_ROW * (size - len(run))
         sql = _FINISH_SQL.format(
