@@ -99,8 +99,13 @@ def test_abort_records_a_returned_function_and_starts_nothing_more(url: str) -> 
     assert lane is not None
     _wait(lambda: lane._results, "the returned function's outcome handed to the loop")
     go_on.set()
+    began = time.monotonic()
     aborting.join(20)
     assert not aborting.is_alive()
+    # The abort cancels the fetcher in the same turn of the loop as its claim's write ends,
+    # which Python 3.11's wait_for swallowed (redis-py writes in one): the fetcher went on to
+    # block in its pop for 5 s, and the abort waited for it.
+    assert time.monotonic() - began < 2.0
     producer = dowork.Queue("stop", backend=url, log=False)
     try:
         assert producer.status(first.id) is dowork.TaskStatus.SUCCEEDED  # its outcome is kept
@@ -116,3 +121,55 @@ def test_abort_records_a_returned_function_and_starts_nothing_more(url: str) -> 
         expected = dowork.TaskStatus.SUCCEEDED if n in ran else dowork.TaskStatus.RETRYING
         assert now is expected, (n, ran, status)
     assert len(ran) < len(behind), ran  # the prefetched ones did not start after the abort
+
+
+def test_abort_ends_a_fetcher_that_swallowed_its_cancel(url: str) -> None:
+    """A fetcher that lost one cancellation (as 3.11's wait_for may swallow it) and went on to
+    block, as a Redis pop does for its block time (5 s), is cancelled again: abort() returns
+    at once, and the task claimed meanwhile is handed back."""
+    queue = dowork.Queue("lost", backend=url, durable=DurableSettings(lease=30.0), log=False)
+    release = threading.Event()
+
+    @queue.task(name="gate")
+    def gate() -> None:
+        release.wait(20)
+
+    task = gate.submit()
+    queue.start()
+    engine = queue._engine
+    source = engine.source
+    assert isinstance(source, DurableSource)
+    try:
+        _wait(lambda: engine._running, "the task running")
+        swallowed = threading.Event()
+
+        async def deaf_fetcher() -> None:
+            try:
+                await asyncio.sleep(30)
+            except asyncio.CancelledError:
+                swallowed.set()  # lost on its way, as in wait_for
+            await asyncio.sleep(5)  # the blocking pop
+
+        deaf: list[asyncio.Task[None]] = []
+
+        def swap() -> None:
+            assert source._fetcher is not None
+            source._fetcher.cancel()
+            deaf.append(asyncio.get_running_loop().create_task(deaf_fetcher()))
+            source._fetcher = deaf[0]
+
+        assert engine.loop is not None
+        engine.loop.call_soon_threadsafe(swap)
+        _wait(lambda: deaf, "the fetcher swapped")
+        began = time.monotonic()
+        queue.abort()
+        took = time.monotonic() - began
+    finally:
+        release.set()
+    assert swallowed.is_set()
+    assert took < 1.0, took
+    producer = dowork.Queue("lost", backend=url, log=False)
+    try:
+        assert producer.status(task.id) is dowork.TaskStatus.RETRYING  # handed back at once
+    finally:
+        producer.shutdown(timeout=1)

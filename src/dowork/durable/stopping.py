@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 
 from .state import _ABORT_WRITES, DurableState, log
 
+_CANCEL_AGAIN = 0.1  #: seconds a cancelled fetcher may take to end before it is cancelled again
+
 
 class Stopping(DurableState):
     """Driving and stopping: dispatch by hand, warm shutdown, stop at once."""
@@ -50,10 +52,27 @@ class Stopping(DurableState):
     async def wait_stopped(self) -> None:
         """Wait until stopped and the running attempts ended, then write their outcomes."""
         await self.engine.core_wait_stopped()
-        if self._fetcher is not None and not self._fetcher.done():
-            self._fetcher.cancel()
-            await asyncio.gather(self._fetcher, return_exceptions=True)
+        await self._end_fetcher()
         await self._drain_outbox()
+
+    async def _end_fetcher(self) -> None:
+        """Cancel the claim loop and wait until it ended.
+
+        A cancellation can be lost: Python 3.11's ``asyncio.wait_for`` (redis-py's
+        ``send_packed_command`` runs each write in one) returns the result of a step that ended
+        in the same turn of the loop as the cancel, swallowing it, and the fetcher went on into
+        its blocking pop for the whole block time (``abort()`` took 5.1 s). So it is cancelled
+        again until it ends: the next cancel cuts the read, which closes the connection (an
+        entry the pop moved meanwhile is leased by the next drain and requeued by the reaper:
+        see P:q:Q:taken in dowork.backends.redis).
+        """
+        fetcher = self._fetcher
+        if fetcher is None:
+            return
+        while not fetcher.done():
+            fetcher.cancel()
+            await asyncio.wait((fetcher,), timeout=_CANCEL_AGAIN)
+        await asyncio.gather(fetcher, return_exceptions=True)  # (its outcome retrieved)
 
     async def _drain_outbox(self) -> None:
         progressing = self._progressing
@@ -99,9 +118,7 @@ class Stopping(DurableState):
             self._freed()
             if self._due_timer is not None:
                 self._due_timer.cancel()
-            if self._fetcher is not None:
-                self._fetcher.cancel()
-                await asyncio.gather(self._fetcher, return_exceptions=True)
+            await self._end_fetcher()
             try:
                 async with asyncio.timeout(timeout):
                     while self.engine._active or self.engine._afters:
@@ -154,9 +171,7 @@ class Stopping(DurableState):
             stopping.cancel("dowork: stopped at once")  # it waits for us, then returns False
         if self.engine.closed:  # the warm shutdown had finished everything
             return
-        if self._fetcher is not None:
-            self._fetcher.cancel()
-            await asyncio.gather(self._fetcher, return_exceptions=True)
+        await self._end_fetcher()
         lane = self.engine._threads
         if lane is not None:
             lane._drain()  # functions that returned but whose outcome was not taken in yet
