@@ -100,7 +100,7 @@ class Fetcher(DurableState):
         prefetch = self._prefetch()
         room = prefetch + self.engine.concurrency - held
         fits = held < self.engine.concurrency or room * 2 >= prefetch
-        if room > 0 and fits and not self._suspects:
+        if room > 0 and fits and not (self._suspects or self._unsettled):
             ask = min(room, settings.batch)
             claimed = await self.backend.claim(self._claim_request(now, ask))
             await self._admit(claimed)

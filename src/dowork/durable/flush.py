@@ -25,6 +25,20 @@ if TYPE_CHECKING:
 from .state import _FINISHED, DurableState, encode_progress, log
 
 
+def one_lease_each(outbox: list[Settlement]) -> tuple[list[Settlement], list[Settlement]]:
+    """Split ``outbox`` into a batch holding one lease per task, and the rest.
+
+    A store answers a batch with the ids it refused, so a batch must not hold two leases of
+    one task (an outcome held back past its lease and the outcome of the task's next claim
+    here): it could not be told which of them was refused.
+    """
+    seen: dict[str, int] = {}
+    for at, settlement in enumerate(outbox):
+        if seen.setdefault(settlement.id, settlement.token) != settlement.token:
+            return outbox[:at], outbox[at:]
+    return outbox, []
+
+
 def outcomes_refused(batch: list[Settlement], refused: list[str]) -> list[str]:
     """The ids of the outcomes among ``refused``, a store's answer to ``batch``.
 
@@ -118,11 +132,12 @@ class Flushing(DurableState):
     async def _flush_outbox(self) -> None:
         failures = 0
         while self._outbox:
-            batch, self._outbox = self._outbox, []
+            batch, self._outbox = one_lease_each(self._outbox)
             try:
                 refused = await self.backend.settle(batch, buried=self._burials)
             except BackendError as exc:
                 self._outbox[:0] = batch  # keep them; the lease protects the tasks meanwhile
+                self._unsettled = True  # (see DurableState._unsettled)
                 failures += 1
                 delay = min(10.0, 0.05 * 2 ** min(failures, 8))
                 log.warning(
@@ -131,10 +146,13 @@ class Flushing(DurableState):
                 await asyncio.sleep(delay)
                 continue
             except Exception as exc:  # not the store: an outcome it cannot take
-                refused = await self._settle_apart(batch, exc)
+                refused = outcomes_refused(batch, await self._settle_apart(batch, exc))
             else:
+                refused = outcomes_refused(batch, refused)
                 self._written(batch, refused)
-            refused = outcomes_refused(batch, refused)
+            if self._unsettled:
+                self._unsettled = False
+                self._freed()  # the fetcher may claim again
             if refused:
                 self.refused += len(refused)
                 log.warning(
@@ -159,7 +177,7 @@ class Flushing(DurableState):
         refused: list[str] = []
         for settlement in batch:
             try:
-                refused += await self.backend.settle([settlement], buried=self._burials)
+                answer = await self.backend.settle([settlement], buried=self._burials)
             except BackendError:
                 self._outbox.append(settlement)  # the store: written with the next batch
                 continue
@@ -167,7 +185,8 @@ class Flushing(DurableState):
                 log.error("queue %s: cannot settle task %s (%r)", self.name, settlement.id, alone)
                 self._written([settlement], [settlement.id])  # it runs again: wait for that
                 continue
-            self._written([settlement], refused)
+            refused += answer
+            self._written([settlement], outcomes_refused([settlement], answer))
         return refused
 
     def _due_later(self, settled: list[Settlement], refused: list[str]) -> None:

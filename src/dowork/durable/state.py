@@ -179,6 +179,11 @@ class DurableState:
     #: begins would be cleared unseen, so a finished task sets it only then.
     _slot_waiting = False
 
+    #: Whether the last write of outcomes failed (the store out of reach) and some wait to be
+    #: written: the fetcher claims nothing meanwhile, so that a late outcome of this worker's
+    #: reaches the store before this worker could claim the same task again and run it twice.
+    _unsettled = False
+
     #: The warm shutdown in progress (``shutdown()``'s asyncio task), which ``abort()`` ends.
     _stopping: asyncio.Task[Any] | None = None
 

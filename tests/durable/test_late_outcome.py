@@ -1,0 +1,114 @@
+"""A worker cut off from its store past a lease settles its late outcome before claiming again.
+
+Had it claimed first, it would take its own task over (the store leased it anew) and run it
+a second time, its first outcome refused; and the refused first run and the second, both
+outcomes of one task in one batch, could not be told apart in the store's answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from dowork import DurableSettings, Queue, TaskStatus
+from dowork.backends import ClaimRequest, Record, Settlement, SQLiteBackend
+from dowork.backends._protocol import Outcome
+from dowork.backends.store import Burials
+from dowork.durable import DurableSource
+from dowork.durable.flush import one_lease_each
+from dowork.errors import BackendUnavailable
+from tests.durable.test_outcome_written import WAIT, stored, wait_for
+from tests.upkeep import reap
+
+
+class CutOff(SQLiteBackend):
+    """A real SQLite store whose settlements fail while ``cut`` is set, and heartbeats while
+    ``beats_cut`` is; it counts the claims asked."""
+
+    cut = False
+    beats_cut = False
+    claims = 0
+
+    async def settle(
+        self, settlements: Sequence[Settlement], *, buried: Burials | None = None
+    ) -> list[str]:
+        if self.cut:
+            raise BackendUnavailable("cut off (test)")
+        return await super().settle(settlements, buried=buried)
+
+    async def heartbeat(self, leases: Any, now: float, lease: float) -> tuple[list[str], list[str]]:
+        if self.beats_cut:
+            raise BackendUnavailable("cut off (test)")
+        return await super().heartbeat(leases, now, lease)
+
+    async def claim(self, request: ClaimRequest) -> list[Record]:
+        self.claims += 1
+        return await super().claim(request)
+
+
+def test_a_late_outcome_is_written_before_the_worker_claims_again(tmp_path: Path) -> None:
+    store = CutOff(tmp_path / "tasks.db", poll_interval=0.01)
+    settings = DurableSettings(lease=0.5, maintenance=0.05, prefetch=0)
+    queue = Queue("jobs", backend=store, log=False, concurrency=1, durable=settings)
+    reader = Queue("jobs", backend=SQLiteBackend(tmp_path / "tasks.db"), log=False)
+    admin = SQLiteBackend(tmp_path / "tasks.db")
+    gate = threading.Event()
+    runs: list[int] = []
+
+    @queue.task(name="work")
+    def work() -> str:
+        runs.append(1)
+        gate.wait(WAIT)
+        return "first"
+
+    try:
+        task = work.submit()
+        queue.start()
+        wait_for(lambda: stored(reader, task.id) is TaskStatus.RUNNING)
+        store.cut = store.beats_cut = True  # the lease lapses; another worker reaps it
+        wait_for(lambda: asyncio.run(reap(admin, "jobs", _now(), 3)) == (1, 0))
+        assert stored(reader, task.id) is TaskStatus.RETRYING
+        gate.set()  # the run ends; its outcome cannot be written yet
+        source = queue._engine.source
+        assert isinstance(source, DurableSource)
+        wait_for(lambda: source._unsettled)
+        claims = store.claims
+        store.beats_cut = False  # the worker reaches its store again, but for its outcomes
+        wait_for(lambda: store.claims > claims or source._slot_waiting)
+        assert store.claims == claims  # it did not claim its own task over its outcome
+        store.cut = False
+        assert task.result(WAIT) == "first"
+        wait_for(lambda: stored(reader, task.id) is TaskStatus.SUCCEEDED)
+        assert runs == [1]  # the late outcome stood
+        (record,) = asyncio.run(admin.get([task.id]))
+        assert (record.crashes, record.lost, record.started) == (0, 1, 1)
+        assert source.refused == 0
+    finally:
+        store.cut = store.beats_cut = False
+        gate.set()
+        queue.shutdown(timeout=5)
+        reader.shutdown(timeout=5)
+        asyncio.run(admin.close())
+
+
+def _now() -> float:
+    return time.time()
+
+
+def _settlement(task_id: str, token: int, outcome: Outcome = Outcome.SUCCEEDED) -> Settlement:
+    return Settlement(task_id, token, outcome, 1.0)
+
+
+def test_a_batch_holds_one_lease_per_task() -> None:
+    """Two leases of one task go in separate batches; the order is kept."""
+    a1, b1 = _settlement("a", 1, Outcome.STARTED), _settlement("b", 1)
+    a1_done, a2 = _settlement("a", 1), _settlement("a", 2)
+    outbox = [a1, b1, a1_done, a2, _settlement("c", 1)]
+    batch, rest = one_lease_each(outbox)
+    assert (batch, rest) == ([a1, b1, a1_done], [a2, outbox[4]])
+    assert one_lease_each(rest) == (rest, [])
+    assert one_lease_each([]) == ([], [])
