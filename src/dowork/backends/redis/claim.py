@@ -22,11 +22,58 @@ from ...errors import BackendError
 from .._protocol import Outcome, Record
 from ..store import ClaimRequest
 from .client import Connection, Link
-from .records import from_inbox, num, rate_args, split_claimed, utf8
+from .records import decode_record, from_inbox, num, rate_args, utf8
 
-__all__ = ["Fetcher", "id_of"]
+__all__ = ["Fetcher", "id_of", "split_claimed"]
 
 log = logging.getLogger("dowork")
+#: A claimed record Python cannot read, to be dead-lettered: raw id, lease token, why.
+Unfit = tuple[bytes, int, str]
+
+
+def split_claimed(rows: Sequence[Any], queue: str, owner: str) -> tuple[list[Record], list[Unfit]]:
+    """The records of a ``claim.lua`` answer, and those Python cannot read (for ``bury``).
+
+    The answer holds now and lease_until used, the records the script dead-lettered, then the
+    claimed records: a record as pushed as {id, name, payload, run_at, created_at[, options]},
+    any other as its hash (HGETALL). One ``decode_record`` cannot read (text that is not
+    UTF-8: the checks Lua leaves to Python) goes to the second list. The payload and options
+    are the worker's to check (it dead-letters what it cannot decode), as on every backend.
+    """
+    now, lease_until = float(rows[0]), float(rows[1])
+    claimed = []
+    unfit: list[Unfit] = []
+    for row in rows[3:]:
+        try:
+            if len(row) < 8:  # (a record as pushed: the common case)
+                created_at = float(row[4])
+                record = Record(
+                    id=row[0].decode("utf-8", "surrogatepass"),
+                    queue=queue,
+                    name=row[1].decode("utf-8", "surrogatepass"),
+                    payload=row[2],
+                    run_at=float(row[3]),
+                    created_at=created_at,
+                    options=row[5].decode("utf-8", "surrogatepass") if len(row) > 5 else None,
+                )
+            else:
+                record = decode_record(dict(zip(row[::2], row[1::2], strict=True)))
+        except (KeyError, ValueError) as exc:  # (UnicodeDecodeError is a ValueError)
+            why = f"{type(exc).__name__}: {exc}"[:200]
+            if len(row) < 8:
+                unfit.append((bytes(row[0]), 1, why))
+                continue
+            h = dict(zip(row[::2], row[1::2], strict=True))
+            unfit.append((bytes(h[b"id"]), int(h.get(b"attempts", b"0")) + 1, why))
+            continue
+        record.status = "reserved"
+        record.attempts += 1
+        record.lease_until = lease_until
+        record.owner = owner
+        record.updated_at = now
+        record.slot = None
+        claimed.append(record)
+    return claimed, unfit
 
 
 def id_of(raw: bytes) -> str:
@@ -148,7 +195,7 @@ class Fetcher(Connection):
 
         The records the claim script buried, and those buried here, go to ``c.buried``.
         """
-        claimed, unfit = split_claimed(rows, c.owner)
+        claimed, unfit = split_claimed(rows, c.queue, c.owner)
         buried = rows[2]
         for task_id, why in zip(buried[::2], buried[1::2], strict=True):
             shown, reason = (bytes(b).decode("utf-8", "backslashreplace") for b in (task_id, why))

@@ -1,7 +1,7 @@
 """Task records as the scripts store them, and the arguments the scripts take.
 
 Both directions of the wire format in one place: ``decode_record`` and ``show_record`` read a
-task hash (strictly, or leniently for display), ``split_claimed`` reads a claim's answer;
+task hash (strictly, or leniently for display; ``claim.split_claimed`` reads a claim's answer);
 ``push_args``, ``keyed_args`` and ``rate_args`` build the arguments of ``push.lua``,
 ``push_keyed.lua`` and ``claim.lua``, and ``inbox_entry``/``from_inbox`` write and read an
 entry of a queue's inbox (see ``inbox.lua``). Times travel as exact ``repr`` decimals
@@ -21,7 +21,6 @@ from .history import shown_history
 
 __all__ = [
     "PURGE_BATCH",
-    "Unfit",
     "check_push",
     "decode_record",
     "from_inbox",
@@ -33,7 +32,6 @@ __all__ = [
     "push_args",
     "rate_args",
     "show_record",
-    "split_claimed",
     "utf8",
 ]
 
@@ -227,38 +225,6 @@ def keyed_args(records: Sequence[Record]) -> list[str | bytes | int]:
 
 #: A time as the scripts take one (see ``decimal`` in ``checks.lua``): what ``repr`` writes.
 _DECIMAL = re.compile(rb"-?[0-9]+\.?[0-9]*(?:[eE][-+]?[0-9]+)?")
-#: A claimed record Python cannot read, to be dead-lettered: raw id, lease token, why.
-Unfit = tuple[bytes, int, str]
-
-
-def split_claimed(rows: Sequence[Any], owner: str) -> tuple[list[Record], list[Unfit]]:
-    """The records of a ``claim.lua`` answer, and those Python cannot read (for ``bury``).
-
-    The answer holds now and lease_until used, the records the script dead-lettered, then the
-    claimed hashes; a hash ``decode_record`` cannot read (text that is not UTF-8: the checks Lua
-    leaves to Python) goes to the second list. The payload and options are the worker's to
-    check (it dead-letters what it cannot decode), as on every backend.
-    """
-    now, lease_until = float(rows[0]), float(rows[1])
-    claimed = []
-    unfit: list[Unfit] = []
-    for row in rows[3:]:
-        try:  # (a hash as pushed, the common case, skips decode_record's frame)
-            h = dict(zip(row[::2], row[1::2], strict=True))
-            record = _as_pushed(h) if h.keys() in (_PUSHED, _PUSHED_OPTIONS) else decode_record(h)
-        except (KeyError, ValueError) as exc:  # (UnicodeDecodeError is a ValueError)
-            h = dict(zip(row[::2], row[1::2], strict=True))
-            why = f"{type(exc).__name__}: {exc}"[:200]
-            unfit.append((bytes(h[b"id"]), int(h.get(b"attempts", b"0")) + 1, why))
-            continue
-        record.status = "reserved"
-        record.attempts += 1
-        record.lease_until = lease_until
-        record.owner = owner
-        record.updated_at = now
-        record.slot = None
-        claimed.append(record)
-    return claimed, unfit
 
 
 def head_score(head: Sequence[Any]) -> float:

@@ -10,7 +10,9 @@
 -- the claimed records as HGETALL lists, in claim order, read before the claim: the caller
 -- applies it (status reserved, attempts + 1, lease_until, owner, updated_at, no slot). A
 -- record written before dowork counted starts (no started field) gets started = attempts:
--- every claim of it counted as one (OLD).
+-- every claim of it counted as one (OLD). A record as pushed (the fields push.lua writes and
+-- nothing else, all fine) goes as {id, name, payload, run_at, created_at[, options]} instead:
+-- a third of the strings to return (each costs ~1k instructions to turn into a reply).
 -- An idle worker's wake-up: self-contained, like push.lua.
 
 local P, queue, now, lease, owner = ARGV[1], ARGV[2], ARGV[3], ARGV[5], ARGV[6]
@@ -23,25 +25,28 @@ local WAITS = {pending = true, scheduled = true, retrying = true}
 -- The claim reads every record it hands out in one pass (read): the fields it uses, and
 -- unreadable's checks made the cheap way, so that a healthy record costs a few us less; only
 -- a record they do not pass is read again by unreadable, which says why (or finds it fine).
--- KIND: 1 status, 2 a time that must be there, 3 another time, 4 slot, 5-8 counts (attempts,
+-- KIND: 1 status, 0 and 2 the times that must be there (run_at, created_at), 3 another time, 4 slot, 5-8 counts (attempts,
 -- crashes, started, lost), 9 seq, 10 priority, 11 charged, 12 malformed, then the other
 -- fields that must be there: 13 id, 14 queue, 15 name, 16 payload.
-local KIND = {status = 1, run_at = 2, created_at = 2, updated_at = 3, finished_at = 3,
+local KIND = {status = 1, run_at = 0, created_at = 2, updated_at = 3, finished_at = 3,
     slot = 4, attempts = 5, crashes = 6, started = 7, lost = 8, seq = 9, priority = 10,
-    charged = 11, malformed = 12, id = 13, queue = 14, name = 15, payload = 16}
+    charged = 11, malformed = 12, id = 13, queue = 14, name = 15, payload = 16, options = 17}
 local find = string.find
 local known = nil  -- the last time that passed: a record's run_at is often its created_at
 -- The record (HGETALL list h) of a due member: its status, attempts, crashes, started, slot
 -- (true if set) and name, and why it should be dead-lettered if it should: a waiting record
--- (or one of no known status) that cannot be read (see unreadable). Others are stale.
+-- (or one of no known status) that cannot be read (see unreadable). Others are stale. Last,
+-- the row the claim returns for it (see the top).
 local function read(h, id)
-    local status, attempts, crashes, started, slot, name
+    local status, attempts, crashes, started, slot, name, options, payload, run_at, at
     local fine, got = true, 0
     for j = 1, #h, 2 do
         local k = KIND[h[j]]
         if k then
             local s = h[j + 1]
-            if k >= 13 then
+            if k == 17 then
+                options = s
+            elseif k >= 13 then
                 got = got + 1
                 if k == 13 then
                     if s ~= id then fine = false end
@@ -49,13 +54,20 @@ local function read(h, id)
                     if s ~= queue then fine = false end
                 elseif k == 15 then
                     name = s
+                else
+                    payload = s
                 end
             elseif k == 1 then
                 status = s
                 got = got + 1
                 if not STATUSES[s] then fine = false end
             elseif k <= 4 then  -- (a plain decimal passes decimal: no strtod needed)
-                if k == 2 then got = got + 1 elseif k == 4 then slot = true end
+                if k <= 2 then
+                    got = got + 1
+                    if k == 0 then run_at = s else at = s end
+                elseif k == 4 then
+                    slot = true
+                end
                 if s ~= known then
                     if #s <= 40 and find(s, '^%d+%.?%d*$') then known = s else fine = false end
                 end
@@ -79,7 +91,11 @@ local function read(h, id)
     if (not fine or got < #NEEDED) and status and (WAITS[status] or not STATUSES[status]) then
         why = unreadable(h, id, queue)
     end
-    return status, attempts, crashes, started, slot, name, why
+    local row = h
+    if fine and got == 8 and (#h == 16 or #h == 18 and options) then  -- (as pushed)
+        row = {id, name, payload, run_at, at, options}
+    end
+    return status, attempts, crashes, started, slot, name, why, row
 end
 -- Dead-letter such a record (listing member m) as malformed, kept ARGV[13] seconds; listed
 -- in BURIED (id, why) for the caller to log.
@@ -167,18 +183,17 @@ local function lease_fresh()
     for j = 1, m do
         local f = fresh[order[j]]
         local id, at, s = f[1], f[3], f[7]
-        local h = {'id', id, 'queue', queue, 'name', f[2], 'payload', f[5], 'run_at', at,
-            'created_at', at, 'status', 'pending', 'seq', s}
+        local h = {id, f[2], f[5], at, at}  -- (a record as pushed: see the top)
         if f[4] == '' then
             redis.call('HSET', taskp .. id, 'id', id, 'queue', queue, 'name', f[2],
                 'payload', f[5], 'run_at', at, 'created_at', at, 'status', 'reserved',
                 'seq', s, 'attempts', '1', 'lease_until', lease, 'owner', owner,
                 'updated_at', now, 'started', '0')
         else
-            h[17], h[18] = 'options', string.sub(f[4], 2)
+            h[6] = string.sub(f[4], 2)
             redis.call('HSET', taskp .. id, 'id', id, 'queue', queue, 'name', f[2],
                 'payload', f[5], 'run_at', at, 'created_at', at, 'status', 'reserved',
-                'seq', s, 'options', h[18], 'attempts', '1', 'lease_until', lease,
+                'seq', s, 'options', h[6], 'attempts', '1', 'lease_until', lease,
                 'owner', owner, 'updated_at', now, 'started', '0')
         end
         leased[2 * j + 1], leased[2 * j + 2] = lease, id
@@ -221,7 +236,7 @@ then
         local id = string.sub(m, 18)
         local key = taskp .. id
         local h = redis.call('HGETALL', key)
-        local status, attempts, crashes, started, reserved, _, why = read(h, id)
+        local status, attempts, crashes, started, reserved, _, why, row = read(h, id)
         -- A repeat crasher is claimed alone (see Backend.claim).
         local crasher = not why and alone and (crashes and tonumber(crashes) or 0) >= alone
         if crasher and n > 0 then break end
@@ -244,7 +259,7 @@ then
             if not l then l = {}; left[status] = l end
             l[#l + 1] = m
             n = n + 1
-            out[n + 3] = h
+            out[n + 3] = row
             if crasher then break end
             served = true
         end
@@ -479,7 +494,7 @@ while n < limit and looked < look do
         local id = string.sub(m, 18)
         local tk = P .. 'task:' .. id
         local h = redis.call('HGETALL', tk)
-        local status, attempts, crashes, started, reserved, name, why = read(h, id)
+        local status, attempts, crashes, started, reserved, name, why, row = read(h, id)
         if why then
             drop(lv, m)
             bury_due(id, m, h, why)
@@ -516,7 +531,7 @@ while n < limit and looked < look do
                 if not l then l = {}; left[status] = l end
                 l[#l + 1] = m
                 n = n + 1
-                out[#out + 1] = h
+                out[#out + 1] = row
                 lane.took = (lane.took or 0) + 1
                 if crasher then stopped = true; break end
                 counter = counter + 1
