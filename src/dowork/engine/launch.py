@@ -244,7 +244,7 @@ class Launch(HomeLoop):
         task._runner = me
         timer = self._arm_deadline(task, me) if task._within is not None else None
         reset = _current.set(task)
-        start = time.perf_counter()
+        start = time.perf_counter_ns()
         error: BaseException | None = None
         value: Any = None
         try:
@@ -271,7 +271,7 @@ class Launch(HomeLoop):
             task._runner = None
         self._inflight -= 1
         self._async_running -= 1
-        self._settle(task, value, error, time.perf_counter() - start)
+        self._settle(task, value, error, (time.perf_counter_ns() - start) / 1e9)
         self._pump()
 
     def _interrupted(self, task: Task[Any]) -> None:
