@@ -8,6 +8,7 @@ it is taken back, and if nobody was given the task since, its outcome stands.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 from dowork.backends import Backend, ClaimRequest, Outcome, Settlement
@@ -309,5 +310,33 @@ def test_a_run_of_outcomes_stores_their_values_as_given(
             zero.id: (b"0", "0", "0", None),
             bare.id: (None, None, None, "0\n"),
         }
+
+    run(backend_factory, body)
+
+
+def test_a_claimed_record_is_the_stored_one(backend_factory: Callable[[], Backend]) -> None:
+    """Every field of a claimed record is what a lookup reads right after the claim.
+
+    Its second claim, after a retry: error, progress, history, started and a new payload
+    are set.
+    (SQLite builds the claimed record from the claim's row by position.)
+    """
+
+    async def body(b: Backend) -> None:
+        r = rec(options='{"timeout":5}', priority=3, concurrency_key="k")
+        await b.push([r])
+        (first,) = await b.claim(ClaimRequest("q", NOW, 1, LEASE, "w1", per_key=1))
+        await start(b, [first])
+        await b.progress([(r.id, 1, '[0.5, "half", 1]')])
+        retry = Settlement(
+            r.id, 1, Outcome.RETRY, NOW, run_at=NOW + 1, error="E", payload=b"[2]", attempt="{}"
+        )
+        assert await b.settle([retry]) == []
+        (claimed,) = await b.claim(ClaimRequest("q", NOW + 2, 1, LEASE, "w2", per_key=1))
+        (stored,) = await b.get([r.id])
+        assert (claimed.error, claimed.history, claimed.payload) == ("E", "{}\n", b"[2]")
+        assert (claimed.attempts, claimed.started, claimed.owner) == (2, 1, "w2")
+        assert claimed.progress is not None
+        assert dataclasses.replace(claimed, charged=stored.charged) == stored
 
     run(backend_factory, body)

@@ -60,30 +60,39 @@ CLAIMED_COLUMNS = (
 
 
 def claimed(row: tuple[Any, ...], queue: str, now: float, lease_until: float, owner: str) -> Record:
-    """A record as a claim leaves it, from its ``CLAIMED_COLUMNS`` (fewer values to convert)."""
+    """A record as a claim leaves it, from its ``CLAIMED_COLUMNS`` (fewer values to convert).
+
+    Built with positional arguments, in ``Record``'s field order (a claim builds one per
+    record: keywords cost a name lookup each). A row passed the claim's readability test, so
+    the payload and result are bytes already.
+    """
     return Record(
-        id=row[0],
-        queue=queue,
-        name=row[1],
-        payload=bytes(row[2]),
-        run_at=row[3],
-        created_at=row[4],
-        status="reserved",
-        options=row[5],
-        attempts=row[6],
-        lease_until=lease_until,
-        owner=owner,
-        crashes=row[7],
-        cancel_requested=bool(row[8]),
-        error=row[9],
-        reason=row[10],
-        result=None if row[11] is None else bytes(row[11]),
-        updated_at=now,
-        finished_at=row[12],
-        progress=row[13],
-        history=row[14] or None,
-        priority=row[15],
-        concurrency_key=row[16],
-        started=row[17],
-        lost=row[18],
+        row[0],  # id
+        queue,
+        row[1],  # name
+        row[2],  # payload
+        row[3],  # run_at
+        row[4],  # created_at
+        "reserved",  # status
+        row[5],  # options
+        row[6],  # attempts
+        lease_until,
+        owner,
+        row[7],  # crashes
+        bool(row[8]),  # cancel_requested
+        row[9],  # error
+        row[10],  # reason
+        row[11],  # result
+        now,  # updated_at
+        row[12],  # finished_at
+        None,  # keep
+        row[13],  # progress
+        None,  # idempotency_key
+        None,  # idempotency_until
+        row[14] or None,  # history
+        row[15],  # priority
+        row[16],  # concurrency_key
+        None,  # slot (the claim clears it)
+        row[17],  # started
+        row[18],  # lost
     )
