@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from dowork import DurableSettings, Queue, TaskStatus
 from dowork.backends import ClaimRequest, Record, Settlement, SQLiteBackend
 from dowork.backends._protocol import Outcome
@@ -93,6 +95,59 @@ def test_a_late_outcome_is_written_before_the_worker_claims_again(tmp_path: Path
         queue.shutdown(timeout=5)
         reader.shutdown(timeout=5)
         asyncio.run(admin.close())
+
+
+class Flaky(SQLiteBackend):
+    """A real SQLite store whose settle calls fail where ``fails`` says (by call number);
+    the call numbered ``hold_at`` goes through once ``opened`` is set."""
+
+    fails: frozenset[int] = frozenset()
+    calls = 0
+    hold_at = 0
+    opened = threading.Event()
+
+    async def settle(
+        self, settlements: Sequence[Settlement], *, buried: Burials | None = None
+    ) -> list[str]:
+        self.calls += 1
+        if self.calls in self.fails:
+            raise BackendUnavailable("cut off (test)")
+        if self.calls == self.hold_at:
+            await asyncio.to_thread(self.opened.wait, WAIT)
+        return await super().settle(settlements, buried=buried)
+
+
+def test_a_write_that_went_through_resets_the_backoff(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A failure after a successful write waits 0.1 s again, not the last delay doubled."""
+    store = Flaky(tmp_path / "tasks.db", poll_interval=0.01)
+    store.fails, store.hold_at = frozenset({1, 2, 3, 5}), 4
+    queue = Queue("jobs", backend=store, log=False, concurrency=2)
+    gate = threading.Event()
+
+    @queue.task(name="work")
+    def work(n: int) -> int:
+        if n == 2:
+            gate.wait(WAIT)
+        return n
+
+    try:
+        first, second = work.submit(1), work.submit(2)
+        queue.start()  # claims both at once
+        wait_for(lambda: store.calls == 4)  # the 4th write goes through once released:
+        gate.set()  # meanwhile the second task ends, so more waits to be written after it
+        source = queue._engine.source
+        assert isinstance(source, DurableSource)
+        wait_for(lambda: bool(source._outbox))
+        store.opened.set()
+        assert (first.result(WAIT), second.result(WAIT)) == (1, 2)
+    finally:
+        gate.set()
+        store.opened.set()
+        queue.shutdown(timeout=5)
+    delays = [r.getMessage().rsplit(" ", 1)[1] for r in caplog.records if "cannot settle" in r.msg]
+    assert delays == ["0.10s", "0.20s", "0.40s", "0.10s"]
 
 
 def _now() -> float:

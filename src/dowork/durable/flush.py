@@ -150,8 +150,9 @@ class Flushing(DurableState):
             else:
                 refused = outcomes_refused(batch, refused)
                 self._written(batch, refused)
-            if self._unsettled:
+            if self._unsettled:  # written again: a later failure backs off from the start
                 self._unsettled = False
+                failures = 0
                 self._freed()  # the fetcher may claim again
             if refused:
                 self.refused += len(refused)
