@@ -15,6 +15,7 @@ import time
 
 import dowork
 from dowork import DurableSettings
+from tests.faults.harness import RELEASE
 
 BACKEND = os.environ.get("DOWORK_FAULTS_BACKEND", "sqlite:///dowork-faults.sqlite3")
 LEDGER = os.environ.get("DOWORK_FAULTS_LEDGER", ".")
@@ -54,6 +55,22 @@ def work(n: int, seconds: float) -> int:
     """The harness's task: note the start, sleep ``seconds``, note the end."""
     note("started", n)
     time.sleep(seconds)
+    note("done", n)
+    return n
+
+
+@queue.task(name="hold")
+def hold(n: int, seconds: float) -> int:
+    """Row 6's task: as ``work``, but it ends only once the ledger holds a ``release`` file.
+
+    The scenario writes that file after it stopped the worker running the task, so the stop
+    lands mid-task however long the machine took to start the worker that takes it over.
+    """
+    note("started", n)
+    time.sleep(seconds)
+    release = os.path.join(LEDGER, RELEASE)
+    while not os.path.exists(release):
+        time.sleep(0.01)
     note("done", n)
     return n
 

@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[2]
 LEASE = 1.0
 MAINTENANCE = 0.2  # heartbeat and reaper period (the durable engine runs them together)
 APP = "tests.faults.app:queue"
+RELEASE = "release"  #: the ledger's file that lets the app's ``hold`` tasks end
 T = TypeVar("T")
 
 
@@ -333,10 +334,10 @@ def _stub(n: int, seconds: float) -> int:  # producers need only the registered 
     return n
 
 
-def producer(url: str) -> tuple[dowork.Queue, dowork.TaskFunction[..., int]]:
-    """A producer-only queue on ``url`` with the harness's ``work`` task declared."""
+def producer(url: str, name: str = "work") -> tuple[dowork.Queue, dowork.TaskFunction[..., int]]:
+    """A producer-only queue on ``url`` with the app's task ``name`` (``work``) declared."""
     queue = dowork.Queue("faults", backend=url, log=False)
-    return queue, queue.task(name="work")(_stub)
+    return queue, queue.task(name=name)(_stub)
 
 
 def submit(
@@ -344,9 +345,10 @@ def submit(
     ledger: Path,
     seconds: Iterable[tuple[int, float]],
     batch: int = 500,
+    name: str = "work",
 ) -> None:
-    """Submit ``(id, seconds)`` tasks in atomic batches, recording each batch once stored."""
-    queue, work = producer(url)
+    """Submit ``(id, seconds)`` tasks of ``name`` in atomic batches, each recorded once stored."""
+    queue, work = producer(url, name)
     try:
         chunk: list[tuple[int, float]] = []
         for item in seconds:

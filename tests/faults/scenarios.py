@@ -17,6 +17,7 @@ from pathlib import Path
 from tests.faults.harness import (
     LEASE,
     MAINTENANCE,
+    RELEASE,
     ROOT,
     Cluster,
     Figures,
@@ -42,13 +43,18 @@ def sigkill_mid_task(
     lease: float = LEASE,
     maintenance: float = MAINTENANCE,
 ) -> Figures:
-    """Row 1: SIGKILL a worker with tasks running; an idle second worker takes them over."""
-    submit(url, ledger, ((n, seconds) for n in range(tasks)))
+    """Row 1: SIGKILL a worker with tasks running; an idle second worker takes them over.
+
+    The tasks (``hold``) run ``seconds`` and until the kill is made: a busy machine may take
+    longer than ``seconds`` to start the second worker (see ``sigstop_worker``).
+    """
+    submit(url, ledger, ((n, seconds) for n in range(tasks)), name="hold")
     with Cluster(url, ledger, lease=lease, maintenance=maintenance) as cluster:
         victim = cluster.spawn()
         wait_until(lambda: started_by(ledger, victim.pid) >= min(4, tasks), 30, "tasks to start")
         rescuer = cluster.spawn()
         cluster.kill(victim)
+        (ledger / RELEASE).touch()  # the tasks may end now
         wait_all_done(ledger, set(range(tasks)), 30 + 3 * lease)
         exits = cluster.stop_all()
         figures = check(ledger, "1 SIGKILL mid-task", label, cluster.faults)
@@ -284,14 +290,17 @@ def sigstop_worker(
     """Row 6: SIGSTOP a worker mid-task for 3 leases, then SIGCONT it.
 
     Another worker takes the tasks over; the paused one's completions are refused by the
-    fencing token, and it counts the refusals.
+    fencing token, and it counts the refusals. The tasks (``hold``) run ``seconds`` and
+    until the stop is made: a busy machine may take longer than ``seconds`` to start the
+    second worker, and a worker stopped after its tasks ended has nothing to be refused.
     """
-    submit(url, ledger, ((n, seconds) for n in range(tasks)))
+    submit(url, ledger, ((n, seconds) for n in range(tasks)), name="hold")
     with Cluster(url, ledger, lease=lease, maintenance=maintenance, prefetch=0) as cluster:
         victim = cluster.spawn()
         wait_until(lambda: started_by(ledger, victim.pid) >= tasks, 30, "tasks to start")
         rescuer = cluster.spawn()
         cluster.kill(victim, signal.SIGSTOP)
+        (ledger / RELEASE).touch()  # the tasks may end now: the victim's after SIGCONT
         wait_all_done(ledger, set(range(tasks)), 30 + 3 * lease)
         time.sleep(max(0.0, 3 * lease - (time.time() - cluster.faults[-1][1])))
         cluster.kill(victim, signal.SIGCONT)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -53,3 +54,19 @@ def test_worker_paused_past_its_lease_is_fenced_off(store: tuple[str, str], ledg
     assert figures.duplicates <= figures.orphaned  # at most one extra run per stalled task
     assert figures.extra["succeeded"] == 4
     assert figures.extra["unclean_exits"] == 0
+
+
+def test_sigstop_lands_mid_task_however_short_the_tasks(
+    aof_redis: RedisServer, ledger: Path
+) -> None:
+    """Row 6 with tasks of 0 s: they end only once the stop is made, so 4 are refused.
+
+    With tasks that simply ran ``seconds``, a second worker slower to start than that (4.2 s
+    beside CPU burners, load 10) found them done: the worker was stopped idle, and the test
+    waited for refusals that could never come (1 run in 3 failed that way on a busy machine).
+    """
+    url = f"{aof_redis.url}?prefix=f{uuid.uuid4().hex[:8]}"
+    figures = report(sigstop_worker(url, ledger, "Redis AOF always", seconds=0.0))
+    assert figures.orphaned == 4
+    assert figures.extra["refused"] == 4
+    assert figures.lost == 0
