@@ -22,7 +22,7 @@ from dowork.backends._protocol import Outcome
 from dowork.backends.store import Burials
 from dowork.durable import DurableSource
 from dowork.durable.flush import one_lease_each
-from dowork.errors import BackendUnavailable
+from dowork.errors import BackendError, BackendFull, BackendUnavailable
 from tests.durable.test_outcome_written import WAIT, stored, wait_for
 from tests.upkeep import reap
 
@@ -102,6 +102,7 @@ class Flaky(SQLiteBackend):
     the call numbered ``hold_at`` goes through once ``opened`` is set."""
 
     fails: frozenset[int] = frozenset()
+    error: type[BackendError] = BackendUnavailable
     calls = 0
     hold_at = 0
     opened = threading.Event()
@@ -111,7 +112,7 @@ class Flaky(SQLiteBackend):
     ) -> list[str]:
         self.calls += 1
         if self.calls in self.fails:
-            raise BackendUnavailable("cut off (test)")
+            raise self.error("cut off (test)")
         if self.calls == self.hold_at:
             await asyncio.to_thread(self.opened.wait, WAIT)
         return await super().settle(settlements, buried=buried)
@@ -148,6 +149,31 @@ def test_a_write_that_went_through_resets_the_backoff(
         queue.shutdown(timeout=5)
     delays = [r.getMessage().rsplit(" ", 1)[1] for r in caplog.records if "cannot settle" in r.msg]
     assert delays == ["0.10s", "0.20s", "0.40s", "0.10s"]
+
+
+def test_a_full_store_does_not_stop_the_claims(tmp_path: Path) -> None:
+    """A write refused for lack of room does not hold the claims back: they free room."""
+    store = Flaky(tmp_path / "tasks.db", poll_interval=0.01)
+    store.fails, store.hold_at, store.error = frozenset({1}), 2, BackendFull
+    settings = DurableSettings(prefetch=0)
+    queue = Queue("jobs", backend=store, log=False, concurrency=1, durable=settings)
+    runs: list[int] = []
+
+    @queue.task(name="work")
+    def work(n: int) -> int:
+        runs.append(n)
+        return n
+
+    try:
+        first, second = work.submit(1), work.submit(2)
+        queue.start()
+        wait_for(lambda: runs == [1, 2])  # the second claimed while the first's outcome waits
+        assert not first.done  # (its write waits: refused, then held)
+        store.opened.set()
+        assert (first.result(WAIT), second.result(WAIT)) == (1, 2)
+    finally:
+        store.opened.set()
+        queue.shutdown(timeout=5)
 
 
 def _now() -> float:

@@ -13,9 +13,7 @@ from ..backends._protocol import (
     Outcome,
     Settlement,
 )
-from ..errors import (
-    BackendError,
-)
+from ..errors import BackendError, BackendUnavailable
 from ..task import Task
 
 if TYPE_CHECKING:
@@ -137,7 +135,8 @@ class Flushing(DurableState):
                 refused = await self.backend.settle(batch, buried=self._burials)
             except BackendError as exc:
                 self._outbox[:0] = batch  # keep them; the lease protects the tasks meanwhile
-                self._unsettled = True  # (see DurableState._unsettled)
+                if isinstance(exc, BackendUnavailable):  # (a full store: claims free room)
+                    self._unsettled = True  # (see DurableState._unsettled)
                 failures += 1
                 delay = min(10.0, 0.05 * 2 ** min(failures, 8))
                 log.warning(

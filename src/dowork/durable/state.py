@@ -182,6 +182,8 @@ class DurableState:
     #: Whether the last write of outcomes failed (the store out of reach) and some wait to be
     #: written: the fetcher claims nothing meanwhile, so that a late outcome of this worker's
     #: reaches the store before this worker could claim the same task again and run it twice.
+    #: Not for a full store, which the claims drain (a Redis at ``maxmemory`` refuses a batch of
+    #: start marks alone until an outcome joins it).
     _unsettled = False
 
     #: The warm shutdown in progress (``shutdown()``'s asyncio task), which ``abort()`` ends.
