@@ -58,3 +58,36 @@ def test_the_lean_path_writes_what_the_full_path_would(redis_server: RedisServer
     assert asyncio.run(settle(full, [missing])) == [[missing.id], [], counts]
     assert stored(admin, lean) == stored(admin, full)
     admin.close()
+
+
+def test_runs_of_queues_and_statuses_are_counted_as_the_full_path_counts(
+    redis_server: RedisServer,
+) -> None:
+    """The lean path counts a run of one queue and statuses at once: runs that alternate."""
+    admin = redis.Redis.from_url(redis_server.url)
+    tasks = [rec(queue=q) for q in ("a", "b", "a", "a", "b", "b", "a")]
+    outcomes = [Outcome.SUCCEEDED, Outcome.SUCCEEDED, Outcome.FAILED, Outcome.FAILED,
+                Outcome.SUCCEEDED, Outcome.CANCELLED, Outcome.SUCCEEDED]  # fmt: skip
+    lean, full = f"test-{uuid.uuid4().hex[:12]}", f"test-{uuid.uuid4().hex[:12]}"
+
+    async def settle(prefix: str, extra: list[Settlement]) -> list[Any]:
+        b = RedisBackend(redis_server.url, prefix=prefix)
+        await b.push(tasks)
+        for q in ("a", "b"):
+            await b.claim(ClaimRequest(q, NOW, 10, LEASE, "w"))
+        batch = [
+            Settlement(t.id, 1, o, NOW + 1, attempt=ATTEMPT)
+            for t, o in zip(tasks, outcomes, strict=True)
+        ]
+        refused = await b.settle(batch + extra)
+        counts = [await b.counts(q) for q in ("a", "b")]
+        await b.close()
+        return [refused, counts]
+
+    missing = Settlement(uuid.uuid4().hex, 1, Outcome.SUCCEEDED, NOW + 1)
+    refused, counts = asyncio.run(settle(lean, []))
+    assert refused == []
+    assert counts == [{"succeeded": 2, "failed": 2}, {"succeeded": 2, "cancelled": 1}]
+    assert asyncio.run(settle(full, [missing])) == [[missing.id], counts]
+    assert stored(admin, lean) == stored(admin, full)
+    admin.close()

@@ -55,12 +55,16 @@ if lean then
             redis.call(cmd, key, unpack(list, i, math.min(i + 3999, #list)))
         end
     end
+    local lastq, ids = nil, nil  -- (a batch is mostly of one queue: its list at hand)
     for i = 1, total do
         local b, rec = i * 12 - 9, recs[i]
         if ARGV[b + 2] ~= 'started' then
-            local key = P .. 'q:' .. rec[3] .. ':running'
-            local ids = leases[key]
-            if not ids then ids = {}; leases[key] = ids end
+            if rec[3] ~= lastq then
+                lastq = rec[3]
+                local key = P .. 'q:' .. lastq .. ':running'
+                ids = leases[key]
+                if not ids then ids = {}; leases[key] = ids end
+            end
             ids[#ids + 1] = ARGV[b]
         end
     end
@@ -74,7 +78,9 @@ if lean then
             count(rec[3], 'running', 1)
         end
     end
-    local expiring = {}
+    -- A run of outcomes of one queue between the same two statuses is counted once, and
+    -- listed in its listing's list, at hand.
+    local expiring, rq, rold, rnew, run, list = {}, nil, nil, nil, 0, nil
     for i = 1, total do
         local b, rec = i * 12 - 9, recs[i]
         local id, status, now = ARGV[b], ARGV[b + 2], ARGV[b + 3]
@@ -104,17 +110,21 @@ if lean then
                     or string.format('%d', tonumber(started) + 1)
             end
             redis.call('HSET', key, unpack(fields))
-            count(queue, rec[1], -1)
-            count(queue, status, 1)
-            local created = P .. 'q:' .. queue .. ':created.' .. status
-            local list = listed[created]
-            if not list then list = {}; listed[created] = list end
+            if queue ~= rq or rec[1] ~= rold or status ~= rnew then
+                if run > 0 then count(rq, rold, -run); count(rq, rnew, run) end
+                rq, rold, rnew, run = queue, rec[1], status, 0
+                local created = P .. 'q:' .. queue .. ':created.' .. status
+                list = listed[created]
+                if not list then list = {}; listed[created] = list end
+            end
+            run = run + 1
             list[#list + 1] = rec[5]
             list[#list + 1] = rec[4] .. ':' .. id
             expiring[#expiring + 1] = ARGV[b + 8]
             expiring[#expiring + 1] = id
         end
     end
+    if run > 0 then count(rq, rold, -run); count(rq, rnew, run) end
     for queue, by in pairs(counts) do
         for status, delta in pairs(by) do
             if delta ~= 0 then
