@@ -340,3 +340,32 @@ def test_a_claimed_record_is_the_stored_one(backend_factory: Callable[[], Backen
         assert dataclasses.replace(claimed, charged=stored.charged) == stored
 
     run(backend_factory, body)
+
+
+def test_a_refusal_in_a_run_keeps_what_the_batch_wrote_before_it(
+    backend_factory: Callable[[], Backend],
+) -> None:
+    """Outcomes of a batch, a mark, then a run holding a stale outcome: only that is refused.
+
+    (SQLite undoes a run that did not write every record, to a savepoint, and writes each
+    alone: what the batch wrote before the run stays.)
+    """
+
+    async def body(b: Backend) -> None:
+        one, two, marked, fresh, stale = rec(), rec(), rec(), rec(), rec()
+        await b.push([one, two, marked, fresh, stale])
+        assert len(await b.claim(ClaimRequest("q", NOW, 5, LEASE, "w"))) == 5
+        batch = [
+            Settlement(one.id, 1, Outcome.SUCCEEDED, NOW, result=b"1"),
+            Settlement(two.id, 1, Outcome.SUCCEEDED, NOW, result=b"2"),
+            Settlement(marked.id, 1, Outcome.STARTED, NOW),
+            Settlement(fresh.id, 1, Outcome.FAILED, NOW, error="E"),
+            Settlement(stale.id, 7, Outcome.SUCCEEDED, NOW),
+        ]
+        assert await b.settle(batch) == [stale.id]
+        got = {r.id: r.status for r in await b.get([one.id, two.id, marked.id, fresh.id])}
+        assert got == {one.id: "succeeded", two.id: "succeeded", marked.id: "running",
+                       fresh.id: "failed"}  # fmt: skip
+        assert await b.counts("q") == {"succeeded": 2, "running": 1, "failed": 1, "reserved": 1}
+
+    run(backend_factory, body)

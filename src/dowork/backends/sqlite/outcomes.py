@@ -108,13 +108,12 @@ _FINISH_SQL = (
     " history = CASE s.column10 WHEN 0 THEN history ELSE COALESCE(history || s.column10,"
     " s.column10) END"
     " FROM (VALUES {values}) AS s"
-    f" WHERE id = s.column1 AND {HELD_SQL} AND attempts = s.column2 RETURNING id"
+    f" WHERE id = s.column1 AND {HELD_SQL} AND attempts = s.column2"
 )
 #: A run of finished outcomes kept 0 s: their records deleted, each only under its lease.
 _FORGET_SQL = (
     "DELETE FROM dowork_tasks WHERE rowid IN (SELECT t.rowid FROM (VALUES {values}) AS s"
     f" JOIN dowork_tasks t ON t.id = s.column1 WHERE t.attempts = s.column2 AND t.{HELD_SQL})"
-    " RETURNING id"
 )
 
 
@@ -144,9 +143,10 @@ def _settle_finished(
 ) -> list[str]:
     """Write a run of finished outcomes (``_finished_run``) in one statement.
 
-    An ``UPDATE``, or a ``DELETE`` of a run kept 0 s. Those it did not write (lease lapsed or
-    lost) go through ``_settle_checked``, as do all of them if a value cannot be stored (the
-    failed statement changed nothing). Returns the ids refused.
+    An ``UPDATE``, or a ``DELETE`` of a run kept 0 s, which returns nothing: its count of
+    rows written tells whether it wrote every one (no row to fetch per record). If not (a
+    lease lapsed or lost), or if a value cannot be stored, it is undone (a savepoint) and each
+    goes through ``_settle_checked`` in order, as if settled alone. Returns the ids refused.
     """
     size = next(n for n in _RUN_SIZES if n >= len(run))
     params: list[object] = []
@@ -172,12 +172,17 @@ def _settle_finished(
         sql = _FINISH_SQL.format(
             values=",".join(["(" + ",".join("?" * _FINISH_WIDTH) + ")"] * size)
         )
+    conn.execute("SAVEPOINT run")
     try:
-        rows = conn.execute(sql, params).fetchall()
+        written = conn.execute(sql, params).rowcount
     except BAD_VALUE:
-        rows = []
-    written = {row[0] for row in rows}
-    return [s.id for s in run if s.id not in written and not _settle_checked(conn, s, keep, found)]
+        written = -1  # (the statement changed nothing)
+    if written == len(run):
+        conn.execute("RELEASE run")
+        return []
+    conn.execute("ROLLBACK TO run")  # each is written alone instead, in order
+    conn.execute("RELEASE run")
+    return [s.id for s in run if not _settle_checked(conn, s, keep, found)]
 
 
 def _settle_one(conn: sqlite3.Connection, s: Settlement, keep: Keep, late: bool = True) -> bool:
