@@ -25,9 +25,10 @@ local WAITS = {pending = true, scheduled = true, retrying = true}
 -- The claim reads every record it hands out in one pass (read): the fields it uses, and
 -- unreadable's checks made the cheap way, so that a healthy record costs a few us less; only
 -- a record they do not pass is read again by unreadable, which says why (or finds it fine).
--- KIND: 1 status, 0 and 2 the times that must be there (run_at, created_at), 3 another time, 4 slot, 5-8 counts (attempts,
--- crashes, started, lost), 9 seq, 10 priority, 11 charged, 12 malformed, then the other
--- fields that must be there: 13 id, 14 queue, 15 name, 16 payload.
+-- KIND: 1 status, 0 and 2 the times that must be there (run_at, created_at), 3 another time,
+-- 4 slot, 5-8 counts (attempts, crashes, started, lost), 9 seq, 10 priority, 11 charged,
+-- 12 malformed, then the other fields that must be there: 13 id, 14 queue, 15 name,
+-- 16 payload; and 17 options.
 local KIND = {status = 1, run_at = 0, created_at = 2, updated_at = 3, finished_at = 3,
     slot = 4, attempts = 5, crashes = 6, started = 7, lost = 8, seq = 9, priority = 10,
     charged = 11, malformed = 12, id = 13, queue = 14, name = 15, payload = 16, options = 17}
@@ -185,16 +186,16 @@ local function lease_fresh()
         local id, at, s = f[1], f[3], f[7]
         local h = {id, f[2], f[5], at, at}  -- (a record as pushed: see the top)
         if f[4] == '' then
-            redis.call('HSET', taskp .. id, 'id', id, 'queue', queue, 'name', f[2],
-                'payload', f[5], 'run_at', at, 'created_at', at, 'status', 'reserved',
-                'seq', s, 'attempts', '1', 'lease_until', lease, 'owner', owner,
-                'updated_at', now, 'started', '0')
+            redis.call('HSET', taskp .. id, 'status', 'reserved', 'queue', queue, 'seq', s,
+                'created_at', at, 'run_at', at, 'id', id, 'name', f[2], 'payload', f[5],
+                'attempts', '1', 'lease_until', lease, 'owner', owner, 'updated_at', now,
+                'started', '0')
         else
             h[6] = string.sub(f[4], 2)
-            redis.call('HSET', taskp .. id, 'id', id, 'queue', queue, 'name', f[2],
-                'payload', f[5], 'run_at', at, 'created_at', at, 'status', 'reserved',
-                'seq', s, 'options', h[6], 'attempts', '1', 'lease_until', lease,
-                'owner', owner, 'updated_at', now, 'started', '0')
+            redis.call('HSET', taskp .. id, 'status', 'reserved', 'queue', queue, 'seq', s,
+                'created_at', at, 'run_at', at, 'id', id, 'name', f[2], 'payload', f[5],
+                'options', h[6], 'attempts', '1', 'lease_until', lease, 'owner', owner,
+                'updated_at', now, 'started', '0')
         end
         leased[2 * j + 1], leased[2 * j + 2] = lease, id
         out[j + 3] = h

@@ -59,9 +59,9 @@ while i <= #ARGV do
         local id = ARGV[j]
         seq = seq + 1
         local s = string.format('%016x', seq)
-        redis.call('HSET', taskp .. id, 'id', id, 'queue', queue, 'name', name,
-            'payload', ARGV[j + 1], 'run_at', run_at, 'created_at', at, 'status', status,
-            'seq', s, unpack(extra))
+        redis.call('HSET', taskp .. id, 'status', status, 'queue', queue, 'seq', s,
+            'created_at', at, 'run_at', run_at, 'id', id, 'name', name,
+            'payload', ARGV[j + 1], unpack(extra))
         n = n + 2
         listed[n - 1] = at
         listed[n] = s .. ':' .. id

@@ -49,9 +49,9 @@ for _, i in ipairs(todo) do
     local key = tkey(id)
     seq = seq + 1
     local m = member(string.format('%016x', seq), id)
-    redis.call('HSET', key, 'id', id, 'queue', queue, 'name', ARGV[b + 2],
-        'payload', ARGV[b + 3], 'run_at', ARGV[b + 4], 'created_at', at, 'status', status,
-        'attempts', ARGV[b + 8], 'seq', string.format('%016x', seq))
+    redis.call('HSET', key, 'status', status, 'queue', queue, 'seq', string.format('%016x', seq),
+        'created_at', at, 'run_at', ARGV[b + 4], 'id', id, 'name', ARGV[b + 2],
+        'payload', ARGV[b + 3], 'attempts', ARGV[b + 8])
     setopt(key, 'options', ARGV[b + 7])
     if prio ~= '0' then redis.call('HSET', key, 'priority', prio) end
     if ARGV[b + 10] ~= '' then setopt(key, 'slot', ARGV[b + 10]) end

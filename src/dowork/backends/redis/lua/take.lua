@@ -40,8 +40,8 @@ if not (d and a > 2 and #at <= 40 and find(at, '^%d+%.?%d*$')) then return full(
 local key = P .. 'task:' .. id
 if redis.call('EXISTS', key) == 1 then return full(true) end  -- (junk: see inbox_put)
 local s = string.format('%016x', redis.call('INCR', P .. 'seq'))
-local fields = {'id', id, 'queue', queue, 'name', sub(e, a + 1, b - 1), 'payload', sub(e, d + 1),
-    'run_at', at, 'created_at', at, 'status', 'running', 'seq', s}
+local fields = {'status', 'running', 'queue', queue, 'seq', s, 'created_at', at, 'run_at', at,
+    'id', id, 'name', sub(e, a + 1, b - 1), 'payload', sub(e, d + 1)}
 if d > c + 1 then fields[17], fields[18] = 'options', sub(e, c + 2, d - 1) end
 local n = #fields
 fields[n + 1], fields[n + 2], fields[n + 3], fields[n + 4] = 'attempts', '1', 'started', '1'

@@ -46,8 +46,8 @@ local function inbox_put(queue, e, owner, lease, now, f)
     local id, at = f[1], f[3]
     local key, q, m = P .. 'task:' .. id, P .. 'q:' .. queue .. ':', s .. ':' .. id
     local status = owner and 'running' or 'pending'
-    local fields = {'id', id, 'queue', queue, 'name', f[2], 'payload', f[5], 'run_at', run_at,
-        'created_at', at, 'status', status, 'seq', s}
+    local fields = {'status', status, 'queue', queue, 'seq', s, 'created_at', at,
+        'run_at', run_at, 'id', id, 'name', f[2], 'payload', f[5]}
     if f[4] ~= '' then fields[17], fields[18] = 'options', string.sub(f[4], 2) end
     if owner then  -- (popped and started at once: take.lua)
         local n = #fields
@@ -118,11 +118,11 @@ local function inbox_store(queue, fresh)
     for i, f in ipairs(fresh) do
         local id, at, s = f[1], f[3], f[7]
         if f[4] == '' then
-            redis.call('HSET', taskp .. id, 'id', id, 'queue', queue, 'name', f[2],
-                'payload', f[5], 'run_at', at, 'created_at', at, 'status', 'pending', 'seq', s)
+            redis.call('HSET', taskp .. id, 'status', 'pending', 'queue', queue, 'seq', s,
+                'created_at', at, 'run_at', at, 'id', id, 'name', f[2], 'payload', f[5])
         else
-            redis.call('HSET', taskp .. id, 'id', id, 'queue', queue, 'name', f[2],
-                'payload', f[5], 'run_at', at, 'created_at', at, 'status', 'pending', 'seq', s,
+            redis.call('HSET', taskp .. id, 'status', 'pending', 'queue', queue, 'seq', s,
+                'created_at', at, 'run_at', at, 'id', id, 'name', f[2], 'payload', f[5],
                 'options', string.sub(f[4], 2))
         end
         waiting[2 * i - 1], waiting[2 * i] = at, s .. ':' .. id
