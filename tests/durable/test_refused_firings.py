@@ -162,3 +162,26 @@ def test_a_worker_stopping_while_a_firing_is_refused_gives_it_up_at_once(
     assert "the queue stopped" in lost[0]
     assert took < 1.5, took  # not held up by the pause: it ends with the queue's accepting
     assert schedule.runs == 0
+
+
+def test_firings_due_together_refused_are_pushed_again_together_each_once(
+    server: RedisServer,
+    worker: tuple[Queue, Schedule, FakeClock],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    queue, schedule, clock = worker
+    others = [queue.every(60, tick, f"b{n}") for n in range(19)]  # 20 due on the same point
+    caplog.set_level(logging.WARNING, logger="dowork")
+    server.stop()
+    clock.set(schedule.trigger.next_after(START) + 1)
+    wait_until(lambda: warnings(caplog, RETRYING) or warnings(caplog, LOST), "the refusal logged")
+    server.start()
+    every = [schedule, *others]
+    wait_until(lambda: all(s.runs == 1 for s in every), "each firing stored once")
+    wait_until(lambda: len(ran) == 20 and len(stored(queue)) == 20, "each firing's run")
+    time.sleep(0.3)
+    assert sorted(ran) == sorted(["a", *(f"b{n}" for n in range(19))])
+    refused = warnings(caplog, RETRYING)
+    assert len(refused) == 1  # one batch: one line
+    assert "20 schedule firings" in refused[0]
+    assert warnings(caplog, LOST) == []

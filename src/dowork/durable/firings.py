@@ -1,5 +1,10 @@
 """Schedule firings: each due time's task pushed once across every worker process.
 
+The firings due together (fired in one pass of the engine's loop: 10,000 schedules on one
+grid point, say) are pushed in batches of up to 500, each batch one write to the store, not
+one push each. A batch that the store refuses as ``DuplicateTask`` (another worker pushed
+some of it first) is pushed again firing by firing, so each is stored once and counted once.
+
 A firing the store cannot take for a moment (``BackendUnavailable``: Redis restarting, a
 connect timeout; nothing was sent) is pushed again, after 0.1 s doubling to 5 s, while the
 queue accepts work and until the schedule's following firing is due: then that one
@@ -24,6 +29,9 @@ from .state import DurableState, _payload_of, log
 
 if TYPE_CHECKING:
     from ..scheduling import Schedule
+
+#: Firings per push at most, when many schedules are due together.
+_BATCH = 500
 
 #: Seconds before a refused firing is pushed again, the first time and at most (doubling).
 _FIRST_PAUSE = 0.1
@@ -51,6 +59,9 @@ def _when(planned: float) -> str:
 
 class Firings(DurableState):
     """Schedule firings: each due time's task pushed once, and pushed again while refused."""
+
+    #: Firings due together, waiting for the push that takes them (``_push_line``).
+    _firing_line: list[_Firing]
 
     #: Done when the queue stops accepting work: it ends the pauses between pushes.
     _refiring_end: asyncio.Future[None] | None = None
@@ -81,9 +92,36 @@ class Firings(DurableState):
         record.status = "pending"
         task._engine = self.engine
         task._frozen = True
+        if record.id in self._pushing:  # the same call's schedule, declared twice
+            schedule.fired_elsewhere += 1  # (as its push would be refused)
+            return
         since = max(planned, self.clock.now())
-        firing = _Firing(schedule, task, record, planned, since)
-        self._push_soon(task, record, self._push_fired([firing]))
+        line = self._firing_line
+        line.append(_Firing(schedule, task, record, planned, since))
+        self._pushing.add(record.id)
+        if len(line) == 1:  # the firings due with it are added before this push begins
+            pushing = asyncio.get_running_loop().create_task(self._push_line())
+            self.engine._afters.add(pushing)
+            pushing.add_done_callback(self.engine._afters.discard)
+
+    async def _push_line(self) -> None:
+        """Push the firings due together (fired in one pass of the loop), in batches."""
+        await asyncio.sleep(0)  # (the firings of this pass are in line by now)
+        firings = self._firing_line[:]
+        self._firing_line.clear()
+        try:
+            if len(firings) <= _BATCH:
+                await self._push_fired(firings)
+            else:
+                await asyncio.gather(
+                    *(
+                        self._push_fired(firings[start : start + _BATCH])
+                        for start in range(0, len(firings), _BATCH)
+                    )
+                )
+        finally:
+            for firing in firings:
+                self._pushing.discard(firing.record.id)
 
     async def _push_fired(self, firings: list[_Firing]) -> None:
         """Push firings until stored, refused for good, or superseded (see the module doc)."""
@@ -94,8 +132,10 @@ class Firings(DurableState):
             try:
                 await self._push_firings(firings)
             except DuplicateTask:
-                for firing in firings:
-                    firing.schedule.fired_elsewhere += 1
+                if len(firings) == 1:
+                    firings[0].schedule.fired_elsewhere += 1
+                else:  # some were pushed by another worker: each alone, accepted once
+                    await asyncio.gather(*(self._push_fired([firing]) for firing in firings))
                 return
             except BackendUnavailable as exc:
                 firings = self._still_due(firings, exc)

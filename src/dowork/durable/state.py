@@ -158,7 +158,6 @@ class DurableState:
     _open_group: Callable[[Record], Coroutine[Any, Any, None]]
     _push_batch: Callable[..., Coroutine[Any, Any, None]]
     _push_record: Callable[..., Coroutine[Any, Any, None]]
-    _push_soon: Callable[[Task[Any], Record, Coroutine[Any, Any, None]], None]
     _renewed: Callable[[list[str], list[str], float], None]
     _settle_out: Callable[[Settlement], None]
     _start: Callable[[Record, list[Any] | None, bool, bool], Task[Any] | None]
@@ -268,6 +267,8 @@ class DurableState:
         self._watched: dict[str, Task[Any]] = {}
         #: Ids whose push from the loop is under way: not stored yet, but not gone either.
         self._pushing: set[str] = set()
+        #: Schedule firings due together, waiting for their push (``Firings._push_line``).
+        self._firing_line: list[Any] = []
         #: Claimed records whose id already runs (or waits) here: held, their lease renewed,
         #: until that one settles, so that one process never runs an id twice at once.
         self._held: dict[str, list[Record]] = {}
