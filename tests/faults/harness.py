@@ -18,6 +18,7 @@ Workers are real ``dowork worker`` processes (``python -m dowork worker``) with 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -228,6 +229,19 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str = "condi
 WORKER = (sys.executable, "-m", "dowork", "worker")
 
 
+def stopped(pid: int) -> bool:
+    """Whether every thread of process ``pid`` is stopped (Linux ``/proc``).
+
+    ``kill(pid, SIGSTOP)`` returns before that: the signal wakes one thread, which stops the
+    others once it runs, and on a busy machine the others may run on for a while meanwhile.
+    """
+    states = []
+    for thread in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(FileNotFoundError):  # a thread that ended meanwhile
+            states.append((thread / "stat").read_text().rsplit(")", 1)[1].split()[0])
+    return bool(states) and all(state in ("T", "t") for state in states)
+
+
 class Cluster:
     """Worker processes on one backend, started, killed, stopped and paused by the harness."""
 
@@ -290,12 +304,17 @@ class Cluster:
         return [w for w in self.workers if w.poll() is None]
 
     def kill(self, proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> float:
-        """Send ``sig`` (SIGKILL by default, or SIGSTOP) and record the fault time."""
+        """Send ``sig`` (SIGKILL by default, or SIGSTOP) and record the fault time.
+
+        Returns once the process is gone (SIGKILL) or every thread of it stopped (SIGSTOP).
+        """
         at = time.time()
         os.kill(proc.pid, sig)
         self.faults.append((proc.pid, at))
         if sig == signal.SIGKILL:
             proc.wait(10)
+        elif sig == signal.SIGSTOP:
+            wait_until(lambda: stopped(proc.pid), 10, f"worker {proc.pid} to stop")
         return at
 
     def stop_all(self, timeout: float = 30) -> dict[int, int]:
