@@ -7,6 +7,7 @@ import sqlite3
 from pathlib import Path
 
 from dowork.backends import ClaimRequest, Outcome, Record, Settlement, SQLiteBackend
+from dowork.backends.sqlite import admin
 from dowork.backends.sqlite.schema import INDEXES, WAITING_SQL
 
 
@@ -217,3 +218,94 @@ async def _open_and_close(path: Path) -> None:
     store = SQLiteBackend(path)
     await store.open()
     await store.close()
+
+
+def test_a_listing_index_of_every_record_is_remade_without_the_leased_ones(
+    tmp_path: Path,
+) -> None:
+    """A file made by the previous version lists every record in ``dowork_listing``.
+
+    Opened, it gets the partial index of the records not leased; its records are counted and
+    listed by status as before, leased or not, each status through an index.
+    """
+    path = tmp_path / "listing.db"
+
+    async def fill() -> None:
+        store = SQLiteBackend(path)
+        try:
+            await store.push([Record(f"t{i}", "q", "job", b"{}", 0.0, float(i)) for i in range(6)])
+            claimed = await store.claim(ClaimRequest("q", 1.0, 4, 30.0, "w"))
+            assert [r.id for r in claimed] == ["t0", "t1", "t2", "t3"]
+            done = [
+                Settlement("t0", 1, Outcome.SUCCEEDED, 2.0),
+                Settlement("t1", 1, Outcome.STARTED, 2.0),
+            ]
+            done.append(Settlement("t2", 1, Outcome.FAILED, 2.0, error="E"))
+            assert await store.settle(done) == []
+        finally:
+            await store.close()
+
+    asyncio.run(fill())
+    conn = sqlite3.connect(path)
+    conn.execute("DROP INDEX dowork_listing")  # as the version before made it:
+    conn.execute("CREATE INDEX dowork_listing ON dowork_tasks (queue, status, created_at)")
+    conn.commit()
+    conn.close()
+
+    async def read() -> None:
+        store = SQLiteBackend(path)
+        try:
+            assert await store.counts("q") == {
+                "succeeded": 1, "running": 1, "failed": 1, "reserved": 1, "pending": 2,
+            }  # fmt: skip
+            pages = {
+                statuses: [r.id for r in await store.list("q", statuses, newest_first=False)]
+                for statuses in [("failed",), ("running",), ("reserved", "succeeded", "failed")]
+            }
+            assert pages == {
+                ("failed",): ["t2"],
+                ("running",): ["t1"],
+                ("reserved", "succeeded", "failed"): ["t0", "t2", "t3"],
+            }
+            assert [r.id for r in await store.list("q", limit=2, offset=1)] == ["t4", "t3"]
+            assert await store.purge("q", ["running", "pending"]) == 3
+            assert await store.counts("q") == {"succeeded": 1, "failed": 1, "reserved": 1}
+        finally:
+            await store.close()
+
+    asyncio.run(read())
+    conn = sqlite3.connect(path)
+    try:
+        (sql,) = conn.execute(
+            "SELECT sql FROM sqlite_master WHERE name = 'dowork_listing'"
+        ).fetchone()
+        assert sql == INDEXES["dowork_listing"].replace(" IF NOT EXISTS", "", 1)
+        assert "WHERE status NOT IN ('reserved', 'running')" in sql
+    finally:
+        conn.close()
+
+
+def test_counts_lists_and_purges_by_status_read_through_an_index(tmp_path: Path) -> None:
+    """No count, page or purge by status reads the queue's records one by one."""
+    path = tmp_path / "plans.db"
+    asyncio.run(_open_and_close(path))
+    conn = sqlite3.connect(path, isolation_level=None)
+    traced: list[str] = []
+    conn.set_trace_callback(traced.append)
+    admin._counts(conn, "q")
+    for statuses in [("failed",), ("running",), ("dead", "reserved")]:
+        admin._list(conn, "q", statuses, 10, 0, True)
+    admin._purge_queue(conn, "q", ("failed", "running"))
+    admin._purge_queue(conn, "q", None)
+    conn.set_trace_callback(None)
+    try:
+        reads = [sql for sql in traced if sql.split()[0] in ("SELECT", "DELETE")]
+        assert len(reads) == 7
+        for sql in reads:
+            plan = [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}")]
+            searches = [step for step in plan if step.startswith(("SEARCH", "SCAN"))]
+            assert searches, sql
+            for step in searches:
+                assert "dowork_listing" in step or "dowork_leases" in step, (sql, plan)
+    finally:
+        conn.close()

@@ -2,11 +2,11 @@
 
 ``SQLiteAdmin`` looks records up by id (``get``), cancels one (``cancel``), counts a queue's
 records per status, lists the queues (a loose index scan, one probe per queue) and a queue's
-records page by page (through the ``(queue, status, created_at)`` and ``(queue, created_at)``
-indexes), sends finished records back to pending (``requeue``), deletes a queue's records
-(``purge``), and reads the workers' beats and per-minute outcome counts (``workers``,
-``stats``; workers write them with ``beat``, in ``store``). Each method runs one function
-over the connection on the store's thread, as the worker side does.
+records page by page (through the ``(queue, created_at)`` index, or by status through the
+listing index and the leases index), sends finished records back to pending (``requeue``),
+deletes a queue's records (``purge``), and reads the workers' beats and per-minute outcome
+counts (``workers``, ``stats``; workers write them with ``beat``, in ``store``). Each method
+runs one function over the connection on the store's thread, as the worker side does.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from .._protocol import (
 )
 from .connection import SQLiteFile, transaction
 from .records import COLUMNS, record
-from .schema import HELD_SQL
+from .schema import HELD_SQL, UNHELD_SQL
 from .wake import WakeChannel
 
 __all__ = ["SQLiteAdmin"]
@@ -135,18 +135,33 @@ def _requeue(conn: sqlite3.Connection, ids: list[str], now: float) -> tuple[list
 
 
 def _purge_queue(conn: sqlite3.Connection, queue: str, wanted: tuple[str, ...] | None) -> int:
-    args: tuple[str, ...] = ()
-    if wanted is None:
-        where = f"NOT {HELD_SQL}"
-    else:
-        where, args = f"status IN ({','.join('?' * len(wanted))})", wanted
+    deleted = 0
     with transaction(conn):
-        deleted = conn.execute(
-            f"DELETE FROM dowork_tasks WHERE queue = ? AND {where}", (queue, *args)
-        ).rowcount
+        for where, args in _by_index(queue, wanted):
+            deleted += conn.execute(f"DELETE FROM dowork_tasks WHERE {where}", args).rowcount
     if deleted:
         conn.execute("PRAGMA incremental_vacuum")
     return deleted
+
+
+def _by_index(queue: str, wanted: tuple[str, ...] | None) -> list[tuple[str, list[str]]]:
+    """The test (and its arguments) of the queue's records in ``wanted``, one per index.
+
+    The leased records are in ``dowork_leases``, the others in ``dowork_listing``: the test
+    names the index's own WHERE for SQLite to read through it. None: every record but the
+    leased ones (purge's default).
+    """
+    if wanted is None:
+        return [(f"queue = ? AND {UNHELD_SQL}", [queue])]
+    tests = []
+    for statuses, where in (
+        ([s for s in wanted if s not in LEASED], UNHELD_SQL),
+        ([s for s in wanted if s in LEASED], HELD_SQL),
+    ):
+        if statuses:
+            marks = ",".join("?" * len(statuses))
+            tests.append((f"queue = ? AND {where} AND status IN ({marks})", [queue, *statuses]))
+    return tests
 
 
 def _workers(conn: sqlite3.Connection, now: float) -> list[WorkerBeat]:
@@ -175,15 +190,17 @@ def _list(
     offset: int,
     newest_first: bool,
 ) -> list[Record]:
-    where = ""
-    if wanted is not None:
-        where = f" AND status IN ({','.join('?' * len(wanted))})"
     order = "DESC" if newest_first else "ASC"
+    tests = [("queue = ?", [queue])] if wanted is None else _by_index(queue, wanted)
+    parts, args = [], []
+    for where, values in tests:  # (a few leased records: read through their index, sorted)
+        index = " INDEXED BY dowork_leases" if HELD_SQL in where else ""
+        parts.append(f"SELECT {COLUMNS}, rowid AS seq FROM dowork_tasks{index} WHERE {where}")
+        args += values
     rows = _read(
         conn,
-        f"SELECT {COLUMNS} FROM dowork_tasks WHERE queue = ?{where}"
-        f" ORDER BY created_at {order}, rowid {order} LIMIT ? OFFSET ?",
-        (queue, *(wanted or ()), limit, offset),
+        " UNION ALL ".join(parts) + f" ORDER BY created_at {order}, seq {order} LIMIT ? OFFSET ?",
+        (*args, limit, offset),
     )
     return [record(row) for row in rows]
 
@@ -241,7 +258,10 @@ def _cancel(conn: sqlite3.Connection, task_id: str, now: float, keep_finished: f
 
 
 def _counts(conn: sqlite3.Connection, queue: str) -> dict[str, int]:
-    rows = conn.execute(
-        "SELECT status, COUNT(*) FROM dowork_tasks WHERE queue = ? GROUP BY status", (queue,)
+    rows = conn.execute(  # the leased records and the others are in separate indexes
+        f"SELECT status, COUNT(*) FROM dowork_tasks WHERE queue = ?1 AND {UNHELD_SQL}"
+        f" GROUP BY status UNION ALL SELECT status, COUNT(*) FROM dowork_tasks"
+        f" WHERE queue = ?1 AND {HELD_SQL} GROUP BY status",
+        (queue,),
     ).fetchall()
     return {status: count for status, count in rows}

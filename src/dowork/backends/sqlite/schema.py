@@ -1,12 +1,13 @@
 """The SQLite store's tables and indexes, and the upgrade of files made by an older dowork.
 
 ``SCHEMA`` creates the tables (``STRICT``, with ``CHECK``s that keep out values a worker
-cannot read) and the listing indexes; ``migrate`` adds the columns an older file lacks and
-swaps the claim indexes (``INDEXES``, partial indexes of the waiting and the leased rows) for
-their current shape. ``install`` does both when a file is opened. The SQL fragments that name
-a status set or a lane (``WAITING_SQL``, ``HELD_SQL``, ``PLAIN``, ``KEYED``) live here too,
-since the partial indexes are defined by them and a query must repeat them word for word for
-SQLite to use the index. The status CHECK and ``WAITING_SQL`` are equalities joined by OR
+cannot read) and the indexes by creation and expiry; ``migrate`` adds the columns an older
+file lacks and swaps the partial indexes (``INDEXES``: of the waiting, the leased and the
+other rows, for claims, the reaper and listings) for their current shape. ``install`` does
+both when a file is opened. The SQL fragments that name a status set or a lane
+(``WAITING_SQL``, ``HELD_SQL``, ``UNHELD_SQL``, ``PLAIN``, ``KEYED``) live here too, since the
+partial indexes are defined by them and a query must repeat them word for word for SQLite to
+use the index. The status CHECK and ``WAITING_SQL`` are equalities joined by OR
 (``waiting_sql`` says why); a file made before keeps its CHECK's IN list, which means the same.
 """
 
@@ -21,6 +22,7 @@ __all__ = [
     "KEYED",
     "PLAIN",
     "SCHEMA",
+    "UNHELD_SQL",
     "WAITING_SQL",
     "install",
     "migrate",
@@ -62,7 +64,6 @@ CREATE TABLE IF NOT EXISTS dowork_tasks (
 CREATE INDEX IF NOT EXISTS dowork_expiry ON dowork_tasks (expires_at)
     WHERE expires_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS dowork_created ON dowork_tasks (queue, created_at);
-CREATE INDEX IF NOT EXISTS dowork_listing ON dowork_tasks (queue, status, created_at);
 CREATE TABLE IF NOT EXISTS dowork_idempotency (
     queue TEXT NOT NULL,
     key TEXT NOT NULL,
@@ -117,10 +118,13 @@ def waiting_sql(table: str = "") -> str:
 WAITING_SQL = waiting_sql()
 #: Leased records: claimed and not started, or running (``LEASED``).
 HELD_SQL = "status IN ('reserved', 'running')"
+#: Every other record: waiting or finished (the listing index holds these only).
+UNHELD_SQL = "status NOT IN ('reserved', 'running')"
 #: The lane of the records without a concurrency key, and the others'.
 PLAIN = "concurrency_key IS NULL"
 KEYED = "concurrency_key IS NOT NULL"
-#: The indexes a claim reads (made by ``migrate``: they need columns an older file lacks).
+#: The partial indexes (made by ``migrate``: they need columns an older file lacks, or had
+#: another shape in it). Those a claim reads:
 #: ``dowork_ready`` replaces ``dowork_due`` on ``(queue, run_at)``, which older versions made.
 #: Each waiting row is in one of them, so a record without a key costs no more to write than
 #: before keys (no other index on keys: each would cost every status change a little; running
@@ -135,6 +139,11 @@ INDEXES = {
     # The key test first: for a row without a key, SQLite then skips the costlier status test.
     "dowork_lanes": "CREATE INDEX IF NOT EXISTS dowork_lanes ON dowork_tasks"
     f" (queue, concurrency_key, priority, run_at) WHERE {KEYED} AND {WAITING_SQL}",
+    # Listings and counts by status. Not of the leased records (a few, in ``dowork_leases``):
+    # a task's claim, start mark and outcome then change one entry or none, not two each.
+    # Older versions made it of every record.
+    "dowork_listing": "CREATE INDEX IF NOT EXISTS dowork_listing ON dowork_tasks"
+    f" (queue, status, created_at) WHERE {UNHELD_SQL}",
 }
 
 #: Columns added after the first release, created in files made by an older dowork.

@@ -36,12 +36,12 @@ def reap(
         requeued = conn.execute(
             "UPDATE dowork_tasks SET status = 'pending', lost = lost + 1,"
             " lease_until = NULL, owner = NULL, updated_at = ?"
-            " WHERE queue = ? AND status = 'reserved' AND lease_until < ?",
+            f" WHERE queue = ? AND {HELD_SQL} AND status = 'reserved' AND lease_until < ?",
             (now, queue, now),
         ).rowcount
         crashed = conn.execute(
             "SELECT id, attempts, crashes, charged FROM dowork_tasks"
-            " WHERE queue = ? AND status = 'running' AND lease_until < ?",
+            f" WHERE queue = ? AND {HELD_SQL} AND status = 'running' AND lease_until < ?",
             (queue, now),
         ).fetchall()
         dead = 0
