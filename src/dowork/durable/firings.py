@@ -3,7 +3,8 @@
 The firings due together (fired in one pass of the engine's loop: 10,000 schedules on one
 grid point, say) are pushed in batches of up to 500, each batch one write to the store, not
 one push each. A batch that the store refuses as ``DuplicateTask`` (another worker pushed
-some of it first) is pushed again firing by firing, so each is stored once and counted once.
+some of it first) is read back: the firings the store has count as fired elsewhere, the
+others are pushed again, so each is stored once and counted once.
 
 A firing the store cannot take for a moment (``BackendUnavailable``: Redis restarting, a
 connect timeout; nothing was sent) is pushed again, after 0.1 s doubling to 5 s, while the
@@ -126,21 +127,20 @@ class Firings(DurableState):
     async def _push_fired(self, firings: list[_Firing]) -> None:
         """Push firings until stored, refused for good, or superseded (see the module doc)."""
         pause = _FIRST_PAUSE
-        tries = 0
+        refusals = 0
         while firings:
-            tries += 1
             try:
                 await self._push_firings(firings)
             except DuplicateTask:
                 if len(firings) == 1:
                     firings[0].schedule.fired_elsewhere += 1
-                else:  # some were pushed by another worker: each alone, accepted once
-                    await asyncio.gather(*(self._push_fired([firing]) for firing in firings))
-                return
+                    return
+                firings = await self._not_stored(firings)  # (the rest: pushed again)
             except BackendUnavailable as exc:
+                refusals += 1
                 firings = self._still_due(firings, exc)
                 if firings:
-                    if tries == 1:
+                    if refusals == 1:
                         self._log_refused(firings, exc)
                     await self._pause_refiring(pause)
                     pause = min(pause * 2, _LAST_PAUSE)
@@ -150,21 +150,40 @@ class Firings(DurableState):
                     self._lost(firing, f"the store refused it ({exc!r})")
                 return
             else:
-                self._stored(firings, tries)
+                self._stored(firings, refusals)
                 return
 
-    def _stored(self, firings: list[_Firing], tries: int) -> None:
-        """The store took these firings (at push number ``tries``)."""
+    async def _not_stored(self, firings: list[_Firing]) -> list[_Firing]:
+        """A batch refused as ``DuplicateTask``: the firings another worker has not pushed.
+
+        Those the store has count in ``fired_elsewhere`` (one read for the batch). When it
+        has none of them (the one it has was purged meanwhile, say) or cannot be read, each
+        is pushed alone instead, and nothing is left for the batch.
+        """
+        try:
+            have = {r.id for r in await self.backend.get([f.record.id for f in firings])}
+        except BackendError:
+            have = set()
+        if not have:
+            await asyncio.gather(*(self._push_fired([firing]) for firing in firings))
+            return []
+        for firing in firings:
+            if firing.record.id in have:
+                firing.schedule.fired_elsewhere += 1
+        return [f for f in firings if f.record.id not in have]
+
+    def _stored(self, firings: list[_Firing], refusals: int) -> None:
+        """The store took these firings (after ``refusals`` pushes it could not take)."""
         for firing in firings:
             firing.schedule.runs += 1
             firing.schedule.last_task = firing.task
-        if tries > 1:
+        if refusals:
             log.info(
-                "queue %s: %d schedule firing(s) due at %s stored at try %d",
+                "queue %s: %d schedule firing(s) due at %s stored after %d refused push(es)",
                 self.name,
                 len(firings),
                 _when(firings[0].planned),
-                tries,
+                refusals,
             )
 
     async def _push_firings(self, firings: list[_Firing]) -> None:
