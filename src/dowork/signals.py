@@ -122,6 +122,7 @@ def run_until_signalled(
     """
     caught = _Signals(_plan(queues, Path(dump_path)), on_signal)
     previous = {sig: signal.signal(sig, caught.handle) for sig in signals}
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, signals)  # (see cli.processes.start_blocked)
     try:
         for queue in queues:
             if not queue.running:

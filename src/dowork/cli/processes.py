@@ -25,6 +25,9 @@ from .common import BACKEND_ENV
 
 __all__ = ["Children", "child_argv", "parent_gone", "process_count", "reload_worker"]
 
+#: The signals that stop a worker: blocked in a process ``Children`` starts until it handles them.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
 log = logging.getLogger("dowork")
 
 
@@ -92,6 +95,20 @@ def _reload(argv: list[str]) -> None:
     )
 
 
+def start_blocked(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """Start ``argv`` with SIGINT and SIGTERM blocked (a child inherits the signal mask).
+
+    A signal passed on while the process is still starting then waits for the handlers
+    ``run_until_signalled`` sets up (and unblocks) instead of killing the interpreter midway
+    through its start-up (exit status 1, 'Fatal Python error: init_import_site').
+    """
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        return subprocess.Popen(argv, env=env)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
 class Children:
     """The worker processes beside this one (``--processes N``: this one and N - 1 more).
 
@@ -125,7 +142,7 @@ class Children:
         if self._port:
             argv += ["--metrics-port", str(self._port + index)]
         argv += ["--dump-file", f"{self._dump}.{index}"]
-        process = subprocess.Popen(argv, env=self._env)
+        process = start_blocked(argv, self._env)
         click.echo(f"dowork: worker {index} started (pid {process.pid})", err=True)
         return process
 
