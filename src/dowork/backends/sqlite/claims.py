@@ -101,7 +101,8 @@ def _pick(
 ) -> tuple[list[Due], list[str]]:
     """The due records looked at, and the ids to claim of a queue without keys."""
     if pacer is None:  # no rate limit: every record looked at is claimed, up to a repeat crasher
-        looked: list[Due] = due(conn, c.queue, c.now, limit + 1, c.aging)  # one more: any left?
+        # (id, crashes) only, and one more: is any left?
+        looked: list[Due] = due(conn, c.queue, c.now, limit + 1, c.aging, wide=None)
         count = alone_count(looked[:limit], c.alone_from, _crashes)
         return looked, [row[0] for row in looked[:count]]
     looked = due(conn, c.queue, c.now, 2 * limit, c.aging)

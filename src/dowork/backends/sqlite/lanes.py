@@ -104,16 +104,22 @@ NEVER_DUE_KEYED_SQL = (
     " WHERE levels.p IS NOT NULL"
 )
 
-#: The columns ``due`` reads (then ``seq``, if ``wide``): a claim without keys needs four.
-_DUE_COLUMNS = {False: "id, crashes, name, slot", True: "id, crashes, name, slot, run_at, priority"}
+#: The columns ``due`` reads by its ``wide`` (then ``seq``, if True): a claim without keys
+#: needs four under rate limits (``Due``), two without (``Due``'s first two: each column read
+#: costs the sqlite3 module about 1k instructions a row).
+_DUE_COLUMNS = {
+    None: "id, crashes",
+    False: "id, crashes, name, slot",
+    True: "id, crashes, name, slot, run_at, priority",
+}
 #: The lane a ``due`` query reads: the records without a key, or those of key ``?5``.
 _LANES = {True: PLAIN, False: "concurrency_key = ?5"}
 _ONE_LEVEL_SQL = {
-    (plain, wide): f"SELECT {_DUE_COLUMNS[wide]}{', rowid' * wide} FROM dowork_tasks"
+    (plain, wide): f"SELECT {_DUE_COLUMNS[wide]}{', rowid' * bool(wide)} FROM dowork_tasks"
     f" WHERE queue = ?1 AND {WAITING_SQL} AND {lane} AND priority = ?6 AND run_at <= ?2"
     " ORDER BY run_at, rowid LIMIT ?3"
     for plain, lane in _LANES.items()
-    for wide in (False, True)
+    for wide in (None, False, True)
 }
 
 
@@ -124,7 +130,7 @@ def due(
     count: int,
     aging: float,
     key: str | None = None,
-    wide: bool = False,
+    wide: bool | None = False,
 ) -> list[Any]:
     """The ``count`` most urgent due records of a lane: those without a key, or of ``key``.
 
@@ -132,7 +138,7 @@ def due(
     each), merged by ``(rank, rowid)``: the order ``flow.Turns`` takes a lane in.
     The merge runs in SQLite (same float arithmetic as ``flow.rank``), so Python only sees the
     ``count`` it needs; a single level is already in order. Rows are ``Row``s if ``wide``,
-    else their first four columns.
+    else their first four columns (``Due``), or two if ``wide`` is None.
     """
     if key is None:
         levels = [row[0] for row in conn.execute(LEVELS_SQL, (queue,))]
@@ -151,7 +157,7 @@ def due(
         for i in range(6, 6 + len(levels))
     )
     return conn.execute(
-        f"SELECT {_DUE_COLUMNS[wide]}{', seq' * wide} FROM ({union})"
+        f"SELECT {_DUE_COLUMNS[wide]}{', seq' * bool(wide)} FROM ({union})"
         " ORDER BY run_at - priority * ?4, seq LIMIT ?3",
         args,
     ).fetchall()
