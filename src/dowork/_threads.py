@@ -2,7 +2,8 @@
 
 Threads are started lazily up to a maximum and take work from one ``SimpleQueue``. Finished
 attempts are appended to a deque and the event loop is woken once per batch, not once per task,
-which is what lets sync no-op tasks go faster than ``ThreadPoolExecutor``.
+which is what lets sync no-op tasks go faster than ``ThreadPoolExecutor``; the loop settles the
+batch (its outcomes share one reading of the clock), then calls ``on_drained`` once.
 """
 
 from __future__ import annotations
@@ -45,12 +46,14 @@ class ThreadLane:
         loop: asyncio.AbstractEventLoop,
         on_done: Callable[[Result], None],
         on_start: Callable[[Task[Any]], None],
+        on_drained: Callable[[], None],
     ) -> None:
         self._name = name
         self._max = max_threads
         self._loop = loop
         self._on_done = on_done
         self._on_start = on_start
+        self._on_drained = on_drained
         self._began: deque[Task[Any]] = deque()  # reserved attempts a thread just started
         self._work_q: queue.SimpleQueue[tuple[Task[Any], object] | None] = queue.SimpleQueue()
         self._results: deque[Result] = deque()
@@ -93,11 +96,16 @@ class ThreadLane:
         while began:
             self._on_start(began.popleft())
         results = self._results
+        if not results:
+            return
         on_done = self._on_done
-        while results:
-            item = results.popleft()
-            self._busy -= 1
-            on_done(item)
+        try:
+            while results:
+                item = results.popleft()
+                self._busy -= 1
+                on_done(item)
+        finally:
+            self._on_drained()  # once for the batch
 
     def _work(self) -> None:
         get = self._work_q.get

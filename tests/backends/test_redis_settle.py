@@ -90,4 +90,45 @@ def test_runs_of_queues_and_statuses_are_counted_as_the_full_path_counts(
     assert counts == [{"succeeded": 2, "failed": 2}, {"succeeded": 2, "cancelled": 1}]
     assert asyncio.run(settle(full, [missing])) == [[missing.id], counts]
     assert stored(admin, lean) == stored(admin, full)
+
+
+def test_a_batch_sharing_its_times_stores_what_each_outcome_alone_would(
+    redis_server: RedisServer,
+) -> None:
+    """The settle arguments write a time once a batch (``_settle_args``'s ``texts``).
+
+    A batch of outcomes of one time (a drain of the thread lane), with expiries, a retry and a
+    mark among them, is written on one prefix in one call and on another one settlement a
+    call: the two store the same, and the times as ``repr`` writes them.
+    """
+    admin = redis.Redis.from_url(redis_server.url)
+    tasks = [rec() for _ in range(5)]
+    now = NOW + 0.1234567891  # (a time whose repr has 17 digits)
+    r0, r1, r2, r3, r4 = (t.id for t in tasks)
+    batch = [
+        Settlement(r0, 1, Outcome.SUCCEEDED, now, result=b"1", attempt=ATTEMPT),
+        Settlement(r1, 1, Outcome.SUCCEEDED, now, result=b"2", keep=60.0),
+        Settlement(r2, 1, Outcome.FAILED, now, error="boom", keep=60.0),
+        Settlement(r3, 1, Outcome.RETRY, now, run_at=now + 60.0, error="E"),
+        Settlement(r4, 1, Outcome.STARTED, now),
+    ]
+
+    async def settle(prefix: str, together: bool) -> None:
+        b = RedisBackend(redis_server.url, prefix=prefix)
+        await b.push(tasks)
+        assert len(await b.claim(ClaimRequest("q", NOW, 10, LEASE, "w"))) == 5
+        if together:
+            assert await b.settle(batch) == []
+        else:
+            for s in batch:
+                assert await b.settle([s]) == []
+        await b.close()
+
+    one, each = f"test-{uuid.uuid4().hex[:12]}", f"test-{uuid.uuid4().hex[:12]}"
+    asyncio.run(settle(one, True))
+    asyncio.run(settle(each, False))
+    together, apart = stored(admin, one), stored(admin, each)
+    assert {k: sorted(v) for k, v in together.items()} == {k: sorted(v) for k, v in apart.items()}
+    finished = admin.hget(f"{one}:task:{r1}", "finished_at")
+    assert finished == repr(now).encode()
     admin.close()

@@ -113,9 +113,10 @@ class Outbox(DurableState):
                 log_of = _chain_log_of(error)
                 if log_of is not None:  # a failed chain keeps its result log in the record
                     result = self._chain_result(task, log_of)
+            now = self.engine.stamp  # (the outcomes of a batch of threads share one time)
             settlement = Settlement(
-                task_id, token, _OUTCOME[status], self.clock.now(), error=described,
-                result=result, keep=keep,
+                task_id, token, _OUTCOME[status], self.clock.now() if now is None else now,
+                error=described, result=result, keep=keep,
             )  # fmt: skip
             self._settle_out(settlement)
             self._holding[id(settlement)] = task  # reported once written (see _written)

@@ -50,8 +50,9 @@ class HomeLoop(EngineState):
         self.loop = loop
         self.loop_thread_id = thread_id
         self._threads = ThreadLane(
-            self.name, self.concurrency, loop, self._sync_done, self._thread_started
-        )
+            self.name, self.concurrency, loop, self._sync_done, self._thread_started,
+            self._sync_drained,
+        )  # fmt: skip
         if self._inbox:
             self._inbox_wake = True
             loop.call_soon_threadsafe(self._drain_inbox)

@@ -286,8 +286,11 @@ class Launch(HomeLoop):
         self._ready.appendleft(task)
 
     def _sync_done(self, item: Result) -> None:
+        """A thread returned an attempt (the lane's drain; ``_sync_drained`` ends the batch)."""
         task, token, value, error, duration = item
         self._inflight -= 1
+        if self.stamp is None:  # the batch's outcomes share one reading of the clock
+            self.stamp = self.clock.now()
         if error is LAPSED:  # not started: given back (the durable engine's leases)
             self._active -= 1
             self._running.discard(task)
@@ -299,3 +302,7 @@ class Launch(HomeLoop):
         elif task._runner is _CANCEL and task._status in _LAUNCHED:
             self._settle(task, value, error, duration)
         self._pump()
+
+    def _sync_drained(self) -> None:
+        """The lane's batch of returned attempts is settled: forget the time they shared."""
+        self.stamp = None

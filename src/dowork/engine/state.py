@@ -66,6 +66,7 @@ class EngineState:
     _release_due: Callable[[float, Line], None]
     _remember_finished: Callable[[str], None]
     _sync_done: Callable[[Result], None]
+    _sync_drained: Callable[[], None]
     _thread_started: Callable[[Task[Any]], None]
     _use_priorities: Callable[[], None]
     cancel_task: Callable[[Task[Any]], bool]
@@ -148,6 +149,9 @@ class EngineState:
         # capped at ``concurrency``), so a finishing thread takes the next task at once
         # instead of waiting for a round trip through the loop.
         self._stage_limit = self.concurrency * 4
+        #: The time the outcomes of one drain of the thread lane share (``_sync_done`` reads
+        #: the clock once for them all); None outside a drain.
+        self.stamp: float | None = None
         self._active = 0  # attempts launched and not yet settled
         self._running: set[Task[Any]] = set()
         self._unfinished = 0

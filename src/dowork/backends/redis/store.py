@@ -84,8 +84,9 @@ class RedisStore(
             return []
         await self._taken([s.id for s in settlements])
         args: list[str | bytes | int] = [len(settlements)]
+        texts: dict[float, str] = {}  # (times repeat: a batch of outcomes shares one)
         for s in settlements:
-            args += self._settle_args(s)
+            args += self._settle_args(s, texts)
         try:
             refused, dead = await self._script("settle", *args)
         except (BackendUnavailable, BackendFull):
@@ -102,11 +103,13 @@ class RedisStore(
             buried.extend((id_of(i), "malformed") for i in dead)
         return [i.decode("utf-8", "surrogatepass") for i in refused]
 
-    def _settle_args(self, s: Settlement) -> list[str | bytes | int]:
-        """One settlement's ``settle.lua`` arguments.
+    def _settle_args(self, s: Settlement, texts: dict[float, str]) -> list[str | bytes | int]:
+        """One settlement's ``settle.lua`` arguments; ``texts``: the times written so far.
 
         ``num``, ``utf8`` and ``opt`` are written out for the values every settlement has
-        (one call each fewer per task); the rare ones still go through ``opt``.
+        (one call each fewer per task); the rare ones still go through ``opt``. A time is
+        written once a batch (``repr`` of a float is some 8k instructions): the outcomes of
+        a batch of threads share theirs, and so their expiry.
         """
         outcome, now = s.outcome, float(s.now)
         if outcome is Outcome.STARTED:
@@ -115,12 +118,18 @@ class RedisStore(
             status, expires = "retrying", ""
         else:
             keep = retention(outcome, s.keep, self.keep_finished, self.keep_dead)
-            status, expires = _FINAL[outcome], (repr(now + keep) if keep > 0 else "")
+            status, expires = _FINAL[outcome], ""
+            if keep > 0:
+                at = now + keep
+                expires = texts.get(at) or texts.setdefault(at, repr(at))
+        at = float(s.run_at)
+        run_at = texts.get(at) or texts.setdefault(at, repr(at))
+        written = texts.get(now) or texts.setdefault(now, repr(now))
         error, reason, payload = s.error, s.reason, s.payload  # (mostly None: no opt call)
         result, attempt = s.result, s.attempt
         return [
-            s.id.encode("utf-8", "surrogatepass"), s.token, status, repr(now),
-            repr(float(s.run_at)), b"" if error is None else opt(error),
+            s.id.encode("utf-8", "surrogatepass"), s.token, status, written,
+            run_at, b"" if error is None else opt(error),
             b"" if reason is None else opt(reason), b"" if result is None else b"=" + result,
             expires, b"" if payload is None else opt(payload),
             b"" if attempt is None else history_arg(attempt),
