@@ -271,8 +271,14 @@ class Launch(HomeLoop):
             task._runner = None
         self._inflight -= 1
         self._async_running -= 1
+        if self.stamp is None:  # the outcomes of this turn of the loop share one time
+            self.stamp = self.clock.now()
+            asyncio.get_running_loop().call_soon(self._forget_stamp)
         self._settle(task, value, error, (time.perf_counter_ns() - start) / 1e9)
         self._pump()
+
+    def _forget_stamp(self) -> None:
+        self.stamp = None
 
     def _interrupted(self, task: Task[Any]) -> None:
         """Put back an attempt cut short by the loop closing; it does not count."""

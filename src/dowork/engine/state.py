@@ -150,7 +150,8 @@ class EngineState:
         # instead of waiting for a round trip through the loop.
         self._stage_limit = self.concurrency * 4
         #: The time the outcomes of one drain of the thread lane share (``_sync_done`` reads
-        #: the clock once for them all); None outside a drain.
+        #: the clock once for them all), or of the async attempts ending in one turn of the
+        #: loop; None between them.
         self.stamp: float | None = None
         self._active = 0  # attempts launched and not yet settled
         self._running: set[Task[Any]] = set()
