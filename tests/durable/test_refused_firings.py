@@ -11,13 +11,14 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
 from dowork import DurableSettings, FakeClock, Queue
-from dowork.backends import RedisBackend
+from dowork.backends import Record, RedisBackend
+from dowork.errors import OutcomeUnknown
 from dowork.scheduling import Schedule
 from tests.redis_server import RedisServer
 
@@ -185,3 +186,45 @@ def test_firings_due_together_refused_are_pushed_again_together_each_once(
     assert len(refused) == 1  # one batch: one line
     assert "20 schedule firings" in refused[0]
     assert warnings(caplog, LOST) == []
+
+
+class LostReply(RedisBackend):
+    """A real Redis whose next push loses its reply (``lose``): after storing it, or before."""
+
+    lose: str | None = None
+
+    async def push(self, records: Sequence[Record], *, fresh: bool = False) -> dict[str, str]:
+        how, self.lose = self.lose, None
+        if how == "after":
+            await super().push(records, fresh=fresh)
+        if how is not None:
+            raise OutcomeUnknown("the reply was lost (test)", tuple(r.id for r in records))
+        return await super().push(records, fresh=fresh)
+
+
+@pytest.mark.parametrize("stored_first", [True, False], ids=["stored", "not stored"])
+def test_a_firing_whose_push_lost_its_reply_is_pushed_again_and_runs_once(
+    server: RedisServer, caplog: pytest.LogCaptureFixture, stored_first: bool
+) -> None:
+    """Stored or not, a firing whose outcome is unknown is not lost: its second push is
+    stored, or refused as the duplicate of the first (counted as fired elsewhere)."""
+    ran.clear()
+    caplog.set_level(logging.WARNING, logger="dowork")
+    clock = FakeClock(START)
+    backend = LostReply(server.url, prefix=f"dowork:u{uuid.uuid4().hex[:8]}")
+    queue = Queue("sched", backend=backend, clock=clock, log=False)
+    queue.task(name="tick")(tick)
+    schedule = queue.every(60, tick, "a")
+    queue.start()
+    try:
+        backend.lose = "after" if stored_first else "before"
+        clock.set(schedule.trigger.next_after(START) + 1)
+        wait_until(lambda: ran == ["a"], "its run")
+        wait_until(lambda: schedule.runs + schedule.fired_elsewhere == 1, "counted once")
+        assert (schedule.runs, schedule.fired_elsewhere) == ((0, 1) if stored_first else (1, 0))
+        assert backend.lose is None  # the lost reply happened
+        assert warnings(caplog, LOST) == []
+        assert len(stored(queue)) == 1
+    finally:
+        queue.shutdown(timeout=10)
+    assert ran == ["a"]

@@ -9,9 +9,10 @@ others are pushed again, so each is stored once and counted once.
 A firing the store cannot take for a moment (``BackendUnavailable``: Redis restarting, a
 connect timeout; nothing was sent) is pushed again, after 0.1 s doubling to 5 s, while the
 queue accepts work and until the schedule's following firing is due: then that one
-supersedes it, and it is logged lost, once. Pushing again is safe: a firing's id is derived
-from its schedule and due time, so a store that has it refuses it (``DuplicateTask``), as it
-refuses the same firing pushed by another worker.
+supersedes it, and it is logged lost, once. So is a firing whose push's reply was lost
+(``OutcomeUnknown``: stored or not). Pushing again is safe: a firing's id is derived from its
+schedule and due time, so a store that has it refuses it (``DuplicateTask``), as it refuses
+the same firing pushed by another worker; such a firing then counts as fired elsewhere.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..backends._protocol import Record
 from ..codec import encode_for
-from ..errors import BackendError, BackendUnavailable, DuplicateTask
+from ..errors import BackendError, BackendUnavailable, DuplicateTask, OutcomeUnknown
 from ..task import Task
 from .state import DurableState, _payload_of, log
 
@@ -136,7 +137,9 @@ class Firings(DurableState):
                     firings[0].schedule.fired_elsewhere += 1
                     return
                 firings = await self._not_stored(firings)  # (the rest: pushed again)
-            except BackendUnavailable as exc:
+            except (BackendUnavailable, OutcomeUnknown) as exc:
+                for firing in firings:  # (a push whose outcome is unknown let its tasks go)
+                    firing.task._engine = self.engine
                 refusals += 1
                 firings = self._still_due(firings, exc)
                 if firings:
