@@ -8,6 +8,7 @@ returns, ids checked, in one transaction; records with idempotency keys go throu
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 from collections import Counter
 from pathlib import Path
@@ -88,3 +89,31 @@ def test_submits_from_threads_reach_an_idle_worker_at_once(tmp_path: Path) -> No
         assert {"p0", "p1", "p2", "p3"} <= set(traced)  # each pushed on its own thread
     finally:
         queue.shutdown(timeout=WAIT)
+
+
+def test_a_pushed_row_reads_back_as_given(tmp_path: Path) -> None:
+    """Empty, zero and None values of a pushed record come back as they were given.
+
+    (The push binds None as 0 or '' and bytes as a bytearray, which its INSERT turns back.)
+    """
+    store = SQLiteBackend(tmp_path / "tasks.db")
+    given = [
+        dataclasses.replace(rec(options="", slot=0.0, concurrency_key="k"), payload=b""),
+        rec(options='{"timeout":5}', slot=None, concurrency_key=None, priority=-1),
+        rec(options=None, slot=12.5, concurrency_key="", status="scheduled"),
+    ]
+
+    async def body() -> None:
+        await store.push(given[:1])
+        assert store.push_sync(given[1:2]) is True
+        await store.push(given[2:])
+        got = {r.id: r for r in await store.get([r.id for r in given])}
+        fields = [(r.payload, r.options, r.slot, r.concurrency_key, r.status) for r in given]
+        fields[2] = (*fields[2][:3], None, "scheduled")  # an empty key is no key
+        stored = [got[r.id] for r in given]
+        assert [(r.payload, r.options, r.slot, r.concurrency_key, r.status) for r in stored] == (
+            fields
+        )
+        await store.close()
+
+    asyncio.run(body())
