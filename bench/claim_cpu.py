@@ -9,6 +9,10 @@ Pushes ``--n`` records to one queue of an in-memory or SQLite store, then claims
 - ``rated``: a queue rate limit that never bites (every record asks ``flow.Pacer``);
 - ``keyed_rated``: both.
 
+With ``--settle``, each claimed batch is then settled as succeeded, with a result and the
+attempt line a worker sends, as a worker's outcomes are: the store's cost per task of a
+claim and its outcome, without the worker around them.
+
 Load-independent figures come from counting instructions: run it under callgrind with and
 without ``--setup-only`` (the push alone) and divide the difference by ``--n``::
 
@@ -30,9 +34,11 @@ import os
 import tempfile
 import time
 
-from dowork.backends import ClaimRequest, MemoryBackend, Record, SQLiteBackend
+from dowork.backends import ClaimRequest, MemoryBackend, Outcome, Record, Settlement, SQLiteBackend
 
 SCENARIOS = ("plain", "prio", "keyed", "rated", "keyed_rated")
+#: The attempt line a worker sends with an outcome (its size and shape).
+ATTEMPT = '{"n":1,"start":1796642645.658050,"took":0.000123,"outcome":"succeeded"}'
 
 
 def records(n: int, scenario: str) -> list[Record]:
@@ -47,7 +53,9 @@ def records(n: int, scenario: str) -> list[Record]:
     return out
 
 
-async def run(store: str, scenario: str, n: int, batch: int, setup_only: bool) -> None:
+async def run(
+    store: str, scenario: str, n: int, batch: int, setup_only: bool, settle: bool
+) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         backend = MemoryBackend() if store == "memory" else SQLiteBackend(os.path.join(tmp, "d"))
         await backend.open()
@@ -64,11 +72,19 @@ async def run(store: str, scenario: str, n: int, batch: int, setup_only: bool) -
             if not got:
                 break
             claimed += len(got)
+            if settle:
+                outcomes = [
+                    Settlement(r.id, r.attempts, Outcome.SUCCEEDED, 3.0, result=b"null",
+                               attempt=ATTEMPT)
+                    for r in got
+                ]  # fmt: skip
+                assert await backend.settle(outcomes) == []
         cpu = time.process_time() - started
         await backend.close()
     if not setup_only:
         assert claimed == n, claimed
-        print(f"{store} {scenario}: {n} claimed, {cpu / n * 1e6:.1f} us CPU per task")
+        what = "claimed and settled" if settle else "claimed"
+        print(f"{store} {scenario}: {n} {what}, {cpu / n * 1e6:.1f} us CPU per task")
 
 
 def main() -> None:
@@ -78,9 +94,10 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1000, help="records pushed, then claimed")
     parser.add_argument("--batch", type=int, default=10, help="records a claim asks for")
     parser.add_argument("--setup-only", action="store_true", help="push, claim nothing")
+    parser.add_argument("--settle", action="store_true", help="settle each claimed batch")
     args = parser.parse_args()
     gc.disable()
-    asyncio.run(run(args.store, args.scenario, args.n, args.batch, args.setup_only))
+    asyncio.run(run(args.store, args.scenario, args.n, args.batch, args.setup_only, args.settle))
 
 
 if __name__ == "__main__":
