@@ -122,11 +122,13 @@ def run_until_signalled(
     """
     caught = _Signals(_plan(queues, Path(dump_path)), on_signal)
     previous = {sig: signal.signal(sig, caught.handle) for sig in signals}
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, signals)  # (see cli.processes.start_blocked)
     try:
         for queue in queues:
             if not queue.running:
                 queue.start()
+        # A signal held since the process started (cli.processes.start_blocked) comes now,
+        # once the queues run, so that its warm shutdown finds them running.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, signals)
         if started is not None:
             started()
         while not caught.first.wait(0.2):

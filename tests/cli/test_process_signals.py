@@ -10,7 +10,7 @@ import subprocess
 import sys
 import textwrap
 
-from dowork.cli.processes import start_blocked
+from dowork.cli.processes import Children, start_blocked
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -55,3 +55,26 @@ def test_a_held_stop_signal_is_a_warm_shutdown_once_the_handlers_are_set() -> No
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["stopped", "True", "[1]"]  # warm: the queued task ran
+
+
+def test_a_signal_caught_while_a_process_starts_reaches_that_process() -> None:
+    """The handler can run in the main thread between a process's start and its entry among
+    the running ones: the signal still reaches it (it used to be passed on to the others only,
+    and the first process then waited for that one forever)."""
+
+    class Interrupted(Children):
+        def _spawn(self, index: int) -> subprocess.Popen[bytes]:
+            child = super()._spawn(index)
+            self.forward(signal.SIGTERM)  # as the handler would, before the entry is made
+            return child
+
+    children = Interrupted(2, 0, "dump.jsonl", None)
+    children._argv = _python("""
+        import signal, time
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGTERM])
+        time.sleep(30)
+    """)
+    children.start()
+    (child,) = children._running.values()
+    assert child.wait(timeout=10) == -signal.SIGTERM
+    assert children.finish()

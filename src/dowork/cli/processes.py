@@ -164,10 +164,18 @@ class Children:
                         self._running[index] = self._spawn(index)
 
     def forward(self, signum: int) -> None:
-        """Pass a signal this process caught on to the others (and restart none from now)."""
+        """Pass a signal this process caught on to the others (and restart none from now).
+
+        Called from the signal handler, which can run in the main thread between a process's
+        start and its entry in ``_running``: a thread passes the signal on under the lock,
+        so once every process started so far is known.
+        """
         self._stopping.set()
+        self._signalled = True  # (finish() sends no SIGTERM of its own)
+        threading.Thread(target=self._pass_on, args=(signum,), daemon=True).start()
+
+    def _pass_on(self, signum: int) -> None:
         with self._lock:
-            self._signalled = True
             for child in self._running.values():
                 if child.poll() is None:
                     child.send_signal(signum)
