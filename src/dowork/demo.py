@@ -95,7 +95,7 @@ def _enqueue(url: str, tasks: int, seed: int) -> None:
 
 def _workers(url: str, count: int) -> tuple[list[subprocess.Popen[str]], list[str]]:
     argv = [sys.executable, "-m", "dowork", "worker", "dowork.demo:queue", "--backend", url]
-    argv += ["--concurrency", "16"]
+    argv += ["--concurrency", "16", "--processes", "1"]  # (--workers says how many)
     procs = [
         subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, cwd=os.getcwd())
         for _ in range(count)

@@ -208,6 +208,7 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert re.search(r"done\s+\d+", result.stdout)
     assert re.search(r"dead-lettered\s+1", result.stdout)
     assert "metrics were served on http://127.0.0.1:" in result.stdout
+    assert result.stdout.count("metrics were served on") == 2  # one per worker process
 
 
 def _started(stream: IO[str]) -> int:
