@@ -12,7 +12,6 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -23,29 +22,14 @@ from dowork.backends.store import Burials
 from dowork.durable import DurableSource
 from dowork.durable.flush import one_lease_each
 from dowork.errors import BackendError, BackendFull, BackendUnavailable
-from tests.durable.test_outcome_written import WAIT, stored, wait_for
+from tests.durable.test_outcome_written import WAIT, Unwritable, stored, wait_for
 from tests.upkeep import reap
 
 
-class CutOff(SQLiteBackend):
-    """A real SQLite store whose settlements fail while ``cut`` is set, and heartbeats while
-    ``beats_cut`` is; it counts the claims asked."""
+class CutOff(Unwritable):
+    """``Unwritable`` that counts the claims asked."""
 
-    cut = False
-    beats_cut = False
     claims = 0
-
-    async def settle(
-        self, settlements: Sequence[Settlement], *, buried: Burials | None = None
-    ) -> list[str]:
-        if self.cut:
-            raise BackendUnavailable("cut off (test)")
-        return await super().settle(settlements, buried=buried)
-
-    async def heartbeat(self, leases: Any, now: float, lease: float) -> tuple[list[str], list[str]]:
-        if self.beats_cut:
-            raise BackendUnavailable("cut off (test)")
-        return await super().heartbeat(leases, now, lease)
 
     async def claim(self, request: ClaimRequest) -> list[Record]:
         self.claims += 1
@@ -71,7 +55,7 @@ def test_a_late_outcome_is_written_before_the_worker_claims_again(tmp_path: Path
         task = work.submit()
         queue.start()
         wait_for(lambda: stored(reader, task.id) is TaskStatus.RUNNING)
-        store.cut = store.beats_cut = True  # the lease lapses; another worker reaps it
+        store.cut = store.beats = True  # the lease lapses; another worker reaps it
         wait_for(lambda: asyncio.run(reap(admin, "jobs", _now(), 3)) == (1, 0))
         assert stored(reader, task.id) is TaskStatus.RETRYING
         gate.set()  # the run ends; its outcome cannot be written yet
@@ -79,7 +63,7 @@ def test_a_late_outcome_is_written_before_the_worker_claims_again(tmp_path: Path
         assert isinstance(source, DurableSource)
         wait_for(lambda: source._unsettled)
         claims = store.claims
-        store.beats_cut = False  # the worker reaches its store again, but for its outcomes
+        store.beats = False  # the worker reaches its store again, but for its outcomes
         wait_for(lambda: store.claims > claims or source._slot_waiting)
         assert store.claims == claims  # it did not claim its own task over its outcome
         store.cut = False
@@ -90,7 +74,7 @@ def test_a_late_outcome_is_written_before_the_worker_claims_again(tmp_path: Path
         assert (record.crashes, record.lost, record.started) == (0, 1, 1)
         assert source.refused == 0
     finally:
-        store.cut = store.beats_cut = False
+        store.cut = store.beats = False
         gate.set()
         queue.shutdown(timeout=5)
         reader.shutdown(timeout=5)

@@ -47,12 +47,10 @@ def server(tmp_path: Path) -> Iterator[RedisServer]:
         server.stop()
 
 
-@pytest.fixture
-def worker(server: RedisServer) -> Iterator[tuple[Queue, Schedule, FakeClock]]:
-    """A worker on ``server`` on a fake clock, with an every(60) schedule of ``tick``."""
+def start_worker(backend: RedisBackend) -> tuple[Queue, Schedule, FakeClock]:
+    """A started worker on ``backend`` on a fake clock, with an every(60) schedule of ``tick``."""
     ran.clear()
     clock = FakeClock(START)
-    backend = RedisBackend(server.url, prefix=f"dowork:f{uuid.uuid4().hex[:8]}")
     queue = Queue(
         "sched",
         backend=backend,
@@ -63,6 +61,15 @@ def worker(server: RedisServer) -> Iterator[tuple[Queue, Schedule, FakeClock]]:
     queue.task(name="tick")(tick)
     schedule = queue.every(60, tick, "a")
     queue.start()
+    return queue, schedule, clock
+
+
+@pytest.fixture
+def worker(server: RedisServer) -> Iterator[tuple[Queue, Schedule, FakeClock]]:
+    """A worker on ``server`` (see ``start_worker``)."""
+    queue, schedule, clock = start_worker(
+        RedisBackend(server.url, prefix=f"dowork:f{uuid.uuid4().hex[:8]}")
+    )
     try:
         yield queue, schedule, clock
     finally:
@@ -208,14 +215,9 @@ def test_a_firing_whose_push_lost_its_reply_is_pushed_again_and_runs_once(
 ) -> None:
     """Stored or not, a firing whose outcome is unknown is not lost: its second push is
     stored, or refused as the duplicate of the first (counted as fired elsewhere)."""
-    ran.clear()
     caplog.set_level(logging.WARNING, logger="dowork")
-    clock = FakeClock(START)
     backend = LostReply(server.url, prefix=f"dowork:u{uuid.uuid4().hex[:8]}")
-    queue = Queue("sched", backend=backend, clock=clock, log=False)
-    queue.task(name="tick")(tick)
-    schedule = queue.every(60, tick, "a")
-    queue.start()
+    queue, schedule, clock = start_worker(backend)
     try:
         backend.lose = "after" if stored_first else "before"
         clock.set(schedule.trigger.next_after(START) + 1)
