@@ -149,7 +149,7 @@ class Fetcher(DurableState):
         wait_claim = self.extras.wait_claim
         settings = self.settings
         room = self._prefetch() + self.engine.concurrency - len(self._claimed)
-        if wait_claim is None or room <= 0 or self._suspects:
+        if wait_claim is None or room <= 0 or self._suspects or self._unsettled:
             await self.backend.wait(self.name, pause)
             return
         claimed = await wait_claim(
