@@ -193,6 +193,48 @@ def test_a_take_after_a_drain_or_a_cancel_says_so(
     run(main())
 
 
+@pytest.mark.parametrize("loaded", [True, False], ids=["scripts-loaded", "scripts-flushed"])
+def test_a_task_drained_between_the_pop_and_its_take_is_started_by_the_popping_worker(
+    redis_server: RedisServer,
+    prefix: str,
+    admin: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    loaded: bool,
+) -> None:
+    """A reader drains the inbox (a handle polling for the task does) right after the worker
+    popped an entry: the drain stores it as running, leased to no one, and the worker takes it
+    over. With its peek script not loaded yet (a new or restarted Redis), the worker gave the
+    entry back to a claim, which found it gone: the task waited a minute for the reaper."""
+    producer = RedisBackend(redis_server.url, prefix=prefix)
+    reader = RedisBackend(redis_server.url, prefix=prefix)
+    worker = RedisBackend(redis_server.url, prefix=prefix)
+    pop = worker._raw
+
+    async def pop_then_drain(link: Any, *commands: Any, **options: Any) -> list[Any]:
+        answers = await pop(link, *commands, **options)
+        if commands[0][0] == "BLMOVE":
+            assert await reader.get(["none such"]) == []  # drains every inbox
+        return answers
+
+    async def main() -> None:
+        await worker.open()
+        if not loaded:
+            admin.script_flush()
+        monkeypatch.setattr(worker, "_raw", pop_then_drain)
+        task = rec()
+        assert producer.push_sync([task], fresh=True) is True
+        (claimed,) = await worker.wait_claim(ClaimRequest("q", NOW, 10, LEASE, "w"), 5.0)
+        assert (claimed.id, claimed.owner, claimed.attempts) == (task.id, "w", 1)
+        await worker._taken([task.id])
+        (stored,) = await reader.get([task.id])
+        assert (stored.status, stored.owner, stored.attempts) == ("running", "w", 1)
+        assert stored.lease_until == claimed.lease_until
+        for backend in (producer, reader, worker):
+            await backend.close()
+
+    run(main())
+
+
 def test_a_worker_with_flow_control_drains_the_inbox_and_claims_by_its_rules(
     redis_server: RedisServer, prefix: str, admin: Any
 ) -> None:

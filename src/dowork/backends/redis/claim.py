@@ -112,9 +112,10 @@ class Fetcher(Connection):
     async def _pop(self, link: Link, c: ClaimRequest, block: str) -> list[Record]:
         """``wait_claim`` of a worker with no flow control: pop the inbox, start what it gives.
 
-        The pop goes with ``peek.lua`` in one round trip: an entry whose id is in use (or twice
-        in ``taken``) is given back to a claim instead, which dead-letters it; one stored by a
-        drain meanwhile starts only once ``take.lua`` says so.
+        The pop goes with ``peek.lua`` in one round trip (a second one if Redis had not loaded
+        it yet): an entry whose id is in use (or twice in ``taken``) is given back to a claim
+        instead, which dead-letters it; one stored by a drain meanwhile starts only once
+        ``take.lua`` says so.
         """
         q = f"{self._keys}q:{c.queue}:"
         inbox = utf8(q + "inbox")
@@ -130,16 +131,20 @@ class Fetcher(Connection):
                 popped = peeked = b"t"  # Redis is full: a claim drains it (see may_fill.lua)
             elif isinstance(popped, Exception):
                 raise popped
-            if isinstance(peeked, redis.exceptions.NoScriptError):  # Redis restarted
-                await link.client.script_load(peek.script)
+            if isinstance(peeked, redis.exceptions.NoScriptError):  # not loaded yet
+                peeked = None
             elif isinstance(peeked, Exception):
                 raise peeked
         if popped is None:
             return []
         record = from_inbox(popped, c.queue)
-        if record is None or isinstance(peeked, Exception) or utf8(record.id) in peeked[1]:
-            # A wake-up token, garbage, an id in use, or not peeked (Redis restarted and lost
-            # the script): give it back to a claim, which checks everything.
+        if record is not None and peeked is None:
+            # Peek again (loading the script): a drain may have stored the entry meanwhile,
+            # which only take.lua takes over (a claim given it back would find it gone).
+            peeked = await self._script("peek", utf8(c.queue))
+        if record is None or utf8(record.id) in peeked[1]:
+            # A wake-up token, garbage or an id in use: give it back to a claim, which checks
+            # everything.
             return await self._claim(c, popped)
         now = c.now + link.loop.time() - began  # the blocking wait
         record.status, record.attempts, record.owner = "running", 1, c.owner
