@@ -191,8 +191,31 @@ def test_firings_due_together_refused_are_pushed_again_together_each_once(
     assert sorted(ran) == sorted(["a", *(f"b{n}" for n in range(19))])
     refused = warnings(caplog, RETRYING)
     assert len(refused) == 1  # one batch: one line
-    assert "20 schedule firings" in refused[0]
+    assert "the firings of 20 schedules (tick)" in refused[0]
     assert warnings(caplog, LOST) == []
+
+
+def test_firings_superseded_together_are_logged_lost_in_one_line(
+    server: RedisServer,
+    worker: tuple[Queue, Schedule, FakeClock],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A long outage supersedes every schedule's firing at once: one line, not one each."""
+    queue, schedule, clock = worker
+    others = [queue.every(60, tick, f"b{n}") for n in range(19)]
+    first = schedule.trigger.next_after(START)
+    caplog.set_level(logging.WARNING, logger="dowork")
+    server.stop()
+    clock.set(first + 1)
+    wait_until(lambda: warnings(caplog, RETRYING) or warnings(caplog, LOST), "the refusal logged")
+    clock.set(schedule.trigger.next_after(first) + 1)  # every first firing is superseded
+    wait_until(lambda: warnings(caplog, LOST), "the first firings logged lost")
+    server.start()
+    wait_until(lambda: all(s.runs == 1 for s in [schedule, *others]), "the next firings stored")
+    lost = warnings(caplog, LOST)
+    assert len(lost) == 1, lost
+    assert "schedule firing lost for 20 schedules (tick)" in lost[0]
+    assert time.strftime("%H:%M:%S", time.gmtime(first)) in lost[0]
 
 
 class LostReply(RedisBackend):

@@ -55,6 +55,13 @@ class _Firing:
     superseded_at: float | None = None
 
 
+def _named(firings: list[_Firing]) -> str:
+    """Several firings for a log line: how many schedules, and the first three names."""
+    names = list(dict.fromkeys(f.schedule.name for f in firings))  # (schedules share names)
+    more = ", ..." if len(names) > 3 else ""
+    return f"{len(firings)} schedules ({', '.join(names[:3])}{more})"
+
+
 def _when(planned: float) -> str:
     return datetime.fromtimestamp(planned, UTC).isoformat(timespec="seconds")
 
@@ -149,8 +156,7 @@ class Firings(DurableState):
                     pause = min(pause * 2, _LAST_PAUSE)
                     firings = self._still_due(firings, exc)  # (the clock moved meanwhile)
             except BackendError as exc:
-                for firing in firings:
-                    self._lost(firing, f"the store refused it ({exc!r})")
+                self._lost(firings, f"the store refused it ({exc!r})")
                 return
             else:
                 self._stored(firings, refusals)
@@ -199,33 +205,44 @@ class Firings(DurableState):
     def _still_due(self, firings: list[_Firing], refused: BackendError) -> list[_Firing]:
         """The refused firings to push again; the others are logged lost (once: dropped)."""
         if not self.engine.accepting:
-            for firing in firings:
-                self._lost(firing, f"the queue stopped while the store refused it ({refused!r})")
+            self._lost(firings, f"the queue stopped while the store refused it ({refused!r})")
             return []
         now = self.clock.now()
-        kept = []
+        kept, cancelled, superseded = [], [], []
         for firing in firings:
             schedule = firing.schedule
             if firing.superseded_at is None:
                 firing.superseded_at = schedule.trigger.next_after(firing.since)
             if not schedule.active:
-                self._lost(firing, f"its schedule was cancelled while refused ({refused!r})")
+                cancelled.append(firing)
             elif now >= firing.superseded_at:
-                self._lost(
-                    firing,
-                    f"still refused when the next firing was due at "
-                    f"{_when(firing.superseded_at)} ({refused!r})",
-                )
+                superseded.append(firing)
             else:
                 kept.append(firing)
+        self._lost(cancelled, f"its schedule was cancelled while refused ({refused!r})")
+        if superseded:
+            due = _when(min(f.superseded_at or now for f in superseded))
+            self._lost(
+                superseded, f"still refused when the next firing was due at {due} ({refused!r})"
+            )
         return kept
 
-    def _lost(self, firing: _Firing, why: str) -> None:
+    def _lost(self, firings: list[_Firing], why: str) -> None:
+        """Log firings given up for the same reason in one line, however many there are.
+
+        A long outage supersedes every schedule's firing at once: a line each flooded the log.
+        """
+        if not firings:
+            return
+        if len(firings) == 1:
+            what = f"schedule {firings[0].schedule.name} firing lost: the one"
+        else:
+            what = f"schedule firing lost for {_named(firings)}: the first"
         log.warning(
-            "queue %s: schedule %s firing lost: the one due at %s was not stored: %s",
+            "queue %s: %s due at %s was not stored: %s",
             self.name,
-            firing.schedule.name,
-            _when(firing.planned),
+            what,
+            _when(min(f.planned for f in firings)),
             why,
         )
 
@@ -233,8 +250,7 @@ class Firings(DurableState):
         if len(firings) == 1:
             what = f"schedule {firings[0].schedule.name}'s firing"
         else:
-            names = ", ".join(f.schedule.name for f in firings[:3])
-            what = f"{len(firings)} schedule firings ({names} and {len(firings) - 3} more)"
+            what = f"the firings of {_named(firings)}"
         log.warning(
             "queue %s: the store refused %s due at %s (%r); pushing again (after 0.1 s, "
             "doubling to 5 s) until stored or the next firing is due",
