@@ -21,6 +21,7 @@ from dowork.backends._protocol import Outcome
 from dowork.backends.store import Burials
 from dowork.durable import DurableSource
 from dowork.durable.flush import one_lease_each
+from dowork.durable.state import store_pause
 from dowork.errors import BackendError, BackendFull, BackendUnavailable
 from tests.durable.test_outcome_written import WAIT, Unwritable, stored, wait_for
 from tests.upkeep import reap
@@ -133,6 +134,16 @@ def test_a_write_that_went_through_resets_the_backoff(
         queue.shutdown(timeout=5)
     delays = [r.getMessage().rsplit(" ", 1)[1] for r in caplog.records if "cannot settle" in r.msg]
     assert delays == ["0.10s", "0.20s", "0.40s", "0.10s"]
+
+
+def test_a_worker_asks_a_store_that_failed_it_again_within_5_seconds() -> None:
+    """The pauses between a worker's calls to a store that fails it double up to 5 s, not 10
+    (writes) or 30 (claims): once the store is back, the worker claims and writes soon."""
+    assert [store_pause(n, jitter=False) for n in (1, 2, 3, 6, 7, 10, 11, 50)] == [
+        0.1, 0.2, 0.4, 3.2, 5.0, 5.0, 5.0, 5.0,
+    ]  # fmt: skip
+    for n in range(1, 40):
+        assert store_pause(n, jitter=False) / 2 <= store_pause(n) <= store_pause(n, jitter=False)
 
 
 def test_a_full_store_does_not_stop_the_claims(tmp_path: Path) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any
@@ -21,7 +20,7 @@ if TYPE_CHECKING:
     pass
 
 
-from .state import DurableState, _less_urgent, log
+from .state import DurableState, _less_urgent, log, store_pause
 
 _PRIORITY = attrgetter("priority")
 
@@ -82,7 +81,7 @@ class Fetcher(DurableState):
                 return
             except Exception as exc:
                 failures += 1
-                delay = min(30.0, 0.05 * 2 ** min(failures, 10)) * random.uniform(0.5, 1.0)
+                delay = store_pause(failures)
                 log.warning(
                     "queue %s: backend error (%r); retrying in %.2fs", self.name, exc, delay
                 )

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     pass
 
 
-from .state import _FINISHED, DurableState, encode_progress, log
+from .state import _FINISHED, DurableState, encode_progress, log, store_pause
 
 
 def one_lease_each(outbox: list[Settlement]) -> tuple[list[Settlement], list[Settlement]]:
@@ -138,7 +138,7 @@ class Flushing(DurableState):
                 if isinstance(exc, BackendUnavailable):  # (a full store: claims free room)
                     self._unsettled = True  # (see DurableState._unsettled)
                 failures += 1
-                delay = min(10.0, 0.05 * 2 ** min(failures, 8))
+                delay = store_pause(failures, jitter=False)
                 log.warning(
                     "queue %s: cannot settle (%r); retrying in %.2fs", self.name, exc, delay
                 )

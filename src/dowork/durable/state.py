@@ -7,6 +7,7 @@ import collections
 import json
 import logging
 import os
+import random
 import socket
 import uuid
 from collections.abc import Coroutine
@@ -59,6 +60,19 @@ _NO_OPTIONS: tuple[None, None, None] = (None, None, None)
 _TRACE_LIMIT = 8000  #: characters of a traceback kept in a record's history
 
 _ABORT_WRITES = 5.0  #: seconds a forced stop waits for each of its writes to the store
+#: Seconds a worker waits at most before asking a store that failed it again.
+_LAST_PAUSE = 5.0
+
+
+def store_pause(failures: int, *, jitter: bool = True) -> float:
+    """Seconds to wait after ``failures`` failed calls to the store in a row.
+
+    0.05 s doubling to ``_LAST_PAUSE``; with ``jitter``, less up to a half at random, so that
+    workers cut off together do not come back together. The cap is short: a worker waits this
+    long to claim or write again once its store is back, and a call that fails costs little.
+    """
+    pause = min(_LAST_PAUSE, 0.05 * 2.0 ** min(failures, 10))
+    return pause * random.uniform(0.5, 1.0) if jitter else pause
 
 
 def _with_options(options: str | None, **extra: Any) -> str:
