@@ -91,6 +91,19 @@ def warnings(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
     ]
 
 
+def refused_while_down(
+    server: RedisServer, clock: FakeClock, caplog: pytest.LogCaptureFixture, due: float
+) -> None:
+    """Stop Redis, let ``due`` (a firing's time) pass on the fake clock, wait for the worker's log.
+
+    The worker logs that the store refused the firing (or, wrongly, that it was lost).
+    """
+    caplog.set_level(logging.WARNING, logger="dowork")
+    server.stop()
+    clock.set(due + 1)
+    wait_until(lambda: warnings(caplog, RETRYING) or warnings(caplog, LOST), "the refusal logged")
+
+
 def stored(queue: Queue) -> dict[str, str]:
     """The records of the queue ``sched`` in the store: id -> status."""
     backend = queue.backend
@@ -106,10 +119,7 @@ def test_a_firing_refused_while_redis_restarts_is_retried_and_runs_once(
 ) -> None:
     queue, schedule, clock = worker
     first = schedule.trigger.next_after(START)
-    caplog.set_level(logging.WARNING, logger="dowork")
-    server.stop()
-    clock.set(first + 1)  # the firing is due while Redis is down
-    wait_until(lambda: warnings(caplog, RETRYING) or warnings(caplog, LOST), "the refusal logged")
+    refused_while_down(server, clock, caplog, first)  # the firing is due while Redis is down
     assert warnings(caplog, LOST) == []  # retried, not given up
     assert schedule.runs == 0
     server.start()
@@ -132,10 +142,7 @@ def test_a_firing_still_refused_when_the_next_is_due_is_lost_once_and_the_next_r
     queue, schedule, clock = worker
     first = schedule.trigger.next_after(START)
     second = schedule.trigger.next_after(first)
-    caplog.set_level(logging.WARNING, logger="dowork")
-    server.stop()
-    clock.set(first + 1)
-    wait_until(lambda: warnings(caplog, RETRYING) or warnings(caplog, LOST), "the refusal logged")
+    refused_while_down(server, clock, caplog, first)
     assert warnings(caplog, LOST) == []  # retried, not given up
     clock.set(second + 1)  # the next firing is due, Redis still down: the first is superseded
     wait_until(lambda: warnings(caplog, LOST), "the first firing logged lost")
@@ -179,10 +186,7 @@ def test_firings_due_together_refused_are_pushed_again_together_each_once(
 ) -> None:
     queue, schedule, clock = worker
     others = [queue.every(60, tick, f"b{n}") for n in range(19)]  # 20 due on the same point
-    caplog.set_level(logging.WARNING, logger="dowork")
-    server.stop()
-    clock.set(schedule.trigger.next_after(START) + 1)
-    wait_until(lambda: warnings(caplog, RETRYING) or warnings(caplog, LOST), "the refusal logged")
+    refused_while_down(server, clock, caplog, schedule.trigger.next_after(START))
     server.start()
     every = [schedule, *others]
     wait_until(lambda: all(s.runs == 1 for s in every), "each firing stored once")
@@ -204,10 +208,7 @@ def test_firings_superseded_together_are_logged_lost_in_one_line(
     queue, schedule, clock = worker
     others = [queue.every(60, tick, f"b{n}") for n in range(19)]
     first = schedule.trigger.next_after(START)
-    caplog.set_level(logging.WARNING, logger="dowork")
-    server.stop()
-    clock.set(first + 1)
-    wait_until(lambda: warnings(caplog, RETRYING) or warnings(caplog, LOST), "the refusal logged")
+    refused_while_down(server, clock, caplog, first)
     clock.set(schedule.trigger.next_after(first) + 1)  # every first firing is superseded
     wait_until(lambda: warnings(caplog, LOST), "the first firings logged lost")
     server.start()
