@@ -89,6 +89,7 @@ def decode_record(flat: Sequence[bytes] | dict[bytes, bytes]) -> Record:
     running = status in LEASED
     created_at = float(h[b"created_at"])
     updated = h.get(b"updated_at")
+    updated_at = created_at if updated is None else float(updated)
     attempts = int(h.get(b"attempts", b"0"))
     started = h.get(b"started")
     return Record(
@@ -111,14 +112,25 @@ def decode_record(flat: Sequence[bytes] | dict[bytes, bytes]) -> Record:
         error=_str(h.get(b"error")),
         reason=_str(h.get(b"reason")),
         result=h.get(b"result"),
-        updated_at=created_at if updated is None else float(updated),
-        finished_at=_float(h.get(b"finished_at")),
+        updated_at=updated_at,
+        finished_at=_finished(h.get(b"finished_at"), h, updated_at),
         progress=_str(h.get(b"progress")),
         history=shown_history(h.get(b"history")),
         priority=int(h.get(b"priority", 0)),
         concurrency_key=_str(h.get(b"concurrency_key")),
         slot=_float(h.get(b"slot")),
     )
+
+
+def _finished(stored: bytes | None, h: Mapping[bytes, bytes], updated: float) -> float | None:
+    """A record's ``finished_at``: as an earlier version stored it, else ``updated_at`` if finished.
+
+    Finished means it has an ``expires_at``: every way to a finished status writes it with
+    ``updated_at``, nothing writes either after that, and a requeue or a revival removes it.
+    """
+    if stored is not None:
+        return float(stored)
+    return updated if b"expires_at" in h else None
 
 
 def _as_pushed(h: dict[bytes, bytes]) -> Record:
@@ -171,6 +183,10 @@ def _leniently(h: dict[bytes, bytes]) -> Record:
 
     status = text(b"status") or "dead"
     created_at = number(b"created_at") or 0.0
+    updated_at = number(b"updated_at") or created_at
+    finished_at = number(b"finished_at")
+    if b"finished_at" not in h and b"expires_at" in h:  # (see _finished)
+        finished_at = updated_at
     return Record(
         id=text(b"id") or "",
         queue=text(b"queue") or "",
@@ -191,8 +207,8 @@ def _leniently(h: dict[bytes, bytes]) -> Record:
         error=text(b"error"),
         reason=text(b"reason"),
         result=h.get(b"result"),
-        updated_at=number(b"updated_at") or created_at,
-        finished_at=number(b"finished_at"),
+        updated_at=updated_at,
+        finished_at=finished_at,
         progress=text(b"progress"),
         history=shown_history(h.get(b"history"), "backslashreplace"),  # (lenient)
         priority=number(b"priority", int) or 0,

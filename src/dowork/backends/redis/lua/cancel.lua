@@ -16,7 +16,7 @@ end
 if WAITING[status] then
     local m = member(rec[3], id)
     redis.call('HSET', key, 'status', 'cancelled', 'error', 'cancelled', 'updated_at', now,
-        'finished_at', now, 'expires_at', ARGV[4])
+        'expires_at', ARGV[4])
     redis.call('ZREM', zkey(queue, rec[5], rec[6]), m)
     if rec[6] then lane_out(qkey(queue, ''), rec[6], decimal(rec[7]) and rec[7] or '-inf') end
     redis.call('ZADD', P .. 'expiry', ARGV[4], id)

@@ -61,7 +61,7 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', running, '-inf', '(' .. now)) do
         if crashes >= tonumber(ARGV[4]) then
             redis.call('HSET', key, 'status', 'dead', 'reason', 'crashed_worker',
                 'error', 'the worker running it stopped renewing its lease ' .. crashes ..
-                ' times', 'updated_at', now, 'finished_at', now, 'expires_at', ARGV[5])
+                ' times', 'updated_at', now, 'expires_at', ARGV[5])
             redis.call('ZADD', P .. 'expiry', ARGV[5], id)
             move(queue, m, rec[3], 'running', 'dead')
             dead = dead + 1

@@ -87,13 +87,11 @@ if lean then
         if status ~= 'started' then
             local key, queue, err = taskp .. id, rec[3], ARGV[b + 5]
             if err == '' and rec[6] then redis.call('HDEL', key, 'error') end
-            -- (made 18 long at once: a table that grows is copied at 4, 8 and 16)
+            -- (made 16 long at once: a table that grows is copied at 4, 8 and 16)
             local fields, f = {'status', status, 'updated_at', now, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-                0, 0, 0, 0, 0}, 4
+                0, 0, 0}, 4
             if err ~= '' then fields[5], fields[6], f = 'error', string.sub(err, 2), 6 end
-            fields[f + 1], fields[f + 2], fields[f + 3], fields[f + 4] =
-                'finished_at', now, 'expires_at', ARGV[b + 8]
-            f = f + 4
+            fields[f + 1], fields[f + 2], f = 'expires_at', ARGV[b + 8], f + 2
             if ARGV[b + 6] ~= '' then
                 fields[f + 1], fields[f + 2], f = 'reason', string.sub(ARGV[b + 6], 2), f + 2
             end
@@ -340,9 +338,7 @@ for j = 1, n do
             end
             entered(queue, p, rec[8], ARGV[b + 4])
         else
-            fields[f + 1], fields[f + 2], fields[f + 3], fields[f + 4] =
-                'finished_at', now, 'expires_at', ARGV[b + 8]
-            f = f + 4
+            fields[f + 1], fields[f + 2], f = 'expires_at', ARGV[b + 8], f + 2
             if ARGV[b + 6] ~= '' then
                 fields[f + 1], fields[f + 2], f = 'reason', string.sub(ARGV[b + 6], 2), f + 2
             end

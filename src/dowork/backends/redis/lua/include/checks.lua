@@ -110,7 +110,7 @@ local function bury(queue, id, m, v, why, old, now, expires)
     redis.call('HSET', key, 'status', 'dead', 'reason', 'malformed',
         'error', 'malformed record: ' .. why, 'queue', queue, 'seq', string.sub(m, 1, 16),
         'created_at', at,
-        'updated_at', now, 'finished_at', now, 'expires_at', expires)
+        'updated_at', now, 'expires_at', expires)
     redis.call('ZADD', q .. 'created.dead', at, m)
     if redis.call('HINCRBY', q .. 'counts', 'dead', 1) == 1 then
         redis.call('SADD', P .. 'queues', queue)
