@@ -12,9 +12,11 @@ import asyncio
 import uuid
 from typing import Any
 
+import pytest
 import redis
 
 from dowork.backends import ClaimRequest, Outcome, RedisBackend, Settlement
+from dowork.errors import BackendError
 from tests.backends.test_contract import LEASE, NOW, rec
 from tests.backends.test_redis_inbox import stored
 from tests.redis_server import RedisServer
@@ -131,4 +133,38 @@ def test_a_batch_sharing_its_times_stores_what_each_outcome_alone_would(
     assert {k: sorted(v) for k, v in together.items()} == {k: sorted(v) for k, v in apart.items()}
     updated, finished = admin.hmget(f"{one}:task:{r1}", ["updated_at", "finished_at"])
     assert (updated, finished) == (repr(now).encode(), None)  # (finished_at is updated_at)
+    admin.close()
+
+
+def test_a_settlement_sends_only_the_arguments_its_kind_uses(redis_server: RedisServer) -> None:
+    """A mark sends 3 arguments, an outcome 7, and 11 with an error, reason, payload or retry.
+
+    A kind settle.lua does not know is refused before anything is written.
+    """
+    admin = redis.Redis.from_url(redis_server.url)
+    prefix = f"test-{uuid.uuid4().hex[:12]}"
+    task = rec()
+
+    async def main() -> None:
+        b = RedisBackend(redis_server.url, prefix=prefix)
+        texts: dict[float, str] = {}
+        sizes = [
+            len(b._settle_args(s, texts))
+            for s in (
+                Settlement(task.id, 1, Outcome.STARTED, NOW),
+                Settlement(task.id, 1, Outcome.SUCCEEDED, NOW, result=b"1", attempt=ATTEMPT),
+                Settlement(task.id, 1, Outcome.FAILED, NOW, error="E"),
+                Settlement(task.id, 1, Outcome.RETRY, NOW, run_at=NOW + 1),
+            )
+        ]
+        assert sizes == [3, 7, 11, 11]
+        await b.push([task])
+        await b.claim(ClaimRequest("q", NOW, 1, LEASE, "w"))
+        before = stored(admin, prefix)
+        with pytest.raises(BackendError, match="no kind"):
+            await b._script("settle", 1, task.id.encode(), 1, "finished", repr(NOW), "", "", "")
+        assert stored(admin, prefix) == before
+        await b.close()
+
+    asyncio.run(main())
     admin.close()

@@ -43,6 +43,18 @@ _FINAL = {
     Outcome.CANCELLED: "cancelled",
     Outcome.DEAD: "dead",
 }
+#: A settlement's kind in ``settle.lua``: the status, ``+`` if the function ran, ``*`` if the
+#: rest of the arguments follow (always for a retry).
+_KINDS = {
+    (outcome, ran, rest): status + ("+" if ran else "") + ("*" if rest else "")
+    for outcome, status in [
+        *_FINAL.items(),
+        (Outcome.RETRY, "retrying"),
+        (Outcome.STARTED, "started"),
+    ]
+    for ran in (False, True)
+    for rest in (False, True)
+}
 #: The share of ``maxmemory`` from which the reaper purges finished records early.
 _MEMORY_SHORT = 0.95
 #: Seconds a finished record is kept, however short memory is.
@@ -106,35 +118,41 @@ class RedisStore(
     def _settle_args(self, s: Settlement, texts: dict[float, str]) -> list[str | bytes | int]:
         """One settlement's ``settle.lua`` arguments; ``texts``: the times written so far.
 
-        ``num``, ``utf8`` and ``opt`` are written out for the values every settlement has
-        (one call each fewer per task); the rare ones still go through ``opt``. A time is
-        written once a batch (``repr`` of a float is some 8k instructions): the outcomes of
-        a batch of threads share theirs, and so their expiry.
+        A STARTED mark sends three, an outcome seven, and four more (its ``*`` kind) only with
+        an error, a reason, a payload or a retry's run_at. ``utf8`` and ``opt`` are written out
+        for the values every settlement has (one call each fewer per task). A time is written
+        once a batch (``repr`` of a float is some 8k instructions): the outcomes of a batch of
+        threads share theirs, and so their expiry.
         """
-        outcome, now = s.outcome, float(s.now)
+        outcome, task_id = s.outcome, s.id.encode("utf-8", "surrogatepass")
         if outcome is Outcome.STARTED:
-            status, expires = "started", ""
-        elif outcome is Outcome.RETRY:
-            status, expires = "retrying", ""
-        else:
+            return [task_id, s.token, _KINDS[outcome, s.ran, False]]
+        now = float(s.now)
+        expires = ""
+        if outcome is not Outcome.RETRY:
             keep = retention(outcome, s.keep, self.keep_finished, self.keep_dead)
-            status, expires = _FINAL[outcome], ""
             if keep > 0:
                 at = now + keep
                 expires = texts.get(at) or texts.setdefault(at, repr(at))
-        at = float(s.run_at)
-        run_at = texts.get(at) or texts.setdefault(at, repr(at))
         written = texts.get(now) or texts.setdefault(now, repr(now))
         error, reason, payload = s.error, s.reason, s.payload  # (mostly None: no opt call)
         result, attempt = s.result, s.attempt
-        return [
-            s.id.encode("utf-8", "surrogatepass"), s.token, status, written,
-            run_at, b"" if error is None else opt(error),
-            b"" if reason is None else opt(reason), b"" if result is None else b"=" + result,
-            expires, b"" if payload is None else opt(payload),
+        rest = outcome is Outcome.RETRY or not (
+            error is None and reason is None and payload is None
+        )
+        args: list[str | bytes | int] = [
+            task_id, s.token, _KINDS[outcome, s.ran, rest], written, expires,
+            b"" if result is None else b"=" + result,
             b"" if attempt is None else history_arg(attempt),
-            "1" if s.ran else "",
         ]  # fmt: skip
+        if rest:
+            at = float(s.run_at)
+            args += [
+                b"" if error is None else opt(error), b"" if reason is None else opt(reason),
+                texts.get(at) or texts.setdefault(at, repr(at)),
+                b"" if payload is None else opt(payload),
+            ]  # fmt: skip
+        return args
 
     async def heartbeat(
         self, leases: Sequence[tuple[str, int]], now: float, lease: float

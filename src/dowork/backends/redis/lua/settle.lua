@@ -1,8 +1,11 @@
--- ARGV: P, n, then n x (id, token, status, now, run_at, error?, reason?, result?,
--- expires_at ('' = forget the record), payload?, attempt?, ran). status 'retrying' means RETRY,
--- 'started' the STARTED mark (a reserved record becomes running, started + 1); attempt is a
--- line appended to the task's history; ran is '1' when the function ran, so that an outcome
--- on a record still reserved counts its start. See Backend.settle for late settlements.
+-- ARGV: P, n, then n settlements, each id, token, kind, then unless kind is a STARTED mark:
+-- now, expires_at ('' = forget the record), result?, attempt?, and if kind ends in '*' the rest:
+-- error?, reason?, run_at, payload?. kind is the status, then '+' if the function ran (so
+-- that an outcome on a record still reserved counts its start), then the '*'; status
+-- 'retrying' means RETRY (with the rest), 'started' the STARTED mark (a reserved record
+-- becomes running, started + 1); attempt is a line appended to the task's history. A
+-- success sends 7 arguments, a mark 3 (each costs Redis and the worker some 0.5 us). See
+-- Backend.settle for late settlements.
 -- Returns {the ids refused because the record is not leased under that token (a record's
 -- outcome after another in this batch too, as in memory and SQLite), the ids of the
 -- records dead-lettered as malformed instead (changed by hand while they ran: see bury)}.
@@ -20,9 +23,21 @@ local P, total = ARGV[1], tonumber(ARGV[2])
 local taskp, find = P .. 'task:', string.find
 local recs, seen, lean = {}, {}, true
 local KEPT = {succeeded = true, failed = true, cancelled = true, dead = true}
+-- A kind as {status, ran ('1' or ''), with the rest}; each settlement's first argument (at)
+-- and kind.
+local KINDS = {}
+for _, k in ipairs({'started', 'retrying', 'succeeded', 'failed', 'cancelled', 'dead'}) do
+    KINDS[k], KINDS[k .. '+'] = {k, '', false}, {k, '1', false}
+    KINDS[k .. '*'], KINDS[k .. '+*'] = {k, '', true}, {k, '1', true}
+end
+local at, kinds, b = {}, {}, 3
 for i = 1, total do
-    local b = i * 12 - 9
-    local id, outcome, expires = ARGV[b], ARGV[b + 2], ARGV[b + 8]
+    local kind = KINDS[ARGV[b + 2]]
+    if not kind or (kind[1] == 'retrying' and not kind[3]) then
+        return redis.error_reply('settle: no kind ' .. tostring(ARGV[b + 2]))
+    end
+    at[i], kinds[i] = b, kind
+    local id, outcome, expires = ARGV[b], kind[1], ARGV[b + 4]
     local rec = false  -- (a record's second settlement: read by the full path, in turn)
     if not seen[id] then
         rec = redis.call('HMGET', taskp .. id, 'status', 'attempts', 'queue', 'seq',
@@ -32,17 +47,19 @@ for i = 1, total do
     if lean and not rec then
         lean = false
     elseif lean then
-        local status, seq, at, started = rec[1], rec[4], rec[5], rec[9]
+        local status, seq, created, started = rec[1], rec[4], rec[5], rec[9]
         lean = (status == 'reserved' or status == 'running')
             and rec[2] == ARGV[b + 1] and rec[3] and not rec[8]
             and (outcome == 'started' or KEPT[outcome] and expires ~= '' and expires ~= 'nan'
                 and expires ~= 'inf' and expires ~= '-inf')
             and seq and #seq == 16 and find(seq, '^[0-9a-f]+$')
-            and at and #at <= 40 and find(at, '^%d+%.?%d*$')
+            and created and #created <= 40 and find(created, '^%d+%.?%d*$')
             and (not started or started == '0' or #started <= 15 and find(started, '^%d+$'))
     end
     seen[id] = true
+    if outcome == 'started' then b = b + 3 elseif kind[3] then b = b + 11 else b = b + 7 end
 end
+if b ~= #ARGV + 1 then return redis.error_reply('settle: ' .. #ARGV .. ' arguments') end
 if lean then
     local counts, leases, listed = {}, {}, {}
     local function count(queue, status, delta)
@@ -57,22 +74,22 @@ if lean then
     end
     local lastq, ids = nil, nil  -- (a batch is mostly of one queue: its list at hand)
     for i = 1, total do
-        local b, rec = i * 12 - 9, recs[i]
-        if ARGV[b + 2] ~= 'started' then
+        local rec = recs[i]
+        if kinds[i][1] ~= 'started' then
             if rec[3] ~= lastq then
                 lastq = rec[3]
                 local key = P .. 'q:' .. lastq .. ':running'
                 ids = leases[key]
                 if not ids then ids = {}; leases[key] = ids end
             end
-            ids[#ids + 1] = ARGV[b]
+            ids[#ids + 1] = ARGV[at[i]]
         end
     end
     for key, ids in pairs(leases) do chunks('ZREM', key, ids) end  -- (first: see full)
     for i = 1, total do  -- STARTED marks, after the leases as the full path writes them
-        local b, rec = i * 12 - 9, recs[i]
-        if ARGV[b + 2] == 'started' and rec[1] == 'reserved' and ARGV[b + 11] == '1' then
-            redis.call('HSET', taskp .. ARGV[b], 'status', 'running',
+        local rec, kind = recs[i], kinds[i]
+        if kind[1] == 'started' and rec[1] == 'reserved' and kind[2] == '1' then
+            redis.call('HSET', taskp .. ARGV[at[i]], 'status', 'running',
                 'started', string.format('%d', tonumber(rec[9] or '0') + 1))
             count(rec[3], 'reserved', -1)
             count(rec[3], 'running', 1)
@@ -82,29 +99,31 @@ if lean then
     -- listed in its listing's list, at hand.
     local expiring, rq, rold, rnew, run, list = {}, nil, nil, nil, 0, nil
     for i = 1, total do
-        local b, rec = i * 12 - 9, recs[i]
-        local id, status, now = ARGV[b], ARGV[b + 2], ARGV[b + 3]
+        local b, rec, kind = at[i], recs[i], kinds[i]
+        local id, status, now = ARGV[b], kind[1], ARGV[b + 3]
         if status ~= 'started' then
-            local key, queue, err = taskp .. id, rec[3], ARGV[b + 5]
+            local key, queue = taskp .. id, rec[3]
+            local err, reason = '', ''
+            if kind[3] then err, reason = ARGV[b + 7], ARGV[b + 8] end
             if err == '' and rec[6] then redis.call('HDEL', key, 'error') end
             -- (made 16 long at once: a table that grows is copied at 4, 8 and 16)
             local fields, f = {'status', status, 'updated_at', now, 0, 0, 0, 0, 0, 0, 0, 0, 0,
                 0, 0, 0}, 4
             if err ~= '' then fields[5], fields[6], f = 'error', string.sub(err, 2), 6 end
-            fields[f + 1], fields[f + 2], f = 'expires_at', ARGV[b + 8], f + 2
+            fields[f + 1], fields[f + 2], f = 'expires_at', ARGV[b + 4], f + 2
+            if reason ~= '' then
+                fields[f + 1], fields[f + 2], f = 'reason', string.sub(reason, 2), f + 2
+            end
+            if ARGV[b + 5] ~= '' then
+                fields[f + 1], fields[f + 2], f = 'result', string.sub(ARGV[b + 5], 2), f + 2
+            end
             if ARGV[b + 6] ~= '' then
-                fields[f + 1], fields[f + 2], f = 'reason', string.sub(ARGV[b + 6], 2), f + 2
-            end
-            if ARGV[b + 7] ~= '' then
-                fields[f + 1], fields[f + 2], f = 'result', string.sub(ARGV[b + 7], 2), f + 2
-            end
-            if ARGV[b + 10] ~= '' then
                 fields[f + 1] = 'history'
-                fields[f + 2] = (rec[7] or '') .. string.sub(ARGV[b + 10], 2) .. '\n'
+                fields[f + 2] = (rec[7] or '') .. string.sub(ARGV[b + 6], 2) .. '\n'
                 f = f + 2
             end
             local started = rec[9]
-            if rec[1] == 'reserved' and ARGV[b + 11] == '1' then  -- its start counts too
+            if rec[1] == 'reserved' and kind[2] == '1' then  -- its start counts too
                 fields[f + 1] = 'started'
                 fields[f + 2] = (not started or started == '0') and '1'
                     or string.format('%d', tonumber(started) + 1)
@@ -121,7 +140,7 @@ if lean then
             run = run + 1
             list[#list + 1] = rec[5]
             list[#list + 1] = rec[4] .. ':' .. id
-            expiring[#expiring + 1] = ARGV[b + 8]
+            expiring[#expiring + 1] = ARGV[b + 4]
             expiring[#expiring + 1] = id
         end
     end
@@ -141,6 +160,30 @@ end
 
 -- The full path: every settlement as Backend.settle says, the records read above reused.
 local function full()
+-- The arguments as 12 a settlement (id, token, status, now, run_at, error, reason, result,
+-- expires_at, payload, attempt, ran), which the full path reads.
+local ARGV = (function()
+    local A = {ARGV[1], ARGV[2]}
+    for i = 1, total do
+        local b, kind, o = at[i], kinds[i], i * 12 - 9
+        A[o], A[o + 1], A[o + 2], A[o + 11] = ARGV[b], ARGV[b + 1], kind[1], kind[2]
+        local now, rest = '', kind[3]
+        if kind[1] ~= 'started' then
+            now = ARGV[b + 3]
+            A[o + 7], A[o + 8], A[o + 10] = ARGV[b + 5], ARGV[b + 4], ARGV[b + 6]
+        else
+            A[o + 7], A[o + 8], A[o + 10] = '', '', ''
+        end
+        A[o + 3] = now
+        if rest then
+            A[o + 4], A[o + 5], A[o + 6], A[o + 9] = ARGV[b + 9], ARGV[b + 7], ARGV[b + 8],
+                ARGV[b + 10]
+        else
+            A[o + 4], A[o + 5], A[o + 6], A[o + 9] = now, '', '', ''
+        end
+    end
+    return A
+end)()
 --#include prelude
 
 local function body()
