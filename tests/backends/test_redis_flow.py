@@ -82,7 +82,7 @@ def audit(client: redis.Redis, prefix: str, queue: str = "q") -> dict[str, dict[
         if h[b"status"].decode() in WAITING and b"concurrency_key" not in h:
             level = h.get(b"priority", b"0").decode()
             members = want.setdefault(level, {})
-            members[h[b"seq"] + b":" + h[b"id"]] = float(h[b"run_at"])
+            members[h[b"seq"] + b":" + key[len(f"{prefix}:task:") :]] = float(h[b"run_at"])
     have: dict[str, dict[bytes, float]] = {}
     for key in client.scan_iter(match=f"{q}waiting*", count=1000):
         level = key.decode().removeprefix(f"{q}waiting").removeprefix(":") or "0"
@@ -113,7 +113,7 @@ def audit_lanes(client: redis.Redis, prefix: str, queue: str = "q") -> dict[str,
         status = h[b"status"].decode()
         if status in WAITING:
             members = want.setdefault((h.get(b"priority", b"0").decode(), k), {})
-            members[h[b"seq"] + b":" + h[b"id"]] = float(h[b"run_at"])
+            members[h[b"seq"] + b":" + key[len(f"{prefix}:task:") :]] = float(h[b"run_at"])
         elif status in ("reserved", "running"):  # (leased)
             running[k] = running.get(k, 0) + 1
     have: dict[tuple[str, str], dict[bytes, float]] = {}

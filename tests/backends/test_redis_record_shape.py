@@ -1,9 +1,9 @@
 """The fields of a task hash on Redis: what the scripts leave out, and records of earlier shapes.
 
-A finished record keeps no ``finished_at`` field: it is its ``updated_at`` once ``expires_at``
-is set (every field a write adds costs each later read and write of the hash a scan). Records
-written by earlier versions, which hold it, are read with theirs and go on through every
-script.
+A task hash holds no ``id`` field (its key holds the id) and a finished one no ``finished_at``:
+it is its ``updated_at`` once ``expires_at`` is set (every field costs each later read and write
+of the hash a scan). Records written by earlier versions, which hold them, are read with theirs
+and go on through every script.
 """
 
 from __future__ import annotations
@@ -91,6 +91,84 @@ def test_a_record_of_the_earlier_shape_keeps_its_finished_at_until_requeued(
         (last,) = await b.get([task.id])
         assert (last.status, last.finished_at, last.result) == ("succeeded", NOW + 4, b"1")
         await b.close()
+
+    asyncio.run(main())
+    admin.close()
+
+
+def test_no_task_hash_holds_an_id_field(redis_server: RedisServer) -> None:
+    """However a task is written, its id is its key's alone, and read back.
+
+    Pushed (push.lua, push_keyed.lua), through the inbox (stored by a drain, leased by a claim
+    at once, popped by an idle worker) or retried.
+    """
+    admin: Any = redis.Redis.from_url(redis_server.url)
+    prefix = f"test-{uuid.uuid4().hex[:12]}"
+    plain, keyed, laned = rec(), rec(idempotency_key="k"), rec(concurrency_key="c")
+    fresh = [rec() for _ in range(3)]
+
+    async def main() -> None:
+        b = RedisBackend(redis_server.url, prefix=prefix)
+        await b.push([plain])
+        await b.push([keyed])
+        await b.push([laned])
+        await b.push([fresh[0]], fresh=True)
+        await b.get([fresh[0].id])  # (a drain stores it)
+        await b.push([fresh[1]], fresh=True)
+        claimed = await b.claim(ClaimRequest("q", NOW + 1, 10, LEASE, "w"))
+        assert {r.id for r in claimed} == {plain.id, keyed.id, laned.id, fresh[0].id, fresh[1].id}
+        retry = Settlement(plain.id, 1, Outcome.RETRY, NOW + 1, run_at=NOW + 1, error="E")
+        assert await b.settle([retry]) == []
+        (again,) = await b.claim(ClaimRequest("q", NOW + 2, 10, LEASE, "w"))  # (a whole hash)
+        assert (again.id, again.attempts, again.error) == (plain.id, 2, "E")
+        await b.push([fresh[2]], fresh=True)
+        (popped,) = await b.wait_claim(ClaimRequest("q", NOW + 3, 10, LEASE, "w"), 1.0)
+        assert popped.id == fresh[2].id
+        assert await b.settle([Settlement(popped.id, 1, Outcome.SUCCEEDED, NOW + 4)]) == []
+        ids = [plain.id, keyed.id, laned.id, *(r.id for r in fresh)]
+        assert [r.id for r in await b.get(ids)] == ids
+        assert {r.id for r in await b.list("q", limit=10)} == set(ids)
+        await b.close()
+        for task_id in ids:
+            assert admin.hexists(f"{prefix}:task:{task_id}", "id") is False
+
+    asyncio.run(main())
+    admin.close()
+
+
+def test_records_of_the_earlier_shape_with_an_id_field_go_through_every_script(
+    redis_server: RedisServer,
+) -> None:
+    """A task hash holding its id (as written before) is claimed, settled, read and requeued.
+
+    One as pushed, one retried with more fields; both go as any other, their id field kept.
+    """
+    admin: Any = redis.Redis.from_url(redis_server.url)
+    prefix = f"test-{uuid.uuid4().hex[:12]}"
+    pushed, retried = rec(), rec()
+
+    async def main() -> None:
+        b = RedisBackend(redis_server.url, prefix=prefix)
+        await b.push([pushed, retried])
+        for r in (pushed, retried):  # (as an earlier version wrote them)
+            admin.hset(f"{prefix}:task:{r.id}", "id", r.id)
+        admin.hset(f"{prefix}:task:{retried.id}", mapping={"attempts": "1", "error": "E"})
+        claimed = await b.claim(ClaimRequest("q", NOW, 10, LEASE, "w"))
+        assert [(r.id, r.attempts) for r in claimed] == [(pushed.id, 1), (retried.id, 2)]
+        done = [Settlement(pushed.id, 1, Outcome.SUCCEEDED, NOW + 1, result=b"1"),
+                Settlement(retried.id, 2, Outcome.FAILED, NOW + 1, error="F")]  # fmt: skip
+        assert await b.settle(done) == []
+        got = await b.get([pushed.id, retried.id])
+        assert [(r.id, r.status) for r in got] == [(pushed.id, "succeeded"), (retried.id, "failed")]
+        listed = await b.list("q", limit=10)
+        assert sorted(r.id for r in listed) == sorted([pushed.id, retried.id])
+        assert await b.requeue([retried.id], NOW + 2) == [retried.id]
+        (again,) = await b.claim(ClaimRequest("q", NOW + 3, 10, LEASE, "w"))
+        assert (again.id, again.attempts, again.error) == (retried.id, 3, None)
+        assert await b.settle([Settlement(again.id, 3, Outcome.SUCCEEDED, NOW + 4)]) == []
+        assert await b.counts("q") == {"succeeded": 2}
+        await b.close()
+        assert admin.hget(f"{prefix}:task:{retried.id}", "id") == retried.id.encode()
 
     asyncio.run(main())
     admin.close()

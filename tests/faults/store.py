@@ -97,14 +97,15 @@ def _audit_redis(url: str, queue: str) -> Audit:
             rec = raw_hash(client.hgetall(key))
             if rec.get(b"queue", b"").decode() != queue:
                 continue
-            need = (b"id", b"name", b"payload", b"status", b"seq", b"run_at", b"created_at")
+            need = (b"name", b"payload", b"status", b"seq", b"run_at", b"created_at")
             n = _harness_id(rec.get(b"payload", b""))
             if any(f not in rec for f in need) or rec[b"name"] != b"work" or n is None:
                 found.broken += 1
                 found.problems.append(f"broken hash {key!r}: {sorted(rec)}")
                 continue
             found.ids.add(n)
-            member = rec[b"seq"] + b":" + rec[b"id"]  # seq: 16 hex digits
+            task_id = key[len(f"{p}task:") :]  # (the key's: an id field is an old version's)
+            member = rec[b"seq"] + b":" + task_id  # seq: 16 hex digits
             members[member] = rec[b"status"]
         q = f"{p}q:{queue}:"
         statuses = {s for s in members.values() if s != b"running"}

@@ -7,15 +7,16 @@ there until a settlement naming that token arrives or the reaper finds the lease
 
 Key schema (``P`` is the prefix, ``dowork`` by default; ``Q`` a queue name)::
 
-    P:task:{id}         hash, one per task: id queue name payload options status attempts
+    P:task:{id}         hash, one per task: queue name payload options status attempts
                         run_at created_at updated_at lease_until owner crashes
                         cancel_requested error reason result expires_at seq
                         priority slot concurrency_key history (its attempts' lines, a
                         worker's in a short form: see history.py; a field that is None is absent;
                         absent attempts and priority are 0, absent updated_at is created_at;
                         lease_until and owner mean something only while status is running);
-                        finished_at is updated_at once expires_at is set (a record written
-                        before 2026-12-07 may hold it as a field of its own, which counts)
+                        finished_at is updated_at once expires_at is set, and the id is
+                        the key's (a record written before 2026-12-07 may hold either as a
+                        field of its own: its finished_at counts, its id must match the key)
     P:q:Q:waiting       zset of waiting tasks (pending, scheduled, retrying) of priority 0
                         without a concurrency key; score run_at, member "{seq}:{id}" (seq:
                         16 hex digits), so equal run_at sort first in, first out

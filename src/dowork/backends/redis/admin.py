@@ -16,7 +16,7 @@ import redis.exceptions
 
 from .._protocol import Record, WorkerBeat, check_page, minute_of, status_filter
 from .client import Connection
-from .records import PURGE_BATCH, num, show_record, utf8
+from .records import PURGE_BATCH, named, num, show_record, utf8
 
 __all__ = ["RedisAdmin"]
 
@@ -48,7 +48,7 @@ class RedisAdmin(Connection):
             for answer in hashes:
                 if isinstance(answer, Exception):
                     raise answer
-        return [show_record(h) for h in hashes if h]
+        return [show_record(named(h, i)) for i, h in zip(ids, hashes, strict=True) if h]
 
     async def cancel(self, task_id: str, now: float) -> str:
         """Cancel a waiting task, or flag a running one for its worker."""

@@ -27,6 +27,7 @@ __all__ = [
     "head_score",
     "inbox_entry",
     "keyed_args",
+    "named",
     "num",
     "opt",
     "push_args",
@@ -68,7 +69,8 @@ def _float(value: bytes | None) -> float | None:
 
 
 #: The fields of a task hash as ``push.lua`` and the inbox write a plain task (``seq`` is the
-#: store's own), with and without options: ``decode_record`` builds such a record at once.
+#: store's own), with and without options, and the id field every hash read has (see
+#: ``named``): ``decode_record`` builds such a record at once.
 _PUSHED = frozenset([b"id", b"queue", b"name", b"payload", b"run_at", b"created_at", b"status",
                      b"seq"])  # fmt: skip
 _PUSHED_OPTIONS = _PUSHED | {b"options"}
@@ -147,6 +149,16 @@ def _as_pushed(h: dict[bytes, bytes]) -> Record:
         options=_str(h.get(b"options")),
         updated_at=created_at,
     )
+
+
+def named(flat: Sequence[bytes] | dict[bytes, bytes], task_id: str) -> dict[bytes, bytes]:
+    """A task hash (HGETALL) with its id field: the key's, unless an earlier version stored one.
+
+    The scripts write no id field (the key holds it); those that return hashes add it.
+    """
+    h = flat if isinstance(flat, dict) else dict(zip(flat[::2], flat[1::2], strict=True))
+    h.setdefault(b"id", utf8(task_id))
+    return h
 
 
 def show_record(flat: Sequence[bytes] | dict[bytes, bytes]) -> Record:

@@ -7,12 +7,13 @@
 -- record that cannot be read (see unreadable) is dead-lettered as malformed, kept keep_dead
 -- seconds, and takes no place in the claim.
 -- Returns now and lease_until as used, the records dead-lettered (a flat list of id, why), then
--- the claimed records as HGETALL lists, in claim order, read before the claim: the caller
--- applies it (status reserved, attempts + 1, lease_until, owner, updated_at, no slot). A
--- record written before dowork counted starts (no started field) gets started = attempts:
--- every claim of it counted as one (OLD). A record as pushed (the fields push.lua writes and
--- nothing else, all fine) goes as {id, name, payload, run_at, created_at[, options]} instead:
--- a third of the strings to return (each costs ~1k instructions to turn into a reply).
+-- the claimed records as HGETALL lists (with an id field: see NEEDED), in claim order, read
+-- before the claim: the caller applies it (status reserved, attempts + 1, lease_until, owner,
+-- updated_at, no slot). A record written before dowork counted starts (no started field) gets
+-- started = attempts: every claim of it counted as one (OLD). A record as pushed (the fields
+-- push.lua writes, an earlier version's id field too, and nothing else, all fine) goes as
+-- {id, name, payload, run_at, created_at[, options]} instead: a third of the strings to
+-- return (each costs ~1k instructions to turn into a reply).
 -- An idle worker's wake-up: self-contained, like push.lua.
 
 local P, queue, now, lease, owner = ARGV[1], ARGV[2], ARGV[3], ARGV[5], ARGV[6]
@@ -27,8 +28,8 @@ local WAITS = {pending = true, scheduled = true, retrying = true}
 -- a record they do not pass is read again by unreadable, which says why (or finds it fine).
 -- KIND: 1 status, 0 and 2 the times that must be there (run_at, created_at), 3 another time,
 -- 4 slot, 5-8 counts (attempts, crashes, started, lost), 9 seq, 10 priority, 11 charged,
--- 12 malformed, then the other fields that must be there: 13 id, 14 queue, 15 name,
--- 16 payload; and 17 options.
+-- 12 malformed, 13 id (an earlier version's: see NEEDED), then the other fields that must be
+-- there: 14 queue, 15 name, 16 payload; and 17 options.
 local KIND = {status = 1, run_at = 0, created_at = 2, updated_at = 3, finished_at = 3,
     slot = 4, attempts = 5, crashes = 6, started = 7, lost = 8, seq = 9, priority = 10,
     charged = 11, malformed = 12, id = 13, queue = 14, name = 15, payload = 16, options = 17}
@@ -37,9 +38,9 @@ local known = nil  -- the last time that passed: a record's run_at is often its 
 -- The record (HGETALL list h) of a due member: its status, attempts, crashes, started, slot
 -- (true if set) and name, and why it should be dead-lettered if it should: a waiting record
 -- (or one of no known status) that cannot be read (see unreadable). Others are stale. Last,
--- the row the claim returns for it (see the top).
+-- the row the claim returns for it (see the top), which names its id.
 local function read(h, id)
-    local status, attempts, crashes, started, slot, name, options, payload, run_at, at
+    local status, attempts, crashes, started, slot, name, options, payload, run_at, at, named
     local fine, got = true, 0
     for j = 1, #h, 2 do
         local k = KIND[h[j]]
@@ -47,11 +48,12 @@ local function read(h, id)
             local s = h[j + 1]
             if k == 17 then
                 options = s
-            elseif k >= 13 then
+            elseif k == 13 then
+                named = true
+                if s ~= id then fine = false end
+            elseif k >= 14 then
                 got = got + 1
-                if k == 13 then
-                    if s ~= id then fine = false end
-                elseif k == 14 then
+                if k == 14 then
                     if s ~= queue then fine = false end
                 elseif k == 15 then
                     name = s
@@ -93,8 +95,10 @@ local function read(h, id)
         why = unreadable(h, id, queue)
     end
     local row = h
-    if fine and got == 8 and (#h == 16 or #h == 18 and options) then  -- (as pushed)
-        row = {id, name, payload, run_at, at, options}
+    if fine and got == 7 and #h == 14 + (named and 2 or 0) + (options and 2 or 0) then
+        row = {id, name, payload, run_at, at, options}  -- (as pushed)
+    elseif not why and not named then
+        h[#h + 1], h[#h + 2] = 'id', id
     end
     return status, attempts, crashes, started, slot, name, why, row
 end
@@ -187,13 +191,13 @@ local function lease_fresh()
         local h = {id, f[2], f[5], at, at}  -- (a record as pushed: see the top)
         if f[4] == '' then
             redis.call('HSET', taskp .. id, 'status', 'reserved', 'queue', queue, 'seq', s,
-                'created_at', at, 'run_at', at, 'id', id, 'name', f[2], 'payload', f[5],
+                'created_at', at, 'run_at', at, 'name', f[2], 'payload', f[5],
                 'attempts', '1', 'lease_until', lease, 'owner', owner, 'updated_at', now,
                 'started', '0')
         else
             h[6] = string.sub(f[4], 2)
             redis.call('HSET', taskp .. id, 'status', 'reserved', 'queue', queue, 'seq', s,
-                'created_at', at, 'run_at', at, 'id', id, 'name', f[2], 'payload', f[5],
+                'created_at', at, 'run_at', at, 'name', f[2], 'payload', f[5],
                 'options', h[6], 'attempts', '1', 'lease_until', lease, 'owner', owner,
                 'updated_at', now, 'started', '0')
         end

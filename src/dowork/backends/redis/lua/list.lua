@@ -1,5 +1,6 @@
 -- ARGV: P, queue, offset, limit, newest ('1' or ''), then the statuses (none: all).
--- Returns one page of the queue's task hashes (HGETALL lists) in created_at order.
+-- Returns one page of the queue's task hashes (HGETALL lists, with an id field: see NEEDED)
+-- in created_at order.
 --#include prelude
 --#include inbox
 
@@ -52,7 +53,12 @@ end
 local out = {}
 for _, id in ipairs(page) do
     local h = redis.call('HGETALL', tkey(id))
-    if #h > 0 then out[#out + 1] = h end
+    if #h > 0 then
+        local named = false
+        for j = 1, #h, 2 do if h[j] == 'id' then named = true; break end end
+        if not named then h[#h + 1], h[#h + 2] = 'id', id end
+        out[#out + 1] = h
+    end
 end
 return out
 end

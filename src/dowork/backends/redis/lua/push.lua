@@ -60,7 +60,7 @@ while i <= #ARGV do
         seq = seq + 1
         local s = string.format('%016x', seq)
         redis.call('HSET', taskp .. id, 'status', status, 'queue', queue, 'seq', s,
-            'created_at', at, 'run_at', run_at, 'id', id, 'name', name,
+            'created_at', at, 'run_at', run_at, 'name', name,
             'payload', ARGV[j + 1], unpack(extra))
         n = n + 2
         listed[n - 1] = at

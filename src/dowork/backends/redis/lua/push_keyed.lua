@@ -50,7 +50,7 @@ for _, i in ipairs(todo) do
     seq = seq + 1
     local m = member(string.format('%016x', seq), id)
     redis.call('HSET', key, 'status', status, 'queue', queue, 'seq', string.format('%016x', seq),
-        'created_at', at, 'run_at', ARGV[b + 4], 'id', id, 'name', ARGV[b + 2],
+        'created_at', at, 'run_at', ARGV[b + 4], 'name', ARGV[b + 2],
         'payload', ARGV[b + 3], 'attempts', ARGV[b + 8])
     setopt(key, 'options', ARGV[b + 7])
     if prio ~= '0' then redis.call('HSET', key, 'priority', prio) end

@@ -41,8 +41,8 @@ local key = P .. 'task:' .. id
 if redis.call('EXISTS', key) == 1 then return full(true) end  -- (junk: see inbox_put)
 local s = string.format('%016x', redis.call('INCR', P .. 'seq'))
 local fields = {'status', 'running', 'queue', queue, 'seq', s, 'created_at', at, 'run_at', at,
-    'id', id, 'name', sub(e, a + 1, b - 1), 'payload', sub(e, d + 1)}
-if d > c + 1 then fields[17], fields[18] = 'options', sub(e, c + 2, d - 1) end
+    'name', sub(e, a + 1, b - 1), 'payload', sub(e, d + 1)}
+if d > c + 1 then fields[15], fields[16] = 'options', sub(e, c + 2, d - 1) end
 local n = #fields
 fields[n + 1], fields[n + 2], fields[n + 3], fields[n + 4] = 'attempts', '1', 'started', '1'
 fields[n + 5], fields[n + 6], fields[n + 7], fields[n + 8] = 'lease_until', lease, 'owner', owner

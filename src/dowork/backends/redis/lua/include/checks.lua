@@ -30,8 +30,9 @@ local function level_ok(s)
     return s == '0' or #s <= 2 and string.find(s, '^%-?[1-9]$') ~= nil
 end
 -- The stored fields a worker reads (NEEDED must be there), and what each must hold when
--- present (CHECKS, built by unreadable).
-local NEEDED = {'id', 'queue', 'name', 'payload', 'status', 'run_at', 'created_at', 'seq'}
+-- present (CHECKS, built by unreadable). The id is the key's: an id field, which versions
+-- before 2026-12-07 wrote, must match it.
+local NEEDED = {'queue', 'name', 'payload', 'status', 'run_at', 'created_at', 'seq'}
 local CHECKS, NEED = nil, nil
 -- A HGETALL list as a table of fields.
 local function fields(h)
@@ -70,12 +71,12 @@ local function unreadable(h, id, queue)
             if not test(s) then return f .. ' is ' .. shown(s) end
         elseif f == 'malformed' then
             return s
+        elseif f == 'id' and s ~= id then
+            return 'id ' .. shown(s) .. ' does not match its key'
         end
         if NEED[f] then
             got = got + 1
-            if f == 'id' and s ~= id then
-                return 'id ' .. shown(s) .. ' does not match its key'
-            elseif f == 'queue' and queue and s ~= queue then
+            if f == 'queue' and queue and s ~= queue then
                 return 'queue ' .. shown(s) .. ' is not the queue holding it'
             end
         end

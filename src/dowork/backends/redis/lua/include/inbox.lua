@@ -47,8 +47,8 @@ local function inbox_put(queue, e, owner, lease, now, f)
     local key, q, m = P .. 'task:' .. id, P .. 'q:' .. queue .. ':', s .. ':' .. id
     local status = owner and 'running' or 'pending'
     local fields = {'status', status, 'queue', queue, 'seq', s, 'created_at', at,
-        'run_at', run_at, 'id', id, 'name', f[2], 'payload', f[5]}
-    if f[4] ~= '' then fields[17], fields[18] = 'options', string.sub(f[4], 2) end
+        'run_at', run_at, 'name', f[2], 'payload', f[5]}
+    if f[4] ~= '' then fields[15], fields[16] = 'options', string.sub(f[4], 2) end
     if owner then  -- (popped and started at once: take.lua)
         local n = #fields
         fields[n + 1], fields[n + 2], fields[n + 3], fields[n + 4] = 'attempts', '1', 'started', '1'
@@ -119,10 +119,10 @@ local function inbox_store(queue, fresh)
         local id, at, s = f[1], f[3], f[7]
         if f[4] == '' then
             redis.call('HSET', taskp .. id, 'status', 'pending', 'queue', queue, 'seq', s,
-                'created_at', at, 'run_at', at, 'id', id, 'name', f[2], 'payload', f[5])
+                'created_at', at, 'run_at', at, 'name', f[2], 'payload', f[5])
         else
             redis.call('HSET', taskp .. id, 'status', 'pending', 'queue', queue, 'seq', s,
-                'created_at', at, 'run_at', at, 'id', id, 'name', f[2], 'payload', f[5],
+                'created_at', at, 'run_at', at, 'name', f[2], 'payload', f[5],
                 'options', string.sub(f[4], 2))
         end
         waiting[2 * i - 1], waiting[2 * i] = at, s .. ':' .. id
