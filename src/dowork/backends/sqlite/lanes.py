@@ -29,7 +29,7 @@ __all__ = [
     "lane",
 ]
 
-#: A due record as a claim reads it: ``(id, crashes, name, slot, ...)``.
+#: A due record as a claim reads it: ``(id, crashes, name, slot, rowid)``.
 Due = tuple[str, int, str, float | None, *tuple[Any, ...]]
 #: A due record as a key's turn reads it: ``(id, crashes, name, slot, run_at, priority, seq)``,
 #: ``seq`` (the rowid) being push order.
@@ -104,18 +104,18 @@ NEVER_DUE_KEYED_SQL = (
     " WHERE levels.p IS NOT NULL"
 )
 
-#: The columns ``due`` reads by its ``wide`` (then ``seq``, if True): a claim without keys
-#: needs four under rate limits (``Due``), two without (``Due``'s first two: each column read
-#: costs the sqlite3 module about 1k instructions a row).
+#: The columns ``due`` reads by its ``wide``, ``{seq}`` being the rowid (push order): a claim
+#: without keys needs five under rate limits (``Due``, then the rowid), two without (the rowid
+#: and ``crashes``: each column read costs the sqlite3 module about 1k instructions a row).
 _DUE_COLUMNS = {
-    None: "id, crashes",
-    False: "id, crashes, name, slot",
-    True: "id, crashes, name, slot, run_at, priority",
+    None: "{seq}, crashes",
+    False: "id, crashes, name, slot, {seq}",
+    True: "id, crashes, name, slot, run_at, priority, {seq}",
 }
 #: The lane a ``due`` query reads: the records without a key, or those of key ``?5``.
 _LANES = {True: PLAIN, False: "concurrency_key = ?5"}
 _ONE_LEVEL_SQL = {
-    (plain, wide): f"SELECT {_DUE_COLUMNS[wide]}{', rowid' * bool(wide)} FROM dowork_tasks"
+    (plain, wide): f"SELECT {_DUE_COLUMNS[wide].format(seq='rowid')} FROM dowork_tasks"
     f" WHERE queue = ?1 AND {WAITING_SQL} AND {lane} AND priority = ?6 AND run_at <= ?2"
     " ORDER BY run_at, rowid LIMIT ?3"
     for plain, lane in _LANES.items()
@@ -157,7 +157,7 @@ def due(
         for i in range(6, 6 + len(levels))
     )
     return conn.execute(
-        f"SELECT {_DUE_COLUMNS[wide]}{', seq' * bool(wide)} FROM ({union})"
+        f"SELECT {_DUE_COLUMNS[wide].format(seq='seq')} FROM ({union})"
         " ORDER BY run_at - priority * ?4, seq LIMIT ?3",
         args,
     ).fetchall()

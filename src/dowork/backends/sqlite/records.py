@@ -2,7 +2,10 @@
 
 ``COLUMNS`` and ``record`` read a whole row (lookups, listings); ``CLAIMED_COLUMNS`` and
 ``claimed`` read what a claim's ``RETURNING`` gives back, fewer columns since the claim has
-just set the others. Both orders must match their column lists, so they live side by side.
+just set the others; ``LEASED_COLUMNS`` and ``leased`` fewer still, for a record on its first
+attempt, whose other columns hold their defaults (``LEASED_COLUMNS`` ends with a flag saying
+whether they do not: ``claimed`` reads that record again). The orders must match their column
+lists, so they live side by side.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from typing import Any
 
 from .._protocol import Record
 
-__all__ = ["CLAIMED_COLUMNS", "COLUMNS", "claimed", "record"]
+__all__ = ["CLAIMED_COLUMNS", "COLUMNS", "LEASED_COLUMNS", "claimed", "leased", "record"]
 
 COLUMNS = (
     "id, queue, name, payload, run_at, created_at, status, options, attempts, lease_until, "
@@ -95,4 +98,52 @@ def claimed(row: tuple[Any, ...], queue: str, now: float, lease_until: float, ow
         None,  # slot (the claim clears it)
         row[17],  # started
         row[18],  # lost
+    )
+
+
+#: What a claim reads back of a record whose other columns hold their defaults (a task's first
+#: attempt: no crash, start, error, result, progress or history, no cancel asked): half the
+#: columns of ``CLAIMED_COLUMNS``, then the rowid and whether any of those others is set
+#: (``typeof``, never ``IS NULL``: see ``rows.row_ok_sql``), when ``claimed`` reads it again.
+LEASED_COLUMNS = (
+    "id, name, payload, run_at, created_at, options, attempts, priority, concurrency_key, rowid,"
+    " (crashes OR cancel_requested OR started OR lost OR typeof(coalesce(error, reason, result,"
+    " finished_at, progress, history)) != 'null')"
+)
+
+
+def leased(row: tuple[Any, ...], queue: str, now: float, lease_until: float, owner: str) -> Record:
+    """A record as a claim leaves it, from its ``LEASED_COLUMNS`` (its other columns unset).
+
+    Positional, in ``Record``'s field order, as ``claimed``.
+    """
+    return Record(
+        row[0],  # id
+        queue,
+        row[1],  # name
+        row[2],  # payload
+        row[3],  # run_at
+        row[4],  # created_at
+        "reserved",  # status
+        row[5],  # options
+        row[6],  # attempts
+        lease_until,
+        owner,
+        0,  # crashes
+        False,  # cancel_requested
+        None,  # error
+        None,  # reason
+        None,  # result
+        now,  # updated_at
+        None,  # finished_at
+        None,  # keep
+        None,  # progress
+        None,  # idempotency_key
+        None,  # idempotency_until
+        None,  # history
+        row[7],  # priority
+        row[8],  # concurrency_key
+        None,  # slot (the claim clears it)
+        0,  # started
+        0,  # lost
     )
