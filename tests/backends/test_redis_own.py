@@ -79,6 +79,21 @@ def test_pushes_after_the_first_go_on_the_links_own_connection(redis_server: Red
     assert all(own.closed for own in every)  # with the loop's link
 
 
+def test_a_workers_claims_and_settlements_go_on_the_links_own_connections(
+    redis_server: RedisServer,
+) -> None:
+    """Not only asubmit()'s pushes: every round trip after the link's first (``_raw``)."""
+    queue, backend = producer(redis_server.url)
+    handles = [queue.submit(noop, n) for n in range(20)]  # (the blocking client: no link)
+    queue.start()
+    try:
+        assert [h.result(timeout=10) for h in handles] == list(range(20))
+        (link,) = backend._links.values()  # the worker's, on its home loop
+        assert link.owned  # its claims and settlements made them (its idle wait uses one)
+    finally:
+        queue.shutdown(timeout=5)
+
+
 def test_a_stalled_reply_is_outcome_unknown_after_socket_timeout(own_server: RedisServer) -> None:
     proxy = TcpProxy(own_server.port).start()
     queue, backend = producer(proxy.url, socket_timeout=0.3)

@@ -3,7 +3,8 @@
 ``Connection`` holds a backend's settings and state: an asyncio client per event loop
 (``Link``; redis-py's asyncio clients are bound to their loop) and one blocking client for
 threads, both on bounded pools that never retry a command (a lost reply must not run a
-script twice). ``_raw`` sends commands in one write and reads their answers, ``_script``
+script twice). ``_raw`` sends commands in one write and reads their answers (on a
+connection of the link's own, see ``own``), ``_script``
 runs a script by its SHA (loading it again after a restart of Redis), and ``_errors`` turns
 redis-py's exceptions into dowork's, never showing a password. On the way it reads the
 ``maxmemory-policy`` (see ``policy``) and the ``epoch`` key that tells a wiped Redis apart.
@@ -38,7 +39,7 @@ from .policy import RECHECK, RECHECK_REFUSED, judge, policy_of
 from .records import utf8
 from .scripts import SCRIPTS, Registered
 from .urls import redact, without_flag
-from .wire import KEEP_IDLE, Unanswered, checkout, described, discard, pack, redis_errors
+from .wire import KEEP_IDLE, pooled_trip, redis_errors
 
 __all__ = ["Connection", "Link"]
 
@@ -251,44 +252,40 @@ class Connection:
     async def _raw(
         self, link: Link, *commands: Sequence[str | bytes | int], probe: bool = True
     ) -> list[Any]:
-        """Send ``commands`` in one write on a pooled connection and read their answers.
+        """Send ``commands`` in one write and read their answers.
 
-        The commands are packed in C (hiredis) when available: redis-py's asyncio client
-        packs in Python, which for a batch of settlements costs more than the round trip.
-        An error answer is returned (not raised), so the answers after it are still read.
-        The link's first round trip also reads ``INFO memory``, so that every process that
-        connects (producer, worker, command line) hears about an evicting Redis.
+        They go on a connection of the link's own (see ``own``: redis-py's asyncio client
+        costs a worker's claim or settlement about as much again as the round trip), made
+        as needed up to a quarter of ``max_connections`` (at least one) and shared with
+        ``asubmit()``'s pushes; beyond them, on the link's first round trip and on a caller's
+        ``client`` (whose connections are its own to count), through the pool. The commands
+        are packed in C (hiredis) when available. An error answer is returned (not raised),
+        so the answers after it are still read. The link's first round trip also reads
+        ``INFO memory``, so that every process that connects (producer, worker, command
+        line) hears about an evicting Redis.
         """
         if probe and not link.policy_read:
             info, *rest = await self._raw(link, ("INFO", "memory"), *commands, probe=False)
             link.policy_read = True
             self._note_policy(policy_of(info), worker=False)
             return rest
-        pool = link.client.connection_pool
-        conn = await checkout(link.idle, pool)
-        try:
-            if pack is not None:
-                packed: bytes | list[bytes] = b"".join(pack(tuple(c)) for c in commands)
-            else:
-                packed = conn.pack_commands(commands)
-            await conn.send_packed_command(packed, check_health=False)
-            answers: list[Any] = []
-            for _ in commands:
-                try:
-                    answers.append(await conn.read_response())
-                except redis.exceptions.ResponseError as exc:
-                    answers.append(exc)
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
-            await discard(pool, conn)
-            raise Unanswered(f"no reply to a request sent ({described(exc)})") from exc
-        except BaseException:
-            await discard(pool, conn)
-            raise
-        if len(link.idle) < link.keep and not link.released:
-            link.idle.append(conn)
+        free = link.own
+        if free:
+            own = free.pop()
+        elif (
+            link.policy_read
+            and self._client is None
+            and len(link.owned) < max(1, self.max_connections // 4)
+        ):
+            own = OwnConnection(link.client.connection_pool, self.socket_timeout)
+            link.owned.append(own)
         else:
-            await pool.release(conn)
-        return answers
+            return await pooled_trip(link.client.connection_pool, link, commands)
+        try:
+            return await own.round_trip(commands)
+        finally:
+            if not own.closed:
+                free.append(own)
 
     async def open(self) -> None:
         """Connect (PING) and load the scripts; other calls connect lazily too."""

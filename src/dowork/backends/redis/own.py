@@ -1,16 +1,18 @@
-"""A redis-py connection of a link's own for ``asubmit()``'s push, used without its client.
+"""A redis-py connection of a link's own for its round trips, used without its client.
 
 redis-py's asyncio client spends more on its own layers than the round trip takes (the
 pool's condition and lock, a task per write and a timer per read under ``socket_timeout``),
 which made ``asubmit()`` slower than ``submit()``, whose blocking client skips them
-(``wire.commands_sync``). An ``OwnConnection`` is one ``redis.asyncio`` connection made as
-the link's pool makes its own (its class and settings: AUTH, SELECT, TLS, RESP3, a client
-name, ...), but with no socket timeout of its own: ``round_trip`` writes the commands with
-``send_packed_command`` and reads each answer with ``read_response``, and one watchdog timer
-per connection, not one per call, cancels a round trip silent for ``socket_timeout``.
+(``wire.commands_sync``), and cost a worker's claims and settlements about 100k
+instructions a round trip (``Connection._raw`` sends them on these now). An
+``OwnConnection`` is one ``redis.asyncio`` connection made as the link's pool makes its own
+(its class and settings: AUTH, SELECT, TLS, RESP3, a client name, ...), but with no socket
+timeout of its own: ``round_trip`` writes the commands with ``send_packed_command`` and
+reads each answer with ``read_response``, and one watchdog timer per connection, not one
+per call, cancels a round trip silent for ``socket_timeout``.
 
-It serves one round trip at a time: concurrent pushes each take one of their link's (see
-``Producer._inbox_trip``), so no answer is read by the wrong caller. A connection that
+It serves one round trip at a time: concurrent round trips each take one of their link's
+(see ``Connection._raw``), so no answer is read by the wrong caller. A connection that
 fails or falls silent after a request went out raises ``Unanswered`` (the request may have
 run) and is closed, as it is when its caller is cancelled mid-trip (no half-read answer is
 left for the next); the next round trip connects again, as it does when the server closed

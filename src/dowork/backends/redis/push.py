@@ -21,7 +21,6 @@ from redis.commands.core import Script
 from ...errors import BackendUnavailable, DuplicateTask, OutcomeUnknown
 from .._protocol import Record
 from .client import Connection
-from .own import OwnConnection
 from .records import check_push, inbox_entry, keyed_args, push_args, utf8
 from .urls import redact
 from .wire import (
@@ -128,31 +127,8 @@ class Producer(Connection):
         return same
 
     async def _inbox_trip(self, commands: tuple[Command, Command]) -> list[Any]:
-        """The inbox push's round trip, on a connection of the link's own (see ``own``).
-
-        Concurrent pushes each take one, made as needed up to a quarter of
-        ``max_connections`` (at least one); a push beyond them goes through the pool, as do
-        the link's first round trip (it reads the policy, see ``_raw``) and any push on a
-        caller's ``client``, whose connections are its own to count.
-        """
-        link = self._link()
-        free = link.own
-        if free:
-            own = free.pop()
-        elif (
-            link.policy_read
-            and self._client is None
-            and len(link.owned) < max(1, self.max_connections // 4)
-        ):
-            own = OwnConnection(link.client.connection_pool, self.socket_timeout)
-            link.owned.append(own)
-        else:
-            return await self._raw(link, *commands)
-        try:
-            return await own.round_trip(commands)
-        finally:
-            if not own.closed:
-                free.append(own)
+        """The inbox push's round trip, on a connection of the link's own (see ``_raw``)."""
+        return await self._raw(self._link(), *commands)
 
     def pushes_anywhere(self) -> bool:
         """``push`` runs on any event loop (each has a link of its own).

@@ -4,9 +4,10 @@ The blocking client (``push_sync``: ``submit()`` from any thread) skips redis-py
 layers: ``commands_sync`` packs the commands with hiredis, writes them at once and reads the
 answers; ``transaction_sync`` does the same for a ``MULTI``/``EXEC`` of script calls. A
 connection that fails after a request went out raises ``Unanswered``: the request may have
-run. ``CONNECTION_ARGS`` and ``pack`` serve the asyncio round trip too (``Connection._raw``),
-with ``checkout`` and ``discard`` (a connection kept between round trips, or the pool's) and
-``redis_errors`` (redis-py's exceptions as dowork's).
+run. ``CONNECTION_ARGS`` and ``pack`` serve the asyncio round trip too: ``pooled_trip`` is
+``Connection._raw``'s through the pool, with ``checkout`` and ``discard`` (a connection kept
+between round trips, or the pool's); ``redis_errors`` turns redis-py's exceptions into
+dowork's.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import redis
 import redis.asyncio
@@ -43,6 +44,7 @@ __all__ = [
     "CONNECTION_ARGS",
     "KEEP_IDLE",
     "Command",
+    "Kept",
     "Unanswered",
     "checkout",
     "described",
@@ -51,6 +53,7 @@ __all__ = [
     "commands_sync",
     "evalsha_sync",
     "pack",
+    "pooled_trip",
     "transaction_sync",
 ]
 pack: Callable[[tuple[Any, ...]], bytes] | None
@@ -200,6 +203,48 @@ async def checkout(idle: list[Any], pool: Any) -> Any:
             raise
         return conn
     return await pool.get_connection(*CONNECTION_ARGS)
+
+
+class Kept(Protocol):
+    """Where a link keeps pool connections between round trips (``client.Link``'s fields)."""
+
+    idle: list[Any]  #: the connections kept
+    keep: int  #: how many it may keep
+    released: bool  #: the link is closed: it keeps none
+
+
+async def pooled_trip(
+    pool: Any, kept: Kept, commands: Sequence[Sequence[str | bytes | int]]
+) -> list[Any]:
+    """``Connection._raw``'s round trip on a connection of ``pool`` (one of ``kept.idle``).
+
+    An error answer is returned (not raised); a connection that fails after the request
+    went out raises ``Unanswered`` and is closed, as it is when the caller is cancelled.
+    """
+    conn = await checkout(kept.idle, pool)
+    try:
+        if pack is not None:
+            packed: bytes | list[bytes] = b"".join(pack(tuple(c)) for c in commands)
+        else:
+            packed = conn.pack_commands(commands)
+        await conn.send_packed_command(packed, check_health=False)
+        answers: list[Any] = []
+        for _ in commands:
+            try:
+                answers.append(await conn.read_response())
+            except redis.exceptions.ResponseError as exc:
+                answers.append(exc)
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+        await discard(pool, conn)
+        raise Unanswered(f"no reply to a request sent ({described(exc)})") from exc
+    except BaseException:
+        await discard(pool, conn)
+        raise
+    if len(kept.idle) < kept.keep and not kept.released:
+        kept.idle.append(conn)
+    else:
+        await pool.release(conn)
+    return answers
 
 
 async def discard(pool: Any, conn: Any) -> None:
