@@ -50,6 +50,9 @@ class Outcome(StrEnum):
     STARTED = "started"
 
 
+#: (An enum's members read from the class cost a Python ``__getattr__`` hook each, 3.11.)
+_DEAD = Outcome.DEAD
+
 #: Record statuses in which a task waits to be claimed.
 WAITING = ("pending", "scheduled", "retrying")
 
@@ -306,7 +309,7 @@ def retention(
     """
     if keep is not None:
         return keep
-    if outcome is Outcome.DEAD and keep_dead is not None:
+    if outcome is _DEAD and keep_dead is not None:
         return keep_dead
     return keep_finished
 

@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 
 from .state import _FINISHED, _NO_OPTIONS, DurableState, _placeholder, log
 
+#: (An enum's members read from the class cost a Python ``__getattr__`` hook each, 3.11.)
+_RESERVED = TaskStatus.RESERVED
+
 
 class Admission(DurableState):
     """Admitting a claimed record: decoding and checking it, opening groups, burying bad ones."""
@@ -136,7 +139,7 @@ class Admission(DurableState):
             task._headers = headers
         task._attempts = record.started - record.crashes
         task._deliveries = record.attempts
-        task._status = TaskStatus.RESERVED  # held here, not started
+        task._status = _RESERVED  # held here, not started
         task._priority = record.priority
         task._concurrency_key = record.concurrency_key
         task._rank = order

@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 
 from .state import _FINISHED, DurableState, encode_progress, log, store_pause
 
+#: (An enum's members read from the class cost a Python ``__getattr__`` hook each, 3.11.)
+_RETRY, _STARTED = Outcome.RETRY, Outcome.STARTED
+
 
 def one_lease_each(outbox: list[Settlement]) -> tuple[list[Settlement], list[Settlement]]:
     """Split ``outbox`` into a batch holding one lease per task, and the rest.
@@ -47,7 +50,7 @@ def outcomes_refused(batch: list[Settlement], refused: list[str]) -> list[str]:
     """
     if not refused:  # (the common case: nothing more to do)
         return refused
-    marks = [s.id for s in batch if s.outcome is Outcome.STARTED]
+    marks = [s.id for s in batch if s.outcome is _STARTED]
     if not marks:
         return refused
     left = dict.fromkeys(marks, 0)
@@ -198,7 +201,7 @@ class Flushing(DurableState):
         if not self.engine.serving or self.extras.wake is None:
             return
         for s in settled:
-            if s.outcome is Outcome.RETRY and s.run_at is not None and s.id not in refused:
+            if s.outcome is _RETRY and s.run_at is not None and s.id not in refused:
                 heapq.heappush(self._due_times, s.run_at)
         if self._due_times:
             first = self._due_times[0]

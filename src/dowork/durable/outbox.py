@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 
 from .state import _OUTCOME, _TRACE_LIMIT, DurableState, _chain_log_of, _describe, _payload_of, log
 
+#: (An enum's members read from the class cost a Python ``__getattr__`` hook each, 3.11.)
+_SUCCEEDED = TaskStatus.SUCCEEDED
+
 
 class Outbox(DurableState):
     """Settling attempts: outcomes into settlements, and handles woken once the store has them."""
@@ -98,7 +101,7 @@ class Outbox(DurableState):
             result = None
             own = task._overrides
             keep = settings.keep_result if own is None else own.keep(settings.keep_result)
-            if status is TaskStatus.SUCCEEDED and keep != 0:
+            if status is _SUCCEEDED and keep != 0:
                 try:
                     result = self.codec.encode(value)
                 except NotSerializable as exc:

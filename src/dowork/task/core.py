@@ -24,6 +24,9 @@ from .handle import TaskHandle
 from .spec import _EMPTY, _UNSET, is_async_callable
 from .status import TaskStatus
 
+#: (An enum's members read from the class cost a Python ``__getattr__`` hook each, 3.11.)
+_PENDING = TaskStatus.PENDING
+
 if TYPE_CHECKING:
     from ..clock import Clock
 
@@ -254,7 +257,7 @@ class Task(TaskHandle[R]):
         self._not_before = None
         self._delay = None
         self._frozen = False
-        self._status = TaskStatus.PENDING
+        self._status = _PENDING
         self._attempts = 0
         self._next_attempt = None
         self._prev_delay = None
