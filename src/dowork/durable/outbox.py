@@ -117,9 +117,9 @@ class Outbox(DurableState):
                 if log_of is not None:  # a failed chain keeps its result log in the record
                     result = self._chain_result(task, log_of)
             now = self.engine.stamp  # (the outcomes of a batch of threads share one time)
-            settlement = Settlement(
+            settlement = Settlement(  # (positional: a call with keywords costs a dict)
                 task_id, token, _OUTCOME[status], self.clock.now() if now is None else now,
-                error=described, result=result, keep=keep,
+                0.0, described, None, result, keep,
             )  # fmt: skip
             self._settle_out(settlement)
             self._holding[id(settlement)] = task  # reported once written (see _written)

@@ -307,8 +307,11 @@ class Launch(HomeLoop):
             self._settle(task, value, error, duration)
         elif task._runner is _CANCEL and task._status in _LAUNCHED:
             self._settle(task, value, error, duration)
-        self._pump()
 
     def _sync_drained(self) -> None:
-        """The lane's batch of returned attempts is settled: forget the time they shared."""
+        """The lane's batch of returned attempts is settled: forget the time they shared.
+
+        Then launch what their slots let start, once for the batch rather than once a task.
+        """
         self.stamp = None
+        self._pump()
