@@ -55,6 +55,8 @@ _KINDS = {
     for ran in (False, True)
     for rest in (False, True)
 }
+#: (An enum's members read from the class cost a Python ``__getattr__`` hook each, 3.11.)
+_STARTED, _RETRY = Outcome.STARTED, Outcome.RETRY
 #: The share of ``maxmemory`` from which the reaper purges finished records early.
 _MEMORY_SHORT = 0.95
 #: Seconds a finished record is kept, however short memory is.
@@ -125,11 +127,11 @@ class RedisStore(
         threads share theirs, and so their expiry.
         """
         outcome, task_id = s.outcome, s.id.encode("utf-8", "surrogatepass")
-        if outcome is Outcome.STARTED:
+        if outcome is _STARTED:
             return [task_id, s.token, _KINDS[outcome, s.ran, False]]
         now = float(s.now)
         expires = ""
-        if outcome is not Outcome.RETRY:
+        if outcome is not _RETRY:
             keep = retention(outcome, s.keep, self.keep_finished, self.keep_dead)
             if keep > 0:
                 at = now + keep
@@ -137,9 +139,7 @@ class RedisStore(
         written = texts.get(now) or texts.setdefault(now, repr(now))
         error, reason, payload = s.error, s.reason, s.payload  # (mostly None: no opt call)
         result, attempt = s.result, s.attempt
-        rest = outcome is Outcome.RETRY or not (
-            error is None and reason is None and payload is None
-        )
+        rest = outcome is _RETRY or not (error is None and reason is None and payload is None)
         args: list[str | bytes | int] = [
             task_id, s.token, _KINDS[outcome, s.ran, rest], written, expires,
             b"" if result is None else b"=" + result,
