@@ -8,6 +8,8 @@ import asyncio
 import dataclasses
 import uuid
 
+import redis
+
 from dowork.backends import ClaimRequest, Outcome, Record, RedisBackend, Settlement
 from tests.backends.test_contract import LEASE, NOW, rec
 from tests.redis_server import RedisServer
@@ -44,3 +46,32 @@ def test_claimed_records_are_the_stored_ones_leased(redis_server: RedisServer) -
         await b.close()
 
     asyncio.run(main())
+
+
+def test_a_record_as_pushed_is_read_without_hgetall(redis_server: RedisServer) -> None:
+    """claim.lua reads records as pushed by HLEN and HMGET: fewer strings for Lua to make.
+
+    A retried one, with more fields, is read whole.
+    """
+    admin = redis.Redis.from_url(redis_server.url)
+
+    def hgetalls() -> int:
+        return int(admin.info("commandstats").get("cmdstat_hgetall", {}).get("calls", 0))
+
+    async def main() -> None:
+        b = RedisBackend(redis_server.url, prefix=f"test-{uuid.uuid4().hex[:12]}")
+        plain, opts, late = rec(), rec(options='{"timeout": 5}'), rec(run_at=NOW - 5)
+        await b.push([plain, opts, late])
+        admin.config_resetstat()
+        claimed = await b.claim(ClaimRequest("q", NOW, 10, LEASE, "w"))
+        assert sorted(r.id for r in claimed) == sorted(r.id for r in (plain, opts, late))
+        assert hgetalls() == 0
+        retry = Settlement(late.id, 1, Outcome.RETRY, NOW, run_at=NOW, error="E")
+        assert await b.settle([retry]) == []
+        (again,) = await b.claim(ClaimRequest("q", NOW + 1, 10, LEASE, "w"))
+        assert (again.id, again.attempts, again.error) == (late.id, 2, "E")
+        assert hgetalls() == 1
+        await b.close()
+
+    asyncio.run(main())
+    admin.close()
