@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -61,3 +62,52 @@ def test_a_claim_gives_back_a_column_set_alone(
             await store.close()
 
     asyncio.run(claim())
+
+
+def test_an_idle_store_claims_on_the_calling_thread_unless_it_would_wait(tmp_path: Path) -> None:
+    """After a claim that found nothing, or a wait, the next runs at once on the loop's thread.
+
+    A worker woken by a push then starts the task without two hops to the connection's
+    thread and back; a claim that would wait for another process's lock goes there instead,
+    and one after a claim that found work goes there too.
+    """
+    path = tmp_path / "q.db"
+    store = SQLiteBackend(path, busy_timeout=10.0)
+    request = ClaimRequest("q", 10.0, 10, 30.0, "w")
+
+    async def body() -> None:
+        await store.open()
+        conn = store._conn
+        assert conn is not None
+        seen: list[str] = []
+        conn.set_trace_callback(
+            lambda sql: seen.append(threading.current_thread().name) if "UPDATE" in sql else None
+        )
+        assert await store.claim(request) == []
+        await store.push([Record("a", "q", "job", b"{}", 0.0, 0.0)])
+        assert [r.id for r in await store.claim(request)] == ["a"]
+        assert seen == ["MainThread"]  # idle: on the loop's thread
+        await store.push([Record("b", "q", "job", b"{}", 0.0, 0.0)])
+        assert [r.id for r in await store.claim(request)] == ["b"]
+        assert seen[1].startswith("dowork-sqlite")  # after a claim that found work: its thread
+        assert await store.claim(request) == []
+
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # another process's writer holds the lock
+        other.execute("INSERT INTO dowork_tasks (id, queue, name, payload, status, run_at,"
+                      " created_at, updated_at) VALUES ('c', 'q', 'job', x'7b7d', 'pending',"
+                      " 0, 0, 0)")  # fmt: skip
+        claiming = asyncio.create_task(store.claim(request))
+        await asyncio.sleep(0.05)  # the loop runs on while the claim waits on its thread
+        assert not claiming.done()
+        other.execute("COMMIT")
+        other.close()
+        assert [r.id for r in await claiming] == ["c"]
+        assert seen[2].startswith("dowork-sqlite")
+        await store.wait("q", 0.0)  # a worker that waited for work
+        await store.push([Record("d", "q", "job", b"{}", 0.0, 0.0)])
+        assert [r.id for r in await store.claim(request)] == ["d"]
+        assert seen[3] == "MainThread"
+        await store.close()
+
+    asyncio.run(body())

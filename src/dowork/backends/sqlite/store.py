@@ -46,6 +46,9 @@ class SQLiteStore(SupportsWake, SupportsCheckStore, SupportsPushSync, SupportsPu
     _file: SQLiteFile
     _wakeups: Wakeups
     _wake: WakeChannel
+    #: A worker waited, or the last claim found nothing: the next claim runs on the caller's
+    #: thread if it can (``claim``).
+    _idle: bool = True
     keep_finished: float
     keep_dead: float | None
     poll_interval: float
@@ -99,10 +102,20 @@ class SQLiteStore(SupportsWake, SupportsCheckStore, SupportsPushSync, SupportsPu
         return True
 
     async def claim(self, request: ClaimRequest) -> list[Record]:
-        """Lease up to ``limit`` of the most urgent due records in one transaction."""
+        """Lease up to ``limit`` of the most urgent due records in one transaction.
+
+        After a wait for work or a claim that found nothing (an idle worker, woken by a push
+        or polling) it runs on the calling thread when it need not wait
+        (``SQLiteFile.try_here``): the task a wake-up announced then starts without two hops
+        to the connection's thread and back (about 0.2-0.5 ms of its idle latency). A busy
+        worker claims on that thread, beside its loop's work, as before.
+        """
         if request.limit <= 0:
             return []
-        return await self._file.call(self._claim, request)
+        done = self._file.try_here(self._claim, request) if self._idle else None
+        claimed = done[0] if done is not None else await self._file.call(self._claim, request)
+        self._idle = not claimed
+        return claimed
 
     def _claim(self, conn: sqlite3.Connection, request: ClaimRequest) -> list[Record]:
         keep_dead = self._keep().of(Outcome.DEAD, None)
@@ -169,6 +182,7 @@ class SQLiteStore(SupportsWake, SupportsCheckStore, SupportsPushSync, SupportsPu
     async def wait(self, queue: str, timeout: float) -> None:
         """Wait for a push (from any process on this file), or ``min(timeout, poll_interval)``."""
         self._wake.listen(self._wakeups.notify)
+        self._idle = True
         await self._wakeups.wait(queue, min(timeout, self.poll_interval))
 
 
