@@ -104,6 +104,8 @@ class Fetcher(DurableState):
             claimed = await self.backend.claim(self._claim_request(now, ask))
             await self._admit(claimed)
             self.engine._pump()
+            if claimed:
+                time.sleep(0)  # noqa: ASYNC251  # a task thread takes the GIL now, as in _wait_for_work
             return len(claimed) == ask
         slot = self._slot_free
         assert slot is not None
