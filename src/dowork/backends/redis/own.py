@@ -28,7 +28,7 @@ from typing import Any
 import redis.asyncio
 import redis.exceptions
 
-from .wire import Unanswered, described, pack
+from .wire import Unanswered, described, exchange
 
 __all__ = ["OwnConnection"]
 
@@ -77,17 +77,7 @@ class OwnConnection:
             if self._timer is None:
                 self._timer = loop.call_at(self._sent + self._timeout, self._watch)
             try:
-                if pack is not None:
-                    await conn.send_packed_command([pack(tuple(c)) for c in commands], False)
-                else:
-                    await conn.send_packed_command(conn.pack_commands(commands), False)
-                answers: list[Any] = []
-                for _ in commands:
-                    try:
-                        answers.append(await conn.read_response())
-                    except redis.exceptions.ResponseError as exc:
-                        answers.append(exc)
-                return answers
+                return await exchange(conn, commands)
             except BaseException as exc:
                 await conn.disconnect(nowait=True)  # (mid-answer: out of step)
                 cause = self._cut(task, exc)

@@ -52,6 +52,7 @@ __all__ = [
     "redis_errors",
     "commands_sync",
     "evalsha_sync",
+    "exchange",
     "pack",
     "pooled_trip",
     "transaction_sync",
@@ -213,6 +214,27 @@ class Kept(Protocol):
     released: bool  #: the link is closed: it keeps none
 
 
+async def exchange(conn: Any, commands: Sequence[Sequence[str | bytes | int]]) -> list[Any]:
+    """Write ``commands`` on an asyncio connection at once and read their answers.
+
+    Packed in C (hiredis) when available: redis-py's asyncio client packs in Python, which for
+    a batch of settlements costs more than the round trip. An error answer is returned, not
+    raised, so the answers after it are still read; a failure of the connection is raised.
+    """
+    if pack is not None:
+        packed: bytes | list[bytes] = [pack(tuple(c)) for c in commands]
+    else:
+        packed = conn.pack_commands(commands)
+    await conn.send_packed_command(packed, False)
+    answers: list[Any] = []
+    for _ in commands:
+        try:
+            answers.append(await conn.read_response())
+        except redis.exceptions.ResponseError as exc:
+            answers.append(exc)
+    return answers
+
+
 async def pooled_trip(
     pool: Any, kept: Kept, commands: Sequence[Sequence[str | bytes | int]]
 ) -> list[Any]:
@@ -223,17 +245,7 @@ async def pooled_trip(
     """
     conn = await checkout(kept.idle, pool)
     try:
-        if pack is not None:
-            packed: bytes | list[bytes] = b"".join(pack(tuple(c)) for c in commands)
-        else:
-            packed = conn.pack_commands(commands)
-        await conn.send_packed_command(packed, check_health=False)
-        answers: list[Any] = []
-        for _ in commands:
-            try:
-                answers.append(await conn.read_response())
-            except redis.exceptions.ResponseError as exc:
-                answers.append(exc)
+        answers = await exchange(conn, commands)
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
         await discard(pool, conn)
         raise Unanswered(f"no reply to a request sent ({described(exc)})") from exc
