@@ -15,6 +15,12 @@ with ``--setup-only`` (the push alone), divided by ``--n``; count it with callgr
 cyclic garbage collector is off, as in ``claim_cpu.py``. Without valgrind it prints the CPU
 time of the worker's phase per task, and with ``--profile FILE`` writes a cProfile of the
 loop thread (the claim, admission, launch, outcome and settle) to FILE.
+
+``--body redis`` gives each (``def``) task issue 16's realistic body, one ``INCR`` on the
+Redis the run started, and the line also shows tasks/s and context switches per task (every
+thread's, voluntary or not); ``--ceiling`` runs that body on a bare ``ThreadPoolExecutor``
+of ``--concurrency`` threads instead, timed alike, for the ratio. Timed figures need a quiet
+machine; compare runs alternated with the other commit.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import dowork
@@ -73,6 +80,63 @@ def build(store: str, work: str, url: str, concurrency: int) -> dowork.Queue:
     )
 
 
+def context_switches() -> int:
+    """This process's context switches so far, voluntary and not (all its threads)."""
+    total = 0
+    for tid in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{tid}/status") as status:
+            for line in status:
+                if "ctxt_switches:" in line:
+                    total += int(line.split()[-1])
+    return total
+
+
+def ceiling(args: argparse.Namespace, url: str) -> None:
+    """The body run by a bare ``ThreadPoolExecutor`` of ``--concurrency`` threads, timed alike."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import redis
+
+    pool = redis.BlockingConnectionPool.from_url(url, max_connections=args.concurrency)
+    client = redis.Redis(connection_pool=pool)
+    n = args.n
+    with ThreadPoolExecutor(args.concurrency) as executor:
+        list(executor.map(lambda i: client.incr("cpu-body"), range(args.concurrency)))
+        switches = context_switches()
+        wall = time.perf_counter()
+        began = time.process_time()
+        futures = [executor.submit(client.incr, "cpu-body") for _ in range(n)]
+        for future in futures:
+            future.result()
+        took = time.process_time() - began
+        wall = time.perf_counter() - wall
+        switched = context_switches() - switches
+    print(
+        f"ThreadPoolExecutor({args.concurrency}): {n} bodies, CPU {took / n * 1e6:.1f} us per task "
+        f"(process), {n / wall:,.0f} tasks/s, {switched / n:.2f} context switches per task"
+    )
+
+
+def make_body(args: argparse.Namespace, url: str, bump: Callable[[], None]) -> Callable[..., Any]:
+    """The task function: a no-op that counts, or (``--body redis``) one INCR first."""
+    client: Any = None
+    if args.body == "redis":  # the realistic body: one round trip (INCR), as bench/peers.py
+        import redis
+
+        pool = redis.BlockingConnectionPool.from_url(url, max_connections=args.concurrency)
+        client = redis.Redis(connection_pool=pool)
+
+    def work_fn(i: int) -> None:
+        if client is not None:
+            client.incr("cpu-body")
+        bump()
+
+    async def awork_fn(i: int) -> None:
+        bump()
+
+    return awork_fn if args.is_async else work_fn
+
+
 def run(args: argparse.Namespace, work: str, url: str) -> None:
     n = args.n
     done = threading.Event()
@@ -85,13 +149,7 @@ def run(args: argparse.Namespace, work: str, url: str) -> None:
             if count[0] == n:
                 done.set()
 
-    def work_fn(i: int) -> None:
-        bump()
-
-    async def awork_fn(i: int) -> None:
-        bump()
-
-    body = awork_fn if args.is_async else work_fn
+    body = make_body(args, url, bump)
     producer = build(args.store, work, url, args.concurrency)
     fn = producer.task(name="work")(body)
     for start in range(0, n, 1000):
@@ -106,17 +164,24 @@ def run(args: argparse.Namespace, work: str, url: str) -> None:
         return
     profiler = cProfile.Profile() if args.profile else None
     engine = queue._engine
+    switches = context_switches()
+    wall = time.perf_counter()
     began = time.process_time()
     queue.start()
     if profiler is not None:
         engine.call(profiler.enable)
     if not done.wait(300):
         raise SystemExit(f"only {count[0]} of {n} tasks ran")
+    wall = time.perf_counter() - wall
+    switched = context_switches() - switches  # (before the shutdown ends the threads)
     if profiler is not None:
         engine.call(profiler.disable)
     queue.shutdown()
     took = time.process_time() - began
-    print(f"{args.store}: {n} tasks, worker CPU {took / n * 1e6:.1f} us per task (process)")
+    print(
+        f"{args.store}: {n} tasks, worker CPU {took / n * 1e6:.1f} us per task (process), "
+        f"{n / wall:,.0f} tasks/s, {switched / n:.2f} context switches per task"
+    )
     if profiler is not None:
         profiler.dump_stats(args.profile)
 
@@ -129,15 +194,25 @@ def main() -> None:
     parser.add_argument("--async", dest="is_async", action="store_true", help="async def body")
     parser.add_argument("--setup-only", action="store_true", help="push the tasks, run nothing")
     parser.add_argument("--profile", default="", help="write a cProfile of the loop thread")
+    parser.add_argument(
+        "--body", choices=("noop", "redis"), default="noop", help="redis: one INCR a task (def)"
+    )
+    parser.add_argument(
+        "--ceiling", action="store_true", help="run the body on a ThreadPoolExecutor instead"
+    )
     args = parser.parse_args()
-    gc.disable()
+    if not os.environ.get("GC"):
+        gc.disable()
     with tempfile.TemporaryDirectory() as work:
         server = None
         url = ""
-        if args.store == "redis":
+        if args.store == "redis" or args.body == "redis" or args.ceiling:
             server, url = start_redis(work)
         try:
-            run(args, work, url)
+            if args.ceiling:
+                ceiling(args, url)
+            else:
+                run(args, work, url)
         finally:
             if server is not None:
                 server.terminate()
