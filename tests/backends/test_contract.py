@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from dowork.backends import Backend, ClaimRequest, Outcome, Record, Settlement
-from dowork.backends._protocol import STATS_MINUTES, WorkerBeat
+from dowork.backends._protocol import STATS_MINUTES, WorkerBeat, attempt_line
 from dowork.errors import BackendError
 from tests.upkeep import purge_finished, reap, write_beat
 
@@ -692,6 +692,34 @@ def test_settlements_append_attempts_to_the_history(
         (done,) = await b.get([r.id])
         assert done.history == first + '\n{"n":2}\n'
         assert await b.requeue([r.id], NOW) == []  # succeeded: not requeuable, history kept
+
+    run(backend_factory, body)
+
+
+def test_a_settlement_with_took_appends_the_line_attempt_line_gives(
+    backend_factory: Callable[[], Backend],
+) -> None:
+    """A worker sends ``took`` (not a line) for an attempt that did not raise; every store
+    keeps the line ``attempt_line`` writes from it, retries and finished outcomes alike, and
+    a duration whose text is not a number (``inf``, ``nan``) too."""
+
+    async def body(b: Backend) -> None:
+        await b.push([rec()])
+        (r,) = await b.claim(ClaimRequest("q", NOW, 1, LEASE, "w"))
+        retry = Settlement(r.id, 1, Outcome.RETRY, NOW + 0.5, run_at=NOW, took=0.000123)
+        await b.settle([retry])
+        (r,) = await b.claim(ClaimRequest("q", NOW, 1, LEASE, "w"))
+        assert r.history == f'{{"n":1,"start":{NOW + 0.5 - 0.000123!r},"took":0.000123,' \
+            '"outcome":"retry"}\n'  # fmt: skip
+        await b.settle([Settlement(r.id, 2, Outcome.RETRY, NOW, run_at=NOW, took=float("inf"))])
+        (r,) = await b.claim(ClaimRequest("q", NOW, 1, LEASE, "w"))
+        done = Settlement(r.id, 3, Outcome.SUCCEEDED, NOW + 2, took=1e-09)
+        await b.settle([done])
+        (got,) = await b.get([r.id])
+        lines = [attempt_line(retry), '{"n":2,"start":-inf,"took":inf,"outcome":"retry"}']
+        assert got.history == "".join(f"{line}\n" for line in [*lines, attempt_line(done)])
+        assert attempt_line(done) == f'{{"n":3,"start":{NOW + 2 - 1e-09!r},"took":1e-09,' \
+            '"outcome":"succeeded"}'  # fmt: skip
 
     run(backend_factory, body)
 

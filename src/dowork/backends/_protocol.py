@@ -27,6 +27,7 @@ __all__ = [
     "Settlement",
     "Wakeups",
     "WorkerBeat",
+    "attempt_line",
     "charge",
     "check_page",
     "late_applies",
@@ -139,12 +140,16 @@ class Settlement:
     result: bytes | None = None
     keep: float | None = None  #: retention of a finished record (None: the backend default)
     payload: bytes | None = None  #: for RETRY: new arguments to resume from (a chain's step)
-    #: One JSON line describing the attempt, appended to the record's ``history``.
+    #: One JSON line describing the attempt, appended to the record's ``history`` (see
+    #: ``attempt_line``).
     attempt: str | None = None
     #: The function ran (False for a record dead-lettered or held back before it started): an
     #: outcome settled on a ``reserved`` record whose ``STARTED`` mark was not written yet
     #: counts the start (``started + 1``).
     ran: bool = True
+    #: Seconds the attempt's function ran, when it did not raise and ``attempt`` is None: its
+    #: history line is then written from it (``attempt_line``; Redis keeps a short form).
+    took: float | None = None
 
 
 @dataclass(slots=True)
@@ -297,6 +302,18 @@ class Wakeups:
                 waiting = self._waiters.get(queue)
                 if waiting is not None:
                     waiting.discard(entry)
+
+
+def attempt_line(s: Settlement) -> str | None:
+    """The line a settlement appends to its record's history: ``attempt``, or one from ``took``.
+
+    A worker sends ``took`` for an attempt that did not raise (most of them), so that a store
+    writing a shorter form of that line need not parse it back.
+    """
+    took = s.took
+    if took is None:
+        return s.attempt
+    return f'{{"n":{s.token},"start":{s.now - took!r},"took":{took!r},"outcome":"{s.outcome}"}}'
 
 
 def retention(

@@ -26,6 +26,7 @@ from ._protocol import (
     Settlement,
     Wakeups,
     WorkerBeat,
+    attempt_line,
     charge,
     late_applies,
     minute_of,
@@ -183,8 +184,9 @@ class MemoryBackend(MemoryAdmin, SupportsWake):  # (its one extra: wake)
                 record.lease_until = None
                 record.owner = None
                 record.updated_at = s.now
-                if s.attempt is not None:
-                    record.history = (record.history or "") + s.attempt + "\n"
+                attempt = attempt_line(s)
+                if attempt is not None:
+                    record.history = (record.history or "") + attempt + "\n"
                 if s.outcome is Outcome.RETRY:
                     record.status = "retrying"
                     record.run_at = s.run_at

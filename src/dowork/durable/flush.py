@@ -103,14 +103,13 @@ class Flushing(DurableState):
             settlement.ran = False
         now = settlement.now
         attempt = self._attempt.pop(task_id, None)
-        if attempt is not None:  # one JSON line for the record's history
+        if attempt is not None:  # the record's history line (see attempt_line)
             took, error = attempt
-            token, outcome = settlement.token, settlement.outcome
-            settlement.attempt = (
-                f'{{"n":{token},"start":{now - took!r},"took":{took!r},"outcome":"{outcome}"}}'
-                if error is None  # the common case, without json.dumps
-                else self._failed_line(token, outcome, now, took, error)
-            )
+            if error is None:  # the common case: the store writes the line from ``took``
+                settlement.took = took
+            else:
+                token, outcome = settlement.token, settlement.outcome
+                settlement.attempt = self._failed_line(token, outcome, now, took, error)
         minute = int(now // 60) * 60  # (minute_of, inline)
         counts = self._finished_counts.get(minute)
         if counts is None:  # a process that never beats (dispatch) keeps the last hour only

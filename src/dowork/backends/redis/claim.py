@@ -45,19 +45,18 @@ def split_claimed(rows: Sequence[Any], queue: str, owner: str) -> tuple[list[Rec
     unfit: list[Unfit] = []
     for row in rows[3:]:
         try:
-            if len(row) < 8:  # (a record as pushed: the common case)
-                created_at = float(row[4])
-                record = Record(
-                    id=row[0].decode("utf-8", "surrogatepass"),
-                    queue=queue,
-                    name=row[1].decode("utf-8", "surrogatepass"),
-                    payload=row[2],
-                    run_at=float(row[3]),
-                    created_at=created_at,
-                    options=row[5].decode("utf-8", "surrogatepass") if len(row) > 5 else None,
-                )
-            else:
-                record = decode_record(dict(zip(row[::2], row[1::2], strict=True)))
+            if len(row) < 8:  # (a record as pushed: the common case, leased as it is built)
+                claimed.append(
+                    Record(  # (positional up to updated_at: keywords cost a dict a call)
+                        row[0].decode("utf-8", "surrogatepass"), queue,
+                        row[1].decode("utf-8", "surrogatepass"), row[2], float(row[3]),
+                        float(row[4]), "reserved",
+                        row[5].decode("utf-8", "surrogatepass") if len(row) > 5 else None,
+                        1, lease_until, owner, 0, False, None, None, None, now,
+                    )
+                )  # fmt: skip
+                continue
+            record = decode_record(dict(zip(row[::2], row[1::2], strict=True)))
         except (KeyError, ValueError) as exc:  # (UnicodeDecodeError is a ValueError)
             why = f"{type(exc).__name__}: {exc}"[:200]
             if len(row) < 8:

@@ -17,7 +17,15 @@ import redis
 import redis.exceptions
 
 from ...errors import BackendError, BackendFull, BackendUnavailable
-from .._protocol import STATS_MINUTES, Outcome, Settlement, WorkerBeat, minute_of, retention
+from .._protocol import (
+    STATS_MINUTES,
+    Outcome,
+    Settlement,
+    WorkerBeat,
+    attempt_line,
+    minute_of,
+    retention,
+)
 from ..extras import (
     SupportsCheckWorker,
     SupportsPermitEviction,
@@ -55,6 +63,9 @@ _KINDS = {
     for ran in (False, True)
     for rest in (False, True)
 }
+_INF = float("inf")
+#: An outcome as a history line names it.
+_TEXTS = {outcome: str(outcome).encode() for outcome in Outcome}
 #: (An enum's members read from the class cost a Python ``__getattr__`` hook each, 3.11.)
 _STARTED, _RETRY = Outcome.STARTED, Outcome.RETRY
 #: The share of ``maxmemory`` from which the reaper purges finished records early.
@@ -138,12 +149,17 @@ class RedisStore(
                 expires = texts.get(at) or texts.setdefault(at, repr(at))
         written = texts.get(now) or texts.setdefault(now, repr(now))
         error, reason, payload = s.error, s.reason, s.payload  # (mostly None: no opt call)
-        result, attempt = s.result, s.attempt
+        result, took, token = s.result, s.took, s.token
+        if took is not None and -_INF < now - took < _INF:  # (history_arg's short form of
+            # attempt_line(s), written at once; "nan" and "inf" are not in it)
+            line = b"=@%d %r %r %s" % (token, now - took, took, _TEXTS[outcome])
+        else:
+            attempt = attempt_line(s)
+            line = b"" if attempt is None else history_arg(attempt)
         rest = outcome is _RETRY or not (error is None and reason is None and payload is None)
         args: list[str | bytes | int] = [
-            task_id, s.token, _KINDS[outcome, s.ran, rest], written, expires,
-            b"" if result is None else b"=" + result,
-            b"" if attempt is None else history_arg(attempt),
+            task_id, token, _KINDS[outcome, s.ran, rest], written, expires,
+            b"" if result is None else b"=" + result, line,
         ]  # fmt: skip
         if rest:
             at = float(s.run_at)

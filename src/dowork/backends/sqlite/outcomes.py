@@ -15,7 +15,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from .._protocol import Outcome, Settlement, late_applies, retention, uncharge
+from .._protocol import Outcome, Settlement, attempt_line, late_applies, retention, uncharge
 from ..store import Burials
 from .connection import transaction
 from .rows import BAD_VALUE
@@ -157,7 +157,7 @@ def _settle_finished(
         sql = _FORGET_SQL.format(values=",".join(["(?,?)"] * size))
     else:
         for s in run:
-            error, reason, attempt = s.error, s.reason, s.attempt
+            error, reason, attempt = s.error, s.reason, attempt_line(s)
             result: object = s.result
             if type(result) is bytes:  # (anything else is bound as it is, and may be refused)
                 result = bytearray(result)
@@ -197,7 +197,8 @@ def _settle_one(conn: sqlite3.Connection, s: Settlement, keep: Keep, late: bool 
             (ran, s.id, s.token),
         )
         return cur.rowcount > 0
-    line = None if s.attempt is None else s.attempt + "\n"
+    attempt = attempt_line(s)
+    line = None if attempt is None else attempt + "\n"
     if s.outcome is Outcome.RETRY:
         cur = conn.execute(
             f"UPDATE dowork_tasks SET {started}, status = 'retrying', run_at = ?, error = ?,"
