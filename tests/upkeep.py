@@ -9,9 +9,11 @@ from dowork.backends._protocol import WorkerBeat
 from dowork.backends.store import Upkeep
 
 
-async def reap(store: Store, queue: str, now: float, crash_budget: int) -> tuple[int, int]:
-    """Reap the queue's lapsed leases: ``(requeued, dead)``."""
-    done = await store.upkeep(Upkeep(queue, now, crash_budget=crash_budget))
+async def reap(
+    store: Store, queue: str, now: float, crash_budget: int, transit: float | None = None
+) -> tuple[int, int]:
+    """Reap the queue's lapsed leases: ``(requeued, dead)`` (``transit``: see ``Upkeep``)."""
+    done = await store.upkeep(Upkeep(queue, now, crash_budget=crash_budget, transit=transit))
     return done.requeued, done.dead
 
 

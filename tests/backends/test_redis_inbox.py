@@ -142,25 +142,93 @@ def test_an_idle_worker_starts_a_popped_task_and_its_lease_is_recorded_after(
     run(main())
 
 
-def test_a_task_popped_by_a_worker_that_died_is_run_again(
+#: What a worker of the default settings passes as ``Upkeep.transit``: lease - maintenance.
+TRANSIT = LEASE - 5.0
+
+
+def test_a_task_popped_by_a_worker_that_died_is_run_again_within_the_lease(
     redis_server: RedisServer, prefix: str, admin: Any
 ) -> None:
     """A worker pops an entry into taken and dies before its take: a drain stores the task
-    as running, leased to no one for a minute of Redis's clock, and the reaper requeues it."""
+    as running, leased to no one, and the queue's reaper requeues it ``transit`` seconds of
+    Redis's clock later (lease - maintenance: found by a reap, so within a lease of the pop).
+    It took a minute before, twice a default lease."""
     backend = RedisBackend(redis_server.url, prefix=prefix)
     task = rec()
     assert backend.push_sync([task], fresh=True) is True
     assert admin.lmove(f"{prefix}:q:q:inbox", f"{prefix}:q:q:taken") is not None
 
     async def main() -> None:
-        (stored,) = await backend.get([task.id])
-        assert (stored.status, stored.owner, stored.attempts) == ("running", "~", 1)
         now = time.time()
-        assert await reap(backend, "q", now + 30, 5) == (0, 0)  # within the minute
-        assert await reap(backend, "q", now + 61, 5) == (1, 0)
-        (again,) = await backend.claim(ClaimRequest("q", now + 61, 10, LEASE, "w2"))
+        (stored,) = await backend.get([task.id])  # drains: held for its worker from now on
+        assert (stored.status, stored.owner, stored.attempts) == ("running", "~", 1)
+        assert await reap(backend, "q", now + TRANSIT - 1, 5, TRANSIT) == (0, 0)
+        assert await reap(backend, "q", now + TRANSIT + 1, 5, TRANSIT) == (1, 0)
+        (again,) = await backend.claim(ClaimRequest("q", now + TRANSIT + 1, 10, LEASE, "w2"))
         assert (again.id, again.attempts, again.crashes) == (task.id, 2, 1)
         await backend.close()
+
+    run(main())
+
+
+def test_a_reaper_that_names_no_transit_holds_a_popped_task_a_minute(
+    redis_server: RedisServer, prefix: str, admin: Any
+) -> None:
+    """The store's own bound, for the reapers of workers that pass none (older versions)."""
+    backend = RedisBackend(redis_server.url, prefix=prefix)
+    task = rec()
+    assert backend.push_sync([task], fresh=True) is True
+    assert admin.lmove(f"{prefix}:q:q:inbox", f"{prefix}:q:q:taken") is not None
+
+    async def main() -> None:
+        now = time.time()
+        assert await reap(backend, "q", now + 30, 5) == (0, 0)  # drains it
+        assert await reap(backend, "q", now + 61, 5) == (1, 0)
+        await backend.close()
+
+    run(main())
+
+
+def test_a_task_popped_and_taken_is_not_reaped_while_its_lease_holds(
+    redis_server: RedisServer, prefix: str, admin: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A live worker's pop, drained by a reader before its take landed: the take leases it to
+    the worker, and a reap past the transit (within the worker's lease) leaves it alone; one
+    popped with no drain between is not reaped either. Each starts once."""
+    producer = RedisBackend(redis_server.url, prefix=prefix)
+    worker = RedisBackend(redis_server.url, prefix=prefix)
+    pop = worker._raw
+    drain = [True]
+
+    async def pop_then_drain(link: Any, *commands: Any, **options: Any) -> list[Any]:
+        answers = await pop(link, *commands, **options)
+        if commands[0][0] == "BLMOVE" and drain[0]:
+            assert await producer.get(["none such"]) == []  # drains every inbox
+        return answers
+
+    async def main() -> None:
+        await worker.open()
+        monkeypatch.setattr(worker, "_raw", pop_then_drain)
+        now = time.time()
+        started = []
+        for drained in (True, False):
+            drain[0] = drained
+            task = rec()
+            assert producer.push_sync([task], fresh=True) is True
+            request = ClaimRequest("q", now, 10, LEASE, "w")
+            started += [r.id for r in await worker.wait_claim(request, 5.0)]
+            await worker._taken([task.id])
+            assert await reap(producer, "q", now + TRANSIT + 1, 5, TRANSIT) == (0, 0)
+            (stored,) = await producer.get([task.id])
+            assert (stored.status, stored.owner, stored.attempts) == ("running", "w", 1)
+            assert stored.lease_until is not None
+            assert stored.lease_until >= now + LEASE  # the worker's, from its pop
+            again = ClaimRequest("q", now + TRANSIT + 1, 10, LEASE, "w2")
+            assert await producer.claim(again) == []
+            assert started[-1] == task.id
+        assert len(set(started)) == 2
+        for backend in (producer, worker):
+            await backend.close()
 
     run(main())
 

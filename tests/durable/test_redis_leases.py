@@ -15,11 +15,13 @@ import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
+import redis
 
 from dowork import DurableSettings, Queue
 from dowork.backends import ClaimRequest, Record, RedisBackend
 from dowork.errors import BackendError
 from tests.backends.test_contract import LEASE, NOW, rec
+from tests.backends.test_redis_inbox import blocked, until_blocked
 from tests.redis_server import RedisServer
 from tests.tcp_proxy import TcpProxy
 from tests.upkeep import reap
@@ -138,3 +140,78 @@ def test_a_worker_cut_off_from_redis_past_its_lease_is_not_charged_a_crash(
         loop.call_soon_threadsafe(loop.stop)
         thread.join(WAIT)
         loop.close()
+
+
+def test_a_lost_pop_reply_runs_the_task_again_within_the_lease(
+    redis_server: RedisServer, proxy: TcpProxy, prefix: str
+) -> None:
+    """An idle worker's pop moved a task into taken, but its reply never came: the task is
+    nobody's until a drain holds it for its worker, and the queue's reaper requeues it
+    ``transit`` (lease - maintenance) later, as a crashed worker's (a minute before)."""
+    direct = redis.Redis.from_url(redis_server.url)
+    transit = LEASE - 5.0
+
+    async def main() -> None:
+        worker = RedisBackend(proxy.url, prefix=prefix)  # (blocks 5 s a pop: no reply meanwhile)
+        admin = RedisBackend(redis_server.url, prefix=prefix)
+        await worker.open()
+        before = blocked(direct)
+        waiting = asyncio.create_task(
+            worker.wait_claim(ClaimRequest("q", time.time(), 10, LEASE, "w1"), 30.0)
+        )
+        await until_blocked(direct, before)
+        proxy.mode = "drop"  # the pop's reply is lost, and its connection cut
+        task = rec()
+        assert admin.push_sync([task], fresh=True) is True
+        with pytest.raises(BackendError):
+            await asyncio.wait_for(waiting, WAIT)
+        assert proxy.dropped == 1
+        assert direct.llen(f"{prefix}:q:q:taken") == 1  # popped, never taken
+        now = time.time()
+        assert await reap(admin, "q", now + transit - 1, 3, transit) == (0, 0)  # (drains it)
+        (held,) = await admin.get([task.id])
+        assert (held.status, held.owner) == ("running", "~")
+        assert await reap(admin, "q", now + transit + 1, 3, transit) == (1, 0)
+        (again,) = await admin.claim(ClaimRequest("q", now + transit + 1, 10, LEASE, "w2"))
+        assert (again.id, again.attempts) == (task.id, 2)
+        await worker.close()
+        await admin.close()
+
+    try:
+        asyncio.run(main())
+    finally:
+        direct.close()
+
+
+@pytest.mark.realtime
+def test_a_worker_runs_a_task_popped_and_never_taken_within_its_lease(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    """A task left in taken (its pop's reply lost, or its worker killed before the take): a
+    worker of lease 1 s and maintenance 0.25 s runs it within about a lease, not a minute."""
+    direct = redis.Redis.from_url(redis_server.url)
+    queue = Queue(
+        "jobs",
+        backend=RedisBackend(redis_server.url, prefix=prefix),
+        log=False,
+        concurrency=1,
+        durable=DurableSettings(lease=1.0, maintenance=0.25, prefetch=0),
+    )
+    runs: list[float] = []
+
+    @queue.task(name="once")
+    def once() -> str:
+        runs.append(time.monotonic())
+        return "ran"
+
+    try:
+        handle = once.submit()  # (into the inbox: no worker runs yet)
+        assert direct.lmove(f"{prefix}:q:jobs:inbox", f"{prefix}:q:jobs:taken") is not None
+        began = time.monotonic()
+        queue.start()
+        assert handle.result(WAIT) == "ran"
+        assert len(runs) == 1
+        assert runs[0] - began < 1.0 + 2 * 0.25 + 2.0  # (a loaded machine's slack)
+    finally:
+        queue.shutdown(timeout=5)
+        direct.close()

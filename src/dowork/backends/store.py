@@ -77,6 +77,13 @@ class Upkeep:
     finished: Mapping[int, Mapping[str, int]] | None = None
     #: Reap the queue's lapsed leases, dead-lettering at this many crashes.
     crash_budget: int | None = None
+    #: With ``crash_budget``: seconds a task the store handed out before leasing it may stay
+    #: unleased, from when the store found it so, before the reap takes it back as a lapsed
+    #: lease (Redis: a task a worker popped from the inbox whose lease was never recorded,
+    #: because the worker died or the pop's reply was lost; see ``P:q:Q:transit`` in
+    #: ``dowork.backends.redis``). None: the store's own bound. Stores that lease every task
+    #: they hand out ignore it.
+    transit: float | None = None
     #: Delete the finished records (of every queue) and idempotency keys past retention.
     purge: bool = False
     #: Where the reap step adds the records it dead-letters because it cannot read them

@@ -63,8 +63,8 @@ class Stopping(DurableState):
         in the same turn of the loop as the cancel, swallowing it, and the fetcher went on into
         its blocking pop for the whole block time (``abort()`` took 5.1 s). So it is cancelled
         again until it ends: the next cancel cuts the read, which closes the connection (an
-        entry the pop moved meanwhile is leased by the next drain and requeued by the reaper:
-        see P:q:Q:taken in dowork.backends.redis).
+        entry the pop moved meanwhile is held by the next drain and requeued by the reaper
+        within a lease: see P:q:Q:taken in dowork.backends.redis).
         """
         fetcher = self._fetcher
         if fetcher is None:

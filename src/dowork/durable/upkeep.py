@@ -100,7 +100,17 @@ class Maintenance(DurableState):
 
         The store dead-letters the records it cannot read too: the hooks are told of them.
         """
-        job = Upkeep(self.name, now, crash_budget=self.settings.crash_budget, buried=self._burials)
+        settings = self.settings
+        job = Upkeep(
+            self.name,
+            now,
+            crash_budget=settings.crash_budget,
+            # A task the store handed out but never leased (a Redis pop whose reply was lost)
+            # is found by a reap within maintenance, so held this long it runs again within
+            # lease + maintenance of the hand-out, as a crashed worker's task does.
+            transit=settings.lease - settings.maintenance,
+            buried=self._burials,
+        )
         reaped = await self._unless_full(self.backend.upkeep(job), Upkept())
         if self._burials:
             self._tell_buried()

@@ -58,8 +58,12 @@ Key schema (``P`` is the prefix, ``dowork`` by default; ``Q`` a queue name)::
                         every script that reads or writes waiting tasks drains it first
     P:q:Q:taken         list of the inbox entries a worker popped (BLMOVE) and started but has
                         not recorded yet (see take.lua); a drain stores them as running, leased
-                        to no one ("~") for a minute of Redis's clock, so the reaper requeues
-                        those of a worker that died in between
+                        to no one ("~"), and lists them in transit, so that the reaper requeues
+                        those whose worker died in between or never got its pop's reply
+    P:q:Q:transit       zset of the tasks a drain found in taken; score the time of Redis's
+                        clock it found them. The queue's reaper requeues those still leased to
+                        no one its transit later (lease - maintenance), and forgets the rest
+                        then; their own lease_until (a minute on) serves reapers of no transit
     P:queues            set of the queue names that have tasks
     P:expiry            zset of finished tasks kept for lookups; score expires_at, member id
     P:seq               counter giving each pushed task its FIFO sequence number

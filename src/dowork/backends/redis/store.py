@@ -210,7 +210,7 @@ class RedisStore(
         if job.beat is not None:
             await self._beat(job.beat, job.now, job.ttl, job.finished)
         if job.crash_budget is not None:
-            reaped = await self._reap(job.queue, job.now, job.crash_budget)
+            reaped = await self._reap(job.queue, job.now, job.crash_budget, job.transit)
             done.requeued, done.dead, dead = reaped
             if dead and job.buried is not None:
                 job.buried.extend((id_of(i), "malformed") for i in dead)
@@ -219,10 +219,11 @@ class RedisStore(
         return done
 
     async def _reap(
-        self, queue: str, now: float, crash_budget: int
+        self, queue: str, now: float, crash_budget: int, transit: float | None = None
     ) -> tuple[int, int, list[bytes]]:
         """Requeue expired leases; dead-letter tasks that crashed their workers too often.
 
+        Popped tasks never taken lapse ``transit`` after a drain found them (see reap.lua).
         Returns the counts requeued and dead-lettered, and the ids dead-lettered because
         they could not be read. Every worker reaps on a timer, so this is also where a wiped
         store is noticed.
@@ -238,6 +239,7 @@ class RedisStore(
             num(now),
             crash_budget,
             num(now + self._retention(Outcome.DEAD, None)),
+            *(() if transit is None else (num(transit),)),
         )
         return int(requeued), int(dead), [bytes(i) for i in buried]
 

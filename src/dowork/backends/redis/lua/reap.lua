@@ -1,9 +1,13 @@
--- ARGV: P, queue, now, crash_budget, expires_at. Returns {requeued, dead_lettered, the ids of
--- those dead-lettered as malformed (see bury)}.
+-- ARGV: P, queue, now, crash_budget, expires_at[, transit]. Returns {requeued, dead_lettered,
+-- the ids of those dead-lettered as malformed (see bury)}.
 -- A lapsed lease of a running task is a crash: crashes + 1, its token added to charged (see
 -- charge), dead-lettered crashed_worker at crash_budget, else retrying. One of a reserved task
 -- (never started) is not: lost + 1, and it waits again, pending. Either way run_at is kept,
--- so the task goes back to its place at the head of the queue.
+-- so the task goes back to its place at the head of the queue. A task popped from the inbox
+-- and never taken (listed in transit by a drain, see inbox.lua) lapses once transit seconds
+-- have passed since the drain found it, if still leased to no one (its worker died, or its
+-- pop's reply was lost): the worker's lease less its maintenance, so that it runs again within
+-- a lease of the pop, as a crashed worker's task does; without transit, a minute after.
 --#include prelude
 --#include inbox
 
@@ -11,6 +15,17 @@ local function body()
 local queue, now = ARGV[2], ARGV[3]
 local running = qkey(queue, 'running')
 local requeued, dead, buried = 0, 0, {}
+if ARGV[6] then  -- (a minute of the drain's lease otherwise: TRANSIT)
+    local transit, lapsed = qkey(queue, 'transit'), tonumber(now) - tonumber(ARGV[6])
+    local found = redis.call('ZRANGEBYSCORE', transit, '-inf', lapsed)
+    for _, id in ipairs(found) do
+        local h = redis.call('HMGET', tkey(id), 'status', 'owner')
+        if h[1] == 'running' and h[2] == '~' then
+            redis.call('ZADD', running, 'XX', lapsed, id)  -- (reaped below)
+        end
+    end
+    if #found > 0 then redis.call('ZREMRANGEBYSCORE', transit, '-inf', lapsed) end
+end
 -- Add token to a charged list, keeping the last 16.
 local function charge(charged, token)
     local t = {}

@@ -1,7 +1,8 @@
 -- ARGV: P, queue, entry, owner, lease_until, now. A worker popped entry (a task) from the
 -- queue's inbox into taken and started it: lease it to owner until lease_until, with attempts
 -- 1, as a claim would have. Returns 1, 2 if it is to be cancelled already, or 0 if the task is
--- not this worker's to run any more (drained, then reaped after TRANSIT, or wiped).
+-- not this worker's to run any more (drained, then reaped after the queue's transit: see
+-- reap.lua; or wiped).
 -- Self-contained: a worker runs it for every task it pops. An entry still in taken, of an id
 -- not in use and a time written the plain way, is stored at once, as inbox_put would store it,
 -- without the checks and the inbox (every run of a script defines each of its functions

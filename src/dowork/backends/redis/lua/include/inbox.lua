@@ -83,11 +83,11 @@ local function inbox_wake(queue, n, at)
 end
 -- Store entry e, popped from the inbox into taken, as running for owner until lease; garbage
 -- waits instead (see inbox_put), with a token to wake a worker that dead-letters it. Returns
--- its status. (now and f: see inbox_put.)
+-- its status and id. (now and f: see inbox_put.)
 local function inbox_taken(queue, e, owner, lease, now, f)
-    local at, _, status = inbox_put(queue, e, owner, lease, now, f)
+    local at, id, status = inbox_put(queue, e, owner, lease, now, f)
     if status == 'pending' then inbox_wake(queue, 1, at) end
-    return status
+    return status, id
 end
 -- The task entries of a drained list (see inbox_fields), each with the seq it is given (f[7]),
 -- if every one is well formed, of an id not in use and not twice among them: such entries need
@@ -135,11 +135,14 @@ local function inbox_store(queue, fresh)
 end
 -- Drain the queue's inbox into waiting tasks (at most 1000 entries, oldest first), and store
 -- the entries popped by workers that have not taken them yet (taken) as running, leased to
--- no one ('~') for TRANSIT seconds of Redis's clock: the popping worker takes them over (see
--- take.lua), and the reaper requeues those of a worker that died in between. Returns the latest
--- time of the drained tokens and waiting tasks (a time the pushers saw them due), or nil; and
--- with keep, the fresh entries (see inbox_fresh) not stored yet, for the caller to store or
--- lease, or nil.
+-- no one ('~'), listed in transit with the time of Redis's clock they were found: the popping
+-- worker takes them over (see take.lua), and the queue's reaper requeues those still leased to
+-- no one once its transit has passed (see reap.lua): a worker died in between, or its pop's
+-- reply was lost. A drain runs in any script, of any caller, so it cannot know the queue's
+-- lease; the reaper does. Their lease_until, TRANSIT seconds on, only bounds the wait where
+-- no reaper names a transit (a worker of an older version). Returns the latest time of the
+-- drained tokens and waiting tasks (a time the pushers saw them due), or nil; and with keep,
+-- the fresh entries (see inbox_fresh) not stored yet, for the caller to store or lease, or nil.
 local TRANSIT = 60
 local function drain(queue, keep)
     local q = P .. 'q:' .. queue .. ':'
@@ -174,8 +177,12 @@ local function drain(queue, keep)
         redis.call('DEL', q .. 'taken')
         local t = redis.call('TIME')
         local lease = tostring(tonumber(t[1]) + TRANSIT)
+        local found = t[1] .. '.' .. string.format('%06d', t[2])
         for _, e in ipairs(popped) do
-            if string.sub(e, 1, 1) ~= 't' then inbox_taken(queue, e, '~', lease) end
+            if string.sub(e, 1, 1) ~= 't' then
+                local status, id = inbox_taken(queue, e, '~', lease)
+                if status == 'running' then redis.call('ZADD', q .. 'transit', found, id) end
+            end
         end
     end
     return latest, keep and fresh or nil

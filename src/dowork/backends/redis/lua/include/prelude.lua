@@ -48,7 +48,7 @@ local function flush()
                 qkey(queue, 'levels'), qkey(queue, 'turn'), qkey(queue, 'keyrun'),
                 qkey(queue, 'lanes'), qkey(queue, 'lanes:due'), qkey(queue, 'lanes:later'),
                 qkey(queue, 'lanes:turns'), qkey(queue, 'lanes:levels'),
-                qkey(queue, 'lanes:drained'))
+                qkey(queue, 'lanes:drained'), qkey(queue, 'transit'))
             redis.call('SREM', P .. 'queues', queue)
         end
     end
