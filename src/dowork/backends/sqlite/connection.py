@@ -13,14 +13,12 @@ readers never blocked.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import sqlite3
 import threading
 import urllib.parse
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from ...errors import (
@@ -33,6 +31,7 @@ from ...errors import (
 )
 from . import schema
 from .rows import CLAIMED_OK, claim_test
+from .thread import CallThread
 
 __all__ = ["SQLiteFile", "transaction"]
 
@@ -72,7 +71,7 @@ class SQLiteFile:
         self.create = create
         self.conn: sqlite3.Connection | None = None
         self.ok_sql = CLAIMED_OK
-        self._executor: ThreadPoolExecutor | None = None
+        self._thread: CallThread | None = None
         self._open_lock = threading.Lock()
         #: Held by every use of the connection: on its thread, and from a caller's (``here``).
         self._using = threading.Lock()
@@ -84,12 +83,13 @@ class SQLiteFile:
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` on the connection's thread (opening the file first if need be)."""
-        if self._executor is None:
+        thread = self._thread
+        if thread is None:
             await self.open()
-        assert self._executor is not None
-        loop = asyncio.get_running_loop()
+            thread = self._thread
+            assert thread is not None
         try:
-            return await loop.run_in_executor(self._executor, fn, *args)
+            return await thread.run(fn, args)
         except sqlite3.DatabaseError as exc:
             raise self._error(exc) from exc
 
@@ -184,27 +184,27 @@ class SQLiteFile:
             BackendError: it is not a SQLite database, or SQLite failed otherwise.
         """
         with self._open_lock:
-            if self._executor is not None:
+            if self._thread is not None:
                 return
-            executor = ThreadPoolExecutor(1, thread_name_prefix="dowork-sqlite")
+            thread = CallThread("dowork-sqlite_0")
             try:
-                executor.submit(self._connect).result()
+                thread.wait(self._connect)
             except BaseException as exc:
-                executor.shutdown(wait=False)
+                thread.stop()
                 if isinstance(exc, sqlite3.Error):
                     raise self._open_error(exc) from exc
                 raise
-            self._executor = executor
+            self._thread = thread
 
     async def close(self) -> None:
         """Close the connection and its thread."""
-        executor, self._executor = self._executor, None
-        if executor is None:
+        thread, self._thread = self._thread, None
+        if thread is None:
             return
         conn, self.conn = self.conn, None
         if conn is not None:
-            await asyncio.get_running_loop().run_in_executor(executor, self._close, conn)
-        executor.shutdown(wait=True)
+            await thread.run(self._close, (conn,))
+        thread.stop()
 
     def _close(self, conn: sqlite3.Connection) -> None:
         with self._using:  # after a call from another thread that has it (``here``)
@@ -213,7 +213,7 @@ class SQLiteFile:
     def check(self) -> None:
         """Raise ``StoreLost`` if the file at the path is not the one opened (``check_store``)."""
         opened = self._identity
-        if opened is None or self._executor is None:
+        if opened is None or self._thread is None:
             return
         try:
             st = os.stat(self._where)
