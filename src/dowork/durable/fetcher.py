@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Coroutine
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
@@ -218,7 +219,9 @@ class Fetcher(DurableState):
                 await self._admit_one(record, first=True)
         for record in records:
             if not record.crashes:
-                await self._admit_one(record)
+                opening = self._admit_now(record)
+                if opening is not None:
+                    await opening
         if (
             any(map(_PRIORITY, records))  # (no generator frame per record)
             and len(self.engine._ready) > 1
@@ -230,6 +233,16 @@ class Fetcher(DurableState):
             self.engine._ready.extend(ready)
 
     async def _admit_one(self, record: Record, first: bool = False) -> None:
+        """Take a claimed record in (``_admit_now``), opening its group if it is a callback."""
+        opening = self._admit_now(record, first)
+        if opening is not None:
+            await opening
+
+    def _admit_now(self, record: Record, first: bool = False) -> Coroutine[Any, Any, None] | None:
+        """Take a claimed record in now; a group's callback: the opening to await.
+
+        (Not a coroutine itself: most records need none, and one a record costs a frame.)
+        """
         if record.id in self._claimed:  # the same id is already here: start it after that one
             self._held.setdefault(record.id, []).append(record)
             log.warning(
@@ -237,13 +250,20 @@ class Fetcher(DurableState):
                 self.name,
                 record.id,
             )
-            return
+            return None
         try:
             options = record.options
             if options is not None and '"group_of"' in options:
-                await self._open_group(record)
-            else:
-                self._take(record, first=first)
+                return self._open_guarded(record)
+            self._take(record, first=first)
+        except Exception as exc:  # the per-record guard: no record stops the worker
+            self._unreadable(record, exc)
+        return None
+
+    async def _open_guarded(self, record: Record) -> None:
+        """``_open_group`` under the per-record guard."""
+        try:
+            await self._open_group(record)
         except Exception as exc:  # the per-record guard: no record stops the worker
             self._unreadable(record, exc)
 
