@@ -6,6 +6,7 @@ back as it was sent, those stored by earlier versions (JSON) included.
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from typing import Any
 
@@ -14,6 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dowork.backends import ClaimRequest, Outcome, RedisBackend, Settlement
+from dowork.backends._protocol import attempt_line
 from dowork.backends.redis.history import history_arg
 from dowork.backends.redis.records import decode_record, show_record
 from tests.backends.test_contract import LEASE, NOW, rec
@@ -107,3 +109,48 @@ def test_a_history_stored_by_the_previous_version_reads_on(redis_server: RedisSe
 
     asyncio.run(main())
     admin.close()
+
+
+def took_arg(token: int, now: float, took: float, outcome: Outcome) -> bytes:
+    """The ``settle.lua`` history argument ``RedisStore`` sends for a settlement's ``took``."""
+    store = RedisBackend("redis://127.0.0.1:1/0", prefix="p")  # (never connects)
+    args = store._settle_args(Settlement("t", token, outcome, now, took=took), {})
+    line = args[6]
+    assert isinstance(line, bytes)
+    return line
+
+
+@given(
+    st.integers(0, 10**12),
+    st.floats(-1e12, 1e12),
+    st.integers(-(10**15), 10**15),
+    st.sampled_from([o for o in Outcome if o is not Outcome.STARTED]),  # (a mark has none)
+)
+def test_a_duration_in_whole_nanoseconds_is_kept_in_integers_and_reads_back(
+    token: int, now: float, ns: int, outcome: Outcome
+) -> None:
+    """A worker's duration (whole nanoseconds) is kept in TOOK_LINE's integer form: it reads
+    back as the line ``attempt_line`` gives, the duration exactly and the start to the
+    microsecond; a time's line stays under the 64 bytes of a listpack value."""
+    took = ns / 1e9
+    arg = took_arg(token, now, took, outcome)
+    assert arg.endswith(b"n " + str(outcome).encode())  # (the integer form)
+    if token < 10**6 and 0 <= now < 1e11 and 0 <= ns < 10**13:
+        assert len(arg) < 64
+    line = json.loads(shown(arg[1:] + b"\n") or "")
+    want = json.loads(attempt_line(Settlement("t", token, outcome, now, took=took)) or "")
+    assert abs(line.pop("start") - want.pop("start")) <= 1e-6 + abs(now) * 1e-15
+    assert line == want
+
+
+@given(
+    st.floats(allow_nan=True, allow_infinity=True), st.floats(allow_nan=True, allow_infinity=True)
+)
+def test_any_other_duration_is_kept_as_its_line(now: float, took: float) -> None:
+    """A duration no integer form keeps exactly (not whole nanoseconds, ``inf``, ``nan``, or
+    so large that no integer holds it) goes as ``attempt_line``'s own line, read back as sent."""
+    arg = took_arg(1, now, took, Outcome.SUCCEEDED)
+    line = attempt_line(Settlement("t", 1, Outcome.SUCCEEDED, now, took=took))
+    assert line is not None
+    if not arg.endswith(b"n succeeded"):
+        assert shown(arg[1:] + b"\n") == line + "\n"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["history_arg", "shown_history"]
+__all__ = ["TOOK_LINE", "history_arg", "shown_history"]
 
 #: A worker's history line of an attempt that did not raise (see ``durable/flush.py``), and the
 #: shorter form the task hash keeps it in: "@n start took outcome". A record's history is its
@@ -17,11 +17,23 @@ __all__ = ["history_arg", "shown_history"]
 #: from a listpack into a hashtable (about 16k instructions, and slower ever after); the
 #: short form (at most about 55 bytes) keeps it a listpack. Other lines (an attempt that
 #: raised; every line stored before) are kept as they are, but for one "@" more in front of a
-#: line that begins with one. Reading gives every line back as it was sent.
+#: line that begins with one. Reading gives every line back as it was sent. (A worker now
+#: sends ``took`` instead of that line, kept in ``TOOK_LINE``'s form below; this one is for
+#: lines sent whole, by workers before it and by callers of ``settle``.)
 _ATTEMPT = re.compile(
     r'\{"n":([0-9]+),"start":([-+.0-9eE]+),"took":([-+.0-9eE]+),"outcome":"([a-z]+)"\}'
 )
-_SHORT = re.compile(rb"^@(?:(@.*)|([0-9]+) ([-+.0-9eE]+) ([-+.0-9eE]+) ([a-z]+))$", re.M)
+_SHORT = re.compile(
+    rb"^@(?:(@.*)|([0-9]+) ([-+.0-9eE]+) ([-+.0-9eE]+) ([a-z]+)"
+    rb"|([0-9]+) (-?[0-9]+)u (-?[0-9]+)n ([a-z]+))$",
+    re.M,
+)
+#: The ``settle.lua`` argument of the line ``attempt_line`` writes from a settlement's ``took``
+#: (a worker's attempt that did not raise), written without that line: "@n start took outcome"
+#: with the start in whole microseconds and the duration in whole nanoseconds (``u`` and ``n``
+#: after them mark this form). Two integers cost a quarter of the two float reprs the line
+#: would take; ``shown_history`` reads it back as that JSON line, the start to the microsecond.
+TOOK_LINE = b"=@%d %du %dn %s"
 
 
 def history_arg(attempt: str) -> bytes:
@@ -37,6 +49,9 @@ def history_arg(attempt: str) -> bytes:
 def _long(m: re.Match[bytes]) -> bytes:
     if m[1] is not None:
         return m[1]
+    if m[6] is not None:  # (TOOK_LINE's form)
+        start, took = int(m[7]) / 1e6, int(m[8]) / 1e9
+        return b'{"n":%s,"start":%r,"took":%r,"outcome":"%s"}' % (m[6], start, took, m[9])
     return b'{"n":%s,"start":%s,"took":%s,"outcome":"%s"}' % m.group(2, 3, 4, 5)
 
 

@@ -38,7 +38,7 @@ from ..extras import (
 )
 from ..store import Burials, Upkeep, Upkept
 from .claim import Fetcher, id_of
-from .history import history_arg
+from .history import TOOK_LINE, history_arg
 from .push import Producer
 from .records import PURGE_BATCH, from_inbox, head_score, num, opt, utf8
 
@@ -150,10 +150,12 @@ class RedisStore(
         written = texts.get(now) or texts.setdefault(now, repr(now))
         error, reason, payload = s.error, s.reason, s.payload  # (mostly None: no opt call)
         result, took, token = s.result, s.took, s.token
-        if took is not None and -_INF < now - took < _INF:  # (history_arg's short form of
-            # attempt_line(s), written at once; "nan" and "inf" are not in it)
-            line = b"=@%d %r %r %s" % (token, now - took, took, _TEXTS[outcome])
-        else:
+        line = None
+        if took is not None and -_INF < took * 1e9 < _INF and -_INF < (now - took) * 1e6 < _INF:
+            ns = round(took * 1e9)
+            if ns / 1e9 == took:  # (whole nanoseconds, as a worker measures: kept exactly)
+                line = TOOK_LINE % (token, (now - took) * 1e6, ns, _TEXTS[outcome])
+        if line is None:  # (no took, or one TOOK_LINE cannot keep: the line as history_arg says)
             attempt = attempt_line(s)
             line = b"" if attempt is None else history_arg(attempt)
         rest = outcome is _RETRY or not (error is None and reason is None and payload is None)
