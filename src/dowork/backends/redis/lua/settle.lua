@@ -22,17 +22,23 @@
 local P, total = ARGV[1], tonumber(ARGV[2])
 local taskp, find = P .. 'task:', string.find
 local recs, seen, lean = {}, {}, true
-local KEPT = {succeeded = true, failed = true, cancelled = true, dead = true}
--- A kind as {status, ran ('1' or ''), with the rest}; each settlement's first argument (at)
--- and kind.
+-- A kind as {status, ran ('1' or ''), with the rest}, made when a batch first sends it (a
+-- batch sends one or two: a table of every kind, built at each run, cost more than most
+-- batches' writes); each settlement's first argument (at) and kind.
 local KINDS = {}
-for _, k in ipairs({'started', 'retrying', 'succeeded', 'failed', 'cancelled', 'dead'}) do
-    KINDS[k], KINDS[k .. '+'] = {k, '', false}, {k, '1', false}
-    KINDS[k .. '*'], KINDS[k .. '+*'] = {k, '', true}, {k, '1', true}
+local function kind_of(a)
+    local s, ran, rest = string.match(a or '', '^(%l+)(%+?)(%*?)$')
+    if s ~= 'started' and s ~= 'retrying' and s ~= 'succeeded' and s ~= 'failed'
+        and s ~= 'cancelled' and s ~= 'dead' then
+        return nil
+    end
+    local kind = {s, ran == '+' and '1' or '', rest == '*'}
+    KINDS[a] = kind
+    return kind
 end
-local at, kinds, b = {}, {}, 3
+local at, kinds, b, known = {}, {}, 3, nil
 for i = 1, total do
-    local kind = KINDS[ARGV[b + 2]]
+    local kind = KINDS[ARGV[b + 2]] or kind_of(ARGV[b + 2])
     if not kind or (kind[1] == 'retrying' and not kind[3]) then
         return redis.error_reply('settle: no kind ' .. tostring(ARGV[b + 2]))
     end
@@ -50,11 +56,12 @@ for i = 1, total do
         local status, seq, created, started = rec[1], rec[4], rec[5], rec[9]
         lean = (status == 'reserved' or status == 'running')
             and rec[2] == ARGV[b + 1] and rec[3] and not rec[8]
-            and (outcome == 'started' or KEPT[outcome] and expires ~= '' and expires ~= 'nan'
-                and expires ~= 'inf' and expires ~= '-inf')
+            and (outcome == 'started' or outcome ~= 'retrying' and expires ~= ''
+                and expires ~= 'nan' and expires ~= 'inf' and expires ~= '-inf')  -- (kept)
             and seq and #seq == 16 and find(seq, '^[0-9a-f]+$')
-            and created and #created <= 40 and find(created, '^%d+%.?%d*$')
+            and created and (created == known or #created <= 40 and find(created, '^%d+%.?%d*$'))
             and (not started or started == '0' or #started <= 15 and find(started, '^%d+$'))
+        if lean then known = created end  -- (a batch's records often share their created_at)
     end
     seen[id] = true
     if outcome == 'started' then b = b + 3 elseif kind[3] then b = b + 11 else b = b + 7 end
@@ -106,30 +113,40 @@ if lean then
             local err, reason = '', ''
             if kind[3] then err, reason = ARGV[b + 7], ARGV[b + 8] end
             if err == '' and rec[6] then redis.call('HDEL', key, 'error') end
-            -- (made 16 long at once: a table that grows is copied at 4, 8 and 16)
-            local fields, f = {'status', status, 'updated_at', now, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-                0, 0, 0}, 4
-            if err ~= '' then fields[5], fields[6], f = 'error', string.sub(err, 2), 6 end
-            fields[f + 1], fields[f + 2], f = 'expires_at', ARGV[b + 4], f + 2
-            if reason ~= '' then
-                fields[f + 1], fields[f + 2], f = 'reason', string.sub(reason, 2), f + 2
+            local result, line, started = ARGV[b + 5], ARGV[b + 6], rec[9]
+            if not kind[3] and result ~= '' and line ~= '' and kind[2] == '1'
+                and rec[1] == 'reserved'
+            then  -- (a function's outcome as most are: its HSET without a table, as below)
+                redis.call('HSET', key, 'status', status, 'updated_at', now,
+                    'expires_at', ARGV[b + 4], 'result', string.sub(result, 2),
+                    'history', (rec[7] or '') .. string.sub(line, 2) .. '\n',
+                    'started', (not started or started == '0') and '1'
+                        or string.format('%d', tonumber(started) + 1))
+            else
+                -- (made 16 long at once: a table that grows is copied at 4, 8 and 16)
+                local fields, f = {'status', status, 'updated_at', now, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                    0, 0, 0}, 4
+                if err ~= '' then fields[5], fields[6], f = 'error', string.sub(err, 2), 6 end
+                fields[f + 1], fields[f + 2], f = 'expires_at', ARGV[b + 4], f + 2
+                if reason ~= '' then
+                    fields[f + 1], fields[f + 2], f = 'reason', string.sub(reason, 2), f + 2
+                end
+                if result ~= '' then
+                    fields[f + 1], fields[f + 2], f = 'result', string.sub(result, 2), f + 2
+                end
+                if line ~= '' then
+                    fields[f + 1] = 'history'
+                    fields[f + 2] = (rec[7] or '') .. string.sub(line, 2) .. '\n'
+                    f = f + 2
+                end
+                if rec[1] == 'reserved' and kind[2] == '1' then  -- its start counts too
+                    fields[f + 1] = 'started'
+                    fields[f + 2] = (not started or started == '0') and '1'
+                        or string.format('%d', tonumber(started) + 1)
+                    f = f + 2
+                end
+                redis.call('HSET', key, unpack(fields, 1, f))
             end
-            if ARGV[b + 5] ~= '' then
-                fields[f + 1], fields[f + 2], f = 'result', string.sub(ARGV[b + 5], 2), f + 2
-            end
-            if ARGV[b + 6] ~= '' then
-                fields[f + 1] = 'history'
-                fields[f + 2] = (rec[7] or '') .. string.sub(ARGV[b + 6], 2) .. '\n'
-                f = f + 2
-            end
-            local started = rec[9]
-            if rec[1] == 'reserved' and kind[2] == '1' then  -- its start counts too
-                fields[f + 1] = 'started'
-                fields[f + 2] = (not started or started == '0') and '1'
-                    or string.format('%d', tonumber(started) + 1)
-                f = f + 2
-            end
-            redis.call('HSET', key, unpack(fields, 1, f))
             if queue ~= rq or rec[1] ~= rold or status ~= rnew then
                 if run > 0 then count(rq, rold, -run); count(rq, rnew, run) end
                 rq, rold, rnew, run = queue, rec[1], status, 0
