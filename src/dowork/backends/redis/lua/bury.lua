@@ -10,7 +10,7 @@ for i = 0, tonumber(ARGV[4]) - 1 do
     local b = 5 + i * 3
     local id = ARGV[b]
     local v = fields(redis.call('HGETALL', tkey(id)))
-    if LEASED[v.status] and v.queue and tonumber(v.attempts) == tonumber(ARGV[b + 1]) then
+    if leased(v.status) and v.queue and tonumber(v.attempts) == tonumber(ARGV[b + 1]) then
         redis.call('ZREM', qkey(v.queue, 'running'), id)
         running_key(v.queue, v.concurrency_key, -1)
         local m = v.seq and seq_ok(v.seq) and member(v.seq, id) or nil

@@ -23,7 +23,7 @@ if WAITING[status] then
     move(queue, m, rec[4], status, 'cancelled')
     return 'cancelled'
 end
-if LEASED[status] then
+if leased(status) then
     redis.call('HSET', key, 'cancel_requested', '1')
     return 'requested'
 end

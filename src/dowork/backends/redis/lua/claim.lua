@@ -29,10 +29,9 @@ local WAITS = {pending = true, scheduled = true, retrying = true}
 -- KIND: 1 status, 0 and 2 the times that must be there (run_at, created_at), 3 another time,
 -- 4 slot, 5-8 counts (attempts, crashes, started, lost), 9 seq, 10 priority, 11 charged,
 -- 12 malformed, 13 id (an earlier version's: see NEEDED), then the other fields that must be
--- there: 14 queue, 15 name, 16 payload; and 17 options.
-local KIND = {status = 1, run_at = 0, created_at = 2, updated_at = 3, finished_at = 3,
-    slot = 4, attempts = 5, crashes = 6, started = 7, lost = 8, seq = 9, priority = 10,
-    charged = 11, malformed = 12, id = 13, queue = 14, name = 15, payload = 16, options = 17}
+-- there: 14 queue, 15 name, 16 payload; and 17 options. (Built when first needed: a record as
+-- pushed is read by load, and the table costs some 7k instructions at every run.)
+local KIND = nil
 local find = string.find
 local known = nil  -- the last time that passed: a record's run_at is often its created_at
 -- The record (HGETALL list h) of a due member: its status, attempts, crashes, started, slot
@@ -42,6 +41,12 @@ local known = nil  -- the last time that passed: a record's run_at is often its 
 local function read(h, id)
     local status, attempts, crashes, started, slot, name, options, payload, run_at, at, named
     local fine, got = true, 0
+    if not KIND then
+        KIND = {status = 1, run_at = 0, created_at = 2, updated_at = 3, finished_at = 3,
+            slot = 4, attempts = 5, crashes = 6, started = 7, lost = 8, seq = 9, priority = 10,
+            charged = 11, malformed = 12, id = 13, queue = 14, name = 15, payload = 16,
+            options = 17}
+    end
     for j = 1, #h, 2 do
         local k = KIND[h[j]]
         if k then
@@ -63,7 +68,7 @@ local function read(h, id)
             elseif k == 1 then
                 status = s
                 got = got + 1
-                if not STATUSES[s] then fine = false end
+                if not status_ok(s) then fine = false end
             elseif k <= 4 then  -- (a plain decimal passes decimal: no strtod needed)
                 if k <= 2 then
                     got = got + 1
@@ -91,7 +96,8 @@ local function read(h, id)
         end
     end
     local why = nil
-    if (not fine or got < #NEEDED) and status and (WAITS[status] or not STATUSES[status]) then
+    if (not fine or got < 7) and status and (WAITS[status] or not status_ok(status))  -- (7: NEEDED)
+    then
         why = unreadable(h, id, queue)
     end
     local row = h
@@ -139,7 +145,7 @@ end
 local woke = nil
 if ARGV[9] ~= '' then  -- an entry this worker popped from the inbox and gives back
     local e = ARGV[9]
-    if redis.call('LREM', P .. 'q:' .. queue .. ':taken', 1, e) == 1 then
+    if redis.call('LREM', P .. 'q:' .. queue .. ':taken', '1', e) == 1 then
         woke = string.sub(e, 2)  -- a token's time
         if string.sub(e, 1, 1) ~= 't' then woke = inbox_put(queue, e) end
         if not decimal(woke) then woke = nil end
@@ -162,7 +168,7 @@ local function many(cmd, key, list)  -- chunks (see include/base.lua)
 end
 local q = P .. 'q:' .. queue .. ':'
 local running = q .. 'running'
-local keeper = string.rep('~', 80)  -- KEEPER
+local keeper = '~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~'
 local limit = tonumber(ARGV[4])
 if ARGV[7] ~= '' then
     local held = redis.call('ZCARD', running)
@@ -236,11 +242,11 @@ local function lease_fresh()
     end
     if k > limit then
         wake_one()
-        redis.call('HSETNX', turn, '', 1)
+        redis.call('HSETNX', turn, '', '1')
     elseif redis.call('EXISTS', waiting) == 0 then
         redis.call('DEL', turn)
     else
-        redis.call('HSETNX', turn, '', 1)
+        redis.call('HSETNX', turn, '', '1')
     end
     return out
 end
@@ -251,11 +257,11 @@ then
     -- (run_at, seq). The tasks without a key are the only ones taking turns, so all their
     -- turn needs is to be marked served (1, less than any turn given later), and forgotten
     -- once none waits (see Backend.claim).
-    local due = redis.call('ZRANGEBYSCORE', waiting, '-inf', now, 'LIMIT', 0, limit + 1)
+    local due = redis.call('ZRANGEBYSCORE', waiting, '-inf', now, 'LIMIT', '0', limit + 1)
     if fresh and #fresh > 0 and #due == 0 then return lease_fresh() end
     if fresh and #fresh > 0 then
         store_fresh()
-        due = redis.call('ZRANGEBYSCORE', waiting, '-inf', now, 'LIMIT', 0, limit + 1)
+        due = redis.call('ZRANGEBYSCORE', waiting, '-inf', now, 'LIMIT', '0', limit + 1)
     end
     fresh = nil
     local taken, served, taskp = 0, false, P .. 'task:'
@@ -292,15 +298,15 @@ then
         end
     end
     -- (the members taken are the first of waiting, which nothing changed since they were read)
-    if taken > 0 then redis.call('ZREMRANGEBYRANK', waiting, 0, taken - 1) end
+    if taken > 0 then redis.call('ZREMRANGEBYRANK', waiting, '0', taken - 1) end
     lease_all()
     if #due > limit then
         wake_one()
-        if served then redis.call('HSETNX', turn, '', 1) end
+        if served then redis.call('HSETNX', turn, '', '1') end
     elseif redis.call('EXISTS', waiting) == 0 then
         redis.call('DEL', turn)
     elseif served then
-        redis.call('HSETNX', turn, '', 1)
+        redis.call('HSETNX', turn, '', '1')
     end
     return out
 end

@@ -8,7 +8,7 @@ for i = 0, tonumber(ARGV[3]) - 1 do
     local id = ARGV[4 + i * 2]
     local key = tkey(id)
     local rec = redis.call('HMGET', key, 'status', 'attempts', 'queue', 'cancel_requested')
-    if not LEASED[rec[1]] or tonumber(rec[2]) ~= tonumber(ARGV[5 + i * 2]) or not rec[3] then
+    if not leased(rec[1]) or tonumber(rec[2]) ~= tonumber(ARGV[5 + i * 2]) or not rec[3] then
         codes[#codes + 1] = 0
     else
         redis.call('HSET', key, 'lease_until', ARGV[2])

@@ -15,7 +15,7 @@ if #statuses == 0 then
         'failed', 'cancelled', 'dead'}
 end
 local page = {}
-if #statuses == 1 and not LEASED[statuses[1]] then
+if #statuses == 1 and not leased(statuses[1]) then
     local key = qkey(queue, 'created.' .. statuses[1])
     for _, m in ipairs(redis.call(range, key, offset, offset + limit - 1)) do
         page[#page + 1] = string.sub(m, 18)
@@ -25,7 +25,7 @@ else
     -- listing; leased tasks (a few per worker) come from the running zset.
     local all = {}
     for _, status in ipairs(statuses) do
-        if LEASED[status] then
+        if leased(status) then
             for _, id in ipairs(redis.call('ZRANGE', qkey(queue, 'running'), 0, -1)) do
                 local rec = redis.call('HMGET', tkey(id), 'created_at', 'seq', 'status')
                 if rec[3] == status then  -- (a field changed by hand sorts first)

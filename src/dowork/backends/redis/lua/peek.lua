@@ -8,7 +8,7 @@
 
 local P = ARGV[1]
 local seen, order, ok, bad = {}, {}, {}, {}
-for _, e in ipairs(redis.call('LRANGE', P .. 'q:' .. ARGV[2] .. ':taken', 0, 999)) do
+for _, e in ipairs(redis.call('LRANGE', P .. 'q:' .. ARGV[2] .. ':taken', '0', '999')) do
     if string.sub(e, 1, 1) == 'r' then
         local z = string.find(e, '\0', 2, true)
         if z and z > 2 then

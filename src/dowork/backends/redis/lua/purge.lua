@@ -10,7 +10,7 @@ for _, id in ipairs(ids) do
     local rec = redis.call('HMGET', key, 'status', 'queue', 'seq')
     if rec[1] then
         redis.call('DEL', key)
-        if rec[2] and STATUSES[rec[1]] then  -- (else no count holds it: written by hand)
+        if rec[2] and status_ok(rec[1]) then  -- (else no count holds it: written by hand)
             if rec[3] and seq_ok(rec[3]) then
                 forget(rec[2], rec[1], member(rec[3], id))
             else

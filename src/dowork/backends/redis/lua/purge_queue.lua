@@ -10,13 +10,13 @@ if #ARGV > 3 then
     for i = 4, #ARGV do statuses[#statuses + 1] = ARGV[i] end
 else
     for _, status in ipairs(redis.call('HKEYS', qkey(queue, 'counts'))) do
-        if not LEASED[status] then statuses[#statuses + 1] = status end
+        if not leased(status) then statuses[#statuses + 1] = status end
     end
 end
 for _, status in ipairs(statuses) do
     if left <= 0 then break end
     local members
-    if LEASED[status] then  -- (the running zset holds both: a few per worker)
+    if leased(status) then  -- (the running zset holds both: a few per worker)
         members = {}
         for _, id in ipairs(redis.call('ZRANGE', qkey(queue, 'running'), 0, -1)) do
             if #members >= left then break end
@@ -31,7 +31,7 @@ for _, status in ipairs(statuses) do
         if m == KEEPER then
             left = left + 1  -- not a task
         else
-            if LEASED[status] then
+            if leased(status) then
                 local rec = redis.call('HMGET', tkey(m), 'status', 'concurrency_key')
                 running_key(queue, rec[2], -1)
                 redis.call('DEL', tkey(m))

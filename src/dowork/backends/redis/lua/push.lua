@@ -8,7 +8,7 @@
 -- includes is inlined.
 
 local P = ARGV[1]
-local SPARE = string.rep('\255', 80)
+local SPARE = '\255~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~'  -- (see zadd_all)
 local function zadd(key, list)  -- zadd_all (see include/checks.lua), inlined
     local convert = redis.call('OBJECT', 'ENCODING', key) ~= 'skiplist'
     for i = 1, #list, 8000 do
@@ -101,7 +101,7 @@ while i <= #ARGV do
         end
     end
     if status == 'running' then  -- never expires, like a lease nobody holds
-        local keeper = string.rep('~', 80)  -- KEEPER
+        local keeper = '~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~'
         for _, id in ipairs(ids) do
             redis.call('ZADD', q .. 'running', '+inf', keeper, '+inf', id)
         end

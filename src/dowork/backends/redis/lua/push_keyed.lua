@@ -25,7 +25,7 @@ for i = 0, n - 1 do
     local taken = false
     if held[1] and held[2] == 'u' then  -- a unique key: taken while its task waits or runs
         local st = redis.call('HGET', tkey(held[1]), 'status')
-        taken = st and (WAITING[st] or LEASED[st]) or false
+        taken = st and (WAITING[st] or leased(st)) or false
     elseif held[1] then
         taken = tonumber(held[2]) > tonumber(ARGV[b + 5])
     end

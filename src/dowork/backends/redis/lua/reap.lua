@@ -40,7 +40,7 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', running, '-inf', '(' .. now)) do
     local rec = redis.call('HMGET', key, 'status', 'seq', 'created_at', 'run_at', 'priority',
         'concurrency_key', 'crashes', 'attempts', 'charged', 'lost')
     local why = nil  -- (a record changed by hand while it ran: see bury)
-    if LEASED[rec[1]] then
+    if leased(rec[1]) then
         if not (rec[2] and seq_ok(rec[2])) then why = 'seq is missing or not 16 hex digits'
         elseif not decimal(rec[3]) then why = 'created_at is not a number'
         elseif rec[4] and not decimal(rec[4]) then why = 'run_at is ' .. shown(rec[4])

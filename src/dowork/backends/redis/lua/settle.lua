@@ -286,7 +286,7 @@ for i = 0, tonumber(ARGV[2]) - 1 do
             'error', 'history', 'concurrency_key', 'started')
     end
     -- (the token as stored, or the same number written another way)
-    local ok = LEASED[rec[1]] and (rec[2] == token or tonumber(rec[2]) == tonumber(token))
+    local ok = leased(rec[1]) and (rec[2] == token or tonumber(rec[2]) == tonumber(token))
         and rec[3]
     if over[id] then
         ok = false
@@ -424,7 +424,7 @@ for j = 1, n do
             moves_end()
             mq, mold, mnew, moved = queue, rec[1], status, 0
             listing = nil
-            if not LEASED[status] then  -- (rec[1] is leased: listed in no created.S)
+            if not leased(status) then  -- (rec[1] is leased: listed in no created.S)
                 local created = qkey(queue, 'created.' .. status)
                 listing = ZADDS[created]
                 if not listing then listing = {}; ZADDS[created] = listing end

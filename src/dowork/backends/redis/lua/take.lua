@@ -29,7 +29,7 @@ local function full(removed)
     return 1
 end
 
-if redis.call('LREM', q .. 'taken', 1, e) ~= 1 then return full(false) end
+if redis.call('LREM', q .. 'taken', '1', e) ~= 1 then return full(false) end
 -- The entry's fields (see inbox_fields): "r" id NUL name NUL created_at NUL options NUL payload.
 local find, sub = string.find, string.sub
 local a = sub(e, 1, 1) == 'r' and find(e, '\0', 2, true)
@@ -49,8 +49,9 @@ fields[n + 1], fields[n + 2], fields[n + 3], fields[n + 4] = 'attempts', '1', 's
 fields[n + 5], fields[n + 6], fields[n + 7], fields[n + 8] = 'lease_until', lease, 'owner', owner
 fields[n + 9], fields[n + 10] = 'updated_at', now
 redis.call('HSET', key, unpack(fields))
-redis.call('ZADD', q .. 'running', '+inf', string.rep('~', 80), lease, id)  -- KEEPER
-if redis.call('HINCRBY', q .. 'counts', 'running', 1) == 1 then
+local keeper = '~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~'  -- KEEPER
+redis.call('ZADD', q .. 'running', '+inf', keeper, lease, id)
+if redis.call('HINCRBY', q .. 'counts', 'running', '1') == 1 then
     redis.call('SADD', P .. 'queues', queue)
 end
 return 1

@@ -17,11 +17,15 @@ local function decimal(s)
 end
 local function count_ok(s) return #s <= 15 and string.find(s, '^%d+$') ~= nil end
 local function seq_ok(s) return #s == 16 and string.find(s, '^[0-9a-f]+$') ~= nil end
-local STATUSES = {pending = true, scheduled = true, retrying = true, reserved = true,
-    running = true, succeeded = true, failed = true, cancelled = true, dead = true}
--- The statuses of a leased task (claimed: reserved until its function starts, then running);
--- both are listed from the running zset, which holds every lease.
-local LEASED = {reserved = true, running = true}
+-- The statuses a record may hold, and those of a leased task (claimed: reserved until its
+-- function starts, then running; both are listed from the running zset, which holds every
+-- lease). Comparisons, not tables: a table is built at every run of a script (5k
+-- instructions for the nine statuses), and most runs never ask.
+local function status_ok(s)
+    return s == 'pending' or s == 'scheduled' or s == 'retrying' or s == 'reserved'
+        or s == 'running' or s == 'succeeded' or s == 'failed' or s == 'cancelled' or s == 'dead'
+end
+local function leased(s) return s == 'reserved' or s == 'running' end
 -- A list of at most 16 lease tokens (see charge).
 local function tokens_ok(s) return #s <= 16 * 16 and string.find(s, '^[%d,]*$') ~= nil end
 -- A priority: -9 to 9. (Tables are built at every run of a script, so the checks that only
@@ -32,8 +36,7 @@ end
 -- The stored fields a worker reads (NEEDED must be there), and what each must hold when
 -- present (CHECKS, built by unreadable). The id is the key's: an id field, which versions
 -- before 2026-12-07 wrote, must match it.
-local NEEDED = {'queue', 'name', 'payload', 'status', 'run_at', 'created_at', 'seq'}
-local CHECKS, NEED = nil, nil
+local NEEDED, CHECKS, NEED = nil, nil, nil  -- (built by unreadable, as few runs need them)
 -- A HGETALL list as a table of fields.
 local function fields(h)
     local v = {}
@@ -52,7 +55,7 @@ end
 local function unreadable(h, id, queue)
     if not CHECKS then
         CHECKS = {
-            status = function(v) return STATUSES[v] end,
+            status = status_ok,
             run_at = decimal, created_at = decimal, updated_at = decimal, finished_at = decimal,
             slot = decimal,
             attempts = count_ok, crashes = count_ok, started = count_ok, lost = count_ok,
@@ -60,6 +63,7 @@ local function unreadable(h, id, queue)
             priority = level_ok,
             seq = seq_ok,
         }
+        NEEDED = {'queue', 'name', 'payload', 'status', 'run_at', 'created_at', 'seq'}
         NEED = {}
         for _, f in ipairs(NEEDED) do NEED[f] = true end
     end
@@ -103,7 +107,7 @@ local function bury(queue, id, m, v, why, old, now, expires)
         end
     end
     if old then
-        if not LEASED[old] and m then redis.call('ZREM', q .. 'created.' .. old, m) end
+        if not leased(old) and m then redis.call('ZREM', q .. 'created.' .. old, m) end
         redis.call('HINCRBY', q .. 'counts', old, -1)
     end
     if not m then m = string.format('%016x', redis.call('INCR', P .. 'seq')) .. ':' .. id end
@@ -122,9 +126,10 @@ end
 -- small zset is a listpack (up to zset-max-listpack-entries, 128 by default), and each insert
 -- into one parses the score of every member before it (strtod of a repr time: ~80k
 -- instructions to insert a member among 50, 8k into a skiplist). A member longer than
--- zset-max-listpack-value (SPARE: 0xff bytes, in no UTF-8 id or member) makes it a skiplist,
--- which stays one when that member goes again at once: nobody ever sees it.
-local SPARE = string.rep('\255', 80)
+-- zset-max-listpack-value (SPARE: 80 bytes, the first 0xff, in no UTF-8 id or member) makes it
+-- a skiplist, which stays one when that member goes again at once: nobody ever sees it. (A
+-- literal costs nothing at a run, string.rep some 5k instructions.)
+local SPARE = '\255~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~'
 local function zadd_all(key, list)
     local convert = redis.call('OBJECT', 'ENCODING', key) ~= 'skiplist'
     for i = 1, #list, 4000 do

@@ -58,12 +58,13 @@ local function inbox_put(queue, e, owner, lease, now, f)
     end
     redis.call('HSET', key, unpack(fields))
     if owner then
-        redis.call('ZADD', q .. 'running', '+inf', string.rep('~', 80), lease, id)  -- KEEPER
+        local keeper = '~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~'  -- KEEPER
+        redis.call('ZADD', q .. 'running', '+inf', keeper, lease, id)
     else
         redis.call('ZADD', q .. 'waiting', run_at, m)
         redis.call('ZADD', q .. 'created.pending', at, m)
     end
-    if redis.call('HINCRBY', q .. 'counts', status, 1) == 1 then
+    if redis.call('HINCRBY', q .. 'counts', status, '1') == 1 then
         redis.call('SADD', P .. 'queues', queue)
     end
     return run_at, id, status, x
@@ -147,9 +148,10 @@ local TRANSIT = 60
 local function drain(queue, keep)
     local q = P .. 'q:' .. queue .. ':'
     local latest, fresh = nil, nil
-    local entries = redis.call('LRANGE', q .. 'inbox', 0, 999)
+    -- (numbers as strings: Redis writes a number argument with %.17g, some 2k instructions)
+    local entries = redis.call('LRANGE', q .. 'inbox', '0', '999')
     if #entries > 0 then
-        redis.call('LTRIM', q .. 'inbox', #entries, -1)
+        redis.call('LTRIM', q .. 'inbox', #entries, '-1')
         local newest = nil  -- (latest as a number)
         fresh = inbox_fresh(entries)
         local j = 0  -- (the fresh entry at hand)
@@ -168,7 +170,7 @@ local function drain(queue, keep)
         end
         if fresh and not keep then inbox_store(queue, fresh) end
     end
-    local popped = redis.call('LRANGE', q .. 'taken', 0, -1)
+    local popped = redis.call('LRANGE', q .. 'taken', '0', '-1')
     if #popped > 0 then
         if fresh and keep then  -- (stored first, as inbox_put would have: ids are checked)
             inbox_store(queue, fresh)

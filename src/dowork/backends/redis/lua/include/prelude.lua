@@ -60,11 +60,11 @@ end
 local function move(queue, m, at, old, new)
     if old then
         count(queue, old, -1)
-        if not LEASED[old] then gather(ZREMS, qkey(queue, 'created.' .. old), m) end
+        if not leased(old) then gather(ZREMS, qkey(queue, 'created.' .. old), m) end
     end
     if new then
         count(queue, new, 1)
-        if not LEASED[new] then gather(ZADDS, qkey(queue, 'created.' .. new), at, m) end
+        if not leased(new) then gather(ZADDS, qkey(queue, 'created.' .. new), at, m) end
     end
 end
 -- After a task hash was deleted: drop it from the listings, and the queue once it is empty.
