@@ -94,6 +94,46 @@ def test_runs_of_queues_and_statuses_are_counted_as_the_full_path_counts(
     assert stored(admin, lean) == stored(admin, full)
 
 
+def test_a_started_mark_then_its_outcome_in_one_batch_is_written_by_the_lean_path(
+    redis_server: RedisServer,
+) -> None:
+    """A busy worker's batch often holds a task's STARTED mark and then its outcome: the lean
+    path writes it, reading each record once, and stores what the full path would (the
+    outcome alone, counting the start)."""
+    admin = redis.Redis.from_url(redis_server.url)
+    tasks = [rec() for _ in range(3)]
+    lean, full = f"test-{uuid.uuid4().hex[:12]}", f"test-{uuid.uuid4().hex[:12]}"
+
+    def hmgets() -> int:
+        return int(admin.info("commandstats").get("cmdstat_hmget", {}).get("calls", 0))
+
+    async def settle(prefix: str, extra: list[Settlement]) -> list[Any]:
+        b = RedisBackend(redis_server.url, prefix=prefix)
+        await b.push(tasks)
+        assert len(await b.claim(ClaimRequest("q", NOW, 10, LEASE, "w"))) == 3
+        r0, r1, r2 = (t.id for t in tasks)
+        batch = [
+            Settlement(r0, 1, Outcome.STARTED, NOW + 1),
+            Settlement(r1, 1, Outcome.SUCCEEDED, NOW + 2, result=b"1", attempt=ATTEMPT),
+            Settlement(r0, 1, Outcome.SUCCEEDED, NOW + 2, result=b"2", attempt=ATTEMPT),
+            Settlement(r2, 1, Outcome.STARTED, NOW + 1),
+            Settlement(r2, 1, Outcome.FAILED, NOW + 2, error="boom", attempt="{}"),
+        ]
+        admin.config_resetstat()
+        refused = await b.settle(batch + extra)
+        reads = hmgets()
+        counts = await b.counts("q")
+        await b.close()
+        return [refused, counts, reads]
+
+    missing = Settlement(uuid.uuid4().hex, 1, Outcome.SUCCEEDED, NOW + 3)
+    refused, counts, reads = asyncio.run(settle(lean, []))
+    assert (refused, counts, reads) == ([], {"succeeded": 2, "failed": 1}, 3)
+    assert asyncio.run(settle(full, [missing]))[:2] == [[missing.id], counts]
+    assert stored(admin, lean) == stored(admin, full)
+    admin.close()
+
+
 def test_a_batch_sharing_its_times_stores_what_each_outcome_alone_would(
     redis_server: RedisServer,
 ) -> None:

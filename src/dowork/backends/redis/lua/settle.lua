@@ -15,10 +15,11 @@
 -- (late settlements, dead letters, retries, records forgotten at once, concurrency keys: see
 -- full below) cost more than a few settlements' writes. So the records are read first, and a
 -- batch of the common kind is written by the lean path, which defines only what it needs:
--- each settlement the first of the batch for its record, leased under its token, of no
--- concurrency key, with fields the full path's checks pass the cheap way, an outcome kept
--- (or a STARTED mark). Its writes are the full path's, in the same order. Any other batch
--- goes to the full path, with the records read.
+-- each settlement the first of the batch for its record (or an outcome after its record's
+-- STARTED mark, a busy worker's common pair), leased under its token, of no concurrency key,
+-- with fields the full path's checks pass the cheap way, an outcome kept (or a STARTED mark).
+-- Its writes are the full path's, in the same order. Any other batch goes to the full path,
+-- with the records read.
 local P, total = ARGV[1], tonumber(ARGV[2])
 local taskp, find = P .. 'task:', string.find
 local recs, seen, lean = {}, {}, true
@@ -36,7 +37,7 @@ local function kind_of(a)
     KINDS[a] = kind
     return kind
 end
-local at, kinds, b, known = {}, {}, 3, nil
+local at, kinds, b, known, same = {}, {}, 3, nil, {}
 for i = 1, total do
     local kind = KINDS[ARGV[b + 2]] or kind_of(ARGV[b + 2])
     if not kind or (kind[1] == 'retrying' and not kind[3]) then
@@ -44,15 +45,20 @@ for i = 1, total do
     end
     at[i], kinds[i] = b, kind
     local id, outcome, expires = ARGV[b], kind[1], ARGV[b + 4]
-    local rec = false  -- (a record's second settlement: read by the full path, in turn)
-    if not seen[id] then
+    local first, rec = seen[id], false  -- (a second settlement: the full path reads it again)
+    if not first then
         rec = redis.call('HMGET', taskp .. id, 'status', 'attempts', 'queue', 'seq',
             'created_at', 'error', 'history', 'concurrency_key', 'started')
     end
     recs[i] = rec
-    if lean and not rec then
-        lean = false
-    elseif lean then
+    if lean and first then  -- (no write comes between: the record is as read for the mark)
+        if outcome ~= 'started' and kinds[first][1] == 'started' then
+            rec, same[i] = recs[first], first
+        else
+            lean = false
+        end
+    end
+    if lean then
         local status, seq, created, started = rec[1], rec[4], rec[5], rec[9]
         lean = (status == 'reserved' or status == 'running')
             and rec[2] == ARGV[b + 1] and rec[3] and not rec[8]
@@ -63,7 +69,7 @@ for i = 1, total do
             and (not started or started == '0' or #started <= 15 and find(started, '^%d+$'))
         if lean then known = created end  -- (a batch's records often share their created_at)
     end
-    seen[id] = true
+    seen[id] = i
     if outcome == 'started' then b = b + 3 elseif kind[3] then b = b + 11 else b = b + 7 end
 end
 if b ~= #ARGV + 1 then return redis.error_reply('settle: ' .. #ARGV .. ' arguments') end
@@ -79,6 +85,10 @@ if lean then
             redis.call(cmd, key, unpack(list, i, math.min(i + 3999, #list)))
         end
     end
+    -- A STARTED mark then the outcome of its record: the outcome alone is written, and counts
+    -- the start, as in the full path (where a mark is the later outcome's to count).
+    local dropped = {}
+    for i, j in pairs(same) do recs[i], dropped[j] = recs[j], true end
     local lastq, ids = nil, nil  -- (a batch is mostly of one queue: its list at hand)
     for i = 1, total do
         local rec = recs[i]
@@ -95,7 +105,8 @@ if lean then
     for key, ids in pairs(leases) do chunks('ZREM', key, ids) end  -- (first: see full)
     for i = 1, total do  -- STARTED marks, after the leases as the full path writes them
         local rec, kind = recs[i], kinds[i]
-        if kind[1] == 'started' and rec[1] == 'reserved' and kind[2] == '1' then
+        if kind[1] == 'started' and rec[1] == 'reserved' and kind[2] == '1' and not dropped[i]
+        then
             redis.call('HSET', taskp .. ARGV[at[i]], 'status', 'running',
                 'started', string.format('%d', tonumber(rec[9] or '0') + 1))
             count(rec[3], 'reserved', -1)
