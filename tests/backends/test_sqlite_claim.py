@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -111,3 +112,38 @@ def test_an_idle_store_claims_on_the_calling_thread_unless_it_would_wait(tmp_pat
         await store.close()
 
     asyncio.run(body())
+
+
+def test_a_claim_of_one_level_reads_its_records_as_a_claim_of_several(tmp_path: Path) -> None:
+    """A queue of one priority level is read before its lease, others back from it: same records."""
+    path = tmp_path / "q.db"
+
+    async def push() -> None:
+        store = SQLiteBackend(path)
+        for queue in ("one", "two"):
+            records = [Record(f"{queue}{i}", queue, "job", b"{}", float(i), 0.0) for i in range(3)]
+            if queue == "two":  # another level, not due: the claim merges the levels
+                records.append(Record("two-later", queue, "job", b"{}", 1e9, 0.0, priority=1))
+            await store.push(records)
+        await store.close()
+
+    asyncio.run(push())
+    conn = sqlite3.connect(path)
+    for column, value, _ in _SET:
+        conn.execute(f"UPDATE dowork_tasks SET {column} = ? WHERE id LIKE '%1'", (value,))
+    conn.commit()
+    conn.close()
+
+    async def claim(queue: str) -> list[dict[str, object]]:
+        store = SQLiteBackend(path)
+        try:
+            claimed = await store.claim(ClaimRequest(queue, 10.0, 10, 30.0, "w"))
+        finally:
+            await store.close()
+        return [{**asdict(r), "id": r.id[len(queue) :], "queue": ""} for r in claimed]
+
+    one, two = asyncio.run(claim("one")), asyncio.run(claim("two"))
+    assert len(one) == 3
+    assert one == two
+    assert one[1]["crashes"] == 2
+    assert one[1]["history"] == '{"n":1}\n'

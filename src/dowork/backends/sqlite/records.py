@@ -14,7 +14,15 @@ from typing import Any
 
 from .._protocol import Record
 
-__all__ = ["CLAIMED_COLUMNS", "COLUMNS", "LEASED_COLUMNS", "claimed", "leased", "record"]
+__all__ = [
+    "CLAIMED_COLUMNS",
+    "COLUMNS",
+    "LEASED_COLUMNS",
+    "READ_COLUMNS",
+    "claimed",
+    "leased",
+    "record",
+]
 
 COLUMNS = (
     "id, queue, name, payload, run_at, created_at, status, options, attempts, lease_until, "
@@ -110,6 +118,12 @@ LEASED_COLUMNS = (
     " (crashes OR cancel_requested OR started OR lost OR typeof(coalesce(error, reason, result,"
     " finished_at, progress, history)) != 'null')"
 )
+
+
+#: ``LEASED_COLUMNS`` as a claim reads them before its lease (``attempts`` one more, as the lease
+#: makes it), then ``crashes``: the rows ``leased`` takes, from a claim's read of its due records
+#: (``claims``), whose ``UPDATE`` then reads nothing back.
+READ_COLUMNS = LEASED_COLUMNS.replace("attempts,", "attempts + 1,", 1) + ", crashes"
 
 
 def leased(row: tuple[Any, ...], queue: str, now: float, lease_until: float, owner: str) -> Record:
