@@ -18,7 +18,9 @@ so the listings of finished tasks and the expiry zset start empty, and their fir
 each go into a listpack zset, where an insert parses the score of every member before it
 (about 5k instructions a task at ``--n 3000``); ``--steady`` runs every round, the warm-up
 included, on one queue and keeps their records, as on a Redis that keeps finished tasks a
-while (7 days by default).
+while (7 days by default). ``--started K`` has each settle batch send the STARTED marks of K of
+its tasks before their outcomes, as a busy worker's batches often do (a mark and the outcome
+of one task in one batch).
 """
 
 from __future__ import annotations
@@ -88,7 +90,9 @@ async def one_round(
     now = clock() + 2.0
     for start in range(0, len(claimed), batch):
         chunk = claimed[start : start + batch]
-        outcomes = []
+        outcomes = [  # (--started: a busy worker's batch, a STARTED mark then the outcome)
+            Settlement(r.id, r.attempts, Outcome.STARTED, now) for r in chunk[: args.started]
+        ]
         for i, r in enumerate(chunk):
             took = 0.000734 + i * 1.3e-7
             line = None if synthetic else attempt_line(r.attempts, now, took)
@@ -178,6 +182,8 @@ def main() -> None:
                         help="times 1.0-3.0, no history line (as before 2026-12-07)")  # fmt: skip
     parser.add_argument("--steady", action="store_true",
                         help="rounds on one queue, the earlier rounds' records kept")  # fmt: skip
+    parser.add_argument("--started", type=int, default=0,
+                        help="STARTED marks a settle batch sends first")  # fmt: skip
     parser.add_argument("--callgrind", action="store_true",
                         help="count instructions under valgrind (one round)")  # fmt: skip
     args = parser.parse_args()
