@@ -72,11 +72,16 @@ end
 -- Wake up to n idle workers of the queue: a token in its inbox, unless it holds 8 entries
 -- already (so pushes while every worker is busy cost nothing more). A token is a time (the
 -- caller's now) by which the work it announces was due: the claim that drains it uses it as
--- its now when later.
+-- its now when later. EMPTIED_INBOX holds the queues whose inbox this run emptied (see
+-- drain) and nothing pushed to since: their length is known (a busy claim wakes a worker
+-- after its drain).
+local EMPTIED_INBOX = {}
 local function inbox_wake(queue, n, at)
     local key = P .. 'q:' .. queue .. ':inbox'
-    local room = 8 - redis.call('LLEN', key)
+    local room = 8
+    if not EMPTIED_INBOX[queue] then room = 8 - redis.call('LLEN', key) end
     if room > 0 then
+        EMPTIED_INBOX[queue] = nil
         local tokens = {}
         for i = 1, math.min(n, room) do tokens[i] = 't' .. at end
         redis.call('RPUSH', key, unpack(tokens))
@@ -150,10 +155,17 @@ local function drain(queue, keep)
     local latest, fresh = nil, nil
     -- (numbers as strings: Redis writes a number argument with %.17g, some 2k instructions)
     local entries = redis.call('LRANGE', q .. 'inbox', '0', '999')
+    if #entries == 1000 then
+        redis.call('LTRIM', q .. 'inbox', '1000', '-1')
+    else  -- (all of it, if any)
+        if #entries > 0 then redis.call('DEL', q .. 'inbox') end
+        EMPTIED_INBOX[queue] = true
+    end
     if #entries > 0 then
-        redis.call('LTRIM', q .. 'inbox', #entries, '-1')
         local newest = nil  -- (latest as a number)
-        fresh = inbox_fresh(entries)
+        if #entries > 1 or string.sub(entries[1], 1, 1) ~= 't' then  -- (not one token alone:
+            fresh = inbox_fresh(entries)  -- a busy queue's claims find the last one's, 8k less)
+        end
         local j = 0  -- (the fresh entry at hand)
         for _, e in ipairs(entries) do
             local at, x, _
