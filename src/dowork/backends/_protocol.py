@@ -313,7 +313,8 @@ def attempt_line(s: Settlement) -> str | None:
     took = s.took
     if took is None:
         return s.attempt
-    return f'{{"n":{s.token},"start":{s.now - took!r},"took":{took!r},"outcome":"{s.outcome}"}}'
+    outcome = s.outcome._value_  # (its text: formatting the member is a Python call)
+    return f'{{"n":{s.token},"start":{s.now - took!r},"took":{took!r},"outcome":"{outcome}"}}'
 
 
 def retention(

@@ -29,6 +29,9 @@ _FINAL = {
     Outcome.CANCELLED: "cancelled",
     Outcome.DEAD: "dead",
 }
+#: ``_FINAL`` by the outcome's value: a member's own hash is a Python call (``Enum.__hash__``).
+_FINAL_STATUS = {outcome.value: status for outcome, status in _FINAL.items()}
+_DEAD = Outcome.DEAD.value
 
 
 class Keep(NamedTuple):
@@ -61,9 +64,9 @@ def settle(
     with transaction(conn):
         i = 0
         while i < len(settlements):
-            run = _finished_run(settlements, i, keep)
+            run, kept = _finished_run(settlements, i, keep)
             if len(run) > 1:
-                refused += _settle_finished(conn, run, keep, found)
+                refused += _settle_finished(conn, run, kept, keep, found)
                 i += len(run)
                 continue
             if not _settle_checked(conn, settlements[i], keep, found):
@@ -117,31 +120,44 @@ _FORGET_SQL = (
 )
 
 
-def _finished_run(settlements: Sequence[Settlement], start: int, keep: Keep) -> list[Settlement]:
-    """The finished outcomes of distinct records from ``start`` on.
+def _finished_run(
+    settlements: Sequence[Settlement], start: int, keep: Keep
+) -> tuple[list[Settlement], list[float]]:
+    """The finished outcomes of distinct records from ``start`` on, and how long each is kept.
 
     All kept a while, or all forgotten (kept 0 s: deleted), as the first is.
     """
     run: list[Settlement] = []
+    kept: list[float] = []
     ids: set[str] = set()
     forget: bool | None = None
+    finished, dead = keep
     for s in settlements[start : start + _RUN_SIZES[-1]]:
-        if s.outcome not in _FINAL or s.id in ids:
+        outcome = s.outcome._value_
+        if outcome not in _FINAL_STATUS or s.id in ids:
             break
-        gone = keep.of(s.outcome, s.keep) <= 0
+        seconds = s.keep  # (keep.of, inline: it runs for each outcome)
+        if seconds is None:
+            seconds = dead if outcome == _DEAD and dead is not None else finished
+        gone = seconds <= 0
         if forget is None:
             forget = gone
         elif gone != forget:
             break
         run.append(s)
+        kept.append(seconds)
         ids.add(s.id)
-    return run
+    return run, kept
 
 
 def _settle_finished(
-    conn: sqlite3.Connection, run: Sequence[Settlement], keep: Keep, found: Burials
+    conn: sqlite3.Connection,
+    run: Sequence[Settlement],
+    kept: Sequence[float],
+    keep: Keep,
+    found: Burials,
 ) -> list[str]:
-    """Write a run of finished outcomes (``_finished_run``) in one statement.
+    """Write a run of finished outcomes (``_finished_run``, ``kept``: their seconds) at once.
 
     An ``UPDATE``, or a ``DELETE`` of a run kept 0 s, which returns nothing: its count of
     rows written tells whether it wrote every one (no row to fetch per record). If not (a
@@ -150,20 +166,19 @@ def _settle_finished(
     """
     size = next(n for n in _RUN_SIZES if n >= len(run))
     params: list[object] = []
-    if keep.of(run[0].outcome, run[0].keep) <= 0:
+    if kept[0] <= 0:
         for s in run:
             params += (s.id, s.token)
         params += _NO_ROW[:2] * (size - len(run))
         sql = _FORGET_SQL.format(values=",".join(["(?,?)"] * size))
     else:
-        for s in run:
+        for s, seconds in zip(run, kept, strict=True):
             error, reason, attempt = s.error, s.reason, attempt_line(s)
             result: object = s.result
             if type(result) is bytes:  # (anything else is bound as it is, and may be refused)
                 result = bytearray(result)
-            seconds = keep.of(s.outcome, s.keep)
             params += (
-                s.id, s.token, int(s.ran), _FINAL[s.outcome],
+                s.id, s.token, int(s.ran), _FINAL_STATUS[s.outcome._value_],
                 0 if result is None else result, 0 if error is None else error,
                 0 if reason is None else reason, s.now, s.now + seconds,
                 0 if attempt is None else attempt + "\n",
