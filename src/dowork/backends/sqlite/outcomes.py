@@ -56,25 +56,42 @@ def settle(
     They are written in order; a run of finished outcomes of distinct records (the common
     batch), all kept or all forgotten, is written by one statement (``_settle_finished``),
     which is the same as writing them one by one since each touches only its own record.
-    The tasks dead-lettered because their outcome cannot be stored go to ``buried`` once the
+    If such a statement does not write its whole run (a lease lapsed or lost, a value SQLite
+    refuses), the transaction is rolled back and the batch written again one by one. The
+    tasks dead-lettered because their outcome cannot be stored go to ``buried`` once the
     transaction is committed.
     """
+    try:
+        refused, found = _settle_batch(conn, settlements, keep, True)
+    except _OneByOne:
+        refused, found = _settle_batch(conn, settlements, keep, False)
+    if found and buried is not None:
+        buried.extend(found)
+    return refused
+
+
+class _OneByOne(Exception):
+    """A run's statement did not write its whole run: write the batch one by one instead."""
+
+
+def _settle_batch(
+    conn: sqlite3.Connection, settlements: Sequence[Settlement], keep: Keep, runs: bool
+) -> tuple[list[str], Burials]:
+    """``settle``'s transaction, with runs in one statement each if ``runs``; the refused ids."""
     refused: list[str] = []
     found: Burials = []
     with transaction(conn):
         i = 0
         while i < len(settlements):
-            run, kept = _finished_run(settlements, i, keep)
+            run, kept = _finished_run(settlements, i, keep) if runs else ([], [])
             if len(run) > 1:
-                refused += _settle_finished(conn, run, kept, keep, found)
+                _settle_finished(conn, run, kept)
                 i += len(run)
                 continue
             if not _settle_checked(conn, settlements[i], keep, found):
                 refused.append(settlements[i].id)
             i += 1
-    if found and buried is not None:
-        buried.extend(found)
-    return refused
+    return refused, found
 
 
 def _settle_checked(conn: sqlite3.Connection, s: Settlement, keep: Keep, found: Burials) -> bool:
@@ -151,18 +168,15 @@ def _finished_run(
 
 
 def _settle_finished(
-    conn: sqlite3.Connection,
-    run: Sequence[Settlement],
-    kept: Sequence[float],
-    keep: Keep,
-    found: Burials,
-) -> list[str]:
+    conn: sqlite3.Connection, run: Sequence[Settlement], kept: Sequence[float]
+) -> None:
     """Write a run of finished outcomes (``_finished_run``, ``kept``: their seconds) at once.
 
     An ``UPDATE``, or a ``DELETE`` of a run kept 0 s, which returns nothing: its count of
     rows written tells whether it wrote every one (no row to fetch per record). If not (a
-    lease lapsed or lost), or if a value cannot be stored, it is undone (a savepoint) and each
-    goes through ``_settle_checked`` in order, as if settled alone. Returns the ids refused.
+    lease lapsed or lost), or if a value cannot be stored, it raises ``_OneByOne``, and
+    ``settle`` rolls back and writes the batch again one by one (no savepoint here: two
+    statements a batch less).
     """
     size = next(n for n in _RUN_SIZES if n >= len(run))
     params: list[object] = []
@@ -187,17 +201,12 @@ def _settle_finished(
         sql = _FINISH_SQL.format(
             values=",".join(["(" + ",".join("?" * _FINISH_WIDTH) + ")"] * size)
         )
-    conn.execute("SAVEPOINT run")
     try:
         written = conn.execute(sql, params).rowcount
-    except BAD_VALUE:
-        written = -1  # (the statement changed nothing)
-    if written == len(run):
-        conn.execute("RELEASE run")
-        return []
-    conn.execute("ROLLBACK TO run")  # each is written alone instead, in order
-    conn.execute("RELEASE run")
-    return [s.id for s in run if not _settle_checked(conn, s, keep, found)]
+    except BAD_VALUE as exc:  # (the statement changed nothing)
+        raise _OneByOne from exc
+    if written != len(run):
+        raise _OneByOne
 
 
 def _settle_one(conn: sqlite3.Connection, s: Settlement, keep: Keep, late: bool = True) -> bool:
