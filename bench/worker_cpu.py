@@ -21,6 +21,15 @@ Redis the run started, and the line also shows tasks/s and context switches per 
 thread's, voluntary or not); ``--ceiling`` runs that body on a bare ``ThreadPoolExecutor``
 of ``--concurrency`` threads instead, timed alike, for the ratio. Timed figures need a quiet
 machine; compare runs alternated with the other commit.
+
+``--server stats`` (Redis) adds what the broker spent on the worker phase: the scripts' time
+and calls per task (``INFO commandstats``, their own commands included) and the server's CPU
+per task (``INFO cpu``; with ``--body redis`` its INCRs are on the same server, in the CPU but
+not in the scripts). ``--server callgrind`` runs that ``redis-server`` under valgrind's
+callgrind instead and prints its instructions per task for the worker phase, the whole
+server's and the scripts' (as ``store_cpu.py --callgrind`` does for the scripts alone; the
+first 128 finished tasks go to small listing zsets, some 5k instructions a task at
+``--n 2000``): issue 16's Redis cost of a worker's run, claims, settlements and waits.
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import gc
+import glob
 import os
 import shutil
 import socket
@@ -47,22 +57,71 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_redis(work: str) -> tuple[subprocess.Popen[bytes], str]:
+def start_redis(work: str, callgrind: str = "") -> tuple[subprocess.Popen[bytes], str]:
+    """A redis-server on a free port (under callgrind, writing to ``callgrind``, if given)."""
     if shutil.which("redis-server") is None:
         raise SystemExit("redis-server is not installed")
     port = free_port()
-    server = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", work],
-        stdout=subprocess.DEVNULL,
-    )  # fmt: skip
-    for _ in range(500):
+    command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+               "--appendonly", "no", "--dir", work]  # fmt: skip
+    if callgrind:
+        command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={callgrind}", *command]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(3000 if callgrind else 500):
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
             break
         except OSError:
             time.sleep(0.01)
     return server, f"redis://127.0.0.1:{port}/0"
+
+
+class ServerCost:
+    """What the broker spends on the worker phase (``--server``): stats or callgrind."""
+
+    def __init__(self, mode: str, url: str, pid: int, out: str) -> None:
+        import redis
+
+        self.mode, self.pid, self.out = mode, pid, out
+        self.client = redis.Redis.from_url(url)
+        self.cpu = 0.0
+        self.dumps: list[str] = []
+
+    def _cpu(self) -> float:
+        info = self.client.info("cpu")
+        return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+    def _dump(self) -> None:
+        before = set(glob.glob(self.out + ".*"))
+        subprocess.run(["callgrind_control", "-d", str(self.pid)], check=True, capture_output=True)
+        for _ in range(600):
+            if new := set(glob.glob(self.out + ".*")) - before:
+                self.dumps.append(new.pop())
+                return
+            time.sleep(0.05)
+
+    def begin(self) -> None:
+        if self.mode == "callgrind":
+            self._dump()
+        else:
+            self.client.config_resetstat()
+            self.cpu = self._cpu()
+
+    def report(self, n: int) -> str:
+        if self.mode == "callgrind":
+            from store_cpu import instructions  # (bench/ is the script's folder)
+
+            self._dump()
+            time.sleep(1)  # (the dump written whole)
+            server, scripts = instructions(self.dumps[-1])
+            return (f"Redis server instructions per task (callgrind): {server / n / 1000:.1f}k, "
+                    f"scripts {scripts / n / 1000:.1f}k")  # fmt: skip
+        cpu = (self._cpu() - self.cpu) / n * 1e6
+        stats = self.client.info("commandstats")
+        rows = [stats[k] for k in ("cmdstat_evalsha", "cmdstat_eval") if k in stats]
+        usec, calls = sum(r["usec"] for r in rows) / n, sum(r["calls"] for r in rows) / n
+        return (f"Redis server: scripts {usec:.1f} us per task ({calls:.3f} calls), "
+                f"CPU {cpu:.1f} us per task (INFO cpu)")  # fmt: skip
 
 
 def build(store: str, work: str, url: str, concurrency: int) -> dowork.Queue:
@@ -137,7 +196,7 @@ def make_body(args: argparse.Namespace, url: str, bump: Callable[[], None]) -> C
     return awork_fn if args.is_async else work_fn
 
 
-def run(args: argparse.Namespace, work: str, url: str) -> None:
+def run(args: argparse.Namespace, work: str, url: str, cost: ServerCost | None = None) -> None:
     n = args.n
     done = threading.Event()
     count = [0]
@@ -167,6 +226,8 @@ def run(args: argparse.Namespace, work: str, url: str) -> None:
     switches = context_switches()
     wall = time.perf_counter()
     began = time.process_time()
+    if cost is not None:
+        cost.begin()
     queue.start()
     loop_began = engine.call(time.thread_time)
     if profiler is not None:
@@ -185,6 +246,8 @@ def run(args: argparse.Namespace, work: str, url: str) -> None:
         f"{n / wall:,.0f} tasks/s, {switched / n:.2f} context switches per task, "
         f"loop thread {loop_cpu / n * 1e6:.1f} us per task"
     )
+    if cost is not None:
+        print(cost.report(n))
     if profiler is not None:
         profiler.dump_stats(args.profile)
 
@@ -203,19 +266,26 @@ def main() -> None:
     parser.add_argument(
         "--ceiling", action="store_true", help="run the body on a ThreadPoolExecutor instead"
     )
+    parser.add_argument(
+        "--server", choices=("", "stats", "callgrind"), default="", help="the broker's cost"
+    )
     args = parser.parse_args()
     if not os.environ.get("GC"):
         gc.disable()
     with tempfile.TemporaryDirectory() as work:
         server = None
         url = ""
+        out = os.path.join(work, "callgrind.out") if args.server == "callgrind" else ""
         if args.store == "redis" or args.body == "redis" or args.ceiling:
-            server, url = start_redis(work)
+            server, url = start_redis(work, out)
         try:
             if args.ceiling:
                 ceiling(args, url)
             else:
-                run(args, work, url)
+                cost = None
+                if args.server and server is not None and args.store == "redis":
+                    cost = ServerCost(args.server, url, server.pid, out)
+                run(args, work, url, cost)
         finally:
             if server is not None:
                 server.terminate()
