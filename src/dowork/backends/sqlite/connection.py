@@ -111,7 +111,13 @@ class SQLiteFile:
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(conn, *args)`` on the connection's thread, as ``run``."""
-        return await self.run(self._apply, fn, args)
+        thread = self._thread
+        if thread is None:  # (else as ``run``, one coroutine less: a worker's every batch)
+            return await self.run(self._apply, fn, args)
+        try:
+            return await thread.run(self._apply, (fn, args))
+        except sqlite3.DatabaseError as exc:
+            raise self._error(exc) from exc
 
     def _apply(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
         with self._using:

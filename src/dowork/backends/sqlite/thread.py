@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
-import contextlib
 import queue
 import threading
 import weakref
@@ -110,8 +109,10 @@ def _answer(
     result: Any,
     error: BaseException | None,
 ) -> None:
-    with contextlib.suppress(RuntimeError):  # (a closed loop: nobody waits for the answer)
+    try:  # (not contextlib.suppress: a Python context manager per call)
         loop.call_soon_threadsafe(_settle, future, result, error)
+    except RuntimeError:  # a closed loop: nobody waits for the answer
+        return
 
 
 def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
