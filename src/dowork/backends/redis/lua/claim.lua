@@ -181,11 +181,11 @@ if limit <= 0 then
     return out
 end
 local waiting, turn = q .. 'waiting', q .. 'turn'
-local leased, left, n = {'+inf', keeper}, {}, 0
+local leases, left, n = {'+inf', keeper}, {}, 0
 -- The claimed records leave the created.S listings for reserved (counts follow).
 local function lease_all()
     if n == 0 then return end
-    many('ZADD', running, leased)
+    many('ZADD', running, leases)
     for status, l in pairs(left) do
         many('ZREM', q .. 'created.' .. status, l)
         redis.call('HINCRBY', q .. 'counts', status, -#l)
@@ -230,13 +230,13 @@ local function lease_fresh()
                 'options', h[6], 'attempts', '1', 'lease_until', lease, 'owner', owner,
                 'updated_at', now, 'started', '0')
         end
-        leased[2 * j + 1], leased[2 * j + 2] = lease, id
+        leases[2 * j + 1], leases[2 * j + 2] = lease, id
         out[j + 3] = h
     end
     for j = m + 1, k do rest[#rest + 1] = fresh[order[j]] end
     fresh = rest
     store_fresh()
-    many('ZADD', running, leased)
+    many('ZADD', running, leases)
     if redis.call('HINCRBY', q .. 'counts', 'reserved', m) == m then
         redis.call('SADD', P .. 'queues', queue)
     end
@@ -286,8 +286,8 @@ then
                     lease, 'owner', owner, 'updated_at', now, 'started', attempts or '0')
             end
             if reserved then redis.call('HDEL', key, 'slot') end  -- delayed by an earlier limit
-            leased[2 * n + 3] = lease
-            leased[2 * n + 4] = id
+            leases[2 * n + 3] = lease
+            leases[2 * n + 4] = id
             local l = left[status]
             if not l then l = {}; left[status] = l end
             l[#l + 1] = m
@@ -557,8 +557,8 @@ while n < limit and looked < look do
                 end
                 if reserved then redis.call('HDEL', tk, 'slot') end
                 drop(lv, m)
-                leased[#leased + 1] = lease
-                leased[#leased + 1] = id
+                leases[#leases + 1] = lease
+                leases[#leases + 1] = id
                 local l = left[status]
                 if not l then l = {}; left[status] = l end
                 l[#l + 1] = m
