@@ -113,7 +113,7 @@ class RedisStore(
         for s in settlements:
             args += self._settle_args(s, texts)
         try:
-            refused, dead = await self._script("settle", *args)
+            answer = await self._script("settle", *args)
         except (BackendUnavailable, BackendFull):
             raise
         except BackendError as exc:  # the script refused an outcome: it wrote nothing
@@ -124,6 +124,9 @@ class RedisStore(
                 return refused
             log.error("%r: outcome of task %r dropped: %s", self, settlements[0].id, exc)
             return [settlements[0].id]  # (its lease runs out: the reaper takes it back)
+        if answer is None:  # (none refused or buried: the common batch)
+            return []
+        refused, dead = answer
         if dead and buried is not None:
             buried.extend((id_of(i), "malformed") for i in dead)
         return [i.decode("utf-8", "surrogatepass") for i in refused]
