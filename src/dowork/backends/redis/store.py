@@ -154,10 +154,12 @@ class RedisStore(
         error, reason, payload = s.error, s.reason, s.payload  # (mostly None: no opt call)
         result, took, token = s.result, s.took, s.token
         line = None
-        if took is not None and -_INF < took * 1e9 < _INF and -_INF < (now - took) * 1e6 < _INF:
-            ns = round(took * 1e9)
-            if ns / 1e9 == took:  # (whole nanoseconds, as a worker measures: kept exactly)
-                line = TOOK_LINE % (token, (now - took) * 1e6, ns, _TEXTS[outcome])
+        if took is not None:
+            start, ns = (now - took) * 1e6, took * 1e9
+            if -_INF < start < _INF and -_INF < ns < _INF:
+                whole = round(ns)
+                if whole / 1e9 == took:  # (whole nanoseconds, as a worker measures: kept exactly)
+                    line = TOOK_LINE % (token, start, whole, _TEXTS[outcome])
         if line is None:  # (no took, or one TOOK_LINE cannot keep: the line as history_arg says)
             attempt = attempt_line(s)
             line = b"" if attempt is None else history_arg(attempt)
