@@ -148,7 +148,8 @@ class Settlement:
     #: counts the start (``started + 1``).
     ran: bool = True
     #: Seconds the attempt's function ran, when it did not raise and ``attempt`` is None: its
-    #: history line is then written from it (``attempt_line``; Redis keeps a short form).
+    #: history line is then written from it (``attempt_line``; a store may keep a short form:
+    #: ``_history``, Redis's ``history``).
     took: float | None = None
 
 

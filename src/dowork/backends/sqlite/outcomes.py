@@ -15,7 +15,8 @@ import sqlite3
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from .._protocol import Outcome, Settlement, attempt_line, late_applies, retention, uncharge
+from .._history import kept_line
+from .._protocol import Outcome, Settlement, late_applies, retention, uncharge
 from ..store import Burials
 from .connection import transaction
 from .rows import BAD_VALUE
@@ -187,7 +188,7 @@ def _settle_finished(
         sql = _FORGET_SQL.format(values=",".join(["(?,?)"] * size))
     else:
         for s, seconds in zip(run, kept, strict=True):
-            error, reason, attempt = s.error, s.reason, attempt_line(s)
+            error, reason, line = s.error, s.reason, kept_line(s)
             result: object = s.result
             if type(result) is bytes:  # (anything else is bound as it is, and may be refused)
                 result = bytearray(result)
@@ -195,7 +196,7 @@ def _settle_finished(
                 s.id, s.token, int(s.ran), _FINAL_STATUS[s.outcome._value_],
                 0 if result is None else result, 0 if error is None else error,
                 0 if reason is None else reason, s.now, s.now + seconds,
-                0 if attempt is None else attempt + "\n",
+                0 if line is None else line,
             )  # fmt: skip
         params += _NO_ROW * (size - len(run))
         sql = _FINISH_SQL.format(
@@ -221,8 +222,7 @@ def _settle_one(conn: sqlite3.Connection, s: Settlement, keep: Keep, late: bool 
             (ran, s.id, s.token),
         )
         return cur.rowcount > 0
-    attempt = attempt_line(s)
-    line = None if attempt is None else attempt + "\n"
+    line = kept_line(s)
     if s.outcome is Outcome.RETRY:
         cur = conn.execute(
             f"UPDATE dowork_tasks SET {started}, status = 'retrying', run_at = ?, error = ?,"

@@ -5,13 +5,15 @@
 just set the others; ``LEASED_COLUMNS`` and ``leased`` fewer still, for a record on its first
 attempt, whose other columns hold their defaults (``LEASED_COLUMNS`` ends with a flag saying
 whether they do not: ``claimed`` reads that record again). The orders must match their column
-lists, so they live side by side.
+lists, so they live side by side. A history is read back as sent (``_history.shown_history``:
+a worker's lines are kept short).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from .._history import shown_history
 from .._protocol import Record
 
 __all__ = [
@@ -53,7 +55,7 @@ def record(row: tuple[Any, ...]) -> Record:
         updated_at=row[16],
         finished_at=row[17],
         progress=row[18],
-        history=row[19] or None,
+        history=shown_history(row[19]),
         priority=row[20],
         slot=row[21],
         concurrency_key=row[22],
@@ -100,7 +102,7 @@ def claimed(row: tuple[Any, ...], queue: str, now: float, lease_until: float, ow
         row[13],  # progress
         None,  # idempotency_key
         None,  # idempotency_until
-        row[14] or None,  # history
+        shown_history(row[14]),  # history
         row[15],  # priority
         row[16],  # concurrency_key
         None,  # slot (the claim clears it)
