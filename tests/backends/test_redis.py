@@ -20,6 +20,7 @@ import dowork
 from dowork.backends import Backend, ClaimRequest, Outcome, RedisBackend, Settlement, open_backend
 from dowork.errors import BackendUnavailable, DuplicateTask, OutcomeUnknown
 from tests.backends.test_contract import LEASE, NOW, rec
+from tests.backends.test_redis_inbox import blocked, until_blocked
 from tests.redis_replies import command
 from tests.redis_server import RedisServer
 from tests.upkeep import purge_finished
@@ -237,6 +238,46 @@ def test_an_idle_worker_claims_in_the_round_trip_that_wakes_it(
         await worker.close()
 
     run(main)
+
+
+def test_a_busy_claim_wakes_an_idle_second_worker_with_one_token(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    """A claim that leaves due work behind wakes another worker: one token in the inbox, the
+    same one kept while claims go on leaving work behind (not deleted and pushed again by
+    each), gone after a claim that leaves nothing due, so that idle workers sleep."""
+    admin: Any = redis.Redis.from_url(redis_server.url)
+    inbox = f"{prefix}:q:q:inbox"
+
+    async def main() -> None:
+        busy = RedisBackend(redis_server.url, prefix=prefix)
+        idle = RedisBackend(redis_server.url, prefix=prefix)
+        await busy.push([rec() for _ in range(9)])
+        assert len(await busy.claim(ClaimRequest("q", NOW, 2, LEASE, "a"))) == 2
+        (token,) = admin.lrange(inbox, 0, -1)
+        assert token.startswith(b"t")
+        assert len(await busy.claim(ClaimRequest("q", NOW + 1, 2, LEASE, "a"))) == 2
+        assert admin.lrange(inbox, 0, -1) == [token]  # (NOW's, not NOW + 1's)
+        claimed = await idle.wait_claim(ClaimRequest("q", NOW + 1, 2, LEASE, "b"), 30.0)
+        assert len(claimed) == 2  # (woken by it at once)
+        await busy.wait("q", 0.01)  # a drain: the inbox is empty, 3 tasks due
+        assert admin.exists(inbox) == 0
+        before = blocked(admin)
+        waiting = asyncio.create_task(
+            idle.wait_claim(ClaimRequest("q", NOW + 2, 2, LEASE, "b"), 30.0)
+        )
+        await until_blocked(admin, before)
+        assert len(await busy.claim(ClaimRequest("q", NOW + 2, 2, LEASE, "a"))) == 2
+        assert len(await asyncio.wait_for(waiting, 5.0)) == 1  # woken, it claims the last
+        assert admin.exists(inbox) == 0  # nothing left due: nobody to wake
+        started = time.monotonic()
+        assert await idle.wait_claim(ClaimRequest("q", NOW + 3, 2, LEASE, "b"), 0.3) == []
+        assert time.monotonic() - started >= 0.25
+        await busy.close()
+        await idle.close()
+
+    run(main)
+    admin.close()
 
 
 def test_push_from_a_thread_is_one_atomic_write(redis_server: RedisServer, prefix: str) -> None:

@@ -178,6 +178,7 @@ end
 local out = {now, lease, BURIED}
 if limit <= 0 then
     store_fresh()
+    inbox_unkeep(queue)  -- (woke nobody: see drain)
     return out
 end
 local waiting, turn = q .. 'waiting', q .. 'turn'
@@ -192,8 +193,8 @@ local function lease_all()
     end
     redis.call('HINCRBY', q .. 'counts', 'reserved', n)
 end
-local function wake_one()  -- more may be due: wake another idle worker to help
-    inbox_wake(queue, 1, now)
+local function wake_one()  -- more may be due: wake another idle worker to help (with the
+    inbox_wake(queue, 1, now)  -- token the drain left, if it did: see drain)
 end
 
 -- The plain claim when the drained tasks are the only ones due (an idle queue's, or one whose
@@ -248,6 +249,7 @@ local function lease_fresh()
     else
         redis.call('HSETNX', turn, '', '1')
     end
+    inbox_unkeep(queue)
     return out
 end
 
@@ -308,6 +310,7 @@ then
     elseif served then
         redis.call('HSETNX', turn, '', '1')
     end
+    inbox_unkeep(queue)
     return out
 end
 --#include lanes
@@ -677,4 +680,5 @@ else
         end
     end
 end
+inbox_unkeep(queue)
 return out

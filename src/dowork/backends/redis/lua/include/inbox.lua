@@ -74,10 +74,16 @@ end
 -- caller's now) by which the work it announces was due: the claim that drains it uses it as
 -- its now when later. EMPTIED_INBOX holds the queues whose inbox this run emptied (see
 -- drain) and nothing pushed to since: their length is known (a busy claim wakes a worker
--- after its drain).
-local EMPTIED_INBOX = {}
+-- after its drain). KEPT_TOKEN holds the queues whose inbox a claim's drain found holding a
+-- lone token and left as it was (see drain): that token wakes the first worker asked for.
+local EMPTIED_INBOX, KEPT_TOKEN = {}, {}
 local function inbox_wake(queue, n, at)
     local key = P .. 'q:' .. queue .. ':inbox'
+    if KEPT_TOKEN[queue] then
+        KEPT_TOKEN[queue] = nil
+        n = n - 1
+        if n <= 0 then return end
+    end
     local room = 8
     if not EMPTIED_INBOX[queue] then room = 8 - redis.call('LLEN', key) end
     if room > 0 then
@@ -149,6 +155,11 @@ end
 -- no reaper names a transit (a worker of an older version). Returns the latest time of the
 -- drained tokens and waiting tasks (a time the pushers saw them due), or nil; and with keep,
 -- the fresh entries (see inbox_fresh) not stored yet, for the caller to store or lease, or nil.
+-- A claim's drain (keep) of an inbox holding a lone wake-up token leaves it there (KEPT_TOKEN):
+-- a busy claim that leaves due work behind wakes another worker with it (see inbox_wake), as
+-- the token it would push otherwise, and the claim deletes it if it wakes nobody
+-- (inbox_unkeep). A busy queue's every claim otherwise deleted the token the last one pushed
+-- and pushed its own, some 35k instructions a claim.
 local TRANSIT = 60
 local function drain(queue, keep)
     local q = P .. 'q:' .. queue .. ':'
@@ -157,6 +168,8 @@ local function drain(queue, keep)
     local entries = redis.call('LRANGE', q .. 'inbox', '0', '999')
     if #entries == 1000 then
         redis.call('LTRIM', q .. 'inbox', '1000', '-1')
+    elseif keep and #entries == 1 and string.sub(entries[1], 1, 1) == 't' then
+        KEPT_TOKEN[queue] = true  -- (left in place, for now)
     else  -- (all of it, if any)
         if #entries > 0 then redis.call('DEL', q .. 'inbox') end
         EMPTIED_INBOX[queue] = true
@@ -200,6 +213,14 @@ local function drain(queue, keep)
         end
     end
     return latest, keep and fresh or nil
+end
+-- The end of a claim that woke nobody: a lone token its drain left in place (see drain) goes,
+-- as every drained entry does.
+local function inbox_unkeep(queue)
+    if KEPT_TOKEN[queue] then
+        redis.call('DEL', P .. 'q:' .. queue .. ':inbox')
+        KEPT_TOKEN[queue], EMPTIED_INBOX[queue] = nil, true
+    end
 end
 local function drain_all()
     for _, queue in ipairs(redis.call('SMEMBERS', P .. 'queues')) do drain(queue) end
