@@ -20,6 +20,7 @@ from dowork.errors import BackendError
 from tests.backends.test_contract import LEASE, NOW, rec
 from tests.backends.test_redis_inbox import stored
 from tests.redis_server import RedisServer
+from tests.upkeep import reap
 
 ATTEMPT = '{"n":1,"took":0.25,"outcome":"done and a line longer than a listpack value"}'
 
@@ -204,6 +205,46 @@ def test_a_settlement_sends_only_the_arguments_its_kind_uses(redis_server: Redis
         with pytest.raises(BackendError, match="no kind"):
             await b._script("settle", 1, task.id.encode(), 1, "finished", repr(NOW), "", "", "")
         assert stored(admin, prefix) == before
+        await b.close()
+
+    asyncio.run(main())
+    admin.close()
+
+
+def test_a_record_leased_as_pushed_is_read_short_only_while_leased(
+    redis_server: RedisServer,
+) -> None:
+    """A claim of a record as pushed writes attempts '01' (claim.lua's FRESH): its settlement
+    reads 5 fields and takes error, history and concurrency key as absent. Once its lease
+    lapsed (the reaper writes an error), a late outcome reads it whole, and a charged token
+    written '01' (by an older reaper) is still this outcome's."""
+    admin = redis.Redis.from_url(redis_server.url)
+    prefix = f"test-{uuid.uuid4().hex[:12]}"
+    plain, lapsed, charged = rec(), rec(), rec()
+
+    async def main() -> None:
+        b = RedisBackend(redis_server.url, prefix=prefix)
+        await b.push([plain, lapsed, charged])
+        assert len(await b.claim(ClaimRequest("q", NOW, 10, LEASE, "w"))) == 3
+        key = f"{prefix}:task:".__add__
+        assert [admin.hget(key(r.id), "attempts") for r in (plain, lapsed, charged)] == [b"01"] * 3
+        marks = [Settlement(r.id, 1, Outcome.STARTED, NOW + 1) for r in (lapsed, charged)]
+        done = Settlement(plain.id, 1, Outcome.SUCCEEDED, NOW + 1, result=b"1", attempt="{}")
+        assert await b.settle([*marks, done]) == []
+        h = admin.hgetall(key(plain.id))
+        assert (h[b"status"], h[b"started"], h[b"history"]) == (b"succeeded", b"1", b"{}\n")
+        assert await reap(b, "q", NOW + LEASE + 1, crash_budget=1) == (0, 2)  # (dead)
+        assert admin.hget(key(lapsed.id), "error") is not None
+        admin.hset(key(charged.id), "charged", "01")  # (as an older reaper writes it)
+        late = [
+            Settlement(r.id, 1, Outcome.SUCCEEDED, NOW + LEASE + 2, result=b"2", attempt="{}")
+            for r in (lapsed, charged)
+        ]
+        assert await b.settle(late) == []
+        for r in (lapsed, charged):
+            h = admin.hgetall(key(r.id))
+            assert (h[b"status"], h[b"history"]) == (b"succeeded", b"{}\n")
+            assert (b"error" in h, h[b"crashes"], h[b"lost"]) == (False, b"0", b"1")
         await b.close()
 
     asyncio.run(main())

@@ -13,6 +13,8 @@ Key schema (``P`` is the prefix, ``dowork`` by default; ``Q`` a queue name)::
                         priority slot concurrency_key history (its attempts' lines, a
                         worker's in a short form: see history.py; a field that is None is absent;
                         absent attempts and priority are 0, absent updated_at is created_at;
+                        attempts is a count, written "01" by a lease of a record as pushed,
+                        so that its settlement reads less of it (see FRESH in claim.lua);
                         lease_until and owner mean something only while status is running);
                         finished_at is updated_at once expires_at is set, and the id is
                         the key's (a record written before 2026-12-07 may hold either as a

@@ -15,6 +15,10 @@
 -- {id, name, payload, run_at, created_at[, options]} instead: a third of the strings to
 -- return (each costs ~1k instructions to turn into a reply).
 -- An idle worker's wake-up: self-contained, like push.lua.
+-- FRESH: a record leased as pushed gets attempts '01' (the number 1, as every reader takes it),
+-- which tells settle.lua that it holds no error, history or concurrency key and that its
+-- started is 0 (1 once its STARTED mark is written), so that the settle reads 5 fields of it,
+-- not 9. The next lease writes attempts + 1 the plain way, which ends the mark.
 
 local P, queue, now, lease, owner = ARGV[1], ARGV[2], ARGV[3], ARGV[5], ARGV[6]
 local alone = ARGV[8] ~= '' and tonumber(ARGV[8])
@@ -222,13 +226,13 @@ local function lease_fresh()
         if f[4] == '' then
             redis.call('HSET', taskp .. id, 'status', 'reserved', 'queue', queue, 'seq', s,
                 'created_at', at, 'run_at', at, 'name', f[2], 'payload', f[5],
-                'attempts', '1', 'lease_until', lease, 'owner', owner, 'updated_at', now,
+                'attempts', '01', 'lease_until', lease, 'owner', owner, 'updated_at', now,
                 'started', '0')
         else
             h[6] = string.sub(f[4], 2)
             redis.call('HSET', taskp .. id, 'status', 'reserved', 'queue', queue, 'seq', s,
                 'created_at', at, 'run_at', at, 'name', f[2], 'payload', f[5],
-                'options', h[6], 'attempts', '1', 'lease_until', lease, 'owner', owner,
+                'options', h[6], 'attempts', '01', 'lease_until', lease, 'owner', owner,
                 'updated_at', now, 'started', '0')
         end
         leases[2 * j + 1], leases[2 * j + 2] = lease, id
@@ -279,7 +283,8 @@ then
         if why then
             bury_due(id, m, h, why)
         elseif WAITS[status] then
-            local a = attempts and string.format('%d', tonumber(attempts) + 1) or '1'
+            local a = attempts and string.format('%d', tonumber(attempts) + 1)
+                or #row < 8 and '01' or '1'  -- (as pushed: see FRESH)
             if started then
                 redis.call('HSET', key, 'status', 'reserved', 'attempts', a, 'lease_until',
                     lease, 'owner', owner, 'updated_at', now)
@@ -550,7 +555,8 @@ while n < limit and looked < look do
                 redis.call('HSET', tk, 'run_at', s, 'slot', s)
                 delay(lv, s, m)
             else
-                local a = string.format('%d', (attempts and tonumber(attempts) or 0) + 1)
+                local a = attempts and string.format('%d', tonumber(attempts) + 1)
+                    or #row < 8 and '01' or '1'  -- (as pushed: see FRESH)
                 if started then
                     redis.call('HSET', tk, 'status', 'reserved', 'attempts', a, 'lease_until',
                         lease, 'owner', owner, 'updated_at', now)

@@ -26,7 +26,8 @@ if ARGV[6] then  -- (a minute of the drain's lease otherwise: TRANSIT)
     end
     if #found > 0 then redis.call('ZREMRANGEBYSCORE', transit, '-inf', lapsed) end
 end
--- Add token to a charged list, keeping the last 16.
+-- Add token to a charged list, keeping the last 16. (The token the plain way: attempts may be
+-- '01', see FRESH in claim.lua.)
 local function charge(charged, token)
     local t = {}
     if charged then for x in string.gmatch(charged, '[^,]+') do t[#t + 1] = x end end
@@ -72,7 +73,7 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', running, '-inf', '(' .. now)) do
         local crashes = tonumber(rec[7] or '0') + 1
         redis.call('HDEL', key, 'lease_until', 'owner')
         redis.call('HSET', key, 'crashes', string.format('%d', crashes),
-            'charged', charge(rec[9], rec[8]))
+            'charged', charge(rec[9], string.format('%d', tonumber(rec[8]))))
         if crashes >= tonumber(ARGV[4]) then
             redis.call('HSET', key, 'status', 'dead', 'reason', 'crashed_worker',
                 'error', 'the worker running it stopped renewing its lease ' .. crashes ..

@@ -28,6 +28,10 @@ local recs, seen, lean = {}, {}, true
 -- batch sends one or two: a table of every kind, built at each run, cost more than most
 -- batches' writes); each settlement's first argument (at) and kind.
 local KINDS = {}
+-- READ: a record's status, attempts, queue, seq, created_at, error, history, concurrency_key and
+-- started. A record leased as pushed (attempts '01', while leased: see FRESH in claim.lua)
+-- holds no error, history or concurrency key, and started 0 while reserved, 1 once running:
+-- only its first 5 are read (each field read costs some 2k instructions).
 local function kind_of(a)
     local s, ran, rest = string.match(a or '', '^(%l+)(%+?)(%*?)$')
     if s ~= 'started' and s ~= 'retrying' and s ~= 'succeeded' and s ~= 'failed'
@@ -47,9 +51,17 @@ for i = 1, total do
     at[i], kinds[i] = b, kind
     local id, outcome, expires = ARGV[b], kind[1], ARGV[b + 4]
     local first, rec = seen[id], false  -- (a second settlement: the full path reads it again)
-    if not first then
+    if not first then  -- (the fields: see READ)
         rec = redis.call('HMGET', taskp .. id, 'status', 'attempts', 'queue', 'seq',
-            'created_at', 'error', 'history', 'concurrency_key', 'started')
+            'created_at')
+        local s = rec[1]
+        if rec[2] == '01' and (s == 'reserved' or s == 'running') then
+            rec[2], rec[9] = '1', s == 'reserved' and '0' or '1'
+        else
+            local more = redis.call('HMGET', taskp .. id, 'error', 'history', 'concurrency_key',
+                'started')
+            rec[6], rec[7], rec[8], rec[9] = more[1], more[2], more[3], more[4]
+        end
     end
     recs[i] = rec
     if lean and first then  -- (no write comes between: the record is as read for the mark)
@@ -225,7 +237,11 @@ local refused, leases, broken = {}, {}, {}
 local function late(id, token, rec, charged)
     local kept, found = {}, false
     for t in string.gmatch(charged, '[^,]+') do
-        if not found and t == token then found = true else kept[#kept + 1] = t end
+        if not found and (t == token or tonumber(t) == tonumber(token)) then  -- ('01': reaped
+            found = true  -- by an older version, see FRESH in claim.lua)
+        else
+            kept[#kept + 1] = t
+        end
     end
     if not found then return false end
     local key = tkey(id)

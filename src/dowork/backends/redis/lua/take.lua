@@ -6,7 +6,8 @@
 -- Self-contained: a worker runs it for every task it pops. An entry still in taken, of an id
 -- not in use and a time written the plain way, is stored at once, as inbox_put would store it,
 -- without the checks and the inbox (every run of a script defines each of its functions
--- again); any other case goes to full.
+-- again); any other case goes to full. The record stored at once is leased as pushed, with
+-- attempts '01' (see FRESH in claim.lua).
 
 local P, queue, e, owner, lease, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local q = P .. 'q:' .. queue .. ':'
@@ -45,7 +46,7 @@ local fields = {'status', 'running', 'queue', queue, 'seq', s, 'created_at', at,
     'name', sub(e, a + 1, b - 1), 'payload', sub(e, d + 1)}
 if d > c + 1 then fields[15], fields[16] = 'options', sub(e, c + 2, d - 1) end
 local n = #fields
-fields[n + 1], fields[n + 2], fields[n + 3], fields[n + 4] = 'attempts', '1', 'started', '1'
+fields[n + 1], fields[n + 2], fields[n + 3], fields[n + 4] = 'attempts', '01', 'started', '1'
 fields[n + 5], fields[n + 6], fields[n + 7], fields[n + 8] = 'lease_until', lease, 'owner', owner
 fields[n + 9], fields[n + 10] = 'updated_at', now
 redis.call('HSET', key, unpack(fields))
