@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sqlite3
 from operator import itemgetter
-from typing import Any
+from typing import Any, cast
 
 from .._protocol import Record
 from ..flow import Pacer, alone, alone_count, pace, room
@@ -31,9 +31,13 @@ __all__ = ["claim"]
 #: The state of the turns (``turns.TURNS_STATE_SQL``), then the lowest and the highest
 #: priority waiting without a key (``lanes.PLAIN_RANGE_SQL``): one statement.
 _STATE_SQL = f"{TURNS_STATE_SQL}, {PLAIN_RANGE_SQL}"
-#: A due row's ``crashes`` (``lanes.Due``), and a row of ``records.READ_COLUMNS``'s.
+#: A due row's ``crashes`` (``lanes.Due``).
 _crashes = itemgetter(1)
-_read_crashes = itemgetter(11)
+
+
+def _read_crashes(row: tuple[Any, ...]) -> int:
+    """The ``crashes`` of a row of ``records.LEVEL_COLUMNS``."""
+    return int(row[7] & records.OTHERS) >> 1
 
 
 def claim(conn: sqlite3.Connection, c: ClaimRequest, ok_sql: str, keep_dead: float) -> list[Record]:
@@ -117,8 +121,8 @@ def _take_level(
 ) -> tuple[bool, list[Record]]:
     """``_take_plain`` of a STRICT file's lane without a key at one level, no rate limit.
 
-    The read of the due records takes what ``records.leased`` needs (``READ_COLUMNS``), so
-    the ``UPDATE`` that leases them reads nothing back: a ``RETURNING`` costs SQLite a
+    The read of the due records takes what ``records.level_leased`` needs (``LEVEL_COLUMNS``),
+    so the ``UPDATE`` that leases them reads nothing back: a ``RETURNING`` costs SQLite a
     temporary table and the sqlite3 module the same values again (about 8k instructions a
     record less).
     """
@@ -128,13 +132,19 @@ def _take_level(
     looked = conn.execute(_LEVEL_READ_SQL, args).fetchall()
     count = alone_count(looked[:limit], c.alone_from, _read_crashes)
     rows = looked[:count]
-    picked = [row[9] for row in rows]
+    if not rows:
+        return len(looked) > count, []
     until = c.now + c.lease
-    if rows:
-        lease = _LEASE_SQL.format(",".join("?" * count), "")
-        if conn.execute(lease, (until, c.owner, c.now, *picked)).rowcount != count:
-            raise Unreadable(f"claim of {c.queue!r}: a record cannot be read")
-    return len(looked) > count, _leased(conn, c, rows, picked, until)
+    lease = _LEASE_SQL.format(",".join("?" * count), "")
+    if conn.execute(lease, (until, c.owner, c.now, *[row[6] for row in rows])).rowcount != count:
+        raise Unreadable(f"claim of {c.queue!r}: a record cannot be read")
+    queue, now, owner = c.queue, c.now, c.owner
+    got = [records.level_leased(row, queue, now, until, owner, level) for row in rows]
+    if None in got:  # (past its first attempt: read again whole, as ``_leased`` does)
+        again = [row[6] for row, record in zip(rows, got, strict=True) if record is None]
+        whole = _whole(conn, c, again, until)
+        got = [whole[row[6]] if r is None else r for row, r in zip(rows, got, strict=True)]
+    return len(looked) > count, cast(list[Record], got)
 
 
 def _room(conn: sqlite3.Connection, c: ClaimRequest) -> int:
@@ -205,7 +215,7 @@ def _leased(
     picked: list[int],
     until: float,
 ) -> list[Record]:
-    """The records of leased rows of ``LEASED_COLUMNS`` (or ``READ_COLUMNS``), in ``picked`` order.
+    """The records of leased rows of ``LEASED_COLUMNS``, in ``picked`` order.
 
     Those past their first attempt (a retry, a crash, a cancel asked: the last column is
     set) are read again whole, ``CLAIMED_COLUMNS``: about 10k instructions a record less for
@@ -219,14 +229,20 @@ def _leased(
         else:
             leased[row[9]] = records.leased(row, c.queue, c.now, until, c.owner)
     if again:
-        whole = conn.execute(
-            f"SELECT {records.CLAIMED_COLUMNS}, rowid FROM dowork_tasks"
-            f" WHERE rowid IN ({','.join('?' * len(again))})",
-            again,
-        ).fetchall()
-        for row in whole:
-            leased[row[19]] = records.claimed(row, c.queue, c.now, until, c.owner)
+        leased.update(_whole(conn, c, again, until))
     return [leased[rowid] for rowid in picked]
+
+
+def _whole(
+    conn: sqlite3.Connection, c: ClaimRequest, rowids: list[int], until: float
+) -> dict[int, Record]:
+    """The leased records of these rowids by rowid, read whole (``CLAIMED_COLUMNS``)."""
+    rows = conn.execute(
+        f"SELECT {records.CLAIMED_COLUMNS}, rowid FROM dowork_tasks"
+        f" WHERE rowid IN ({','.join('?' * len(rowids))})",
+        rowids,
+    ).fetchall()
+    return {row[19]: records.claimed(row, c.queue, c.now, until, c.owner) for row in rows}
 
 
 #: The lease of the picked records (``{0}``: their rowids' marks), then ``{1}`` (a RETURNING).
@@ -236,4 +252,4 @@ _LEASE_SQL = (
     " WHERE rowid IN ({0}){1}"
 )
 #: ``_take_level``'s read of the due records (``?6``: the level), with what leasing needs.
-_LEVEL_READ_SQL = PLAIN_LEVEL_SQL.format(records.READ_COLUMNS)
+_LEVEL_READ_SQL = PLAIN_LEVEL_SQL.format(records.LEVEL_COLUMNS)

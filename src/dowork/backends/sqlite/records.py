@@ -20,9 +20,11 @@ __all__ = [
     "CLAIMED_COLUMNS",
     "COLUMNS",
     "LEASED_COLUMNS",
-    "READ_COLUMNS",
+    "LEVEL_COLUMNS",
+    "OTHERS",
     "claimed",
     "leased",
+    "level_leased",
     "record",
 ]
 
@@ -122,10 +124,39 @@ LEASED_COLUMNS = (
 )
 
 
-#: ``LEASED_COLUMNS`` as a claim reads them before its lease (``attempts`` one more, as the lease
-#: makes it), then ``crashes``: the rows ``leased`` takes, from a claim's read of its due records
-#: (``claims``), whose ``UPDATE`` then reads nothing back.
-READ_COLUMNS = LEASED_COLUMNS.replace("attempts,", "attempts + 1,", 1) + ", crashes"
+#: What a claim of the lane without a key at one level (``claims._take_level``) reads of a due
+#: record before its lease, whose ``UPDATE`` then reads nothing back: ``LEASED_COLUMNS`` less
+#: what the claim knows (no key, the level's priority), with ``attempts + 1`` (as the lease makes
+#: it), ``crashes`` and whether another column is set folded into one integer, ``attempts + 1``
+#: in its high 32 bits and ``2 * crashes + (another set)`` in the low ones (``OTHERS``; CHECKs
+#: keep both under 2^30). The sqlite3 module releases and takes back the GIL for each value of a
+#: row it reads (Python 3.11), some 400 instructions a value: 8 values a record, not 12.
+LEVEL_COLUMNS = (
+    "id, name, payload, run_at, created_at, options, rowid, ((attempts + 1) << 32) | (crashes << 1)"
+    " | (cancel_requested OR started OR lost OR typeof(coalesce(error, reason, result,"
+    " finished_at, progress, history)) != 'null')"
+)
+#: The low bits of ``LEVEL_COLUMNS``'s last value: set when a column of ``LEASED_COLUMNS``'s
+#: flag is (crashes among them).
+OTHERS = 0xFFFFFFFF
+
+
+def level_leased(
+    row: tuple[Any, ...], queue: str, now: float, lease_until: float, owner: str, priority: int
+) -> Record | None:
+    """A record as a claim leaves it, from its ``LEVEL_COLUMNS``; None if another column is set.
+
+    Positional, in ``Record``'s field order, as ``claimed``. A record past its first attempt
+    (None here) is read again whole (``CLAIMED_COLUMNS``).
+    """
+    packed = row[7]
+    if packed & OTHERS:
+        return None
+    return Record(
+        row[0], queue, row[1], row[2], row[3], row[4], "reserved", row[5], packed >> 32,
+        lease_until, owner, 0, False, None, None, None, now, None, None, None, None, None,
+        None, priority, None, None, 0, 0,
+    )  # fmt: skip
 
 
 def leased(row: tuple[Any, ...], queue: str, now: float, lease_until: float, owner: str) -> Record:
