@@ -84,10 +84,10 @@ def _settle_batch(
     with transaction(conn):
         i = 0
         while i < len(settlements):
-            run, kept = _finished_run(settlements, i, keep) if runs else ([], [])
-            if len(run) > 1:
-                _settle_finished(conn, run, kept)
-                i += len(run)
+            size, values, forget = _finished_run(settlements, i, keep) if runs else (0, [], False)
+            if size > 1:
+                _settle_finished(conn, size, values, forget)
+                i += size
                 continue
             if not _settle_checked(conn, settlements[i], keep, found):
                 refused.append(settlements[i].id)
@@ -140,19 +140,22 @@ _FORGET_SQL = (
 
 def _finished_run(
     settlements: Sequence[Settlement], start: int, keep: Keep
-) -> tuple[list[Settlement], list[float]]:
-    """The finished outcomes of distinct records from ``start`` on, and how long each is kept.
+) -> tuple[int, list[object], bool]:
+    """The finished outcomes of distinct records from ``start`` on: how many, and their values.
 
-    All kept a while, or all forgotten (kept 0 s: deleted), as the first is.
+    All kept a while, or all forgotten (kept 0 s: deleted), as the first is (the bool). The
+    values are ``_FINISH_SQL``'s (``_FORGET_SQL``'s for forgotten ones), in one pass over them.
     """
-    run: list[Settlement] = []
-    kept: list[float] = []
+    count = 0
+    values: list[object] = []
     ids: set[str] = set()
     forget: bool | None = None
     finished, dead = keep
     for s in settlements[start : start + _RUN_SIZES[-1]]:
         outcome = s.outcome._value_
-        if outcome not in _FINAL_STATUS or s.id in ids:
+        status = _FINAL_STATUS.get(outcome)
+        task_id = s.id
+        if status is None or task_id in ids:
             break
         seconds = s.keep  # (keep.of, inline: it runs for each outcome)
         if seconds is None:
@@ -162,51 +165,48 @@ def _finished_run(
             forget = gone
         elif gone != forget:
             break
-        run.append(s)
-        kept.append(seconds)
-        ids.add(s.id)
-    return run, kept
+        count += 1
+        ids.add(task_id)
+        if gone:
+            values += (task_id, s.token)
+            continue
+        error, reason, line, now = s.error, s.reason, kept_line(s), s.now
+        result: object = s.result
+        if type(result) is bytes:  # (anything else is bound as it is, and may be refused)
+            result = bytearray(result)
+        values += (
+            task_id, s.token, int(s.ran), status, 0 if result is None else result,
+            0 if error is None else error, 0 if reason is None else reason, now, now + seconds,
+            0 if line is None else line,
+        )  # fmt: skip
+    return count, values, bool(forget)
 
 
 def _settle_finished(
-    conn: sqlite3.Connection, run: Sequence[Settlement], kept: Sequence[float]
+    conn: sqlite3.Connection, count: int, values: list[object], forget: bool
 ) -> None:
-    """Write a run of finished outcomes (``_finished_run``, ``kept``: their seconds) at once.
+    """Write a run of ``count`` finished outcomes (``_finished_run``'s ``values``) at once.
 
-    An ``UPDATE``, or a ``DELETE`` of a run kept 0 s, which returns nothing: its count of
-    rows written tells whether it wrote every one (no row to fetch per record). If not (a
-    lease lapsed or lost), or if a value cannot be stored, it raises ``_OneByOne``, and
+    An ``UPDATE``, or a ``DELETE`` of a run kept 0 s (``forget``), which returns nothing: its
+    count of rows written tells whether it wrote every one (no row to fetch per record). If
+    not (a lease lapsed or lost), or if a value cannot be stored, it raises ``_OneByOne``, and
     ``settle`` rolls back and writes the batch again one by one (no savepoint here: two
     statements a batch less).
     """
-    size = next(n for n in _RUN_SIZES if n >= len(run))
-    params: list[object] = []
-    if kept[0] <= 0:
-        for s in run:
-            params += (s.id, s.token)
-        params += _NO_ROW[:2] * (size - len(run))
+    size = next(n for n in _RUN_SIZES if n >= count)
+    if forget:
+        values += _NO_ROW[:2] * (size - count)
         sql = _FORGET_SQL.format(values=",".join(["(?,?)"] * size))
     else:
-        for s, seconds in zip(run, kept, strict=True):
-            error, reason, line = s.error, s.reason, kept_line(s)
-            result: object = s.result
-            if type(result) is bytes:  # (anything else is bound as it is, and may be refused)
-                result = bytearray(result)
-            params += (
-                s.id, s.token, int(s.ran), _FINAL_STATUS[s.outcome._value_],
-                0 if result is None else result, 0 if error is None else error,
-                0 if reason is None else reason, s.now, s.now + seconds,
-                0 if line is None else line,
-            )  # fmt: skip
-        params += _NO_ROW * (size - len(run))
+        values += _NO_ROW * (size - count)
         sql = _FINISH_SQL.format(
             values=",".join(["(" + ",".join("?" * _FINISH_WIDTH) + ")"] * size)
         )
     try:
-        written = conn.execute(sql, params).rowcount
+        written = conn.execute(sql, values).rowcount
     except BAD_VALUE as exc:  # (the statement changed nothing)
         raise _OneByOne from exc
-    if written != len(run):
+    if written != count:
         raise _OneByOne
 
 
