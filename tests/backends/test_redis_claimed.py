@@ -1,5 +1,6 @@
-"""claim.lua returns a record as pushed in short ({id, name, payload, run_at, created_at[,
-options]}) and any other as its hash: both read back as the record stored, leased.
+"""claim.lua returns a record as pushed in short (id, name, payload, run_at, created_at,
+options, in the answer itself) and any other as its hash: both read back as the record
+stored, leased.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import uuid
 import redis
 
 from dowork.backends import ClaimRequest, Outcome, Record, RedisBackend, Settlement
+from dowork.backends.redis.claim import split_claimed
 from tests.backends.test_contract import LEASE, NOW, rec
 from tests.redis_server import RedisServer
 
@@ -75,3 +77,23 @@ def test_a_record_as_pushed_is_read_without_hgetall(redis_server: RedisServer) -
 
     asyncio.run(main())
     admin.close()
+
+
+def test_a_claim_answer_mixes_short_records_and_hashes_in_claim_order() -> None:
+    """Records as pushed come as 6 values in the answer itself, options None when absent;
+    any other as a list (its hash); one whose text is not UTF-8 goes to bury, its token 1."""
+    hashed = [b"id", b"h", b"queue", b"q", b"name", b"job", b"payload", b"P", b"status",
+              b"retrying", b"run_at", b"3", b"created_at", b"1", b"seq", b"0" * 16,
+              b"attempts", b"1"]  # fmt: skip
+    answer = [b"10", b"40", [],
+              b"a", b"job", b"A", b"1.5", b"1", None,
+              hashed,
+              b"bad", b"\xff", b"B", b"2", b"2", None,
+              b"c", b"job", b"C", b"2.5", b"2", b'{"x": 1}']  # fmt: skip
+    claimed, unfit = split_claimed(answer, "q", "w")
+    assert [(r.id, r.payload, r.run_at, r.options, r.attempts) for r in claimed] == [
+        ("a", b"A", 1.5, None, 1), ("h", b"P", 3.0, None, 2), ("c", b"C", 2.5, '{"x": 1}', 1)
+    ]  # fmt: skip
+    assert all((r.status, r.lease_until, r.owner, r.updated_at) == ("reserved", 40.0, "w", 10.0)
+               for r in claimed)  # fmt: skip
+    assert [(i, token) for i, token, _ in unfit] == [(b"bad", 1)]

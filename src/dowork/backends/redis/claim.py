@@ -35,34 +35,40 @@ def split_claimed(rows: Sequence[Any], queue: str, owner: str) -> tuple[list[Rec
     """The records of a ``claim.lua`` answer, and those Python cannot read (for ``bury``).
 
     The answer holds now and lease_until used, the records the script dead-lettered, then the
-    claimed records: a record as pushed as {id, name, payload, run_at, created_at[, options]},
-    any other as its hash (HGETALL). One ``decode_record`` cannot read (text that is not
-    UTF-8: the checks Lua leaves to Python) goes to the second list. The payload and options
-    are the worker's to check (it dead-letters what it cannot decode), as on every backend.
+    claimed records: a record as pushed as its 6 values id, name, payload, run_at, created_at,
+    options (None: none) in the answer itself, any other as its hash (HGETALL), a list. One
+    ``decode_record`` cannot read (text that is not UTF-8: the checks Lua leaves to Python)
+    goes to the second list. The payload and options are the worker's to check (it
+    dead-letters what it cannot decode), as on every backend.
     """
     now, lease_until = float(rows[0]), float(rows[1])
     claimed = []
     unfit: list[Unfit] = []
-    for row in rows[3:]:
-        try:
-            if len(row) < 8:  # (a record as pushed: the common case, leased as it is built)
+    i, end = 3, len(rows)
+    while i < end:
+        row = rows[i]
+        if type(row) is not list:  # (a record as pushed: the common case, leased as built)
+            options = rows[i + 5]
+            try:
                 claimed.append(
                     Record(  # (positional up to updated_at: keywords cost a dict a call)
-                        row[0].decode("utf-8", "surrogatepass"), queue,
-                        row[1].decode("utf-8", "surrogatepass"), row[2], float(row[3]),
-                        float(row[4]), "reserved",
-                        row[5].decode("utf-8", "surrogatepass") if len(row) > 5 else None,
+                        row.decode("utf-8", "surrogatepass"), queue,
+                        rows[i + 1].decode("utf-8", "surrogatepass"), rows[i + 2],
+                        float(rows[i + 3]), float(rows[i + 4]), "reserved",
+                        None if options is None else options.decode("utf-8", "surrogatepass"),
                         1, lease_until, owner, 0, False, None, None, None, now,
                     )
                 )  # fmt: skip
-                continue
-            record = decode_record(dict(zip(row[::2], row[1::2], strict=True)))
-        except (KeyError, ValueError) as exc:  # (UnicodeDecodeError is a ValueError)
+            except ValueError as exc:  # (UnicodeDecodeError is a ValueError)
+                unfit.append((bytes(row), 1, f"{type(exc).__name__}: {exc}"[:200]))
+            i += 6
+            continue
+        i += 1
+        h = dict(zip(row[::2], row[1::2], strict=True))
+        try:
+            record = decode_record(h)
+        except (KeyError, ValueError) as exc:
             why = f"{type(exc).__name__}: {exc}"[:200]
-            if len(row) < 8:
-                unfit.append((bytes(row[0]), 1, why))
-                continue
-            h = dict(zip(row[::2], row[1::2], strict=True))
             unfit.append((bytes(h[b"id"]), int(h.get(b"attempts", b"0")) + 1, why))
             continue
         record.status = "reserved"

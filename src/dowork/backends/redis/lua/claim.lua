@@ -12,8 +12,10 @@
 -- updated_at, no slot). A record written before dowork counted starts (no started field) gets
 -- started = attempts: every claim of it counted as one (OLD). A record as pushed (the fields
 -- push.lua writes, an earlier version's id field too, and nothing else, all fine) goes as
--- {id, name, payload, run_at, created_at[, options]} instead: a third of the strings to
--- return (each costs ~1k instructions to turn into a reply).
+-- the 6 values id, name, payload, run_at, created_at, options (false: none) instead, in the
+-- answer itself, not a list of its own: a third of the strings to return (each costs ~1k
+-- instructions to turn into a reply), and no list for Redis to answer and the worker to
+-- build (some 4k instructions a record in Python).
 -- An idle worker's wake-up: self-contained, like push.lua.
 -- FRESH: a record leased as pushed gets attempts '01' (the number 1, as every reader takes it),
 -- which tells settle.lua that it holds no error, history or concurrency key and that its
@@ -115,7 +117,9 @@ end
 -- The record of key as read (the HGETALL list, or nil), then what read gives. A record as
 -- pushed (7 fields, or 8 with options) is read by HLEN and HMGET, which make 8 or 9 strings
 -- for Lua where HGETALL makes 14 or 16 (each some 1k instructions), and checked as read checks
--- it; any other, or one those checks do not pass the cheap way, is read whole by read.
+-- it; any other, or one those checks do not pass the cheap way, is read whole by read. Such a
+-- record's row is true, followed by its payload, run_at, created_at and options (a table
+-- made for each costs some 3k instructions: see answer).
 local PUSHED = {'status', 'queue', 'seq', 'created_at', 'run_at', 'name', 'payload', 'options'}
 local function load(key, id)
     local n = redis.call('HLEN', key)
@@ -128,8 +132,7 @@ local function load(key, id)
             and run_at and (run_at == at or #run_at <= 40 and find(run_at, '^%d+%.?%d*$'))
         then
             known = at
-            return nil, status, nil, nil, nil, nil, v[6], nil,
-                {id, v[6], v[7], run_at, at, n == 8 and v[8] or nil}
+            return nil, status, nil, nil, nil, nil, v[6], nil, true, v[7], run_at, at, v[8]
         end
     end
     local h = redis.call('HGETALL', key)
@@ -180,6 +183,19 @@ if ARGV[7] ~= '' then
     limit = math.min(limit, tonumber(ARGV[7]) - held)
 end
 local out = {now, lease, BURIED}
+-- A claimed record's row (see load) into the answer (see the top).
+local function answer(row, id, name, payload, run_at, at, options)
+    local k = #out
+    if row == true then
+        out[k + 1], out[k + 2], out[k + 3], out[k + 4] = id, name, payload, run_at
+        out[k + 5], out[k + 6] = at, options or false
+    elseif #row < 8 then
+        out[k + 1], out[k + 2], out[k + 3], out[k + 4] = row[1], row[2], row[3], row[4]
+        out[k + 5], out[k + 6] = row[5], row[6] or false
+    else
+        out[k + 1] = row
+    end
+end
 if limit <= 0 then
     store_fresh()
     inbox_unkeep(queue)  -- (woke nobody: see drain)
@@ -222,21 +238,22 @@ local function lease_fresh()
     for j = 1, m do
         local f = fresh[order[j]]
         local id, at, s = f[1], f[3], f[7]
-        local h = {id, f[2], f[5], at, at}  -- (a record as pushed: see the top)
+        local k, options = #out, false  -- (a record as pushed: see the top)
         if f[4] == '' then
             redis.call('HSET', taskp .. id, 'status', 'reserved', 'queue', queue, 'seq', s,
                 'created_at', at, 'run_at', at, 'name', f[2], 'payload', f[5],
                 'attempts', '01', 'lease_until', lease, 'owner', owner, 'updated_at', now,
                 'started', '0')
         else
-            h[6] = string.sub(f[4], 2)
+            options = string.sub(f[4], 2)
             redis.call('HSET', taskp .. id, 'status', 'reserved', 'queue', queue, 'seq', s,
                 'created_at', at, 'run_at', at, 'name', f[2], 'payload', f[5],
-                'options', h[6], 'attempts', '01', 'lease_until', lease, 'owner', owner,
+                'options', options, 'attempts', '01', 'lease_until', lease, 'owner', owner,
                 'updated_at', now, 'started', '0')
         end
         leases[2 * j + 1], leases[2 * j + 2] = lease, id
-        out[j + 3] = h
+        out[k + 1], out[k + 2], out[k + 3], out[k + 4] = id, f[2], f[5], at
+        out[k + 5], out[k + 6] = at, options
     end
     for j = m + 1, k do rest[#rest + 1] = fresh[order[j]] end
     fresh = rest
@@ -275,7 +292,8 @@ then
         local m = due[i]
         local id = string.sub(m, 18)
         local key = taskp .. id
-        local h, status, attempts, crashes, started, reserved, _, why, row = load(key, id)
+        local h, status, attempts, crashes, started, reserved, name, why, row, payload, run_at,
+            at, options = load(key, id)
         -- A repeat crasher is claimed alone (see Backend.claim).
         local crasher = not why and alone and (crashes and tonumber(crashes) or 0) >= alone
         if crasher and n > 0 then break end
@@ -284,7 +302,7 @@ then
             bury_due(id, m, h, why)
         elseif WAITS[status] then
             local a = attempts and string.format('%d', tonumber(attempts) + 1)
-                or #row < 8 and '01' or '1'  -- (as pushed: see FRESH)
+                or (row == true or #row < 8) and '01' or '1'  -- (as pushed: see FRESH)
             if started then
                 redis.call('HSET', key, 'status', 'reserved', 'attempts', a, 'lease_until',
                     lease, 'owner', owner, 'updated_at', now)
@@ -299,7 +317,7 @@ then
             if not l then l = {}; left[status] = l end
             l[#l + 1] = m
             n = n + 1
-            out[n + 3] = row
+            answer(row, id, name, payload, run_at, at, options)
             if crasher then break end
             served = true
         end
@@ -534,7 +552,8 @@ while n < limit and looked < look do
         lane.touched = true
         local id = string.sub(m, 18)
         local tk = P .. 'task:' .. id
-        local h, status, attempts, crashes, started, reserved, name, why, row = load(tk, id)
+        local h, status, attempts, crashes, started, reserved, name, why, row, payload, run_at,
+            at, options = load(tk, id)
         if why then
             drop(lv, m)
             bury_due(id, m, h, why)
@@ -556,7 +575,7 @@ while n < limit and looked < look do
                 delay(lv, s, m)
             else
                 local a = attempts and string.format('%d', tonumber(attempts) + 1)
-                    or #row < 8 and '01' or '1'  -- (as pushed: see FRESH)
+                    or (row == true or #row < 8) and '01' or '1'  -- (as pushed: see FRESH)
                 if started then
                     redis.call('HSET', tk, 'status', 'reserved', 'attempts', a, 'lease_until',
                         lease, 'owner', owner, 'updated_at', now)
@@ -572,7 +591,7 @@ while n < limit and looked < look do
                 if not l then l = {}; left[status] = l end
                 l[#l + 1] = m
                 n = n + 1
-                out[#out + 1] = row
+                answer(row, id, name, payload, run_at, at, options)
                 lane.took = (lane.took or 0) + 1
                 if crasher then stopped = true; break end
                 counter = counter + 1
