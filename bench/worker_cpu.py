@@ -143,10 +143,13 @@ def context_switches() -> int:
     """This process's context switches so far, voluntary and not (all its threads)."""
     total = 0
     for tid in os.listdir("/proc/self/task"):
-        with open(f"/proc/self/task/{tid}/status") as status:
-            for line in status:
-                if "ctxt_switches:" in line:
-                    total += int(line.split()[-1])
+        try:
+            with open(f"/proc/self/task/{tid}/status") as status:
+                for line in status:
+                    if "ctxt_switches:" in line:
+                        total += int(line.split()[-1])
+        except FileNotFoundError:  # the thread ended since the listing
+            continue
     return total
 
 
