@@ -200,6 +200,10 @@ def test_hooks_and_the_after_callback_read_the_outcome_at_once(
     def slow_after() -> str:
         return "ok"
 
+    @queue.task(name="plain")  # no after-callback: the common task's shorter way
+    def plain() -> str:
+        return "ok"
+
     queue.start()
     task = work.submit()
     assert task.result(WAIT) == "ok"
@@ -210,6 +214,11 @@ def test_hooks_and_the_after_callback_read_the_outcome_at_once(
     task = slow_after.submit()
     assert task.result(WAIT) == "ok"  # after its after-callback, as before
     assert seen == [("hook", *ended), ("async after", *ended)]
+    assert stored(reader, task.id) is TaskStatus.SUCCEEDED
+    seen.clear()
+    task = plain.submit()
+    assert task.result(WAIT) == "ok"
+    assert seen == [("hook", *ended)]
     assert stored(reader, task.id) is TaskStatus.SUCCEEDED
 
 

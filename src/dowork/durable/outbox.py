@@ -11,6 +11,7 @@ from ..backends._protocol import (
     Settlement,
 )
 from ..codec import check_depth, encode_for
+from ..engine.state import _CANCEL
 from ..errors import (
     NotSerializable,
     OutcomeNotWritten,
@@ -26,7 +27,8 @@ if TYPE_CHECKING:
 from .state import _OUTCOME, _TRACE_LIMIT, DurableState, _chain_log_of, _describe, _payload_of, log
 
 #: (An enum's members read from the class cost a Python ``__getattr__`` hook each, 3.11.)
-_SUCCEEDED = TaskStatus.SUCCEEDED
+_SUCCEEDED, _RUNNING = TaskStatus.SUCCEEDED, TaskStatus.RUNNING
+_OUT_SUCCEEDED = Outcome.SUCCEEDED
 
 
 class Outbox(DurableState):
@@ -36,8 +38,66 @@ class Outbox(DurableState):
         """Note the attempt's duration and error for the record's history, then settle it."""
         task_id = task._id or task.id
         if task_id in self._claimed:
+            if (
+                error is None
+                and task._status is _RUNNING
+                and task._after is None
+                and task._group is None
+                and task._runner is not _CANCEL
+            ):
+                self._succeeded(task, task_id, value, took)
+                return
             self._attempt[task_id] = (took, error)
         self.engine.core_settle(task, value, error, took)
+
+    def _succeeded(self, task: Task[Any], task_id: str, value: Any, took: float) -> None:
+        """The common end of a claimed attempt: it returned, with no group or after-callback.
+
+        What ``core_settle``, ``finish``, ``_decide`` and ``core_finish`` do for it, in one
+        frame; a result it cannot store takes that way instead (``finish`` fails the task).
+        """
+        engine = self.engine
+        engine._active -= 1
+        engine._running.discard(task)
+        if engine._h_after:
+            engine._call_hooks(engine._h_after, task, None, took)
+        settings = self.settings
+        own = task._overrides
+        keep = settings.keep_result if own is None else own.keep(settings.keep_result)
+        result = None
+        if keep != 0:
+            try:
+                result = self.codec.encode(value)
+            except NotSerializable:
+                result = None
+            if result is None or len(result) > settings.max_result:
+                self._attempt[task_id] = (took, None)
+                engine._finish(task, _SUCCEEDED, value, None)  # fails it, as finish does
+                return
+        now = engine.stamp  # (the outcomes of a batch of threads share one time)
+        settlement = Settlement(  # (positional: a call with keywords costs a dict)
+            task_id, self._claimed.pop(task_id), _OUT_SUCCEEDED,
+            self.clock.now() if now is None else now, 0.0, None, None, result, keep,
+            None, None, True, took,
+        )  # fmt: skip
+        self._settle_out(settlement)
+        self._holding[id(settlement)] = task  # reported once written (see _written)
+        task._unwritten = _RUNNING
+        if engine._h_success:  # hooks read the outcome at once (see _decide)
+            self._decide(task, _SUCCEEDED, value, None)
+        else:  # (core_finish with no hooks, group or after-callback, inline)
+            task._status = _SUCCEEDED
+            task._value = value
+            task._error = None
+            task._next_attempt = None
+            engine._unfinished -= 1
+            if engine.capacity is not None:
+                engine.capacity.release()
+            self._unwoken.add(task)  # woken by _written (see done)
+        if self._slot_waiting:
+            self._freed()
+        if self._held:
+            self._start_held(task_id)
 
     def _failed_line(
         self, token: int, outcome: Outcome, now: float, took: float, error: BaseException
@@ -182,6 +242,8 @@ class Outbox(DurableState):
         holding = self._holding
         if not holding:
             return
+        unwoken = self._unwoken
+        remember = self.engine._remember_finished
         for settlement in settled:
             task = holding.pop(id(settlement), None)
             if task is None:
@@ -190,9 +252,10 @@ class Outbox(DurableState):
                 self._overtake(task)
                 continue
             task._unwritten = None
-            if task in self._unwoken:
-                self._unwoken.discard(task)
-                self.engine.core_done(task)
+            if task in unwoken:
+                unwoken.discard(task)
+                task._wake_waiters()  # (engine.core_done, inline: its id is the settlement's)
+                remember(settlement.id)
 
     def _overtake(self, task: Task[Any]) -> None:
         """The store did not take this run's outcome: wait for the one it ends with."""

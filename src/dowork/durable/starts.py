@@ -52,7 +52,9 @@ class Starts(DurableState):
             self._first_line.append(task)
             self._mark_first()
             return
-        self.engine.core_launch(task)
+        engine = self.engine  # (engine.core_launch, inline)
+        engine._hold(task)
+        engine._go(task)
 
     def _mark_first(self) -> None:
         """Write the ``STARTED`` marks of the suspects in ``_first_line``, then start them.

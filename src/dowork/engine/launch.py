@@ -177,7 +177,10 @@ class Launch(HomeLoop):
         else:  # (self._started(task), inline: one call fewer per task)
             task._status = _RUNNING
             task._attempts += 1
-            self._began(task)
+            if task._within is None and not self._h_before:  # (self._began(task), inline)
+                self._on_start(task)
+            else:
+                self._began(task)
         lane.submit(task, token)
 
     def _started(self, task: Task[Any]) -> None:

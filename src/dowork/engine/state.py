@@ -110,6 +110,7 @@ class EngineState:
         self._h_enqueue = self._hooks["on_enqueue"]
         self._h_before = self._hooks["before_attempt"]
         self._h_after = self._hooks["after_attempt"]
+        self._h_success = self._hooks["on_success"]
         self._policy_cache: dict[int, tuple[object, RetryPolicy]] = {}
 
         self._init_loop_state()
