@@ -145,7 +145,7 @@ class ThreadLane:
             duration = (perf() - start) / 1e9
             _current.reset(reset)
             results.append((task, token, value, error, duration))
-            if not self._wake():
+            if not self._wake_pending and not self._wake():  # (the check inline: no call)
                 return  # loop closed at interpreter exit: nothing left to report to
 
     def _wake(self) -> bool:

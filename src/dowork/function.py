@@ -110,19 +110,10 @@ class TaskFunction(Generic[P, R]):
 
     def task(self, *args: P.args, **kwargs: P.kwargs) -> Task[R]:
         """Build (but do not enqueue) a task of this function, with its default options."""
-        template = self._template
         # The task calls the task function (not the bare function) so it always knows its
         # registered name, even when one function is registered under several names.
         task: Task[R] = Task.__new__(Task)  # (Task._fast, without its frame)
-        task._init(self, args, kwargs, self._dowork_is_async)
-        task._overrides = template._overrides
-        task._within = template._within
-        task._after = template._after
-        task._not_before = template._not_before
-        task._delay = template._delay
-        task._priority = template._priority
-        task._rate_limit = template._rate_limit
-        task._concurrency_key = template._concurrency_key
+        task._init(self, args, kwargs, self._dowork_is_async, self._template)
         return task
 
     def submit(self, *args: P.args, **kwargs: P.kwargs) -> Task[R]:

@@ -128,20 +128,21 @@ class Admission(DurableState):
         order = rank(record.run_at, record.priority, self.engine.priority_aging)
         task = self.engine._by_id.get(record.id)
         if task is None or task._status.final:
-            task = entry.task(*args, **kwargs)
+            if kwargs and not all(isinstance(key, str) for key in kwargs):
+                raise TypeError("keywords must be strings")  # (as entry.task(**kwargs) would)
+            task = Task.__new__(Task)  # (entry.task(*args, **kwargs), without packing them)
+            call = (lead, *args) if lead is not None else tuple(args)
+            task._init(entry, call, kwargs, entry._dowork_is_async, entry._template)
             task._id = record.id
-        if lead is not None:
+        elif lead is not None:
             task.args = (lead, *args)
             task.kwargs = kwargs
-        task._frozen = True
-        task._engine = self.engine
+        task._frozen, task._engine = True, self.engine
         if headers:
             task._headers = headers
-        task._attempts = record.started - record.crashes
-        task._deliveries = record.attempts
+        task._attempts, task._deliveries = record.started - record.crashes, record.attempts
         task._status = _RESERVED  # held here, not started
-        task._priority = record.priority
-        task._concurrency_key = record.concurrency_key
+        task._priority, task._concurrency_key = record.priority, record.concurrency_key
         task._rank = order
         if within is not None:
             task._within = within

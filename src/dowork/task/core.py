@@ -245,48 +245,37 @@ class Task(TaskHandle[R]):
         args: tuple[Any, ...],
         kwargs: Mapping[str, Any],
         is_async: bool,
+        template: Task[Any] | None = None,
     ) -> None:
+        """Set every slot: the call, and the options of ``template`` (a task function's) or none."""
         self.fn = fn
         self.args = args
         self.kwargs = kwargs
         self.is_async = is_async
-        self._overrides = None
-        self._policy = None
-        self._within = None
-        self._after = None
-        self._not_before = None
-        self._delay = None
-        self._frozen = False
-        self._status = _PENDING
-        self._attempts = 0
-        self._next_attempt = None
-        self._prev_delay = None
-        self._value = None
-        self._error = None
-        self._last_error = None
-        self._id = None
-        self._engine = None
-        self._waiters = None
-        self._seq = 0
-        self._deadline_at = None
-        self._timed_out = False
-        self._cancel_requested = False
-        self._finished = False
-        self._runner = None
-        self._headers = None
-        self._expires_at = None
-        self._group = None
-        self._progress = None
-        self._idempotency_key = None
-        self._unique = False
-        self._deliveries = None
-        self._priority = 0
-        self._concurrency_key = None
-        self._slot = None
-        self._start_by = None
-        self._rank = math.nan
-        self._rate_limit = None
+        if template is None:
+            self._overrides = self._within = self._after = self._not_before = None
+            self._delay = self._rate_limit = self._concurrency_key = None
+            self._priority = 0
+        else:  # (a task function's defaults, each slot set once)
+            self._overrides = template._overrides
+            self._within = template._within
+            self._after = template._after
+            self._not_before = template._not_before
+            self._delay = template._delay
+            self._priority = template._priority
+            self._rate_limit = template._rate_limit
+            self._concurrency_key = template._concurrency_key
+        self._policy = self._next_attempt = self._prev_delay = None
+        self._value = self._error = self._last_error = None
+        self._id = self._engine = self._waiters = self._deadline_at = None
+        self._runner = self._headers = self._expires_at = self._group = self._progress = None
+        self._idempotency_key = self._deliveries = self._slot = self._start_by = None
         self._unwritten = None
+        self._frozen = self._timed_out = self._cancel_requested = self._finished = False
+        self._unique = False
+        self._status = _PENDING
+        self._attempts = self._seq = 0
+        self._rank = math.nan
 
     @classmethod
     def _fast(
