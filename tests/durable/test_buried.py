@@ -27,7 +27,7 @@ from dowork.backends import (
     Settlement,
     SQLiteBackend,
 )
-from dowork.codec import MAX_DEPTH
+from dowork.codec import MAX_DEPTH, JSONCodec
 from dowork.metrics import PrometheusHooks
 from tests.backends.test_sqlite_poison import legacy_file
 from tests.durable.reads import records_of
@@ -214,3 +214,34 @@ def test_records_the_redis_store_buries_are_told_once_each(
     drain(queue)  # nothing buried twice
     assert len(seen.buried) == 5
     admin.close()
+
+
+class IntKeys(JSONCodec):
+    """JSON whose keyword names ``"#<n>"`` come back as the integer ``n``, as pickle can."""
+
+    def decode(self, data: bytes) -> Any:
+        value = super().decode(data)
+        if isinstance(value, dict) and isinstance(value.get("k"), dict):
+            value["k"] = {int(k[1:]) if k.startswith("#") else k: v for k, v in value["k"].items()}
+        return value
+
+
+def test_a_stored_keyword_that_is_not_a_string_is_malformed(
+    store: Backend, queues: Callable[..., Queue]
+) -> None:
+    """A decoded payload with a non-string keyword is dead-lettered, and the rest run."""
+    seen = Burials()
+    queue = queues(store, clock=FakeClock(NOW), hooks=[seen], codec=IntKeys())
+    queue.task(name="echo")(lambda value=None: value)
+    records = [
+        record("int-keyword", b'{"a": [], "k": {"#1": 2}}'),
+        record("healthy", b'{"a": [], "k": {"value": 7}}'),
+    ]
+    queue._engine.run_on_home(store.push(records))
+    drain(queue)
+    assert seen.buried == [("jobs", "int-keyword", "malformed")]
+    found = records_of(queue)
+    assert {i: (r.status, r.reason) for i, r in found.items()} == {
+        "int-keyword": ("dead", "malformed"),
+        "healthy": ("succeeded", None),
+    }
