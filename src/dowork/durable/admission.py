@@ -179,7 +179,7 @@ class Admission(DurableState):
             data = record.payload
             if len(data) > self.settings.max_payload:
                 raise PayloadTooLarge(len(data), self.settings.max_payload)
-            if getattr(codec, "binds_task", False):
+            if self._binds:
                 payload = decode_for(codec, data, record.name, record.id)
             else:
                 payload = codec.decode(data)

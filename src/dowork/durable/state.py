@@ -226,6 +226,7 @@ class DurableState:
         #: What the store offers beyond ``Store`` (``wake``, ``wait_claim``, ...), found once.
         self.extras = StoreExtras.of(backend)
         self.codec = codec
+        self._binds = bool(getattr(codec, "binds_task", False))  # (see decode_for)
         self.registry = registry
         self.settings = settings
         self.owns_backend = owns_backend  # built from a URL: closed at shutdown
