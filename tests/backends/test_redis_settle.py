@@ -249,3 +249,28 @@ def test_a_record_leased_as_pushed_is_read_short_only_while_leased(
 
     asyncio.run(main())
     admin.close()
+
+
+def test_the_full_path_answers_nil_when_it_refuses_and_buries_nothing(
+    redis_server: RedisServer,
+) -> None:
+    """settle.lua answers nil for a batch with nothing refused or buried, by either path (a
+    retry goes by the full one); tables only when there is something in them."""
+    prefix = f"test-{uuid.uuid4().hex[:12]}"
+    tasks = [rec(), rec()]
+
+    async def main() -> None:
+        b = RedisBackend(redis_server.url, prefix=prefix)
+        await b.push(tasks)
+        await b.claim(ClaimRequest("q", NOW, 2, LEASE, "w"))
+        texts: dict[float, str] = {}
+        retry = Settlement(tasks[0].id, 1, Outcome.RETRY, NOW + 1, run_at=NOW + 2, error="E")
+        assert await b._script("settle", 1, *b._settle_args(retry, texts)) is None
+        stale = Settlement(tasks[0].id, 1, Outcome.SUCCEEDED, NOW + 1)
+        done = Settlement(tasks[1].id, 1, Outcome.SUCCEEDED, NOW + 1)
+        args = [*b._settle_args(stale, texts), *b._settle_args(done, texts)]
+        assert await b._script("settle", 2, *args) == [[tasks[0].id.encode()], []]
+        assert await b.counts("q") == {"retrying": 1, "succeeded": 1}
+        await b.close()
+
+    asyncio.run(main())

@@ -472,6 +472,7 @@ if #expiring > 0 then
         for _, v in ipairs(expiring) do list[#list + 1] = v end
     end
 end
+if #refused == 0 and #buried == 0 then return nil end  -- (as the lean path: see the top)
 return {refused, buried}
 end
 --#include flush
