@@ -139,6 +139,16 @@ _FORGET_SQL = (
     f" JOIN dowork_tasks t ON t.id = s.column1 WHERE t.attempts = s.column2 AND t.{HELD_SQL})"
 )
 
+#: The statement size a run of each length is padded to (index: the length).
+_RUN_SIZE = [next(n for n in _RUN_SIZES if n >= count) for count in range(_RUN_SIZES[-1] + 1)]
+#: ``_FINISH_SQL`` and ``_FORGET_SQL`` of each size, written once: a statement's text built
+#: again for each batch cost a few thousand instructions (and sqlite3 hashing it again).
+_FINISHES = {
+    n: _FINISH_SQL.format(values=",".join(["(" + ",".join("?" * _FINISH_WIDTH) + ")"] * n))
+    for n in _RUN_SIZES
+}
+_FORGETS = {n: _FORGET_SQL.format(values=",".join(["(?,?)"] * n)) for n in _RUN_SIZES}
+
 
 def _finished_run(
     settlements: Sequence[Settlement], start: int, keep: Keep
@@ -195,15 +205,13 @@ def _settle_finished(
     ``settle`` rolls back and writes the batch again one by one (no savepoint here: two
     statements a batch less).
     """
-    size = next(n for n in _RUN_SIZES if n >= count)
+    size = _RUN_SIZE[count]
     if forget:
         values += _NO_ROW[:2] * (size - count)
-        sql = _FORGET_SQL.format(values=",".join(["(?,?)"] * size))
+        sql = _FORGETS[size]
     else:
         values += _NO_ROW * (size - count)
-        sql = _FINISH_SQL.format(
-            values=",".join(["(" + ",".join("?" * _FINISH_WIDTH) + ")"] * size)
-        )
+        sql = _FINISHES[size]
     try:
         written = conn.execute(sql, values).rowcount
     except BAD_VALUE as exc:  # (the statement changed nothing)
