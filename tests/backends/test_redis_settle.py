@@ -274,3 +274,34 @@ def test_the_full_path_answers_nil_when_it_refuses_and_buries_nothing(
         await b.close()
 
     asyncio.run(main())
+
+
+def test_a_first_lease_of_a_record_read_whole_is_marked_unless_it_holds_a_key(
+    redis_server: RedisServer,
+) -> None:
+    """FRESH (claim.lua) marks any first lease of a record without an error, history or
+    concurrency key: a prioritised task's settlement reads it short too; a keyed one's not."""
+    admin = redis.Redis.from_url(redis_server.url)
+    prefix = f"test-{uuid.uuid4().hex[:12]}"
+    high, keyed = rec(priority=3), rec(concurrency_key="k")
+
+    async def main() -> None:
+        b = RedisBackend(redis_server.url, prefix=prefix)
+        await b.push([high, keyed])
+        claimed = await b.claim(ClaimRequest("q", NOW, 10, LEASE, "w"))
+        assert [(r.id, r.attempts) for r in claimed] == [(high.id, 1), (keyed.id, 1)]
+        key = f"{prefix}:task:".__add__
+        assert [admin.hget(key(r.id), "attempts") for r in (high, keyed)] == [b"01", b"1"]
+        done = [
+            Settlement(r.id, 1, Outcome.SUCCEEDED, NOW + 1, result=b"1", attempt="{}")
+            for r in (high, keyed)
+        ]
+        assert await b.settle(done) == []
+        for r in (high, keyed):
+            h = admin.hgetall(key(r.id))
+            assert (h[b"status"], h[b"started"], h[b"history"]) == (b"succeeded", b"1", b"{}\n")
+        assert await b.counts("q") == {"succeeded": 2}
+        await b.close()
+
+    asyncio.run(main())
+    admin.close()

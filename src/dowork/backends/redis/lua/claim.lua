@@ -20,7 +20,9 @@
 -- FRESH: a record leased as pushed gets attempts '01' (the number 1, as every reader takes it),
 -- which tells settle.lua that it holds no error, history or concurrency key and that its
 -- started is 0 (1 once its STARTED mark is written), so that the settle reads 5 fields of it,
--- not 9. The next lease writes attempts + 1 the plain way, which ends the mark.
+-- not 9. The next lease writes attempts + 1 the plain way, which ends the mark. So does any
+-- first lease (no attempts field) of a record read whole that holds none of those and no
+-- started but 0 (a priority, a rate limit's slot: see read's DIRTY).
 
 local P, queue, now, lease, owner = ARGV[1], ARGV[2], ARGV[3], ARGV[5], ARGV[6]
 local alone = ARGV[8] ~= '' and tonumber(ARGV[8])
@@ -35,7 +37,8 @@ local WAITS = {pending = true, scheduled = true, retrying = true}
 -- KIND: 1 status, 0 and 2 the times that must be there (run_at, created_at), 3 another time,
 -- 4 slot, 5-8 counts (attempts, crashes, started, lost), 9 seq, 10 priority, 11 charged,
 -- 12 malformed, 13 id (an earlier version's: see NEEDED), then the other fields that must be
--- there: 14 queue, 15 name, 16 payload; and 17 options. (Built when first needed: a record as
+-- there: 14 queue, 15 name, 16 payload; and 17 options; 18 the fields a record as pushed lacks
+-- and FRESH rules out (error, history, concurrency_key). (Built when first needed: a record as
 -- pushed is read by load, and the table costs some 7k instructions at every run.)
 local KIND = nil
 local find = string.find
@@ -43,7 +46,9 @@ local known = nil  -- the last time that passed: a record's run_at is often its 
 -- The record (HGETALL list h) of a due member: its status, attempts, crashes, started, slot
 -- (true if set) and name, and why it should be dead-lettered if it should: a waiting record
 -- (or one of no known status) that cannot be read (see unreadable). Others are stale. Last,
--- the row the claim returns for it (see the top), which names its id.
+-- the row the claim returns for it (see the top), which names its id. DIRTY: whether it
+-- holds an error, a history or a concurrency key (see FRESH).
+local DIRTY = false
 local function read(h, id)
     local status, attempts, crashes, started, slot, name, options, payload, run_at, at, named
     local fine, got = true, 0
@@ -51,13 +56,16 @@ local function read(h, id)
         KIND = {status = 1, run_at = 0, created_at = 2, updated_at = 3, finished_at = 3,
             slot = 4, attempts = 5, crashes = 6, started = 7, lost = 8, seq = 9, priority = 10,
             charged = 11, malformed = 12, id = 13, queue = 14, name = 15, payload = 16,
-            options = 17}
+            options = 17, error = 18, history = 18, concurrency_key = 18}
     end
+    DIRTY = false
     for j = 1, #h, 2 do
         local k = KIND[h[j]]
         if k then
             local s = h[j + 1]
-            if k == 17 then
+            if k == 18 then
+                DIRTY = true
+            elseif k == 17 then
                 options = s
             elseif k == 13 then
                 named = true
@@ -302,7 +310,8 @@ then
             bury_due(id, m, h, why)
         elseif WAITS[status] then
             local a = attempts and string.format('%d', tonumber(attempts) + 1)
-                or (row == true or #row < 8) and '01' or '1'  -- (as pushed: see FRESH)
+                or (row == true or not DIRTY and (not started or started == '0')) and '01'
+                or '1'  -- (see FRESH)
             if started then
                 redis.call('HSET', key, 'status', 'reserved', 'attempts', a, 'lease_until',
                     lease, 'owner', owner, 'updated_at', now)
@@ -575,7 +584,8 @@ while n < limit and looked < look do
                 delay(lv, s, m)
             else
                 local a = attempts and string.format('%d', tonumber(attempts) + 1)
-                    or (row == true or #row < 8) and '01' or '1'  -- (as pushed: see FRESH)
+                    or (row == true or not DIRTY and (not started or started == '0')) and '01'
+                    or '1'  -- (see FRESH)
                 if started then
                     redis.call('HSET', tk, 'status', 'reserved', 'attempts', a, 'lease_until',
                         lease, 'owner', owner, 'updated_at', now)
