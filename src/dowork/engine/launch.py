@@ -159,7 +159,11 @@ class Launch(HomeLoop):
     def _go(self, task: Task[Any]) -> None:
         """Start a launched task now, or stage it for a thread (``reserved`` until one is free)."""
         if task.is_async:
-            self._started(task)
+            task._status = _RUNNING  # it starts now: one more attempt (its deadline is
+            task._attempts += 1  # armed by _attempt_async), the before-hooks, the start mark
+            if self._h_before:
+                self._call_hooks(self._h_before, task)
+            self._on_start(task)
             self._async_running += 1
             self._async_ready.append(task)
             if self._idle:
@@ -174,7 +178,7 @@ class Launch(HomeLoop):
         assert lane is not None
         if lane.saturated:
             task._status = _RESERVED  # the thread that takes it calls _thread_started
-        else:  # (self._started(task), inline: one call fewer per task)
+        else:  # it starts now: one more attempt, its deadline, the before-hooks, the mark
             task._status = _RUNNING
             task._attempts += 1
             if task._within is None and not self._h_before:  # (self._began(task), inline)
@@ -182,12 +186,6 @@ class Launch(HomeLoop):
             else:
                 self._began(task)
         lane.submit(task, token)
-
-    def _started(self, task: Task[Any]) -> None:
-        """The attempt starts now: ``running``, one more attempt, deadline and before-hooks."""
-        task._status = _RUNNING
-        task._attempts += 1
-        self._began(task)
 
     def _thread_started(self, task: Task[Any]) -> None:
         """A thread started a task that waited for it (the thread set running and attempts)."""
