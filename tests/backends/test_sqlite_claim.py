@@ -147,3 +147,35 @@ def test_a_claim_of_one_level_reads_its_records_as_a_claim_of_several(tmp_path: 
     assert one == two
     assert one[1]["crashes"] == 2
     assert one[1]["history"] == '{"n":1}\n'
+
+
+def test_a_claim_reads_the_largest_attempts_and_crashes_the_table_keeps(tmp_path: Path) -> None:
+    """The claim folds attempts, crashes and whether another column is set into one integer
+    (``records.LEVEL_COLUMNS``): at the table's limits (10^9 each) they read back as stored,
+    and a repeat crasher at ``alone_from`` = 10^9 is claimed alone, one below it is not."""
+    path = tmp_path / "q.db"
+    top = 1_000_000_000
+
+    async def main() -> None:
+        store = SQLiteBackend(path)
+        try:
+            await store.push(
+                [
+                    Record(f"t{i}", "q", "job", b"{}", float(i), 0.0, attempts=top - 1)
+                    for i in range(4)
+                ]
+            )
+            with sqlite3.connect(path) as conn:
+                conn.execute("UPDATE dowork_tasks SET crashes = ? WHERE id = 't1'", (top - 1,))
+                conn.execute("UPDATE dowork_tasks SET crashes = ? WHERE id = 't3'", (top,))
+            request = ClaimRequest("q", 10.0, 10, 30.0, "w", alone_from=top)
+            first = await store.claim(request)
+            assert [(r.id, r.attempts, r.crashes) for r in first] == [
+                ("t0", top, 0), ("t1", top, top - 1), ("t2", top, 0),
+            ]  # fmt: skip
+            (alone,) = await store.claim(request)
+            assert (alone.id, alone.attempts, alone.crashes) == ("t3", top, top)
+        finally:
+            await store.close()
+
+    asyncio.run(main())

@@ -31,13 +31,10 @@ __all__ = ["claim"]
 #: The state of the turns (``turns.TURNS_STATE_SQL``), then the lowest and the highest
 #: priority waiting without a key (``lanes.PLAIN_RANGE_SQL``): one statement.
 _STATE_SQL = f"{TURNS_STATE_SQL}, {PLAIN_RANGE_SQL}"
-#: A due row's ``crashes`` (``lanes.Due``).
+#: A due row's ``crashes`` (``lanes.Due``), and a ``records.LEVEL_COLUMNS`` row's last value (at
+#: least ``n << 33`` when ``crashes >= n``).
 _crashes = itemgetter(1)
-
-
-def _read_crashes(row: tuple[Any, ...]) -> int:
-    """The ``crashes`` of a row of ``records.LEVEL_COLUMNS``."""
-    return int(row[7] & records.OTHERS) >> 1
+_packed = itemgetter(7)
 
 
 def claim(conn: sqlite3.Connection, c: ClaimRequest, ok_sql: str, keep_dead: float) -> list[Record]:
@@ -130,7 +127,8 @@ def _take_level(
         return False, []
     args = (c.queue, c.now, limit + 1, 0, "", level)
     looked = conn.execute(_LEVEL_READ_SQL, args).fetchall()
-    count = alone_count(looked[:limit], c.alone_from, _read_crashes)
+    alone_from = None if c.alone_from is None else c.alone_from << 33  # (see LEVEL_COLUMNS)
+    count = alone_count(looked[:limit], alone_from, _packed)
     rows = looked[:count]
     if not rows:
         return len(looked) > count, []

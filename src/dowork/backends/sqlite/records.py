@@ -127,18 +127,20 @@ LEASED_COLUMNS = (
 #: What a claim of the lane without a key at one level (``claims._take_level``) reads of a due
 #: record before its lease, whose ``UPDATE`` then reads nothing back: ``LEASED_COLUMNS`` less
 #: what the claim knows (no key, the level's priority), with ``attempts + 1`` (as the lease makes
-#: it), ``crashes`` and whether another column is set folded into one integer, ``attempts + 1``
-#: in its high 32 bits and ``2 * crashes + (another set)`` in the low ones (``OTHERS``; CHECKs
-#: keep both under 2^30). The sqlite3 module releases and takes back the GIL for each value of a
-#: row it reads (Python 3.11), some 400 instructions a value: 8 values a record, not 12.
+#: it), ``crashes`` and whether another column is set folded into one integer: ``2 * crashes +
+#: (another set)`` in its high bits (from ``OTHERS``), ``attempts + 1`` in the low 32 (CHECKs keep
+#: both under 2^31), so that a record on its first attempt reads ``attempts + 1`` alone, and one
+#: with ``crashes >= n`` is one of at least ``n << 33``. The sqlite3 module releases and takes
+#: back the GIL for each value of a row it reads (Python 3.11), some 350 instructions a value: 8
+#: values a record, not 12.
 LEVEL_COLUMNS = (
-    "id, name, payload, run_at, created_at, options, rowid, ((attempts + 1) << 32) | (crashes << 1)"
-    " | (cancel_requested OR started OR lost OR typeof(coalesce(error, reason, result,"
-    " finished_at, progress, history)) != 'null')"
+    "id, name, payload, run_at, created_at, options, rowid, (((crashes << 1) | (cancel_requested"
+    " OR started OR lost OR typeof(coalesce(error, reason, result, finished_at, progress,"
+    " history)) != 'null')) << 32) | (attempts + 1)"
 )
-#: The low bits of ``LEVEL_COLUMNS``'s last value: set when a column of ``LEASED_COLUMNS``'s
-#: flag is (crashes among them).
-OTHERS = 0xFFFFFFFF
+#: ``LEVEL_COLUMNS``'s last value from here on says a column of ``LEASED_COLUMNS``'s flag is set
+#: (crashes among them).
+OTHERS = 1 << 32
 
 
 def level_leased(
@@ -149,11 +151,11 @@ def level_leased(
     Positional, in ``Record``'s field order, as ``claimed``. A record past its first attempt
     (None here) is read again whole (``CLAIMED_COLUMNS``).
     """
-    packed = row[7]
-    if packed & OTHERS:
+    attempts = row[7]
+    if attempts >= OTHERS:
         return None
     return Record(
-        row[0], queue, row[1], row[2], row[3], row[4], "reserved", row[5], packed >> 32,
+        row[0], queue, row[1], row[2], row[3], row[4], "reserved", row[5], attempts,
         lease_until, owner, 0, False, None, None, None, now, None, None, None, None, None,
         None, priority, None, None, 0, 0,
     )  # fmt: skip
