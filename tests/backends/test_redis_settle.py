@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import redis
 
-from dowork.backends import ClaimRequest, Outcome, RedisBackend, Settlement
+from dowork.backends import ClaimRequest, Outcome, Record, RedisBackend, Settlement
 from dowork.errors import BackendError
 from tests.backends.test_contract import LEASE, NOW, rec
 from tests.backends.test_redis_inbox import stored
@@ -301,6 +301,42 @@ def test_a_first_lease_of_a_record_read_whole_is_marked_unless_it_holds_a_key(
             h = admin.hgetall(key(r.id))
             assert (h[b"status"], h[b"started"], h[b"history"]) == (b"succeeded", b"1", b"{}\n")
         assert await b.counts("q") == {"succeeded": 2}
+        await b.close()
+
+    asyncio.run(main())
+    admin.close()
+
+
+def test_only_a_settlement_of_token_1_reads_a_record_in_two_parts(
+    redis_server: RedisServer,
+) -> None:
+    """A marked record (see FRESH) is read in one HMGET of 5 fields, a later lease's in one of
+    9 (it cannot be marked), and only a first lease without the mark in two."""
+    admin = redis.Redis.from_url(redis_server.url)
+    prefix = f"test-{uuid.uuid4().hex[:12]}"
+    plain, retried, keyed = rec(), rec(), rec(concurrency_key="k")
+
+    def hmgets() -> int:
+        return int(admin.info("commandstats").get("cmdstat_hmget", {}).get("calls", 0))
+
+    async def settled(b: RedisBackend, task: Record, token: int) -> int:
+        before = hmgets()
+        done = Settlement(task.id, token, Outcome.SUCCEEDED, NOW + 3, result=b"1")
+        assert await b.settle([done]) == []
+        return hmgets() - before
+
+    async def main() -> None:
+        b = RedisBackend(redis_server.url, prefix=prefix)
+        await b.push([plain, retried, keyed])
+        assert len(await b.claim(ClaimRequest("q", NOW, 10, LEASE, "w"))) == 3
+        retry = Settlement(retried.id, 1, Outcome.RETRY, NOW + 1, run_at=NOW + 1, error="E")
+        assert await b.settle([retry]) == []
+        (again,) = await b.claim(ClaimRequest("q", NOW + 2, 10, LEASE, "w"))
+        assert (again.id, again.attempts) == (retried.id, 2)
+        assert [await settled(b, plain, 1), await settled(b, retried, 2)] == [1, 1]
+        assert await settled(b, keyed, 1) == 2
+        assert await b.counts("q") == {"succeeded": 3}
+        assert admin.hget(f"{prefix}:task:{retried.id}", "error") is None
         await b.close()
 
     asyncio.run(main())

@@ -31,7 +31,8 @@ local KINDS = {}
 -- READ: a record's status, attempts, queue, seq, created_at, error, history, concurrency_key and
 -- started. A record leased as pushed (attempts '01', while leased: see FRESH in claim.lua)
 -- holds no error, history or concurrency key, and started 0 while reserved, 1 once running:
--- only its first 5 are read (each field read costs some 2k instructions).
+-- only its first 5 are read (each field read costs some 2k instructions). Only a settlement of
+-- token 1 may find the mark; any other reads the 9 fields at once.
 local function kind_of(a)
     local s, ran, rest = string.match(a or '', '^(%l+)(%+?)(%*?)$')
     if s ~= 'started' and s ~= 'retrying' and s ~= 'succeeded' and s ~= 'failed'
@@ -51,7 +52,10 @@ for i = 1, total do
     at[i], kinds[i] = b, kind
     local id, outcome, expires = ARGV[b], kind[1], ARGV[b + 4]
     local first, rec = seen[id], false  -- (a second settlement: the full path reads it again)
-    if not first then  -- (the fields: see READ)
+    if not first and ARGV[b + 1] ~= '1' then  -- (a later lease, never marked: see READ)
+        rec = redis.call('HMGET', taskp .. id, 'status', 'attempts', 'queue', 'seq',
+            'created_at', 'error', 'history', 'concurrency_key', 'started')
+    elseif not first then
         rec = redis.call('HMGET', taskp .. id, 'status', 'attempts', 'queue', 'seq',
             'created_at')
         local s = rec[1]
