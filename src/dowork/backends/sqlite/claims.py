@@ -133,7 +133,7 @@ def _take_level(
     if not rows:
         return len(looked) > count, []
     until = c.now + c.lease
-    lease = _LEASE_SQL.format(",".join("?" * count), "")
+    lease = _LEASES.get(count) or _lease_sql(count)
     if conn.execute(lease, (until, c.owner, c.now, *[row[6] for row in rows])).rowcount != count:
         raise Unreadable(f"claim of {c.queue!r}: a record cannot be read")
     queue, now, owner = c.queue, c.now, c.owner
@@ -251,3 +251,13 @@ _LEASE_SQL = (
 )
 #: ``_take_level``'s read of the due records (``?6``: the level), with what leasing needs.
 _LEVEL_READ_SQL = PLAIN_LEVEL_SQL.format(records.LEVEL_COLUMNS)
+#: ``_LEASE_SQL`` without a RETURNING, by the count of records leased (up to 1024): written once.
+_LEASES: dict[int, str] = {}
+
+
+def _lease_sql(count: int) -> str:
+    """``_LEASE_SQL`` of ``count`` records without a RETURNING, kept in ``_LEASES``."""
+    sql = _LEASE_SQL.format(",".join("?" * count), "")
+    if count <= 1024:
+        _LEASES[count] = sql
+    return sql
