@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import re
 
+from .._history import TOOK_FORM
+from .._history import shown_history as _shown
+
 __all__ = ["TOOK_LINE", "history_arg", "shown_history"]
 
 #: A worker's history line of an attempt that did not raise (see ``durable/flush.py``), and the
@@ -23,17 +26,12 @@ __all__ = ["TOOK_LINE", "history_arg", "shown_history"]
 _ATTEMPT = re.compile(
     r'\{"n":([0-9]+),"start":([-+.0-9eE]+),"took":([-+.0-9eE]+),"outcome":"([a-z]+)"\}'
 )
-_SHORT = re.compile(
-    rb"^@(?:(@.*)|([0-9]+) ([-+.0-9eE]+) ([-+.0-9eE]+) ([a-z]+)"
-    rb"|([0-9]+) (-?[0-9]+)u (-?[0-9]+)n ([a-z]+))$",
-    re.M,
-)
 #: The ``settle.lua`` argument of the line ``attempt_line`` writes from a settlement's ``took``
 #: (a worker's attempt that did not raise), written without that line: "@n start took outcome"
 #: with the start in whole microseconds and the duration in whole nanoseconds (``u`` and ``n``
 #: after them mark this form). Two integers cost a quarter of the two float reprs the line
 #: would take; ``shown_history`` reads it back as that JSON line, the start to the microsecond.
-TOOK_LINE = b"=@%d %du %dn %s"
+TOOK_LINE = b"=" + TOOK_FORM.encode()
 
 
 def history_arg(attempt: str) -> bytes:
@@ -46,19 +44,9 @@ def history_arg(attempt: str) -> bytes:
     return b"=@" + line if line.startswith(b"@") else b"=" + line
 
 
-def _long(m: re.Match[bytes]) -> bytes:
-    if m[1] is not None:
-        return m[1]
-    if m[6] is not None:  # (TOOK_LINE's form)
-        start, took = int(m[7]) / 1e6, int(m[8]) / 1e9
-        return b'{"n":%s,"start":%r,"took":%r,"outcome":"%s"}' % (m[6], start, took, m[9])
-    return b'{"n":%s,"start":%s,"took":%s,"outcome":"%s"}' % m.group(2, 3, 4, 5)
-
-
 def shown_history(value: bytes | None, errors: str = "surrogatepass") -> str | None:
-    """A stored history as the record shows it: its lines as sent (see ``_ATTEMPT``)."""
+    """A stored history as the record shows it: its lines as sent (``_history.shown_history``)."""
     if value is None:
         return None
-    if b"@" in value:
-        value = _SHORT.sub(_long, value)
-    return value.decode("utf-8", errors)
+    text = value.decode("utf-8", errors)
+    return _shown(text) if text else text
