@@ -19,7 +19,7 @@ import re
 
 from ._protocol import Settlement, attempt_line
 
-__all__ = ["TOOK_FORM", "kept_line", "shown_history"]
+__all__ = ["TOOK_FORM", "kept_line", "shown_history", "took_parts"]
 
 #: The line kept of a settlement's ``took``: its token, start in whole microseconds (``u``),
 #: duration in whole nanoseconds (``n``) and outcome.
@@ -33,6 +33,23 @@ _SHORT = re.compile(
 )
 
 
+def took_parts(s: Settlement) -> tuple[float, int] | None:
+    """What ``TOOK_FORM`` keeps of ``s.took``: (start in microseconds, whole nanoseconds).
+
+    None when the form cannot keep it exactly: no ``took``, one not in whole nanoseconds as a
+    worker measures, ``inf``, ``nan``, a time too large. Both stores write by this one rule.
+    """
+    took = s.took
+    if took is None:
+        return None
+    start, ns = (s.now - took) * 1e6, took * 1e9
+    if -_INF < start < _INF and -_INF < ns < _INF:
+        whole = round(ns)
+        if whole / 1e9 == took:
+            return start, whole
+    return None
+
+
 def kept_line(s: Settlement) -> str | None:
     """The line a store appends to the record's history for ``s``, newline included, or None.
 
@@ -40,14 +57,9 @@ def kept_line(s: Settlement) -> str | None:
     as a worker measures, and finite times), else the line ``attempt_line`` gives (``inf``,
     ``nan``, a duration of a caller's), with one "@" more in front if it begins with one.
     """
-    took = s.took
-    if took is not None:
-        now = s.now
-        start, ns = (now - took) * 1e6, took * 1e9
-        if -_INF < start < _INF and -_INF < ns < _INF:
-            whole = round(ns)
-            if whole / 1e9 == took:
-                return _TOOK_LINE % (s.token, start, whole, s.outcome._value_)
+    parts = took_parts(s)
+    if parts is not None:
+        return _TOOK_LINE % (s.token, *parts, s.outcome._value_)
     line = attempt_line(s)
     if line is None:
         return None

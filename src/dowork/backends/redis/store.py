@@ -17,6 +17,7 @@ import redis
 import redis.exceptions
 
 from ...errors import BackendError, BackendFull, BackendUnavailable
+from .._history import took_parts
 from .._protocol import (
     STATS_MINUTES,
     Outcome,
@@ -63,7 +64,6 @@ _KINDS = {
     for ran in (False, True)
     for rest in (False, True)
 }
-_INF = float("inf")
 #: An outcome as a history line names it.
 _TEXTS = {outcome: str(outcome).encode() for outcome in Outcome}
 #: (An enum's members read from the class cost a Python ``__getattr__`` hook each, 3.11.)
@@ -153,14 +153,10 @@ class RedisStore(
         written = texts.get(now) or texts.setdefault(now, repr(now))
         error, reason, payload = s.error, s.reason, s.payload  # (mostly None: no opt call)
         result, took, token = s.result, s.took, s.token
-        line = None
-        if took is not None:
-            start, ns = (now - took) * 1e6, took * 1e9
-            if -_INF < start < _INF and -_INF < ns < _INF:
-                whole = round(ns)
-                if whole / 1e9 == took:  # (whole nanoseconds, as a worker measures: kept exactly)
-                    line = TOOK_LINE % (token, start, whole, _TEXTS[outcome])
-        if line is None:  # (no took, or one TOOK_LINE cannot keep: the line as history_arg says)
+        parts = None if took is None else took_parts(s)  # (TOOK_FORM's, as SQLite keeps it)
+        if parts is not None:
+            line = TOOK_LINE % (token, *parts, _TEXTS[outcome])
+        else:  # (no took, or one TOOK_LINE cannot keep: the line as history_arg says)
             attempt = attempt_line(s)
             line = b"" if attempt is None else history_arg(attempt)
         rest = outcome is _RETRY or not (error is None and reason is None and payload is None)
