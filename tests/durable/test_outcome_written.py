@@ -465,3 +465,20 @@ def test_a_handle_on_a_task_run_elsewhere_stops_waiting_when_its_queue_shuts_dow
     assert [type(e) for e in errors] == [dowork.QueueShuttingDown]
     with pytest.raises(dowork.QueueShuttingDown, match="is shut down"):
         handle.result(WAIT)  # asked again after the shutdown: at once too
+
+
+def test_a_worker_counts_the_tasks_it_ran_as_finished(
+    stores: Callable[..., Queue],
+) -> None:
+    """``len(queue)`` of a worker is 0 once its tasks' outcomes are stored, and it stops clean."""
+    producer, worker, reader = stores(), stores(), stores()
+    work = producer.task(name="work")(lambda i: i)
+    worker.task(name="work")(lambda i: i)
+    ids = [work.submit(i).id for i in range(20)]
+    worker.start()
+    deadline = time.monotonic() + WAIT
+    while any(stored(reader, i) is not TaskStatus.SUCCEEDED for i in ids):
+        assert time.monotonic() < deadline, "the worker did not finish the tasks"
+        time.sleep(0.02)
+    assert len(worker) == 0  # nothing unfinished: every outcome was counted
+    assert worker.shutdown(timeout=10) is True
