@@ -85,14 +85,12 @@ class Outbox(DurableState):
         task._unwritten = _RUNNING
         if engine._h_success:  # hooks read the outcome at once (see _decide)
             self._decide(task, _SUCCEEDED, value, None)
-        else:  # (core_finish with no hooks, group or after-callback, inline)
-            task._status = _SUCCEEDED
+        else:  # (core_finish with no hooks, group or after-callback, inline; a queue on a
+            task._status = _SUCCEEDED  # backend has no maxsize, so no capacity to release)
             task._value = value
             task._error = None
             task._next_attempt = None
             engine._unfinished -= 1
-            if engine.capacity is not None:
-                engine.capacity.release()
             self._unwoken.add(task)  # woken by _written (see done)
         if self._slot_waiting:
             self._freed()
