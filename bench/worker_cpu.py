@@ -18,11 +18,14 @@ loop thread (the claim, admission, launch, outcome and settle) to FILE; ``--opco
 the bytecodes each Python function ran per task in the worker phase, every thread (exact and
 repeatable, unlike timings: what to cut first).
 
-``--body redis`` gives each (``def``) task issue 16's realistic body, one ``INCR`` on the
-Redis the run started, and the line also shows tasks/s and context switches per task (every
-thread's, voluntary or not); ``--ceiling`` runs that body on a bare ``ThreadPoolExecutor``
-of ``--concurrency`` threads instead, timed alike, for the ratio. Timed figures need a quiet
-machine; compare runs alternated with the other commit.
+``--body redis`` gives each task issue 16's realistic body, one ``INCR`` on the Redis the run
+started (redis-py's ``redis.asyncio`` client with ``--async``), and the line also shows
+tasks/s and context switches per task (every thread's, voluntary or not); ``--ceiling`` runs
+that body on a bare ``ThreadPoolExecutor`` of ``--concurrency`` threads instead (with
+``--async``: one event loop, ``--concurrency`` bodies at once), timed alike, for the ratio;
+with ``--opcodes`` too, the bytecodes the ceiling ran per task, to set beside the worker's
+(whose report also says how many were dowork's own). Timed figures need a quiet machine;
+compare runs alternated with the other commit.
 
 ``--server stats`` (Redis) adds what the broker spent on the worker phase: the scripts' time
 and calls per task (``INFO commandstats``, their own commands included) and the server's CPU
@@ -37,6 +40,7 @@ first 128 finished tasks go to small listing zsets, some 5k instructions a task 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import cProfile
 import gc
 import glob
@@ -187,10 +191,14 @@ class Opcodes:
             sys.settrace(self._global)
             self.on = True
 
-    def report(self, n: int, top: int = 40) -> str:
+    def report(self, n: int, top: int = int(os.environ.get("TOP", "40"))) -> str:
         """Bytecodes per task, in all and of the ``top`` functions that ran the most."""
         total = sum(self.counts.values())
-        lines = [f"{total / n:,.0f} bytecodes a task; the functions that ran the most:"]
+        own = sum(c for code, c in self.counts.items() if "/dowork/" in code.co_filename)
+        lines = [
+            f"{total / n:,.0f} bytecodes a task ({own / n:,.0f} in dowork's own modules); "
+            "the functions that ran the most:"
+        ]
         for code, count in self.counts.most_common(top):
             where = code.co_filename.split("/src/")[-1].split("/site-packages/")[-1]
             lines.append(f"{count / n:8.1f}  {where}:{code.co_firstlineno} {code.co_qualname}")
@@ -198,7 +206,22 @@ class Opcodes:
 
 
 def ceiling(args: argparse.Namespace, url: str) -> None:
-    """The body run by a bare ``ThreadPoolExecutor`` of ``--concurrency`` threads, timed alike."""
+    """The body run by a bare ``ThreadPoolExecutor`` of ``--concurrency`` threads, timed alike.
+
+    With ``--async``: by one event loop, at most ``--concurrency`` bodies at once (a
+    ``Semaphore``), as bench/peers.py's ceiling.
+    """
+    opcodes = Opcodes(args.opcodes)
+    if args.is_async:
+        asyncio.run(async_ceiling(args, url, opcodes))
+    else:
+        thread_ceiling(args, url, opcodes)
+    if opcodes.enabled:
+        print(opcodes.report(args.n))
+
+
+def thread_ceiling(args: argparse.Namespace, url: str, opcodes: Opcodes) -> None:
+    """``ceiling`` for a ``def`` body: a ``ThreadPoolExecutor``."""
     from concurrent.futures import ThreadPoolExecutor
 
     import redis
@@ -206,9 +229,12 @@ def ceiling(args: argparse.Namespace, url: str) -> None:
     pool = redis.BlockingConnectionPool.from_url(url, max_connections=args.concurrency)
     client = redis.Redis(connection_pool=pool)
     n = args.n
+    opcodes.start()  # (its threads start in the warm-up: counted from after it)
+    opcodes.on = False
     with ThreadPoolExecutor(args.concurrency) as executor:
         list(executor.map(lambda i: client.incr("cpu-body"), range(args.concurrency)))
         switches = context_switches()
+        opcodes.on = opcodes.enabled
         wall = time.perf_counter()
         began = time.process_time()
         futures = [executor.submit(client.incr, "cpu-body") for _ in range(n)]
@@ -216,10 +242,40 @@ def ceiling(args: argparse.Namespace, url: str) -> None:
             future.result()
         took = time.process_time() - began
         wall = time.perf_counter() - wall
+        opcodes.on = False
         switched = context_switches() - switches
     print(
         f"ThreadPoolExecutor({args.concurrency}): {n} bodies, CPU {took / n * 1e6:.1f} us per task "
         f"(process), {n / wall:,.0f} tasks/s, {switched / n:.2f} context switches per task"
+    )
+
+
+async def async_ceiling(args: argparse.Namespace, url: str, opcodes: Opcodes) -> None:
+    """``ceiling`` for an ``async def`` body: one event loop, ``--concurrency`` at once."""
+    import redis.asyncio
+
+    client = redis.asyncio.Redis.from_url(url, max_connections=args.concurrency)
+    gate = asyncio.Semaphore(args.concurrency)
+
+    async def one() -> None:
+        async with gate:
+            await client.incr("cpu-body")
+
+    n = args.n
+    await asyncio.gather(*(one() for _ in range(args.concurrency)))
+    switches = context_switches()
+    opcodes.start()
+    wall = time.perf_counter()
+    began = time.process_time()
+    await asyncio.gather(*(one() for _ in range(n)))
+    took = time.process_time() - began
+    wall = time.perf_counter() - wall
+    opcodes.on = False
+    switched = context_switches() - switches
+    await client.aclose()
+    print(
+        f"asyncio + Semaphore({args.concurrency}): {n} bodies, CPU {took / n * 1e6:.1f} us per "
+        f"task (process), {n / wall:,.0f} tasks/s, {switched / n:.2f} context switches per task"
     )
 
 
@@ -237,7 +293,15 @@ def make_body(args: argparse.Namespace, url: str, bump: Callable[[], None]) -> C
             client.incr("cpu-body")
         bump()
 
+    aclient: Any = None
+    if args.body == "redis" and args.is_async:
+        import redis.asyncio
+
+        aclient = redis.asyncio.Redis.from_url(url, max_connections=args.concurrency)
+
     async def awork_fn(i: int) -> None:
+        if aclient is not None:
+            await aclient.incr("cpu-body")
         bump()
 
     return awork_fn if args.is_async else work_fn
@@ -316,7 +380,7 @@ def main() -> None:
         "--opcodes", action="store_true", help="count bytecodes per function, every thread"
     )
     parser.add_argument(
-        "--body", choices=("noop", "redis"), default="noop", help="redis: one INCR a task (def)"
+        "--body", choices=("noop", "redis"), default="noop", help="redis: one INCR a task"
     )
     parser.add_argument(
         "--ceiling", action="store_true", help="run the body on a ThreadPoolExecutor instead"
