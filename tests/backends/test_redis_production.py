@@ -541,6 +541,42 @@ def test_a_full_redis_takes_a_batch_whose_first_settlement_is_a_start_mark(
     asyncio.run(main())
 
 
+@pytest.mark.parametrize("keyed", [False, True], ids=["lean", "full"])
+def test_a_full_redis_takes_a_batch_of_start_marks_alone(
+    own_server: RedisServer, keyed: bool
+) -> None:
+    """A batch of STARTED marks alone (long tasks, no outcome yet) is written at maxmemory.
+
+    It ends no lease, so its first write was the mark's HSET, which a full Redis refuses: the
+    worker stopped claiming and retried it until an outcome joined the batch. The marks of
+    both records are written, and their counts move from reserved to running.
+    """
+    from dowork.backends import Outcome, Settlement
+
+    async def main() -> None:
+        backend = RedisBackend(own_server.url, prefix=f"dowork:m{uuid.uuid4().hex[:8]}")
+        key = "k" if keyed else None
+        first, second = rec(queue="m", concurrency_key=key), rec(queue="m", concurrency_key=key)
+        await backend.push([first, second])
+        claimed = await backend.claim(ClaimRequest("m", NOW, 2, LEASE, "w"))
+        assert {r.id for r in claimed} == {first.id, second.id}
+        with redis.Redis.from_url(own_server.url) as admin:
+            admin.config_set("maxmemory-policy", "noeviction")
+            admin.config_set("maxmemory", "1")  # over it from now on
+        try:
+            marks = [Settlement(r.id, 1, Outcome.STARTED, NOW) for r in (first, second)]
+            assert await backend.settle(marks) == []
+        finally:
+            with redis.Redis.from_url(own_server.url) as admin:
+                admin.config_set("maxmemory", "0")
+        for got in await backend.get([first.id, second.id]):
+            assert (got.status, got.started, got.attempts) == ("running", 1, 1)
+        assert await backend.counts("m") == {"running": 2}
+        await backend.close()
+
+    asyncio.run(main())
+
+
 @pytest.mark.parametrize("alone", [True, False], ids=["alone", "with-an-outcome"])
 def test_a_full_redis_takes_a_late_settlement_of_a_task_charged_twice(
     own_server: RedisServer, alone: bool

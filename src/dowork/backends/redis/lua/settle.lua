@@ -120,6 +120,9 @@ if lean then
         end
     end
     for key, ids in pairs(leases) do chunks('ZREM', key, ids) end  -- (first: see full)
+    if next(leases) == nil then  -- (marks alone: see full)
+        redis.call('HDEL', taskp .. ARGV[at[1]], 'slot')
+    end
     for i = 1, total do  -- STARTED marks, after the leases as the full path writes them
         local rec, kind = recs[i], kinds[i]
         if kind[1] == 'started' and rec[1] == 'reserved' and kind[2] == '1' and not dropped[i]
@@ -373,8 +376,13 @@ end
 -- The leases go first: a write that frees memory, after which Redis lets this script finish
 -- its writes even at maxmemory (noeviction), so outcomes are stored while submits are refused.
 -- The STARTED marks follow (a mark first would be refused there, and the batch with it);
--- a mark whose record's outcome came later in the batch is that outcome's to count.
+-- a mark whose record's outcome came later in the batch is that outcome's to count. A batch
+-- of marks alone ends no lease: its first write is then an HDEL of the field a claim cleared
+-- (slot: nothing to delete, and no write that could enlarge memory), after which the marks
+-- are let through too; a mark rewrites two fields of a record (reserved to running, started
+-- n to n + 1), so that a full Redis still learns that the functions started.
 for key, list in pairs(leases) do chunks('ZREM', key, list, 4000) end
+if next(leases) == nil and marks[1] then redis.call('HDEL', marks[1][2], 'slot') end
 for _, a in ipairs(marks) do
     local rec = a[3]
     if not over[a[1]] then
