@@ -65,7 +65,7 @@ def test_a_late_outcome_is_written_before_the_worker_claims_again(tmp_path: Path
         wait_for(lambda: source._unsettled)
         claims = store.claims
         store.beats = False  # the worker reaches its store again, but for its outcomes
-        wait_for(lambda: store.claims > claims or source._slot_waiting)
+        wait_for(lambda: store.claims > claims or source._slot_waiting > 0)
         assert store.claims == claims  # it did not claim its own task over its outcome
         store.cut = False
         assert task.result(WAIT) == "first"

@@ -98,8 +98,9 @@ class Fetcher(DurableState):
             self._suspects.intersection_update(self._claimed)
         held = len(self._claimed)
         prefetch = self._prefetch()
-        room = prefetch + self.engine.concurrency - held
-        fits = held < self.engine.concurrency or room * 2 >= prefetch
+        concurrency = self.engine.concurrency
+        room = prefetch + concurrency - held
+        fits = held < concurrency or room * 2 >= prefetch
         if room > 0 and fits and not (self._suspects or self._unsettled):
             ask = min(room, settings.batch)
             claimed = await self.backend.claim(self._claim_request(now, ask))
@@ -111,14 +112,17 @@ class Fetcher(DurableState):
         slot = self._slot_free
         assert slot is not None
         slot.clear()
-        self._slot_waiting = True  # a finished task sets the slot only while this waits
+        # A finished task sets the slot only while this waits, and only once fewer are held
+        # than would let the claim above go (room, and fits: held <= concurrency + prefetch
+        # // 2): a busy worker with a small concurrency was woken by every task, to wait again.
+        self._slot_waiting = concurrency + prefetch // 2 + 1 if prefetch else concurrency
         try:
             async with asyncio.timeout(settings.maintenance):
                 await slot.wait()
         except TimeoutError:
             pass
         finally:
-            self._slot_waiting = False
+            self._slot_waiting = 0
         return None
 
     def _lose_store(self, exc: StoreLost) -> None:

@@ -92,7 +92,7 @@ class Outbox(DurableState):
             task._next_attempt = None
             engine._unfinished -= 1
             self._unwoken.add(task)  # woken by _written (see done)
-        if self._slot_waiting:
+        if len(self._claimed) < self._slot_waiting:  # (the fetcher waits, and may claim now)
             self._freed()
         if self._held:
             self._start_held(task_id)
@@ -189,7 +189,7 @@ class Outbox(DurableState):
                 self._give_up_unwritten()
         else:
             self.engine.core_finish(task, status, value, error)
-        if self._slot_waiting:  # (self._freed(), only when the fetcher waits for it)
+        if len(self._claimed) < self._slot_waiting:  # (the fetcher waits, and may claim now)
             self._freed()
         if self._held:
             self._start_held(task_id)

@@ -188,15 +188,15 @@ class DurableState:
 
     _due_at = 0.0
 
-    #: Whether the fetcher waits for ``_slot_free`` (a slot freed) now: a set before its wait
-    #: begins would be cleared unseen, so a finished task sets it only then.
-    _slot_waiting = False
+    #: While the fetcher waits for ``_slot_free`` (a slot freed): how few tasks held (claimed)
+    #: let it claim again; 0 while it does not wait (a set before its wait begins would be
+    #: cleared unseen). A finished task sets the slot once fewer are held.
+    _slot_waiting = 0
 
     #: Whether the last write of outcomes failed (the store out of reach) and some wait to be
     #: written: the fetcher claims nothing meanwhile, so that a late outcome of this worker's
     #: reaches the store before this worker could claim the same task again and run it twice.
-    #: Not for a full store, which the claims drain (a Redis at ``maxmemory`` refuses a batch of
-    #: start marks alone until an outcome joins it).
+    #: Not for a full store, which the claims drain.
     _unsettled = False
 
     #: The warm shutdown in progress (``shutdown()``'s asyncio task), which ``abort()`` ends.

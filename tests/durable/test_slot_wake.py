@@ -1,0 +1,65 @@
+"""A busy worker claims again as its tasks finish, without being woken by each of them.
+
+While the fetcher waits for room (every slot and prefetched place taken), a finished task
+wakes it only once a claim would take something: with a long maintenance interval, a wake
+missed for one ``concurrency`` and ``prefetch`` would leave the backlog waiting a minute, and
+a wake from every task would show in how often the fetcher looked for room.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from dowork import DurableSettings, Queue
+from dowork.durable import DurableSource
+
+WAIT = 20.0
+TASKS = 60
+pytestmark = pytest.mark.realtime
+
+
+@pytest.mark.parametrize(
+    ("concurrency", "prefetch"), [(1, 0), (1, 1), (2, 3), (3, 7), (1, 32), (4, 32)]
+)
+@pytest.mark.parametrize("is_async", [False, True], ids=["def", "async"])
+def test_a_backlog_runs_through_with_each_concurrency_and_prefetch(
+    stores: Callable[..., Queue], concurrency: int, prefetch: int, is_async: bool
+) -> None:
+    settings = DurableSettings(lease=120.0, maintenance=60.0, prefetch=prefetch)
+    producer = stores()
+    queue = stores(concurrency=concurrency, durable=settings)
+    ran: list[int] = []
+
+    def work(n: int) -> int:  # (a millisecond: tasks end one at a time, as real ones do)
+        time.sleep(0.001)
+        ran.append(n)
+        return n
+
+    async def awork(n: int) -> int:
+        await asyncio.sleep(0.001)
+        ran.append(n)
+        return n
+
+    for q in (producer, queue):
+        q.task(name="work")(awork if is_async else work)
+    handles = [producer.submit(awork if is_async else work, n) for n in range(TASKS)]
+    source = queue._engine.source
+    assert isinstance(source, DurableSource)
+    looks = [0]
+    fetch = source._fetch
+
+    async def counted(now: float) -> Any:
+        looks[0] += 1
+        return await fetch(now)
+
+    source._fetch = counted  # type: ignore[method-assign]
+    queue.start()
+    assert [h.result(WAIT) for h in handles] == list(range(TASKS))
+    assert sorted(ran) == list(range(TASKS))
+    if prefetch >= 8 * concurrency:  # then a claim takes some prefetch // 2 at a time
+        assert looks[0] < TASKS // 2, looks[0]  # (a look per task before: 60 and more)
