@@ -24,6 +24,11 @@ from .state import _FINISHED, DurableState, encode_progress, log, store_pause
 
 #: (An enum's members read from the class cost a Python ``__getattr__`` hook each, 3.11.)
 _RETRY, _STARTED = Outcome.RETRY, Outcome.STARTED
+#: Seconds a serving worker lets outcomes gather after a write of them before it starts the
+#: next, unless half a claim's batch of them waits: a busy worker with a small concurrency
+#: wrote each task's outcome in a round trip of its own. A worker whose last write is older
+#: writes at once, so an outcome is never held back when tasks are few.
+_GATHER = 0.001
 
 
 def one_lease_each(outbox: list[Settlement]) -> tuple[list[Settlement], list[Settlement]]:
@@ -120,6 +125,27 @@ class Flushing(DurableState):
         counts[counted] = counts.get(counted, 0) + 1
         self._outbox.append(settlement)
         if self._flushing is None or self._flushing.done():
+            self._flush_soon()
+
+    def _flush_soon(self) -> None:
+        """Write the outbox now, or once ``_GATHER`` passed since the last write (see there)."""
+        loop = asyncio.get_running_loop()
+        gathering = self._gathering
+        if len(self._outbox) * 2 < self.settings.batch:
+            if gathering is not None:
+                return  # (it writes them all when it fires)
+            wait = self._written_at + _GATHER - loop.time()
+            if wait > 0 and self.engine.serving:
+                self._gathering = loop.call_later(wait, self._gathered)
+                return
+        elif gathering is not None:
+            gathering.cancel()
+            self._gathering = None
+        self._flushing = loop.create_task(self._flush())
+
+    def _gathered(self) -> None:
+        self._gathering = None
+        if self._outbox and (self._flushing is None or self._flushing.done()):
             self._flushing = asyncio.get_running_loop().create_task(self._flush())
 
     async def _flush(self) -> None:
@@ -151,6 +177,7 @@ class Flushing(DurableState):
             else:
                 refused = outcomes_refused(batch, refused)
                 self._written(batch, refused)
+            self._written_at = asyncio.get_running_loop().time()
             if self._unsettled:  # written again: a later failure backs off from the start
                 self._unsettled = False
                 failures = 0

@@ -277,6 +277,10 @@ class DurableState:
     def _init_tasks(self) -> None:
         """The background tasks, watched handles, held duplicates, clocks and counters."""
         self._flushing: asyncio.Task[None] | None = None
+        #: The wait before the next write of outcomes, and the loop's time the last ended
+        #: (``Flushing._flush_soon``).
+        self._gathering: asyncio.TimerHandle | None = None
+        self._written_at = 0.0
         self._fetcher: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._watched: dict[str, Task[Any]] = {}
