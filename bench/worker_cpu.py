@@ -162,6 +162,14 @@ def context_switches() -> int:
     return total
 
 
+def thread_user_system() -> tuple[float, float]:
+    """The calling thread's CPU seconds so far, in user space and in the kernel (clock ticks)."""
+    with open("/proc/thread-self/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
 class Opcodes:
     """Bytecodes run per Python function while enabled, in every thread started after ``arm``.
 
@@ -343,12 +351,15 @@ def run(args: argparse.Namespace, work: str, url: str, cost: ServerCost | None =
         cost.begin()
     queue.start()
     loop_began = engine.call(time.thread_time)
+    split_began = engine.call(thread_user_system)
     if profiler is not None:
         engine.call(profiler.enable)
     if not done.wait(300):
         raise SystemExit(f"only {count[0]} of {n} tasks ran")
     wall = time.perf_counter() - wall
     loop_cpu = engine.call(time.thread_time) - loop_began  # (the outcomes' writes go on)
+    split_ended = engine.call(thread_user_system)
+    user, system = split_ended[0] - split_began[0], split_ended[1] - split_began[1]
     switched = context_switches() - switches  # (before the shutdown ends the threads)
     if profiler is not None:
         engine.call(profiler.disable)
@@ -358,7 +369,8 @@ def run(args: argparse.Namespace, work: str, url: str, cost: ServerCost | None =
     print(
         f"{args.store}: {n} tasks, worker CPU {took / n * 1e6:.1f} us per task (process), "
         f"{n / wall:,.0f} tasks/s, {switched / n:.2f} context switches per task, "
-        f"loop thread {loop_cpu / n * 1e6:.1f} us per task"
+        f"loop thread {loop_cpu / n * 1e6:.1f} us per task ({user / n * 1e6:.0f} user, "
+        f"{system / n * 1e6:.0f} system)"
     )
     if cost is not None:
         print(cost.report(n))
