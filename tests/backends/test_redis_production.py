@@ -19,7 +19,14 @@ import pytest
 import redis
 
 import dowork
-from dowork.backends import ClaimRequest, Record, RedisBackend, open_backend
+from dowork.backends import (
+    ClaimRequest,
+    Outcome,
+    Record,
+    RedisBackend,
+    Settlement,
+    open_backend,
+)
 from dowork.errors import EvictionPolicyError
 from tests.backends.test_contract import LEASE, NOW, rec
 from tests.redis_server import RedisServer
@@ -501,6 +508,28 @@ def test_a_full_redis_is_drained_by_a_worker_with_nothing_lost(
     assert not [r for r in caplog.records if "backend error" in r.getMessage()]
 
 
+async def settle_on_a_full_redis(
+    url: str, records: list[Record], batch: Callable[[], list[Settlement]]
+) -> RedisBackend:
+    """Push and claim ``records``, then settle ``batch()`` with Redis over its ``maxmemory``.
+
+    The batch is refused by no one (``[]``); the backend is returned to read what it wrote.
+    """
+    backend = RedisBackend(url, prefix=f"dowork:m{uuid.uuid4().hex[:8]}")
+    await backend.push(records)
+    claimed = await backend.claim(ClaimRequest("m", NOW, len(records), LEASE, "w"))
+    assert {r.id for r in claimed} == {r.id for r in records}
+    with redis.Redis.from_url(url) as admin:
+        admin.config_set("maxmemory-policy", "noeviction")
+        admin.config_set("maxmemory", "1")  # over it from now on
+    try:
+        assert await backend.settle(batch()) == []
+    finally:
+        with redis.Redis.from_url(url) as admin:
+            admin.config_set("maxmemory", "0")
+    return backend
+
+
 @pytest.mark.parametrize("keyed", [False, True], ids=["lean", "full"])
 def test_a_full_redis_takes_a_batch_whose_first_settlement_is_a_start_mark(
     own_server: RedisServer, keyed: bool
@@ -512,26 +541,17 @@ def test_a_full_redis_takes_a_batch_whose_first_settlement_is_a_start_mark(
     batch with it, again at every retry: a full Redis was never drained. Both the lean path
     and the full one (a concurrency key takes a batch there).
     """
-    from dowork.backends import Outcome, Settlement
 
     async def main() -> None:
-        backend = RedisBackend(own_server.url, prefix=f"dowork:m{uuid.uuid4().hex[:8]}")
         marked, done = rec(queue="m", concurrency_key="k" if keyed else None), rec(queue="m")
-        await backend.push([marked, done])
-        claimed = await backend.claim(ClaimRequest("m", NOW, 2, LEASE, "w"))
-        assert {r.id for r in claimed} == {marked.id, done.id}
-        with redis.Redis.from_url(own_server.url) as admin:
-            admin.config_set("maxmemory-policy", "noeviction")
-            admin.config_set("maxmemory", "1")  # over it from now on
-        try:
-            batch = [
+        backend = await settle_on_a_full_redis(
+            own_server.url,
+            [marked, done],
+            lambda: [
                 Settlement(marked.id, 1, Outcome.STARTED, NOW),
                 Settlement(done.id, 1, Outcome.SUCCEEDED, NOW, result=b"1"),
-            ]
-            assert await backend.settle(batch) == []
-        finally:
-            with redis.Redis.from_url(own_server.url) as admin:
-                admin.config_set("maxmemory", "0")
+            ],
+        )
         got = {r.id: r for r in await backend.get([marked.id, done.id])}
         assert (got[marked.id].status, got[marked.id].started) == ("running", 1)
         assert (got[done.id].status, got[done.id].result) == ("succeeded", b"1")
@@ -551,24 +571,15 @@ def test_a_full_redis_takes_a_batch_of_start_marks_alone(
     worker stopped claiming and retried it until an outcome joined the batch. The marks of
     both records are written, and their counts move from reserved to running.
     """
-    from dowork.backends import Outcome, Settlement
 
     async def main() -> None:
-        backend = RedisBackend(own_server.url, prefix=f"dowork:m{uuid.uuid4().hex[:8]}")
         key = "k" if keyed else None
         first, second = rec(queue="m", concurrency_key=key), rec(queue="m", concurrency_key=key)
-        await backend.push([first, second])
-        claimed = await backend.claim(ClaimRequest("m", NOW, 2, LEASE, "w"))
-        assert {r.id for r in claimed} == {first.id, second.id}
-        with redis.Redis.from_url(own_server.url) as admin:
-            admin.config_set("maxmemory-policy", "noeviction")
-            admin.config_set("maxmemory", "1")  # over it from now on
-        try:
-            marks = [Settlement(r.id, 1, Outcome.STARTED, NOW) for r in (first, second)]
-            assert await backend.settle(marks) == []
-        finally:
-            with redis.Redis.from_url(own_server.url) as admin:
-                admin.config_set("maxmemory", "0")
+        backend = await settle_on_a_full_redis(
+            own_server.url,
+            [first, second],
+            lambda: [Settlement(r.id, 1, Outcome.STARTED, NOW) for r in (first, second)],
+        )
         for got in await backend.get([first.id, second.id]):
             assert (got.status, got.started, got.attempts) == ("running", 1, 1)
         assert await backend.counts("m") == {"running": 2}
@@ -588,7 +599,6 @@ def test_a_full_redis_takes_a_late_settlement_of_a_task_charged_twice(
     late() wrote that with an HSET as the script's first write, which a full Redis refuses
     (nothing freed yet), and the whole batch with it, again at every retry.
     """
-    from dowork.backends import Outcome, Settlement
     from tests.backends.test_contract import start
     from tests.upkeep import reap
 
