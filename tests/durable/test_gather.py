@@ -1,7 +1,9 @@
 """A busy worker lets outcomes gather for a moment after a write, never when tasks are few.
 
 ``_GATHER`` is set to a minute here, so that nothing depends on the machine's speed: a write
-that waited for it would fail the test (its results arrive within ``WAIT``).
+that waited for it would fail the test (its results arrive within ``WAIT``). So is the delay
+before a running task's start mark is written, which would write the outcomes gathered so far
+with it.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import pytest
 
 from dowork import DurableSettings, Queue, TaskStatus
 from dowork.backends import Outcome, Settlement
-from dowork.durable import DurableSource, flush
+from dowork.durable import DurableSource, flush, starts
 
 WAIT = 20.0
 pytestmark = pytest.mark.realtime
@@ -24,6 +26,7 @@ def test_outcomes_gather_after_a_write_and_a_stop_writes_them(
     stores: Callable[..., Queue], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(flush, "_GATHER", 60.0)
+    monkeypatch.setattr(starts, "_MARK_DELAY", 60.0)
     queue = stores(concurrency=1, durable=DurableSettings(batch=4))
     reader = stores()
 
