@@ -99,10 +99,11 @@ class Fetcher(DurableState):
         held = len(self._claimed)
         prefetch = self._prefetch()
         concurrency = self.engine.concurrency
-        room = prefetch + concurrency - held
-        fits = held < concurrency or room * 2 >= prefetch
-        if room > 0 and fits and not (self._suspects or self._unsettled):
-            ask = min(room, settings.batch)
+        # A claim goes while fewer are held than this: a slot is free, or there is room for
+        # half the prefetch at least (held <= concurrency + prefetch // 2).
+        below = concurrency + prefetch // 2 + 1 if prefetch else concurrency
+        if held < below and not (self._suspects or self._unsettled):
+            ask = min(prefetch + concurrency - held, settings.batch)
             claimed = await self.backend.claim(self._claim_request(now, ask))
             await self._admit(claimed)
             self.engine._pump()
@@ -113,9 +114,9 @@ class Fetcher(DurableState):
         assert slot is not None
         slot.clear()
         # A finished task sets the slot only while this waits, and only once fewer are held
-        # than would let the claim above go (room, and fits: held <= concurrency + prefetch
-        # // 2): a busy worker with a small concurrency was woken by every task, to wait again.
-        self._slot_waiting = concurrency + prefetch // 2 + 1 if prefetch else concurrency
+        # than would let the claim above go: a busy worker with a small concurrency was woken
+        # by every task, to wait again.
+        self._slot_waiting = below
         try:
             async with asyncio.timeout(settings.maintenance):
                 await slot.wait()

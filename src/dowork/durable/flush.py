@@ -145,7 +145,12 @@ class Flushing(DurableState):
 
     def _gathered(self) -> None:
         self._gathering = None
-        if self._outbox and (self._flushing is None or self._flushing.done()):
+        if self._outbox:
+            self._flush_now()
+
+    def _flush_now(self) -> None:
+        """Start writing the outbox, unless a write of it is under way (it writes them too)."""
+        if self._flushing is None or self._flushing.done():
             self._flushing = asyncio.get_running_loop().create_task(self._flush())
 
     async def _flush(self) -> None:

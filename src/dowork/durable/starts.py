@@ -144,8 +144,7 @@ class Starts(DurableState):
         now = self.clock.now()
         marks, self._marks = self._marks, {}
         self._outbox.extend(Settlement(i, t, Outcome.STARTED, now) for i, t in marks.items())
-        if self._flushing is None or self._flushing.done():
-            self._flushing = asyncio.get_running_loop().create_task(self._flush())
+        self._flush_now()
 
     def _drop(self, task_id: str, in_line: bool = True) -> None:
         """Give up a claimed task that did not start (its lease lapsed): never start it here.

@@ -162,6 +162,7 @@ class DurableState:
     _end_refiring: Callable[[], None]
     _end_watches: Callable[[], None]
     _flush: Callable[[], Coroutine[Any, Any, None]]
+    _flush_now: Callable[[], None]
     _freed: Callable[[], None]
     _give_up_unwritten: Callable[[], None]
     _hand_back_held: Callable[[], None]

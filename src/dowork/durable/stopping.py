@@ -79,8 +79,8 @@ class Stopping(DurableState):
         if progressing is not None and not progressing.done():
             await asyncio.shield(progressing)  # the last progress reports, then the outcomes
         while self._outbox or (self._flushing is not None and not self._flushing.done()):
-            if self._flushing is None or self._flushing.done():
-                self._flushing = asyncio.get_running_loop().create_task(self._flush())
+            self._flush_now()
+            assert self._flushing is not None
             await asyncio.shield(self._flushing)
 
     def has_work(self) -> bool:
