@@ -52,8 +52,9 @@ _OUTCOME = {
 }
 #: Record statuses of a finished task.
 _FINISHED = ("succeeded", "failed", "cancelled", "dead")
-#: Seconds a started attempt waits before its ``STARTED`` mark is written: an attempt that
-#: ends sooner never writes one (its outcome counts the start), so short tasks cost nothing.
+#: Seconds a started attempt waits before its ``STARTED`` mark is written (up to twice that:
+#: marks are written in rounds, see ``Starts._write_marks``): an attempt that ends sooner never
+#: writes one (its outcome counts the start), so short tasks cost nothing.
 _MARK_DELAY = 0.02
 #: ``Options.from_stored`` of a record that stores none.
 _NO_OPTIONS: tuple[None, None, None] = (None, None, None)
@@ -243,6 +244,7 @@ class DurableState:
         self._begun: set[str] = set()  # claimed ids whose function started here
         self._marks: dict[str, int] = {}  # started ids whose STARTED mark is not written yet
         self._marking: asyncio.TimerHandle | None = None
+        self._aged: list[str] = []  # those of them that started before the last round (marks)
         #: Claimed ids that lost a lease before (``lost`` or ``crashes``): their start is written
         #: before their function runs, so a task that kills its worker at once is charged.
         self._store_first: set[str] = set()
