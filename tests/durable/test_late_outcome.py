@@ -23,8 +23,9 @@ from dowork.durable import DurableSource
 from dowork.durable.flush import one_lease_each
 from dowork.durable.state import store_pause
 from dowork.errors import BackendError, BackendFull, BackendUnavailable
-from tests.durable.test_outcome_written import WAIT, Unwritable, stored, wait_for
+from tests.durable.test_outcome_written import WAIT, Unwritable, stored
 from tests.upkeep import reap
+from tests.waiting import wait_for
 
 
 class CutOff(Unwritable):

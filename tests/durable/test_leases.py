@@ -20,6 +20,7 @@ from dowork import DurableSettings, Queue, TaskStatus
 from dowork.backends import Record, SQLiteBackend
 from dowork.errors import BackendUnavailable
 from tests.upkeep import reap
+from tests.waiting import wait_for
 
 WAIT = 10.0
 pytestmark = pytest.mark.realtime
@@ -77,13 +78,6 @@ def _loop() -> asyncio.AbstractEventLoop:
         _LOOP = asyncio.new_event_loop()
         threading.Thread(target=_LOOP.run_forever, daemon=True).start()
     return _LOOP
-
-
-def wait_for(predicate: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + WAIT
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.005)
 
 
 def test_a_claimed_task_waiting_for_a_slot_is_reserved_then_running(

@@ -8,7 +8,6 @@ that round put in the outbox at once, so nothing depends on the machine's speed.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 
 import pytest
@@ -16,6 +15,7 @@ import pytest
 from dowork import Queue, TaskStatus
 from dowork.backends import Outcome
 from dowork.durable import DurableSource, starts
+from tests.waiting import wait_for
 
 from .reads import records_of
 
@@ -34,13 +34,6 @@ def _round(queue: Queue, source: DurableSource) -> list[str]:
         ]
 
     return queue._engine.call(run)
-
-
-def _until(check: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + WAIT
-    while not check():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.005)
 
 
 def test_a_mark_waits_a_whole_round_and_a_shorter_attempt_writes_none(
@@ -64,13 +57,13 @@ def test_a_mark_waits_a_whole_round_and_a_shorter_attempt_writes_none(
     queue.start()
     first = queue.submit(work, 1)
     assert began[1].wait(WAIT)
-    _until(lambda: first.id in source._marks)
+    wait_for(lambda: first.id in source._marks)
     assert _round(queue, source) == []  # it started during this round: not yet
     second = queue.submit(work, 2)
     assert began[2].wait(WAIT)
-    _until(lambda: second.id in source._marks)
+    wait_for(lambda: second.id in source._marks)
     assert _round(queue, source) == [first.id]  # a whole round: marked; the second not yet
-    _until(lambda: reader.status(first.id) is TaskStatus.RUNNING)
+    wait_for(lambda: reader.status(first.id) is TaskStatus.RUNNING)
     assert reader.status(second.id) is TaskStatus.RESERVED
     go[2].set()  # the second ends before its round: its outcome counts its start
     assert second.result(WAIT) == 2

@@ -30,6 +30,7 @@ from dowork.errors import (
     TaskNotDone,
     UnknownTask,
 )
+from tests.waiting import wait_for
 
 WAIT = 20.0
 pytestmark = pytest.mark.realtime
@@ -266,13 +267,6 @@ class Unwritable(SQLiteBackend):
         if self.cut and self.beats:
             raise BackendUnavailable("cut off (test)")
         return await super().heartbeat(leases, now, lease)
-
-
-def wait_for(predicate: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + WAIT
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.005)
 
 
 def _cut_worker(tmp_path: Path, **settings: Any) -> tuple[Queue, Unwritable, Queue]:

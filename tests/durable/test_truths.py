@@ -20,6 +20,7 @@ from dowork import DurableSettings, FakeClock, Queue, TaskStatus
 from dowork.durable import DurableSource
 from tests.durable.conftest import store_of
 from tests.upkeep import reap
+from tests.waiting import wait_for
 
 WAIT = 20.0
 
@@ -46,14 +47,6 @@ def queues(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[
     for queue in made:
         if queue.running or queue.durable:
             queue.shutdown(timeout=2)
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = WAIT) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached")
-        time.sleep(0.002)
 
 
 # -- a) delayed handles ---------------------------------------------------------------------

@@ -7,20 +7,13 @@ deadlines agree on that.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
 from dowork import Hooks, Queue, Task, TaskStatus
+from tests.waiting import wait_for
 
 WAIT = 5.0
-
-
-def _wait_for(predicate: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + WAIT
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.001)
 
 
 def test_task_waiting_for_a_thread_is_reserved_not_running(
@@ -35,9 +28,9 @@ def test_task_waiting_for_a_thread_is_reserved_not_running(
 
     queue = make_queue(concurrency=1, hooks=[Watch()]).start()
     first = queue.submit(gate.wait, WAIT)
-    _wait_for(lambda: first.status is TaskStatus.RUNNING)
+    wait_for(lambda: first.status is TaskStatus.RUNNING)
     second = queue.submit(lambda: "second")
-    _wait_for(lambda: second.status is not TaskStatus.PENDING)
+    wait_for(lambda: second.status is not TaskStatus.PENDING)
     assert second.status is TaskStatus.RESERVED
     assert second.attempts == 0
     assert first.attempts == 1
@@ -55,13 +48,13 @@ def test_reserved_task_cancelled_never_runs(make_queue: Callable[..., Queue]) ->
     ran: list[int] = []
     queue = make_queue(concurrency=1).start()
     first = queue.submit(gate.wait, WAIT)
-    _wait_for(lambda: first.status is TaskStatus.RUNNING)
+    wait_for(lambda: first.status is TaskStatus.RUNNING)
     second = queue.submit(lambda: ran.append(1))
-    _wait_for(lambda: second.status is TaskStatus.RESERVED)
+    wait_for(lambda: second.status is TaskStatus.RESERVED)
     assert second.cancel()
     gate.set()
     first.result(WAIT)
-    _wait_for(lambda: second.done)
+    wait_for(lambda: second.done)
     assert second.status is TaskStatus.CANCELLED
     assert second.attempts == 0
     assert ran == []

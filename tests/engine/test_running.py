@@ -15,16 +15,9 @@ import pytest
 
 import dowork
 from dowork import FakeClock, Queue, Task, TaskStatus
+from tests.waiting import wait_for
 
 WAIT = 5.0
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = WAIT) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached")
-        time.sleep(0.001)
 
 
 def test_start_runs_tasks_in_the_background(make_queue: Callable[..., Queue]) -> None:
