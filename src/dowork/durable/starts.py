@@ -142,8 +142,8 @@ class Starts(DurableState):
         A round's marks are those of the attempts that started before the last round and
         still run; the younger ones wait for the next round (armed while any wait). So an
         attempt shorter than ``_MARK_DELAY`` never has its mark written, even one that started
-        just before a round (with a mark for each one that did, about one task in ten of a busy
-        worker of short tasks wrote one).
+        just before a round (when each round wrote every running attempt's mark, some 6 % of a
+        busy worker's tasks of a millisecond or two wrote one).
         """
         self._marking = None
         marks = self._marks
