@@ -155,12 +155,18 @@ class Fetcher(DurableState):
         pause = await self._idle_for(now)
         wait_claim = self.extras.wait_claim
         settings = self.settings
-        room = self._prefetch() + self.engine.concurrency - len(self._claimed)
+        held, concurrency = len(self._claimed), self.engine.concurrency
+        room = self._prefetch() + concurrency - held
         if wait_claim is None or room <= 0 or self._suspects or self._unsettled:
             await self.backend.wait(self.name, pause)
             return
+        # With no free slot, what the wait takes waits too: it must not be stored as started
+        # (Redis stores a task popped from the inbox as running), or a crash of this worker
+        # would be charged to it.
         claimed = await wait_claim(
-            self._claim_request(self._lease_now(), min(room, settings.batch)), pause
+            self._claim_request(self._lease_now(), min(room, settings.batch)),
+            pause,
+            held < concurrency,
         )
         await self._admit(claimed)
         self.engine._pump()

@@ -1,0 +1,106 @@
+"""What a busy worker holds beyond its slots: ``prefetch`` tasks, or none with ``prefetch=0``.
+
+README, "Prefetch": with long tasks and several workers, ``prefetch=0`` lets an idle worker run
+a task that a busy one would otherwise hold. Two workers of one slot each share a store; the
+first runs a task that blocks until the test ends it. A task the busy worker holds is stored
+``reserved`` until its function starts, on Redis too (a worker that popped its inbox with no
+free slot stored it ``running`` at once, and a crash of the worker would be charged to it).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from dowork import DurableSettings, Queue, TaskStatus
+from dowork.backends import Record
+from dowork.durable import DurableSource
+from tests.waiting import wait_for
+
+from .reads import records_of
+
+WAIT = 20.0
+pytestmark = pytest.mark.realtime
+
+
+@pytest.mark.parametrize("prefetch", [0, 1])
+def test_a_busy_worker_holds_a_waiting_task_only_with_prefetch(
+    stores: Callable[..., Queue], prefetch: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = DurableSettings(lease=60.0, maintenance=30.0, prefetch=prefetch)
+    busy = stores(concurrency=1, durable=settings)
+    idle = stores(concurrency=1, durable=settings)
+    producer = stores()
+    go = threading.Event()
+    ran: dict[int, str] = {}
+
+    def worker(where: str) -> Callable[[int], int]:
+        def work(n: int) -> int:
+            ran[n] = where
+            if n == 1:
+                assert go.wait(WAIT)
+            return n
+
+        return work
+
+    busy.task(name="work")(worker("busy"))
+    idle.task(name="work")(worker("idle"))
+    submit = producer.task(name="work")(worker("producer"))
+    source = idle._engine.source
+    assert isinstance(source, DurableSource)
+    claims: list[list[Record]] = []
+    claim = source.backend.claim
+
+    async def counted(*args: Any, **kw: Any) -> Sequence[Record]:
+        got = await claim(*args, **kw)
+        claims.append(list(got))
+        return got
+
+    monkeypatch.setattr(source.backend, "claim", counted)
+    waiting = threading.Event()  # the busy worker waits for work (room only if it prefetches)
+    held_by = busy._engine.source
+    assert isinstance(held_by, DurableSource)
+    began = lambda: 1 in ran  # noqa: E731
+    if held_by.extras.wait_claim is not None:  # (Redis: found once, in a frozen dataclass)
+        wait_claim = _signalling(held_by.extras.wait_claim, waiting, began)
+        monkeypatch.setattr(held_by, "extras", replace(held_by.extras, wait_claim=wait_claim))
+    monkeypatch.setattr(held_by.backend, "wait", _signalling(held_by.backend.wait, waiting, began))
+    busy.start()
+    first = submit.submit(1)
+    wait_for(lambda: ran.get(1) == "busy")
+    if prefetch:
+        assert waiting.wait(WAIT)
+    second = submit.submit(2)
+    if prefetch:  # the busy worker holds it, to run once its slot is free
+        wait_for(lambda: records_of(producer)[second.id].owner is not None)
+        idle.start()
+        wait_for(lambda: len(claims) > 0)  # the idle worker looked, and found nothing
+        assert claims[0] == []
+        assert producer.status(second.id) is TaskStatus.RESERVED
+        assert 2 not in ran
+    else:  # nobody holds it: the idle worker runs it while the busy one is still busy
+        idle.start()
+        wait_for(lambda: producer.status(second.id) is TaskStatus.SUCCEEDED)
+        assert ran[2] == "idle"
+        assert producer.status(first.id) is not TaskStatus.SUCCEEDED  # (still blocked)
+    go.set()
+    wait_for(lambda: producer.status(first.id) is TaskStatus.SUCCEEDED)
+    wait_for(lambda: producer.status(second.id) is TaskStatus.SUCCEEDED)
+    assert ran == {1: "busy", 2: "busy" if prefetch else "idle"}
+
+
+def _signalling(
+    wait: Callable[..., Any], event: threading.Event, when: Callable[[], bool]
+) -> Callable[..., Any]:
+    """``wait``, setting ``event`` as it is called once ``when()`` holds."""
+
+    async def signalled(*args: Any, **kw: Any) -> Any:
+        if when():
+            event.set()
+        return await wait(*args, **kw)
+
+    return signalled
