@@ -314,6 +314,7 @@ class RedisStore(
                 popped, drained = await self._raw(link, wait, drain)  # (the move moves nothing)
                 if isinstance(drained, redis.exceptions.NoScriptError):  # Redis restarted
                     await link.client.script_load(link.scripts["drain"].script)
+                    drained = None  # (not a failure: what the inbox holds, the claim drains)
                 for answer in (popped, drained):
                     if isinstance(answer, Exception):
                         raise answer
