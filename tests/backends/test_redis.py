@@ -18,6 +18,7 @@ import redis.exceptions
 
 import dowork
 from dowork.backends import Backend, ClaimRequest, Outcome, RedisBackend, Settlement, open_backend
+from dowork.backends.redis.scripts import SCRIPTS
 from dowork.errors import BackendUnavailable, DuplicateTask, OutcomeUnknown
 from tests.backends.test_contract import LEASE, NOW, rec
 from tests.backends.test_redis_inbox import blocked, until_blocked
@@ -203,6 +204,37 @@ def test_a_push_from_another_client_wakes_wait(redis_server: RedisServer, prefix
     run(main)
 
 
+def test_wait_wakes_on_a_push_when_redis_lost_its_scripts(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    """A wait that finds work, and finds the drain script gone (a restarted Redis), returns.
+
+    It loaded the script again and then slept out its whole timeout, unless a push came from
+    its own process: a worker holding suspects or unsettled outcomes (which wait this way)
+    missed other processes' pushes for up to ``maintenance`` seconds.
+    """
+
+    admin = redis.Redis.from_url(redis_server.url)
+
+    async def main() -> None:
+        worker = RedisBackend(redis_server.url, prefix=prefix)
+        await worker.open()
+        inbox = f"{worker._keys}q:q:inbox"  # (another process's push: no wake-up in this one)
+        admin.script_flush()  # as after a restart
+        admin.rpush(inbox, f"t{time.time()!r}")  # a wake-up token, as a push leaves
+        started = time.monotonic()
+        await worker.wait("q", 20.0)
+        assert time.monotonic() - started < 5.0
+        waiter = asyncio.create_task(worker.wait("q", 20.0))  # and it goes on waking
+        await asyncio.sleep(0.05)
+        admin.script_flush()
+        admin.rpush(inbox, f"t{time.time()!r}")
+        await asyncio.wait_for(waiter, 5.0)
+        await worker.close()
+
+    run(main)
+
+
 def test_an_idle_worker_claims_in_the_round_trip_that_wakes_it(
     redis_server: RedisServer, prefix: str
 ) -> None:
@@ -282,13 +314,18 @@ def test_a_busy_claim_wakes_an_idle_second_worker_with_one_token(
 
 def test_push_from_a_thread_is_one_atomic_write(redis_server: RedisServer, prefix: str) -> None:
     """push_sync (what submit() and map() use) checks ids unless they are fresh, and a large
-    push (several script calls in one transaction) writes all or nothing."""
+    push (several script calls in one transaction) writes all or nothing: also when Redis lost
+    its scripts, whose transaction runs the pushes even though the check answers NOSCRIPT (it
+    wrote the 2,500 records, then refused the retry as DuplicateTask: one of them)."""
     backend = RedisBackend(redis_server.url, prefix=prefix)
     taken = rec()
     assert backend.push_sync([taken]) is True
     with pytest.raises(DuplicateTask):
         backend.push_sync([rec(), rec(id=taken.id)])
     many = [rec() for _ in range(2500)]
+    admin = redis.Redis.from_url(redis_server.url)
+    admin.script_flush()  # as after a restart, then a push of one task loads push.lua alone
+    admin.script_load(SCRIPTS["push"])
     with pytest.raises(DuplicateTask, match=taken.id):
         backend.push_sync([*many, rec(id=taken.id)])
 
@@ -302,7 +339,6 @@ def test_push_from_a_thread_is_one_atomic_write(redis_server: RedisServer, prefi
         await backend.close()
 
     run(check_and_push_async)
-    admin = redis.Redis.from_url(redis_server.url)
     admin.script_flush()  # as after a restart
     admin.close()
     assert backend.push_sync(many[1500:], fresh=True) is True  # loads the scripts again

@@ -210,9 +210,10 @@ class Producer(Connection):
     ) -> tuple[list[tuple[str, list[str | bytes | int]]], bytes]:
         """The script calls of a large push (one transaction) and the flag key to delete.
 
-        Unless the ids are ``fresh``, every id is checked first (a taken one sets the flag
-        key), then one ``push.lua`` per chunk writes only if the flag is unset. The first
-        answer says whether the push happened.
+        Unless the ids are ``fresh``, every id is checked first (none taken sets the flag
+        key), then one ``push.lua`` per chunk writes only if the flag is set, so that a check
+        that did not run (NOSCRIPT) writes nothing either. The first answer says whether the
+        push happened.
         """
         keys = self._keys
         calls: list[tuple[str, list[str | bytes | int]]] = []

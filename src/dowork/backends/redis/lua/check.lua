@@ -1,15 +1,17 @@
--- ARGV: P, flag, then ids. Sets the flag key and returns the first id already taken (or
--- repeated), else returns "". Runs first in a transaction of several push.lua calls, so that a
--- taken id anywhere means none of them writes.
+-- ARGV: P, flag, then ids. Returns the first id already taken (or repeated), else sets the
+-- flag key and returns "". Runs first in a transaction of several push.lua calls, which write
+-- only if the flag is set: a taken id anywhere means none of them writes, and so does this
+-- script not running at all (a Redis that lost its scripts answers NOSCRIPT to this call and
+-- runs the rest of the transaction).
 --#include base
 
 local seen = {}
 for i = 3, #ARGV do
     local id = ARGV[i]
     if seen[id] or redis.call('EXISTS', tkey(id)) == 1 then
-        redis.call('SET', ARGV[2], '1')
         return id
     end
     seen[id] = true
 end
+redis.call('SET', ARGV[2], '1')
 return ''

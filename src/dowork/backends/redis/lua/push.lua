@@ -2,7 +2,7 @@
 -- created_at, status, options?, attempts, priority, slot?, concurrency key?, k, then
 -- k x (id, payload). A priority other than '0' puts the group in its level's waiting zset, a
 -- concurrency key in its key's lane (see include/lanes.lua). check is "1" to refuse ids
--- already taken, or the name of a flag key (see check.lua): write nothing if it exists.
+-- already taken, or the name of a flag key (see check.lua): write nothing unless it exists.
 -- Returns {'ok'}, {'duplicate', id} having written nothing, or {'skipped'}.
 -- The producers' hot path: no shared prelude (a few us per call); what it needs of the
 -- includes is inlined.
@@ -35,7 +35,7 @@ if check == '1' then
         end
         i = i + 11 + k * 2
     end
-elseif check ~= '' and redis.call('EXISTS', check) == 1 then
+elseif check ~= '' and redis.call('EXISTS', check) == 0 then
     return {'skipped'}
 end
 local i, woken, woken_at = 3, {}, {}
