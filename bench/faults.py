@@ -388,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
         "--prefetch",
         type=int,
         default=None,
-        help="kill storm workers' prefetch (default: 32, the workers' default)",
+        help="kill storm workers' fixed prefetch (default: 32)",
     )
     parser.add_argument("--redis-url", help="use this Redis (AOF always!) instead of starting one")
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON lines")

@@ -133,7 +133,7 @@ class ServerCost:
                 f"CPU {cpu:.1f} us per task (INFO cpu)")  # fmt: skip
 
 
-def build(store: str, work: str, url: str, concurrency: int) -> dowork.Queue:
+def build(store: str, work: str, url: str, concurrency: int, prefetch: str = "") -> dowork.Queue:
     backend: Any
     if store == "redis":
         backend = dowork.backends.RedisBackend(url, prefix="cpu")
@@ -144,8 +144,16 @@ def build(store: str, work: str, url: str, concurrency: int) -> dowork.Queue:
         backend=backend,
         log=False,
         concurrency=concurrency,
-        durable=dowork.DurableSettings(batch=64),
+        durable=dowork.DurableSettings(batch=64, **prefetch_settings(prefetch)),
     )
+
+
+def prefetch_settings(spec: str) -> dict[str, Any]:
+    """``--prefetch N`` (a fixed prefetch) or ``N/WINDOW`` (at most N, held for WINDOW s)."""
+    if not spec:
+        return {}
+    n, _, window = spec.partition("/")
+    return {"prefetch": int(n), "prefetch_window": float(window) if window else None}
 
 
 def context_switches() -> int:
@@ -335,7 +343,7 @@ def run(args: argparse.Namespace, work: str, url: str, cost: ServerCost | None =
     producer.shutdown()
     # The worker is a queue of its own, as in a worker process: it builds every task it runs
     # from its record (the producer's queue would find its own handles by id).
-    queue = build(args.store, work, url, args.concurrency)
+    queue = build(args.store, work, url, args.concurrency, args.prefetch)
     queue.task(name="work")(body)
     if args.setup_only:
         queue.shutdown()
@@ -399,6 +407,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--server", choices=("", "stats", "callgrind"), default="", help="the broker's cost"
+    )
+    parser.add_argument(
+        "--prefetch", default="", help="N: a fixed prefetch; N/WINDOW: at most N, adaptive"
     )
     args = parser.parse_args()
     if not os.environ.get("GC"):

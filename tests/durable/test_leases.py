@@ -49,6 +49,8 @@ def queues(store: CutOff) -> Iterator[Callable[..., Queue]]:
     def make(**settings: Any) -> Queue:
         settings.setdefault("lease", 2.0)
         settings.setdefault("maintenance", 0.1)
+        # A fixed prefetch: these workers hold a task behind a long one (the default does not).
+        settings.setdefault("prefetch_window", None)
         queue = Queue(
             "jobs", backend=store, log=False, concurrency=1, durable=DurableSettings(**settings)
         )

@@ -124,7 +124,8 @@ def test_an_awaited_outcome_is_already_stored(stores: Callable[..., Queue]) -> N
 def test_a_cancelled_task_reads_cancelled_in_the_store_once_its_handle_says_so(
     stores: Callable[..., Queue],
 ) -> None:
-    queue, reader = stores(concurrency=1), stores()
+    fixed = DurableSettings(prefetch_window=None)  # (it holds a task behind a long one)
+    queue, reader = stores(concurrency=1, durable=fixed), stores()
     started = threading.Event()
 
     @queue.task(name="sleepy")
@@ -147,7 +148,8 @@ def test_tasks_a_stop_at_once_hands_back_end_their_waits_without_an_outcome(
     stores: Callable[..., Queue],
 ) -> None:
     """They run again on another worker: no handle here says they ended (nor waits forever)."""
-    queue, reader = stores(concurrency=1), stores()
+    fixed = DurableSettings(prefetch_window=None)  # (it holds a task behind a long one)
+    queue, reader = stores(concurrency=1, durable=fixed), stores()
     started = threading.Event()
 
     @queue.task(name="sleepy")

@@ -50,7 +50,7 @@ def test_abort_records_a_returned_function_and_starts_nothing_more(url: str) -> 
         "stop",
         backend=url,
         concurrency=1,
-        durable=DurableSettings(lease=30.0, maintenance=5.0, prefetch=8),
+        durable=DurableSettings(lease=30.0, maintenance=5.0, prefetch=8, prefetch_window=None),
         log=False,
     )
 

@@ -31,7 +31,10 @@ queue = dowork.Queue(
     durable=DurableSettings(
         lease=LEASE,
         maintenance=MAINTENANCE,
+        # A fixed prefetch, harsher than the adaptive default: the rows need tasks held
+        # behind busy slots when a worker dies (a long task holds none by default).
         prefetch=PREFETCH,
+        prefetch_window=None,
         keep_result=None if KEEP is None else float(KEEP),
         purge_every=min(60.0, float(KEEP or 60)),
     ),

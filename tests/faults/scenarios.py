@@ -184,9 +184,9 @@ def kill_storm(
 ) -> Figures:
     """Row 13: ``workers`` processes; SIGKILL a random one every U(every) s and respawn it.
 
-    ``prefetch`` defaults to the workers' default, 32: a prefetched task that never started
-    is not charged a crash when its worker dies (a lost lease), so prefetching many does not
-    use up healthy tasks' crash budgets.
+    ``prefetch`` defaults to a fixed 32 (the workers' app sets ``prefetch_window=None``):
+    a prefetched task that never started is not charged a crash when its worker dies (a lost
+    lease), so prefetching many does not use up healthy tasks' crash budgets.
     """
     if prefetch is None:
         prefetch = 32

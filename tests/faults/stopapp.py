@@ -21,7 +21,7 @@ queue = dowork.Queue(
     "stop",
     backend=os.environ.get("DOWORK_STOP_BACKEND", "sqlite:///dowork-stop.sqlite3"),
     concurrency=2,
-    durable=DurableSettings(lease=30.0, maintenance=5.0, prefetch=8),
+    durable=DurableSettings(lease=30.0, maintenance=5.0, prefetch=8, prefetch_window=None),
     log=False,
 )
 

@@ -37,15 +37,12 @@ class SupportsWake(Protocol):
 class SupportsWaitClaim(Protocol):
     """Waiting for work and claiming it in one round trip (Redis)."""
 
-    async def wait_claim(
-        self, request: ClaimRequest, timeout: float, start_now: bool = True
-    ) -> list[Record]:
+    async def wait_claim(self, request: ClaimRequest, timeout: float) -> list[Record]:
         """``wait(request.queue, timeout)`` then ``claim(request)``, as one call.
 
         The claim runs the moment work arrives, so a pushed task starts at once; it returns
-        what the claim leased (nothing after ``timeout`` seconds without work). ``start_now``
-        says that the worker has a free slot for what it takes; without one, what it takes
-        waits, and is stored as reserved as any claim's.
+        what the claim leased (nothing after ``timeout`` seconds without work). Called only
+        by a worker with a free slot: a task it takes may be stored as running at once.
         """
 
 
@@ -149,7 +146,7 @@ class StoreExtras:
     """
 
     wake: Callable[[str, float], Awaitable[None]] | None = None
-    wait_claim: Callable[[ClaimRequest, float, bool], Awaitable[list[Record]]] | None = None
+    wait_claim: Callable[[ClaimRequest, float], Awaitable[list[Record]]] | None = None
     server_time: Callable[[], Awaitable[float]] | None = None
     check_store: Callable[[], Awaitable[None]] | None = None
     push_sync: PushSync | None = None

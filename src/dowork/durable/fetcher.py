@@ -104,7 +104,9 @@ class Fetcher(DurableState):
         below = concurrency + prefetch // 2 + 1 if prefetch else concurrency
         if held < below and not (self._suspects or self._unsettled):
             ask = min(prefetch + concurrency - held, settings.batch)
+            began = time.monotonic()
             claimed = await self.backend.claim(self._claim_request(now, ask))
+            self._pace.claimed(len(claimed), time.monotonic() - began)
             await self._admit(claimed)
             self.engine._pump()
             if claimed:
@@ -148,26 +150,24 @@ class Fetcher(DurableState):
                 stopped.set_result(None)
 
     async def _wait_for_work(self, now: float) -> None:
-        """Wait for work; with ``wait_claim`` (Redis), claim in the same round trip.
+        """Wait for work; with a free slot and ``wait_claim`` (Redis), claim in the same trip.
 
         The claim then runs the moment a push wakes the worker, so the task starts at once.
+        A worker whose slots are all busy only waits, and decides what to hold once woken:
+        the hold computed before a long wait would be stale (its tasks may have turned long).
         """
         pause = await self._idle_for(now)
         wait_claim = self.extras.wait_claim
         settings = self.settings
         held, concurrency = len(self._claimed), self.engine.concurrency
-        room = self._prefetch() + concurrency - held
-        if wait_claim is None or room <= 0 or self._suspects or self._unsettled:
+        if wait_claim is None or held >= concurrency or self._suspects or self._unsettled:
             await self.backend.wait(self.name, pause)
             return
-        # With no free slot, what the wait takes waits too: it must not be stored as started
-        # (Redis stores a task popped from the inbox as running), or a crash of this worker
-        # would be charged to it.
+        room = self._prefetch() + concurrency - held
         claimed = await wait_claim(
-            self._claim_request(self._lease_now(), min(room, settings.batch)),
-            pause,
-            held < concurrency,
+            self._claim_request(self._lease_now(), min(room, settings.batch)), pause
         )
+        self._pace.claimed(len(claimed), None)
         await self._admit(claimed)
         self.engine._pump()
         if claimed:
@@ -185,12 +185,15 @@ class Fetcher(DurableState):
         )  # fmt: skip
 
     def _prefetch(self) -> int:
-        """Tasks to hold beyond ``concurrency``: none under a rate limit.
+        """Tasks to hold beyond ``concurrency``: what the recent rate calls for (``Pace``).
 
-        A rate limit spaces out claims, so a claimed task must start at once: one held back
-        behind busy workers would start late, next to the tasks claimed in the next period.
+        None under a rate limit: it spaces out claims, so a claimed task must start at once:
+        one held back behind busy workers would start late, next to the tasks claimed in the
+        next period.
         """
-        return 0 if self._rates() else self.settings.prefetch
+        if self._rates():
+            return 0
+        return self._pace.hold(len(self._claimed), time.monotonic())
 
     def _rates(self) -> dict[str, tuple[int, float]] | None:
         """The rate limits the backend enforces at claim: the queue's ``""`` and per task."""

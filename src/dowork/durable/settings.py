@@ -23,8 +23,12 @@ class DurableSettings:
             the tasks claimed with it. A lease that lapsed before the function started is
             counted as lost (``Record.lost``), never as a crash.
         batch: most records claimed at once.
-        prefetch: claimed tasks a worker may hold beyond ``concurrency``, waiting to start
+        prefetch: most claimed tasks a worker holds beyond ``concurrency``, waiting to start
             (leased, so no other worker takes them); more means fewer round trips per task.
+        prefetch_window: a worker holds beyond its slots only as many tasks as it finishes
+            in this many seconds at its recent rate (or in two claims' round trips, if
+            longer), at most ``prefetch``: short tasks are claimed in batches, long ones are
+            not held where an idle worker could run them. ``None``: always ``prefetch``.
         keep_result: seconds a finished record stays readable (``None``: the backend's
             default, ``0``: not stored at all).
         purge_every: how often finished records past their retention are deleted.
@@ -45,7 +49,8 @@ class DurableSettings:
     maintenance: float = 5.0
     crash_budget: int = 3
     batch: int = 64
-    prefetch: int = 32
+    prefetch: int = 64
+    prefetch_window: float | None = 0.02
     keep_result: float | None = None
     purge_every: float = 60.0
     max_running: int | None = None
@@ -63,6 +68,8 @@ class DurableSettings:
             raise ValueError("crash_budget and batch must be at least 1")
         if self.prefetch < 0:
             raise ValueError("prefetch must not be negative")
+        if self.prefetch_window is not None and not self.prefetch_window > 0:
+            raise ValueError("prefetch_window must be positive (or None)")
         if self.max_running is not None and self.max_running < 1:
             raise ValueError("max_running must be at least 1")
         if self.key_concurrency is not None and self.key_concurrency < 1:

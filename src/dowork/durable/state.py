@@ -9,6 +9,7 @@ import logging
 import os
 import random
 import socket
+import time
 import uuid
 from collections.abc import Coroutine
 from datetime import UTC, datetime
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
 
 from collections.abc import Callable
 
+from .pace import Pace
 from .settings import DurableSettings
 
 log = logging.getLogger("dowork")
@@ -258,6 +260,9 @@ class DurableState:
         #: cannot use up the crash budget of healthy tasks held next to it.
         self._suspects: set[str] = set()
         self._alone_from = max(1, self.settings.crash_budget - 1)
+        settings = self.settings
+        #: How many claimed tasks to hold beyond the slots (``_prefetch``).
+        self._pace = Pace(settings.prefetch, settings.prefetch_window, time.monotonic())
 
     def _init_outbox(self) -> None:
         """Outcomes on their way to the store, and the handles that wait for them."""

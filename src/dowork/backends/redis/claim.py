@@ -161,19 +161,17 @@ class Fetcher(Connection):
         self._start_take(link, record, popped)
         return [record]
 
-    async def wait_claim(
-        self, request: ClaimRequest, timeout: float, start_now: bool = True
-    ) -> list[Record]:
+    async def wait_claim(self, request: ClaimRequest, timeout: float) -> list[Record]:
         """``wait`` then ``claim``: what an idle worker does.
 
-        A worker with a free slot (``start_now``) and no flow control to apply (no
-        ``max_running``, rate limits or ``per_key``) pops the queue's inbox into ``taken``
-        and, when that gives it a task pushed by ``submit()``, returns it at once, started
-        before any script ran: ``take`` records its lease in the background (the record
-        running), and every later call about that task waits for it. A wake-up token it
-        pops instead is given back to a claim. Any other worker
-        waits for the inbox to hold something (popping it back in place) and sends the
-        claim in the same round trip, so that it runs in Redis the moment a push comes.
+        The worker has a free slot. With no flow control to apply (no ``max_running``, rate
+        limits or ``per_key``) it pops the queue's inbox into ``taken`` and, when that gives
+        it a task pushed by ``submit()``, returns it at once, started before any script ran:
+        ``take`` records its lease in the background (the record running), and every later
+        call about that task waits for it. A wake-up token it pops instead is given back to
+        a claim. With flow control, it waits for the inbox to hold something (popping it
+        back in place) and sends the claim in the same round trip, so that it runs in Redis
+        the moment a push comes.
         Either way the drained tokens' and tasks' times serve as ``now`` when later than
         the ``now`` given (taken before the wait); leases run from that time.
         """
@@ -184,7 +182,7 @@ class Fetcher(Connection):
         link = self._link()
         inbox = utf8(f"{self._keys}q:{c.queue}:inbox")
         block = num(max(0.01, min(timeout, self.ping_interval, self.socket_timeout / 2)))
-        if start_now and c.max_running is None and not c.rates and c.per_key is None:
+        if c.max_running is None and not c.rates and c.per_key is None:
             return await self._pop(link, c, block)
         script = link.scripts["claim"]
         claim = ("EVALSHA", script.sha, 0, self._keys, *self._claim_args(c))
