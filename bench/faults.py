@@ -95,7 +95,7 @@ def ledger_dir(workdir: Path) -> Path:
 
 
 def run_scenario(
-    row: str, backend: str, stores: Stores, quick: bool, lease: float, prefetch: int | None = None
+    row: str, backend: str, stores: Stores, quick: bool, lease: float, prefetch: str | None = None
 ) -> Figures:
     """One row on one backend, with CI timings (quick) or full-length ones."""
     label = "SQLite" if backend == "sqlite" else "Redis AOF always"
@@ -386,9 +386,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", default=",".join(ALL), help=f"comma-separated of {ALL}")
     parser.add_argument(
         "--prefetch",
-        type=int,
         default=None,
-        help="kill storm workers' fixed prefetch (default: 32)",
+        help="kill storm workers' fixed prefetch, or 'default' (adaptive; default: 32)",
     )
     parser.add_argument("--redis-url", help="use this Redis (AOF always!) instead of starting one")
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON lines")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 import dowork
 from dowork import DurableSettings
@@ -21,7 +22,13 @@ BACKEND = os.environ.get("DOWORK_FAULTS_BACKEND", "sqlite:///dowork-faults.sqlit
 LEDGER = os.environ.get("DOWORK_FAULTS_LEDGER", ".")
 LEASE = float(os.environ.get("DOWORK_FAULTS_LEASE", "1.0"))
 MAINTENANCE = float(os.environ.get("DOWORK_FAULTS_MAINTENANCE", "0.2"))
-PREFETCH = int(os.environ.get("DOWORK_FAULTS_PREFETCH", "32"))
+#: A fixed prefetch of N tasks, or "default": the adaptive default (``DurableSettings()``'s).
+PREFETCH = os.environ.get("DOWORK_FAULTS_PREFETCH", "32")
+# A fixed prefetch, harsher than the adaptive default: the rows need tasks held behind busy
+# slots when a worker dies (a long task holds none by default).
+FIXED: dict[str, Any] = (
+    {} if PREFETCH == "default" else {"prefetch": int(PREFETCH), "prefetch_window": None}
+)
 KEEP = os.environ.get("DOWORK_FAULTS_KEEP")  # seconds finished records are kept (soak)
 
 queue = dowork.Queue(
@@ -31,10 +38,7 @@ queue = dowork.Queue(
     durable=DurableSettings(
         lease=LEASE,
         maintenance=MAINTENANCE,
-        # A fixed prefetch, harsher than the adaptive default: the rows need tasks held
-        # behind busy slots when a worker dies (a long task holds none by default).
-        prefetch=PREFETCH,
-        prefetch_window=None,
+        **FIXED,
         keep_result=None if KEEP is None else float(KEEP),
         purge_every=min(60.0, float(KEEP or 60)),
     ),

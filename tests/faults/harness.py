@@ -252,7 +252,7 @@ class Cluster:
         *,
         lease: float = LEASE,
         maintenance: float = MAINTENANCE,
-        prefetch: int = 32,
+        prefetch: int | str = 32,
         target: str = APP,
     ) -> None:
         self.url = url

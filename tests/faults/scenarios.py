@@ -180,13 +180,14 @@ def kill_storm(
     maintenance: float = MAINTENANCE,
     seed: int = 13,
     timeout: float = 240,
-    prefetch: int | None = None,
+    prefetch: int | str | None = None,
 ) -> Figures:
     """Row 13: ``workers`` processes; SIGKILL a random one every U(every) s and respawn it.
 
-    ``prefetch`` defaults to a fixed 32 (the workers' app sets ``prefetch_window=None``):
-    a prefetched task that never started is not charged a crash when its worker dies (a lost
-    lease), so prefetching many does not use up healthy tasks' crash budgets.
+    ``prefetch`` defaults to a fixed 32 (the workers' app sets ``prefetch_window=None``;
+    ``"default"``: the adaptive default): a prefetched task that never started is not charged
+    a crash when its worker dies (a lost lease), so prefetching many does not use up healthy
+    tasks' crash budgets.
     """
     if prefetch is None:
         prefetch = 32

@@ -74,9 +74,12 @@ def test_a_retry_with_the_same_idempotency_keys_adds_nothing_twice(
 
 
 @pytest.mark.timeout(240)
-def test_kill_storm_loses_nothing(store: tuple[str, str], ledger: Path) -> None:
+@pytest.mark.parametrize("prefetch", [32, "default"], ids=["fixed-32", "adaptive"])
+def test_kill_storm_loses_nothing(
+    store: tuple[str, str], ledger: Path, prefetch: int | str
+) -> None:
     label, url = store
-    figures = report(kill_storm(url, ledger, label))
+    figures = report(kill_storm(url, ledger, label, prefetch=prefetch))
     assert figures.extra["kills"] >= 3
     assert figures.lost == 0
     assert figures.unexpected == 0
