@@ -55,7 +55,10 @@ class ThreadLane:
         self._on_start = on_start
         self._on_drained = on_drained
         self._began: deque[Task[Any]] = deque()  # reserved attempts a thread just started
-        self._work_q: queue.SimpleQueue[tuple[Task[Any], object] | None] = queue.SimpleQueue()
+        self._work_q: queue.SimpleQueue[tuple[Task[Any], object, bool] | None] = queue.SimpleQueue()
+        #: Attempts handed over while every thread was busy, by token: a thread that takes
+        #: one pops it, and so does ``take_back``; whichever pops it first owns the attempt.
+        self._staged: dict[object, Task[Any]] = {}
         self._results: deque[Result] = deque()
         self._wake_pending = False
         self._threads: list[threading.Thread] = []
@@ -73,6 +76,9 @@ class ThreadLane:
 
     def submit(self, task: Task[Any], token: object) -> None:
         """Hand an attempt to a thread, starting a new thread if all are busy."""
+        staged = self._busy >= self._max
+        if staged:
+            self._staged[token] = task
         self._busy += 1
         if self._busy > len(self._threads) and len(self._threads) < self._max:
             thread = threading.Thread(
@@ -82,7 +88,21 @@ class ThreadLane:
             )
             self._threads.append(thread)
             thread.start()
-        self._work_q.put((task, token))
+        self._work_q.put((task, token, staged))
+
+    def staged(self) -> list[tuple[object, Task[Any]]]:
+        """The attempts waiting for a thread, ``(token, task)``, the latest handed over first."""
+        return list(reversed(self._staged.items()))
+
+    def take_back(self, token: object) -> bool:
+        """Take a staged attempt back before any thread starts it; False if one has.
+
+        A thread that then takes it from the queue skips it and reports nothing.
+        """
+        if self._staged.pop(token, None) is None:
+            return False
+        self._busy -= 1
+        return True
 
     def stop(self) -> None:
         """Ask every thread to exit once the work already handed out is done."""
@@ -116,7 +136,9 @@ class ThreadLane:
             item = get()
             if item is None:
                 return
-            task, token = item
+            task, token, staged = item
+            if staged and self._staged.pop(token, None) is None:
+                continue  # taken back (take_back): not run, and nothing to report
             if task._runner is not token:  # cancelled while staged: do not run it
                 results.append((task, token, None, None, 0.0))
                 self._wake()

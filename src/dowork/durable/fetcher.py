@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     pass
 
 
-from .state import DurableState, _less_urgent, log, store_pause
+from .state import _STUCK, DurableState, _less_urgent, log, store_pause
 
 _PRIORITY = attrgetter("priority")
 
@@ -119,11 +119,17 @@ class Fetcher(DurableState):
         # than would let the claim above go: a busy worker with a small concurrency was woken
         # by every task, to wait again.
         self._slot_waiting = below
+        timeout = settings.maintenance
+        waiting = held > len(self._begun)  # claimed tasks here wait for a slot
+        if waiting:
+            timeout = min(timeout, _STUCK)
+        left = self._pace.taken - held
         try:
-            async with asyncio.timeout(settings.maintenance):
+            async with asyncio.timeout(timeout):
                 await slot.wait()
         except TimeoutError:
-            pass
+            if waiting and self._pace.taken - len(self._claimed) == left:
+                self._hand_back_waiting()  # no slot freed meanwhile: long tasks hold them all
         finally:
             self._slot_waiting = 0
         return None

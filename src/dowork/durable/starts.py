@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     pass
 
 
-from .state import _MARK_DELAY, DurableState, log
+from .state import _MARK_DELAY, _STUCK, DurableState, log
 
 _FOREVER = float("inf")  #: the lease end of a task claimed without one
 
@@ -216,6 +216,62 @@ class Starts(DurableState):
     def _held_leases(self) -> list[tuple[str, int]]:
         """The leases of the held claims (see ``_held``)."""
         return [(r.id, r.attempts) for records in self._held.values() for r in records]
+
+    def _hand_back_waiting(self) -> None:
+        """Give back the claimed tasks waiting for a slot beyond what the hold allows now.
+
+        Held while tasks were short, they would wait behind long ones that took every slot
+        while an idle worker could run them. The least urgent go first: the last in the
+        ready line, then the last handed to the thread lane (taken back only if no thread
+        started it). Each goes back to the store due now, for any worker (its retry budget
+        untouched: it never started). A fixed prefetch (``prefetch_window=None``) holds
+        ``prefetch`` always, so it gives back none.
+        """
+        engine = self.engine
+        excess = len(self._claimed) - len(self._begun) - self._prefetch()
+        lane = engine._threads
+        staged = lane.staged() if lane is not None else []
+        line = [t for t in reversed(engine._ready) if t._id is not None and t._id in self._claimed]
+        given: list[str] = []
+        for task in line:
+            if len(given) >= excess:
+                break
+            assert task._id is not None
+            if task._id not in self._begun and not task._status.final:
+                given.append(task._id)
+                self._give_back(task._id, in_line=True)
+        for token, task in staged:
+            if len(given) >= excess:
+                break
+            task_id = task._id
+            if task_id is None or task_id not in self._claimed or task_id in self._begun:
+                continue
+            assert lane is not None
+            if lane.take_back(token):
+                engine._inflight -= 1
+                engine._active -= 1
+                engine._running.discard(task)
+                task._runner = None
+                given.append(task_id)
+                self._give_back(task_id, in_line=False)
+        if given:
+            log.info(
+                "queue %s: every slot busy for %gs; gave back %d waiting task(s) for any worker",
+                self.name, min(self.settings.maintenance, _STUCK), len(given),
+            )  # fmt: skip
+            engine._pump()
+
+    def _give_back(self, task_id: str, in_line: bool) -> None:
+        """Hand one claimed task that never started back to the store, due now."""
+        token = self._claimed[task_id]
+        self._drop(task_id, in_line=in_line)
+        now = self.clock.now()
+        self._settle_out(
+            Settlement(
+                task_id, token, Outcome.RETRY, now, run_at=now,
+                error="handed back: it waited for a slot behind long tasks",
+            )
+        )  # fmt: skip
 
     def _hand_back_held(self) -> None:
         """Give the held claims back to the store at once, to run on any worker."""

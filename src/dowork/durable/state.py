@@ -62,6 +62,10 @@ _MARK_DELAY = 0.02
 _NO_OPTIONS: tuple[None, None, None] = (None, None, None)
 _TRACE_LIMIT = 8000  #: characters of a traceback kept in a record's history
 
+#: Seconds (at most ``maintenance``) that every slot of a worker holding tasks for a slot may
+#: stay busy before it gives back those beyond what its hold allows now (``_hand_back_waiting``).
+_STUCK = 1.0
+
 _ABORT_WRITES = 5.0  #: seconds a forced stop waits for each of its writes to the store
 #: Seconds a worker waits at most before asking a store that failed it again.
 _LAST_PAUSE = 5.0
@@ -180,6 +184,8 @@ class DurableState:
     _settle_out: Callable[[Settlement], None]
     _start: Callable[[Record, list[Any] | None, bool, bool], Task[Any] | None]
     _start_held: Callable[[str], None]
+    _hand_back_waiting: Callable[[], None]
+    _prefetch: Callable[[], int]
     _start_watcher: Callable[[], None]
     _take: Callable[..., Task[Any] | None]
     _tell_buried: Callable[[], None]
