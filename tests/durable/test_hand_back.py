@@ -2,12 +2,12 @@
 
 README, "Prefetch": tasks a worker claimed while its tasks were short would otherwise wait
 behind long ones that took every slot, while an idle worker could run them. Worker ``A`` (one
-slot) claims a long task and three short ones while its hold is 3; the hold then falls to 0
-(as it does once no task has left the worker for a while); within ``min(maintenance, 1 s)``
-of its only slot staying busy it gives the three back, and the idle worker ``B`` runs them
-while the long task still runs in ``A``. Sync tasks wait in the thread lane (taken back
-before any thread starts them), async ones in the ready line. A fixed prefetch gives none
-back.
+slot) claims a long task and three short ones while its hold is 3; the hold then falls to 0 (as
+it does once no task has left the worker for a while); within ``min(maintenance, 0.25 s)`` of
+its only slot staying busy it gives the three back (two, if the hold fell to 1), and the idle
+worker ``B`` runs them while the long task still runs in ``A``. Sync tasks wait in the thread
+lane (taken back before any thread starts them), async ones in the ready line. A fixed prefetch
+gives none back.
 """
 
 from __future__ import annotations
@@ -31,20 +31,44 @@ pytestmark = pytest.mark.realtime
 
 
 class _Falls(Pace):
-    """A hold of 3 until ``fell`` is set, then 0."""
+    """A hold of 3 until ``fell`` is set, then ``to`` (a fixed prefetch: 3 always)."""
 
-    def __init__(self, fell: threading.Event, window: float | None) -> None:
+    def __init__(self, fell: threading.Event, window: float | None, to: int) -> None:
         super().__init__(3, window, 0.0)
-        self.fell = fell
+        self.fell, self.to = fell, to
 
     def hold(self, held: int, now: float) -> int:
-        return 0 if self.fell.is_set() and self.window is not None else 3
+        return self.to if self.fell.is_set() and self.window is not None else 3
+
+
+def _work(
+    where: str, ran: dict[int, str], fell: threading.Event, go: threading.Event, is_async: bool
+) -> Callable[[int], Any]:
+    """The task function of one queue: task 0 is the long one (until ``go``)."""
+
+    def work(n: int) -> int:
+        ran[n] = where
+        if n == 0:
+            fell.set()
+            assert go.wait(WAIT)
+        return n
+
+    async def awork(n: int) -> int:
+        ran[n] = where
+        if n == 0:
+            fell.set()
+            assert await asyncio.to_thread(go.wait, WAIT)
+        return n
+
+    return awork if is_async else work
 
 
 @pytest.mark.parametrize("is_async", [False, True], ids=["def", "async"])
-@pytest.mark.parametrize("window", [0.02, None], ids=["adaptive", "fixed"])
+@pytest.mark.parametrize(
+    ("window", "to"), [(0.02, 0), (0.02, 1), (None, 0)], ids=["to-0", "to-1", "fixed"]
+)
 def test_a_worker_with_every_slot_busy_gives_back_what_it_holds(
-    stores: Callable[..., Queue], is_async: bool, window: float | None
+    stores: Callable[..., Queue], is_async: bool, window: float | None, to: int
 ) -> None:
     settings = DurableSettings(lease=60.0, maintenance=0.2, prefetch_window=window)
     busy = stores(concurrency=1, durable=settings)
@@ -55,28 +79,14 @@ def test_a_worker_with_every_slot_busy_gives_back_what_it_holds(
     ran: dict[int, str] = {}
 
     def worker(where: str) -> Callable[[int], Any]:
-        def work(n: int) -> int:
-            ran[n] = where
-            if n == 0:
-                fell.set()
-                assert go.wait(WAIT)
-            return n
-
-        async def awork(n: int) -> int:
-            ran[n] = where
-            if n == 0:
-                fell.set()
-                assert await asyncio.to_thread(go.wait, WAIT)
-            return n
-
-        return awork if is_async else work
+        return _work(where, ran, fell, go, is_async)
 
     busy.task(name="work")(worker("busy"))
     idle.task(name="work")(worker("idle"))
     submit = producer.task(name="work")(worker("producer"))
     source = busy._engine.source
     assert isinstance(source, DurableSource)
-    source._pace = _Falls(fell, window)
+    source._pace = _Falls(fell, window, to)
     looks = [0]
     fetch = source._fetch
 
@@ -96,17 +106,26 @@ def test_a_worker_with_every_slot_busy_gives_back_what_it_holds(
         wait_for(lambda: looks[0] >= seen + 3)  # (each look after a whole wait: 0.2 s)
         assert all(producer.status(h.id) is TaskStatus.RESERVED for h in shorts)
         assert ran == {0: "busy"}
-    else:
-        for handle in shorts:
+    else:  # the least urgent go first: 3, then 2
+        given = shorts[to:]
+        for handle in given:
             assert handle.result(WAIT) == handle.args[0]
-        assert {n: ran[n] for n in (1, 2, 3)} == {1: "idle", 2: "idle", 3: "idle"}
+        assert {n: ran.get(n) for n in (1, 2, 3)} == {
+            1: "idle" if to == 0 else None,
+            2: "idle",
+            3: "idle",
+        }
         assert producer.status(handles[0].id) is TaskStatus.RUNNING  # (still in busy)
-        for record in (records_of(producer)[h.id] for h in shorts):
+        for record in (records_of(producer)[h.id] for h in given):
             # Claimed twice, started once; the hand-back used no retry and counted no crash.
             assert (record.attempts, record.started, record.crashes) == (2, 1, 0)
+        if to:
+            assert producer.status(shorts[0].id) is TaskStatus.RESERVED  # kept: the hold is 1
     go.set()
     assert handles[0].result(WAIT) == 0
     for handle in shorts:
         assert handle.result(WAIT) == handle.args[0]
     assert ran[0] == "busy"
     assert sorted(ran) == [0, 1, 2, 3]
+    if to:
+        assert ran[1] == "busy"

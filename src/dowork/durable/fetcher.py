@@ -123,13 +123,12 @@ class Fetcher(DurableState):
         waiting = held > len(self._begun)  # claimed tasks here wait for a slot
         if waiting:
             timeout = min(timeout, _STUCK)
-        left = self._pace.taken - held
         try:
             async with asyncio.timeout(timeout):
                 await slot.wait()
         except TimeoutError:
-            if waiting and self._pace.taken - len(self._claimed) == left:
-                self._hand_back_waiting()  # no slot freed meanwhile: long tasks hold them all
+            if waiting:  # no slot freed for a while: give back what the rate no longer calls for
+                self._hand_back_waiting()
         finally:
             self._slot_waiting = 0
         return None

@@ -256,7 +256,7 @@ class Starts(DurableState):
                 self._give_back(task_id, in_line=False)
         if given:
             log.info(
-                "queue %s: every slot busy for %gs; gave back %d waiting task(s) for any worker",
+                "queue %s: no slot freed for %gs; gave back %d waiting task(s) for any worker",
                 self.name, min(self.settings.maintenance, _STUCK), len(given),
             )  # fmt: skip
             engine._pump()

@@ -62,9 +62,10 @@ _MARK_DELAY = 0.02
 _NO_OPTIONS: tuple[None, None, None] = (None, None, None)
 _TRACE_LIMIT = 8000  #: characters of a traceback kept in a record's history
 
-#: Seconds (at most ``maintenance``) that every slot of a worker holding tasks for a slot may
-#: stay busy before it gives back those beyond what its hold allows now (``_hand_back_waiting``).
-_STUCK = 1.0
+#: Seconds (at most ``maintenance``) a worker holding tasks for a slot waits for one to free
+#: before it gives back those beyond what its hold allows now (``_hand_back_waiting``): its
+#: rate, and so its hold, falls within some 0.2 s of tasks no longer leaving it.
+_STUCK = 0.25
 
 _ABORT_WRITES = 5.0  #: seconds a forced stop waits for each of its writes to the store
 #: Seconds a worker waits at most before asking a store that failed it again.
