@@ -65,11 +65,14 @@ def _work(
 
 @pytest.mark.parametrize("is_async", [False, True], ids=["def", "async"])
 @pytest.mark.parametrize(
-    ("window", "to"), [(0.02, 0), (0.02, 1), (None, 0)], ids=["to-0", "to-1", "fixed"]
+    ("window", "to", "urgent"),
+    [(0.02, 0, False), (0.02, 1, False), (0.02, 1, True), (None, 0, False)],
+    ids=["to-0", "to-1", "to-1-priorities", "fixed"],
 )
 def test_a_worker_with_every_slot_busy_gives_back_what_it_holds(
-    stores: Callable[..., Queue], is_async: bool, window: float | None, to: int
+    stores: Callable[..., Queue], is_async: bool, window: float | None, to: int, urgent: bool
 ) -> None:
+    """``urgent``: task ``n`` has priority ``n`` (the long one 9): 3 is the one kept."""
     settings = DurableSettings(lease=60.0, maintenance=0.2, prefetch_window=window)
     busy = stores(concurrency=1, durable=settings)
     # The idle worker waits up to a minute: the tasks given back wake it (a retry due now).
@@ -95,7 +98,12 @@ def test_a_worker_with_every_slot_busy_gives_back_what_it_holds(
         return await fetch(now)
 
     source._fetch = counted  # type: ignore[method-assign]
-    handles = [submit.submit(n) for n in range(4)]
+    if urgent:
+        tasks = [submit.task(n).configure(priority=9 if n == 0 else n) for n in range(4)]
+        handles = [producer.enqueue(task) for task in tasks]
+    else:
+        handles = [submit.submit(n) for n in range(4)]
+    kept = 3 if urgent else 1  # the most urgent short task
     busy.start()
     wait_for(lambda: all(r.owner is not None for r in records_of(producer).values()))
     assert fell.wait(WAIT)
@@ -106,21 +114,18 @@ def test_a_worker_with_every_slot_busy_gives_back_what_it_holds(
         wait_for(lambda: looks[0] >= seen + 3)  # (each look after a whole wait: 0.2 s)
         assert all(producer.status(h.id) is TaskStatus.RESERVED for h in shorts)
         assert ran == {0: "busy"}
-    else:  # the least urgent go first: 3, then 2
-        given = shorts[to:]
+    else:  # the least urgent go first
+        given = [h for h in shorts if to == 0 or h.args[0] != kept]
         for handle in given:
             assert handle.result(WAIT) == handle.args[0]
-        assert {n: ran.get(n) for n in (1, 2, 3)} == {
-            1: "idle" if to == 0 else None,
-            2: "idle",
-            3: "idle",
-        }
+        assert {h.args[0]: ran[h.args[0]] for h in given} == {h.args[0]: "idle" for h in given}
         assert producer.status(handles[0].id) is TaskStatus.RUNNING  # (still in busy)
         for record in (records_of(producer)[h.id] for h in given):
             # Claimed twice, started once; the hand-back used no retry and counted no crash.
             assert (record.attempts, record.started, record.crashes) == (2, 1, 0)
         if to:
-            assert producer.status(shorts[0].id) is TaskStatus.RESERVED  # kept: the hold is 1
+            assert producer.status(handles[kept].id) is TaskStatus.RESERVED  # kept: hold 1
+            assert kept not in ran
     go.set()
     assert handles[0].result(WAIT) == 0
     for handle in shorts:
@@ -128,4 +133,4 @@ def test_a_worker_with_every_slot_busy_gives_back_what_it_holds(
     assert ran[0] == "busy"
     assert sorted(ran) == [0, 1, 2, 3]
     if to:
-        assert ran[1] == "busy"
+        assert ran[kept] == "busy"
