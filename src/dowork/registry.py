@@ -52,10 +52,21 @@ class Registry:
         return self._by_name.get(name)
 
     def name_of(self, fn: Any) -> str | None:
-        """Return the registered name of ``fn`` (a task function or the function it wraps)."""
+        """Return the registered name of ``fn`` (a task function or the function it wraps).
+
+        A copy of a registered task function (``with_options``) has the name of the one it
+        copies: the same function under the same name.
+        """
         found = self._by_fn.get(id(fn))
-        if found is None or found[0] is not fn or not found[1]:
-            return None  # unknown, or one function registered under several names
+        if found is None or found[0] is not fn:
+            inner = getattr(fn, "fn", None)
+            name = getattr(fn, "name", None)
+            entry = self._by_name.get(name) if isinstance(name, str) else None
+            if entry is not None and inner is not None and entry.fn is inner:
+                return name  # (a copy: its options are its tasks' own, stored per task)
+            return None
+        if not found[1]:
+            return None  # one function registered under several names
         return found[1]
 
     def task_functions(self) -> list[TaskFunction[..., Any]]:
