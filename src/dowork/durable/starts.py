@@ -231,7 +231,9 @@ class Starts(DurableState):
         excess = len(self._claimed) - len(self._begun) - self._prefetch()
         lane = engine._threads
         staged = lane.staged() if lane is not None else []
-        line = [t for t in list(engine._ready)[::-1] if t._id is not None and t._id in self._claimed]
+        line = [
+            t for t in list(engine._ready)[::-1] if t._id is not None and t._id in self._claimed
+        ]
         given: list[str] = []
         for task in line:
             if len(given) >= excess:
