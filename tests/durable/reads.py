@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from dowork import Queue
 from dowork.backends import Record
+from dowork.durable import DurableSource
 
 
 def records_in(queue: Queue) -> list[Record]:
@@ -16,3 +19,18 @@ def records_in(queue: Queue) -> list[Record]:
 def records_of(queue: Queue) -> dict[str, Record]:
     """``records_in`` by id."""
     return {r.id: r for r in records_in(queue)}
+
+
+def count_looks(queue: Queue) -> list[int]:
+    """Count the fetcher's looks for work (``_fetch`` calls) of ``queue``: ``[n]``, live."""
+    source = queue._engine.source
+    assert isinstance(source, DurableSource)
+    looks = [0]
+    fetch = source._fetch
+
+    async def counted(now: float) -> Any:
+        looks[0] += 1
+        return await fetch(now)
+
+    source._fetch = counted  # type: ignore[method-assign]
+    return looks

@@ -24,7 +24,7 @@ from dowork.durable import DurableSource
 from dowork.durable.pace import Pace
 from tests.waiting import wait_for
 
-from .reads import records_of
+from .reads import count_looks, records_of
 
 WAIT = 20.0
 pytestmark = pytest.mark.realtime
@@ -90,14 +90,7 @@ def test_a_worker_with_every_slot_busy_gives_back_what_it_holds(
     source = busy._engine.source
     assert isinstance(source, DurableSource)
     source._pace = _Falls(fell, window, to)
-    looks = [0]
-    fetch = source._fetch
-
-    async def counted(now: float) -> Any:
-        looks[0] += 1
-        return await fetch(now)
-
-    source._fetch = counted  # type: ignore[method-assign]
+    looks = count_looks(busy)
     if urgent:
         tasks = [submit.task(n).configure(priority=9 if n == 0 else n) for n in range(4)]
         handles = [producer.enqueue(task) for task in tasks]

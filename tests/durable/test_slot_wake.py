@@ -13,12 +13,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 
 from dowork import DurableSettings, Queue
-from dowork.durable import DurableSource
+
+from .reads import count_looks
 
 WAIT = 20.0
 TASKS = 60
@@ -60,16 +60,7 @@ def test_a_backlog_runs_through_with_each_concurrency_and_prefetch(
     for q in (producer, queue):
         q.task(name="work")(awork if is_async else work)
     handles = [producer.submit(awork if is_async else work, n) for n in range(TASKS)]
-    source = queue._engine.source
-    assert isinstance(source, DurableSource)
-    looks = [0]
-    fetch = source._fetch
-
-    async def counted(now: float) -> Any:
-        looks[0] += 1
-        return await fetch(now)
-
-    source._fetch = counted  # type: ignore[method-assign]
+    looks = count_looks(queue)
     queue.start()
     assert [h.result(WAIT) for h in handles] == list(range(TASKS))
     assert sorted(ran) == list(range(TASKS))
