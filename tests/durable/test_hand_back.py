@@ -116,6 +116,7 @@ def test_a_worker_with_every_slot_busy_gives_back_what_it_holds(
         for record in (records_of(producer)[h.id] for h in given):
             # Claimed twice, started once; the hand-back used no retry and counted no crash.
             assert (record.attempts, record.started, record.crashes) == (2, 1, 0)
+        assert source._pace.taken == 4 - len(given)  # (given back: not counted as taken)
         if to:
             assert producer.status(handles[kept].id) is TaskStatus.RESERVED  # kept: hold 1
             assert kept not in ran

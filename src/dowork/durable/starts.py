@@ -264,9 +264,14 @@ class Starts(DurableState):
             engine._pump()
 
     def _give_back(self, task_id: str, in_line: bool) -> None:
-        """Hand one claimed task that never started back to the store, due now."""
+        """Hand one claimed task that never started back to the store, due now.
+
+        It is no longer counted as taken: the rate is that of tasks leaving by their own end,
+        and hand-backs counted as such would raise the hold, to claim more behind long tasks.
+        """
         token = self._claimed[task_id]
         self._drop(task_id, in_line=in_line)
+        self._pace.taken -= 1
         now = self.clock.now()
         self._settle_out(
             Settlement(
