@@ -128,7 +128,7 @@ class Fetcher(DurableState):
                 await slot.wait()
         except TimeoutError:
             if waiting:  # no slot freed for a while: give back what the rate no longer calls for
-                self._hand_back_waiting()
+                self._hand_back_waiting(timeout)
         finally:
             self._slot_waiting = 0
         return None

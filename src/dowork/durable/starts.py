@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     pass
 
 
-from .state import _MARK_DELAY, _STUCK, DurableState, log
+from .state import _MARK_DELAY, DurableState, log
 
 _FOREVER = float("inf")  #: the lease end of a task claimed without one
 
@@ -217,15 +217,15 @@ class Starts(DurableState):
         """The leases of the held claims (see ``_held``)."""
         return [(r.id, r.attempts) for records in self._held.values() for r in records]
 
-    def _hand_back_waiting(self) -> None:
+    def _hand_back_waiting(self, after: float) -> None:
         """Give back the claimed tasks waiting for a slot beyond what the hold allows now.
 
         Held while tasks were short, they would wait behind long ones that took every slot
-        while an idle worker could run them. The least urgent go first: the last in the
-        ready line, then the last handed to the thread lane (taken back only if no thread
-        started it). Each goes back to the store due now, for any worker (its retry budget
-        untouched: it never started). A fixed prefetch (``prefetch_window=None``) holds
-        ``prefetch`` always, so it gives back none.
+        (none freed in ``after`` seconds) while an idle worker could run them. The least
+        urgent go first: the last in the ready line, then the last handed to the thread lane
+        (taken back only if no thread started it). Each goes back to the store due now, for
+        any worker (its retry budget untouched: it never started). A fixed prefetch
+        (``prefetch_window=None``) holds ``prefetch`` always, so it gives back none.
         """
         engine = self.engine
         excess = len(self._claimed) - len(self._begun) - self._prefetch()
@@ -248,18 +248,13 @@ class Starts(DurableState):
             task_id = task._id
             if task_id is None or task_id not in self._claimed or task_id in self._begun:
                 continue
-            assert lane is not None
-            if lane.take_back(token):
-                engine._inflight -= 1
-                engine._active -= 1
-                engine._running.discard(task)
-                task._runner = None
+            if engine._take_back(task, token):
                 given.append(task_id)
                 self._give_back(task_id, in_line=False)
         if given:
             log.info(
                 "queue %s: no slot freed for %gs; gave back %d waiting task(s) for any worker",
-                self.name, min(self.settings.maintenance, _STUCK), len(given),
+                self.name, after, len(given),
             )  # fmt: skip
             engine._pump()
 

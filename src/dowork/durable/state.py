@@ -185,7 +185,7 @@ class DurableState:
     _settle_out: Callable[[Settlement], None]
     _start: Callable[[Record, list[Any] | None, bool, bool], Task[Any] | None]
     _start_held: Callable[[str], None]
-    _hand_back_waiting: Callable[[], None]
+    _hand_back_waiting: Callable[[float], None]
     _prefetch: Callable[[], int]
     _start_watcher: Callable[[], None]
     _take: Callable[..., Task[Any] | None]

@@ -156,6 +156,20 @@ class Launch(HomeLoop):
         if task._cancel_requested and task._runner is not _CANCEL:
             task._cancel_requested = False  # a timed-out attempt's flag does not carry over
 
+    def _take_back(self, task: Task[Any], token: object) -> bool:
+        """Undo the launch of a sync attempt staged for a thread, if no thread started it.
+
+        Whether it was taken back: a thread that took it first runs it, as launched.
+        """
+        lane = self._threads
+        if lane is None or not lane.take_back(token):
+            return False
+        self._inflight -= 1  # (what _hold counted)
+        self._active -= 1
+        self._running.discard(task)
+        task._runner = None
+        return True
+
     def _go(self, task: Task[Any]) -> None:
         """Start a launched task now, or stage it for a thread (``reserved`` until one is free)."""
         if task.is_async:
