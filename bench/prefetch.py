@@ -21,6 +21,7 @@ medians of ``--repeat`` runs:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import tempfile
 import threading
@@ -28,7 +29,7 @@ import time
 from typing import Any
 
 import dowork
-from worker_cpu import start_redis  # (bench/ is on the path: the script's directory)
+from worker_cpu import redis_server  # (bench/ is on the path: the script's directory)
 
 SETTINGS: dict[str, dict[str, Any]] = {
     "fixed 32": {"prefetch": 32, "prefetch_window": None},
@@ -109,33 +110,28 @@ def main() -> None:
         f"{args.short_ms:g} ms and {longs} of {args.long_s:g} s (at the {args.at}); "
         f"ideal makespan {ideal:.2f} s"
     )
-    with tempfile.TemporaryDirectory() as work:
-        server = None
-        try:
-            if args.store == "redis":
-                import redis  # (the redis extra: only for this store)
+    with tempfile.TemporaryDirectory() as work, contextlib.ExitStack() as stack:
+        url = ""
+        if args.store == "redis":
+            import redis  # (the redis extra: only for this store)
 
-                server, url = start_redis(work)
-            for name, setting in SETTINGS.items():
-                runs = []
-                for i in range(args.repeat):
-                    if args.store == "redis":
-                        backend = f"{url.rsplit('/', 1)[0]}/{i % 16}"
-                        redis.Redis.from_url(backend).flushdb()
-                    else:
-                        backend = f"sqlite:///{work}/{name.replace(' ', '')}-{i}.db"
-                    runs.append(run_once(args, backend, setting))
-                med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-                print(
-                    f"  {name:9s} makespan {med['makespan']:5.2f} s "
-                    f"({min(r['makespan'] for r in runs):.2f}-"
-                    f"{max(r['makespan'] for r in runs):.2f}); short tasks' wait p50 "
-                    f"{med['p50']:.2f} s, p99 {med['p99']:.2f}, max {med['max']:.2f}"
-                )
-        finally:
-            if server is not None:
-                server.terminate()
-                server.wait()
+            _, url = stack.enter_context(redis_server(work))
+        for name, setting in SETTINGS.items():
+            runs = []
+            for i in range(args.repeat):
+                if args.store == "redis":
+                    backend = f"{url.rsplit('/', 1)[0]}/{i % 16}"
+                    redis.Redis.from_url(backend).flushdb()
+                else:
+                    backend = f"sqlite:///{work}/{name.replace(' ', '')}-{i}.db"
+                runs.append(run_once(args, backend, setting))
+            med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+            print(
+                f"  {name:9s} makespan {med['makespan']:5.2f} s "
+                f"({min(r['makespan'] for r in runs):.2f}-"
+                f"{max(r['makespan'] for r in runs):.2f}); short tasks' wait p50 "
+                f"{med['p50']:.2f} s, p99 {med['p99']:.2f}, max {med['max']:.2f}"
+            )
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import cProfile
 import gc
 import glob
@@ -54,7 +55,7 @@ import threading
 import time
 import types
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import dowork
@@ -83,6 +84,17 @@ def start_redis(work: str, callgrind: str = "") -> tuple[subprocess.Popen[bytes]
         except OSError:
             time.sleep(0.01)
     return server, f"redis://127.0.0.1:{port}/0"
+
+
+@contextlib.contextmanager
+def redis_server(work: str, callgrind: str = "") -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """``start_redis``, stopped when the block ends."""
+    server, url = start_redis(work, callgrind)
+    try:
+        yield server, url
+    finally:
+        server.terminate()
+        server.wait()
 
 
 class ServerCost:
@@ -414,24 +426,19 @@ def main() -> None:
     args = parser.parse_args()
     if not os.environ.get("GC"):
         gc.disable()
-    with tempfile.TemporaryDirectory() as work:
+    with tempfile.TemporaryDirectory() as work, contextlib.ExitStack() as stack:
         server = None
         url = ""
         out = os.path.join(work, "callgrind.out") if args.server == "callgrind" else ""
         if args.store == "redis" or args.body == "redis" or args.ceiling:
-            server, url = start_redis(work, out)
-        try:
-            if args.ceiling:
-                ceiling(args, url)
-            else:
-                cost = None
-                if args.server and server is not None and args.store == "redis":
-                    cost = ServerCost(args.server, url, server.pid, out)
-                run(args, work, url, cost)
-        finally:
-            if server is not None:
-                server.terminate()
-                server.wait()
+            server, url = stack.enter_context(redis_server(work, out))
+        if args.ceiling:
+            ceiling(args, url)
+        else:
+            cost = None
+            if args.server and server is not None and args.store == "redis":
+                cost = ServerCost(args.server, url, server.pid, out)
+            run(args, work, url, cost)
 
 
 if __name__ == "__main__":
