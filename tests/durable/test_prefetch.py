@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -75,9 +74,7 @@ def test_a_busy_worker_holds_a_waiting_task_only_with_a_fixed_prefetch(
     held_by = busy._engine.source
     assert isinstance(held_by, DurableSource)
     began = lambda: 1 in ran  # noqa: E731
-    if held_by.extras.wait_claim is not None:  # (Redis: found once, in a frozen dataclass)
-        wait_claim = _signalling(held_by.extras.wait_claim, waiting, began)
-        monkeypatch.setattr(held_by, "extras", replace(held_by.extras, wait_claim=wait_claim))
+    # (A worker with no free slot waits with ``backend.wait``, never ``wait_claim``.)
     monkeypatch.setattr(held_by.backend, "wait", _signalling(held_by.backend.wait, waiting, began))
     busy.start()
     first = submit.submit(1)
